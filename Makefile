@@ -1,0 +1,29 @@
+# The two commands a newcomer runs: `make run` and `make test`.
+# Both bootstrap .venv from nothing; the stamp file re-installs when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= homeserver.yaml
+TESTS ?= tests
+
+.PHONY: run test lint bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/roost run -c $(CONFIG)
+
+test: $(STAMP)
+	$(BIN)/python -m twisted.trial -j2 $(TESTS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check roost tests bench twisted
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,329 @@
+"""The JSON resource base that every client (and federation) endpoint sits on.
+
+It owns what every endpoint would otherwise repeat: routing with 404/405
+M_UNRECOGNIZED, CORS and OPTIONS, the body size limit (checked while the body
+arrives, see `LimitedRequest`), JSON parsing with M_NOT_JSON/M_BAD_JSON,
+turning an access token into a `Requester`, Matrix error bodies for every
+failure, cancelling the handler when the client goes away, and one log line
+per request.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import quote, unquote
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from roost.client_api.errors import MatrixError
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_request_counter = itertools.count(1)
+
+CLIENT_PREFIX = "/_matrix/client/(?:v3|r0|v1)"
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who is making a request: the user, their device and login session."""
+
+    user_id: str
+    device_id: str
+    session_id: str
+    is_admin: bool = False
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, token: str) -> Requester: ...
+
+
+@dataclass
+class ApiRequest:
+    """What a handler needs of an HTTP request, parsed once."""
+
+    http: server.Request
+    method: str
+    path: str
+    params: dict[str, str]
+    requester: Requester | None
+    raw_body: bytes
+    _json: Any = field(default=None, repr=False)
+    _parsed: bool = False
+
+    @property
+    def user(self) -> Requester:
+        if self.requester is None:
+            raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
+        return self.requester
+
+    def json(self, required: bool = True) -> JsonDict:
+        """The body as a JSON object; M_NOT_JSON or M_BAD_JSON otherwise."""
+        if not self._parsed:
+            self._parsed = True
+            if not self.raw_body.strip():
+                self._json = None
+            else:
+                try:
+                    self._json = json.loads(self.raw_body, parse_constant=_refuse_constant)
+                except (ValueError, UnicodeDecodeError):
+                    raise MatrixError(400, "M_NOT_JSON", "Content not JSON.") from None
+        if self._json is None:
+            if required:
+                raise MatrixError(400, "M_NOT_JSON", "Content not JSON.")
+            return {}
+        if not isinstance(self._json, dict):
+            raise MatrixError(400, "M_BAD_JSON", "Content must be a JSON object.")
+        return self._json
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        values = self.http.args.get(name.encode())
+        if not values:
+            return default
+        try:
+            return values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise MatrixError(400, "M_INVALID_PARAM", f"{name} is not UTF-8") from None
+
+    def args(self, name: str) -> list[str]:
+        return [v.decode("utf-8", "replace") for v in self.http.args.get(name.encode(), [])]
+
+    def int_arg(self, name: str, default: int | None = None) -> int | None:
+        value = self.arg(name)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be an integer") from None
+
+    def bool_arg(self, name: str, default: bool = False) -> bool:
+        value = self.arg(name)
+        if value is None:
+            return default
+        if value in ("true", "false"):
+            return value == "true"
+        raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be true or false")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+Handler = Callable[[ApiRequest], Awaitable[JsonDict | tuple[int, JsonDict]]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    auth: bool  # True: token required; False: none; None never used
+    auth_optional: bool = False
+
+
+class Router:
+    """A table of (method, path regex) -> handler, filled by each area module."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+
+    def add(self, method: str, path: str, handler: Handler, *, auth: bool = True,
+            auth_optional: bool = False) -> None:
+        """`path` is a regex with `{name}` placeholders matching one path segment."""
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
+        self.routes.append(Route(method, re.compile(f"^{regex}$"), handler, auth, auth_optional))
+
+    def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
+        """Return (route, params, path_known); path_known tells 405 from 404."""
+        path_known = False
+        for route in self.routes:
+            m = route.pattern.match(path)
+            if not m:
+                continue
+            path_known = True
+            if route.method == method or (method == "HEAD" and route.method == "GET"):
+                return route, {k: unquote(v) for k, v in m.groupdict().items()}, True
+        return None, {}, path_known
+
+
+class LimitedRequest(server.Request):
+    """A request that stops buffering its body once it passes the size limit.
+
+    The limit is checked against Content-Length as soon as the headers arrive
+    and against the bytes received as they arrive, so an oversized upload is
+    never held in memory; the resource then answers 413 M_TOO_LARGE.
+    """
+
+    max_body_bytes = 10 * 1024 * 1024
+    too_large = False
+    _received = 0
+
+    def gotLength(self, length: int | None) -> None:
+        limit = getattr(self.channel.site, "max_body_bytes", self.max_body_bytes)
+        self.max_body_bytes = limit
+        if length is not None and length > limit:
+            self.too_large = True
+            length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        if self._received > self.max_body_bytes:
+            self.too_large = True
+        if self.too_large:
+            if self._received > 4 * self.max_body_bytes:
+                self.channel.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        super().handleContentChunk(data)
+
+
+class RoostSite(server.Site):
+    """A Site using `LimitedRequest` with the configured body limit."""
+
+    def __init__(self, resource: Resource, max_body_bytes: int, **kwargs: Any) -> None:
+        super().__init__(resource, requestFactory=LimitedRequest, **kwargs)
+        self.max_body_bytes = max_body_bytes
+
+    def log(self, request: server.Request) -> None:
+        """Access logging is done by JsonResource, with the user and without tokens."""
+
+
+_TOKEN_IN_QUERY = re.compile(r"(access_token=)[^&]*")
+
+
+class JsonResource(Resource):
+    """A leaf resource dispatching every path below it through a `Router`."""
+
+    isLeaf = True
+
+    def __init__(self, router: Router, authenticator: Authenticator | None) -> None:
+        super().__init__()
+        self._router = router
+        self._auth = authenticator
+
+    def render(self, request: server.Request) -> int:
+        rid = f"req{next(_request_counter)}"
+        d = defer.ensureDeferred(self._handle(request, rid))
+        request.notifyFinish().addErrback(lambda _f: d.cancel())
+        d.addErrback(_log_unhandled)
+        return server.NOT_DONE_YET
+
+    async def _handle(self, request: server.Request, rid: str) -> None:
+        request_id.set(rid)
+        start = time.monotonic()
+        method = request.method.decode("ascii", "replace")
+        path = request.path.decode("utf-8", "replace")
+        user = "-"
+        status = 500
+        body: JsonDict = {}
+        headers: dict[str, str] = {}
+        try:
+            if method == "OPTIONS":
+                status, body = 200, {}
+            elif getattr(request, "too_large", False):
+                raise MatrixError(413, "M_TOO_LARGE", "Request body too large")
+            else:
+                route, params, known = self._router.match(method, path)
+                if route is None:
+                    status = 405 if known else 404
+                    raise MatrixError(status, "M_UNRECOGNIZED", "Unrecognized request")
+                requester = await self._requester(request, route)
+                if requester is not None:
+                    user = requester.user_id
+                raw = request.content.read() if request.content is not None else b""
+                api = ApiRequest(request, method, path, params, requester, raw)
+                result = await route.handler(api)
+                status, body = result if isinstance(result, tuple) else (200, result)
+        except MatrixError as e:
+            status, body, headers = e.status, e.to_json(), e.headers
+        except defer.CancelledError:
+            logger.info("%s %s cancelled: client went away", method, _clean(request))
+            return
+        except Exception:
+            logger.exception("%s %s failed", method, _clean(request))
+            status, body = 500, {"errcode": "M_UNKNOWN", "error": "Internal server error"}
+        self._respond(request, status, body, headers)
+        logger.info(
+            "%s %s %s %d %.1fms %s", rid, method, _clean(request), status,
+            (time.monotonic() - start) * 1000, user,
+        )
+
+    async def _requester(self, request: server.Request, route: Route) -> Requester | None:
+        token = _access_token(request)
+        if not route.auth and not route.auth_optional:
+            return None
+        if token is None:
+            if route.auth_optional:
+                return None
+            raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
+        if self._auth is None:
+            raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown access token")
+        return await self._auth.authenticate(token)
+
+    @staticmethod
+    def _respond(request: server.Request, status: int, body: JsonDict, headers: dict[str, str]) -> None:
+        if request.finished or request._disconnected:
+            return
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Content-Length", str(len(payload)).encode())
+        set_cors_headers(request)
+        for name, value in headers.items():
+            request.setHeader(name.encode(), value.encode())
+        if getattr(request, "too_large", False):
+            request.setHeader(b"Connection", b"close")
+        if request.method != b"HEAD":
+            request.write(payload)
+        request.finish()
+
+
+def set_cors_headers(request: server.Request) -> None:
+    request.setHeader(b"Access-Control-Allow-Origin", b"*")
+    request.setHeader(b"Access-Control-Allow-Methods", b"GET, HEAD, POST, PUT, DELETE, OPTIONS")
+    request.setHeader(
+        b"Access-Control-Allow-Headers", b"X-Requested-With, Content-Type, Authorization, Date"
+    )
+
+
+def _access_token(request: server.Request) -> str | None:
+    header = request.getHeader(b"Authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        raise MatrixError(401, "M_MISSING_TOKEN", "Authorization header is not a Bearer token")
+    values = request.args.get(b"access_token")
+    if values:
+        return values[0].decode("utf-8", "replace")
+    return None
+
+
+def _clean(request: server.Request) -> str:
+    """The request path and query, with any access token blanked."""
+    uri = request.uri.decode("utf-8", "replace")
+    return _TOKEN_IN_QUERY.sub(r"\1<redacted>", uri)
+
+
+def _log_unhandled(failure: Failure) -> None:
+    if not failure.check(defer.CancelledError):
+        logger.error("unhandled error in request: %s", failure.getTraceback())
+
+
+def path_quote(value: str) -> str:
+    return quote(value, safe="")

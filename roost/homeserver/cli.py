@@ -1,0 +1,160 @@
+"""The `roost` command: run, generate-config, register-user, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from roost.homeserver.config import ConfigError, RoostConfig, load_config
+
+
+def _load(path: str) -> RoostConfig:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        sys.stderr.write(f"roost: configuration error: {e}\n")
+        raise SystemExit(1) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+
+    from roost.homeserver.logsetup import setup_logging
+    from roost.homeserver.service import RoostService
+
+    config = _load(args.config)
+    setup_logging(config.logging, config.path)
+    service = RoostService(config, reactor)
+    failed: list[Any] = []
+    service.started.addErrback(failed.append)
+    reactor.callWhenRunning(service.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+    if failed:
+        sys.stderr.write(f"roost: failed to start: {failed[0].getErrorMessage()}\n")
+        return 1
+    return 0
+
+
+def cmd_generate_config(args: argparse.Namespace) -> int:
+    from roost.homeserver.config_template import render_config
+    from roost.keys.local import load_or_create_signing_key
+
+    if os.path.exists(args.output) and not args.force:
+        sys.stderr.write(f"roost: {args.output} exists; pass --force to overwrite\n")
+        return 1
+    tls_cert = tls_key = None
+    if args.tls:
+        from roost.homeserver.tlsgen import write_self_signed
+
+        config_dir = os.path.dirname(os.path.abspath(args.output))
+        tls_cert, tls_key = write_self_signed(config_dir, args.data_dir, args.server_name)
+    text = render_config(
+        args.server_name,
+        data_dir=args.data_dir,
+        client_port=args.port,
+        registration_enabled=args.enable_registration,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
+    with open(args.output, "w") as f:
+        f.write(text)
+    config = load_config(args.output)
+    load_or_create_signing_key(config.signing_key_file)
+    print(f"wrote {args.output} and the signing key {config.signing_key_file}")
+    return 0
+
+
+def _run_async(fn: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
+    """Run `fn(reactor)` to completion on a reactor and return its exit status."""
+    from twisted.internet import defer, task
+
+    result: list[int] = []
+
+    async def main(reactor: Any) -> None:
+        result.append(await fn(reactor))
+
+    try:
+        task.react(lambda r: defer.ensureDeferred(main(r)))
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return int(e.code) if isinstance(e.code, int) else 1
+    return result[0] if result else 1
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+
+    async def run(reactor: Any) -> int:
+        from roost.homeserver.wiring import open_database
+
+        db, embedded = await open_database(config, reactor)
+        db.close()
+        if embedded is not None:
+            embedded.cleanup()
+        print("database schema is up to date")
+        return 0
+
+    return _run_async(run)
+
+
+def cmd_register_user(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    password = args.password or getpass.getpass("Password: ")
+
+    async def run(reactor: Any) -> int:
+        from roost.homeserver.service import stop_homeserver
+        from roost.homeserver.wiring import build_homeserver
+
+        hs = await build_homeserver(config, reactor)
+        try:
+            user_id = await hs.register_user(args.user, password, admin=args.admin)
+        except Exception as e:  # a clear line, not a traceback, for a taken name
+            sys.stderr.write(f"roost: could not register {args.user}: {e}\n")
+            return 1
+        finally:
+            await stop_homeserver(hs)
+        print(f"registered {user_id}{' (admin)' if args.admin else ''}")
+        return 0
+
+    return _run_async(run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roost", description="A Matrix homeserver.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start the homeserver")
+    run.add_argument("-c", "--config", default="homeserver.yaml")
+    run.set_defaults(fn=cmd_run)
+
+    gen = sub.add_parser("generate-config", help="write a configuration and a signing key")
+    gen.add_argument("--server-name", required=True)
+    gen.add_argument("-o", "--output", default="homeserver.yaml")
+    gen.add_argument("--data-dir", default="./data")
+    gen.add_argument("--port", type=int, default=8008)
+    gen.add_argument("--enable-registration", action="store_true")
+    gen.add_argument("--tls", action="store_true", help="make a self-signed certificate for federation")
+    gen.add_argument("--force", action="store_true")
+    gen.set_defaults(fn=cmd_generate_config)
+
+    reg = sub.add_parser("register-user", help="create a user")
+    reg.add_argument("-c", "--config", default="homeserver.yaml")
+    reg.add_argument("--user", required=True, help="localpart or full user id")
+    reg.add_argument("--password")
+    reg.add_argument("--admin", action="store_true")
+    reg.set_defaults(fn=cmd_register_user)
+
+    mig = sub.add_parser("migrate", help="apply database migrations and exit")
+    mig.add_argument("-c", "--config", default="homeserver.yaml")
+    mig.set_defaults(fn=cmd_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    raise SystemExit(args.fn(args))

@@ -1,0 +1,286 @@
+"""The homeserver configuration: one frozen, typed dataclass per YAML section.
+
+Loading is strict on purpose: a misspelt key silently ignored is a setting the
+operator believes is in force and is not. Every error names the YAML path of
+the offending key, so that one line is enough to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as one line naming the key."""
+
+
+class Duration(int):
+    """Milliseconds, written in YAML as an integer of ms or as '15m', '7d', '30s'."""
+
+
+_DURATION_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)?\s*$")
+
+
+def _parse_duration(path: str, value: Any) -> Duration:
+    if isinstance(value, bool):
+        raise ConfigError(f"{path}: expected a duration such as '15m' or milliseconds, got {value!r}")
+    if isinstance(value, int):
+        return Duration(value)
+    if isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if match:
+            return Duration(int(match.group(1)) * _DURATION_UNITS[match.group(2) or "ms"])
+    raise ConfigError(f"{path}: expected a duration such as '15m' or milliseconds, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ClientListenerConfig:
+    bind_address: str = "127.0.0.1"
+    port: int = 8008
+    # Requests whose body is larger than this are refused with M_TOO_LARGE
+    # before the body is read whole.
+    max_body_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FederationListenerConfig:
+    enabled: bool = False
+    bind_address: str = "0.0.0.0"
+    port: int = 8448
+    tls_certificate_path: str | None = None
+    tls_private_key_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ListenersConfig:
+    client: ClientListenerConfig = field(default_factory=ClientListenerConfig)
+    federation: FederationListenerConfig = field(default_factory=FederationListenerConfig)
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    # A libpq connection string; None starts an embedded PostgreSQL in data_dir.
+    dsn: str | None = None
+    pool_min: int = 2
+    pool_max: int = 10
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    password: str | None = None
+    # Prefix for every key Roost writes, so that several deployments (or tests)
+    # can share one Redis.
+    key_prefix: str = "roost:"
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    enabled: bool = False
+    # With a shared secret, `roost register-user` and the admin registration API
+    # can create users even when open registration is off.
+    shared_secret: str | None = None
+
+
+@dataclass(frozen=True)
+class TokensConfig:
+    # Lifetime of access tokens for clients that asked for a refresh token.
+    access_token_lifetime: Duration = Duration(15 * 60_000)
+    refresh_token_lifetime: Duration = Duration(7 * 86_400_000)
+    # File holding the secret that signs access tokens; made at first start.
+    secret_path: str | None = None
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    per_second: float = 1.0
+    burst: int = 10
+
+
+@dataclass(frozen=True)
+class RateLimitsConfig:
+    login: RateLimitConfig = field(default_factory=lambda: RateLimitConfig(0.2, 5))
+    registration: RateLimitConfig = field(default_factory=lambda: RateLimitConfig(0.2, 5))
+    message: RateLimitConfig = field(default_factory=lambda: RateLimitConfig(10.0, 50))
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    # None logs to standard output.
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class RoomsConfig:
+    default_version: str = "12"
+
+
+@dataclass(frozen=True)
+class TrustedKeyServerConfig:
+    server_name: str = ""
+    verify_keys: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    trusted_key_servers: list[TrustedKeyServerConfig] = field(default_factory=list)
+    verify_certificates: bool = True
+    # A PEM file of extra certificate authorities trusted for outbound federation.
+    ca_file: str | None = None
+    # Outbound requests to these ranges are refused; empty it only for tests on loopback.
+    ip_range_blocklist: list[str] = field(
+        default_factory=lambda: [
+            "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+            "169.254.0.0/16", "0.0.0.0/8", "::1/128", "fe80::/10", "fc00::/7",
+        ]
+    )
+    min_retry_interval: Duration = Duration(10_000)
+    max_retry_interval: Duration = Duration(3_600_000)
+
+
+@dataclass(frozen=True)
+class RoostConfig:
+    server_name: str
+    public_baseurl: str | None = None
+    data_dir: str = "./data"
+    signing_key_path: str | None = None
+    listeners: ListenersConfig = field(default_factory=ListenersConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    tokens: TokensConfig = field(default_factory=TokensConfig)
+    rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    rooms: RoomsConfig = field(default_factory=RoomsConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    # Where this config was loaded from; relative paths are taken from there.
+    config_dir: str = "."
+
+    def path(self, relative: str) -> str:
+        """A path from the config, resolved against the config file's folder."""
+        return os.path.normpath(os.path.join(self.config_dir, os.path.expanduser(relative)))
+
+    @property
+    def signing_key_file(self) -> str:
+        name = self.signing_key_path or os.path.join(self.data_dir, f"{self.server_name}.signing.key")
+        return self.path(name)
+
+    @property
+    def token_secret_file(self) -> str:
+        return self.path(self.tokens.secret_path or os.path.join(self.data_dir, "token.secret"))
+
+    @property
+    def baseurl(self) -> str:
+        if self.public_baseurl:
+            return self.public_baseurl.rstrip("/") + "/"
+        return f"http://localhost:{self.listeners.client.port}/"
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
+
+
+def _convert(path: str, tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Duration:
+        return _parse_duration(path, value)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(path, inner[0], value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return _build(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(f"{path}[{i}]", item, v) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _convert(f"{path}.{k}", vt, v) for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"{path}: expected integer, got {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _build(cls: Any, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "config_dir"}
+    for key in data:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"{where}: unknown configuration key")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                where = f"{prefix}.{f.name}" if prefix else f.name
+                raise ConfigError(f"{where}: missing required configuration key")
+            continue
+        where = f"{prefix}.{f.name}" if prefix else f.name
+        kwargs[f.name] = _convert(where, hints[f.name], data[f.name])
+    return cls(**kwargs)
+
+
+def parse_config(data: Any, config_dir: str = ".") -> RoostConfig:
+    """Validate a parsed YAML document and build the configuration."""
+    if not isinstance(data, dict):
+        raise ConfigError("(top level): expected a mapping of configuration keys")
+    config = _build(RoostConfig, data)
+    config = dataclasses.replace(config, config_dir=config_dir)
+    _check(config)
+    return config
+
+
+_SERVER_NAME_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
+
+
+def _check(config: RoostConfig) -> None:
+    if not _SERVER_NAME_RE.match(config.server_name):
+        raise ConfigError(f"server_name: {config.server_name!r} is not a valid server name")
+    for name in ("tls_certificate_path", "tls_private_key_path"):
+        fed = config.listeners.federation
+        value = getattr(fed, name)
+        if fed.enabled and not value:
+            raise ConfigError(f"listeners.federation.{name}: required when federation is enabled")
+        if fed.enabled and not os.path.isfile(config.path(value)):
+            raise ConfigError(f"listeners.federation.{name}: file not found: {value}")
+    if config.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"logging.level: unknown level {config.logging.level!r}")
+    if config.database.pool_min < 1 or config.database.pool_max < config.database.pool_min:
+        raise ConfigError("database.pool_max: must be at least database.pool_min, which must be >= 1")
+
+
+def load_config(path: str) -> RoostConfig:
+    """Read and validate a configuration file, naming the file if it is missing."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    return parse_config(data, os.path.dirname(os.path.abspath(path)))

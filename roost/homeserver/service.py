@@ -1,0 +1,76 @@
+"""The root service: starts the parts in order and stops them one by one in reverse.
+
+Twisted's MultiService stops its children concurrently; a homeserver must
+instead stop listening first, let requests drain, and only then close the
+database pool, so the stop here is sequenced by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+
+from roost.homeserver.config import RoostConfig
+from roost.homeserver.wiring import Homeserver, build_homeserver
+
+logger = logging.getLogger(__name__)
+
+
+class RoostService(Service):
+    def __init__(self, config: RoostConfig, reactor: Any) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.homeserver: Homeserver | None = None
+        self._ports: list[Any] = []
+        self.started: defer.Deferred[None] = defer.Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        d = defer.ensureDeferred(self._start())
+        d.addCallbacks(self.started.callback, self._failed)
+
+    def _failed(self, failure: Any) -> None:
+        logger.error("Roost failed to start: %s", failure.getErrorMessage())
+        if not self.started.called:
+            self.started.errback(failure)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    async def _start(self) -> None:
+        hs = await build_homeserver(self.config, self.reactor)
+        self.homeserver = hs
+        listener = self.config.listeners.client
+        port = self.reactor.listenTCP(listener.port, hs.client_site, interface=listener.bind_address)
+        self._ports.append(port)
+        logger.info(
+            "Roost %s listening for clients on http://%s:%d",
+            self.config.server_name, listener.bind_address, port.getHost().port,
+        )
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        for port in reversed(self._ports):
+            await port.stopListening()
+        self._ports.clear()
+        if self.homeserver is not None:
+            await stop_homeserver(self.homeserver)
+
+
+async def stop_homeserver(hs: Homeserver) -> None:
+    """Run the closers one by one, last registered first."""
+    while hs.closers:
+        name, close = hs.closers.pop()
+        try:
+            result = close()
+            if isinstance(result, defer.Deferred):
+                await result
+            elif hasattr(result, "__await__"):
+                await result
+        except Exception:
+            logger.exception("failed to stop %s", name)

@@ -1,0 +1,29 @@
+"""twistd integration: `twistd -n roost -c homeserver.yaml`."""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from roost.homeserver.config import ConfigError, load_config
+
+
+class Options(usage.Options):
+    optParameters = [["config", "c", "homeserver.yaml", "Path to the configuration file."]]
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    from roost.homeserver.logsetup import setup_logging
+    from roost.homeserver.service import RoostService
+
+    try:
+        config = load_config(options["config"])
+    except ConfigError as e:
+        sys.stderr.write(f"roost: configuration error: {e}\n")
+        raise SystemExit(1) from None
+    setup_logging(config.logging, config.path)
+    return RoostService(config, reactor)

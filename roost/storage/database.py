@@ -1,0 +1,123 @@
+"""The only user of psycopg2: a connection pool off the reactor thread.
+
+Every piece of SQL runs inside `Database.run(desc, txn_fn, ...)`: the function
+gets a `Txn` on a pool thread, and the whole function is one transaction. When
+PostgreSQL reports a serialization failure or a deadlock the transaction is
+rolled back and the function runs again, so transaction functions must be safe
+to re-run. Callbacks registered with `txn.call_after` run on the reactor only
+once the transaction has committed, which is how the stores tell the notifier.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extras
+from twisted.enterprise import adbapi
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorCore, IReactorThreads
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+# SQLSTATEs worth a retry: serialization_failure, deadlock_detected.
+_RETRY_CODES = {"40001", "40P01"}
+MAX_ATTEMPTS = 8
+
+
+class Txn:
+    """A cursor plus the callbacks to run once the transaction commits."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+        self.after_commit: list[Callable[[], None]] = []
+
+    def execute(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> None:
+        self._cursor.execute(sql, args)
+
+    def execute_values(self, sql: str, rows: Iterable[Sequence[Any]], page_size: int = 500) -> None:
+        """Insert many rows in one statement: `VALUES %s` in sql is expanded."""
+        psycopg2.extras.execute_values(self._cursor, sql, list(rows), page_size=page_size)
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._cursor.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    def query(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        self._cursor.execute(sql, args)
+        return self._cursor.fetchall()
+
+    def query_one(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> tuple[Any, ...] | None:
+        self._cursor.execute(sql, args)
+        return self._cursor.fetchone()
+
+    def call_after(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the reactor thread after this transaction commits."""
+        self.after_commit.append(callback)
+
+
+class Database:
+    """A pool of psycopg2 connections driven from a Twisted thread pool."""
+
+    def __init__(self, reactor: IReactorCore | IReactorThreads, dsn: str, pool_min: int = 2, pool_max: int = 10):
+        self._reactor = reactor
+        self.dsn = dsn
+        self._pool = adbapi.ConnectionPool(
+            "psycopg2",
+            dsn,
+            cp_min=pool_min,
+            cp_max=pool_max,
+            cp_reconnect=True,
+            cp_noisy=False,
+            cp_openfun=_prepare_connection,
+            cp_reactor=reactor,
+        )
+
+    async def run(self, desc: str, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """Run `fn(txn, *args, **kwargs)` as one transaction, retrying on conflicts."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            txn_box: list[Txn] = []
+
+            def interaction(cursor: Any, txn_box: list[Txn] = txn_box) -> R:
+                txn = Txn(cursor)
+                txn_box.append(txn)
+                return fn(txn, *args, **kwargs)
+
+            start = time.monotonic()
+            try:
+                result = await self._pool.runInteraction(interaction)
+            except psycopg2.Error as e:
+                if e.pgcode in _RETRY_CODES and attempt < MAX_ATTEMPTS:
+                    logger.info("%s: retrying after %s (attempt %d)", desc, e.pgcode, attempt)
+                    continue
+                raise
+            duration = time.monotonic() - start
+            if duration > 1.0:
+                logger.warning("%s: slow transaction, %.3fs", desc, duration)
+            for callback in txn_box[-1].after_commit:
+                try:
+                    callback()
+                except Exception:
+                    logger.exception("%s: after-commit callback failed", desc)
+            return result
+        raise AssertionError("unreachable")
+
+    def close(self) -> defer.Deferred[None] | None:
+        self._pool.close()
+        return None
+
+
+def _prepare_connection(conn: Any) -> None:
+    conn.set_session(isolation_level="READ COMMITTED")
