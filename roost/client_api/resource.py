@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
 
-from roost.client_api.errors import MatrixError
+from roost.client_api.errors import MatrixError, limit_exceeded
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,18 @@ class Requester:
 
 class Authenticator(Protocol):
     async def authenticate(self, token: str) -> Requester: ...
+
+
+class RateLimiter(Protocol):
+    async def take(self, key: str, per_second: float, burst: int, cost: float = 1.0) -> float: ...
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket's shape: a steady rate and a burst allowance."""
+
+    per_second: float
+    burst: int
 
 
 @dataclass
@@ -132,8 +144,9 @@ class Route:
     method: str
     pattern: re.Pattern[str]
     handler: Handler
-    auth: bool  # True: token required; False: none; None never used
+    auth: bool  # True: token required; False: none
     auth_optional: bool = False
+    rate_limit: str | None = None  # the name of a bucket in JsonResource's limits
 
 
 class Router:
@@ -143,10 +156,12 @@ class Router:
         self.routes: list[Route] = []
 
     def add(self, method: str, path: str, handler: Handler, *, auth: bool = True,
-            auth_optional: bool = False) -> None:
+            auth_optional: bool = False, rate_limit: str | None = None) -> None:
         """`path` is a regex with `{name}` placeholders matching one path segment."""
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
-        self.routes.append(Route(method, re.compile(f"^{regex}$"), handler, auth, auth_optional))
+        self.routes.append(
+            Route(method, re.compile(f"^{regex}$"), handler, auth, auth_optional, rate_limit)
+        )
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
         """Return (route, params, path_known); path_known tells 405 from 404."""
@@ -211,10 +226,18 @@ class JsonResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, router: Router, authenticator: Authenticator | None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        authenticator: Authenticator | None,
+        limiter: RateLimiter | None = None,
+        limits: dict[str, RateLimit] | None = None,
+    ) -> None:
         super().__init__()
         self._router = router
         self._auth = authenticator
+        self._limiter = limiter
+        self._limits = limits or {}
 
     def render(self, request: server.Request) -> int:
         rid = f"req{next(_request_counter)}"
@@ -245,6 +268,7 @@ class JsonResource(Resource):
                 requester = await self._requester(request, route)
                 if requester is not None:
                     user = requester.user_id
+                await self._take_rate_limit(request, route, requester)
                 raw = request.content.read() if request.content is not None else b""
                 api = ApiRequest(request, method, path, params, requester, raw)
                 result = await route.handler(api)
@@ -275,6 +299,20 @@ class JsonResource(Resource):
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown access token")
         return await self._auth.authenticate(token)
 
+    async def _take_rate_limit(
+        self, request: server.Request, route: Route, requester: Requester | None
+    ) -> None:
+        """Charge the route's bucket: per user when logged in, else per client address."""
+        if route.rate_limit is None or self._limiter is None:
+            return
+        limit = self._limits.get(route.rate_limit)
+        if limit is None:
+            return
+        who = requester.user_id if requester is not None else _client_ip(request)
+        wait = await self._limiter.take(f"{route.rate_limit}:{who}", limit.per_second, limit.burst)
+        if wait > 0:
+            raise limit_exceeded(int(wait * 1000) + 1)
+
     @staticmethod
     def _respond(request: server.Request, status: int, body: JsonDict, headers: dict[str, str]) -> None:
         if request.finished or request._disconnected:
@@ -302,8 +340,9 @@ def set_cors_headers(request: server.Request) -> None:
 
 
 def _access_token(request: server.Request) -> str | None:
-    header = request.getHeader(b"Authorization")
-    if header:
+    raw_header = request.getHeader(b"Authorization")
+    if raw_header:
+        header = raw_header.decode("latin-1")
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
@@ -312,6 +351,11 @@ def _access_token(request: server.Request) -> str | None:
     if values:
         return values[0].decode("utf-8", "replace")
     return None
+
+
+def _client_ip(request: server.Request) -> str:
+    peer = request.getClientAddress()
+    return getattr(peer, "host", None) or "unknown"
 
 
 def _clean(request: server.Request) -> str:

@@ -104,6 +104,12 @@ class TokensConfig:
 
 
 @dataclass(frozen=True)
+class PasswordsConfig:
+    # bcrypt cost; each step doubles the work of a login. Tests lower it.
+    bcrypt_rounds: int = 12
+
+
+@dataclass(frozen=True)
 class RateLimitConfig:
     per_second: float = 1.0
     burst: int = 10
@@ -162,6 +168,7 @@ class RoostConfig:
     redis: RedisConfig = field(default_factory=RedisConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     tokens: TokensConfig = field(default_factory=TokensConfig)
+    passwords: PasswordsConfig = field(default_factory=PasswordsConfig)
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     rooms: RoomsConfig = field(default_factory=RoomsConfig)

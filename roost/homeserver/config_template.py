@@ -60,6 +60,10 @@ tokens:
   access_token_lifetime: 15m
   refresh_token_lifetime: 7d
 
+passwords:
+  # bcrypt cost of stored password hashes (each step doubles the work of a login).
+  bcrypt_rounds: 12
+
 rate_limits:
   # Token buckets: a steady rate per second and a burst allowance.
   login: {{per_second: 0.2, burst: 5}}

@@ -1,8 +1,8 @@
 """Builds the homeserver explicitly: each part gets exactly what it uses.
 
 This is the only module that knows every package. There is no service
-locator: the `Homeserver` record below is used by the root service and by
-tests, and never passed down into the parts it holds.
+locator: the `Homeserver` record below is used by the root service, the CLI
+and tests, and never passed down into the parts it holds.
 """
 
 from __future__ import annotations
@@ -15,13 +15,21 @@ from twisted.internet import threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
-from roost.client_api import versions
-from roost.client_api.resource import JsonResource, RoostSite, Router
+from roost.client_api import account, devices, login, register, versions
+from roost.client_api.accounts import Accounts
+from roost.client_api.passwords import PasswordHasher
+from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
+from roost.client_api.tokens import TokenAuthority, load_or_create_secret
+from roost.client_api.uia import UserInteractiveAuth
 from roost.homeserver.config import RoostConfig
 from roost.keys.local import LocalKey, load_or_create_signing_key
+from roost.storage.accounts import UserStore
 from roost.storage.database import Database
+from roost.storage.devices import DeviceStore
 from roost.storage.embedded import start_embedded_postgres
 from roost.storage.migrations import migrate
+from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
+from roost.storage.redis import connect_redis
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +42,14 @@ class Homeserver:
     db: Database
     local_key: LocalKey
     client_site: RoostSite
+    accounts: Accounts
+    tokens: TokenAuthority
     # Things to stop, last started first: (name, zero-argument callable).
     closers: list[tuple[str, Any]] = field(default_factory=list)
+
+    async def register_user(self, name: str, password: str, admin: bool = False) -> str:
+        """Create a user regardless of whether open registration is on (the CLI's path)."""
+        return await self.accounts.create(self.accounts.user_id_for(name), password, admin)
 
 
 async def open_database(config: RoostConfig, reactor: Any, dsn: str | None = None) -> tuple[Database, Any]:
@@ -47,8 +61,33 @@ async def open_database(config: RoostConfig, reactor: Any, dsn: str | None = Non
             reactor, reactor.getThreadPool(), start_embedded_postgres, config.path(config.data_dir)
         )
     db = Database(reactor, dsn, config.database.pool_min, config.database.pool_max)
-    await migrate(db)
+    try:
+        await migrate(db)
+    except Exception:
+        db.close()
+        if embedded is not None:
+            embedded.cleanup()
+        raise
     return db, embedded
+
+
+async def _rate_limiter(config: RoostConfig, reactor: Any, clock: IReactorTime,
+                        closers: list[tuple[str, Any]]) -> RateLimiter:
+    if not config.redis.enabled:
+        return InMemoryRateLimiter(clock)
+    redis = await connect_redis(
+        reactor, config.redis.host, config.redis.port, config.redis.db, config.redis.password
+    )
+    closers.append(("redis", redis.close))
+    return RedisRateLimiter(redis, config.redis.key_prefix, clock)
+
+
+def _limits(config: RoostConfig) -> dict[str, RateLimit]:
+    limits = config.rate_limits
+    return {
+        name: RateLimit(getattr(limits, name).per_second, getattr(limits, name).burst)
+        for name in ("login", "registration", "message")
+    }
 
 
 async def build_homeserver(
@@ -56,21 +95,41 @@ async def build_homeserver(
 ) -> Homeserver:
     """Open storage and build every part; nothing listens yet."""
     clock = clock or reactor
+    closers: list[tuple[str, Any]] = []
     db, embedded = await open_database(config, reactor, dsn)
+    if embedded is not None:
+        closers.append(("embedded PostgreSQL", embedded.cleanup))
+    closers.append(("database pool", db.close))
     local_key = LocalKey(config.server_name, load_or_create_signing_key(config.signing_key_file))
+    limiter = await _rate_limiter(config, reactor, clock, closers)
 
+    users = UserStore(db)
+    device_store = DeviceStore(db)
+    accounts = Accounts(users, PasswordHasher(reactor, config.passwords.bcrypt_rounds), clock,
+                        config.server_name)
+    tokens = TokenAuthority(
+        device_store,
+        load_or_create_secret(config.token_secret_file),
+        clock,
+        config.tokens.access_token_lifetime,
+        config.tokens.refresh_token_lifetime,
+    )
+    await tokens.load()
+
+    async def password_ok(user_id: str, password: str) -> bool:
+        return await accounts.check_password(user_id, password) is not None
+
+    uia = UserInteractiveAuth(clock, password_ok, config.server_name)
     router = Router()
     versions.register(router, config.baseurl)
-    authenticator = None
+    register.register(router, accounts, tokens, uia, config.registration.enabled)
+    login.register(router, accounts, tokens, device_store)
+    account.register(router, accounts, tokens, device_store, uia, on_deactivate=[])
+    devices.register(router, device_store, tokens, uia)
 
     root = Resource()
-    api = JsonResource(router, authenticator)
+    api = JsonResource(router, tokens, limiter, _limits(config))
     for name in (b"_matrix", b".well-known", b"health"):
         root.putChild(name, api)
     site = RoostSite(root, config.listeners.client.max_body_bytes)
-
-    hs = Homeserver(config, reactor, clock, db, local_key, site)
-    hs.closers.append(("database pool", db.close))
-    if embedded is not None:
-        hs.closers.append(("embedded PostgreSQL", embedded.cleanup))
-    return hs
+    return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, closers)

@@ -1,0 +1,222 @@
+"""Devices and the login sessions that belong to them.
+
+A session is one login: its id is inside every access token issued for it,
+and its row holds the current refresh token (hashed) and how many times it
+has been rotated. Deleting a device deletes its sessions (ON DELETE CASCADE),
+which is what revokes the device's tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from roost.storage.database import Database, Txn
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    user_id: str
+    device_id: str
+    display_name: str | None
+    last_seen_ts: int | None
+    last_seen_ip: str | None
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    session_id: str
+    user_id: str
+    device_id: str
+    created_ts: int
+    refresh_generation: int | None
+    refresh_secret_hash: str | None
+    refresh_expires_ts: int | None
+
+
+_SESSION_COLUMNS = (
+    "session_id, user_id, device_id, created_ts, refresh_generation,"
+    " refresh_secret_hash, refresh_expires_ts"
+)
+
+
+@dataclass(frozen=True)
+class NewSession:
+    session_id: str
+    user_id: str
+    device_id: str
+    created_ts: int
+    refresh_secret_hash: str | None = None
+    refresh_expires_ts: int | None = None
+
+
+class DeviceStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def start_session(
+        self, session: NewSession, display_name: str | None, replace_device_sessions: bool
+    ) -> list[str]:
+        """Create the device if new and the session; return the session ids it replaced.
+
+        Logging in again with an existing device id ends that device's
+        earlier sessions, as the spec asks.
+        """
+
+        def txn_fn(txn: Txn) -> list[str]:
+            txn.execute(
+                "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (user_id, device_id) DO UPDATE"
+                " SET display_name = COALESCE(EXCLUDED.display_name, devices.display_name)",
+                (session.user_id, session.device_id, display_name, session.created_ts),
+            )
+            replaced: list[str] = []
+            if replace_device_sessions:
+                rows = txn.query(
+                    "DELETE FROM sessions WHERE user_id = %s AND device_id = %s RETURNING session_id",
+                    (session.user_id, session.device_id),
+                )
+                replaced = [r[0] for r in rows]
+            txn.execute(
+                f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    session.session_id, session.user_id, session.device_id, session.created_ts,
+                    0 if session.refresh_secret_hash else None,
+                    session.refresh_secret_hash, session.refresh_expires_ts,
+                ),
+            )
+            return replaced
+
+        return await self._db.run("start_session", txn_fn)
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        row = await self._db.run(
+            "get_session",
+            lambda txn: txn.query_one(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = %s", (session_id,)
+            ),
+        )
+        return SessionRecord(*row) if row else None
+
+    async def all_sessions(self) -> list[tuple[str, str, str]]:
+        """(session_id, user_id, device_id) of every live session, to warm the token checker."""
+        rows = await self._db.run(
+            "all_sessions",
+            lambda txn: txn.query("SELECT session_id, user_id, device_id FROM sessions"),
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def rotate_refresh(
+        self, session_id: str, expected_generation: int, secret_hash: str, expires_ts: int
+    ) -> bool:
+        """Move the session to the next refresh generation if it is still at the expected one.
+
+        The compare-and-set makes two concurrent uses of one refresh token
+        resolve to one winner; the loser is treated as a reuse.
+        """
+
+        def txn_fn(txn: Txn) -> bool:
+            txn.execute(
+                "UPDATE sessions SET refresh_generation = refresh_generation + 1,"
+                " refresh_secret_hash = %s, refresh_expires_ts = %s"
+                " WHERE session_id = %s AND refresh_generation = %s",
+                (secret_hash, expires_ts, session_id, expected_generation),
+            )
+            return txn.rowcount == 1
+
+        return await self._db.run("rotate_refresh", txn_fn)
+
+    async def end_session(self, session_id: str, delete_device: bool) -> None:
+        """End one session; with delete_device, its whole device (and its other sessions)."""
+
+        def txn_fn(txn: Txn) -> None:
+            row = txn.query_one(
+                "DELETE FROM sessions WHERE session_id = %s RETURNING user_id, device_id",
+                (session_id,),
+            )
+            if row and delete_device:
+                txn.execute("DELETE FROM devices WHERE user_id = %s AND device_id = %s", row)
+
+        await self._db.run("end_session", txn_fn)
+
+    async def delete_devices(self, user_id: str, device_ids: list[str] | None) -> list[str]:
+        """Delete the devices (all of the user's with None); return the session ids ended."""
+
+        def txn_fn(txn: Txn) -> list[str]:
+            if device_ids is None:
+                rows = txn.query("SELECT session_id FROM sessions WHERE user_id = %s", (user_id,))
+                txn.execute("DELETE FROM devices WHERE user_id = %s", (user_id,))
+            else:
+                rows = txn.query(
+                    "SELECT session_id FROM sessions WHERE user_id = %s AND device_id = ANY(%s)",
+                    (user_id, device_ids),
+                )
+                txn.execute(
+                    "DELETE FROM devices WHERE user_id = %s AND device_id = ANY(%s)",
+                    (user_id, device_ids),
+                )
+            return [r[0] for r in rows]
+
+        return await self._db.run("delete_devices", txn_fn)
+
+    async def end_other_sessions(self, user_id: str, keep_session_id: str | None) -> list[str]:
+        """Log out every device but the one holding `keep_session_id`; return ended sessions."""
+
+        def txn_fn(txn: Txn) -> list[str]:
+            keep = txn.query_one(
+                "SELECT device_id FROM sessions WHERE session_id = %s", (keep_session_id,)
+            )
+            keep_device = keep[0] if keep else None
+            rows = txn.query(
+                "SELECT session_id FROM sessions WHERE user_id = %s"
+                " AND device_id IS DISTINCT FROM %s",
+                (user_id, keep_device),
+            )
+            txn.execute(
+                "DELETE FROM devices WHERE user_id = %s AND device_id IS DISTINCT FROM %s",
+                (user_id, keep_device),
+            )
+            return [r[0] for r in rows]
+
+        return await self._db.run("end_other_sessions", txn_fn)
+
+    async def list_devices(self, user_id: str) -> list[DeviceRecord]:
+        rows = await self._db.run(
+            "list_devices",
+            lambda txn: txn.query(
+                "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip"
+                " FROM devices WHERE user_id = %s ORDER BY device_id",
+                (user_id,),
+            ),
+        )
+        return [DeviceRecord(*r) for r in rows]
+
+    async def get_device(self, user_id: str, device_id: str) -> DeviceRecord | None:
+        row = await self._db.run(
+            "get_device",
+            lambda txn: txn.query_one(
+                "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip"
+                " FROM devices WHERE user_id = %s AND device_id = %s",
+                (user_id, device_id),
+            ),
+        )
+        return DeviceRecord(*row) if row else None
+
+    async def set_display_name(self, user_id: str, device_id: str, name: str | None) -> bool:
+        def txn_fn(txn: Txn) -> bool:
+            txn.execute(
+                "UPDATE devices SET display_name = %s WHERE user_id = %s AND device_id = %s",
+                (name, user_id, device_id),
+            )
+            return txn.rowcount == 1
+
+        return await self._db.run("set_device_display_name", txn_fn)
+
+    async def touch_device(self, user_id: str, device_id: str, ts: int, ip: str | None) -> None:
+        await self._db.run(
+            "touch_device",
+            lambda txn: txn.execute(
+                "UPDATE devices SET last_seen_ts = %s, last_seen_ip = %s"
+                " WHERE user_id = %s AND device_id = %s",
+                (ts, ip, user_id, device_id),
+            ),
+        )
