@@ -58,6 +58,15 @@ class RunningServer:
     base_url: str
     port: Any
     pool: HTTPConnectionPool
+    stopped: bool = False
+
+    async def stop(self) -> None:
+        """Stop listening and shut the homeserver down, as a restart would; idempotent."""
+        if self.stopped:
+            return
+        self.stopped = True
+        await self.port.stopListening()
+        await stop_homeserver(self.hs)
 
     async def request(
         self,
@@ -108,13 +117,9 @@ async def start_server(
     hs = await build_homeserver(config, reactor, clock=clock, dsn=dsn)
     port = reactor.listenTCP(0, hs.client_site, interface="127.0.0.1")
     pool = HTTPConnectionPool(reactor, persistent=False)
-
-    async def stop() -> None:
-        await port.stopListening()
-        await stop_homeserver(hs)
-
-    testcase.addCleanup(lambda: _as_deferred(stop()))
-    return RunningServer(hs, f"http://127.0.0.1:{port.getHost().port}", port, pool)
+    server = RunningServer(hs, f"http://127.0.0.1:{port.getHost().port}", port, pool)
+    testcase.addCleanup(lambda: _as_deferred(server.stop()))
+    return server
 
 
 def _as_deferred(coro: Any) -> Any:

@@ -158,3 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     raise SystemExit(args.fn(args))
+
+
+if __name__ == "__main__":
+    main()

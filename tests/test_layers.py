@@ -1,0 +1,77 @@
+"""Dependencies point one way, as docs/architecture.md (and DESIGN.md) draw them."""
+
+from __future__ import annotations
+
+import ast
+import os
+
+from twisted.trial.unittest import TestCase
+
+ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "roost")
+
+ALLOWED = {
+    "homeserver": {"client_api", "federation", "rooms", "keys", "storage"},
+    "client_api": {"federation", "rooms", "keys", "storage"},
+    "federation": {"rooms", "keys", "storage"},
+    "rooms": {"storage"},
+    "keys": {"storage"},
+    "storage": set(),
+}
+# The pure room core: no Twisted, no SQL, nothing else of roost.
+IMPURE_ROOM_MODULES = {"engine", "ingest_store"}
+
+
+def _imports(path: str) -> set[str]:
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def _modules() -> list[tuple[str, str, str]]:
+    """(package, module name, path) of every module under roost/."""
+    result = []
+    for package in ALLOWED:
+        for folder, _dirs, files in os.walk(os.path.join(ROOT, package)):
+            for name in files:
+                if name.endswith(".py"):
+                    result.append((package, name[:-3], os.path.join(folder, name)))
+    return result
+
+
+class LayerTests(TestCase):
+    def test_imports_point_only_down(self) -> None:
+        wrong = []
+        for package, _name, path in _modules():
+            for imported in _imports(path):
+                parts = imported.split(".")
+                if parts[0] != "roost" or len(parts) < 2 or parts[1] == package:
+                    continue
+                if parts[1] not in ALLOWED[package]:
+                    wrong.append(f"{os.path.relpath(path, ROOT)} imports {imported}")
+        self.assertEqual(wrong, [])
+
+    def test_pure_room_core_imports_no_twisted_no_sql_and_no_roost(self) -> None:
+        wrong = []
+        for package, name, path in _modules():
+            if package != "rooms" or name in IMPURE_ROOM_MODULES:
+                continue
+            for imported in _imports(path):
+                top = imported.split(".")[0]
+                outside = imported.startswith("roost.") and not imported.startswith("roost.rooms")
+                if top in ("twisted", "psycopg2", "txredisapi", "treq") or outside:
+                    wrong.append(f"rooms/{name}.py imports {imported}")
+        self.assertEqual(wrong, [])
+
+    def test_sql_driver_only_in_storage(self) -> None:
+        wrong = [
+            f"{package}/{name}.py"
+            for package, name, path in _modules()
+            if package != "storage" and any(i.split(".")[0] == "psycopg2" for i in _imports(path))
+        ]
+        self.assertEqual(wrong, [])
