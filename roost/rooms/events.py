@@ -1,0 +1,299 @@
+"""A frozen room event, checked for form once and then trusted.
+
+``Event.from_pdu`` is the single door through which a PDU dict becomes an
+event the rest of Roost may reason about: it validates the event format and
+the size limits, and computes the canonical bytes and the event id exactly
+once. Everything after it (auth, state resolution, storage) can read
+properties without re-checking types.
+
+What ``from_pdu`` does not do: check hashes, signatures or auth. Those need
+keys or state and belong to ``hashing``/``auth`` and to the ingest checklist.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from roost.rooms.hashing import (
+    CANONICAL_INT_MAX,
+    CANONICAL_INT_MIN,
+    CanonicalJSONError,
+    canonical_json,
+    compute_event_id,
+    server_name_of,
+)
+from roost.rooms.redaction import redact_pdu
+from roost.rooms.versions import RoomVersion
+
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "MAX_ID_BYTES",
+    "CanonicalJSONError",
+    "Event",
+    "EventFormatError",
+    "canonical_json",
+    "is_valid_server_name",
+    "is_valid_user_id",
+    "room_id_from_create_event_id",
+    "server_name_of",
+]
+
+# Spec, client-server API "Size limits".
+MAX_EVENT_BYTES = 65536
+MAX_ID_BYTES = 255
+# Schema: auth_events "less than or equal to 10", prev_events "... 20".
+MAX_AUTH_EVENTS = 10
+MAX_PREV_EVENTS = 20
+
+# Appendices, "Server Name": a DNS name or IPv4 literal, or a bracketed IPv6
+# literal, each with an optional port.
+_SERVER_NAME_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.\-]{1,255})(?::[0-9]{1,5})?")
+
+
+class EventFormatError(ValueError):
+    """The PDU is not a well-formed event for its room version.
+
+    ``errcode`` is the Matrix error code a client should see: ``M_TOO_LARGE``
+    for size limits, ``M_BAD_JSON`` for everything else. Over federation such
+    events are dropped.
+    """
+
+    def __init__(self, errcode: str, msg: str) -> None:
+        super().__init__(f"{errcode}: {msg}")
+        self.errcode = errcode
+        self.msg = msg
+
+
+def is_valid_server_name(name: str) -> bool:
+    """Whether ``name`` follows the appendix's server name grammar."""
+    return _SERVER_NAME_RE.fullmatch(name) is not None
+
+
+def is_valid_user_id(user_id: object) -> bool:
+    """Whether ``user_id`` is a user id servers must accept over federation.
+
+    Historical localparts are allowed (any code points but ``:`` and NUL, even
+    empty), because events from such users still circulate; the server name
+    and the 255-byte limit are enforced.
+    """
+    if not isinstance(user_id, str) or not user_id.startswith("@"):
+        return False
+    localpart, sep, server = user_id[1:].partition(":")
+    if not sep or "\x00" in localpart:
+        return False
+    return _utf8_len(user_id) <= MAX_ID_BYTES and is_valid_server_name(server)
+
+
+def room_id_from_create_event_id(event_id: str) -> str:
+    """v12: a room's id is its create event's id with the sigil ``!`` for ``$``."""
+    return "!" + event_id[1:]
+
+
+def _utf8_len(value: str) -> int:
+    """Bytes of ``value`` in UTF-8; lone surrogates count as not encodable."""
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError as e:
+        raise EventFormatError("M_BAD_JSON", "string is not valid unicode") from e
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Event:
+    """One PDU, validated, with its id and canonical bytes computed once.
+
+    ``pdu`` excludes ``unsigned`` (kept apart in ``unsigned``): unsigned data is
+    rewritten hop by hop and is neither hashed nor signed, so it is not part of
+    what the event is. Treat ``pdu``, ``content`` and ``unsigned`` as read-only.
+    Events compare equal and hash by event id.
+    """
+
+    pdu: dict[str, Any]
+    version: RoomVersion
+    event_id: str
+    room_id: str
+    canonical_bytes: bytes = field(repr=False)
+    unsigned: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_pdu(cls, pdu: Mapping[str, Any], version: RoomVersion) -> Event:
+        """Validate ``pdu`` as an event of ``version`` or raise EventFormatError."""
+        if not isinstance(pdu, Mapping):
+            raise EventFormatError("M_BAD_JSON", "event is not an object")
+        body = {key: value for key, value in pdu.items() if key != "unsigned"}
+        try:
+            encoded = canonical_json(body)
+        except CanonicalJSONError as e:
+            raise EventFormatError("M_BAD_JSON", str(e)) from e
+        if len(encoded) > MAX_EVENT_BYTES:
+            raise EventFormatError("M_TOO_LARGE", "event is larger than 65536 bytes")
+        _validate_format(body, version)
+        event_id = compute_event_id(body, version)
+        is_hydra_create = version.hydra and body["type"] == "m.room.create"
+        room_id = room_id_from_create_event_id(event_id) if is_hydra_create else body["room_id"]
+        unsigned = pdu.get("unsigned")
+        return cls(
+            pdu=json.loads(encoded),
+            version=version,
+            event_id=event_id,
+            room_id=room_id,
+            canonical_bytes=encoded,
+            unsigned=json.loads(json.dumps(unsigned)) if isinstance(unsigned, Mapping) else {},
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and other.event_id == self.event_id
+
+    def __hash__(self) -> int:
+        return hash(self.event_id)
+
+    def __repr__(self) -> str:
+        return f"<Event {self.event_id} {self.type} {self.state_key!r} from {self.sender}>"
+
+    @property
+    def type(self) -> str:
+        return self.pdu["type"]
+
+    @property
+    def state_key(self) -> str | None:
+        """The state key, or None for a message (non-state) event."""
+        return self.pdu.get("state_key")
+
+    @property
+    def is_state(self) -> bool:
+        return "state_key" in self.pdu
+
+    @property
+    def sender(self) -> str:
+        return self.pdu["sender"]
+
+    @property
+    def content(self) -> dict[str, Any]:
+        return self.pdu["content"]
+
+    @property
+    def prev_event_ids(self) -> tuple[str, ...]:
+        return tuple(self.pdu["prev_events"])
+
+    @property
+    def auth_event_ids(self) -> tuple[str, ...]:
+        return tuple(self.pdu["auth_events"])
+
+    @property
+    def depth(self) -> int:
+        return self.pdu["depth"]
+
+    @property
+    def origin_server_ts(self) -> int:
+        return self.pdu["origin_server_ts"]
+
+    @property
+    def hashes(self) -> dict[str, str]:
+        return self.pdu["hashes"]
+
+    @property
+    def signatures(self) -> dict[str, dict[str, str]]:
+        return self.pdu["signatures"]
+
+    @property
+    def membership(self) -> str | None:
+        """``content.membership`` of an m.room.member event, else None."""
+        if self.type != "m.room.member":
+            return None
+        membership = self.content.get("membership")
+        return membership if isinstance(membership, str) else None
+
+    @property
+    def redacts(self) -> str | None:
+        """The event an m.room.redaction redacts: in content from v11, top level before."""
+        if self.type != "m.room.redaction":
+            return None
+        source = self.content if self.version.updated_redaction_rules else self.pdu
+        redacts = source.get("redacts")
+        return redacts if isinstance(redacts, str) else None
+
+    def redacted(self) -> Event:
+        """This event after redaction; its event id is unchanged by construction."""
+        return Event.from_pdu(redact_pdu(self.pdu, self.version), self.version)
+
+
+def _validate_format(body: Mapping[str, Any], version: RoomVersion) -> None:
+    """Check the fields of the PDU schema for ``version`` (pdu_v4/v11/v12)."""
+    _require_str(body, "type", limit=MAX_ID_BYTES)
+    _require_str(body, "sender", limit=MAX_ID_BYTES)
+    if not is_valid_user_id(body["sender"]):
+        raise EventFormatError("M_BAD_JSON", "sender is not a valid user id")
+    if "state_key" in body:
+        _require_str(body, "state_key", limit=MAX_ID_BYTES)
+    _validate_room_id(body, version)
+    for key in ("content", "hashes", "signatures"):
+        if not isinstance(body.get(key), Mapping):
+            raise EventFormatError("M_BAD_JSON", f"{key} must be an object")
+    if not isinstance(body["hashes"].get("sha256"), str):
+        raise EventFormatError("M_BAD_JSON", "hashes.sha256 must be a string")
+    for server_signatures in body["signatures"].values():
+        if not isinstance(server_signatures, Mapping):
+            raise EventFormatError("M_BAD_JSON", "signatures must map servers to objects")
+    for key in ("depth", "origin_server_ts"):
+        _require_int(body, key)
+    _require_event_ids(body, "prev_events", MAX_PREV_EVENTS)
+    _require_event_ids(body, "auth_events", MAX_AUTH_EVENTS)
+    _validate_redacts(body, version)
+
+
+def _validate_room_id(body: Mapping[str, Any], version: RoomVersion) -> None:
+    """room_id is required, except on a v12 create event where it is derived.
+
+    A v12 create event that carries a room_id anyway is well formed; auth rule
+    1.2 rejects it, which is the spec's place for that.
+    """
+    if version.hydra and body.get("type") == "m.room.create":
+        return
+    _require_str(body, "room_id", limit=MAX_ID_BYTES)
+    if not body["room_id"].startswith("!"):
+        raise EventFormatError("M_BAD_JSON", "room_id must start with '!'")
+
+
+def _validate_redacts(body: Mapping[str, Any], version: RoomVersion) -> None:
+    """An m.room.redaction's ``redacts``, where present, must be an event id.
+
+    It may be absent: a redacted v10 redaction loses its top-level redacts and
+    must still be a valid event.
+    """
+    if body.get("type") != "m.room.redaction":
+        return
+    source = body["content"] if version.updated_redaction_rules else body
+    if "redacts" in source:
+        _require_str(source, "redacts", limit=MAX_ID_BYTES)
+
+
+def _require_str(body: Mapping[str, Any], key: str, limit: int) -> None:
+    value = body.get(key)
+    if not isinstance(value, str):
+        raise EventFormatError("M_BAD_JSON", f"{key} must be a string")
+    if _utf8_len(value) > limit:
+        raise EventFormatError("M_TOO_LARGE", f"{key} is longer than {limit} bytes")
+
+
+def _require_int(body: Mapping[str, Any], key: str) -> None:
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EventFormatError("M_BAD_JSON", f"{key} must be an integer")
+    if not CANONICAL_INT_MIN <= value <= CANONICAL_INT_MAX:
+        raise EventFormatError("M_BAD_JSON", f"{key} is out of range")
+
+
+def _require_event_ids(body: Mapping[str, Any], key: str, max_count: int) -> None:
+    value = body.get(key)
+    if not isinstance(value, list):
+        raise EventFormatError("M_BAD_JSON", f"{key} must be a list")
+    if len(value) > max_count:
+        raise EventFormatError("M_BAD_JSON", f"{key} lists more than {max_count} events")
+    for event_id in value:
+        if not isinstance(event_id, str) or not event_id.startswith("$"):
+            raise EventFormatError("M_BAD_JSON", f"{key} must hold event ids")
+        if _utf8_len(event_id) > MAX_ID_BYTES:
+            raise EventFormatError("M_TOO_LARGE", f"an event id in {key} is too long")

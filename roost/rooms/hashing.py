@@ -1,0 +1,313 @@
+"""Canonical JSON, hashes and signatures of events (spec: server-server API,
+"Signing Events"; appendices, "Canonical JSON" and "Signing JSON").
+
+Everything here works on plain PDU dicts, so it can run before an ``Event`` can
+be built (``builder.finalize_pdu``) and underneath ``Event`` (event ids). The
+functions never modify their arguments: they return new dicts.
+
+``canonical_json`` lives here rather than in ``events`` so that ``events`` can
+depend on this module without a cycle; ``events`` re-exports it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import hashlib
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from canonicaljson import encode_canonical_json
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey as NaclVerifyKey
+from unpaddedbase64 import encode_base64
+
+from roost.rooms.redaction import redact_pdu
+from roost.rooms.versions import RoomVersion
+
+__all__ = [
+    "CANONICAL_INT_MAX",
+    "CANONICAL_INT_MIN",
+    "CanonicalJSONError",
+    "SignatureVerifyError",
+    "SigningKey",
+    "VerifyKey",
+    "add_content_hash",
+    "canonical_json",
+    "check_content_hash",
+    "compute_content_hash",
+    "compute_event_id",
+    "compute_reference_hash",
+    "server_name_of",
+    "servers_that_must_sign",
+    "sign_event",
+    "signed_by_any_public_key",
+    "verify_event_signature",
+]
+
+CANONICAL_INT_MAX = 2**53 - 1
+CANONICAL_INT_MIN = -(2**53) + 1
+
+
+class SigningKey(Protocol):
+    """A signedjson signing key: a nacl SigningKey carrying ``alg`` and ``version``."""
+
+    alg: str
+    version: str
+
+    def sign(self, message: bytes) -> Any: ...
+
+
+class VerifyKey(Protocol):
+    """A signedjson verify key: a nacl VerifyKey carrying ``alg`` and ``version``."""
+
+    alg: str
+    version: str
+
+    def verify(self, smessage: bytes, signature: bytes) -> Any: ...
+
+
+class CanonicalJSONError(ValueError):
+    """The value cannot be encoded as Matrix canonical JSON."""
+
+
+class SignatureVerifyError(ValueError):
+    """An event lacks a valid signature from the server and key asked about."""
+
+
+def canonical_json(value: object) -> bytes:
+    """Encode ``value`` as Matrix canonical JSON, enforcing the number rules.
+
+    The encoder alone would happily write floats and integers beyond 2**53,
+    which other servers cannot represent; v6+ rooms forbid both, so they are
+    refused here rather than producing bytes nobody else would hash the same.
+    """
+    _check_canonical(value)
+    try:
+        return encode_canonical_json(value)
+    except (TypeError, ValueError) as e:  # lone surrogates, unknown types
+        raise CanonicalJSONError(str(e)) from e
+
+
+def _check_canonical(value: object) -> None:
+    """Walk ``value`` and refuse anything canonical JSON cannot express."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool) or item is None or isinstance(item, str):
+            continue
+        if isinstance(item, int):
+            if not CANONICAL_INT_MIN <= item <= CANONICAL_INT_MAX:
+                raise CanonicalJSONError(f"integer out of canonical JSON range: {item}")
+        elif isinstance(item, float):
+            raise CanonicalJSONError("floats are not allowed in canonical JSON")
+        elif isinstance(item, Mapping):
+            for key in item:
+                if not isinstance(key, str):
+                    raise CanonicalJSONError(f"object key is not a string: {key!r}")
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        else:
+            raise CanonicalJSONError(f"not JSON: {type(item).__name__}")
+
+
+def compute_content_hash(pdu: Mapping[str, Any]) -> bytes:
+    """SHA-256 over the whole event minus ``unsigned``, ``signatures`` and ``hashes``."""
+    stripped = {k: v for k, v in pdu.items() if k not in ("unsigned", "signatures", "hashes")}
+    return hashlib.sha256(canonical_json(stripped)).digest()
+
+
+def add_content_hash(pdu: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``pdu`` with ``hashes.sha256`` set to its content hash."""
+    result = copy.deepcopy(dict(pdu))
+    hashes = result.get("hashes")
+    if not isinstance(hashes, dict):
+        hashes = {}
+    hashes["sha256"] = encode_base64(compute_content_hash(pdu))
+    result["hashes"] = hashes
+    return result
+
+
+def check_content_hash(pdu: Mapping[str, Any]) -> bool:
+    """Whether ``hashes.sha256`` matches the content. False means: use the redacted copy.
+
+    Compares encoded strings rather than decoding the claim, so a sloppily
+    encoded claim (padding, stray characters) never passes.
+    """
+    hashes = pdu.get("hashes")
+    if not isinstance(hashes, Mapping):
+        return False
+    claimed = hashes.get("sha256")
+    if not isinstance(claimed, str):
+        return False
+    try:
+        return claimed == encode_base64(compute_content_hash(pdu))
+    except CanonicalJSONError:
+        return False
+
+
+def _redacted_for_signing(pdu: Mapping[str, Any], version: RoomVersion) -> dict[str, Any]:
+    """The redacted event without signatures/unsigned: what ids and signatures cover."""
+    redacted = redact_pdu(pdu, version)
+    redacted.pop("signatures", None)
+    redacted.pop("unsigned", None)
+    return redacted
+
+
+def compute_reference_hash(pdu: Mapping[str, Any], version: RoomVersion) -> bytes:
+    """SHA-256 over the canonical redacted event, minus signatures and unsigned."""
+    return hashlib.sha256(canonical_json(_redacted_for_signing(pdu, version))).digest()
+
+
+def compute_event_id(pdu: Mapping[str, Any], version: RoomVersion) -> str:
+    """The v4+ event id: ``$`` and the URL-safe unpadded base64 reference hash."""
+    return "$" + encode_base64(compute_reference_hash(pdu, version), urlsafe=True)
+
+
+def key_id_of(key: SigningKey | VerifyKey) -> str:
+    """The signing key identifier, e.g. ``ed25519:abc``."""
+    return f"{key.alg}:{key.version}"
+
+
+def sign_event(
+    pdu: Mapping[str, Any],
+    version: RoomVersion,
+    server_name: str,
+    signing_key: SigningKey,
+) -> dict[str, Any]:
+    """Return a copy of ``pdu`` signed by ``server_name``.
+
+    The signature covers the redacted form (with the content hash), so it can
+    still be checked after the event is redacted. Other servers' signatures
+    already on the event are kept.
+    """
+    message = canonical_json(_redacted_for_signing(pdu, version))
+    signature = encode_base64(signing_key.sign(message).signature)
+    result = copy.deepcopy(dict(pdu))
+    signatures = result.get("signatures")
+    if not isinstance(signatures, dict):
+        signatures = {}
+    server_signatures = signatures.get(server_name)
+    if not isinstance(server_signatures, dict):
+        server_signatures = {}
+    server_signatures[key_id_of(signing_key)] = signature
+    signatures[server_name] = server_signatures
+    result["signatures"] = signatures
+    return result
+
+
+def verify_event_signature(
+    pdu: Mapping[str, Any],
+    version: RoomVersion,
+    server_name: str,
+    verify_key: VerifyKey,
+) -> None:
+    """Raise SignatureVerifyError unless ``server_name`` signed the event with ``verify_key``.
+
+    Fetching the key (and checking ``valid_until_ts`` against
+    ``origin_server_ts``) is the caller's job; this is only the cryptography.
+    """
+    key_id = key_id_of(verify_key)
+    signatures = pdu.get("signatures")
+    server_signatures = signatures.get(server_name) if isinstance(signatures, Mapping) else None
+    encoded = server_signatures.get(key_id) if isinstance(server_signatures, Mapping) else None
+    if not isinstance(encoded, str):
+        raise SignatureVerifyError(f"no signature from {server_name} with key {key_id}")
+    signature = _decode_unpadded_base64(encoded)
+    if signature is None:
+        raise SignatureVerifyError(f"signature from {server_name} ({key_id}) is not base64")
+    try:
+        message = canonical_json(_redacted_for_signing(pdu, version))
+        verify_key.verify(message, signature)
+    except (BadSignatureError, CanonicalJSONError, ValueError) as e:
+        raise SignatureVerifyError(f"bad signature from {server_name} ({key_id}): {e}") from e
+
+
+def _decode_unpadded_base64(encoded: str, urlsafe_too: bool = False) -> bytes | None:
+    """Strict unpadded base64 decoding; None when malformed.
+
+    Standard alphabet only, unless ``urlsafe_too`` (for identity server keys,
+    which have been published in both alphabets).
+    """
+    if urlsafe_too:
+        encoded = encoded.replace("-", "+").replace("_", "/")
+    if len(encoded) % 4 == 1:
+        return None
+    try:
+        return base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def signed_by_any_public_key(signed: Mapping[str, Any], public_keys: list[str]) -> bool:
+    """Whether any ed25519 signature on the JSON object ``signed`` verifies under
+    any of the base64 ``public_keys``.
+
+    This is the check for a third-party invite's ``signed`` block (auth rule
+    4.4.1.7) against the keys of its m.room.third_party_invite event, where the
+    signer's name does not matter, only the key.
+    """
+    signatures = signed.get("signatures")
+    if not isinstance(signatures, Mapping):
+        return False
+    try:
+        message = canonical_json(
+            {k: v for k, v in signed.items() if k not in ("signatures", "unsigned")}
+        )
+    except CanonicalJSONError:
+        return False
+    candidates = [
+        signature
+        for by_key in signatures.values()
+        if isinstance(by_key, Mapping)
+        for key_id, signature in by_key.items()
+        if key_id.startswith("ed25519:") and isinstance(signature, str)
+    ]
+    return any(_ed25519_verifies(message, sig, key) for sig in candidates for key in public_keys)
+
+
+def _ed25519_verifies(message: bytes, signature: str, public_key: str) -> bool:
+    key = _decode_unpadded_base64(public_key, urlsafe_too=True)
+    raw_signature = _decode_unpadded_base64(signature, urlsafe_too=True)
+    if key is None or raw_signature is None or len(key) != 32:
+        return False
+    try:
+        NaclVerifyKey(key).verify(message, raw_signature)
+    except (BadSignatureError, ValueError):
+        return False
+    return True
+
+
+def server_name_of(identifier: str) -> str:
+    """The server part of a user id or pre-v12 room id (after the first colon)."""
+    _, _, server = identifier.partition(":")
+    return server
+
+
+def servers_that_must_sign(pdu: Mapping[str, Any], version: RoomVersion) -> set[str]:
+    """The servers whose signatures an incoming event must carry.
+
+    * The sender's server, except for an invite made from a third-party invite:
+      there the ``signed`` block carries the proof and the event may be relayed
+      by another server (spec: "Validating hashes and signatures").
+    * For a restricted join, the server of ``join_authorised_via_users_server``
+      (auth rule 4.2.1; 5.2.1 in v12). This is how the pure auth rules get that
+      rule enforced: they cannot check signatures themselves. Only joins are
+      considered, as the key only means anything there (spec PR #2100).
+    """
+    servers: set[str] = set()
+    content = pdu.get("content")
+    if not isinstance(content, Mapping):
+        content = {}
+    sender = pdu.get("sender")
+    is_member = pdu.get("type") == "m.room.member"
+    membership = content.get("membership")
+    third_party = is_member and membership == "invite" and "third_party_invite" in content
+    if isinstance(sender, str) and not third_party:
+        servers.add(server_name_of(sender))
+    via = content.get("join_authorised_via_users_server")
+    if is_member and membership == "join" and version.restricted_join_rule and isinstance(via, str):
+        servers.add(server_name_of(via))
+    return servers
