@@ -1,0 +1,159 @@
+"""Building new local events in the room version's format.
+
+Three steps, kept apart so the engine can check auth between choosing and
+signing, and tests can look at each: ``build_event_pdu`` lays out the unsigned,
+unhashed PDU; ``select_auth_event_ids`` picks its auth events from the current
+state; ``finalize_pdu`` adds the content hash and this server's signature and
+returns the event id. Wrap the result with ``Event.from_pdu`` to check it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from roost.rooms.auth import StateKey, auth_types_for_event
+from roost.rooms.events import room_id_from_create_event_id
+from roost.rooms.hashing import (
+    CANONICAL_INT_MAX,
+    SigningKey,
+    add_content_hash,
+    compute_event_id,
+    sign_event,
+)
+from roost.rooms.versions import RoomVersion
+
+__all__ = [
+    "build_event_pdu",
+    "create_event_content",
+    "depth_after",
+    "finalize_pdu",
+    "room_id_for_create_pdu",
+    "select_auth_event_ids",
+]
+
+
+def build_event_pdu(
+    version: RoomVersion,
+    room_id: str | None,
+    sender: str,
+    event_type: str,
+    content: Mapping[str, Any],
+    state_key: str | None = None,
+    *,
+    prev_event_ids: Sequence[str],
+    auth_event_ids: Sequence[str],
+    depth: int,
+    origin_server_ts: int,
+    redacts: str | None = None,
+) -> dict[str, Any]:
+    """Lay out an unsigned, unhashed PDU for ``version``.
+
+    ``room_id`` must be None exactly for a v12 create event (its id is derived
+    from the finished event). ``redacts`` goes where the version wants it: in
+    content from v11, top level before. ``content`` is copied, never kept.
+    """
+    is_hydra_create = version.hydra and event_type == "m.room.create"
+    if is_hydra_create != (room_id is None):
+        raise ValueError("room_id must be omitted for, and only for, a v12 create event")
+    if redacts is not None and event_type != "m.room.redaction":
+        raise ValueError("only m.room.redaction events redact")
+    pdu: dict[str, Any] = {
+        "type": event_type,
+        "sender": sender,
+        "content": copy.deepcopy(dict(content)),
+        "prev_events": list(prev_event_ids),
+        "auth_events": list(auth_event_ids),
+        "depth": depth,
+        "origin_server_ts": origin_server_ts,
+    }
+    if room_id is not None:
+        pdu["room_id"] = room_id
+    if state_key is not None:
+        pdu["state_key"] = state_key
+    if redacts is not None:
+        if version.updated_redaction_rules:
+            pdu["content"]["redacts"] = redacts
+        else:
+            pdu["redacts"] = redacts
+    return pdu
+
+
+def select_auth_event_ids(
+    version: RoomVersion,
+    event_type: str,
+    sender: str,
+    state_key: str | None,
+    content: Mapping[str, Any],
+    current_state: Mapping[StateKey, str],
+) -> list[str]:
+    """Pick the auth event ids from ``current_state`` ((type, state_key) -> event id).
+
+    Follows the spec's selection (``auth.auth_types_for_event``), so v12 events
+    never list the create event. Ids are unique and in selection order.
+    """
+    wanted = auth_types_for_event(event_type, sender, state_key, content, version)
+    chosen = [current_state[key] for key in wanted if key in current_state]
+    return list(dict.fromkeys(chosen))
+
+
+def depth_after(prev_depths: Iterable[int]) -> int:
+    """The depth of an event after events of ``prev_depths``: their maximum plus one.
+
+    Capped at 2**53 - 1, as the spec asks once a room has reached the limit.
+    The create event (no prev events) has depth 1.
+    """
+    return min(max(prev_depths, default=0) + 1, CANONICAL_INT_MAX)
+
+
+def finalize_pdu(
+    pdu: Mapping[str, Any],
+    version: RoomVersion,
+    server_name: str,
+    signing_key: SigningKey,
+) -> tuple[str, dict[str, Any]]:
+    """Hash and sign ``pdu``; return ``(event_id, finished_pdu)``.
+
+    The content hash goes first because the signature covers it (the
+    signature is over the redacted event, which keeps ``hashes``). Any
+    ``unsigned`` on the input is dropped: it is for transit, not for building.
+    """
+    unsigned_free = {key: value for key, value in pdu.items() if key != "unsigned"}
+    hashed = add_content_hash(unsigned_free)
+    signed = sign_event(hashed, version, server_name, signing_key)
+    return compute_event_id(signed, version), signed
+
+
+def room_id_for_create_pdu(pdu: Mapping[str, Any], version: RoomVersion) -> str:
+    """The room id a finished (hashed) v12 create PDU founds."""
+    if not version.hydra:
+        raise ValueError("only v12+ rooms derive their id from the create event")
+    return room_id_from_create_event_id(compute_event_id(pdu, version))
+
+
+def create_event_content(
+    version: RoomVersion,
+    creator: str,
+    *,
+    additional_creators: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The content of a new room's m.room.create event for ``version``.
+
+    v10 requires ``creator`` (auth rule 1.4); v11 dropped it; only v12 knows
+    ``additional_creators``. ``extra`` carries the rest (type, predecessor,
+    m.federate) and cannot override those three.
+    """
+    content: dict[str, Any] = copy.deepcopy(dict(extra or {}))
+    content["room_version"] = version.identifier
+    content.pop("additional_creators", None)
+    if version.creator_is_sender:
+        content.pop("creator", None)
+    else:
+        content["creator"] = creator
+    if additional_creators:
+        if not version.additional_creators:
+            raise ValueError(f"room version {version.identifier} has no additional creators")
+        content["additional_creators"] = list(additional_creators)
+    return content
