@@ -15,21 +15,42 @@ from twisted.internet import threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
-from roost.client_api import account, devices, login, register, versions
+from roost.client_api import (
+    account,
+    devices,
+    directory,
+    login,
+    messages,
+    register,
+    relations,
+    room_state,
+    rooms,
+    send,
+    versions,
+)
 from roost.client_api.accounts import Accounts
 from roost.client_api.passwords import PasswordHasher
 from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
+from roost.client_api.room_view import RoomView
+from roost.client_api.rooms import RoomCreation
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.homeserver.config import RoostConfig
 from roost.keys.local import LocalKey, load_or_create_signing_key
+from roost.rooms.engine import IdAllocator, RoomEngine
 from roost.storage.accounts import UserStore
 from roost.storage.database import Database
 from roost.storage.devices import DeviceStore
+from roost.storage.directory import DirectoryStore
 from roost.storage.embedded import start_embedded_postgres
+from roost.storage.events import EventStore
 from roost.storage.migrations import migrate
+from roost.storage.notifier import Notifier
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from roost.storage.redis import connect_redis
+from roost.storage.relations import RelationStore
+from roost.storage.room_state import RoomStateStore
+from roost.storage.streams import StreamIdGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +65,9 @@ class Homeserver:
     client_site: RoostSite
     accounts: Accounts
     tokens: TokenAuthority
+    engine: RoomEngine
+    notifier: Notifier
+    streams: dict[str, StreamIdGenerator]
     # Things to stop, last started first: (name, zero-argument callable).
     closers: list[tuple[str, Any]] = field(default_factory=list)
 
@@ -120,16 +144,35 @@ async def build_homeserver(
         return await accounts.check_password(user_id, password) is not None
 
     uia = UserInteractiveAuth(clock, password_ok, config.server_name)
+    notifier = Notifier()
+    event_store = EventStore(db)
+    state_store = RoomStateStore(db)
+    event_stream = StreamIdGenerator(await event_store.max_stream_ordering())
+    engine = RoomEngine(
+        event_store, state_store, config.server_name, local_key.signing_key, clock,
+        event_stream, IdAllocator(await event_store.max_state_group()), notifier,
+    )
+    view = RoomView(engine, state_store, RelationStore(db), clock)
+    directory_store = DirectoryStore(db)
+
     router = Router()
     versions.register(router, config.baseurl)
     register.register(router, accounts, tokens, uia, config.registration.enabled)
     login.register(router, accounts, tokens, device_store)
     account.register(router, accounts, tokens, device_store, uia, on_deactivate=[])
     devices.register(router, device_store, tokens, uia)
+    rooms.register(router, engine, view, directory_store,
+                   RoomCreation(config.server_name, config.rooms.default_version))
+    send.register(router, engine, view, event_store)
+    room_state.register(router, engine, view)
+    messages.register(router, engine, view, event_store, event_stream)
+    relations.register(router, engine, view, RelationStore(db))
+    directory.register(router, engine, view, directory_store, config.server_name)
 
     root = Resource()
     api = JsonResource(router, tokens, limiter, _limits(config))
     for name in (b"_matrix", b".well-known", b"health"):
         root.putChild(name, api)
     site = RoostSite(root, config.listeners.client.max_body_bytes)
-    return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, closers)
+    return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
+                      notifier, {"events": event_stream}, closers)

@@ -1,0 +1,144 @@
+"""Room aliases (/directory/room/{alias}, /rooms/{roomId}/aliases) and the public room list."""
+
+from __future__ import annotations
+
+import re
+
+from roost.client_api.errors import MatrixError, forbidden, invalid_param, not_found
+from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
+from roost.client_api.room_view import RoomView
+from roost.rooms.auth import get_named_level, get_power_level
+from roost.rooms.engine import RoomEngine
+from roost.storage.directory import DirectoryStore, PublicRoom
+
+_ALIAS_RE = re.compile(r"^#[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
+MAX_ALIAS_BYTES = 255
+
+
+def register(router: Router, engine: RoomEngine, view: RoomView, directory: DirectoryStore,
+             server_name: str) -> None:
+    def check_local_alias(alias: str) -> None:
+        if not _ALIAS_RE.match(alias) or len(alias.encode()) > MAX_ALIAS_BYTES:
+            raise invalid_param("Invalid room alias")
+
+    async def put_alias(req: ApiRequest) -> JsonDict:
+        alias = req.params["alias"]
+        check_local_alias(alias)
+        if alias.split(":", 1)[1] != server_name:
+            raise invalid_param("Room alias must be on this server")
+        room_id = req.json().get("room_id")
+        if not isinstance(room_id, str):
+            raise MatrixError(400, "M_MISSING_PARAM", "missing parameter: room_id")
+        if await engine.room_version(room_id) is None:
+            raise not_found("Unknown room")
+        await view.require_joined(room_id, req.user.user_id)
+        if not await directory.create_alias(alias, room_id, req.user.user_id):
+            raise MatrixError(409, "M_UNKNOWN", "Room alias already exists")
+        return {}
+
+    async def get_alias(req: ApiRequest) -> JsonDict:
+        alias = req.params["alias"]
+        check_local_alias(alias)
+        found = await directory.get_alias(alias)
+        if found is None:
+            raise not_found("Room alias not found")
+        return {"room_id": found[0], "servers": [server_name]}
+
+    async def delete_alias(req: ApiRequest) -> JsonDict:
+        alias = req.params["alias"]
+        check_local_alias(alias)
+        found = await directory.get_alias(alias)
+        if found is None:
+            raise not_found("Room alias not found")
+        room_id, creator = found
+        if creator != req.user.user_id and not req.user.is_admin:
+            state = await engine.current_state_events(room_id)
+            version = await engine.room_version(room_id)
+            assert version is not None
+            level = get_power_level(req.user.user_id, state, version)
+            if level < get_named_level(state, "state_default", 50):
+                raise forbidden("You may not remove this alias")
+        await directory.delete_alias(alias)
+        return {}
+
+    async def room_aliases(req: ApiRequest) -> JsonDict:
+        room_id = req.params["room_id"]
+        if await engine.room_version(room_id) is None:
+            raise not_found("Unknown room")
+        if not await view.can_see_room(room_id, req.user.user_id):
+            raise forbidden("You are not in this room")
+        return {"aliases": await directory.aliases_of(room_id)}
+
+    async def get_visibility(req: ApiRequest) -> JsonDict:
+        public = await directory.is_public(req.params["room_id"])
+        if public is None:
+            raise not_found("Unknown room")
+        return {"visibility": "public" if public else "private"}
+
+    async def put_visibility(req: ApiRequest) -> JsonDict:
+        room_id = req.params["room_id"]
+        visibility = req.json().get("visibility", "public")
+        if visibility not in ("public", "private"):
+            raise invalid_param("visibility must be public or private")
+        if await engine.room_version(room_id) is None:
+            raise not_found("Unknown room")
+        state = await engine.current_state_events(room_id)
+        version = await engine.room_version(room_id)
+        assert version is not None
+        if not req.user.is_admin and get_power_level(req.user.user_id, state, version) < \
+                get_named_level(state, "state_default", 50):
+            raise forbidden("You may not change this room's visibility")
+        await directory.set_public(room_id, visibility == "public")
+        return {}
+
+    async def public_rooms(req: ApiRequest) -> JsonDict:
+        body = req.json(required=False) if req.method == "POST" else {}
+        limit = body.get("limit", req.int_arg("limit", None))
+        since = body.get("since", req.arg("since"))
+        term = (body.get("filter") or {}).get("generic_search_term")
+        rooms = [await _entry(engine, r) for r in await directory.public_rooms()]
+        if isinstance(term, str) and term:
+            needle = term.lower()
+            rooms = [r for r in rooms if needle in " ".join(
+                str(r.get(k, "")) for k in ("name", "topic", "canonical_alias")).lower()]
+        offset = int(since[1:]) if isinstance(since, str) and since[1:].isdigit() else 0
+        page = rooms[offset:offset + limit] if isinstance(limit, int) and limit > 0 else rooms[offset:]
+        result: JsonDict = {"chunk": page, "total_room_count_estimate": len(rooms)}
+        if offset + len(page) < len(rooms):
+            result["next_batch"] = f"p{offset + len(page)}"
+        if offset > 0:
+            result["prev_batch"] = f"p{max(0, offset - (limit or offset))}"
+        return result
+
+    router.add("PUT", f"{CLIENT_PREFIX}/directory/room/{{alias}}", put_alias)
+    router.add("GET", f"{CLIENT_PREFIX}/directory/room/{{alias}}", get_alias, auth=False)
+    router.add("DELETE", f"{CLIENT_PREFIX}/directory/room/{{alias}}", delete_alias)
+    router.add("GET", f"{CLIENT_PREFIX}/rooms/{{room_id}}/aliases", room_aliases)
+    router.add("GET", f"{CLIENT_PREFIX}/directory/list/room/{{room_id}}", get_visibility, auth=False)
+    router.add("PUT", f"{CLIENT_PREFIX}/directory/list/room/{{room_id}}", put_visibility)
+    router.add("GET", f"{CLIENT_PREFIX}/publicRooms", public_rooms, auth_optional=True)
+    router.add("POST", f"{CLIENT_PREFIX}/publicRooms", public_rooms)
+
+
+async def _entry(engine: RoomEngine, room: PublicRoom) -> JsonDict:
+    loaded = await engine.get_events(list(room.state.values()))
+    by_type = {key[0]: loaded[eid].event.content for key, eid in room.state.items() if eid in loaded}
+    entry: JsonDict = {
+        "room_id": room.room_id,
+        "num_joined_members": room.joined_members,
+        "world_readable": by_type.get("m.room.history_visibility", {}).get(
+            "history_visibility") == "world_readable",
+        "guest_can_join": by_type.get("m.room.guest_access", {}).get("guest_access") == "can_join",
+        "join_rule": by_type.get("m.room.join_rules", {}).get("join_rule", "invite"),
+    }
+    for key, event_type, field in (("name", "m.room.name", "name"),
+                                   ("topic", "m.room.topic", "topic"),
+                                   ("canonical_alias", "m.room.canonical_alias", "alias"),
+                                   ("avatar_url", "m.room.avatar", "url")):
+        value = by_type.get(event_type, {}).get(field)
+        if isinstance(value, str):
+            entry[key] = value
+    room_type = by_type.get("m.room.create", {}).get("type")
+    if isinstance(room_type, str):
+        entry["room_type"] = room_type
+    return entry

@@ -1,0 +1,50 @@
+"""Events as clients see them (the spec's ClientEvent format)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from roost.rooms.engine import LoadedEvent
+from roost.rooms.events import Event
+from roost.rooms.redaction import redact_pdu
+
+JsonDict = dict[str, Any]
+
+
+def client_event(
+    loaded: LoadedEvent,
+    now_ms: int,
+    redaction: JsonDict | None = None,
+    relations: JsonDict | None = None,
+    transaction_id: str | None = None,
+) -> JsonDict:
+    """Serialize one event; `redaction` is the serialized redacting event, if any."""
+    event = loaded.event
+    pdu = redact_pdu(event.pdu, event.version) if redaction is not None else event.pdu
+    body: JsonDict = {
+        "content": pdu.get("content", {}),
+        "event_id": event.event_id,
+        "origin_server_ts": event.origin_server_ts,
+        "room_id": event.room_id,
+        "sender": event.sender,
+        "type": event.type,
+    }
+    if event.state_key is not None:
+        body["state_key"] = event.state_key
+    if event.type == "m.room.redaction" and event.redacts is not None:
+        body["redacts"] = event.redacts
+    unsigned: JsonDict = {"age": max(0, now_ms - event.origin_server_ts)}
+    if redaction is not None:
+        unsigned["redacted_because"] = redaction
+    if relations:
+        unsigned["m.relations"] = relations
+    if transaction_id is not None:
+        unsigned["transaction_id"] = transaction_id
+    body["unsigned"] = unsigned
+    return body
+
+
+def stripped_state(event: Event) -> JsonDict:
+    """The stripped form used for invite state and the public room directory."""
+    return {"type": event.type, "state_key": event.state_key or "", "sender": event.sender,
+            "content": event.content}

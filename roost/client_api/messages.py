@@ -1,0 +1,150 @@
+"""GET /messages, GET /event/{eventId}, GET /context/{eventId}.
+
+Pagination tokens are positions in the events stream, `s<N>`: events at or
+below N lie before the token, events above it after. Paginating backwards from
+`sN` returns events at or below N, newest first; forwards, those above N.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from roost.client_api.errors import MatrixError, invalid_param, not_found
+from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
+from roost.client_api.room_view import RoomView
+from roost.rooms.engine import LoadedEvent, RoomEngine
+from roost.storage.events import EventStore
+from roost.storage.streams import StreamIdGenerator
+
+MAX_LIMIT = 1000
+
+
+def parse_token(token: str | None, name: str) -> int | None:
+    if token is None:
+        return None
+    if token.startswith("s") and token[1:].isdigit():
+        return int(token[1:])
+    raise invalid_param(f"{name} is not a valid pagination token")
+
+
+def parse_filter(raw: str | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise MatrixError(400, "M_NOT_JSON", "filter is not JSON") from None
+    if not isinstance(value, dict):
+        raise MatrixError(400, "M_BAD_JSON", "filter must be an object")
+    return value
+
+
+def _type_list(value: object, name: str) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MatrixError(400, "M_BAD_JSON", f"filter {name} must be a list of strings")
+    return value
+
+
+def register(
+    router: Router, engine: RoomEngine, view: RoomView, events: EventStore,
+    stream: StreamIdGenerator,
+) -> None:
+    async def require_readable(room_id: str, user_id: str) -> None:
+        if await engine.room_version(room_id) is None:
+            raise not_found("Unknown room")
+        if not await view.can_see_room(room_id, user_id):
+            raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is not in room {room_id}")
+
+    async def messages(req: ApiRequest) -> JsonDict:
+        room_id, user = req.params["room_id"], req.user.user_id
+        direction = req.arg("dir")
+        if direction not in ("b", "f"):
+            raise invalid_param("dir must be b or f") if direction else MatrixError(
+                400, "M_MISSING_PARAM", "missing parameter: dir")
+        backwards = direction == "b"
+        start = parse_token(req.arg("from"), "from")
+        to = parse_token(req.arg("to"), "to")
+        filt = parse_filter(req.arg("filter"))
+        limit = req.int_arg("limit", None) or filt.get("limit") or 10
+        if not isinstance(limit, int) or limit < 1:
+            raise invalid_param("limit must be a positive integer")
+        limit = min(limit, MAX_LIMIT)
+        await require_readable(room_id, user)
+        if start is None:
+            start = stream.current if backwards else 0
+        from_pos = start + 1 if backwards else start
+        page = await events.room_stream_events(
+            room_id, from_pos, to, backwards, limit,
+            _type_list(filt.get("types"), "types"), _type_list(filt.get("not_types"), "not_types"),
+        )
+        loaded = engine.loaded(page)
+        visible = await view.visible(room_id, user, loaded)
+        body: JsonDict = {"chunk": await view.serialize(visible, user), "start": f"s{start}"}
+        if len(page) == limit and page:
+            last = page[-1].stream_ordering or 0
+            body["end"] = f"s{last - 1}" if backwards else f"s{last}"
+        if filt.get("lazy_load_members") is True:
+            body["state"] = await _members_of_senders(engine, view, room_id, user, visible)
+        return body
+
+    async def get_event(req: ApiRequest) -> JsonDict:
+        room_id, user = req.params["room_id"], req.user.user_id
+        event_id = req.params["event_id"]
+        loaded = (await engine.get_events([event_id])).get(event_id)
+        if loaded is None or loaded.event.room_id != room_id or loaded.rejected:
+            raise not_found("Event not found")
+        if not await view.visible(room_id, user, [loaded]):
+            raise not_found("Event not found")
+        return (await view.serialize([loaded], user))[0]
+
+    async def context(req: ApiRequest) -> JsonDict:
+        room_id, user = req.params["room_id"], req.user.user_id
+        event_id = req.params["event_id"]
+        limit = min(req.int_arg("limit", 10) or 0, MAX_LIMIT)
+        loaded = (await engine.get_events([event_id])).get(event_id)
+        if loaded is None or loaded.event.room_id != room_id or loaded.stream_ordering is None:
+            raise not_found("Event not found")
+        if not await view.visible(room_id, user, [loaded]):
+            raise not_found("Event not found")
+        position = loaded.stream_ordering
+        before_n, after_n = limit // 2, limit - limit // 2
+        before = engine.loaded(await events.room_stream_events(room_id, position, None, True, before_n))
+        after = engine.loaded(await events.room_stream_events(room_id, position, None, False, after_n))
+        before = await view.visible(room_id, user, before)
+        after = await view.visible(room_id, user, after)
+        state_ids = await _state_at(view, loaded)
+        state_events = list((await engine.get_events(state_ids)).values())
+        return {
+            "event": (await view.serialize([loaded], user))[0],
+            "events_before": await view.serialize(before, user),
+            "events_after": await view.serialize(after, user),
+            "start": f"s{(before[-1].stream_ordering or 1) - 1 if before else position}",
+            "end": f"s{after[-1].stream_ordering if after else position}",
+            "state": await view.serialize(state_events, user, with_relations=False),
+        }
+
+    R = f"{CLIENT_PREFIX}/rooms/{{room_id}}"
+    router.add("GET", f"{R}/messages", messages)
+    router.add("GET", f"{R}/event/{{event_id}}", get_event)
+    router.add("GET", f"{R}/context/{{event_id}}", context)
+
+
+async def _state_at(view: RoomView, loaded: LoadedEvent) -> list[str]:
+    groups = await view.state.state_groups_of([loaded.event.event_id])
+    group = groups.get(loaded.event.event_id)
+    if group is None:
+        return []
+    return sorted((await view.state.state_at_group(group)).values())
+
+
+async def _members_of_senders(
+    engine: RoomEngine, view: RoomView, room_id: str, user: str, events: list[LoadedEvent]
+) -> list[JsonDict]:
+    senders = {e.event.sender for e in events}
+    members = await view.state.members(room_id)
+    ids = [members[s][1] for s in sorted(senders) if s in members]
+    loaded = await engine.get_events(ids)
+    return await view.serialize([loaded[i] for i in ids if i in loaded], user, with_relations=False)

@@ -1,0 +1,124 @@
+"""What a user may read of a room, and how it is served to them.
+
+Every reading endpoint (/messages, /context, /event, /state, /relations,
+/threads) goes through `RoomView`, so history visibility and the shape of
+served events (redactions, edits, thread summaries, reaction counts) are
+decided in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from roost.client_api.errors import MatrixError
+from roost.client_api.event_format import client_event
+from roost.rooms.engine import LoadedEvent, NewEvent, RoomEngine, RoomError
+from roost.rooms.events import Event
+from roost.rooms.visibility import can_see_event
+from roost.storage.relations import RelationStore
+from roost.storage.room_state import RoomStateStore
+
+JsonDict = dict[str, Any]
+
+
+def not_in_room() -> MatrixError:
+    return MatrixError(403, "M_FORBIDDEN", "You are not allowed to see this room")
+
+
+class RoomView:
+    def __init__(
+        self, engine: RoomEngine, state: RoomStateStore, relations: RelationStore, clock: Any
+    ) -> None:
+        self.engine = engine
+        self.state = state
+        self._relations = relations
+        self._clock = clock
+
+    def now_ms(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    async def membership(self, room_id: str, user_id: str) -> str | None:
+        members = await self.state.members(room_id)
+        entry = members.get(user_id)
+        return entry[0] if entry else None
+
+    async def require_joined(self, room_id: str, user_id: str) -> None:
+        if await self.membership(room_id, user_id) != "join":
+            raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is not in room {room_id}")
+
+    async def visible(self, room_id: str, user_id: str, events: list[LoadedEvent]) -> list[LoadedEvent]:
+        """The events the user may see, in the order given."""
+        if not events:
+            return []
+        history = await self.state.state_history(room_id, "m.room.history_visibility", "")
+        loaded = await self.engine.get_events([eid for _, eid in history])
+        visibilities = [
+            (pos, str(loaded[eid].event.content.get("history_visibility", "shared")))
+            for pos, eid in history if eid in loaded
+        ]
+        memberships = await self.state.membership_history(room_id, user_id)
+        return [
+            e for e in events
+            if e.stream_ordering is not None
+            and can_see_event(visibilities, memberships, e.stream_ordering)
+        ]
+
+    async def can_see_room(self, room_id: str, user_id: str) -> bool:
+        """Whether the user may read anything: a member once, or a world-readable room."""
+        if await self.state.membership_history(room_id, user_id):
+            return True
+        history = await self.state.state_history(room_id, "m.room.history_visibility", "")
+        if not history:
+            return False
+        latest = (await self.engine.get_events([history[-1][1]]))[history[-1][1]]
+        return latest.event.content.get("history_visibility") == "world_readable"
+
+    async def serialize(self, events: list[LoadedEvent], user_id: str,
+                        with_relations: bool = True) -> list[JsonDict]:
+        """Serve events with redactions applied and their aggregated relations."""
+        redaction_ids = [e.redacted_by for e in events if e.redacted_by]
+        redactions = await self.engine.get_events(redaction_ids)
+        now = self.now_ms()
+        relations = await self._aggregate(events, user_id) if with_relations else {}
+        result = []
+        for loaded in events:
+            redaction = None
+            if loaded.redacted_by and loaded.redacted_by in redactions:
+                redaction = client_event(redactions[loaded.redacted_by], now)
+            result.append(client_event(loaded, now, redaction,
+                                       relations.get(loaded.event.event_id)))
+        return result
+
+    async def _aggregate(self, events: list[LoadedEvent], user_id: str) -> dict[str, JsonDict]:
+        live = [e for e in events if not e.redacted_by and e.event.state_key is None]
+        ids = [e.event.event_id for e in live]
+        edits = await self._relations.latest_edits({e.event.event_id: e.event.sender for e in live})
+        threads = await self._relations.thread_summaries(ids, user_id)
+        reactions = await self._relations.annotation_counts(ids)
+        needed = list(edits.values()) + [t.latest_event_id for t in threads.values()]
+        loaded = await self.engine.get_events(needed)
+        now = self.now_ms()
+        out: dict[str, JsonDict] = {}
+        for event_id, edit_id in edits.items():
+            if edit_id in loaded:
+                out.setdefault(event_id, {})["m.replace"] = client_event(loaded[edit_id], now)
+        for root, summary in threads.items():
+            if summary.latest_event_id in loaded:
+                out.setdefault(root, {})["m.thread"] = {
+                    "latest_event": client_event(loaded[summary.latest_event_id], now),
+                    "count": summary.count,
+                    "current_user_participated": summary.participated,
+                }
+        for target, counts in reactions.items():
+            out.setdefault(target, {})["m.annotation"] = {
+                "chunk": [{"type": t, "key": k, "count": c} for t, k, c in counts]
+            }
+        return out
+
+
+async def append_event(engine: RoomEngine, room_id: str, new_event: NewEvent) -> Event:
+    """Append through the engine, turning a refusal into the Matrix error the client sees."""
+    try:
+        return await engine.append(room_id, new_event)
+    except RoomError as e:
+        raise MatrixError(e.status, e.errcode, e.message) from None

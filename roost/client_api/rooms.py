@@ -1,0 +1,251 @@
+"""POST /createRoom, membership (join, leave, invite, kick, ban, unban, forget), /joined_rooms."""
+
+from __future__ import annotations
+
+import copy
+
+from roost.client_api.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
+from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
+from roost.client_api.room_view import RoomView, append_event
+from roost.rooms.engine import NewEvent, RoomEngine, RoomError
+from roost.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion
+from roost.storage.directory import DirectoryStore
+
+PRESETS = {
+    "private_chat": ("invite", "shared", "can_join"),
+    "trusted_private_chat": ("invite", "shared", "can_join"),
+    "public_chat": ("public", "shared", "forbidden"),
+}
+
+
+def _str_field(body: JsonDict, key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise bad_json(f"{key} must be a string")
+    return value
+
+
+def _dict_field(body: JsonDict, key: str) -> JsonDict:
+    value = body.get(key, {})
+    if not isinstance(value, dict):
+        raise bad_json(f"{key} must be an object")
+    return value
+
+
+def default_power_levels(version: RoomVersion, creator: str, trusted: list[str]) -> JsonDict:
+    users = {} if version.hydra else {creator: 100}
+    if not version.hydra:
+        users.update({u: 100 for u in trusted})
+    events = {
+        "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+        "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+        "m.room.server_acl": 100, "m.room.encryption": 100,
+    }
+    if version.hydra:
+        events["m.room.tombstone"] = 150
+    return {
+        "users": users, "users_default": 0, "events": events, "events_default": 0,
+        "state_default": 50, "ban": 50, "kick": 50, "redact": 50, "invite": 0,
+        "notifications": {"room": 50},
+    }
+
+
+class RoomCreation:
+    """Turns a /createRoom body into the ordered events the spec lists."""
+
+    def __init__(self, server_name: str, default_version: str) -> None:
+        self.server_name = server_name
+        self.default_version = default_version
+
+    def version_of(self, body: JsonDict) -> RoomVersion:
+        identifier = _str_field(body, "room_version") or self.default_version
+        version = KNOWN_ROOM_VERSIONS.get(identifier)
+        if version is None:
+            raise MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION",
+                              f"Room version {identifier} is not supported")
+        return version
+
+    def events(self, creator: str, version: RoomVersion, body: JsonDict,
+               alias: str | None) -> list[NewEvent]:
+        preset = _str_field(body, "preset") or (
+            "public_chat" if body.get("visibility") == "public" else "private_chat")
+        if preset not in PRESETS:
+            raise invalid_param(f"Unknown preset {preset}")
+        invites = body.get("invite", [])
+        if not isinstance(invites, list) or not all(isinstance(u, str) for u in invites):
+            raise bad_json("invite must be a list of user ids")
+        trusted = invites if preset == "trusted_private_chat" else []
+        creation = copy.deepcopy(_dict_field(body, "creation_content"))
+        creation.pop("room_version", None)
+        if not version.creator_is_sender:
+            creation["creator"] = creator
+        if version.hydra and trusted:
+            creation["additional_creators"] = sorted(
+                set(creation.get("additional_creators", [])) | set(trusted))
+        creation["room_version"] = version.identifier
+        out = [NewEvent(creator, "m.room.create", creation, "")]
+        join_content: JsonDict = {"membership": "join"}
+        out.append(NewEvent(creator, "m.room.member", join_content, creator))
+        power = default_power_levels(version, creator, trusted)
+        override = _dict_field(body, "power_level_content_override")
+        power.update(copy.deepcopy(override))
+        out.append(NewEvent(creator, "m.room.power_levels", power, ""))
+        if alias is not None:
+            out.append(NewEvent(creator, "m.room.canonical_alias", {"alias": alias}, ""))
+        join_rule, history, guest = PRESETS[preset]
+        out.append(NewEvent(creator, "m.room.join_rules", {"join_rule": join_rule}, ""))
+        out.append(NewEvent(creator, "m.room.history_visibility",
+                            {"history_visibility": history}, ""))
+        out.append(NewEvent(creator, "m.room.guest_access", {"guest_access": guest}, ""))
+        out.extend(self._initial_state(creator, body))
+        for key, event_type in (("name", "m.room.name"), ("topic", "m.room.topic")):
+            value = _str_field(body, key)
+            if value is not None:
+                field = "name" if key == "name" else "topic"
+                out.append(NewEvent(creator, event_type, {field: value}, ""))
+        is_direct = body.get("is_direct") is True
+        for invitee in invites:
+            content: JsonDict = {"membership": "invite"}
+            if is_direct:
+                content["is_direct"] = True
+            out.append(NewEvent(creator, "m.room.member", content, invitee))
+        return out
+
+    @staticmethod
+    def _initial_state(creator: str, body: JsonDict) -> list[NewEvent]:
+        initial = body.get("initial_state", [])
+        if not isinstance(initial, list):
+            raise bad_json("initial_state must be a list")
+        out = []
+        for item in initial:
+            if not isinstance(item, dict) or not isinstance(item.get("type"), str) \
+                    or not isinstance(item.get("content"), dict):
+                raise bad_json("initial_state entries need a type and a content object")
+            if item["type"] == "m.room.create":
+                raise bad_json("initial_state may not contain m.room.create")
+            state_key = item.get("state_key", "")
+            if not isinstance(state_key, str):
+                raise bad_json("state_key must be a string")
+            out.append(NewEvent(creator, item["type"], item["content"], state_key))
+        return out
+
+
+def register(
+    router: Router, engine: RoomEngine, view: RoomView, directory: DirectoryStore,
+    creation: RoomCreation,
+) -> None:
+    server_name = creation.server_name
+
+    async def create_room(req: ApiRequest) -> JsonDict:
+        body = req.json(required=False)
+        user = req.user.user_id
+        version = creation.version_of(body)
+        alias = None
+        alias_name = _str_field(body, "room_alias_name")
+        if alias_name is not None:
+            if not alias_name or ":" in alias_name or "#" in alias_name:
+                raise invalid_param("room_alias_name must be a bare localpart")
+            alias = f"#{alias_name}:{server_name}"
+            if await directory.get_alias(alias) is not None:
+                raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
+        visibility = body.get("visibility", "private")
+        if visibility not in ("public", "private"):
+            raise invalid_param("visibility must be public or private")
+        events = creation.events(user, version, body, alias)
+        try:
+            room_id, _ = await engine.create_room(version, events)
+        except RoomError as e:
+            raise MatrixError(e.status, e.errcode, e.message) from None
+        if alias is not None and not await directory.create_alias(alias, room_id, user):
+            raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
+        if visibility == "public":
+            await directory.set_public(room_id, True)
+        return {"room_id": room_id}
+
+    async def resolve(room_id_or_alias: str) -> str:
+        if room_id_or_alias.startswith("!"):
+            return room_id_or_alias
+        if room_id_or_alias.startswith("#"):
+            found = await directory.get_alias(room_id_or_alias)
+            if found is None:
+                raise not_found("Room alias not found")
+            return found[0]
+        raise invalid_param("Expected a room id or a room alias")
+
+    async def set_membership(room_id: str, sender: str, target: str, membership: str,
+                             body: JsonDict) -> None:
+        if await engine.room_version(room_id) is None:
+            raise not_found("Unknown room")
+        content: JsonDict = {"membership": membership}
+        reason = _str_field(body, "reason")
+        if reason is not None:
+            content["reason"] = reason
+        if membership == "join":
+            current = await view.membership(room_id, target)
+            if current == "join":
+                return
+        await append_event(engine, room_id, NewEvent(sender, "m.room.member", content, target))
+
+    async def join_by_id_or_alias(req: ApiRequest) -> JsonDict:
+        room_id = await resolve(req.params["room"])
+        await set_membership(room_id, req.user.user_id, req.user.user_id, "join",
+                             req.json(required=False))
+        await directory.unforget(req.user.user_id, room_id)
+        return {"room_id": room_id}
+
+    async def join(req: ApiRequest) -> JsonDict:
+        room_id = req.params["room_id"]
+        await set_membership(room_id, req.user.user_id, req.user.user_id, "join",
+                             req.json(required=False))
+        await directory.unforget(req.user.user_id, room_id)
+        return {"room_id": room_id}
+
+    async def leave(req: ApiRequest) -> JsonDict:
+        room_id = req.params["room_id"]
+        current = await view.membership(room_id, req.user.user_id)
+        if current in (None, "leave"):
+            if await engine.room_version(room_id) is None:
+                raise not_found("Unknown room")
+            raise forbidden("You are not in this room")
+        await set_membership(room_id, req.user.user_id, req.user.user_id, "leave",
+                             req.json(required=False))
+        return {}
+
+    def targeted(membership: str):  # noqa: ANN202
+        async def handler(req: ApiRequest) -> JsonDict:
+            body = req.json()
+            target = _str_field(body, "user_id")
+            if target is None:
+                raise MatrixError(400, "M_MISSING_PARAM", "missing parameter: user_id")
+            if not target.startswith("@") or ":" not in target:
+                raise invalid_param("user_id is not a user id")
+            await set_membership(req.params["room_id"], req.user.user_id, target, membership, body)
+            return {}
+        return handler
+
+    async def forget(req: ApiRequest) -> JsonDict:
+        room_id = req.params["room_id"]
+        if await view.membership(room_id, req.user.user_id) in ("join", "invite", "knock"):
+            raise MatrixError(400, "M_UNKNOWN", "Leave the room before forgetting it")
+        if not await view.state.membership_history(room_id, req.user.user_id):
+            raise not_found("You were never in this room")
+        await directory.forget(req.user.user_id, room_id)
+        return {}
+
+    async def joined_rooms(req: ApiRequest) -> JsonDict:
+        rooms = await view.state.rooms_for_user(req.user.user_id, ("join",))
+        return {"joined_rooms": sorted(rooms)}
+
+    R = f"{CLIENT_PREFIX}/rooms/{{room_id}}"
+    router.add("POST", f"{CLIENT_PREFIX}/createRoom", create_room)
+    router.add("POST", f"{CLIENT_PREFIX}/join/{{room}}", join_by_id_or_alias)
+    router.add("POST", f"{R}/join", join)
+    router.add("POST", f"{R}/leave", leave)
+    router.add("POST", f"{R}/forget", forget)
+    router.add("POST", f"{R}/invite", targeted("invite"))
+    router.add("POST", f"{R}/kick", targeted("leave"))
+    router.add("POST", f"{R}/ban", targeted("ban"))
+    router.add("POST", f"{R}/unban", targeted("leave"))
+    router.add("GET", f"{CLIENT_PREFIX}/joined_rooms", joined_rooms)
+
+

@@ -1,0 +1,133 @@
+"""PUT /send/{type}/{txnId}, PUT /state/{type}/{stateKey}, PUT /redact/{eventId}/{txnId}.
+
+A repeated transaction id from the same device returns the first event id:
+the id is stored with the event in one transaction, and a retry that arrives
+while the first attempt is still in flight waits for that attempt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from twisted.internet import defer
+
+from roost.client_api.errors import MatrixError, forbidden, not_found
+from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Requester, Router
+from roost.client_api.room_view import RoomView, append_event
+from roost.rooms.auth import get_named_level, get_power_level
+from roost.rooms.engine import NewEvent, RoomEngine
+from roost.storage.events import EventStore
+
+TxnKey = tuple[str, str, str]
+
+
+class TxnDeduplicator:
+    def __init__(self, events: EventStore) -> None:
+        self._events = events
+        self._in_flight: dict[TxnKey, defer.Deferred[str]] = {}
+
+    async def once(self, key: TxnKey, send: Callable[[], Awaitable[str]]) -> str:
+        """Run `send()` once per key; a concurrent retry waits for the first attempt."""
+        existing = await self._events.get_txn_event(*key)
+        if existing is not None:
+            return existing
+        shared = self._in_flight.get(key)
+        if shared is None:
+            shared = defer.ensureDeferred(send())
+            self._in_flight[key] = shared
+            shared.addBoth(self._forget, key)
+        waiter: defer.Deferred[str] = defer.Deferred()
+        shared.addBoth(_relay_to, waiter)
+        return await waiter
+
+    def _forget(self, result: object, key: TxnKey) -> object:
+        self._in_flight.pop(key, None)
+        return result
+
+
+def _relay_to(result: object, waiter: defer.Deferred[str]) -> None:
+    """Pass a shared result (or failure) on to one waiter, leaving the shared chain clean."""
+    if not waiter.called:
+        waiter.callback(result)  # a Failure goes down the waiter's errback chain
+
+
+def register(router: Router, engine: RoomEngine, view: RoomView, events: EventStore) -> None:
+    dedup = TxnDeduplicator(events)
+
+    async def ensure_room(room_id: str) -> None:
+        if await engine.room_version(room_id) is None:
+            raise not_found("Unknown room")
+
+    async def send_message(req: ApiRequest) -> JsonDict:
+        room_id, event_type = req.params["room_id"], req.params["event_type"]
+        content = req.json()
+        user = req.user
+        await ensure_room(room_id)
+        await view.require_joined(room_id, user.user_id)
+        # Scoped like the request path: the same txn id in another room is another send.
+        key = (user.user_id, user.device_id, f"send/{room_id}/{event_type}/{req.params['txn_id']}")
+
+        async def send() -> str:
+            event = await append_event(
+                engine, room_id, NewEvent(user.user_id, event_type, content, txn_key=key))
+            return event.event_id
+
+        return {"event_id": await dedup.once(key, send)}
+
+    async def put_state(req: ApiRequest) -> JsonDict:
+        room_id, event_type = req.params["room_id"], req.params["event_type"]
+        state_key = req.params.get("state_key", "")
+        content = req.json()
+        await ensure_room(room_id)
+        if event_type == "m.room.member":
+            raise forbidden("Use the membership endpoints to change membership")
+        if event_type == "m.room.create":
+            raise forbidden("The create event cannot be replaced")
+        await view.require_joined(room_id, req.user.user_id)
+        current = await engine.current_state_events(room_id)
+        previous = current.get((event_type, state_key))
+        if previous is not None and previous.content == content and previous.sender == req.user.user_id:
+            return {"event_id": previous.event_id}
+        event = await append_event(
+            engine, room_id, NewEvent(req.user.user_id, event_type, content, state_key))
+        return {"event_id": event.event_id}
+
+    async def redact(req: ApiRequest) -> JsonDict:
+        room_id, target_id = req.params["room_id"], req.params["event_id"]
+        body = req.json(required=False)
+        user = req.user
+        await ensure_room(room_id)
+        await view.require_joined(room_id, user.user_id)
+        target = (await engine.get_events([target_id])).get(target_id)
+        if target is None or target.event.room_id != room_id:
+            raise not_found("Event not found")
+        await _check_may_redact(engine, room_id, user, target.event.sender)
+        content: JsonDict = {}
+        if isinstance(body.get("reason"), str):
+            content["reason"] = body["reason"]
+        key = (user.user_id, user.device_id, f"redact/{room_id}/{target_id}/{req.params['txn_id']}")
+
+        async def send() -> str:
+            event = await append_event(engine, room_id, NewEvent(
+                user.user_id, "m.room.redaction", content, redacts=target_id, txn_key=key))
+            return event.event_id
+
+        return {"event_id": await dedup.once(key, send)}
+
+    R = f"{CLIENT_PREFIX}/rooms/{{room_id}}"
+    router.add("PUT", f"{R}/send/{{event_type}}/{{txn_id}}", send_message, rate_limit="message")
+    router.add("PUT", f"{R}/state/{{event_type}}/{{state_key}}", put_state, rate_limit="message")
+    router.add("PUT", f"{R}/state/{{event_type}}", put_state, rate_limit="message")
+    router.add("PUT", f"{R}/state/{{event_type}}/", put_state, rate_limit="message")
+    router.add("PUT", f"{R}/redact/{{event_id}}/{{txn_id}}", redact, rate_limit="message")
+
+
+async def _check_may_redact(engine: RoomEngine, room_id: str, user: Requester, author: str) -> None:
+    """Own events always; others' only with the room's redact level (spec: redactions)."""
+    if author == user.user_id:
+        return
+    state = await engine.current_state_events(room_id)
+    version = await engine.room_version(room_id)
+    assert version is not None
+    if get_power_level(user.user_id, state, version) < get_named_level(state, "redact", 50):
+        raise MatrixError(403, "M_FORBIDDEN", "You may not redact other users' events")

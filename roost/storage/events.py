@@ -1,0 +1,275 @@
+"""Writing a room's events, and reading them back.
+
+`persist_batch` writes everything one append to a room changes in a single
+transaction: the events and their edges, new state groups, the current
+state, the forward extremities, membership rows, relations, redactions and
+transaction ids. Nothing is half-written: either the batch is there, with
+its stream positions, or none of it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from roost.storage.database import Database, Txn
+
+StateKey = tuple[str, str]
+
+
+@dataclass
+class NewStateGroup:
+    id: int
+    prev_group: int | None
+    chain_length: int
+    # The delta against prev_group (or the full state when prev_group is None).
+    entries: dict[StateKey, str]
+
+
+@dataclass
+class EventRow:
+    event_id: str
+    room_id: str
+    type: str
+    state_key: str | None
+    sender: str
+    depth: int
+    origin_server_ts: int
+    pdu_json: str
+    prev_event_ids: list[str]
+    auth_event_ids: list[str]
+    stream_ordering: int | None
+    state_group: int | None
+    membership: str | None = None
+    # (relates_to_id, rel_type, aggregation_key)
+    relation: tuple[str, str, str | None] | None = None
+    redacts: str | None = None
+    txn_key: tuple[str, str, str] | None = None
+    rejected_reason: str | None = None
+    outlier: bool = False
+
+
+@dataclass
+class RoomBatch:
+    room_id: str
+    events: list[EventRow]
+    state_groups: list[NewStateGroup] = field(default_factory=list)
+    # (type, state_key) -> (event_id, membership)
+    current_state: dict[StateKey, tuple[str, str | None]] = field(default_factory=dict)
+    extremities: list[str] | None = None  # the room's new forward extremities
+    new_room: tuple[str, str, int] | None = None  # (version, creator, created_ts)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    event_id: str
+    room_id: str
+    stream_ordering: int | None
+    pdu_json: str  # the canonical JSON the event was hashed and signed as
+    room_version: str
+    state_group: int | None
+    rejected_reason: str | None
+    outlier: bool
+    redacted_by: str | None
+
+
+class TxnIdConflict(Exception):
+    """The (user, device, txn id) was used by a send that committed first."""
+
+
+class EventStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def persist_batch(self, batch: RoomBatch) -> None:
+        await self._db.run("persist_batch", _persist, batch)
+
+    async def max_stream_ordering(self) -> int:
+        row = await self._db.run(
+            "max_stream", lambda t: t.query_one("SELECT COALESCE(MAX(stream_ordering), 0) FROM events")
+        )
+        return int(row[0]) if row else 0
+
+    async def max_state_group(self) -> int:
+        row = await self._db.run(
+            "max_state_group", lambda t: t.query_one("SELECT COALESCE(MAX(id), 0) FROM state_groups")
+        )
+        return int(row[0]) if row else 0
+
+    async def get_events(self, event_ids: list[str]) -> dict[str, StoredEvent]:
+        if not event_ids:
+            return {}
+        return await self._db.run("get_events", _get_events, list(dict.fromkeys(event_ids)))
+
+    async def get_txn_event(self, user_id: str, device_id: str, txn_id: str) -> str | None:
+        row = await self._db.run(
+            "get_txn_event",
+            lambda t: t.query_one(
+                "SELECT event_id FROM event_txn_ids WHERE user_id = %s AND device_id = %s"
+                " AND txn_id = %s",
+                (user_id, device_id, txn_id),
+            ),
+        )
+        return row[0] if row else None
+
+    async def room_stream_events(
+        self, room_id: str, from_pos: int, to_pos: int | None, backwards: bool, limit: int,
+        types: list[str] | None = None, not_types: list[str] | None = None,
+    ) -> list[StoredEvent]:
+        """Events of the room strictly after (or before, backwards) `from_pos`, in that order."""
+        return await self._db.run(
+            "room_stream_events", _room_stream_events, room_id, from_pos, to_pos, backwards, limit,
+            types, not_types,
+        )
+
+
+_EVENT_COLUMNS = (
+    "e.event_id, e.room_id, e.stream_ordering, e.pdu, r.room_version, e.state_group,"
+    " e.rejected_reason, e.outlier,"
+    " (SELECT MIN(x.event_id) FROM redactions x JOIN events re ON re.event_id = x.event_id"
+    "   WHERE x.redacts = e.event_id AND re.rejected_reason IS NULL)"
+)
+
+
+def _row_to_event(row: tuple[Any, ...]) -> StoredEvent:
+    return StoredEvent(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
+                       row[7], row[8])
+
+
+def _get_events(txn: Txn, event_ids: list[str]) -> dict[str, StoredEvent]:
+    rows = txn.query(
+        f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+        " WHERE e.event_id = ANY(%s)",
+        (event_ids,),
+    )
+    return {row[0]: _row_to_event(row) for row in rows}
+
+
+def _room_stream_events(
+    txn: Txn, room_id: str, from_pos: int, to_pos: int | None, backwards: bool, limit: int,
+    types: list[str] | None, not_types: list[str] | None,
+) -> list[StoredEvent]:
+    op, order = ("<", "DESC") if backwards else (">", "ASC")
+    clauses = [f"e.stream_ordering {op} %s", "e.room_id = %s", "e.rejected_reason IS NULL",
+               "NOT e.soft_failed"]
+    args: list[Any] = [from_pos, room_id]
+    if to_pos is not None:
+        clauses.append("e.stream_ordering " + (">= %s" if backwards else "<= %s"))
+        args.append(to_pos)
+    if types:
+        clauses.append("e.type = ANY(%s)")
+        args.append(types)
+    if not_types:
+        clauses.append("NOT (e.type = ANY(%s))")
+        args.append(not_types)
+    args.append(limit)
+    rows = txn.query(
+        f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+        f" WHERE {' AND '.join(clauses)} ORDER BY e.stream_ordering {order} LIMIT %s",
+        args,
+    )
+    return [_row_to_event(row) for row in rows]
+
+
+def _persist(txn: Txn, batch: RoomBatch) -> None:
+    if batch.new_room is not None:
+        version, creator, created_ts = batch.new_room
+        txn.execute(
+            "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (%s, %s, %s, %s)",
+            (batch.room_id, version, creator, created_ts),
+        )
+    _insert_txn_ids(txn, batch.events)
+    _insert_events(txn, batch.events)
+    _insert_state_groups(txn, batch.room_id, batch.state_groups)
+    _update_current_state(txn, batch.room_id, batch.current_state)
+    if batch.extremities is not None:
+        txn.execute("DELETE FROM forward_extremities WHERE room_id = %s", (batch.room_id,))
+        txn.execute_values(
+            "INSERT INTO forward_extremities (room_id, event_id) VALUES %s",
+            [(batch.room_id, e) for e in batch.extremities],
+        )
+
+
+def _insert_txn_ids(txn: Txn, events: list[EventRow]) -> None:
+    rows = [(*e.txn_key, e.event_id) for e in events if e.txn_key is not None]
+    if not rows:
+        return
+    txn.execute_values(
+        "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id) VALUES %s"
+        " ON CONFLICT DO NOTHING",
+        rows,
+    )
+    if txn.rowcount != len(rows):
+        raise TxnIdConflict()
+
+
+def _insert_events(txn: Txn, events: list[EventRow]) -> None:
+    txn.execute_values(
+        "INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender,"
+        " origin_server_ts, pdu, state_group, rejected_reason, outlier) VALUES %s",
+        [
+            (e.event_id, e.room_id, e.stream_ordering, e.depth, e.type, e.state_key, e.sender,
+             e.origin_server_ts, e.pdu_json, e.state_group, e.rejected_reason, e.outlier)
+            for e in events
+        ],
+    )
+    edges = [(e.event_id, p) for e in events for p in e.prev_event_ids]
+    if edges:
+        txn.execute_values("INSERT INTO event_edges (event_id, prev_event_id) VALUES %s", edges)
+    auth = [(e.event_id, a) for e in events for a in e.auth_event_ids]
+    if auth:
+        txn.execute_values(
+            "INSERT INTO event_auth_edges (event_id, auth_event_id) VALUES %s", auth
+        )
+    accepted = [e for e in events if e.rejected_reason is None and not e.outlier]
+    members = [
+        (e.event_id, e.room_id, e.state_key, e.sender, e.membership, e.stream_ordering)
+        for e in accepted if e.membership is not None
+    ]
+    if members:
+        txn.execute_values(
+            "INSERT INTO room_memberships (event_id, room_id, user_id, sender, membership,"
+            " stream_ordering) VALUES %s",
+            members,
+        )
+    redactions = [(e.event_id, e.redacts) for e in accepted if e.redacts is not None]
+    if redactions:
+        txn.execute_values("INSERT INTO redactions (event_id, redacts) VALUES %s", redactions)
+    relations = [
+        (e.event_id, e.room_id, *e.relation[:2], e.type, e.sender, e.relation[2], e.stream_ordering)
+        for e in accepted if e.relation is not None
+    ]
+    if relations:
+        txn.execute_values(
+            "INSERT INTO event_relations (event_id, room_id, relates_to_id, rel_type, event_type,"
+            " sender, aggregation_key, stream_ordering) VALUES %s",
+            relations,
+        )
+
+
+def _insert_state_groups(txn: Txn, room_id: str, groups: list[NewStateGroup]) -> None:
+    if not groups:
+        return
+    txn.execute_values(
+        "INSERT INTO state_groups (id, room_id, prev_group, chain_length) VALUES %s",
+        [(g.id, room_id, g.prev_group, g.chain_length) for g in groups],
+    )
+    entries = [(g.id, t, k, e) for g in groups for (t, k), e in g.entries.items()]
+    if entries:
+        txn.execute_values(
+            "INSERT INTO state_group_entries (state_group, type, state_key, event_id) VALUES %s",
+            entries,
+        )
+
+
+def _update_current_state(
+    txn: Txn, room_id: str, changes: dict[StateKey, tuple[str, str | None]]
+) -> None:
+    if not changes:
+        return
+    txn.execute_values(
+        "INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES %s"
+        " ON CONFLICT (room_id, type, state_key) DO UPDATE"
+        " SET event_id = EXCLUDED.event_id, membership = EXCLUDED.membership",
+        [(room_id, t, k, e, m) for (t, k), (e, m) in changes.items()],
+    )

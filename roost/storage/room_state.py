@@ -1,0 +1,159 @@
+"""Reading room state: state groups, the current state, and memberships."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from roost.storage.database import Database, Txn
+
+StateKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class RoomHead:
+    """What the engine needs to append to a room: loaded once per room per process."""
+
+    room_id: str
+    room_version: str
+    current_state: dict[StateKey, str]
+    extremities: list[str]
+    max_depth: int
+    state_group: int | None
+    chain_length: int
+
+
+class RoomStateStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def room_version(self, room_id: str) -> str | None:
+        row = await self._db.run(
+            "room_version",
+            lambda t: t.query_one("SELECT room_version FROM rooms WHERE room_id = %s", (room_id,)),
+        )
+        return row[0] if row else None
+
+    async def room_head(self, room_id: str) -> RoomHead | None:
+        return await self._db.run("room_head", _room_head, room_id)
+
+    async def current_state(self, room_id: str) -> dict[StateKey, str]:
+        rows = await self._db.run(
+            "current_state",
+            lambda t: t.query(
+                "SELECT type, state_key, event_id FROM current_state WHERE room_id = %s", (room_id,)
+            ),
+        )
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    async def state_at_group(self, group: int) -> dict[StateKey, str]:
+        return await self._db.run("state_at_group", _state_of_group, group)
+
+    async def state_groups_of(self, event_ids: list[str]) -> dict[str, int | None]:
+        rows = await self._db.run(
+            "state_groups_of",
+            lambda t: t.query(
+                "SELECT event_id, state_group FROM events WHERE event_id = ANY(%s)", (event_ids,)
+            ),
+        )
+        return {r[0]: r[1] for r in rows}
+
+    async def rooms_for_user(self, user_id: str, memberships: tuple[str, ...]) -> dict[str, str]:
+        """room_id -> membership for the user's current memberships among `memberships`."""
+        rows = await self._db.run(
+            "rooms_for_user",
+            lambda t: t.query(
+                "SELECT room_id, membership FROM current_state WHERE type = 'm.room.member'"
+                " AND state_key = %s AND membership = ANY(%s)",
+                (user_id, list(memberships)),
+            ),
+        )
+        return {r[0]: r[1] for r in rows}
+
+    async def members(self, room_id: str) -> dict[str, tuple[str, str]]:
+        """user_id -> (membership, member event id) from the current state."""
+        rows = await self._db.run(
+            "members",
+            lambda t: t.query(
+                "SELECT state_key, membership, event_id FROM current_state"
+                " WHERE room_id = %s AND type = 'm.room.member'",
+                (room_id,),
+            ),
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    async def membership_history(self, room_id: str, user_id: str) -> list[tuple[int, str]]:
+        """(stream_ordering, membership) of every change of the user's membership, in order."""
+        rows = await self._db.run(
+            "membership_history",
+            lambda t: t.query(
+                "SELECT stream_ordering, membership FROM room_memberships"
+                " WHERE room_id = %s AND user_id = %s ORDER BY stream_ordering",
+                (room_id, user_id),
+            ),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def state_history(
+        self, room_id: str, event_type: str, state_key: str
+    ) -> list[tuple[int, str]]:
+        """(stream_ordering, event_id) of every accepted state event of that key, in order."""
+        rows = await self._db.run(
+            "state_history",
+            lambda t: t.query(
+                "SELECT stream_ordering, event_id FROM events WHERE room_id = %s AND type = %s"
+                " AND state_key = %s AND stream_ordering IS NOT NULL"
+                " AND rejected_reason IS NULL AND NOT soft_failed ORDER BY stream_ordering",
+                (room_id, event_type, state_key),
+            ),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+
+def _room_head(txn: Txn, room_id: str) -> RoomHead | None:
+    room = txn.query_one("SELECT room_version FROM rooms WHERE room_id = %s", (room_id,))
+    if room is None:
+        return None
+    state = {
+        (r[0], r[1]): r[2]
+        for r in txn.query(
+            "SELECT type, state_key, event_id FROM current_state WHERE room_id = %s", (room_id,)
+        )
+    }
+    extremities = [
+        r[0]
+        for r in txn.query(
+            "SELECT f.event_id FROM forward_extremities f JOIN events e USING (event_id)"
+            " WHERE f.room_id = %s ORDER BY e.depth, e.event_id",
+            (room_id,),
+        )
+    ]
+    depth_row = txn.query_one(
+        "SELECT COALESCE(MAX(depth), 0) FROM events WHERE room_id = %s AND NOT outlier", (room_id,)
+    )
+    group_row = txn.query_one(
+        "SELECT e.state_group, g.chain_length FROM events e JOIN state_groups g"
+        " ON g.id = e.state_group WHERE e.room_id = %s AND e.stream_ordering IS NOT NULL"
+        " ORDER BY e.stream_ordering DESC LIMIT 1",
+        (room_id,),
+    )
+    return RoomHead(
+        room_id, room[0], state, extremities, int(depth_row[0]) if depth_row else 0,
+        group_row[0] if group_row else None, group_row[1] if group_row else 0,
+    )
+
+
+def _state_of_group(txn: Txn, group: int) -> dict[StateKey, str]:
+    """Walk the delta chain from `group` back to its snapshot; nearer deltas win."""
+    rows: list[tuple[Any, ...]] = txn.query(
+        "WITH RECURSIVE chain(id, prev_group, n) AS ("
+        "  SELECT id, prev_group, 0 FROM state_groups WHERE id = %s"
+        "  UNION ALL"
+        "  SELECT g.id, g.prev_group, c.n + 1 FROM state_groups g JOIN chain c ON g.id = c.prev_group"
+        ")"
+        " SELECT DISTINCT ON (s.type, s.state_key) s.type, s.state_key, s.event_id"
+        " FROM chain c JOIN state_group_entries s ON s.state_group = c.id"
+        " ORDER BY s.type, s.state_key, c.n",
+        (group,),
+    )
+    return {(r[0], r[1]): r[2] for r in rows}
