@@ -134,14 +134,13 @@ class Event:
         event_id = compute_event_id(body, version)
         is_hydra_create = version.hydra and body["type"] == "m.room.create"
         room_id = room_id_from_create_event_id(event_id) if is_hydra_create else body["room_id"]
-        unsigned = pdu.get("unsigned")
         return cls(
             pdu=json.loads(encoded),
             version=version,
             event_id=event_id,
             room_id=room_id,
             canonical_bytes=encoded,
-            unsigned=json.loads(json.dumps(unsigned)) if isinstance(unsigned, Mapping) else {},
+            unsigned=_copy_unsigned(pdu.get("unsigned")),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -218,6 +217,17 @@ class Event:
     def redacted(self) -> Event:
         """This event after redaction; its event id is unchanged by construction."""
         return Event.from_pdu(redact_pdu(self.pdu, self.version), self.version)
+
+
+def _copy_unsigned(unsigned: object) -> dict[str, Any]:
+    """A private copy of ``unsigned``; anything that is not a JSON object is dropped,
+    since no check covers it and it must not make a valid event unusable."""
+    if not isinstance(unsigned, Mapping):
+        return {}
+    try:
+        return json.loads(json.dumps(unsigned))
+    except (TypeError, ValueError):
+        return {}
 
 
 def _validate_format(body: Mapping[str, Any], version: RoomVersion) -> None:

@@ -309,3 +309,12 @@ class IdentifierGrammarTests(TestCase):
         self.assertFalse(is_valid_server_name("matrix.org:"))
         self.assertFalse(is_valid_server_name("matrix.org:123456"))
         self.assertFalse(is_valid_server_name(""))
+
+
+class UnsignedTests(TestCase):
+    def test_non_object_unsigned_is_dropped(self) -> None:
+        for unsigned in ("age", [1], None):
+            self.assertEqual(Event.from_pdu(dict(message(), unsigned=unsigned), V11).unsigned, {})
+
+    def test_unsigned_that_is_not_json_is_dropped(self) -> None:
+        self.assertEqual(Event.from_pdu(dict(message(), unsigned={"x": b"raw"}), V11).unsigned, {})
