@@ -38,9 +38,11 @@ class RoomView:
         return int(self._clock.seconds() * 1000)
 
     async def membership(self, room_id: str, user_id: str) -> str | None:
-        members = await self.state.members(room_id)
-        entry = members.get(user_id)
-        return entry[0] if entry else None
+        """From the engine's cached head of the room: no query on the send path."""
+        try:
+            return await self.engine.membership(room_id, user_id)
+        except RoomError:
+            return None
 
     async def require_joined(self, room_id: str, user_id: str) -> None:
         if await self.membership(room_id, user_id) != "join":

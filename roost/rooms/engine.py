@@ -308,9 +308,9 @@ class RoomEngine:
             depth=depth_after([head.depth]) if head.extremities else 1,
             origin_server_ts=int(self._clock.seconds() * 1000), redacts=request.redacts,
         )
-        _, signed = finalize_pdu(pdu, version, self._server_name, self._key)
+        event_id, signed = finalize_pdu(pdu, version, self._server_name, self._key)
         try:
-            event = Event.from_pdu(signed, version)
+            event = Event.from_built(signed, version, event_id)
         except EventFormatError as e:
             status = 413 if e.errcode == "M_TOO_LARGE" else 400
             raise RoomError(status, e.errcode, str(e)) from None
@@ -356,6 +356,12 @@ class RoomEngine:
     async def current_state_events(self, room_id: str) -> dict[StateKey, Event]:
         head = await self._head(room_id)
         return dict(head.state_events)
+
+    async def membership(self, room_id: str, user_id: str) -> str | None:
+        """The user's current membership, from the room's cached head (no query once warm)."""
+        head = await self._head(room_id)
+        member = head.state_events.get(("m.room.member", user_id))
+        return _membership(member) if member is not None else None
 
     async def room_version(self, room_id: str) -> RoomVersion | None:
         head = self._heads.get(room_id)

@@ -121,6 +121,19 @@ class Event:
     @classmethod
     def from_pdu(cls, pdu: Mapping[str, Any], version: RoomVersion) -> Event:
         """Validate ``pdu`` as an event of ``version`` or raise EventFormatError."""
+        return cls._validated(pdu, version, None)
+
+    @classmethod
+    def from_built(cls, pdu: Mapping[str, Any], version: RoomVersion, event_id: str) -> Event:
+        """Validate a PDU this server just built, whose id ``finalize_pdu`` computed.
+
+        The same checks as ``from_pdu`` except recomputing the reference hash,
+        which building already did: a local send then hashes its event once.
+        """
+        return cls._validated(pdu, version, event_id)
+
+    @classmethod
+    def _validated(cls, pdu: Mapping[str, Any], version: RoomVersion, event_id: str | None) -> Event:
         if not isinstance(pdu, Mapping):
             raise EventFormatError("M_BAD_JSON", "event is not an object")
         body = {key: value for key, value in pdu.items() if key != "unsigned"}
@@ -131,7 +144,8 @@ class Event:
         if len(encoded) > MAX_EVENT_BYTES:
             raise EventFormatError("M_TOO_LARGE", "event is larger than 65536 bytes")
         _validate_format(body, version)
-        event_id = compute_event_id(body, version)
+        if event_id is None:
+            event_id = compute_event_id(body, version)
         is_hydra_create = version.hydra and body["type"] == "m.room.create"
         room_id = room_id_from_create_event_id(event_id) if is_hydra_create else body["room_id"]
         return cls(

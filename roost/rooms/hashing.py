@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import hashlib
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -23,7 +22,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey as NaclVerifyKey
 from unpaddedbase64 import encode_base64
 
-from roost.rooms.redaction import redact_pdu
+from roost.rooms.redaction import redacted_view
 from roost.rooms.versions import RoomVersion
 
 __all__ = [
@@ -120,11 +119,14 @@ def compute_content_hash(pdu: Mapping[str, Any]) -> bytes:
 
 
 def add_content_hash(pdu: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a copy of ``pdu`` with ``hashes.sha256`` set to its content hash."""
-    result = copy.deepcopy(dict(pdu))
+    """Return a copy of ``pdu`` with ``hashes.sha256`` set to its content hash.
+
+    The copy is shallow apart from ``hashes``: nested values (content) are
+    shared with the input, which callers treat as read-only.
+    """
+    result = dict(pdu)
     hashes = result.get("hashes")
-    if not isinstance(hashes, dict):
-        hashes = {}
+    hashes = dict(hashes) if isinstance(hashes, dict) else {}
     hashes["sha256"] = encode_base64(compute_content_hash(pdu))
     result["hashes"] = hashes
     return result
@@ -150,7 +152,7 @@ def check_content_hash(pdu: Mapping[str, Any]) -> bool:
 
 def _redacted_for_signing(pdu: Mapping[str, Any], version: RoomVersion) -> dict[str, Any]:
     """The redacted event without signatures/unsigned: what ids and signatures cover."""
-    redacted = redact_pdu(pdu, version)
+    redacted = redacted_view(pdu, version)
     redacted.pop("signatures", None)
     redacted.pop("unsigned", None)
     return redacted
@@ -185,13 +187,12 @@ def sign_event(
     """
     message = canonical_json(_redacted_for_signing(pdu, version))
     signature = encode_base64(signing_key.sign(message).signature)
-    result = copy.deepcopy(dict(pdu))
+    # Shallow apart from the signatures being added to: content is shared.
+    result = dict(pdu)
     signatures = result.get("signatures")
-    if not isinstance(signatures, dict):
-        signatures = {}
+    signatures = dict(signatures) if isinstance(signatures, dict) else {}
     server_signatures = signatures.get(server_name)
-    if not isinstance(server_signatures, dict):
-        server_signatures = {}
+    server_signatures = dict(server_signatures) if isinstance(server_signatures, dict) else {}
     server_signatures[key_id_of(signing_key)] = signature
     signatures[server_name] = server_signatures
     result["signatures"] = signatures

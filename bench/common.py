@@ -1,0 +1,136 @@
+"""Shared pieces of the benchmarks: start a Roost process, count CPU, summarise latencies.
+
+Benchmarks run on demand (`make bench`), never as timed unit tests. Each starts
+its own Roost on a fresh PostgreSQL database on the local server (the same one
+a Synapse comparison would use), drives it from asyncio clients in this
+process, and reads CPU time of the Roost process and of PostgreSQL from /proc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psutil
+import psycopg2
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ADMIN_DSN = os.environ.get("ROOST_BENCH_PG", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RoostProcess:
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    database: str
+
+    def cpu_seconds(self) -> float:
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return times.user + times.system
+
+    def rss_mib(self) -> float:
+        return psutil.Process(self.proc.pid).memory_info().rss / 2**20
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time of every PostgreSQL process on the machine (backends included)."""
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        if proc.info["name"] and proc.info["name"].startswith("postgres") and proc.info["cpu_times"]:
+            total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return total
+
+
+def _admin(sql: str) -> None:
+    conn = psycopg2.connect(ADMIN_DSN)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
+
+
+@contextlib.contextmanager
+def roost_server(extra_yaml: str = "") -> Iterator[RoostProcess]:
+    database = f"roost_bench_{uuid.uuid4().hex[:8]}"
+    _admin(f'CREATE DATABASE "{database}"')
+    folder = tempfile.mkdtemp(prefix="roost-bench-")
+    port = free_port()
+    dsn = ADMIN_DSN.replace("dbname=postgres", f"dbname={database}")
+    config = f"""
+server_name: bench.local
+data_dir: {folder}/data
+listeners: {{client: {{bind_address: 127.0.0.1, port: {port}}}}}
+database: {{dsn: "{dsn}", pool_min: 4, pool_max: 16}}
+registration: {{enabled: true}}
+passwords: {{bcrypt_rounds: 4}}
+rate_limits:
+  login: {{per_second: 100000, burst: 100000}}
+  registration: {{per_second: 100000, burst: 100000}}
+  message: {{per_second: 100000, burst: 100000}}
+logging: {{level: WARNING}}
+{extra_yaml}
+"""
+    path = os.path.join(folder, "homeserver.yaml")
+    with open(path, "w") as f:
+        f.write(config)
+    profile = os.environ.get("ROOST_BENCH_PROFILE")  # a path: run Roost under cProfile
+    prefix = [sys.executable] + (["-m", "cProfile", "-o", profile] if profile else [])
+    proc = subprocess.Popen(prefix + ["-m", "roost.homeserver.cli", "run", "-c", path], cwd=folder)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(base_url, proc)
+        yield RoostProcess(proc, base_url, database)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def _wait_up(base_url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("roost exited during start")
+        try:
+            with urllib.request.urlopen(base_url + "/health", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("roost did not start")
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(latencies_s: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(latencies_s, 50) * 1000, 1),
+        "p99_ms": round(percentile(latencies_s, 99) * 1000, 1),
+        "mean_ms": round(statistics.fmean(latencies_s) * 1000, 1) if latencies_s else 0.0,
+    }
+
+
+def print_result(name: str, result: dict[str, object]) -> None:
+    print(json.dumps({"benchmark": name, **result}, indent=2))
