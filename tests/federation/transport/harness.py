@@ -69,7 +69,7 @@ def _echo_routes(router: FederationRouter) -> None:
 
     for method in ("GET", "PUT", "POST"):
         router.add(method, ECHO + "/{thing}", echo)
-    router.add("GET", "/_matrix/federation/v1/fail/{status}", fail)
+    router.add("GET", "/_matrix/federation/v1/fail/{status}", fail, auth=False)
 
 
 async def start_fed_server(
