@@ -17,15 +17,19 @@ from twisted.web.resource import Resource
 
 from roost.client_api import (
     account,
+    account_data,
     devices,
     directory,
     login,
     messages,
+    receipts,
     register,
     relations,
     room_state,
     rooms,
     send,
+    sync,
+    typing,
     versions,
 )
 from roost.client_api.accounts import Accounts
@@ -33,6 +37,7 @@ from roost.client_api.passwords import PasswordHasher
 from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.rooms import RoomCreation
+from roost.client_api.sync_builder import SyncBuilder
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.homeserver.config import RoostConfig
@@ -43,7 +48,7 @@ from roost.storage.database import Database
 from roost.storage.devices import DeviceStore
 from roost.storage.directory import DirectoryStore
 from roost.storage.embedded import start_embedded_postgres
-from roost.storage.events import EventStore
+from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -51,6 +56,7 @@ from roost.storage.redis import connect_redis
 from roost.storage.relations import RelationStore
 from roost.storage.room_state import RoomStateStore
 from roost.storage.streams import StreamIdGenerator
+from roost.storage.sync_data import AccountDataStore, FilterStore, ReceiptStore
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +120,35 @@ def _limits(config: RoostConfig) -> dict[str, RateLimit]:
     }
 
 
+async def _sync_streams(db: Database) -> dict[str, StreamIdGenerator]:
+    return {
+        "receipts": StreamIdGenerator(await ReceiptStore(db).max_stream_id()),
+        "account_data": StreamIdGenerator(await AccountDataStore(db).max_stream_id()),
+    }
+
+
+def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: Notifier,
+                   engine: RoomEngine, view: RoomView,
+                   streams: dict[str, StreamIdGenerator]) -> None:
+    """Typing, receipts, account data, filters and /sync itself."""
+    typing_tracker = typing.TypingTracker(clock, notifier)
+    receipt_service = receipts.Receipts(ReceiptStore(db), streams["receipts"], notifier, clock)
+    account_store = AccountDataStore(db)
+    account = account_data.AccountData(account_store, streams["account_data"], notifier)
+    filters = FilterStore(db)
+
+    async def room_exists(room_id: str) -> bool:
+        return await engine.room_version(room_id) is not None
+
+    typing.register(router, typing_tracker, view)
+    receipts.register(router, receipt_service, view, account)
+    account_data.register(router, account, filters, room_exists)
+    builder = SyncBuilder(engine, view, SyncEventStore(db), streams["events"], typing_tracker,
+                          receipt_service, account_store, streams["account_data"], None)
+    waiter = sync.ChangeWaiter(notifier, clock, view.state)
+    sync.register(router, builder, waiter, filters)
+
+
 async def build_homeserver(
     config: RoostConfig, reactor: Any, clock: IReactorTime | None = None, dsn: str | None = None
 ) -> Homeserver:
@@ -168,6 +203,8 @@ async def build_homeserver(
     messages.register(router, engine, view, event_store, event_stream)
     relations.register(router, engine, view, RelationStore(db))
     directory.register(router, engine, view, directory_store, config.server_name)
+    streams = {"events": event_stream, **await _sync_streams(db)}
+    _register_sync(router, db, clock, notifier, engine, view, streams)
 
     root = Resource()
     api = JsonResource(router, tokens, limiter, _limits(config))
@@ -175,4 +212,4 @@ async def build_homeserver(
         root.putChild(name, api)
     site = RoostSite(root, config.listeners.client.max_body_bytes)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
-                      notifier, {"events": event_stream}, closers)
+                      notifier, streams, closers)

@@ -273,3 +273,90 @@ def _update_current_state(
         " SET event_id = EXCLUDED.event_id, membership = EXCLUDED.membership",
         [(room_id, t, k, e, m) for (t, k), (e, m) in changes.items()],
     )
+
+
+class SyncEventStore:
+    """The event queries /sync makes: a few set-based queries per sync, not one per room."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def latest_per_room(
+        self, room_ids: list[str], upto: int, per_room: int
+    ) -> dict[str, list[StoredEvent]]:
+        """Up to `per_room` + 1 newest events of each room at or below `upto`, oldest first.
+
+        One more than asked, so the caller can tell whether the timeline was cut.
+        """
+        if not room_ids:
+            return {}
+        return await self._db.run("latest_per_room", _latest_per_room, room_ids, upto, per_room)
+
+    async def in_range(
+        self, room_ids: list[str], after: int, upto: int, limit: int
+    ) -> list[StoredEvent]:
+        """Events of the rooms in (after, upto], oldest first, at most the newest `limit`."""
+        if not room_ids:
+            return []
+        rows = await self._db.run(
+            "events_in_range",
+            lambda t: t.query(
+                f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+                " WHERE e.room_id = ANY(%s) AND e.stream_ordering > %s AND e.stream_ordering <= %s"
+                " AND e.rejected_reason IS NULL AND NOT e.soft_failed"
+                " ORDER BY e.stream_ordering DESC LIMIT %s",
+                (room_ids, after, upto, limit),
+            ),
+        )
+        return [_row_to_event(row) for row in reversed(rows)]
+
+    async def latest_join_positions(self, user_id: str, room_ids: list[str]) -> dict[str, int]:
+        """room -> the position of the user's latest join, for the rooms given (one query)."""
+        if not room_ids:
+            return {}
+        rows = await self._db.run(
+            "latest_join_positions",
+            lambda t: t.query(
+                "SELECT room_id, MAX(stream_ordering) FROM room_memberships WHERE user_id = %s"
+                " AND room_id = ANY(%s) AND membership = 'join' GROUP BY room_id",
+                (user_id, room_ids),
+            ),
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def membership_changes(
+        self, user_id: str, after: int, upto: int
+    ) -> list[tuple[str, str, str, int]]:
+        """(room_id, membership, event_id, position) of the user's changes in (after, upto]."""
+        rows = await self._db.run(
+            "membership_changes",
+            lambda t: t.query(
+                "SELECT room_id, membership, event_id, stream_ordering FROM room_memberships"
+                " WHERE user_id = %s AND stream_ordering > %s AND stream_ordering <= %s"
+                " ORDER BY stream_ordering",
+                (user_id, after, upto),
+            ),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def _latest_per_room(
+    txn: Txn, room_ids: list[str], upto: int, per_room: int
+) -> dict[str, list[StoredEvent]]:
+    rows = txn.query(
+        f"SELECT {_EVENT_COLUMNS} FROM ("
+        "  SELECT e2.event_id, ROW_NUMBER() OVER ("
+        "    PARTITION BY e2.room_id ORDER BY e2.stream_ordering DESC) AS n"
+        "  FROM events e2 WHERE e2.room_id = ANY(%s) AND e2.stream_ordering <= %s"
+        "  AND e2.rejected_reason IS NULL AND NOT e2.soft_failed"
+        ") ranked JOIN events e ON e.event_id = ranked.event_id"
+        " JOIN rooms r ON r.room_id = e.room_id WHERE ranked.n <= %s"
+        " ORDER BY e.stream_ordering",
+        (room_ids, upto, per_room + 1),
+    )
+    result: dict[str, list[StoredEvent]] = {room_id: [] for room_id in room_ids}
+    for row in rows:
+        event = _row_to_event(row)
+        result[event.room_id].append(event)
+    return result
+

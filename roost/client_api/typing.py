@@ -1,0 +1,82 @@
+"""PUT /rooms/{roomId}/typing/{userId}, and the typing state that expires by itself.
+
+Typing is ephemeral: it lives in memory, each change gets a position in the
+typing stream, and a typing notice ends on its own when its timeout passes
+(timed with the injected clock, so tests advance a fake one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from roost.client_api.errors import bad_json, forbidden
+from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
+from roost.client_api.room_view import RoomView
+from roost.storage.notifier import Notifier
+
+MAX_TIMEOUT_MS = 120_000
+DEFAULT_TIMEOUT_MS = 30_000
+
+
+class TypingTracker:
+    def __init__(self, clock: Any, notifier: Notifier) -> None:
+        self._clock = clock
+        self._notifier = notifier
+        self.position = 0
+        self._typing: dict[str, dict[str, Any]] = {}  # room -> user -> expiry timer
+        self._changed_at: dict[str, int] = {}  # room -> position of its last change
+
+    def set_typing(self, room_id: str, user_id: str, timeout_ms: int) -> None:
+        users = self._typing.setdefault(room_id, {})
+        timer = users.pop(user_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        users[user_id] = self._clock.callLater(timeout_ms / 1000, self.stop_typing, room_id, user_id)
+        self._changed(room_id)
+
+    def stop_typing(self, room_id: str, user_id: str) -> None:
+        users = self._typing.get(room_id, {})
+        timer = users.pop(user_id, None)
+        if timer is None:
+            return
+        if timer.active():
+            timer.cancel()
+        if not users:
+            self._typing.pop(room_id, None)
+        self._changed(room_id)
+
+    def _changed(self, room_id: str) -> None:
+        self.position += 1
+        self._changed_at[room_id] = self.position
+        self._notifier.notify("typing", self.position, rooms=[room_id])
+
+    def typing_users(self, room_id: str) -> list[str]:
+        return sorted(self._typing.get(room_id, {}))
+
+    def changed_since(self, room_id: str, position: int) -> bool:
+        return self._changed_at.get(room_id, 0) > position
+
+    def event(self, room_id: str) -> JsonDict:
+        return {"type": "m.typing", "content": {"user_ids": self.typing_users(room_id)}}
+
+
+def register(router: Router, typing: TypingTracker, view: RoomView) -> None:
+    async def put_typing(req: ApiRequest) -> JsonDict:
+        room_id, user_id = req.params["room_id"], req.params["user_id"]
+        if user_id != req.user.user_id:
+            raise forbidden("You may only set your own typing state")
+        body = req.json()
+        state = body.get("typing")
+        if not isinstance(state, bool):
+            raise bad_json("typing must be true or false")
+        await view.require_joined(room_id, user_id)
+        if state:
+            timeout = body.get("timeout", DEFAULT_TIMEOUT_MS)
+            if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0:
+                raise bad_json("timeout must be a number of milliseconds")
+            typing.set_typing(room_id, user_id, min(timeout, MAX_TIMEOUT_MS))
+        else:
+            typing.stop_typing(room_id, user_id)
+        return {}
+
+    router.add("PUT", f"{CLIENT_PREFIX}/rooms/{{room_id}}/typing/{{user_id}}", put_typing)
