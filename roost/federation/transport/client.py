@@ -150,6 +150,9 @@ class _UncheckedTls:
         return connection
 
 
+_unchecked_warned: list[bool] = []  # warn once per process, not per client
+
+
 @implementer(IPolicyForHTTPS)
 class TlsPolicy:
     """Client TLS for federation: certificates checked against the expected name.
@@ -164,7 +167,9 @@ class TlsPolicy:
             trust = _PlatformAndExtraTrust(_load_pem_certs(ca_file)) if ca_file else ssl.platformTrust()
             self._options = ssl.CertificateOptions(trustRoot=trust)
         else:
-            logger.warning("federation TLS certificates are NOT checked: for tests only")
+            if not _unchecked_warned:
+                _unchecked_warned.append(True)
+                logger.warning("federation TLS certificates are NOT checked: for tests only")
             self._options = ssl.CertificateOptions(verify=False)
 
     def creator(self, name: str) -> IOpenSSLClientConnectionCreator:

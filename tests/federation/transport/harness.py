@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import treq
-from twisted.internet import reactor, ssl
+from twisted.internet import defer, reactor, ssl
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IPolicyForHTTPS
@@ -53,13 +53,16 @@ class FedServer:
     cert_path: str
     key_path: str
     authenticated: list[str] = field(default_factory=list)
+    # (reached, never): /hang fires the first and waits on the second for ever;
+    # a cancelled wait (the client went away) errbacks `never` with CancelledError.
+    hanging: list[Any] = field(default_factory=lambda: [(defer.Deferred(), defer.Deferred())])
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
 
-def _echo_routes(router: FederationRouter) -> None:
+def _echo_routes(router: FederationRouter, hanging: list[Any]) -> None:
     async def echo(req: FederationRequest) -> dict[str, Any]:
         return {"origin": req.origin, "thing": req.params["thing"], "content": req.content,
                 "args": {k.decode(): [v.decode() for v in vs] for k, vs in req.http.args.items()}}
@@ -67,9 +70,16 @@ def _echo_routes(router: FederationRouter) -> None:
     async def fail(req: FederationRequest) -> tuple[int, dict[str, Any]]:
         return int(req.params["status"]), {"errcode": "M_TEST", "error": "asked to fail"}
 
+    async def hang(req: FederationRequest) -> dict[str, Any]:
+        reached, never = hanging[0]
+        reached.callback(None)
+        await never
+        return {}
+
     for method in ("GET", "PUT", "POST"):
         router.add(method, ECHO + "/{thing}", echo)
     router.add("GET", "/_matrix/federation/v1/fail/{status}", fail, auth=False)
+    router.add("GET", "/_matrix/federation/v1/hang", hang, auth=False)
 
 
 async def start_fed_server(
@@ -102,7 +112,7 @@ async def start_fed_server(
     router = FederationRouter()
     register_version(router, "test")
     key_resource.register(router, key_server)
-    _echo_routes(router)
+    _echo_routes(router, server.hanging)
     extra = {"max_body_bytes": max_body_bytes} if max_body_bytes else {}
     site.resource = FederationResource(router, keyring, name, server.authenticated.append, **extra)
     return server

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from treq.testing import RequestTraversalAgent
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet._resolver import HostResolution
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHostnameResolver
@@ -156,6 +156,14 @@ class DiscoveryTests(TestCase):
         self.assertEqual(await self.discovery.resolve("c.test"),
                          Route("c.test", "c.test", (Target("c.test", 8448),)))
 
+    async def test_well_known_redirect_is_followed(self) -> None:
+        self.site.answers["example.test"] = (
+            302, b"", {"Location": "https://www.example.test/.well-known/matrix/server"})
+        self.site.answers["www.example.test"] = well_known("d.test:8000")
+        route = await self.discovery.resolve("example.test")
+        self.assertEqual(route.host_header, "d.test:8000")
+        self.assertEqual(self.site.hits, ["example.test", "www.example.test"])
+
     async def test_invalid_well_known_falls_back(self) -> None:
         self.site.answers["a.test"] = (200, b"not json", {})
         self.site.answers["b.test"] = (200, b'{"m.server": "bad name!"}', {})
@@ -281,6 +289,25 @@ class RoundTripTests(TestCase):
             self.receiver.name, {self.sender.name: {self.sender.local_key.key_id: 0}})
         self.assertEqual(len(via), 1)
         self.assertEqual(set(via[0]["signatures"]), {self.sender.name, self.receiver.name})
+
+
+class TimeoutTests(TestCase):
+    async def test_a_server_that_never_answers_times_out_and_backs_off(self) -> None:
+        server = await start_fed_server(self)
+        clock = Clock()
+        client = _client(self, make_key("me.test"), clock=clock)
+        pending = defer.ensureDeferred(client.get_json(server.name, "/_matrix/federation/v1/hang"))
+        reached, never = server.hanging[0]
+        await reached
+        clock.advance(59)
+        self.assertFalse(pending.called)
+        clock.advance(2)
+        with self.assertRaises(RequestFailedError):
+            await pending
+        self.assertIsNotNone(client.backoff.retry_at(server.name))
+        # The listener noticed the client going away and cancelled the handler.
+        with self.assertRaises(defer.CancelledError):
+            await never
 
 
 class BackoffTests(TestCase):
