@@ -50,6 +50,14 @@ class TypingTracker:
         self._changed_at[room_id] = self.position
         self._notifier.notify("typing", self.position, rooms=[room_id])
 
+    def stop(self) -> None:
+        """Cancel every pending expiry: typing state does not outlive the server."""
+        for users in self._typing.values():
+            for timer in users.values():
+                if timer.active():
+                    timer.cancel()
+        self._typing.clear()
+
     def typing_users(self, room_id: str) -> list[str]:
         return sorted(self._typing.get(room_id, {}))
 

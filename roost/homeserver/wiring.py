@@ -129,9 +129,11 @@ async def _sync_streams(db: Database) -> dict[str, StreamIdGenerator]:
 
 def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: Notifier,
                    engine: RoomEngine, view: RoomView,
-                   streams: dict[str, StreamIdGenerator]) -> None:
+                   streams: dict[str, StreamIdGenerator],
+                   closers: list[tuple[str, Any]]) -> None:
     """Typing, receipts, account data, filters and /sync itself."""
     typing_tracker = typing.TypingTracker(clock, notifier)
+    closers.append(("typing timers", typing_tracker.stop))
     receipt_service = receipts.Receipts(ReceiptStore(db), streams["receipts"], notifier, clock)
     account_store = AccountDataStore(db)
     account = account_data.AccountData(account_store, streams["account_data"], notifier)
@@ -204,7 +206,7 @@ async def build_homeserver(
     relations.register(router, engine, view, RelationStore(db))
     directory.register(router, engine, view, directory_store, config.server_name)
     streams = {"events": event_stream, **await _sync_streams(db)}
-    _register_sync(router, db, clock, notifier, engine, view, streams)
+    _register_sync(router, db, clock, notifier, engine, view, streams, closers)
 
     root = Resource()
     api = JsonResource(router, tokens, limiter, _limits(config))
