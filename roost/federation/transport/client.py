@@ -336,6 +336,7 @@ class FederationClient:
     ) -> None:
         self._clock = clock or reactor
         self._local = local_key
+        self._discovery = discovery
         self.backoff = backoff
         self.pool = pool or HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 5
@@ -410,12 +411,21 @@ class FederationClient:
 
     async def _exchange(self, method: str, destination: str, uri: str, headers: Headers,
                         data: bytes | None, timeout_s: float | None) -> tuple[int, bytes]:
-        url = b"matrix-federation://" + destination.encode("ascii") + uri.encode("ascii")
-        producer = FileBodyProducer(BytesIO(data)) if data is not None else None
-        d = self._agent.request(method.encode("ascii"), url, headers, producer)
-        d.addCallback(self._read, destination)
+        """Discovery, connection, request and body, all under one timeout."""
+        d = defer.ensureDeferred(self._send(method, destination, uri, headers, data))
         d.addTimeout(timeout_s or self._timeout_s, self._clock)
         return await d
+
+    async def _send(self, method: str, destination: str, uri: str, headers: Headers,
+                    data: bytes | None) -> tuple[int, bytes]:
+        # The Host header is discovery's choice (the delegated name, say), not
+        # the destination; the endpoint resolves the same route from the cache.
+        route = await self._discovery.resolve(destination)
+        headers.setRawHeaders(b"Host", [route.host_header.encode("ascii")])
+        url = f"matrix-federation://{destination}{uri}".encode("ascii")
+        producer = FileBodyProducer(BytesIO(data)) if data is not None else None
+        response = await self._agent.request(method.encode("ascii"), url, headers, producer)
+        return await self._read(response, destination)
 
     def _read(self, response: Any, destination: str) -> defer.Deferred[tuple[int, bytes]]:
         chunks: list[bytes] = []

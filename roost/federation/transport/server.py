@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -66,7 +66,6 @@ class FederationRequest:
     params: dict[str, str]
     origin: str | None  # the authenticated server; None on unauthenticated routes
     content: Any  # the parsed JSON body, or None when there was none
-    _args: dict[bytes, list[bytes]] = field(default_factory=dict, repr=False)
 
     @property
     def authenticated_origin(self) -> str:

@@ -40,6 +40,7 @@ from tests.keys.test_remote import make_key
 from tests.postgres_harness import fresh_database
 
 ECHO = "/_matrix/federation/v1/echo"
+OPEN_ECHO = "/_matrix/federation/v1/open_echo"
 
 
 @dataclass
@@ -65,6 +66,7 @@ class FedServer:
 def _echo_routes(router: FederationRouter, hanging: list[Any]) -> None:
     async def echo(req: FederationRequest) -> dict[str, Any]:
         return {"origin": req.origin, "thing": req.params["thing"], "content": req.content,
+                "host": req.http.getHeader(b"Host").decode(),
                 "args": {k.decode(): [v.decode() for v in vs] for k, vs in req.http.args.items()}}
 
     async def fail(req: FederationRequest) -> tuple[int, dict[str, Any]]:
@@ -78,6 +80,7 @@ def _echo_routes(router: FederationRouter, hanging: list[Any]) -> None:
 
     for method in ("GET", "PUT", "POST"):
         router.add(method, ECHO + "/{thing}", echo)
+    router.add("GET", OPEN_ECHO + "/{thing}", echo, auth=False)
     router.add("GET", "/_matrix/federation/v1/fail/{status}", fail, auth=False)
     router.add("GET", "/_matrix/federation/v1/hang", hang, auth=False)
 

@@ -37,7 +37,7 @@ from roost.federation.transport.discovery import (
     Target,
     cache_period_ms,
 )
-from tests.federation.transport.harness import ECHO, start_fed_server
+from tests.federation.transport.harness import ECHO, OPEN_ECHO, start_fed_server
 from tests.keys.test_remote import make_key
 
 HOUR_S = 3600
@@ -230,12 +230,14 @@ class BlocklistTests(TestCase):
 
 
 def _client(testcase: TestCase, key: Any, *, blocklist: list[str] | None = None,
-            verify: bool = False, ca_file: str | None = None, clock: Any = None) -> Any:
+            verify: bool = False, ca_file: str | None = None, clock: Any = None,
+            well_known_agent: Any = None) -> Any:
     client = build_federation_client(
         reactor, key, verify_certificates=verify, ca_file=ca_file,
         ip_range_blocklist=[] if blocklist is None else blocklist,
         min_retry_interval_ms=10_000, max_retry_interval_ms=60_000, clock=clock,
         name_resolver=FakeNames({"localhost": ["127.0.0.1"]}), srv_resolver=FakeSrv(),
+        well_known_agent=well_known_agent,
     )
     testcase.addCleanup(client.pool.closeCachedConnections)
     return client
@@ -254,6 +256,7 @@ class RoundTripTests(TestCase):
         body = await client.get_json(self.receiver.name, ECHO + "/x", {"v": ["1", "2"]})
         self.assertEqual(body["origin"], self.sender.name)
         self.assertEqual(body["args"], {"v": ["1", "2"]})
+        self.assertEqual(body["host"], self.receiver.name)
         body = await client.put_json(self.receiver.name, ECHO + "/t", {"pdus": []})
         self.assertEqual((body["origin"], body["content"]), (self.sender.name, {"pdus": []}))
         self.assertTrue(client.pool._connections, "the connection is kept for reuse")
@@ -262,6 +265,16 @@ class RoundTripTests(TestCase):
         client = _client(self, self.sender.local_key, verify=True, ca_file=self.receiver.cert_path)
         body = await client.post_json(self.receiver.name, ECHO + "/p", {"k": "v"})
         self.assertEqual((body["origin"], body["content"]), (self.sender.name, {"k": "v"}))
+
+    async def test_delegation_through_well_known_reaches_the_delegated_server(self) -> None:
+        site = WellKnownSite()
+        site.answers["deleg.test"] = well_known(self.receiver.name)
+        client = _client(self, self.sender.local_key, verify=True, ca_file=self.receiver.cert_path,
+                         well_known_agent=RequestTraversalAgent(site))
+        body = await client.get_json("deleg.test", OPEN_ECHO + "/x", sign=False)
+        # Host and certificate name are the delegated server's, as the spec says.
+        self.assertEqual(body["host"], self.receiver.name)
+        self.assertEqual(site.hits, ["deleg.test"])
 
     async def test_untrusted_or_misnamed_certificate_is_refused(self) -> None:
         untrusted = _client(self, self.sender.local_key, verify=True)

@@ -85,7 +85,7 @@ class AuthenticationTests(ListenerTestBase):
         status, body = await self.client.send("GET", ECHO + "/x?a=1&a=2", signer=self.b.local_key)
         self.assertEqual(status, 200)
         self.assertEqual(body, {"origin": self.b.name, "thing": "x", "content": None,
-                                "args": {"a": ["1", "2"]}})
+                                "host": f"127.0.0.1:{self.a.port}", "args": {"a": ["1", "2"]}})
         content = {"pdus": [], "edus": [{"edu_type": "m.typing", "content": {"ü": 1}}]}
         status, body = await self.client.send("PUT", ECHO + "/txn1", content, signer=self.b.local_key)
         self.assertEqual((status, body["content"]), (200, content))
