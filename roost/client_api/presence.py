@@ -1,0 +1,225 @@
+"""Presence: online, unavailable, offline; GET/PUT /presence/{userId}/status.
+
+Presence is kept in memory, not in PostgreSQL. It is a fact about live
+connections to this process: after a restart nobody is connected, so
+everyone is offline, which is exactly what a fresh tracker says. Each change
+still takes a position in the "presence" stream and is announced through
+the notifier, so /sync and the WebSocket read it like any other stream.
+
+A user is online while they sync or hold a socket. With no activity for
+`idle_timeout_s` they become unavailable; once their last sync or socket has
+ended they become offline `offline_timeout_s` later, unless they come back
+first. Timers run on the injected clock, so tests drive them with
+`twisted.internet.task.Clock`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from roost.client_api.errors import forbidden, invalid_param, missing_param, not_found
+from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
+from roost.storage.accounts import UserStore
+from roost.storage.notifier import Notifier
+from roost.storage.streams import StreamIdGenerator
+
+STATES = ("online", "unavailable", "offline")
+
+
+@dataclass
+class _UserPresence:
+    presence: str = "offline"
+    status_msg: str | None = None
+    last_active_ms: int | None = None
+    position: int = 0  # the stream position of the last change
+    connections: int = 0
+    idle_call: IDelayedCall | None = None
+    offline_call: IDelayedCall | None = None
+
+
+class PresenceTracker:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        notifier: Notifier,
+        stream: StreamIdGenerator,
+        idle_timeout_s: float = 300,
+        offline_timeout_s: float = 30,
+    ) -> None:
+        self._clock = clock
+        self._notifier = notifier
+        self._stream = stream
+        self._idle_timeout = idle_timeout_s
+        self._offline_timeout = offline_timeout_s
+        # One small record per user seen since start (offline ones included, so
+        # that a later /sync still learns they went offline).
+        self._users: dict[str, _UserPresence] = {}
+
+    @property
+    def current(self) -> int:
+        """The presence stream's position: what a sync token records."""
+        return self._stream.current
+
+    # -- activity and connections --------------------------------------------
+
+    def user_active(self, user_id: str) -> None:
+        """The user did something (a /sync, a socket message): online, idle timer restarted."""
+        state = self._user(user_id)
+        state.last_active_ms = self._now_ms()
+        self._restart_idle_timer(user_id, state)
+        if state.connections == 0:
+            self._restart_offline_timer(user_id, state)
+        if state.presence != "online":
+            self._change(user_id, state, "online", state.status_msg)
+
+    def connection_opened(self, user_id: str) -> None:
+        """A long-poll /sync or a socket began: the user cannot go offline while it lasts."""
+        state = self._user(user_id)
+        state.connections += 1
+        _cancel(state.offline_call)
+        state.offline_call = None
+
+    def connection_closed(self, user_id: str) -> None:
+        """A /sync or socket ended; after the last one, offline follows the timeout."""
+        state = self._user(user_id)
+        state.connections = max(0, state.connections - 1)
+        if state.connections == 0 and state.presence != "offline":
+            self._restart_offline_timer(user_id, state)
+
+    async def set_presence(self, user_id: str, presence: str, status_msg: str | None) -> None:
+        """What the user asks for (PUT /presence, or /sync's set_presence)."""
+        if presence not in STATES:
+            raise invalid_param(f"presence must be one of {', '.join(STATES)}")
+        state = self._user(user_id)
+        state.last_active_ms = self._now_ms()
+        if presence == "offline":
+            self._cancel_timers(state)
+        else:
+            if presence == "online":
+                self._restart_idle_timer(user_id, state)
+            else:
+                _cancel(state.idle_call)
+                state.idle_call = None
+            if state.connections == 0:
+                self._restart_offline_timer(user_id, state)
+        if (presence, status_msg) != (state.presence, state.status_msg):
+            self._change(user_id, state, presence, status_msg)
+
+    # -- reading ---------------------------------------------------------------
+
+    def get(self, user_id: str) -> JsonDict:
+        """The user's presence as GET /presence and m.presence content show it."""
+        state = self._users.get(user_id) or _UserPresence()
+        result: JsonDict = {"presence": state.presence,
+                            "currently_active": state.presence == "online"}
+        if state.last_active_ms is not None:
+            result["last_active_ago"] = max(0, self._now_ms() - state.last_active_ms)
+        if state.status_msg is not None:
+            result["status_msg"] = state.status_msg
+        return result
+
+    def changes_since(self, position: int, users: set[str]) -> list[JsonDict]:
+        """m.presence events for those of `users` whose presence changed after `position`.
+
+        A position beyond the stream's end comes from a token of an earlier
+        run of the process (presence is not persisted): then every known
+        presence is sent again, rather than nothing until the stream catches up.
+        """
+        if position > self.current:
+            position = 0
+        changed = [
+            (state.position, user_id)
+            for user_id in users
+            if (state := self._users.get(user_id)) is not None and state.position > position
+        ]
+        return [
+            {"type": "m.presence", "sender": user_id, "content": self.get(user_id)}
+            for _, user_id in sorted(changed)
+        ]
+
+    # -- internals ---------------------------------------------------------------
+
+    def _user(self, user_id: str) -> _UserPresence:
+        state = self._users.get(user_id)
+        if state is None:
+            state = self._users[user_id] = _UserPresence()
+        return state
+
+    def _now_ms(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    def _change(self, user_id: str, state: _UserPresence, presence: str,
+                status_msg: str | None) -> None:
+        """Record a visible change at a new stream position and wake whoever waits."""
+        state.presence, state.status_msg = presence, status_msg
+        positions = self._stream.allocate(1)
+        state.position = positions[0]
+        self._stream.finish(positions)
+        self._notifier.notify("presence", positions[0], users=[user_id])
+
+    def _restart_idle_timer(self, user_id: str, state: _UserPresence) -> None:
+        _cancel(state.idle_call)
+        state.idle_call = self._clock.callLater(self._idle_timeout, self._went_idle, user_id)
+
+    def _restart_offline_timer(self, user_id: str, state: _UserPresence) -> None:
+        _cancel(state.offline_call)
+        state.offline_call = self._clock.callLater(self._offline_timeout, self._went_away, user_id)
+
+    def _went_idle(self, user_id: str) -> None:
+        state = self._users[user_id]
+        state.idle_call = None
+        if state.presence == "online":
+            self._change(user_id, state, "unavailable", state.status_msg)
+
+    def _went_away(self, user_id: str) -> None:
+        state = self._users[user_id]
+        state.offline_call = None
+        if state.connections == 0 and state.presence != "offline":
+            self._cancel_timers(state)
+            self._change(user_id, state, "offline", state.status_msg)
+
+    @staticmethod
+    def _cancel_timers(state: _UserPresence) -> None:
+        _cancel(state.idle_call)
+        _cancel(state.offline_call)
+        state.idle_call = state.offline_call = None
+
+
+def _cancel(call: IDelayedCall | None) -> None:
+    if call is not None and call.active():
+        call.cancel()
+
+
+def _status_msg(body: dict[str, Any]) -> str | None:
+    value = body.get("status_msg")
+    if value is not None and not isinstance(value, str):
+        raise invalid_param("status_msg must be a string")
+    return value
+
+
+def register(router: Router, tracker: PresenceTracker, users: UserStore) -> None:
+    async def get_status(req: ApiRequest) -> JsonDict:
+        user_id = req.params["user_id"]
+        record = await users.get_user(user_id)
+        if record is None or record.deactivated:
+            raise not_found("No presence for this user")
+        return tracker.get(user_id)
+
+    async def put_status(req: ApiRequest) -> JsonDict:
+        if req.params["user_id"] != req.user.user_id:
+            raise forbidden("You may only set your own presence")
+        body = req.json()
+        presence = body.get("presence")
+        if presence is None:
+            raise missing_param("presence")
+        if not isinstance(presence, str):
+            raise invalid_param("presence must be a string")
+        await tracker.set_presence(req.user.user_id, presence, _status_msg(body))
+        return {}
+
+    path = f"{CLIENT_PREFIX}/presence/{{user_id}}/status"
+    router.add("GET", path, get_status)
+    router.add("PUT", path, put_status)
