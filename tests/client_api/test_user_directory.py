@@ -55,7 +55,7 @@ class UserDirectoryTests(TestCase):
         room = await server.create_room(me, visibility="public", preset="public_chat")
         names = ("xsamx", "samuel", "sam", "bob", "carol", "samantha")
         tokens = {n: await server.user(n) for n in names}
-        for name, token in tokens.items():
+        for token in tokens.values():
             await server.join(token, room)
         await set_name(server, tokens["bob"], "bob", "Sam")  # exact by display name
         await set_name(server, tokens["carol"], "carol", "Big Sammy")  # substring of a name
