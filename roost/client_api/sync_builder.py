@@ -19,6 +19,7 @@ from roost.client_api.room_view import RoomView
 from roost.client_api.typing import TypingTracker
 from roost.rooms.engine import LoadedEvent, RoomEngine
 from roost.storage.events import StoredEvent, SyncEventStore
+from roost.storage.room_state import UserRoomsCache
 from roost.storage.streams import StreamIdGenerator
 from roost.storage.sync_data import AccountDataStore
 
@@ -94,12 +95,29 @@ def _type_match(pattern: str, event_type: str) -> bool:
     return event_type == pattern or (pattern.endswith("*") and event_type.startswith(pattern[:-1]))
 
 
+@dataclass
+class _RoomPlan:
+    """One room's part of a sync, gathered before anything is serialized.
+
+    Serializing every room's events in one call lets the relation and
+    redaction lookups run once per sync instead of once per room.
+    """
+
+    timeline: list[LoadedEvent]
+    limited: bool
+    prev_batch: str
+    state: list[LoadedEvent] = field(default_factory=list)
+    ephemeral: list[JsonDict] = field(default_factory=list)
+    account_data: list[JsonDict] = field(default_factory=list)
+    left: bool = False
+
+
 class SyncBuilder:
     def __init__(
         self, engine: RoomEngine, view: RoomView, events: SyncEventStore,
         event_stream: StreamIdGenerator, typing: TypingTracker, receipts: Receipts,
         account_data: AccountDataStore, account_stream: StreamIdGenerator,
-        presence: Presence | None,
+        presence: Presence | None, user_rooms: UserRoomsCache,
     ) -> None:
         self._engine = engine
         self._view = view
@@ -110,6 +128,7 @@ class SyncBuilder:
         self._account_data = account_data
         self._account_stream = account_stream
         self._presence = presence
+        self._user_rooms = user_rooms
 
     def now(self) -> SyncToken:
         return SyncToken(self._event_stream.current, self._typing.position,
@@ -119,11 +138,16 @@ class SyncBuilder:
     async def build(self, user_id: str, since: SyncToken | None, filt: SyncFilter,
                     full_state: bool = False) -> tuple[JsonDict, SyncToken]:
         now = self.now()
-        rooms = await self._rooms(user_id, since, now, filt, full_state)
+        if since == now and not full_state:
+            return _empty_body(now), now  # nothing anywhere has moved: no query needed
+        memberships = await self._user_rooms.rooms(user_id)
+        account = await self._account_changes(user_id, since, now)
+        rooms = await self._rooms(user_id, memberships, since, now, filt, full_state, account)
         body: JsonDict = {"next_batch": str(now), "rooms": rooms}
-        body["account_data"] = {"events": await self._global_account_data(user_id, since, now)}
-        presence = await self._presence_events(user_id, since, now, filt)
-        body["presence"] = {"events": presence}
+        body["account_data"] = {"events": [{"type": t, "content": c}
+                                           for room, t, c in account if room == ""]}
+        body["presence"] = {"events": await self._presence_events(
+            user_id, memberships, since, filt)}
         return body, now
 
     @staticmethod
@@ -134,47 +158,51 @@ class SyncBuilder:
 
     # -- rooms -------------------------------------------------------------------
 
-    async def _rooms(self, user_id: str, since: SyncToken | None, now: SyncToken,
-                     filt: SyncFilter, full_state: bool) -> JsonDict:
-        state = self._view.state
-        current = await state.rooms_for_user(user_id, ("join", "invite", "leave", "ban"))
-        joined = [r for r, m in current.items() if m == "join" and filt.wants_room(r)]
-        invited = [r for r, m in current.items() if m == "invite" and filt.wants_room(r)]
-        out: JsonDict = {"join": {}, "invite": {}, "leave": {}}
+    async def _rooms(self, user_id: str, memberships: dict[str, str], since: SyncToken | None,
+                     now: SyncToken, filt: SyncFilter, full_state: bool,
+                     account: list[tuple[str, str, JsonDict]]) -> JsonDict:
+        joined = [r for r, m in memberships.items() if m == "join" and filt.wants_room(r)]
+        invited = [r for r, m in memberships.items() if m == "invite" and filt.wants_room(r)]
+        plans: dict[str, _RoomPlan] = {}
+        invites: list[str] = invited
         if since is None:
-            await self._initial_joined(out, user_id, joined, now, filt)
-            await self._invites(out, user_id, invited)
-            return out
-        changes = await self._events.membership_changes(user_id, since.events, now.events)
-        newly_joined = {r for r, m, _, _ in changes if m == "join"}
-        left = {r: pos for r, m, _, pos in changes if m in ("leave", "ban")
-                and current.get(r) in ("leave", "ban") and filt.wants_room(r)}
-        if full_state:
-            newly_joined = set(joined)
-        await self._incremental_joined(out, user_id, joined, newly_joined, since, now, filt)
-        await self._invites(out, user_id, [r for r, m, _, _ in changes
-                                           if m == "invite" and r in invited])
-        await self._leaves(out, user_id, left, since, filt)
+            await self._initial_joined(plans, user_id, joined, now, filt)
+        else:
+            changes = []
+            if self._user_rooms.changed_since(user_id, since.events):
+                changes = await self._events.membership_changes(user_id, since.events, now.events)
+            newly_joined = set(joined) if full_state else {r for r, m, _, _ in changes
+                                                           if m == "join"}
+            await self._incremental_joined(plans, user_id, joined, newly_joined, since, now, filt)
+            invites = [r for r, m, _, _ in changes if m == "invite" and r in invited]
+            left = {r: pos for r, m, _, pos in changes if m in ("leave", "ban")
+                    and memberships.get(r) in ("leave", "ban") and filt.wants_room(r)}
+            await self._leaves(plans, left, since, filt)
+        await self._add_ephemeral(plans, joined, user_id, since, now, account)
+        out: JsonDict = {"join": {}, "invite": {}, "leave": {}}
+        await self._serialize(out, plans, user_id, since is None)
+        for room_id in invites:
+            out["invite"][room_id] = await self._invite(room_id, user_id)
         return out
 
-    async def _initial_joined(self, out: JsonDict, user_id: str, joined: list[str],
-                              now: SyncToken, filt: SyncFilter) -> None:
+    async def _initial_joined(self, plans: dict[str, _RoomPlan], user_id: str,
+                              joined: list[str], now: SyncToken, filt: SyncFilter) -> None:
         latest = await self._events.latest_per_room(joined, now.events, filt.timeline_limit)
         joins = await self._events.latest_join_positions(user_id, joined)
         for room_id in joined:
-            events = await self._visible(user_id, room_id, self._wanted(latest.get(room_id, []), filt),
-                                         joins.get(room_id))
-            limited = len(events) > filt.timeline_limit
-            events = events[-filt.timeline_limit:] if filt.timeline_limit else []
-            out["join"][room_id] = await self._joined_room(
-                user_id, room_id, events, limited, True, filt, None, now)
+            events = await self._visible(user_id, room_id, self._wanted(latest.get(room_id, []),
+                                                                        filt), joins.get(room_id))
+            plans[room_id] = self._plan(events, filt, now)
+        await self._add_full_state(plans, joined, user_id, filt)
 
     async def _incremental_joined(
-        self, out: JsonDict, user_id: str, joined: list[str], newly_joined: set[str],
-        since: SyncToken, now: SyncToken, filt: SyncFilter,
+        self, plans: dict[str, _RoomPlan], user_id: str, joined: list[str],
+        newly_joined: set[str], since: SyncToken, now: SyncToken, filt: SyncFilter,
     ) -> None:
-        fresh = await self._events.in_range(joined, since.events, now.events,
-                                            MAX_INCREMENTAL_EVENTS)
+        fresh: list[StoredEvent] = []
+        if since.events < now.events:
+            fresh = await self._events.in_range(joined, since.events, now.events,
+                                                MAX_INCREMENTAL_EVENTS)
         by_room: dict[str, list[StoredEvent]] = {}
         for stored in fresh:
             by_room.setdefault(stored.room_id, []).append(stored)
@@ -183,93 +211,71 @@ class SyncBuilder:
             new = self._wanted(by_room.get(room_id, []), filt)
             if room_id in newly_joined:
                 new = await self._visible(user_id, room_id, new, joins.get(room_id))
-            full = room_id in newly_joined
-            limited = len(new) > filt.timeline_limit or full and bool(new)
-            timeline = new[-filt.timeline_limit:] if filt.timeline_limit else []
-            room = await self._joined_room(user_id, room_id, timeline, limited, full, filt,
-                                           since, now, skipped=new[:-len(timeline) or None]
-                                           if len(new) > len(timeline) else [])
-            if full or timeline or room["ephemeral"]["events"] or room["account_data"]["events"] \
-                    or room["state"]["events"]:
-                out["join"][room_id] = room
+            if new or room_id in newly_joined:
+                plan = self._plan(new, filt, now)
+                plan.limited = plan.limited or (room_id in newly_joined and bool(new))
+                plans[room_id] = plan
+                if room_id not in newly_joined and plan.limited:
+                    skipped = new[:len(new) - len(plan.timeline)]
+                    plan.state = await self._state_in_gap(room_id, skipped, plan)
+        await self._add_full_state(plans, sorted(newly_joined & set(plans)), user_id, filt)
 
-    async def _joined_room(
-        self, user_id: str, room_id: str, loaded: list[LoadedEvent], limited: bool,
-        full_state: bool, filt: SyncFilter, since: SyncToken | None, now: SyncToken,
-        skipped: list[LoadedEvent] | None = None,
-    ) -> JsonDict:
-        timeline_ids = {e.event.event_id for e in loaded}
-        state_events: list[LoadedEvent] = []
-        if full_state:
-            state_events = await self._current_state(room_id, timeline_ids, loaded, user_id, filt)
-        elif skipped:
-            state_events = await self._state_in_gap(room_id, skipped, timeline_ids)
-        first = loaded[0].stream_ordering if loaded else now.events + 1
-        room: JsonDict = {
-            "timeline": {
-                "events": await self._view.serialize(loaded, user_id),
-                "limited": limited,
-                "prev_batch": f"s{(first or 1) - 1}",
-            },
-            "state": {"events": await self._view.serialize(state_events, user_id,
-                                                           with_relations=False)},
-            "ephemeral": {"events": await self._ephemeral(room_id, user_id, since, now)},
-            "account_data": {"events": await self._room_account_data(user_id, room_id,
-                                                                     since, now)},
-        }
-        return room
+    def _plan(self, events: list[LoadedEvent], filt: SyncFilter, now: SyncToken) -> _RoomPlan:
+        timeline = events[-filt.timeline_limit:] if filt.timeline_limit else []
+        first = timeline[0].stream_ordering if timeline else now.events + 1
+        return _RoomPlan(timeline, len(events) > len(timeline), f"s{(first or 1) - 1}")
 
-    async def _current_state(self, room_id: str, skip: set[str], timeline: list[LoadedEvent],
-                             user_id: str, filt: SyncFilter) -> list[LoadedEvent]:
-        current = await self._engine.current_state_events(room_id)
-        wanted_members = {e.event.sender for e in timeline} | {user_id}
-        ids = [
-            e.event_id for key, e in sorted(current.items())
-            if e.event_id not in skip
-            and (not filt.lazy_load_members or key[0] != "m.room.member" or key[1] in wanted_members)
-        ]
-        loaded = await self._engine.get_events(ids)
-        return [loaded[i] for i in ids if i in loaded]
+    async def _add_full_state(self, plans: dict[str, _RoomPlan], rooms: list[str],
+                              user_id: str, filt: SyncFilter) -> None:
+        """Current state for each room, minus the timeline's own, loaded in one query."""
+        wanted: dict[str, list[str]] = {}
+        for room_id in rooms:
+            plan = plans[room_id]
+            in_timeline = {e.event.event_id for e in plan.timeline}
+            senders = {e.event.sender for e in plan.timeline} | {user_id}
+            current = await self._engine.current_state_events(room_id)
+            wanted[room_id] = [
+                e.event_id for key, e in sorted(current.items())
+                if e.event_id not in in_timeline and (
+                    not filt.lazy_load_members or key[0] != "m.room.member" or key[1] in senders)
+            ]
+        loaded = await self._engine.get_events([i for ids in wanted.values() for i in ids])
+        for room_id, ids in wanted.items():
+            plans[room_id].state = [loaded[i] for i in ids if i in loaded]
 
     async def _state_in_gap(self, room_id: str, skipped: list[LoadedEvent],
-                            skip: set[str]) -> list[LoadedEvent]:
+                            plan: _RoomPlan) -> list[LoadedEvent]:
         """State changed in the part of the range the timeline leaves out: its current value."""
         keys = {(e.event.type, e.event.state_key) for e in skipped
                 if e.event.state_key is not None}
         if not keys:
             return []
+        in_timeline = {e.event.event_id for e in plan.timeline}
         current = await self._engine.current_state_events(room_id)
-        ids = [current[(t, k)].event_id for t, k in sorted(keys)
-               if (t, k) in current and current[(t, k)].event_id not in skip]
+        ids = [current[key].event_id for key in sorted(keys)  # type: ignore[index]
+               if key in current and current[key].event_id not in in_timeline]  # type: ignore[operator]
         loaded = await self._engine.get_events(ids)
         return [loaded[i] for i in ids if i in loaded]
 
-    async def _invites(self, out: JsonDict, user_id: str, rooms: list[str]) -> None:
-        for room_id in rooms:
-            current = await self._engine.current_state_events(room_id)
-            events = [stripped_state(e) for (t, k), e in sorted(current.items())
-                      if (t in INVITE_STATE_TYPES and k == "") or (t == "m.room.member"
-                                                                  and k == user_id)]
-            out["invite"][room_id] = {"invite_state": {"events": events}}
+    async def _invite(self, room_id: str, user_id: str) -> JsonDict:
+        current = await self._engine.current_state_events(room_id)
+        events = [stripped_state(e) for (t, k), e in sorted(current.items())
+                  if (t in INVITE_STATE_TYPES and k == "") or (t == "m.room.member"
+                                                              and k == user_id)]
+        return {"invite_state": {"events": events}}
 
-    async def _leaves(self, out: JsonDict, user_id: str, left: dict[str, int],
+    async def _leaves(self, plans: dict[str, _RoomPlan], left: dict[str, int],
                       since: SyncToken, filt: SyncFilter) -> None:
         if not left:
             return
-        upto = max(left.values())
-        fresh = await self._events.in_range(list(left), since.events, upto, MAX_INCREMENTAL_EVENTS)
+        fresh = await self._events.in_range(list(left), since.events, max(left.values()),
+                                            MAX_INCREMENTAL_EVENTS)
         for room_id, position in left.items():
             mine = self._wanted([s for s in fresh if s.room_id == room_id
                                  and (s.stream_ordering or 0) <= position], filt)
-            timeline = mine[-filt.timeline_limit:] if filt.timeline_limit else []
-            out["leave"][room_id] = {
-                "timeline": {"events": await self._view.serialize(timeline, user_id),
-                             "limited": len(mine) > len(timeline),
-                             "prev_batch": f"s{(timeline[0].stream_ordering or 1) - 1}"
-                             if timeline else f"s{position}"},
-                "state": {"events": []},
-                "account_data": {"events": []},
-            }
+            plan = self._plan(mine, filt, SyncToken(position, 0, 0, 0, 0))
+            plan.left = True
+            plans[room_id] = plan
 
     async def _visible(self, user_id: str, room_id: str, events: list[LoadedEvent],
                        joined_at: int | None) -> list[LoadedEvent]:
@@ -282,39 +288,74 @@ class SyncBuilder:
     def _wanted(self, stored: list[StoredEvent], filt: SyncFilter) -> list[LoadedEvent]:
         return [e for e in self._engine.loaded(stored) if filt.wants_event(e.event.type)]
 
-    # -- ephemeral, account data, presence ---------------------------------------
+    # -- ephemeral and account data, batched over rooms --------------------------
 
-    async def _ephemeral(self, room_id: str, user_id: str, since: SyncToken | None,
-                         now: SyncToken) -> list[JsonDict]:
-        events = []
-        if since is None or self._typing.changed_since(room_id, since.typing):
-            if since is not None or self._typing.typing_users(room_id):
-                events.append(self._typing.event(room_id))
-        after = since.receipts if since else 0
-        receipts = await self._receipts.events_since([room_id], after, now.receipts, user_id)
-        if room_id in receipts:
-            events.append(receipts[room_id])
-        return events
+    async def _add_ephemeral(self, plans: dict[str, _RoomPlan], joined: list[str], user_id: str,
+                             since: SyncToken | None, now: SyncToken,
+                             account: list[tuple[str, str, JsonDict]]) -> None:
+        receipts: dict[str, JsonDict] = {}
+        if since is None or since.receipts < now.receipts:
+            receipts = await self._receipts.events_since(
+                joined, since.receipts if since else 0, now.receipts, user_id)
+        room_data: dict[str, list[JsonDict]] = {}
+        for room, data_type, content in account:
+            if room:
+                room_data.setdefault(room, []).append({"type": data_type, "content": content})
+        for room_id in joined:
+            ephemeral = []
+            if since is None and self._typing.typing_users(room_id) or (
+                    since is not None and self._typing.changed_since(room_id, since.typing)):
+                ephemeral.append(self._typing.event(room_id))
+            if room_id in receipts:
+                ephemeral.append(receipts[room_id])
+            if not ephemeral and room_id not in room_data and room_id not in plans:
+                continue
+            plan = plans.setdefault(room_id, _RoomPlan([], False, f"s{now.events}"))
+            plan.ephemeral = ephemeral
+            plan.account_data = room_data.get(room_id, [])
 
-    async def _global_account_data(self, user_id: str, since: SyncToken | None,
-                                   now: SyncToken) -> list[JsonDict]:
-        changed = await self._account_data.since(user_id, since.account_data if since else 0,
-                                                 now.account_data)
-        return [{"type": t, "content": c} for room, t, c in changed if room == ""]
+    async def _account_changes(self, user_id: str, since: SyncToken | None,
+                               now: SyncToken) -> list[tuple[str, str, JsonDict]]:
+        if since is not None and since.account_data >= now.account_data:
+            return []
+        return await self._account_data.since(user_id, since.account_data if since else 0,
+                                              now.account_data)
 
-    async def _room_account_data(self, user_id: str, room_id: str, since: SyncToken | None,
-                                 now: SyncToken) -> list[JsonDict]:
-        changed = await self._account_data.since(user_id, since.account_data if since else 0,
-                                                 now.account_data)
-        return [{"type": t, "content": c} for room, t, c in changed if room == room_id]
-
-    async def _presence_events(self, user_id: str, since: SyncToken | None, now: SyncToken,
-                               filt: SyncFilter) -> list[JsonDict]:
+    async def _presence_events(self, user_id: str, memberships: dict[str, str],
+                               since: SyncToken | None, filt: SyncFilter) -> list[JsonDict]:
         if self._presence is None or not filt.include_presence:
             return []
-        rooms = await self._view.state.rooms_for_user(user_id, ("join",))
+        if since is not None and since.presence >= self._presence.current:
+            return []
         users = {user_id}
-        for room_id in rooms:
-            members = await self._view.state.members(room_id)
-            users.update(u for u, (m, _) in members.items() if m == "join")
+        for room_id, membership in memberships.items():
+            if membership == "join":
+                members = await self._view.state.members(room_id)
+                users.update(u for u, (m, _) in members.items() if m == "join")
         return self._presence.changes_since(since.presence if since else 0, users)
+
+    # -- serialization -------------------------------------------------------------
+
+    async def _serialize(self, out: JsonDict, plans: dict[str, _RoomPlan], user_id: str,
+                         initial: bool) -> None:
+        timeline = [e for p in plans.values() for e in p.timeline]
+        state = [e for p in plans.values() for e in p.state]
+        served_timeline = iter(await self._view.serialize(timeline, user_id))
+        served_state = iter(await self._view.serialize(state, user_id, with_relations=False))
+        for room_id, plan in plans.items():
+            room: JsonDict = {
+                "timeline": {"events": [next(served_timeline) for _ in plan.timeline],
+                             "limited": plan.limited, "prev_batch": plan.prev_batch},
+                "state": {"events": [next(served_state) for _ in plan.state]},
+                "account_data": {"events": plan.account_data},
+            }
+            if plan.left:
+                out["leave"][room_id] = room
+            else:
+                room["ephemeral"] = {"events": plan.ephemeral}
+                out["join"][room_id] = room
+
+
+def _empty_body(now: SyncToken) -> JsonDict:
+    return {"next_batch": str(now), "rooms": {"join": {}, "invite": {}, "leave": {}},
+            "account_data": {"events": []}, "presence": {"events": []}}

@@ -54,7 +54,7 @@ from roost.storage.notifier import Notifier
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from roost.storage.redis import connect_redis
 from roost.storage.relations import RelationStore
-from roost.storage.room_state import RoomStateStore
+from roost.storage.room_state import RoomStateStore, UserRoomsCache
 from roost.storage.streams import StreamIdGenerator
 from roost.storage.sync_data import AccountDataStore, FilterStore, ReceiptStore
 
@@ -145,8 +145,12 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     typing.register(router, typing_tracker, view)
     receipts.register(router, receipt_service, view, account)
     account_data.register(router, account, filters, room_exists)
+    user_rooms = UserRoomsCache(view.state)
+    user_rooms.watching_since = streams["events"].current
+    notifier.add_listener(user_rooms.on_change)
     builder = SyncBuilder(engine, view, SyncEventStore(db), streams["events"], typing_tracker,
-                          receipt_service, account_store, streams["account_data"], None)
+                          receipt_service, account_store, streams["account_data"], None,
+                          user_rooms)
     waiter = sync.ChangeWaiter(notifier, clock, view.state)
     sync.register(router, builder, waiter, filters)
 

@@ -157,3 +157,51 @@ def _state_of_group(txn: Txn, group: int) -> dict[StateKey, str]:
         (group,),
     )
     return {(r[0], r[1]): r[2] for r in rows}
+
+
+class UserRoomsCache:
+    """Each user's current memberships, kept in memory and dropped when they change.
+
+    /sync asks "which rooms is this user in" on every call, and long-poll
+    wake-ups make that thousands of times a second under fan-out
+    (bench/sync_fanout.py). The engine announces every membership event on the
+    notifier with the member in `users`, after it has committed, so dropping
+    the entry then keeps the cache exact. `last_change` remembers the events
+    position of each user's latest membership change seen, so a sync can skip
+    looking for changes it knows there are none of.
+    """
+
+    MAX_USERS = 100_000
+
+    def __init__(self, store: RoomStateStore) -> None:
+        self._store = store
+        self._rooms: dict[str, dict[str, str]] = {}
+        self.last_change: dict[str, int] = {}
+        self.watching_since: int | None = None
+
+    def on_change(self, change: Any) -> None:
+        if change.stream != "events":
+            return
+        for user in change.users:
+            self._rooms.pop(user, None)
+            self.last_change[user] = change.position
+        if len(self.last_change) > self.MAX_USERS:
+            self.last_change.clear()
+            self.watching_since = change.position
+
+    async def rooms(self, user_id: str) -> dict[str, str]:
+        """room_id -> membership for every room the user is joined, invited, left or banned."""
+        cached = self._rooms.get(user_id)
+        if cached is None:
+            cached = await self._store.rooms_for_user(
+                user_id, ("join", "invite", "leave", "ban", "knock"))
+            if len(self._rooms) >= self.MAX_USERS:
+                self._rooms.clear()
+            self._rooms[user_id] = cached
+        return cached
+
+    def changed_since(self, user_id: str, position: int) -> bool:
+        """False only when no membership change of the user can lie after `position`."""
+        if self.watching_since is None or position < self.watching_since:
+            return True
+        return self.last_change.get(user_id, 0) > position
