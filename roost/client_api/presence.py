@@ -108,6 +108,11 @@ class PresenceTracker:
         if (presence, status_msg) != (state.presence, state.status_msg):
             self._change(user_id, state, presence, status_msg)
 
+    def stop(self) -> None:
+        """Cancel every pending timer (shutdown): nobody goes idle or offline after it."""
+        for state in self._users.values():
+            self._cancel_timers(state)
+
     # -- reading ---------------------------------------------------------------
 
     def get(self, user_id: str) -> JsonDict:

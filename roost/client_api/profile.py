@@ -65,11 +65,15 @@ class Profiles:
         rooms = await self._state.rooms_for_user(user_id, ("join",))
         # Rooms append in parallel (one serial queue each); one refusal does not
         # stop the others, and the profile itself is already stored.
-        await defer.DeferredList(
+        results = await defer.DeferredList(
             [defer.ensureDeferred(self._update_room(room_id, user_id, profile))
              for room_id in sorted(rooms)],
             consumeErrors=True,
         )
+        for ok, failure in results:
+            if not ok:
+                logger.error("profile change of %s failed in a room: %s", user_id,
+                             failure.getTraceback())
 
     async def _update_room(self, room_id: str, user_id: str, profile: JsonDict) -> None:
         try:

@@ -114,6 +114,14 @@ class PresenceTrackerTests(TestCase):
         self.assertEqual([c.position for c in h.changes], [1, 2])
         self.assertEqual(h.clock.getDelayedCalls(), [])
 
+    def test_stop_cancels_every_timer(self) -> None:
+        h = TrackerHarness()
+        h.tracker.user_active(ALICE)
+        h.tracker.connection_opened(BOB)
+        h.tracker.user_active(BOB)
+        h.tracker.stop()
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
     def test_reconnecting_within_the_timeout_keeps_the_user_online(self) -> None:
         h = TrackerHarness(offline=30)
         h.tracker.connection_opened(ALICE)

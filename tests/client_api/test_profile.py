@@ -1,10 +1,11 @@
 """Profiles over real HTTP: reading, setting, refusals, and member events kept in step.
 
-Until wiring.py mounts the profile, user directory and presence routes, the
-harness below (`start_with_profiles`, also used by test_user_directory and
-test_presence) builds those parts on the running homeserver's database,
-engine and notifier, and serves them on a second listener; requests for
-their paths go there, every other request to the homeserver itself.
+The harness below (`start_with_profiles`, also used by test_user_directory
+and test_presence) uses the homeserver's own profile and presence parts once
+wiring.py exposes them as `Homeserver.profiles` and `Homeserver.presence`.
+Until then it builds those parts on the running homeserver's database,
+engine and notifier and serves them on a second listener: requests for their
+paths go there, every other request to the homeserver itself.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ class ProfileServer:
     main: RunningServer
     own: RunningServer
     profiles: Profiles
-    store: ProfileStore
     presence: PresenceTracker
     presence_stream: StreamIdGenerator
 
@@ -82,6 +82,9 @@ async def start_with_profiles(testcase: TestCase, clock: IReactorTime | None = N
                               **presence_timeouts: float) -> ProfileServer:
     main = await start_server(testcase, clock=clock)
     hs = main.hs
+    if getattr(hs, "presence", None) is not None and getattr(hs, "profiles", None) is not None:
+        # Wired in by wiring.py: use the homeserver's own parts and listener.
+        return ProfileServer(main, main, hs.profiles, hs.presence, hs.streams["presence"])
     store = ProfileStore(hs.db)
     profiles = Profiles(store, hs.engine, RoomStateStore(hs.db))
     stream = StreamIdGenerator(0)
@@ -96,7 +99,7 @@ async def start_with_profiles(testcase: TestCase, clock: IReactorTime | None = N
     testcase.addCleanup(port.stopListening)
     own = dataclasses.replace(main, base_url=f"http://127.0.0.1:{port.getHost().port}",
                               port=port, stopped=True)
-    return ProfileServer(main, own, profiles, store, tracker, stream)
+    return ProfileServer(main, own, profiles, tracker, stream)
 
 
 def profile_path(user_id: str, field: str = "") -> str:
