@@ -313,6 +313,31 @@ class JsonResource(Resource):
         if wait > 0:
             raise limit_exceeded(int(wait * 1000) + 1)
 
+    async def dispatch(self, method: str, path: str, body: bytes, requester: Requester,
+                       query_args: dict[str, str] | None = None) -> tuple[int, JsonDict]:
+        """Run the route for (method, path) without an HTTP request; returns (status, body).
+
+        The WebSocket's operations come through here so that they reuse exactly
+        the REST handlers: the same validation, errors and rate limits. Every
+        failure becomes a Matrix error body, as it would over HTTP.
+        """
+        stand_in = _NoHttp({k.encode(): [v.encode()] for k, v in (query_args or {}).items()})
+        try:
+            route, params, known = self._router.match(method, path)
+            if route is None:
+                raise MatrixError(405 if known else 404, "M_UNRECOGNIZED", "Unrecognized request")
+            await self._take_rate_limit(stand_in, route, requester)  # type: ignore[arg-type]
+            api = ApiRequest(stand_in, method, path, params, requester, body)  # type: ignore[arg-type]
+            result = await route.handler(api)
+        except MatrixError as e:
+            return e.status, e.to_json()
+        except defer.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s %s (socket) failed", method, path)
+            return 500, {"errcode": "M_UNKNOWN", "error": "Internal server error"}
+        return result if isinstance(result, tuple) else (200, result)
+
     @staticmethod
     def _respond(request: server.Request, status: int, body: JsonDict, headers: dict[str, str]) -> None:
         if request.finished or request._disconnected:
@@ -329,6 +354,13 @@ class JsonResource(Resource):
         if request.method != b"HEAD":
             request.write(payload)
         request.finish()
+
+
+class _NoHttp:
+    """Stands in for the HTTP request of a dispatched call: handlers only read its query args."""
+
+    def __init__(self, args: dict[bytes, list[bytes]]) -> None:
+        self.args = args
 
 
 def set_cors_headers(request: server.Request) -> None:

@@ -31,6 +31,7 @@ from roost.client_api import (
     sync,
     typing,
     versions,
+    websocket,
 )
 from roost.client_api.accounts import Accounts
 from roost.client_api.passwords import PasswordHasher
@@ -130,8 +131,9 @@ async def _sync_streams(db: Database) -> dict[str, StreamIdGenerator]:
 def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: Notifier,
                    engine: RoomEngine, view: RoomView,
                    streams: dict[str, StreamIdGenerator],
-                   closers: list[tuple[str, Any]]) -> None:
-    """Typing, receipts, account data, filters and /sync itself."""
+                   closers: list[tuple[str, Any]],
+                   ) -> tuple[SyncBuilder, sync.ChangeWaiter]:
+    """Typing, receipts, account data, filters and /sync itself (the socket reuses the last two)."""
     typing_tracker = typing.TypingTracker(clock, notifier)
     closers.append(("typing timers", typing_tracker.stop))
     receipt_service = receipts.Receipts(ReceiptStore(db), streams["receipts"], notifier, clock)
@@ -153,6 +155,7 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
                           user_rooms)
     waiter = sync.ChangeWaiter(notifier, clock, view.state)
     sync.register(router, builder, waiter, filters)
+    return builder, waiter
 
 
 async def build_homeserver(
@@ -210,12 +213,16 @@ async def build_homeserver(
     relations.register(router, engine, view, RelationStore(db))
     directory.register(router, engine, view, directory_store, config.server_name)
     streams = {"events": event_stream, **await _sync_streams(db)}
-    _register_sync(router, db, clock, notifier, engine, view, streams, closers)
+    builder, waiter = _register_sync(router, db, clock, notifier, engine, view, streams, closers)
 
     root = Resource()
     api = JsonResource(router, tokens, limiter, _limits(config))
     for name in (b"_matrix", b".well-known", b"health"):
         root.putChild(name, api)
+    sockets = Resource()
+    sockets.putChild(b"ws", websocket.websocket_resource(websocket.SocketServices(
+        tokens, api, builder, waiter, clock, None), reactor))
+    root.putChild(b"_roost", sockets)
     site = RoostSite(root, config.listeners.client.max_body_bytes)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers)

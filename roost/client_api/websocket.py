@@ -1,0 +1,567 @@
+"""The WebSocket push stream at /_roost/ws: sync deltas pushed as they happen, requests answered.
+
+A socket is a long-lived /sync plus a pipe for the few writes a chat client
+makes. The pushes are exactly the bodies /sync would return, between the same
+tokens, so a client can move between /sync and the socket without losing or
+repeating anything. Every request is dispatched through the REST router, so
+its validation, errors and rate limits are the REST endpoint's. The protocol is
+specified in docs/websocket.md.
+
+Per-socket state is a handful of attributes and at most two running
+coroutines; nothing is cached per socket, and the outgoing buffer is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from roost.client_api.account_data import check_filter
+from roost.client_api.errors import MatrixError, bad_json, invalid_param, missing_param
+from roost.client_api.resource import (
+    Authenticator,
+    JsonDict,
+    JsonResource,
+    Requester,
+    path_quote,
+)
+from roost.client_api.sync import ChangeWaiter
+from roost.client_api.sync_builder import SyncBuilder, SyncFilter, SyncToken
+
+logger = logging.getLogger(__name__)
+
+V3 = "/_matrix/client/v3"
+CLOSE_AUTH = 4001  # the token was refused, expired or revoked
+CLOSE_SLOW = 4008  # the client did not read fast enough; resume from the last token
+
+
+@dataclass(frozen=True)
+class SocketSettings:
+    """Limits and timers of every socket; the defaults are the documented ones."""
+
+    max_message_bytes: int = 64 * 1024
+    max_pending_bytes: int = 1024 * 1024
+    drain_timeout_s: float = 30.0
+    recheck_s: float = 30.0
+    auth_timeout_s: float = 30.0
+    ping_interval_s: float = 30.0
+    ping_timeout_s: float = 20.0
+    max_queued_requests: int = 32
+
+
+@dataclass(frozen=True)
+class SocketServices:
+    """What every socket uses, shared: one instance per server, held by the factory."""
+
+    authenticator: Authenticator
+    api: JsonResource
+    builder: SyncBuilder
+    waiter: ChangeWaiter
+    clock: Any
+    presence: Any | None = None
+    settings: SocketSettings = SocketSettings()
+
+
+def websocket_resource(services: SocketServices, reactor: Any = None) -> WebSocketResource:
+    """The resource to mount at /_roost/ws, with autobahn's limits set above ours.
+
+    Autobahn's own limits fail the connection; ours answer an error frame and
+    keep it open, so autobahn's must be the larger.
+    """
+    settings = services.settings
+    kwargs = {"reactor": reactor} if reactor is not None else {}
+    factory = SyncSocketFactory(services, **kwargs)
+    factory.setProtocolOptions(
+        maxFramePayloadSize=4 * settings.max_message_bytes,
+        maxMessagePayloadSize=4 * settings.max_message_bytes,
+        autoPingInterval=settings.ping_interval_s,
+        autoPingTimeout=settings.ping_timeout_s,
+        openHandshakeTimeout=10,
+        closeHandshakeTimeout=5,
+    )
+    return WebSocketResource(factory)
+
+
+class SyncSocketFactory(WebSocketServerFactory):
+    def __init__(self, services: SocketServices, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.services = services
+        self.protocol = SyncSocket
+
+
+# -- requests: each op becomes a REST call -------------------------------------------------
+
+
+def _text(frame: JsonDict, name: str, default: str | None = None) -> str:
+    value = frame.get(name, default)
+    if value is None:
+        raise missing_param(name)
+    if not isinstance(value, str) or not value:
+        raise invalid_param(f"{name} must be a non-empty string")
+    return value
+
+
+def _fields(frame: JsonDict, *names: str) -> JsonDict:
+    return {n: frame[n] for n in names if frame.get(n) is not None}
+
+
+Call = tuple[str, str, Any]  # method, path, JSON body (None: no body)
+
+
+def _send(f: JsonDict, who: Requester) -> Call:
+    room, etype, txn = _text(f, "room_id"), _text(f, "type"), _text(f, "txn_id")
+    path = f"{V3}/rooms/{path_quote(room)}/send/{path_quote(etype)}/{path_quote(txn)}"
+    return "PUT", path, f.get("content")
+
+
+def _typing(f: JsonDict, who: Requester) -> Call:
+    path = f"{V3}/rooms/{path_quote(_text(f, 'room_id'))}/typing/{path_quote(who.user_id)}"
+    return "PUT", path, _fields(f, "typing", "timeout")
+
+
+def _receipt(f: JsonDict, who: Requester) -> Call:
+    room, event = path_quote(_text(f, "room_id")), path_quote(_text(f, "event_id"))
+    kind = path_quote(_text(f, "receipt_type", "m.read"))
+    return "POST", f"{V3}/rooms/{room}/receipt/{kind}/{event}", _fields(f, "thread_id")
+
+
+def _join(f: JsonDict, who: Requester) -> Call:
+    target = path_quote(_text(f, "room_id_or_alias"))
+    return "POST", f"{V3}/join/{target}", _fields(f, "reason")
+
+
+def _leave(f: JsonDict, who: Requester) -> Call:
+    return "POST", f"{V3}/rooms/{path_quote(_text(f, 'room_id'))}/leave", _fields(f, "reason")
+
+
+def _presence(f: JsonDict, who: Requester) -> Call:
+    path = f"{V3}/presence/{path_quote(who.user_id)}/status"
+    return "PUT", path, _fields(f, "presence", "status_msg")
+
+
+OPS: dict[str, Callable[[JsonDict, Requester], Call]] = {
+    "send": _send, "typing": _typing, "receipt": _receipt,
+    "join": _join, "leave": _leave, "presence": _presence,
+}
+
+
+def _error(err: MatrixError) -> JsonDict:
+    return err.to_json()
+
+
+def _encode(frame: JsonDict) -> bytes:
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _pending_bytes(transport: Any) -> int:
+    """Bytes written to the transport that the kernel has not taken yet.
+
+    Twisted has no public accessor; these are FileDescriptor's buffers. On a
+    transport without them (TLS) this is 0 and the producer pause is the
+    only signal.
+    """
+    buffered = getattr(transport, "dataBuffer", b"")
+    offset = getattr(transport, "offset", 0)
+    temp = getattr(transport, "_tempDataLen", 0)
+    if not isinstance(temp, int) or not isinstance(offset, int):
+        return 0
+    return max(0, len(buffered) - offset) + temp
+
+
+@implementer(IPushProducer)
+class _Flow:
+    """The transport's pause/resume signal: paused means its write buffer is full."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.drained: defer.Deferred[bool] | None = None
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        waiting, self.drained = self.drained, None
+        if waiting is not None and not waiting.called:
+            waiting.callback(True)
+
+    def stopProducing(self) -> None:
+        self.resumeProducing()
+
+
+# -- the socket --------------------------------------------------------------------------
+
+
+class SyncSocket(WebSocketServerProtocol):
+    """One client's socket: authentication, the push loop, and its queue of requests."""
+
+    factory: SyncSocketFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._token: str | None = None
+        self._requester: Requester | None = None
+        self._since: SyncToken | None = None  # the last token whose delta was fully written
+        self._stream: defer.Deferred[None] | None = None
+        self._queue: deque[JsonDict] = deque()
+        self._runner: defer.Deferred[None] | None = None
+        self._auth_timer: Any = None
+        self._flow = _Flow()
+        self._closing = False
+        self._online = False
+
+    @property
+    def _services(self) -> SocketServices:
+        return self.factory.services
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Take over flow control from the HTTP channel that handed us the transport."""
+        super().connectionMade()
+        try:
+            self.transport.unregisterProducer()
+            self.transport.registerProducer(self._flow, True)
+        except (AttributeError, RuntimeError):
+            logger.debug("transport without producer support; relying on the byte count")
+
+    def onConnect(self, request: ConnectionRequest) -> defer.Deferred[None]:
+        """Authenticate a Bearer header at the handshake; refuse a bad one with HTTP 401."""
+        return defer.ensureDeferred(self._header_auth(request.headers.get("authorization")))
+
+    async def _header_auth(self, header: str | None) -> None:
+        if header is None:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ConnectionDeny(401, "M_MISSING_TOKEN: Authorization is not a Bearer token")
+        try:
+            requester = await self._services.authenticator.authenticate(token.strip())
+        except MatrixError as e:
+            raise ConnectionDeny(401, f"{e.errcode}: {e.error}") from None
+        self._token, self._requester = token.strip(), requester
+        return None
+
+    def onOpen(self) -> None:
+        if self._requester is not None:
+            self._authenticated()
+        else:
+            clock = self._services.clock
+            self._auth_timer = clock.callLater(self._services.settings.auth_timeout_s,
+                                               self._auth_timed_out)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        """Cancel everything this socket waits on: nothing outlives the connection."""
+        self._closing = True
+        if self._auth_timer is not None and self._auth_timer.active():
+            self._auth_timer.cancel()
+        self._auth_timer = None
+        for running in (self._stream, self._runner):
+            if running is not None:
+                running.cancel()
+        self._stream = self._runner = None
+        self._queue.clear()
+        self._flow.stopProducing()
+        if self._online:
+            self._online = False
+            self._call_presence("connection_closed")
+
+    def _auth_timed_out(self) -> None:
+        self._auth_timer = None
+        if self._requester is None:
+            self._close_auth(MatrixError(401, "M_MISSING_TOKEN", "No auth message in time"))
+
+    # -- frames in -------------------------------------------------------------------------
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._closing:
+            return
+        try:
+            frame = self._parse(payload, isBinary)
+        except MatrixError as e:
+            self._reply(None, error=e)
+            return
+        op = frame.get("op")
+        if op == "auth":
+            defer.ensureDeferred(self._auth_message(frame)).addErrback(self._unexpected)
+        elif self._requester is None:
+            self._reply(frame.get("id"), error=MatrixError(
+                401, "M_MISSING_TOKEN", "Authenticate first: send {\"op\": \"auth\", ...}"))
+        elif op == "sync":
+            self._start_sync(frame)
+        else:
+            self._enqueue(frame)
+
+    def _parse(self, payload: bytes, is_binary: bool) -> JsonDict:
+        if is_binary:
+            raise MatrixError(400, "M_NOT_JSON", "Binary frames are not accepted")
+        if len(payload) > self._services.settings.max_message_bytes:
+            raise MatrixError(413, "M_TOO_LARGE", "Frame too large")
+        try:
+            frame = json.loads(payload, parse_constant=_refuse_constant)
+        except (ValueError, UnicodeDecodeError):
+            raise MatrixError(400, "M_NOT_JSON", "Frame is not JSON") from None
+        if not isinstance(frame, dict):
+            raise bad_json("Frame must be a JSON object")
+        return frame
+
+    async def _auth_message(self, frame: JsonDict) -> None:
+        """First-message auth (browsers cannot set headers), or a refreshed token later.
+
+        A later auth message must name the same user and device: it swaps in
+        a refreshed token, it does not change who the socket belongs to.
+        """
+        token = frame.get("token")
+        if not isinstance(token, str) or not token:
+            self._close_auth(MatrixError(401, "M_MISSING_TOKEN", "auth needs a token"))
+            return
+        try:
+            requester = await self._services.authenticator.authenticate(token)
+        except MatrixError as e:
+            self._close_auth(e)
+            return
+        previous = self._requester
+        if previous is not None and (previous.user_id, previous.device_id) != (
+                requester.user_id, requester.device_id):
+            self._reply(frame.get("id"), error=MatrixError(
+                403, "M_FORBIDDEN", "A socket cannot change user or device"))
+            return
+        self._token, self._requester = token, requester
+        if previous is None:
+            self._authenticated()
+        else:
+            self._write({"type": "ready", "user_id": requester.user_id,
+                         "device_id": requester.device_id})
+
+    def _authenticated(self) -> None:
+        if self._auth_timer is not None and self._auth_timer.active():
+            self._auth_timer.cancel()
+        self._auth_timer = None
+        assert self._requester is not None
+        self._online = True
+        self._call_presence("connection_opened")
+        self._call_presence("user_active")
+        self._write({"type": "ready", "user_id": self._requester.user_id,
+                     "device_id": self._requester.device_id})
+
+    def _call_presence(self, name: str) -> None:
+        method = getattr(self._services.presence, name, None)
+        if method is not None and self._requester is not None:
+            method(self._requester.user_id)
+
+    async def _reauthenticate(self) -> Requester | None:
+        """Check the token again: a logout or expiry must end the socket, not just new requests."""
+        if self._token is None or self._closing:
+            return None
+        try:
+            self._requester = await self._services.authenticator.authenticate(self._token)
+        except MatrixError as e:
+            self._close_auth(e)
+            return None
+        return self._requester
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _enqueue(self, frame: JsonDict) -> None:
+        """Requests run one after another, in the order sent, like a pipelined connection."""
+        fid = frame.get("id")
+        if not isinstance(fid, str | int) or isinstance(fid, bool):
+            self._reply(None, error=missing_param("id"))
+            return
+        if frame.get("op") not in OPS:
+            self._reply(fid, error=MatrixError(400, "M_UNRECOGNIZED", "Unknown op"))
+            return
+        if len(self._queue) >= self._services.settings.max_queued_requests:
+            self._reply(fid, error=MatrixError(429, "M_LIMIT_EXCEEDED", "Too many queued requests",
+                                               retry_after_ms=1000))
+            return
+        self._queue.append(frame)
+        if self._runner is None:
+            runner = defer.ensureDeferred(self._run_queue())
+            if not runner.called:  # a queue drained at once has already cleared _runner
+                self._runner = runner
+            runner.addErrback(self._unexpected)
+
+    async def _run_queue(self) -> None:
+        try:
+            while self._queue and not self._closing:
+                await self._run(self._queue.popleft())
+        finally:
+            self._runner = None
+
+    async def _run(self, frame: JsonDict) -> None:
+        fid = frame["id"]
+        requester = await self._reauthenticate()
+        if requester is None:
+            return
+        self._call_presence("user_active")
+        try:
+            method, path, body = OPS[frame["op"]](frame, requester)
+        except MatrixError as e:
+            self._reply(fid, error=e)
+            return
+        raw = b"" if body is None else json.dumps(body).encode("utf-8")
+        status, result = await self._services.api.dispatch(method, path, raw, requester)
+        if status == 200:
+            self._write({"id": fid, "result": result})
+        else:
+            self._write({"id": fid, "error": result})  # the REST error body, errcode and all
+
+    # -- the push stream -------------------------------------------------------------------
+
+    def _start_sync(self, frame: JsonDict) -> None:
+        defer.ensureDeferred(self._start_sync_async(frame)).addErrback(self._unexpected)
+
+    async def _start_sync_async(self, frame: JsonDict) -> None:
+        """Validate since and filter, then (re)start the push loop from `since`."""
+        fid = frame.get("id")
+        requester = self._requester
+        assert requester is not None
+        try:
+            raw_since = frame.get("since")
+            if raw_since is not None and not isinstance(raw_since, str):
+                raise invalid_param("since must be a sync token or null")
+            since = SyncToken.parse(raw_since) if raw_since else None
+            full_state = frame.get("full_state", False)
+            if not isinstance(full_state, bool):
+                raise invalid_param("full_state must be true or false")
+            filt = await self._load_filter(frame.get("filter"), requester)
+        except MatrixError as e:
+            self._reply(fid, error=e)
+            return
+        if self._closing:
+            return
+        if self._stream is not None:
+            self._stream.cancel()
+        if fid is not None:
+            self._reply(fid, result={})
+        self._since = since
+        self._stream = defer.ensureDeferred(self._push_loop(since, filt, full_state))
+        self._stream.addErrback(self._unexpected)
+
+    async def _load_filter(self, raw: Any, requester: Requester) -> SyncFilter:
+        """An inline filter object, or a stored filter's id read through the REST route."""
+        if raw is None:
+            return SyncFilter()
+        if isinstance(raw, dict):
+            check_filter(raw)
+            return SyncFilter.from_json(raw)
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            raw = str(raw)
+        if not isinstance(raw, str):
+            raise invalid_param("filter must be an object or a filter id")
+        path = f"{V3}/user/{path_quote(requester.user_id)}/filter/{path_quote(raw)}"
+        status, body = await self._services.api.dispatch("GET", path, b"", requester)
+        if status != 200:
+            raise MatrixError(status, body.get("errcode", "M_UNKNOWN"), body.get("error", ""))
+        return SyncFilter.from_json(body)
+
+    async def _push_loop(self, since: SyncToken | None, filt: SyncFilter,
+                         full_state: bool) -> None:
+        """Build from the last token; push a non-empty delta; else wait for a change.
+
+        The same loop as /sync's long poll, run forever: the token only moves
+        past a delta once it is written, so nothing is lost or repeated. The
+        wait is bounded by `recheck_s` so an idle socket's token is checked
+        again (expiry, logout) even when nothing happens.
+        """
+        s = self._services
+        while not self._closing:
+            requester = await self._reauthenticate()
+            if requester is None:
+                return
+            body, token = await s.builder.build(requester.user_id, since, filt, full_state)
+            if since is None or full_state or not s.builder.is_empty(body):
+                if not await self._push(body, token):
+                    return
+                since, full_state = token, False
+            if s.builder.now() == token:  # nothing landed while building: wait for a change
+                await s.waiter.wait(requester.user_id, s.settings.recheck_s)
+
+    async def _push(self, body: JsonDict, token: SyncToken) -> bool:
+        """Write one delta, unless the client has stopped reading; False once closed."""
+        if self._flow.paused and not await self._drained():
+            self._close_slow()
+            return False
+        if self._closing:
+            return False
+        self._write({"type": "sync", "next_batch": str(token), "body": body})
+        if not self._closing:
+            self._since = token
+        return not self._closing
+
+    async def _drained(self) -> bool:
+        """Wait for the transport to take our buffer, up to `drain_timeout_s`."""
+        flow = self._flow
+        if flow.drained is None:
+            flow.drained = defer.Deferred()
+        waiting = flow.drained
+        timer = self._services.clock.callLater(
+            self._services.settings.drain_timeout_s,
+            lambda: waiting.called or waiting.callback(False))
+        try:
+            return await waiting
+        finally:
+            if timer.active():
+                timer.cancel()
+
+    # -- frames out ------------------------------------------------------------------------
+
+    def _reply(self, fid: Any, result: JsonDict | None = None,
+               error: MatrixError | None = None) -> None:
+        if error is not None:
+            self._write({"id": fid, "error": _error(error)})
+        else:
+            self._write({"id": fid, "result": result if result is not None else {}})
+
+    def _write(self, frame: JsonDict) -> None:
+        """Send a frame; past the byte bound the client is too slow and is let go."""
+        if self._closing:
+            return
+        self.sendMessage(_encode(frame), isBinary=False)
+        if _pending_bytes(self.transport) > self._services.settings.max_pending_bytes:
+            self._close_slow()
+
+    def _close_slow(self) -> None:
+        """Close with the last token fully written, so the client resumes without a gap."""
+        if self._closing:
+            return
+        since = str(self._since) if self._since is not None else None
+        self.sendMessage(_encode({"type": "resume", "next_batch": since}), isBinary=False)
+        self._close(CLOSE_SLOW, "client too slow; resume from next_batch")
+
+    def _close_auth(self, err: MatrixError) -> None:
+        if self._closing:
+            return
+        self._write({"type": "error", "error": _error(err)})
+        self._close(CLOSE_AUTH, err.errcode)
+
+    def _close(self, code: int, reason: str) -> None:
+        """Start the closing handshake; the loops see `_closing` and stop by themselves.
+
+        They are not cancelled here because this may run inside one of them;
+        onClose cancels whatever still waits once the connection is gone.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        self.sendClose(code, reason)
+
+    def _unexpected(self, failure: Any) -> None:
+        if not failure.check(defer.CancelledError):
+            logger.error("websocket task failed: %s", failure.getTraceback())
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

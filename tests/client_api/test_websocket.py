@@ -1,0 +1,366 @@
+"""The WebSocket push stream over a real listener, with Autobahn's Twisted client.
+
+Each test runs a real homeserver on PostgreSQL and talks to /_roost/ws the
+way a chat client would; REST calls on the side check that the socket and
+/sync agree. Waits are for events (a frame, a close) with a generous timeout,
+never sleeps standing in for assertions.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    connectWS,
+)
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
+
+from tests.server_harness import RunningServer, q, start_server
+
+V3 = "/_matrix/client/v3"
+WAIT_S = 15
+
+
+class _Client(WebSocketClientProtocol):
+    def onOpen(self) -> None:
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.factory.frames.put(json.loads(payload))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.factory.opened.called:
+            self.factory.opened.errback(ConnectionError(f"handshake failed: {code} {reason}"))
+        if not self.factory.closed.called:
+            self.factory.closed.callback((code, reason))
+
+
+class Socket:
+    """A connected client: send frames, await the next one, await the close."""
+
+    def __init__(self, factory: WebSocketClientFactory, protocol: _Client) -> None:
+        self.factory = factory
+        self.protocol = protocol
+
+    def send(self, frame: Any) -> None:
+        self.protocol.sendMessage(json.dumps(frame).encode())
+
+    def send_raw(self, payload: bytes, binary: bool = False) -> None:
+        self.protocol.sendMessage(payload, isBinary=binary)
+
+    async def next(self) -> Any:
+        got = self.factory.frames.get()
+        got.addTimeout(WAIT_S, reactor)
+        return await got
+
+    async def next_matching(self, **fields: Any) -> Any:
+        """The next frame whose top-level fields match, skipping others (sync pushes)."""
+        while True:
+            frame = await self.next()
+            if all(frame.get(k) == v for k, v in fields.items()):
+                return frame
+
+    async def closed(self) -> tuple[int | None, str | None]:
+        closed = self.factory.closed
+        closed.addTimeout(WAIT_S, reactor)
+        return await closed
+
+    def close(self) -> None:
+        self.protocol.sendClose(1000)
+
+    async def shut(self) -> None:
+        """Close and wait until the server has seen it: cleanups run before the server stops."""
+        if not self.factory.closed.called:
+            self.protocol.dropConnection(abort=True)
+        await self.closed()
+
+
+def _factory(server: RunningServer, token: str | None) -> WebSocketClientFactory:
+    url = f"ws://127.0.0.1:{server.port.getHost().port}/_roost/ws"
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    factory = WebSocketClientFactory(url, headers=headers)
+    factory.protocol = _Client
+    factory.opened = defer.Deferred()
+    factory.closed = defer.Deferred()
+    factory.frames = defer.DeferredQueue()
+    return factory
+
+
+async def connect(testcase: TestCase, server: RunningServer, token: str | None = None) -> Socket:
+    """Open a socket (with the Bearer header if `token`); closed when the test ends."""
+    factory = _factory(server, token)
+    connector = connectWS(factory)
+    testcase.addCleanup(connector.disconnect)
+    factory.opened.addTimeout(WAIT_S, reactor)
+    protocol = await factory.opened
+    sock = Socket(factory, protocol)
+    testcase.addCleanup(lambda: defer.ensureDeferred(sock.shut()))
+    return sock
+
+
+async def connect_and_auth(testcase: TestCase, server: RunningServer, token: str) -> Socket:
+    """Open a socket authenticated by its first message, as a browser would."""
+    sock = await connect(testcase, server)
+    sock.send({"op": "auth", "token": token})
+    ready = await sock.next()
+    testcase.assertEqual(ready["type"], "ready", ready)
+    return sock
+
+
+async def _setup(server: RunningServer) -> tuple[str, str, str]:
+    alice = (await server.register("alice"))["access_token"]
+    bob = (await server.register("bob"))["access_token"]
+    created = await server.request("POST", V3 + "/createRoom",
+                                   {"name": "Chat", "invite": ["@bob:test.roost"]}, token=alice)
+    room = created.body["room_id"]
+    joined = await server.request("POST", V3 + f"/rooms/{room}/join", {}, token=bob)
+    assert joined.status == 200, joined.body
+    return alice, bob, room
+
+
+async def _send(server: RunningServer, token: str, room: str, body: str, txn: str) -> str:
+    resp = await server.request("PUT", V3 + f"/rooms/{room}/send/m.room.message/{txn}",
+                                {"msgtype": "m.text", "body": body}, token=token)
+    assert resp.status == 200, resp.body
+    return resp.body["event_id"]
+
+
+def _bodies(frame: Any, room: str) -> list[str]:
+    joined = frame["body"]["rooms"]["join"].get(room, {})
+    return [e["content"].get("body") for e in joined.get("timeline", {}).get("events", [])
+            if e["type"] == "m.room.message"]
+
+
+async def _until(predicate: Any) -> None:
+    """Wait (polling the reactor) until `predicate()` holds; fail after WAIT_S."""
+    for _ in range(WAIT_S * 100):
+        if predicate():
+            return
+        await task.deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("condition not reached")
+
+
+class ConnectTests(TestCase):
+    async def test_header_auth_then_a_message_sent_over_rest_is_pushed(self) -> None:
+        server = await start_server(self)
+        alice, bob, room = await _setup(server)
+        sock = await connect(self, server, bob)
+        ready = await sock.next()
+        self.assertEqual(ready, {"type": "ready", "user_id": "@bob:test.roost",
+                                 "device_id": ready["device_id"]})
+        sock.send({"op": "sync", "since": None, "id": "s1"})
+        self.assertEqual(await sock.next(), {"id": "s1", "result": {}})
+        initial = await sock.next()
+        self.assertEqual(initial["type"], "sync")
+        self.assertIn(room, initial["body"]["rooms"]["join"])
+        self.assertEqual(initial["next_batch"], initial["body"]["next_batch"])
+        await _send(server, alice, room, "hello bob", "a1")
+        pushed = await sock.next_matching(type="sync")
+        self.assertEqual(_bodies(pushed, room), ["hello bob"])
+        self.assertEqual(pushed["body"]["rooms"]["join"][room]["timeline"]["events"][0]["sender"],
+                         "@alice:test.roost")
+
+    async def test_first_message_auth_and_presence_online(self) -> None:
+        server = await start_server(self)
+        alice, bob, _room = await _setup(server)
+        sock = await connect(self, server)
+        sock.send({"id": "early", "op": "send", "room_id": "!x:test.roost", "type": "m.room.message",
+                   "content": {}, "txn_id": "t"})
+        refused = await sock.next()
+        self.assertEqual((refused["id"], refused["error"]["errcode"]), ("early", "M_MISSING_TOKEN"))
+        sock.send({"op": "auth", "token": bob})
+        ready = await sock.next()
+        self.assertEqual((ready["type"], ready["user_id"]), ("ready", "@bob:test.roost"))
+        status = await server.request("GET", V3 + f"/presence/{q('@bob:test.roost')}/status",
+                                      token=alice)
+        self.assertEqual(status.body.get("presence"), "online", status.body)
+
+
+class RequestTests(TestCase):
+    async def test_send_over_the_socket_reaches_the_other_users_sync(self) -> None:
+        server = await start_server(self)
+        alice, bob, room = await _setup(server)
+        token = (await server.request("GET", V3 + "/sync", token=alice)).body["next_batch"]
+        sock = await connect_and_auth(self, server, bob)
+        sock.send({"id": "c1", "op": "send", "room_id": room, "type": "m.room.message",
+                   "content": {"msgtype": "m.text", "body": "from the socket"}, "txn_id": "w1"})
+        sent = await sock.next()
+        self.assertEqual(sent["id"], "c1")
+        event_id = sent["result"]["event_id"]
+        # The same txn id is the same send, as over REST.
+        sock.send({"id": "c2", "op": "send", "room_id": room, "type": "m.room.message",
+                   "content": {"msgtype": "m.text", "body": "from the socket"}, "txn_id": "w1"})
+        self.assertEqual(await sock.next(), {"id": "c2", "result": {"event_id": event_id}})
+        sock.send({"id": "c3", "op": "typing", "room_id": room, "typing": True, "timeout": 20000})
+        self.assertEqual(await sock.next(), {"id": "c3", "result": {}})
+        sock.send({"id": "c4", "op": "receipt", "room_id": room, "event_id": event_id})
+        self.assertEqual(await sock.next(), {"id": "c4", "result": {}})
+        resp = await server.request("GET", V3 + f"/sync?since={token}", token=alice)
+        joined = resp.body["rooms"]["join"][room]
+        events = joined["timeline"]["events"]
+        self.assertEqual([(e["event_id"], e["sender"], e["content"]["body"]) for e in events],
+                         [(event_id, "@bob:test.roost", "from the socket")])
+        ephemeral = {e["type"]: e["content"] for e in joined["ephemeral"]["events"]}
+        self.assertEqual(ephemeral["m.typing"], {"user_ids": ["@bob:test.roost"]})
+        self.assertIn("@bob:test.roost", ephemeral["m.receipt"][event_id]["m.read"])
+
+    async def test_join_leave_and_rest_errors_over_the_socket(self) -> None:
+        server = await start_server(self)
+        alice = (await server.register("alice"))["access_token"]
+        carol = (await server.register("carol"))["access_token"]
+        created = await server.request("POST", V3 + "/createRoom",
+                                       {"preset": "public_chat", "room_alias_name": "lobby"},
+                                       token=alice)
+        room = created.body["room_id"]
+        sock = await connect_and_auth(self, server, carol)
+        sock.send({"id": "j", "op": "join", "room_id_or_alias": "#lobby:test.roost"})
+        self.assertEqual(await sock.next(), {"id": "j", "result": {"room_id": room}})
+        sock.send({"id": "l", "op": "leave", "room_id": room})
+        self.assertEqual(await sock.next(), {"id": "l", "result": {}})
+        members = await server.request("GET", V3 + f"/rooms/{room}/state/m.room.member/"
+                                       + q("@carol:test.roost"), token=alice)
+        self.assertEqual(members.body["membership"], "leave")
+        # Errors are the REST endpoint's, errcode for errcode.
+        sock.send({"id": "s", "op": "send", "room_id": room, "type": "m.room.message",
+                   "content": {"body": "x"}, "txn_id": "t1"})
+        over_socket = await sock.next()
+        over_rest = await server.request("PUT", V3 + f"/rooms/{room}/send/m.room.message/t1",
+                                         {"body": "x"}, token=carol)
+        self.assertEqual(over_socket, {"id": "s", "error": over_rest.body})
+        self.assertEqual(over_rest.body["errcode"], "M_FORBIDDEN")
+        sock.send({"id": "u", "op": "send", "room_id": "!nope:test.roost", "type": "m.room.message",
+                   "content": {"body": "x"}, "txn_id": "t2"})
+        self.assertEqual((await sock.next())["error"]["errcode"], "M_NOT_FOUND")
+        sock.send({"id": "b", "op": "typing", "room_id": room, "typing": "yes"})
+        self.assertEqual((await sock.next())["error"]["errcode"], "M_BAD_JSON")
+
+
+class ResumeTests(TestCase):
+    async def test_reconnect_resumes_from_the_last_token_without_loss_or_repeats(self) -> None:
+        server = await start_server(self)
+        alice, bob, room = await _setup(server)
+        sock = await connect_and_auth(self, server, bob)
+        sock.send({"op": "sync", "since": None})
+        await sock.next_matching(type="sync")
+        await _send(server, alice, room, "m1", "t1")
+        first = await sock.next_matching(type="sync")
+        self.assertEqual(_bodies(first, room), ["m1"])
+        last_token = first["next_batch"]
+        sock.close()
+        await sock.closed()
+        # Sent while nobody listens.
+        await _send(server, alice, room, "m2", "t2")
+        await _send(server, alice, room, "m3", "t3")
+        again = await connect_and_auth(self, server, bob)
+        again.send({"op": "sync", "since": last_token, "filter": {"room": {"timeline": {
+            "limit": 50}}}})
+        seen: list[str] = []
+        while seen[-1:] != ["m4"]:
+            frame = await again.next_matching(type="sync")
+            seen += _bodies(frame, room)
+            last_token = frame["next_batch"]
+            if seen == ["m2", "m3"]:
+                await _send(server, alice, room, "m4", "t4")
+        self.assertEqual(seen, ["m2", "m3", "m4"])
+        # Moving from the socket to /sync with the socket's token: nothing repeated, nothing lost.
+        await _send(server, alice, room, "m5", "t5")
+        resp = await server.request("GET", V3 + f"/sync?since={last_token}", token=bob)
+        events = resp.body["rooms"]["join"][room]["timeline"]["events"]
+        self.assertEqual([e["content"]["body"] for e in events], ["m5"])
+        # And back: the socket resumes from /sync's token.
+        third = await connect_and_auth(self, server, bob)
+        third.send({"op": "sync", "since": resp.body["next_batch"]})
+        await _send(server, alice, room, "m6", "t6")
+        self.assertEqual(_bodies(await third.next_matching(type="sync"), room), ["m6"])
+
+    async def test_stored_filter_by_id_and_bad_sync_requests(self) -> None:
+        server = await start_server(self)
+        alice, bob, room = await _setup(server)
+        stored = await server.request("POST", V3 + "/user/@bob:test.roost/filter",
+                                      {"room": {"timeline": {"types": ["m.room.topic"]}}},
+                                      token=bob)
+        token = (await server.request("GET", V3 + "/sync", token=bob)).body["next_batch"]
+        sock = await connect_and_auth(self, server, bob)
+        for bad, errcode in (({"since": "garbage"}, "M_INVALID_PARAM"),
+                             ({"filter": "999"}, "M_NOT_FOUND"),
+                             ({"filter": {"room": []}}, "M_BAD_JSON")):
+            sock.send({"id": "bad", "op": "sync", **bad})
+            reply = await sock.next()
+            self.assertEqual(reply["error"]["errcode"], errcode, bad)
+        sock.send({"id": "ok", "op": "sync", "since": token, "filter": stored.body["filter_id"]})
+        self.assertEqual(await sock.next(), {"id": "ok", "result": {}})
+        await _send(server, alice, room, "filtered out", "f1")
+        await server.request("PUT", V3 + f"/rooms/{room}/state/m.room.topic", {"topic": "news"},
+                             token=alice)
+        frame = await sock.next_matching(type="sync")
+        events = frame["body"]["rooms"]["join"][room]["timeline"]["events"]
+        self.assertEqual([e["type"] for e in events], ["m.room.topic"])
+
+
+class BadInputTests(TestCase):
+    async def test_each_bad_frame_gets_an_error_and_the_socket_stays_usable(self) -> None:
+        server = await start_server(self)
+        _alice, bob, room = await _setup(server)
+        sock = await connect_and_auth(self, server, bob)
+        cases: list[tuple[bytes, bool, Any, str]] = [
+            (b"this is not json", False, None, "M_NOT_JSON"),
+            (b"\x00\x01binary", True, None, "M_NOT_JSON"),
+            (b"[1, 2, 3]", False, None, "M_BAD_JSON"),
+            (json.dumps({"id": "u1", "op": "fly"}).encode(), False, "u1", "M_UNRECOGNIZED"),
+            (json.dumps({"op": "send", "room_id": room}).encode(), False, None, "M_MISSING_PARAM"),
+            (json.dumps({"id": "big", "op": "send", "pad": "x" * 70_000}).encode(), False, None,
+             "M_TOO_LARGE"),
+            (json.dumps({"id": "n1", "op": "send", "room_id": room, "type": "m.room.message",
+                         "content": {"body": "x"}}).encode(), False, "n1", "M_MISSING_PARAM"),
+            (json.dumps({"id": "n2", "op": "send", "room_id": room, "type": "m.room.message",
+                         "content": [1], "txn_id": "z"}).encode(), False, "n2", "M_BAD_JSON"),
+        ]
+        for payload, binary, fid, errcode in cases:
+            sock.send_raw(payload, binary)
+            reply = await sock.next()
+            self.assertEqual((reply["id"], reply["error"]["errcode"]), (fid, errcode), payload[:40])
+        sock.send({"id": "fine", "op": "send", "room_id": room, "type": "m.room.message",
+                   "content": {"msgtype": "m.text", "body": "still here"}, "txn_id": "ok1"})
+        reply = await sock.next()
+        self.assertEqual(reply["id"], "fine")
+        self.assertTrue(reply["result"]["event_id"].startswith("$"))
+
+
+class AuthTests(TestCase):
+    async def test_bad_auth_message_gets_an_error_and_close(self) -> None:
+        server = await start_server(self)
+        for frame, errcode in (({"op": "auth", "token": "not-a-token"}, "M_UNKNOWN_TOKEN"),
+                               ({"op": "auth"}, "M_MISSING_TOKEN")):
+            sock = await connect(self, server)
+            sock.send(frame)
+            frame = await sock.next()
+            self.assertEqual((frame["type"], frame["error"]["errcode"]), ("error", errcode))
+            code, _reason = await sock.closed()
+            self.assertEqual(code, 4001)
+
+    async def test_bad_header_token_is_refused_at_the_handshake(self) -> None:
+        server = await start_server(self)
+        factory = _factory(server, "not-a-token")
+        connector = connectWS(factory)
+        self.addCleanup(connector.disconnect)
+        factory.opened.addTimeout(WAIT_S, reactor)
+        with self.assertRaises(ConnectionError) as caught:
+            await factory.opened
+        self.assertIn("401", str(caught.exception))
+
+    async def test_logout_over_rest_closes_the_socket_at_the_next_request(self) -> None:
+        server = await start_server(self)
+        _alice, bob, room = await _setup(server)
+        sock = await connect(self, server, bob)
+        await sock.next_matching(type="ready")
+        logout = await server.request("POST", V3 + "/logout", {}, token=bob)
+        self.assertEqual(logout.status, 200)
+        sock.send({"id": "after", "op": "typing", "room_id": room, "typing": True})
+        frame = await sock.next()
+        self.assertEqual((frame["type"], frame["error"]["errcode"]), ("error", "M_UNKNOWN_TOKEN"))
+        code, _reason = await sock.closed()
+        self.assertEqual(code, 4001)
