@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Awaitable, Callable
 
 from roost.client_api.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
@@ -10,6 +11,9 @@ from roost.client_api.room_view import RoomView, append_event
 from roost.rooms.engine import NewEvent, RoomEngine, RoomError
 from roost.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from roost.storage.directory import DirectoryStore
+
+# user_id -> the displayname/avatar_url to put in their join events.
+ProfileLookup = Callable[[str], Awaitable[JsonDict]]
 
 PRESETS = {
     "private_chat": ("invite", "shared", "can_join"),
@@ -132,7 +136,7 @@ class RoomCreation:
 
 def register(
     router: Router, engine: RoomEngine, view: RoomView, directory: DirectoryStore,
-    creation: RoomCreation,
+    creation: RoomCreation, member_profile: ProfileLookup | None = None,
 ) -> None:
     server_name = creation.server_name
 
@@ -152,6 +156,8 @@ def register(
         if visibility not in ("public", "private"):
             raise invalid_param("visibility must be public or private")
         events = creation.events(user, version, body, alias)
+        if member_profile is not None:
+            events[1].content.update(await member_profile(user))  # the creator's join
         try:
             room_id, _ = await engine.create_room(version, events)
         except RoomError as e:
@@ -184,6 +190,8 @@ def register(
             current = await view.membership(room_id, target)
             if current == "join":
                 return
+            if member_profile is not None:
+                content.update(await member_profile(target))
         await append_event(engine, room_id, NewEvent(sender, "m.room.member", content, target))
 
     async def join_by_id_or_alias(req: ApiRequest) -> JsonDict:

@@ -102,6 +102,9 @@ def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters
             raise invalid_param("set_presence must be online, offline or unavailable")
         if presence is not None and set_presence == "online":
             presence.user_active(user)
+        elif presence is not None and set_presence == "unavailable":
+            status = presence.get(user).get("status_msg")
+            await presence.set_presence(user, "unavailable", status)
         if presence is not None:
             presence.connection_opened(user)
         try:

@@ -22,6 +22,8 @@ from roost.client_api import (
     directory,
     login,
     messages,
+    presence,
+    profile,
     receipts,
     register,
     relations,
@@ -30,11 +32,14 @@ from roost.client_api import (
     send,
     sync,
     typing,
+    user_directory,
     versions,
     websocket,
 )
 from roost.client_api.accounts import Accounts
 from roost.client_api.passwords import PasswordHasher
+from roost.client_api.presence import PresenceTracker
+from roost.client_api.profile import Profiles
 from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.rooms import RoomCreation
@@ -52,6 +57,7 @@ from roost.storage.embedded import start_embedded_postgres
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
+from roost.storage.profiles import ProfileStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from roost.storage.redis import connect_redis
 from roost.storage.relations import RelationStore
@@ -77,6 +83,8 @@ class Homeserver:
     streams: dict[str, StreamIdGenerator]
     # Things to stop, last started first: (name, zero-argument callable).
     closers: list[tuple[str, Any]] = field(default_factory=list)
+    profiles: Profiles | None = None
+    presence: PresenceTracker | None = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -131,7 +139,7 @@ async def _sync_streams(db: Database) -> dict[str, StreamIdGenerator]:
 def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: Notifier,
                    engine: RoomEngine, view: RoomView,
                    streams: dict[str, StreamIdGenerator],
-                   closers: list[tuple[str, Any]],
+                   closers: list[tuple[str, Any]], presence_tracker: PresenceTracker,
                    ) -> tuple[SyncBuilder, sync.ChangeWaiter]:
     """Typing, receipts, account data, filters and /sync itself (the socket reuses the last two)."""
     typing_tracker = typing.TypingTracker(clock, notifier)
@@ -151,10 +159,10 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     user_rooms.watching_since = streams["events"].current
     notifier.add_listener(user_rooms.on_change)
     builder = SyncBuilder(engine, view, SyncEventStore(db), streams["events"], typing_tracker,
-                          receipt_service, account_store, streams["account_data"], None,
-                          user_rooms)
+                          receipt_service, account_store, streams["account_data"],
+                          presence_tracker, user_rooms)
     waiter = sync.ChangeWaiter(notifier, clock, view.state)
-    sync.register(router, builder, waiter, filters)
+    sync.register(router, builder, waiter, filters, presence_tracker)
     return builder, waiter
 
 
@@ -197,23 +205,34 @@ async def build_homeserver(
         event_stream, IdAllocator(await event_store.max_state_group()), notifier,
     )
     view = RoomView(engine, state_store, RelationStore(db), clock)
+    profile_store = ProfileStore(db)
+    profiles = Profiles(profile_store, engine, state_store)
+    presence_stream = StreamIdGenerator(0)  # presence lives in memory: restarts at 0
+    presence_tracker = PresenceTracker(clock, notifier, presence_stream)
+    closers.append(("presence timers", presence_tracker.stop))
     directory_store = DirectoryStore(db)
 
     router = Router()
     versions.register(router, config.baseurl)
     register.register(router, accounts, tokens, uia, config.registration.enabled)
     login.register(router, accounts, tokens, device_store)
-    account.register(router, accounts, tokens, device_store, uia, on_deactivate=[])
+    account.register(router, accounts, tokens, device_store, uia,
+                     on_deactivate=[profiles.on_deactivate])
+    profile.register(router, profiles)
+    user_directory.register(router, profile_store)
+    presence.register(router, presence_tracker, users)
     devices.register(router, device_store, tokens, uia)
     rooms.register(router, engine, view, directory_store,
-                   RoomCreation(config.server_name, config.rooms.default_version))
+                   RoomCreation(config.server_name, config.rooms.default_version),
+                   profiles.member_profile)
     send.register(router, engine, view, event_store)
     room_state.register(router, engine, view)
     messages.register(router, engine, view, event_store, event_stream)
     relations.register(router, engine, view, RelationStore(db))
     directory.register(router, engine, view, directory_store, config.server_name)
-    streams = {"events": event_stream, **await _sync_streams(db)}
-    builder, waiter = _register_sync(router, db, clock, notifier, engine, view, streams, closers)
+    streams = {"events": event_stream, "presence": presence_stream, **await _sync_streams(db)}
+    builder, waiter = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
+                                     presence_tracker)
 
     root = Resource()
     api = JsonResource(router, tokens, limiter, _limits(config))
@@ -221,8 +240,8 @@ async def build_homeserver(
         root.putChild(name, api)
     sockets = Resource()
     sockets.putChild(b"ws", websocket.websocket_resource(websocket.SocketServices(
-        tokens, api, builder, waiter, clock, None), reactor))
+        tokens, api, builder, waiter, clock, presence_tracker), reactor))
     root.putChild(b"_roost", sockets)
     site = RoostSite(root, config.listeners.client.max_body_bytes)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
-                      notifier, streams, closers)
+                      notifier, streams, closers, profiles, presence_tracker)
