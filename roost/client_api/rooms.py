@@ -6,7 +6,7 @@ import copy
 from collections.abc import Awaitable, Callable
 
 from roost.client_api.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
-from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
+from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, Handler, JsonDict, Router
 from roost.client_api.room_view import RoomView, append_event
 from roost.rooms.engine import NewEvent, RoomEngine, RoomError
 from roost.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion
@@ -52,6 +52,11 @@ def default_power_levels(version: RoomVersion, creator: str, trusted: list[str])
         "state_default": 50, "ban": 50, "kick": 50, "redact": 50, "invite": 0,
         "notifications": {"room": 50},
     }
+
+
+def topic_content(topic: str) -> JsonDict:
+    """A plain-text topic with its text/plain m.topic block (spec v1.15)."""
+    return {"topic": topic, "m.topic": {"m.text": [{"body": topic, "mimetype": "text/plain"}]}}
 
 
 class RoomCreation:
@@ -102,11 +107,11 @@ class RoomCreation:
                             {"history_visibility": history}, ""))
         out.append(NewEvent(creator, "m.room.guest_access", {"guest_access": guest}, ""))
         out.extend(self._initial_state(creator, body))
-        for key, event_type in (("name", "m.room.name"), ("topic", "m.room.topic")):
-            value = _str_field(body, key)
-            if value is not None:
-                field = "name" if key == "name" else "topic"
-                out.append(NewEvent(creator, event_type, {field: value}, ""))
+        name, topic = _str_field(body, "name"), _str_field(body, "topic")
+        if name is not None:
+            out.append(NewEvent(creator, "m.room.name", {"name": name}, ""))
+        if topic is not None:
+            out.append(NewEvent(creator, "m.room.topic", topic_content(topic), ""))
         is_direct = body.get("is_direct") is True
         for invitee in invites:
             content: JsonDict = {"membership": "invite"}
@@ -219,7 +224,13 @@ def register(
                              req.json(required=False))
         return {}
 
-    def targeted(membership: str):  # noqa: ANN202
+    def targeted(membership: str, target_in: tuple[str, ...] | None = None) -> Handler:
+        """An action on another user; `target_in` lists the memberships it applies to.
+
+        A kick and an unban are both a `leave` event, which the auth rules
+        allow whatever the target's membership; checking it first keeps a
+        /kick from lifting a ban and an /unban from kicking a member.
+        """
         async def handler(req: ApiRequest) -> JsonDict:
             body = req.json()
             target = _str_field(body, "user_id")
@@ -227,7 +238,11 @@ def register(
                 raise MatrixError(400, "M_MISSING_PARAM", "missing parameter: user_id")
             if not target.startswith("@") or ":" not in target:
                 raise invalid_param("user_id is not a user id")
-            await set_membership(req.params["room_id"], req.user.user_id, target, membership, body)
+            room_id = req.params["room_id"]
+            if target_in is not None and await engine.room_version(room_id) is not None \
+                    and await view.membership(room_id, target) not in target_in:
+                raise forbidden(f"{target} is not {' or '.join(target_in)} in this room")
+            await set_membership(room_id, req.user.user_id, target, membership, body)
             return {}
         return handler
 
@@ -251,9 +266,9 @@ def register(
     router.add("POST", f"{R}/leave", leave)
     router.add("POST", f"{R}/forget", forget)
     router.add("POST", f"{R}/invite", targeted("invite"))
-    router.add("POST", f"{R}/kick", targeted("leave"))
+    router.add("POST", f"{R}/kick", targeted("leave", ("join", "invite", "knock")))
     router.add("POST", f"{R}/ban", targeted("ban"))
-    router.add("POST", f"{R}/unban", targeted("leave"))
+    router.add("POST", f"{R}/unban", targeted("leave", ("ban",)))
     router.add("GET", f"{CLIENT_PREFIX}/joined_rooms", joined_rooms)
 
 

@@ -79,8 +79,6 @@ def register(router: Router, engine: RoomEngine, view: RoomView, events: EventSt
         state_key = req.params.get("state_key", "")
         content = req.json()
         await ensure_room(room_id)
-        if event_type == "m.room.member":
-            raise forbidden("Use the membership endpoints to change membership")
         if event_type == "m.room.create":
             raise forbidden("The create event cannot be replaced")
         await view.require_joined(room_id, req.user.user_id)
