@@ -185,19 +185,21 @@ class _Flow:
 
     def __init__(self) -> None:
         self.paused = False
-        self.drained: defer.Deferred[bool] | None = None
+        self.waiting: list[defer.Deferred[bool]] = []  # at most the push loop and the queue
 
     def pauseProducing(self) -> None:
         self.paused = True
 
     def resumeProducing(self) -> None:
         self.paused = False
-        waiting, self.drained = self.drained, None
-        if waiting is not None and not waiting.called:
-            waiting.callback(True)
+        waiting, self.waiting = self.waiting, []
+        for d in waiting:
+            if not d.called:
+                d.callback(True)
 
     def stopProducing(self) -> None:
-        self.resumeProducing()
+        """The connection is gone: write nothing more; onClose cancels whoever waits."""
+        self.paused = True
 
 
 # -- the socket --------------------------------------------------------------------------
@@ -214,7 +216,7 @@ class SyncSocket(WebSocketServerProtocol):
         self._requester: Requester | None = None
         self._since: SyncToken | None = None  # the last token whose delta was fully written
         self._stream: defer.Deferred[None] | None = None
-        self._queue: deque[JsonDict] = deque()
+        self._queue: deque[tuple[Any, JsonDict | MatrixError]] = deque()
         self._runner: defer.Deferred[None] | None = None
         self._auth_timer: Any = None
         self._flow = _Flow()
@@ -272,7 +274,6 @@ class SyncSocket(WebSocketServerProtocol):
                 running.cancel()
         self._stream = self._runner = None
         self._queue.clear()
-        self._flow.stopProducing()
         if self._online:
             self._online = False
             self._call_presence("connection_closed")
@@ -290,18 +291,18 @@ class SyncSocket(WebSocketServerProtocol):
         try:
             frame = self._parse(payload, isBinary)
         except MatrixError as e:
-            self._reply(None, error=e)
+            self._enqueue(None, e)
             return
         op = frame.get("op")
         if op == "auth":
             defer.ensureDeferred(self._auth_message(frame)).addErrback(self._unexpected)
         elif self._requester is None:
-            self._reply(frame.get("id"), error=MatrixError(
+            self._enqueue(frame.get("id"), MatrixError(
                 401, "M_MISSING_TOKEN", "Authenticate first: send {\"op\": \"auth\", ...}"))
         elif op == "sync":
             self._start_sync(frame)
         else:
-            self._enqueue(frame)
+            self._enqueue_request(frame)
 
     def _parse(self, payload: bytes, is_binary: bool) -> JsonDict:
         if is_binary:
@@ -373,20 +374,26 @@ class SyncSocket(WebSocketServerProtocol):
 
     # -- requests --------------------------------------------------------------------------
 
-    def _enqueue(self, frame: JsonDict) -> None:
-        """Requests run one after another, in the order sent, like a pipelined connection."""
+    def _enqueue_request(self, frame: JsonDict) -> None:
         fid = frame.get("id")
         if not isinstance(fid, str | int) or isinstance(fid, bool):
-            self._reply(None, error=missing_param("id"))
-            return
-        if frame.get("op") not in OPS:
-            self._reply(fid, error=MatrixError(400, "M_UNRECOGNIZED", "Unknown op"))
-            return
+            self._enqueue(None, missing_param("id"))
+        elif frame.get("op") not in OPS:
+            self._enqueue(fid, MatrixError(400, "M_UNRECOGNIZED", "Unknown op"))
+        else:
+            self._enqueue(fid, frame)
+
+    def _enqueue(self, fid: Any, work: JsonDict | MatrixError) -> None:
+        """Requests and error answers run in the order sent, like a pipelined connection.
+
+        Going through one queue also puts every answer under flow control: the
+        queue stops while the client is not reading, and a full queue is refused.
+        """
         if len(self._queue) >= self._services.settings.max_queued_requests:
             self._reply(fid, error=MatrixError(429, "M_LIMIT_EXCEEDED", "Too many queued requests",
                                                retry_after_ms=1000))
             return
-        self._queue.append(frame)
+        self._queue.append((fid, work))
         if self._runner is None:
             runner = defer.ensureDeferred(self._run_queue())
             if not runner.called:  # a queue drained at once has already cleared _runner
@@ -396,27 +403,32 @@ class SyncSocket(WebSocketServerProtocol):
     async def _run_queue(self) -> None:
         try:
             while self._queue and not self._closing:
-                await self._run(self._queue.popleft())
+                fid, work = self._queue.popleft()
+                if isinstance(work, MatrixError):
+                    answer: JsonDict | None = {"id": fid, "error": _error(work)}
+                else:
+                    answer = await self._run(fid, work)
+                if answer is None or not await self._writable():
+                    return
+                self._write(answer)
         finally:
             self._runner = None
 
-    async def _run(self, frame: JsonDict) -> None:
-        fid = frame["id"]
+    async def _run(self, fid: Any, frame: JsonDict) -> JsonDict | None:
+        """The answer to one request, dispatched through the REST route; None if auth is lost."""
         requester = await self._reauthenticate()
         if requester is None:
-            return
+            return None
         self._call_presence("user_active")
         try:
             method, path, body = OPS[frame["op"]](frame, requester)
         except MatrixError as e:
-            self._reply(fid, error=e)
-            return
+            return {"id": fid, "error": _error(e)}
         raw = b"" if body is None else json.dumps(body).encode("utf-8")
         status, result = await self._services.api.dispatch(method, path, raw, requester)
         if status == 200:
-            self._write({"id": fid, "result": result})
-        else:
-            self._write({"id": fid, "error": result})  # the REST error body, errcode and all
+            return {"id": fid, "result": result}
+        return {"id": fid, "error": result}  # the REST error body, errcode and all
 
     # -- the push stream -------------------------------------------------------------------
 
@@ -490,31 +502,35 @@ class SyncSocket(WebSocketServerProtocol):
                 await s.waiter.wait(requester.user_id, s.settings.recheck_s)
 
     async def _push(self, body: JsonDict, token: SyncToken) -> bool:
-        """Write one delta, unless the client has stopped reading; False once closed."""
-        if self._flow.paused and not await self._drained():
-            self._close_slow()
-            return False
-        if self._closing:
+        """Write one delta once the client has read the previous ones; False once closed."""
+        if not await self._writable():
             return False
         self._write({"type": "sync", "next_batch": str(token), "body": body})
-        if not self._closing:
-            self._since = token
-        return not self._closing
+        if self._closing:
+            return False
+        self._since = token
+        return True
 
-    async def _drained(self) -> bool:
-        """Wait for the transport to take our buffer, up to `drain_timeout_s`."""
-        flow = self._flow
-        if flow.drained is None:
-            flow.drained = defer.Deferred()
-        waiting = flow.drained
-        timer = self._services.clock.callLater(
-            self._services.settings.drain_timeout_s,
-            lambda: waiting.called or waiting.callback(False))
-        try:
-            return await waiting
-        finally:
-            if timer.active():
-                timer.cancel()
+    async def _writable(self) -> bool:
+        """Wait while the transport's buffer is full, up to `drain_timeout_s`.
+
+        A client that does not drain it in time is closed with a resume
+        frame: the server never holds more than one frame beyond the buffer.
+        """
+        if self._flow.paused:
+            waiting: defer.Deferred[bool] = defer.Deferred()
+            self._flow.waiting.append(waiting)
+            timer = self._services.clock.callLater(
+                self._services.settings.drain_timeout_s,
+                lambda: waiting.called or waiting.callback(False))
+            try:
+                drained = await waiting
+            finally:
+                if timer.active():
+                    timer.cancel()
+            if not drained:
+                self._close_slow()
+        return not self._closing
 
     # -- frames out ------------------------------------------------------------------------
 
@@ -526,12 +542,17 @@ class SyncSocket(WebSocketServerProtocol):
             self._write({"id": fid, "result": result if result is not None else {}})
 
     def _write(self, frame: JsonDict) -> None:
-        """Send a frame; past the byte bound the client is too slow and is let go."""
+        """Send a frame, unless the unread backlog is already past the byte bound.
+
+        Pushes and queued answers wait for the buffer to drain first, so only
+        a client that floods us without reading reaches this bound.
+        """
         if self._closing:
             return
-        self.sendMessage(_encode(frame), isBinary=False)
         if _pending_bytes(self.transport) > self._services.settings.max_pending_bytes:
             self._close_slow()
+            return
+        self.sendMessage(_encode(frame), isBinary=False)
 
     def _close_slow(self) -> None:
         """Close with the last token fully written, so the client resumes without a gap."""

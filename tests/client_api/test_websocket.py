@@ -9,6 +9,8 @@ never sleeps standing in for assertions.
 from __future__ import annotations
 
 import json
+import socket
+from dataclasses import replace
 from typing import Any
 
 from autobahn.twisted.websocket import (
@@ -133,6 +135,25 @@ def _bodies(frame: Any, room: str) -> list[str]:
     joined = frame["body"]["rooms"]["join"].get(room, {})
     return [e["content"].get("body") for e in joined.get("timeline", {}).get("events", [])
             if e["type"] == "m.room.message"]
+
+
+def _tune(server: RunningServer, **settings: Any) -> None:
+    """Change the socket settings of a running server (smaller limits, telltale timer lengths)."""
+    factory = server.hs.client_site.resource.children[b"_roost"].children[b"ws"]._factory
+    factory.services = replace(factory.services,
+                               settings=replace(factory.services.settings, **settings))
+
+
+def _timer_due_in(clock: task.Clock, seconds: float) -> bool:
+    """Whether a call is scheduled `seconds` from now on the fake clock (a waiting loop)."""
+    due = clock.seconds() + seconds
+    return any(abs(call.getTime() - due) < 1e-6 for call in clock.getDelayedCalls())
+
+
+def _fake_clock() -> task.Clock:
+    clock = task.Clock()
+    clock.advance(1_800_000_000)
+    return clock
 
 
 async def _until(predicate: Any) -> None:
@@ -364,3 +385,102 @@ class AuthTests(TestCase):
         self.assertEqual((frame["type"], frame["error"]["errcode"]), ("error", "M_UNKNOWN_TOKEN"))
         code, _reason = await sock.closed()
         self.assertEqual(code, 4001)
+
+    async def test_logout_closes_an_idle_socket_when_the_periodic_check_runs(self) -> None:
+        clock = _fake_clock()
+        server = await start_server(self, clock=clock)
+        _tune(server, recheck_s=55)
+        _alice, bob, _room = await _setup(server)
+        sock = await connect(self, server, bob)
+        await sock.next_matching(type="ready")
+        sock.send({"op": "sync", "since": None})
+        await sock.next_matching(type="sync")
+        await _until(lambda: _timer_due_in(clock, 55))  # the push loop waits for a change
+        logout = await server.request("POST", V3 + "/logout", {}, token=bob)
+        self.assertEqual(logout.status, 200)
+        clock.advance(56)
+        frame = await sock.next()
+        self.assertEqual((frame["type"], frame["error"]["errcode"]), ("error", "M_UNKNOWN_TOKEN"))
+        self.assertEqual((await sock.closed())[0], 4001)
+
+    async def test_an_expired_token_closes_the_socket_with_soft_logout(self) -> None:
+        clock = _fake_clock()
+        server = await start_server(self, clock=clock)
+        _tune(server, recheck_s=55)
+        bob = (await server.register("bob", refresh_token=True))["access_token"]
+        sock = await connect_and_auth(self, server, bob)
+        sock.send({"op": "sync", "since": None})
+        await sock.next_matching(type="sync")
+        await _until(lambda: _timer_due_in(clock, 55))
+        clock.advance(16 * 60)  # past the 15-minute access token lifetime
+        frame = await sock.next()
+        self.assertEqual(frame["error"]["errcode"], "M_UNKNOWN_TOKEN")
+        self.assertTrue(frame["error"]["soft_logout"])
+        self.assertEqual((await sock.closed())[0], 4001)
+
+    async def test_a_socket_that_never_authenticates_is_closed(self) -> None:
+        clock = _fake_clock()
+        server = await start_server(self, clock=clock)
+        _tune(server, auth_timeout_s=44)
+        sock = await connect(self, server)
+        await _until(lambda: _timer_due_in(clock, 44))
+        clock.advance(45)
+        frame = await sock.next()
+        self.assertEqual(frame["error"]["errcode"], "M_MISSING_TOKEN")
+        self.assertEqual((await sock.closed())[0], 4001)
+
+    async def test_rate_limits_are_the_rest_endpoints(self) -> None:
+        server = await start_server(
+            self, rate_limits={"message": {"per_second": 0.001, "burst": 1}})
+        _alice, bob, room = await _setup(server)
+        sock = await connect_and_auth(self, server, bob)
+        for txn in ("r1", "r2"):
+            sock.send({"id": txn, "op": "send", "room_id": room, "type": "m.room.message",
+                       "content": {"body": txn}, "txn_id": txn})
+        self.assertIn("event_id", (await sock.next())["result"])
+        limited = await sock.next()
+        self.assertEqual((limited["id"], limited["error"]["errcode"]), ("r2", "M_LIMIT_EXCEEDED"))
+        self.assertGreater(limited["error"]["retry_after_ms"], 0)
+
+
+class SlowClientTests(TestCase):
+    async def test_a_client_that_stops_reading_is_closed_with_a_token_to_resume_from(
+            self) -> None:
+        clock = _fake_clock()
+        server = await start_server(self, clock=clock)
+        _tune(server, drain_timeout_s=77)
+        alice, bob, room = await _setup(server)
+        sock = await connect_and_auth(self, server, bob)
+        sock.send({"op": "sync", "since": None})
+        await sock.next_matching(type="sync")
+        # Stop reading, with a small receive window, so the server's buffer fills.
+        client = sock.protocol.transport
+        client.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        client.pauseProducing()
+        sent: list[str] = []
+        padding = "x" * 20_000
+        while not _timer_due_in(clock, 77):  # the server waits for the client to drain
+            self.assertLess(len(sent), 400, "the server never waited for the client")
+            sent.append(f"big {len(sent)}")
+            await _send(server, alice, room, f"{sent[-1]} {padding}", f"b{len(sent)}")
+        clock.advance(78)  # the client did not drain in time
+        client.resumeProducing()
+        received: list[str] = []
+        last_token = None
+        while True:
+            frame = await sock.next()
+            if frame.get("type") == "resume":
+                break
+            received += [b.split(" x")[0] for b in _bodies(frame, room)]
+            last_token = frame["next_batch"]
+        self.assertEqual(frame["next_batch"], last_token)
+        self.assertEqual((await sock.closed())[0], 4008)
+        self.assertLess(len(received), len(sent))
+        # Resuming from the token loses nothing and repeats nothing.
+        again = await connect_and_auth(self, server, bob)
+        again.send({"op": "sync", "since": frame["next_batch"],
+                    "filter": {"room": {"timeline": {"limit": 1000}}}})
+        while len(received) < len(sent):
+            pushed = await again.next_matching(type="sync")
+            received += [b.split(" x")[0] for b in _bodies(pushed, room)]
+        self.assertEqual(received, sent)
