@@ -8,13 +8,14 @@ below N lie before the token, events above it after. Paginating backwards from
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from roost.client_api.errors import MatrixError, invalid_param, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
 from roost.rooms.engine import LoadedEvent, RoomEngine
-from roost.storage.events import EventStore
+from roost.storage.events import EventStore, StoredEvent
 from roost.storage.streams import StreamIdGenerator
 
 MAX_LIMIT = 1000
@@ -76,8 +77,10 @@ def register(
         if start is None:
             start = stream.current if backwards else 0
         from_pos = start + 1 if backwards else start
-        page = await events.room_stream_events(
-            room_id, from_pos, to, backwards, limit,
+        # Events at or below N lie before `sN`: backwards, the page stops above it.
+        stop = to + 1 if backwards and to is not None else to
+        page = await _stream_page(
+            events, room_id, from_pos, stop, backwards, limit,
             _type_list(filt.get("types"), "types"), _type_list(filt.get("not_types"), "not_types"),
         )
         loaded = engine.loaded(page)
@@ -130,6 +133,48 @@ def register(
     router.add("GET", f"{R}/messages", messages)
     router.add("GET", f"{R}/event/{{event_id}}", get_event)
     router.add("GET", f"{R}/context/{{event_id}}", context)
+
+
+# How many events a wildcard type filter reads per round trip.
+_SCAN_BATCH = 200
+
+
+def _type_pattern(patterns: list[str]) -> re.Pattern[str]:
+    """A filter's type list as one regex; `*` matches any run of characters (spec: filters)."""
+    return re.compile("|".join(re.escape(p).replace(r"\*", ".*") for p in patterns))
+
+
+def _type_of(event: StoredEvent) -> str:
+    return str(json.loads(event.pdu_json).get("type", ""))
+
+
+async def _stream_page(
+    events: EventStore, room_id: str, from_pos: int, to: int | None, backwards: bool, limit: int,
+    types: list[str] | None, not_types: list[str] | None,
+) -> list[StoredEvent]:
+    """A page of the room's events whose types pass the filter.
+
+    Exact type lists are filtered by the database; a list with a `*` wildcard
+    is matched here, reading the stream in batches until the page is full.
+    """
+    if not any("*" in t for t in (types or []) + (not_types or [])):
+        return await events.room_stream_events(room_id, from_pos, to, backwards, limit,
+                                               types, not_types)
+    wanted = _type_pattern(types) if types is not None else None
+    unwanted = _type_pattern(not_types) if not_types else None
+    page: list[StoredEvent] = []
+    position = from_pos
+    while len(page) < limit:
+        batch = await events.room_stream_events(room_id, position, to, backwards, _SCAN_BATCH)
+        for event in batch:
+            event_type = _type_of(event)
+            if (wanted is None or wanted.fullmatch(event_type)) and \
+                    (unwanted is None or not unwanted.fullmatch(event_type)):
+                page.append(event)
+        if len(batch) < _SCAN_BATCH:
+            break
+        position = batch[-1].stream_ordering or 0
+    return page[:limit]
 
 
 async def _state_at(view: RoomView, loaded: LoadedEvent) -> list[str]:

@@ -14,6 +14,7 @@ from roost.client_api.errors import MatrixError
 from roost.client_api.event_format import client_event
 from roost.rooms.engine import LoadedEvent, NewEvent, RoomEngine, RoomError
 from roost.rooms.events import Event
+from roost.rooms.hashing import CanonicalJSONError, canonical_json
 from roost.rooms.visibility import can_see_event
 from roost.storage.relations import RelationStore
 from roost.storage.room_state import RoomStateStore
@@ -118,8 +119,17 @@ class RoomView:
         return out
 
 
+def check_canonical(content: JsonDict) -> None:
+    """Refuse content that canonical JSON cannot carry (floats, integers past 2**53)."""
+    try:
+        canonical_json(content)
+    except CanonicalJSONError as e:
+        raise MatrixError(400, "M_BAD_JSON", f"Content is not canonical JSON: {e}") from None
+
+
 async def append_event(engine: RoomEngine, room_id: str, new_event: NewEvent) -> Event:
     """Append through the engine, turning a refusal into the Matrix error the client sees."""
+    check_canonical(new_event.content)
     try:
         return await engine.append(room_id, new_event)
     except RoomError as e:

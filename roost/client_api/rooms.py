@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from roost.client_api.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, Handler, JsonDict, Router
-from roost.client_api.room_view import RoomView, append_event
+from roost.client_api.room_view import RoomView, append_event, check_canonical
 from roost.rooms.engine import NewEvent, RoomEngine, RoomError
 from roost.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from roost.storage.directory import DirectoryStore
@@ -161,6 +161,8 @@ def register(
         if visibility not in ("public", "private"):
             raise invalid_param("visibility must be public or private")
         events = creation.events(user, version, body, alias)
+        for event in events:
+            check_canonical(event.content)
         if member_profile is not None:
             events[1].content.update(await member_profile(user))  # the creator's join
         try:

@@ -24,31 +24,36 @@ TxnKey = tuple[str, str, str]
 class TxnDeduplicator:
     def __init__(self, events: EventStore) -> None:
         self._events = events
-        self._in_flight: dict[TxnKey, defer.Deferred[str]] = {}
+        # The callers waiting on each attempt still in flight.
+        self._in_flight: dict[TxnKey, list[defer.Deferred[str]]] = {}
 
     async def once(self, key: TxnKey, send: Callable[[], Awaitable[str]]) -> str:
-        """Run `send()` once per key; a concurrent retry waits for the first attempt."""
-        existing = await self._events.get_txn_event(*key)
-        if existing is not None:
-            return existing
-        shared = self._in_flight.get(key)
-        if shared is None:
-            shared = defer.ensureDeferred(send())
-            self._in_flight[key] = shared
-            shared.addBoth(self._forget, key)
+        """Run `send()` once per key; a concurrent retry waits for the first attempt.
+
+        The attempt is registered before anything is awaited, so a retry
+        arriving while the first one is still looking up the stored id joins
+        it instead of sending again. Each caller waits on its own Deferred, so
+        one that goes away (cancelled) leaves the attempt and the others be.
+        """
         waiter: defer.Deferred[str] = defer.Deferred()
-        shared.addBoth(_relay_to, waiter)
+        waiters = self._in_flight.get(key)
+        if waiters is not None:
+            waiters.append(waiter)
+        else:
+            self._in_flight[key] = [waiter]
+            attempt = defer.ensureDeferred(self._stored_or_send(key, send))
+            attempt.addBoth(self._finish, key)
         return await waiter
 
-    def _forget(self, result: object, key: TxnKey) -> object:
-        self._in_flight.pop(key, None)
-        return result
+    async def _stored_or_send(self, key: TxnKey, send: Callable[[], Awaitable[str]]) -> str:
+        existing = await self._events.get_txn_event(*key)
+        return existing if existing is not None else await send()
 
-
-def _relay_to(result: object, waiter: defer.Deferred[str]) -> None:
-    """Pass a shared result (or failure) on to one waiter, leaving the shared chain clean."""
-    if not waiter.called:
-        waiter.callback(result)  # a Failure goes down the waiter's errback chain
+    def _finish(self, result: object, key: TxnKey) -> None:
+        """Hand the result (or failure) to every waiter; the attempt's own chain ends clean."""
+        for waiter in self._in_flight.pop(key, []):
+            if not waiter.called:
+                waiter.callback(result)  # a Failure goes down the waiter's errback chain
 
 
 def register(router: Router, engine: RoomEngine, view: RoomView, events: EventStore) -> None:
@@ -64,6 +69,12 @@ def register(router: Router, engine: RoomEngine, view: RoomView, events: EventSt
         user = req.user
         await ensure_room(room_id)
         await view.require_joined(room_id, user.user_id)
+        if event_type == "m.room.redaction":
+            target_id = content.get("redacts")
+            if not isinstance(target_id, str):
+                raise MatrixError(400, "M_BAD_JSON", "redacts must be an event id")
+            return await redaction(req, room_id, target_id, content,
+                                   f"send/{room_id}/m.room.redaction")
         # Scoped like the request path: the same txn id in another room is another send.
         key = (user.user_id, user.device_id, f"send/{room_id}/{event_type}/{req.params['txn_id']}")
 
@@ -93,17 +104,29 @@ def register(router: Router, engine: RoomEngine, view: RoomView, events: EventSt
     async def redact(req: ApiRequest) -> JsonDict:
         room_id, target_id = req.params["room_id"], req.params["event_id"]
         body = req.json(required=False)
-        user = req.user
         await ensure_room(room_id)
-        await view.require_joined(room_id, user.user_id)
+        await view.require_joined(room_id, req.user.user_id)
+        content: JsonDict = {}
+        if isinstance(body.get("reason"), str):
+            content["reason"] = body["reason"]
+        return await redaction(req, room_id, target_id, content, f"redact/{room_id}/{target_id}")
+
+    async def redaction(req: ApiRequest, room_id: str, target_id: str, content: JsonDict,
+                        scope: str) -> JsonDict:
+        """One redaction, from /redact or from /send (which every room version must accept).
+
+        The auth rules let any same-server redaction in, so whether the user
+        may redact this event (their own, or with the redact level) is checked
+        here. `redacts` goes where the room version wants it: the engine puts
+        it in content from v11 and at the top level before.
+        """
+        user = req.user
         target = (await engine.get_events([target_id])).get(target_id)
         if target is None or target.event.room_id != room_id:
             raise not_found("Event not found")
         await _check_may_redact(engine, room_id, user, target.event.sender)
-        content: JsonDict = {}
-        if isinstance(body.get("reason"), str):
-            content["reason"] = body["reason"]
-        key = (user.user_id, user.device_id, f"redact/{room_id}/{target_id}/{req.params['txn_id']}")
+        content = {k: v for k, v in content.items() if k != "redacts"}
+        key = (user.user_id, user.device_id, f"{scope}/{req.params['txn_id']}")
 
         async def send() -> str:
             event = await append_event(engine, room_id, NewEvent(

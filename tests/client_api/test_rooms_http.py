@@ -361,6 +361,9 @@ class CreateRoomContentTests(TestCase):
             (b'{"power_level_content_override": "x"}', "M_BAD_JSON"),
             (b'{"room_version": 12}', "M_BAD_JSON"),
             (b'{"room_alias_name": 5}', "M_BAD_JSON"),
+            (b'{"creation_content": {"x": 1.5}}', "M_BAD_JSON"),
+            (b'{"power_level_content_override": {"ban": 9007199254740992}}', "M_BAD_JSON"),
+            (b'{"initial_state": [{"type": "x", "content": {"f": 0.5}}]}', "M_BAD_JSON"),
         ]
         for raw, errcode in cases:
             resp = await alice.call("POST", "/createRoom", raw=raw)
