@@ -489,15 +489,17 @@ class SyncSocket(WebSocketServerProtocol):
         again (expiry, logout) even when nothing happens.
         """
         s = self._services
+        token: SyncToken | None = None
         while not self._closing:
             requester = await self._reauthenticate()
             if requester is None:
                 return
-            body, token = await s.builder.build(requester.user_id, since, filt, full_state)
-            if since is None or full_state or not s.builder.is_empty(body):
-                if not await self._push(body, token):
-                    return
-                since, full_state = token, False
+            if token is None or s.builder.now() != token:  # an idle re-check reads no storage
+                body, token = await s.builder.build(requester.user_id, since, filt, full_state)
+                if since is None or full_state or not s.builder.is_empty(body):
+                    if not await self._push(body, token):
+                        return
+                    since, full_state = token, False
             if s.builder.now() == token:  # nothing landed while building: wait for a change
                 await s.waiter.wait(requester.user_id, s.settings.recheck_s)
 
