@@ -95,7 +95,12 @@ def register(router: Router, engine: RoomEngine, view: RoomView, directory: Dire
         body = req.json(required=False) if req.method == "POST" else {}
         limit = body.get("limit", req.int_arg("limit", None))
         since = body.get("since", req.arg("since"))
-        term = (body.get("filter") or {}).get("generic_search_term")
+        search = body.get("filter") or {}
+        if (limit is not None and not isinstance(limit, int)) or isinstance(limit, bool) \
+                or (since is not None and not isinstance(since, str)) or not isinstance(search, dict):
+            raise MatrixError(400, "M_BAD_JSON", "limit must be an integer, since a string"
+                                                 " and filter an object")
+        term = search.get("generic_search_term")
         rooms = [await _entry(engine, r) for r in await directory.public_rooms()]
         if isinstance(term, str) and term:
             needle = term.lower()

@@ -7,18 +7,21 @@ while the first attempt is still in flight waits for that attempt.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 from twisted.internet import defer
 
-from roost.client_api.errors import MatrixError, forbidden, not_found
+from roost.client_api.errors import MatrixError, forbidden, invalid_param, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Requester, Router
 from roost.client_api.room_view import RoomView, append_event
 from roost.rooms.auth import get_named_level, get_power_level
 from roost.rooms.engine import NewEvent, RoomEngine
+from roost.storage.directory import DirectoryStore
 from roost.storage.events import EventStore
 
 TxnKey = tuple[str, str, str]
+_ALIAS_RE = re.compile(r"^#[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
 
 
 class TxnDeduplicator:
@@ -56,7 +59,9 @@ class TxnDeduplicator:
                 waiter.callback(result)  # a Failure goes down the waiter's errback chain
 
 
-def register(router: Router, engine: RoomEngine, view: RoomView, events: EventStore) -> None:
+def register(router: Router, engine: RoomEngine, view: RoomView, events: EventStore,
+             directory: DirectoryStore | None = None, server_name: str | None = None) -> None:
+    """`directory` and `server_name` let canonical alias events be checked against local aliases."""
     dedup = TxnDeduplicator(events)
 
     async def ensure_room(room_id: str) -> None:
@@ -93,6 +98,8 @@ def register(router: Router, engine: RoomEngine, view: RoomView, events: EventSt
         if event_type == "m.room.create":
             raise forbidden("The create event cannot be replaced")
         await view.require_joined(room_id, req.user.user_id)
+        if event_type == "m.room.canonical_alias":
+            await _check_canonical_alias(engine, directory, server_name, room_id, content)
         current = await engine.current_state_events(room_id)
         previous = current.get((event_type, state_key))
         if previous is not None and previous.content == content and previous.sender == req.user.user_id:
@@ -152,3 +159,40 @@ async def _check_may_redact(engine: RoomEngine, room_id: str, user: Requester, a
     assert version is not None
     if get_power_level(user.user_id, state, version) < get_named_level(state, "redact", 50):
         raise MatrixError(403, "M_FORBIDDEN", "You may not redact other users' events")
+
+
+def _new_aliases(content: JsonDict) -> list[str]:
+    """The aliases an m.room.canonical_alias content lists; M_INVALID_PARAM if malformed."""
+    alias, alt = content.get("alias"), content.get("alt_aliases", [])
+    if alt is None:
+        alt = []
+    if not isinstance(alt, list) or (alias is not None and not isinstance(alias, str)):
+        raise invalid_param("alias must be a string and alt_aliases a list")
+    aliases = ([alias] if alias is not None else []) + alt
+    for value in aliases:
+        if not isinstance(value, str) or not _ALIAS_RE.match(value) or len(value.encode()) > 255:
+            raise invalid_param(f"{value!r} is not a valid room alias")
+    return aliases
+
+
+async def _check_canonical_alias(engine: RoomEngine, directory: DirectoryStore | None,
+                                 server_name: str | None, room_id: str, content: JsonDict) -> None:
+    """Spec: new aliases must be valid and, if local, point to this room (M_BAD_ALIAS).
+
+    Aliases already in the current event are not checked again; aliases of
+    other servers are only checked for syntax (looking them up needs federation).
+    """
+    current = (await engine.current_state_events(room_id)).get(("m.room.canonical_alias", ""))
+    old_content = current.content if current is not None else {}
+    old_alt = old_content.get("alt_aliases")
+    old = {a for a in [old_content.get("alias"), *(old_alt if isinstance(old_alt, list) else [])]
+           if isinstance(a, str)}
+    new = [a for a in _new_aliases(content) if a not in old]
+    if directory is None or server_name is None:
+        return
+    for alias in new:
+        if alias.split(":", 1)[1] != server_name:
+            continue
+        found = await directory.get_alias(alias)
+        if found is None or found[0] != room_id:
+            raise MatrixError(400, "M_BAD_ALIAS", f"{alias} does not point to this room")
