@@ -49,6 +49,17 @@ class RoostService(Service):
             "Roost %s listening for clients on http://%s:%d",
             self.config.server_name, listener.bind_address, port.getHost().port,
         )
+        federation = self.config.listeners.federation
+        if federation.enabled and hs.federation is not None:
+            from roost.federation.transport.server import tls_context_factory
+
+            context = tls_context_factory(self.config.path(federation.tls_certificate_path or ""),
+                                          self.config.path(federation.tls_private_key_path or ""))
+            fed_port = self.reactor.listenSSL(federation.port, hs.federation.site, context,
+                                              interface=federation.bind_address)
+            self._ports.append(fed_port)
+            logger.info("listening for other servers on https://%s:%d",
+                        federation.bind_address, fed_port.getHost().port)
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()

@@ -46,8 +46,22 @@ from roost.client_api.rooms import RoomCreation
 from roost.client_api.sync_builder import SyncBuilder
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
+from roost.federation.transport import key_resource
+from roost.federation.transport.client import (
+    FederationClient,
+    FederationKeyFetcher,
+    build_federation_client,
+)
+from roost.federation.transport.server import (
+    FederationResource,
+    FederationRouter,
+    federation_site,
+    register_version,
+)
 from roost.homeserver.config import RoostConfig
 from roost.keys.local import LocalKey, load_or_create_signing_key
+from roost.keys.remote import KeyRing, Notary
+from roost.keys.resource import KeyServer
 from roost.rooms.engine import IdAllocator, RoomEngine
 from roost.storage.accounts import UserStore
 from roost.storage.database import Database
@@ -62,10 +76,22 @@ from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateL
 from roost.storage.redis import connect_redis
 from roost.storage.relations import RelationStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
+from roost.storage.server_keys import ServerKeyStore
 from roost.storage.streams import StreamIdGenerator
 from roost.storage.sync_data import AccountDataStore, FilterStore, ReceiptStore
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FederationParts:
+    """What serves and speaks federation: the listener's site and the outbound client."""
+
+    site: Any
+    router: FederationRouter
+    client: FederationClient
+    keyring: KeyRing
+    key_server: KeyServer
 
 
 @dataclass
@@ -85,6 +111,7 @@ class Homeserver:
     closers: list[tuple[str, Any]] = field(default_factory=list)
     profiles: Profiles | None = None
     presence: PresenceTracker | None = None
+    federation: FederationParts | None = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -127,6 +154,29 @@ def _limits(config: RoostConfig) -> dict[str, RateLimit]:
         name: RateLimit(getattr(limits, name).per_second, getattr(limits, name).burst)
         for name in ("login", "registration", "message")
     }
+
+
+async def _build_federation(config: RoostConfig, reactor: Any, clock: IReactorTime, db: Database,
+                            local_key: LocalKey, closers: list[tuple[str, Any]]) -> FederationParts:
+    fed = config.federation
+    server_keys = ServerKeyStore(db)
+    client = build_federation_client(
+        reactor, local_key, verify_certificates=fed.verify_certificates,
+        ca_file=config.path(fed.ca_file) if fed.ca_file else None,
+        ip_range_blocklist=fed.ip_range_blocklist,
+        min_retry_interval_ms=fed.min_retry_interval, max_retry_interval_ms=fed.max_retry_interval,
+        clock=clock)
+    closers.append(("federation client", client.pool.closeCachedConnections))
+    notaries = [Notary.from_base64(t.server_name, t.verify_keys) for t in fed.trusted_key_servers]
+    keyring = KeyRing(clock, server_keys, local_key, FederationKeyFetcher(client), notaries)
+    key_server = KeyServer(clock, local_key, server_keys, keyring)
+    await key_server.start()  # records (and after a rotation, keeps publishing) our keys
+    router = FederationRouter()
+    register_version(router)
+    key_resource.register(router, key_server)
+    site = federation_site(FederationResource(router, keyring, config.server_name,
+                                              on_authenticated=client.reset_backoff))
+    return FederationParts(site, router, client, keyring, key_server)
 
 
 async def _sync_streams(db: Database) -> dict[str, StreamIdGenerator]:
@@ -177,6 +227,7 @@ async def build_homeserver(
         closers.append(("embedded PostgreSQL", embedded.cleanup))
     closers.append(("database pool", db.close))
     local_key = LocalKey(config.server_name, load_or_create_signing_key(config.signing_key_file))
+    federation = await _build_federation(config, reactor, clock, db, local_key, closers)
     limiter = await _rate_limiter(config, reactor, clock, closers)
 
     users = UserStore(db)
@@ -244,4 +295,4 @@ async def build_homeserver(
     root.putChild(b"_roost", sockets)
     site = RoostSite(root, config.listeners.client.max_body_bytes)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
-                      notifier, streams, closers, profiles, presence_tracker)
+                      notifier, streams, closers, profiles, presence_tracker, federation)

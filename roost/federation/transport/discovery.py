@@ -130,15 +130,16 @@ class TwistedSrvResolver:
     """SRV lookups through `twisted.names` (which caches by TTL)."""
 
     def __init__(self, resolver: Any = None) -> None:
-        if resolver is None:
-            from twisted.names import client
-
-            resolver = client.createResolver()
+        # Made on first use: twisted.names' resolver schedules periodic re-reads
+        # of resolv.conf as soon as it exists, which a server that never federates
+        # (and every test) should not carry.
         self._resolver = resolver
 
     async def lookup_srv(self, name: str) -> list[SrvRecord]:
-        from twisted.names import dns, error
+        from twisted.names import client, dns, error
 
+        if self._resolver is None:
+            self._resolver = client.createResolver()
         try:
             answers, _auth, _add = await self._resolver.lookupService(name)
         except (error.DNSNameError, error.DNSNotImplementedError, error.DNSServerError,
