@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from roost.client_api.errors import invalid_param, not_found
+from roost.client_api.errors import forbidden, invalid_param, not_found
 from roost.client_api.messages import parse_token
 from roost.client_api.resource import ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
@@ -49,7 +49,7 @@ def register(router: Router, engine: RoomEngine, view: RoomView, relations: Rela
         if await engine.room_version(room_id) is None:
             raise not_found("Unknown room")
         if not await view.can_see_room(room_id, user):
-            raise not_found("Unknown room")
+            raise forbidden("You cannot read this room")
         include = req.arg("include", "all")
         if include not in ("all", "participated"):
             raise invalid_param("include must be all or participated")

@@ -76,6 +76,17 @@ class RoomView:
         latest = (await self.engine.get_events([history[-1][1]]))[history[-1][1]]
         return latest.event.content.get("history_visibility") == "world_readable"
 
+    async def check_not_duplicate_annotation(self, sender: str, event_type: str,
+                                             content: JsonDict) -> None:
+        """Spec: a second identical annotation by one user is M_DUPLICATE_ANNOTATION."""
+        relates = content.get("m.relates_to")
+        if not isinstance(relates, dict) or relates.get("rel_type") != "m.annotation":
+            return
+        target, key = relates.get("event_id"), relates.get("key")
+        if isinstance(target, str) and isinstance(key, str) and \
+                await self._relations.has_annotation(target, sender, event_type, key):
+            raise MatrixError(400, "M_DUPLICATE_ANNOTATION", "You already sent this annotation")
+
     async def serialize(self, events: list[LoadedEvent], user_id: str,
                         with_relations: bool = True) -> list[JsonDict]:
         """Serve events with redactions applied and their aggregated relations."""

@@ -84,6 +84,8 @@ def register(router: Router, engine: RoomEngine, view: RoomView, events: EventSt
         key = (user.user_id, user.device_id, f"send/{room_id}/{event_type}/{req.params['txn_id']}")
 
         async def send() -> str:
+            # Checked only when really sending, so a retried txn still gets its event id.
+            await view.check_not_duplicate_annotation(user.user_id, event_type, content)
             event = await append_event(
                 engine, room_id, NewEvent(user.user_id, event_type, content, txn_key=key))
             return event.event_id

@@ -65,6 +65,19 @@ class RelationStore:
             result.setdefault(target, []).append((event_type, key, int(count)))
         return result
 
+    async def has_annotation(self, target: str, sender: str, event_type: str, key: str) -> bool:
+        """Whether the sender already annotated `target` with this type and key (unredacted)."""
+        row = await self._db.run(
+            "has_annotation",
+            lambda t: t.query_one(
+                "SELECT 1 FROM event_relations r WHERE r.relates_to_id = %s AND r.sender = %s"
+                " AND r.event_type = %s AND r.aggregation_key = %s AND r.rel_type = 'm.annotation'"
+                " AND NOT EXISTS (SELECT 1 FROM redactions d WHERE d.redacts = r.event_id)",
+                (target, sender, event_type, key),
+            ),
+        )
+        return row is not None
+
     async def related_events(
         self, target: str, rel_type: str | None, event_type: str | None,
         from_pos: int | None, backwards: bool, limit: int,
