@@ -1,0 +1,130 @@
+"""Sync workloads of the sync issue, over /sync (the WebSocket has bench/ws_fanout.py).
+
+    .venv/bin/python bench/sync_fanout.py [--receivers 20] [--rate 20] [--seconds 10]
+
+1. Fan-out: one sender at `rate` messages/s into a room with `receivers`
+   users long-polling /sync; latency from the start of each send to its
+   arrival at each receiver.
+2. Initial sync of a user in 50 rooms of 100 messages, and an empty incremental sync.
+3. Resident memory of Roost after both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import print_result, roost_server, summary  # noqa: E402
+
+V3 = "/_matrix/client/v3"
+
+
+class Client:
+    def __init__(self, session: aiohttp.ClientSession, base: str, token: str) -> None:
+        self.session, self.base, self.token = session, base, token
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.session.request(method, self.base + V3 + path, json=body,
+                                        headers={"Authorization": f"Bearer {self.token}"}) as r:
+            data = await r.json()
+            assert r.status == 200, (path, r.status, data)
+            return data
+
+
+async def register(session: aiohttp.ClientSession, base: str, name: str) -> Client:
+    body = {"username": name, "password": "pw", "auth": {"type": "m.login.dummy"}}
+    async with session.post(base + V3 + "/register", json=body) as resp:
+        return Client(session, base, (await resp.json())["access_token"])
+
+
+async def fanout(base: str, receivers: int, rate: float, seconds: float) -> dict[str, Any]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        sender = await register(session, base, "sender")
+        room = (await sender.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
+        clients = [await register(session, base, f"r{i}") for i in range(receivers)]
+        for c in clients:
+            await c.call("POST", f"/rooms/{room}/join", {})
+        sent_at: dict[str, float] = {}
+        latencies: list[float] = []
+        stop = asyncio.Event()
+
+        async def receive(client: Client) -> None:
+            token = (await client.call("GET", "/sync?timeout=0"))["next_batch"]
+            while not stop.is_set():
+                body = await client.call("GET", f"/sync?since={token}&timeout=5000")
+                now = time.monotonic()
+                token = body["next_batch"]
+                for event in body["rooms"]["join"].get(room, {}).get("timeline", {}).get(
+                        "events", []):
+                    txn = event["content"].get("txn")
+                    if txn in sent_at:
+                        latencies.append(now - sent_at[txn])
+
+        tasks = [asyncio.create_task(receive(c)) for c in clients]
+        await asyncio.sleep(1.0)
+        count = int(rate * seconds)
+        for n in range(count):
+            txn = f"t{n}"
+            sent_at[txn] = time.monotonic()
+            await sender.call("PUT", f"/rooms/{room}/send/m.room.message/{txn}",
+                              {"msgtype": "m.text", "body": "x", "txn": txn})
+            await asyncio.sleep(max(0.0, sent_at[txn] + 1 / rate - time.monotonic()))
+        await asyncio.sleep(2.0)
+        stop.set()
+        await asyncio.gather(*tasks)
+    expected = count * receivers
+    return {"receivers": receivers, "messages": count, "deliveries": len(latencies),
+            "expected_deliveries": expected, **summary(latencies)}
+
+
+async def initial_sync(base: str, rooms: int, messages: int) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session:
+        user = await register(session, base, "reader")
+        writer = await register(session, base, "writer")
+        for i in range(rooms):
+            room = (await writer.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
+            await user.call("POST", f"/rooms/{room}/join", {})
+            await asyncio.gather(*(
+                writer.call("PUT", f"/rooms/{room}/send/m.room.message/{i}-{n}",
+                            {"msgtype": "m.text", "body": f"message {n}"})
+                for n in range(messages)))
+        timings, token = [], ""
+        for _ in range(5):
+            start = time.monotonic()
+            body = await user.call("GET", "/sync")
+            timings.append(time.monotonic() - start)
+            token = body["next_batch"]
+            assert len(body["rooms"]["join"]) == rooms
+        empty = []
+        for _ in range(20):
+            start = time.monotonic()
+            await user.call("GET", f"/sync?since={token}&timeout=0")
+            empty.append(time.monotonic() - start)
+    return {"rooms": rooms, "messages_per_room": messages,
+            "initial_sync": summary(timings), "empty_incremental_sync": summary(empty)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--receivers", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+    with roost_server() as server:
+        result = {"fanout_over_sync": asyncio.run(
+            fanout(server.base_url, args.receivers, args.rate, args.seconds))}
+        result["sync"] = asyncio.run(initial_sync(server.base_url, 50, 100))
+        result["roost_rss_mib"] = round(server.rss_mib(), 1)
+        print_result("sync_fanout", result)
+
+
+if __name__ == "__main__":
+    main()
