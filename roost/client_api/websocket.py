@@ -90,7 +90,9 @@ def websocket_resource(services: SocketServices, reactor: Any = None) -> WebSock
         openHandshakeTimeout=10,
         closeHandshakeTimeout=5,
     )
-    return WebSocketResource(factory)
+    resource = WebSocketResource(factory)
+    resource.close_all = factory.close_all  # type: ignore[attr-defined]
+    return resource
 
 
 class SyncSocketFactory(WebSocketServerFactory):
@@ -98,6 +100,12 @@ class SyncSocketFactory(WebSocketServerFactory):
         super().__init__(**kwargs)
         self.services = services
         self.protocol = SyncSocket
+        self.open_sockets: set[SyncSocket] = set()
+
+    def close_all(self) -> None:
+        """At shutdown: tell every client we are going away (1001), so they reconnect."""
+        for socket in list(self.open_sockets):
+            socket.sendClose(code=1001, reason="server shutting down")
 
 
 # -- requests: each op becomes a REST call -------------------------------------------------
@@ -256,6 +264,7 @@ class SyncSocket(WebSocketServerProtocol):
         return None
 
     def onOpen(self) -> None:
+        self.factory.open_sockets.add(self)
         if self._requester is not None:
             self._authenticated()
         else:
@@ -265,6 +274,7 @@ class SyncSocket(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         """Cancel everything this socket waits on: nothing outlives the connection."""
+        self.factory.open_sockets.discard(self)
         self._closing = True
         if self._auth_timer is not None and self._auth_timer.active():
             self._auth_timer.cancel()

@@ -290,8 +290,10 @@ async def build_homeserver(
     for name in (b"_matrix", b".well-known", b"health"):
         root.putChild(name, api)
     sockets = Resource()
-    sockets.putChild(b"ws", websocket.websocket_resource(websocket.SocketServices(
-        tokens, api, builder, waiter, clock, presence_tracker), reactor))
+    socket_resource = websocket.websocket_resource(websocket.SocketServices(
+        tokens, api, builder, waiter, clock, presence_tracker), reactor)
+    closers.append(("websockets", socket_resource.close_all))
+    sockets.putChild(b"ws", socket_resource)
     root.putChild(b"_roost", sockets)
     site = RoostSite(root, config.listeners.client.max_body_bytes)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
