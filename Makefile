@@ -22,6 +22,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m twisted.trial -j2 $(TESTS)
 
+# Speed and memory workloads (minutes; needs PostgreSQL on 127.0.0.1:5432). Figures: docs/benchmarks.md
+bench: $(STAMP)
+	$(BIN)/python bench/send_messages.py
+	$(BIN)/python bench/sync_fanout.py
+	$(BIN)/python bench/ws_fanout.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check roost tests bench twisted
 
