@@ -17,7 +17,7 @@ from roost.client_api.errors import MatrixError, invalid_param
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.sync_builder import SyncBuilder, SyncFilter, SyncToken
 from roost.storage.notifier import Notifier, StreamChange
-from roost.storage.room_state import RoomStateStore
+from roost.storage.room_state import UserRoomsCache
 from roost.storage.sync_data import FilterStore
 
 MAX_TIMEOUT_MS = 300_000
@@ -26,10 +26,10 @@ MAX_TIMEOUT_MS = 300_000
 class ChangeWaiter:
     """Waits for the first notifier change that concerns a user, or a timeout."""
 
-    def __init__(self, notifier: Notifier, clock: Any, state: RoomStateStore) -> None:
+    def __init__(self, notifier: Notifier, clock: Any, user_rooms: UserRoomsCache) -> None:
         self._notifier = notifier
         self.clock = clock
-        self._state = state
+        self._user_rooms = user_rooms
 
     async def wait(self, user_id: str, timeout_s: float) -> bool:
         """True if something changed for the user, False on timeout.
@@ -58,7 +58,8 @@ class ChangeWaiter:
         remove = self._notifier.add_listener(on_change)
         timer = None
         try:
-            rooms = set(await self._state.rooms_for_user(user_id, ("join", "invite")))
+            rooms = {r for r, m in (await self._user_rooms.rooms(user_id)).items()
+                     if m in ("join", "invite")}
             if any(concerns(c) for c in early):
                 return True
             timer = self.clock.callLater(timeout_s, lambda: done.called or done.callback(False))

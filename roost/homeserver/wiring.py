@@ -211,7 +211,7 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     builder = SyncBuilder(engine, view, SyncEventStore(db), streams["events"], typing_tracker,
                           receipt_service, account_store, streams["account_data"],
                           presence_tracker, user_rooms)
-    waiter = sync.ChangeWaiter(notifier, clock, view.state)
+    waiter = sync.ChangeWaiter(notifier, clock, user_rooms)
     sync.register(router, builder, waiter, filters, presence_tracker)
     return builder, waiter
 
