@@ -62,7 +62,7 @@ from roost.homeserver.config import RoostConfig
 from roost.keys.local import LocalKey, load_or_create_signing_key
 from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
-from roost.rooms.engine import IdAllocator, RoomEngine
+from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
 from roost.storage.accounts import UserStore
 from roost.storage.database import Database
 from roost.storage.devices import DeviceStore
@@ -179,6 +179,21 @@ async def _build_federation(config: RoostConfig, reactor: Any, clock: IReactorTi
     return FederationParts(site, router, client, keyring, key_server)
 
 
+def _leave_all_rooms(engine: RoomEngine, state: RoomStateStore) -> Any:
+    """A deactivated account leaves (and declines invites to) every room it was in."""
+
+    async def leave_all(user_id: str) -> None:
+        rooms = await state.rooms_for_user(user_id, ("join", "invite", "knock"))
+        for room_id in rooms:
+            try:
+                await engine.append(room_id, NewEvent(user_id, "m.room.member",
+                                                      {"membership": "leave"}, user_id))
+            except RoomError as e:
+                logger.warning("deactivated %s could not leave %s: %s", user_id, room_id, e)
+
+    return leave_all
+
+
 async def _sync_streams(db: Database) -> dict[str, StreamIdGenerator]:
     return {
         "receipts": StreamIdGenerator(await ReceiptStore(db).max_stream_id()),
@@ -268,7 +283,7 @@ async def build_homeserver(
     register.register(router, accounts, tokens, uia, config.registration.enabled)
     login.register(router, accounts, tokens, device_store)
     account.register(router, accounts, tokens, device_store, uia,
-                     on_deactivate=[profiles.on_deactivate])
+                     on_deactivate=[profiles.on_deactivate, _leave_all_rooms(engine, state_store)])
     profile.register(router, profiles)
     user_directory.register(router, profile_store)
     presence.register(router, presence_tracker, users)

@@ -166,3 +166,20 @@ class AccountTests(TestCase):
         who = await server.request("GET", V3 + "/account/whoami", token=reg["access_token"])
         self.assertEqual(who.body, {"user_id": "@alice:test.roost",
                                     "device_id": reg["device_id"], "is_guest": False})
+
+
+class DeactivationLeavesRoomsTests(TestCase):
+    async def test_deactivated_user_leaves_every_room(self) -> None:
+        server = await start_server(self)
+        alice = await server.register("alice")
+        bob = await server.register("bob")
+        created = await server.request("POST", V3 + "/createRoom", {"preset": "public_chat"},
+                                       token=alice["access_token"])
+        room = created.body["room_id"]
+        await server.request("POST", V3 + f"/rooms/{room}/join", {}, token=bob["access_token"])
+        resp = await server.request("POST", V3 + "/account/deactivate",
+                                    {"auth": password_auth(user="bob")}, token=bob["access_token"])
+        self.assertEqual(resp.status, 200, resp.body)
+        members = await server.request("GET", V3 + f"/rooms/{room}/joined_members",
+                                       token=alice["access_token"])
+        self.assertEqual(list(members.body["joined"]), ["@alice:test.roost"])
