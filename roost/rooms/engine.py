@@ -17,15 +17,26 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from twisted.internet import defer
 
-from roost.rooms.auth import AuthError, check_auth_rules
+from roost.rooms.auth import AuthError, auth_types_for_event, check_auth_rules
 from roost.rooms.builder import build_event_pdu, depth_after, finalize_pdu, select_auth_event_ids
 from roost.rooms.events import Event, EventFormatError
-from roost.rooms.hashing import SigningKey
+from roost.rooms.hashing import CanonicalJSONError, SigningKey, add_content_hash
+from roost.rooms.ingest import (
+    IngestError,
+    auth_slice,
+    check_against_auth_events,
+    check_against_state_before,
+    is_soft_failed,
+    sort_by_auth,
+    sort_by_prevs,
+)
+from roost.rooms.state_res import create_event_id, resolve_state
 from roost.rooms.versions import RoomVersion, get_room_version
 from roost.storage.events import EventRow, EventStore, NewStateGroup, RoomBatch, StoredEvent
 from roost.storage.notifier import Notifier
@@ -95,6 +106,8 @@ class _Unit:
     result: defer.Deferred[list[Event]]
     new_room: RoomVersion | None = None  # set for the unit that creates the room
     prebuilt_create: Event | None = None  # a v12 create event, built before the room id is known
+    # Remote events: a coroutine function run alone on the queue (see ingest_remote).
+    job: Any = None
 
 
 @dataclass
@@ -177,9 +190,12 @@ class RoomEngine:
     async def _drain(self, room_id: str, queue: _Queue) -> None:
         try:
             while queue.pending:
+                if queue.pending[0].job is not None:
+                    await self._run_job(room_id, queue.pending.pop(0))
+                    continue
                 units: list[_Unit] = []
                 count = 0
-                while queue.pending and count < MAX_BATCH_EVENTS:
+                while queue.pending and count < MAX_BATCH_EVENTS and queue.pending[0].job is None:
                     unit = queue.pending.pop(0)
                     units.append(unit)
                     count += len(unit.events)
@@ -192,9 +208,9 @@ class RoomEngine:
     async def _append_batch(self, room_id: str, units: list[_Unit]) -> None:
         try:
             head = await self._head(room_id, units[0].new_room)
-        except RoomError as e:
+        except Exception as e:
             for unit in units:
-                _fail(unit.result, e)
+                _fail(unit.result, _as_room_error(e))
             return
         working = head.copy()
         accepted: list[tuple[_Unit, list[Event], list[NewStateGroup]]] = []
@@ -202,12 +218,14 @@ class RoomEngine:
             before = working.copy()
             try:
                 built, groups = self._build_unit(room_id, working, unit)
-            except RoomError as e:
+            except Exception as e:  # every caller gets an answer, whatever went wrong
                 working = before
-                _fail(unit.result, e)
+                _fail(unit.result, _as_room_error(e))
                 continue
             accepted.append((unit, built, groups))
         if not accepted:
+            if units[0].new_room is not None:
+                self._heads.pop(room_id, None)  # the room was never created
             return
         await self._persist(room_id, head, working, accepted)
 
@@ -340,6 +358,194 @@ class RoomEngine:
         head.state_group, head.chain_length = group.id, group.chain_length
         return group
 
+    # -- remote events -------------------------------------------------------
+
+    async def ingest_remote(
+        self,
+        room_id: str,
+        events: list[Event],
+        *,
+        outliers: list[Event] | None = None,
+        state_before: Mapping[str, Mapping[StateKey, str]] | None = None,
+    ) -> dict[str, RemoteOutcome]:
+        """Steps 4-6 of the remote checklist and the append, on the room's serial queue.
+
+        The caller has run steps 1-3 (format, signatures, hashes) on every event
+        and fetched what it could: ``outliers`` are auth or state events known
+        only as such (checked against their own auth events and stored without
+        a stream position). ``events`` join the room's graph, in any order; an
+        event whose prev events are not all known (and that has no entry in
+        ``state_before``, the state before it as fetched with /state_ids) or
+        whose auth events are unknown comes back MISSING and is not stored.
+        Rejected events are stored as rejected and never become state.
+        """
+        return await self._submit_job(room_id, lambda: self._ingest_job(
+            room_id, None, events, outliers or [], state_before or {}))
+
+    async def create_remote_room(
+        self, version: RoomVersion, join_event: Event, state: list[Event], auth_chain: list[Event]
+    ) -> RemoteOutcome:
+        """Store a room joined over federation: its state and auth chain as outliers,
+        the state before the join as a state group, and the join as the room's first
+        stream event and only extremity. RoomError 403 if the join fails auth (then
+        nothing is stored). If the room is already known (another local member, or an
+        invite), the join is ingested on top of what is there.
+        """
+        room_id = join_event.room_id
+        before = {(e.type, e.state_key): e.event_id for e in state if e.state_key is not None}
+
+        async def job() -> RemoteOutcome:
+            head: _Head | None = None
+            new_room = None
+            if await self._state.room_version(room_id) is None:
+                create = next((e for e in (*state, *auth_chain)
+                               if e.type == "m.room.create" and e.room_id == room_id), None)
+                if create is None:
+                    raise RoomError(400, "M_BAD_JSON", "the room's create event is missing")
+                head = _Head(version, {}, {}, [], 0, None, 0)
+                new_room = (version.identifier, create.sender, create.origin_server_ts)
+            outcomes = await self._ingest_job(
+                room_id, head, [join_event], [*auth_chain, *state], {join_event.event_id: before},
+                new_room=new_room, must_accept=join_event.event_id)
+            return outcomes[join_event.event_id]
+
+        return await self._submit_job(room_id, job)
+
+    async def build_for_remote(
+        self, room_id: str, sender: str, event_type: str, content: dict[str, Any],
+        state_key: str | None = None,
+    ) -> tuple[RoomVersion, dict[str, Any]]:
+        """An unsigned event template on the room's current head (make_join, make_leave).
+
+        RoomError 404 for an unknown room, 403 if the event would not pass auth
+        against the current state (as far as the template can show: a remote
+        restricted join still needs its authorising server's signature).
+        """
+        head = await self._head(room_id)
+        if not head.extremities:
+            raise RoomError(404, "M_NOT_FOUND", "This server is not in the room")
+        version = head.version
+        auth_ids = select_auth_event_ids(version, event_type, sender, state_key, content,
+                                         head.state)
+        template = build_event_pdu(
+            version, room_id, sender, event_type, content, state_key,
+            prev_event_ids=list(head.extremities), auth_event_ids=auth_ids,
+            depth=depth_after([head.depth]), origin_server_ts=int(self._clock.seconds() * 1000),
+        )
+        try:
+            probe = Event.from_pdu(dict(add_content_hash(template), signatures={}), version)
+            check_auth_rules(version, probe, auth_slice(probe, head.state_events))
+        except EventFormatError as e:
+            raise RoomError(400, e.errcode, e.msg) from None
+        except AuthError as e:
+            raise RoomError(403, "M_FORBIDDEN", e.reason) from None
+        return version, template
+
+    async def state_at_event(self, event_id: str) -> dict[StateKey, str] | None:
+        """The state before ``event_id`` (what /state and /state_ids serve), or None
+        when the event is unknown or an outlier."""
+        stored = (await self._events.get_events([event_id])).get(event_id)
+        if stored is None or stored.outlier or stored.state_group is None:
+            return None
+        event = event_from_storage(stored)
+        group_state = await self._state.state_at_group(stored.state_group)
+        key = (event.type, event.state_key or "")
+        if event.state_key is None or group_state.get(key) != event_id:
+            return group_state  # a message, or a rejected event: its group is the state at it
+        delta = await self._state.state_group_delta(stored.state_group)
+        if delta is not None and delta[0] is not None and delta[2] == {key: event_id}:
+            return await self._state.state_at_group(delta[0])
+        prevs = await self._events.get_events(list(event.prev_event_ids))
+        groups = [s.state_group for s in prevs.values() if not s.outlier and s.state_group]
+        if not groups or len(groups) != len(event.prev_event_ids):
+            state = dict(group_state)
+            state.pop(key, None)
+            return state
+        maps = [await self._state.state_at_group(g) for g in dict.fromkeys(groups)]
+        if len(maps) == 1:
+            return maps[0]
+        return await resolve_state(stored.room_id, event.version, maps, _StoredResStore(self, {}))
+
+    async def server_in_room(self, room_id: str, server_name: str,
+                             state: Mapping[StateKey, str] | None = None) -> bool:
+        """Whether a user of ``server_name`` is joined, in the current state or in ``state``."""
+        suffix = ":" + server_name
+        if state is None:
+            try:
+                head = await self._head(room_id)
+            except RoomError:
+                return False
+            return any(k[0] == "m.room.member" and k[1].endswith(suffix)
+                       and _membership(e) == "join" for k, e in head.state_events.items())
+        ids = [eid for (t, k), eid in state.items() if t == "m.room.member" and k.endswith(suffix)]
+        loaded = await self.get_events(ids)
+        return any(_membership(le.event) == "join" for le in loaded.values())
+
+    async def _submit_job(self, room_id: str, job: Any) -> Any:
+        result: defer.Deferred[Any] = defer.Deferred()
+        self._enqueue(room_id, _Unit([], result, job=job))
+        return await result
+
+    async def _run_job(self, room_id: str, unit: _Unit) -> None:
+        try:
+            value = await unit.job()
+        except Exception as e:
+            if not isinstance(e, RoomError):
+                self._heads.pop(room_id, None)
+                logger.exception("remote events in %s failed", room_id)
+                e = RoomError(500, "M_UNKNOWN", f"could not store events: {e}")
+            _fail(unit.result, e)
+            return
+        _succeed(unit.result, value)
+
+    async def _ingest_job(
+        self, room_id: str, head: _Head | None, events: list[Event], outliers: list[Event],
+        state_before: Mapping[str, Mapping[StateKey, str]],
+        new_room: tuple[str, str, int] | None = None, must_accept: str | None = None,
+    ) -> dict[str, RemoteOutcome]:
+        if head is None:
+            head = await self._head(room_id)
+        run = _RemoteRun(self, room_id, head)
+        await run.load_known(events, outliers, state_before)
+        for event in sort_by_auth(outliers):
+            run.add_outlier(event)
+        for event in sort_by_prevs(events):
+            await run.add_event(event, state_before.get(event.event_id))
+        if must_accept is not None:
+            outcome = run.outcomes[must_accept]
+            if outcome.status != ACCEPTED:
+                raise RoomError(403, "M_FORBIDDEN", outcome.reason or outcome.status)
+        if run.rows:
+            await self._persist_remote(run, new_room)
+        return run.outcomes
+
+    async def _persist_remote(self, run: _RemoteRun, new_room: tuple[str, str, int] | None) -> None:
+        room_id, head, working = run.room_id, run.head, run.working
+        accepted = [row for row in run.rows if row[1] == ACCEPTED]
+        positions = self._stream.allocate(len(accepted))
+        position_of = {row[0].event_id: p for row, p in zip(accepted, positions, strict=True)}
+        rows = [_remote_row(event, position_of.get(event.event_id), group, status, reason)
+                for event, status, group, reason in run.rows]
+        changed = {key: (eid, _membership(working.state_events[key]))
+                   for key, eid in working.state.items() if head.state.get(key) != eid}
+        removed = [key for key in head.state if key not in working.state]
+        batch = RoomBatch(
+            room_id, rows, run.groups, changed, list(working.extremities) if accepted else None,
+            new_room, removed,
+            (working.state_group, positions[-1]) if accepted and working.state_group else None,
+        )
+        try:
+            await self._events.persist_batch(batch)
+        except Exception:
+            self._heads.pop(room_id, None)
+            self._stream.finish(positions)
+            raise
+        self._heads[room_id] = working
+        self._stream.finish(positions)
+        if accepted:
+            members = {e.state_key for e, *_ in accepted if e.type == "m.room.member" and e.state_key}
+            self._notifier.notify("events", self._stream.current, rooms=[room_id], users=members)
+
     # -- reading -------------------------------------------------------------
 
     async def get_events(self, event_ids: list[str]) -> dict[str, LoadedEvent]:
@@ -412,6 +618,16 @@ def _row(event: Event, request: NewEvent, position: int, group: int | None) -> E
     )
 
 
+def _as_room_error(error: Exception) -> RoomError:
+    """A refusal the client can read: bad JSON stays a 400, anything unexpected is a 500."""
+    if isinstance(error, RoomError):
+        return error
+    if isinstance(error, CanonicalJSONError):
+        return RoomError(400, "M_BAD_JSON", str(error))
+    logger.error("building an event failed", exc_info=error)
+    return RoomError(500, "M_UNKNOWN", "Internal error while building the event")
+
+
 def _succeed(d: defer.Deferred[list[Event]], built: list[Event]) -> None:
     """Resolve a caller's wait, unless the caller went away (its Deferred was cancelled)."""
     if not d.called:
@@ -421,3 +637,293 @@ def _succeed(d: defer.Deferred[list[Event]], built: list[Event]) -> None:
 def _fail(d: defer.Deferred[list[Event]], error: Exception) -> None:
     if not d.called:
         d.errback(error)
+
+
+# -- remote events: the outcome and the work of one ingest ----------------------------
+
+ACCEPTED = "accepted"  # in the timeline (a stream position), may have changed the state
+SOFT_FAILED = "soft_failed"  # in the graph, not shown, did not change the current state
+REJECTED = "rejected"  # failed auth: stored as rejected, never state, never shown
+OUTLIER = "outlier"  # stored as an outlier (auth or state of other events)
+KNOWN = "known"  # already held: nothing done
+MISSING = "missing"  # prev or auth events unknown: not stored; fetch them and retry
+
+
+@dataclass(frozen=True)
+class RemoteOutcome:
+    """What became of one remote event handed to the engine."""
+
+    event_id: str
+    status: str
+    reason: str | None = None
+    # For accepted and soft-failed events: the state before the event.
+    state_before: dict[StateKey, str] | None = None
+
+
+class _StoredResStore:
+    """State resolution's store over the database plus events not yet persisted."""
+
+    def __init__(self, engine: RoomEngine, pending: Mapping[str, Event],
+                 rejected: set[str] | None = None) -> None:
+        self._engine = engine
+        self._pending = pending
+        self._rejected = rejected or set()
+
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, Event]:
+        ids = [e for e in event_ids if e not in self._rejected]
+        found = {e: self._pending[e] for e in ids if e in self._pending}
+        rest = [e for e in ids if e not in found]
+        loaded = await self._engine.get_events(rest)
+        found.update({e: le.event for e, le in loaded.items() if not le.rejected})
+        return found
+
+    async def get_auth_chain_difference(self, room_id: str, state_sets: list[set[str]]) -> set[str]:
+        if not state_sets:
+            return set()
+        chains = [await self._chain(s) for s in state_sets]
+        return set.union(*chains) - set.intersection(*chains)
+
+    async def _chain(self, event_ids: set[str]) -> set[str]:
+        chain = set(event_ids)
+        todo = list(chain)
+        stored: set[str] = set()
+        while todo:
+            event = self._pending.get(todo.pop())
+            if event is None:
+                continue
+            for auth_id in event.auth_event_ids:
+                if auth_id not in chain:
+                    chain.add(auth_id)
+                    todo.append(auth_id)
+        stored = {e for e in chain if e not in self._pending}
+        return chain | await self._engine._events.auth_chain_ids(list(stored))
+
+
+class _RemoteRun:
+    """One ingest of remote events into one room: checks, state, and the rows to write."""
+
+    def __init__(self, engine: RoomEngine, room_id: str, head: _Head) -> None:
+        self.engine = engine
+        self.room_id = room_id
+        self.head = head
+        self.working = head.copy()
+        self.version = head.version
+        self.outcomes: dict[str, RemoteOutcome] = {}
+        # (event, status, state group, reason), in the order they are to be written.
+        self.rows: list[tuple[Event, str, int | None, str | None]] = []
+        self.groups: list[NewStateGroup] = []
+        self.known: dict[str, Event] = {}  # every event we hold or are adding
+        self.stored: dict[str, StoredEvent] = {}
+        self.pending: dict[str, Event] = {}  # added by this run (not yet in the database)
+        self.rejected: set[str] = set()
+        self.after: dict[str, tuple[int, dict[StateKey, str]]] = {}  # state after, this run
+        self.group_states: dict[int, dict[StateKey, str]] = {}
+        self.chains: dict[int, int] = {}
+        if head.state_group is not None:
+            self.chains[head.state_group] = head.chain_length
+            self.group_states[head.state_group] = dict(head.state)
+
+    async def load_known(self, events: list[Event], outliers: list[Event],
+                         state_before: Mapping[str, Mapping[StateKey, str]]) -> None:
+        wanted: set[str] = set(self.working.extremities)
+        for event in (*events, *outliers):
+            wanted.add(event.event_id)
+            wanted.update(event.prev_event_ids)
+            wanted.update(event.auth_event_ids)
+        for state in state_before.values():
+            wanted.update(state.values())
+        if self.version.hydra:
+            wanted.add(create_event_id(self.room_id))
+        self.stored = await self.engine._events.get_events(sorted(wanted))
+        for event_id, stored in self.stored.items():
+            self.known[event_id] = event_from_storage(stored)
+            if stored.rejected_reason is not None:
+                self.rejected.add(event_id)
+
+    def _create(self) -> Event | None:
+        if not self.version.hydra:
+            return None
+        return self.known.get(create_event_id(self.room_id))
+
+    def _own_auth(self, event: Event) -> str | None:
+        try:
+            check_against_auth_events(event, self.known, rejected_event_ids=self.rejected,
+                                      create_event=self._create())
+        except IngestError as e:
+            return e.reason
+        return None
+
+    def _hold(self, event: Event, status: str, group: int | None, reason: str | None) -> None:
+        self.known[event.event_id] = event
+        self.pending[event.event_id] = event
+        if status == REJECTED:
+            self.rejected.add(event.event_id)
+        self.rows.append((event, status, group, reason))
+
+    def add_outlier(self, event: Event) -> None:
+        if event.event_id in self.known or event.room_id != self.room_id:
+            self.outcomes.setdefault(event.event_id, RemoteOutcome(
+                event.event_id, KNOWN if event.event_id in self.known else MISSING,
+                None if event.event_id in self.known else "event of another room"))
+            return
+        reason = self._own_auth(event)
+        self._hold(event, REJECTED if reason else OUTLIER, None, reason)
+        self.outcomes[event.event_id] = RemoteOutcome(
+            event.event_id, REJECTED if reason else OUTLIER, reason)
+
+    async def add_event(self, event: Event, given: Mapping[StateKey, str] | None) -> None:
+        event_id = event.event_id
+        if event_id in self.outcomes and self.outcomes[event_id].status != OUTLIER:
+            return
+        if event_id in self.known:
+            self.outcomes[event_id] = RemoteOutcome(event_id, KNOWN)
+            return
+        if event.room_id != self.room_id:
+            self.outcomes[event_id] = RemoteOutcome(event_id, MISSING, "event of another room")
+            return
+        unknown = [a for a in event.auth_event_ids if a not in self.known]
+        if unknown:
+            self.outcomes[event_id] = RemoteOutcome(event_id, MISSING, f"unknown auth events {unknown}")
+            return
+        before = await self._state_before(event, given)
+        if before is None:
+            self.outcomes[event_id] = RemoteOutcome(event_id, MISSING, "unknown prev events")
+            return
+        before_group, before_state = before
+        reason = self._own_auth(event)  # step 4
+        if reason is None:  # step 5
+            try:
+                check_against_state_before(event, await self._slice(event, before_state))
+            except IngestError as e:
+                reason = e.reason
+        if reason is not None:
+            group = self._ensure_group(before_group, before_state)
+            self.after[event_id] = (group, before_state)
+            self._hold(event, REJECTED, group, reason)
+            self.outcomes[event_id] = RemoteOutcome(event_id, REJECTED, reason)
+            return
+        group, after = self._state_after(event, before_group, before_state)
+        self.after[event_id] = (group, after)
+        soft = None
+        if self.working.extremities:  # step 6 (a room just joined has no current state yet)
+            soft = is_soft_failed(event, self.working.state_events)
+        if soft is not None:
+            self._hold(event, SOFT_FAILED, group, soft)
+            self.outcomes[event_id] = RemoteOutcome(event_id, SOFT_FAILED, soft, before_state)
+            return
+        self._hold(event, ACCEPTED, group, None)
+        self.outcomes[event_id] = RemoteOutcome(event_id, ACCEPTED, None, before_state)
+        await self._advance_head(event, group, after)
+
+    async def _state_before(
+        self, event: Event, given: Mapping[StateKey, str] | None
+    ) -> tuple[int | None, dict[StateKey, str]] | None:
+        if given is not None:
+            return None, dict(given)
+        states: list[tuple[int, dict[StateKey, str]]] = []
+        for prev_id in event.prev_event_ids:
+            state = await self._state_after_known(prev_id)
+            if state is None:
+                return None
+            states.append(state)
+        if not states:
+            return None  # only a create event has no prev events, and it starts a room
+        distinct = {g: s for g, s in states}
+        if len(distinct) == 1:
+            return states[0]
+        maps = list(distinct.values())
+        if all(m == maps[0] for m in maps[1:]):
+            return states[0]
+        resolved = await resolve_state(self.room_id, self.version, maps, self._res_store())
+        return None, resolved
+
+    async def _state_after_known(self, event_id: str) -> tuple[int, dict[StateKey, str]] | None:
+        if event_id in self.after:
+            return self.after[event_id]
+        stored = self.stored.get(event_id)
+        if stored is None:
+            stored = (await self.engine._events.get_events([event_id])).get(event_id)
+            if stored is None:
+                return None
+            self.stored[event_id] = stored
+        if stored.outlier or stored.state_group is None:
+            return None
+        group = stored.state_group
+        if group not in self.group_states:
+            self.group_states[group] = await self.engine._state.state_at_group(group)
+        return group, self.group_states[group]
+
+    def _res_store(self) -> _StoredResStore:
+        return _StoredResStore(self.engine, self.pending, self.rejected)
+
+    async def _slice(self, event: Event, state: Mapping[StateKey, str]) -> dict[StateKey, Event]:
+        wanted = [*auth_types_for_event(event.type, event.sender, event.state_key, event.content,
+                                        self.version), ("m.room.create", "")]
+        ids = {key: state[key] for key in wanted if key in state}
+        await self._load([i for i in ids.values() if i not in self.known])
+        return {key: self.known[i] for key, i in ids.items() if i in self.known}
+
+    async def _load(self, event_ids: list[str]) -> None:
+        if event_ids:
+            for event_id, loaded in (await self.engine.get_events(event_ids)).items():
+                self.known[event_id] = loaded.event
+
+    def _ensure_group(self, group: int | None, state: dict[StateKey, str]) -> int:
+        if group is not None:
+            return group
+        new = NewStateGroup(self.engine._groups.next(), None, 0, dict(state))
+        self.groups.append(new)
+        self.chains[new.id] = 0
+        self.group_states[new.id] = state
+        return new.id
+
+    def _state_after(self, event: Event, before_group: int | None,
+                     before: dict[StateKey, str]) -> tuple[int, dict[StateKey, str]]:
+        if event.state_key is None:
+            return self._ensure_group(before_group, before), before
+        key = (event.type, event.state_key)
+        after = {**before, key: event.event_id}
+        base = self._ensure_group(before_group, before)
+        chain = self.chains.get(base)
+        if chain is None or chain >= MAX_STATE_CHAIN:
+            new = NewStateGroup(self.engine._groups.next(), None, 0, dict(after))
+        else:
+            new = NewStateGroup(self.engine._groups.next(), base, chain + 1, {key: event.event_id})
+        self.groups.append(new)
+        self.chains[new.id] = new.chain_length
+        self.group_states[new.id] = after
+        return new.id, after
+
+    async def _advance_head(self, event: Event, group: int, after: dict[StateKey, str]) -> None:
+        """The event is accepted: it replaces its prevs as an extremity; recompute the state."""
+        working = self.working
+        prevs = set(event.prev_event_ids)
+        working.extremities = [e for e in working.extremities if e not in prevs] + [event.event_id]
+        working.depth = max(working.depth, event.depth)
+        if working.extremities == [event.event_id]:
+            current, current_group = after, group
+        else:
+            states = [await self._state_after_known(e) for e in working.extremities]
+            maps = [s[1] for s in states if s is not None]
+            current = await resolve_state(self.room_id, self.version, maps, self._res_store())
+            current_group = self._ensure_group(None, current)
+        await self._load([i for i in current.values() if i not in self.known])
+        working.state = dict(current)
+        working.state_events = {k: self.known[i] for k, i in current.items() if i in self.known}
+        working.state_group = current_group
+        working.chain_length = self.chains.get(current_group, 0)
+
+
+def _remote_row(event: Event, position: int | None, group: int | None, status: str,
+                reason: str | None) -> EventRow:
+    return EventRow(
+        event_id=event.event_id, room_id=event.room_id, type=event.type,
+        state_key=event.state_key, sender=event.sender, depth=event.depth,
+        origin_server_ts=event.origin_server_ts, pdu_json=event.canonical_bytes.decode("utf-8"),
+        prev_event_ids=list(event.prev_event_ids), auth_event_ids=list(event.auth_event_ids),
+        stream_ordering=position, state_group=group, membership=_membership(event),
+        relation=_relation(event), redacts=event.redacts,
+        rejected_reason=reason if status == REJECTED else None,
+        outlier=status in (OUTLIER, REJECTED) and group is None,
+        soft_failed=status == SOFT_FAILED,
+    )

@@ -47,6 +47,9 @@ class EventRow:
     txn_key: tuple[str, str, str] | None = None
     rejected_reason: str | None = None
     outlier: bool = False
+    # A remote event that failed against the current state: kept in the graph,
+    # never shown (the sync and /messages queries skip it).
+    soft_failed: bool = False
 
 
 @dataclass
@@ -58,6 +61,11 @@ class RoomBatch:
     current_state: dict[StateKey, tuple[str, str | None]] = field(default_factory=dict)
     extremities: list[str] | None = None  # the room's new forward extremities
     new_room: tuple[str, str, int] | None = None  # (version, creator, created_ts)
+    # Keys that left the current state (state resolution over a fork can drop one).
+    current_state_removed: list[StateKey] = field(default_factory=list)
+    # (state group, stream position): the group that is the current state as of
+    # that position, when no event's group is (remote events; see room_state_heads).
+    state_head: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,40 @@ class EventStore:
             ),
         )
         return row[0] if row else None
+
+    async def auth_chain_ids(self, event_ids: list[str]) -> set[str]:
+        """Every auth ancestor of `event_ids` (not the events themselves), from the auth edges."""
+        if not event_ids:
+            return set()
+        rows = await self._db.run(
+            "auth_chain_ids",
+            lambda t: t.query(
+                "WITH RECURSIVE chain(event_id) AS ("
+                "  SELECT auth_event_id FROM event_auth_edges WHERE event_id = ANY(%s)"
+                "  UNION"
+                "  SELECT a.auth_event_id FROM event_auth_edges a JOIN chain c"
+                "  ON a.event_id = c.event_id"
+                ") SELECT event_id FROM chain",
+                (list(event_ids),),
+            ),
+        )
+        return {r[0] for r in rows}
+
+    async def prev_event_ids(self, event_ids: list[str]) -> dict[str, list[str]]:
+        """event id -> its prev events, for the events given (from the edges table)."""
+        if not event_ids:
+            return {}
+        rows = await self._db.run(
+            "prev_event_ids",
+            lambda t: t.query(
+                "SELECT event_id, prev_event_id FROM event_edges WHERE event_id = ANY(%s)",
+                (list(event_ids),),
+            ),
+        )
+        result: dict[str, list[str]] = {e: [] for e in event_ids}
+        for event_id, prev_id in rows:
+            result[event_id].append(prev_id)
+        return result
 
     async def room_stream_events(
         self, room_id: str, from_pos: int, to_pos: int | None, backwards: bool, limit: int,
@@ -182,6 +224,15 @@ def _persist(txn: Txn, batch: RoomBatch) -> None:
     _insert_events(txn, batch.events)
     _insert_state_groups(txn, batch.room_id, batch.state_groups)
     _update_current_state(txn, batch.room_id, batch.current_state)
+    if batch.current_state_removed:
+        _remove_current_state(txn, batch.room_id, batch.current_state_removed)
+    if batch.state_head is not None:
+        txn.execute(
+            "INSERT INTO room_state_heads (room_id, state_group, stream_ordering)"
+            " VALUES (%s, %s, %s) ON CONFLICT (room_id) DO UPDATE"
+            " SET state_group = EXCLUDED.state_group, stream_ordering = EXCLUDED.stream_ordering",
+            (batch.room_id, *batch.state_head),
+        )
     if batch.extremities is not None:
         txn.execute("DELETE FROM forward_extremities WHERE room_id = %s", (batch.room_id,))
         txn.execute_values(
@@ -203,13 +254,24 @@ def _insert_txn_ids(txn: Txn, events: list[EventRow]) -> None:
         raise TxnIdConflict()
 
 
+def _remove_current_state(txn: Txn, room_id: str, keys: list[StateKey]) -> None:
+    for event_type, state_key in keys:
+        txn.execute(
+            "DELETE FROM current_state WHERE room_id = %s AND type = %s AND state_key = %s",
+            (room_id, event_type, state_key),
+        )
+
+
 def _insert_events(txn: Txn, events: list[EventRow]) -> None:
+    if not events:
+        return
     txn.execute_values(
         "INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender,"
-        " origin_server_ts, pdu, state_group, rejected_reason, outlier) VALUES %s",
+        " origin_server_ts, pdu, state_group, rejected_reason, outlier, soft_failed) VALUES %s",
         [
             (e.event_id, e.room_id, e.stream_ordering, e.depth, e.type, e.state_key, e.sender,
-             e.origin_server_ts, e.pdu_json, e.state_group, e.rejected_reason, e.outlier)
+             e.origin_server_ts, e.pdu_json, e.state_group, e.rejected_reason, e.outlier,
+             e.soft_failed)
             for e in events
         ],
     )
@@ -221,7 +283,8 @@ def _insert_events(txn: Txn, events: list[EventRow]) -> None:
         txn.execute_values(
             "INSERT INTO event_auth_edges (event_id, auth_event_id) VALUES %s", auth
         )
-    accepted = [e for e in events if e.rejected_reason is None and not e.outlier]
+    accepted = [e for e in events
+                if e.rejected_reason is None and not e.outlier and not e.soft_failed]
     members = [
         (e.event_id, e.room_id, e.state_key, e.sender, e.membership, e.stream_ordering)
         for e in accepted if e.membership is not None

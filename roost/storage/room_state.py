@@ -58,6 +58,12 @@ class RoomStateStore:
         )
         return {r[0]: r[1] for r in rows}
 
+    async def state_group_delta(
+        self, group: int
+    ) -> tuple[int | None, int, dict[StateKey, str]] | None:
+        """(prev_group, chain_length, the entries written for `group` itself), or None."""
+        return await self._db.run("state_group_delta", _group_delta, group)
+
     async def rooms_for_user(self, user_id: str, memberships: tuple[str, ...]) -> dict[str, str]:
         """room_id -> membership for the user's current memberships among `memberships`."""
         rows = await self._db.run(
@@ -137,10 +143,33 @@ def _room_head(txn: Txn, room_id: str) -> RoomHead | None:
         " ORDER BY e.stream_ordering DESC LIMIT 1",
         (room_id,),
     )
+    group, chain = (group_row[0], group_row[1]) if group_row else (None, 0)
+    # Remote events can leave the current state in a group no later event points at
+    # (a merged fork, a soft-failed last event): room_state_heads then names it.
+    head_row = txn.query_one(
+        "SELECT h.state_group, g.chain_length FROM room_state_heads h JOIN state_groups g"
+        " ON g.id = h.state_group WHERE h.room_id = %s AND h.stream_ordering >= COALESCE("
+        " (SELECT MAX(stream_ordering) FROM events WHERE room_id = %s), 0)",
+        (room_id, room_id),
+    )
+    if head_row is not None:
+        group, chain = head_row[0], head_row[1]
     return RoomHead(
         room_id, room[0], state, extremities, int(depth_row[0]) if depth_row else 0,
-        group_row[0] if group_row else None, group_row[1] if group_row else 0,
+        group, chain,
     )
+
+
+def _group_delta(txn: Txn, group: int) -> tuple[int | None, int, dict[StateKey, str]] | None:
+    row = txn.query_one("SELECT prev_group, chain_length FROM state_groups WHERE id = %s",
+                        (group,))
+    if row is None:
+        return None
+    entries = txn.query(
+        "SELECT type, state_key, event_id FROM state_group_entries WHERE state_group = %s",
+        (group,),
+    )
+    return row[0], row[1], {(r[0], r[1]): r[2] for r in entries}
 
 
 def _state_of_group(txn: Txn, group: int) -> dict[StateKey, str]:
