@@ -46,6 +46,8 @@ from roost.client_api.rooms import RoomCreation
 from roost.client_api.sync_builder import SyncBuilder
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
+from roost.federation.joins import RemoteRooms
+from roost.federation.sender import EduSources, FederationSender
 from roost.federation.transport import key_resource
 from roost.federation.transport.client import (
     FederationClient,
@@ -69,6 +71,7 @@ from roost.storage.devices import DeviceStore
 from roost.storage.directory import DirectoryStore
 from roost.storage.embedded import start_embedded_postgres
 from roost.storage.events import EventStore, SyncEventStore
+from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
 from roost.storage.profiles import ProfileStore
@@ -92,6 +95,9 @@ class FederationParts:
     client: FederationClient
     keyring: KeyRing
     key_server: KeyServer
+    # Called with the origin of every authenticated inbound request (it is evidently up).
+    on_authenticated: list[Any] = field(default_factory=list)
+    sender: FederationSender | None = None
 
 
 @dataclass
@@ -171,12 +177,13 @@ async def _build_federation(config: RoostConfig, reactor: Any, clock: IReactorTi
     keyring = KeyRing(clock, server_keys, local_key, FederationKeyFetcher(client), notaries)
     key_server = KeyServer(clock, local_key, server_keys, keyring)
     await key_server.start()  # records (and after a rotation, keeps publishing) our keys
+    up: list[Any] = [client.reset_backoff]
     router = FederationRouter()
     register_version(router)
     key_resource.register(router, key_server)
     site = federation_site(FederationResource(router, keyring, config.server_name,
-                                              on_authenticated=client.reset_backoff))
-    return FederationParts(site, router, client, keyring, key_server)
+                                              on_authenticated=lambda o: [f(o) for f in up]))
+    return FederationParts(site, router, client, keyring, key_server, up)
 
 
 def _leave_all_rooms(engine: RoomEngine, state: RoomStateStore) -> Any:
@@ -205,7 +212,7 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
                    engine: RoomEngine, view: RoomView,
                    streams: dict[str, StreamIdGenerator],
                    closers: list[tuple[str, Any]], presence_tracker: PresenceTracker,
-                   ) -> tuple[SyncBuilder, sync.ChangeWaiter]:
+                   ) -> tuple[SyncBuilder, sync.ChangeWaiter, typing.TypingTracker]:
     """Typing, receipts, account data, filters and /sync itself (the socket reuses the last two)."""
     typing_tracker = typing.TypingTracker(clock, notifier)
     closers.append(("typing timers", typing_tracker.stop))
@@ -228,7 +235,7 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
                           presence_tracker, user_rooms)
     waiter = sync.ChangeWaiter(notifier, clock, user_rooms)
     sync.register(router, builder, waiter, filters, presence_tracker)
-    return builder, waiter
+    return builder, waiter, typing_tracker
 
 
 async def build_homeserver(
@@ -290,14 +297,16 @@ async def build_homeserver(
     devices.register(router, device_store, tokens, uia)
     rooms.register(router, engine, view, directory_store,
                    RoomCreation(config.server_name, config.rooms.default_version),
-                   profiles.member_profile)
-    send.register(router, engine, view, event_store)
+                   profiles.member_profile,
+                   RemoteRooms(federation.client, federation.keyring, engine, state_store,
+                               config.server_name, local_key.signing_key, clock))
+    send.register(router, engine, view, event_store, directory_store, config.server_name)
     room_state.register(router, engine, view)
     messages.register(router, engine, view, event_store, event_stream)
     relations.register(router, engine, view, RelationStore(db))
     directory.register(router, engine, view, directory_store, config.server_name)
     streams = {"events": event_stream, "presence": presence_stream, **await _sync_streams(db)}
-    builder, waiter = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
+    builder, waiter, typing_tracker = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
                                      presence_tracker)
 
     root = Resource()
@@ -311,5 +320,15 @@ async def build_homeserver(
     sockets.putChild(b"ws", socket_resource)
     root.putChild(b"_roost", sockets)
     site = RoostSite(root, config.listeners.client.max_body_bytes)
+    sender = FederationSender(
+        FederationOutboundStore(db), event_stream, notifier, federation.client, config.server_name,
+        clock, min_retry_interval_ms=config.federation.min_retry_interval,
+        max_retry_interval_ms=config.federation.max_retry_interval,
+        edus=EduSources(typing_tracker.typing_users, presence_tracker.get,
+                        lambda: streams["receipts"].current))
+    await sender.start()
+    closers.append(("federation sender", sender.stop))
+    federation.sender = sender
+    federation.on_authenticated.append(sender.destination_up)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation)

@@ -123,9 +123,6 @@ class CanonicalAliasTests(TestCase):
         assert_error(self, resp, 400, "M_BAD_ALIAS")
         self.assertNotEqual(other, room)
 
-    test_canonical_alias_must_point_to_the_room.todo = (  # type: ignore[attr-defined]
-        "send.register takes the DirectoryStore as `directory=`; wiring does not pass it yet")
-
 
 class PublicRoomsTests(TestCase):
     async def _rooms(self) -> tuple[Client, Client, list[str]]:
