@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from roost.client_api.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, Handler, JsonDict, Router
 from roost.client_api.room_view import RoomView, append_event, check_canonical
+from roost.federation.joins import RemoteRooms
 from roost.rooms.engine import NewEvent, RoomEngine, RoomError
 from roost.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from roost.storage.directory import DirectoryStore
@@ -142,8 +143,16 @@ class RoomCreation:
 def register(
     router: Router, engine: RoomEngine, view: RoomView, directory: DirectoryStore,
     creation: RoomCreation, member_profile: ProfileLookup | None = None,
+    remote: RemoteRooms | None = None,
 ) -> None:
+    """`remote` (when federation is wired) joins, invites and leaves across servers."""
     server_name = creation.server_name
+
+    async def remotely(action: Awaitable[object]) -> None:
+        try:
+            await action
+        except RoomError as e:
+            raise MatrixError(e.status, e.errcode, e.message) from None
 
     async def create_room(req: ApiRequest) -> JsonDict:
         body = req.json(required=False)
@@ -175,18 +184,30 @@ def register(
             await directory.set_public(room_id, True)
         return {"room_id": room_id}
 
-    async def resolve(room_id_or_alias: str) -> str:
+    async def resolve(room_id_or_alias: str) -> tuple[str, list[str]]:
+        """The room id, and servers to join it through when it is another server's alias."""
         if room_id_or_alias.startswith("!"):
-            return room_id_or_alias
+            return room_id_or_alias, []
         if room_id_or_alias.startswith("#"):
+            if remote is not None and remote.is_remote_alias(room_id_or_alias):
+                try:
+                    return await remote.resolve_alias(room_id_or_alias)
+                except RoomError as e:
+                    raise MatrixError(e.status, e.errcode, e.message) from None
             found = await directory.get_alias(room_id_or_alias)
             if found is None:
                 raise not_found("Room alias not found")
-            return found[0]
+            return found[0], []
         raise invalid_param("Expected a room id or a room alias")
 
     async def set_membership(room_id: str, sender: str, target: str, membership: str,
-                             body: JsonDict) -> None:
+                             body: JsonDict, via: list[str] | None = None) -> None:
+        if remote is not None and membership == "join" and not await remote.is_resident(room_id):
+            content = {"reason": body["reason"]} if isinstance(body.get("reason"), str) else {}
+            if member_profile is not None:
+                content.update(await member_profile(target))
+            await remotely(remote.join(room_id, target, via or [], content))
+            return
         if await engine.room_version(room_id) is None:
             raise not_found("Unknown room")
         content: JsonDict = {"membership": membership}
@@ -199,12 +220,16 @@ def register(
                 return
             if member_profile is not None:
                 content.update(await member_profile(target))
+        if remote is not None and membership == "invite" and remote.is_remote_user(target):
+            await remotely(remote.invite(room_id, sender, target, content))
+            return
         await append_event(engine, room_id, NewEvent(sender, "m.room.member", content, target))
 
     async def join_by_id_or_alias(req: ApiRequest) -> JsonDict:
-        room_id = await resolve(req.params["room"])
+        room_id, via = await resolve(req.params["room"])
+        via = [*req.args("via"), *req.args("server_name"), *via]
         await set_membership(room_id, req.user.user_id, req.user.user_id, "join",
-                             req.json(required=False))
+                             req.json(required=False), via)
         await directory.unforget(req.user.user_id, room_id)
         return {"room_id": room_id}
 
@@ -222,6 +247,13 @@ def register(
             if await engine.room_version(room_id) is None:
                 raise not_found("Unknown room")
             raise forbidden("You are not in this room")
+        if remote is not None and current == "invite" and not await remote.is_resident(room_id):
+            # Rejecting an invite to a room this server is not in: through the inviter's server.
+            state = await engine.current_state_events(room_id)
+            invite = state.get(("m.room.member", req.user.user_id))
+            via = [invite.sender.partition(":")[2]] if invite is not None else []
+            await remotely(remote.leave(room_id, req.user.user_id, via, req.json(required=False)))
+            return {}
         await set_membership(room_id, req.user.user_id, req.user.user_id, "leave",
                              req.json(required=False))
         return {}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer, reactor
+from twisted.protocols.policies import WrappingFactory
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
 
@@ -48,6 +49,7 @@ class FedNode:
     overrides: dict[str, Any]
     server: RunningServer | None = None
     tokens: dict[str, str] = field(default_factory=dict)
+    connections: Any = None
 
     def user_id(self, localpart: str) -> str:
         return f"@{localpart}:{self.name}"
@@ -55,7 +57,7 @@ class FedNode:
     async def start(self) -> RunningServer:
         """Build the homeserver (again) behind the federation port, listening if it is not."""
         if self.listening is None:
-            self.listening = reactor.listenSSL(self.port, self.site, self._tls(),
+            self.listening = reactor.listenSSL(self.port, self._wrapped(), self._tls(),
                                                interface="127.0.0.1")
         self.server = await start_server(self.testcase, dsn=self.dsn, data_dir=self.folder,
                                          server_name=self.name, **self.overrides)
@@ -68,6 +70,9 @@ class FedNode:
         if self.listening is not None:
             await self.listening.stopListening()
             self.listening = None
+        # Pooled connections from the other server outlive the listener: cut them.
+        for protocol in list(self.connections.protocols):
+            protocol.transport.abortConnection()
         if self.server is not None:
             await self.server.stop()
         self.site.resource = Resource()
@@ -75,6 +80,10 @@ class FedNode:
     async def restart(self) -> RunningServer:
         await self.stop()
         return await self.start()
+
+    def _wrapped(self) -> WrappingFactory:
+        self.connections = WrappingFactory(self.site)
+        return self.connections
 
     def _tls(self) -> Any:
         cert = os.path.join(self.folder, "tls", "tls.crt")
@@ -106,7 +115,7 @@ async def start_node(testcase: TestCase, **overrides: Any) -> FedNode:
     site = federation_site(Resource())  # type: ignore[arg-type]
     node = FedNode(testcase, "", 0, folder, await fresh_database(testcase), site, None,
                    {**federation_overrides(), **overrides})
-    node.listening = reactor.listenSSL(0, site, node._tls(), interface="127.0.0.1")
+    node.listening = reactor.listenSSL(0, node._wrapped(), node._tls(), interface="127.0.0.1")
     node.port = node.listening.getHost().port
     node.name = f"127.0.0.1:{node.port}"
 
@@ -114,6 +123,8 @@ async def start_node(testcase: TestCase, **overrides: Any) -> FedNode:
         if node.listening is not None:
             await node.listening.stopListening()
             node.listening = None
+        for protocol in list(node.connections.protocols):
+            protocol.transport.abortConnection()
 
     testcase.addCleanup(lambda: defer.ensureDeferred(cleanup()))
     await node.start()
