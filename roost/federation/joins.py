@@ -79,12 +79,13 @@ class RemoteRooms:
         return server_name_of(alias) not in ("", self._server_name)
 
     async def is_resident(self, room_id: str) -> bool:
-        """Whether this server is in the room: it knows it and one of its users is joined."""
+        """Whether this server can act in the room itself: it holds the room and either
+        one of its users is joined or no other server is (a room of ours everyone left)."""
         if await self._engine.room_version(room_id) is None:
             return False
-        members = await self._state.members(room_id)
-        return any(membership == "join" and not self.is_remote_user(user)
-                   for user, (membership, _) in members.items())
+        joined = [user for user, (membership, _) in (await self._state.members(room_id)).items()
+                  if membership == "join"]
+        return any(not self.is_remote_user(u) for u in joined) or not joined
 
     # -- aliases -----------------------------------------------------------------------
 
