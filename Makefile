@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= homeserver.yaml
+# The real Synapse the federation interoperability tests run beside Roost.
+SYNAPSE_VERSION := 1.163.2
+SYNAPSE_STAMP := .venv-synapse/.installed
 TESTS ?= tests
 
 .PHONY: run test lint bench clean-venv
@@ -16,10 +19,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+$(SYNAPSE_STAMP): Makefile
+	test -x .venv-synapse/bin/python || $(PYTHON) -m venv .venv-synapse
+	.venv-synapse/bin/pip install --quiet "matrix-synapse[postgres]==$(SYNAPSE_VERSION)"
+	touch $(SYNAPSE_STAMP)
+
 run: $(STAMP)
 	$(BIN)/roost run -c $(CONFIG)
 
-test: $(STAMP)
+test: $(STAMP) $(SYNAPSE_STAMP)
 	$(BIN)/python -m twisted.trial -j2 $(TESTS)
 
 # Speed and memory workloads (minutes; needs PostgreSQL on 127.0.0.1:5432). Figures: docs/benchmarks.md
