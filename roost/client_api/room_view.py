@@ -105,10 +105,9 @@ class RoomView:
 
     async def _aggregate(self, events: list[LoadedEvent], user_id: str) -> dict[str, JsonDict]:
         live = [e for e in events if not e.redacted_by and e.event.state_key is None]
-        ids = [e.event.event_id for e in live]
-        edits = await self._relations.latest_edits({e.event.event_id: e.event.sender for e in live})
-        threads = await self._relations.thread_summaries(ids, user_id)
-        reactions = await self._relations.annotation_counts(ids)
+        found = await self._relations.aggregations(
+            {e.event.event_id: e.event.sender for e in live}, user_id)
+        edits, threads, reactions = found.edits, found.threads, found.reactions
         needed = list(edits.values()) + [t.latest_event_id for t in threads.values()]
         loaded = await self.engine.get_events(needed)
         now = self.now_ms()

@@ -14,6 +14,13 @@ class ThreadSummary:
     participated: bool
 
 
+@dataclass(frozen=True)
+class Aggregations:
+    edits: dict[str, str]
+    threads: dict[str, ThreadSummary]
+    reactions: dict[str, list[tuple[str, str, int]]]
+
+
 class RelationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -26,19 +33,7 @@ class RelationStore:
         """
         if not targets:
             return {}
-        rows = await self._db.run(
-            "latest_edits",
-            lambda t: t.query(
-                "SELECT DISTINCT ON (r.relates_to_id) r.relates_to_id, r.event_id"
-                " FROM event_relations r JOIN unnest(%s::text[], %s::text[]) AS x(id, sender)"
-                " ON r.relates_to_id = x.id AND r.sender = x.sender"
-                " WHERE r.rel_type = 'm.replace'"
-                " AND NOT EXISTS (SELECT 1 FROM redactions d WHERE d.redacts = r.event_id)"
-                " ORDER BY r.relates_to_id, r.stream_ordering DESC",
-                (list(targets), list(targets.values())),
-            ),
-        )
-        return {r[0]: r[1] for r in rows}
+        return await self._db.run("latest_edits", _latest_edits, targets)
 
     async def thread_summaries(self, roots: list[str], user_id: str) -> dict[str, ThreadSummary]:
         if not roots:
@@ -49,21 +44,18 @@ class RelationStore:
         """target -> [(event type, key, count)], most used first."""
         if not targets:
             return {}
-        rows = await self._db.run(
-            "annotation_counts",
-            lambda t: t.query(
-                "SELECT r.relates_to_id, r.event_type, r.aggregation_key, COUNT(*)"
-                " FROM event_relations r WHERE r.relates_to_id = ANY(%s)"
-                " AND r.rel_type = 'm.annotation' AND r.aggregation_key IS NOT NULL"
-                " AND NOT EXISTS (SELECT 1 FROM redactions d WHERE d.redacts = r.event_id)"
-                " GROUP BY 1, 2, 3 ORDER BY 1, 4 DESC, 3",
-                (targets,),
-            ),
-        )
-        result: dict[str, list[tuple[str, str, int]]] = {}
-        for target, event_type, key, count in rows:
-            result.setdefault(target, []).append((event_type, key, int(count)))
-        return result
+        return await self._db.run("annotation_counts", _annotation_counts, targets)
+
+    async def aggregations(self, targets: dict[str, str], user_id: str) -> Aggregations:
+        """Edits, thread summaries and reaction counts of the targets, in one transaction.
+
+        Serving a page of events asks for all three; one round trip, and a
+        first query that finds which kinds exist at all, keep the common case
+        (no relations) to a single cheap statement (bench/sync_fanout.py).
+        """
+        if not targets:
+            return Aggregations({}, {}, {})
+        return await self._db.run("aggregations", _aggregations, targets, user_id)
 
     async def has_annotation(self, target: str, sender: str, event_type: str, key: str) -> bool:
         """Whether the sender already annotated `target` with this type and key (unredacted)."""
@@ -150,3 +142,43 @@ def _thread_roots(
     if from_pos is not None:
         ordered = [r for r in ordered if r[1] < from_pos]
     return ordered[:limit]
+
+
+def _latest_edits(txn: Txn, targets: dict[str, str]) -> dict[str, str]:
+    rows = txn.query(
+        "SELECT DISTINCT ON (r.relates_to_id) r.relates_to_id, r.event_id"
+        " FROM event_relations r JOIN unnest(%s::text[], %s::text[]) AS x(id, sender)"
+        " ON r.relates_to_id = x.id AND r.sender = x.sender"
+        " WHERE r.rel_type = 'm.replace'"
+        " AND NOT EXISTS (SELECT 1 FROM redactions d WHERE d.redacts = r.event_id)"
+        " ORDER BY r.relates_to_id, r.stream_ordering DESC",
+        (list(targets), list(targets.values())),
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+def _annotation_counts(txn: Txn, targets: list[str]) -> dict[str, list[tuple[str, str, int]]]:
+    rows = txn.query(
+        "SELECT r.relates_to_id, r.event_type, r.aggregation_key, COUNT(*)"
+        " FROM event_relations r WHERE r.relates_to_id = ANY(%s)"
+        " AND r.rel_type = 'm.annotation' AND r.aggregation_key IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM redactions d WHERE d.redacts = r.event_id)"
+        " GROUP BY 1, 2, 3 ORDER BY 1, 4 DESC, 3",
+        (targets,),
+    )
+    result: dict[str, list[tuple[str, str, int]]] = {}
+    for target, event_type, key, count in rows:
+        result.setdefault(target, []).append((event_type, key, int(count)))
+    return result
+
+
+def _aggregations(txn: Txn, targets: dict[str, str], user_id: str) -> Aggregations:
+    kinds = {r[0] for r in txn.query(
+        "SELECT DISTINCT rel_type FROM event_relations WHERE relates_to_id = ANY(%s)",
+        (list(targets),))}
+    ids = list(targets)
+    return Aggregations(
+        _latest_edits(txn, targets) if "m.replace" in kinds else {},
+        _thread_summaries(txn, ids, user_id) if "m.thread" in kinds else {},
+        _annotation_counts(txn, ids) if "m.annotation" in kinds else {},
+    )
