@@ -40,6 +40,7 @@ class RoostProcess:
     proc: subprocess.Popen[bytes]
     base_url: str
     database: str
+    server_name: str = "bench.local"
 
     def cpu_seconds(self) -> float:
         times = psutil.Process(self.proc.pid).cpu_times()
@@ -67,16 +68,29 @@ def _admin(sql: str) -> None:
 
 
 @contextlib.contextmanager
-def roost_server(extra_yaml: str = "") -> Iterator[RoostProcess]:
+def roost_server(extra_yaml: str = "", federation: bool = False) -> Iterator[RoostProcess]:
+    """A Roost process; with `federation`, named 127.0.0.1:<port> and federating over
+    TLS on loopback (self-signed certificate, checks off, blocklist empty: bench only)."""
     database = f"roost_bench_{uuid.uuid4().hex[:8]}"
     _admin(f'CREATE DATABASE "{database}"')
     folder = tempfile.mkdtemp(prefix="roost-bench-")
     port = free_port()
     dsn = ADMIN_DSN.replace("dbname=postgres", f"dbname={database}")
+    server_name, fed_listener = "bench.local", ""
+    if federation:
+        from roost.homeserver.tlsgen import write_self_signed
+
+        fed_port = free_port()
+        server_name = f"127.0.0.1:{fed_port}"
+        cert, key = write_self_signed(folder, "tls", "localhost")
+        fed_listener = (f", federation: {{enabled: true, bind_address: 127.0.0.1, port: {fed_port},"
+                        f" tls_certificate_path: {cert}, tls_private_key_path: {key}}}")
+        extra_yaml += ("\nfederation: {verify_certificates: false, ip_range_blocklist: [],"
+                       " min_retry_interval: 500ms, max_retry_interval: 5s}\n")
     config = f"""
-server_name: bench.local
+server_name: "{server_name}"
 data_dir: {folder}/data
-listeners: {{client: {{bind_address: 127.0.0.1, port: {port}}}}}
+listeners: {{client: {{bind_address: 127.0.0.1, port: {port}}}{fed_listener}}}
 database: {{dsn: "{dsn}", pool_min: 4, pool_max: 16}}
 registration: {{enabled: true}}
 passwords: {{bcrypt_rounds: 4}}
@@ -96,7 +110,7 @@ logging: {{level: WARNING}}
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_up(base_url, proc)
-        yield RoostProcess(proc, base_url, database)
+        yield RoostProcess(proc, base_url, database, server_name)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

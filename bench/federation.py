@@ -1,0 +1,100 @@
+"""Federation workloads of the federation issue, Roost to Roost on loopback.
+
+    .venv/bin/python bench/federation.py [--rate 20] [--seconds 10] [--burst 1000]
+
+Two Roost processes federate over TLS on 127.0.0.1. A user on the second
+server joins a room on the first; messages are sent on the first at `rate`/s
+and a client long-polling /sync on the second measures the latency from the
+start of each send. Then a burst of `burst` messages: does every one cross,
+in order?
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import print_result, roost_server, summary  # noqa: E402
+from bench.sync_fanout import Client, register  # noqa: E402
+
+
+async def receive_until(client: Client, room: str, token: str, want: set[str],
+                        seen: list[tuple[str, float]], deadline: float) -> str:
+    while want - {t for t, _ in seen} and time.monotonic() < deadline:
+        body = await client.call("GET", f"/sync?since={token}&timeout=2000")
+        now = time.monotonic()
+        token = body["next_batch"]
+        for event in body["rooms"]["join"].get(room, {}).get("timeline", {}).get("events", []):
+            tag = event["content"].get("tag")
+            if isinstance(tag, str):
+                seen.append((tag, now))
+    return token
+
+
+async def run(a_url: str, b_url: str, a_name: str, rate: float, seconds: float,
+              burst: int) -> dict[str, Any]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        alice = await register(session, a_url, "alice")
+        bob = await register(session, b_url, "bob")
+        room = (await alice.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
+        await bob.call("POST", f"/join/{quote(room)}?server_name={quote(a_name)}", {})
+        token = (await bob.call("GET", "/sync?timeout=0"))["next_batch"]
+
+        seen: list[tuple[str, float]] = []
+        sent_at: dict[str, float] = {}
+        count = int(rate * seconds)
+        want = {f"r{n}" for n in range(count)}
+        receiver = asyncio.create_task(
+            receive_until(bob, room, token, want, seen, time.monotonic() + seconds + 60))
+        for n in range(count):
+            tag = f"r{n}"
+            sent_at[tag] = time.monotonic()
+            await alice.call("PUT", f"/rooms/{room}/send/m.room.message/{tag}",
+                             {"msgtype": "m.text", "body": "x", "tag": tag})
+            await asyncio.sleep(max(0.0, sent_at[tag] + 1 / rate - time.monotonic()))
+        token = await receiver
+        latencies = [at - sent_at[tag] for tag, at in seen if tag in sent_at]
+
+        burst_tags = [f"b{n}" for n in range(burst)]
+        started = time.monotonic()
+        burst_seen: list[tuple[str, float]] = []
+        receiver = asyncio.create_task(receive_until(
+            bob, room, token, set(burst_tags), burst_seen, time.monotonic() + 300))
+        await asyncio.gather(*(
+            alice.call("PUT", f"/rooms/{room}/send/m.room.message/{tag}",
+                       {"msgtype": "m.text", "body": "x", "tag": tag}) for tag in burst_tags))
+        await receiver
+        arrived = [t for t, _ in burst_seen if t.startswith("b")]
+    return {
+        "steady": {"rate": rate, "messages": count, "arrived": len(latencies),
+                   **summary(latencies)},
+        "burst": {"messages": burst, "arrived": len(set(arrived)),
+                  "duplicates": len(arrived) - len(set(arrived)),
+                  "seconds": round((burst_seen[-1][1] if burst_seen else time.monotonic())
+                                   - started, 2)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--burst", type=int, default=1000)
+    args = parser.parse_args()
+    with roost_server(federation=True) as a, roost_server(federation=True) as b:
+        result = asyncio.run(run(a.base_url, b.base_url, a.server_name, args.rate,
+                                 args.seconds, args.burst))
+        print_result("federation_roost_to_roost", result)
+
+
+if __name__ == "__main__":
+    main()
