@@ -46,6 +46,8 @@ from roost.client_api.rooms import RoomCreation
 from roost.client_api.sync_builder import SyncBuilder
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
+from roost.federation import served as federation_served
+from roost.federation.ingest import EduSinks
 from roost.federation.joins import RemoteRooms
 from roost.federation.sender import EduSources, FederationSender
 from roost.federation.transport import key_resource
@@ -71,6 +73,7 @@ from roost.storage.devices import DeviceStore
 from roost.storage.directory import DirectoryStore
 from roost.storage.embedded import start_embedded_postgres
 from roost.storage.events import EventStore, SyncEventStore
+from roost.storage.federation_inbound import FederationInboundStore
 from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
@@ -199,6 +202,31 @@ def _leave_all_rooms(engine: RoomEngine, state: RoomStateStore) -> Any:
                 logger.warning("deactivated %s could not leave %s: %s", user_id, room_id, e)
 
     return leave_all
+
+
+def _register_inbound_federation(federation: FederationParts, engine: RoomEngine,
+                                 event_store: EventStore, db: Database, config: RoostConfig,
+                                 local_key: LocalKey, clock: IReactorTime,
+                                 directory_store: DirectoryStore, profile_store: ProfileStore,
+                                 typing_tracker: Any, presence_tracker: PresenceTracker,
+                                 receipt_service: Any) -> None:
+    """/send (transactions and EDUs) and the served room, user and directory endpoints."""
+    async def profile(user_id: str) -> dict[str, Any] | None:
+        found = await profile_store.get_profile(user_id)
+        return None if found is None else {"displayname": found.displayname,
+                                           "avatar_url": found.avatar_url}
+
+    def typing_edu(room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
+        if typing:
+            typing_tracker.set_typing(room_id, user_id, timeout_ms)
+        else:
+            typing_tracker.stop_typing(room_id, user_id)
+
+    federation_served.register_all(
+        federation.router, engine, event_store, federation.keyring, federation.client,
+        FederationInboundStore(db), config.server_name, local_key.signing_key, clock,
+        directory_store, profile,
+        EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence))
 
 
 async def _sync_streams(db: Database) -> dict[str, StreamIdGenerator]:
@@ -330,5 +358,9 @@ async def build_homeserver(
     closers.append(("federation sender", sender.stop))
     federation.sender = sender
     federation.on_authenticated.append(sender.destination_up)
+    _register_inbound_federation(federation, engine, event_store, db, config, local_key, clock,
+                                 directory_store, profile_store, typing_tracker, presence_tracker,
+                                 receipts.Receipts(ReceiptStore(db), streams["receipts"],
+                                                   notifier, clock))
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation)

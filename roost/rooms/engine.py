@@ -411,6 +411,45 @@ class RoomEngine:
 
         return await self._submit_job(room_id, job)
 
+    async def store_remote_invite(self, version: RoomVersion, invite: Event) -> None:
+        """Keep an invite of a local user to a room on another server (already checked and
+        countersigned by the caller) so the user's /sync shows it.
+
+        In a room this server is in, the invite is an ordinary remote event. Otherwise it
+        is stored as a stream event with the invitee's membership in the current state and
+        no extremities: the room is known but not joined, until create_remote_room.
+        """
+        room_id = invite.room_id
+        key = ("m.room.member", invite.state_key or "")
+
+        async def job() -> None:
+            new_room = None
+            if await self._state.room_version(room_id) is None:
+                head = _Head(version, {}, {}, [], 0, None, 0)
+                new_room = (version.identifier, invite.sender, invite.origin_server_ts)
+            else:
+                head = await self._head(room_id)
+                if head.extremities:
+                    await self._ingest_job(room_id, head, [invite], [], {})
+                    return
+            if invite.event_id in await self._events.get_events([invite.event_id]):
+                return
+            positions = self._stream.allocate(1)
+            batch = RoomBatch(room_id, [_remote_row(invite, positions[0], None, ACCEPTED, None)],
+                              [], {key: (invite.event_id, "invite")}, None, new_room)
+            try:
+                await self._events.persist_batch(batch)
+            finally:
+                self._stream.finish(positions)
+            working = head.copy()
+            working.state[key] = invite.event_id
+            working.state_events[key] = invite
+            self._heads[room_id] = working
+            self._notifier.notify("events", self._stream.current, rooms=[room_id],
+                                  users=[key[1]])
+
+        await self._submit_job(room_id, job)
+
     async def build_for_remote(
         self, room_id: str, sender: str, event_type: str, content: dict[str, Any],
         state_key: str | None = None,
@@ -465,6 +504,15 @@ class RoomEngine:
         if len(maps) == 1:
             return maps[0]
         return await resolve_state(stored.room_id, event.version, maps, _StoredResStore(self, {}))
+
+    async def is_participating(self, room_id: str) -> bool:
+        """Whether this server holds the room's graph (it has forward extremities), as
+        opposed to knowing the room only from an invite of one of its users."""
+        try:
+            head = await self._head(room_id)
+        except RoomError:
+            return False
+        return bool(head.extremities)
 
     async def server_in_room(self, room_id: str, server_name: str,
                              state: Mapping[StateKey, str] | None = None) -> bool:

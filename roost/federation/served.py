@@ -1,0 +1,415 @@
+"""What other servers ask of us: joins, leaves, invites, and reading rooms and users.
+
+Room data (backfill, missing events, events, state, auth chains) is served
+only to a server with a user joined to the room, else 403 M_FORBIDDEN. Every
+event another server hands us to sign or store (send_join, send_leave,
+invite) goes through the same checks as a transaction's PDUs: format,
+signatures, content hash, then the auth rules in the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from roost.federation.ingest import EduSinks, EventChecker, InboundTransactions
+from roost.federation.transport.server import FederationError, FederationRequest, FederationRouter
+from roost.keys.remote import KeyRing
+from roost.rooms.engine import ACCEPTED, KNOWN, RoomEngine, RoomError
+from roost.rooms.events import Event
+from roost.rooms.hashing import SigningKey, check_content_hash, server_name_of, sign_event
+from roost.rooms.state_res import create_event_id
+from roost.rooms.versions import RoomVersion, UnsupportedRoomVersionError, get_room_version
+from roost.storage.directory import DirectoryStore
+from roost.storage.events import EventStore
+from roost.storage.federation_inbound import FederationInboundStore
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+V1 = "/_matrix/federation/v1"
+V2 = "/_matrix/federation/v2"
+MAX_BACKFILL = 100
+MAX_MISSING = 50
+INVITE_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
+                      "m.room.canonical_alias", "m.room.encryption")
+
+ProfileLookup = Callable[[str], Awaitable[JsonDict | None]]
+
+
+def _forbidden(msg: str) -> FederationError:
+    return FederationError(403, "M_FORBIDDEN", msg)
+
+
+def _room_error(e: RoomError) -> FederationError:
+    return FederationError(e.status, e.errcode, e.message)
+
+
+class ServedRooms:
+    def __init__(self, engine: RoomEngine, events: EventStore, keyring: KeyRing,
+                 inbound: FederationInboundStore, server_name: str, signing_key: SigningKey,
+                 clock: Any, directory: DirectoryStore | None = None,
+                 profile: ProfileLookup | None = None) -> None:
+        self._engine = engine
+        self._events = events
+        self._checker = EventChecker(keyring)
+        self._inbound = inbound
+        self._server_name = server_name
+        self._key = signing_key
+        self._clock = clock
+        self._directory = directory
+        self._profile = profile
+
+    def register(self, router: FederationRouter) -> None:
+        router.add("GET", V1 + "/make_join/{roomId}/{userId}", self.make_join)
+        router.add("PUT", V2 + "/send_join/{roomId}/{eventId}", self.send_join)
+        router.add("GET", V1 + "/make_leave/{roomId}/{userId}", self.make_leave)
+        router.add("PUT", V2 + "/send_leave/{roomId}/{eventId}", self.send_leave)
+        router.add("PUT", V2 + "/invite/{roomId}/{eventId}", self.invite)
+        router.add("GET", V1 + "/backfill/{roomId}", self.backfill)
+        router.add("POST", V1 + "/get_missing_events/{roomId}", self.get_missing_events)
+        router.add("GET", V1 + "/event/{eventId}", self.event)
+        router.add("GET", V1 + "/state/{roomId}", self.state)
+        router.add("GET", V1 + "/state_ids/{roomId}", self.state_ids)
+        router.add("GET", V1 + "/event_auth/{roomId}/{eventId}", self.event_auth)
+        router.add("GET", V1 + "/query/profile", self.query_profile)
+        router.add("GET", V1 + "/query/directory", self.query_directory)
+        router.add("GET", V1 + "/publicRooms", self.public_rooms)
+        router.add("POST", V1 + "/publicRooms", self.public_rooms)
+
+    async def _auth_chain(self, room_id: str, event_ids: list[str]) -> set[str]:
+        """The auth chain of `event_ids`; in v12 with the create event, which events imply
+        (through the room id) rather than cite."""
+        chain = await self._events.auth_chain_ids(event_ids)
+        version = await self._engine.room_version(room_id)
+        if version is not None and version.hydra:
+            chain.add(create_event_id(room_id))
+        return chain
+
+    def _now_ms(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    async def _version(self, room_id: str) -> RoomVersion:
+        version = await self._engine.room_version(room_id)
+        if version is None:
+            raise FederationError(404, "M_NOT_FOUND", "Unknown room")
+        return version
+
+    async def _require_in_room(self, origin: str, room_id: str,
+                               state: dict[tuple[str, str], str] | None = None) -> None:
+        await self._version(room_id)
+        if not await self._engine.server_in_room(room_id, origin, state):
+            raise _forbidden(f"{origin} is not in the room")
+
+    # -- joins and leaves ------------------------------------------------------
+
+    async def make_join(self, req: FederationRequest) -> JsonDict:
+        return await self._make(req, "join")
+
+    async def make_leave(self, req: FederationRequest) -> JsonDict:
+        return await self._make(req, "leave")
+
+    async def _make(self, req: FederationRequest, membership: str) -> JsonDict:
+        origin = req.authenticated_origin
+        room_id, user_id = req.params["roomId"], req.params["userId"]
+        if server_name_of(user_id) != origin:
+            raise _forbidden("the user is not on the requesting server")
+        version = await self._version(room_id)
+        if membership == "join":
+            supported = req.args("ver") or ["1"]
+            if version.identifier not in supported:
+                raise FederationError(400, "M_INCOMPATIBLE_ROOM_VERSION",
+                                      "Your homeserver does not support this room's version",
+                                      room_version=version.identifier)
+        try:
+            version, template = await self._engine.build_for_remote(
+                room_id, user_id, "m.room.member", {"membership": membership}, user_id)
+        except RoomError as e:
+            raise _room_error(e) from None
+        template["origin"] = self._server_name
+        return {"event": template, "room_version": version.identifier}
+
+    async def send_join(self, req: FederationRequest) -> tuple[int, JsonDict]:
+        event, outcome_state = await self._send_membership(req, "join")
+        state = outcome_state
+        auth_ids = await self._auth_chain(event.room_id, [*state.values(), *event.auth_event_ids])
+        auth_ids |= set(event.auth_event_ids)
+        loaded = await self._engine.get_events([*state.values(), *auth_ids])
+        servers = sorted({server_name_of(k) for (t, k), eid in state.items()
+                          if t == "m.room.member" and eid in loaded
+                          and loaded[eid].event.membership == "join"} | {self._server_name})
+        return 200, {
+            "origin": self._server_name,
+            "state": [loaded[e].event.pdu for e in state.values() if e in loaded],
+            "auth_chain": [loaded[e].event.pdu for e in sorted(auth_ids) if e in loaded],
+            "event": event.pdu,
+            "members_omitted": False,
+            "servers_in_room": servers,
+        }
+
+    async def send_leave(self, req: FederationRequest) -> tuple[int, JsonDict]:
+        await self._send_membership(req, "leave")
+        return 200, {}
+
+    async def _send_membership(self, req: FederationRequest,
+                               membership: str) -> tuple[Event, dict[tuple[str, str], str]]:
+        origin = req.authenticated_origin
+        room_id, event_id = req.params["roomId"], req.params["eventId"]
+        version = await self._version(room_id)
+        event = await self._one_checked(req.json(), version, room_id, event_id)
+        if event.type != "m.room.member" or event.membership != membership:
+            raise FederationError(400, "M_BAD_JSON", f"not a {membership} event")
+        if event.state_key != event.sender or server_name_of(event.sender) != origin:
+            raise FederationError(400, "M_BAD_JSON", "the event is not the origin's own membership")
+        try:
+            outcomes = await self._engine.ingest_remote(room_id, [event])
+        except RoomError as e:
+            raise _room_error(e) from None
+        outcome = outcomes[event.event_id]
+        if outcome.status == ACCEPTED and outcome.state_before is not None:
+            return event, outcome.state_before
+        if outcome.status == KNOWN:
+            loaded = (await self._engine.get_events([event.event_id])).get(event.event_id)
+            state = await self._engine.state_at_event(event.event_id)
+            if loaded is not None and not loaded.rejected and state is not None:
+                return event, state
+        raise _forbidden(f"{membership} not allowed: {outcome.reason or outcome.status}")
+
+    async def _one_checked(self, pdu: Any, version: RoomVersion, room_id: str,
+                           event_id: str) -> Event:
+        """Steps 1-3 for one event another server asks us to take; no redaction allowed."""
+        events, errors = await self._checker.check([pdu], version, room_id)
+        if not events:
+            reason = next(iter(errors.values()), "bad event")
+            status = 401 if "signature" in reason else 400
+            raise FederationError(status, "M_UNAUTHORIZED" if status == 401 else "M_BAD_JSON",
+                                  reason)
+        event = events[0]
+        if event.event_id != event_id:
+            raise FederationError(400, "M_BAD_JSON", "the event id does not match the URL")
+        if not check_content_hash(event.pdu):
+            raise FederationError(400, "M_BAD_JSON", "the content hash does not match")
+        return event
+
+    # -- invites -----------------------------------------------------------------
+
+    async def invite(self, req: FederationRequest) -> JsonDict:
+        origin = req.authenticated_origin
+        room_id, event_id = req.params["roomId"], req.params["eventId"]
+        body = req.json()
+        try:
+            version = get_room_version(body.get("room_version"))
+        except UnsupportedRoomVersionError:
+            raise FederationError(400, "M_INCOMPATIBLE_ROOM_VERSION",
+                                  "This server does not support that room version",
+                                  room_version=body.get("room_version")) from None
+        event = await self._one_checked(body.get("event"), version, room_id, event_id)
+        invitee = event.state_key or ""
+        if event.type != "m.room.member" or event.membership != "invite":
+            raise FederationError(400, "M_BAD_JSON", "not an invite")
+        if server_name_of(invitee) != self._server_name:
+            raise FederationError(400, "M_BAD_JSON", "the invitee is not on this server")
+        if server_name_of(event.sender) != origin:
+            raise _forbidden("the inviter is not on the requesting server")
+        stripped = body.get("invite_room_state", [])
+        if not isinstance(stripped, list):
+            raise FederationError(400, "M_BAD_JSON", "invite_room_state must be a list")
+        known = await self._engine.room_version(room_id)
+        if known is not None and known != version:
+            raise FederationError(400, "M_BAD_JSON", "the room has another version here")
+        signed = sign_event(event.pdu, version, self._server_name, self._key)
+        signed_event = Event.from_built(signed, version, event.event_id)
+        try:
+            await self._engine.store_remote_invite(version, signed_event)
+        except RoomError as e:
+            raise _room_error(e) from None
+        await self._inbound.add_remote_invite(event.event_id, room_id, invitee, stripped)
+        return {"event": signed}
+
+    # -- reading rooms --------------------------------------------------------------
+
+    def _pdus_answer(self, pdus: list[JsonDict]) -> JsonDict:
+        return {"origin": self._server_name, "origin_server_ts": self._now_ms(), "pdus": pdus}
+
+    async def backfill(self, req: FederationRequest) -> JsonDict:
+        room_id = req.params["roomId"]
+        await self._require_in_room(req.authenticated_origin, room_id)
+        limit = max(1, min(req.int_arg("limit", 10) or 10, MAX_BACKFILL))
+        start = req.args("v")
+        found = await self._walk_back(room_id, start, set(), limit, include_start=True)
+        return self._pdus_answer([e.pdu for e in found])
+
+    async def get_missing_events(self, req: FederationRequest) -> JsonDict:
+        room_id = req.params["roomId"]
+        await self._require_in_room(req.authenticated_origin, room_id)
+        body = req.json()
+        earliest, latest = body.get("earliest_events", []), body.get("latest_events", [])
+        limit, min_depth = body.get("limit", 10), body.get("min_depth", 0)
+        if not isinstance(earliest, list) or not isinstance(latest, list) \
+                or not isinstance(limit, int) or not isinstance(min_depth, int):
+            raise FederationError(400, "M_BAD_JSON", "bad get_missing_events body")
+        limit = max(1, min(limit, MAX_MISSING))
+        latest_events = await self._engine.get_events([e for e in latest if isinstance(e, str)])
+        starts = [p for le in latest_events.values() if le.event.room_id == room_id
+                  for p in le.event.prev_event_ids]
+        stop = {e for e in earliest if isinstance(e, str)} | set(latest_events)
+        found = await self._walk_back(room_id, starts, stop, limit, include_start=True,
+                                      min_depth=min_depth)
+        return {"events": [e.pdu for e in reversed(found)]}
+
+    async def _walk_back(self, room_id: str, start: list[str], stop: set[str], limit: int,
+                         include_start: bool, min_depth: int = 0) -> list[Event]:
+        """Events reached from `start` through prev events, newest first, up to `limit`."""
+        result: list[Event] = []
+        seen = set(stop)
+        frontier = [e for e in start if e not in seen]
+        while frontier and len(result) < limit:
+            seen.update(frontier)
+            loaded = await self._engine.get_events(frontier)
+            batch = sorted((le.event for le in loaded.values()
+                            if le.event.room_id == room_id and le.stream_ordering is not None
+                            and not le.rejected and le.event.depth >= min_depth),
+                           key=lambda e: -e.depth)
+            result.extend(batch[:limit - len(result)])
+            frontier = [p for e in batch for p in e.prev_event_ids if p not in seen]
+            frontier = list(dict.fromkeys(frontier))
+        return result if include_start else result[1:]
+
+    async def event(self, req: FederationRequest) -> JsonDict:
+        event_id = req.params["eventId"]
+        loaded = (await self._engine.get_events([event_id])).get(event_id)
+        if loaded is None or loaded.rejected:
+            raise FederationError(404, "M_NOT_FOUND", "Unknown event")
+        await self._require_in_room(req.authenticated_origin, loaded.event.room_id)
+        return self._pdus_answer([loaded.event.pdu])
+
+    async def _state_at(self, req: FederationRequest) -> tuple[dict[tuple[str, str], str], set[str]]:
+        room_id = req.params["roomId"]
+        event_id = req.arg("event_id")
+        if event_id is None:
+            raise FederationError(400, "M_MISSING_PARAM", "event_id is required")
+        await self._version(room_id)
+        loaded = (await self._engine.get_events([event_id])).get(event_id)
+        if loaded is None or loaded.event.room_id != room_id:
+            raise FederationError(404, "M_NOT_FOUND", "Unknown event")
+        state = await self._engine.state_at_event(event_id)
+        if state is None:
+            raise FederationError(404, "M_NOT_FOUND", "No state known at that event")
+        if not await self._engine.server_in_room(room_id, req.authenticated_origin) \
+                and not await self._engine.server_in_room(room_id, req.authenticated_origin, state):
+            raise _forbidden(f"{req.authenticated_origin} is not in the room")
+        chain = await self._auth_chain(room_id, list(state.values()))
+        return state, chain
+
+    async def state(self, req: FederationRequest) -> JsonDict:
+        state, chain = await self._state_at(req)
+        loaded = await self._engine.get_events([*state.values(), *chain])
+        return {"pdus": [loaded[e].event.pdu for e in state.values() if e in loaded],
+                "auth_chain": [loaded[e].event.pdu for e in sorted(chain) if e in loaded]}
+
+    async def state_ids(self, req: FederationRequest) -> JsonDict:
+        state, chain = await self._state_at(req)
+        return {"pdu_ids": list(state.values()), "auth_chain_ids": sorted(chain)}
+
+    async def event_auth(self, req: FederationRequest) -> JsonDict:
+        room_id, event_id = req.params["roomId"], req.params["eventId"]
+        await self._require_in_room(req.authenticated_origin, room_id)
+        loaded = (await self._engine.get_events([event_id])).get(event_id)
+        if loaded is None or loaded.event.room_id != room_id:
+            raise FederationError(404, "M_NOT_FOUND", "Unknown event")
+        chain = await self._auth_chain(room_id, [event_id])
+        chain.discard(event_id)
+        events = await self._engine.get_events(sorted(chain))
+        return {"auth_chain": [le.event.pdu for le in events.values()]}
+
+    # -- queries -------------------------------------------------------------------
+
+    async def query_profile(self, req: FederationRequest) -> JsonDict:
+        user_id = req.arg("user_id")
+        if user_id is None:
+            raise FederationError(400, "M_MISSING_PARAM", "user_id is required")
+        if server_name_of(user_id) != self._server_name:
+            raise FederationError(400, "M_INVALID_PARAM", "not a user of this server")
+        profile = await self._profile(user_id) if self._profile is not None else None
+        if profile is None:
+            raise FederationError(404, "M_NOT_FOUND", "Profile not found")
+        field = req.arg("field")
+        if field is not None:
+            if field not in ("displayname", "avatar_url"):
+                raise FederationError(400, "M_INVALID_PARAM", "unknown field")
+            return {field: profile[field]} if profile.get(field) is not None else {}
+        return {k: v for k, v in profile.items() if v is not None}
+
+    async def query_directory(self, req: FederationRequest) -> JsonDict:
+        alias = req.arg("room_alias")
+        if alias is None:
+            raise FederationError(400, "M_MISSING_PARAM", "room_alias is required")
+        found = await self._directory.get_alias(alias) if self._directory is not None else None
+        if found is None:
+            raise FederationError(404, "M_NOT_FOUND", "Room alias not found")
+        room_id = found[0]
+        state = await self._engine.current_state_events(room_id)
+        servers = {server_name_of(k) for (t, k), e in state.items()
+                   if t == "m.room.member" and e.membership == "join"}
+        servers.discard(self._server_name)
+        return {"room_id": room_id, "servers": [self._server_name, *sorted(servers)]}
+
+    async def public_rooms(self, req: FederationRequest) -> JsonDict:
+        if self._directory is None:
+            return {"chunk": [], "total_room_count_estimate": 0}
+        body = req.json() if req.method == "POST" and req.content is not None else {}
+        limit = body.get("limit", req.int_arg("limit"))
+        since = body.get("since", req.arg("since"))
+        search = body.get("filter") or {}
+        if (limit is not None and (not isinstance(limit, int) or isinstance(limit, bool))) \
+                or (since is not None and not isinstance(since, str)) \
+                or not isinstance(search, dict):
+            raise FederationError(400, "M_BAD_JSON", "bad publicRooms request")
+        rooms = [await self._entry(r) for r in await self._directory.public_rooms()]
+        term = search.get("generic_search_term")
+        if isinstance(term, str) and term:
+            needle = term.lower()
+            rooms = [r for r in rooms if needle in " ".join(
+                str(r.get(k, "")) for k in ("name", "topic", "canonical_alias")).lower()]
+        offset = int(since[1:]) if isinstance(since, str) and since[1:].isdigit() else 0
+        page = rooms[offset:offset + limit] if isinstance(limit, int) and limit > 0 else rooms[offset:]
+        result: JsonDict = {"chunk": page, "total_room_count_estimate": len(rooms)}
+        if offset + len(page) < len(rooms):
+            result["next_batch"] = f"p{offset + len(page)}"
+        if offset > 0:
+            result["prev_batch"] = f"p{max(0, offset - (limit or offset))}"
+        return result
+
+    async def _entry(self, room: Any) -> JsonDict:
+        loaded = await self._engine.get_events(list(room.state.values()))
+        content = {key[0]: loaded[eid].event.content for key, eid in room.state.items()
+                   if eid in loaded}
+        entry: JsonDict = {
+            "room_id": room.room_id,
+            "num_joined_members": room.joined_members,
+            "world_readable": content.get("m.room.history_visibility", {}).get(
+                "history_visibility") == "world_readable",
+            "guest_can_join": content.get("m.room.guest_access", {}).get(
+                "guest_access") == "can_join",
+            "join_rule": content.get("m.room.join_rules", {}).get("join_rule", "invite"),
+        }
+        for key, event_type, field in (("name", "m.room.name", "name"),
+                                       ("topic", "m.room.topic", "topic"),
+                                       ("canonical_alias", "m.room.canonical_alias", "alias"),
+                                       ("avatar_url", "m.room.avatar", "url")):
+            value = content.get(event_type, {}).get(field)
+            if isinstance(value, str):
+                entry[key] = value
+        return entry
+
+
+
+def register_all(router: FederationRouter, engine: RoomEngine, events: EventStore, keyring: KeyRing,
+                 client: Any, inbound: FederationInboundStore, server_name: str,
+                 signing_key: SigningKey, clock: Any, directory: DirectoryStore | None = None,
+                 profile: ProfileLookup | None = None, edus: EduSinks | None = None) -> None:
+    """Every endpoint of this module and of ingest.py (/send), on `router`."""
+    InboundTransactions(engine, keyring, client, inbound, clock, edus).register(router)
+    ServedRooms(engine, events, keyring, inbound, server_name, signing_key, clock, directory,
+                profile).register(router)
