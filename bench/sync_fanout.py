@@ -22,7 +22,13 @@ import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import print_result, roost_server, summary  # noqa: E402
+from bench.common import (  # noqa: E402
+    RoostProcess,
+    postgres_cpu_seconds,
+    print_result,
+    roost_server,
+    summary,
+)
 
 V3 = "/_matrix/client/v3"
 
@@ -45,7 +51,31 @@ async def register(session: aiohttp.ClientSession, base: str, name: str) -> Clie
         return Client(session, base, (await resp.json())["access_token"])
 
 
-async def fanout(base: str, receivers: int, rate: float, seconds: float) -> dict[str, Any]:
+class CpuMeter:
+    """CPU seconds of Roost, of PostgreSQL and of this benchmark client over a phase.
+
+    The client (aiohttp in one Python process) shares the machine's cores with
+    Roost, so latencies alone cannot say whose time they measure.
+    """
+
+    def __init__(self, server: RoostProcess | None) -> None:
+        self.server = server
+        self.start = self._read()
+
+    def _read(self) -> tuple[float, float, float]:
+        if self.server is None:
+            return 0.0, 0.0, 0.0
+        return self.server.cpu_seconds(), postgres_cpu_seconds(), time.process_time()
+
+    def per(self, count: int, unit: str) -> dict[str, float]:
+        end = self._read()
+        names = ("roost", "postgres", "bench_client")
+        return {f"{n}_cpu_ms_per_{unit}": round((b - a) * 1000 / max(count, 1), 2)
+                for n, a, b in zip(names, self.start, end, strict=True)}
+
+
+async def fanout(base: str, receivers: int, rate: float, seconds: float,
+                 server: RoostProcess | None = None) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         sender = await register(session, base, "sender")
         room = (await sender.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
@@ -71,6 +101,7 @@ async def fanout(base: str, receivers: int, rate: float, seconds: float) -> dict
         tasks = [asyncio.create_task(receive(c)) for c in clients]
         await asyncio.sleep(1.0)
         count = int(rate * seconds)
+        meter = CpuMeter(server)
         for n in range(count):
             txn = f"t{n}"
             sent_at[txn] = time.monotonic()
@@ -78,14 +109,16 @@ async def fanout(base: str, receivers: int, rate: float, seconds: float) -> dict
                               {"msgtype": "m.text", "body": "x", "txn": txn})
             await asyncio.sleep(max(0.0, sent_at[txn] + 1 / rate - time.monotonic()))
         await asyncio.sleep(2.0)
+        cpu = meter.per(count, "message")
         stop.set()
         await asyncio.gather(*tasks)
     expected = count * receivers
     return {"receivers": receivers, "messages": count, "deliveries": len(latencies),
-            "expected_deliveries": expected, **summary(latencies)}
+            "expected_deliveries": expected, **summary(latencies), **cpu}
 
 
-async def initial_sync(base: str, rooms: int, messages: int) -> dict[str, Any]:
+async def initial_sync(base: str, rooms: int, messages: int,
+                       server: RoostProcess | None = None) -> dict[str, Any]:
     async with aiohttp.ClientSession() as session:
         user = await register(session, base, "reader")
         writer = await register(session, base, "writer")
@@ -97,19 +130,22 @@ async def initial_sync(base: str, rooms: int, messages: int) -> dict[str, Any]:
                             {"msgtype": "m.text", "body": f"message {n}"})
                 for n in range(messages)))
         timings, token = [], ""
+        meter = CpuMeter(server)
         for _ in range(5):
             start = time.monotonic()
             body = await user.call("GET", "/sync")
             timings.append(time.monotonic() - start)
             token = body["next_batch"]
             assert len(body["rooms"]["join"]) == rooms
+        cpu = meter.per(5, "initial_sync")
         empty = []
         for _ in range(20):
             start = time.monotonic()
             await user.call("GET", f"/sync?since={token}&timeout=0")
             empty.append(time.monotonic() - start)
     return {"rooms": rooms, "messages_per_room": messages,
-            "initial_sync": summary(timings), "empty_incremental_sync": summary(empty)}
+            "initial_sync": {**summary(timings), **cpu},
+            "empty_incremental_sync": summary(empty)}
 
 
 def main() -> None:
@@ -117,11 +153,16 @@ def main() -> None:
     parser.add_argument("--receivers", type=int, default=20)
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--only", choices=("fanout", "initial"),
+                        help="run one workload (e.g. to profile it alone)")
     args = parser.parse_args()
     with roost_server() as server:
-        result = {"fanout_over_sync": asyncio.run(
-            fanout(server.base_url, args.receivers, args.rate, args.seconds))}
-        result["sync"] = asyncio.run(initial_sync(server.base_url, 50, 100))
+        result: dict[str, Any] = {}
+        if args.only in (None, "fanout"):
+            result["fanout_over_sync"] = asyncio.run(
+                fanout(server.base_url, args.receivers, args.rate, args.seconds, server))
+        if args.only in (None, "initial"):
+            result["sync"] = asyncio.run(initial_sync(server.base_url, 50, 100, server))
         result["roost_rss_mib"] = round(server.rss_mib(), 1)
         print_result("sync_fanout", result)
 

@@ -24,7 +24,7 @@ import aiohttp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import RoostProcess, print_result, roost_server, summary  # noqa: E402
-from bench.sync_fanout import register  # noqa: E402
+from bench.sync_fanout import CpuMeter, register  # noqa: E402
 
 
 async def open_socket(session: aiohttp.ClientSession, base: str, token: str
@@ -38,7 +38,8 @@ async def open_socket(session: aiohttp.ClientSession, base: str, token: str
     return ws
 
 
-async def fanout(base: str, receivers: int, rate: float, seconds: float) -> dict[str, Any]:
+async def fanout(base: str, receivers: int, rate: float, seconds: float,
+                 server: RoostProcess | None = None) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         sender = await register(session, base, "wsender")
         room = (await sender.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
@@ -64,6 +65,7 @@ async def fanout(base: str, receivers: int, rate: float, seconds: float) -> dict
         tasks = [asyncio.create_task(listen(ws)) for ws in sockets]
         await asyncio.sleep(1.0)
         count = int(rate * seconds)
+        meter = CpuMeter(server)
         for n in range(count):
             txn = f"w{n}"
             sent_at[txn] = time.monotonic()
@@ -71,11 +73,12 @@ async def fanout(base: str, receivers: int, rate: float, seconds: float) -> dict
                               {"msgtype": "m.text", "body": "x", "txn": txn})
             await asyncio.sleep(max(0.0, sent_at[txn] + 1 / rate - time.monotonic()))
         await asyncio.sleep(2.0)
+        cpu = meter.per(count, "message")
         for ws in sockets:
             await ws.close()
         await asyncio.gather(*tasks, return_exceptions=True)
     return {"receivers": receivers, "messages": count, "deliveries": len(latencies),
-            "expected_deliveries": count * receivers, **summary(latencies)}
+            "expected_deliveries": count * receivers, **summary(latencies), **cpu}
 
 
 async def idle_sockets(server: RoostProcess, count: int) -> dict[str, Any]:
@@ -100,11 +103,16 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--idle", type=int, default=1000)
+    parser.add_argument("--only", choices=("fanout", "idle"),
+                        help="run one workload (e.g. to profile it alone)")
     args = parser.parse_args()
     with roost_server() as server:
-        result = {"fanout_over_websocket": asyncio.run(
-            fanout(server.base_url, args.receivers, args.rate, args.seconds))}
-        result["idle_sockets"] = asyncio.run(idle_sockets(server, args.idle))
+        result: dict[str, Any] = {}
+        if args.only in (None, "fanout"):
+            result["fanout_over_websocket"] = asyncio.run(
+                fanout(server.base_url, args.receivers, args.rate, args.seconds, server))
+        if args.only in (None, "idle"):
+            result["idle_sockets"] = asyncio.run(idle_sockets(server, args.idle))
         result["roost_rss_mib"] = round(server.rss_mib(), 1)
         print_result("ws_fanout", result)
 
