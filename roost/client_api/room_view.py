@@ -8,6 +8,7 @@ decided in one place.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from roost.client_api.errors import MatrixError
@@ -88,12 +89,20 @@ class RoomView:
             raise MatrixError(400, "M_DUPLICATE_ANNOTATION", "You already sent this annotation")
 
     async def serialize(self, events: list[LoadedEvent], user_id: str,
-                        with_relations: bool = True) -> list[JsonDict]:
-        """Serve events with redactions applied and their aggregated relations."""
+                        with_relations: bool = True,
+                        relation_kinds: Mapping[str, frozenset[str]] | None = None,
+                        ) -> list[JsonDict]:
+        """Serve events with redactions applied and their aggregated relations.
+
+        `relation_kinds`, when the caller knows them (the sync window does),
+        names the rel_types pointing at each event, so events with none are
+        served without asking the database.
+        """
         redaction_ids = [e.redacted_by for e in events if e.redacted_by]
-        redactions = await self.engine.get_events(redaction_ids)
+        redactions = await self.engine.get_events(redaction_ids) if redaction_ids else {}
         now = self.now_ms()
-        relations = await self._aggregate(events, user_id) if with_relations else {}
+        relations = await self._aggregate(events, user_id, relation_kinds) \
+            if with_relations else {}
         result = []
         for loaded in events:
             redaction = None
@@ -103,8 +112,13 @@ class RoomView:
                                        relations.get(loaded.event.event_id)))
         return result
 
-    async def _aggregate(self, events: list[LoadedEvent], user_id: str) -> dict[str, JsonDict]:
+    async def _aggregate(self, events: list[LoadedEvent], user_id: str,
+                         kinds: Mapping[str, frozenset[str]] | None = None) -> dict[str, JsonDict]:
         live = [e for e in events if not e.redacted_by and e.event.state_key is None]
+        if kinds is not None:
+            live = [e for e in live if kinds.get(e.event.event_id, True)]
+            if not live:
+                return {}
         found = await self._relations.aggregations(
             {e.event.event_id: e.event.sender for e in live}, user_id)
         edits, threads, reactions = found.edits, found.threads, found.reactions

@@ -22,6 +22,7 @@ from roost.storage.events import StoredEvent, SyncEventStore
 from roost.storage.room_state import UserRoomsCache
 from roost.storage.streams import StreamIdGenerator
 from roost.storage.sync_data import AccountDataStore
+from roost.storage.sync_queries import RecentEvents, SyncQueries
 
 JsonDict = dict[str, Any]
 _TOKEN_RE = re.compile(r"^s(\d+)_(\d+)_(\d+)_(\d+)_(\d+)$")
@@ -118,6 +119,7 @@ class SyncBuilder:
         event_stream: StreamIdGenerator, typing: TypingTracker, receipts: Receipts,
         account_data: AccountDataStore, account_stream: StreamIdGenerator,
         presence: Presence | None, user_rooms: UserRoomsCache,
+        queries: SyncQueries | None = None,
     ) -> None:
         self._engine = engine
         self._view = view
@@ -129,6 +131,8 @@ class SyncBuilder:
         self._account_stream = account_stream
         self._presence = presence
         self._user_rooms = user_rooms
+        self._queries = queries or SyncQueries.sharing_pool_of(events)
+        self._recent = RecentEvents(self._queries, events)
 
     def now(self) -> SyncToken:
         return SyncToken(self._event_stream.current, self._typing.position,
@@ -201,7 +205,7 @@ class SyncBuilder:
     ) -> None:
         fresh: list[StoredEvent] = []
         if since.events < now.events:
-            fresh = await self._events.in_range(joined, since.events, now.events,
+            fresh = await self._recent.in_range(joined, since.events, now.events,
                                                 MAX_INCREMENTAL_EVENTS)
         by_room: dict[str, list[StoredEvent]] = {}
         for stored in fresh:
@@ -268,7 +272,7 @@ class SyncBuilder:
                       since: SyncToken, filt: SyncFilter) -> None:
         if not left:
             return
-        fresh = await self._events.in_range(list(left), since.events, max(left.values()),
+        fresh = await self._recent.in_range(list(left), since.events, max(left.values()),
                                             MAX_INCREMENTAL_EVENTS)
         for room_id, position in left.items():
             mine = self._wanted([s for s in fresh if s.room_id == room_id
@@ -327,11 +331,8 @@ class SyncBuilder:
             return []
         if since is not None and since.presence == self._presence.current:
             return []  # (a token from before a restart is ahead: the tracker resends all)
-        users = {user_id}
-        for room_id, membership in memberships.items():
-            if membership == "join":
-                members = await self._view.state.members(room_id)
-                users.update(u for u, (m, _) in members.items() if m == "join")
+        users = {user_id} | await self._queries.joined_users(
+            [r for r, m in memberships.items() if m == "join"])
         return self._presence.changes_since(since.presence if since else 0, users)
 
     # -- serialization -------------------------------------------------------------
@@ -340,7 +341,9 @@ class SyncBuilder:
                          initial: bool) -> None:
         timeline = [e for p in plans.values() for e in p.timeline]
         state = [e for p in plans.values() for e in p.state]
-        served_timeline = iter(await self._view.serialize(timeline, user_id))
+        kinds = self._recent.relation_kinds(e.event.event_id for e in timeline)
+        served_timeline = iter(await self._view.serialize(timeline, user_id,
+                                                          relation_kinds=kinds))
         served_state = iter(await self._view.serialize(state, user_id, with_relations=False))
         for room_id, plan in plans.items():
             room: JsonDict = {

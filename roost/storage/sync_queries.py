@@ -1,0 +1,218 @@
+"""Reads for /sync and the socket that serve many readers at once.
+
+`RecentEvents` keeps the tail of the events stream in memory so that every
+receiver woken by one message reads it from there instead of asking
+PostgreSQL for the same rows; `SyncQueries` holds set-based queries that
+replace one query per room.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from twisted.internet import defer
+
+from roost.storage.database import Database, Txn
+from roost.storage.events import _EVENT_COLUMNS, StoredEvent, SyncEventStore, _row_to_event
+
+
+class SyncQueries:
+    """Set-based queries of /sync: one statement for many rooms."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @classmethod
+    def sharing_pool_of(cls, store: SyncEventStore) -> SyncQueries:
+        """Queries on the same pool as `store` (until wiring passes the database itself)."""
+        return cls(store._db)  # noqa: SLF001 - same package, same pool
+
+    async def joined_users(self, room_ids: list[str]) -> set[str]:
+        """Everyone whose current membership is join in any of the rooms (one query)."""
+        if not room_ids:
+            return set()
+        rows = await self._db.run(
+            "joined_users_of_rooms",
+            lambda t: t.query(
+                "SELECT DISTINCT state_key FROM current_state WHERE room_id = ANY(%s)"
+                " AND type = 'm.room.member' AND membership = 'join'",
+                (room_ids,),
+            ),
+        )
+        return {r[0] for r in rows}
+
+    async def load_range(self, after: int, upto: int, limit: int) -> _Loaded:
+        return await self._db.run("recent_events", _load_range, after, upto, limit)
+
+
+@dataclass
+class _Loaded:
+    events: list[StoredEvent]  # oldest first, at most the newest `limit` of the range
+    truncated: bool  # the range held more than `limit` events
+    first_position: int  # with `truncated`: every event after this position is in `events`
+    redactions: list[tuple[str, str]]  # (redacted, redaction) applied in the range
+    relations: list[tuple[str, str]]  # (target, rel_type) of relations in the range or to its events
+
+
+def _load_range(txn: Txn, after: int, upto: int, limit: int) -> _Loaded:
+    rows = txn.query(
+        f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+        " WHERE e.stream_ordering > %s AND e.stream_ordering <= %s"
+        " AND e.rejected_reason IS NULL AND NOT e.soft_failed"
+        " ORDER BY e.stream_ordering DESC LIMIT %s",
+        (after, upto, limit + 1),
+    )
+    truncated = len(rows) > limit
+    first = after
+    if truncated:
+        first = rows[limit][2]
+        rows = rows[:limit]
+    events = [_row_to_event(row) for row in reversed(rows)]
+    redactions = txn.query(
+        "SELECT x.redacts, x.event_id FROM redactions x JOIN events re ON re.event_id = x.event_id"
+        " WHERE re.stream_ordering > %s AND re.stream_ordering <= %s"
+        " AND re.rejected_reason IS NULL",
+        (after, upto),
+    )
+    relations = txn.query(
+        "SELECT r.relates_to_id, r.rel_type FROM event_relations r JOIN events e"
+        " ON e.event_id = r.event_id WHERE e.stream_ordering > %s AND e.stream_ordering <= %s"
+        " UNION SELECT relates_to_id, rel_type FROM event_relations WHERE relates_to_id = ANY(%s)",
+        (after, upto, [e.event_id for e in events]),
+    )
+    return _Loaded(events, truncated, first, [(r[0], r[1]) for r in redactions],
+                   [(r[0], r[1]) for r in relations])
+
+
+class RecentEvents:
+    """The newest events of the stream, read from PostgreSQL once and shared by every reader.
+
+    Under fan-out every message wakes every receiver, and each used to ask
+    PostgreSQL for the same new event and for its relations: 20 receivers
+    made 40 queries per message, and PostgreSQL spent as much CPU as Roost
+    (bench/sync_fanout.py, bench/ws_fanout.py). Now the first reader to need
+    a position past the window reads the new part of the stream, in one
+    transaction, and every reader slices its rooms out of memory.
+
+    Exact by stream position. The window holds every accepted event in
+    (start, end]; an event's row never changes once it has a position. What
+    can change later is which redaction applies to it and which relations
+    point at it, and both arrive as later positions of the same stream: each
+    read of a new range applies the redactions it brings and notes the
+    relations (and, for its own events, relations stored before them), so
+    `relation_kinds` is exact for every event in the window.
+
+    Bounded: at most `max_events` events (about their JSON in memory, under
+    a MiB for ordinary messages); readers asking for positions before the
+    window, or more than it holds, read PostgreSQL as before.
+    """
+
+    def __init__(self, queries: SyncQueries, store: SyncEventStore,
+                 max_events: int = 1000) -> None:
+        self._queries = queries
+        self._store = store
+        self._max = max_events
+        self._start: int | None = None  # the window holds every event in (start, end]
+        self._end = 0
+        self._positions: list[int] = []
+        self._events: list[StoredEvent] = []
+        self._index: dict[str, int] = {}  # event id -> position in the stream
+        self._kinds: dict[str, set[str]] = {}  # event id -> rel_types pointing at it
+        self._loading = False
+        self._waiting: list[defer.Deferred[None]] = []
+
+    async def in_range(self, room_ids: Iterable[str], after: int, upto: int,
+                       limit: int) -> list[StoredEvent]:
+        """Events of the rooms in (after, upto], oldest first, at most the newest `limit`.
+
+        The same answer as `SyncEventStore.in_range`, from memory when the
+        window covers the range.
+        """
+        rooms = set(room_ids)
+        if not rooms:
+            return []
+        if self._start is None:
+            self._start = self._end = after
+        if after < self._start:
+            return await self._store.in_range(list(rooms), after, upto, limit)
+        await self._catch_up(upto)
+        if after < self._start:  # the window moved past `after` meanwhile
+            return await self._store.in_range(list(rooms), after, upto, limit)
+        lo = bisect_right(self._positions, after)
+        hi = bisect_right(self._positions, upto)
+        picked = [e for e in self._events[lo:hi] if e.room_id in rooms]
+        return picked[-limit:] if limit else []
+
+    def relation_kinds(self, event_ids: Iterable[str]) -> dict[str, frozenset[str]] | None:
+        """event id -> the rel_types of relations pointing at it; None unless all are known."""
+        result: dict[str, frozenset[str]] = {}
+        for event_id in event_ids:
+            if event_id not in self._index:
+                return None
+            result[event_id] = frozenset(self._kinds.get(event_id, ()))
+        return result
+
+    async def _catch_up(self, upto: int) -> None:
+        while self._end < upto:
+            if self._loading:  # another reader is reading the stream: share its read
+                waiting: defer.Deferred[None] = defer.Deferred()
+                self._waiting.append(waiting)
+                await waiting
+                continue
+            self._loading = True
+            try:
+                await self._extend(upto)
+            finally:
+                self._loading = False
+                waiting_list, self._waiting = self._waiting, []
+                for d in waiting_list:
+                    if not d.called:
+                        d.callback(None)
+
+    async def _extend(self, upto: int) -> None:
+        after = self._end
+        loaded = await self._queries.load_range(after, upto, self._max)
+        if loaded.truncated:  # more than the window holds: start again from the newest
+            self._clear(loaded.first_position)
+        for event in loaded.events:
+            assert event.stream_ordering is not None
+            self._positions.append(event.stream_ordering)
+            self._events.append(event)
+            self._index[event.event_id] = event.stream_ordering
+        for target, redaction in loaded.redactions:
+            self._redact(target, redaction)
+        for target, rel_type in loaded.relations:
+            if target in self._index:
+                self._kinds.setdefault(target, set()).add(rel_type)
+        self._end = upto
+        if len(self._events) > self._max:
+            self._evict(len(self._events) - self._max * 3 // 4)
+
+    def _redact(self, target: str, redaction: str) -> None:
+        position = self._index.get(target)
+        if position is None:
+            return
+        i = bisect_right(self._positions, position) - 1
+        event = self._events[i]
+        if event.redacted_by is None or redaction < event.redacted_by:
+            self._events[i] = replace(event, redacted_by=redaction)
+
+    def _clear(self, start: int) -> None:
+        self._start = start
+        self._positions, self._events = [], []
+        self._index.clear()
+        self._kinds.clear()
+
+    def _evict(self, count: int) -> None:
+        for event in self._events[:count]:
+            self._index.pop(event.event_id, None)
+            self._kinds.pop(event.event_id, None)
+        self._start = self._positions[count - 1]
+        del self._events[:count]
+        del self._positions[:count]
+
+    def stats(self) -> dict[str, Any]:
+        return {"start": self._start, "end": self._end, "events": len(self._events)}
