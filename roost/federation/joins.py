@@ -83,6 +83,8 @@ class RemoteRooms:
         one of its users is joined or no other server is (a room of ours everyone left)."""
         if await self._engine.room_version(room_id) is None:
             return False
+        if not await self._engine.is_participating(room_id):
+            return False  # known only through an invite: the room lives elsewhere
         joined = [user for user, (membership, _) in (await self._state.members(room_id)).items()
                   if membership == "join"]
         return any(not self.is_remote_user(u) for u in joined) or not joined

@@ -215,8 +215,10 @@ def _joined_at_groups(txn: Txn, groups: list[int]) -> dict[int, list[str]]:
             "  FROM chain c JOIN state_group_entries s ON s.state_group = c.id"
             "  WHERE s.type = 'm.room.member' ORDER BY s.state_key, c.n"
             ")"
-            " SELECT m.state_key FROM members m"
-            " JOIN room_memberships r ON r.event_id = m.event_id WHERE r.membership = 'join'",
+            # From the member event itself: members learned from a send_join
+            # response are outliers, which have no room_memberships row.
+            " SELECT m.state_key FROM members m JOIN events e ON e.event_id = m.event_id"
+            " WHERE (e.pdu::jsonb -> 'content' ->> 'membership') = 'join'",
             (group,))
         result[group] = [r[0] for r in rows]
     return result

@@ -134,9 +134,13 @@ def _start(folder: str) -> SynapseNode:
     config_path = os.path.join(folder, "homeserver.yaml")
     with open(config_path, "w") as f:
         json.dump(_config(folder, name, fed_port, client_port, database), f)  # JSON is YAML
-    env = {**os.environ, "SYNAPSE_ASYNC_IO_REACTOR": "0"}
-    subprocess.run([SYNAPSE_PYTHON, "-m", "synapse.app.homeserver", "-c", config_path,
-                    "--generate-keys"], check=True, capture_output=True, cwd=folder, env=env)
+    # trial's workers export PYTHONPATH with Roost's own site-packages: Synapse must
+    # see only its virtualenv.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    keys = subprocess.run([SYNAPSE_PYTHON, "-m", "synapse.app.homeserver", "-c", config_path,
+                           "--generate-keys"], capture_output=True, cwd=folder, env=env)
+    if keys.returncode != 0:
+        raise RuntimeError(f"synapse --generate-keys failed: {keys.stderr.decode()[-2000:]}")
     log = open(os.path.join(folder, "synapse.log"), "wb")  # noqa: SIM115
     process = subprocess.Popen([SYNAPSE_PYTHON, "-m", "synapse.app.homeserver", "-c", config_path],
                                cwd=folder, stdout=log, stderr=subprocess.STDOUT, env=env)

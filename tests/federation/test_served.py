@@ -158,9 +158,6 @@ class ServedTests(TestCase):
 
         await eventually(alice_sees)
 
-    test_remote_join_then_messages_flow_both_ways.todo = (  # type: ignore[attr-defined]
-        "federation sender: hosts of a joined remote room (outlier members)")
-
     async def test_transactions_are_idempotent_and_report_per_pdu(self) -> None:
         a, b, alice, room_id = await self._setup()
         answer = await fed(b, a, "PUT", f"{FED}/v1/send/txn1",
