@@ -4,8 +4,9 @@ replication side is wired) rooms across the two."""
 from __future__ import annotations
 
 import time
+from urllib.parse import quote
 
-from twisted.internet import threads
+from twisted.internet import reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from roost.keys.remote import KeyVerificationError
@@ -54,3 +55,68 @@ class KeyAndSigningInteropTests(TestCase):
         status, body = await threads.deferToThread(
             synapse.client, "GET", f"/_matrix/client/v3/profile/{bob}", None, token)
         self.assertEqual((status, body.get("displayname")), (200, "Bob on Roost"), body)
+
+
+class RoomInteropTests(TestCase):
+    timeout = 300
+
+    async def test_roost_user_joins_a_synapse_room_and_messages_cross_both_ways(self) -> None:
+        synapse = await start_synapse(self)
+        roost = await start_node(self)
+        bob = await roost.register("bob")
+        alice, token = await threads.deferToThread(synapse.register, "alice")
+        status, created = await threads.deferToThread(
+            synapse.client, "POST", "/_matrix/client/v3/createRoom",
+            {"preset": "public_chat", "name": "Mixed"}, token)
+        self.assertEqual(status, 200, created)
+        room_id = created["room_id"]
+
+        joined = await roost.request(
+            "POST", f"/_matrix/client/v3/join/{quote(room_id)}?server_name={synapse.name}", {},
+            user="bob")
+        self.assertEqual(joined["room_id"], room_id)
+        state = await roost.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/state",
+                                    user="bob")
+        self.assertIn({"name": "Mixed"}, [e["content"] for e in state if e["type"] == "m.room.name"])
+
+        # Synapse -> Roost
+        status, _ = await threads.deferToThread(
+            synapse.client, "PUT",
+            f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/s1",
+            {"msgtype": "m.text", "body": "hello from synapse"}, token)
+        self.assertEqual(status, 200)
+        await _eventually(lambda: _roost_sees(roost, room_id, "hello from synapse"))
+
+        # Roost -> Synapse
+        await roost.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/"
+                            "m.room.message/r1", {"msgtype": "m.text", "body": "hello from roost"},
+                            user="bob")
+
+        async def synapse_sees() -> bool:
+            status, body = await threads.deferToThread(
+                synapse.client, "GET",
+                f"/_matrix/client/v3/rooms/{quote(room_id)}/messages?dir=b&limit=20", None, token)
+            return status == 200 and any(e.get("content", {}).get("body") == "hello from roost"
+                                         for e in body.get("chunk", []))
+
+        await _eventually(synapse_sees)
+        status, members = await threads.deferToThread(
+            synapse.client, "GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members",
+            None, token)
+        self.assertIn(bob, members["joined"])
+        self.assertIn(alice, members["joined"])
+
+
+async def _roost_sees(node, room_id: str, body: str) -> bool:
+    resp = await node.request("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/messages"
+                              "?dir=b&limit=20", user="bob")
+    return any(e.get("content", {}).get("body") == body for e in resp["chunk"])
+
+
+async def _eventually(check, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await task.deferLater(reactor, 0.2, lambda: None)
+    raise AssertionError("condition not met in time")
