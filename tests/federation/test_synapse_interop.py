@@ -120,3 +120,43 @@ async def _eventually(check, timeout_s: float = 60.0) -> None:
             return
         await task.deferLater(reactor, 0.2, lambda: None)
     raise AssertionError("condition not met in time")
+
+
+class SynapseJoinsRoostTests(TestCase):
+    timeout = 300
+
+    async def test_synapse_user_joins_a_roost_room_and_messages_cross_both_ways(self) -> None:
+        synapse = await start_synapse(self)
+        roost = await start_node(self)
+        bob = await roost.register("bob")
+        alice, token = await threads.deferToThread(synapse.register, "alice")
+        created = await roost.request("POST", "/_matrix/client/v3/createRoom",
+                                      {"preset": "public_chat", "name": "On Roost"}, user="bob")
+        room_id = created["room_id"]
+        status, body = await threads.deferToThread(
+            synapse.client, "POST",
+            f"/_matrix/client/v3/join/{quote(room_id)}?server_name={quote(roost.name)}", {}, token)
+        self.assertEqual(status, 200, body)
+
+        await roost.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/"
+                            "m.room.message/r1", {"msgtype": "m.text", "body": "hi from roost"},
+                            user="bob")
+
+        async def synapse_sees() -> bool:
+            status, body = await threads.deferToThread(
+                synapse.client, "GET",
+                f"/_matrix/client/v3/rooms/{quote(room_id)}/messages?dir=b&limit=20", None, token)
+            return status == 200 and any(e.get("content", {}).get("body") == "hi from roost"
+                                         for e in body.get("chunk", []))
+
+        await _eventually(synapse_sees)
+        status, _ = await threads.deferToThread(
+            synapse.client, "PUT",
+            f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/s1",
+            {"msgtype": "m.text", "body": "hi from synapse"}, token)
+        self.assertEqual(status, 200)
+        await _eventually(lambda: _roost_sees(roost, room_id, "hi from synapse"))
+        members = await roost.request(
+            "GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members", user="bob")
+        self.assertIn(alice, members["joined"])
+        self.assertIn(bob, members["joined"])
