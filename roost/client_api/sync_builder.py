@@ -18,6 +18,7 @@ from roost.client_api.receipts import Receipts
 from roost.client_api.room_view import RoomView
 from roost.client_api.typing import TypingTracker
 from roost.rooms.engine import LoadedEvent, RoomEngine
+from roost.rooms.events import Event
 from roost.storage.events import StoredEvent, SyncEventStore
 from roost.storage.room_state import UserRoomsCache
 from roost.storage.streams import StreamIdGenerator
@@ -191,7 +192,7 @@ class SyncBuilder:
 
     async def _initial_joined(self, plans: dict[str, _RoomPlan], user_id: str,
                               joined: list[str], now: SyncToken, filt: SyncFilter) -> None:
-        latest = await self._events.latest_per_room(joined, now.events, filt.timeline_limit)
+        latest = await self._queries.latest_per_room(joined, now.events, filt.timeline_limit)
         joins = await self._events.latest_join_positions(user_id, joined)
         for room_id in joined:
             events = await self._visible(user_id, room_id, self._wanted(latest.get(room_id, []),
@@ -233,19 +234,29 @@ class SyncBuilder:
                               user_id: str, filt: SyncFilter) -> None:
         """Current state for each room, minus the timeline's own, loaded in one query."""
         wanted: dict[str, list[str]] = {}
+        held: dict[str, Event] = {}
         for room_id in rooms:
             plan = plans[room_id]
             in_timeline = {e.event.event_id for e in plan.timeline}
             senders = {e.event.sender for e in plan.timeline} | {user_id}
             current = await self._engine.current_state_events(room_id)
+            held.update((e.event_id, e) for e in current.values())
             wanted[room_id] = [
                 e.event_id for key, e in sorted(current.items())
                 if e.event_id not in in_timeline and (
                     not filt.lazy_load_members or key[0] != "m.room.member" or key[1] in senders)
             ]
-        loaded = await self._engine.get_events([i for ids in wanted.values() for i in ids])
+        loaded = await self._state_events(held, [i for ids in wanted.values() for i in ids])
         for room_id, ids in wanted.items():
             plans[room_id].state = [loaded[i] for i in ids if i in loaded]
+
+    async def _state_events(self, held: dict[str, Event],
+                            event_ids: list[str]) -> dict[str, LoadedEvent]:
+        """Current state events as served: the engine holds them parsed in its room heads,
+        so only their positions and redactions are read (not every event's JSON again)."""
+        found = await self._queries.positions_and_redactions(event_ids)
+        return {i: LoadedEvent(held[i], position, redacted_by, False)
+                for i, (position, redacted_by) in found.items()}
 
     async def _state_in_gap(self, room_id: str, skipped: list[LoadedEvent],
                             plan: _RoomPlan) -> list[LoadedEvent]:
@@ -258,7 +269,7 @@ class SyncBuilder:
         current = await self._engine.current_state_events(room_id)
         ids = [current[key].event_id for key in sorted(keys)  # type: ignore[index]
                if key in current and current[key].event_id not in in_timeline]  # type: ignore[operator]
-        loaded = await self._engine.get_events(ids)
+        loaded = await self._state_events({e.event_id: e for e in current.values()}, ids)
         return [loaded[i] for i in ids if i in loaded]
 
     async def _invite(self, room_id: str, user_id: str) -> JsonDict:

@@ -44,8 +44,64 @@ class SyncQueries:
         )
         return {r[0] for r in rows}
 
+    async def latest_per_room(
+        self, room_ids: list[str], upto: int, per_room: int
+    ) -> dict[str, list[StoredEvent]]:
+        """Up to `per_room` + 1 newest events of each room at or below `upto`, oldest first.
+
+        One more than asked, so the caller can tell whether the timeline was
+        cut. Each room is read from the (room, position) index from its newest
+        event down, so a room's size does not matter (the window-function
+        form ranked every event of every room: bench/sync_fanout.py initial sync).
+        """
+        if not room_ids:
+            return {}
+        return await self._db.run("latest_per_room", _latest_per_room, room_ids, upto, per_room)
+
+    async def positions_and_redactions(
+        self, event_ids: list[str]
+    ) -> dict[str, tuple[int | None, str | None]]:
+        """event id -> (stream position, the redaction applying to it), without the events' JSON.
+
+        For events already held in memory (the current state in the engine's
+        room heads), so serving them reads two small columns instead of every
+        event's JSON.
+        """
+        if not event_ids:
+            return {}
+        rows = await self._db.run(
+            "positions_and_redactions",
+            lambda t: t.query(
+                "SELECT e.event_id, e.stream_ordering,"
+                " (SELECT MIN(x.event_id) FROM redactions x JOIN events re"
+                "   ON re.event_id = x.event_id"
+                "   WHERE x.redacts = e.event_id AND re.rejected_reason IS NULL)"
+                " FROM events e WHERE e.event_id = ANY(%s)",
+                (event_ids,),
+            ),
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
     async def load_range(self, after: int, upto: int, limit: int) -> _Loaded:
         return await self._db.run("recent_events", _load_range, after, upto, limit)
+
+
+def _latest_per_room(
+    txn: Txn, room_ids: list[str], upto: int, per_room: int
+) -> dict[str, list[StoredEvent]]:
+    rows = txn.query(
+        f"SELECT {_EVENT_COLUMNS} FROM rooms r CROSS JOIN LATERAL (SELECT * FROM events e2"
+        "   WHERE e2.room_id = r.room_id AND e2.stream_ordering <= %s"
+        "   AND e2.rejected_reason IS NULL AND NOT e2.soft_failed"
+        "   ORDER BY e2.stream_ordering DESC LIMIT %s) e"
+        " WHERE r.room_id = ANY(%s) ORDER BY e.stream_ordering",
+        (upto, per_room + 1, room_ids),
+    )
+    result: dict[str, list[StoredEvent]] = {room_id: [] for room_id in room_ids}
+    for row in rows:
+        event = _row_to_event(row)
+        result[event.room_id].append(event)
+    return result
 
 
 @dataclass
