@@ -26,11 +26,27 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import print_result, roost_server, summary  # noqa: E402
 from bench.sync_fanout import Client, register  # noqa: E402
 
+# A timeline long enough that no event is left out of a sync (limited) during the burst.
+FILTER = quote('{"room": {"timeline": {"limit": 2000}}}')
+
+
+async def room_order(client: Client, room: str) -> list[str]:
+    """The tags of the room's messages in the order the server holds them."""
+    tags: list[str] = []
+    cursor = ""
+    while True:
+        page = await client.call("GET", f"/rooms/{quote(room)}/messages?dir=f&limit=500"
+                                 + (f"&from={cursor}" if cursor else ""))
+        tags += [e["content"]["tag"] for e in page["chunk"] if "tag" in e.get("content", {})]
+        if "end" not in page:
+            return tags
+        cursor = page["end"]
+
 
 async def receive_until(client: Client, room: str, token: str, want: set[str],
                         seen: list[tuple[str, float]], deadline: float) -> str:
     while want - {t for t, _ in seen} and time.monotonic() < deadline:
-        body = await client.call("GET", f"/sync?since={token}&timeout=2000")
+        body = await client.call("GET", f"/sync?since={token}&timeout=2000&filter={FILTER}")
         now = time.monotonic()
         token = body["next_batch"]
         for event in body["rooms"]["join"].get(room, {}).get("timeline", {}).get("events", []):
@@ -74,11 +90,13 @@ async def run(a_url: str, b_url: str, a_name: str, rate: float, seconds: float,
                        {"msgtype": "m.text", "body": "x", "tag": tag}) for tag in burst_tags))
         await receiver
         arrived = [t for t, _ in burst_seen if t.startswith("b")]
+        same_order = await room_order(alice, room) == await room_order(bob, room)
     return {
         "steady": {"rate": rate, "messages": count, "arrived": len(latencies),
                    **summary(latencies)},
         "burst": {"messages": burst, "arrived": len(set(arrived)),
                   "duplicates": len(arrived) - len(set(arrived)),
+                  "same_order_on_both_servers": same_order,
                   "seconds": round((burst_seen[-1][1] if burst_seen else time.monotonic())
                                    - started, 2)},
     }
