@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import signedjson.key
 import signedjson.sign
 from nacl.signing import VerifyKey
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
 
 from roost.keys.local import LocalKey
@@ -192,6 +192,10 @@ def response_valid_until(response: Mapping[str, Any], key_id: str | None) -> int
     return -1
 
 
+# From this many signatures up, verify_many checks them off the reactor thread.
+THREAD_BATCH = 8
+
+
 class KeyRing:
     """Verifies signatures of any server, fetching and caching keys as needed."""
 
@@ -245,7 +249,12 @@ class KeyRing:
         except defer.FirstError as e:
             e.subFailure.raiseException()
         keys = dict(zip(servers, found, strict=True))
-        return [self._check(req, keys.get(req.server_name, {})) for req in requests]
+        if len(requests) < THREAD_BATCH:
+            return [self._check(req, keys.get(req.server_name, {})) for req in requests]
+        # A transaction's worth of signatures (canonical JSON and ed25519 for each) is
+        # milliseconds of CPU: check them on a worker thread, not the reactor.
+        return await threads.deferToThread(
+            lambda: [self._check(req, keys.get(req.server_name, {})) for req in requests])
 
     @staticmethod
     def _check(req: VerifyRequest, keys: Mapping[str, KnownKey]) -> KeyVerificationError | None:
