@@ -3,12 +3,22 @@
 Pagination tokens are positions in the events stream, `s<N>`: events at or
 below N lie before the token, events above it after. Paginating backwards from
 `sN` returns events at or below N, newest first; forwards, those above N.
+
+History from before this server joined a room is backfilled from other servers
+when a backwards page comes up short (``backfill``, from federation): those
+events take positions below zero, allocated downwards as they arrive, so they
+sort before everything held and `s<N>` tokens work unchanged (N may be
+negative: `s-12`). Positions stay totally ordered within a room, a token
+stays valid after more history arrives (it only adds below), and the readers
+of the live stream (/sync, the socket, the federation sender) read above
+positions they hold, so they never see history arrive.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from roost.client_api.errors import MatrixError, invalid_param, not_found
@@ -19,12 +29,20 @@ from roost.storage.events import EventStore, StoredEvent
 from roost.storage.streams import StreamIdGenerator
 
 MAX_LIMIT = 1000
+# Before every position, backfilled history included (forward pagination with no `from`).
+FIRST_POSITION = -(1 << 62)
+# Rounds of backfill one backwards page may wait for.
+MAX_BACKFILL_ROUNDS = 5
+
+# (room id, how many events) -> whether any history was added.
+Backfill = Callable[[str, int], Awaitable[bool]]
 
 
 def parse_token(token: str | None, name: str) -> int | None:
     if token is None:
         return None
-    if token.startswith("s") and token[1:].isdigit():
+    digits = token[2:] if token.startswith("s-") else token[1:]
+    if token.startswith("s") and digits.isdigit() and len(digits) < 19:
         return int(token[1:])
     raise invalid_param(f"{name} is not a valid pagination token")
 
@@ -51,7 +69,7 @@ def _type_list(value: object, name: str) -> list[str] | None:
 
 def register(
     router: Router, engine: RoomEngine, view: RoomView, events: EventStore,
-    stream: StreamIdGenerator,
+    stream: StreamIdGenerator, backfill: Backfill | None = None,
 ) -> None:
     async def require_readable(room_id: str, user_id: str) -> None:
         if await engine.room_version(room_id) is None:
@@ -75,14 +93,22 @@ def register(
         limit = min(limit, MAX_LIMIT)
         await require_readable(room_id, user)
         if start is None:
-            start = stream.current if backwards else 0
+            start = stream.current if backwards else FIRST_POSITION
         from_pos = start + 1 if backwards else start
         # Events at or below N lie before `sN`: backwards, the page stops above it.
         stop = to + 1 if backwards and to is not None else to
-        page = await _stream_page(
-            events, room_id, from_pos, stop, backwards, limit,
-            _type_list(filt.get("types"), "types"), _type_list(filt.get("not_types"), "not_types"),
-        )
+        types = _type_list(filt.get("types"), "types")
+        not_types = _type_list(filt.get("not_types"), "not_types")
+        page = await _stream_page(events, room_id, from_pos, stop, backwards, limit, types,
+                                  not_types)
+        rounds = 0
+        # A short backwards page may have reached the start of what this server holds of
+        # a room joined over federation: fetch history from the servers in the room.
+        while backwards and backfill is not None and len(page) < limit and to is None \
+                and rounds < MAX_BACKFILL_ROUNDS and await backfill(room_id, max(limit, 20)):
+            rounds += 1
+            page = await _stream_page(events, room_id, from_pos, stop, backwards, limit, types,
+                                      not_types)
         loaded = engine.loaded(page)
         visible = await view.visible(room_id, user, loaded)
         body: JsonDict = {"chunk": await view.serialize(visible, user), "start": f"s{start}"}

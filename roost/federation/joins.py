@@ -321,7 +321,10 @@ class RemoteRooms:
         ingest = getattr(self._engine, "ingest_remote", None)
         if ingest is not None and await self._engine.room_version(room_id) is not None:
             try:
-                await ingest(room_id, [leave])
+                if await self._engine.is_participating(room_id):
+                    await ingest(room_id, [leave])
+                else:  # known only from the invite: the leave replaces it here
+                    await self._engine.store_remote_leave(version, leave)
             except Exception as e:  # the remote side has it; our copy is a nicety
                 logger.info("could not record the remote leave of %s locally: %s", user_id, e)
         return leave

@@ -47,6 +47,7 @@ from roost.client_api.sync_builder import SyncBuilder
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.federation import served as federation_served
+from roost.federation.backfill import Backfiller
 from roost.federation.ingest import EduSinks
 from roost.federation.joins import RemoteRooms
 from roost.federation.sender import EduSources, FederationSender
@@ -330,7 +331,9 @@ async def build_homeserver(
                                config.server_name, local_key.signing_key, clock))
     send.register(router, engine, view, event_store, directory_store, config.server_name)
     room_state.register(router, engine, view)
-    messages.register(router, engine, view, event_store, event_stream)
+    messages.register(router, engine, view, event_store, event_stream,
+                      Backfiller(engine, event_store, federation.keyring, federation.client,
+                                 config.server_name).backfill)
     relations.register(router, engine, view, RelationStore(db))
     directory.register(router, engine, view, directory_store, config.server_name)
     streams = {"events": event_stream, "presence": presence_stream, **await _sync_streams(db)}

@@ -411,6 +411,81 @@ class RoomEngine:
 
         return await self._submit_job(room_id, job)
 
+    async def store_backfilled(self, room_id: str, events: list[Event],
+                               outliers: list[Event] | None = None) -> dict[str, str]:
+        """History fetched with /backfill (the caller has run steps 1-3), on the room's queue.
+
+        Each event is checked against its own auth events (step 4; ``outliers`` are the
+        auth events fetched for them, checked the same way and stored as outliers). An
+        event that passes joins the timeline *before* everything held: it takes the next
+        stream position below zero (storage allocates them downwards, newest first), so
+        /messages pages back into it while /sync and the federation sender, which read
+        the stream above positions they hold, never see it. One that fails is stored
+        rejected. An event held as an outlier (from send_join's state, say) was checked
+        when stored and is moved into the timeline. Backfilled events are history: they
+        never change the current state or the extremities, and get no state group (the
+        state before an event this old is not known here without asking for it).
+        Returns event id -> ACCEPTED, REJECTED, OUTLIER or KNOWN.
+        """
+        async def job() -> dict[str, str]:
+            version = await self.room_version(room_id)
+            if version is None:
+                raise RoomError(404, "M_NOT_FOUND", "Unknown room")
+            mine = [e for e in (*events, *(outliers or [])) if e.room_id == room_id]
+            wanted = {i for e in mine for i in (e.event_id, *e.auth_event_ids)}
+            if version.hydra:
+                wanted.add(create_event_id(room_id))
+            stored = await self._events.get_events(sorted(wanted))
+            known = {eid: event_from_storage(s) for eid, s in stored.items()}
+            rejected = {eid for eid, s in stored.items() if s.rejected_reason is not None}
+            outcomes: dict[str, str] = {}
+            timeline: list[Event] = []
+            others: list[EventRow] = []
+            timeline_ids = {e.event_id for e in events}
+
+            def own_auth(event: Event) -> str | None:
+                create = known.get(create_event_id(room_id)) if version.hydra else None
+                try:
+                    check_against_auth_events(event, known, rejected_event_ids=rejected,
+                                              create_event=create)
+                except IngestError as e:
+                    return e.reason
+                return None
+
+            for event in sort_by_auth(mine):
+                held = stored.get(event.event_id)
+                into_timeline = event.event_id in timeline_ids
+                if held is not None:
+                    if into_timeline and held.rejected_reason is None \
+                            and held.stream_ordering is None:
+                        timeline.append(event)
+                        outcomes[event.event_id] = ACCEPTED
+                    else:
+                        outcomes.setdefault(event.event_id, KNOWN)
+                    continue
+                if event.event_id in outcomes:
+                    continue
+                reason = own_auth(event)
+                if reason is not None:
+                    rejected.add(event.event_id)
+                    others.append(_remote_row(event, None, None, REJECTED, reason))
+                    outcomes[event.event_id] = REJECTED
+                elif into_timeline:
+                    timeline.append(event)
+                    outcomes[event.event_id] = ACCEPTED
+                else:
+                    others.append(_remote_row(event, None, None, OUTLIER, None))
+                    outcomes[event.event_id] = OUTLIER
+                known[event.event_id] = event
+            order = {e.event_id: i for i, e in enumerate(sort_by_prevs(timeline))}
+            newest_first = sorted(timeline, key=lambda e: (-e.depth, -order[e.event_id]))
+            rows = [_remote_row(e, None, None, ACCEPTED, None) for e in newest_first]
+            if rows or others:
+                await self._events.persist_backfilled(room_id, rows, others)
+            return outcomes
+
+        return await self._submit_job(room_id, job)
+
     async def store_remote_invite(self, version: RoomVersion, invite: Event) -> None:
         """Keep an invite of a local user to a room on another server (already checked and
         countersigned by the caller) so the user's /sync shows it.
@@ -419,6 +494,15 @@ class RoomEngine:
         is stored as a stream event with the invitee's membership in the current state and
         no extremities: the room is known but not joined, until create_remote_room.
         """
+        await self._store_outside_membership(version, invite)
+
+    async def store_remote_leave(self, version: RoomVersion, leave: Event) -> None:
+        """Keep a local user's leave made through another server (a rejected remote
+        invite): in a room this server is not in, it replaces the invite in the user's
+        membership, so /sync stops showing the invite; else it is an ordinary remote event."""
+        await self._store_outside_membership(version, leave)
+
+    async def _store_outside_membership(self, version: RoomVersion, invite: Event) -> None:
         room_id = invite.room_id
         key = ("m.room.member", invite.state_key or "")
 
@@ -436,7 +520,7 @@ class RoomEngine:
                 return
             positions = self._stream.allocate(1)
             batch = RoomBatch(room_id, [_remote_row(invite, positions[0], None, ACCEPTED, None)],
-                              [], {key: (invite.event_id, "invite")}, None, new_room)
+                              [], {key: (invite.event_id, _membership(invite))}, None, new_room)
             try:
                 await self._events.persist_batch(batch)
             finally:

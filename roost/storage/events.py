@@ -154,6 +154,33 @@ class EventStore:
             result[event_id].append(prev_id)
         return result
 
+    async def backward_extremities(self, room_id: str, limit: int = 20) -> list[str]:
+        """Prev events of the room's earliest timeline events that are not in the timeline
+        here (unknown, or known only as outliers): where backfilling goes on from."""
+        rows = await self._db.run(
+            "backward_extremities",
+            lambda t: t.query(
+                "SELECT g.prev_event_id, MIN(e.stream_ordering) AS first FROM events e"
+                " JOIN event_edges g ON g.event_id = e.event_id"
+                " LEFT JOIN events p ON p.event_id = g.prev_event_id"
+                " WHERE e.room_id = %s AND e.stream_ordering IS NOT NULL"
+                " AND (p.event_id IS NULL OR (p.stream_ordering IS NULL"
+                "      AND p.rejected_reason IS NULL))"
+                " GROUP BY g.prev_event_id ORDER BY first LIMIT %s",
+                (room_id, limit),
+            ),
+        )
+        return [r[0] for r in rows]
+
+    async def persist_backfilled(self, room_id: str, timeline: list[EventRow],
+                                 rejected: list[EventRow]) -> int:
+        """Store backfilled events: `timeline` newest first, each given the next position
+        below zero (an event held as an outlier is moved into the timeline; one already
+        in it is left alone); `rejected` without a position. Returns how many joined the
+        timeline."""
+        return await self._db.run("persist_backfilled", _persist_backfilled, room_id,
+                                  timeline, rejected)
+
     async def room_stream_events(
         self, room_id: str, from_pos: int, to_pos: int | None, backwards: bool, limit: int,
         types: list[str] | None = None, not_types: list[str] | None = None,
@@ -285,6 +312,11 @@ def _insert_events(txn: Txn, events: list[EventRow]) -> None:
         )
     accepted = [e for e in events
                 if e.rejected_reason is None and not e.outlier and not e.soft_failed]
+    _insert_timeline_extras(txn, accepted)
+
+
+def _insert_timeline_extras(txn: Txn, accepted: list[EventRow]) -> None:
+    """Membership, redaction and relation rows of events that are in the timeline."""
     members = [
         (e.event_id, e.room_id, e.state_key, e.sender, e.membership, e.stream_ordering)
         for e in accepted if e.membership is not None
@@ -308,6 +340,36 @@ def _insert_events(txn: Txn, events: list[EventRow]) -> None:
             " sender, aggregation_key, stream_ordering) VALUES %s",
             relations,
         )
+
+
+def _persist_backfilled(txn: Txn, room_id: str, timeline: list[EventRow],
+                        rejected: list[EventRow]) -> int:
+    ids = [e.event_id for e in [*timeline, *rejected]]
+    held = {r[0]: r[1] for r in txn.query(
+        "SELECT event_id, stream_ordering FROM events WHERE event_id = ANY(%s)", (ids,))}
+    wanted = [e for e in timeline if e.event_id not in held or held[e.event_id] is None]
+    positions = sorted((r[0] for r in txn.query(
+        "SELECT nextval('backfill_stream_ordering') FROM generate_series(1, %s)",
+        (len(wanted),))), reverse=True) if wanted else []
+    new: list[EventRow] = []
+    placed: list[EventRow] = []
+    for row, position in zip(wanted, positions, strict=True):
+        row.stream_ordering = position
+        row.outlier = False
+        placed.append(row)
+        if row.event_id in held:
+            txn.execute(
+                "UPDATE events SET stream_ordering = %s, outlier = FALSE"
+                " WHERE event_id = %s AND stream_ordering IS NULL AND rejected_reason IS NULL",
+                (position, row.event_id),
+            )
+        else:
+            new.append(row)
+    _insert_events(txn, new + [e for e in rejected if e.event_id not in held])
+    # Outliers moved into the timeline get the rows _insert_events gave the new ones.
+    _insert_timeline_extras(txn, [e for e in placed if e.event_id in held
+                                  and e.rejected_reason is None])
+    return len(placed)
 
 
 def _insert_state_groups(txn: Txn, room_id: str, groups: list[NewStateGroup]) -> None:
