@@ -117,3 +117,65 @@ class BackfillTests(TestCase):
                             {"msgtype": "m.text", "body": "after"}, user="bob")
         events, _ = await _page_back(roost, "bob", room_id)
         self._check_history(events, bob)
+
+
+class TamperingClient:
+    """The real federation client, with /backfill answers altered on the way in."""
+
+    def __init__(self, real: Any, tamper: Any) -> None:
+        self._real = real
+        self._tamper = tamper
+
+    async def get_json(self, destination: str, path: str, args: Any = None, **o: Any) -> Any:
+        answer = await self._real.get_json(destination, path, args, **o)
+        if "/backfill/" in path:
+            self._tamper(answer["pdus"])
+        return answer
+
+
+class BackfillCheckTests(TestCase):
+    timeout = 120
+
+    async def test_backfilled_events_are_checked_like_any_inbound_event(self) -> None:
+        hs1, hs2 = await start_pair(self)
+        await hs1.register("alice")
+        await hs2.register("bob")
+        created = await hs1.request("POST", f"{V3}/createRoom",
+                                    {"preset": "public_chat"}, user="alice")
+        room_id = created["room_id"]
+        sent = []
+        for i in range(5):
+            answer = await hs1.request(
+                "PUT", f"{V3}/rooms/{quote(room_id)}/send/m.room.message/t{i}",
+                {"msgtype": "m.text", "body": f"m{i}"}, user="alice")
+            sent.append(answer["event_id"])
+        await hs2.request("POST", f"{V3}/join/{quote(room_id)}?server_name={quote(hs1.name)}",
+                          {}, user="bob")
+        forged_sig, forged_content = sent[1], sent[3]
+
+        def tamper(pdus: list[dict[str, Any]]) -> None:
+            for pdu in pdus:
+                body = pdu.get("content", {}).get("body")
+                if body == "m1":
+                    sigs = pdu["signatures"][hs1.name]
+                    pdu["signatures"][hs1.name] = {k: "A" * 86 for k in sigs}
+                elif body == "m3":
+                    pdu["content"] = {"msgtype": "m.text", "body": "forged"}
+
+        from roost.federation.backfill import Backfiller
+        from roost.storage.events import EventStore
+
+        server = hs2.server
+        assert server is not None and server.hs.federation is not None
+        backfiller = Backfiller(server.hs.engine, EventStore(server.hs.db),
+                                server.hs.federation.keyring,
+                                TamperingClient(server.hs.federation.client, tamper),
+                                server.hs.config.server_name)
+        self.assertTrue(await backfiller.backfill(room_id, 50))
+        held = await server.hs.engine.get_events(sent)
+        # A bad signature: dropped. Content that no longer matches its hash: kept redacted.
+        self.assertNotIn(forged_sig, held)
+        self.assertEqual(held[forged_content].event.content, {})
+        self.assertEqual({held[e].event.content.get("body") for e in (sent[0], sent[2], sent[4])},
+                         {"m0", "m2", "m4"})
+        self.assertTrue(all((held[e].stream_ordering or 0) < 0 for e in held))
