@@ -59,6 +59,24 @@ def postgres_cpu_seconds() -> float:
     return total
 
 
+def postgres_cpu_by_process() -> dict[int, float]:
+    """pid -> CPU seconds of each PostgreSQL process, to diff over a phase (see cpu_between)."""
+    found: dict[int, float] = {}
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        if proc.info["name"] and proc.info["name"].startswith("postgres") and proc.info["cpu_times"]:
+            found[proc.pid] = proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return found
+
+
+def cpu_between(start: dict[int, float], end: dict[int, float]) -> float:
+    """CPU spent between two readings by the processes alive at the end.
+
+    A backend that exits meanwhile (other test runs share the server) would
+    otherwise make the machine-wide sum go down; its last slice is lost instead.
+    """
+    return sum(cpu - start.get(pid, 0.0) for pid, cpu in end.items())
+
+
 def _admin(sql: str) -> None:
     conn = psycopg2.connect(ADMIN_DSN)
     conn.autocommit = True

@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import (  # noqa: E402
     RoostProcess,
-    postgres_cpu_seconds,
+    cpu_between,
+    postgres_cpu_by_process,
     print_result,
     roost_server,
     summary,
@@ -62,16 +63,18 @@ class CpuMeter:
         self.server = server
         self.start = self._read()
 
-    def _read(self) -> tuple[float, float, float]:
+    def _read(self) -> tuple[float, dict[int, float], float]:
         if self.server is None:
-            return 0.0, 0.0, 0.0
-        return self.server.cpu_seconds(), postgres_cpu_seconds(), time.process_time()
+            return 0.0, {}, 0.0
+        return self.server.cpu_seconds(), postgres_cpu_by_process(), time.process_time()
 
     def per(self, count: int, unit: str) -> dict[str, float]:
         end = self._read()
+        spent = (end[0] - self.start[0], cpu_between(self.start[1], end[1]),
+                 end[2] - self.start[2])
         names = ("roost", "postgres", "bench_client")
-        return {f"{n}_cpu_ms_per_{unit}": round((b - a) * 1000 / max(count, 1), 2)
-                for n, a, b in zip(names, self.start, end, strict=True)}
+        return {f"{n}_cpu_ms_per_{unit}": round(s * 1000 / max(count, 1), 2)
+                for n, s in zip(names, spent, strict=True)}
 
 
 async def fanout(base: str, receivers: int, rate: float, seconds: float,
