@@ -14,27 +14,47 @@ the batch go on.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
 
-from roost.rooms.auth import AuthError, auth_types_for_event, check_auth_rules
+from roost.rooms.auth import AuthError, check_auth_rules
 from roost.rooms.builder import build_event_pdu, depth_after, finalize_pdu, select_auth_event_ids
+from roost.rooms.engine_types import (
+    MAX_STATE_CHAIN,
+    LoadedEvent,
+    NewEvent,
+    RoomError,
+    StateKey,
+    event_from_storage,
+    membership_of,
+    relation_of,
+)
+from roost.rooms.engine_types import RoomHead as _Head
 from roost.rooms.events import Event, EventFormatError
 from roost.rooms.hashing import CanonicalJSONError, SigningKey, add_content_hash
 from roost.rooms.ingest import (
     IngestError,
     auth_slice,
     check_against_auth_events,
-    check_against_state_before,
-    is_soft_failed,
     sort_by_auth,
     sort_by_prevs,
+)
+from roost.rooms.remote_ingest import (
+    ACCEPTED,
+    KNOWN,
+    MISSING,
+    OUTLIER,
+    REJECTED,
+    SOFT_FAILED,
+    RemoteOutcome,
+    _remote_row,
+    _RemoteRun,
+    _StoredResStore,
 )
 from roost.rooms.state_res import create_event_id, resolve_state
 from roost.rooms.versions import RoomVersion, get_room_version
@@ -45,59 +65,14 @@ from roost.storage.streams import StreamIdGenerator
 
 logger = logging.getLogger(__name__)
 
-StateKey = tuple[str, str]
-# A full state snapshot is written after this many deltas, bounding reads.
-MAX_STATE_CHAIN = 50
+# What callers of the engine use; the types live in engine_types and remote_ingest.
+__all__ = [
+    "ACCEPTED", "KNOWN", "MAX_STATE_CHAIN", "MISSING", "OUTLIER", "REJECTED", "SOFT_FAILED",
+    "IdAllocator", "LoadedEvent", "NewEvent", "RemoteOutcome", "RoomEngine", "RoomError",
+    "StateKey", "event_from_storage",
+]
+
 MAX_BATCH_EVENTS = 200
-
-
-class RoomError(Exception):
-    """Why an append was refused, in Matrix terms."""
-
-    def __init__(self, status: int, errcode: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.errcode = errcode
-        self.message = message
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    """What a caller asks to append; the engine fills in the graph fields."""
-
-    sender: str
-    type: str
-    content: dict[str, Any]
-    state_key: str | None = None
-    redacts: str | None = None
-    txn_key: tuple[str, str, str] | None = None  # (user, device, txn id)
-
-
-@dataclass(frozen=True)
-class LoadedEvent:
-    """An event read back from storage, with what serving it needs."""
-
-    event: Event
-    stream_ordering: int | None
-    redacted_by: str | None
-    rejected: bool
-
-
-@dataclass
-class _Head:
-    """A room's tip as the engine appends to it: cached per room in this process."""
-
-    version: RoomVersion
-    state: dict[StateKey, str]
-    state_events: dict[StateKey, Event]
-    extremities: list[str]
-    depth: int
-    state_group: int | None
-    chain_length: int
-
-    def copy(self) -> _Head:
-        return replace(self, state=dict(self.state), state_events=dict(self.state_events),
-                       extremities=list(self.extremities))
 
 
 @dataclass
@@ -241,7 +216,7 @@ class RoomEngine:
         group_of = self._groups_by_event(events, groups, head.state_group)
         for event, request, position in zip(events, new_events, positions, strict=True):
             rows.append(_row(event, request, position, group_of[event.event_id]))
-        changed = {(e.type, e.state_key): (e.event_id, _membership(e))
+        changed = {(e.type, e.state_key): (e.event_id, membership_of(e))
                    for e in events if e.state_key is not None}
         new_room = next((u.new_room for u, _, _ in accepted if u.new_room), None)
         creator = events[0].sender
@@ -494,15 +469,15 @@ class RoomEngine:
         is stored as a stream event with the invitee's membership in the current state and
         no extremities: the room is known but not joined, until create_remote_room.
         """
-        await self._store_outside_membership(version, invite)
+        await self._store_outsidemembership_of(version, invite)
 
     async def store_remote_leave(self, version: RoomVersion, leave: Event) -> None:
         """Keep a local user's leave made through another server (a rejected remote
         invite): in a room this server is not in, it replaces the invite in the user's
         membership, so /sync stops showing the invite; else it is an ordinary remote event."""
-        await self._store_outside_membership(version, leave)
+        await self._store_outsidemembership_of(version, leave)
 
-    async def _store_outside_membership(self, version: RoomVersion, invite: Event) -> None:
+    async def _store_outsidemembership_of(self, version: RoomVersion, invite: Event) -> None:
         room_id = invite.room_id
         key = ("m.room.member", invite.state_key or "")
 
@@ -520,7 +495,7 @@ class RoomEngine:
                 return
             positions = self._stream.allocate(1)
             batch = RoomBatch(room_id, [_remote_row(invite, positions[0], None, ACCEPTED, None)],
-                              [], {key: (invite.event_id, _membership(invite))}, None, new_room)
+                              [], {key: (invite.event_id, membership_of(invite))}, None, new_room)
             try:
                 await self._events.persist_batch(batch)
             finally:
@@ -608,10 +583,10 @@ class RoomEngine:
             except RoomError:
                 return False
             return any(k[0] == "m.room.member" and k[1].endswith(suffix)
-                       and _membership(e) == "join" for k, e in head.state_events.items())
+                       and membership_of(e) == "join" for k, e in head.state_events.items())
         ids = [eid for (t, k), eid in state.items() if t == "m.room.member" and k.endswith(suffix)]
         loaded = await self.get_events(ids)
-        return any(_membership(le.event) == "join" for le in loaded.values())
+        return any(membership_of(le.event) == "join" for le in loaded.values())
 
     async def _submit_job(self, room_id: str, job: Any) -> Any:
         result: defer.Deferred[Any] = defer.Deferred()
@@ -658,7 +633,7 @@ class RoomEngine:
         position_of = {row[0].event_id: p for row, p in zip(accepted, positions, strict=True)}
         rows = [_remote_row(event, position_of.get(event.event_id), group, status, reason)
                 for event, status, group, reason in run.rows]
-        changed = {key: (eid, _membership(working.state_events[key]))
+        changed = {key: (eid, membership_of(working.state_events[key]))
                    for key, eid in working.state.items() if head.state.get(key) != eid}
         removed = [key for key in head.state if key not in working.state]
         batch = RoomBatch(
@@ -699,7 +674,7 @@ class RoomEngine:
         """The user's current membership, from the room's cached head (no query once warm)."""
         head = await self._head(room_id)
         member = head.state_events.get(("m.room.member", user_id))
-        return _membership(member) if member is not None else None
+        return membership_of(member) if member is not None else None
 
     async def room_version(self, room_id: str) -> RoomVersion | None:
         head = self._heads.get(room_id)
@@ -709,34 +684,9 @@ class RoomEngine:
         return get_room_version(identifier) if identifier else None
 
 
-def event_from_storage(stored: StoredEvent) -> Event:
-    """Rebuild an Event from its stored canonical JSON without re-hashing it."""
-    version = get_room_version(stored.room_version)
-    return Event(pdu=json.loads(stored.pdu_json), version=version, event_id=stored.event_id,
-                 room_id=stored.room_id, canonical_bytes=stored.pdu_json.encode("utf-8"))
-
-
 def _auth_keys(head: _Head, auth_ids: list[str]) -> list[StateKey]:
     wanted = set(auth_ids)
     return [key for key, eid in head.state.items() if eid in wanted]
-
-
-def _membership(event: Event) -> str | None:
-    if event.type != "m.room.member":
-        return None
-    value = event.content.get("membership")
-    return value if isinstance(value, str) else None
-
-
-def _relation(event: Event) -> tuple[str, str, str | None] | None:
-    relates = event.content.get("m.relates_to")
-    if not isinstance(relates, dict):
-        return None
-    target, rel_type = relates.get("event_id"), relates.get("rel_type")
-    if not isinstance(target, str) or not isinstance(rel_type, str):
-        return None
-    key = relates.get("key") if rel_type == "m.annotation" else None
-    return target, rel_type, key if isinstance(key, str) else None
 
 
 def _row(event: Event, request: NewEvent, position: int, group: int | None) -> EventRow:
@@ -745,8 +695,8 @@ def _row(event: Event, request: NewEvent, position: int, group: int | None) -> E
         state_key=event.state_key, sender=event.sender, depth=event.depth,
         origin_server_ts=event.origin_server_ts, pdu_json=event.canonical_bytes.decode("utf-8"),
         prev_event_ids=list(event.prev_event_ids), auth_event_ids=list(event.auth_event_ids),
-        stream_ordering=position, state_group=group, membership=_membership(event),
-        relation=_relation(event), redacts=event.redacts, txn_key=request.txn_key,
+        stream_ordering=position, state_group=group, membership=membership_of(event),
+        relation=relation_of(event), redacts=event.redacts, txn_key=request.txn_key,
     )
 
 
@@ -769,293 +719,3 @@ def _succeed(d: defer.Deferred[list[Event]], built: list[Event]) -> None:
 def _fail(d: defer.Deferred[list[Event]], error: Exception) -> None:
     if not d.called:
         d.errback(error)
-
-
-# -- remote events: the outcome and the work of one ingest ----------------------------
-
-ACCEPTED = "accepted"  # in the timeline (a stream position), may have changed the state
-SOFT_FAILED = "soft_failed"  # in the graph, not shown, did not change the current state
-REJECTED = "rejected"  # failed auth: stored as rejected, never state, never shown
-OUTLIER = "outlier"  # stored as an outlier (auth or state of other events)
-KNOWN = "known"  # already held: nothing done
-MISSING = "missing"  # prev or auth events unknown: not stored; fetch them and retry
-
-
-@dataclass(frozen=True)
-class RemoteOutcome:
-    """What became of one remote event handed to the engine."""
-
-    event_id: str
-    status: str
-    reason: str | None = None
-    # For accepted and soft-failed events: the state before the event.
-    state_before: dict[StateKey, str] | None = None
-
-
-class _StoredResStore:
-    """State resolution's store over the database plus events not yet persisted."""
-
-    def __init__(self, engine: RoomEngine, pending: Mapping[str, Event],
-                 rejected: set[str] | None = None) -> None:
-        self._engine = engine
-        self._pending = pending
-        self._rejected = rejected or set()
-
-    async def get_events(self, event_ids: Iterable[str]) -> dict[str, Event]:
-        ids = [e for e in event_ids if e not in self._rejected]
-        found = {e: self._pending[e] for e in ids if e in self._pending}
-        rest = [e for e in ids if e not in found]
-        loaded = await self._engine.get_events(rest)
-        found.update({e: le.event for e, le in loaded.items() if not le.rejected})
-        return found
-
-    async def get_auth_chain_difference(self, room_id: str, state_sets: list[set[str]]) -> set[str]:
-        if not state_sets:
-            return set()
-        chains = [await self._chain(s) for s in state_sets]
-        return set.union(*chains) - set.intersection(*chains)
-
-    async def _chain(self, event_ids: set[str]) -> set[str]:
-        chain = set(event_ids)
-        todo = list(chain)
-        stored: set[str] = set()
-        while todo:
-            event = self._pending.get(todo.pop())
-            if event is None:
-                continue
-            for auth_id in event.auth_event_ids:
-                if auth_id not in chain:
-                    chain.add(auth_id)
-                    todo.append(auth_id)
-        stored = {e for e in chain if e not in self._pending}
-        return chain | await self._engine._events.auth_chain_ids(list(stored))
-
-
-class _RemoteRun:
-    """One ingest of remote events into one room: checks, state, and the rows to write."""
-
-    def __init__(self, engine: RoomEngine, room_id: str, head: _Head) -> None:
-        self.engine = engine
-        self.room_id = room_id
-        self.head = head
-        self.working = head.copy()
-        self.version = head.version
-        self.outcomes: dict[str, RemoteOutcome] = {}
-        # (event, status, state group, reason), in the order they are to be written.
-        self.rows: list[tuple[Event, str, int | None, str | None]] = []
-        self.groups: list[NewStateGroup] = []
-        self.known: dict[str, Event] = {}  # every event we hold or are adding
-        self.stored: dict[str, StoredEvent] = {}
-        self.pending: dict[str, Event] = {}  # added by this run (not yet in the database)
-        self.rejected: set[str] = set()
-        self.after: dict[str, tuple[int, dict[StateKey, str]]] = {}  # state after, this run
-        self.group_states: dict[int, dict[StateKey, str]] = {}
-        self.chains: dict[int, int] = {}
-        if head.state_group is not None:
-            self.chains[head.state_group] = head.chain_length
-            self.group_states[head.state_group] = dict(head.state)
-
-    async def load_known(self, events: list[Event], outliers: list[Event],
-                         state_before: Mapping[str, Mapping[StateKey, str]]) -> None:
-        wanted: set[str] = set(self.working.extremities)
-        for event in (*events, *outliers):
-            wanted.add(event.event_id)
-            wanted.update(event.prev_event_ids)
-            wanted.update(event.auth_event_ids)
-        for state in state_before.values():
-            wanted.update(state.values())
-        if self.version.hydra:
-            wanted.add(create_event_id(self.room_id))
-        self.stored = await self.engine._events.get_events(sorted(wanted))
-        for event_id, stored in self.stored.items():
-            self.known[event_id] = event_from_storage(stored)
-            if stored.rejected_reason is not None:
-                self.rejected.add(event_id)
-
-    def _create(self) -> Event | None:
-        if not self.version.hydra:
-            return None
-        return self.known.get(create_event_id(self.room_id))
-
-    def _own_auth(self, event: Event) -> str | None:
-        try:
-            check_against_auth_events(event, self.known, rejected_event_ids=self.rejected,
-                                      create_event=self._create())
-        except IngestError as e:
-            return e.reason
-        return None
-
-    def _hold(self, event: Event, status: str, group: int | None, reason: str | None) -> None:
-        self.known[event.event_id] = event
-        self.pending[event.event_id] = event
-        if status == REJECTED:
-            self.rejected.add(event.event_id)
-        self.rows.append((event, status, group, reason))
-
-    def add_outlier(self, event: Event) -> None:
-        if event.event_id in self.known or event.room_id != self.room_id:
-            self.outcomes.setdefault(event.event_id, RemoteOutcome(
-                event.event_id, KNOWN if event.event_id in self.known else MISSING,
-                None if event.event_id in self.known else "event of another room"))
-            return
-        reason = self._own_auth(event)
-        self._hold(event, REJECTED if reason else OUTLIER, None, reason)
-        self.outcomes[event.event_id] = RemoteOutcome(
-            event.event_id, REJECTED if reason else OUTLIER, reason)
-
-    async def add_event(self, event: Event, given: Mapping[StateKey, str] | None) -> None:
-        event_id = event.event_id
-        if event_id in self.outcomes and self.outcomes[event_id].status != OUTLIER:
-            return
-        if event_id in self.known:
-            self.outcomes[event_id] = RemoteOutcome(event_id, KNOWN)
-            return
-        if event.room_id != self.room_id:
-            self.outcomes[event_id] = RemoteOutcome(event_id, MISSING, "event of another room")
-            return
-        unknown = [a for a in event.auth_event_ids if a not in self.known]
-        if unknown:
-            self.outcomes[event_id] = RemoteOutcome(event_id, MISSING, f"unknown auth events {unknown}")
-            return
-        before = await self._state_before(event, given)
-        if before is None:
-            self.outcomes[event_id] = RemoteOutcome(event_id, MISSING, "unknown prev events")
-            return
-        before_group, before_state = before
-        reason = self._own_auth(event)  # step 4
-        if reason is None:  # step 5
-            try:
-                check_against_state_before(event, await self._slice(event, before_state))
-            except IngestError as e:
-                reason = e.reason
-        if reason is not None:
-            group = self._ensure_group(before_group, before_state)
-            self.after[event_id] = (group, before_state)
-            self._hold(event, REJECTED, group, reason)
-            self.outcomes[event_id] = RemoteOutcome(event_id, REJECTED, reason)
-            return
-        group, after = self._state_after(event, before_group, before_state)
-        self.after[event_id] = (group, after)
-        soft = None
-        if self.working.extremities:  # step 6 (a room just joined has no current state yet)
-            soft = is_soft_failed(event, self.working.state_events)
-        if soft is not None:
-            self._hold(event, SOFT_FAILED, group, soft)
-            self.outcomes[event_id] = RemoteOutcome(event_id, SOFT_FAILED, soft, before_state)
-            return
-        self._hold(event, ACCEPTED, group, None)
-        self.outcomes[event_id] = RemoteOutcome(event_id, ACCEPTED, None, before_state)
-        await self._advance_head(event, group, after)
-
-    async def _state_before(
-        self, event: Event, given: Mapping[StateKey, str] | None
-    ) -> tuple[int | None, dict[StateKey, str]] | None:
-        if given is not None:
-            return None, dict(given)
-        states: list[tuple[int, dict[StateKey, str]]] = []
-        for prev_id in event.prev_event_ids:
-            state = await self._state_after_known(prev_id)
-            if state is None:
-                return None
-            states.append(state)
-        if not states:
-            return None  # only a create event has no prev events, and it starts a room
-        distinct = {g: s for g, s in states}
-        if len(distinct) == 1:
-            return states[0]
-        maps = list(distinct.values())
-        if all(m == maps[0] for m in maps[1:]):
-            return states[0]
-        resolved = await resolve_state(self.room_id, self.version, maps, self._res_store())
-        return None, resolved
-
-    async def _state_after_known(self, event_id: str) -> tuple[int, dict[StateKey, str]] | None:
-        if event_id in self.after:
-            return self.after[event_id]
-        stored = self.stored.get(event_id)
-        if stored is None:
-            stored = (await self.engine._events.get_events([event_id])).get(event_id)
-            if stored is None:
-                return None
-            self.stored[event_id] = stored
-        if stored.outlier or stored.state_group is None:
-            return None
-        group = stored.state_group
-        if group not in self.group_states:
-            self.group_states[group] = await self.engine._state.state_at_group(group)
-        return group, self.group_states[group]
-
-    def _res_store(self) -> _StoredResStore:
-        return _StoredResStore(self.engine, self.pending, self.rejected)
-
-    async def _slice(self, event: Event, state: Mapping[StateKey, str]) -> dict[StateKey, Event]:
-        wanted = [*auth_types_for_event(event.type, event.sender, event.state_key, event.content,
-                                        self.version), ("m.room.create", "")]
-        ids = {key: state[key] for key in wanted if key in state}
-        await self._load([i for i in ids.values() if i not in self.known])
-        return {key: self.known[i] for key, i in ids.items() if i in self.known}
-
-    async def _load(self, event_ids: list[str]) -> None:
-        if event_ids:
-            for event_id, loaded in (await self.engine.get_events(event_ids)).items():
-                self.known[event_id] = loaded.event
-
-    def _ensure_group(self, group: int | None, state: dict[StateKey, str]) -> int:
-        if group is not None:
-            return group
-        new = NewStateGroup(self.engine._groups.next(), None, 0, dict(state))
-        self.groups.append(new)
-        self.chains[new.id] = 0
-        self.group_states[new.id] = state
-        return new.id
-
-    def _state_after(self, event: Event, before_group: int | None,
-                     before: dict[StateKey, str]) -> tuple[int, dict[StateKey, str]]:
-        if event.state_key is None:
-            return self._ensure_group(before_group, before), before
-        key = (event.type, event.state_key)
-        after = {**before, key: event.event_id}
-        base = self._ensure_group(before_group, before)
-        chain = self.chains.get(base)
-        if chain is None or chain >= MAX_STATE_CHAIN:
-            new = NewStateGroup(self.engine._groups.next(), None, 0, dict(after))
-        else:
-            new = NewStateGroup(self.engine._groups.next(), base, chain + 1, {key: event.event_id})
-        self.groups.append(new)
-        self.chains[new.id] = new.chain_length
-        self.group_states[new.id] = after
-        return new.id, after
-
-    async def _advance_head(self, event: Event, group: int, after: dict[StateKey, str]) -> None:
-        """The event is accepted: it replaces its prevs as an extremity; recompute the state."""
-        working = self.working
-        prevs = set(event.prev_event_ids)
-        working.extremities = [e for e in working.extremities if e not in prevs] + [event.event_id]
-        working.depth = max(working.depth, event.depth)
-        if working.extremities == [event.event_id]:
-            current, current_group = after, group
-        else:
-            states = [await self._state_after_known(e) for e in working.extremities]
-            maps = [s[1] for s in states if s is not None]
-            current = await resolve_state(self.room_id, self.version, maps, self._res_store())
-            current_group = self._ensure_group(None, current)
-        await self._load([i for i in current.values() if i not in self.known])
-        working.state = dict(current)
-        working.state_events = {k: self.known[i] for k, i in current.items() if i in self.known}
-        working.state_group = current_group
-        working.chain_length = self.chains.get(current_group, 0)
-
-
-def _remote_row(event: Event, position: int | None, group: int | None, status: str,
-                reason: str | None) -> EventRow:
-    return EventRow(
-        event_id=event.event_id, room_id=event.room_id, type=event.type,
-        state_key=event.state_key, sender=event.sender, depth=event.depth,
-        origin_server_ts=event.origin_server_ts, pdu_json=event.canonical_bytes.decode("utf-8"),
-        prev_event_ids=list(event.prev_event_ids), auth_event_ids=list(event.auth_event_ids),
-        stream_ordering=position, state_group=group, membership=_membership(event),
-        relation=_relation(event), redacts=event.redacts,
-        rejected_reason=reason if status == REJECTED else None,
-        outlier=status in (OUTLIER, REJECTED) and group is None,
-        soft_failed=status == SOFT_FAILED,
-    )

@@ -1,0 +1,93 @@
+"""The values the room engine takes and gives, shared by its local and remote paths.
+
+Kept apart from engine.py so that the remote-event work (remote_ingest.py) and
+the engine can both use them without importing each other.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+from roost.rooms.events import Event
+from roost.rooms.versions import RoomVersion, get_room_version
+from roost.storage.events import StoredEvent
+
+StateKey = tuple[str, str]
+# A full state snapshot is written after this many deltas, bounding reads.
+MAX_STATE_CHAIN = 50
+
+
+class RoomError(Exception):
+    """Why an append was refused, in Matrix terms."""
+
+    def __init__(self, status: int, errcode: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errcode = errcode
+        self.message = message
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """What a caller asks to append; the engine fills in the graph fields."""
+
+    sender: str
+    type: str
+    content: dict[str, Any]
+    state_key: str | None = None
+    redacts: str | None = None
+    txn_key: tuple[str, str, str] | None = None  # (user, device, txn id)
+
+
+@dataclass(frozen=True)
+class LoadedEvent:
+    """An event read back from storage, with what serving it needs."""
+
+    event: Event
+    stream_ordering: int | None
+    redacted_by: str | None
+    rejected: bool
+
+
+@dataclass
+class RoomHead:
+    """A room's tip as the engine appends to it: cached per room in this process."""
+
+    version: RoomVersion
+    state: dict[StateKey, str]
+    state_events: dict[StateKey, Event]
+    extremities: list[str]
+    depth: int
+    state_group: int | None
+    chain_length: int
+
+    def copy(self) -> RoomHead:
+        return replace(self, state=dict(self.state), state_events=dict(self.state_events),
+                       extremities=list(self.extremities))
+
+
+def event_from_storage(stored: StoredEvent) -> Event:
+    """Rebuild an Event from its stored canonical JSON without re-hashing it."""
+    version = get_room_version(stored.room_version)
+    return Event(pdu=json.loads(stored.pdu_json), version=version, event_id=stored.event_id,
+                 room_id=stored.room_id, canonical_bytes=stored.pdu_json.encode("utf-8"))
+
+
+def membership_of(event: Event) -> str | None:
+    if event.type != "m.room.member":
+        return None
+    value = event.content.get("membership")
+    return value if isinstance(value, str) else None
+
+
+def relation_of(event: Event) -> tuple[str, str, str | None] | None:
+    relates = event.content.get("m.relates_to")
+    if not isinstance(relates, dict):
+        return None
+    target, rel_type = relates.get("event_id"), relates.get("rel_type")
+    if not isinstance(target, str) or not isinstance(rel_type, str):
+        return None
+    key = relates.get("key") if rel_type == "m.annotation" else None
+    return target, rel_type, key if isinstance(key, str) else None
