@@ -120,7 +120,7 @@ class SyncBuilder:
         event_stream: StreamIdGenerator, typing: TypingTracker, receipts: Receipts,
         account_data: AccountDataStore, account_stream: StreamIdGenerator,
         presence: Presence | None, user_rooms: UserRoomsCache,
-        queries: SyncQueries | None = None,
+        queries: SyncQueries,
     ) -> None:
         self._engine = engine
         self._view = view
@@ -132,7 +132,7 @@ class SyncBuilder:
         self._account_stream = account_stream
         self._presence = presence
         self._user_rooms = user_rooms
-        self._queries = queries or SyncQueries.sharing_pool_of(events)
+        self._queries = queries
         self._recent = RecentEvents(self._queries, events)
 
     def now(self) -> SyncToken:

@@ -86,6 +86,7 @@ from roost.storage.room_state import RoomStateStore, UserRoomsCache
 from roost.storage.server_keys import ServerKeyStore
 from roost.storage.streams import StreamIdGenerator
 from roost.storage.sync_data import AccountDataStore, FilterStore, ReceiptStore
+from roost.storage.sync_queries import SyncQueries
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +262,7 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     notifier.add_listener(user_rooms.on_change)
     builder = SyncBuilder(engine, view, SyncEventStore(db), streams["events"], typing_tracker,
                           receipt_service, account_store, streams["account_data"],
-                          presence_tracker, user_rooms)
+                          presence_tracker, user_rooms, queries=SyncQueries(db))
     waiter = sync.ChangeWaiter(notifier, clock, user_rooms)
     sync.register(router, builder, waiter, filters, presence_tracker)
     return builder, waiter, typing_tracker

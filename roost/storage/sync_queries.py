@@ -25,11 +25,6 @@ class SyncQueries:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    @classmethod
-    def sharing_pool_of(cls, store: SyncEventStore) -> SyncQueries:
-        """Queries on the same pool as `store` (until wiring passes the database itself)."""
-        return cls(store._db)  # noqa: SLF001 - same package, same pool
-
     async def joined_users(self, room_ids: list[str]) -> set[str]:
         """Everyone whose current membership is join in any of the rooms (one query)."""
         if not room_ids:
