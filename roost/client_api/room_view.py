@@ -8,7 +8,7 @@ decided in one place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from roost.client_api.errors import MatrixError
@@ -29,12 +29,16 @@ def not_in_room() -> MatrixError:
 
 class RoomView:
     def __init__(
-        self, engine: RoomEngine, state: RoomStateStore, relations: RelationStore, clock: Any
+        self, engine: RoomEngine, state: RoomStateStore, relations: RelationStore, clock: Any,
+        forgotten: Callable[[str, str], Awaitable[bool]] | None = None,
     ) -> None:
         self.engine = engine
         self.state = state
         self._relations = relations
         self._clock = clock
+        # (user, room) -> whether the user forgot the room: its history is then closed
+        # to them (spec: /forget), unless it is world-readable or they join again.
+        self._forgotten = forgotten
 
     def now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -54,6 +58,8 @@ class RoomView:
         """The events the user may see, in the order given."""
         if not events:
             return []
+        if self._forgotten is not None and await self._forgotten(user_id, room_id):
+            return events if await self._world_readable_now(room_id) else []
         history = await self.state.state_history(room_id, "m.room.history_visibility", "")
         loaded = await self.engine.get_events([eid for _, eid in history])
         visibilities = [
@@ -69,7 +75,8 @@ class RoomView:
 
     async def can_see_room(self, room_id: str, user_id: str) -> bool:
         """Whether the user may read anything: a member once, or a world-readable room."""
-        if await self.state.membership_history(room_id, user_id):
+        forgotten = self._forgotten is not None and await self._forgotten(user_id, room_id)
+        if not forgotten and await self.state.membership_history(room_id, user_id):
             return True
         history = await self.state.state_history(room_id, "m.room.history_visibility", "")
         if not history:
@@ -87,6 +94,13 @@ class RoomView:
         if isinstance(target, str) and isinstance(key, str) and \
                 await self._relations.has_annotation(target, sender, event_type, key):
             raise MatrixError(400, "M_DUPLICATE_ANNOTATION", "You already sent this annotation")
+
+    async def _world_readable_now(self, room_id: str) -> bool:
+        history = await self.state.state_history(room_id, "m.room.history_visibility", "")
+        if not history:
+            return False
+        latest = (await self.engine.get_events([history[-1][1]]))[history[-1][1]]
+        return latest.event.content.get("history_visibility") == "world_readable"
 
     async def serialize(self, events: list[LoadedEvent], user_id: str,
                         with_relations: bool = True,

@@ -307,13 +307,14 @@ async def build_homeserver(
         event_store, state_store, config.server_name, local_key.signing_key, clock,
         event_stream, IdAllocator(await event_store.max_state_group()), notifier,
     )
-    view = RoomView(engine, state_store, RelationStore(db), clock)
+    directory_store = DirectoryStore(db)
+    view = RoomView(engine, state_store, RelationStore(db), clock,
+                    forgotten=directory_store.is_forgotten)
     profile_store = ProfileStore(db)
     profiles = Profiles(profile_store, engine, state_store)
     presence_stream = StreamIdGenerator(0)  # presence lives in memory: restarts at 0
     presence_tracker = PresenceTracker(clock, notifier, presence_stream)
     closers.append(("presence timers", presence_tracker.stop))
-    directory_store = DirectoryStore(db)
 
     router = Router()
     versions.register(router, config.baseurl)

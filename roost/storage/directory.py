@@ -80,6 +80,15 @@ class DirectoryStore:
             ),
         )
 
+    async def is_forgotten(self, user_id: str, room_id: str) -> bool:
+        row = await self._db.run(
+            "is_forgotten",
+            lambda t: t.query_one(
+                "SELECT 1 FROM forgotten_rooms WHERE user_id = %s AND room_id = %s",
+                (user_id, room_id)),
+        )
+        return row is not None
+
     async def unforget(self, user_id: str, room_id: str) -> None:
         await self._db.run(
             "unforget_room",

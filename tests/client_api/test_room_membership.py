@@ -153,9 +153,6 @@ class LeaveAndForgetTests(TestCase):
         resp = await bob.call("GET", f"/rooms/{q(room)}/messages?dir=b")
         assert_error(self, resp, 403, "M_FORBIDDEN")
 
-    test_forgotten_room_history_is_no_longer_readable.todo = (  # type: ignore[attr-defined]
-        "RoomView cannot see forgotten_rooms: wiring must hand it the DirectoryStore")
-
     async def test_rejoining_unforgets(self) -> None:
         alice, bob = await start_users(self, "alice", "bob")
         room = await alice.create_room(preset="public_chat")
