@@ -9,6 +9,7 @@ exactly what was served: nothing skipped, nothing repeated.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -121,6 +122,7 @@ class SyncBuilder:
         account_data: AccountDataStore, account_stream: StreamIdGenerator,
         presence: Presence | None, user_rooms: UserRoomsCache,
         queries: SyncQueries,
+        remote_invite_state: Callable[[str, str], Awaitable[list[Any] | None]] | None = None,
     ) -> None:
         self._engine = engine
         self._view = view
@@ -133,6 +135,9 @@ class SyncBuilder:
         self._presence = presence
         self._user_rooms = user_rooms
         self._queries = queries
+        # The stripped state another server sent with an invite to a room this
+        # server holds nothing of but the invite itself.
+        self._remote_invite_state = remote_invite_state
         self._recent = RecentEvents(self._queries, events)
 
     def now(self) -> SyncToken:
@@ -277,6 +282,10 @@ class SyncBuilder:
         events = [stripped_state(e) for (t, k), e in sorted(current.items())
                   if (t in INVITE_STATE_TYPES and k == "") or (t == "m.room.member"
                                                               and k == user_id)]
+        if self._remote_invite_state is not None:
+            sent = await self._remote_invite_state(room_id, user_id) or []
+            have = {(e["type"], e["state_key"]) for e in events}
+            events += [e for e in sent if _is_stripped(e) and (e["type"], e["state_key"]) not in have]
         return {"invite_state": {"events": events}}
 
     async def _leaves(self, plans: dict[str, _RoomPlan], left: dict[str, int],
@@ -373,3 +382,10 @@ class SyncBuilder:
 def _empty_body(now: SyncToken) -> JsonDict:
     return {"next_batch": str(now), "rooms": {"join": {}, "invite": {}, "leave": {}},
             "account_data": {"events": []}, "presence": {"events": []}}
+
+
+def _is_stripped(event: Any) -> bool:
+    """A well-formed stripped state event, as another server may send with an invite."""
+    return (isinstance(event, dict) and isinstance(event.get("type"), str)
+            and isinstance(event.get("state_key"), str) and isinstance(event.get("sender"), str)
+            and isinstance(event.get("content"), dict))

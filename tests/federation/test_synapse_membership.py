@@ -103,6 +103,9 @@ class InvitesWithSynapseTests(TestCase):
         events = invite["invite_state"]["events"]
         own = [e for e in events if e["type"] == "m.room.member" and e["state_key"] == bob]
         self.assertEqual([e["content"]["membership"] for e in own], ["invite"])
+        # The stripped state Synapse sent with the invite: the room's name, before joining.
+        names = [e["content"].get("name") for e in events if e["type"] == "m.room.name"]
+        self.assertEqual(names, ["From Synapse"])
 
         await roost.request("POST", f"{V3}/join/{quote(room_id)}", {}, user="bob")
 
