@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from roost.client_api.errors import MatrixError, forbidden, invalid_param, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
+from roost.rooms import public_rooms as public_rooms_lib
 from roost.rooms.auth import get_named_level, get_power_level
 from roost.rooms.engine import RoomEngine
-from roost.storage.directory import DirectoryStore, PublicRoom
+from roost.storage.directory import DirectoryStore
 
 _ALIAS_RE = re.compile(r"^#[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
 MAX_ALIAS_BYTES = 255
@@ -93,27 +95,13 @@ def register(router: Router, engine: RoomEngine, view: RoomView, directory: Dire
 
     async def public_rooms(req: ApiRequest) -> JsonDict:
         body = req.json(required=False) if req.method == "POST" else {}
-        limit = body.get("limit", req.int_arg("limit", None))
-        since = body.get("since", req.arg("since"))
-        search = body.get("filter") or {}
-        if (limit is not None and not isinstance(limit, int)) or isinstance(limit, bool) \
-                or (since is not None and not isinstance(since, str)) or not isinstance(search, dict):
-            raise MatrixError(400, "M_BAD_JSON", "limit must be an integer, since a string"
-                                                 " and filter an object")
-        term = search.get("generic_search_term")
-        rooms = [await _entry(engine, r) for r in await directory.public_rooms()]
-        if isinstance(term, str) and term:
-            needle = term.lower()
-            rooms = [r for r in rooms if needle in " ".join(
-                str(r.get(k, "")) for k in ("name", "topic", "canonical_alias")).lower()]
-        offset = int(since[1:]) if isinstance(since, str) and since[1:].isdigit() else 0
-        page = rooms[offset:offset + limit] if isinstance(limit, int) and limit > 0 else rooms[offset:]
-        result: JsonDict = {"chunk": page, "total_room_count_estimate": len(rooms)}
-        if offset + len(page) < len(rooms):
-            result["next_batch"] = f"p{offset + len(page)}"
-        if offset > 0:
-            result["prev_batch"] = f"p{max(0, offset - (limit or offset))}"
-        return result
+        try:
+            limit, since, term = public_rooms_lib.parse_query(
+                body, req.int_arg("limit", None), req.arg("since"))
+        except public_rooms_lib.BadDirectoryQuery as e:
+            raise MatrixError(400, "M_BAD_JSON", str(e)) from None
+        listed = await public_rooms_lib.entries(await directory.public_rooms(), _contents(engine))
+        return public_rooms_lib.page(listed, term, since, limit)
 
     router.add("PUT", f"{CLIENT_PREFIX}/directory/room/{{alias}}", put_alias)
     router.add("GET", f"{CLIENT_PREFIX}/directory/room/{{alias}}", get_alias, auth=False)
@@ -125,25 +113,9 @@ def register(router: Router, engine: RoomEngine, view: RoomView, directory: Dire
     router.add("POST", f"{CLIENT_PREFIX}/publicRooms", public_rooms)
 
 
-async def _entry(engine: RoomEngine, room: PublicRoom) -> JsonDict:
-    loaded = await engine.get_events(list(room.state.values()))
-    by_type = {key[0]: loaded[eid].event.content for key, eid in room.state.items() if eid in loaded}
-    entry: JsonDict = {
-        "room_id": room.room_id,
-        "num_joined_members": room.joined_members,
-        "world_readable": by_type.get("m.room.history_visibility", {}).get(
-            "history_visibility") == "world_readable",
-        "guest_can_join": by_type.get("m.room.guest_access", {}).get("guest_access") == "can_join",
-        "join_rule": by_type.get("m.room.join_rules", {}).get("join_rule", "invite"),
-    }
-    for key, event_type, field in (("name", "m.room.name", "name"),
-                                   ("topic", "m.room.topic", "topic"),
-                                   ("canonical_alias", "m.room.canonical_alias", "alias"),
-                                   ("avatar_url", "m.room.avatar", "url")):
-        value = by_type.get(event_type, {}).get(field)
-        if isinstance(value, str):
-            entry[key] = value
-    room_type = by_type.get("m.room.create", {}).get("type")
-    if isinstance(room_type, str):
-        entry["room_type"] = room_type
-    return entry
+def _contents(engine: RoomEngine) -> Any:
+    async def load(event_ids: list[str]) -> dict[str, Any]:
+        loaded = await engine.get_events(event_ids)
+        return {eid: e.event.content for eid, e in loaded.items()}
+
+    return load

@@ -16,6 +16,7 @@ from typing import Any
 from roost.federation.ingest import EduSinks, EventChecker, InboundTransactions
 from roost.federation.transport.server import FederationError, FederationRequest, FederationRouter
 from roost.keys.remote import KeyRing
+from roost.rooms import public_rooms as public_rooms_lib
 from roost.rooms.engine import ACCEPTED, KNOWN, RoomEngine, RoomError
 from roost.rooms.events import Event
 from roost.rooms.hashing import SigningKey, check_content_hash, server_name_of, sign_event
@@ -359,49 +360,18 @@ class ServedRooms:
         if self._directory is None:
             return {"chunk": [], "total_room_count_estimate": 0}
         body = req.json() if req.method == "POST" and req.content is not None else {}
-        limit = body.get("limit", req.int_arg("limit"))
-        since = body.get("since", req.arg("since"))
-        search = body.get("filter") or {}
-        if (limit is not None and (not isinstance(limit, int) or isinstance(limit, bool))) \
-                or (since is not None and not isinstance(since, str)) \
-                or not isinstance(search, dict):
-            raise FederationError(400, "M_BAD_JSON", "bad publicRooms request")
-        rooms = [await self._entry(r) for r in await self._directory.public_rooms()]
-        term = search.get("generic_search_term")
-        if isinstance(term, str) and term:
-            needle = term.lower()
-            rooms = [r for r in rooms if needle in " ".join(
-                str(r.get(k, "")) for k in ("name", "topic", "canonical_alias")).lower()]
-        offset = int(since[1:]) if isinstance(since, str) and since[1:].isdigit() else 0
-        page = rooms[offset:offset + limit] if isinstance(limit, int) and limit > 0 else rooms[offset:]
-        result: JsonDict = {"chunk": page, "total_room_count_estimate": len(rooms)}
-        if offset + len(page) < len(rooms):
-            result["next_batch"] = f"p{offset + len(page)}"
-        if offset > 0:
-            result["prev_batch"] = f"p{max(0, offset - (limit or offset))}"
-        return result
+        try:
+            limit, since, term = public_rooms_lib.parse_query(body, req.int_arg("limit"),
+                                                              req.arg("since"))
+        except public_rooms_lib.BadDirectoryQuery as e:
+            raise FederationError(400, "M_BAD_JSON", str(e)) from None
+        listed = await public_rooms_lib.entries(await self._directory.public_rooms(),
+                                                self._contents)
+        return public_rooms_lib.page(listed, term, since, limit)
 
-    async def _entry(self, room: Any) -> JsonDict:
-        loaded = await self._engine.get_events(list(room.state.values()))
-        content = {key[0]: loaded[eid].event.content for key, eid in room.state.items()
-                   if eid in loaded}
-        entry: JsonDict = {
-            "room_id": room.room_id,
-            "num_joined_members": room.joined_members,
-            "world_readable": content.get("m.room.history_visibility", {}).get(
-                "history_visibility") == "world_readable",
-            "guest_can_join": content.get("m.room.guest_access", {}).get(
-                "guest_access") == "can_join",
-            "join_rule": content.get("m.room.join_rules", {}).get("join_rule", "invite"),
-        }
-        for key, event_type, field in (("name", "m.room.name", "name"),
-                                       ("topic", "m.room.topic", "topic"),
-                                       ("canonical_alias", "m.room.canonical_alias", "alias"),
-                                       ("avatar_url", "m.room.avatar", "url")):
-            value = content.get(event_type, {}).get(field)
-            if isinstance(value, str):
-                entry[key] = value
-        return entry
+    async def _contents(self, event_ids: list[str]) -> dict[str, Any]:
+        loaded = await self._engine.get_events(event_ids)
+        return {eid: e.event.content for eid, e in loaded.items()}
 
 
 
