@@ -138,7 +138,8 @@ class Event:
             raise EventFormatError("M_BAD_JSON", "event is not an object")
         body = {key: value for key, value in pdu.items() if key != "unsigned"}
         try:
-            encoded = canonical_json(body)
+            # A PDU this server built (event_id given) was checked while it was hashed.
+            encoded = canonical_json(body, checked=event_id is not None)
         except CanonicalJSONError as e:
             raise EventFormatError("M_BAD_JSON", str(e)) from e
         if len(encoded) > MAX_EVENT_BYTES:
