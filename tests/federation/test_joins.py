@@ -3,9 +3,8 @@
 `TemplateTests` and `VerificationTests` run `RemoteRooms` against a fake
 transport (what a resident server would answer) on one real homeserver, and
 need nothing of the inbound side. `RoostToRoostTests` runs two real servers
-over TLS and NEEDS the inbound side (served /make_join, /send_join, /invite,
-/send, /query/directory and `RoomEngine.create_remote_room`); it skips until
-those routes are wired.
+over TLS, inbound side included (served /make_join, /send_join, /invite, /send,
+/query/directory and `RoomEngine.create_remote_room`).
 """
 
 from __future__ import annotations

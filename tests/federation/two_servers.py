@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.protocols.policies import WrappingFactory
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 
 from roost.federation.transport.server import federation_site, tls_context_factory
@@ -132,13 +132,8 @@ async def start_node(testcase: TestCase, **overrides: Any) -> FedNode:
 
 
 async def start_pair(testcase: TestCase, **overrides: Any) -> tuple[FedNode, FedNode]:
-    """Two servers; the test is skipped while the inbound side is not wired (no /send)."""
+    """Two federating servers."""
     first = await start_node(testcase, **overrides)
-    assert first.server is not None and first.server.hs.federation is not None
-    routes = [r.pattern.pattern for r in first.server.hs.federation.router.routes]
-    for needed in ("/send/", "/make_join/", "/send_join/"):
-        if not any(needed in r for r in routes):
-            raise SkipTest(f"the inbound federation side is not wired yet (no {needed})")
     return first, await start_node(testcase, **overrides)
 
 
