@@ -60,9 +60,11 @@ class KicksAndBansTests(TestCase):
         self.assertEqual(refused.status, 403, refused.body)
         self.assertEqual(await _membership(hs1, room_id, bob), "ban")
 
-        # Unbanned, the user may come back.
+        # Unbanned, the user may come back (once the unban has reached their server:
+        # a rejoin is checked against the room as that server holds it).
         await hs1.request("POST", f"{V3}/rooms/{q(room_id)}/unban", {"user_id": bob},
                           user="alice")
+        await eventually(lambda: self._is(hs2, room_id, bob, "leave"))
         await hs2.request("POST", f"{V3}/join/{q(room_id)}?server_name={q(hs1.name)}", {},
                           user="bob")
         await eventually(lambda: self._is(hs1, room_id, bob, "join"))
