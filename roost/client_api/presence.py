@@ -54,6 +54,7 @@ class PresenceTracker:
         self._stream = stream
         self._idle_timeout = idle_timeout_s
         self._offline_timeout = offline_timeout_s
+        self._stopped = False
         # One small record per user seen since start (offline ones included, so
         # that a later /sync still learns they went offline).
         self._users: dict[str, _UserPresence] = {}
@@ -109,7 +110,9 @@ class PresenceTracker:
             self._change(user_id, state, presence, status_msg)
 
     def stop(self) -> None:
-        """Cancel every pending timer (shutdown): nobody goes idle or offline after it."""
+        """Cancel every pending timer (shutdown): nobody goes idle or offline after it,
+        and no timer starts again (a late request or remote EDU may still arrive)."""
+        self._stopped = True
         for state in self._users.values():
             self._cancel_timers(state)
 
@@ -167,11 +170,16 @@ class PresenceTracker:
 
     def _restart_idle_timer(self, user_id: str, state: _UserPresence) -> None:
         _cancel(state.idle_call)
-        state.idle_call = self._clock.callLater(self._idle_timeout, self._went_idle, user_id)
+        state.idle_call = None
+        if not self._stopped:
+            state.idle_call = self._clock.callLater(self._idle_timeout, self._went_idle, user_id)
 
     def _restart_offline_timer(self, user_id: str, state: _UserPresence) -> None:
         _cancel(state.offline_call)
-        state.offline_call = self._clock.callLater(self._offline_timeout, self._went_away, user_id)
+        state.offline_call = None
+        if not self._stopped:
+            state.offline_call = self._clock.callLater(self._offline_timeout, self._went_away,
+                                                       user_id)
 
     def _went_idle(self, user_id: str) -> None:
         state = self._users[user_id]

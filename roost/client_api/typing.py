@@ -25,8 +25,11 @@ class TypingTracker:
         self.position = 0
         self._typing: dict[str, dict[str, Any]] = {}  # room -> user -> expiry timer
         self._changed_at: dict[str, int] = {}  # room -> position of its last change
+        self._stopped = False
 
     def set_typing(self, room_id: str, user_id: str, timeout_ms: int) -> None:
+        if self._stopped:
+            return  # shutting down: a late request or remote EDU starts no timer
         users = self._typing.setdefault(room_id, {})
         timer = users.pop(user_id, None)
         if timer is not None and timer.active():
@@ -52,6 +55,7 @@ class TypingTracker:
 
     def stop(self) -> None:
         """Cancel every pending expiry: typing state does not outlive the server."""
+        self._stopped = True
         for users in self._typing.values():
             for timer in users.values():
                 if timer.active():
