@@ -28,7 +28,7 @@ from roost.rooms.ingest import (
     check_against_state_before,
     is_soft_failed,
 )
-from roost.rooms.state_res import create_event_id, resolve_state
+from roost.rooms.state_res import create_event_id, resolve_state, walk_auth_chain
 from roost.storage.events import EventRow, NewStateGroup, StoredEvent
 
 if TYPE_CHECKING:
@@ -81,17 +81,8 @@ class _StoredResStore:
         return set.union(*chains) - set.intersection(*chains)
 
     async def _chain(self, event_ids: set[str]) -> set[str]:
-        chain = set(event_ids)
-        todo = list(chain)
-        stored: set[str] = set()
-        while todo:
-            event = self._pending.get(todo.pop())
-            if event is None:
-                continue
-            for auth_id in event.auth_event_ids:
-                if auth_id not in chain:
-                    chain.add(auth_id)
-                    todo.append(auth_id)
+        """The auth chain through the events not yet persisted, then the stored edges."""
+        chain = walk_auth_chain(event_ids, self._pending)
         stored = {e for e in chain if e not in self._pending}
         return chain | await self._engine._events.auth_chain_ids(list(stored))
 

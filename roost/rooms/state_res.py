@@ -552,14 +552,23 @@ class InMemoryStateResStore:
 
     def full_auth_chain(self, event_ids: Iterable[str]) -> set[str]:
         """``event_ids`` and everything reachable from them through auth events."""
-        chain = set(event_ids)
-        todo = list(chain)
-        while todo:
-            event = self._events.get(todo.pop())
-            if event is None:
-                continue
-            for auth_id in event.auth_event_ids:
-                if auth_id not in chain:
-                    chain.add(auth_id)
-                    todo.append(auth_id)
-        return chain
+        return walk_auth_chain(event_ids, self._events)
+
+
+def walk_auth_chain(event_ids: Iterable[str], events: Mapping[str, Event]) -> set[str]:
+    """``event_ids`` and every auth ancestor reachable through the events in ``events``.
+
+    Ids whose events are not in ``events`` are included but not walked further:
+    a caller holding the rest elsewhere (the database) continues from those.
+    """
+    chain = set(event_ids)
+    todo = list(chain)
+    while todo:
+        event = events.get(todo.pop())
+        if event is None:
+            continue
+        for auth_id in event.auth_event_ids:
+            if auth_id not in chain:
+                chain.add(auth_id)
+                todo.append(auth_id)
+    return chain
