@@ -2,12 +2,17 @@
 
 A repeated transaction id from the same device returns the first event id:
 the id is stored with the event in one transaction, and a retry that arrives
-while the first attempt is still in flight waits for that attempt.
+while the first attempt is still in flight waits for that attempt. Sends do
+not look the id up first (a round trip per message): recent ids are kept in
+memory, and an older one is caught when its batch is committed (the engine
+answers it with the stored event), or, if the retry is refused before that
+(the user may no longer send), by a lookup on the refusal.
 """
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from twisted.internet import defer
@@ -21,6 +26,7 @@ from roost.storage.directory import DirectoryStore
 from roost.storage.events import EventStore
 
 TxnKey = tuple[str, str, str]
+RECENT_TXNS = 1024
 _ALIAS_RE = re.compile(r"^#[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
 
 
@@ -29,6 +35,8 @@ class TxnDeduplicator:
         self._events = events
         # The callers waiting on each attempt still in flight.
         self._in_flight: dict[TxnKey, list[defer.Deferred[str]]] = {}
+        # The newest sends' event ids: a quick retry is answered without the engine.
+        self._recent: OrderedDict[TxnKey, str] = OrderedDict()
 
     async def once(self, key: TxnKey, send: Callable[[], Awaitable[str]]) -> str:
         """Run `send()` once per key; a concurrent retry waits for the first attempt.
@@ -49,8 +57,19 @@ class TxnDeduplicator:
         return await waiter
 
     async def _stored_or_send(self, key: TxnKey, send: Callable[[], Awaitable[str]]) -> str:
-        existing = await self._events.get_txn_event(*key)
-        return existing if existing is not None else await send()
+        event_id = self._recent.get(key)
+        if event_id is None:
+            try:
+                event_id = await send()
+            except MatrixError:
+                event_id = await self._events.get_txn_event(*key)
+                if event_id is None:
+                    raise
+        self._recent[key] = event_id
+        self._recent.move_to_end(key)
+        if len(self._recent) > RECENT_TXNS:
+            self._recent.popitem(last=False)
+        return event_id
 
     def _finish(self, result: object, key: TxnKey) -> None:
         """Hand the result (or failure) to every waiter; the attempt's own chain ends clean."""
@@ -84,7 +103,7 @@ def register(router: Router, engine: RoomEngine, view: RoomView, events: EventSt
         key = (user.user_id, user.device_id, f"send/{room_id}/{event_type}/{req.params['txn_id']}")
 
         async def send() -> str:
-            # Checked only when really sending, so a retried txn still gets its event id.
+            # A retried txn refused here still gets its event id (see TxnDeduplicator).
             await view.check_not_duplicate_annotation(user.user_id, event_type, content)
             event = await append_event(
                 engine, room_id, NewEvent(user.user_id, event_type, content, txn_key=key))

@@ -20,7 +20,8 @@ from roost.rooms.hashing import (
     SigningKey,
     add_content_hash,
     compute_event_id,
-    sign_event,
+    event_id_of_reference,
+    sign_event_with_reference,
 )
 from roost.rooms.versions import RoomVersion
 
@@ -121,8 +122,8 @@ def finalize_pdu(
     """
     unsigned_free = {key: value for key, value in pdu.items() if key != "unsigned"}
     hashed = add_content_hash(unsigned_free)
-    signed = sign_event(hashed, version, server_name, signing_key)
-    return compute_event_id(signed, version), signed
+    reference, signed = sign_event_with_reference(hashed, version, server_name, signing_key)
+    return event_id_of_reference(reference), signed
 
 
 def room_id_for_create_pdu(pdu: Mapping[str, Any], version: RoomVersion) -> str:

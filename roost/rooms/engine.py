@@ -58,7 +58,14 @@ from roost.rooms.remote_ingest import (
 )
 from roost.rooms.state_res import create_event_id, resolve_state
 from roost.rooms.versions import RoomVersion, get_room_version
-from roost.storage.events import EventRow, EventStore, NewStateGroup, RoomBatch, StoredEvent
+from roost.storage.events import (
+    EventRow,
+    EventStore,
+    NewStateGroup,
+    RoomBatch,
+    StoredEvent,
+    TxnIdConflict,
+)
 from roost.storage.notifier import Notifier
 from roost.storage.room_state import RoomStateStore
 from roost.storage.streams import StreamIdGenerator
@@ -83,6 +90,8 @@ class _Unit:
     prebuilt_create: Event | None = None  # a v12 create event, built before the room id is known
     # Remote events: a coroutine function run alone on the queue (see ingest_remote).
     job: Any = None
+    # Put back on the queue once already, after a batch undone by a repeated txn id.
+    requeued: bool = False
 
 
 @dataclass
@@ -226,6 +235,11 @@ class RoomEngine:
         )
         try:
             await self._events.persist_batch(batch)
+        except TxnIdConflict:
+            self._heads.pop(room_id, None)
+            self._stream.finish(positions)
+            await self._settle_repeated_sends(room_id, [unit for unit, _, _ in accepted])
+            return
         except Exception as e:
             self._heads.pop(room_id, None)
             self._stream.finish(positions)
@@ -239,6 +253,36 @@ class RoomEngine:
         self._notifier.notify("events", self._stream.current, rooms=[room_id], users=members)
         for unit, built, _ in accepted:
             _succeed(unit.result, built)
+
+    async def _settle_repeated_sends(self, room_id: str, units: list[_Unit]) -> None:
+        """Answer sends whose transaction id was already used with the event they made then.
+
+        Senders do not look their txn id up before sending (that was a round
+        trip per message): a retry the client layer no longer remembers (say,
+        after a restart) is caught here, by the txn table's key, when the batch
+        that carries it is committed. The whole batch was undone; the other
+        sends in it go back to the front of the queue, once.
+        """
+        keys = [n.txn_key for unit in units for n in unit.events if n.txn_key is not None]
+        try:
+            stored = await self._events.txn_events(keys)
+            loaded = await self.get_events(list(stored.values()))
+        except Exception as e:
+            for unit in units:
+                _fail(unit.result, _as_room_error(e))
+            return
+        again: list[_Unit] = []
+        for unit in units:
+            found = [loaded[stored[n.txn_key]].event for n in unit.events
+                     if n.txn_key in stored and stored[n.txn_key] in loaded]
+            if found and len(found) == len(unit.events):
+                _succeed(unit.result, found)
+            elif unit.requeued:
+                _fail(unit.result, RoomError(500, "M_UNKNOWN", "could not store event"))
+            else:
+                unit.requeued = True
+                again.append(unit)
+        self._queues.setdefault(room_id, _Queue()).pending[0:0] = again
 
     def _groups_by_event(
         self, events: list[Event], groups: list[NewStateGroup], start: int | None

@@ -169,7 +169,11 @@ def compute_reference_hash(pdu: Mapping[str, Any], version: RoomVersion) -> byte
 
 def compute_event_id(pdu: Mapping[str, Any], version: RoomVersion) -> str:
     """The v4+ event id: ``$`` and the URL-safe unpadded base64 reference hash."""
-    return "$" + encode_base64(compute_reference_hash(pdu, version), urlsafe=True)
+    return event_id_of_reference(compute_reference_hash(pdu, version))
+
+
+def event_id_of_reference(reference_hash: bytes) -> str:
+    return "$" + encode_base64(reference_hash, urlsafe=True)
 
 
 def key_id_of(key: SigningKey | VerifyKey) -> str:
@@ -189,6 +193,21 @@ def sign_event(
     still be checked after the event is redacted. Other servers' signatures
     already on the event are kept.
     """
+    return sign_event_with_reference(pdu, version, server_name, signing_key)[1]
+
+
+def sign_event_with_reference(
+    pdu: Mapping[str, Any],
+    version: RoomVersion,
+    server_name: str,
+    signing_key: SigningKey,
+) -> tuple[bytes, dict[str, Any]]:
+    """Sign ``pdu`` and return ``(reference_hash, signed_pdu)``.
+
+    The signed bytes and the reference hash's input are the same (the
+    redacted event minus signatures and unsigned), so a builder that needs
+    both encodes the event once for the two.
+    """
     # Only events this server built or already validated are signed.
     message = canonical_json(_redacted_for_signing(pdu, version), checked=True)
     signature = encode_base64(signing_key.sign(message).signature)
@@ -201,7 +220,7 @@ def sign_event(
     server_signatures[key_id_of(signing_key)] = signature
     signatures[server_name] = server_signatures
     result["signatures"] = signatures
-    return result
+    return hashlib.sha256(message).digest(), result
 
 
 def verify_event_signature(

@@ -120,6 +120,21 @@ class EventStore:
         )
         return row[0] if row else None
 
+    async def txn_events(self, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+        """(user, device, txn id) -> the event each already made, for those that made one."""
+        if not keys:
+            return {}
+        rows = await self._db.run(
+            "txn_events",
+            lambda t: t.query(
+                "SELECT t.user_id, t.device_id, t.txn_id, t.event_id FROM event_txn_ids t"
+                " JOIN (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))"
+                " AS k(user_id, device_id, txn_id) USING (user_id, device_id, txn_id)",
+                ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+            ),
+        )
+        return {(r[0], r[1], r[2]): r[3] for r in rows}
+
     async def auth_chain_ids(self, event_ids: list[str]) -> set[str]:
         """Every auth ancestor of `event_ids` (not the events themselves), from the auth edges."""
         if not event_ids:
