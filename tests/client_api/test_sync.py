@@ -131,6 +131,81 @@ class IncrementalSyncTests(TestCase):
             self.assertEqual(resp.body["errcode"], errcode, query)
 
 
+class SyncFilterAndStateTests(TestCase):
+    async def _two_rooms(self, server: RunningServer) -> tuple[str, str, str, str]:
+        alice, bob, first = await _setup(server)
+        created = await server.request("POST", V3 + "/createRoom",
+                                       {"invite": ["@bob:test.roost"]}, token=alice)
+        second = created.body["room_id"]
+        await server.request("POST", V3 + f"/rooms/{second}/join", {}, token=bob)
+        return alice, bob, first, second
+
+    async def test_rooms_and_not_rooms_pick_the_rooms_synced(self) -> None:
+        server = await start_server(self)
+        _alice, bob, first, second = await self._two_rooms(server)
+        for filt, expected in (({"room": {"rooms": [first]}}, {first}),
+                               ({"room": {"not_rooms": [first]}}, {second}),
+                               ({"room": {"rooms": [first, second], "not_rooms": [second]}},
+                                {first}),
+                               ({}, {first, second})):
+            resp = await server.request(
+                "GET", V3 + f"/sync?filter={json.dumps(filt)}", token=bob)
+            self.assertEqual(set(resp.body["rooms"]["join"]), expected, filt)
+
+    async def test_lazy_loading_sends_only_the_members_the_timeline_needs(self) -> None:
+        server = await start_server(self)
+        alice, bob, room = await _setup(server)
+        carol = (await server.register("carol"))["access_token"]
+        await server.request("POST", V3 + f"/rooms/{room}/invite",
+                             {"user_id": "@carol:test.roost"}, token=alice)
+        await server.request("POST", V3 + f"/rooms/{room}/join", {}, token=carol)
+        for i in range(3):
+            await _send(server, alice, room, f"m{i}", f"l{i}")
+
+        def members(body: dict) -> set[str]:
+            state = body["rooms"]["join"][room]["state"]["events"]
+            return {e["state_key"] for e in state if e["type"] == "m.room.member"}
+
+        lazy = json.dumps({"room": {"timeline": {"limit": 2},
+                                    "state": {"lazy_load_members": True}}})
+        resp = await server.request("GET", V3 + f"/sync?filter={lazy}", token=bob)
+        # The timeline's sender and the syncing user; carol said nothing in it.
+        self.assertEqual(members(resp.body), {"@alice:test.roost", "@bob:test.roost"})
+        eager = json.dumps({"room": {"timeline": {"limit": 2}}})
+        full = await server.request("GET", V3 + f"/sync?filter={eager}", token=bob)
+        self.assertEqual(members(full.body),
+                         {"@alice:test.roost", "@bob:test.roost", "@carol:test.roost"})
+
+    async def test_full_state_returns_all_state_on_an_incremental_sync(self) -> None:
+        server = await start_server(self)
+        alice, bob, room = await _setup(server)
+        token = (await server.request("GET", V3 + "/sync", token=bob)).body["next_batch"]
+        await _send(server, alice, room, "new", "fs1")
+        plain = await server.request("GET", V3 + f"/sync?since={token}", token=bob)
+        self.assertEqual(plain.body["rooms"]["join"][room]["state"]["events"], [])
+        full = await server.request("GET", V3 + f"/sync?since={token}&full_state=true", token=bob)
+        joined = full.body["rooms"]["join"][room]
+        self.assertTrue({"m.room.create", "m.room.power_levels", "m.room.name", "m.room.member"}
+                        <= {e["type"] for e in joined["state"]["events"]})
+        # The timeline still starts at `since`.
+        self.assertEqual([e["content"]["body"] for e in joined["timeline"]["events"]], ["new"])
+
+    async def test_a_state_change_the_limited_timeline_skipped_is_in_state(self) -> None:
+        server = await start_server(self)
+        alice, bob, room = await _setup(server)
+        token = (await server.request("GET", V3 + "/sync", token=bob)).body["next_batch"]
+        await server.request("PUT", V3 + f"/rooms/{room}/state/m.room.topic", {"topic": "new"},
+                             token=alice)
+        for i in range(12):
+            await _send(server, alice, room, f"m{i}", f"g{i}")
+        resp = await server.request("GET", V3 + f"/sync?since={token}", token=bob)
+        joined = resp.body["rooms"]["join"][room]
+        self.assertTrue(joined["timeline"]["limited"])
+        self.assertNotIn("m.room.topic", {e["type"] for e in joined["timeline"]["events"]})
+        topics = [e for e in joined["state"]["events"] if e["type"] == "m.room.topic"]
+        self.assertEqual([t["content"] for t in topics], [{"topic": "new"}])
+
+
 class LongPollTests(TestCase):
     async def test_waiting_sync_answers_as_soon_as_a_message_arrives(self) -> None:
         server = await start_server(self)
