@@ -29,7 +29,7 @@ from roost.federation.transport.server import FederationError, FederationRequest
 from roost.keys.remote import KeyRing, VerifyRequest
 from roost.rooms.engine import ACCEPTED, KNOWN, OUTLIER, SOFT_FAILED, RoomEngine, RoomError
 from roost.rooms.events import Event
-from roost.rooms.hashing import server_name_of
+from roost.rooms.hashing import compute_event_id, server_name_of
 from roost.rooms.ingest import (
     IngestError,
     check_content_hash_or_redact,
@@ -81,7 +81,7 @@ class EventChecker:
             try:
                 parsed.append(check_format(pdu, version, room_id))
             except IngestError as e:
-                errors[_pdu_key(pdu, i)] = e.reason
+                errors[_pdu_key(pdu, i, version)] = e.reason
         requests: list[tuple[Event, VerifyRequest]] = []
         for event in parsed:
             for check in signatures_to_verify(event):
@@ -108,9 +108,16 @@ class EventChecker:
         return good, errors
 
 
-def _pdu_key(pdu: Any, index: int) -> str:
-    if isinstance(pdu, dict) and isinstance(pdu.get("event_id"), str):
-        return pdu["event_id"]
+def _pdu_key(pdu: Any, index: int, version: RoomVersion) -> str:
+    """The id a refused PDU's answer goes under: its event id where one can be computed
+    (an oversized event's redacted form, which the id covers, is small), else its place."""
+    if isinstance(pdu, dict):
+        if isinstance(pdu.get("event_id"), str):
+            return pdu["event_id"]
+        try:
+            return compute_event_id(pdu, version)
+        except Exception:  # not enough of an event to hash
+            pass
     return f"#{index}"
 
 
