@@ -108,12 +108,14 @@ class EventChecker:
         return good, errors
 
 
-def _pdu_key(pdu: Any, index: int, version: RoomVersion) -> str:
+def _pdu_key(pdu: Any, index: int, version: RoomVersion | None = None) -> str:
     """The id a refused PDU's answer goes under: its event id where one can be computed
     (an oversized event's redacted form, which the id covers, is small), else its place."""
     if isinstance(pdu, dict):
         if isinstance(pdu.get("event_id"), str):
             return pdu["event_id"]
+        if version is None:
+            return f"#{index}"
         try:
             return compute_event_id(pdu, version)
         except Exception:  # not enough of an event to hash

@@ -418,6 +418,8 @@ class FederationSender:
         state.retry = RetryState(count, interval, self._now_ms() + interval)
         try:
             await self._store.set_retry(destination, state.retry)
+        except defer.CancelledError:
+            raise  # stopping: the database went first
         except Exception:
             logger.exception("federation sender: could not store retry state of %s", destination)
         if not self._stopped:
