@@ -246,7 +246,7 @@ class InboundTransactions:
         if not missing:
             return []
         latest = [e.event_id for e in events if set(e.prev_event_ids) & set(missing)]
-        extremities = await self._extremities(room_id)
+        extremities = await self._engine.forward_extremities(room_id)
         body = {"earliest_events": extremities, "latest_events": latest,
                 "limit": MISSING_EVENTS_LIMIT,
                 "min_depth": min((e.depth for e in events), default=0) - MISSING_EVENTS_LIMIT}
@@ -257,10 +257,6 @@ class InboundTransactions:
             return []
         good, _ = await self._checker.check(pdus[:MISSING_EVENTS_LIMIT * 5], version, room_id)
         return [e for e in good if e.event_id not in have]
-
-    async def _extremities(self, room_id: str) -> list[str]:
-        head = await self._engine._head(room_id)
-        return list(head.extremities)
 
     async def _fetch_gaps(
         self, origin: str, room_id: str, version: RoomVersion, events: list[Event]

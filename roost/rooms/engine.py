@@ -720,6 +720,10 @@ class RoomEngine:
         member = head.state_events.get(("m.room.member", user_id))
         return membership_of(member) if member is not None else None
 
+    async def forward_extremities(self, room_id: str) -> list[str]:
+        """The room's newest events here (what /get_missing_events counts back to)."""
+        return list((await self._head(room_id)).extremities)
+
     async def room_version(self, room_id: str) -> RoomVersion | None:
         head = self._heads.get(room_id)
         if head is not None:
