@@ -163,13 +163,19 @@ class ServedRooms:
             raise FederationError(400, "M_BAD_JSON", f"not a {membership} event")
         if event.state_key != event.sender or server_name_of(event.sender) != origin:
             raise FederationError(400, "M_BAD_JSON", "the event is not the origin's own membership")
+        # The origin gives the event to us alone: marked before it is stored, the sender
+        # passes it on to the room's other servers when it reads it from the stream.
+        await self._inbound.relay_on_behalf(event.event_id, origin)
         try:
             outcomes = await self._engine.ingest_remote(room_id, [event])
         except RoomError as e:
+            await self._inbound.forget_relay(event.event_id)
             raise _room_error(e) from None
         outcome = outcomes[event.event_id]
         if outcome.status == ACCEPTED and outcome.state_before is not None:
             return event, outcome.state_before
+        if outcome.status not in (ACCEPTED, KNOWN):  # a retried one may not be relayed yet
+            await self._inbound.forget_relay(event.event_id)
         if outcome.status == KNOWN:
             loaded = (await self._engine.get_events([event.event_id])).get(event.event_id)
             state = await self._engine.state_at_event(event.event_id)
