@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from roost.federation.fetches import EventFetches
 from roost.federation.ingest import EduSinks, EventChecker, InboundTransactions
 from roost.federation.transport.server import FederationError, FederationRequest, FederationRouter
 from roost.keys.remote import KeyRing
@@ -384,8 +385,9 @@ class ServedRooms:
 def register_all(router: FederationRouter, engine: RoomEngine, events: EventStore, keyring: KeyRing,
                  client: Any, inbound: FederationInboundStore, server_name: str,
                  signing_key: SigningKey, clock: Any, directory: DirectoryStore | None = None,
-                 profile: ProfileLookup | None = None, edus: EduSinks | None = None) -> None:
+                 profile: ProfileLookup | None = None, edus: EduSinks | None = None,
+                 fetches: EventFetches | None = None) -> None:
     """Every endpoint of this module and of ingest.py (/send), on `router`."""
-    InboundTransactions(engine, keyring, client, inbound, clock, edus).register(router)
+    InboundTransactions(engine, keyring, client, inbound, clock, edus, fetches).register(router)
     ServedRooms(engine, events, keyring, inbound, server_name, signing_key, clock, directory,
                 profile).register(router)
