@@ -77,6 +77,9 @@ class Backfiller:
         extremities = await self._events.backward_extremities(room_id, MAX_EXTREMITIES)
         if not extremities:
             return False  # the timeline reaches the room's creation
+        held, extremities = await self._behind_held(extremities)
+        if not extremities:  # everything wanted is held here: no request
+            return await self._store(room_id, held, [])
         for server in servers:
             self._fetches.requested("backfill")
             try:
@@ -96,7 +99,7 @@ class Backfiller:
             if not events:
                 continue
             auth = await self._fetch_auth(server, room_id, version, events)
-            if await self._store(room_id, events, auth):
+            if await self._store(room_id, [*held, *events], auth):
                 return True
         return False
 
@@ -107,6 +110,32 @@ class Backfiller:
             logger.info("backfilled events of %s not stored: %s", room_id, e.message)
             return False
         return any(o == ACCEPTED for o in outcomes.values())
+
+    async def _behind_held(self, extremities: list[str]) -> tuple[list[Event], list[str]]:
+        """(events held here as outliers, ids to ask for) for the backward extremities.
+
+        A gap filled through /state_ids leaves the event just before it held as an
+        outlier; asking /backfill from it would fetch it a second time. So held
+        outliers go into the timeline from here, and the request starts from the
+        prev events behind them (walking back through outliers, a bounded number).
+        """
+        held: dict[str, Event] = {}
+        ask: list[str] = []
+        frontier = list(dict.fromkeys(extremities))
+        while frontier and len(held) < MAX_BACKFILL:
+            loaded = await self._engine.get_events(frontier)
+            following: list[str] = []
+            for event_id in frontier:
+                found = loaded.get(event_id)
+                if found is None:
+                    ask.append(event_id)
+                elif found.stream_ordering is None and not found.rejected \
+                        and event_id not in held:
+                    held[event_id] = found.event
+                    following.extend(found.event.prev_event_ids)
+            frontier = [e for e in dict.fromkeys(following) if e not in held and e not in ask]
+        ask.extend(e for e in frontier if e not in ask)
+        return list(held.values()), ask[:MAX_EXTREMITIES]
 
     async def _servers(self, room_id: str) -> list[str]:
         """Other servers with a user joined, the room id's own server (if any) first."""

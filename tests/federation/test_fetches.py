@@ -123,6 +123,22 @@ class GapTests(TestCase):
         self.assertEqual(metrics.get_sample_value("roost_federation_fetch_requests_total",
                                                   {"endpoint": "get_missing_events"}), 1)
 
+    async def test_a_gap_longer_than_one_fetch_is_fetched_once_each(self) -> None:
+        """More missing events than /get_missing_events brings: the rest is reached through
+        the state before the oldest one fetched, and history fills in through backfill."""
+        hs1, hs2, room_id = await self._joined_pair()
+        lost = await self._lose(hs1, room_id, 30)
+        fetches = self._fetches(hs2)
+        await self._after_gap(hs1, hs2, room_id, "after")
+        # Page the whole timeline back on hs2: whatever the gap left out comes by backfill.
+        await eventually(lambda: _has(_bodies(hs2, "bob", room_id), "gap0"))
+        bodies = await _bodies(hs2, "bob", room_id)
+        self.assertEqual([b for b in bodies if b.startswith("gap")],
+                         [f"gap{i}" for i in range(30)])
+        once = {e: fetches.times_fetched(e) for e in lost}
+        self.assertEqual({e: n for e, n in once.items() if n != 1}, {})
+        self.assertEqual(fetches.fetched_again_total, 0)
+
 
 async def _has(values: Any, wanted: str) -> bool:
     return wanted in await values
