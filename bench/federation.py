@@ -6,7 +6,10 @@ Two Roost processes federate over TLS on 127.0.0.1. A user on the second
 server joins a room on the first; messages are sent on the first at `rate`/s
 and a client long-polling /sync on the second measures the latency from the
 start of each send. Then a burst of `burst` messages: does every one cross,
-in order?
+in order, and is any event fetched twice? The second server's metrics listener
+counts the events it asked the first for (/event, /get_missing_events,
+/state_ids, /event_auth, /backfill), by event id; the bench reads them before
+and after the burst and prints "events fetched: N, fetched twice: M".
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import print_result, roost_server, summary  # noqa: E402
+from bench.common import RoostProcess, print_result, roost_server, summary  # noqa: E402
 from bench.sync_fanout import Client, register  # noqa: E402
 
 # A timeline long enough that no event is left out of a sync (limited) during the burst.
@@ -56,8 +59,26 @@ async def receive_until(client: Client, room: str, token: str, want: set[str],
     return token
 
 
-async def run(a_url: str, b_url: str, a_name: str, rate: float, seconds: float,
+FETCHED = "roost_federation_events_fetched_total"
+FETCHED_AGAIN = "roost_federation_events_fetched_again_total"
+REQUESTS = "roost_federation_fetch_requests_total"
+
+
+async def fetch_counts(server: RoostProcess) -> dict[str, float]:
+    """The server's fetch counters (summed over endpoints), read off its /metrics."""
+    return {name: await asyncio.to_thread(server.metric, name)
+            for name in (FETCHED, FETCHED_AGAIN, REQUESTS)}
+
+
+def fetch_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
+    return {"fetch_requests": int(after[REQUESTS] - before[REQUESTS]),
+            "events_fetched": int(after[FETCHED] - before[FETCHED]),
+            "fetched_twice": int(after[FETCHED_AGAIN] - before[FETCHED_AGAIN])}
+
+
+async def run(a: RoostProcess, b: RoostProcess, rate: float, seconds: float,
               burst: int) -> dict[str, Any]:
+    a_url, b_url, a_name = a.base_url, b.base_url, a.server_name
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         alice = await register(session, a_url, "alice")
         bob = await register(session, b_url, "bob")
@@ -80,6 +101,7 @@ async def run(a_url: str, b_url: str, a_name: str, rate: float, seconds: float,
         token = await receiver
         latencies = [at - sent_at[tag] for tag, at in seen if tag in sent_at]
 
+        fetches_before = await fetch_counts(b)
         burst_tags = [f"b{n}" for n in range(burst)]
         started = time.monotonic()
         burst_seen: list[tuple[str, float]] = []
@@ -89,6 +111,8 @@ async def run(a_url: str, b_url: str, a_name: str, rate: float, seconds: float,
             alice.call("PUT", f"/rooms/{room}/send/m.room.message/{tag}",
                        {"msgtype": "m.text", "body": "x", "tag": tag}) for tag in burst_tags))
         await receiver
+        fetches = fetch_summary(fetches_before, await fetch_counts(b))
+        whole_run = fetch_summary(dict.fromkeys(fetches_before, 0.0), await fetch_counts(b))
         arrived = [t for t, _ in burst_seen if t.startswith("b")]
         same_order = await room_order(alice, room) == await room_order(bob, room)
     return {
@@ -98,7 +122,9 @@ async def run(a_url: str, b_url: str, a_name: str, rate: float, seconds: float,
                   "duplicates": len(arrived) - len(set(arrived)),
                   "same_order_on_both_servers": same_order,
                   "seconds": round((burst_seen[-1][1] if burst_seen else time.monotonic())
-                                   - started, 2)},
+                                   - started, 2),
+                  "receiver_fetches": fetches},
+        "receiver_fetches_whole_run": whole_run,
     }
 
 
@@ -109,9 +135,14 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1000)
     args = parser.parse_args()
     with roost_server(federation=True) as a, roost_server(federation=True) as b:
-        result = asyncio.run(run(a.base_url, b.base_url, a.server_name, args.rate,
-                                 args.seconds, args.burst))
+        result = asyncio.run(run(a, b, args.rate, args.seconds, args.burst))
         print_result("federation_roost_to_roost", result)
+        fetched = result["burst"]["receiver_fetches"]
+        print(f"burst: events fetched: {fetched['events_fetched']},"
+              f" fetched twice: {fetched['fetched_twice']}")
+        whole = result["receiver_fetches_whole_run"]
+        print(f"whole run: events fetched: {whole['events_fetched']},"
+              f" fetched twice: {whole['fetched_twice']}")
 
 
 if __name__ == "__main__":
