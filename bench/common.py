@@ -51,12 +51,15 @@ class RoostProcess:
 
         with urllib.request.urlopen(self.metrics_url, timeout=10) as resp:
             text = resp.read().decode("utf-8")
-        total = 0.0
+        total, known = 0.0, False
         for family in text_string_to_metric_families(text):
+            known = known or name in (family.name, family.name + "_total")
             for sample in family.samples:
                 if sample.name == name and all(sample.labels.get(k) == v
                                                for k, v in (labels or {}).items()):
                     total += sample.value
+        if not known:  # a misspelt name must not read as zero
+            raise KeyError(f"{self.metrics_url} has no metric {name}")
         return total
 
     def cpu_seconds(self) -> float:

@@ -1,6 +1,6 @@
 """Federation workloads of the federation issue, Roost to Roost on loopback.
 
-    .venv/bin/python bench/federation.py [--rate 20] [--seconds 10] [--burst 1000]
+    .venv/bin/python bench/federation.py [--rate 20] [--seconds 10] [--burst 1000] [--three]
 
 Two Roost processes federate over TLS on 127.0.0.1. A user on the second
 server joins a room on the first; messages are sent on the first at `rate`/s
@@ -10,6 +10,13 @@ in order, and is any event fetched twice? The second server's metrics listener
 counts the events it asked the first for (/event, /get_missing_events,
 /state_ids, /event_auth, /backfill), by event id; the bench reads them before
 and after the burst and prints "events fetched: N, fetched twice: M".
+
+With `--three`, a second burst runs in a room spanning three servers: the
+first server's user sends `burst` messages while a third server's user sends
+a tenth as many, all at once. The second server receives both streams, whose
+events cite each other: this is where gaps, fetches and fetches repeated by
+concurrent transactions can arise. Every server must hold every message, each
+sender's messages in the order they were sent.
 """
 
 from __future__ import annotations
@@ -128,11 +135,82 @@ async def run(a: RoostProcess, b: RoostProcess, rate: float, seconds: float,
     }
 
 
+async def joined_count(client: Client, room: str) -> int:
+    members = await client.call("GET", f"/rooms/{quote(room)}/joined_members")
+    return len(members.get("joined", {}))
+
+
+async def send_all(client: Client, room: str, tags: list[str]) -> None:
+    await asyncio.gather(*(
+        client.call("PUT", f"/rooms/{room}/send/m.room.message/{tag}",
+                    {"msgtype": "m.text", "body": "x", "tag": tag}) for tag in tags))
+
+
+async def settled_orders(clients: list[Client], room: str, total: int,
+                         timeout_s: float = 120) -> list[list[str]]:
+    """Each server's message order once every server holds `total` (or time is up):
+    A and C are still receiving each other's burst when B has both."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        orders = [await room_order(x, room) for x in clients]
+        if all(len(set(o)) >= total for o in orders) or time.monotonic() > deadline:
+            return orders
+        await asyncio.sleep(0.5)
+
+
+async def run_three(a: RoostProcess, b: RoostProcess, c: RoostProcess,
+                    burst: int) -> dict[str, Any]:
+    """A burst from A and a smaller one from C at the same time, in a room of A, B and C."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        alice = await register(session, a.base_url, "alice3")
+        bob = await register(session, b.base_url, "bob3")
+        carol = await register(session, c.base_url, "carol3")
+        room = (await alice.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
+        for client in (bob, carol):
+            await client.call("POST", f"/join/{quote(room)}?server_name={quote(a.server_name)}",
+                              {})
+        deadline = time.monotonic() + 60
+        while min([await joined_count(x, room) for x in (alice, bob, carol)]) < 3:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the three servers did not all see three members")
+            await asyncio.sleep(0.1)
+        token = (await bob.call("GET", "/sync?timeout=0"))["next_batch"]
+        before = {name: await fetch_counts(s) for name, s in (("a", a), ("b", b), ("c", c))}
+        a_tags = [f"b{n}" for n in range(burst)]
+        c_tags = [f"c{n}" for n in range(max(1, burst // 10))]
+        seen: list[tuple[str, float]] = []
+        started = time.monotonic()
+        receiver = asyncio.create_task(receive_until(
+            bob, room, token, set(a_tags) | set(c_tags), seen, time.monotonic() + 300))
+        await asyncio.gather(send_all(alice, room, a_tags), send_all(carol, room, c_tags))
+        await receiver
+        seconds = round((seen[-1][1] if seen else time.monotonic()) - started, 2)
+        orders = await settled_orders([alice, bob, carol], room, len(a_tags) + len(c_tags))
+        fetches = {name: fetch_summary(before[name], await fetch_counts(s))
+                   for name, s in (("a", a), ("b", b), ("c", c))}
+    arrived = [t for t, _ in seen]
+    by_sender = [[[t for t in order if t.startswith(p)] for order in orders] for p in "bc"]
+    return {
+        "messages": {"from_a": len(a_tags), "from_c": len(c_tags)},
+        "arrived_at_b": len(set(arrived)),
+        "duplicates_at_b": len(arrived) - len(set(arrived)),
+        "held_by_a_b_c": [len(set(o)) for o in orders],
+        "every_server_holds_all_once": all(len(o) == len(set(o)) == len(a_tags) + len(c_tags)
+                                           for o in orders),
+        "each_senders_order_same_everywhere": all(
+            lists[0] == lists[1] == lists[2] for lists in by_sender),
+        "seconds": seconds,
+        "fetches": fetches,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--three", action="store_true",
+                        help="also a burst both ways in a room of three servers")
     args = parser.parse_args()
     with roost_server(federation=True) as a, roost_server(federation=True) as b:
         result = asyncio.run(run(a, b, args.rate, args.seconds, args.burst))
@@ -143,6 +221,13 @@ def main() -> None:
         whole = result["receiver_fetches_whole_run"]
         print(f"whole run: events fetched: {whole['events_fetched']},"
               f" fetched twice: {whole['fetched_twice']}")
+        if args.three:
+            with roost_server(federation=True) as c:
+                three = asyncio.run(run_three(a, b, c, args.burst))
+            print_result("federation_three_servers_burst", three)
+            for name, counts in three["fetches"].items():
+                print(f"three servers, server {name.upper()}: events fetched:"
+                      f" {counts['events_fetched']}, fetched twice: {counts['fetched_twice']}")
 
 
 if __name__ == "__main__":
