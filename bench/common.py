@@ -41,6 +41,26 @@ class RoostProcess:
     base_url: str
     database: str
     server_name: str = "bench.local"
+    metrics_url: str | None = None  # GET it for the Prometheus text (federation benches)
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """One sample of the server's /metrics (0 if absent): summed over label sets
+        unless `labels` picks one."""
+        assert self.metrics_url is not None, "started without the metrics listener"
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as resp:
+            text = resp.read().decode("utf-8")
+        total, known = 0.0, False
+        for family in text_string_to_metric_families(text):
+            known = known or name in (family.name, family.name + "_total")
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v
+                                               for k, v in (labels or {}).items()):
+                    total += sample.value
+        if not known:  # a misspelt name must not read as zero
+            raise KeyError(f"{self.metrics_url} has no metric {name}")
+        return total
 
     def cpu_seconds(self) -> float:
         times = psutil.Process(self.proc.pid).cpu_times()
@@ -94,15 +114,19 @@ def roost_server(extra_yaml: str = "", federation: bool = False) -> Iterator[Roo
     folder = tempfile.mkdtemp(prefix="roost-bench-")
     port = free_port()
     dsn = ADMIN_DSN.replace("dbname=postgres", f"dbname={database}")
-    server_name, fed_listener = "bench.local", ""
+    server_name, fed_listener, metrics_url = "bench.local", "", None
     if federation:
         from roost.homeserver.tlsgen import write_self_signed
 
         fed_port = free_port()
         server_name = f"127.0.0.1:{fed_port}"
         cert, key = write_self_signed(folder, "tls", "localhost")
+        metrics_port = free_port()
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         fed_listener = (f", federation: {{enabled: true, bind_address: 127.0.0.1, port: {fed_port},"
-                        f" tls_certificate_path: {cert}, tls_private_key_path: {key}}}")
+                        f" tls_certificate_path: {cert}, tls_private_key_path: {key}}}"
+                        f", metrics: {{enabled: true, bind_address: 127.0.0.1,"
+                        f" port: {metrics_port}}}")
         extra_yaml += ("\nfederation: {verify_certificates: false, ip_range_blocklist: [],"
                        " min_retry_interval: 500ms, max_retry_interval: 5s}\n")
     config = f"""
@@ -128,7 +152,7 @@ logging: {{level: WARNING}}
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_up(base_url, proc)
-        yield RoostProcess(proc, base_url, database, server_name)
+        yield RoostProcess(proc, base_url, database, server_name, metrics_url)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

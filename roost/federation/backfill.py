@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from twisted.internet import defer
 
+from roost.federation.fetches import EventFetches
 from roost.federation.ingest import EventChecker
 from roost.federation.transport.client import FederationClient, FederationClientError
 from roost.keys.remote import KeyRing
@@ -41,12 +42,14 @@ def _q(value: str) -> str:
 
 class Backfiller:
     def __init__(self, engine: RoomEngine, events: EventStore, keyring: KeyRing,
-                 client: FederationClient, server_name: str) -> None:
+                 client: FederationClient, server_name: str,
+                 fetches: EventFetches | None = None) -> None:
         self._engine = engine
         self._events = events
         self._checker = EventChecker(keyring)
         self._client = client
         self._server_name = server_name
+        self._fetches = fetches or EventFetches()
         self._running: dict[str, defer.Deferred[bool]] = {}
 
     async def backfill(self, room_id: str, limit: int) -> bool:
@@ -74,7 +77,11 @@ class Backfiller:
         extremities = await self._events.backward_extremities(room_id, MAX_EXTREMITIES)
         if not extremities:
             return False  # the timeline reaches the room's creation
+        held, extremities = await self._behind_held(extremities)
+        if not extremities:  # everything wanted is held here: no request
+            return await self._store(room_id, held, [])
         for server in servers:
+            self._fetches.requested("backfill")
             try:
                 answer = await self._client.get_json(
                     server, f"/_matrix/federation/v1/backfill/{_q(room_id)}",
@@ -86,19 +93,49 @@ class Backfiller:
             if not isinstance(pdus, list):
                 continue
             events, errors = await self._checker.check(pdus[:limit * 2], version, room_id)
+            self._fetches.received("backfill", (e.event_id for e in events))
             if errors:
                 logger.info("backfill of %s from %s: dropped %s", room_id, server, errors)
             if not events:
                 continue
             auth = await self._fetch_auth(server, room_id, version, events)
-            try:
-                outcomes = await self._engine.store_backfilled(room_id, events, auth)
-            except RoomError as e:
-                logger.info("backfilled events of %s not stored: %s", room_id, e.message)
-                continue
-            if any(o == ACCEPTED for o in outcomes.values()):
+            if await self._store(room_id, [*held, *events], auth):
                 return True
         return False
+
+    async def _store(self, room_id: str, events: list[Event], auth: list[Event]) -> bool:
+        try:
+            outcomes = await self._engine.store_backfilled(room_id, events, auth)
+        except RoomError as e:
+            logger.info("backfilled events of %s not stored: %s", room_id, e.message)
+            return False
+        return any(o == ACCEPTED for o in outcomes.values())
+
+    async def _behind_held(self, extremities: list[str]) -> tuple[list[Event], list[str]]:
+        """(events held here as outliers, ids to ask for) for the backward extremities.
+
+        A gap filled through /state_ids leaves the event just before it held as an
+        outlier; asking /backfill from it would fetch it a second time. So held
+        outliers go into the timeline from here, and the request starts from the
+        prev events behind them (walking back through outliers, a bounded number).
+        """
+        held: dict[str, Event] = {}
+        ask: list[str] = []
+        frontier = list(dict.fromkeys(extremities))
+        while frontier and len(held) < MAX_BACKFILL:
+            loaded = await self._engine.get_events(frontier)
+            following: list[str] = []
+            for event_id in frontier:
+                found = loaded.get(event_id)
+                if found is None:
+                    ask.append(event_id)
+                elif found.stream_ordering is None and not found.rejected \
+                        and event_id not in held:
+                    held[event_id] = found.event
+                    following.extend(found.event.prev_event_ids)
+            frontier = [e for e in dict.fromkeys(following) if e not in held and e not in ask]
+        ask.extend(e for e in frontier if e not in ask)
+        return list(held.values()), ask[:MAX_EXTREMITIES]
 
     async def _servers(self, room_id: str) -> list[str]:
         """Other servers with a user joined, the room id's own server (if any) first."""
@@ -128,6 +165,7 @@ class Backfiller:
                        if a not in have and a not in held and a not in fetched]
             if not missing:
                 continue
+            self._fetches.requested("event_auth")
             try:
                 answer: Any = await self._client.get_json(
                     origin, f"/_matrix/federation/v1/event_auth/{_q(room_id)}"
@@ -138,5 +176,6 @@ class Backfiller:
             chain = answer.get("auth_chain") if isinstance(answer, dict) else None
             if isinstance(chain, list):
                 good, _ = await self._checker.check(chain, version, room_id)
+                self._fetches.received("event_auth", (e.event_id for e in good))
                 fetched.update({e.event_id: e for e in good if e.event_id not in held})
         return list(fetched.values())

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from twisted.internet import defer
 
+from roost.federation.fetches import EventFetches
 from roost.federation.transport.client import FederationClient, FederationClientError
 from roost.federation.transport.server import FederationError, FederationRequest, FederationRouter
 from roost.keys.remote import KeyRing, VerifyRequest
@@ -127,13 +128,15 @@ class InboundTransactions:
     """The /send endpoint and the fetching of what a room's events need."""
 
     def __init__(self, engine: RoomEngine, keyring: KeyRing, client: FederationClient,
-                 store: FederationInboundStore, clock: Any, edus: EduSinks | None = None) -> None:
+                 store: FederationInboundStore, clock: Any, edus: EduSinks | None = None,
+                 fetches: EventFetches | None = None) -> None:
         self._engine = engine
         self._checker = EventChecker(keyring)
         self._client = client
         self._store = store
         self._clock = clock
         self._edus = edus or EduSinks()
+        self.fetches = fetches or EventFetches()
         self._in_flight: dict[tuple[str, str], defer.Deferred[JsonDict]] = {}
 
     def register(self, router: FederationRouter) -> None:
@@ -229,11 +232,13 @@ class InboundTransactions:
                        and a not in fetched]
             if not missing:
                 continue
-            answer = await self._get(origin, f"/_matrix/federation/v1/event_auth/{_q(room_id)}"
-                                             f"/{_q(event.event_id)}")
+            answer = await self._get(origin, "event_auth",
+                                     f"/_matrix/federation/v1/event_auth/{_q(room_id)}"
+                                     f"/{_q(event.event_id)}")
             chain = answer.get("auth_chain") if isinstance(answer, dict) else None
             if isinstance(chain, list):
                 good, _ = await self._checker.check(chain, version, room_id)
+                self.fetches.received("event_auth", (e.event_id for e in good))
                 fetched.update({e.event_id: e for e in good})
         return list(fetched.values())
 
@@ -250,12 +255,13 @@ class InboundTransactions:
         body = {"earliest_events": extremities, "latest_events": latest,
                 "limit": MISSING_EVENTS_LIMIT,
                 "min_depth": min((e.depth for e in events), default=0) - MISSING_EVENTS_LIMIT}
-        answer = await self._post(origin, f"/_matrix/federation/v1/get_missing_events/"
-                                          f"{_q(room_id)}", body)
+        answer = await self._post(origin, "get_missing_events",
+                                  f"/_matrix/federation/v1/get_missing_events/{_q(room_id)}", body)
         pdus = answer.get("events") if isinstance(answer, dict) else None
         if not isinstance(pdus, list):
             return []
         good, _ = await self._checker.check(pdus[:MISSING_EVENTS_LIMIT * 5], version, room_id)
+        self.fetches.received("get_missing_events", (e.event_id for e in good))
         return [e for e in good if e.event_id not in have]
 
     async def _fetch_gaps(
@@ -271,7 +277,8 @@ class InboundTransactions:
             if not missing:
                 continue
             prev_id = missing[0]
-            answer = await self._get(origin, f"/_matrix/federation/v1/state_ids/{_q(room_id)}",
+            answer = await self._get(origin, "state_ids",
+                                     f"/_matrix/federation/v1/state_ids/{_q(room_id)}",
                                      {"event_id": prev_id})
             if not isinstance(answer, dict):
                 continue
@@ -300,7 +307,7 @@ class InboundTransactions:
     async def _fetch_events(self, origin: str, version: RoomVersion, room_id: str,
                             event_ids: list[str]) -> dict[str, Event]:
         async def one(event_id: str) -> list[Any]:
-            answer = await self._get(origin, f"/_matrix/federation/v1/event/{_q(event_id)}")
+            answer = await self._get(origin, "event", f"/_matrix/federation/v1/event/{_q(event_id)}")
             pdus = answer.get("pdus") if isinstance(answer, dict) else None
             return pdus if isinstance(pdus, list) else []
 
@@ -310,17 +317,20 @@ class InboundTransactions:
                 [defer.ensureDeferred(one(e)) for e in event_ids[start:start + 20]])
             found.extend(p for pdus in batch for p in pdus)
         good, _ = await self._checker.check(found, version, room_id)
+        self.fetches.received("event", (e.event_id for e in good))
         wanted = set(event_ids)
         return {e.event_id: e for e in good if e.event_id in wanted}
 
-    async def _get(self, origin: str, path: str, args: Any = None) -> Any:
+    async def _get(self, origin: str, endpoint: str, path: str, args: Any = None) -> Any:
+        self.fetches.requested(endpoint)
         try:
             return await self._client.get_json(origin, path, args)
         except FederationClientError as e:
             logger.info("GET %s from %s failed: %s", path, origin, e)
             return None
 
-    async def _post(self, origin: str, path: str, body: Any) -> Any:
+    async def _post(self, origin: str, endpoint: str, path: str, body: Any) -> Any:
+        self.fetches.requested(endpoint)
         try:
             return await self._client.post_json(origin, path, body)
         except FederationClientError as e:

@@ -1,4 +1,5 @@
-"""The federation sender: every local event to every other server in its room.
+"""The federation sender: every local event to every other server in its room, and the
+joins and leaves other servers made through this one (it relays them).
 
 It pulls, like every reader of the streams. On each `events` notification it
 reads the events after its persisted position, works out each event's
@@ -204,7 +205,8 @@ class FederationSender:
                 for event in events:
                     for destination in sorted(await self._destinations_for(event)):
                         rows.append((destination, event.stream_ordering, event.event_id))
-                await self._store.enqueue_pdus(rows, new_position)
+                relayed = [e.event_id for e in events if e.relay_origin is not None]
+                await self._store.enqueue_pdus(rows, new_position, relayed)
                 self._position = new_position
                 for destination in {r[0] for r in rows}:
                     self._wake(destination, None)
@@ -216,32 +218,22 @@ class FederationSender:
             self._reading = False
 
     async def _destinations_for(self, event: Any) -> set[str]:
-        """Servers to send a local event to: those joined after it, plus a departing member's.
+        """Servers to send an event to: those joined after it, plus a departing member's.
 
-        Events of remote senders are their servers' to send; a resident server
-        relaying a join or leave it served is `relay`'s job.
+        Local events go out; so do joins and leaves another server made through
+        us (served /send_join, /send_leave: `relay_origin`), since that server
+        handed them to us alone. Other remote events are their servers' to send.
         """
-        if server_of(event.sender) != self._server_name:
+        origin = event.relay_origin
+        if server_of(event.sender) != self._server_name and origin is None:
             return set()
         hosts = set(await self._hosts_at(event))
         if event.type == "m.room.member" and event.membership in ("leave", "ban") \
                 and event.state_key:
             hosts.add(server_of(event.state_key))  # a kicked server learns it was kicked
         hosts.discard(self._server_name)
+        hosts.discard(origin)
         return hosts
-
-    async def relay(self, room_id: str, event_id: str, origin: str) -> None:
-        """Send a remote server's event (a join or leave it made through us, the resident
-        server) to the other servers in the room; for the served /send_join and /send_leave."""
-        ordering = await self._store.stream_ordering_of(event_id)
-        if ordering is None:
-            return
-        hosts = await self._room_hosts(room_id) - {origin}
-        rows = [(h, ordering, event_id) for h in sorted(hosts)]
-        if rows:
-            await self._store.enqueue_pdus(rows, None)
-            for host in hosts:
-                self._wake(host, None)
 
     async def _hosts_at(self, event: Any) -> frozenset[str]:
         group = event.state_group

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from roost.federation.fetches import EventFetches
 from roost.federation.ingest import EduSinks, EventChecker, InboundTransactions
 from roost.federation.transport.server import FederationError, FederationRequest, FederationRouter
 from roost.keys.remote import KeyRing
@@ -163,13 +164,19 @@ class ServedRooms:
             raise FederationError(400, "M_BAD_JSON", f"not a {membership} event")
         if event.state_key != event.sender or server_name_of(event.sender) != origin:
             raise FederationError(400, "M_BAD_JSON", "the event is not the origin's own membership")
+        # The origin gives the event to us alone: marked before it is stored, the sender
+        # passes it on to the room's other servers when it reads it from the stream.
+        await self._inbound.relay_on_behalf(event.event_id, origin)
         try:
             outcomes = await self._engine.ingest_remote(room_id, [event])
         except RoomError as e:
+            await self._inbound.forget_relay(event.event_id)
             raise _room_error(e) from None
         outcome = outcomes[event.event_id]
         if outcome.status == ACCEPTED and outcome.state_before is not None:
             return event, outcome.state_before
+        if outcome.status not in (ACCEPTED, KNOWN):  # a retried one may not be relayed yet
+            await self._inbound.forget_relay(event.event_id)
         if outcome.status == KNOWN:
             loaded = (await self._engine.get_events([event.event_id])).get(event.event_id)
             state = await self._engine.state_at_event(event.event_id)
@@ -378,8 +385,9 @@ class ServedRooms:
 def register_all(router: FederationRouter, engine: RoomEngine, events: EventStore, keyring: KeyRing,
                  client: Any, inbound: FederationInboundStore, server_name: str,
                  signing_key: SigningKey, clock: Any, directory: DirectoryStore | None = None,
-                 profile: ProfileLookup | None = None, edus: EduSinks | None = None) -> None:
+                 profile: ProfileLookup | None = None, edus: EduSinks | None = None,
+                 fetches: EventFetches | None = None) -> None:
     """Every endpoint of this module and of ingest.py (/send), on `router`."""
-    InboundTransactions(engine, keyring, client, inbound, clock, edus).register(router)
+    InboundTransactions(engine, keyring, client, inbound, clock, edus, fetches).register(router)
     ServedRooms(engine, events, keyring, inbound, server_name, signing_key, clock, directory,
                 profile).register(router)

@@ -61,9 +61,18 @@ class FederationListenerConfig:
 
 
 @dataclass(frozen=True)
+class MetricsListenerConfig:
+    # Prometheus metrics over plain HTTP at /metrics; keep it on a private address.
+    enabled: bool = False
+    bind_address: str = "127.0.0.1"
+    port: int = 9101
+
+
+@dataclass(frozen=True)
 class ListenersConfig:
     client: ClientListenerConfig = field(default_factory=ClientListenerConfig)
     federation: FederationListenerConfig = field(default_factory=FederationListenerConfig)
+    metrics: MetricsListenerConfig = field(default_factory=MetricsListenerConfig)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,11 @@ listeners:
     port: 8448
     tls_certificate_path: {tls_cert}
     tls_private_key_path: {tls_key}
+  metrics:
+    # Prometheus metrics (plain HTTP, GET /metrics), unauthenticated: keep it private.
+    enabled: false
+    bind_address: "127.0.0.1"
+    port: 9101
 
 database:
   # A libpq connection string, e.g. "host=127.0.0.1 dbname=roost user=roost".

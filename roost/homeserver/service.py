@@ -14,6 +14,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 
 from roost.homeserver.config import RoostConfig
+from roost.homeserver.metrics import metrics_site
 from roost.homeserver.wiring import Homeserver, build_homeserver
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,13 @@ class RoostService(Service):
             self._ports.append(fed_port)
             logger.info("listening for other servers on https://%s:%d",
                         federation.bind_address, fed_port.getHost().port)
+        metrics = self.config.listeners.metrics
+        if metrics.enabled:
+            metrics_port = self.reactor.listenTCP(metrics.port, metrics_site(hs.metrics),
+                                                  interface=metrics.bind_address)
+            self._ports.append(metrics_port)
+            logger.info("metrics on http://%s:%d/metrics", metrics.bind_address,
+                        metrics_port.getHost().port)
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from twisted.internet import threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
@@ -48,6 +49,7 @@ from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.federation import served as federation_served
 from roost.federation.backfill import Backfiller
+from roost.federation.fetches import EventFetches
 from roost.federation.ingest import EduSinks
 from roost.federation.joins import RemoteRooms
 from roost.federation.sender import EduSources, FederationSender
@@ -103,6 +105,8 @@ class FederationParts:
     # Called with the origin of every authenticated inbound request (it is evidently up).
     on_authenticated: list[Any] = field(default_factory=list)
     sender: FederationSender | None = None
+    # Events fetched from other servers (and fetched again), for metrics and tests.
+    fetches: EventFetches = field(default_factory=EventFetches)
 
 
 @dataclass
@@ -123,6 +127,8 @@ class Homeserver:
     profiles: Profiles | None = None
     presence: PresenceTracker | None = None
     federation: FederationParts | None = None
+    # This server's Prometheus metrics, served by the metrics listener if it is enabled.
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -168,7 +174,8 @@ def _limits(config: RoostConfig) -> dict[str, RateLimit]:
 
 
 async def _build_federation(config: RoostConfig, reactor: Any, clock: IReactorTime, db: Database,
-                            local_key: LocalKey, closers: list[tuple[str, Any]]) -> FederationParts:
+                            local_key: LocalKey, closers: list[tuple[str, Any]],
+                            metrics: CollectorRegistry) -> FederationParts:
     fed = config.federation
     server_keys = ServerKeyStore(db)
     client = build_federation_client(
@@ -188,7 +195,8 @@ async def _build_federation(config: RoostConfig, reactor: Any, clock: IReactorTi
     key_resource.register(router, key_server)
     site = federation_site(FederationResource(router, keyring, config.server_name,
                                               on_authenticated=lambda o: [f(o) for f in up]))
-    return FederationParts(site, router, client, keyring, key_server, up)
+    return FederationParts(site, router, client, keyring, key_server, up,
+                           fetches=EventFetches(metrics))
 
 
 def _leave_all_rooms(engine: RoomEngine, state: RoomStateStore) -> Any:
@@ -228,7 +236,8 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
         federation.router, engine, event_store, federation.keyring, federation.client,
         FederationInboundStore(db), config.server_name, local_key.signing_key, clock,
         directory_store, profile,
-        EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence))
+        EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence),
+        federation.fetches)
 
 
 async def _sync_streams(db: Database) -> dict[str, StreamIdGenerator]:
@@ -280,7 +289,10 @@ async def build_homeserver(
         closers.append(("embedded PostgreSQL", embedded.cleanup))
     closers.append(("database pool", db.close))
     local_key = LocalKey(config.server_name, load_or_create_signing_key(config.signing_key_file))
-    federation = await _build_federation(config, reactor, clock, db, local_key, closers)
+    # One registry per homeserver, not prometheus_client's global one: tests run several
+    # homeservers in one process, and each must count only its own.
+    metrics = CollectorRegistry()
+    federation = await _build_federation(config, reactor, clock, db, local_key, closers, metrics)
     limiter = await _rate_limiter(config, reactor, clock, closers)
 
     users = UserStore(db)
@@ -336,7 +348,7 @@ async def build_homeserver(
     room_state.register(router, engine, view)
     messages.register(router, engine, view, event_store, event_stream,
                       Backfiller(engine, event_store, federation.keyring, federation.client,
-                                 config.server_name).backfill)
+                                 config.server_name, federation.fetches).backfill)
     relations.register(router, engine, view, RelationStore(db))
     directory.register(router, engine, view, directory_store, config.server_name)
     streams = {"events": event_stream, "presence": presence_stream, **await _sync_streams(db)}
@@ -369,4 +381,4 @@ async def build_homeserver(
                                  receipts.Receipts(ReceiptStore(db), streams["receipts"],
                                                    notifier, clock))
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
-                      notifier, streams, closers, profiles, presence_tracker, federation)
+                      notifier, streams, closers, profiles, presence_tracker, federation, metrics)

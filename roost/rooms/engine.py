@@ -407,16 +407,23 @@ class RoomEngine:
         """Store a room joined over federation: its state and auth chain as outliers,
         the state before the join as a state group, and the join as the room's first
         stream event and only extremity. RoomError 403 if the join fails auth (then
-        nothing is stored). If the room is already known (another local member, or an
-        invite), the join is ingested on top of what is there.
+        nothing is stored).
+
+        If the room is already known (we were in it before, or hold an invite), our
+        copy is stale: nobody here was joined, so nothing reached us since. The join is
+        judged on the state send_join returned, the resident's, not on our copy's
+        current state (a room made public while we were out would refuse it), and the
+        state after it becomes current, the join the only forward extremity.
         """
         room_id = join_event.room_id
         before = {(e.type, e.state_key): e.event_id for e in state if e.state_key is not None}
 
         async def job() -> RemoteOutcome:
-            head: _Head | None = None
             new_room = None
-            if await self._state.room_version(room_id) is None:
+            if await self._state.room_version(room_id) is not None:
+                head = (await self._head(room_id)).copy()
+                head.extremities = []  # no soft-fail check against the stale copy
+            else:
                 create = next((e for e in (*state, *auth_chain)
                                if e.type == "m.room.create" and e.room_id == room_id), None)
                 if create is None:

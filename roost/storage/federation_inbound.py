@@ -1,4 +1,5 @@
-"""Inbound federation tables: transactions already answered, remote invites."""
+"""Inbound federation tables: transactions already answered, remote invites, and the
+memberships other servers made through this one, to be relayed."""
 
 from __future__ import annotations
 
@@ -65,3 +66,21 @@ class FederationInboundStore:
             ),
         )
         return json.loads(row[0]) if row else None
+
+    async def relay_on_behalf(self, event_id: str, origin: str) -> None:
+        """Mark a membership `origin` made through us for the sender to pass on to the
+        room's other servers; written before the event is stored (see 0011)."""
+        await self._db.run(
+            "relay_on_behalf",
+            lambda t: t.execute(
+                "INSERT INTO federation_relayed_events (event_id, origin) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING", (event_id, origin)),
+        )
+
+    async def forget_relay(self, event_id: str) -> None:
+        """The event was not taken into the room: there is nothing to pass on."""
+        await self._db.run(
+            "forget_relay",
+            lambda t: t.execute("DELETE FROM federation_relayed_events WHERE event_id = %s",
+                                (event_id,)),
+        )

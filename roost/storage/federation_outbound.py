@@ -26,6 +26,8 @@ class OutboundEvent:
     state_key: str | None
     membership: str | None
     state_group: int | None
+    # For another server's join or leave served here: that server (see 0011).
+    relay_origin: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,9 @@ class FederationOutboundStore:
             "fed_events_after",
             lambda t: t.query(
                 "SELECT e.stream_ordering, e.event_id, e.room_id, e.sender, e.type, e.state_key,"
-                " m.membership, e.state_group FROM events e"
+                " m.membership, e.state_group, r.origin FROM events e"
                 " LEFT JOIN room_memberships m ON m.event_id = e.event_id"
+                " LEFT JOIN federation_relayed_events r ON r.event_id = e.event_id"
                 " WHERE e.stream_ordering > %s AND e.stream_ordering <= %s"
                 " AND e.rejected_reason IS NULL AND NOT e.outlier AND NOT e.soft_failed"
                 " ORDER BY e.stream_ordering LIMIT %s",
@@ -102,13 +105,6 @@ class FederationOutboundStore:
                 " AND state_key = %s AND membership = 'join'", (user_id,)))
         return [r[0] for r in rows]
 
-    async def stream_ordering_of(self, event_id: str) -> int | None:
-        row = await self._db.run(
-            "fed_stream_ordering_of",
-            lambda t: t.query_one("SELECT stream_ordering FROM events WHERE event_id = %s",
-                                  (event_id,)))
-        return int(row[0]) if row and row[0] is not None else None
-
     async def receipts_since(self, after: int, upto: int
                              ) -> list[tuple[str, str, str, str, str, int]]:
         """(room, user, type, thread, event, ts) of public read receipts in (after, upto]."""
@@ -122,10 +118,11 @@ class FederationOutboundStore:
 
     # -- queueing ----------------------------------------------------------------
 
-    async def enqueue_pdus(self, rows: list[tuple[str, int, str]], new_position: int | None
-                           ) -> None:
-        """Queue (destination, stream_ordering, event_id) rows and move the position, at once."""
-        await self._db.run("fed_enqueue_pdus", _enqueue_pdus, rows, new_position)
+    async def enqueue_pdus(self, rows: list[tuple[str, int, str]], new_position: int | None,
+                           relayed: list[str] | None = None) -> None:
+        """Queue (destination, stream_ordering, event_id) rows and move the position, at once;
+        the relay marks of `relayed` events go in the same transaction."""
+        await self._db.run("fed_enqueue_pdus", _enqueue_pdus, rows, new_position, relayed or [])
 
     async def enqueue_edus(self, rows: list[tuple[str, str, Any]], now_ms: int) -> None:
         """Queue (destination, edu_type, content) rows."""
@@ -192,7 +189,10 @@ def _set_position(txn: Txn, position: int) -> None:
         (position,))
 
 
-def _enqueue_pdus(txn: Txn, rows: list[tuple[str, int, str]], new_position: int | None) -> None:
+def _enqueue_pdus(txn: Txn, rows: list[tuple[str, int, str]], new_position: int | None,
+                  relayed: list[str]) -> None:
+    if relayed:
+        txn.execute("DELETE FROM federation_relayed_events WHERE event_id = ANY(%s)", (relayed,))
     if rows:
         txn.execute_values(
             "INSERT INTO federation_outbound_pdus (destination, stream_ordering, event_id)"

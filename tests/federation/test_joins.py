@@ -237,6 +237,43 @@ class RoostToRoostTests(TestCase):
 
         await eventually(left)
 
+    async def test_a_rejoin_is_checked_against_the_state_send_join_returns(self) -> None:
+        """Bob left; while his server had nobody in the room, it went from invite-only to
+        public, which his server never heard. The rejoin is judged on the resident's state
+        (send_join's answer), not on the stale copy, and that state becomes current."""
+        hs1, hs2 = await start_pair(self)
+        await hs1.register("alice")
+        bob = await hs2.register("bob")
+        room_id = await self._room(hs1, preset="private_chat")
+        await hs1.request("POST", f"{V3}/rooms/{q(room_id)}/invite", {"user_id": bob},
+                          user="alice")
+        await hs2.request("POST", f"{V3}/join/{q(room_id)}?server_name={q(hs1.name)}", {},
+                          user="bob")
+        await eventually(lambda: _joined(hs1, "alice", room_id, bob))
+        await hs2.request("POST", f"{V3}/rooms/{q(room_id)}/leave", {}, user="bob")
+        await eventually(lambda: _membership_is(hs1, room_id, bob, "leave"))
+        await hs1.request("PUT", f"{V3}/rooms/{q(room_id)}/state/m.room.join_rules/",
+                          {"join_rule": "public"}, user="alice")
+        await hs1.request("PUT", f"{V3}/rooms/{q(room_id)}/state/m.room.topic/",
+                          {"topic": "open now"}, user="alice")
+        assert hs2.server is not None
+        stale = await hs2.server.hs.engine.current_state_events(room_id)
+        self.assertEqual(stale[("m.room.join_rules", "")].content["join_rule"], "invite")
+
+        await hs2.request("POST", f"{V3}/join/{q(room_id)}?server_name={q(hs1.name)}", {},
+                          user="bob")
+        self.assertEqual(await hs2.server.hs.engine.membership(room_id, bob), "join")
+        await eventually(lambda: _joined(hs1, "alice", room_id, bob))
+        topic = await hs2.request("GET", f"{V3}/rooms/{q(room_id)}/state/m.room.topic/",
+                                  user="bob")
+        self.assertEqual(topic["topic"], "open now")
+        await hs2.request("PUT", f"{V3}/rooms/{q(room_id)}/send/m.room.message/back",
+                          {"msgtype": "m.text", "body": "back"}, user="bob")
+        await eventually(lambda: _has(self._messages(hs1, "alice", room_id), "back"))
+        await hs1.request("PUT", f"{V3}/rooms/{q(room_id)}/send/m.room.message/wb",
+                          {"msgtype": "m.text", "body": "welcome back"}, user="alice")
+        await eventually(lambda: _has(self._messages(hs2, "bob", room_id), "welcome back"))
+
     async def test_reject_a_remote_invite(self) -> None:
         hs1, hs2 = await start_pair(self)
         await hs1.register("alice")
@@ -254,6 +291,10 @@ async def _joined(node: Any, user: str, room_id: str, member: str) -> bool:
     resp = await node.request("GET", f"{V3}/rooms/{q(room_id)}/joined_members", user=user,
                               expect=None)
     return resp.status == 200 and member in resp.body.get("joined", {})
+
+
+async def _membership_is(node: Any, room_id: str, user_id: str, membership: str) -> bool:
+    return await node.server.hs.engine.membership(room_id, user_id) == membership
 
 
 async def _has(messages: Any, body: str) -> bool:

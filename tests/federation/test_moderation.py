@@ -60,11 +60,30 @@ class KicksAndBansTests(TestCase):
         self.assertEqual(refused.status, 403, refused.body)
         self.assertEqual(await _membership(hs1, room_id, bob), "ban")
 
-        # Unbanned, the user may come back (once the unban has reached their server:
-        # a rejoin is checked against the room as that server holds it).
+        # Unbanned, the user may come back at once: the rejoin is judged on the state the
+        # resident returns from send_join, whether or not the unban has reached the
+        # user's server yet (its copy may still say "ban").
         await hs1.request("POST", f"{V3}/rooms/{q(room_id)}/unban", {"user_id": bob},
                           user="alice")
-        await eventually(lambda: self._is(hs2, room_id, bob, "leave"))
         await hs2.request("POST", f"{V3}/join/{q(room_id)}?server_name={q(hs1.name)}", {},
                           user="bob")
         await eventually(lambda: self._is(hs1, room_id, bob, "join"))
+
+    async def test_a_rejoin_after_an_unban_that_never_reached_the_users_server(self) -> None:
+        """The banned user's server still holds the ban (the resident's sender is stopped,
+        so the unban never leaves it): the rejoin goes by the resident's state."""
+        hs1, hs2, room_id, bob = await self._joined_pair()
+        await hs1.request("POST", f"{V3}/rooms/{q(room_id)}/ban", {"user_id": bob},
+                          user="alice")
+        await eventually(lambda: self._is(hs2, room_id, bob, "ban"))
+        assert hs1.server is not None and hs1.server.hs.federation is not None
+        assert hs1.server.hs.federation.sender is not None
+        await hs1.server.hs.federation.sender.stop()
+        await hs1.request("POST", f"{V3}/rooms/{q(room_id)}/unban", {"user_id": bob},
+                          user="alice")
+        self.assertEqual(await _membership(hs2, room_id, bob), "ban")
+
+        await hs2.request("POST", f"{V3}/join/{q(room_id)}?server_name={q(hs1.name)}", {},
+                          user="bob")
+        self.assertEqual(await _membership(hs2, room_id, bob), "join")
+        self.assertEqual(await _membership(hs1, room_id, bob), "join")
