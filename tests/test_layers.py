@@ -10,12 +10,13 @@ from twisted.trial.unittest import TestCase
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "roost")
 
 ALLOWED = {
-    "homeserver": {"client_api", "federation", "rooms", "keys", "storage"},
-    "client_api": {"federation", "rooms", "keys", "storage"},
-    "federation": {"rooms", "keys", "storage"},
+    "homeserver": {"client_api", "federation", "rooms", "keys", "storage", "http"},
+    "client_api": {"federation", "rooms", "keys", "storage", "http"},
+    "federation": {"rooms", "keys", "storage", "http"},
     "rooms": {"storage"},
     "keys": {"storage"},
     "storage": set(),
+    "http": set(),  # JSON over HTTP for both listeners: errors, routing, bodies
 }
 # The pure room core: no Twisted, no SQL, nothing else of roost (the engine and its
 # two helper modules are the rooms package's one door to storage).

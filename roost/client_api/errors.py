@@ -1,23 +1,11 @@
-"""Matrix errors: an errcode, a message and an HTTP status, raised anywhere in a handler."""
+"""The Matrix errors client handlers raise most, by name (the error type is roost.http's)."""
 
 from __future__ import annotations
 
-from typing import Any
+from roost.http.errors import MatrixError
 
-
-class MatrixError(Exception):
-    """An error a client sees as `{"errcode": ..., "error": ...}` with `status`."""
-
-    def __init__(self, status: int, errcode: str, error: str, **extra: Any) -> None:
-        super().__init__(f"{status} {errcode}: {error}")
-        self.status = status
-        self.errcode = errcode
-        self.error = error
-        self.extra = extra
-        self.headers: dict[str, str] = {}
-
-    def to_json(self) -> dict[str, Any]:
-        return {"errcode": self.errcode, "error": self.error, **self.extra}
+__all__ = ["MatrixError", "bad_json", "forbidden", "invalid_param", "limit_exceeded",
+           "missing_param", "not_found"]
 
 
 def forbidden(error: str) -> MatrixError:

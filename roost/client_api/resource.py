@@ -1,4 +1,4 @@
-"""The JSON resource base that every client (and federation) endpoint sits on.
+"""The JSON resource base that every client endpoint sits on.
 
 It owns what every endpoint would otherwise repeat: routing with 404/405
 M_UNRECOGNIZED, CORS and OPTIONS, the body size limit (checked while the body
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextvars
 import itertools
-import json
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -27,6 +26,8 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from roost.client_api.errors import MatrixError, limit_exceeded
+from roost.http.bodies import QueryArgs, json_object, parse_json, write_json
+from roost.http.routing import RouteTable, compile_template
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class RateLimit:
 
 
 @dataclass
-class ApiRequest:
+class ApiRequest(QueryArgs):
     """What a handler needs of an HTTP request, parsed once."""
 
     http: server.Request
@@ -87,53 +88,8 @@ class ApiRequest:
         """The body as a JSON object; M_NOT_JSON or M_BAD_JSON otherwise."""
         if not self._parsed:
             self._parsed = True
-            if not self.raw_body.strip():
-                self._json = None
-            else:
-                try:
-                    self._json = json.loads(self.raw_body, parse_constant=_refuse_constant)
-                except (ValueError, UnicodeDecodeError):
-                    raise MatrixError(400, "M_NOT_JSON", "Content not JSON.") from None
-        if self._json is None:
-            if required:
-                raise MatrixError(400, "M_NOT_JSON", "Content not JSON.")
-            return {}
-        if not isinstance(self._json, dict):
-            raise MatrixError(400, "M_BAD_JSON", "Content must be a JSON object.")
-        return self._json
-
-    def arg(self, name: str, default: str | None = None) -> str | None:
-        values = self.http.args.get(name.encode())
-        if not values:
-            return default
-        try:
-            return values[0].decode("utf-8")
-        except UnicodeDecodeError:
-            raise MatrixError(400, "M_INVALID_PARAM", f"{name} is not UTF-8") from None
-
-    def args(self, name: str) -> list[str]:
-        return [v.decode("utf-8", "replace") for v in self.http.args.get(name.encode(), [])]
-
-    def int_arg(self, name: str, default: int | None = None) -> int | None:
-        value = self.arg(name)
-        if value is None:
-            return default
-        try:
-            return int(value)
-        except ValueError:
-            raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be an integer") from None
-
-    def bool_arg(self, name: str, default: bool = False) -> bool:
-        value = self.arg(name)
-        if value is None:
-            return default
-        if value in ("true", "false"):
-            return value == "true"
-        raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be true or false")
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+            self._json = parse_json(self.raw_body) if self.raw_body.strip() else None
+        return json_object(self._json, required)
 
 
 Handler = Callable[[ApiRequest], Awaitable[JsonDict | tuple[int, JsonDict]]]
@@ -149,37 +105,14 @@ class Route:
     rate_limit: str | None = None  # the name of a bucket in JsonResource's limits
 
 
-class Router:
-    """A table of (method, path regex) -> handler, filled by each area module."""
-
-    def __init__(self) -> None:
-        self.routes: list[Route] = []
-        # Routes by their number of path segments: every placeholder and every
-        # alternation matches exactly one segment, so a request can only match
-        # routes with as many "/" as its path. Trying all 73 regexes in turn was
-        # a measurable part of a send (bench/send_messages.py).
-        self._by_depth: dict[int, list[Route]] = {}
+class Router(RouteTable[Route]):
+    """The client API's routes, filled by each area module."""
 
     def add(self, method: str, path: str, handler: Handler, *, auth: bool = True,
             auth_optional: bool = False, rate_limit: str | None = None) -> None:
-        """`path` is a regex with `{name}` placeholders, each matching one path segment;
-        regex parts of it (alternations) must not span a "/"."""
-        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
-        route = Route(method, re.compile(f"^{regex}$"), handler, auth, auth_optional, rate_limit)
-        self.routes.append(route)
-        self._by_depth.setdefault(path.count("/"), []).append(route)
-
-    def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
-        """Return (route, params, path_known); path_known tells 405 from 404."""
-        path_known = False
-        for route in self._by_depth.get(path.count("/"), ()):
-            m = route.pattern.match(path)
-            if not m:
-                continue
-            path_known = True
-            if route.method == method or (method == "HEAD" and route.method == "GET"):
-                return route, {k: unquote(v) for k, v in m.groupdict().items()}, True
-        return None, {}, path_known
+        """`path` is a template as roost.http.routing takes it."""
+        self.insert(path, Route(method, compile_template(path), handler, auth, auth_optional,
+                                rate_limit))
 
 
 class LimitedRequest(server.Request):
@@ -348,18 +281,10 @@ class JsonResource(Resource):
     def _respond(request: server.Request, status: int, body: JsonDict, headers: dict[str, str]) -> None:
         if request.finished or request._disconnected:
             return
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        request.setResponseCode(status)
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Content-Length", str(len(payload)).encode())
         set_cors_headers(request)
-        for name, value in headers.items():
-            request.setHeader(name.encode(), value.encode())
         if getattr(request, "too_large", False):
-            request.setHeader(b"Connection", b"close")
-        if request.method != b"HEAD":
-            request.write(payload)
-        request.finish()
+            headers = {**headers, "Connection": "close"}
+        write_json(request, status, body, headers)
 
 
 class _NoHttp:

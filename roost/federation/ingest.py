@@ -26,7 +26,8 @@ from twisted.internet import defer
 
 from roost.federation.fetches import EventFetches
 from roost.federation.transport.client import FederationClient, FederationClientError
-from roost.federation.transport.server import FederationError, FederationRequest, FederationRouter
+from roost.federation.transport.server import FederationRequest, FederationRouter
+from roost.http.errors import MatrixError
 from roost.keys.remote import KeyRing, VerifyRequest
 from roost.rooms.engine import ACCEPTED, KNOWN, OUTLIER, SOFT_FAILED, RoomEngine, RoomError
 from roost.rooms.events import Event
@@ -148,9 +149,9 @@ class InboundTransactions:
         body = req.json()
         pdus, edus = body.get("pdus", []), body.get("edus", [])
         if not isinstance(pdus, list) or not isinstance(edus, list):
-            raise FederationError(400, "M_BAD_JSON", "pdus and edus must be lists")
+            raise MatrixError(400, "M_BAD_JSON", "pdus and edus must be lists")
         if len(pdus) > MAX_PDUS or len(edus) > MAX_EDUS:
-            raise FederationError(400, "M_BAD_JSON",
+            raise MatrixError(400, "M_BAD_JSON",
                                   f"at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs per transaction")
         running = self._in_flight.get(key)
         if running is not None:  # the same transaction retried while we work on it

@@ -15,7 +15,8 @@ from typing import Any
 
 from roost.federation.fetches import EventFetches
 from roost.federation.ingest import EduSinks, EventChecker, InboundTransactions
-from roost.federation.transport.server import FederationError, FederationRequest, FederationRouter
+from roost.federation.transport.server import FederationRequest, FederationRouter
+from roost.http.errors import MatrixError
 from roost.keys.remote import KeyRing
 from roost.rooms import public_rooms as public_rooms_lib
 from roost.rooms.engine import ACCEPTED, KNOWN, RoomEngine, RoomError
@@ -40,12 +41,12 @@ INVITE_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.ro
 ProfileLookup = Callable[[str], Awaitable[JsonDict | None]]
 
 
-def _forbidden(msg: str) -> FederationError:
-    return FederationError(403, "M_FORBIDDEN", msg)
+def _forbidden(msg: str) -> MatrixError:
+    return MatrixError(403, "M_FORBIDDEN", msg)
 
 
-def _room_error(e: RoomError) -> FederationError:
-    return FederationError(e.status, e.errcode, e.message)
+def _room_error(e: RoomError) -> MatrixError:
+    return MatrixError(e.status, e.errcode, e.message)
 
 
 class ServedRooms:
@@ -95,7 +96,7 @@ class ServedRooms:
     async def _version(self, room_id: str) -> RoomVersion:
         version = await self._engine.room_version(room_id)
         if version is None:
-            raise FederationError(404, "M_NOT_FOUND", "Unknown room")
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
         return version
 
     async def _require_in_room(self, origin: str, room_id: str,
@@ -121,7 +122,7 @@ class ServedRooms:
         if membership == "join":
             supported = req.args("ver") or ["1"]
             if version.identifier not in supported:
-                raise FederationError(400, "M_INCOMPATIBLE_ROOM_VERSION",
+                raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION",
                                       "Your homeserver does not support this room's version",
                                       room_version=version.identifier)
         try:
@@ -161,9 +162,9 @@ class ServedRooms:
         version = await self._version(room_id)
         event = await self._one_checked(req.json(), version, room_id, event_id)
         if event.type != "m.room.member" or event.membership != membership:
-            raise FederationError(400, "M_BAD_JSON", f"not a {membership} event")
+            raise MatrixError(400, "M_BAD_JSON", f"not a {membership} event")
         if event.state_key != event.sender or server_name_of(event.sender) != origin:
-            raise FederationError(400, "M_BAD_JSON", "the event is not the origin's own membership")
+            raise MatrixError(400, "M_BAD_JSON", "the event is not the origin's own membership")
         # The origin gives the event to us alone: marked before it is stored, the sender
         # passes it on to the room's other servers when it reads it from the stream.
         await self._inbound.relay_on_behalf(event.event_id, origin)
@@ -191,13 +192,13 @@ class ServedRooms:
         if not events:
             reason = next(iter(errors.values()), "bad event")
             status = 401 if "signature" in reason else 400
-            raise FederationError(status, "M_UNAUTHORIZED" if status == 401 else "M_BAD_JSON",
+            raise MatrixError(status, "M_UNAUTHORIZED" if status == 401 else "M_BAD_JSON",
                                   reason)
         event = events[0]
         if event.event_id != event_id:
-            raise FederationError(400, "M_BAD_JSON", "the event id does not match the URL")
+            raise MatrixError(400, "M_BAD_JSON", "the event id does not match the URL")
         if not check_content_hash(event.pdu):
-            raise FederationError(400, "M_BAD_JSON", "the content hash does not match")
+            raise MatrixError(400, "M_BAD_JSON", "the content hash does not match")
         return event
 
     # -- invites -----------------------------------------------------------------
@@ -209,23 +210,23 @@ class ServedRooms:
         try:
             version = get_room_version(body.get("room_version"))
         except UnsupportedRoomVersionError:
-            raise FederationError(400, "M_INCOMPATIBLE_ROOM_VERSION",
+            raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION",
                                   "This server does not support that room version",
                                   room_version=body.get("room_version")) from None
         event = await self._one_checked(body.get("event"), version, room_id, event_id)
         invitee = event.state_key or ""
         if event.type != "m.room.member" or event.membership != "invite":
-            raise FederationError(400, "M_BAD_JSON", "not an invite")
+            raise MatrixError(400, "M_BAD_JSON", "not an invite")
         if server_name_of(invitee) != self._server_name:
-            raise FederationError(400, "M_BAD_JSON", "the invitee is not on this server")
+            raise MatrixError(400, "M_BAD_JSON", "the invitee is not on this server")
         if server_name_of(event.sender) != origin:
             raise _forbidden("the inviter is not on the requesting server")
         stripped = body.get("invite_room_state", [])
         if not isinstance(stripped, list):
-            raise FederationError(400, "M_BAD_JSON", "invite_room_state must be a list")
+            raise MatrixError(400, "M_BAD_JSON", "invite_room_state must be a list")
         known = await self._engine.room_version(room_id)
         if known is not None and known != version:
-            raise FederationError(400, "M_BAD_JSON", "the room has another version here")
+            raise MatrixError(400, "M_BAD_JSON", "the room has another version here")
         signed = sign_event(event.pdu, version, self._server_name, self._key)
         signed_event = Event.from_built(signed, version, event.event_id)
         try:
@@ -256,7 +257,7 @@ class ServedRooms:
         limit, min_depth = body.get("limit", 10), body.get("min_depth", 0)
         if not isinstance(earliest, list) or not isinstance(latest, list) \
                 or not isinstance(limit, int) or not isinstance(min_depth, int):
-            raise FederationError(400, "M_BAD_JSON", "bad get_missing_events body")
+            raise MatrixError(400, "M_BAD_JSON", "bad get_missing_events body")
         limit = max(1, min(limit, MAX_MISSING))
         latest_events = await self._engine.get_events([e for e in latest if isinstance(e, str)])
         starts = [p for le in latest_events.values() if le.event.room_id == room_id
@@ -288,7 +289,7 @@ class ServedRooms:
         event_id = req.params["eventId"]
         loaded = (await self._engine.get_events([event_id])).get(event_id)
         if loaded is None or loaded.rejected:
-            raise FederationError(404, "M_NOT_FOUND", "Unknown event")
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown event")
         await self._require_in_room(req.authenticated_origin, loaded.event.room_id)
         return self._pdus_answer([loaded.event.pdu])
 
@@ -296,14 +297,14 @@ class ServedRooms:
         room_id = req.params["roomId"]
         event_id = req.arg("event_id")
         if event_id is None:
-            raise FederationError(400, "M_MISSING_PARAM", "event_id is required")
+            raise MatrixError(400, "M_MISSING_PARAM", "event_id is required")
         await self._version(room_id)
         loaded = (await self._engine.get_events([event_id])).get(event_id)
         if loaded is None or loaded.event.room_id != room_id:
-            raise FederationError(404, "M_NOT_FOUND", "Unknown event")
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown event")
         state = await self._engine.state_at_event(event_id)
         if state is None:
-            raise FederationError(404, "M_NOT_FOUND", "No state known at that event")
+            raise MatrixError(404, "M_NOT_FOUND", "No state known at that event")
         if not await self._engine.server_in_room(room_id, req.authenticated_origin) \
                 and not await self._engine.server_in_room(room_id, req.authenticated_origin, state):
             raise _forbidden(f"{req.authenticated_origin} is not in the room")
@@ -325,7 +326,7 @@ class ServedRooms:
         await self._require_in_room(req.authenticated_origin, room_id)
         loaded = (await self._engine.get_events([event_id])).get(event_id)
         if loaded is None or loaded.event.room_id != room_id:
-            raise FederationError(404, "M_NOT_FOUND", "Unknown event")
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown event")
         chain = await self._auth_chain(room_id, [event_id])
         chain.discard(event_id)
         events = await self._engine.get_events(sorted(chain))
@@ -336,26 +337,26 @@ class ServedRooms:
     async def query_profile(self, req: FederationRequest) -> JsonDict:
         user_id = req.arg("user_id")
         if user_id is None:
-            raise FederationError(400, "M_MISSING_PARAM", "user_id is required")
+            raise MatrixError(400, "M_MISSING_PARAM", "user_id is required")
         if server_name_of(user_id) != self._server_name:
-            raise FederationError(400, "M_INVALID_PARAM", "not a user of this server")
+            raise MatrixError(400, "M_INVALID_PARAM", "not a user of this server")
         profile = await self._profile(user_id) if self._profile is not None else None
         if profile is None:
-            raise FederationError(404, "M_NOT_FOUND", "Profile not found")
+            raise MatrixError(404, "M_NOT_FOUND", "Profile not found")
         field = req.arg("field")
         if field is not None:
             if field not in ("displayname", "avatar_url"):
-                raise FederationError(400, "M_INVALID_PARAM", "unknown field")
+                raise MatrixError(400, "M_INVALID_PARAM", "unknown field")
             return {field: profile[field]} if profile.get(field) is not None else {}
         return {k: v for k, v in profile.items() if v is not None}
 
     async def query_directory(self, req: FederationRequest) -> JsonDict:
         alias = req.arg("room_alias")
         if alias is None:
-            raise FederationError(400, "M_MISSING_PARAM", "room_alias is required")
+            raise MatrixError(400, "M_MISSING_PARAM", "room_alias is required")
         found = await self._directory.get_alias(alias) if self._directory is not None else None
         if found is None:
-            raise FederationError(404, "M_NOT_FOUND", "Room alias not found")
+            raise MatrixError(404, "M_NOT_FOUND", "Room alias not found")
         room_id = found[0]
         state = await self._engine.current_state_events(room_id)
         servers = {server_name_of(k) for (t, k), e in state.items()
@@ -371,7 +372,7 @@ class ServedRooms:
             limit, since, term = public_rooms_lib.parse_query(body, req.int_arg("limit"),
                                                               req.arg("since"))
         except public_rooms_lib.BadDirectoryQuery as e:
-            raise FederationError(400, "M_BAD_JSON", str(e)) from None
+            raise MatrixError(400, "M_BAD_JSON", str(e)) from None
         listed = await public_rooms_lib.entries(await self._directory.public_rooms(),
                                                 self._contents)
         return public_rooms_lib.page(listed, term, since, limit)

@@ -7,12 +7,8 @@ to learn our keys before it can check anything we signed.
 
 from __future__ import annotations
 
-from roost.federation.transport.server import (
-    FederationError,
-    FederationRequest,
-    FederationRouter,
-    JsonDict,
-)
+from roost.federation.transport.server import FederationRequest, FederationRouter, JsonDict
+from roost.http.errors import MatrixError
 from roost.keys.resource import KeyQueryError, KeyServer
 
 
@@ -24,7 +20,7 @@ def register(router: FederationRouter, key_server: KeyServer) -> None:
         try:
             return await key_server.query(req.json())
         except KeyQueryError as e:
-            raise FederationError(400, e.errcode, e.message) from None
+            raise MatrixError(400, e.errcode, e.message) from None
 
     async def query_one(req: FederationRequest) -> JsonDict:
         min_valid = req.int_arg("minimum_valid_until_ts")

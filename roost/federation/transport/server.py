@@ -7,23 +7,21 @@ the authenticated origin. A missing, malformed or wrong signature, or a
 destination other than this server, is 401 M_UNAUTHORIZED. The key endpoints
 (`/_matrix/key/v2/*`) are unauthenticated by definition.
 
-This is a separate, small resource rather than the client API's JSON base
-because `federation` may not import `client_api` (tests/test_layers.py), and
-because what it authenticates is a server, not a user's token.
+This is a resource of its own rather than the client API's JSON base because
+what it authenticates is a server, not a user's token; what the two share
+(errors, routing, bodies, answers) is roost.http's.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import itertools
-import json
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from twisted.internet import defer, ssl
 from twisted.python.failure import Failure
@@ -31,6 +29,9 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from roost.federation.transport.xmatrix import XMatrixError, verify_request
+from roost.http.bodies import QueryArgs, json_object, parse_json, write_json
+from roost.http.errors import MatrixError
+from roost.http.routing import RouteTable, compile_template
 from roost.keys.remote import KeyRing
 
 logger = logging.getLogger(__name__)
@@ -42,22 +43,8 @@ _counter = itertools.count(1)
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
-class FederationError(Exception):
-    """An error another server sees as `{"errcode": ..., "error": ...}` with `status`."""
-
-    def __init__(self, status: int, errcode: str, error: str, **extra: Any) -> None:
-        super().__init__(f"{status} {errcode}: {error}")
-        self.status = status
-        self.errcode = errcode
-        self.error = error
-        self.extra = extra
-
-    def to_json(self) -> JsonDict:
-        return {"errcode": self.errcode, "error": self.error, **self.extra}
-
-
 @dataclass
-class FederationRequest:
+class FederationRequest(QueryArgs):
     """What a handler needs of an inbound request, parsed once."""
 
     http: server.Request
@@ -70,32 +57,12 @@ class FederationRequest:
     @property
     def authenticated_origin(self) -> str:
         if self.origin is None:
-            raise FederationError(401, "M_UNAUTHORIZED", "request not authenticated")
+            raise MatrixError(401, "M_UNAUTHORIZED", "request not authenticated")
         return self.origin
 
     def json(self) -> JsonDict:
         """The body as a JSON object, or M_BAD_JSON / M_NOT_JSON."""
-        if self.content is None:
-            raise FederationError(400, "M_NOT_JSON", "Content not JSON.")
-        if not isinstance(self.content, dict):
-            raise FederationError(400, "M_BAD_JSON", "Content must be a JSON object.")
-        return self.content
-
-    def arg(self, name: str, default: str | None = None) -> str | None:
-        values = self.http.args.get(name.encode())
-        return values[0].decode("utf-8", "replace") if values else default
-
-    def args(self, name: str) -> list[str]:
-        return [v.decode("utf-8", "replace") for v in self.http.args.get(name.encode(), [])]
-
-    def int_arg(self, name: str, default: int | None = None) -> int | None:
-        value = self.arg(name)
-        if value is None:
-            return default
-        try:
-            return int(value)
-        except ValueError:
-            raise FederationError(400, "M_INVALID_PARAM", f"{name} must be an integer") from None
+        return json_object(self.content)
 
 
 Handler = Callable[[FederationRequest], Awaitable[JsonDict | tuple[int, JsonDict]]]
@@ -109,27 +76,12 @@ class Route:
     auth: bool
 
 
-class FederationRouter:
-    """(method, path regex) -> handler; each federation module registers its routes."""
-
-    def __init__(self) -> None:
-        self.routes: list[Route] = []
+class FederationRouter(RouteTable[Route]):
+    """The federation routes; each federation module registers its own."""
 
     def add(self, method: str, path: str, handler: Handler, *, auth: bool = True) -> None:
-        """`path` is a regex with `{name}` placeholders, each matching one path segment."""
-        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path)
-        self.routes.append(Route(method, re.compile(f"^{regex}$"), handler, auth))
-
-    def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
-        """(route, params, path_known); path_known tells 405 from 404."""
-        known = False
-        for route in self.routes:
-            m = route.pattern.match(path)
-            if m:
-                known = True
-                if route.method == method or (method == "HEAD" and route.method == "GET"):
-                    return route, {k: unquote(v) for k, v in m.groupdict().items()}, True
-        return None, {}, known
+        """`path` is a template as roost.http.routing takes it."""
+        self.insert(path, Route(method, compile_template(path), handler, auth))
 
 
 def server_version() -> str:
@@ -192,7 +144,7 @@ class FederationResource(Resource):
                                     params, origin, content)
             result = await route.handler(req)
             status, body = result if isinstance(result, tuple) else (200, result)
-        except FederationError as e:
+        except MatrixError as e:
             status, body = e.status, e.to_json()
         except defer.CancelledError:
             logger.info("%s %s %s cancelled: peer went away", rid, method, uri)
@@ -200,7 +152,7 @@ class FederationResource(Resource):
         except Exception:
             logger.exception("%s %s %s failed", rid, method, uri)
             status, body = 500, {"errcode": "M_UNKNOWN", "error": "Internal server error"}
-        _respond(request, status, body)
+        write_json(request, status, body)
         logger.info("%s %s %s %d %.1fms %s", rid, method, uri, status,
                     (time.monotonic() - start) * 1000, origin or "-")
 
@@ -208,48 +160,27 @@ class FederationResource(Resource):
         path = request.path.decode("utf-8", "replace")
         route, params, known = self._router.match(method, path)
         if route is None:
-            raise FederationError(405 if known else 404, "M_UNRECOGNIZED", "Unrecognized request")
+            raise MatrixError(405 if known else 404, "M_UNRECOGNIZED", "Unrecognized request")
         return route, params
 
     def _content(self, request: server.Request) -> Any:
         length = request.getHeader(b"Content-Length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
-            raise FederationError(413, "M_TOO_LARGE", "Request body too large")
+            raise MatrixError(413, "M_TOO_LARGE", "Request body too large")
         raw = request.content.read(self._max_body + 1) if request.content is not None else b""
         if len(raw) > self._max_body:
-            raise FederationError(413, "M_TOO_LARGE", "Request body too large")
-        if not raw.strip():
-            return None
-        try:
-            return json.loads(raw, parse_constant=_refuse_constant)
-        except (ValueError, UnicodeDecodeError):
-            raise FederationError(400, "M_NOT_JSON", "Content not JSON.") from None
+            raise MatrixError(413, "M_TOO_LARGE", "Request body too large")
+        return parse_json(raw) if raw.strip() else None
 
     async def _authenticate(self, request: server.Request, method: str, uri: str, content: Any) -> str:
         headers = [h.decode("latin-1") for h in request.requestHeaders.getRawHeaders(b"Authorization", [])]
         try:
             origin = await verify_request(self._keyring, headers, method, uri, self._server_name, content)
         except XMatrixError as e:
-            raise FederationError(401, "M_UNAUTHORIZED", str(e)) from None
+            raise MatrixError(401, "M_UNAUTHORIZED", str(e)) from None
         if self._on_authenticated is not None:
             self._on_authenticated(origin)
         return origin
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _respond(request: server.Request, status: int, body: JsonDict) -> None:
-    if request.finished or request._disconnected:
-        return
-    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    request.setResponseCode(status)
-    request.setHeader(b"Content-Type", b"application/json")
-    request.setHeader(b"Content-Length", str(len(payload)).encode())
-    if request.method != b"HEAD":
-        request.write(payload)
-    request.finish()
 
 
 def _log_unhandled(failure: Failure) -> None:

@@ -1,0 +1,85 @@
+"""Request bodies and query arguments in, JSON answers out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.web import server
+
+from roost.http.errors import MatrixError
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """JSON as Matrix takes it: NaN and Infinity are not JSON; M_NOT_JSON for anything else
+    that does not parse."""
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError):
+        raise MatrixError(400, "M_NOT_JSON", "Content not JSON.") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_object(value: Any, required: bool = True) -> dict[str, Any]:
+    """A parsed body (None: there was none) as the JSON object a handler wants."""
+    if value is None:
+        if required:
+            raise MatrixError(400, "M_NOT_JSON", "Content not JSON.")
+        return {}
+    if not isinstance(value, dict):
+        raise MatrixError(400, "M_BAD_JSON", "Content must be a JSON object.")
+    return value
+
+
+class QueryArgs:
+    """Typed query arguments for a request object holding the Twisted request as `http`."""
+
+    http: Any
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        values = self.http.args.get(name.encode())
+        if not values:
+            return default
+        try:
+            return values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise MatrixError(400, "M_INVALID_PARAM", f"{name} is not UTF-8") from None
+
+    def args(self, name: str) -> list[str]:
+        return [v.decode("utf-8", "replace") for v in self.http.args.get(name.encode(), [])]
+
+    def int_arg(self, name: str, default: int | None = None) -> int | None:
+        value = self.arg(name)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be an integer") from None
+
+    def bool_arg(self, name: str, default: bool = False) -> bool:
+        value = self.arg(name)
+        if value is None:
+            return default
+        if value in ("true", "false"):
+            return value == "true"
+        raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be true or false")
+
+
+def write_json(request: server.Request, status: int, body: Any,
+               headers: dict[str, str] | None = None) -> None:
+    """Answer with `body` as compact UTF-8 JSON, unless the peer has gone already."""
+    if request.finished or request._disconnected:
+        return
+    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Content-Length", str(len(payload)).encode())
+    for name, value in (headers or {}).items():
+        request.setHeader(name.encode(), value.encode())
+    if request.method != b"HEAD":
+        request.write(payload)
+    request.finish()
