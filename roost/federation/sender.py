@@ -124,6 +124,7 @@ class FederationSender:
         self._remove_listener: Callable[[], None] | None = None
         self._stopped = False
         self._tasks: set[defer.Deferred[None]] = set()
+        self._bookkeeping: set[defer.Deferred[None]] = set()
         self.stats = SenderStats()
 
     # -- life cycle ------------------------------------------------------------------
@@ -156,6 +157,8 @@ class FederationSender:
         for task in list(self._tasks):
             task.cancel()
         self._tasks.clear()
+        if self._bookkeeping:
+            await defer.DeferredList(list(self._bookkeeping), consumeErrors=True)
 
     def destination_up(self, destination: str) -> None:
         """The destination just reached us: retry it now rather than at its backoff's end."""
@@ -349,7 +352,7 @@ class FederationSender:
                         destination, MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN)
                     if not pdus and not edus:
                         if gone:
-                            await self._store.delivered(destination, gone, [])
+                            await self._shielded(self._store.delivered(destination, gone, []))
                             continue
                         if state.again:
                             continue
@@ -368,7 +371,7 @@ class FederationSender:
                 txn_id, orderings, edu_ids, body = state.in_flight
                 if not await self._send_transaction(destination, state, txn_id, body):
                     return  # a retry is scheduled
-                await self._store.delivered(destination, orderings, edu_ids)
+                await self._shielded(self._store.delivered(destination, orderings, edu_ids))
                 state.in_flight = None
                 state.retry = None
                 self.stats.sent_pdus.extend(p["event_id"] for p in body["pdus"]
@@ -427,6 +430,17 @@ class FederationSender:
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
+
+    async def _shielded(self, write: Any) -> None:
+        """Run a queue write that a stop must not cut short: once a destination has taken a
+        transaction, forgetting it has to commit, or the next start sends it again. `stop`
+        cancels the waiting task but waits for the write itself."""
+        done: defer.Deferred[None] = defer.ensureDeferred(write)
+        self._bookkeeping.add(done)
+        done.addBoth(lambda result: (self._bookkeeping.discard(done), result)[1])
+        waiter: defer.Deferred[None] = defer.Deferred()
+        done.chainDeferred(waiter)  # cancelling the waiter leaves `done` running
+        await waiter
 
     def _spawn(self, coro: Any) -> None:
         d = defer.ensureDeferred(coro)

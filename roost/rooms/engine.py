@@ -38,9 +38,7 @@ from roost.rooms.engine_types import RoomHead as _Head
 from roost.rooms.events import Event, EventFormatError
 from roost.rooms.hashing import CanonicalJSONError, SigningKey, add_content_hash
 from roost.rooms.ingest import (
-    IngestError,
     auth_slice,
-    check_against_auth_events,
     sort_by_auth,
     sort_by_prevs,
 )
@@ -55,6 +53,7 @@ from roost.rooms.remote_ingest import (
     _remote_row,
     _RemoteRun,
     _StoredResStore,
+    plan_backfill,
 )
 from roost.rooms.state_res import create_event_id, resolve_state
 from roost.rooms.versions import RoomVersion, get_room_version
@@ -462,50 +461,7 @@ class RoomEngine:
             if version.hydra:
                 wanted.add(create_event_id(room_id))
             stored = await self._events.get_events(sorted(wanted))
-            known = {eid: event_from_storage(s) for eid, s in stored.items()}
-            rejected = {eid for eid, s in stored.items() if s.rejected_reason is not None}
-            outcomes: dict[str, str] = {}
-            timeline: list[Event] = []
-            others: list[EventRow] = []
-            timeline_ids = {e.event_id for e in events}
-
-            def own_auth(event: Event) -> str | None:
-                create = known.get(create_event_id(room_id)) if version.hydra else None
-                try:
-                    check_against_auth_events(event, known, rejected_event_ids=rejected,
-                                              create_event=create)
-                except IngestError as e:
-                    return e.reason
-                return None
-
-            for event in sort_by_auth(mine):
-                held = stored.get(event.event_id)
-                into_timeline = event.event_id in timeline_ids
-                if held is not None:
-                    if into_timeline and held.rejected_reason is None \
-                            and held.stream_ordering is None:
-                        timeline.append(event)
-                        outcomes[event.event_id] = ACCEPTED
-                    else:
-                        outcomes.setdefault(event.event_id, KNOWN)
-                    continue
-                if event.event_id in outcomes:
-                    continue
-                reason = own_auth(event)
-                if reason is not None:
-                    rejected.add(event.event_id)
-                    others.append(_remote_row(event, None, None, REJECTED, reason))
-                    outcomes[event.event_id] = REJECTED
-                elif into_timeline:
-                    timeline.append(event)
-                    outcomes[event.event_id] = ACCEPTED
-                else:
-                    others.append(_remote_row(event, None, None, OUTLIER, None))
-                    outcomes[event.event_id] = OUTLIER
-                known[event.event_id] = event
-            order = {e.event_id: i for i, e in enumerate(sort_by_prevs(timeline))}
-            newest_first = sorted(timeline, key=lambda e: (-e.depth, -order[e.event_id]))
-            rows = [_remote_row(e, None, None, ACCEPTED, None) for e in newest_first]
+            rows, others, outcomes = plan_backfill(room_id, version, events, mine, stored)
             if rows or others:
                 await self._events.persist_backfilled(room_id, rows, others)
             return outcomes

@@ -27,8 +27,11 @@ from roost.rooms.ingest import (
     check_against_auth_events,
     check_against_state_before,
     is_soft_failed,
+    sort_by_auth,
+    sort_by_prevs,
 )
 from roost.rooms.state_res import create_event_id, resolve_state, walk_auth_chain
+from roost.rooms.versions import RoomVersion
 from roost.storage.events import EventRow, NewStateGroup, StoredEvent
 
 if TYPE_CHECKING:
@@ -315,3 +318,53 @@ def _remote_row(event: Event, position: int | None, group: int | None, status: s
         outlier=status in (OUTLIER, REJECTED) and group is None,
         soft_failed=status == SOFT_FAILED,
     )
+
+
+def plan_backfill(
+    room_id: str, version: RoomVersion, events: list[Event], mine: list[Event],
+    stored: Mapping[str, StoredEvent],
+) -> tuple[list[EventRow], list[EventRow], dict[str, str]]:
+    """(timeline rows newest first, outlier and rejected rows, event id -> outcome) for
+    backfilled `events` and the auth events fetched with them (`mine` holds both);
+    `stored` is what this server already holds of them and of what they cite.
+
+    Each is checked against its own auth events (step 4), auth ancestors first. An
+    event held as an outlier (from send_join's state, say) was checked when stored and
+    moves into the timeline; one held otherwise is KNOWN.
+    """
+    known = {eid: event_from_storage(s) for eid, s in stored.items()}
+    rejected = {eid for eid, s in stored.items() if s.rejected_reason is not None}
+    create = known.get(create_event_id(room_id)) if version.hydra else None
+    timeline_ids = {e.event_id for e in events}
+    outcomes: dict[str, str] = {}
+    timeline: list[Event] = []
+    others: list[EventRow] = []
+    for event in sort_by_auth(mine):
+        held = stored.get(event.event_id)
+        into_timeline = event.event_id in timeline_ids
+        if held is not None:
+            if into_timeline and held.rejected_reason is None and held.stream_ordering is None:
+                timeline.append(event)
+                outcomes[event.event_id] = ACCEPTED
+            else:
+                outcomes.setdefault(event.event_id, KNOWN)
+            continue
+        if event.event_id in outcomes:
+            continue
+        try:
+            check_against_auth_events(event, known, rejected_event_ids=rejected,
+                                      create_event=create)
+        except IngestError as e:
+            rejected.add(event.event_id)
+            others.append(_remote_row(event, None, None, REJECTED, e.reason))
+            outcomes[event.event_id] = REJECTED
+        else:
+            if into_timeline:
+                timeline.append(event)
+            else:
+                others.append(_remote_row(event, None, None, OUTLIER, None))
+            outcomes[event.event_id] = ACCEPTED if into_timeline else OUTLIER
+        known[event.event_id] = event
+    order = {e.event_id: i for i, e in enumerate(sort_by_prevs(timeline))}
+    newest_first = sorted(timeline, key=lambda e: (-e.depth, -order[e.event_id]))
+    return [_remote_row(e, None, None, ACCEPTED, None) for e in newest_first], others, outcomes
