@@ -19,8 +19,8 @@ ALLOWED = {
     "http": set(),  # JSON over HTTP for both listeners: errors, routing, bodies
 }
 # The pure room core: no Twisted, no SQL, nothing else of roost (the engine and its
-# two helper modules are the rooms package's one door to storage).
-IMPURE_ROOM_MODULES = {"engine", "engine_types", "remote_ingest"}
+# helper modules are the rooms package's one door to storage).
+IMPURE_ROOM_MODULES = {"engine", "engine_types", "remote_ingest", "local_build"}
 
 
 def _imports(path: str) -> set[str]:

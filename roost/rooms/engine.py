@@ -22,8 +22,6 @@ from typing import Any
 
 from twisted.internet import defer
 
-from roost.rooms.auth import AuthError, check_auth_rules
-from roost.rooms.builder import build_event_pdu, depth_after, finalize_pdu, select_auth_event_ids
 from roost.rooms.engine_types import (
     MAX_STATE_CHAIN,
     LoadedEvent,
@@ -32,16 +30,15 @@ from roost.rooms.engine_types import (
     StateKey,
     event_from_storage,
     membership_of,
-    relation_of,
 )
 from roost.rooms.engine_types import RoomHead as _Head
-from roost.rooms.events import Event, EventFormatError
-from roost.rooms.hashing import CanonicalJSONError, SigningKey, add_content_hash
+from roost.rooms.events import Event
+from roost.rooms.hashing import CanonicalJSONError, SigningKey
 from roost.rooms.ingest import (
-    auth_slice,
     sort_by_auth,
     sort_by_prevs,
 )
+from roost.rooms.local_build import LocalEventBuilder, event_row, groups_by_event
 from roost.rooms.remote_ingest import (
     ACCEPTED,
     KNOWN,
@@ -58,7 +55,6 @@ from roost.rooms.remote_ingest import (
 from roost.rooms.state_res import create_event_id, resolve_state
 from roost.rooms.versions import RoomVersion, get_room_version
 from roost.storage.events import (
-    EventRow,
     EventStore,
     NewStateGroup,
     RoomBatch,
@@ -126,10 +122,9 @@ class RoomEngine:
         self._events = events
         self._state = state
         self._server_name = server_name
-        self._key = signing_key
-        self._clock = clock
         self._stream = stream
         self._groups = state_groups
+        self._builder = LocalEventBuilder(server_name, signing_key, clock, state_groups)
         self._notifier = notifier
         self._heads: dict[str, _Head] = {}
         self._queues: dict[str, _Queue] = {}
@@ -145,8 +140,8 @@ class RoomEngine:
         if version.hydra:
             # A v12 room's id is derived from its create event, so that event is
             # built first, against an empty room, before the room has a queue.
-            unit.prebuilt_create = self._build(None, _Head(version, {}, {}, [], 0, None, 0),
-                                               events[0])
+            unit.prebuilt_create = self._builder.build(
+                None, _Head(version, {}, {}, [], 0, None, 0), events[0])
             room_id = unit.prebuilt_create.room_id
         else:
             room_id = f"!{secrets.token_urlsafe(18)}:{self._server_name}"
@@ -200,7 +195,8 @@ class RoomEngine:
         for unit in units:
             before = working.copy()
             try:
-                built, groups = self._build_unit(room_id, working, unit)
+                built, groups = self._builder.build_unit(room_id, working, unit.events,
+                                                         unit.prebuilt_create)
             except Exception as e:  # every caller gets an answer, whatever went wrong
                 working = before
                 _fail(unit.result, _as_room_error(e))
@@ -221,9 +217,9 @@ class RoomEngine:
         rows = []
         new_events = [n for unit, _, _ in accepted for n in unit.events]
         groups = [g for _, _, gs in accepted for g in gs]
-        group_of = self._groups_by_event(events, groups, head.state_group)
+        group_of = groups_by_event(events, groups, head.state_group)
         for event, request, position in zip(events, new_events, positions, strict=True):
-            rows.append(_row(event, request, position, group_of[event.event_id]))
+            rows.append(event_row(event, request, position, group_of[event.event_id]))
         changed = {(e.type, e.state_key): (e.event_id, membership_of(e))
                    for e in events if e.state_key is not None}
         new_room = next((u.new_room for u, _, _ in accepted if u.new_room), None)
@@ -283,19 +279,6 @@ class RoomEngine:
                 again.append(unit)
         self._queues.setdefault(room_id, _Queue()).pending[0:0] = again
 
-    def _groups_by_event(
-        self, events: list[Event], groups: list[NewStateGroup], start: int | None
-    ) -> dict[str, int | None]:
-        """Each event's state-after group: a state event opens a new one, others share."""
-        result: dict[str, int | None] = {}
-        current = start
-        group_iter = iter(groups)
-        for event in events:
-            if event.state_key is not None:
-                current = next(group_iter).id
-            result[event.event_id] = current
-        return result
-
     async def _head(self, room_id: str, new_room: RoomVersion | None = None) -> _Head:
         head = self._heads.get(room_id)
         if head is not None:
@@ -315,66 +298,6 @@ class RoomEngine:
                      stored.max_depth, stored.state_group, stored.chain_length)
         self._heads[room_id] = head
         return head
-
-    def _build_unit(
-        self, room_id: str, head: _Head, unit: _Unit
-    ) -> tuple[list[Event], list[NewStateGroup]]:
-        built: list[Event] = []
-        groups: list[NewStateGroup] = []
-        for i, request in enumerate(unit.events):
-            if i == 0 and unit.prebuilt_create is not None:
-                event = unit.prebuilt_create
-            else:
-                event = self._build(room_id, head, request)
-            group = self._advance(head, event)
-            if group is not None:
-                groups.append(group)
-            built.append(event)
-        return built, groups
-
-    def _build(self, room_id: str | None, head: _Head, request: NewEvent) -> Event:
-        version = head.version
-        is_create = request.type == "m.room.create"
-        auth_ids = select_auth_event_ids(version, request.type, request.sender, request.state_key,
-                                         request.content, head.state)
-        pdu = build_event_pdu(
-            version, None if (is_create and version.hydra) else room_id, request.sender,
-            request.type, request.content, request.state_key,
-            prev_event_ids=list(head.extremities), auth_event_ids=auth_ids,
-            depth=depth_after([head.depth]) if head.extremities else 1,
-            origin_server_ts=int(self._clock.seconds() * 1000), redacts=request.redacts,
-        )
-        event_id, signed = finalize_pdu(pdu, version, self._server_name, self._key)
-        try:
-            event = Event.from_built(signed, version, event_id)
-        except EventFormatError as e:
-            status = 413 if e.errcode == "M_TOO_LARGE" else 400
-            raise RoomError(status, e.errcode, str(e)) from None
-        auth_map = {key: head.state_events[key] for key in _auth_keys(head, auth_ids)}
-        if version.hydra and not is_create and ("m.room.create", "") in head.state_events:
-            auth_map[("m.room.create", "")] = head.state_events[("m.room.create", "")]
-        try:
-            check_auth_rules(version, event, auth_map)
-        except AuthError as e:
-            raise RoomError(403, "M_FORBIDDEN", e.reason) from None
-        return event
-
-    def _advance(self, head: _Head, event: Event) -> NewStateGroup | None:
-        """Move the head past `event`; return the state group it opens, if a state event."""
-        head.extremities = [event.event_id]
-        head.depth = event.depth
-        if event.state_key is None:
-            return None
-        key = (event.type, event.state_key)
-        head.state[key] = event.event_id
-        head.state_events[key] = event
-        if head.state_group is None or head.chain_length >= MAX_STATE_CHAIN:
-            group = NewStateGroup(self._groups.next(), None, 0, dict(head.state))
-        else:
-            group = NewStateGroup(self._groups.next(), head.state_group, head.chain_length + 1,
-                                  {key: event.event_id})
-        head.state_group, head.chain_length = group.id, group.chain_length
-        return group
 
     # -- remote events -------------------------------------------------------
 
@@ -529,22 +452,8 @@ class RoomEngine:
         head = await self._head(room_id)
         if not head.extremities:
             raise RoomError(404, "M_NOT_FOUND", "This server is not in the room")
-        version = head.version
-        auth_ids = select_auth_event_ids(version, event_type, sender, state_key, content,
-                                         head.state)
-        template = build_event_pdu(
-            version, room_id, sender, event_type, content, state_key,
-            prev_event_ids=list(head.extremities), auth_event_ids=auth_ids,
-            depth=depth_after([head.depth]), origin_server_ts=int(self._clock.seconds() * 1000),
-        )
-        try:
-            probe = Event.from_pdu(dict(add_content_hash(template), signatures={}), version)
-            check_auth_rules(version, probe, auth_slice(probe, head.state_events))
-        except EventFormatError as e:
-            raise RoomError(400, e.errcode, e.msg) from None
-        except AuthError as e:
-            raise RoomError(403, "M_FORBIDDEN", e.reason) from None
-        return version, template
+        template = self._builder.template(room_id, head, sender, event_type, content, state_key)
+        return head.version, template
 
     async def state_at_event(self, event_id: str) -> dict[StateKey, str] | None:
         """The state before ``event_id`` (what /state and /state_ids serve), or None
@@ -693,22 +602,6 @@ class RoomEngine:
             return head.version
         identifier = await self._state.room_version(room_id)
         return get_room_version(identifier) if identifier else None
-
-
-def _auth_keys(head: _Head, auth_ids: list[str]) -> list[StateKey]:
-    wanted = set(auth_ids)
-    return [key for key, eid in head.state.items() if eid in wanted]
-
-
-def _row(event: Event, request: NewEvent, position: int, group: int | None) -> EventRow:
-    return EventRow(
-        event_id=event.event_id, room_id=event.room_id, type=event.type,
-        state_key=event.state_key, sender=event.sender, depth=event.depth,
-        origin_server_ts=event.origin_server_ts, pdu_json=event.canonical_bytes.decode("utf-8"),
-        prev_event_ids=list(event.prev_event_ids), auth_event_ids=list(event.auth_event_ids),
-        stream_ordering=position, state_group=group, membership=membership_of(event),
-        relation=relation_of(event), redacts=event.redacts, txn_key=request.txn_key,
-    )
 
 
 def _as_room_error(error: Exception) -> RoomError:
