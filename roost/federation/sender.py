@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 
 from roost.storage.federation_outbound import FederationOutboundStore, RetryState
 from roost.storage.notifier import Notifier, StreamChange
+from roost.storage.room_state import RoomStateStore
 from roost.storage.streams import StreamIdGenerator
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class FederationSender:
     def __init__(
         self,
         store: FederationOutboundStore,
+        members: RoomStateStore,
         events_stream: StreamIdGenerator,
         notifier: Notifier,
         transport: Transport,
@@ -104,6 +106,7 @@ class FederationSender:
         edus: EduSources | None = None,
     ) -> None:
         self._store = store
+        self._members = members
         self._stream = events_stream
         self._notifier = notifier
         self._transport = transport
@@ -241,8 +244,7 @@ class FederationSender:
     async def _hosts_at(self, event: Any) -> frozenset[str]:
         group = event.state_group
         if group is None:
-            users = await self._store.joined_users(event.room_id)
-            return frozenset(server_of(u) for u in users)
+            return frozenset(server_of(u) for u in await self._joined(event.room_id))
         hosts = self._group_hosts.get(group)
         if hosts is None:
             found = await self._store.joined_users_at_groups([group])
@@ -255,8 +257,11 @@ class FederationSender:
     # -- EDUs ----------------------------------------------------------------------
 
     async def _room_hosts(self, room_id: str) -> set[str]:
-        users = await self._store.joined_users(room_id)
-        return {server_of(u) for u in users} - {self._server_name}
+        return {server_of(u) for u in await self._joined(room_id)} - {self._server_name}
+
+    async def _joined(self, room_id: str) -> list[str]:
+        members = await self._members.members(room_id)
+        return [user for user, (membership, _) in members.items() if membership == "join"]
 
     async def _queue_edus(self, rows: list[tuple[str, str, Any]]) -> None:
         await self._store.enqueue_edus(rows, self._now_ms())
@@ -310,7 +315,7 @@ class FederationSender:
         per_host: dict[str, list[JsonDict]] = {}
         for user in users:
             hosts: set[str] = set()
-            for room in await self._store.rooms_of_user(user):
+            for room in await self._members.rooms_for_user(user, ("join",)):
                 hosts |= await self._room_hosts(room)
             if not hosts:
                 continue

@@ -367,8 +367,8 @@ async def build_homeserver(
     root.putChild(b"_roost", sockets)
     site = RoostSite(root, config.listeners.client.max_body_bytes)
     sender = FederationSender(
-        FederationOutboundStore(db), event_stream, notifier, federation.client, config.server_name,
-        clock, min_retry_interval_ms=config.federation.min_retry_interval,
+        FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
+        config.server_name, clock, min_retry_interval_ms=config.federation.min_retry_interval,
         max_retry_interval_ms=config.federation.max_retry_interval,
         edus=EduSources(typing_tracker.typing_users, presence_tracker.get,
                         lambda: streams["receipts"].current))

@@ -89,22 +89,6 @@ class FederationOutboundStore:
             return {}
         return await self._db.run("fed_joined_at_groups", _joined_at_groups, groups)
 
-    async def joined_users(self, room_id: str) -> list[str]:
-        rows = await self._db.run(
-            "fed_joined_users",
-            lambda t: t.query(
-                "SELECT state_key FROM current_state WHERE room_id = %s"
-                " AND type = 'm.room.member' AND membership = 'join'", (room_id,)))
-        return [r[0] for r in rows]
-
-    async def rooms_of_user(self, user_id: str) -> list[str]:
-        rows = await self._db.run(
-            "fed_rooms_of_user",
-            lambda t: t.query(
-                "SELECT room_id FROM current_state WHERE type = 'm.room.member'"
-                " AND state_key = %s AND membership = 'join'", (user_id,)))
-        return [r[0] for r in rows]
-
     async def receipts_since(self, after: int, upto: int
                              ) -> list[tuple[str, str, str, str, str, int]]:
         """(room, user, type, thread, event, ts) of public read receipts in (after, upto]."""

@@ -21,6 +21,7 @@ from roost.rooms.engine import NewEvent
 from roost.rooms.hashing import compute_event_id
 from roost.rooms.versions import get_room_version
 from roost.storage.federation_outbound import FederationOutboundStore
+from roost.storage.room_state import RoomStateStore
 from tests.federation.two_servers import V3, eventually, room_events, start_pair
 from tests.server_harness import RunningServer, q, start_server
 
@@ -76,7 +77,8 @@ class SenderFixture:
 
     async def new_sender(self, transport: FakeTransport | None = None) -> FederationSender:
         hs = self.server.hs
-        sender = FederationSender(self.store, hs.streams["events"], hs.notifier,
+        sender = FederationSender(self.store, RoomStateStore(hs.db), hs.streams["events"],
+                                  hs.notifier,
                                   transport or self.transport, hs.config.server_name, self.clock,
                                   min_retry_interval_ms=1000, max_retry_interval_ms=8000)
         await sender.start()
@@ -214,7 +216,8 @@ class EduTests(TestCase):
         typing_users = {f.room_id: [f.alice]}
         presence = {f.alice: {"presence": "online", "currently_active": True}}
         sender = FederationSender(
-            f.store, hs.streams["events"], hs.notifier, f.transport, hs.config.server_name,
+            f.store, RoomStateStore(hs.db), hs.streams["events"], hs.notifier, f.transport,
+            hs.config.server_name,
             f.clock, min_retry_interval_ms=1000, max_retry_interval_ms=8000,
             edus=EduSources(lambda room: typing_users.get(room, []), lambda u: presence[u],
                             lambda: hs.streams["receipts"].current))
