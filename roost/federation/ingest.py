@@ -25,7 +25,8 @@ from urllib.parse import quote
 from twisted.internet import defer
 
 from roost.federation.fetches import EventFetches
-from roost.federation.transport.client import FederationClient, FederationClientError
+from roost.federation.pulls import EventPuller, StateMap
+from roost.federation.transport.client import FederationClient
 from roost.federation.transport.server import FederationRequest, FederationRouter
 from roost.http.errors import MatrixError
 from roost.keys.remote import KeyRing, VerifyRequest
@@ -47,7 +48,6 @@ JsonDict = dict[str, Any]
 MAX_PDUS = 50
 MAX_EDUS = 100
 MISSING_EVENTS_LIMIT = 20
-MAX_FETCHED_STATE = 5000
 TYPING_TIMEOUT_MS = 30_000
 
 
@@ -138,6 +138,7 @@ class InboundTransactions:
         self._clock = clock
         self._edus = edus or EduSinks()
         self.fetches = fetches or EventFetches()
+        self._pull = EventPuller(engine, client, self._checker, self.fetches)
         self._in_flight: dict[tuple[str, str], defer.Deferred[JsonDict]] = {}
 
     def register(self, router: FederationRouter) -> None:
@@ -208,7 +209,7 @@ class InboundTransactions:
     async def ingest(self, origin: str, room_id: str, version: RoomVersion,
                      events: list[Event]) -> dict[str, tuple[str, str | None]]:
         """Fetch what the events need from `origin`, then hand them to the engine."""
-        outliers = await self._fetch_auth(origin, room_id, version, events)
+        outliers = await self._pull.auth_chains(origin, room_id, version, events)
         events = events + await self._fetch_missing(origin, room_id, version, events)
         state_before, more = await self._fetch_gaps(origin, room_id, version, events)
         try:
@@ -218,37 +219,12 @@ class InboundTransactions:
             return {event.event_id: ("error", e.message) for event in events}
         return {eid: (o.status, o.reason) for eid, o in outcomes.items()}
 
-    async def _unknown(self, event_ids: Iterable[str]) -> list[str]:
-        ids = list(dict.fromkeys(event_ids))
-        known = await self._engine.get_events(ids)
-        return [e for e in ids if e not in known]
-
-    async def _fetch_auth(self, origin: str, room_id: str, version: RoomVersion,
-                          events: list[Event]) -> list[Event]:
-        """The auth chains of events citing auth events we lack (`/event_auth`)."""
-        have = {e.event_id for e in events}
-        fetched: dict[str, Event] = {}
-        for event in events:
-            missing = [a for a in await self._unknown(event.auth_event_ids) if a not in have
-                       and a not in fetched]
-            if not missing:
-                continue
-            answer = await self._get(origin, "event_auth",
-                                     f"/_matrix/federation/v1/event_auth/{_q(room_id)}"
-                                     f"/{_q(event.event_id)}")
-            chain = answer.get("auth_chain") if isinstance(answer, dict) else None
-            if isinstance(chain, list):
-                good, _ = await self._checker.check(chain, version, room_id)
-                self.fetches.received("event_auth", (e.event_id for e in good))
-                fetched.update({e.event_id: e for e in good})
-        return list(fetched.values())
-
     async def _fetch_missing(self, origin: str, room_id: str, version: RoomVersion,
                              events: list[Event]) -> list[Event]:
         """Prev events we lack, through `/get_missing_events` from our extremities."""
         have = {e.event_id for e in events}
         wanted = [p for e in events for p in e.prev_event_ids if p not in have]
-        missing = await self._unknown(wanted)
+        missing = await self._pull.unknown(wanted)
         if not missing:
             return []
         latest = [e.event_id for e in events if set(e.prev_event_ids) & set(missing)]
@@ -256,7 +232,7 @@ class InboundTransactions:
         body = {"earliest_events": extremities, "latest_events": latest,
                 "limit": MISSING_EVENTS_LIMIT,
                 "min_depth": min((e.depth for e in events), default=0) - MISSING_EVENTS_LIMIT}
-        answer = await self._post(origin, "get_missing_events",
+        answer = await self._pull.post(origin, "get_missing_events",
                                   f"/_matrix/federation/v1/get_missing_events/{_q(room_id)}", body)
         pdus = answer.get("events") if isinstance(answer, dict) else None
         if not isinstance(pdus, list):
@@ -267,76 +243,21 @@ class InboundTransactions:
 
     async def _fetch_gaps(
         self, origin: str, room_id: str, version: RoomVersion, events: list[Event]
-    ) -> tuple[dict[str, dict[tuple[str, str], str]], list[Event]]:
-        """For an event whose prev events are still unknown: the state before it, fetched as
-        the state at one prev event (`/state_ids`, then `/event` for what we lack)."""
+    ) -> tuple[dict[str, StateMap], list[Event]]:
+        """For an event whose prev events are still unknown: the state before it, taken as
+        the state after one of its prev events (`/state_ids`, then `/event`)."""
         have = {e.event_id for e in events}
-        state_before: dict[str, dict[tuple[str, str], str]] = {}
+        state_before: dict[str, StateMap] = {}
         outliers: dict[str, Event] = {}
         for event in events:
-            missing = [p for p in await self._unknown(event.prev_event_ids) if p not in have]
+            missing = [p for p in await self._pull.unknown(event.prev_event_ids) if p not in have]
             if not missing:
                 continue
-            prev_id = missing[0]
-            answer = await self._get(origin, "state_ids",
-                                     f"/_matrix/federation/v1/state_ids/{_q(room_id)}",
-                                     {"event_id": prev_id})
-            if not isinstance(answer, dict):
-                continue
-            pdu_ids = answer.get("pdu_ids")
-            auth_ids = answer.get("auth_chain_ids")
-            if not isinstance(pdu_ids, list) or not isinstance(auth_ids, list):
-                continue
-            wanted = [i for i in [*pdu_ids, *auth_ids, prev_id] if isinstance(i, str)]
-            unknown = [i for i in await self._unknown(wanted) if i not in outliers]
-            fetched = await self._fetch_events(origin, version, room_id,
-                                               unknown[:MAX_FETCHED_STATE])
-            outliers.update(fetched)
-            loaded = {eid: le.event for eid, le in
-                      (await self._engine.get_events(wanted)).items()}
-            loaded.update(outliers)
-            state = {(e.type, e.state_key): e.event_id for i in pdu_ids
-                     if (e := loaded.get(i)) is not None and e.state_key is not None}
-            prev = loaded.get(prev_id)
-            if prev is None:
-                continue
-            if prev.state_key is not None:
-                state[(prev.type, prev.state_key)] = prev.event_id
-            state_before[event.event_id] = state
+            state = await self._pull.state_at(origin, room_id, version, missing[0], outliers,
+                                              with_event=True)
+            if state is not None:
+                state_before[event.event_id] = state
         return state_before, list(outliers.values())
-
-    async def _fetch_events(self, origin: str, version: RoomVersion, room_id: str,
-                            event_ids: list[str]) -> dict[str, Event]:
-        async def one(event_id: str) -> list[Any]:
-            answer = await self._get(origin, "event", f"/_matrix/federation/v1/event/{_q(event_id)}")
-            pdus = answer.get("pdus") if isinstance(answer, dict) else None
-            return pdus if isinstance(pdus, list) else []
-
-        found: list[Any] = []
-        for start in range(0, len(event_ids), 20):
-            batch = await defer.gatherResults(
-                [defer.ensureDeferred(one(e)) for e in event_ids[start:start + 20]])
-            found.extend(p for pdus in batch for p in pdus)
-        good, _ = await self._checker.check(found, version, room_id)
-        self.fetches.received("event", (e.event_id for e in good))
-        wanted = set(event_ids)
-        return {e.event_id: e for e in good if e.event_id in wanted}
-
-    async def _get(self, origin: str, endpoint: str, path: str, args: Any = None) -> Any:
-        self.fetches.requested(endpoint)
-        try:
-            return await self._client.get_json(origin, path, args)
-        except FederationClientError as e:
-            logger.info("GET %s from %s failed: %s", path, origin, e)
-            return None
-
-    async def _post(self, origin: str, endpoint: str, path: str, body: Any) -> Any:
-        self.fetches.requested(endpoint)
-        try:
-            return await self._client.post_json(origin, path, body)
-        except FederationClientError as e:
-            logger.info("POST %s to %s failed: %s", path, origin, e)
-            return None
 
     # -- EDUs ----------------------------------------------------------------
 
