@@ -6,22 +6,25 @@ here), asks another server in the room for what lies behind them with
 `GET /_matrix/federation/v1/backfill/{roomId}?v=...&limit=`, and checks the
 answer like every other inbound path: steps 1-3 through ``EventChecker``
 (format, signatures verified through the key ring, content hash or redact),
-auth events it lacks fetched with `/event_auth` and checked the same way, then
-``RoomEngine.store_backfilled`` (step 4 against each event's own auth events,
-and positions below zero, allocated downwards, so the history sorts before the
-join in /messages' `s<N>` tokens and never reaches /sync or the sender).
+auth events it lacks fetched with `/event_auth` and checked the same way, the
+state before the oldest of them with `/state_ids` (and `/event` for the state
+events not held), then ``RoomEngine.store_backfilled``: each event is checked
+against its own auth events and against the state before it (steps 4 and 5),
+gets a state group, and takes a position below zero, allocated downwards, so
+the history sorts before the join in /messages' `s<N>` tokens and never
+reaches /sync or the sender.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 from urllib.parse import quote
 
 from twisted.internet import defer
 
 from roost.federation.fetches import EventFetches
 from roost.federation.ingest import EventChecker
+from roost.federation.pulls import EventPuller, StateMap
 from roost.federation.transport.client import FederationClient, FederationClientError
 from roost.keys.remote import KeyRing
 from roost.rooms.engine import ACCEPTED, RoomEngine, RoomError
@@ -34,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 MAX_BACKFILL = 100
 MAX_EXTREMITIES = 20
+# /state_ids requests per backfill: one per place where the fetched history starts.
+MAX_STATE_FETCHES = 4
 
 
 def _q(value: str) -> str:
@@ -50,6 +55,7 @@ class Backfiller:
         self._client = client
         self._server_name = server_name
         self._fetches = fetches or EventFetches()
+        self._pull = EventPuller(engine, client, self._checker, self._fetches)
         self._running: dict[str, defer.Deferred[bool]] = {}
 
     async def backfill(self, room_id: str, limit: int) -> bool:
@@ -98,14 +104,40 @@ class Backfiller:
                 logger.info("backfill of %s from %s: dropped %s", room_id, server, errors)
             if not events:
                 continue
-            auth = await self._fetch_auth(server, room_id, version, events)
-            if await self._store(room_id, [*held, *events], auth):
+            auth = await self._pull.auth_chains(server, room_id, version, events)
+            timeline = [*held, *events]
+            state_before, state = await self._state_before(server, room_id, version, timeline)
+            if await self._store(room_id, timeline, [*auth, *state], state_before):
                 return True
         return False
 
-    async def _store(self, room_id: str, events: list[Event], auth: list[Event]) -> bool:
+    async def _state_before(self, origin: str, room_id: str, version: RoomVersion,
+                            timeline: list[Event]) -> tuple[dict[str, StateMap], list[Event]]:
+        """The state before each backfilled event whose prev events are neither among them
+        nor held here with their state (the oldest of the batch, as a rule), from `origin`
+        (`/state_ids` at the event), so that the engine can check every event against the
+        state before it; with the state events it lacked, as outliers."""
+        have = {e.event_id for e in timeline}
+        cited = [p for e in timeline for p in e.prev_event_ids if p not in have]
+        known = await self._engine.get_events(cited)
+        stated = {eid for eid, le in known.items() if le.stream_ordering is not None}
+        state_before: dict[str, StateMap] = {}
+        outliers: dict[str, Event] = {}
+        for event in timeline:
+            if all(p in have or p in stated for p in event.prev_event_ids):
+                continue
+            if len(state_before) >= MAX_STATE_FETCHES:
+                break  # the rest are checked against their own auth events only
+            state = await self._pull.state_at(origin, room_id, version, event.event_id, outliers)
+            if state is not None:
+                state_before[event.event_id] = state
+        return state_before, list(outliers.values())
+
+    async def _store(self, room_id: str, events: list[Event], auth: list[Event],
+                     state_before: dict[str, StateMap] | None = None) -> bool:
         try:
-            outcomes = await self._engine.store_backfilled(room_id, events, auth)
+            outcomes = await self._engine.store_backfilled(room_id, events, auth,
+                                                           state_before or {})
         except RoomError as e:
             logger.info("backfilled events of %s not stored: %s", room_id, e.message)
             return False
@@ -151,31 +183,3 @@ class Backfiller:
         counts.pop(self._server_name, None)
         home = server_name_of(room_id)
         return sorted(counts, key=lambda s: (s != home, -counts[s], s))
-
-    async def _fetch_auth(self, origin: str, room_id: str, version: RoomVersion,
-                          events: list[Event]) -> list[Event]:
-        """Auth events the backfilled events cite that are held neither here nor among
-        them, from `/event_auth`, checked like the events themselves."""
-        have = {e.event_id for e in events}
-        cited = list(dict.fromkeys(a for e in events for a in e.auth_event_ids if a not in have))
-        held = await self._engine.get_events(cited)
-        fetched: dict[str, Event] = {}
-        for event in events:
-            missing = [a for a in event.auth_event_ids
-                       if a not in have and a not in held and a not in fetched]
-            if not missing:
-                continue
-            self._fetches.requested("event_auth")
-            try:
-                answer: Any = await self._client.get_json(
-                    origin, f"/_matrix/federation/v1/event_auth/{_q(room_id)}"
-                            f"/{_q(event.event_id)}")
-            except FederationClientError as e:
-                logger.info("event_auth of %s from %s failed: %s", event.event_id, origin, e)
-                continue
-            chain = answer.get("auth_chain") if isinstance(answer, dict) else None
-            if isinstance(chain, list):
-                good, _ = await self._checker.check(chain, version, room_id)
-                self._fetches.received("event_auth", (e.event_id for e in good))
-                fetched.update({e.event_id: e for e in good if e.event_id not in held})
-        return list(fetched.values())

@@ -50,9 +50,8 @@ from roost.rooms.remote_ingest import (
     _remote_row,
     _RemoteRun,
     _StoredResStore,
-    plan_backfill,
 )
-from roost.rooms.state_res import create_event_id, resolve_state
+from roost.rooms.state_res import resolve_state
 from roost.rooms.versions import RoomVersion, get_room_version
 from roost.storage.events import (
     EventStore,
@@ -359,35 +358,43 @@ class RoomEngine:
 
         return await self._submit_job(room_id, job)
 
-    async def store_backfilled(self, room_id: str, events: list[Event],
-                               outliers: list[Event] | None = None) -> dict[str, str]:
+    async def store_backfilled(
+        self, room_id: str, events: list[Event], outliers: list[Event] | None = None,
+        state_before: Mapping[str, Mapping[StateKey, str]] | None = None,
+    ) -> dict[str, str]:
         """History fetched with /backfill (the caller has run steps 1-3), on the room's queue.
 
-        Each event is checked against its own auth events (step 4; ``outliers`` are the
-        auth events fetched for them, checked the same way and stored as outliers). An
-        event that passes joins the timeline *before* everything held: it takes the next
-        stream position below zero (storage allocates them downwards, newest first), so
-        /messages pages back into it while /sync and the federation sender, which read
-        the stream above positions they hold, never see it. One that fails is stored
-        rejected. An event held as an outlier (from send_join's state, say) was checked
-        when stored and is moved into the timeline. Backfilled events are history: they
-        never change the current state or the extremities, and get no state group (the
-        state before an event this old is not known here without asking for it).
-        Returns event id -> ACCEPTED, REJECTED, OUTLIER or KNOWN.
+        ``outliers`` are the auth and state events fetched for them, checked against
+        their own auth events and stored as outliers; ``state_before`` the state before
+        the events whose prev events are not held here (the oldest, fetched with
+        /state_ids). Each event is checked against its own auth events and the state
+        before it, oldest first, and gets a state group; one that passes joins the
+        timeline *before* everything held: it takes the next stream position below zero
+        (storage allocates them downwards, newest first), so /messages pages back into it
+        while /sync and the federation sender, which read the stream above positions
+        they hold, never see it. One that fails is stored rejected. History never changes
+        the current state or the extremities. Returns event id -> ACCEPTED, REJECTED,
+        OUTLIER or KNOWN.
         """
         async def job() -> dict[str, str]:
-            version = await self.room_version(room_id)
-            if version is None:
-                raise RoomError(404, "M_NOT_FOUND", "Unknown room")
-            mine = [e for e in (*events, *(outliers or [])) if e.room_id == room_id]
-            wanted = {i for e in mine for i in (e.event_id, *e.auth_event_ids)}
-            if version.hydra:
-                wanted.add(create_event_id(room_id))
-            stored = await self._events.get_events(sorted(wanted))
-            rows, others, outcomes = plan_backfill(room_id, version, events, mine, stored)
-            if rows or others:
-                await self._events.persist_backfilled(room_id, rows, others)
-            return outcomes
+            head = await self._head(room_id)
+            run = _RemoteRun(self, room_id, head, history=True)
+            timeline_ids = {e.event_id for e in events}
+            extra = [e for e in outliers or [] if e.event_id not in timeline_ids]
+            await run.load_known(events, extra, state_before or {})
+            for event in sort_by_auth(extra):
+                run.add_outlier(event)
+            for event in sort_by_prevs(events):
+                await run.add_event(event, (state_before or {}).get(event.event_id))
+            timeline = [row for row in run.rows if row[1] == ACCEPTED]
+            order = {e.event_id: i for i, (e, *_) in enumerate(timeline)}
+            timeline.sort(key=lambda row: (-row[0].depth, -order[row[0].event_id]))
+            others = [row for row in run.rows if row[1] != ACCEPTED]
+            if timeline or others:
+                await self._events.persist_backfilled(
+                    room_id, [_remote_row(e, None, g, st, r) for e, st, g, r in timeline],
+                    [_remote_row(e, None, g, st, r) for e, st, g, r in others], run.groups)
+            return {eid: o.status for eid, o in run.outcomes.items()}
 
         return await self._submit_job(room_id, job)
 

@@ -27,11 +27,8 @@ from roost.rooms.ingest import (
     check_against_auth_events,
     check_against_state_before,
     is_soft_failed,
-    sort_by_auth,
-    sort_by_prevs,
 )
 from roost.rooms.state_res import create_event_id, resolve_state, walk_auth_chain
-from roost.rooms.versions import RoomVersion
 from roost.storage.events import EventRow, NewStateGroup, StoredEvent
 
 if TYPE_CHECKING:
@@ -91,10 +88,20 @@ class _StoredResStore:
 
 
 class _RemoteRun:
-    """One ingest of remote events into one room: checks, state, and the rows to write."""
+    """One ingest of remote events into one room: checks, state, and the rows to write.
 
-    def __init__(self, engine: RoomEngine, room_id: str, head: RoomHead) -> None:
+    With `history`, the events are backfilled history: checked the same way
+    (steps 4 and 5) and given state groups, but never soft-failed against the
+    current state and never moving the room's head. An event whose state before
+    it cannot be had (its prev events are neither held with their state nor
+    given one) is checked against its own auth events only; an event held as an
+    outlier (send_join's state, say) is taken into the timeline.
+    """
+
+    def __init__(self, engine: RoomEngine, room_id: str, head: RoomHead,
+                 history: bool = False) -> None:
         self.engine = engine
+        self.history = history
         self.room_id = room_id
         self.head = head
         self.working = head.copy()
@@ -166,7 +173,7 @@ class _RemoteRun:
         event_id = event.event_id
         if event_id in self.outcomes and self.outcomes[event_id].status != OUTLIER:
             return
-        if event_id in self.known:
+        if event_id in self.known and not self._promotable(event_id):
             self.outcomes[event_id] = RemoteOutcome(event_id, KNOWN)
             return
         if event.room_id != self.room_id:
@@ -177,6 +184,9 @@ class _RemoteRun:
             self.outcomes[event_id] = RemoteOutcome(event_id, MISSING, f"unknown auth events {unknown}")
             return
         before = await self._state_before(event, given)
+        if before is None and self.history:
+            self._add_unstated_history(event)
+            return
         if before is None:
             self.outcomes[event_id] = RemoteOutcome(event_id, MISSING, "unknown prev events")
             return
@@ -195,6 +205,10 @@ class _RemoteRun:
             return
         group, after = self._state_after(event, before_group, before_state)
         self.after[event_id] = (group, after)
+        if self.history:
+            self._hold(event, ACCEPTED, group, None)
+            self.outcomes[event_id] = RemoteOutcome(event_id, ACCEPTED, None, before_state)
+            return
         soft = None
         if self.working.extremities:  # step 6 (a room just joined has no current state yet)
             soft = is_soft_failed(event, self.working.state_events)
@@ -205,6 +219,19 @@ class _RemoteRun:
         self._hold(event, ACCEPTED, group, None)
         self.outcomes[event_id] = RemoteOutcome(event_id, ACCEPTED, None, before_state)
         await self._advance_head(event, group, after)
+
+    def _promotable(self, event_id: str) -> bool:
+        """History only: held as an outlier that passed its checks, so it may join the
+        timeline now."""
+        stored = self.stored.get(event_id)
+        return (self.history and stored is not None and stored.outlier
+                and stored.rejected_reason is None and stored.stream_ordering is None)
+
+    def _add_unstated_history(self, event: Event) -> None:
+        reason = self._own_auth(event)
+        status = REJECTED if reason else ACCEPTED
+        self._hold(event, status, None, reason)
+        self.outcomes[event.event_id] = RemoteOutcome(event.event_id, status, reason)
 
     async def _state_before(
         self, event: Event, given: Mapping[StateKey, str] | None
@@ -218,7 +245,9 @@ class _RemoteRun:
                 return None
             states.append(state)
         if not states:
-            return None  # only a create event has no prev events, and it starts a room
+            # Only a create event has no prev events. New, it starts a room (not here);
+            # as history, the state before it is empty.
+            return (None, {}) if self.history and event.type == "m.room.create" else None
         distinct = {g: s for g, s in states}
         if len(distinct) == 1:
             return states[0]
@@ -318,53 +347,3 @@ def _remote_row(event: Event, position: int | None, group: int | None, status: s
         outlier=status in (OUTLIER, REJECTED) and group is None,
         soft_failed=status == SOFT_FAILED,
     )
-
-
-def plan_backfill(
-    room_id: str, version: RoomVersion, events: list[Event], mine: list[Event],
-    stored: Mapping[str, StoredEvent],
-) -> tuple[list[EventRow], list[EventRow], dict[str, str]]:
-    """(timeline rows newest first, outlier and rejected rows, event id -> outcome) for
-    backfilled `events` and the auth events fetched with them (`mine` holds both);
-    `stored` is what this server already holds of them and of what they cite.
-
-    Each is checked against its own auth events (step 4), auth ancestors first. An
-    event held as an outlier (from send_join's state, say) was checked when stored and
-    moves into the timeline; one held otherwise is KNOWN.
-    """
-    known = {eid: event_from_storage(s) for eid, s in stored.items()}
-    rejected = {eid for eid, s in stored.items() if s.rejected_reason is not None}
-    create = known.get(create_event_id(room_id)) if version.hydra else None
-    timeline_ids = {e.event_id for e in events}
-    outcomes: dict[str, str] = {}
-    timeline: list[Event] = []
-    others: list[EventRow] = []
-    for event in sort_by_auth(mine):
-        held = stored.get(event.event_id)
-        into_timeline = event.event_id in timeline_ids
-        if held is not None:
-            if into_timeline and held.rejected_reason is None and held.stream_ordering is None:
-                timeline.append(event)
-                outcomes[event.event_id] = ACCEPTED
-            else:
-                outcomes.setdefault(event.event_id, KNOWN)
-            continue
-        if event.event_id in outcomes:
-            continue
-        try:
-            check_against_auth_events(event, known, rejected_event_ids=rejected,
-                                      create_event=create)
-        except IngestError as e:
-            rejected.add(event.event_id)
-            others.append(_remote_row(event, None, None, REJECTED, e.reason))
-            outcomes[event.event_id] = REJECTED
-        else:
-            if into_timeline:
-                timeline.append(event)
-            else:
-                others.append(_remote_row(event, None, None, OUTLIER, None))
-            outcomes[event.event_id] = ACCEPTED if into_timeline else OUTLIER
-        known[event.event_id] = event
-    order = {e.event_id: i for i, e in enumerate(sort_by_prevs(timeline))}
-    newest_first = sorted(timeline, key=lambda e: (-e.depth, -order[e.event_id]))
-    return [_remote_row(e, None, None, ACCEPTED, None) for e in newest_first], others, outcomes

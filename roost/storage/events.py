@@ -188,13 +188,15 @@ class EventStore:
         return [r[0] for r in rows]
 
     async def persist_backfilled(self, room_id: str, timeline: list[EventRow],
-                                 rejected: list[EventRow]) -> int:
+                                 rejected: list[EventRow],
+                                 state_groups: list[NewStateGroup] | None = None) -> int:
         """Store backfilled events: `timeline` newest first, each given the next position
-        below zero (an event held as an outlier is moved into the timeline; one already
-        in it is left alone); `rejected` without a position. Returns how many joined the
+        below zero (an event held as an outlier is moved into the timeline, with its
+        state group; one already in it is left alone); `rejected` (and new outliers)
+        without a position; the state groups they open. Returns how many joined the
         timeline."""
         return await self._db.run("persist_backfilled", _persist_backfilled, room_id,
-                                  timeline, rejected)
+                                  timeline, rejected, state_groups or [])
 
     async def room_stream_events(
         self, room_id: str, from_pos: int, to_pos: int | None, backwards: bool, limit: int,
@@ -358,7 +360,8 @@ def _insert_timeline_extras(txn: Txn, accepted: list[EventRow]) -> None:
 
 
 def _persist_backfilled(txn: Txn, room_id: str, timeline: list[EventRow],
-                        rejected: list[EventRow]) -> int:
+                        rejected: list[EventRow], state_groups: list[NewStateGroup]) -> int:
+    _insert_state_groups(txn, room_id, state_groups)
     ids = [e.event_id for e in [*timeline, *rejected]]
     held = {r[0]: r[1] for r in txn.query(
         "SELECT event_id, stream_ordering FROM events WHERE event_id = ANY(%s)", (ids,))}
@@ -374,9 +377,9 @@ def _persist_backfilled(txn: Txn, room_id: str, timeline: list[EventRow],
         placed.append(row)
         if row.event_id in held:
             txn.execute(
-                "UPDATE events SET stream_ordering = %s, outlier = FALSE"
+                "UPDATE events SET stream_ordering = %s, outlier = FALSE, state_group = %s"
                 " WHERE event_id = %s AND stream_ordering IS NULL AND rejected_reason IS NULL",
-                (position, row.event_id),
+                (position, row.state_group, row.event_id),
             )
         else:
             new.append(row)

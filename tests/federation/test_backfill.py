@@ -55,6 +55,13 @@ class BackfillTests(TestCase):
         self.assertEqual(len(joins), 1)
         self.assertGreater(joins[0], last_history)
 
+    async def _assert_history_has_state(self, node: FedNode, room_id: str) -> None:
+        assert node.server is not None
+        unstated = await node.server.hs.db.run("unstated", lambda t: t.query_one(
+            "SELECT COUNT(*) FROM events WHERE room_id = %s AND stream_ordering < 0"
+            " AND state_group IS NULL", (room_id,)))
+        self.assertEqual(unstated[0], 0)
+
     async def test_roost_user_pages_back_through_a_remote_roost_rooms_history(self) -> None:
         hs1, hs2 = await start_pair(self)
         await hs1.register("alice")
@@ -74,6 +81,10 @@ class BackfillTests(TestCase):
         self._check_history(events, bob)
         # History sorts before the join: its tokens are below zero.
         self.assertTrue(any(t.startswith("s-") for t in tokens), tokens)
+        # Each backfilled event was checked against the state before it and keeps it (the
+        # pages stopped short of the creation: the state before the oldest of each came
+        # through /state_ids).
+        await self._assert_history_has_state(hs2, room_id)
 
         # Stored and served: the event endpoint, and a second pagination (no refetch, no
         # duplicates; forwards from the start too).
@@ -117,6 +128,7 @@ class BackfillTests(TestCase):
                             {"msgtype": "m.text", "body": "after"}, user="bob")
         events, _ = await _page_back(roost, "bob", room_id)
         self._check_history(events, bob)
+        await self._assert_history_has_state(roost, room_id)
 
 
 class TamperingClient:

@@ -335,3 +335,58 @@ class BuildForRemoteTests(TestCase):
             await engine.build_for_remote(room_id, BOB, "m.room.member", {"membership": "join"},
                                           BOB)
         self.assertEqual(e.exception.status, 403)
+
+
+class BackfilledHistoryTests(TestCase):
+    """store_backfilled: history is checked against the state before each event (step 5),
+    not only its own auth events, and gets state groups, without moving the room's head."""
+
+    async def _room_with_a_ban(self) -> tuple[Any, RoomEngine, str, Remote, Any, dict, str]:
+        server, engine, room_id, remote = await local_room(self)
+        join = await remote.make(BOB, "m.room.member", {"membership": "join"}, BOB)
+        await engine.ingest_remote(room_id, [join])
+        joined_state = dict((await engine._head(room_id)).state)
+        ban = await engine.append(room_id, NewEvent(ALICE, "m.room.member",
+                                                    {"membership": "ban"}, BOB))
+        return server, engine, room_id, remote, join, joined_state, ban.event_id
+
+    async def test_history_that_the_state_before_it_forbids_is_rejected(self) -> None:
+        server, engine, room_id, remote, join, joined_state, ban_id = await self._room_with_a_ban()
+        head_before = (await engine._head(room_id)).extremities
+        # After the ban, citing the join as its auth: its own auth events allow it.
+        after_ban = await remote.make(BOB, "m.room.message", {"body": "banned"},
+                                      prevs=[ban_id], state=joined_state)
+        # Before the ban: allowed by both.
+        before_ban = await remote.make(BOB, "m.room.message", {"body": "fine"},
+                                       prevs=[join.event_id], state=joined_state)
+        out = await engine.store_backfilled(room_id, [after_ban, before_ban])
+        self.assertEqual(out[after_ban.event_id], REJECTED)
+        self.assertEqual(out[before_ban.event_id], ACCEPTED)
+        stored = await rows(server, "SELECT event_id, stream_ordering, state_group,"
+                            " rejected_reason IS NOT NULL FROM events WHERE event_id = ANY(%s)",
+                            [after_ban.event_id, before_ban.event_id])
+        by_id = {r[0]: r[1:] for r in stored}
+        position, group, rejected = by_id[before_ban.event_id]
+        self.assertLess(position, 0)
+        self.assertIsNotNone(group)
+        self.assertFalse(rejected)
+        self.assertEqual(by_id[after_ban.event_id][0], None)
+        self.assertTrue(by_id[after_ban.event_id][2])
+        # History moves nothing: the head and the current state are as they were.
+        self.assertEqual((await engine._head(room_id)).extremities, head_before)
+        self.assertEqual(await engine.membership(room_id, BOB), "ban")
+
+    async def test_the_state_given_for_an_event_after_a_gap_is_used(self) -> None:
+        _, engine, room_id, remote, _join, joined_state, _ban = await self._room_with_a_ban()
+        banned_state = dict((await engine._head(room_id)).state)
+        unknown_prev = "$" + "x" * 43
+        event = await remote.make(BOB, "m.room.message", {"body": "after a gap"},
+                                  prevs=[unknown_prev], state=joined_state)
+        out = await engine.store_backfilled(room_id, [event],
+                                            state_before={event.event_id: banned_state})
+        self.assertEqual(out[event.event_id], REJECTED)
+        # Without a state before it, its own auth events are all there is to go on.
+        other = await remote.make(BOB, "m.room.message", {"body": "no state known"},
+                                  prevs=[unknown_prev], state=joined_state)
+        out = await engine.store_backfilled(room_id, [other])
+        self.assertEqual(out[other.event_id], ACCEPTED)
