@@ -166,8 +166,10 @@ class ServedRooms:
         if event.state_key != event.sender or server_name_of(event.sender) != origin:
             raise MatrixError(400, "M_BAD_JSON", "the event is not the origin's own membership")
         # The origin gives the event to us alone: marked before it is stored, the sender
-        # passes it on to the room's other servers when it reads it from the stream.
-        await self._inbound.relay_on_behalf(event.event_id, origin)
+        # passes it on to the room's other servers when it reads it from the stream. A
+        # retry of one already held is not marked again: the sender has read it, or will.
+        if not await self._engine.get_events([event.event_id]):
+            await self._inbound.relay_on_behalf(event.event_id, origin)
         try:
             outcomes = await self._engine.ingest_remote(room_id, [event])
         except RoomError as e:
