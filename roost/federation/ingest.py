@@ -140,6 +140,7 @@ class InboundTransactions:
         self.fetches = fetches or EventFetches()
         self._pull = EventPuller(engine, client, self._checker, self.fetches)
         self._in_flight: dict[tuple[str, str], defer.Deferred[JsonDict]] = {}
+        self._room_locks: dict[str, defer.DeferredLock] = {}
 
     def register(self, router: FederationRouter) -> None:
         router.add("PUT", "/_matrix/federation/v1/send/{txnId}", self.on_send)
@@ -208,7 +209,22 @@ class InboundTransactions:
 
     async def ingest(self, origin: str, room_id: str, version: RoomVersion,
                      events: list[Event]) -> dict[str, tuple[str, str | None]]:
-        """Fetch what the events need from `origin`, then hand them to the engine."""
+        """Fetch what the events need from `origin`, then hand them to the engine.
+
+        One room's ingests run one at a time, fetching included: transactions that
+        arrive together (from one server or several) often lack the same events, and
+        the second, once the first has stored them, finds nothing left to fetch.
+        """
+        lock = self._room_locks.setdefault(room_id, defer.DeferredLock())
+        try:
+            async with lock:
+                return await self._fetch_and_ingest(origin, room_id, version, events)
+        finally:
+            if not lock.locked and not lock.waiting:
+                self._room_locks.pop(room_id, None)
+
+    async def _fetch_and_ingest(self, origin: str, room_id: str, version: RoomVersion,
+                                events: list[Event]) -> dict[str, tuple[str, str | None]]:
         outliers = await self._pull.auth_chains(origin, room_id, version, events)
         events = events + await self._fetch_missing(origin, room_id, version, events)
         state_before, more = await self._fetch_gaps(origin, room_id, version, events)

@@ -8,9 +8,11 @@ next event arrives, and every event of the gap is fetched exactly once.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from roost.federation.fetches import EventFetches
@@ -138,6 +140,34 @@ class GapTests(TestCase):
         once = {e: fetches.times_fetched(e) for e in lost}
         self.assertEqual({e: n for e, n in once.items() if n != 1}, {})
         self.assertEqual(fetches.fetched_again_total, 0)
+
+    async def test_two_transactions_missing_the_same_events_fetch_them_once(self) -> None:
+        """Transactions that arrive together and reveal the same gap: the second waits for
+        the first's fetch instead of fetching the gap again."""
+        hs1, hs2, room_id = await self._joined_pair()
+        lost = await self._lose(hs1, room_id, 4)
+        assert hs1.server is not None and hs1.server.hs.federation is not None
+        sender = hs1.server.hs.federation.sender
+        assert sender is not None
+        await sender.stop()  # hs1 hands "after" over by hand, twice at once
+        after_id = await self._say(hs1, room_id, "after")
+        row = await hs1.server.hs.db.run("pdu", lambda t: t.query_one(
+            "SELECT pdu FROM events WHERE event_id = %s", (after_id,)))
+        pdu = json.loads(row[0])
+        client = hs1.server.hs.federation.client
+        fetches = self._fetches(hs2)
+
+        def send(txn: str) -> Any:
+            return defer.ensureDeferred(client.put_json(
+                hs2.name, f"/_matrix/federation/v1/send/{txn}",
+                {"origin": hs1.name, "origin_server_ts": 1, "pdus": [pdu], "edus": []}))
+
+        answers = await defer.gatherResults([send("twice-1"), send("twice-2")])
+        self.assertEqual([a["pdus"] for a in answers], [{after_id: {}}] * 2)
+        self.assertEqual([fetches.times_fetched(e) for e in lost], [1] * 4)
+        self.assertEqual(fetches.fetched_again_total, 0)
+        self.assertEqual((await _bodies(hs2, "bob", room_id))[-5:],
+                         [f"gap{i}" for i in range(4)] + ["after"])
 
 
 async def _has(values: Any, wanted: str) -> bool:
