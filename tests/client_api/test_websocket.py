@@ -16,11 +16,13 @@ from typing import Any
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
     WebSocketClientProtocol,
+    WebSocketServerProtocol,
     connectWS,
 )
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
+from roost.client_api import websocket_base
 from tests.server_harness import RunningServer, q, start_server
 
 V3 = "/_matrix/client/v3"
@@ -137,9 +139,13 @@ def _bodies(frame: Any, room: str) -> list[str]:
             if e["type"] == "m.room.message"]
 
 
+def _server_factory(server: RunningServer) -> Any:
+    return server.hs.client_site.resource.children[b"_roost"].children[b"ws"]._factory
+
+
 def _tune(server: RunningServer, **settings: Any) -> None:
     """Change the socket settings of a running server (smaller limits, telltale timer lengths)."""
-    factory = server.hs.client_site.resource.children[b"_roost"].children[b"ws"]._factory
+    factory = _server_factory(server)
     factory.services = replace(factory.services,
                                settings=replace(factory.services.settings, **settings))
 
@@ -484,3 +490,32 @@ class SlowClientTests(TestCase):
             pushed = await again.next_matching(type="sync")
             received += [b.split(" x")[0] for b in _bodies(pushed, room)]
         self.assertEqual(received, sent)
+
+
+class IdleSocketTests(TestCase):
+    """What an idle socket holds: bench/ws_fanout.py measures 1,000 of them."""
+
+    async def test_an_idle_socket_has_no_instance_dict_and_no_running_coroutine(self) -> None:
+        server = await start_server(self)
+        _alice, bob, _room = await _setup(server)
+        sock = await connect(self, server, bob)
+        await sock.next_matching(type="ready")
+        sock.send({"op": "sync", "since": None})
+        await sock.next_matching(type="sync")
+        factory = _server_factory(server)
+        await _until(lambda: all(s._watch is not None for s in factory.open_sockets))
+        [idle] = factory.open_sockets
+        # Every attribute, autobahn's included, is in a slot; its options are read from
+        # the factory, not copied onto the socket.
+        self.assertEqual(vars(idle), {})
+        self.assertEqual(idle.autoPingInterval, factory.autoPingInterval)
+        self.assertEqual(idle.maxMessagePayloadSize, factory.maxMessagePayloadSize)
+        # The push loop waits as a watch on the notifier, not as a suspended round.
+        self.assertIsNone(idle._stream)
+
+    def test_slots_hide_only_the_class_defaults_the_socket_sets_again(self) -> None:
+        """A slot shadows a class attribute of the same name until it is set: each such
+        name must be one SyncSocket.__init__ sets (an autobahn upgrade may add others)."""
+        shadowed = {n for n in websocket_base.AUTOBAHN_STATE if hasattr(WebSocketServerProtocol, n)}
+        self.assertEqual(shadowed, {"factory", "transport", "connected", "peer",
+                                    "_valid_events", "_results", "_listeners"})

@@ -1,0 +1,114 @@
+"""Autobahn's WebSocket server protocol, laid out to cost little per connection.
+
+A server holds thousands of idle sockets, and autobahn's protocol object was
+most of what one costs (12.9 KiB each before, bench/ws_fanout.py): it copies
+its ~30 options from the factory onto every connection, keeps a hundred
+attributes in an instance dict, a deque for writes this server never queues,
+and the whole opening handshake once the socket is open. The protocol below
+changes none of autobahn's behaviour, only where that state lives:
+
+- the options are properties reading the factory, so autobahn skips the copy
+  (its `_connectionMade` copies only what the protocol does not have);
+- every attribute autobahn sets is a slot (8 bytes) rather than a dict entry;
+- the write queue is a list (56 bytes) rather than a deque (about 700);
+- `drop_handshake()` forgets what only the handshake reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerProtocol
+
+# Every attribute autobahn's server protocol sets on itself (WebSocketProtocol,
+# WebSocketServerProtocol and the Twisted adapter, autobahn 26.10). One missing
+# here still works (it lands in an instance dict); tests/client_api/
+# test_websocket.py fails if an idle socket has one.
+AUTOBAHN_STATE = (
+    "_isMessageCompressed", "_perMessageCompress", "_transport_details", "_wskey",
+    "autoPingPending", "autoPingPendingCall", "autoPingPendingSent", "autoPingPendingSeq",
+    "autoPingTimeoutCall", "closeHandshakeTimeoutCall", "closedByMe", "control_frame_data",
+    "current_frame", "current_frame_masker", "data", "droppedByMe", "failedByMe", "frame_data",
+    "frame_length", "http_headers", "http_request_data", "http_request_host",
+    "http_request_params", "http_request_path", "http_request_uri", "http_response_data",
+    "http_status_line", "inside_message", "is_closed", "is_open", "localCloseCode",
+    "localCloseReason", "message_data", "message_data_total_length", "message_is_binary",
+    "openHandshakeTimeoutCall", "remoteCloseCode", "remoteCloseReason", "send_compressed",
+    "send_message_frame_length", "send_message_frame_mask", "send_message_frame_masker",
+    "send_message_opcode", "send_queue", "send_state", "serverConnectionDropTimeoutCall",
+    "state", "trackTimings", "trackedTimings", "trafficStats", "triggered",
+    "utf8validateIncomingCurrentMessage", "utf8validateLast", "utf8validator", "wasClean",
+    "wasCloseHandshakeTimeout", "wasMaxFramePayloadSizeExceeded",
+    "wasMaxMessagePayloadSizeExceeded", "wasNotCleanReason", "wasOpenHandshakeTimeout",
+    "wasServerConnectionDropTimeout", "wasServingFlashSocketPolicyFile", "websocket_extensions",
+    "websocket_extensions_in_use", "websocket_origin", "websocket_protocol_in_use",
+    "websocket_protocols", "websocket_version",
+    # Class-level defaults of Twisted and autobahn, which a slot hides: __init__ sets them.
+    "factory", "transport", "connected", "peer", "_valid_events", "_results", "_listeners",
+)
+
+# What autobahn keeps of the opening handshake and never reads once the socket is
+# open (the raw request and response, the parsed headers, the transport details,
+# read up to onOpen): about 2.5 KiB a socket.
+HANDSHAKE_LEFTOVERS = ("http_headers", "http_request_data", "http_response_data",
+                       "http_status_line", "http_request_params", "websocket_extensions",
+                       "http_request_uri", "http_request_path", "http_request_host", "_wskey",
+                       "websocket_origin", "websocket_protocols", "_transport_details")
+
+# Options autobahn itself assigns per connection (setTrackTimings): these stay per socket.
+PER_SOCKET_OPTIONS = frozenset({"trackTimings"})
+
+
+class _SendQueue(list):  # type: ignore[type-arg]
+    """Autobahn's queue of chopped or synchronous writes, which this server never makes.
+
+    Autobahn only appends to it, pops from the left and takes its length,
+    which an empty list does in 56 bytes where a deque takes about 700.
+    """
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+class CompactServerProtocol(WebSocketServerProtocol):
+    """WebSocketServerProtocol with its state in slots and its options on the factory."""
+
+    __slots__ = AUTOBAHN_STATE
+
+    def __init__(self) -> None:
+        # The class-level defaults the slots hide (buildProtocol sets the factory later).
+        self.factory = self.transport = None
+        self.connected = 0
+        self.peer = None
+        self._valid_events = self._results = self._listeners = None
+        super().__init__()
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.send_queue = _SendQueue()  # still empty: nothing is written before the handshake
+
+    def drop_handshake(self) -> None:
+        """Forget what only the opening handshake reads; call it from onOpen."""
+        for name in HANDSHAKE_LEFTOVERS:
+            setattr(self, name, None)
+
+
+def _factory_option(name: str) -> property:
+    """Autobahn's option `name`, read from the factory that every connection shares.
+
+    Autobahn copies each option onto a new connection unless the protocol
+    already has it; a property makes it skip the copy. The options are set
+    once, on the factory (setProtocolOptions).
+    """
+
+    def get(protocol: CompactServerProtocol) -> Any:
+        return getattr(protocol.factory, name)
+
+    return property(get, doc=f"The factory's {name}, shared by every connection.")
+
+
+for _option in WebSocketServerProtocol.CONFIG_ATTRS:
+    if _option not in PER_SOCKET_OPTIONS:
+        setattr(CompactServerProtocol, _option, _factory_option(_option))
