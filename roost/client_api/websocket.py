@@ -39,7 +39,7 @@ from roost.client_api.resource import (
 )
 from roost.client_api.sync import ChangeWaiter, Watch
 from roost.client_api.sync_builder import SyncBuilder, SyncFilter, SyncToken
-from roost.client_api.websocket_base import CompactServerProtocol
+from roost.client_api.websocket_base import CompactServerProtocol, Keepalive
 from roost.client_api.websocket_ops import OPS
 
 logger = logging.getLogger(__name__)
@@ -88,8 +88,7 @@ def websocket_resource(services: SocketServices, reactor: Any = None) -> WebSock
     factory.setProtocolOptions(
         maxFramePayloadSize=4 * settings.max_message_bytes,
         maxMessagePayloadSize=4 * settings.max_message_bytes,
-        autoPingInterval=settings.ping_interval_s,
-        autoPingTimeout=settings.ping_timeout_s,
+        autoPingInterval=0,  # the factory's Keepalive pings, one timer for every socket
         openHandshakeTimeout=10,
         closeHandshakeTimeout=5,
     )
@@ -104,9 +103,25 @@ class SyncSocketFactory(WebSocketServerFactory):
         self.services = services
         self.protocol = SyncSocket
         self.open_sockets: set[SyncSocket] = set()
+        # On the reactor, not services.clock: pings are real network round trips.
+        self.keepalive = Keepalive(self.reactor, self.open_sockets, self._ping_timing)
+
+    def _ping_timing(self) -> tuple[float, float]:
+        settings = self.services.settings
+        return settings.ping_interval_s, settings.ping_timeout_s
+
+    def socket_opened(self, socket: SyncSocket) -> None:
+        self.open_sockets.add(socket)
+        self.keepalive.start()
+
+    def socket_closed(self, socket: SyncSocket) -> None:
+        self.open_sockets.discard(socket)
+        if not self.open_sockets:
+            self.keepalive.stop()
 
     def close_all(self) -> None:
         """At shutdown: tell every client we are going away (1001), so they reconnect."""
+        self.keepalive.stop()
         for socket in list(self.open_sockets):
             socket.sendClose(code=1001, reason="server shutting down")
 
@@ -238,7 +253,7 @@ class SyncSocket(CompactServerProtocol):
 
     def onOpen(self) -> None:
         self.drop_handshake()
-        self.factory.open_sockets.add(self)
+        self.factory.socket_opened(self)
         if self._requester is not None:
             self._authenticated()
         else:
@@ -248,7 +263,7 @@ class SyncSocket(CompactServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         """Cancel everything this socket waits on: nothing outlives the connection."""
-        self.factory.open_sockets.discard(self)
+        self.factory.socket_closed(self)
         self._closing = True
         if self._auth_timer is not None and self._auth_timer.active():
             self._auth_timer.cancel()

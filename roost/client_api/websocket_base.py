@@ -11,14 +11,21 @@ changes none of autobahn's behaviour, only where that state lives:
   (its `_connectionMade` copies only what the protocol does not have);
 - every attribute autobahn sets is a slot (8 bytes) rather than a dict entry;
 - the write queue is a list (56 bytes) rather than a deque (about 700);
-- `drop_handshake()` forgets what only the handshake reads.
+- `drop_handshake()` forgets what only the handshake reads;
+- keepalive pings come from one Keepalive timer for every socket instead of
+  autobahn's two timers and a closure per socket (about 560 bytes).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Collection
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
+from twisted.internet import task
+
+logger = logging.getLogger(__name__)
 
 # Every attribute autobahn's server protocol sets on itself (WebSocketProtocol,
 # WebSocketServerProtocol and the Twisted adapter, autobahn 26.10). One missing
@@ -46,6 +53,7 @@ AUTOBAHN_STATE = (
     # Class-level defaults of Twisted and autobahn, which a slot hides: __init__ sets them.
     "factory", "transport", "connected", "peer", "_valid_events", "_results", "_listeners",
 )
+_OWN_STATE = ("_ping_round",)  # the Keepalive round of the ping awaiting its pong (0: none)
 
 # What autobahn keeps of the opening handshake and never reads once the socket is
 # open (the raw request and response, the parsed headers, the transport details,
@@ -75,7 +83,7 @@ class _SendQueue(list):  # type: ignore[type-arg]
 class CompactServerProtocol(WebSocketServerProtocol):
     """WebSocketServerProtocol with its state in slots and its options on the factory."""
 
-    __slots__ = AUTOBAHN_STATE
+    __slots__ = AUTOBAHN_STATE + _OWN_STATE
 
     def __init__(self) -> None:
         # The class-level defaults the slots hide (buildProtocol sets the factory later).
@@ -83,6 +91,7 @@ class CompactServerProtocol(WebSocketServerProtocol):
         self.connected = 0
         self.peer = None
         self._valid_events = self._results = self._listeners = None
+        self._ping_round = 0
         super().__init__()
 
     def connectionMade(self) -> None:
@@ -93,6 +102,69 @@ class CompactServerProtocol(WebSocketServerProtocol):
         """Forget what only the opening handshake reads; call it from onOpen."""
         for name in HANDSHAKE_LEFTOVERS:
             setattr(self, name, None)
+
+    def keepalive_ping(self, round_: int) -> None:
+        """Ping the peer, unless a ping is still unanswered (one at a time, as autobahn)."""
+        if self.state == self.STATE_OPEN and not self._ping_round:
+            self._ping_round = round_
+            self.sendPing()
+
+    def keepalive_check(self, round_: int) -> None:
+        """Drop the connection if a ping of round `round_` or earlier is still unanswered."""
+        if 0 < self._ping_round <= round_ and self.state == self.STATE_OPEN:
+            logger.info("dropping %s: no pong to the keepalive ping", self.peer)
+            self.wasClean = False
+            self.wasNotCleanReason = "WebSocket ping timeout (peer did not respond with pong)"
+            self.dropConnection(abort=True)
+
+    def onPong(self, payload: bytes) -> None:
+        self._ping_round = 0
+
+
+class Keepalive:
+    """Pings every open socket every `interval_s`; drops one whose ping `timeout_s` old is unanswered.
+
+    What autobahn's autoPing does per socket (autoPingInterval and
+    autoPingTimeout), with one timer for all of them where autobahn keeps a
+    batched timer and a closure per socket. Runs only while sockets are open.
+    """
+
+    def __init__(self, reactor: Any, sockets: Collection[CompactServerProtocol],
+                 timing: Callable[[], tuple[float, float]]) -> None:
+        self._reactor = reactor
+        self._sockets = sockets
+        self._timing = timing  # (interval_s, timeout_s), read when they are used
+        self._loop: task.LoopingCall | None = None
+        self._round = 0
+        self._checks: list[Any] = []  # pending checks, one per round still within its timeout
+
+    def start(self) -> None:
+        """Start pinging, unless already running; the first pings go out in `interval_s`."""
+        if self._loop is None:
+            self._loop = task.LoopingCall(self._ping_all)
+            self._loop.clock = self._reactor
+            self._loop.start(self._timing()[0], now=False)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+        for check in self._checks:
+            if check.active():
+                check.cancel()
+        self._checks = []
+
+    def _ping_all(self) -> None:
+        self._round += 1
+        for socket in list(self._sockets):
+            socket.keepalive_ping(self._round)
+        self._checks = [c for c in self._checks if c.active()]
+        self._checks.append(self._reactor.callLater(self._timing()[1], self._check_all,
+                                                    self._round))
+
+    def _check_all(self, round_: int) -> None:
+        for socket in list(self._sockets):
+            socket.keepalive_check(round_)
 
 
 def _factory_option(name: str) -> property:

@@ -30,8 +30,15 @@ WAIT_S = 15
 
 
 class _Client(WebSocketClientProtocol):
+    answers_pings = True
+
     def onOpen(self) -> None:
         self.factory.opened.callback(self)
+
+    def onPing(self, payload: bytes) -> None:
+        self.factory.pings += 1
+        if self.answers_pings:
+            super().onPing(payload)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.factory.frames.put(json.loads(payload))
@@ -91,12 +98,15 @@ def _factory(server: RunningServer, token: str | None) -> WebSocketClientFactory
     factory.opened = defer.Deferred()
     factory.closed = defer.Deferred()
     factory.frames = defer.DeferredQueue()
+    factory.pings = 0
     return factory
 
 
-async def connect(testcase: TestCase, server: RunningServer, token: str | None = None) -> Socket:
+async def connect(testcase: TestCase, server: RunningServer, token: str | None = None,
+                  client: type[_Client] = _Client) -> Socket:
     """Open a socket (with the Bearer header if `token`); closed when the test ends."""
     factory = _factory(server, token)
+    factory.protocol = client
     connector = connectWS(factory)
     testcase.addCleanup(connector.disconnect)
     factory.opened.addTimeout(WAIT_S, reactor)
@@ -519,3 +529,22 @@ class IdleSocketTests(TestCase):
         shadowed = {n for n in websocket_base.AUTOBAHN_STATE if hasattr(WebSocketServerProtocol, n)}
         self.assertEqual(shadowed, {"factory", "transport", "connected", "peer",
                                     "_valid_events", "_results", "_listeners"})
+
+
+class _SilentClient(_Client):
+    answers_pings = False
+
+
+class KeepaliveTests(TestCase):
+    async def test_a_peer_that_answers_pings_stays_and_a_silent_one_is_dropped(self) -> None:
+        server = await start_server(self)
+        _tune(server, ping_interval_s=0.1, ping_timeout_s=2.0)
+        _alice, bob, _room = await _setup(server)
+        answering = await connect(self, server, bob)
+        silent = await connect(self, server, bob, client=_SilentClient)
+        code, _reason = await silent.closed()  # dropped, without a closing handshake
+        self.assertEqual(code, 1006)
+        self.assertGreaterEqual(silent.factory.pings, 1)
+        await _until(lambda: answering.factory.pings >= 3)
+        self.assertFalse(answering.factory.closed.called)
+        self.assertEqual(len(_server_factory(server).open_sockets), 1)
