@@ -11,7 +11,8 @@ changes none of autobahn's behaviour, only where that state lives:
   (its `_connectionMade` copies only what the protocol does not have);
 - every attribute autobahn sets is a slot (8 bytes) rather than a dict entry;
 - the write queue is a list (56 bytes) rather than a deque (about 700);
-- `drop_handshake()` forgets what only the handshake reads;
+- `drop_handshake()` forgets what only the handshake reads, and a frame's
+  unmasker is dropped once the frame is read;
 - keepalive pings come from one Keepalive timer for every socket instead of
   autobahn's two timers and a closure per socket (about 560 bytes).
 """
@@ -102,6 +103,14 @@ class CompactServerProtocol(WebSocketServerProtocol):
         """Forget what only the opening handshake reads; call it from onOpen."""
         for name in HANDSHAKE_LEFTOVERS:
             setattr(self, name, None)
+
+    def onFrameEnd(self) -> bool | None:
+        """Drop the frame's unmasker once its payload is read (about 230 bytes with cffi's
+        state): autobahn makes a new one for every frame and would keep the last."""
+        try:
+            return super().onFrameEnd()
+        finally:
+            self.current_frame_masker = None
 
     def keepalive_ping(self, round_: int) -> None:
         """Ping the peer, unless a ping is still unanswered (one at a time, as autobahn)."""
