@@ -5,7 +5,7 @@ most of what one costs (12.9 KiB each before, bench/ws_fanout.py): it copies
 its ~30 options from the factory onto every connection, keeps a hundred
 attributes in an instance dict, a deque for writes this server never queues,
 and the whole opening handshake once the socket is open. The protocol below
-changes none of autobahn's behaviour, only where that state lives:
+keeps autobahn's behaviour and changes where that state lives:
 
 - the options are properties reading the factory, so autobahn skips the copy
   (its `_connectionMade` copies only what the protocol does not have);
@@ -131,7 +131,7 @@ class CompactServerProtocol(WebSocketServerProtocol):
 
 
 class Keepalive:
-    """Pings every open socket every `interval_s`; drops one whose ping `timeout_s` old is unanswered.
+    """Pings every open socket every `interval_s`; drops those silent `timeout_s` later.
 
     What autobahn's autoPing does per socket (autoPingInterval and
     autoPingTimeout), with one timer for all of them where autobahn keeps a
