@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/send_messages.py
 	$(BIN)/python bench/sync_fanout.py
 	$(BIN)/python bench/ws_fanout.py
+	$(BIN)/python bench/memory.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check roost tests bench twisted

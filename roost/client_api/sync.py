@@ -9,9 +9,11 @@ clock. A client that goes away cancels the wait.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from roost.client_api.errors import MatrixError, invalid_param
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
@@ -32,42 +34,110 @@ class ChangeWaiter:
         self._user_rooms = user_rooms
 
     async def wait(self, user_id: str, timeout_s: float) -> bool:
-        """True if something changed for the user, False on timeout.
-
-        The listener is registered before the user's rooms are read, and
-        changes seen meanwhile are checked once the rooms are known, so a
-        change landing during that read is not missed.
-        """
+        """True if something changed for the user, False on timeout."""
         done: defer.Deferred[bool] = defer.Deferred()
-        early: list[StreamChange] = []
-        rooms: set[str] | None = None
-
-        def concerns(change: StreamChange) -> bool:
-            assert rooms is not None
-            return user_id in change.users or bool(rooms & change.rooms) or (
-                change.stream == "presence" and bool(change.users))
-
-        def on_change(change: StreamChange) -> None:
-            if done.called:
-                return
-            if rooms is None:
-                early.append(change)
-            elif concerns(change):
-                done.callback(True)
-
-        remove = self._notifier.add_listener(on_change)
-        timer = None
+        watch = self.watch(user_id, timeout_s, done.callback, done.errback)
         try:
-            rooms = {r for r, m in (await self._user_rooms.rooms(user_id)).items()
-                     if m in ("join", "invite")}
-            if any(concerns(c) for c in early):
-                return True
-            timer = self.clock.callLater(timeout_s, lambda: done.called or done.callback(False))
             return await done
         finally:
-            remove()
-            if timer is not None and timer.active():
-                timer.cancel()
+            watch.cancel()
+
+    def watch(self, user_id: str, timeout_s: float, wake: Callable[[bool], None],
+              failed: Callable[[Failure], None]) -> Watch:
+        """Call `wake(changed)` once, on the first change for the user or after `timeout_s`.
+
+        No coroutine waits meanwhile: an idle WebSocket holds only the returned
+        Watch and its timer. The listener is registered before the user's
+        rooms are read, and changes seen meanwhile are checked once the rooms
+        are known, so a change landing during that read is not missed. If the
+        read fails, `failed` gets the failure instead and nothing is watched.
+        """
+        watch = Watch(self._notifier, user_id, wake)
+        self._notifier.add_listener(watch)
+        defer.ensureDeferred(self._arm(watch, timeout_s, failed))
+        return watch
+
+    async def _arm(self, watch: Watch, timeout_s: float,
+                   failed: Callable[[Failure], None]) -> None:
+        try:
+            rooms = await self._user_rooms.rooms(watch.user_id)  # usually cached: no wait
+        except Exception:
+            watch.failed(Failure(), failed)
+            return
+        watch.arm(rooms, self.clock.callLater(timeout_s, watch.fire, False))
+
+
+_WATCHED_MEMBERSHIPS = ("join", "invite")
+
+
+class Watch:
+    """One reader waiting for a change that concerns its user (see ChangeWaiter.watch).
+
+    Slots, not closures: every idle socket holds one, so it is kept to a few
+    hundred bytes with its timer. `rooms` is the user-rooms cache's own dict
+    (room -> membership), shared and never modified once cached.
+    """
+
+    __slots__ = ("_notifier", "user_id", "_wake", "_rooms", "_early", "_timer")
+
+    def __init__(self, notifier: Notifier, user_id: str, wake: Callable[[bool], None]) -> None:
+        self._notifier = notifier
+        self.user_id = user_id
+        self._wake: Callable[[bool], None] | None = wake
+        self._rooms: dict[str, str] | None = None
+        self._early: list[StreamChange] | None = None  # changes seen before the rooms were known
+        self._timer: Any = None
+
+    def __call__(self, change: StreamChange) -> None:
+        """The notifier listener."""
+        if self._wake is None:
+            return
+        if self._rooms is None:
+            if self._early is None:
+                self._early = []
+            self._early.append(change)
+        elif self._concerns(change):
+            self.fire(True)
+
+    def _concerns(self, change: StreamChange) -> bool:
+        if self.user_id in change.users or (change.stream == "presence" and change.users):
+            return True
+        rooms = self._rooms
+        assert rooms is not None
+        return any(rooms.get(room) in _WATCHED_MEMBERSHIPS for room in change.rooms)
+
+    def arm(self, rooms: dict[str, str], timer: Any) -> None:
+        """The user's rooms are known: check what arrived meanwhile, else wait with `timer`."""
+        if self._wake is None:
+            timer.cancel()
+            return
+        self._rooms, self._timer = rooms, timer
+        early, self._early = self._early or (), None
+        if any(self._concerns(change) for change in early):
+            self.fire(True)
+
+    def fire(self, changed: bool) -> None:
+        """Wake the reader once; later changes and the timer find nothing to do."""
+        wake = self._wake
+        self.cancel()
+        if wake is not None:
+            wake(changed)
+
+    def cancel(self) -> None:
+        """Stop watching without waking the reader."""
+        self._wake = None
+        self._early = None
+        self._notifier.remove_listener(self)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def failed(self, failure: Failure, report: Callable[[Failure], None]) -> None:
+        """The rooms could not be read: stop watching and hand the failure on."""
+        waiting = self._wake is not None
+        self.cancel()
+        if waiting:
+            report(failure)
 
 
 def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters: FilterStore,

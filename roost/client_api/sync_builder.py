@@ -9,7 +9,7 @@ exactly what was served: nothing skipped, nothing repeated.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,7 +39,7 @@ class Presence(Protocol):
     def changes_since(self, position: int, users: set[str]) -> list[JsonDict]: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SyncToken:
     events: int
     typing: int
@@ -59,13 +59,15 @@ class SyncToken:
         return cls(*(int(g) for g in match.groups()))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SyncFilter:
+    """A sync filter; slots, since every WebSocket holds one for as long as it is open."""
+
     timeline_limit: int = 10
     types: list[str] | None = None
-    not_types: list[str] = field(default_factory=list)
+    not_types: Sequence[str] = ()
     rooms: list[str] | None = None
-    not_rooms: list[str] = field(default_factory=list)
+    not_rooms: Sequence[str] = ()
     lazy_load_members: bool = False
     include_presence: bool = True
 
@@ -78,9 +80,9 @@ class SyncFilter:
         return cls(
             timeline_limit=timeline.get("limit", 10) if timeline.get("limit") is not None else 10,
             types=timeline.get("types"),
-            not_types=timeline.get("not_types", []),
+            not_types=tuple(timeline.get("not_types") or ()),
             rooms=room.get("rooms"),
-            not_rooms=room.get("not_rooms", []),
+            not_rooms=tuple(room.get("not_rooms") or ()),
             lazy_load_members=bool(state.get("lazy_load_members")),
             include_presence=presence_types != [],
         )

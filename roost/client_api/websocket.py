@@ -7,8 +7,10 @@ repeating anything. Every request is dispatched through the REST router, so
 its validation, errors and rate limits are the REST endpoint's. The protocol is
 specified in docs/websocket.md.
 
-Per-socket state is a handful of attributes and at most two running
-coroutines; nothing is cached per socket, and the outgoing buffer is bounded.
+Per-socket state is a handful of slots; an idle socket runs no coroutine
+(its push loop is a Watch on the notifier), nothing is cached per socket, and
+the outgoing buffer is bounded. The ops a socket accepts are websocket_ops.py;
+autobahn's part of a socket is websocket_base.py.
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
@@ -36,8 +37,10 @@ from roost.client_api.resource import (
     Requester,
     path_quote,
 )
-from roost.client_api.sync import ChangeWaiter
+from roost.client_api.sync import ChangeWaiter, Watch
 from roost.client_api.sync_builder import SyncBuilder, SyncFilter, SyncToken
+from roost.client_api.websocket_base import CompactServerProtocol, Keepalive
+from roost.client_api.websocket_ops import OPS
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +88,7 @@ def websocket_resource(services: SocketServices, reactor: Any = None) -> WebSock
     factory.setProtocolOptions(
         maxFramePayloadSize=4 * settings.max_message_bytes,
         maxMessagePayloadSize=4 * settings.max_message_bytes,
-        autoPingInterval=settings.ping_interval_s,
-        autoPingTimeout=settings.ping_timeout_s,
+        autoPingInterval=0,  # the factory's Keepalive pings, one timer for every socket
         openHandshakeTimeout=10,
         closeHandshakeTimeout=5,
     )
@@ -101,67 +103,27 @@ class SyncSocketFactory(WebSocketServerFactory):
         self.services = services
         self.protocol = SyncSocket
         self.open_sockets: set[SyncSocket] = set()
+        # On the reactor, not services.clock: pings are real network round trips.
+        self.keepalive = Keepalive(self.reactor, self.open_sockets, self._ping_timing)
+
+    def _ping_timing(self) -> tuple[float, float]:
+        settings = self.services.settings
+        return settings.ping_interval_s, settings.ping_timeout_s
+
+    def socket_opened(self, socket: SyncSocket) -> None:
+        self.open_sockets.add(socket)
+        self.keepalive.start()
+
+    def socket_closed(self, socket: SyncSocket) -> None:
+        self.open_sockets.discard(socket)
+        if not self.open_sockets:
+            self.keepalive.stop()
 
     def close_all(self) -> None:
         """At shutdown: tell every client we are going away (1001), so they reconnect."""
+        self.keepalive.stop()
         for socket in list(self.open_sockets):
             socket.sendClose(code=1001, reason="server shutting down")
-
-
-# -- requests: each op becomes a REST call -------------------------------------------------
-
-
-def _text(frame: JsonDict, name: str, default: str | None = None) -> str:
-    value = frame.get(name, default)
-    if value is None:
-        raise missing_param(name)
-    if not isinstance(value, str) or not value:
-        raise invalid_param(f"{name} must be a non-empty string")
-    return value
-
-
-def _fields(frame: JsonDict, *names: str) -> JsonDict:
-    return {n: frame[n] for n in names if frame.get(n) is not None}
-
-
-Call = tuple[str, str, Any]  # method, path, JSON body (None: no body)
-
-
-def _send(f: JsonDict, who: Requester) -> Call:
-    room, etype, txn = _text(f, "room_id"), _text(f, "type"), _text(f, "txn_id")
-    path = f"{V3}/rooms/{path_quote(room)}/send/{path_quote(etype)}/{path_quote(txn)}"
-    return "PUT", path, f.get("content")
-
-
-def _typing(f: JsonDict, who: Requester) -> Call:
-    path = f"{V3}/rooms/{path_quote(_text(f, 'room_id'))}/typing/{path_quote(who.user_id)}"
-    return "PUT", path, _fields(f, "typing", "timeout")
-
-
-def _receipt(f: JsonDict, who: Requester) -> Call:
-    room, event = path_quote(_text(f, "room_id")), path_quote(_text(f, "event_id"))
-    kind = path_quote(_text(f, "receipt_type", "m.read"))
-    return "POST", f"{V3}/rooms/{room}/receipt/{kind}/{event}", _fields(f, "thread_id")
-
-
-def _join(f: JsonDict, who: Requester) -> Call:
-    target = path_quote(_text(f, "room_id_or_alias"))
-    return "POST", f"{V3}/join/{target}", _fields(f, "reason")
-
-
-def _leave(f: JsonDict, who: Requester) -> Call:
-    return "POST", f"{V3}/rooms/{path_quote(_text(f, 'room_id'))}/leave", _fields(f, "reason")
-
-
-def _presence(f: JsonDict, who: Requester) -> Call:
-    path = f"{V3}/presence/{path_quote(who.user_id)}/status"
-    return "PUT", path, _fields(f, "presence", "status_msg")
-
-
-OPS: dict[str, Callable[[JsonDict, Requester], Call]] = {
-    "send": _send, "typing": _typing, "receipt": _receipt,
-    "join": _join, "leave": _leave, "presence": _presence,
-}
 
 
 def _error(err: MatrixError) -> JsonDict:
@@ -195,17 +157,26 @@ class _Flow:
 
     def __init__(self) -> None:
         self.paused = False
-        self.waiting: list[defer.Deferred[bool]] = []  # at most the push loop and the queue
+        # At most the push loop and the queue; made when one waits, not per socket.
+        self.waiting: list[defer.Deferred[bool]] | None = None
 
     def pauseProducing(self) -> None:
         self.paused = True
 
     def resumeProducing(self) -> None:
         self.paused = False
-        waiting, self.waiting = self.waiting, []
+        waiting, self.waiting = self.waiting or (), None
         for d in waiting:
             if not d.called:
                 d.callback(True)
+
+    def wait(self) -> defer.Deferred[bool]:
+        """Fires True once the transport wants data again (False: given up on, by the caller)."""
+        waiting: defer.Deferred[bool] = defer.Deferred()
+        if self.waiting is None:
+            self.waiting = []
+        self.waiting.append(waiting)
+        return waiting
 
     def stopProducing(self) -> None:
         """The connection is gone: write nothing more; onClose cancels whoever waits."""
@@ -215,23 +186,19 @@ class _Flow:
 # -- the socket --------------------------------------------------------------------------
 
 
-# What autobahn keeps of the opening handshake and never reads once the socket is
-# open (the raw request and response, the parsed headers): about 2 KiB a socket.
-_HANDSHAKE_LEFTOVERS = ("http_headers", "http_request_data", "http_response_data",
-                        "http_status_line", "http_request_params", "websocket_extensions")
-
-
-class SyncSocket(WebSocketServerProtocol):
+class SyncSocket(CompactServerProtocol):
     """One client's socket: authentication, the push loop, and its queue of requests.
 
-    Our own state lives in slots rather than in autobahn's already large
-    instance dict, the request queue is made on first use, and the
-    handshake's leftovers are dropped once open: 1,000 idle sockets
-    (bench/ws_fanout.py) cost a third less memory.
+    Idle sockets are what a server holds thousands of, so one is kept small
+    (bench/ws_fanout.py measures 1,000): autobahn's part is the compact
+    protocol of websocket_base, our state is in slots too, the request queue
+    is made on first use, and an idle push loop is a Watch on the notifier
+    with one timer, not a suspended coroutine.
     """
 
-    __slots__ = ("_token", "_requester", "_since", "_stream", "_queue", "_runner",
-                 "_auth_timer", "_flow", "_closing", "_online")
+    __slots__ = ("_token", "_requester", "_since", "_filter", "_full_state", "_built",
+                 "_stream", "_watch", "_queue", "_runner", "_auth_timer", "_flow", "_closing",
+                 "_online")
 
     factory: SyncSocketFactory
 
@@ -240,7 +207,11 @@ class SyncSocket(WebSocketServerProtocol):
         self._token: str | None = None
         self._requester: Requester | None = None
         self._since: SyncToken | None = None  # the last token whose delta was fully written
-        self._stream: defer.Deferred[None] | None = None
+        self._filter = SyncFilter()
+        self._full_state = False
+        self._built: SyncToken | None = None  # the token the last delta was built up to
+        self._stream: defer.Deferred[None] | None = None  # a running round of the push loop
+        self._watch: Watch | None = None  # the idle push loop, waiting for a change
         self._queue: deque[tuple[Any, JsonDict | MatrixError]] | None = None  # made on first use
         self._runner: defer.Deferred[None] | None = None
         self._auth_timer: Any = None
@@ -281,10 +252,8 @@ class SyncSocket(WebSocketServerProtocol):
         return None
 
     def onOpen(self) -> None:
-        for name in _HANDSHAKE_LEFTOVERS:
-            if getattr(self, name, None) is not None:
-                setattr(self, name, None)
-        self.factory.open_sockets.add(self)
+        self.drop_handshake()
+        self.factory.socket_opened(self)
         if self._requester is not None:
             self._authenticated()
         else:
@@ -294,15 +263,15 @@ class SyncSocket(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         """Cancel everything this socket waits on: nothing outlives the connection."""
-        self.factory.open_sockets.discard(self)
+        self.factory.socket_closed(self)
         self._closing = True
         if self._auth_timer is not None and self._auth_timer.active():
             self._auth_timer.cancel()
         self._auth_timer = None
-        for running in (self._stream, self._runner):
-            if running is not None:
-                running.cancel()
-        self._stream = self._runner = None
+        self._stop_stream()
+        if self._runner is not None:
+            self._runner.cancel()
+        self._runner = None
         self._queue = None
         if self._online:
             self._online = False
@@ -488,13 +457,11 @@ class SyncSocket(WebSocketServerProtocol):
             return
         if self._closing:
             return
-        if self._stream is not None:
-            self._stream.cancel()
+        self._stop_stream()
         if fid is not None:
             self._reply(fid, result={})
-        self._since = since
-        self._stream = defer.ensureDeferred(self._push_loop(since, filt, full_state))
-        self._stream.addErrback(self._unexpected)
+        self._since, self._filter, self._full_state, self._built = since, filt, full_state, None
+        self._run_round()
 
     async def _load_filter(self, raw: Any, requester: Requester) -> SyncFilter:
         """An inline filter object, or a stored filter's id read through the REST route."""
@@ -513,42 +480,69 @@ class SyncSocket(WebSocketServerProtocol):
             raise MatrixError(status, body.get("errcode", "M_UNKNOWN"), body.get("error", ""))
         return SyncFilter.from_json(body)
 
-    async def _push_loop(self, since: SyncToken | None, filt: SyncFilter,
-                         full_state: bool) -> None:
-        """Build from the last token; push a non-empty delta; else wait for a change.
+    def _stop_stream(self) -> None:
+        """Stop the push loop, whether a round is running or it is waiting for a change."""
+        stream, watch = self._stream, self._watch
+        self._stream = self._watch = None
+        if stream is not None:
+            stream.cancel()
+        if watch is not None:
+            watch.cancel()
 
-        The same loop as /sync's long poll, run forever: the token only moves
-        past a delta once it is written, so nothing is lost or repeated. The
-        wait is bounded by `recheck_s` so an idle socket's token is checked
-        again (expiry, logout) even when nothing happens.
+    def _run_round(self) -> None:
+        """Run the push loop until it has nothing to push and waits (see _push_round)."""
+        round_ = defer.ensureDeferred(self._push_round())
+        round_.addErrback(self._unexpected)
+        if not round_.called:
+            self._stream = round_
+            round_.addBoth(self._round_ended, round_)
+
+    def _round_ended(self, result: None, round_: defer.Deferred[None]) -> None:
+        if self._stream is round_:
+            self._stream = None
+
+    def _woken(self, changed: bool) -> None:
+        """The watch fired: something changed for the user, or it is time to re-check the token."""
+        self._watch = None
+        if not self._closing:
+            self._run_round()
+
+    async def _push_round(self) -> None:
+        """Build from the last token; push a non-empty delta; once nothing is new, watch.
+
+        /sync's long poll run forever, one round per wake-up: the token only
+        moves past a delta once it is written, so nothing is lost or repeated.
+        The watch is bounded by `recheck_s` so an idle socket's token is
+        checked again (expiry, logout) even when nothing happens; between
+        rounds no coroutine waits, only the watch and its timer.
         """
         s = self._services
-        token: SyncToken | None = None
         while not self._closing:
             requester = await self._reauthenticate()
             if requester is None:
                 return
-            if token is None or s.builder.now() != token:  # an idle re-check reads no storage
-                pushed, token = await self._build_and_push(requester.user_id, since, filt,
-                                                           full_state)
-                if pushed is None:
+            if self._built is None or s.builder.now() != self._built:  # idle re-check: no read
+                if not await self._build_and_push(requester.user_id):
                     return
-                if pushed:
-                    since, full_state = token, False
-            if s.builder.now() == token:  # nothing landed while building: wait for a change
-                await s.waiter.wait(requester.user_id, s.settings.recheck_s)
+            if s.builder.now() == self._built:  # nothing landed while building: watch
+                self._watch = s.waiter.watch(requester.user_id, s.settings.recheck_s,
+                                             self._woken, self._unexpected)
+                return
 
-    async def _build_and_push(self, user_id: str, since: SyncToken | None, filt: SyncFilter,
-                              full_state: bool) -> tuple[bool | None, SyncToken]:
-        """Build the delta and push it unless empty: (pushed, its token); None once closed.
+    async def _build_and_push(self, user_id: str) -> bool:
+        """Build the delta from `_since` and push it unless empty; False once closed.
 
-        A method of its own so that the body is not held while the loop waits.
+        A method of its own so that the body is not held once pushed.
         """
         builder = self._services.builder
-        body, token = await builder.build(user_id, since, filt, full_state)
+        since, full_state = self._since, self._full_state
+        body, token = await builder.build(user_id, since, self._filter, full_state)
+        self._built = token
         if since is None or full_state or not builder.is_empty(body):
-            return (True if await self._push(body, token) else None), token
-        return False, token
+            if not await self._push(body, token):
+                return False
+            self._full_state = False
+        return True
 
     async def _push(self, body: JsonDict, token: SyncToken) -> bool:
         """Write one delta once the client has read the previous ones; False once closed."""
@@ -567,8 +561,7 @@ class SyncSocket(WebSocketServerProtocol):
         frame: the server never holds more than one frame beyond the buffer.
         """
         if self._flow.paused:
-            waiting: defer.Deferred[bool] = defer.Deferred()
-            self._flow.waiting.append(waiting)
+            waiting = self._flow.wait()
             timer = self._services.clock.callLater(
                 self._services.settings.drain_timeout_s,
                 lambda: waiting.called or waiting.callback(False))

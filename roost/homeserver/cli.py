@@ -21,6 +21,9 @@ def _load(path: str) -> RoostConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from roost.homeserver.memory import tune_allocator
+
+    tune_allocator()  # before the reactor or the database pool starts a thread
     from twisted.internet import reactor
 
     from roost.homeserver.logsetup import setup_logging

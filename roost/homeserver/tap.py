@@ -18,6 +18,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from roost.homeserver.logsetup import setup_logging
+    from roost.homeserver.memory import tune_allocator
     from roost.homeserver.service import RoostService
 
     try:
@@ -26,4 +27,5 @@ def makeService(options: Options) -> IService:
         sys.stderr.write(f"roost: configuration error: {e}\n")
         raise SystemExit(1) from None
     setup_logging(config.logging, config.path)
+    tune_allocator()  # before the database pool starts its threads
     return RoostService(config, reactor)

@@ -82,7 +82,6 @@ from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
 from roost.storage.profiles import ProfileStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
-from roost.storage.redis import connect_redis
 from roost.storage.relations import RelationStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
 from roost.storage.server_keys import ServerKeyStore
@@ -158,6 +157,10 @@ async def _rate_limiter(config: RoostConfig, reactor: Any, clock: IReactorTime,
                         closers: list[tuple[str, Any]]) -> RateLimiter:
     if not config.redis.enabled:
         return InMemoryRateLimiter(clock)
+    # Imported here: txredisapi and its dependencies are about 1 MiB of a
+    # process that has Redis disabled (the default) and would never use them.
+    from roost.storage.redis import connect_redis
+
     redis = await connect_redis(
         reactor, config.redis.host, config.redis.port, config.redis.db, config.redis.password
     )

@@ -16,6 +16,13 @@ from roost.storage.database import Database, Txn
 
 StateKey = tuple[str, str]
 
+# Events per INSERT statement. libpq keeps a connection's output buffer at the
+# largest statement it ever sent: a batch of 100 events in one statement (about
+# 76 KB of event JSON) grew each pooled connection's buffer to 128 KiB for good,
+# about 1 MiB across the pool after bench/memory.py. 32 keeps statements near
+# 32 KB, at the cost of a few more statements in a large batch.
+EVENTS_PER_STATEMENT = 32
+
 
 @dataclass
 class NewStateGroup:
@@ -318,6 +325,7 @@ def _insert_events(txn: Txn, events: list[EventRow]) -> None:
              e.soft_failed)
             for e in events
         ],
+        page_size=EVENTS_PER_STATEMENT,
     )
     edges = [(e.event_id, p) for e in events for p in e.prev_event_ids]
     if edges:

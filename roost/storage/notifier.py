@@ -34,6 +34,10 @@ class Notifier:
         self._listeners.add(listener)
         return lambda: self._listeners.discard(listener)
 
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling `listener`; nothing happens if it is not registered."""
+        self._listeners.discard(listener)
+
     def notify(
         self, stream: str, position: int, rooms: Iterable[str] = (), users: Iterable[str] = ()
     ) -> None:

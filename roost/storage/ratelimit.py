@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
-from roost.storage.redis import RedisConnection
+if TYPE_CHECKING:  # txredisapi is imported only by a server that has Redis enabled
+    from roost.storage.redis import RedisConnection
 
 
 class RateLimiter(Protocol):

@@ -16,11 +16,13 @@ from typing import Any
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
     WebSocketClientProtocol,
+    WebSocketServerProtocol,
     connectWS,
 )
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
+from roost.client_api import websocket_base
 from tests.server_harness import RunningServer, q, start_server
 
 V3 = "/_matrix/client/v3"
@@ -28,8 +30,15 @@ WAIT_S = 15
 
 
 class _Client(WebSocketClientProtocol):
+    answers_pings = True
+
     def onOpen(self) -> None:
         self.factory.opened.callback(self)
+
+    def onPing(self, payload: bytes) -> None:
+        self.factory.pings += 1
+        if self.answers_pings:
+            super().onPing(payload)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.factory.frames.put(json.loads(payload))
@@ -89,12 +98,15 @@ def _factory(server: RunningServer, token: str | None) -> WebSocketClientFactory
     factory.opened = defer.Deferred()
     factory.closed = defer.Deferred()
     factory.frames = defer.DeferredQueue()
+    factory.pings = 0
     return factory
 
 
-async def connect(testcase: TestCase, server: RunningServer, token: str | None = None) -> Socket:
+async def connect(testcase: TestCase, server: RunningServer, token: str | None = None,
+                  client: type[_Client] = _Client) -> Socket:
     """Open a socket (with the Bearer header if `token`); closed when the test ends."""
     factory = _factory(server, token)
+    factory.protocol = client
     connector = connectWS(factory)
     testcase.addCleanup(connector.disconnect)
     factory.opened.addTimeout(WAIT_S, reactor)
@@ -137,9 +149,13 @@ def _bodies(frame: Any, room: str) -> list[str]:
             if e["type"] == "m.room.message"]
 
 
+def _server_factory(server: RunningServer) -> Any:
+    return server.hs.client_site.resource.children[b"_roost"].children[b"ws"]._factory
+
+
 def _tune(server: RunningServer, **settings: Any) -> None:
     """Change the socket settings of a running server (smaller limits, telltale timer lengths)."""
-    factory = server.hs.client_site.resource.children[b"_roost"].children[b"ws"]._factory
+    factory = _server_factory(server)
     factory.services = replace(factory.services,
                                settings=replace(factory.services.settings, **settings))
 
@@ -484,3 +500,51 @@ class SlowClientTests(TestCase):
             pushed = await again.next_matching(type="sync")
             received += [b.split(" x")[0] for b in _bodies(pushed, room)]
         self.assertEqual(received, sent)
+
+
+class IdleSocketTests(TestCase):
+    """What an idle socket holds: bench/ws_fanout.py measures 1,000 of them."""
+
+    async def test_an_idle_socket_has_no_instance_dict_and_no_running_coroutine(self) -> None:
+        server = await start_server(self)
+        _alice, bob, _room = await _setup(server)
+        sock = await connect(self, server, bob)
+        await sock.next_matching(type="ready")
+        sock.send({"op": "sync", "since": None})
+        await sock.next_matching(type="sync")
+        factory = _server_factory(server)
+        await _until(lambda: all(s._watch is not None for s in factory.open_sockets))
+        [idle] = factory.open_sockets
+        # Every attribute, autobahn's included, is in a slot; its options are read from
+        # the factory, not copied onto the socket.
+        self.assertEqual(vars(idle), {})
+        self.assertEqual(idle.autoPingInterval, factory.autoPingInterval)
+        self.assertEqual(idle.maxMessagePayloadSize, factory.maxMessagePayloadSize)
+        # The push loop waits as a watch on the notifier, not as a suspended round.
+        self.assertIsNone(idle._stream)
+
+    def test_slots_hide_only_the_class_defaults_the_socket_sets_again(self) -> None:
+        """A slot shadows a class attribute of the same name until it is set: each such
+        name must be one SyncSocket.__init__ sets (an autobahn upgrade may add others)."""
+        shadowed = {n for n in websocket_base.AUTOBAHN_STATE if hasattr(WebSocketServerProtocol, n)}
+        self.assertEqual(shadowed, {"factory", "transport", "connected", "peer",
+                                    "_valid_events", "_results", "_listeners"})
+
+
+class _SilentClient(_Client):
+    answers_pings = False
+
+
+class KeepaliveTests(TestCase):
+    async def test_a_peer_that_answers_pings_stays_and_a_silent_one_is_dropped(self) -> None:
+        server = await start_server(self)
+        _tune(server, ping_interval_s=0.1, ping_timeout_s=2.0)
+        _alice, bob, _room = await _setup(server)
+        answering = await connect(self, server, bob)
+        silent = await connect(self, server, bob, client=_SilentClient)
+        code, _reason = await silent.closed()  # dropped, without a closing handshake
+        self.assertEqual(code, 1006)
+        self.assertGreaterEqual(silent.factory.pings, 1)
+        await _until(lambda: answering.factory.pings >= 3)
+        self.assertFalse(answering.factory.closed.called)
+        self.assertEqual(len(_server_factory(server).open_sockets), 1)

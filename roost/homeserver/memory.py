@@ -1,0 +1,64 @@
+"""How the server process's C allocator (glibc malloc) hands memory back.
+
+Python objects larger than 512 bytes, and everything libpq allocates, come
+from malloc, and after the workloads of bench/memory.py a third of Roost's
+growth was malloc keeping memory it no longer used (docs/benchmarks.md):
+
+- glibc gives each thread that allocates an arena of its own (up to eight per
+  core), and an arena keeps its high-water mark. The database pool runs one
+  thread per connection, each reading rows and event JSON, so 15 arenas held
+  about 8 MiB. At most two arenas (the main one, and one the threads share)
+  keep that to one high-water mark; the threads allocate while holding the
+  GIL, so they hardly contend for the arena's lock.
+- glibc raises its mmap threshold each time a large mmapped block is freed,
+  so later large blocks (a sync response, a page of rows) come from the heap
+  and are not returned when freed. A fixed threshold of 128 KiB (glibc's
+  starting value) keeps them mmapped and returned.
+
+An operator's own MALLOC_ARENA_MAX or MALLOC_MMAP_THRESHOLD_ wins. On a libc
+other than glibc nothing is changed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+# mallopt() parameters, from glibc's malloc.h.
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+
+ARENA_MAX = 2
+MMAP_THRESHOLD = 128 * 1024
+
+
+def tune_allocator() -> bool:
+    """Set the arena count and mmap threshold; call it before any thread starts.
+
+    Returns whether glibc's mallopt was found (False: another libc, unchanged).
+    """
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
+        return False
+    if "MALLOC_ARENA_MAX" not in os.environ and not mallopt(M_ARENA_MAX, ARENA_MAX):
+        logger.warning("mallopt(M_ARENA_MAX) failed; malloc arenas stay per thread")
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ and not mallopt(M_MMAP_THRESHOLD,
+                                                                  MMAP_THRESHOLD):
+        logger.warning("mallopt(M_MMAP_THRESHOLD) failed")
+    return True
+
+
+def _glibc_mallopt() -> ctypes._CFuncPtr | None:
+    """mallopt from the C library this process already runs on, if that is glibc."""
+    try:
+        libc = ctypes.CDLL(None)  # the symbols already loaded, the C library's among them
+        libc.gnu_get_libc_version  # noqa: B018 - present in glibc only
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return mallopt
