@@ -41,6 +41,7 @@ from roost.client_api.sync import ChangeWaiter, Watch
 from roost.client_api.sync_builder import SyncBuilder, SyncFilter, SyncToken
 from roost.client_api.websocket_base import CompactServerProtocol, Keepalive
 from roost.client_api.websocket_ops import OPS
+from roost.http.bodies import parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -308,10 +309,7 @@ class SyncSocket(CompactServerProtocol):
             raise MatrixError(400, "M_NOT_JSON", "Binary frames are not accepted")
         if len(payload) > self._services.settings.max_message_bytes:
             raise MatrixError(413, "M_TOO_LARGE", "Frame too large")
-        try:
-            frame = json.loads(payload, parse_constant=_refuse_constant)
-        except (ValueError, UnicodeDecodeError):
-            raise MatrixError(400, "M_NOT_JSON", "Frame is not JSON") from None
+        frame = parse_json(payload)
         if not isinstance(frame, dict):
             raise bad_json("Frame must be a JSON object")
         return frame
@@ -624,7 +622,3 @@ class SyncSocket(CompactServerProtocol):
     def _unexpected(self, failure: Any) -> None:
         if not failure.check(defer.CancelledError):
             logger.error("websocket task failed: %s", failure.getTraceback())
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")

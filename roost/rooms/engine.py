@@ -38,7 +38,7 @@ from roost.rooms.ingest import (
     sort_by_auth,
     sort_by_prevs,
 )
-from roost.rooms.local_build import LocalEventBuilder, event_row, groups_by_event
+from roost.rooms.local_build import LocalEventBuilder, groups_by_event, local_row
 from roost.rooms.remote_ingest import (
     ACCEPTED,
     KNOWN,
@@ -218,7 +218,7 @@ class RoomEngine:
         groups = [g for _, _, gs in accepted for g in gs]
         group_of = groups_by_event(events, groups, head.state_group)
         for event, request, position in zip(events, new_events, positions, strict=True):
-            rows.append(event_row(event, request, position, group_of[event.event_id]))
+            rows.append(local_row(event, request, position, group_of[event.event_id]))
         changed = {(e.type, e.state_key): (e.event_id, membership_of(e))
                    for e in events if e.state_key is not None}
         new_room = next((u.new_room for u, _, _ in accepted if u.new_room), None)

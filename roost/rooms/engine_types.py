@@ -12,7 +12,7 @@ from typing import Any
 
 from roost.rooms.events import Event
 from roost.rooms.versions import RoomVersion, get_room_version
-from roost.storage.events import StoredEvent
+from roost.storage.events import EventRow, StoredEvent
 
 StateKey = tuple[str, str]
 # A full state snapshot is written after this many deltas, bounding reads.
@@ -91,3 +91,18 @@ def relation_of(event: Event) -> tuple[str, str, str | None] | None:
         return None
     key = relates.get("key") if rel_type == "m.annotation" else None
     return target, rel_type, key if isinstance(key, str) else None
+
+
+def event_row(event: Event, position: int | None, group: int | None, *,
+              txn_key: tuple[str, str, str] | None = None, rejected_reason: str | None = None,
+              outlier: bool = False, soft_failed: bool = False) -> EventRow:
+    """An event as storage persists it, local or remote."""
+    return EventRow(
+        event_id=event.event_id, room_id=event.room_id, type=event.type,
+        state_key=event.state_key, sender=event.sender, depth=event.depth,
+        origin_server_ts=event.origin_server_ts, pdu_json=event.canonical_bytes.decode("utf-8"),
+        prev_event_ids=list(event.prev_event_ids), auth_event_ids=list(event.auth_event_ids),
+        stream_ordering=position, state_group=group, membership=membership_of(event),
+        relation=relation_of(event), redacts=event.redacts, txn_key=txn_key,
+        rejected_reason=rejected_reason, outlier=outlier, soft_failed=soft_failed,
+    )

@@ -19,8 +19,7 @@ from roost.rooms.engine_types import (
     RoomError,
     RoomHead,
     StateKey,
-    membership_of,
-    relation_of,
+    event_row,
 )
 from roost.rooms.events import Event, EventFormatError
 from roost.rooms.hashing import SigningKey, add_content_hash
@@ -142,16 +141,9 @@ def groups_by_event(events: list[Event], groups: list[NewStateGroup],
     return result
 
 
-def event_row(event: Event, request: NewEvent, position: int, group: int | None) -> EventRow:
+def local_row(event: Event, request: NewEvent, position: int, group: int | None) -> EventRow:
     """A built local event as storage persists it (with the send's txn key)."""
-    return EventRow(
-        event_id=event.event_id, room_id=event.room_id, type=event.type,
-        state_key=event.state_key, sender=event.sender, depth=event.depth,
-        origin_server_ts=event.origin_server_ts, pdu_json=event.canonical_bytes.decode("utf-8"),
-        prev_event_ids=list(event.prev_event_ids), auth_event_ids=list(event.auth_event_ids),
-        stream_ordering=position, state_group=group, membership=membership_of(event),
-        relation=relation_of(event), redacts=event.redacts, txn_key=request.txn_key,
-    )
+    return event_row(event, position, group, txn_key=request.txn_key)
 
 
 def _auth_keys(head: RoomHead, auth_ids: list[str]) -> list[StateKey]:

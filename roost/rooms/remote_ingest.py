@@ -18,8 +18,7 @@ from roost.rooms.engine_types import (
     RoomHead,
     StateKey,
     event_from_storage,
-    membership_of,
-    relation_of,
+    event_row,
 )
 from roost.rooms.events import Event
 from roost.rooms.ingest import (
@@ -336,14 +335,7 @@ class _RemoteRun:
 
 def _remote_row(event: Event, position: int | None, group: int | None, status: str,
                 reason: str | None) -> EventRow:
-    return EventRow(
-        event_id=event.event_id, room_id=event.room_id, type=event.type,
-        state_key=event.state_key, sender=event.sender, depth=event.depth,
-        origin_server_ts=event.origin_server_ts, pdu_json=event.canonical_bytes.decode("utf-8"),
-        prev_event_ids=list(event.prev_event_ids), auth_event_ids=list(event.auth_event_ids),
-        stream_ordering=position, state_group=group, membership=membership_of(event),
-        relation=relation_of(event), redacts=event.redacts,
-        rejected_reason=reason if status == REJECTED else None,
-        outlier=status in (OUTLIER, REJECTED) and group is None,
-        soft_failed=status == SOFT_FAILED,
-    )
+    return event_row(event, position, group,
+                     rejected_reason=reason if status == REJECTED else None,
+                     outlier=status in (OUTLIER, REJECTED) and group is None,
+                     soft_failed=status == SOFT_FAILED)
