@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,8 @@ __all__ = [
 ]
 
 MAX_BATCH_EVENTS = 200
+# Room heads kept in memory (each about the size of the room's current state).
+MAX_CACHED_HEADS = 1000
 
 
 @dataclass
@@ -117,6 +120,7 @@ class RoomEngine:
         stream: StreamIdGenerator,
         state_groups: IdAllocator,
         notifier: Notifier,
+        max_cached_heads: int = MAX_CACHED_HEADS,
     ) -> None:
         self._events = events
         self._state = state
@@ -125,7 +129,9 @@ class RoomEngine:
         self._groups = state_groups
         self._builder = LocalEventBuilder(server_name, signing_key, clock, state_groups)
         self._notifier = notifier
-        self._heads: dict[str, _Head] = {}
+        # Rooms' heads, least recently used first; bounded (see _keep_head).
+        self._heads: OrderedDict[str, _Head] = OrderedDict()
+        self._max_heads = max(1, max_cached_heads)
         self._queues: dict[str, _Queue] = {}
 
     # -- appending ---------------------------------------------------------
@@ -241,7 +247,7 @@ class RoomEngine:
             for unit, _, _ in accepted:
                 _fail(unit.result, RoomError(500, "M_UNKNOWN", f"could not store event: {e}"))
             return
-        self._heads[room_id] = working
+        self._keep_head(room_id, working)
         self._stream.finish(positions)
         members = {e.state_key for e in events if e.type == "m.room.member" and e.state_key}
         self._notifier.notify("events", self._stream.current, rooms=[room_id], users=members)
@@ -281,10 +287,11 @@ class RoomEngine:
     async def _head(self, room_id: str, new_room: RoomVersion | None = None) -> _Head:
         head = self._heads.get(room_id)
         if head is not None:
+            self._heads.move_to_end(room_id)
             return head
         if new_room is not None:
             head = _Head(new_room, {}, {}, [], 0, None, 0)
-            self._heads[room_id] = head
+            self._keep_head(room_id, head)
             return head
         stored = await self._state.room_head(room_id)
         if stored is None:
@@ -295,8 +302,24 @@ class RoomEngine:
                         if eid in loaded}
         head = _Head(version, dict(stored.current_state), state_events, list(stored.extremities),
                      stored.max_depth, stored.state_group, stored.chain_length)
-        self._heads[room_id] = head
+        held = self._heads.get(room_id)
+        if held is not None:  # the room's worker stored a newer one while this loaded
+            return held
+        self._keep_head(room_id, head)
         return head
+
+    def _keep_head(self, room_id: str, head: _Head) -> None:
+        """Cache a room's head, forgetting the least recently used idle rooms' past
+        max_cached_heads (each holds the room's current state events): a forgotten head
+        is loaded again from storage when its room is next used. A room with appends
+        queued or running keeps its head."""
+        self._heads[room_id] = head
+        self._heads.move_to_end(room_id)
+        excess = len(self._heads) - self._max_heads
+        if excess > 0:
+            for old in list(self._heads)[:excess]:
+                if old not in self._queues:
+                    del self._heads[old]
 
     # -- remote events -------------------------------------------------------
 
@@ -440,7 +463,7 @@ class RoomEngine:
             working = head.copy()
             working.state[key] = invite.event_id
             working.state_events[key] = invite
-            self._heads[room_id] = working
+            self._keep_head(room_id, working)
             self._notifier.notify("events", self._stream.current, rooms=[room_id],
                                   users=[key[1]])
 
@@ -570,7 +593,7 @@ class RoomEngine:
             self._heads.pop(room_id, None)
             self._stream.finish(positions)
             raise
-        self._heads[room_id] = working
+        self._keep_head(room_id, working)
         self._stream.finish(positions)
         if accepted:
             members = {e.state_key for e, *_ in accepted if e.type == "m.room.member" and e.state_key}

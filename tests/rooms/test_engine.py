@@ -7,8 +7,11 @@ import json
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from roost.rooms.engine import MAX_STATE_CHAIN, NewEvent, RoomError
+from roost.rooms.builder import create_event_content
+from roost.rooms.engine import MAX_STATE_CHAIN, IdAllocator, NewEvent, RoomEngine, RoomError
 from roost.rooms.versions import KNOWN_ROOM_VERSIONS
+from roost.storage.events import EventStore
+from roost.storage.room_state import RoomStateStore
 from tests.server_harness import RunningServer, start_server
 
 V3 = "/_matrix/client/v3"
@@ -179,3 +182,31 @@ class BatchTests(TestCase):
             self.assertEqual(create.body["room_version"], identifier)
             if identifier == "12":
                 self.assertNotIn(":", room_id)  # derived from the create event
+
+
+class CachedHeadsTests(TestCase):
+    async def test_heads_past_the_bound_are_forgotten_and_loaded_again(self) -> None:
+        server = await start_server(self)
+        hs = server.hs
+        events = EventStore(hs.db)
+        engine = RoomEngine(events, RoomStateStore(hs.db), hs.config.server_name,
+                            hs.local_key.signing_key, hs.clock, hs.streams["events"],
+                            IdAllocator(await events.max_state_group()), hs.notifier,
+                            max_cached_heads=2)
+        alice = f"@alice:{hs.config.server_name}"
+        version = KNOWN_ROOM_VERSIONS["11"]
+        rooms = []
+        for _ in range(3):
+            room_id, built = await engine.create_room(version, [
+                NewEvent(alice, "m.room.create", create_event_content(version, alice), ""),
+                NewEvent(alice, "m.room.member", {"membership": "join"}, alice),
+            ])
+            rooms.append((room_id, built[-1].event_id))
+        self.assertEqual(await engine.membership(rooms[1][0], alice), "join")
+        # The first room's head was the least recently used: it is no longer held...
+        self.assertEqual(len(engine._heads), 2)
+        self.assertNotIn(rooms[0][0], engine._heads)
+        # ...and comes back from storage as it was: a send builds on its last event.
+        sent = await engine.append(rooms[0][0], NewEvent(alice, "m.room.message", {"body": "x"}))
+        self.assertEqual(list(sent.prev_event_ids), [rooms[0][1]])
+        self.assertEqual(len(engine._heads), 2)
