@@ -15,28 +15,19 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-
-from prometheus_client import CollectorRegistry, Counter
+from typing import Any
 
 REMEMBER = 100_000
 
 
 class EventFetches:
-    """Per-endpoint counters (Prometheus) and a bounded memory of fetched event ids."""
+    """Per-endpoint counters (exported to Prometheus when a registry is given) and a
+    bounded memory of fetched event ids."""
 
-    def __init__(self, registry: CollectorRegistry | None = None,
-                 remember: int = REMEMBER) -> None:
-        # registry None: counted but not exported (a server built without metrics).
-        self._requests = Counter(
-            "roost_federation_fetch_requests", "Requests to other servers for events",
-            ["endpoint"], registry=registry)
-        self._fetched = Counter(
-            "roost_federation_events_fetched", "Events received from fetch requests",
-            ["endpoint"], registry=registry)
-        self._again = Counter(
-            "roost_federation_events_fetched_again",
-            "Events received from fetch requests that had been fetched before",
-            ["endpoint"], registry=registry)
+    def __init__(self, registry: Any = None, remember: int = REMEMBER) -> None:
+        # registry None (no metrics listener): counted here, not exported, and
+        # prometheus_client is never imported (a megabyte a server need not hold).
+        self._exported = _Exported(registry) if registry is not None else None
         self._remember = max(1, remember)
         self._seen: OrderedDict[str, int] = OrderedDict()
         self.fetched_total = 0
@@ -44,17 +35,20 @@ class EventFetches:
 
     def requested(self, endpoint: str) -> None:
         """One request was sent to `endpoint` (whatever it brought back)."""
-        self._requests.labels(endpoint).inc()
+        if self._exported is not None:
+            self._exported.requests.labels(endpoint).inc()
 
     def received(self, endpoint: str, event_ids: Iterable[str]) -> None:
         """Events `endpoint` returned, by id (each distinct id of one answer counted once)."""
         for event_id in dict.fromkeys(event_ids):
             times = self._seen.pop(event_id, 0) + 1
             self._seen[event_id] = times
-            self._fetched.labels(endpoint).inc()
+            if self._exported is not None:
+                self._exported.fetched.labels(endpoint).inc()
             self.fetched_total += 1
             if times > 1:
-                self._again.labels(endpoint).inc()
+                if self._exported is not None:
+                    self._exported.again.labels(endpoint).inc()
                 self.fetched_again_total += 1
         while len(self._seen) > self._remember:
             self._seen.popitem(last=False)
@@ -62,3 +56,21 @@ class EventFetches:
     def times_fetched(self, event_id: str) -> int:
         """How often `event_id` was fetched (0 if never, or forgotten)."""
         return self._seen.get(event_id, 0)
+
+
+class _Exported:
+    """The Prometheus side of the counts, in the registry of this homeserver."""
+
+    def __init__(self, registry: Any) -> None:
+        from prometheus_client import Counter
+
+        self.requests = Counter(
+            "roost_federation_fetch_requests", "Requests to other servers for events",
+            ["endpoint"], registry=registry)
+        self.fetched = Counter(
+            "roost_federation_events_fetched", "Events received from fetch requests",
+            ["endpoint"], registry=registry)
+        self.again = Counter(
+            "roost_federation_events_fetched_again",
+            "Events received from fetch requests that had been fetched before",
+            ["endpoint"], registry=registry)

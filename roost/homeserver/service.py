@@ -14,7 +14,6 @@ from twisted.application.service import Service
 from twisted.internet import defer
 
 from roost.homeserver.config import RoostConfig
-from roost.homeserver.metrics import metrics_site
 from roost.homeserver.wiring import Homeserver, build_homeserver
 
 logger = logging.getLogger(__name__)
@@ -63,6 +62,8 @@ class RoostService(Service):
                         federation.bind_address, fed_port.getHost().port)
         metrics = self.config.listeners.metrics
         if metrics.enabled:
+            from roost.homeserver.metrics import metrics_site  # prometheus_client: only if on
+
             metrics_port = self.reactor.listenTCP(metrics.port, metrics_site(hs.metrics),
                                                   interface=metrics.bind_address)
             self._ports.append(metrics_port)

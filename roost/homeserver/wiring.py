@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry
 from twisted.internet import threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
@@ -126,8 +125,8 @@ class Homeserver:
     profiles: Profiles | None = None
     presence: PresenceTracker | None = None
     federation: FederationParts | None = None
-    # This server's Prometheus metrics, served by the metrics listener if it is enabled.
-    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # This server's Prometheus registry when the metrics listener is enabled, else None.
+    metrics: Any = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -178,7 +177,7 @@ def _limits(config: RoostConfig) -> dict[str, RateLimit]:
 
 async def _build_federation(config: RoostConfig, reactor: Any, clock: IReactorTime, db: Database,
                             local_key: LocalKey, closers: list[tuple[str, Any]],
-                            metrics: CollectorRegistry) -> FederationParts:
+                            metrics: Any) -> FederationParts:
     fed = config.federation
     server_keys = ServerKeyStore(db)
     client = build_federation_client(
@@ -200,6 +199,17 @@ async def _build_federation(config: RoostConfig, reactor: Any, clock: IReactorTi
                                               on_authenticated=lambda o: [f(o) for f in up]))
     return FederationParts(site, router, client, keyring, key_server, up,
                            fetches=EventFetches(metrics))
+
+
+def _metrics_registry(config: RoostConfig) -> Any:
+    """One registry per homeserver, not prometheus_client's global one (tests run several
+    homeservers in one process, each counting its own); none, and prometheus_client not
+    imported, when the metrics listener is off."""
+    if not config.listeners.metrics.enabled:
+        return None
+    from prometheus_client import CollectorRegistry
+
+    return CollectorRegistry()
 
 
 def _leave_all_rooms(engine: RoomEngine, state: RoomStateStore) -> Any:
@@ -292,9 +302,7 @@ async def build_homeserver(
         closers.append(("embedded PostgreSQL", embedded.cleanup))
     closers.append(("database pool", db.close))
     local_key = LocalKey(config.server_name, load_or_create_signing_key(config.signing_key_file))
-    # One registry per homeserver, not prometheus_client's global one: tests run several
-    # homeservers in one process, and each must count only its own.
-    metrics = CollectorRegistry()
+    metrics = _metrics_registry(config)
     federation = await _build_federation(config, reactor, clock, db, local_key, closers, metrics)
     limiter = await _rate_limiter(config, reactor, clock, closers)
 

@@ -59,7 +59,9 @@ class GapTests(TestCase):
     timeout = 120
 
     async def _joined_pair(self) -> tuple[FedNode, FedNode, str]:
-        hs1, hs2 = await start_pair(self)
+        # The registry exists with the metrics listener on (not started in tests).
+        hs1, hs2 = await start_pair(self, listeners={"metrics": {
+            "enabled": True, "bind_address": "127.0.0.1", "port": 0}})
         await hs1.register("alice")
         bob = await hs2.register("bob")
         created = await hs1.request("POST", f"{V3}/createRoom", {"preset": "public_chat"},

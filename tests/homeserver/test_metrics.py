@@ -39,3 +39,5 @@ class MetricsListenerTests(TestCase):
     async def test_off_by_default(self) -> None:
         service = await self._service({})
         self.assertEqual(len(service._ports), 1)  # the client listener alone
+        assert service.homeserver is not None
+        self.assertIsNone(service.homeserver.metrics)  # no registry kept for nobody
