@@ -432,17 +432,6 @@ class SyncEventStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def latest_per_room(
-        self, room_ids: list[str], upto: int, per_room: int
-    ) -> dict[str, list[StoredEvent]]:
-        """Up to `per_room` + 1 newest events of each room at or below `upto`, oldest first.
-
-        One more than asked, so the caller can tell whether the timeline was cut.
-        """
-        if not room_ids:
-            return {}
-        return await self._db.run("latest_per_room", _latest_per_room, room_ids, upto, per_room)
-
     async def in_range(
         self, room_ids: list[str], after: int, upto: int, limit: int
     ) -> list[StoredEvent]:
@@ -490,24 +479,4 @@ class SyncEventStore:
         )
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
-
-def _latest_per_room(
-    txn: Txn, room_ids: list[str], upto: int, per_room: int
-) -> dict[str, list[StoredEvent]]:
-    rows = txn.query(
-        f"SELECT {_EVENT_COLUMNS} FROM ("
-        "  SELECT e2.event_id, ROW_NUMBER() OVER ("
-        "    PARTITION BY e2.room_id ORDER BY e2.stream_ordering DESC) AS n"
-        "  FROM events e2 WHERE e2.room_id = ANY(%s) AND e2.stream_ordering <= %s"
-        "  AND e2.rejected_reason IS NULL AND NOT e2.soft_failed"
-        ") ranked JOIN events e ON e.event_id = ranked.event_id"
-        " JOIN rooms r ON r.room_id = e.room_id WHERE ranked.n <= %s"
-        " ORDER BY e.stream_ordering",
-        (room_ids, upto, per_room + 1),
-    )
-    result: dict[str, list[StoredEvent]] = {room_id: [] for room_id in room_ids}
-    for row in rows:
-        event = _row_to_event(row)
-        result[event.room_id].append(event)
-    return result
 
