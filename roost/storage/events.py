@@ -478,5 +478,3 @@ class SyncEventStore:
             ),
         )
         return [(r[0], r[1], r[2], r[3]) for r in rows]
-
-
