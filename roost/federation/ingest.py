@@ -263,10 +263,12 @@ class InboundTransactions:
         """For an event whose prev events are still unknown: the state before it, taken as
         the state after one of its prev events (`/state_ids`, then `/event`)."""
         have = {e.event_id for e in events}
+        lacking = set(await self._pull.unknown(
+            p for e in events for p in e.prev_event_ids if p not in have))
         state_before: dict[str, StateMap] = {}
         outliers: dict[str, Event] = {}
         for event in events:
-            missing = [p for p in await self._pull.unknown(event.prev_event_ids) if p not in have]
+            missing = [p for p in event.prev_event_ids if p in lacking]
             if not missing:
                 continue
             state = await self._pull.state_at(origin, room_id, version, missing[0], outliers,

@@ -55,11 +55,11 @@ class EventPuller:
         """The auth chains (`/event_auth`) of the events citing auth events held neither
         here nor among `events`."""
         have = {e.event_id for e in events}
+        lacking = set(await self.unknown(
+            a for e in events for a in e.auth_event_ids if a not in have))
         fetched: dict[str, Event] = {}
         for event in events:
-            missing = [a for a in await self.unknown(event.auth_event_ids)
-                       if a not in have and a not in fetched]
-            if not missing:
+            if not any(a in lacking and a not in fetched for a in event.auth_event_ids):
                 continue
             answer = await self.get(origin, "event_auth",
                                     f"/_matrix/federation/v1/event_auth/{_q(room_id)}"

@@ -14,6 +14,7 @@ the batch go on.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 from collections import OrderedDict
@@ -317,7 +318,7 @@ class RoomEngine:
         self._heads.move_to_end(room_id)
         excess = len(self._heads) - self._max_heads
         if excess > 0:
-            for old in list(self._heads)[:excess]:
+            for old in list(itertools.islice(self._heads, excess)):
                 if old not in self._queues:
                     del self._heads[old]
 
