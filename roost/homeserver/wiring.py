@@ -290,7 +290,7 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     account_data.register(router, account, filters, room_exists)
     user_rooms = UserRoomsCache(view.state)
     user_rooms.watching_since = streams["events"].current
-    notifier.add_listener(user_rooms.on_change)
+    notifier.add_cache(user_rooms.on_change)  # before any reader is woken
     builder = SyncBuilder(engine, view, SyncEventStore(db), streams["events"], typing_tracker,
                           receipt_service, account_store, streams["account_data"],
                           presence_tracker, user_rooms, queries=SyncQueries(db),
