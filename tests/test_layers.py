@@ -10,11 +10,12 @@ from twisted.trial.unittest import TestCase
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "roost")
 
 ALLOWED = {
-    "homeserver": {"client_api", "federation", "rooms", "keys", "storage", "http"},
+    "homeserver": {"client_api", "federation", "rooms", "keys", "storage", "http", "media"},
     "client_api": {"federation", "rooms", "keys", "storage", "http"},
     "federation": {"rooms", "keys", "storage", "http"},
     "rooms": {"storage"},
     "keys": {"storage"},
+    "media": {"keys", "storage", "http"},  # files, thumbnails, media endpoints
     "storage": set(),
     "http": set(),  # JSON over HTTP for both listeners: errors, routing, bodies
 }
