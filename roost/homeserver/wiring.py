@@ -15,6 +15,11 @@ from twisted.internet import threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
+from roost.admin import rooms as admin_rooms
+from roost.admin import server as admin_server
+from roost.admin import users as admin_users
+from roost.admin.auth import AdminGate
+from roost.admin.register import SharedSecretRegistration
 from roost.client_api import (
     account,
     account_data,
@@ -70,6 +75,7 @@ from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
 from roost.storage.accounts import UserStore
+from roost.storage.admin_queries import AdminQueries
 from roost.storage.database import Database
 from roost.storage.devices import DeviceStore
 from roost.storage.directory import DirectoryStore
@@ -291,6 +297,25 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     return builder, waiter, typing_tracker
 
 
+def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
+                    tokens: TokenAuthority, device_store: DeviceStore, profiles: Profiles,
+                    engine: RoomEngine, clock: IReactorTime, db: Database,
+                    on_deactivate: list[Any]) -> None:
+    """The /_synapse/admin API (shared-secret registration, users, rooms) on the client
+    listener, as operators' tools expect it there."""
+    gate = AdminGate(accounts)
+    queries = AdminQueries(db, config.server_name)
+    admin_server.register_all(
+        router,
+        SharedSecretRegistration(config.registration.shared_secret, accounts, tokens, profiles,
+                                 clock),
+        admin_users.AdminUsers(gate, accounts, queries, device_store, tokens, profiles,
+                               on_deactivate),
+        admin_rooms.AdminRooms(gate, queries, engine,
+                               RoomCreation(config.server_name, config.rooms.default_version),
+                               clock))
+
+
 async def build_homeserver(
     config: RoostConfig, reactor: Any, clock: IReactorTime | None = None, dsn: str | None = None
 ) -> Homeserver:
@@ -344,8 +369,8 @@ async def build_homeserver(
     versions.register(router, config.baseurl)
     register.register(router, accounts, tokens, uia, config.registration.enabled)
     login.register(router, accounts, tokens, device_store)
-    account.register(router, accounts, tokens, device_store, uia,
-                     on_deactivate=[profiles.on_deactivate, _leave_all_rooms(engine, state_store)])
+    on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
+    account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate)
     profile.register(router, profiles)
     user_directory.register(router, profile_store)
     presence.register(router, presence_tracker, users)
@@ -366,9 +391,11 @@ async def build_homeserver(
     builder, waiter, typing_tracker = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
                                      presence_tracker)
 
+    _register_admin(router, config, accounts, tokens, device_store, profiles, engine, clock,
+                    db, on_deactivate)
     root = Resource()
     api = JsonResource(router, tokens, limiter, _limits(config))
-    for name in (b"_matrix", b".well-known", b"health"):
+    for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
         root.putChild(name, api)
     sockets = Resource()
     socket_resource = websocket.websocket_resource(websocket.SocketServices(
