@@ -133,6 +133,9 @@ class Homeserver:
     federation: FederationParts | None = None
     # This server's Prometheus registry when the metrics listener is enabled, else None.
     metrics: Any = None
+    # The /sync builder: areas add sections, room fields and streams to it
+    # (client_api/sync_extensions.py) in their own _register_<area>.
+    sync_builder: SyncBuilder | None = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -419,4 +422,5 @@ async def build_homeserver(
                                  receipts.Receipts(ReceiptStore(db), streams["receipts"],
                                                    notifier, clock))
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
-                      notifier, streams, closers, profiles, presence_tracker, federation, metrics)
+                      notifier, streams, closers, profiles, presence_tracker, federation, metrics,
+                      sync_builder=builder)
