@@ -15,6 +15,11 @@ from twisted.internet import threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
+from roost.admin import rooms as admin_rooms
+from roost.admin import server as admin_server
+from roost.admin import users as admin_users
+from roost.admin.auth import AdminGate
+from roost.admin.register import SharedSecretRegistration
 from roost.client_api import (
     account,
     account_data,
@@ -77,6 +82,7 @@ from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
 from roost.storage.accounts import UserStore
+from roost.storage.admin_queries import AdminQueries
 from roost.storage.database import Database
 from roost.storage.device_inbox import DeviceInboxStore
 from roost.storage.device_lists import DeviceListStore
@@ -138,6 +144,9 @@ class Homeserver:
     federation: FederationParts | None = None
     # This server's Prometheus registry when the metrics listener is enabled, else None.
     metrics: Any = None
+    # The /sync builder: areas add sections, room fields and streams to it
+    # (client_api/sync_extensions.py) in their own _register_<area>.
+    sync_builder: SyncBuilder | None = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -337,6 +346,25 @@ def _token_positions(raw: str) -> tuple[int, int]:
     return token.events, getattr(token, "device_lists", 0)
 
 
+def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
+                    tokens: TokenAuthority, device_store: DeviceStore, profiles: Profiles,
+                    engine: RoomEngine, clock: IReactorTime, db: Database,
+                    on_deactivate: list[Any]) -> None:
+    """The /_synapse/admin API (shared-secret registration, users, rooms) on the client
+    listener, as operators' tools expect it there."""
+    gate = AdminGate(accounts)
+    queries = AdminQueries(db, config.server_name)
+    admin_server.register_all(
+        router,
+        SharedSecretRegistration(config.registration.shared_secret, accounts, tokens, profiles,
+                                 clock),
+        admin_users.AdminUsers(gate, accounts, queries, device_store, tokens, profiles,
+                               on_deactivate),
+        admin_rooms.AdminRooms(gate, queries, engine,
+                               RoomCreation(config.server_name, config.rooms.default_version),
+                               clock))
+
+
 async def build_homeserver(
     config: RoostConfig, reactor: Any, clock: IReactorTime | None = None, dsn: str | None = None
 ) -> Homeserver:
@@ -390,8 +418,8 @@ async def build_homeserver(
     versions.register(router, config.baseurl)
     register.register(router, accounts, tokens, uia, config.registration.enabled)
     login.register(router, accounts, tokens, device_store)
-    account.register(router, accounts, tokens, device_store, uia,
-                     on_deactivate=[profiles.on_deactivate, _leave_all_rooms(engine, state_store)])
+    on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
+    account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate)
     profile.register(router, profiles)
     user_directory.register(router, profile_store)
     presence.register(router, presence_tracker, users)
@@ -412,9 +440,11 @@ async def build_homeserver(
     builder, waiter, typing_tracker = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
                                      presence_tracker)
 
+    _register_admin(router, config, accounts, tokens, device_store, profiles, engine, clock,
+                    db, on_deactivate)
     root = Resource()
     api = JsonResource(router, tokens, limiter, _limits(config))
-    for name in (b"_matrix", b".well-known", b"health"):
+    for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
         root.putChild(name, api)
     sockets = Resource()
     socket_resource = websocket.websocket_resource(websocket.SocketServices(
@@ -440,4 +470,5 @@ async def build_homeserver(
                                  receipts.Receipts(ReceiptStore(db), streams["receipts"],
                                                    notifier, clock), e2e_edus)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
-                      notifier, streams, closers, profiles, presence_tracker, federation, metrics)
+                      notifier, streams, closers, profiles, presence_tracker, federation, metrics,
+                      sync_builder=builder)
