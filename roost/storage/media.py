@@ -1,4 +1,4 @@
-"""The media repository's metadata (migration 0013): media rows and their thumbnails.
+"""The media repository's metadata (migration 0014): media rows and their thumbnails.
 
 The bytes are not here: roost/media/store.py keeps them in files. Every write
 is one statement or a transaction that is safe to run again (inserts that
