@@ -26,8 +26,10 @@ from roost.appservice.sender import AppServiceSender, Interest
 from roost.client_api import (
     account,
     account_data,
+    cross_signing,
     devices,
     directory,
+    keys,
     login,
     messages,
     presence,
@@ -35,10 +37,12 @@ from roost.client_api import (
     receipts,
     register,
     relations,
+    room_keys,
     room_state,
     rooms,
     send,
     sync,
+    to_device,
     typing,
     user_directory,
     versions,
@@ -47,6 +51,7 @@ from roost.client_api import (
 from roost.client_api import appservice as client_appservice
 from roost.client_api.accounts import Accounts
 from roost.client_api.appservice import AppServiceAuth, AppServices
+from roost.client_api.device_lists import DeviceLists
 from roost.client_api.event_format import client_event
 from roost.client_api.passwords import PasswordHasher
 from roost.client_api.presence import PresenceTracker
@@ -54,11 +59,12 @@ from roost.client_api.profile import Profiles
 from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.rooms import RoomCreation
-from roost.client_api.sync_builder import SyncBuilder
+from roost.client_api.sync_builder import SyncBuilder, SyncToken
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.federation import served as federation_served
 from roost.federation.backfill import Backfiller
+from roost.federation.device_edus import DeviceListSender, InboundDeviceEdus
 from roost.federation.fetches import EventFetches
 from roost.federation.ingest import EduSinks
 from roost.federation.joins import RemoteRooms
@@ -75,6 +81,7 @@ from roost.federation.transport.server import (
     federation_site,
     register_version,
 )
+from roost.federation.user_keys import KeyQueries
 from roost.homeserver.config import RoostConfig
 from roost.keys.local import LocalKey, load_or_create_signing_key
 from roost.keys.remote import KeyRing, Notary
@@ -84,8 +91,12 @@ from roost.storage.accounts import UserExistsError, UserStore
 from roost.storage.admin_queries import AdminQueries
 from roost.storage.appservice import AppServiceStore
 from roost.storage.database import Database
+from roost.storage.device_inbox import DeviceInboxStore
+from roost.storage.device_lists import DeviceListStore
 from roost.storage.devices import DeviceStore
 from roost.storage.directory import DirectoryStore
+from roost.storage.e2e_backup import KeyBackupStore
+from roost.storage.e2e_keys import E2eKeyStore
 from roost.storage.embedded import start_embedded_postgres
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
@@ -140,6 +151,9 @@ class Homeserver:
     federation: FederationParts | None = None
     # This server's Prometheus registry when the metrics listener is enabled, else None.
     metrics: Any = None
+    # The /sync builder: areas add sections, room fields and streams to it
+    # (client_api/sync_extensions.py) in their own _register_<area>.
+    sync_builder: SyncBuilder | None = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -245,7 +259,7 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
                                  local_key: LocalKey, clock: IReactorTime,
                                  directory_store: DirectoryStore, profile_store: ProfileStore,
                                  typing_tracker: Any, presence_tracker: PresenceTracker,
-                                 receipt_service: Any) -> None:
+                                 receipt_service: Any, e2e_edus: Any = None) -> None:
     """/send (transactions and EDUs) and the served room, user and directory endpoints."""
     async def profile(user_id: str) -> dict[str, Any] | None:
         found = await profile_store.get_profile(user_id)
@@ -262,7 +276,7 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
         federation.router, engine, event_store, federation.keyring, federation.client,
         FederationInboundStore(db), config.server_name, local_key.signing_key, clock,
         directory_store, profile,
-        EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence),
+        EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence, e2e_edus),
         federation.fetches)
 
 
@@ -302,6 +316,41 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     waiter = sync.ChangeWaiter(notifier, clock, user_rooms)
     sync.register(router, builder, waiter, filters, presence_tracker)
     return builder, waiter, typing_tracker
+
+
+async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: IReactorTime,
+                      notifier: Notifier, streams: dict[str, StreamIdGenerator],
+                      device_store: DeviceStore, uia: UserInteractiveAuth,
+                      federation: FederationParts, sender: FederationSender,
+                      closers: list[tuple[str, Any]]) -> InboundDeviceEdus:
+    """End-to-end encryption: keys, cross-signing, key backup, to-device messages, device
+    lists (the to_device and device_lists streams) and their federation side."""
+    key_store = E2eKeyStore(db)
+    list_store = DeviceListStore(db, config.server_name)
+    streams["to_device"] = StreamIdGenerator(await DeviceInboxStore(db).max_stream_id())
+    streams["device_lists"] = StreamIdGenerator(await list_store.max_stream_id())
+    lists = DeviceLists(list_store, streams["device_lists"], notifier)
+    device_store.on_devices_deleted.append(lists.devices_deleted)
+    queries = KeyQueries(key_store, list_store, federation.client, config.server_name)
+    queries.register(federation.router)
+    to_device_service = to_device.ToDevice(DeviceInboxStore(db), key_store, streams["to_device"],
+                                           notifier, config.server_name, clock,
+                                           sender.queue_edus)
+    to_device.register(router, to_device_service)
+    keys.register(router, keys.KeyUploads(key_store, lists), queries, lists,
+                  _token_positions)
+    cross_signing.register(router, cross_signing.CrossSigning(key_store, lists, uia))
+    room_keys.register(router, KeyBackupStore(db))
+    list_sender = DeviceListSender(list_store, key_store, notifier, sender.queue_edus,
+                                   config.server_name, streams["device_lists"].current)
+    closers.append(("device list sender", list_sender.stop))
+    return InboundDeviceEdus(queries, list_store, lists.changed, to_device_service.from_federation)
+
+
+def _token_positions(raw: str) -> tuple[int, int]:
+    """(events, device_lists) positions of a sync token, for /keys/changes."""
+    token = SyncToken.parse(raw)
+    return token.events, getattr(token, "device_lists", 0)
 
 
 def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
@@ -461,9 +510,12 @@ async def build_homeserver(
     closers.append(("federation sender", sender.stop))
     federation.sender = sender
     federation.on_authenticated.append(sender.destination_up)
+    e2e_edus = await _build_e2ee(router, db, config, clock, notifier, streams, device_store,
+                                 uia, federation, sender, closers)
     _register_inbound_federation(federation, engine, event_store, db, config, local_key, clock,
                                  directory_store, profile_store, typing_tracker, presence_tracker,
                                  receipts.Receipts(ReceiptStore(db), streams["receipts"],
-                                                   notifier, clock))
+                                                   notifier, clock), e2e_edus)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
-                      notifier, streams, closers, profiles, presence_tracker, federation, metrics)
+                      notifier, streams, closers, profiles, presence_tracker, federation, metrics,
+                      sync_builder=builder)

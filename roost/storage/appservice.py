@@ -1,5 +1,5 @@
 """Application service transactions: each service's position in the events stream and
-its unacknowledged transactions (migration 0013)."""
+its unacknowledged transactions (migration 0014)."""
 
 from __future__ import annotations
 
