@@ -23,7 +23,7 @@ ALLOWED = {
 }
 # The pure room core: no Twisted, no SQL, nothing else of roost (the engine and its
 # helper modules are the rooms package's one door to storage).
-IMPURE_ROOM_MODULES = {"engine", "engine_types", "remote_ingest", "local_build"}
+IMPURE_ROOM_MODULES = {"engine", "engine_types", "remote_ingest", "local_build", "access"}
 
 
 def _imports(path: str) -> set[str]:
