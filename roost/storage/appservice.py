@@ -1,5 +1,5 @@
 """Application service transactions: each service's position in the events stream and
-its unacknowledged transactions (migration 0014)."""
+its unacknowledged transactions (migration 0015)."""
 
 from __future__ import annotations
 
