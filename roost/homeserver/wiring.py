@@ -81,6 +81,7 @@ from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
 from roost.storage.profiles import ProfileStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
+from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
 from roost.storage.server_keys import ServerKeyStore
@@ -342,7 +343,10 @@ async def build_homeserver(
 
     router = Router()
     versions.register(router, config.baseurl)
-    register.register(router, accounts, tokens, uia, config.registration.enabled)
+    register.register(router, accounts, tokens, uia, config.registration.enabled,
+                      RegistrationTokenStore(db), clock,
+                      require_token=config.registration.require_token,
+                      allow_guests=config.registration.allow_guests)
     login.register(router, accounts, tokens, device_store)
     account.register(router, accounts, tokens, device_store, uia,
                      on_deactivate=[profiles.on_deactivate, _leave_all_rooms(engine, state_store)])
