@@ -18,6 +18,7 @@ from twisted.web.resource import Resource
 from roost.client_api import (
     account,
     account_data,
+    capabilities,
     devices,
     directory,
     login,
@@ -348,6 +349,7 @@ async def build_homeserver(
                       require_token=config.registration.require_token,
                       allow_guests=config.registration.allow_guests)
     login.register(router, accounts, tokens, device_store)
+    capabilities.register(router, config.rooms.default_version)
     account.register(router, accounts, tokens, device_store, uia,
                      on_deactivate=[profiles.on_deactivate, _leave_all_rooms(engine, state_store)])
     profile.register(router, profiles)
