@@ -10,7 +10,9 @@ from twisted.trial.unittest import TestCase
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "roost")
 
 ALLOWED = {
-    "homeserver": {"client_api", "federation", "rooms", "keys", "storage", "http"},
+    "homeserver": {"admin", "client_api", "federation", "rooms", "keys", "storage", "http"},
+    # The admin API sits beside the client API on the same JSON resource and account rules.
+    "admin": {"client_api", "rooms", "storage", "http"},
     "client_api": {"federation", "rooms", "keys", "storage", "http"},
     "federation": {"rooms", "keys", "storage", "http"},
     "rooms": {"storage"},

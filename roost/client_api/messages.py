@@ -24,6 +24,7 @@ from typing import Any
 from roost.client_api.errors import MatrixError, invalid_param, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
+from roost.client_api.stream_token import events_position
 from roost.rooms.engine import LoadedEvent, RoomEngine
 from roost.storage.events import EventStore, StoredEvent
 from roost.storage.streams import StreamIdGenerator
@@ -39,12 +40,8 @@ Backfill = Callable[[str, int], Awaitable[bool]]
 
 
 def parse_token(token: str | None, name: str) -> int | None:
-    if token is None:
-        return None
-    digits = token[2:] if token.startswith("s-") else token[1:]
-    if token.startswith("s") and digits.isdigit() and len(digits) < 19:
-        return int(token[1:])
-    raise invalid_param(f"{name} is not a valid pagination token")
+    """The events position of a token: `s<N>` from here, or any token /sync gave."""
+    return events_position(token, name)
 
 
 def parse_filter(raw: str | None) -> dict[str, Any]:
@@ -150,7 +147,9 @@ def register(
             "event": (await view.serialize([loaded], user))[0],
             "events_before": await view.serialize(before, user),
             "events_after": await view.serialize(after, user),
-            "start": f"s{(before[-1].stream_ordering or 1) - 1 if before else position}",
+            # Tokens lie between events: `start` just before the earliest event returned
+            # (the context event itself when none before it is), `end` just after the last.
+            "start": f"s{(before[-1].stream_ordering or 1) - 1 if before else position - 1}",
             "end": f"s{after[-1].stream_ordering if after else position}",
             "state": await view.serialize(state_events, user, with_relations=False),
         }

@@ -6,9 +6,10 @@ when they left (history visibility applies to state as to messages).
 
 from __future__ import annotations
 
-from roost.client_api.errors import MatrixError, invalid_param, not_found
+from roost.client_api.errors import MatrixError, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
+from roost.client_api.stream_token import events_position
 from roost.rooms.engine import LoadedEvent, RoomEngine
 
 StateKey = tuple[str, str]
@@ -54,17 +55,13 @@ def register(router: Router, engine: RoomEngine, view: RoomView) -> None:
 
     async def members(req: ApiRequest) -> JsonDict:
         room_id = req.params["room_id"]
-        if req.arg("at") is not None:
-            at = req.arg("at") or ""
-            if not at.startswith("s") or not at[1:].isdigit():
-                raise invalid_param("at must be a pagination token")
+        at = events_position(req.arg("at"), "at")
         state = await state_for(room_id, req.user.user_id)
         wanted, unwanted = req.arg("membership"), req.arg("not_membership")
         ids = [eid for (t, _), eid in state.items() if t == "m.room.member"]
         events = await load(sorted(ids))
-        if req.arg("at") is not None:
-            position = int((req.arg("at") or "s0")[1:])
-            events = await _members_at(view, room_id, position, events)
+        if at is not None:
+            events = await _members_at(view, room_id, at, events)
         chosen = [
             e for e in events
             if (wanted is None or e.event.content.get("membership") == wanted)
