@@ -8,10 +8,11 @@ and tests, and never passed down into the parts it holds.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
@@ -81,6 +82,10 @@ from roost.homeserver.config import RoostConfig
 from roost.keys.local import LocalKey, load_or_create_signing_key
 from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
+from roost.media import resource as media_resource
+from roost.media.repository import MediaRepository, MediaSettings
+from roost.media.store import LocalFileStore
+from roost.media.thumbnails import Size, configure_pillow
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
 from roost.storage.accounts import UserStore
 from roost.storage.admin_queries import AdminQueries
@@ -95,6 +100,7 @@ from roost.storage.embedded import start_embedded_postgres
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
 from roost.storage.federation_outbound import FederationOutboundStore
+from roost.storage.media import MediaStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
 from roost.storage.profiles import ProfileStore
@@ -149,6 +155,7 @@ class Homeserver:
     # The /sync builder: areas add sections, room fields and streams to it
     # (client_api/sync_extensions.py) in their own _register_<area>.
     sync_builder: SyncBuilder | None = None
+    media: MediaRepository | None = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -273,6 +280,45 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
         directory_store, profile,
         EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence, e2e_edus),
         federation.fetches)
+
+
+def _register_media(config: RoostConfig, reactor: Any, clock: IReactorTime, db: Database,
+                    router: Router, federation: FederationParts, site: RoostSite,
+                    closers: list[tuple[str, Any]]) -> MediaRepository:
+    """The media repository: client and federation endpoints, upload bodies up to
+    max_upload_size spooled to disk beside the store, pending uploads expired."""
+    from twisted.internet import task
+
+    from roost.federation.transport.client import IpBlocklist
+
+    media = config.media
+    configure_pillow(media.max_image_pixels)
+    store = LocalFileStore(config.path(os.path.join(config.data_dir, "media")))
+    settings = MediaSettings(
+        config.server_name, media.max_upload_size, media.max_pending_uploads,
+        media.unused_expiry, media.legacy_unauthenticated_media, media.remote_cache_max_bytes,
+        media.max_image_pixels,
+        tuple(Size(s.width, s.height, s.method) for s in media.thumbnail_sizes))
+    repo = MediaRepository(settings, store, MediaStore(db), clock, federation.client,
+                           store.tmp_dir)
+    previewer = None
+    if media.url_preview.enabled:
+        from roost.media.preview import UrlPreviewer
+
+        ranges = media.url_preview.ip_range_blocklist
+        blocklist = IpBlocklist(config.federation.ip_range_blocklist if ranges is None else ranges)
+        previewer = UrlPreviewer(reactor, clock, blocklist.blocks, repo,
+                                 media.url_preview.max_bytes, media.url_preview.timeout)
+    media_resource.register_client(router, repo, previewer)
+    media_resource.register_federation(federation.router, repo)
+    for prefix in media_resource.UPLOAD_PREFIXES:
+        site.large_bodies[prefix] = media.max_upload_size
+    site.spool_dir = store.tmp_dir
+    sweeper = task.LoopingCall(lambda: defer.ensureDeferred(repo.expire_pending()))
+    sweeper.clock = clock
+    sweeper.start(600, now=False).addErrback(lambda f: logger.error("media sweep: %s", f))
+    closers.append(("media sweeper", sweeper.stop))
+    return repo
 
 
 async def _sync_streams(db: Database) -> dict[str, StreamIdGenerator]:
@@ -459,6 +505,7 @@ async def build_homeserver(
     sockets.putChild(b"ws", socket_resource)
     root.putChild(b"_roost", sockets)
     site = RoostSite(root, config.listeners.client.max_body_bytes)
+    media = _register_media(config, reactor, clock, db, router, federation, site, closers)
     sender = FederationSender(
         FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
         config.server_name, clock, min_retry_interval_ms=config.federation.min_retry_interval,
@@ -477,4 +524,4 @@ async def build_homeserver(
                                                    notifier, clock), e2e_edus)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation, metrics,
-                      sync_builder=builder)
+                      sync_builder=builder, media=media)
