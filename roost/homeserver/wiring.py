@@ -56,6 +56,7 @@ from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.rooms import RoomCreation
 from roost.client_api.sync_builder import SyncBuilder, SyncToken
+from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.federation import served as federation_served
@@ -363,7 +364,7 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
                       notifier: Notifier, streams: dict[str, StreamIdGenerator],
                       device_store: DeviceStore, uia: UserInteractiveAuth,
                       federation: FederationParts, sender: FederationSender,
-                      closers: list[tuple[str, Any]]) -> InboundDeviceEdus:
+                      closers: list[tuple[str, Any]], builder: SyncBuilder) -> InboundDeviceEdus:
     """End-to-end encryption: keys, cross-signing, key backup, to-device messages, device
     lists (the to_device and device_lists streams) and their federation side."""
     key_store = E2eKeyStore(db)
@@ -385,6 +386,14 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
     list_sender = DeviceListSender(list_store, key_store, notifier, sender.queue_edus,
                                    config.server_name, streams["device_lists"].current)
     closers.append(("device list sender", list_sender.stop))
+    e2e_sync = E2eSync(DeviceInboxStore(db), list_store, key_store)
+    builder.add_stream("to_device", lambda: streams["to_device"].current)
+    builder.add_stream("device_lists", lambda: streams["device_lists"].current)
+    builder.add_section("to_device", e2e_sync.to_device)
+    builder.add_section("device_lists", e2e_sync.device_lists, device_lists_news)
+    builder.add_section("device_one_time_keys_count", e2e_sync.one_time_keys_count, never_news)
+    builder.add_section("device_unused_fallback_key_types", e2e_sync.unused_fallback_key_types,
+                        never_news)
     return InboundDeviceEdus(queries, list_store, lists.changed, to_device_service.from_federation)
 
 
@@ -517,7 +526,7 @@ async def build_homeserver(
     federation.sender = sender
     federation.on_authenticated.append(sender.destination_up)
     e2e_edus = await _build_e2ee(router, db, config, clock, notifier, streams, device_store,
-                                 uia, federation, sender, closers)
+                                 uia, federation, sender, closers, builder)
     _register_inbound_federation(federation, engine, event_store, db, config, local_key, clock,
                                  directory_store, profile_store, typing_tracker, presence_tracker,
                                  receipts.Receipts(ReceiptStore(db), streams["receipts"],
