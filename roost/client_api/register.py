@@ -8,6 +8,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from roost.client_api.accounts import Accounts
+from roost.client_api.appservice import AppServices, register_as_user
 from roost.client_api.errors import MatrixError, bad_json, forbidden, missing_param
 from roost.client_api.login import device_id_from, optional_str
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
@@ -27,7 +28,9 @@ def register(
     *,
     require_token: bool = False,
     allow_guests: bool = False,
+    appservices: AppServices | None = None,
 ) -> None:
+    """`appservices`: registration by application services, and their exclusive names."""
     def now_ms() -> int:
         return int(clock.seconds() * 1000)
 
@@ -57,6 +60,10 @@ def register(
         return issued.to_json()
 
     async def post_register(req: ApiRequest) -> JsonDict:
+        if appservices is not None:
+            as_body = req.json(required=False)
+            if as_body.get("type") == "m.login.application_service":
+                return await register_as_user(appservices, accounts, tokens, req, as_body)
         kind = req.arg("kind", "user")
         if kind == "guest":
             return await register_guest(req)
@@ -74,6 +81,8 @@ def register(
         device_id = device_id_from(body)
         user_id = accounts.user_id_for(username) if username else None
         if user_id is not None:
+            if appservices is not None:
+                appservices.check_user_free(user_id)
             await accounts.check_available(user_id)
         if password is None and "auth" in body:
             raise missing_param("password")

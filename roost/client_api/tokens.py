@@ -123,7 +123,8 @@ class TokenAuthority:
             self._verified.popitem(last=False)
         return claims
 
-    async def authenticate(self, token: str) -> Requester:
+    async def authenticate(self, token: str, as_user: str | None = None) -> Requester:
+        """`as_user` only means something for application service tokens (elsewhere)."""
         claims = self._claims(token)
         user_id, device_id, session_id = claims["sub"], claims["dev"], claims["sid"]
         exp = claims.get("exp")
@@ -132,7 +133,7 @@ class TokenAuthority:
         if not await self._session_is_live(session_id, user_id, device_id):
             raise unknown_token()
         return Requester(user_id, device_id, session_id, bool(claims.get("adm")),
-                         bool(claims.get("gst")))
+                         is_guest=bool(claims.get("gst")))
 
     async def _session_is_live(self, session_id: str, user_id: str, device_id: str) -> bool:
         known = self._live.get(session_id)

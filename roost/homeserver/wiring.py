@@ -21,6 +21,9 @@ from roost.admin import server as admin_server
 from roost.admin import users as admin_users
 from roost.admin.auth import AdminGate
 from roost.admin.register import SharedSecretRegistration
+from roost.appservice.client import AppServiceHttp
+from roost.appservice.registration import load_registrations
+from roost.appservice.sender import AppServiceSender, Interest
 from roost.client_api import (
     account,
     account_data,
@@ -47,8 +50,11 @@ from roost.client_api import (
     versions,
     websocket,
 )
+from roost.client_api import appservice as client_appservice
 from roost.client_api.accounts import Accounts
+from roost.client_api.appservice import AppServiceAuth, AppServices
 from roost.client_api.device_lists import DeviceLists
+from roost.client_api.event_format import client_event
 from roost.client_api.passwords import PasswordHasher
 from roost.client_api.presence import PresenceTracker
 from roost.client_api.profile import Profiles
@@ -88,8 +94,9 @@ from roost.media.repository import MediaRepository, MediaSettings
 from roost.media.store import LocalFileStore
 from roost.media.thumbnails import Size, configure_pillow
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
-from roost.storage.accounts import UserStore
+from roost.storage.accounts import UserExistsError, UserStore
 from roost.storage.admin_queries import AdminQueries
+from roost.storage.appservice import AppServiceStore
 from roost.storage.database import Database
 from roost.storage.device_inbox import DeviceInboxStore
 from roost.storage.device_lists import DeviceListStore
@@ -422,6 +429,41 @@ def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
                                clock))
 
 
+async def _start_appservices(appservices: AppServices, router: Router, reactor: Any,
+                             clock: IReactorTime, db: Database, users: UserStore,
+                             engine: RoomEngine, state_store: RoomStateStore,
+                             directory_store: DirectoryStore, event_stream: StreamIdGenerator,
+                             notifier: Notifier, closers: list[tuple[str, Any]]) -> None:
+    """Each service's bot account, its client endpoints, and the transaction sender."""
+    now_ms = int(clock.seconds() * 1000)
+    for service in appservices.services:
+        try:
+            await users.create_user(service.sender, None, False, now_ms)
+        except UserExistsError:
+            pass
+    http = AppServiceHttp(reactor)
+    client_appservice.register(router, appservices, http)
+    if not appservices.services:
+        return
+
+    async def members_of(room_id: str) -> list[str]:
+        members = await state_store.members(room_id)
+        return [u for u, (m, _e) in members.items() if m in ("join", "invite")]
+
+    async def format_events(event_ids: list[str]) -> list[Any]:
+        loaded = await engine.get_events(event_ids)
+        now = int(clock.seconds() * 1000)
+        return [client_event(loaded[i], now) for i in event_ids if i in loaded]
+
+    sender = AppServiceSender(
+        appservices.services, AppServiceStore(db), FederationOutboundStore(db),
+        Interest(members_of, directory_store.aliases_of), format_events, event_stream,
+        notifier, http, clock)
+    await sender.start()
+    closers.append(("application service sender", sender.stop))
+    closers.append(("application service connections", http.pool.closeCachedConnections))
+
+
 async def build_homeserver(
     config: RoostConfig, reactor: Any, clock: IReactorTime | None = None, dsn: str | None = None
 ) -> Homeserver:
@@ -473,10 +515,12 @@ async def build_homeserver(
 
     router = Router()
     versions.register(router, config.baseurl)
+    appservices = AppServices(load_registrations(
+        [config.path(p) for p in config.app_service_config_files], config.server_name))
     register.register(router, accounts, tokens, uia, config.registration.enabled,
                       RegistrationTokenStore(db), clock,
                       require_token=config.registration.require_token,
-                      allow_guests=config.registration.allow_guests)
+                      allow_guests=config.registration.allow_guests, appservices=appservices)
     login.register(router, accounts, tokens, device_store)
     capabilities.register(router, config.rooms.default_version)
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
@@ -496,7 +540,7 @@ async def build_homeserver(
                       Backfiller(engine, event_store, federation.keyring, federation.client,
                                  config.server_name, federation.fetches).backfill)
     relations.register(router, engine, view, RelationStore(db))
-    directory.register(router, engine, view, directory_store, config.server_name)
+    directory.register(router, engine, view, directory_store, config.server_name, appservices)
     streams = {"events": event_stream, "presence": presence_stream, **await _sync_streams(db)}
     builder, waiter, typing_tracker = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
                                      presence_tracker)
@@ -504,7 +548,10 @@ async def build_homeserver(
     _register_admin(router, config, accounts, tokens, device_store, profiles, engine, clock,
                     db, on_deactivate)
     root = Resource()
-    api = JsonResource(router, tokens, limiter, _limits(config))
+    await _start_appservices(appservices, router, reactor, clock, db, users, engine,
+                             state_store, directory_store, event_stream, notifier, closers)
+    api = JsonResource(router, AppServiceAuth(appservices, tokens, users), limiter,
+                       _limits(config))
     for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
         root.putChild(name, api)
     sockets = Resource()
