@@ -48,10 +48,13 @@ class Requester:
     device_id: str
     session_id: str
     is_admin: bool = False
+    app_service: str | None = None  # the application service acting, if any
 
 
 class Authenticator(Protocol):
-    async def authenticate(self, token: str) -> Requester: ...
+    async def authenticate(self, token: str, as_user: str | None = None) -> Requester:
+        """`as_user`: the `user_id` query parameter an application service acts as."""
+        ...
 
 
 class RateLimiter(Protocol):
@@ -217,7 +220,8 @@ class JsonResource(Resource):
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
         if self._auth is None:
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown access token")
-        return await self._auth.authenticate(token)
+        as_user = request.args.get(b"user_id", [b""])[0].decode("utf-8", "replace") or None
+        return await self._auth.authenticate(token, as_user)
 
     async def _take_rate_limit(
         self, request: server.Request, route: Route, requester: Requester | None

@@ -222,6 +222,8 @@ class RoostConfig:
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    # Application service (bridge) registration files, relative to the configuration.
+    app_service_config_files: list[str] = field(default_factory=list)
     # Where this config was loaded from; relative paths are taken from there.
     config_dir: str = "."
 
