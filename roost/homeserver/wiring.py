@@ -80,6 +80,7 @@ from roost.homeserver.config import RoostConfig
 from roost.keys.local import LocalKey, load_or_create_signing_key
 from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
+from roost.rooms.access import RoomAccess
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
 from roost.storage.accounts import UserStore
 from roost.storage.admin_queries import AdminQueries
@@ -268,6 +269,7 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
     federation_served.register_all(
         federation.router, engine, event_store, federation.keyring, federation.client,
         FederationInboundStore(db), config.server_name, local_key.signing_key, clock,
+        RoomAccess(engine, RoomStateStore(db), directory_store.is_forgotten),
         directory_store, profile,
         EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence, e2e_edus),
         federation.fetches)
