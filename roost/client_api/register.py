@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from roost.client_api.accounts import Accounts
+from roost.client_api.appservice import AppServices, register_as_user
 from roost.client_api.errors import MatrixError, forbidden
 from roost.client_api.login import device_id_from, optional_str
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
@@ -16,8 +17,14 @@ def register(
     tokens: TokenAuthority,
     uia: UserInteractiveAuth,
     registration_enabled: bool,
+    appservices: AppServices | None = None,
 ) -> None:
+    """`appservices`: registration by application services, and their exclusive names."""
     async def post_register(req: ApiRequest) -> JsonDict:
+        if appservices is not None:
+            body = req.json(required=False)
+            if body.get("type") == "m.login.application_service":
+                return await register_as_user(appservices, accounts, tokens, req, body)
         if req.arg("kind", "user") != "user":
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access is disabled")
         if not registration_enabled:
@@ -27,6 +34,8 @@ def register(
         password = optional_str(body, "password")
         user_id = accounts.user_id_for(username) if username else None
         if user_id is not None:
+            if appservices is not None:
+                appservices.check_user_free(user_id)
             await accounts.check_available(user_id)
         if password is None:
             raise MatrixError(400, "M_MISSING_PARAM", "missing parameter: password")

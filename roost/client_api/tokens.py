@@ -123,7 +123,8 @@ class TokenAuthority:
             self._verified.popitem(last=False)
         return claims
 
-    async def authenticate(self, token: str) -> Requester:
+    async def authenticate(self, token: str, as_user: str | None = None) -> Requester:
+        """`as_user` only means something for application service tokens (elsewhere)."""
         claims = self._claims(token)
         user_id, device_id, session_id = claims["sub"], claims["dev"], claims["sid"]
         exp = claims.get("exp")

@@ -78,6 +78,14 @@ class QueryArgs:
         raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be true or false")
 
 
+class Answered:
+    """What a handler returns when it has written its answer itself (a file, a
+    multipart body) instead of giving JSON to write."""
+
+
+ANSWERED = Answered()
+
+
 def write_json(request: server.Request, status: int, body: Any,
                headers: dict[str, str] | None = None) -> None:
     """Answer with `body` as compact UTF-8 JSON, unless the peer has gone already."""
