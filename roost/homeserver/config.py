@@ -101,6 +101,10 @@ class RegistrationConfig:
     # With a shared secret, `roost register-user` and the admin registration API
     # can create users even when open registration is off.
     shared_secret: str | None = None
+    # Whether registering asks for a registration token (`roost registration-token`).
+    require_token: bool = False
+    # Whether anyone may get a guest account (POST /register?kind=guest).
+    allow_guests: bool = False
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from roost.appservice.sender import AppServiceSender, Interest
 from roost.client_api import (
     account,
     account_data,
+    capabilities,
     cross_signing,
     devices,
     directory,
@@ -113,6 +114,7 @@ from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
 from roost.storage.profiles import ProfileStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
+from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
 from roost.storage.server_keys import ServerKeyStore
@@ -517,8 +519,12 @@ async def build_homeserver(
     versions.register(router, config.baseurl)
     appservices = AppServices(load_registrations(
         [config.path(p) for p in config.app_service_config_files], config.server_name))
-    register.register(router, accounts, tokens, uia, config.registration.enabled, appservices)
+    register.register(router, accounts, tokens, uia, config.registration.enabled,
+                      RegistrationTokenStore(db), clock,
+                      require_token=config.registration.require_token,
+                      allow_guests=config.registration.allow_guests, appservices=appservices)
     login.register(router, accounts, tokens, device_store)
+    capabilities.register(router, config.rooms.default_version)
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
     account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate)
     profile.register(router, profiles)
