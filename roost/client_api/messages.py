@@ -25,6 +25,7 @@ from roost.client_api.errors import MatrixError, invalid_param, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.stream_token import events_position
+from roost.rooms.access import EVENTS
 from roost.rooms.engine import LoadedEvent, RoomEngine
 from roost.storage.events import EventStore, StoredEvent
 from roost.storage.streams import StreamIdGenerator
@@ -69,10 +70,7 @@ def register(
     stream: StreamIdGenerator, backfill: Backfill | None = None,
 ) -> None:
     async def require_readable(room_id: str, user_id: str) -> None:
-        if await engine.room_version(room_id) is None:
-            raise not_found("Unknown room")
-        if not await view.can_see_room(room_id, user_id):
-            raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is not in room {room_id}")
+        await view.require_read(room_id, user_id, EVENTS)
 
     async def messages(req: ApiRequest) -> JsonDict:
         room_id, user = req.params["room_id"], req.user.user_id
@@ -119,6 +117,7 @@ def register(
     async def get_event(req: ApiRequest) -> JsonDict:
         room_id, user = req.params["room_id"], req.user.user_id
         event_id = req.params["event_id"]
+        await view.require_read(room_id, user, EVENTS, refuse_as_missing=True)
         loaded = (await engine.get_events([event_id])).get(event_id)
         if loaded is None or loaded.event.room_id != room_id or loaded.rejected:
             raise not_found("Event not found")
@@ -129,7 +128,8 @@ def register(
     async def context(req: ApiRequest) -> JsonDict:
         room_id, user = req.params["room_id"], req.user.user_id
         event_id = req.params["event_id"]
-        limit = min(req.int_arg("limit", 10) or 0, MAX_LIMIT)
+        limit = req.limit_arg("limit", 10, MAX_LIMIT)
+        await require_readable(room_id, user)
         loaded = (await engine.get_events([event_id])).get(event_id)
         if loaded is None or loaded.event.room_id != room_id or loaded.stream_ordering is None:
             raise not_found("Event not found")

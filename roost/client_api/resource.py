@@ -2,7 +2,7 @@
 
 It owns what every endpoint would otherwise repeat: routing with 404/405
 M_UNRECOGNIZED, CORS and OPTIONS, the body size limit (checked while the body
-arrives, see `LimitedRequest`), JSON parsing with M_NOT_JSON/M_BAD_JSON,
+arrives, see roost.http.limits), JSON parsing with M_NOT_JSON/M_BAD_JSON,
 turning an access token into a `Requester`, Matrix error bodies for every
 failure, cancelling the handler when the client goes away, and one log line
 per request.
@@ -26,7 +26,9 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from roost.client_api.errors import MatrixError, limit_exceeded
-from roost.http.bodies import QueryArgs, json_object, parse_json, write_json
+from roost.client_api.guests import check_guest
+from roost.http.bodies import Answered, QueryArgs, json_object, parse_json, write_json
+from roost.http.limits import LimitedSite
 from roost.http.routing import RouteTable, compile_template
 
 logger = logging.getLogger(__name__)
@@ -47,10 +49,21 @@ class Requester:
     device_id: str
     session_id: str
     is_admin: bool = False
+    app_service: str | None = None  # the application service acting, if any
+    is_guest: bool = False
 
 
 class Authenticator(Protocol):
-    async def authenticate(self, token: str) -> Requester: ...
+    async def authenticate(self, token: str, as_user: str | None = None) -> Requester:
+        """`as_user`: the `user_id` query parameter an application service acts as."""
+        ...
+
+
+class RequestObserver(Protocol):
+    """Metrics' view of requests: which route each matched, and how it ended."""
+
+    def matched(self, request: server.Request, method: str, route: str) -> None: ...
+    def finished(self, request: server.Request, status: int, seconds: float) -> None: ...
 
 
 class RateLimiter(Protocol):
@@ -92,7 +105,9 @@ class ApiRequest(QueryArgs):
         return json_object(self._json, required)
 
 
-Handler = Callable[[ApiRequest], Awaitable[JsonDict | tuple[int, JsonDict]]]
+# A handler answers with JSON (a body, or a status and body), or writes its own answer
+# (media files) and returns ANSWERED.
+Handler = Callable[[ApiRequest], Awaitable[JsonDict | tuple[int, JsonDict] | Answered]]
 
 
 @dataclass(frozen=True)
@@ -103,55 +118,28 @@ class Route:
     auth: bool  # True: token required; False: none
     auth_optional: bool = False
     rate_limit: str | None = None  # the name of a bucket in JsonResource's limits
+    # The handler reads the (possibly large, spooled) body from `http.content` itself.
+    stream_body: bool = False
+    path: str = ""  # the template it was added with: the metrics' route label
 
 
 class Router(RouteTable[Route]):
     """The client API's routes, filled by each area module."""
 
     def add(self, method: str, path: str, handler: Handler, *, auth: bool = True,
-            auth_optional: bool = False, rate_limit: str | None = None) -> None:
+            auth_optional: bool = False, rate_limit: str | None = None,
+            stream_body: bool = False) -> None:
         """`path` is a template as roost.http.routing takes it."""
         self.insert(path, Route(method, compile_template(path), handler, auth, auth_optional,
-                                rate_limit))
+                                rate_limit, stream_body, path))
 
 
-class LimitedRequest(server.Request):
-    """A request that stops buffering its body once it passes the size limit.
-
-    The limit is checked against Content-Length as soon as the headers arrive
-    and against the bytes received as they arrive, so an oversized upload is
-    never held in memory; the resource then answers 413 M_TOO_LARGE.
-    """
-
-    max_body_bytes = 10 * 1024 * 1024
-    too_large = False
-    _received = 0
-
-    def gotLength(self, length: int | None) -> None:
-        limit = getattr(self.channel.site, "max_body_bytes", self.max_body_bytes)
-        self.max_body_bytes = limit
-        if length is not None and length > limit:
-            self.too_large = True
-            length = 0
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        self._received += len(data)
-        if self._received > self.max_body_bytes:
-            self.too_large = True
-        if self.too_large:
-            if self._received > 4 * self.max_body_bytes:
-                self.channel.transport.abortConnection()  # type: ignore[union-attr]
-            return
-        super().handleContentChunk(data)
-
-
-class RoostSite(server.Site):
-    """A Site using `LimitedRequest` with the configured body limit."""
+class RoostSite(LimitedSite):
+    """The client listener's Site: bodies limited (413 early, never a reset; see
+    roost.http.limits), large ones spooled to disk, and no access log of Twisted's own."""
 
     def __init__(self, resource: Resource, max_body_bytes: int, **kwargs: Any) -> None:
-        super().__init__(resource, requestFactory=LimitedRequest, **kwargs)
-        self.max_body_bytes = max_body_bytes
+        super().__init__(resource, max_body_bytes, **kwargs)
 
     def log(self, request: server.Request) -> None:
         """Access logging is done by JsonResource, with the user and without tokens."""
@@ -177,11 +165,22 @@ class JsonResource(Resource):
         self._auth = authenticator
         self._limiter = limiter
         self._limits = limits or {}
+        # Set by the metrics listener's wiring: told of each request's route and end.
+        self.observer: RequestObserver | None = None
 
     def render(self, request: server.Request) -> int:
         rid = f"req{next(_request_counter)}"
+        finished = request.notifyFinish()  # before handling: an answer may come at once
+        if self.observer is not None:
+            observer, start = self.observer, time.monotonic()
+
+            def observe(result: Any) -> Any:
+                observer.finished(request, request.code, time.monotonic() - start)
+                return result
+
+            finished.addBoth(observe)
         d = defer.ensureDeferred(self._handle(request, rid))
-        request.notifyFinish().addErrback(lambda _f: d.cancel())
+        finished.addErrback(lambda _f: d.cancel())
         d.addErrback(_log_unhandled)
         return server.NOT_DONE_YET
 
@@ -204,13 +203,23 @@ class JsonResource(Resource):
                 if route is None:
                     status = 405 if known else 404
                     raise MatrixError(status, "M_UNRECOGNIZED", "Unrecognized request")
+                if self.observer is not None:
+                    self.observer.matched(request, method, route.path)
                 requester = await self._requester(request, route)
                 if requester is not None:
                     user = requester.user_id
+                    if requester.is_guest:
+                        check_guest(method, path)
                 await self._take_rate_limit(request, route, requester)
-                raw = request.content.read() if request.content is not None else b""
+                raw = b""
+                if request.content is not None and not route.stream_body:
+                    raw = request.content.read()
                 api = ApiRequest(request, method, path, params, requester, raw)
                 result = await route.handler(api)
+                if isinstance(result, Answered):
+                    logger.info("%s %s %s %d %.1fms %s", rid, method, _clean(request),
+                                request.code, (time.monotonic() - start) * 1000, user)
+                    return
                 status, body = result if isinstance(result, tuple) else (200, result)
         except MatrixError as e:
             status, body, headers = e.status, e.to_json(), e.headers
@@ -236,7 +245,8 @@ class JsonResource(Resource):
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
         if self._auth is None:
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown access token")
-        return await self._auth.authenticate(token)
+        as_user = request.args.get(b"user_id", [b""])[0].decode("utf-8", "replace") or None
+        return await self._auth.authenticate(token, as_user)
 
     async def _take_rate_limit(
         self, request: server.Request, route: Route, requester: Requester | None
@@ -265,9 +275,13 @@ class JsonResource(Resource):
             route, params, known = self._router.match(method, path)
             if route is None:
                 raise MatrixError(405 if known else 404, "M_UNRECOGNIZED", "Unrecognized request")
+            if requester.is_guest:
+                check_guest(method, path)
             await self._take_rate_limit(stand_in, route, requester)  # type: ignore[arg-type]
             api = ApiRequest(stand_in, method, path, params, requester, body)  # type: ignore[arg-type]
             result = await route.handler(api)
+            if isinstance(result, Answered):
+                raise MatrixError(400, "M_UNRECOGNIZED", "Not available over the socket")
         except MatrixError as e:
             return e.status, e.to_json()
         except defer.CancelledError:

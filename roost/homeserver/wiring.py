@@ -8,10 +8,11 @@ and tests, and never passed down into the parts it holds.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
@@ -20,11 +21,17 @@ from roost.admin import server as admin_server
 from roost.admin import users as admin_users
 from roost.admin.auth import AdminGate
 from roost.admin.register import SharedSecretRegistration
+from roost.appservice.client import AppServiceHttp
+from roost.appservice.registration import load_registrations
+from roost.appservice.sender import AppServiceSender, Interest
 from roost.client_api import (
     account,
     account_data,
+    capabilities,
+    cross_signing,
     devices,
     directory,
+    keys,
     login,
     messages,
     presence,
@@ -32,27 +39,35 @@ from roost.client_api import (
     receipts,
     register,
     relations,
+    room_keys,
     room_state,
     rooms,
     send,
     sync,
+    to_device,
     typing,
     user_directory,
     versions,
     websocket,
 )
+from roost.client_api import appservice as client_appservice
 from roost.client_api.accounts import Accounts
+from roost.client_api.appservice import AppServiceAuth, AppServices
+from roost.client_api.device_lists import DeviceLists
+from roost.client_api.event_format import client_event
 from roost.client_api.passwords import PasswordHasher
 from roost.client_api.presence import PresenceTracker
 from roost.client_api.profile import Profiles
 from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.rooms import RoomCreation
-from roost.client_api.sync_builder import SyncBuilder
+from roost.client_api.sync_builder import SyncBuilder, SyncToken
+from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.federation import served as federation_served
 from roost.federation.backfill import Backfiller
+from roost.federation.device_edus import DeviceListSender, InboundDeviceEdus
 from roost.federation.fetches import EventFetches
 from roost.federation.ingest import EduSinks
 from roost.federation.joins import RemoteRooms
@@ -69,24 +84,37 @@ from roost.federation.transport.server import (
     federation_site,
     register_version,
 )
+from roost.federation.user_keys import KeyQueries
 from roost.homeserver.config import RoostConfig
 from roost.keys.local import LocalKey, load_or_create_signing_key
 from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
+from roost.media import resource as media_resource
+from roost.media.repository import MediaRepository, MediaSettings
+from roost.media.store import LocalFileStore
+from roost.media.thumbnails import Size, configure_pillow
+from roost.rooms.access import RoomAccess
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
-from roost.storage.accounts import UserStore
+from roost.storage.accounts import UserExistsError, UserStore
 from roost.storage.admin_queries import AdminQueries
+from roost.storage.appservice import AppServiceStore
 from roost.storage.database import Database
+from roost.storage.device_inbox import DeviceInboxStore
+from roost.storage.device_lists import DeviceListStore
 from roost.storage.devices import DeviceStore
 from roost.storage.directory import DirectoryStore
+from roost.storage.e2e_backup import KeyBackupStore
+from roost.storage.e2e_keys import E2eKeyStore
 from roost.storage.embedded import start_embedded_postgres
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
 from roost.storage.federation_outbound import FederationOutboundStore
+from roost.storage.media import MediaStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
 from roost.storage.profiles import ProfileStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
+from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
 from roost.storage.server_keys import ServerKeyStore
@@ -136,6 +164,7 @@ class Homeserver:
     # The /sync builder: areas add sections, room fields and streams to it
     # (client_api/sync_extensions.py) in their own _register_<area>.
     sync_builder: SyncBuilder | None = None
+    media: MediaRepository | None = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -174,6 +203,18 @@ async def _rate_limiter(config: RoostConfig, reactor: Any, clock: IReactorTime,
     )
     closers.append(("redis", redis.close))
     return RedisRateLimiter(redis, config.redis.key_prefix, clock)
+
+
+def _health_checks(db: Database, limiter: RateLimiter) -> dict[str, Any]:
+    """What /health asks: a query on the database, a PING to Redis when Redis is on."""
+    async def database() -> object:
+        return await db.run("health", lambda txn: txn.query_one("SELECT 1"))
+
+    checks: dict[str, Any] = {"database": database}
+    redis = getattr(limiter, "redis", None)
+    if redis is not None:
+        checks["redis"] = lambda: redis.execute("PING")
+    return checks
 
 
 def _limits(config: RoostConfig) -> dict[str, RateLimit]:
@@ -241,7 +282,7 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
                                  local_key: LocalKey, clock: IReactorTime,
                                  directory_store: DirectoryStore, profile_store: ProfileStore,
                                  typing_tracker: Any, presence_tracker: PresenceTracker,
-                                 receipt_service: Any) -> None:
+                                 receipt_service: Any, e2e_edus: Any = None) -> None:
     """/send (transactions and EDUs) and the served room, user and directory endpoints."""
     async def profile(user_id: str) -> dict[str, Any] | None:
         found = await profile_store.get_profile(user_id)
@@ -257,9 +298,49 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
     federation_served.register_all(
         federation.router, engine, event_store, federation.keyring, federation.client,
         FederationInboundStore(db), config.server_name, local_key.signing_key, clock,
+        RoomAccess(engine, RoomStateStore(db), directory_store.is_forgotten),
         directory_store, profile,
-        EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence),
+        EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence, e2e_edus),
         federation.fetches)
+
+
+def _register_media(config: RoostConfig, reactor: Any, clock: IReactorTime, db: Database,
+                    router: Router, federation: FederationParts, site: RoostSite,
+                    closers: list[tuple[str, Any]]) -> MediaRepository:
+    """The media repository: client and federation endpoints, upload bodies up to
+    max_upload_size spooled to disk beside the store, pending uploads expired."""
+    from twisted.internet import task
+
+    from roost.federation.transport.client import IpBlocklist
+
+    media = config.media
+    configure_pillow(media.max_image_pixels)
+    store = LocalFileStore(config.path(os.path.join(config.data_dir, "media")))
+    settings = MediaSettings(
+        config.server_name, media.max_upload_size, media.max_pending_uploads,
+        media.unused_expiry, media.legacy_unauthenticated_media, media.remote_cache_max_bytes,
+        media.max_image_pixels,
+        tuple(Size(s.width, s.height, s.method) for s in media.thumbnail_sizes))
+    repo = MediaRepository(settings, store, MediaStore(db), clock, federation.client,
+                           store.tmp_dir)
+    previewer = None
+    if media.url_preview.enabled:
+        from roost.media.preview import UrlPreviewer
+
+        ranges = media.url_preview.ip_range_blocklist
+        blocklist = IpBlocklist(config.federation.ip_range_blocklist if ranges is None else ranges)
+        previewer = UrlPreviewer(reactor, clock, blocklist.blocks, repo,
+                                 media.url_preview.max_bytes, media.url_preview.timeout)
+    media_resource.register_client(router, repo, previewer)
+    media_resource.register_federation(federation.router, repo)
+    for prefix in media_resource.UPLOAD_PREFIXES:
+        site.large_bodies[prefix] = media.max_upload_size
+    site.spool_dir = store.tmp_dir
+    sweeper = task.LoopingCall(lambda: defer.ensureDeferred(repo.expire_pending()))
+    sweeper.clock = clock
+    sweeper.start(600, now=False).addErrback(lambda f: logger.error("media sweep: %s", f))
+    closers.append(("media sweeper", sweeper.stop))
+    return repo
 
 
 async def _sync_streams(db: Database) -> dict[str, StreamIdGenerator]:
@@ -300,6 +381,49 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     return builder, waiter, typing_tracker
 
 
+async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: IReactorTime,
+                      notifier: Notifier, streams: dict[str, StreamIdGenerator],
+                      device_store: DeviceStore, uia: UserInteractiveAuth,
+                      federation: FederationParts, sender: FederationSender,
+                      closers: list[tuple[str, Any]], builder: SyncBuilder) -> InboundDeviceEdus:
+    """End-to-end encryption: keys, cross-signing, key backup, to-device messages, device
+    lists (the to_device and device_lists streams) and their federation side."""
+    key_store = E2eKeyStore(db)
+    list_store = DeviceListStore(db, config.server_name)
+    streams["to_device"] = StreamIdGenerator(await DeviceInboxStore(db).max_stream_id())
+    streams["device_lists"] = StreamIdGenerator(await list_store.max_stream_id())
+    lists = DeviceLists(list_store, streams["device_lists"], notifier)
+    device_store.on_devices_deleted.append(lists.devices_deleted)
+    queries = KeyQueries(key_store, list_store, federation.client, config.server_name)
+    queries.register(federation.router)
+    to_device_service = to_device.ToDevice(DeviceInboxStore(db), key_store, streams["to_device"],
+                                           notifier, config.server_name, clock,
+                                           sender.queue_edus)
+    to_device.register(router, to_device_service)
+    keys.register(router, keys.KeyUploads(key_store, lists), queries, lists,
+                  _token_positions)
+    cross_signing.register(router, cross_signing.CrossSigning(key_store, lists, uia))
+    room_keys.register(router, KeyBackupStore(db))
+    list_sender = DeviceListSender(list_store, key_store, notifier, sender.queue_edus,
+                                   config.server_name, streams["device_lists"].current)
+    closers.append(("device list sender", list_sender.stop))
+    e2e_sync = E2eSync(DeviceInboxStore(db), list_store, key_store)
+    builder.add_stream("to_device", lambda: streams["to_device"].current)
+    builder.add_stream("device_lists", lambda: streams["device_lists"].current)
+    builder.add_section("to_device", e2e_sync.to_device)
+    builder.add_section("device_lists", e2e_sync.device_lists, device_lists_news)
+    builder.add_section("device_one_time_keys_count", e2e_sync.one_time_keys_count, never_news)
+    builder.add_section("device_unused_fallback_key_types", e2e_sync.unused_fallback_key_types,
+                        never_news)
+    return InboundDeviceEdus(queries, list_store, lists.changed, to_device_service.from_federation)
+
+
+def _token_positions(raw: str) -> tuple[int, int]:
+    """(events, device_lists) positions of a sync token, for /keys/changes."""
+    token = SyncToken.parse(raw)
+    return token.events, getattr(token, "device_lists", 0)
+
+
 def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
                     tokens: TokenAuthority, device_store: DeviceStore, profiles: Profiles,
                     engine: RoomEngine, clock: IReactorTime, db: Database,
@@ -317,6 +441,60 @@ def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
         admin_rooms.AdminRooms(gate, queries, engine,
                                RoomCreation(config.server_name, config.rooms.default_version),
                                clock))
+
+
+async def _start_appservices(appservices: AppServices, router: Router, reactor: Any,
+                             clock: IReactorTime, db: Database, users: UserStore,
+                             engine: RoomEngine, state_store: RoomStateStore,
+                             directory_store: DirectoryStore, event_stream: StreamIdGenerator,
+                             notifier: Notifier, closers: list[tuple[str, Any]],
+                             ) -> AppServiceSender | None:
+    """Each service's bot account, its client endpoints, and the transaction sender."""
+    now_ms = int(clock.seconds() * 1000)
+    for service in appservices.services:
+        try:
+            await users.create_user(service.sender, None, False, now_ms)
+        except UserExistsError:
+            pass
+    http = AppServiceHttp(reactor)
+    client_appservice.register(router, appservices, http)
+    if not appservices.services:
+        return None
+
+    async def members_of(room_id: str) -> list[str]:
+        members = await state_store.members(room_id)
+        return [u for u, (m, _e) in members.items() if m in ("join", "invite")]
+
+    async def format_events(event_ids: list[str]) -> list[Any]:
+        loaded = await engine.get_events(event_ids)
+        now = int(clock.seconds() * 1000)
+        return [client_event(loaded[i], now) for i in event_ids if i in loaded]
+
+    sender = AppServiceSender(
+        appservices.services, AppServiceStore(db), FederationOutboundStore(db),
+        Interest(members_of, directory_store.aliases_of), format_events, event_stream,
+        notifier, http, clock)
+    await sender.start()
+    closers.append(("application service sender", sender.stop))
+    closers.append(("application service connections", http.pool.closeCachedConnections))
+    return sender
+
+
+def _start_metrics(registry: Any, api: JsonResource, db: Database, notifier: Notifier,
+                   event_stream: StreamIdGenerator, open_sockets: Any,
+                   sender: FederationSender, appservice_sender: AppServiceSender | None,
+                   clock: IReactorTime, closers: list[tuple[str, Any]]) -> None:
+    """Requests, database, events, sockets, federation and bridge queues on /metrics."""
+    from roost.homeserver import server_metrics as m  # prometheus_client: only if on
+
+    api.observer = m.RequestMetrics(registry)
+    m.DatabaseMetrics(registry, db)
+    m.StreamMetrics(registry, notifier, event_stream.current)
+    m.ReadOnScrape(registry, lambda: len(open_sockets), sender.stats)
+    queues = m.QueueMetrics(registry, clock, FederationOutboundStore(db).queue_depths,
+                            appservice_sender.backlog if appservice_sender else None)
+    queues.start()
+    closers.append(("metrics refresh", queues.stop))
 
 
 async def build_homeserver(
@@ -369,9 +547,15 @@ async def build_homeserver(
     closers.append(("presence timers", presence_tracker.stop))
 
     router = Router()
-    versions.register(router, config.baseurl)
-    register.register(router, accounts, tokens, uia, config.registration.enabled)
+    versions.register(router, config.baseurl, _health_checks(db, limiter))
+    appservices = AppServices(load_registrations(
+        [config.path(p) for p in config.app_service_config_files], config.server_name))
+    register.register(router, accounts, tokens, uia, config.registration.enabled,
+                      RegistrationTokenStore(db), clock,
+                      require_token=config.registration.require_token,
+                      allow_guests=config.registration.allow_guests, appservices=appservices)
     login.register(router, accounts, tokens, device_store)
+    capabilities.register(router, config.rooms.default_version)
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
     account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate)
     profile.register(router, profiles)
@@ -389,7 +573,7 @@ async def build_homeserver(
                       Backfiller(engine, event_store, federation.keyring, federation.client,
                                  config.server_name, federation.fetches).backfill)
     relations.register(router, engine, view, RelationStore(db))
-    directory.register(router, engine, view, directory_store, config.server_name)
+    directory.register(router, engine, view, directory_store, config.server_name, appservices)
     streams = {"events": event_stream, "presence": presence_stream, **await _sync_streams(db)}
     builder, waiter, typing_tracker = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
                                      presence_tracker)
@@ -397,7 +581,11 @@ async def build_homeserver(
     _register_admin(router, config, accounts, tokens, device_store, profiles, engine, clock,
                     db, on_deactivate)
     root = Resource()
-    api = JsonResource(router, tokens, limiter, _limits(config))
+    appservice_sender = await _start_appservices(
+        appservices, router, reactor, clock, db, users, engine, state_store, directory_store,
+        event_stream, notifier, closers)
+    api = JsonResource(router, AppServiceAuth(appservices, tokens, users), limiter,
+                       _limits(config))
     for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
         root.putChild(name, api)
     sockets = Resource()
@@ -407,6 +595,7 @@ async def build_homeserver(
     sockets.putChild(b"ws", socket_resource)
     root.putChild(b"_roost", sockets)
     site = RoostSite(root, config.listeners.client.max_body_bytes)
+    media = _register_media(config, reactor, clock, db, router, federation, site, closers)
     sender = FederationSender(
         FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
         config.server_name, clock, min_retry_interval_ms=config.federation.min_retry_interval,
@@ -417,10 +606,15 @@ async def build_homeserver(
     closers.append(("federation sender", sender.stop))
     federation.sender = sender
     federation.on_authenticated.append(sender.destination_up)
+    if metrics is not None:
+        _start_metrics(metrics, api, db, notifier, event_stream, socket_resource.open_sockets,
+                       sender, appservice_sender, clock, closers)
+    e2e_edus = await _build_e2ee(router, db, config, clock, notifier, streams, device_store,
+                                 uia, federation, sender, closers, builder)
     _register_inbound_federation(federation, engine, event_store, db, config, local_key, clock,
                                  directory_store, profile_store, typing_tracker, presence_tracker,
                                  receipts.Receipts(ReceiptStore(db), streams["receipts"],
-                                                   notifier, clock))
+                                                   notifier, clock), e2e_edus)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation, metrics,
-                      sync_builder=builder)
+                      sync_builder=builder, media=media)
