@@ -167,6 +167,14 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
+class PushConfig:
+    """Delivery to push gateways: the first retry after a failure, doubling up to the maximum."""
+
+    min_retry_interval: Duration = Duration(1_000)
+    max_retry_interval: Duration = Duration(600_000)
+
+
+@dataclass(frozen=True)
 class RoostConfig:
     server_name: str
     public_baseurl: str | None = None
@@ -182,6 +190,7 @@ class RoostConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    push: PushConfig = field(default_factory=PushConfig)
     # Where this config was loaded from; relative paths are taken from there.
     config_dir: str = "."
 

@@ -22,8 +22,11 @@ from roost.client_api import (
     directory,
     login,
     messages,
+    notifications,
     presence,
     profile,
+    push_rules,
+    pushers,
     receipts,
     register,
     relations,
@@ -68,6 +71,8 @@ from roost.homeserver.config import RoostConfig
 from roost.keys.local import LocalKey, load_or_create_signing_key
 from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
+from roost.push.evaluator import PushEvaluator
+from roost.push.pushers import PusherDelivery, event_details
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
 from roost.storage.accounts import UserStore
 from roost.storage.database import Database
@@ -80,6 +85,7 @@ from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
 from roost.storage.profiles import ProfileStore
+from roost.storage.push import PushActionStore, PusherStore, PushRuleStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from roost.storage.relations import RelationStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
@@ -108,6 +114,15 @@ class FederationParts:
 
 
 @dataclass
+class PushParts:
+    """Push evaluation, delivery to gateways, and the unread counts /sync serves."""
+
+    evaluator: PushEvaluator
+    delivery: PusherDelivery
+    unread: notifications.UnreadCounts
+
+
+@dataclass
 class Homeserver:
     config: RoostConfig
     reactor: Any
@@ -127,6 +142,7 @@ class Homeserver:
     federation: FederationParts | None = None
     # This server's Prometheus registry when the metrics listener is enabled, else None.
     metrics: Any = None
+    push: PushParts | None = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -291,6 +307,32 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     return builder, waiter, typing_tracker
 
 
+async def _build_push(router: Router, db: Database, reactor: Any, clock: IReactorTime,
+                      config: RoostConfig, notifier: Notifier, engine: RoomEngine,
+                      view: RoomView, streams: dict[str, StreamIdGenerator],
+                      closers: list[tuple[str, Any]],
+                      password_hooks: list[Any]) -> PushParts:
+    """Push rules, evaluation off the events stream, notification counts, pushers."""
+    actions = PushActionStore(db)
+    evaluator = PushEvaluator(actions, PushRuleStore(db), engine, streams["events"], notifier,
+                              config.server_name, clock)
+    await evaluator.start()
+    closers.append(("push evaluator", evaluator.stop))
+    delivery = PusherDelivery(
+        PusherStore(db), actions, evaluator, event_details(engine), reactor, clock,
+        min_retry_interval_ms=config.push.min_retry_interval,
+        max_retry_interval_ms=config.push.max_retry_interval)
+    await delivery.start()
+    closers.append(("pushers", delivery.stop))
+    account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
+    push_rules.register(router, push_rules.PushRules(PushRuleStore(db), evaluator, account))
+    notifications.register(router, actions, view)
+    pusher_service = pushers.Pushers(PusherStore(db), delivery, evaluator, clock)
+    pushers.register(router, pusher_service)
+    password_hooks.append(pusher_service.password_changed)
+    return PushParts(evaluator, delivery, notifications.UnreadCounts(actions, evaluator))
+
+
 async def build_homeserver(
     config: RoostConfig, reactor: Any, clock: IReactorTime | None = None, dsn: str | None = None
 ) -> Homeserver:
@@ -344,8 +386,10 @@ async def build_homeserver(
     versions.register(router, config.baseurl)
     register.register(router, accounts, tokens, uia, config.registration.enabled)
     login.register(router, accounts, tokens, device_store)
+    password_hooks: list[Any] = []
     account.register(router, accounts, tokens, device_store, uia,
-                     on_deactivate=[profiles.on_deactivate, _leave_all_rooms(engine, state_store)])
+                     on_deactivate=[profiles.on_deactivate, _leave_all_rooms(engine, state_store)],
+                     on_password_change=password_hooks)
     profile.register(router, profiles)
     user_directory.register(router, profile_store)
     presence.register(router, presence_tracker, users)
@@ -365,6 +409,8 @@ async def build_homeserver(
     streams = {"events": event_stream, "presence": presence_stream, **await _sync_streams(db)}
     builder, waiter, typing_tracker = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
                                      presence_tracker)
+    push = await _build_push(router, db, reactor, clock, config, notifier, engine, view, streams,
+                      closers, password_hooks)
 
     root = Resource()
     api = JsonResource(router, tokens, limiter, _limits(config))
@@ -392,4 +438,5 @@ async def build_homeserver(
                                  receipts.Receipts(ReceiptStore(db), streams["receipts"],
                                                    notifier, clock))
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
-                      notifier, streams, closers, profiles, presence_tracker, federation, metrics)
+                      notifier, streams, closers, profiles, presence_tracker, federation, metrics,
+                      push)
