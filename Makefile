@@ -9,6 +9,9 @@ CONFIG ?= homeserver.yaml
 # The real Synapse the federation interoperability tests run beside Roost.
 SYNAPSE_VERSION := 1.163.2
 SYNAPSE_STAMP := .venv-synapse/.installed
+# matrix-js-sdk and its Rust crypto for the real-client tests (tests/clients), pinned in
+# tests/js/package-lock.json; without npm those tests skip themselves.
+JS_STAMP := tests/js/node_modules/.installed
 TESTS ?= tests
 
 .PHONY: run test lint bench clean-venv
@@ -24,10 +27,15 @@ $(SYNAPSE_STAMP): Makefile
 	.venv-synapse/bin/pip install --quiet "matrix-synapse[postgres]==$(SYNAPSE_VERSION)"
 	touch $(SYNAPSE_STAMP)
 
+$(JS_STAMP): tests/js/package-lock.json
+	if command -v npm >/dev/null; then \
+		cd tests/js && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the matrix-js-sdk tests (tests/clients) will be skipped"; fi
+
 run: $(STAMP)
 	$(BIN)/roost run -c $(CONFIG)
 
-test: $(STAMP) $(SYNAPSE_STAMP)
+test: $(STAMP) $(SYNAPSE_STAMP) $(JS_STAMP)
 	$(BIN)/python -m twisted.trial -j2 $(TESTS)
 
 # Speed and memory workloads (minutes; needs PostgreSQL on 127.0.0.1:5432). Figures: docs/benchmarks.md

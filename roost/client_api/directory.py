@@ -9,6 +9,7 @@ from roost.client_api.errors import MatrixError, forbidden, invalid_param, not_f
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
 from roost.rooms import public_rooms as public_rooms_lib
+from roost.rooms.access import JOINED
 from roost.rooms.auth import get_named_level, get_power_level
 from roost.rooms.engine import RoomEngine
 from roost.storage.directory import DirectoryStore
@@ -65,10 +66,8 @@ def register(router: Router, engine: RoomEngine, view: RoomView, directory: Dire
 
     async def room_aliases(req: ApiRequest) -> JsonDict:
         room_id = req.params["room_id"]
-        if await engine.room_version(room_id) is None:
-            raise not_found("Unknown room")
-        if not await view.can_see_room(room_id, req.user.user_id):
-            raise forbidden("You are not in this room")
+        # Spec: members now, or anyone when the room is world-readable.
+        await view.require_read(room_id, req.user.user_id, JOINED)
         return {"aliases": await directory.aliases_of(room_id)}
 
     async def get_visibility(req: ApiRequest) -> JsonDict:

@@ -24,6 +24,8 @@ from typing import Any
 from roost.client_api.errors import MatrixError, invalid_param, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
+from roost.client_api.stream_token import events_position
+from roost.rooms.access import EVENTS
 from roost.rooms.engine import LoadedEvent, RoomEngine
 from roost.storage.events import EventStore, StoredEvent
 from roost.storage.streams import StreamIdGenerator
@@ -39,12 +41,8 @@ Backfill = Callable[[str, int], Awaitable[bool]]
 
 
 def parse_token(token: str | None, name: str) -> int | None:
-    if token is None:
-        return None
-    digits = token[2:] if token.startswith("s-") else token[1:]
-    if token.startswith("s") and digits.isdigit() and len(digits) < 19:
-        return int(token[1:])
-    raise invalid_param(f"{name} is not a valid pagination token")
+    """The events position of a token: `s<N>` from here, or any token /sync gave."""
+    return events_position(token, name)
 
 
 def parse_filter(raw: str | None) -> dict[str, Any]:
@@ -72,10 +70,7 @@ def register(
     stream: StreamIdGenerator, backfill: Backfill | None = None,
 ) -> None:
     async def require_readable(room_id: str, user_id: str) -> None:
-        if await engine.room_version(room_id) is None:
-            raise not_found("Unknown room")
-        if not await view.can_see_room(room_id, user_id):
-            raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is not in room {room_id}")
+        await view.require_read(room_id, user_id, EVENTS)
 
     async def messages(req: ApiRequest) -> JsonDict:
         room_id, user = req.params["room_id"], req.user.user_id
@@ -122,6 +117,7 @@ def register(
     async def get_event(req: ApiRequest) -> JsonDict:
         room_id, user = req.params["room_id"], req.user.user_id
         event_id = req.params["event_id"]
+        await view.require_read(room_id, user, EVENTS, refuse_as_missing=True)
         loaded = (await engine.get_events([event_id])).get(event_id)
         if loaded is None or loaded.event.room_id != room_id or loaded.rejected:
             raise not_found("Event not found")
@@ -132,7 +128,8 @@ def register(
     async def context(req: ApiRequest) -> JsonDict:
         room_id, user = req.params["room_id"], req.user.user_id
         event_id = req.params["event_id"]
-        limit = min(req.int_arg("limit", 10) or 0, MAX_LIMIT)
+        limit = req.limit_arg("limit", 10, MAX_LIMIT)
+        await require_readable(room_id, user)
         loaded = (await engine.get_events([event_id])).get(event_id)
         if loaded is None or loaded.event.room_id != room_id or loaded.stream_ordering is None:
             raise not_found("Event not found")
@@ -150,7 +147,9 @@ def register(
             "event": (await view.serialize([loaded], user))[0],
             "events_before": await view.serialize(before, user),
             "events_after": await view.serialize(after, user),
-            "start": f"s{(before[-1].stream_ordering or 1) - 1 if before else position}",
+            # Tokens lie between events: `start` just before the earliest event returned
+            # (the context event itself when none before it is), `end` just after the last.
+            "start": f"s{(before[-1].stream_ordering or 1) - 1 if before else position - 1}",
             "end": f"s{after[-1].stream_ordering if after else position}",
             "state": await view.serialize(state_events, user, with_relations=False),
         }

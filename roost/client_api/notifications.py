@@ -14,6 +14,7 @@ from typing import Any
 from roost.client_api.errors import invalid_param
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
+from roost.client_api.sync_extensions import SyncRequest
 from roost.push.evaluator import MAIN, PushEvaluator
 from roost.storage.push import PushActionStore
 
@@ -24,9 +25,39 @@ CATCH_UP_TIMEOUT_S = 5.0
 
 
 class UnreadCounts:
+    """The two /sync room fields, computed together: the builder asks for
+    `unread_notifications` and then `unread_thread_notifications` of the same request, and
+    the second takes what the first left for it."""
+
     def __init__(self, store: PushActionStore, evaluator: PushEvaluator) -> None:
         self._store = store
         self._evaluator = evaluator
+        self._threads_for: dict[int, dict[str, JsonDict]] = {}
+
+    async def unread_notifications(self, request: SyncRequest, room_ids: list[str]
+                                   ) -> dict[str, JsonDict]:
+        per_thread = request.filter.unread_thread_notifications
+        fields = await self.room_fields(request.user_id, room_ids, request.now.events,
+                                        per_thread)
+        if per_thread:
+            while len(self._threads_for) >= 64:  # a request whose second call never came
+                self._threads_for.pop(next(iter(self._threads_for)))
+            self._threads_for[id(request)] = {
+                room: f["unread_thread_notifications"] for room, f in fields.items()
+                if "unread_thread_notifications" in f}
+        return {room: f["unread_notifications"] for room, f in fields.items()}
+
+    async def unread_thread_notifications(self, request: SyncRequest, room_ids: list[str]
+                                          ) -> dict[str, JsonDict]:
+        """Only when the filter asks for counts per thread (else they are in the total)."""
+        if not request.filter.unread_thread_notifications:
+            return {}
+        found = self._threads_for.pop(id(request), None)
+        if found is not None:
+            return found
+        fields = await self.room_fields(request.user_id, room_ids, request.now.events, True)
+        return {room: f["unread_thread_notifications"] for room, f in fields.items()
+                if "unread_thread_notifications" in f}
 
     async def room_fields(self, user_id: str, room_ids: list[str], events_position: int,
                           per_thread: bool) -> dict[str, JsonDict]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from roost.client_api.errors import forbidden, invalid_param, not_found
+from roost.client_api.errors import invalid_param, not_found
 from roost.client_api.messages import parse_token
 from roost.client_api.resource import ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
+from roost.rooms.access import EVENTS
 from roost.rooms.engine import RoomEngine
 from roost.storage.relations import RelationStore
 
@@ -15,6 +16,7 @@ V1 = "/_matrix/client/(?:v1|v3)"
 
 def register(router: Router, engine: RoomEngine, view: RoomView, relations: RelationStore) -> None:
     async def readable_target(room_id: str, user: str, event_id: str) -> None:
+        await view.require_read(room_id, user, EVENTS, refuse_as_missing=True)
         loaded = (await engine.get_events([event_id])).get(event_id)
         if loaded is None or loaded.event.room_id != room_id:
             raise not_found("Event not found")
@@ -28,7 +30,7 @@ def register(router: Router, engine: RoomEngine, view: RoomView, relations: Rela
         direction = req.arg("dir", "b")
         if direction not in ("b", "f"):
             raise invalid_param("dir must be b or f")
-        limit = min(req.int_arg("limit", 50) or 50, MAX_LIMIT)
+        limit = req.limit_arg("limit", 50, MAX_LIMIT, minimum=1)
         start = parse_token(req.arg("from"), "from")
         found = await relations.related_events(
             target, req.params.get("rel_type"), req.params.get("event_type"), start,
@@ -46,14 +48,11 @@ def register(router: Router, engine: RoomEngine, view: RoomView, relations: Rela
 
     async def threads(req: ApiRequest) -> JsonDict:
         room_id, user = req.params["room_id"], req.user.user_id
-        if await engine.room_version(room_id) is None:
-            raise not_found("Unknown room")
-        if not await view.can_see_room(room_id, user):
-            raise forbidden("You cannot read this room")
+        await view.require_read(room_id, user, EVENTS)
         include = req.arg("include", "all")
         if include not in ("all", "participated"):
             raise invalid_param("include must be all or participated")
-        limit = min(req.int_arg("limit", 20) or 20, MAX_LIMIT)
+        limit = req.limit_arg("limit", 20, MAX_LIMIT, minimum=1)
         start = parse_token(req.arg("from"), "from")
         roots = await relations.thread_roots(
             room_id, start, limit + 1, user if include == "participated" else None)

@@ -2,7 +2,7 @@
 
 It owns what every endpoint would otherwise repeat: routing with 404/405
 M_UNRECOGNIZED, CORS and OPTIONS, the body size limit (checked while the body
-arrives, see `LimitedRequest`), JSON parsing with M_NOT_JSON/M_BAD_JSON,
+arrives, see roost.http.limits), JSON parsing with M_NOT_JSON/M_BAD_JSON,
 turning an access token into a `Requester`, Matrix error bodies for every
 failure, cancelling the handler when the client goes away, and one log line
 per request.
@@ -26,7 +26,8 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from roost.client_api.errors import MatrixError, limit_exceeded
-from roost.http.bodies import QueryArgs, json_object, parse_json, write_json
+from roost.http.bodies import Answered, QueryArgs, json_object, parse_json, write_json
+from roost.http.limits import LimitedSite
 from roost.http.routing import RouteTable, compile_template
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,9 @@ class ApiRequest(QueryArgs):
         return json_object(self._json, required)
 
 
-Handler = Callable[[ApiRequest], Awaitable[JsonDict | tuple[int, JsonDict]]]
+# A handler answers with JSON (a body, or a status and body), or writes its own answer
+# (media files) and returns ANSWERED.
+Handler = Callable[[ApiRequest], Awaitable[JsonDict | tuple[int, JsonDict] | Answered]]
 
 
 @dataclass(frozen=True)
@@ -103,55 +106,27 @@ class Route:
     auth: bool  # True: token required; False: none
     auth_optional: bool = False
     rate_limit: str | None = None  # the name of a bucket in JsonResource's limits
+    # The handler reads the (possibly large, spooled) body from `http.content` itself.
+    stream_body: bool = False
 
 
 class Router(RouteTable[Route]):
     """The client API's routes, filled by each area module."""
 
     def add(self, method: str, path: str, handler: Handler, *, auth: bool = True,
-            auth_optional: bool = False, rate_limit: str | None = None) -> None:
+            auth_optional: bool = False, rate_limit: str | None = None,
+            stream_body: bool = False) -> None:
         """`path` is a template as roost.http.routing takes it."""
         self.insert(path, Route(method, compile_template(path), handler, auth, auth_optional,
-                                rate_limit))
+                                rate_limit, stream_body))
 
 
-class LimitedRequest(server.Request):
-    """A request that stops buffering its body once it passes the size limit.
-
-    The limit is checked against Content-Length as soon as the headers arrive
-    and against the bytes received as they arrive, so an oversized upload is
-    never held in memory; the resource then answers 413 M_TOO_LARGE.
-    """
-
-    max_body_bytes = 10 * 1024 * 1024
-    too_large = False
-    _received = 0
-
-    def gotLength(self, length: int | None) -> None:
-        limit = getattr(self.channel.site, "max_body_bytes", self.max_body_bytes)
-        self.max_body_bytes = limit
-        if length is not None and length > limit:
-            self.too_large = True
-            length = 0
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        self._received += len(data)
-        if self._received > self.max_body_bytes:
-            self.too_large = True
-        if self.too_large:
-            if self._received > 4 * self.max_body_bytes:
-                self.channel.transport.abortConnection()  # type: ignore[union-attr]
-            return
-        super().handleContentChunk(data)
-
-
-class RoostSite(server.Site):
-    """A Site using `LimitedRequest` with the configured body limit."""
+class RoostSite(LimitedSite):
+    """The client listener's Site: bodies limited (413 early, never a reset; see
+    roost.http.limits), large ones spooled to disk, and no access log of Twisted's own."""
 
     def __init__(self, resource: Resource, max_body_bytes: int, **kwargs: Any) -> None:
-        super().__init__(resource, requestFactory=LimitedRequest, **kwargs)
-        self.max_body_bytes = max_body_bytes
+        super().__init__(resource, max_body_bytes, **kwargs)
 
     def log(self, request: server.Request) -> None:
         """Access logging is done by JsonResource, with the user and without tokens."""
@@ -208,9 +183,15 @@ class JsonResource(Resource):
                 if requester is not None:
                     user = requester.user_id
                 await self._take_rate_limit(request, route, requester)
-                raw = request.content.read() if request.content is not None else b""
+                raw = b""
+                if request.content is not None and not route.stream_body:
+                    raw = request.content.read()
                 api = ApiRequest(request, method, path, params, requester, raw)
                 result = await route.handler(api)
+                if isinstance(result, Answered):
+                    logger.info("%s %s %s %d %.1fms %s", rid, method, _clean(request),
+                                request.code, (time.monotonic() - start) * 1000, user)
+                    return
                 status, body = result if isinstance(result, tuple) else (200, result)
         except MatrixError as e:
             status, body, headers = e.status, e.to_json(), e.headers
@@ -268,6 +249,8 @@ class JsonResource(Resource):
             await self._take_rate_limit(stand_in, route, requester)  # type: ignore[arg-type]
             api = ApiRequest(stand_in, method, path, params, requester, body)  # type: ignore[arg-type]
             result = await route.handler(api)
+            if isinstance(result, Answered):
+                raise MatrixError(400, "M_UNRECOGNIZED", "Not available over the socket")
         except MatrixError as e:
             return e.status, e.to_json()
         except defer.CancelledError:

@@ -1,36 +1,28 @@
 """GET /state, GET /state/{type}/{stateKey}, GET /members, GET /joined_members.
 
 A member reads the current state; a former member reads the state as it was
-when they left (history visibility applies to state as to messages).
+when they left (history visibility applies to state as to messages); who may
+read what is roost.rooms.access's answer.
 """
 
 from __future__ import annotations
 
-from roost.client_api.errors import MatrixError, invalid_param, not_found
+from roost.client_api.errors import not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
+from roost.client_api.stream_token import events_position
+from roost.rooms.access import JOINED, STATE
 from roost.rooms.engine import LoadedEvent, RoomEngine
 
 StateKey = tuple[str, str]
 
 
 def register(router: Router, engine: RoomEngine, view: RoomView) -> None:
-    async def state_for(room_id: str, user_id: str) -> dict[StateKey, str]:
-        """The state the user may read: current if joined, else as of when they left."""
-        if await engine.room_version(room_id) is None:
-            raise not_found("Unknown room")
-        membership = await view.membership(room_id, user_id)
-        if membership == "join":
-            return await view.state.current_state(room_id)
-        history = await view.state.membership_history(room_id, user_id)
-        if membership in ("leave", "ban") and history:
-            member_event = (await view.state.members(room_id))[user_id][1]
-            group = (await view.state.state_groups_of([member_event])).get(member_event)
-            if group is not None:
-                return await view.state.state_at_group(group)
-        if await view.can_see_room(room_id, user_id):
-            return await view.state.current_state(room_id)
-        raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is not in room {room_id}")
+    async def state_for(room_id: str, user_id: str, kind: str = STATE) -> dict[StateKey, str]:
+        """The state the user may read (the access module decides: current if joined or
+        the room is world-readable, as of their departure if they left or were banned
+        after joining, else 403)."""
+        return await view.readable_state(room_id, user_id, kind)
 
     async def load(ids: list[str]) -> list[LoadedEvent]:
         loaded = await engine.get_events(ids)
@@ -54,17 +46,13 @@ def register(router: Router, engine: RoomEngine, view: RoomView) -> None:
 
     async def members(req: ApiRequest) -> JsonDict:
         room_id = req.params["room_id"]
-        if req.arg("at") is not None:
-            at = req.arg("at") or ""
-            if not at.startswith("s") or not at[1:].isdigit():
-                raise invalid_param("at must be a pagination token")
+        at = events_position(req.arg("at"), "at")
         state = await state_for(room_id, req.user.user_id)
         wanted, unwanted = req.arg("membership"), req.arg("not_membership")
         ids = [eid for (t, _), eid in state.items() if t == "m.room.member"]
         events = await load(sorted(ids))
-        if req.arg("at") is not None:
-            position = int((req.arg("at") or "s0")[1:])
-            events = await _members_at(view, room_id, position, events)
+        if at is not None:
+            events = await _members_at(view, room_id, at, events)
         chosen = [
             e for e in events
             if (wanted is None or e.event.content.get("membership") == wanted)
@@ -74,15 +62,17 @@ def register(router: Router, engine: RoomEngine, view: RoomView) -> None:
 
     async def joined_members(req: ApiRequest) -> JsonDict:
         room_id = req.params["room_id"]
-        state = await state_for(room_id, req.user.user_id)
+        state = await state_for(room_id, req.user.user_id, JOINED)
         ids = [eid for (t, _), eid in state.items() if t == "m.room.member"]
         joined: JsonDict = {}
         for loaded in await load(ids):
             content = loaded.event.content
             if content.get("membership") == "join":
+                # An absent optional field is left out, never sent as null.
                 joined[loaded.event.state_key or ""] = {
-                    "display_name": content.get("displayname"),
-                    "avatar_url": content.get("avatar_url"),
+                    key: content[field]
+                    for key, field in (("display_name", "displayname"), ("avatar_url", "avatar_url"))
+                    if isinstance(content.get(field), str)
                 }
         return {"joined": joined}
 

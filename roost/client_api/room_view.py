@@ -1,9 +1,10 @@
 """What a user may read of a room, and how it is served to them.
 
 Every reading endpoint (/messages, /context, /event, /state, /relations,
-/threads) goes through `RoomView`, so history visibility and the shape of
-served events (redactions, edits, thread summaries, reaction counts) are
-decided in one place.
+/threads, /sync) goes through `RoomView`: who may read what is the access
+module's answer (roost.rooms.access, shared with federation), turned here into
+the client's Matrix errors; the shape of served events (redactions, edits,
+thread summaries, reaction counts) is decided here.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Any
 
 from roost.client_api.errors import MatrixError
 from roost.client_api.event_format import client_event
+from roost.rooms.access import EVENTS, STATE, RoomAccess
 from roost.rooms.engine import LoadedEvent, NewEvent, RoomEngine, RoomError
 from roost.rooms.events import Event
 from roost.rooms.hashing import CanonicalJSONError, canonical_json
-from roost.rooms.visibility import can_see_event
 from roost.storage.relations import RelationStore
 from roost.storage.room_state import RoomStateStore
 
@@ -31,58 +32,62 @@ class RoomView:
     def __init__(
         self, engine: RoomEngine, state: RoomStateStore, relations: RelationStore, clock: Any,
         forgotten: Callable[[str, str], Awaitable[bool]] | None = None,
+        access: RoomAccess | None = None,
     ) -> None:
         self.engine = engine
         self.state = state
         self._relations = relations
         self._clock = clock
-        # (user, room) -> whether the user forgot the room: its history is then closed
-        # to them (spec: /forget), unless it is world-readable or they join again.
-        self._forgotten = forgotten
+        # Every question of who may read what goes to the one access module;
+        # `forgotten(user, room)` closes a forgotten room's history to its user.
+        self.access = access or RoomAccess(engine, state, forgotten)
 
     def now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
 
     async def membership(self, room_id: str, user_id: str) -> str | None:
         """From the engine's cached head of the room: no query on the send path."""
-        try:
-            return await self.engine.membership(room_id, user_id)
-        except RoomError:
-            return None
+        return await self.access.membership(room_id, user_id)
 
     async def require_joined(self, room_id: str, user_id: str) -> None:
         if await self.membership(room_id, user_id) != "join":
             raise MatrixError(403, "M_FORBIDDEN", f"{user_id} is not in room {room_id}")
 
+    async def require_read(self, room_id: str, user_id: str, kind: str = EVENTS,
+                           refuse_as_missing: bool = False) -> str:
+        """What the user may read of the room through an endpoint of `kind` (the access
+        module's CURRENT or AT_DEPARTURE); 404 for an unknown room, else 403, or 404
+        where the spec has one answer for "not found" and "not allowed" (/event,
+        /relations)."""
+        if not await self.access.room_exists(room_id):
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
+        granted = await self.access.room_read(room_id, user_id, kind)
+        if granted is None:
+            raise MatrixError(404, "M_NOT_FOUND", "Event not found") if refuse_as_missing \
+                else not_in_room()
+        return granted
+
+    async def readable_state(self, room_id: str, user_id: str,
+                             kind: str = STATE) -> dict[tuple[str, str], str]:
+        """The state the user may read (current, or as of their departure), or 404/403."""
+        if not await self.access.room_exists(room_id):
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
+        state = await self.access.readable_state(room_id, user_id, kind)
+        if state is None:
+            raise not_in_room()
+        return state
+
     async def visible(self, room_id: str, user_id: str, events: list[LoadedEvent]) -> list[LoadedEvent]:
-        """The events the user may see, in the order given."""
-        if not events:
-            return []
-        if self._forgotten is not None and await self._forgotten(user_id, room_id):
-            return events if await self._world_readable_now(room_id) else []
-        history = await self.state.state_history(room_id, "m.room.history_visibility", "")
-        loaded = await self.engine.get_events([eid for _, eid in history])
-        visibilities = [
-            (pos, str(loaded[eid].event.content.get("history_visibility", "shared")))
-            for pos, eid in history if eid in loaded
-        ]
-        memberships = await self.state.membership_history(room_id, user_id)
-        return [
-            e for e in events
-            if e.stream_ordering is not None
-            and can_see_event(visibilities, memberships, e.stream_ordering)
-        ]
+        """The events the user may see, in the order given (the access module's answer).
+
+        This is the call /sync and the socket use for history visibility.
+        """
+        return await self.access.visible_events(room_id, user_id, events)
 
     async def can_see_room(self, room_id: str, user_id: str) -> bool:
-        """Whether the user may read anything: a member once, or a world-readable room."""
-        forgotten = self._forgotten is not None and await self._forgotten(user_id, room_id)
-        if not forgotten and await self.state.membership_history(room_id, user_id):
-            return True
-        history = await self.state.state_history(room_id, "m.room.history_visibility", "")
-        if not history:
-            return False
-        latest = (await self.engine.get_events([history[-1][1]]))[history[-1][1]]
-        return latest.event.content.get("history_visibility") == "world_readable"
+        """Whether the user may read the room's events at all (joined, departed after
+        joining and not forgotten, or a world-readable room)."""
+        return await self.access.room_read(room_id, user_id, EVENTS) is not None
 
     async def check_not_duplicate_annotation(self, sender: str, event_type: str,
                                              content: JsonDict) -> None:
@@ -94,13 +99,6 @@ class RoomView:
         if isinstance(target, str) and isinstance(key, str) and \
                 await self._relations.has_annotation(target, sender, event_type, key):
             raise MatrixError(400, "M_DUPLICATE_ANNOTATION", "You already sent this annotation")
-
-    async def _world_readable_now(self, room_id: str) -> bool:
-        history = await self.state.state_history(room_id, "m.room.history_visibility", "")
-        if not history:
-            return False
-        latest = (await self.engine.get_events([history[-1][1]]))[history[-1][1]]
-        return latest.event.content.get("history_visibility") == "world_readable"
 
     async def serialize(self, events: list[LoadedEvent], user_id: str,
                         with_relations: bool = True,

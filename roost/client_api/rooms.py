@@ -202,6 +202,8 @@ def register(
 
     async def set_membership(room_id: str, sender: str, target: str, membership: str,
                              body: JsonDict, via: list[str] | None = None) -> None:
+        if membership in ("join", "invite") and await directory.is_blocked(room_id):
+            raise forbidden("This room has been blocked on this server")
         if remote is not None and membership == "join" and not await remote.is_resident(room_id):
             content = {"reason": body["reason"]} if isinstance(body.get("reason"), str) else {}
             if member_profile is not None:

@@ -17,7 +17,9 @@ from twisted.python.failure import Failure
 
 from roost.client_api.errors import MatrixError, invalid_param
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
-from roost.client_api.sync_builder import SyncBuilder, SyncFilter, SyncToken
+from roost.client_api.stream_token import StreamToken
+from roost.client_api.sync_builder import SyncBuilder
+from roost.client_api.sync_filter import SyncFilter
 from roost.storage.notifier import Notifier, StreamChange
 from roost.storage.room_state import UserRoomsCache
 from roost.storage.sync_data import FilterStore
@@ -162,7 +164,7 @@ def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters
     async def sync(req: ApiRequest) -> JsonDict:
         user = req.user.user_id
         since_raw = req.arg("since")
-        since = SyncToken.parse(since_raw) if since_raw else None
+        since = StreamToken.parse(since_raw, "since") if since_raw else None
         filt = await load_filter(user, req.arg("filter"))
         full_state = req.bool_arg("full_state")
         timeout_ms = req.int_arg("timeout", 0) or 0
@@ -179,8 +181,8 @@ def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters
         if presence is not None:
             presence.connection_opened(user)
         try:
-            return await _long_poll(builder, waiter, user, since, filt, full_state,
-                                    min(timeout_ms, MAX_TIMEOUT_MS) / 1000)
+            return await _long_poll(builder, waiter, user, req.user.device_id, since, filt,
+                                    full_state, min(timeout_ms, MAX_TIMEOUT_MS) / 1000)
         finally:
             if presence is not None:
                 presence.connection_closed(user)
@@ -189,11 +191,11 @@ def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters
 
 
 async def _long_poll(builder: SyncBuilder, waiter: ChangeWaiter, user: str,
-                     since: SyncToken | None, filt: SyncFilter, full_state: bool,
-                     timeout_s: float) -> JsonDict:
+                     device_id: str | None, since: StreamToken | None, filt: SyncFilter,
+                     full_state: bool, timeout_s: float) -> JsonDict:
     deadline = waiter.clock.seconds() + timeout_s
     while True:
-        body, token = await builder.build(user, since, filt, full_state)
+        body, token = await builder.build(user, since, filt, full_state, device_id)
         if since is None or full_state or not builder.is_empty(body):
             return body
         remaining = deadline - waiter.clock.seconds()
@@ -202,5 +204,5 @@ async def _long_poll(builder: SyncBuilder, waiter: ChangeWaiter, user: str,
         if builder.now() != token:
             continue  # something landed while building: look again before waiting
         if not await waiter.wait(user, remaining):
-            body, _ = await builder.build(user, since, filt)
+            body, _ = await builder.build(user, since, filt, device_id=device_id)
             return body

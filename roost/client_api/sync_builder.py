@@ -8,15 +8,25 @@ exactly what was served: nothing skipped, nothing repeated.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from roost.client_api.errors import MatrixError
 from roost.client_api.event_format import stripped_state
 from roost.client_api.receipts import Receipts
 from roost.client_api.room_view import RoomView
+from roost.client_api.stream_token import STREAMS, StreamToken
+from roost.client_api.sync_extensions import (
+    CORE_KEYS,
+    CORE_ROOM_KEYS,
+    RoomField,
+    RoomFieldBuild,
+    Section,
+    SectionBuild,
+    SyncRequest,
+    any_value,
+)
+from roost.client_api.sync_filter import SyncFilter
 from roost.client_api.typing import TypingTracker
 from roost.rooms.engine import LoadedEvent, RoomEngine
 from roost.rooms.events import Event
@@ -27,7 +37,7 @@ from roost.storage.sync_data import AccountDataStore
 from roost.storage.sync_queries import RecentEvents, SyncQueries
 
 JsonDict = dict[str, Any]
-_TOKEN_RE = re.compile(r"^s(\d+)_(\d+)_(\d+)_(\d+)_(\d+)$")
+SyncToken = StreamToken  # the name this module used before the one token type
 INVITE_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
                       "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
 MAX_INCREMENTAL_EVENTS = 5000
@@ -37,67 +47,6 @@ class Presence(Protocol):
     @property
     def current(self) -> int: ...
     def changes_since(self, position: int, users: set[str]) -> list[JsonDict]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SyncToken:
-    events: int
-    typing: int
-    receipts: int
-    account_data: int
-    presence: int
-
-    def __str__(self) -> str:
-        return (f"s{self.events}_{self.typing}_{self.receipts}_{self.account_data}"
-                f"_{self.presence}")
-
-    @classmethod
-    def parse(cls, raw: str) -> SyncToken:
-        match = _TOKEN_RE.match(raw)
-        if match is None:
-            raise MatrixError(400, "M_INVALID_PARAM", "since is not a sync token")
-        return cls(*(int(g) for g in match.groups()))
-
-
-@dataclass(frozen=True, slots=True)
-class SyncFilter:
-    """A sync filter; slots, since every WebSocket holds one for as long as it is open."""
-
-    timeline_limit: int = 10
-    types: list[str] | None = None
-    not_types: Sequence[str] = ()
-    rooms: list[str] | None = None
-    not_rooms: Sequence[str] = ()
-    lazy_load_members: bool = False
-    include_presence: bool = True
-
-    @classmethod
-    def from_json(cls, body: JsonDict) -> SyncFilter:
-        room = body.get("room", {})
-        timeline = room.get("timeline", {})
-        state = room.get("state", {})
-        presence_types = body.get("presence", {}).get("types")
-        return cls(
-            timeline_limit=timeline.get("limit", 10) if timeline.get("limit") is not None else 10,
-            types=timeline.get("types"),
-            not_types=tuple(timeline.get("not_types") or ()),
-            rooms=room.get("rooms"),
-            not_rooms=tuple(room.get("not_rooms") or ()),
-            lazy_load_members=bool(state.get("lazy_load_members")),
-            include_presence=presence_types != [],
-        )
-
-    def wants_room(self, room_id: str) -> bool:
-        return (self.rooms is None or room_id in self.rooms) and room_id not in self.not_rooms
-
-    def wants_event(self, event_type: str) -> bool:
-        if event_type in self.not_types:
-            return False
-        return self.types is None or any(_type_match(p, event_type) for p in self.types)
-
-
-def _type_match(pattern: str, event_type: str) -> bool:
-    return event_type == pattern or (pattern.endswith("*") and event_type.startswith(pattern[:-1]))
 
 
 @dataclass
@@ -141,42 +90,84 @@ class SyncBuilder:
         # server holds nothing of but the invite itself.
         self._remote_invite_state = remote_invite_state
         self._recent = RecentEvents(self._queries, events)
+        presence_now = (lambda: presence.current) if presence is not None else (lambda: 0)
+        self._positions: dict[str, Callable[[], int]] = {
+            "events": lambda: event_stream.current,
+            "typing": lambda: typing.position,
+            "receipts": lambda: receipts.stream.current,
+            "account_data": lambda: account_stream.current,
+            "presence": presence_now,
+        }
+        self._sections: list[Section] = []
+        self._room_fields: list[RoomField] = []
+
+    # -- extension points (see sync_extensions.py) ---------------------------------
+
+    def add_stream(self, name: str, current: Callable[[], int]) -> None:
+        """Put stream `name` (a StreamToken field) in every token, at `current()`."""
+        if name not in STREAMS or name in self._positions:
+            raise ValueError(f"{name} is not a StreamToken field or is already registered")
+        self._positions[name] = current
+
+    def add_section(self, key: str, build: SectionBuild,
+                    is_news: Callable[[Any], bool] = any_value) -> None:
+        """A top-level key of the body, computed from a SyncRequest (None leaves it out)."""
+        if key in CORE_KEYS or any(s.key == key for s in self._sections):
+            raise ValueError(f"sync section {key} is taken")
+        self._sections.append(Section(key, build, is_news))
+
+    def add_room_field(self, key: str, build: RoomFieldBuild) -> None:
+        """A key of each joined room in the body, computed for all of them at once."""
+        if key in CORE_ROOM_KEYS or any(f.key == key for f in self._room_fields):
+            raise ValueError(f"sync room field {key} is taken")
+        self._room_fields.append(RoomField(key, build))
+
+    # -- building --------------------------------------------------------------------
 
     def now(self) -> SyncToken:
-        return SyncToken(self._event_stream.current, self._typing.position,
-                         self._receipts.stream.current, self._account_stream.current,
-                         self._presence.current if self._presence else 0)
+        """The persisted-up-to position of every stream, read at one instant."""
+        return StreamToken(**{name: current() for name, current in self._positions.items()})
 
     async def build(self, user_id: str, since: SyncToken | None, filt: SyncFilter,
-                    full_state: bool = False) -> tuple[JsonDict, SyncToken]:
+                    full_state: bool = False,
+                    device_id: str | None = None) -> tuple[JsonDict, SyncToken]:
         now = self.now()
-        if since == now and not full_state:
+        if since == now and not full_state and not self._sections:
             return _empty_body(now), now  # nothing anywhere has moved: no query needed
         memberships = await self._user_rooms.rooms(user_id)
         account = await self._account_changes(user_id, since, now)
-        rooms = await self._rooms(user_id, memberships, since, now, filt, full_state, account)
+        request = SyncRequest(user_id, device_id, since, now, filt, full_state)
+        rooms = await self._rooms(request, memberships, account)
         body: JsonDict = {"next_batch": str(now), "rooms": rooms}
         body["account_data"] = {"events": [{"type": t, "content": c}
                                            for room, t, c in account if room == ""]}
         body["presence"] = {"events": await self._presence_events(
             user_id, memberships, since, filt)}
+        for section in self._sections:
+            value = await section.build(request)
+            if value is not None:
+                body[section.key] = value
         return body, now
 
-    @staticmethod
-    def is_empty(body: JsonDict) -> bool:
+    def is_empty(self, body: JsonDict) -> bool:
+        """Nothing worth answering a long poll with (extension sections decide for theirs)."""
         rooms = body["rooms"]
-        return (not any(rooms.get(k) for k in ("join", "invite", "leave"))
-                and not body["account_data"]["events"] and not body["presence"]["events"])
+        return (not any(rooms.get(k) for k in ("join", "invite", "leave", "knock"))
+                and not body["account_data"]["events"] and not body["presence"]["events"]
+                and not any(s.key in body and s.is_news(body[s.key]) for s in self._sections))
 
     # -- rooms -------------------------------------------------------------------
 
-    async def _rooms(self, user_id: str, memberships: dict[str, str], since: SyncToken | None,
-                     now: SyncToken, filt: SyncFilter, full_state: bool,
+    async def _rooms(self, request: SyncRequest, memberships: dict[str, str],
                      account: list[tuple[str, str, JsonDict]]) -> JsonDict:
+        user_id, since, now = request.user_id, request.since, request.now
+        filt, full_state = request.filter, request.full_state
         joined = [r for r, m in memberships.items() if m == "join" and filt.wants_room(r)]
         invited = [r for r, m in memberships.items() if m == "invite" and filt.wants_room(r)]
+        knocked = [r for r, m in memberships.items() if m == "knock" and filt.wants_room(r)]
         plans: dict[str, _RoomPlan] = {}
         invites: list[str] = invited
+        knocks: list[str] = knocked
         if since is None:
             await self._initial_joined(plans, user_id, joined, now, filt)
         else:
@@ -187,15 +178,31 @@ class SyncBuilder:
                                                            if m == "join"}
             await self._incremental_joined(plans, user_id, joined, newly_joined, since, now, filt)
             invites = [r for r, m, _, _ in changes if m == "invite" and r in invited]
+            knocks = [r for r, m, _, _ in changes if m == "knock" and r in knocked]
             left = {r: pos for r, m, _, pos in changes if m in ("leave", "ban")
                     and memberships.get(r) in ("leave", "ban") and filt.wants_room(r)}
             await self._leaves(plans, left, since, filt)
         await self._add_ephemeral(plans, joined, user_id, since, now, account)
         out: JsonDict = {"join": {}, "invite": {}, "leave": {}}
         await self._serialize(out, plans, user_id, since is None)
-        for room_id in invites:
-            out["invite"][room_id] = await self._invite(room_id, user_id)
+        await self._add_room_fields(out["join"], request)
+        for room_id in dict.fromkeys(invites):
+            out["invite"][room_id] = {"invite_state": {"events": await self._stripped_state(
+                room_id, user_id)}}
+        if knocks:
+            out["knock"] = {room_id: {"knock_state": {"events": await self._stripped_state(
+                room_id, user_id)}} for room_id in dict.fromkeys(knocks)}
         return out
+
+    async def _add_room_fields(self, joined: JsonDict, request: SyncRequest) -> None:
+        if not joined:
+            return
+        rooms = list(joined)
+        for room_field in self._room_fields:
+            values = await room_field.build(request, rooms)
+            for room_id, value in values.items():
+                if room_id in joined:
+                    joined[room_id][room_field.key] = value
 
     async def _initial_joined(self, plans: dict[str, _RoomPlan], user_id: str,
                               joined: list[str], now: SyncToken, filt: SyncFilter) -> None:
@@ -279,7 +286,8 @@ class SyncBuilder:
         loaded = await self._state_events({e.event_id: e for e in current.values()}, ids)
         return [loaded[i] for i in ids if i in loaded]
 
-    async def _invite(self, room_id: str, user_id: str) -> JsonDict:
+    async def _stripped_state(self, room_id: str, user_id: str) -> list[JsonDict]:
+        """An invite's or knock's view of a room: a few state events, stripped."""
         current = await self._engine.current_state_events(room_id)
         events = [stripped_state(e) for (t, k), e in sorted(current.items())
                   if (t in INVITE_STATE_TYPES and k == "") or (t == "m.room.member"
@@ -288,7 +296,7 @@ class SyncBuilder:
             sent = await self._remote_invite_state(room_id, user_id) or []
             have = {(e["type"], e["state_key"]) for e in events}
             events += [e for e in sent if _is_stripped(e) and (e["type"], e["state_key"]) not in have]
-        return {"invite_state": {"events": events}}
+        return events
 
     async def _leaves(self, plans: dict[str, _RoomPlan], left: dict[str, int],
                       since: SyncToken, filt: SyncFilter) -> None:
@@ -299,7 +307,7 @@ class SyncBuilder:
         for room_id, position in left.items():
             mine = self._wanted([s for s in fresh if s.room_id == room_id
                                  and (s.stream_ordering or 0) <= position], filt)
-            plan = self._plan(mine, filt, SyncToken(position, 0, 0, 0, 0))
+            plan = self._plan(mine, filt, StreamToken(events=position))
             plan.left = True
             plans[room_id] = plan
 

@@ -37,8 +37,10 @@ from roost.client_api.resource import (
     Requester,
     path_quote,
 )
+from roost.client_api.stream_token import StreamToken
 from roost.client_api.sync import ChangeWaiter, Watch
-from roost.client_api.sync_builder import SyncBuilder, SyncFilter, SyncToken
+from roost.client_api.sync_builder import SyncBuilder
+from roost.client_api.sync_filter import SyncFilter
 from roost.client_api.websocket_base import CompactServerProtocol, Keepalive
 from roost.client_api.websocket_ops import OPS
 from roost.http.bodies import parse_json
@@ -207,10 +209,10 @@ class SyncSocket(CompactServerProtocol):
         super().__init__()
         self._token: str | None = None
         self._requester: Requester | None = None
-        self._since: SyncToken | None = None  # the last token whose delta was fully written
+        self._since: StreamToken | None = None  # the last token whose delta was fully written
         self._filter = SyncFilter()
         self._full_state = False
-        self._built: SyncToken | None = None  # the token the last delta was built up to
+        self._built: StreamToken | None = None  # the token the last delta was built up to
         self._stream: defer.Deferred[None] | None = None  # a running round of the push loop
         self._watch: Watch | None = None  # the idle push loop, waiting for a change
         self._queue: deque[tuple[Any, JsonDict | MatrixError]] | None = None  # made on first use
@@ -445,7 +447,7 @@ class SyncSocket(CompactServerProtocol):
             raw_since = frame.get("since")
             if raw_since is not None and not isinstance(raw_since, str):
                 raise invalid_param("since must be a sync token or null")
-            since = SyncToken.parse(raw_since) if raw_since else None
+            since = StreamToken.parse(raw_since, "since") if raw_since else None
             full_state = frame.get("full_state", False)
             if not isinstance(full_state, bool):
                 raise invalid_param("full_state must be true or false")
@@ -520,21 +522,21 @@ class SyncSocket(CompactServerProtocol):
             if requester is None:
                 return
             if self._built is None or s.builder.now() != self._built:  # idle re-check: no read
-                if not await self._build_and_push(requester.user_id):
+                if not await self._build_and_push(requester.user_id, requester.device_id):
                     return
             if s.builder.now() == self._built:  # nothing landed while building: watch
                 self._watch = s.waiter.watch(requester.user_id, s.settings.recheck_s,
                                              self._woken, self._unexpected)
                 return
 
-    async def _build_and_push(self, user_id: str) -> bool:
+    async def _build_and_push(self, user_id: str, device_id: str | None = None) -> bool:
         """Build the delta from `_since` and push it unless empty; False once closed.
 
         A method of its own so that the body is not held once pushed.
         """
         builder = self._services.builder
         since, full_state = self._since, self._full_state
-        body, token = await builder.build(user_id, since, self._filter, full_state)
+        body, token = await builder.build(user_id, since, self._filter, full_state, device_id)
         self._built = token
         if since is None or full_state or not builder.is_empty(body):
             if not await self._push(body, token):
@@ -542,7 +544,7 @@ class SyncSocket(CompactServerProtocol):
             self._full_state = False
         return True
 
-    async def _push(self, body: JsonDict, token: SyncToken) -> bool:
+    async def _push(self, body: JsonDict, token: StreamToken) -> bool:
         """Write one delta once the client has read the previous ones; False once closed."""
         if not await self._writable():
             return False

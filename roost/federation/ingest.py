@@ -48,6 +48,7 @@ JsonDict = dict[str, Any]
 MAX_PDUS = 50
 MAX_EDUS = 100
 MISSING_EVENTS_LIMIT = 20
+E2E_EDUS = ("m.device_list_update", "m.signing_key_update", "m.direct_to_device")
 TYPING_TIMEOUT_MS = 30_000
 
 
@@ -65,6 +66,9 @@ class EduSinks:
     receipt: Callable[[str, str, str, str, str], Awaitable[None]] | None = None
     # (user_id, presence, status_msg)
     presence: Callable[[str, str, str | None], Awaitable[None]] | None = None
+    # (origin, edu_type, content) for m.device_list_update, m.signing_key_update and
+    # m.direct_to_device (federation/device_edus.py)
+    e2e: Callable[[str, str, JsonDict], Awaitable[None]] | None = None
 
 
 class EventChecker:
@@ -289,6 +293,8 @@ class InboundTransactions:
             await self._receipts(origin, content)
         elif kind == "m.presence":
             await self._presence(origin, content)
+        elif kind in E2E_EDUS and self._edus.e2e is not None:
+            await self._edus.e2e(origin, kind, content)
 
     async def _joined_from(self, origin: str, room_id: Any, user_id: Any) -> bool:
         """The user is the origin's and joined to the room (else the EDU is ignored)."""

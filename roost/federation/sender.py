@@ -263,6 +263,11 @@ class FederationSender:
         members = await self._members.members(room_id)
         return [user for user, (membership, _) in members.items() if membership == "join"]
 
+    async def queue_edus(self, rows: list[tuple[str, str, Any]]) -> None:
+        """Queue (destination, edu_type, content) rows from other parts (the end-to-end
+        EDUs: device list updates, to-device messages); each leaves in a later transaction."""
+        await self._queue_edus([r for r in rows if r[0] != self._server_name])
+
     async def _queue_edus(self, rows: list[tuple[str, str, Any]]) -> None:
         await self._store.enqueue_edus(rows, self._now_ms())
         for destination in {r[0] for r in rows}:

@@ -175,6 +175,45 @@ class PushConfig:
 
 
 @dataclass(frozen=True)
+class ThumbnailSizeConfig:
+    width: int = 0
+    height: int = 0
+    # "crop" (exactly width x height, cut to fit) or "scale" (fits inside, aspect kept).
+    method: str = "scale"
+
+
+@dataclass(frozen=True)
+class UrlPreviewConfig:
+    # Off by default: a preview makes this server fetch any URL a user names.
+    enabled: bool = False
+    # Addresses previews must never fetch from; None: federation.ip_range_blocklist.
+    ip_range_blocklist: list[str] | None = None
+    max_bytes: int = 10 * 1024 * 1024
+    timeout: Duration = Duration(10_000)
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    max_upload_size: int = 50 * 1024 * 1024
+    # Ids reserved with /create and not yet uploaded, per user; and how long one lasts.
+    max_pending_uploads: int = 10
+    unused_expiry: Duration = Duration(86_400_000)
+    # Serve the old unauthenticated /_matrix/media/v3/download and /thumbnail. Media
+    # that arrives while this is off is never served there, even once it is on again.
+    legacy_unauthenticated_media: bool = False
+    # Remote media kept here; the least recently used goes first when this is passed.
+    remote_cache_max_bytes: int = 1024 * 1024 * 1024
+    # Images with more pixels than this are not decoded (decompression bombs).
+    max_image_pixels: int = 32_000_000
+    thumbnail_sizes: list[ThumbnailSizeConfig] = field(default_factory=lambda: [
+        ThumbnailSizeConfig(32, 32, "crop"), ThumbnailSizeConfig(96, 96, "crop"),
+        ThumbnailSizeConfig(320, 240, "scale"), ThumbnailSizeConfig(640, 480, "scale"),
+        ThumbnailSizeConfig(800, 600, "scale"),
+    ])
+    url_preview: UrlPreviewConfig = field(default_factory=UrlPreviewConfig)
+
+
+@dataclass(frozen=True)
 class RoostConfig:
     server_name: str
     public_baseurl: str | None = None
@@ -191,6 +230,7 @@ class RoostConfig:
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     # Where this config was loaded from; relative paths are taken from there.
     config_dir: str = "."
 
@@ -295,6 +335,12 @@ def _check(config: RoostConfig) -> None:
             raise ConfigError(f"listeners.federation.{name}: file not found: {value}")
     if config.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"logging.level: unknown level {config.logging.level!r}")
+    for i, size in enumerate(config.media.thumbnail_sizes):
+        if size.method not in ("crop", "scale") or size.width < 1 or size.height < 1:
+            raise ConfigError(f"media.thumbnail_sizes[{i}]: needs width and height >= 1 and"
+                              " method crop or scale")
+    if config.media.max_upload_size < 1:
+        raise ConfigError("media.max_upload_size: must be at least 1")
     if config.database.pool_min < 1 or config.database.pool_max < config.database.pool_min:
         raise ConfigError("database.pool_max: must be at least database.pool_min, which must be >= 1")
 

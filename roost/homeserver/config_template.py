@@ -79,6 +79,27 @@ rooms:
   # The room version of new rooms.
   default_version: "12"
 
+media:
+  # Uploads larger than this (bytes) get 413 M_TOO_LARGE.
+  max_upload_size: 52428800
+  # /create'd ids waiting for their upload, per user, and how long one is kept.
+  max_pending_uploads: 10
+  unused_expiry: 24h
+  # Serve the old unauthenticated /_matrix/media/v3/download and /thumbnail (only
+  # media that arrived while this was on).
+  legacy_unauthenticated_media: false
+  # Remote media cached here, least recently used evicted first (bytes).
+  remote_cache_max_bytes: 1073741824
+  # Larger images are not thumbnailed (decompression bombs).
+  max_image_pixels: 32000000
+  url_preview:
+    # Off by default: previews make this server fetch any URL a user names.
+    enabled: false
+    # null: the same ranges as federation.ip_range_blocklist.
+    ip_range_blocklist: null
+    max_bytes: 10485760
+    timeout: 10s
+
 logging:
   level: INFO
   # null logs to standard output.

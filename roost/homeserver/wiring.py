@@ -8,18 +8,26 @@ and tests, and never passed down into the parts it holds.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
+from roost.admin import rooms as admin_rooms
+from roost.admin import server as admin_server
+from roost.admin import users as admin_users
+from roost.admin.auth import AdminGate
+from roost.admin.register import SharedSecretRegistration
 from roost.client_api import (
     account,
     account_data,
+    cross_signing,
     devices,
     directory,
+    keys,
     login,
     messages,
     notifications,
@@ -30,27 +38,31 @@ from roost.client_api import (
     receipts,
     register,
     relations,
+    room_keys,
     room_state,
     rooms,
     send,
     sync,
+    to_device,
     typing,
     user_directory,
     versions,
     websocket,
 )
 from roost.client_api.accounts import Accounts
+from roost.client_api.device_lists import DeviceLists
 from roost.client_api.passwords import PasswordHasher
 from roost.client_api.presence import PresenceTracker
 from roost.client_api.profile import Profiles
 from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.rooms import RoomCreation
-from roost.client_api.sync_builder import SyncBuilder
+from roost.client_api.sync_builder import SyncBuilder, SyncToken
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.federation import served as federation_served
 from roost.federation.backfill import Backfiller
+from roost.federation.device_edus import DeviceListSender, InboundDeviceEdus
 from roost.federation.fetches import EventFetches
 from roost.federation.ingest import EduSinks
 from roost.federation.joins import RemoteRooms
@@ -67,21 +79,32 @@ from roost.federation.transport.server import (
     federation_site,
     register_version,
 )
+from roost.federation.user_keys import KeyQueries
 from roost.homeserver.config import RoostConfig
 from roost.keys.local import LocalKey, load_or_create_signing_key
 from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
+from roost.media import resource as media_resource
+from roost.media.repository import MediaRepository, MediaSettings
+from roost.media.store import LocalFileStore
+from roost.media.thumbnails import Size, configure_pillow
 from roost.push.evaluator import PushEvaluator
 from roost.push.pushers import PusherDelivery, event_details
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
 from roost.storage.accounts import UserStore
+from roost.storage.admin_queries import AdminQueries
 from roost.storage.database import Database
+from roost.storage.device_inbox import DeviceInboxStore
+from roost.storage.device_lists import DeviceListStore
 from roost.storage.devices import DeviceStore
 from roost.storage.directory import DirectoryStore
+from roost.storage.e2e_backup import KeyBackupStore
+from roost.storage.e2e_keys import E2eKeyStore
 from roost.storage.embedded import start_embedded_postgres
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
 from roost.storage.federation_outbound import FederationOutboundStore
+from roost.storage.media import MediaStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
 from roost.storage.profiles import ProfileStore
@@ -142,6 +165,10 @@ class Homeserver:
     federation: FederationParts | None = None
     # This server's Prometheus registry when the metrics listener is enabled, else None.
     metrics: Any = None
+    # The /sync builder: areas add sections, room fields and streams to it
+    # (client_api/sync_extensions.py) in their own _register_<area>.
+    sync_builder: SyncBuilder | None = None
+    media: MediaRepository | None = None
     push: PushParts | None = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
@@ -248,7 +275,7 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
                                  local_key: LocalKey, clock: IReactorTime,
                                  directory_store: DirectoryStore, profile_store: ProfileStore,
                                  typing_tracker: Any, presence_tracker: PresenceTracker,
-                                 receipt_service: Any) -> None:
+                                 receipt_service: Any, e2e_edus: Any = None) -> None:
     """/send (transactions and EDUs) and the served room, user and directory endpoints."""
     async def profile(user_id: str) -> dict[str, Any] | None:
         found = await profile_store.get_profile(user_id)
@@ -265,8 +292,47 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
         federation.router, engine, event_store, federation.keyring, federation.client,
         FederationInboundStore(db), config.server_name, local_key.signing_key, clock,
         directory_store, profile,
-        EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence),
+        EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence, e2e_edus),
         federation.fetches)
+
+
+def _register_media(config: RoostConfig, reactor: Any, clock: IReactorTime, db: Database,
+                    router: Router, federation: FederationParts, site: RoostSite,
+                    closers: list[tuple[str, Any]]) -> MediaRepository:
+    """The media repository: client and federation endpoints, upload bodies up to
+    max_upload_size spooled to disk beside the store, pending uploads expired."""
+    from twisted.internet import task
+
+    from roost.federation.transport.client import IpBlocklist
+
+    media = config.media
+    configure_pillow(media.max_image_pixels)
+    store = LocalFileStore(config.path(os.path.join(config.data_dir, "media")))
+    settings = MediaSettings(
+        config.server_name, media.max_upload_size, media.max_pending_uploads,
+        media.unused_expiry, media.legacy_unauthenticated_media, media.remote_cache_max_bytes,
+        media.max_image_pixels,
+        tuple(Size(s.width, s.height, s.method) for s in media.thumbnail_sizes))
+    repo = MediaRepository(settings, store, MediaStore(db), clock, federation.client,
+                           store.tmp_dir)
+    previewer = None
+    if media.url_preview.enabled:
+        from roost.media.preview import UrlPreviewer
+
+        ranges = media.url_preview.ip_range_blocklist
+        blocklist = IpBlocklist(config.federation.ip_range_blocklist if ranges is None else ranges)
+        previewer = UrlPreviewer(reactor, clock, blocklist.blocks, repo,
+                                 media.url_preview.max_bytes, media.url_preview.timeout)
+    media_resource.register_client(router, repo, previewer)
+    media_resource.register_federation(federation.router, repo)
+    for prefix in media_resource.UPLOAD_PREFIXES:
+        site.large_bodies[prefix] = media.max_upload_size
+    site.spool_dir = store.tmp_dir
+    sweeper = task.LoopingCall(lambda: defer.ensureDeferred(repo.expire_pending()))
+    sweeper.clock = clock
+    sweeper.start(600, now=False).addErrback(lambda f: logger.error("media sweep: %s", f))
+    closers.append(("media sweeper", sweeper.stop))
+    return repo
 
 
 async def _sync_streams(db: Database) -> dict[str, StreamIdGenerator]:
@@ -311,7 +377,7 @@ async def _build_push(router: Router, db: Database, reactor: Any, clock: IReacto
                       config: RoostConfig, notifier: Notifier, engine: RoomEngine,
                       view: RoomView, streams: dict[str, StreamIdGenerator],
                       closers: list[tuple[str, Any]],
-                      password_hooks: list[Any]) -> PushParts:
+                      password_hooks: list[Any], builder: SyncBuilder) -> PushParts:
     """Push rules, evaluation off the events stream, notification counts, pushers."""
     actions = PushActionStore(db)
     evaluator = PushEvaluator(actions, PushRuleStore(db), engine, streams["events"], notifier,
@@ -330,7 +396,64 @@ async def _build_push(router: Router, db: Database, reactor: Any, clock: IReacto
     pusher_service = pushers.Pushers(PusherStore(db), delivery, evaluator, clock)
     pushers.register(router, pusher_service)
     password_hooks.append(pusher_service.password_changed)
-    return PushParts(evaluator, delivery, notifications.UnreadCounts(actions, evaluator))
+    unread = notifications.UnreadCounts(actions, evaluator)
+    builder.add_room_field("unread_notifications", unread.unread_notifications)
+    builder.add_room_field("unread_thread_notifications", unread.unread_thread_notifications)
+    return PushParts(evaluator, delivery, unread)
+
+
+async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: IReactorTime,
+                      notifier: Notifier, streams: dict[str, StreamIdGenerator],
+                      device_store: DeviceStore, uia: UserInteractiveAuth,
+                      federation: FederationParts, sender: FederationSender,
+                      closers: list[tuple[str, Any]]) -> InboundDeviceEdus:
+    """End-to-end encryption: keys, cross-signing, key backup, to-device messages, device
+    lists (the to_device and device_lists streams) and their federation side."""
+    key_store = E2eKeyStore(db)
+    list_store = DeviceListStore(db, config.server_name)
+    streams["to_device"] = StreamIdGenerator(await DeviceInboxStore(db).max_stream_id())
+    streams["device_lists"] = StreamIdGenerator(await list_store.max_stream_id())
+    lists = DeviceLists(list_store, streams["device_lists"], notifier)
+    device_store.on_devices_deleted.append(lists.devices_deleted)
+    queries = KeyQueries(key_store, list_store, federation.client, config.server_name)
+    queries.register(federation.router)
+    to_device_service = to_device.ToDevice(DeviceInboxStore(db), key_store, streams["to_device"],
+                                           notifier, config.server_name, clock,
+                                           sender.queue_edus)
+    to_device.register(router, to_device_service)
+    keys.register(router, keys.KeyUploads(key_store, lists), queries, lists,
+                  _token_positions)
+    cross_signing.register(router, cross_signing.CrossSigning(key_store, lists, uia))
+    room_keys.register(router, KeyBackupStore(db))
+    list_sender = DeviceListSender(list_store, key_store, notifier, sender.queue_edus,
+                                   config.server_name, streams["device_lists"].current)
+    closers.append(("device list sender", list_sender.stop))
+    return InboundDeviceEdus(queries, list_store, lists.changed, to_device_service.from_federation)
+
+
+def _token_positions(raw: str) -> tuple[int, int]:
+    """(events, device_lists) positions of a sync token, for /keys/changes."""
+    token = SyncToken.parse(raw)
+    return token.events, getattr(token, "device_lists", 0)
+
+
+def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
+                    tokens: TokenAuthority, device_store: DeviceStore, profiles: Profiles,
+                    engine: RoomEngine, clock: IReactorTime, db: Database,
+                    on_deactivate: list[Any]) -> None:
+    """The /_synapse/admin API (shared-secret registration, users, rooms) on the client
+    listener, as operators' tools expect it there."""
+    gate = AdminGate(accounts)
+    queries = AdminQueries(db, config.server_name)
+    admin_server.register_all(
+        router,
+        SharedSecretRegistration(config.registration.shared_secret, accounts, tokens, profiles,
+                                 clock),
+        admin_users.AdminUsers(gate, accounts, queries, device_store, tokens, profiles,
+                               on_deactivate),
+        admin_rooms.AdminRooms(gate, queries, engine,
+                               RoomCreation(config.server_name, config.rooms.default_version),
+                               clock))
 
 
 async def build_homeserver(
@@ -386,9 +509,9 @@ async def build_homeserver(
     versions.register(router, config.baseurl)
     register.register(router, accounts, tokens, uia, config.registration.enabled)
     login.register(router, accounts, tokens, device_store)
+    on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
     password_hooks: list[Any] = []
-    account.register(router, accounts, tokens, device_store, uia,
-                     on_deactivate=[profiles.on_deactivate, _leave_all_rooms(engine, state_store)],
+    account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate,
                      on_password_change=password_hooks)
     profile.register(router, profiles)
     user_directory.register(router, profile_store)
@@ -410,11 +533,13 @@ async def build_homeserver(
     builder, waiter, typing_tracker = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
                                      presence_tracker)
     push = await _build_push(router, db, reactor, clock, config, notifier, engine, view, streams,
-                      closers, password_hooks)
+                             closers, password_hooks, builder)
 
+    _register_admin(router, config, accounts, tokens, device_store, profiles, engine, clock,
+                    db, on_deactivate)
     root = Resource()
     api = JsonResource(router, tokens, limiter, _limits(config))
-    for name in (b"_matrix", b".well-known", b"health"):
+    for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
         root.putChild(name, api)
     sockets = Resource()
     socket_resource = websocket.websocket_resource(websocket.SocketServices(
@@ -423,6 +548,7 @@ async def build_homeserver(
     sockets.putChild(b"ws", socket_resource)
     root.putChild(b"_roost", sockets)
     site = RoostSite(root, config.listeners.client.max_body_bytes)
+    media = _register_media(config, reactor, clock, db, router, federation, site, closers)
     sender = FederationSender(
         FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
         config.server_name, clock, min_retry_interval_ms=config.federation.min_retry_interval,
@@ -433,10 +559,12 @@ async def build_homeserver(
     closers.append(("federation sender", sender.stop))
     federation.sender = sender
     federation.on_authenticated.append(sender.destination_up)
+    e2e_edus = await _build_e2ee(router, db, config, clock, notifier, streams, device_store,
+                                 uia, federation, sender, closers)
     _register_inbound_federation(federation, engine, event_store, db, config, local_key, clock,
                                  directory_store, profile_store, typing_tracker, presence_tracker,
                                  receipts.Receipts(ReceiptStore(db), streams["receipts"],
-                                                   notifier, clock))
+                                                   notifier, clock), e2e_edus)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation, metrics,
-                      push)
+                      sync_builder=builder, media=media, push=push)

@@ -60,6 +60,15 @@ class QueryArgs:
         except ValueError:
             raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be an integer") from None
 
+    def limit_arg(self, name: str, default: int, maximum: int, minimum: int = 0) -> int:
+        """A count the caller asks for: below `minimum` (a negative one) is 400
+        M_INVALID_PARAM, above `maximum` is served as `maximum` (spec: servers cap limits)."""
+        value = self.int_arg(name, default)
+        assert value is not None
+        if value < minimum:
+            raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be at least {minimum}")
+        return min(value, maximum)
+
     def bool_arg(self, name: str, default: bool = False) -> bool:
         value = self.arg(name)
         if value is None:
@@ -67,6 +76,14 @@ class QueryArgs:
         if value in ("true", "false"):
             return value == "true"
         raise MatrixError(400, "M_INVALID_PARAM", f"{name} must be true or false")
+
+
+class Answered:
+    """What a handler returns when it has written its answer itself (a file, a
+    multipart body) instead of giving JSON to write."""
+
+
+ANSWERED = Answered()
 
 
 def write_json(request: server.Request, status: int, body: Any,

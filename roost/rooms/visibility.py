@@ -1,17 +1,33 @@
-"""History visibility: may a user see an event? (Spec: "History visibility".)
+"""Who may see what: the pure rules behind roost.rooms.access (spec: "History visibility").
 
-Pure rules over two histories the caller reads once per request: the room's
-history_visibility setting and the user's membership, each as a list of
-(stream position, value) in order. A state value "at" an event is the last
+Pure functions over what the reader (rooms/access.py) loads once per request:
+the room's history_visibility setting and a user's membership, each as a list
+of (stream position, value) in order. A state value "at" an event is the last
 change at or before it, so a user's own join event is visible to them.
+
+Three questions, one answer each, for users and for servers:
+- may this user see this event (`can_see_event`), and this server
+  (`server_can_see_event`: one of its users could);
+- what of a room's data may this user read at all (`room_read`): the current
+  state, the state as it was when they left, or nothing.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 History = Sequence[tuple[int, str]]
+
+# What an endpoint reads, for `room_read`.
+EVENTS = "events"  # /messages, /context, /event, /relations, /threads, /search: filtered per event
+STATE = "state"  # /state, /state/{type}/{key}, /members
+JOINED = "joined"  # /joined_members, /aliases: only for members now (or a world-readable room)
+
+# What `room_read` grants.
+CURRENT = "current"  # the room as it is now
+AT_DEPARTURE = "at_departure"  # the room as it was when the user left or was banned
 
 
 def value_at(history: History, position: int, default: str | None) -> str | None:
@@ -25,7 +41,11 @@ def joined_after(memberships: History, position: int) -> bool:
 
 
 def can_see_event(visibilities: History, memberships: History, position: int) -> bool:
-    """The spec's algorithm, steps in its order; the default visibility is `shared`."""
+    """The spec's algorithm, steps in its order; the default visibility is `shared`.
+
+    `memberships` is empty for a user who never was in the room or who forgot
+    it: they see world-readable history only.
+    """
     visibility = value_at(visibilities, position, "shared")
     if visibility == "world_readable":
         return True
@@ -36,3 +56,39 @@ def can_see_event(visibilities: History, memberships: History, position: int) ->
                                    or value_at(memberships, 1 << 62, None) == "join"):
         return True
     return visibility == "invited" and membership == "invite"
+
+
+def server_can_see_event(visibilities: History, members: Iterable[History], position: int) -> bool:
+    """An event goes to a server only if one of its users could see it (`members` holds
+    the membership history of each of that server's users who ever had one)."""
+    if value_at(visibilities, position, "shared") == "world_readable":
+        return True
+    return any(can_see_event(visibilities, history, position) for history in members)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A user's relation to a room now, as `room_read` needs it."""
+
+    membership: str | None  # current membership, None if never had one
+    ever_joined: bool
+    forgotten: bool
+    world_readable: bool  # the room's history visibility now
+
+
+def room_read(standing: Standing, kind: str) -> str | None:
+    """What of the room this user may read through an endpoint of `kind`, or None.
+
+    Joined members read the room now. A world-readable room is readable by
+    anyone. A member who joined and then left or was banned (and has not
+    forgotten the room) reads it as it was when they left: the events they
+    could see, the state at their departure. Invited users, users who never
+    joined, and users who forgot the room read nothing more.
+    """
+    if standing.membership == "join" or standing.world_readable:
+        return CURRENT
+    departed = (standing.membership in ("leave", "ban") and standing.ever_joined
+                and not standing.forgotten)
+    if departed and kind in (EVENTS, STATE):
+        return AT_DEPARTURE
+    return None

@@ -73,3 +73,8 @@ class UserStore:
             txn.execute("DELETE FROM devices WHERE user_id = %s", (user_id,))
 
         await self._db.run("deactivate_user", txn_fn)
+
+    async def reactivate(self, user_id: str) -> None:
+        """An admin brings a deactivated account back (it then needs a new password)."""
+        await self._db.run("reactivate_user", lambda txn: txn.execute(
+            "UPDATE users SET deactivated = FALSE WHERE user_id = %s", (user_id,)))

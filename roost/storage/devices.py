@@ -8,7 +8,9 @@ which is what revokes the device's tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from roost.storage.database import Database, Txn
 
@@ -52,6 +54,14 @@ class NewSession:
 class DeviceStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Called with (user_id, device ids) after devices are deleted: their end-to-end
+        # keys went with them (ON DELETE CASCADE) and the change must be announced.
+        self.on_devices_deleted: list[Callable[[str, list[str]], Any]] = []
+
+    def _deleted(self, user_id: str, device_ids: list[str]) -> None:
+        if device_ids:
+            for listener in self.on_devices_deleted:
+                listener(user_id, device_ids)
 
     async def start_session(
         self, session: NewSession, display_name: str | None, replace_device_sessions: bool
@@ -135,6 +145,8 @@ class DeviceStore:
             )
             if row and delete_device:
                 txn.execute("DELETE FROM devices WHERE user_id = %s AND device_id = %s", row)
+                if txn.rowcount:
+                    txn.call_after(lambda: self._deleted(row[0], [row[1]]))
 
         await self._db.run("end_session", txn_fn)
 
@@ -144,16 +156,19 @@ class DeviceStore:
         def txn_fn(txn: Txn) -> list[str]:
             if device_ids is None:
                 rows = txn.query("SELECT session_id FROM sessions WHERE user_id = %s", (user_id,))
-                txn.execute("DELETE FROM devices WHERE user_id = %s", (user_id,))
+                gone = txn.query("DELETE FROM devices WHERE user_id = %s RETURNING device_id",
+                                 (user_id,))
             else:
                 rows = txn.query(
                     "SELECT session_id FROM sessions WHERE user_id = %s AND device_id = ANY(%s)",
                     (user_id, device_ids),
                 )
-                txn.execute(
-                    "DELETE FROM devices WHERE user_id = %s AND device_id = ANY(%s)",
+                gone = txn.query(
+                    "DELETE FROM devices WHERE user_id = %s AND device_id = ANY(%s)"
+                    " RETURNING device_id",
                     (user_id, device_ids),
                 )
+            txn.call_after(lambda: self._deleted(user_id, [g[0] for g in gone]))
             return [r[0] for r in rows]
 
         return await self._db.run("delete_devices", txn_fn)
@@ -171,10 +186,12 @@ class DeviceStore:
                 " AND device_id IS DISTINCT FROM %s",
                 (user_id, keep_device),
             )
-            txn.execute(
-                "DELETE FROM devices WHERE user_id = %s AND device_id IS DISTINCT FROM %s",
+            gone = txn.query(
+                "DELETE FROM devices WHERE user_id = %s AND device_id IS DISTINCT FROM %s"
+                " RETURNING device_id",
                 (user_id, keep_device),
             )
+            txn.call_after(lambda: self._deleted(user_id, [g[0] for g in gone]))
             return [r[0] for r in rows]
 
         return await self._db.run("end_other_sessions", txn_fn)

@@ -71,6 +71,12 @@ class DirectoryStore:
         """Every listed room with its member count and directory state, largest first."""
         return await self._db.run("public_rooms", _public_rooms)
 
+    async def is_blocked(self, room_id: str) -> bool:
+        """Whether an admin blocked the room (local users may not join or be invited)."""
+        row = await self._db.run("is_blocked", lambda txn: txn.query_one(
+            "SELECT 1 FROM blocked_rooms WHERE room_id = %s", (room_id,)))
+        return row is not None
+
     async def forget(self, user_id: str, room_id: str) -> None:
         await self._db.run(
             "forget_room",

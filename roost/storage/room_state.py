@@ -100,6 +100,28 @@ class RoomStateStore:
         )
         return [(r[0], r[1]) for r in rows]
 
+    async def server_membership_histories(
+        self, room_id: str, server_name: str
+    ) -> dict[str, list[tuple[int, str]]]:
+        """user_id -> (stream_ordering, membership) history, for every user of `server_name`
+        who ever had a membership in the room (what server visibility reads)."""
+        suffix = ":" + server_name
+        rows = await self._db.run(
+            "server_membership_histories",
+            lambda t: t.query(
+                "SELECT m.user_id, m.stream_ordering, m.membership FROM room_memberships m"
+                " WHERE m.room_id = %s AND m.user_id IN (SELECT state_key FROM current_state"
+                "  WHERE room_id = %s AND type = 'm.room.member'"
+                "  AND right(state_key, %s) = %s)"
+                " ORDER BY m.stream_ordering",
+                (room_id, room_id, len(suffix), suffix),
+            ),
+        )
+        result: dict[str, list[tuple[int, str]]] = {}
+        for user_id, position, membership in rows:
+            result.setdefault(user_id, []).append((position, membership))
+        return result
+
     async def state_history(
         self, room_id: str, event_type: str, state_key: str
     ) -> list[tuple[int, str]]:

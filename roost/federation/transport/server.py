@@ -29,8 +29,9 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from roost.federation.transport.xmatrix import XMatrixError, verify_request
-from roost.http.bodies import QueryArgs, json_object, parse_json, write_json
+from roost.http.bodies import Answered, QueryArgs, json_object, parse_json, write_json
 from roost.http.errors import MatrixError
+from roost.http.limits import LimitedSite
 from roost.http.routing import RouteTable, compile_template
 from roost.keys.remote import KeyRing
 
@@ -65,7 +66,8 @@ class FederationRequest(QueryArgs):
         return json_object(self.content)
 
 
-Handler = Callable[[FederationRequest], Awaitable[JsonDict | tuple[int, JsonDict]]]
+# JSON to write, or ANSWERED when the handler wrote the answer itself (media).
+Handler = Callable[[FederationRequest], Awaitable[JsonDict | tuple[int, JsonDict] | Answered]]
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ class FederationResource(Resource):
         self._server_name = server_name
         self._on_authenticated = on_authenticated
         self._max_body = max_body_bytes
+        self.max_body_bytes = max_body_bytes  # read by FederationSite.body_limit
 
     def render(self, request: server.Request) -> int:
         d = defer.ensureDeferred(self._handle(request))
@@ -143,6 +146,10 @@ class FederationResource(Resource):
             req = FederationRequest(request, method, request.path.decode("utf-8", "replace"),
                                     params, origin, content)
             result = await route.handler(req)
+            if isinstance(result, Answered):
+                logger.info("%s %s %s %d %.1fms %s", rid, method, uri, request.code,
+                            (time.monotonic() - start) * 1000, origin or "-")
+                return
             status, body = result if isinstance(result, tuple) else (200, result)
         except MatrixError as e:
             status, body = e.status, e.to_json()
@@ -188,8 +195,12 @@ def _log_unhandled(failure: Failure) -> None:
         logger.error("unhandled error in federation request: %s", failure.getTraceback())
 
 
-class FederationSite(server.Site):
-    """A Site whose access log is the resource's own line (with the origin)."""
+class FederationSite(LimitedSite):
+    """A Site whose access log is the resource's own line (with the origin), and whose
+    bodies are limited as the resource says (413 early, never a reset: roost.http.limits)."""
+
+    def body_limit(self, path: bytes) -> int:
+        return getattr(self.resource, "max_body_bytes", DEFAULT_MAX_BODY_BYTES)
 
     def log(self, request: server.Request) -> None:
         pass

@@ -1,0 +1,78 @@
+"""The end-to-end parts of /sync: to_device, device_lists, one-time key counts, fallback keys.
+
+Each is a top-level section built from the request's `since` and `now`
+tokens (their `to_device` and `device_lists` positions):
+
+- `to_device`: the device's inbox up to `now`. A sync whose `since` token
+  is at position P acknowledges everything up to P, which is deleted first:
+  a message is kept until the sync after the one that delivered it.
+- `device_lists`: users sharing a room whose devices changed in
+  (since, now], users who newly share a room, and those who stopped sharing
+  every room (`left`); left out of an initial sync.
+- `device_one_time_keys_count` and `device_unused_fallback_key_types`: always,
+  for the syncing device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from roost.storage.device_inbox import DeviceInboxStore
+from roost.storage.device_lists import DeviceListStore
+from roost.storage.e2e_keys import E2eKeyStore
+
+JsonDict = dict[str, Any]
+
+
+class _Request(Protocol):
+    user_id: str
+    device_id: str | None
+    since: Any
+    now: Any
+
+
+class E2eSync:
+    def __init__(self, inbox: DeviceInboxStore, lists: DeviceListStore,
+                 keys: E2eKeyStore) -> None:
+        self._inbox = inbox
+        self._lists = lists
+        self._keys = keys
+
+    async def to_device(self, req: _Request) -> JsonDict | None:
+        if req.device_id is None:
+            return None
+        if req.since is not None and req.since.to_device > 0:
+            await self._inbox.acknowledge(req.user_id, req.device_id, req.since.to_device)
+        if req.since is not None and req.since.to_device >= req.now.to_device:
+            return {"events": []}
+        messages, _ = await self._inbox.messages(req.user_id, req.device_id, req.now.to_device,
+                                                 limit=100_000)
+        return {"events": messages}
+
+    async def device_lists(self, req: _Request) -> JsonDict | None:
+        if req.since is None:
+            return None
+        since, now = req.since, req.now
+        if since.device_lists >= now.device_lists and since.events >= now.events:
+            return {"changed": [], "left": []}
+        changed, left = await self._lists.changes_for(
+            req.user_id, since.device_lists, now.device_lists, max(since.events, 0), now.events)
+        return {"changed": sorted(changed), "left": sorted(left)}
+
+    async def one_time_keys_count(self, req: _Request) -> JsonDict | None:
+        if req.device_id is None:
+            return None
+        return await self._keys.one_time_key_counts(req.user_id, req.device_id)
+
+    async def unused_fallback_key_types(self, req: _Request) -> list[str] | None:
+        if req.device_id is None:
+            return None
+        return await self._keys.unused_fallback_types(req.user_id, req.device_id)
+
+
+def device_lists_news(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value.get("changed") or value.get("left"))
+
+
+def never_news(_: Any) -> bool:
+    return False

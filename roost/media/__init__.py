@@ -1,0 +1,1 @@
+"""The media repository: files under data_dir, thumbnails, the media endpoints."""

@@ -1,0 +1,166 @@
+"""The one access module: may this user, or this server, see this event or this room's state.
+
+Every read path asks here, client (/state, /members, /joined_members,
+/messages, /context, /event, /relations, /threads, /aliases, /search, /sync,
+the socket) and federation (/backfill, /get_missing_events, /event, /state,
+/state_ids, /event_auth, and the sender choosing destinations). The rules
+are the pure functions of `visibility.py`; this class loads what they read
+(the room's history-visibility changes, memberships, whether the user forgot
+the room) through the engine's cached head and the state store.
+
+Answers are values, never HTTP errors: this package sits below both
+listeners, and each turns a refusal into its own Matrix error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from roost.rooms.engine import RoomEngine
+from roost.rooms.engine_types import LoadedEvent, RoomError
+from roost.rooms.redaction import redact_pdu
+from roost.rooms.visibility import (
+    AT_DEPARTURE,
+    CURRENT,
+    EVENTS,
+    JOINED,
+    STATE,
+    History,
+    Standing,
+    can_see_event,
+    room_read,
+    server_can_see_event,
+)
+from roost.storage.room_state import RoomStateStore
+
+__all__ = ["AT_DEPARTURE", "CURRENT", "EVENTS", "JOINED", "STATE", "RoomAccess"]
+
+StateKey = tuple[str, str]
+# (user id, room id) -> whether the user forgot the room.
+Forgotten = Callable[[str, str], Awaitable[bool]]
+
+
+class RoomAccess:
+    def __init__(self, engine: RoomEngine, state: RoomStateStore,
+                 forgotten: Forgotten | None = None) -> None:
+        self._engine = engine
+        self._state = state
+        self._forgotten = forgotten
+
+    # -- the room as a whole ------------------------------------------------------
+
+    async def room_exists(self, room_id: str) -> bool:
+        return await self._engine.room_version(room_id) is not None
+
+    async def world_readable(self, room_id: str) -> bool:
+        """The room's history visibility now, from the engine's cached head."""
+        try:
+            state = await self._engine.current_state_events(room_id)
+        except RoomError:
+            return False
+        event = state.get(("m.room.history_visibility", ""))
+        return event is not None and event.content.get("history_visibility") == "world_readable"
+
+    async def membership(self, room_id: str, user_id: str) -> str | None:
+        try:
+            return await self._engine.membership(room_id, user_id)
+        except RoomError:
+            return None
+
+    async def standing(self, room_id: str, user_id: str) -> Standing:
+        membership = await self.membership(room_id, user_id)
+        if membership == "join":
+            return Standing("join", True, False, False)
+        forgotten = await self.is_forgotten(room_id, user_id) if membership else False
+        ever_joined = membership in ("leave", "ban") and any(
+            m == "join" for _, m in await self._state.membership_history(room_id, user_id))
+        return Standing(membership, ever_joined, forgotten, await self.world_readable(room_id))
+
+    async def is_forgotten(self, room_id: str, user_id: str) -> bool:
+        return self._forgotten is not None and await self._forgotten(user_id, room_id)
+
+    async def room_read(self, room_id: str, user_id: str, kind: str) -> str | None:
+        """CURRENT, AT_DEPARTURE, or None (refused) for an endpoint of `kind`
+        (EVENTS, STATE or JOINED): see visibility.room_read."""
+        return room_read(await self.standing(room_id, user_id), kind)
+
+    async def readable_state(self, room_id: str, user_id: str,
+                             kind: str = STATE) -> dict[StateKey, str] | None:
+        """The state this user may read (current, or as it was when they left), or None."""
+        granted = await self.room_read(room_id, user_id, kind)
+        if granted == CURRENT:
+            return await self._state.current_state(room_id)
+        if granted == AT_DEPARTURE:
+            member = (await self._state.members(room_id)).get(user_id)
+            if member is not None:
+                group = (await self._state.state_groups_of([member[1]])).get(member[1])
+                if group is not None:
+                    return await self._state.state_at_group(group)
+        return None
+
+    # -- events, for users --------------------------------------------------------------
+
+    async def visibility_history(self, room_id: str) -> History:
+        """(stream position, history_visibility) of each change, in order."""
+        history = await self._state.state_history(room_id, "m.room.history_visibility", "")
+        loaded = await self._engine.get_events([eid for _, eid in history])
+        return [(pos, str(loaded[eid].event.content.get("history_visibility", "shared")))
+                for pos, eid in history if eid in loaded]
+
+    async def visible_events(self, room_id: str, user_id: str,
+                             events: list[LoadedEvent]) -> list[LoadedEvent]:
+        """The events of `room_id` this user may see, in the order given.
+
+        Outliers, rejected events and events of other rooms are never visible.
+        A user who forgot the room is treated as never having been in it. A
+        user always sees their own membership events (or a rejected invite
+        would never leave their view).
+        """
+        events = [e for e in events if e.event.room_id == room_id
+                  and e.stream_ordering is not None and not e.rejected]
+        if not events:
+            return []
+        forgotten = await self.is_forgotten(room_id, user_id)
+        memberships: History = [] if forgotten else \
+            await self._state.membership_history(room_id, user_id)
+        visibilities = await self.visibility_history(room_id)
+        return [
+            e for e in events
+            if can_see_event(visibilities, memberships, e.stream_ordering or 0)
+            or (not forgotten and e.event.type == "m.room.member"
+                and e.event.state_key == user_id)
+        ]
+
+    async def can_see(self, room_id: str, user_id: str, event: LoadedEvent) -> bool:
+        return bool(await self.visible_events(room_id, user_id, [event]))
+
+    # -- servers -------------------------------------------------------------------------
+
+    async def server_in_room(self, room_id: str, server_name: str,
+                             state: dict[StateKey, str] | None = None) -> bool:
+        """Whether a user of the server is joined now (or in `state`, when given)."""
+        return await self._engine.server_in_room(room_id, server_name, state)
+
+    async def server_visible_ids(self, room_id: str, server_name: str,
+                                 events: Iterable[LoadedEvent]) -> set[str]:
+        """The ids of the events (of `room_id`, not outliers) the server may see: those one
+        of its users could see (spec: history visibility, for servers)."""
+        candidates = [e for e in events if e.event.room_id == room_id
+                      and e.stream_ordering is not None and not e.rejected]
+        if not candidates:
+            return set()
+        visibilities = await self.visibility_history(room_id)
+        members = list((await self._state.server_membership_histories(
+            room_id, server_name)).values())
+        return {e.event.event_id for e in candidates
+                if server_can_see_event(visibilities, members, e.stream_ordering or 0)}
+
+    async def pdus_for_server(self, room_id: str, server_name: str,
+                              events: list[LoadedEvent]) -> list[dict[str, Any]]:
+        """The PDUs to serve a server walking the room's graph (backfill, missing events,
+        state, auth chains): those it may see as they are, the others redacted, so the
+        graph and the auth rules still work but the content stays here."""
+        visible = await self.server_visible_ids(room_id, server_name, events)
+        return [e.event.pdu if e.event.event_id in visible
+                else redact_pdu(e.event.pdu, e.event.version) for e in events]

@@ -1,0 +1,313 @@
+"""The access table: every client read endpoint x viewer x history visibility -> answer.
+
+One room per history visibility, on a real homeserver, lived through the same
+timeline: alice (the creator) sends "before"; the viewers arrive (`invited` is
+invited, `joined`, `left`, `banned` and `forgotten` join); alice sends "during"
+and starts a thread on "before"; `left` leaves, `banned` is banned, `forgotten`
+leaves and forgets; alice sends "after", reacts "r" to "before", changes the
+topic from "early" to "late" and invites zed. `never` has never been in the
+room.
+
+Each row of TABLE is (endpoint, viewer, answers under shared, invited, joined,
+world_readable). An answer is an error (DENIED: 403 M_FORBIDDEN, MISSING: 404
+M_NOT_FOUND, which the spec gives /event and /relations for "not allowed"
+too) or what the endpoint's probe reads off a 200 (the message bodies
+it served, "current" or "departure" for which state it served, OK).
+
+To add an endpoint: write a probe `async def probe(viewer, room) -> answer`, add
+it to PROBES, and add one row per viewer to TABLE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.trial.unittest import TestCase
+
+from tests.client_api.test_rooms_http import Client, Response, start_users
+from tests.server_harness import q
+
+VISIBILITIES = ("shared", "invited", "joined", "world_readable")
+VIEWERS = ("never", "invited", "joined", "left", "banned", "forgotten")
+
+DENIED = "403 M_FORBIDDEN"
+MISSING = "404 M_NOT_FOUND"
+OK = "200"
+CURRENT = "current"
+DEPARTURE = "departure"
+ALL = frozenset({"before", "during", "after"})
+
+
+def bodies(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+NONE = bodies()
+
+
+@dataclass
+class Room:
+    room_id: str
+    before: str  # event ids of alice's messages
+    during: str
+    after: str
+
+
+Probe = Callable[[Client, Room], Awaitable[Any]]
+
+
+def _error(resp: Response) -> str | None:
+    if resp.status == 200:
+        return None
+    body = resp.body if isinstance(resp.body, dict) else {}
+    return f"{resp.status} {body.get('errcode')}"
+
+
+def _bodies(events: list[dict[str, Any]]) -> frozenset[str]:
+    return frozenset(e["content"]["body"] for e in events
+                     if e.get("type") == "m.room.message" and "body" in e.get("content", {})
+                     and "m.relates_to" not in e["content"])
+
+
+async def _get(viewer: Client, path: str) -> tuple[str | None, Any]:
+    resp = await viewer.call("GET", path)
+    return _error(resp), resp.body
+
+
+async def probe_messages(viewer: Client, room: Room) -> Any:
+    error, body = await _get(viewer, f"/rooms/{q(room.room_id)}/messages?dir=b&limit=100")
+    return error or _bodies(body["chunk"])
+
+
+async def probe_event(viewer: Client, room: Room) -> Any:
+    error, _ = await _get(viewer, f"/rooms/{q(room.room_id)}/event/{q(room.before)}")
+    return error or OK
+
+
+async def probe_context(viewer: Client, room: Room) -> Any:
+    error, body = await _get(viewer, f"/rooms/{q(room.room_id)}/context/{q(room.during)}?limit=20")
+    if error:
+        return error
+    return _bodies([*body["events_before"], body["event"], *body["events_after"]])
+
+
+async def _topic_state(events: list[dict[str, Any]]) -> str:
+    topics = [e["content"].get("topic") for e in events if e["type"] == "m.room.topic"]
+    return CURRENT if topics == ["late"] else DEPARTURE if topics == ["early"] else str(topics)
+
+
+async def probe_state(viewer: Client, room: Room) -> Any:
+    error, body = await _get(viewer, f"/rooms/{q(room.room_id)}/state")
+    return error or await _topic_state(body)
+
+
+async def probe_state_topic(viewer: Client, room: Room) -> Any:
+    error, body = await _get(viewer, f"/rooms/{q(room.room_id)}/state/m.room.topic/")
+    return error or (CURRENT if body.get("topic") == "late" else DEPARTURE)
+
+
+async def probe_members(viewer: Client, room: Room) -> Any:
+    error, body = await _get(viewer, f"/rooms/{q(room.room_id)}/members")
+    if error:
+        return error
+    zed = [e for e in body["chunk"] if e["state_key"].startswith("@zed:")]
+    return CURRENT if zed else DEPARTURE
+
+
+async def probe_joined_members(viewer: Client, room: Room) -> Any:
+    error, body = await _get(viewer, f"/rooms/{q(room.room_id)}/joined_members")
+    return error or OK
+
+
+async def probe_relations(viewer: Client, room: Room) -> Any:
+    error, body = await _get(viewer, f"/rooms/{q(room.room_id)}/relations/{q(room.before)}"
+                                     "/m.annotation")
+    return error or frozenset(e["content"]["m.relates_to"]["key"] for e in body["chunk"])
+
+
+async def probe_threads(viewer: Client, room: Room) -> Any:
+    error, body = await _get(viewer, f"/_matrix/client/v1/rooms/{q(room.room_id)}/threads")
+    return error or _bodies(body["chunk"])
+
+
+async def probe_aliases(viewer: Client, room: Room) -> Any:
+    error, _ = await _get(viewer, f"/rooms/{q(room.room_id)}/aliases")
+    return error or OK
+
+
+async def probe_notifications(viewer: Client, room: Room) -> Any:
+    push = viewer.server.hs.push
+    assert push is not None
+    await push.evaluator.reached(viewer.server.hs.streams["events"].current, 30)
+    error, body = await _get(viewer, "/notifications?limit=100")
+    return error or _bodies([n["event"] for n in body["notifications"]
+                             if n["room_id"] == room.room_id])
+
+
+PROBES: dict[str, Probe] = {
+    "/messages": probe_messages,
+    "/event": probe_event,
+    "/context": probe_context,
+    "/state": probe_state,
+    "/state/{type}/{key}": probe_state_topic,
+    "/members": probe_members,
+    "/joined_members": probe_joined_members,
+    "/relations": probe_relations,
+    "/threads": probe_threads,
+    "/aliases": probe_aliases,
+    "/notifications": probe_notifications,
+}
+
+B, BD, D, DA = bodies("before"), bodies("before", "during"), bodies("during"), \
+    bodies("during", "after")
+R = frozenset({"r"})
+
+# (endpoint, viewer, shared, invited, joined, world_readable)
+TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
+    ("/messages", "never", DENIED, DENIED, DENIED, ALL),
+    ("/messages", "invited", DENIED, DENIED, DENIED, ALL),
+    ("/messages", "joined", ALL, DA, DA, ALL),
+    ("/messages", "left", BD, D, D, ALL),
+    ("/messages", "banned", BD, D, D, ALL),
+    ("/messages", "forgotten", DENIED, DENIED, DENIED, ALL),
+
+    ("/event", "never", MISSING, MISSING, MISSING, OK),
+    ("/event", "invited", MISSING, MISSING, MISSING, OK),
+    ("/event", "joined", OK, MISSING, MISSING, OK),
+    ("/event", "left", OK, MISSING, MISSING, OK),
+    ("/event", "banned", OK, MISSING, MISSING, OK),
+    ("/event", "forgotten", MISSING, MISSING, MISSING, OK),
+
+    ("/context", "never", DENIED, DENIED, DENIED, ALL),
+    ("/context", "invited", DENIED, DENIED, DENIED, ALL),
+    ("/context", "joined", ALL, DA, DA, ALL),
+    ("/context", "left", BD, D, D, ALL),
+    ("/context", "banned", BD, D, D, ALL),
+    ("/context", "forgotten", DENIED, DENIED, DENIED, ALL),
+
+    ("/state", "never", DENIED, DENIED, DENIED, CURRENT),
+    ("/state", "invited", DENIED, DENIED, DENIED, CURRENT),
+    ("/state", "joined", CURRENT, CURRENT, CURRENT, CURRENT),
+    ("/state", "left", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
+    ("/state", "banned", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
+    ("/state", "forgotten", DENIED, DENIED, DENIED, CURRENT),
+
+    ("/state/{type}/{key}", "never", DENIED, DENIED, DENIED, CURRENT),
+    ("/state/{type}/{key}", "invited", DENIED, DENIED, DENIED, CURRENT),
+    ("/state/{type}/{key}", "joined", CURRENT, CURRENT, CURRENT, CURRENT),
+    ("/state/{type}/{key}", "left", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
+    ("/state/{type}/{key}", "banned", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
+    ("/state/{type}/{key}", "forgotten", DENIED, DENIED, DENIED, CURRENT),
+
+    ("/members", "never", DENIED, DENIED, DENIED, CURRENT),
+    ("/members", "invited", DENIED, DENIED, DENIED, CURRENT),
+    ("/members", "joined", CURRENT, CURRENT, CURRENT, CURRENT),
+    ("/members", "left", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
+    ("/members", "banned", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
+    ("/members", "forgotten", DENIED, DENIED, DENIED, CURRENT),
+
+    ("/joined_members", "never", DENIED, DENIED, DENIED, OK),
+    ("/joined_members", "invited", DENIED, DENIED, DENIED, OK),
+    ("/joined_members", "joined", OK, OK, OK, OK),
+    ("/joined_members", "left", DENIED, DENIED, DENIED, OK),
+    ("/joined_members", "banned", DENIED, DENIED, DENIED, OK),
+    ("/joined_members", "forgotten", DENIED, DENIED, DENIED, OK),
+
+    ("/relations", "never", MISSING, MISSING, MISSING, R),
+    ("/relations", "invited", MISSING, MISSING, MISSING, R),
+    ("/relations", "joined", R, MISSING, MISSING, R),
+    ("/relations", "left", NONE, MISSING, MISSING, R),
+    ("/relations", "banned", NONE, MISSING, MISSING, R),
+    ("/relations", "forgotten", MISSING, MISSING, MISSING, R),
+
+    ("/threads", "never", DENIED, DENIED, DENIED, B),
+    ("/threads", "invited", DENIED, DENIED, DENIED, B),
+    ("/threads", "joined", B, NONE, NONE, B),
+    ("/threads", "left", B, NONE, NONE, B),
+    ("/threads", "banned", B, NONE, NONE, B),
+    ("/threads", "forgotten", DENIED, DENIED, DENIED, B),
+
+    ("/aliases", "never", DENIED, DENIED, DENIED, OK),
+    ("/aliases", "invited", DENIED, DENIED, DENIED, OK),
+    ("/aliases", "joined", OK, OK, OK, OK),
+    ("/aliases", "left", DENIED, DENIED, DENIED, OK),
+    ("/aliases", "banned", DENIED, DENIED, DENIED, OK),
+    ("/aliases", "forgotten", DENIED, DENIED, DENIED, OK),
+
+    # Notifications exist only for events that arrived while the viewer was a member (an
+    # invitee is notified of the invite alone), each shown if the viewer may see it now (a
+    # forgotten room's events only when world-readable).
+    ("/notifications", "never", NONE, NONE, NONE, NONE),
+    ("/notifications", "invited", NONE, NONE, NONE, NONE),
+    ("/notifications", "joined", DA, DA, DA, DA),
+    ("/notifications", "left", D, D, D, D),
+    ("/notifications", "banned", D, D, D, D),
+    ("/notifications", "forgotten", NONE, NONE, NONE, D),
+]
+
+
+async def live_through_timeline(visibility: str, alice: Client, viewers: dict[str, Client],
+                                zed: Client) -> Room:
+    """The room's life, as the module docstring tells it."""
+    room_id = await alice.create_room(preset="public_chat", initial_state=[
+        {"type": "m.room.history_visibility", "content": {"history_visibility": visibility}},
+        {"type": "m.room.topic", "content": {"topic": "early"}}])
+    r = f"/rooms/{q(room_id)}"
+    before = await alice.send(room_id, "before")
+    await alice.invite(room_id, viewers["invited"].user_id)
+    for name in ("joined", "left", "banned", "forgotten"):
+        await viewers[name].join(room_id)
+    during = await alice.send(room_id, "during")
+    await alice.send(room_id, content={"msgtype": "m.text", "body": "reply", "m.relates_to": {
+        "rel_type": "m.thread", "event_id": before}})
+    await viewers["left"].leave(room_id)
+    await alice.ok("POST", f"{r}/ban", {"user_id": viewers["banned"].user_id})
+    await viewers["forgotten"].leave(room_id)
+    await viewers["forgotten"].ok("POST", f"{r}/forget", {})
+    after = await alice.send(room_id, "after")
+    await alice.send(room_id, event_type="m.reaction", content={"m.relates_to": {
+        "rel_type": "m.annotation", "event_id": before, "key": "r"}})
+    await alice.put_state(room_id, "m.room.topic", {"topic": "late"})
+    await alice.invite(room_id, zed.user_id)
+    return Room(room_id, before, during, after)
+
+
+class AccessTableTests(TestCase):
+    """One test per history visibility: every row's answer in that column."""
+
+    async def _check_column(self, visibility: str) -> None:
+        column = 2 + VISIBILITIES.index(visibility)
+        alice, zed, *others = await start_users(self, "alice", "zed", *VIEWERS)
+        viewers = dict(zip(VIEWERS, others, strict=True))
+        room = await live_through_timeline(visibility, alice, viewers, zed)
+        wrong = []
+        for row in TABLE:
+            endpoint, viewer, expected = row[0], row[1], row[column]
+            got = await PROBES[endpoint](viewers[viewer], room)
+            if got != expected:
+                wrong.append(f"{endpoint} as {viewer} under {visibility}: "
+                             f"expected {_show(expected)}, got {_show(got)}")
+        self.assertEqual(wrong, [])
+
+    async def test_shared(self) -> None:
+        await self._check_column("shared")
+
+    async def test_invited(self) -> None:
+        await self._check_column("invited")
+
+    async def test_joined(self) -> None:
+        await self._check_column("joined")
+
+    async def test_world_readable(self) -> None:
+        await self._check_column("world_readable")
+
+    def test_every_endpoint_has_a_row_for_every_viewer(self) -> None:
+        rows = {(row[0], row[1]) for row in TABLE}
+        missing = [(e, v) for e in PROBES for v in VIEWERS if (e, v) not in rows]
+        self.assertEqual(missing, [])
+
+
+def _show(answer: Any) -> str:
+    return str(sorted(answer)) if isinstance(answer, frozenset) else str(answer)

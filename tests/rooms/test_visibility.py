@@ -1,0 +1,67 @@
+"""The pure access rules (roost/rooms/visibility.py), with plain lists as histories."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import TestCase
+
+from roost.rooms.visibility import (
+    AT_DEPARTURE,
+    CURRENT,
+    EVENTS,
+    JOINED,
+    STATE,
+    Standing,
+    can_see_event,
+    room_read,
+    server_can_see_event,
+)
+
+
+class EventRuleTests(TestCase):
+    def test_joined_visibility_shows_only_what_came_while_joined(self) -> None:
+        vis = [(1, "joined")]
+        member = [(5, "join"), (9, "leave")]
+        self.assertEqual([p for p in range(1, 12) if can_see_event(vis, member, p)],
+                         [5, 6, 7, 8])
+
+    def test_shared_shows_earlier_history_to_a_later_member(self) -> None:
+        self.assertTrue(can_see_event([(1, "shared")], [(5, "join")], 2))
+        self.assertFalse(can_see_event([(1, "shared")], [(5, "invite")], 2))
+
+    def test_invited_visibility_starts_at_the_invite(self) -> None:
+        vis = [(1, "invited")]
+        self.assertFalse(can_see_event(vis, [(5, "invite")], 4))
+        self.assertTrue(can_see_event(vis, [(5, "invite")], 6))
+
+    def test_no_membership_sees_only_world_readable(self) -> None:
+        self.assertFalse(can_see_event([(1, "shared")], [], 3))
+        self.assertTrue(can_see_event([(1, "world_readable")], [], 3))
+
+    def test_a_server_sees_what_one_of_its_users_could(self) -> None:
+        vis = [(1, "joined")]
+        late, early = [(10, "join")], [(3, "join")]
+        self.assertFalse(server_can_see_event(vis, [late], 5))
+        self.assertTrue(server_can_see_event(vis, [late, early], 5))
+        self.assertFalse(server_can_see_event(vis, [], 5))
+        self.assertTrue(server_can_see_event([(1, "world_readable")], [], 5))
+
+
+class RoomRuleTests(TestCase):
+    def test_each_standing_and_kind(self) -> None:
+        cases = [
+            (Standing("join", True, False, False), {EVENTS: CURRENT, STATE: CURRENT,
+                                                    JOINED: CURRENT}),
+            (Standing("leave", True, False, False), {EVENTS: AT_DEPARTURE, STATE: AT_DEPARTURE,
+                                                     JOINED: None}),
+            (Standing("ban", True, False, False), {EVENTS: AT_DEPARTURE, STATE: AT_DEPARTURE,
+                                                   JOINED: None}),
+            (Standing("leave", True, True, False), {EVENTS: None, STATE: None, JOINED: None}),
+            (Standing("leave", False, False, False), {EVENTS: None, STATE: None, JOINED: None}),
+            (Standing("invite", False, False, False), {EVENTS: None, STATE: None, JOINED: None}),
+            (Standing(None, False, False, False), {EVENTS: None, STATE: None, JOINED: None}),
+            (Standing(None, False, False, True), {EVENTS: CURRENT, STATE: CURRENT,
+                                                  JOINED: CURRENT}),
+        ]
+        for standing, expected in cases:
+            got = {kind: room_read(standing, kind) for kind in expected}
+            self.assertEqual(got, expected, standing)
