@@ -26,6 +26,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from roost.client_api.errors import MatrixError, limit_exceeded
+from roost.client_api.guests import check_guest
 from roost.http.bodies import Answered, QueryArgs, json_object, parse_json, write_json
 from roost.http.limits import LimitedSite
 from roost.http.routing import RouteTable, compile_template
@@ -48,10 +49,14 @@ class Requester:
     device_id: str
     session_id: str
     is_admin: bool = False
+    app_service: str | None = None  # the application service acting, if any
+    is_guest: bool = False
 
 
 class Authenticator(Protocol):
-    async def authenticate(self, token: str) -> Requester: ...
+    async def authenticate(self, token: str, as_user: str | None = None) -> Requester:
+        """`as_user`: the `user_id` query parameter an application service acts as."""
+        ...
 
 
 class RateLimiter(Protocol):
@@ -182,6 +187,8 @@ class JsonResource(Resource):
                 requester = await self._requester(request, route)
                 if requester is not None:
                     user = requester.user_id
+                    if requester.is_guest:
+                        check_guest(method, path)
                 await self._take_rate_limit(request, route, requester)
                 raw = b""
                 if request.content is not None and not route.stream_body:
@@ -217,7 +224,8 @@ class JsonResource(Resource):
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
         if self._auth is None:
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown access token")
-        return await self._auth.authenticate(token)
+        as_user = request.args.get(b"user_id", [b""])[0].decode("utf-8", "replace") or None
+        return await self._auth.authenticate(token, as_user)
 
     async def _take_rate_limit(
         self, request: server.Request, route: Route, requester: Requester | None
@@ -246,6 +254,8 @@ class JsonResource(Resource):
             route, params, known = self._router.match(method, path)
             if route is None:
                 raise MatrixError(405 if known else 404, "M_UNRECOGNIZED", "Unrecognized request")
+            if requester.is_guest:
+                check_guest(method, path)
             await self._take_rate_limit(stand_in, route, requester)  # type: ignore[arg-type]
             api = ApiRequest(stand_in, method, path, params, requester, body)  # type: ignore[arg-type]
             result = await route.handler(api)

@@ -101,6 +101,10 @@ class RegistrationConfig:
     # With a shared secret, `roost register-user` and the admin registration API
     # can create users even when open registration is off.
     shared_secret: str | None = None
+    # Whether registering asks for a registration token (`roost registration-token`).
+    require_token: bool = False
+    # Whether anyone may get a guest account (POST /register?kind=guest).
+    allow_guests: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,6 +235,8 @@ class RoostConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     push: PushConfig = field(default_factory=PushConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    # Application service (bridge) registration files, relative to the configuration.
+    app_service_config_files: list[str] = field(default_factory=list)
     # Where this config was loaded from; relative paths are taken from there.
     config_dir: str = "."
 

@@ -21,9 +21,13 @@ from roost.admin import server as admin_server
 from roost.admin import users as admin_users
 from roost.admin.auth import AdminGate
 from roost.admin.register import SharedSecretRegistration
+from roost.appservice.client import AppServiceHttp
+from roost.appservice.registration import load_registrations
+from roost.appservice.sender import AppServiceSender, Interest
 from roost.client_api import (
     account,
     account_data,
+    capabilities,
     cross_signing,
     devices,
     directory,
@@ -49,8 +53,11 @@ from roost.client_api import (
     versions,
     websocket,
 )
+from roost.client_api import appservice as client_appservice
 from roost.client_api.accounts import Accounts
+from roost.client_api.appservice import AppServiceAuth, AppServices
 from roost.client_api.device_lists import DeviceLists
+from roost.client_api.event_format import client_event
 from roost.client_api.passwords import PasswordHasher
 from roost.client_api.presence import PresenceTracker
 from roost.client_api.profile import Profiles
@@ -58,6 +65,7 @@ from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.rooms import RoomCreation
 from roost.client_api.sync_builder import SyncBuilder, SyncToken
+from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.federation import served as federation_served
@@ -91,8 +99,9 @@ from roost.media.thumbnails import Size, configure_pillow
 from roost.push.evaluator import PushEvaluator
 from roost.push.pushers import PusherDelivery, event_details
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
-from roost.storage.accounts import UserStore
+from roost.storage.accounts import UserExistsError, UserStore
 from roost.storage.admin_queries import AdminQueries
+from roost.storage.appservice import AppServiceStore
 from roost.storage.database import Database
 from roost.storage.device_inbox import DeviceInboxStore
 from roost.storage.device_lists import DeviceListStore
@@ -110,6 +119,7 @@ from roost.storage.notifier import Notifier
 from roost.storage.profiles import ProfileStore
 from roost.storage.push import PushActionStore, PusherStore, PushRuleStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
+from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
 from roost.storage.server_keys import ServerKeyStore
@@ -406,7 +416,7 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
                       notifier: Notifier, streams: dict[str, StreamIdGenerator],
                       device_store: DeviceStore, uia: UserInteractiveAuth,
                       federation: FederationParts, sender: FederationSender,
-                      closers: list[tuple[str, Any]]) -> InboundDeviceEdus:
+                      closers: list[tuple[str, Any]], builder: SyncBuilder) -> InboundDeviceEdus:
     """End-to-end encryption: keys, cross-signing, key backup, to-device messages, device
     lists (the to_device and device_lists streams) and their federation side."""
     key_store = E2eKeyStore(db)
@@ -428,6 +438,14 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
     list_sender = DeviceListSender(list_store, key_store, notifier, sender.queue_edus,
                                    config.server_name, streams["device_lists"].current)
     closers.append(("device list sender", list_sender.stop))
+    e2e_sync = E2eSync(DeviceInboxStore(db), list_store, key_store)
+    builder.add_stream("to_device", lambda: streams["to_device"].current)
+    builder.add_stream("device_lists", lambda: streams["device_lists"].current)
+    builder.add_section("to_device", e2e_sync.to_device)
+    builder.add_section("device_lists", e2e_sync.device_lists, device_lists_news)
+    builder.add_section("device_one_time_keys_count", e2e_sync.one_time_keys_count, never_news)
+    builder.add_section("device_unused_fallback_key_types", e2e_sync.unused_fallback_key_types,
+                        never_news)
     return InboundDeviceEdus(queries, list_store, lists.changed, to_device_service.from_federation)
 
 
@@ -454,6 +472,41 @@ def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
         admin_rooms.AdminRooms(gate, queries, engine,
                                RoomCreation(config.server_name, config.rooms.default_version),
                                clock))
+
+
+async def _start_appservices(appservices: AppServices, router: Router, reactor: Any,
+                             clock: IReactorTime, db: Database, users: UserStore,
+                             engine: RoomEngine, state_store: RoomStateStore,
+                             directory_store: DirectoryStore, event_stream: StreamIdGenerator,
+                             notifier: Notifier, closers: list[tuple[str, Any]]) -> None:
+    """Each service's bot account, its client endpoints, and the transaction sender."""
+    now_ms = int(clock.seconds() * 1000)
+    for service in appservices.services:
+        try:
+            await users.create_user(service.sender, None, False, now_ms)
+        except UserExistsError:
+            pass
+    http = AppServiceHttp(reactor)
+    client_appservice.register(router, appservices, http)
+    if not appservices.services:
+        return
+
+    async def members_of(room_id: str) -> list[str]:
+        members = await state_store.members(room_id)
+        return [u for u, (m, _e) in members.items() if m in ("join", "invite")]
+
+    async def format_events(event_ids: list[str]) -> list[Any]:
+        loaded = await engine.get_events(event_ids)
+        now = int(clock.seconds() * 1000)
+        return [client_event(loaded[i], now) for i in event_ids if i in loaded]
+
+    sender = AppServiceSender(
+        appservices.services, AppServiceStore(db), FederationOutboundStore(db),
+        Interest(members_of, directory_store.aliases_of), format_events, event_stream,
+        notifier, http, clock)
+    await sender.start()
+    closers.append(("application service sender", sender.stop))
+    closers.append(("application service connections", http.pool.closeCachedConnections))
 
 
 async def build_homeserver(
@@ -507,8 +560,14 @@ async def build_homeserver(
 
     router = Router()
     versions.register(router, config.baseurl)
-    register.register(router, accounts, tokens, uia, config.registration.enabled)
+    appservices = AppServices(load_registrations(
+        [config.path(p) for p in config.app_service_config_files], config.server_name))
+    register.register(router, accounts, tokens, uia, config.registration.enabled,
+                      RegistrationTokenStore(db), clock,
+                      require_token=config.registration.require_token,
+                      allow_guests=config.registration.allow_guests, appservices=appservices)
     login.register(router, accounts, tokens, device_store)
+    capabilities.register(router, config.rooms.default_version)
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
     password_hooks: list[Any] = []
     account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate,
@@ -528,7 +587,7 @@ async def build_homeserver(
                       Backfiller(engine, event_store, federation.keyring, federation.client,
                                  config.server_name, federation.fetches).backfill)
     relations.register(router, engine, view, RelationStore(db))
-    directory.register(router, engine, view, directory_store, config.server_name)
+    directory.register(router, engine, view, directory_store, config.server_name, appservices)
     streams = {"events": event_stream, "presence": presence_stream, **await _sync_streams(db)}
     builder, waiter, typing_tracker = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
                                      presence_tracker)
@@ -538,7 +597,10 @@ async def build_homeserver(
     _register_admin(router, config, accounts, tokens, device_store, profiles, engine, clock,
                     db, on_deactivate)
     root = Resource()
-    api = JsonResource(router, tokens, limiter, _limits(config))
+    await _start_appservices(appservices, router, reactor, clock, db, users, engine,
+                             state_store, directory_store, event_stream, notifier, closers)
+    api = JsonResource(router, AppServiceAuth(appservices, tokens, users), limiter,
+                       _limits(config))
     for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
         root.putChild(name, api)
     sockets = Resource()
@@ -560,7 +622,7 @@ async def build_homeserver(
     federation.sender = sender
     federation.on_authenticated.append(sender.destination_up)
     e2e_edus = await _build_e2ee(router, db, config, clock, notifier, streams, device_store,
-                                 uia, federation, sender, closers)
+                                 uia, federation, sender, closers, builder)
     _register_inbound_federation(federation, engine, event_store, db, config, local_key, clock,
                                  directory_store, profile_store, typing_tracker, presence_tracker,
                                  receipts.Receipts(ReceiptStore(db), streams["receipts"],

@@ -40,6 +40,10 @@ def uid(name: str) -> str:
     return f"@{name}:{SERVER}"
 
 
+# A new account's profile: its display name starts as its localpart (the spec).
+NEW = {"displayname": "alice"}
+
+
 @dataclass
 class ProfileServer:
     """A running homeserver plus the profile, directory and presence parts."""
@@ -112,11 +116,11 @@ async def member_content(server: ProfileServer, token: str, room_id: str, user_i
 
 
 class ProfileTests(TestCase):
-    async def test_new_user_has_an_empty_profile_and_unset_fields_are_not_found(self) -> None:
+    async def test_new_user_is_named_by_localpart_and_unset_fields_are_not_found(self) -> None:
         server = await start_with_profiles(self)
         await server.user("alice")
-        self.assertEqual(await server.ok("GET", profile_path(uid("alice"))), {})
-        for field in ("displayname", "avatar_url"):
+        self.assertEqual(await server.ok("GET", profile_path(uid("alice"))), NEW)
+        for field in ("avatar_url",):
             resp = await server.request("GET", profile_path(uid("alice"), field))
             self.assertEqual((resp.status, resp.body["errcode"]), (404, "M_NOT_FOUND"))
 
@@ -162,7 +166,7 @@ class ProfileTests(TestCase):
         resp = await server.request("PUT", profile_path(uid("alice"), "displayname"),
                                     {"displayname": "Mallory"})
         self.assertEqual((resp.status, resp.body["errcode"]), (401, "M_MISSING_TOKEN"))
-        self.assertEqual(await server.ok("GET", profile_path(uid("alice"))), {})
+        self.assertEqual(await server.ok("GET", profile_path(uid("alice"))), NEW)
 
     async def test_bad_values_are_refused(self) -> None:
         server = await start_with_profiles(self)
@@ -183,7 +187,7 @@ class ProfileTests(TestCase):
         resp = await server.request("PUT", profile_path(alice, "displayname"), raw=b"{nope",
                                     token=token)
         self.assertEqual((resp.status, resp.body["errcode"]), (400, "M_NOT_JSON"))
-        self.assertEqual(await server.ok("GET", profile_path(alice)), {})
+        self.assertEqual(await server.ok("GET", profile_path(alice)), NEW)
 
     async def test_change_updates_member_event_in_every_joined_room_only(self) -> None:
         server = await start_with_profiles(self)
@@ -216,7 +220,7 @@ class ProfileTests(TestCase):
     async def test_member_profile_gives_the_fields_for_a_join_event(self) -> None:
         server = await start_with_profiles(self)
         token = await server.user("alice")
-        self.assertEqual(await server.profiles.member_profile(uid("alice")), {})
+        self.assertEqual(await server.profiles.member_profile(uid("alice")), NEW)
         self.assertEqual(await server.profiles.member_profile(uid("nobody")), {})
         await server.ok("PUT", profile_path(uid("alice"), "displayname"), {"displayname": "A"},
                         token)
