@@ -70,6 +70,10 @@ class ServedRooms:
         router.add("GET", V1 + "/make_leave/{roomId}/{userId}", self.make_leave)
         router.add("PUT", V2 + "/send_leave/{roomId}/{eventId}", self.send_leave)
         router.add("PUT", V2 + "/invite/{roomId}/{eventId}", self.invite)
+        # The v1 forms, which older servers still use: the answers are [200, body].
+        router.add("PUT", V1 + "/send_join/{roomId}/{eventId}", self.send_join_v1)
+        router.add("PUT", V1 + "/send_leave/{roomId}/{eventId}", self.send_leave_v1)
+        router.add("PUT", V1 + "/invite/{roomId}/{eventId}", self.invite_v1)
         router.add("GET", V1 + "/backfill/{roomId}", self.backfill)
         router.add("POST", V1 + "/get_missing_events/{roomId}", self.get_missing_events)
         router.add("GET", V1 + "/event/{eventId}", self.event)
@@ -155,6 +159,15 @@ class ServedRooms:
         await self._send_membership(req, "leave")
         return 200, {}
 
+    async def send_join_v1(self, req: FederationRequest) -> tuple[int, Any]:
+        """v1 send_join: the v2 answer's origin, state and auth_chain, as [200, {...}]."""
+        _, body = await self.send_join(req)
+        return 200, [200, {k: body[k] for k in ("origin", "state", "auth_chain")}]
+
+    async def send_leave_v1(self, req: FederationRequest) -> tuple[int, Any]:
+        await self._send_membership(req, "leave")
+        return 200, [200, {}]
+
     async def _send_membership(self, req: FederationRequest,
                                membership: str) -> tuple[Event, dict[tuple[str, str], str]]:
         origin = req.authenticated_origin
@@ -205,9 +218,14 @@ class ServedRooms:
 
     # -- invites -----------------------------------------------------------------
 
+    async def invite_v1(self, req: FederationRequest) -> tuple[int, Any]:
+        """v1 invite: the body is the event itself, in a room of version 1 or 2 (the
+        only ones servers that use it create; both share the event format, and state
+        resolution, where they differ, plays no part in an invite)."""
+        answer = await self._invite(req, get_room_version("1"), req.json(), [])
+        return 200, [200, answer]
+
     async def invite(self, req: FederationRequest) -> JsonDict:
-        origin = req.authenticated_origin
-        room_id, event_id = req.params["roomId"], req.params["eventId"]
         body = req.json()
         try:
             version = get_room_version(body.get("room_version"))
@@ -215,7 +233,18 @@ class ServedRooms:
             raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION",
                                   "This server does not support that room version",
                                   room_version=body.get("room_version")) from None
-        event = await self._one_checked(body.get("event"), version, room_id, event_id)
+        return await self._invite(req, version, body.get("event"),
+                                  body.get("invite_room_state", []))
+
+    async def _invite(self, req: FederationRequest, version: RoomVersion, pdu: Any,
+                      stripped: Any) -> JsonDict:
+        origin = req.authenticated_origin
+        room_id, event_id = req.params["roomId"], req.params["eventId"]
+        if stripped == [] and isinstance(pdu, dict):  # v1 carries it in unsigned
+            unsigned = pdu.get("unsigned")
+            if isinstance(unsigned, dict) and isinstance(unsigned.get("invite_room_state"), list):
+                stripped = unsigned["invite_room_state"]
+        event = await self._one_checked(pdu, version, room_id, event_id)
         invitee = event.state_key or ""
         if event.type != "m.room.member" or event.membership != "invite":
             raise MatrixError(400, "M_BAD_JSON", "not an invite")
@@ -223,7 +252,6 @@ class ServedRooms:
             raise MatrixError(400, "M_BAD_JSON", "the invitee is not on this server")
         if server_name_of(event.sender) != origin:
             raise _forbidden("the inviter is not on the requesting server")
-        stripped = body.get("invite_room_state", [])
         if not isinstance(stripped, list):
             raise MatrixError(400, "M_BAD_JSON", "invite_room_state must be a list")
         known = await self._engine.room_version(room_id)
