@@ -98,6 +98,7 @@ from roost.media.store import LocalFileStore
 from roost.media.thumbnails import Size, configure_pillow
 from roost.push.evaluator import PushEvaluator
 from roost.push.pushers import PusherDelivery, event_details
+from roost.rooms.access import RoomAccess
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
 from roost.storage.accounts import UserExistsError, UserStore
 from roost.storage.admin_queries import AdminQueries
@@ -313,6 +314,7 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
     federation_served.register_all(
         federation.router, engine, event_store, federation.keyring, federation.client,
         FederationInboundStore(db), config.server_name, local_key.signing_key, clock,
+        RoomAccess(engine, RoomStateStore(db), directory_store.is_forgotten),
         directory_store, profile,
         EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence, e2e_edus),
         federation.fetches)
