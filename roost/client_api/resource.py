@@ -59,6 +59,13 @@ class Authenticator(Protocol):
         ...
 
 
+class RequestObserver(Protocol):
+    """Metrics' view of requests: which route each matched, and how it ended."""
+
+    def matched(self, request: server.Request, method: str, route: str) -> None: ...
+    def finished(self, request: server.Request, status: int, seconds: float) -> None: ...
+
+
 class RateLimiter(Protocol):
     async def take(self, key: str, per_second: float, burst: int, cost: float = 1.0) -> float: ...
 
@@ -113,6 +120,7 @@ class Route:
     rate_limit: str | None = None  # the name of a bucket in JsonResource's limits
     # The handler reads the (possibly large, spooled) body from `http.content` itself.
     stream_body: bool = False
+    path: str = ""  # the template it was added with: the metrics' route label
 
 
 class Router(RouteTable[Route]):
@@ -123,7 +131,7 @@ class Router(RouteTable[Route]):
             stream_body: bool = False) -> None:
         """`path` is a template as roost.http.routing takes it."""
         self.insert(path, Route(method, compile_template(path), handler, auth, auth_optional,
-                                rate_limit, stream_body))
+                                rate_limit, stream_body, path))
 
 
 class RoostSite(LimitedSite):
@@ -157,11 +165,22 @@ class JsonResource(Resource):
         self._auth = authenticator
         self._limiter = limiter
         self._limits = limits or {}
+        # Set by the metrics listener's wiring: told of each request's route and end.
+        self.observer: RequestObserver | None = None
 
     def render(self, request: server.Request) -> int:
         rid = f"req{next(_request_counter)}"
+        finished = request.notifyFinish()  # before handling: an answer may come at once
+        if self.observer is not None:
+            observer, start = self.observer, time.monotonic()
+
+            def observe(result: Any) -> Any:
+                observer.finished(request, request.code, time.monotonic() - start)
+                return result
+
+            finished.addBoth(observe)
         d = defer.ensureDeferred(self._handle(request, rid))
-        request.notifyFinish().addErrback(lambda _f: d.cancel())
+        finished.addErrback(lambda _f: d.cancel())
         d.addErrback(_log_unhandled)
         return server.NOT_DONE_YET
 
@@ -184,6 +203,8 @@ class JsonResource(Resource):
                 if route is None:
                     status = 405 if known else 404
                     raise MatrixError(status, "M_UNRECOGNIZED", "Unrecognized request")
+                if self.observer is not None:
+                    self.observer.matched(request, method, route.path)
                 requester = await self._requester(request, route)
                 if requester is not None:
                     user = requester.user_id

@@ -98,6 +98,7 @@ from roost.media import resource as media_resource
 from roost.media.repository import MediaRepository, MediaSettings
 from roost.media.store import LocalFileStore
 from roost.media.thumbnails import Size, configure_pillow
+from roost.rooms.access import RoomAccess
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
 from roost.storage.accounts import UserExistsError, UserStore
 from roost.storage.admin_queries import AdminQueries
@@ -210,6 +211,18 @@ async def _rate_limiter(config: RoostConfig, reactor: Any, clock: IReactorTime,
     return RedisRateLimiter(redis, config.redis.key_prefix, clock)
 
 
+def _health_checks(db: Database, limiter: RateLimiter) -> dict[str, Any]:
+    """What /health asks: a query on the database, a PING to Redis when Redis is on."""
+    async def database() -> object:
+        return await db.run("health", lambda txn: txn.query_one("SELECT 1"))
+
+    checks: dict[str, Any] = {"database": database}
+    redis = getattr(limiter, "redis", None)
+    if redis is not None:
+        checks["redis"] = lambda: redis.execute("PING")
+    return checks
+
+
 def _limits(config: RoostConfig) -> dict[str, RateLimit]:
     limits = config.rate_limits
     return {
@@ -291,6 +304,7 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
     federation_served.register_all(
         federation.router, engine, event_store, federation.keyring, federation.client,
         FederationInboundStore(db), config.server_name, local_key.signing_key, clock,
+        RoomAccess(engine, RoomStateStore(db), directory_store.is_forgotten),
         directory_store, profile,
         EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence, e2e_edus),
         federation.fetches)
@@ -459,7 +473,8 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
                              clock: IReactorTime, db: Database, users: UserStore,
                              engine: RoomEngine, state_store: RoomStateStore,
                              directory_store: DirectoryStore, event_stream: StreamIdGenerator,
-                             notifier: Notifier, closers: list[tuple[str, Any]]) -> None:
+                             notifier: Notifier, closers: list[tuple[str, Any]],
+                             ) -> AppServiceSender | None:
     """Each service's bot account, its client endpoints, and the transaction sender."""
     now_ms = int(clock.seconds() * 1000)
     for service in appservices.services:
@@ -470,7 +485,7 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
     http = AppServiceHttp(reactor)
     client_appservice.register(router, appservices, http)
     if not appservices.services:
-        return
+        return None
 
     async def members_of(room_id: str) -> list[str]:
         members = await state_store.members(room_id)
@@ -488,6 +503,24 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
     await sender.start()
     closers.append(("application service sender", sender.stop))
     closers.append(("application service connections", http.pool.closeCachedConnections))
+    return sender
+
+
+def _start_metrics(registry: Any, api: JsonResource, db: Database, notifier: Notifier,
+                   event_stream: StreamIdGenerator, open_sockets: Any,
+                   sender: FederationSender, appservice_sender: AppServiceSender | None,
+                   clock: IReactorTime, closers: list[tuple[str, Any]]) -> None:
+    """Requests, database, events, sockets, federation and bridge queues on /metrics."""
+    from roost.homeserver import server_metrics as m  # prometheus_client: only if on
+
+    api.observer = m.RequestMetrics(registry)
+    m.DatabaseMetrics(registry, db)
+    m.StreamMetrics(registry, notifier, event_stream.current)
+    m.ReadOnScrape(registry, lambda: len(open_sockets), sender.stats)
+    queues = m.QueueMetrics(registry, clock, FederationOutboundStore(db).queue_depths,
+                            appservice_sender.backlog if appservice_sender else None)
+    queues.start()
+    closers.append(("metrics refresh", queues.stop))
 
 
 async def build_homeserver(
@@ -540,7 +573,7 @@ async def build_homeserver(
     closers.append(("presence timers", presence_tracker.stop))
 
     router = Router()
-    versions.register(router, config.baseurl)
+    versions.register(router, config.baseurl, _health_checks(db, limiter))
     appservices = AppServices(load_registrations(
         [config.path(p) for p in config.app_service_config_files], config.server_name))
     register.register(router, accounts, tokens, uia, config.registration.enabled,
@@ -575,8 +608,9 @@ async def build_homeserver(
     _register_admin(router, config, accounts, tokens, device_store, profiles, engine, clock,
                     db, on_deactivate)
     root = Resource()
-    await _start_appservices(appservices, router, reactor, clock, db, users, engine,
-                             state_store, directory_store, event_stream, notifier, closers)
+    appservice_sender = await _start_appservices(
+        appservices, router, reactor, clock, db, users, engine, state_store, directory_store,
+        event_stream, notifier, closers)
     api = JsonResource(router, AppServiceAuth(appservices, tokens, users), limiter,
                        _limits(config))
     for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
@@ -599,6 +633,9 @@ async def build_homeserver(
     closers.append(("federation sender", sender.stop))
     federation.sender = sender
     federation.on_authenticated.append(sender.destination_up)
+    if metrics is not None:
+        _start_metrics(metrics, api, db, notifier, event_stream, socket_resource.open_sockets,
+                       sender, appservice_sender, clock, closers)
     e2e_edus = await _build_e2ee(router, db, config, clock, notifier, streams, device_store,
                                  uia, federation, sender, closers, builder)
     _register_inbound_federation(federation, engine, event_store, db, config, local_key, clock,
