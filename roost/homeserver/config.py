@@ -218,6 +218,18 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class VoipConfig:
+    # TURN server URIs handed to clients by GET /voip/turnServer; none: the answer is {}.
+    turn_uris: list[str] = field(default_factory=list)
+    # coturn's `static-auth-secret` (use-auth-secret): credentials are made from it.
+    turn_shared_secret: str | None = None
+    # How long the credentials stay valid.
+    turn_user_lifetime: Duration = Duration(86_400_000)
+    # Whether guest accounts get TURN credentials.
+    turn_allow_guests: bool = True
+
+
+@dataclass(frozen=True)
 class RoostConfig:
     server_name: str
     public_baseurl: str | None = None
@@ -235,6 +247,7 @@ class RoostConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     push: PushConfig = field(default_factory=PushConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    voip: VoipConfig = field(default_factory=VoipConfig)
     # Application service (bridge) registration files, relative to the configuration.
     app_service_config_files: list[str] = field(default_factory=list)
     # Where this config was loaded from; relative paths are taken from there.

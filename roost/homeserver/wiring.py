@@ -35,6 +35,7 @@ from roost.client_api import (
     login,
     messages,
     notifications,
+    openid,
     presence,
     profile,
     push_rules,
@@ -47,6 +48,8 @@ from roost.client_api import (
     rooms,
     send,
     sync,
+    tags,
+    threepid,
     to_device,
     typing,
     user_directory,
@@ -54,6 +57,7 @@ from roost.client_api import (
     websocket,
 )
 from roost.client_api import appservice as client_appservice
+from roost.client_api import voip as voip_api
 from roost.client_api.accounts import Accounts
 from roost.client_api.appservice import AppServiceAuth, AppServices
 from roost.client_api.device_lists import DeviceLists
@@ -68,6 +72,7 @@ from roost.client_api.sync_builder import SyncBuilder, SyncToken
 from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
+from roost.federation import openid as federation_openid
 from roost.federation import served as federation_served
 from roost.federation.backfill import Backfiller
 from roost.federation.device_edus import DeviceListSender, InboundDeviceEdus
@@ -117,6 +122,7 @@ from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.media import MediaStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
+from roost.storage.openid import OpenIdStore
 from roost.storage.profiles import ProfileStore
 from roost.storage.push import PushActionStore, PusherStore, PushRuleStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -469,6 +475,26 @@ def _token_positions(raw: str) -> tuple[int, int]:
     return token.events, getattr(token, "device_lists", 0)
 
 
+def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime,
+                               notifier: Notifier, engine: RoomEngine,
+                               streams: dict[str, StreamIdGenerator], config: RoostConfig,
+                               federation: FederationParts) -> None:
+    """Tags, third-party identifiers, OpenID (client and federation sides), TURN."""
+    account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
+
+    async def room_exists(room_id: str) -> bool:
+        return await engine.room_version(room_id) is not None
+
+    tags.register(router, account, room_exists)
+    threepid.register(router)
+    openid_store = OpenIdStore(db)
+    openid.register(router, openid_store, clock, config.server_name)
+    federation_openid.register(federation.router, openid_store, clock)
+    voip = config.voip
+    voip_api.register(router, clock, voip.turn_uris, voip.turn_shared_secret,
+                      voip.turn_user_lifetime, voip.turn_allow_guests)
+
+
 def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
                     tokens: TokenAuthority, device_store: DeviceStore, profiles: Profiles,
                     engine: RoomEngine, clock: IReactorTime, db: Database,
@@ -627,6 +653,7 @@ async def build_homeserver(
     push = await _build_push(router, db, reactor, clock, config, notifier, engine, view, streams,
                              closers, password_hooks, builder)
 
+    _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation)
     _register_admin(router, config, accounts, tokens, device_store, profiles, engine, clock,
                     db, on_deactivate)
     root = Resource()
