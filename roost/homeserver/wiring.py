@@ -34,8 +34,12 @@ from roost.client_api import (
     keys,
     login,
     messages,
+    notifications,
+    openid,
     presence,
     profile,
+    push_rules,
+    pushers,
     receipts,
     register,
     relations,
@@ -44,6 +48,8 @@ from roost.client_api import (
     rooms,
     send,
     sync,
+    tags,
+    threepid,
     to_device,
     typing,
     user_directory,
@@ -51,6 +57,7 @@ from roost.client_api import (
     websocket,
 )
 from roost.client_api import appservice as client_appservice
+from roost.client_api import voip as voip_api
 from roost.client_api.accounts import Accounts
 from roost.client_api.appservice import AppServiceAuth, AppServices
 from roost.client_api.device_lists import DeviceLists
@@ -65,6 +72,7 @@ from roost.client_api.sync_builder import SyncBuilder, SyncToken
 from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
+from roost.federation import openid as federation_openid
 from roost.federation import served as federation_served
 from roost.federation.backfill import Backfiller
 from roost.federation.device_edus import DeviceListSender, InboundDeviceEdus
@@ -93,6 +101,8 @@ from roost.media import resource as media_resource
 from roost.media.repository import MediaRepository, MediaSettings
 from roost.media.store import LocalFileStore
 from roost.media.thumbnails import Size, configure_pillow
+from roost.push.evaluator import PushEvaluator
+from roost.push.pushers import PusherDelivery, event_details
 from roost.rooms.access import RoomAccess
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
 from roost.storage.accounts import UserExistsError, UserStore
@@ -112,7 +122,9 @@ from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.media import MediaStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
+from roost.storage.openid import OpenIdStore
 from roost.storage.profiles import ProfileStore
+from roost.storage.push import PushActionStore, PusherStore, PushRuleStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
@@ -142,6 +154,15 @@ class FederationParts:
 
 
 @dataclass
+class PushParts:
+    """Push evaluation, delivery to gateways, and the unread counts /sync serves."""
+
+    evaluator: PushEvaluator
+    delivery: PusherDelivery
+    unread: notifications.UnreadCounts
+
+
+@dataclass
 class Homeserver:
     config: RoostConfig
     reactor: Any
@@ -165,6 +186,7 @@ class Homeserver:
     # (client_api/sync_extensions.py) in their own _register_<area>.
     sync_builder: SyncBuilder | None = None
     media: MediaRepository | None = None
+    push: PushParts | None = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -381,6 +403,35 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     return builder, waiter, typing_tracker
 
 
+async def _build_push(router: Router, db: Database, reactor: Any, clock: IReactorTime,
+                      config: RoostConfig, notifier: Notifier, engine: RoomEngine,
+                      view: RoomView, streams: dict[str, StreamIdGenerator],
+                      closers: list[tuple[str, Any]],
+                      password_hooks: list[Any], builder: SyncBuilder) -> PushParts:
+    """Push rules, evaluation off the events stream, notification counts, pushers."""
+    actions = PushActionStore(db)
+    evaluator = PushEvaluator(actions, PushRuleStore(db), engine, streams["events"], notifier,
+                              config.server_name, clock)
+    await evaluator.start()
+    closers.append(("push evaluator", evaluator.stop))
+    delivery = PusherDelivery(
+        PusherStore(db), actions, evaluator, event_details(engine), reactor, clock,
+        min_retry_interval_ms=config.push.min_retry_interval,
+        max_retry_interval_ms=config.push.max_retry_interval)
+    await delivery.start()
+    closers.append(("pushers", delivery.stop))
+    account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
+    push_rules.register(router, push_rules.PushRules(PushRuleStore(db), evaluator, account))
+    notifications.register(router, actions, view)
+    pusher_service = pushers.Pushers(PusherStore(db), delivery, evaluator, clock)
+    pushers.register(router, pusher_service)
+    password_hooks.append(pusher_service.password_changed)
+    unread = notifications.UnreadCounts(actions, evaluator)
+    builder.add_room_field("unread_notifications", unread.unread_notifications)
+    builder.add_room_field("unread_thread_notifications", unread.unread_thread_notifications)
+    return PushParts(evaluator, delivery, unread)
+
+
 async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: IReactorTime,
                       notifier: Notifier, streams: dict[str, StreamIdGenerator],
                       device_store: DeviceStore, uia: UserInteractiveAuth,
@@ -422,6 +473,26 @@ def _token_positions(raw: str) -> tuple[int, int]:
     """(events, device_lists) positions of a sync token, for /keys/changes."""
     token = SyncToken.parse(raw)
     return token.events, getattr(token, "device_lists", 0)
+
+
+def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime,
+                               notifier: Notifier, engine: RoomEngine,
+                               streams: dict[str, StreamIdGenerator], config: RoostConfig,
+                               federation: FederationParts) -> None:
+    """Tags, third-party identifiers, OpenID (client and federation sides), TURN."""
+    account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
+
+    async def room_exists(room_id: str) -> bool:
+        return await engine.room_version(room_id) is not None
+
+    tags.register(router, account, room_exists)
+    threepid.register(router)
+    openid_store = OpenIdStore(db)
+    openid.register(router, openid_store, clock, config.server_name)
+    federation_openid.register(federation.router, openid_store, clock)
+    voip = config.voip
+    voip_api.register(router, clock, voip.turn_uris, voip.turn_shared_secret,
+                      voip.turn_user_lifetime, voip.turn_allow_guests)
 
 
 def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
@@ -557,7 +628,9 @@ async def build_homeserver(
     login.register(router, accounts, tokens, device_store)
     capabilities.register(router, config.rooms.default_version)
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
-    account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate)
+    password_hooks: list[Any] = []
+    account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate,
+                     on_password_change=password_hooks)
     profile.register(router, profiles)
     user_directory.register(router, profile_store)
     presence.register(router, presence_tracker, users)
@@ -577,7 +650,10 @@ async def build_homeserver(
     streams = {"events": event_stream, "presence": presence_stream, **await _sync_streams(db)}
     builder, waiter, typing_tracker = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
                                      presence_tracker)
+    push = await _build_push(router, db, reactor, clock, config, notifier, engine, view, streams,
+                             closers, password_hooks, builder)
 
+    _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation)
     _register_admin(router, config, accounts, tokens, device_store, profiles, engine, clock,
                     db, on_deactivate)
     root = Resource()
@@ -617,4 +693,4 @@ async def build_homeserver(
                                                    notifier, clock), e2e_edus)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation, metrics,
-                      sync_builder=builder, media=media)
+                      sync_builder=builder, media=media, push=push)
