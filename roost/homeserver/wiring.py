@@ -670,7 +670,8 @@ async def build_homeserver(
     closers.append(("websockets", socket_resource.close_all))
     sockets.putChild(b"ws", socket_resource)
     root.putChild(b"_roost", sockets)
-    site = RoostSite(root, config.listeners.client.max_body_bytes)
+    site = RoostSite(root, config.listeners.client.max_body_bytes,
+                     config.listeners.client.x_forwarded)
     media = _register_media(config, reactor, clock, db, router, federation, site, closers)
     sender = FederationSender(
         FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
