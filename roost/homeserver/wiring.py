@@ -21,6 +21,7 @@ from roost.admin import server as admin_server
 from roost.admin import users as admin_users
 from roost.admin.auth import AdminGate
 from roost.admin.register import SharedSecretRegistration
+from roost.admin.registration_tokens import AdminRegistrationTokens
 from roost.appservice.client import AppServiceHttp
 from roost.appservice.registration import load_registrations
 from roost.appservice.sender import AppServiceSender, Interest
@@ -511,7 +512,8 @@ def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
                                on_deactivate),
         admin_rooms.AdminRooms(gate, queries, engine,
                                RoomCreation(config.server_name, config.rooms.default_version),
-                               clock))
+                               clock),
+        AdminRegistrationTokens(gate, RegistrationTokenStore(db), clock))
 
 
 async def _start_appservices(appservices: AppServices, router: Router, reactor: Any,
