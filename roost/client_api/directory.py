@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from roost.client_api.appservice import AppServices
 from roost.client_api.errors import MatrixError, forbidden, invalid_param, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
@@ -19,7 +20,7 @@ MAX_ALIAS_BYTES = 255
 
 
 def register(router: Router, engine: RoomEngine, view: RoomView, directory: DirectoryStore,
-             server_name: str) -> None:
+             server_name: str, appservices: AppServices | None = None) -> None:
     def check_local_alias(alias: str) -> None:
         if not _ALIAS_RE.match(alias) or len(alias.encode()) > MAX_ALIAS_BYTES:
             raise invalid_param("Invalid room alias")
@@ -29,6 +30,8 @@ def register(router: Router, engine: RoomEngine, view: RoomView, directory: Dire
         check_local_alias(alias)
         if alias.split(":", 1)[1] != server_name:
             raise invalid_param("Room alias must be on this server")
+        if appservices is not None:
+            appservices.check_alias_free(alias, req.user.app_service)
         room_id = req.json().get("room_id")
         if not isinstance(room_id, str):
             raise MatrixError(400, "M_MISSING_PARAM", "missing parameter: room_id")

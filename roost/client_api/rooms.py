@@ -227,8 +227,18 @@ def register(
             return
         await append_event(engine, room_id, NewEvent(sender, "m.room.member", content, target))
 
+    async def check_guest_may_join(req: ApiRequest, room_id: str) -> None:
+        """Guests join only rooms whose m.room.guest_access is can_join (the spec's guest module)."""
+        if not req.user.is_guest or await engine.room_version(room_id) is None:
+            return
+        state = await engine.current_state_events(room_id)
+        access = state.get(("m.room.guest_access", ""))
+        if access is None or access.content.get("guest_access") != "can_join":
+            raise MatrixError(403, "M_FORBIDDEN", "Guest access is not allowed in this room")
+
     async def join_by_id_or_alias(req: ApiRequest) -> JsonDict:
         room_id, via = await resolve(req.params["room"])
+        await check_guest_may_join(req, room_id)
         via = [*req.args("via"), *req.args("server_name"), *via]
         await set_membership(room_id, req.user.user_id, req.user.user_id, "join",
                              req.json(required=False), via)
@@ -237,6 +247,7 @@ def register(
 
     async def join(req: ApiRequest) -> JsonDict:
         room_id = req.params["room_id"]
+        await check_guest_may_join(req, room_id)
         await set_membership(room_id, req.user.user_id, req.user.user_id, "join",
                              req.json(required=False))
         await directory.unforget(req.user.user_id, room_id)

@@ -42,6 +42,8 @@ class StreamToken:
     account_data: int = 0
     presence: int = 0
     # New streams go here, one line each, default 0 (e2ee: to_device, device_lists).
+    to_device: int = 0
+    device_lists: int = 0
 
     def __str__(self) -> str:
         return "s" + "_".join(str(getattr(self, name)) for name in STREAMS)

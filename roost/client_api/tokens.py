@@ -123,7 +123,8 @@ class TokenAuthority:
             self._verified.popitem(last=False)
         return claims
 
-    async def authenticate(self, token: str) -> Requester:
+    async def authenticate(self, token: str, as_user: str | None = None) -> Requester:
+        """`as_user` only means something for application service tokens (elsewhere)."""
         claims = self._claims(token)
         user_id, device_id, session_id = claims["sub"], claims["dev"], claims["sid"]
         exp = claims.get("exp")
@@ -131,7 +132,8 @@ class TokenAuthority:
             raise unknown_token(soft_logout=True)
         if not await self._session_is_live(session_id, user_id, device_id):
             raise unknown_token()
-        return Requester(user_id, device_id, session_id, bool(claims.get("adm")))
+        return Requester(user_id, device_id, session_id, bool(claims.get("adm")),
+                         is_guest=bool(claims.get("gst")))
 
     async def _session_is_live(self, session_id: str, user_id: str, device_id: str) -> bool:
         known = self._live.get(session_id)
@@ -152,6 +154,7 @@ class TokenAuthority:
         is_admin: bool,
         want_refresh: bool,
         display_name: str | None = None,
+        is_guest: bool = False,
     ) -> IssuedTokens:
         """Start a login session on the device (replacing that device's older sessions)."""
         now = self._now_ms()
@@ -165,17 +168,19 @@ class TokenAuthority:
         replaced = await self._devices.start_session(session, display_name, replace_device_sessions=True)
         self.forget(replaced)
         self._live[session_id] = (user_id, device_id)
-        return self._tokens(session_id, user_id, device_id, is_admin, secret, 0)
+        return self._tokens(session_id, user_id, device_id, is_admin, secret, 0, is_guest)
 
     def _tokens(
         self, session_id: str, user_id: str, device_id: str, is_admin: bool,
-        refresh_secret: str | None, generation: int,
+        refresh_secret: str | None, generation: int, is_guest: bool = False,
     ) -> IssuedTokens:
         now_s = self._clock.seconds()
         claims: dict[str, Any] = {"sub": user_id, "dev": device_id, "sid": session_id,
                                   "iat": int(now_s), "jti": secrets.token_hex(6)}
         if is_admin:
             claims["adm"] = True
+        if is_guest:
+            claims["gst"] = True
         expires_in_ms = None
         refresh_token = None
         if refresh_secret is not None:

@@ -101,6 +101,10 @@ class RegistrationConfig:
     # With a shared secret, `roost register-user` and the admin registration API
     # can create users even when open registration is off.
     shared_secret: str | None = None
+    # Whether registering asks for a registration token (`roost registration-token`).
+    require_token: bool = False
+    # Whether anyone may get a guest account (POST /register?kind=guest).
+    allow_guests: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,14 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
+class PushConfig:
+    """Delivery to push gateways: the first retry after a failure, doubling up to the maximum."""
+
+    min_retry_interval: Duration = Duration(1_000)
+    max_retry_interval: Duration = Duration(600_000)
+
+
+@dataclass(frozen=True)
 class ThumbnailSizeConfig:
     width: int = 0
     height: int = 0
@@ -206,6 +218,18 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class VoipConfig:
+    # TURN server URIs handed to clients by GET /voip/turnServer; none: the answer is {}.
+    turn_uris: list[str] = field(default_factory=list)
+    # coturn's `static-auth-secret` (use-auth-secret): credentials are made from it.
+    turn_shared_secret: str | None = None
+    # How long the credentials stay valid.
+    turn_user_lifetime: Duration = Duration(86_400_000)
+    # Whether guest accounts get TURN credentials.
+    turn_allow_guests: bool = True
+
+
+@dataclass(frozen=True)
 class RoostConfig:
     server_name: str
     public_baseurl: str | None = None
@@ -221,7 +245,11 @@ class RoostConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    push: PushConfig = field(default_factory=PushConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    voip: VoipConfig = field(default_factory=VoipConfig)
+    # Application service (bridge) registration files, relative to the configuration.
+    app_service_config_files: list[str] = field(default_factory=list)
     # Where this config was loaded from; relative paths are taken from there.
     config_dir: str = "."
 

@@ -31,18 +31,18 @@ class SectionTests(TestCase):
             seen.append(request)
             return {"signed_curve25519": 3}
 
-        builder.add_section("device_one_time_keys_count", counts, is_news=lambda v: False)
+        builder.add_section("org.roost.test_counts", counts, is_news=lambda v: False)
         login = await server.register("alice")
         alice = login["access_token"]
         first = await server.request("GET", V3 + "/sync", token=alice)
-        self.assertEqual(first.body["device_one_time_keys_count"], {"signed_curve25519": 3})
+        self.assertEqual(first.body["org.roost.test_counts"], {"signed_curve25519": 3})
         self.assertEqual((seen[-1].user_id, seen[-1].device_id, seen[-1].since),
                          ("@alice:test.roost", login["device_id"], None))
         self.assertEqual(str(seen[-1].now), first.body["next_batch"])
         # Not news: an incremental sync with nothing else new still waits out its timeout.
         second = await server.request("GET", V3 + f"/sync?since={first.body['next_batch']}"
                                       "&timeout=0", token=alice)
-        self.assertEqual(second.body["device_one_time_keys_count"], {"signed_curve25519": 3})
+        self.assertEqual(second.body["org.roost.test_counts"], {"signed_curve25519": 3})
         self.assertEqual(str(seen[-1].since), first.body["next_batch"])
 
     async def test_a_registered_stream_is_in_the_token_and_its_news_wakes_a_long_poll(
@@ -50,6 +50,8 @@ class SectionTests(TestCase):
         server = await start_server(self)
         builder = server.hs.sync_builder
         assert builder is not None
+        # (The real to_device and device_one_time_keys_count sections are e2ee's, registered
+        # at start; these stand-ins use keys of their own.)
         # A stand-in for e2ee's to-device stream, riding the typing field of the token is
         # not allowed: only fields of StreamToken are streams.
         with self.assertRaises(ValueError):
@@ -64,10 +66,10 @@ class SectionTests(TestCase):
             return {"events": [{"type": "m.test", "content": {"n": n}} for pos, n in
                                inbox.get(request.user_id, []) if low < pos <= request.now.typing]}
 
-        builder.add_section("to_device", to_device)
+        builder.add_section("org.roost.test_to_device", to_device)
         alice, room = await _alice_with_room(server)
         first = await server.request("GET", V3 + "/sync", token=alice)
-        self.assertEqual(first.body["to_device"], {"events": []})
+        self.assertEqual(first.body["org.roost.test_to_device"], {"events": []})
         poll = defer.ensureDeferred(server.request(
             "GET", V3 + f"/sync?since={first.body['next_batch']}&timeout=20000", token=alice))
         await task.deferLater(reactor, 0.2, lambda: None)
@@ -77,11 +79,11 @@ class SectionTests(TestCase):
         await server.request("PUT", V3 + f"/rooms/{room}/typing/@alice:test.roost",
                              {"typing": True, "timeout": 10000}, token=alice)
         woken = await poll
-        self.assertEqual(woken.body["to_device"]["events"], [{"type": "m.test",
+        self.assertEqual(woken.body["org.roost.test_to_device"]["events"], [{"type": "m.test",
                                                              "content": {"n": "hi"}}])
         again = await server.request("GET", V3 + f"/sync?since={woken.body['next_batch']}",
                                      token=alice)
-        self.assertEqual(again.body["to_device"], {"events": []})
+        self.assertEqual(again.body["org.roost.test_to_device"], {"events": []})
 
 
 class RoomFieldTests(TestCase):
@@ -95,14 +97,14 @@ class RoomFieldTests(TestCase):
             asked.append(rooms)
             return {r: {"notification_count": 1, "highlight_count": 0} for r in rooms}
 
-        builder.add_room_field("unread_notifications", unread)
+        builder.add_room_field("org.example.counts", unread)
         with self.assertRaises(ValueError):
             builder.add_room_field("timeline", unread)
         alice, room = await _alice_with_room(server)
         other = (await server.request("POST", V3 + "/createRoom", {}, token=alice)).body["room_id"]
         first = await server.request("GET", V3 + "/sync", token=alice)
         for r in (room, other):
-            self.assertEqual(first.body["rooms"]["join"][r]["unread_notifications"],
+            self.assertEqual(first.body["rooms"]["join"][r]["org.example.counts"],
                              {"notification_count": 1, "highlight_count": 0})
         await server.request("PUT", V3 + f"/rooms/{room}/send/m.room.message/t1",
                              {"msgtype": "m.text", "body": "x"}, token=alice)

@@ -74,15 +74,21 @@ class JsRun:
         """The value of a step the script ran with `step(...)`; fails naming its error."""
         steps = self.result.get("steps", {})
         if name not in steps:
-            raise AssertionError(f"step {name!r} was not reached; {self.explain()}")
+            failed = {n: _short(o["error"]) for n, o in steps.items() if not o["ok"]}
+            raise AssertionError(f"step {name!r} was not reached; failed before it: {failed}")
         outcome = steps[name]
         if not outcome["ok"]:
-            raise AssertionError(f"step {name!r} failed: {json.dumps(outcome['error'])}")
+            raise AssertionError(f"step {name!r} failed: {_short(outcome['error'])}")
         return outcome["value"]
 
     def explain(self) -> str:
         tail = self.stderr[-3000:]
         return f"result={json.dumps(self.result)[:3000]} exit={self.code} stderr tail:\n{tail}"
+
+
+def _short(error: dict[str, Any]) -> str:
+    """A step's error without its stack: what the SDK said, status and errcode."""
+    return json.dumps({k: v for k, v in error.items() if k != "stack"})[:1500]
 
 
 async def run_js(

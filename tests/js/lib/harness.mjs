@@ -123,19 +123,27 @@ export async function makeClient(baseUrl, username, options = {}) {
 
 /**
  * Start the client's sync loop and resolve once it reaches PREPARED (the first sync
- * processed). Rejects with the state it was in when `guardMs` ran out.
+ * processed). Rejects at once when a request of the start answers 404 (the SDK would
+ * retry it forever), or with the states seen when `guardMs` ran out.
  */
 export async function startClient(client, startOptions = {}, guardMs = 60000) {
     const states = [];
     const prepared = new Promise((resolve, reject) => {
         const onSync = (state, _prev, data) => {
-            states.push(state);
-            if (state === "PREPARED") {
+            // Each state once in order, and each distinct error once: a client that retries
+            // a failing request forever would otherwise fill the report.
+            const seen = state === "ERROR" && data?.error ? `ERROR: ${data.error.message ?? data.error}` : state;
+            if (!states.includes(seen)) states.push(seen);
+            if (state === "ERROR" && data?.error?.httpStatus === 404) {
+                // An endpoint the server does not have: the SDK would retry it forever.
+                client.removeListener(sdk.ClientEvent.Sync, onSync);
+                clearTimeout(timer);
+                client.stopClient();
+                reject(new Error(`the sync loop cannot start: ${data.error.message}`));
+            } else if (state === "PREPARED") {
                 client.removeListener(sdk.ClientEvent.Sync, onSync);
                 clearTimeout(timer);
                 resolve(states);
-            } else if (state === "ERROR" && data?.error) {
-                states.push(`error: ${data.error.message ?? data.error}`);
             }
         };
         const timer = setTimeout(() => {
@@ -176,4 +184,45 @@ export async function runScenario(fn) {
     }
     writeFileSync(process.env.ROOST_JS_RESULT ?? "/dev/stdout", JSON.stringify(result));
     process.exit(code);
+}
+
+/**
+ * Resolve once `predicate()` is true, checking it now and after every sync and every
+ * timeline or notification-count change of `client`. `guardMs` only stops a stuck
+ * scenario; the rejection says what was awaited and what `describe()` saw last.
+ */
+export function until(client, predicate, what, describe = () => null, guardMs = 60000) {
+    return new Promise((resolve, reject) => {
+        const events = [
+            sdk.ClientEvent.Sync,
+            sdk.RoomEvent.Timeline,
+            sdk.RoomEvent.UnreadNotifications,
+            sdk.RoomEvent.LocalEchoUpdated,
+            sdk.RoomEvent.Receipt,
+        ];
+        const check = () => {
+            let value;
+            try {
+                value = predicate();
+            } catch (err) {
+                finish();
+                reject(err);
+                return;
+            }
+            if (value) {
+                finish();
+                resolve(value);
+            }
+        };
+        const timer = setTimeout(() => {
+            finish();
+            reject(new Error(`gave up waiting for ${what}; last seen: ${JSON.stringify(describe())}`));
+        }, guardMs);
+        const finish = () => {
+            clearTimeout(timer);
+            for (const event of events) client.removeListener(event, check);
+        };
+        for (const event of events) client.on(event, check);
+        check();
+    });
 }
