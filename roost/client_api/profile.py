@@ -15,6 +15,7 @@ from twisted.internet import defer
 
 from roost.client_api.errors import MatrixError, forbidden, invalid_param, missing_param, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
+from roost.federation.remote_queries import RemoteQueries
 from roost.rooms.engine import NewEvent, RoomEngine, RoomError
 from roost.storage.profiles import Profile, ProfileStore
 from roost.storage.room_state import RoomStateStore
@@ -125,15 +126,29 @@ def check_user_id(user_id: str) -> None:
         raise MatrixError(400, "M_INVALID_PARAM", f"{user_id} is not a user id")
 
 
-def register(router: Router, profiles: Profiles) -> None:
+def register(router: Router, profiles: Profiles, server_name: str | None = None,
+             remote: RemoteQueries | None = None) -> None:
+    """``remote`` asks other servers for their users' profiles (query/profile, cached)."""
+
+    async def fields_of(user_id: str) -> JsonDict:
+        check_user_id(user_id)
+        if remote is not None and server_name is not None \
+                and user_id.split(":", 1)[1] != server_name:
+            try:
+                found = await remote.profile(user_id)
+            except RoomError as e:
+                raise MatrixError(e.status, e.errcode, e.message) from None
+            if found is None:
+                raise not_found("Profile not found")
+            return found
+        return _fields(await profiles.get(user_id))
+
     async def get_profile(req: ApiRequest) -> JsonDict:
-        check_user_id(req.params["user_id"])
-        return _fields(await profiles.get(req.params["user_id"]))
+        return await fields_of(req.params["user_id"])
 
     def field_handlers(field: str):  # noqa: ANN202
         async def get_field(req: ApiRequest) -> JsonDict:
-            check_user_id(req.params["user_id"])
-            value = _fields(await profiles.get(req.params["user_id"])).get(field)
+            value = (await fields_of(req.params["user_id"])).get(field)
             if value is None:
                 raise not_found(f"No {field} set")
             return {field: value}
