@@ -77,8 +77,10 @@ class RemoteQueries:
             # asked again next time).
             logger.info("profile of %s: server unreachable: %s", user_id, e)
             return None
-        profile = {k: answer[k] for k in _PROFILE_FIELDS
-                   if isinstance(answer, dict) and isinstance(answer.get(k), str)}
+        # displayname and avatar_url when strings; other (extended) fields as given.
+        profile = {k: v for k, v in answer.items() if v is not None and
+                   (k not in _PROFILE_FIELDS or isinstance(v, str))
+                   } if isinstance(answer, dict) else {}
         self._remember(user_id, now, profile)
         return profile
 

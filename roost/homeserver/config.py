@@ -49,6 +49,9 @@ class ClientListenerConfig:
     # Requests whose body is larger than this are refused with M_TOO_LARGE
     # before the body is read whole.
     max_body_bytes: int = 10 * 1024 * 1024
+    # Behind a reverse proxy on this machine: take the client's address from the
+    # X-Forwarded-For header the proxy sets (contrib/nginx/roost.conf).
+    x_forwarded: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,14 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
+class PushConfig:
+    """Delivery to push gateways: the first retry after a failure, doubling up to the maximum."""
+
+    min_retry_interval: Duration = Duration(1_000)
+    max_retry_interval: Duration = Duration(600_000)
+
+
+@dataclass(frozen=True)
 class ThumbnailSizeConfig:
     width: int = 0
     height: int = 0
@@ -210,6 +221,18 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class VoipConfig:
+    # TURN server URIs handed to clients by GET /voip/turnServer; none: the answer is {}.
+    turn_uris: list[str] = field(default_factory=list)
+    # coturn's `static-auth-secret` (use-auth-secret): credentials are made from it.
+    turn_shared_secret: str | None = None
+    # How long the credentials stay valid.
+    turn_user_lifetime: Duration = Duration(86_400_000)
+    # Whether guest accounts get TURN credentials.
+    turn_allow_guests: bool = True
+
+
+@dataclass(frozen=True)
 class RoostConfig:
     server_name: str
     public_baseurl: str | None = None
@@ -225,7 +248,9 @@ class RoostConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    push: PushConfig = field(default_factory=PushConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    voip: VoipConfig = field(default_factory=VoipConfig)
     # Application service (bridge) registration files, relative to the configuration.
     app_service_config_files: list[str] = field(default_factory=list)
     # Where this config was loaded from; relative paths are taken from there.
