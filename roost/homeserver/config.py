@@ -49,6 +49,9 @@ class ClientListenerConfig:
     # Requests whose body is larger than this are refused with M_TOO_LARGE
     # before the body is read whole.
     max_body_bytes: int = 10 * 1024 * 1024
+    # Behind a reverse proxy on this machine: take the client's address from the
+    # X-Forwarded-For header the proxy sets (contrib/nginx/roost.conf).
+    x_forwarded: bool = False
 
 
 @dataclass(frozen=True)

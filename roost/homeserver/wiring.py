@@ -393,7 +393,7 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     account_data.register(router, account, filters, room_exists)
     user_rooms = UserRoomsCache(view.state)
     user_rooms.watching_since = streams["events"].current
-    notifier.add_listener(user_rooms.on_change)
+    notifier.add_cache(user_rooms.on_change)  # before any reader is woken
     builder = SyncBuilder(engine, view, SyncEventStore(db), streams["events"], typing_tracker,
                           receipt_service, account_store, streams["account_data"],
                           presence_tracker, user_rooms, queries=SyncQueries(db),
@@ -670,7 +670,8 @@ async def build_homeserver(
     closers.append(("websockets", socket_resource.close_all))
     sockets.putChild(b"ws", socket_resource)
     root.putChild(b"_roost", sockets)
-    site = RoostSite(root, config.listeners.client.max_body_bytes)
+    site = RoostSite(root, config.listeners.client.max_body_bytes,
+                     config.listeners.client.x_forwarded)
     media = _register_media(config, reactor, clock, db, router, federation, site, closers)
     sender = FederationSender(
         FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
