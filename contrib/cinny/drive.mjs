@@ -34,7 +34,7 @@ const CHROMIUM_FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ];
 
-const report = { user: args.user, steps: [], console_errors: [], failed_requests: [] };
+const report = { user: args.user, steps: [], console_errors: [], failed_requests: {} };
 let shot = 0;
 
 async function screenshot(page, name) {
@@ -68,7 +68,9 @@ function watch(page, label) {
     page.on("response", (resp) => {
         const url = resp.url();
         if (resp.status() >= 400 && url.includes("/_matrix/")) {
-            report.failed_requests.push(`${label}: ${resp.request().method()} ${url.replace(/^https?:\/\/[^/]+/, "")} -> ${resp.status()}`);
+            // Counted per request line: a client retrying an endpoint forever shows as one line.
+            const key = `${resp.request().method()} ${url.replace(/^https?:\/\/[^/]+/, "").replace(/![^/]+/, "{roomId}")} -> ${resp.status()}`;
+            report.failed_requests[key] = (report.failed_requests[key] ?? 0) + 1;
         }
     });
 }
@@ -107,27 +109,86 @@ async function createRoom(page, name, encrypted) {
     return { encrypted };
 }
 
-async function sendMessage(page, text) {
+/**
+ * What Roost itself holds for the room named `roomName`, read with Cinny's own access
+ * token from the page: the room id, whether it has m.room.encryption, and the type of
+ * its newest events (m.room.encrypted when Cinny encrypted the message).
+ */
+async function serverView(page, roomName) {
+    return page.evaluate(async (name) => {
+        const base = localStorage.getItem("cinny_hs_base_url");
+        const token = localStorage.getItem("cinny_access_token");
+        const get = async (path) => {
+            const resp = await fetch(`${base}/_matrix/client/v3${path}`, { headers: { Authorization: `Bearer ${token}` } });
+            return { status: resp.status, body: await resp.json() };
+        };
+        const { body: joined } = await get("/joined_rooms");
+        for (const roomId of joined.joined_rooms ?? []) {
+            const room = encodeURIComponent(roomId);
+            const { body: nameEvent } = await get(`/rooms/${room}/state/m.room.name`);
+            if (nameEvent.name !== name) continue;
+            const encryption = await get(`/rooms/${room}/state/m.room.encryption`);
+            const { body: page } = await get(`/rooms/${room}/messages?dir=b&limit=3`);
+            return {
+                room_id: roomId,
+                encryption: encryption.status === 200 ? encryption.body : null,
+                newest_types: (page.chunk ?? []).map((e) => e.type),
+            };
+        }
+        return null;
+    }, roomName);
+}
+
+async function sendMessage(page, roomName, text, encrypted) {
     const editor = page.locator('[data-slate-editor="true"]').first();
     await editor.click();
     await page.keyboard.type(text);
     await page.keyboard.press("Enter");
     // Sent, echoed by the server's sync, and shown in the timeline (not the composer).
     await page.locator(`[data-message-id] :text-is("${text}")`).first().waitFor();
-    return { text };
+    // Cinny shows its local echo at once; the message is sent when Roost holds it (an
+    // encrypted one after the keys are claimed and shared), so ask Roost until it does.
+    const expected = encrypted ? "m.room.encrypted" : "m.room.message";
+    const deadline = Date.now() + STEP_MS;
+    let server = await serverView(page, roomName);
+    while (server?.newest_types[0] !== expected && Date.now() < deadline) {
+        await page.waitForTimeout(500);
+        server = await serverView(page, roomName);
+    }
+    if (!server) throw new Error(`Roost has no joined room named ${roomName}`);
+    if (server.newest_types[0] !== expected) {
+        throw new Error(`Roost's newest event in ${roomName} is ${server.newest_types[0]}, not ${expected}`);
+    }
+    if (encrypted !== (server.encryption !== null)) {
+        throw new Error(`${roomName}: m.room.encryption is ${JSON.stringify(server.encryption)}`);
+    }
+    return { text, server };
 }
 
 const browser = await chromium.launch({ executablePath: args.chromium, headless: true, args: CHROMIUM_FLAGS });
 try {
     const first = await newPage(browser, "register");
+    const retry = first.getByRole("button", { name: "Retry" });
     let ok = await step(first, "register", async () => {
         await first.goto(`${args.cinny}/#/register`);
         await first.fill('input[name="usernameInput"]', args.user);
         await first.fill('input[name="passwordInput"]', args.password);
         await first.fill('input[name="confirmPasswordInput"]', args.password);
         await first.click('button[type="submit"]');
-        await homeShown(first);
+        // Either the client starts, or Cinny shows a UI-auth stage's error with Retry.
+        await Promise.race([homeShown(first), retry.waitFor()]);
+        if (await retry.isVisible()) {
+            const shown = (await first.locator("body").innerText()).split("\n").filter((l) => /M_[A-Z_]+|required|denied|failed/i.test(l));
+            throw new Error(`Cinny showed a registration error instead of its home: ${shown.join(" / ")}`);
+        }
     });
+    if (!ok && await retry.isVisible()) {
+        // What a user would do next: press Retry, which sends the stage again.
+        ok = await step(first, "register-after-retry", async () => {
+            await retry.click();
+            await homeShown(first);
+        });
+    }
     await first.context().close();
 
     const page = await newPage(browser, "login");
@@ -136,10 +197,10 @@ try {
         await homeShown(page);
     });
     ok = ok && await step(page, "create-room", () => createRoom(page, "Roost check", false));
-    ok = ok && await step(page, "send-message", () => sendMessage(page, "Hello from Cinny on Roost"));
+    ok = ok && await step(page, "send-message", () => sendMessage(page, "Roost check", "Hello from Cinny on Roost", false));
     if (ok) {
         const enc = await step(page, "create-encrypted-room", () => createRoom(page, "Roost secret", true));
-        if (enc) await step(page, "send-encrypted-message", () => sendMessage(page, "A secret on Roost"));
+        if (enc) await step(page, "send-encrypted-message", () => sendMessage(page, "Roost secret", "A secret on Roost", true));
     }
 } finally {
     await browser.close();
