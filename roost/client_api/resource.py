@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from twisted.internet import defer
+from twisted.internet import address, defer
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
@@ -28,7 +28,7 @@ from twisted.web.resource import Resource
 from roost.client_api.errors import MatrixError, limit_exceeded
 from roost.client_api.guests import check_guest
 from roost.http.bodies import Answered, QueryArgs, json_object, parse_json, write_json
-from roost.http.limits import LimitedSite
+from roost.http.limits import LimitedRequest, LimitedSite
 from roost.http.routing import RouteTable, compile_template
 
 logger = logging.getLogger(__name__)
@@ -134,12 +134,30 @@ class Router(RouteTable[Route]):
                                 rate_limit, stream_body, path))
 
 
+class ForwardedRequest(LimitedRequest):
+    """Behind a reverse proxy (`listeners.client.x_forwarded`): the client's address is the
+    last one in X-Forwarded-For, which the proxy sets, not the proxy's own. Rate limits by
+    address and devices' last seen IP depend on it."""
+
+    def getClientAddress(self) -> Any:
+        forwarded = self.getHeader("X-Forwarded-For")
+        if forwarded:
+            host = forwarded.split(",")[-1].strip()
+            if host:
+                return address.IPv6Address("TCP", host, 0) if ":" in host \
+                    else address.IPv4Address("TCP", host, 0)
+        return super().getClientAddress()
+
+
 class RoostSite(LimitedSite):
     """The client listener's Site: bodies limited (413 early, never a reset; see
     roost.http.limits), large ones spooled to disk, and no access log of Twisted's own."""
 
-    def __init__(self, resource: Resource, max_body_bytes: int, **kwargs: Any) -> None:
+    def __init__(self, resource: Resource, max_body_bytes: int, x_forwarded: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(resource, max_body_bytes, **kwargs)
+        if x_forwarded:
+            self.requestFactory = ForwardedRequest
 
     def log(self, request: server.Request) -> None:
         """Access logging is done by JsonResource, with the user and without tokens."""

@@ -49,6 +49,9 @@ class ClientListenerConfig:
     # Requests whose body is larger than this are refused with M_TOO_LARGE
     # before the body is read whole.
     max_body_bytes: int = 10 * 1024 * 1024
+    # Behind a reverse proxy on this machine: take the client's address from the
+    # X-Forwarded-For header the proxy sets (contrib/nginx/roost.conf).
+    x_forwarded: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,14 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
+class PushConfig:
+    """Delivery to push gateways: the first retry after a failure, doubling up to the maximum."""
+
+    min_retry_interval: Duration = Duration(1_000)
+    max_retry_interval: Duration = Duration(600_000)
+
+
+@dataclass(frozen=True)
 class ThumbnailSizeConfig:
     width: int = 0
     height: int = 0
@@ -237,6 +248,7 @@ class RoostConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    push: PushConfig = field(default_factory=PushConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     voip: VoipConfig = field(default_factory=VoipConfig)
     # Application service (bridge) registration files, relative to the configuration.

@@ -34,9 +34,12 @@ from roost.client_api import (
     keys,
     login,
     messages,
+    notifications,
     openid,
     presence,
     profile,
+    push_rules,
+    pushers,
     receipts,
     register,
     relations,
@@ -100,6 +103,8 @@ from roost.media import resource as media_resource
 from roost.media.repository import MediaRepository, MediaSettings
 from roost.media.store import LocalFileStore
 from roost.media.thumbnails import Size, configure_pillow
+from roost.push.evaluator import PushEvaluator
+from roost.push.pushers import PusherDelivery, event_details
 from roost.rooms.access import RoomAccess
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
 from roost.storage.accounts import UserExistsError, UserStore
@@ -121,6 +126,7 @@ from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
 from roost.storage.openid import OpenIdStore
 from roost.storage.profiles import ProfileStore
+from roost.storage.push import PushActionStore, PusherStore, PushRuleStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
@@ -151,6 +157,15 @@ class FederationParts:
 
 
 @dataclass
+class PushParts:
+    """Push evaluation, delivery to gateways, and the unread counts /sync serves."""
+
+    evaluator: PushEvaluator
+    delivery: PusherDelivery
+    unread: notifications.UnreadCounts
+
+
+@dataclass
 class Homeserver:
     config: RoostConfig
     reactor: Any
@@ -174,6 +189,7 @@ class Homeserver:
     # (client_api/sync_extensions.py) in their own _register_<area>.
     sync_builder: SyncBuilder | None = None
     media: MediaRepository | None = None
+    push: PushParts | None = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -380,7 +396,7 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     account_data.register(router, account, filters, room_exists)
     user_rooms = UserRoomsCache(view.state)
     user_rooms.watching_since = streams["events"].current
-    notifier.add_listener(user_rooms.on_change)
+    notifier.add_cache(user_rooms.on_change)  # before any reader is woken
     builder = SyncBuilder(engine, view, SyncEventStore(db), streams["events"], typing_tracker,
                           receipt_service, account_store, streams["account_data"],
                           presence_tracker, user_rooms, queries=SyncQueries(db),
@@ -388,6 +404,35 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     waiter = sync.ChangeWaiter(notifier, clock, user_rooms)
     sync.register(router, builder, waiter, filters, presence_tracker)
     return builder, waiter, typing_tracker
+
+
+async def _build_push(router: Router, db: Database, reactor: Any, clock: IReactorTime,
+                      config: RoostConfig, notifier: Notifier, engine: RoomEngine,
+                      view: RoomView, streams: dict[str, StreamIdGenerator],
+                      closers: list[tuple[str, Any]],
+                      password_hooks: list[Any], builder: SyncBuilder) -> PushParts:
+    """Push rules, evaluation off the events stream, notification counts, pushers."""
+    actions = PushActionStore(db)
+    evaluator = PushEvaluator(actions, PushRuleStore(db), engine, streams["events"], notifier,
+                              config.server_name, clock)
+    await evaluator.start()
+    closers.append(("push evaluator", evaluator.stop))
+    delivery = PusherDelivery(
+        PusherStore(db), actions, evaluator, event_details(engine), reactor, clock,
+        min_retry_interval_ms=config.push.min_retry_interval,
+        max_retry_interval_ms=config.push.max_retry_interval)
+    await delivery.start()
+    closers.append(("pushers", delivery.stop))
+    account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
+    push_rules.register(router, push_rules.PushRules(PushRuleStore(db), evaluator, account))
+    notifications.register(router, actions, view)
+    pusher_service = pushers.Pushers(PusherStore(db), delivery, evaluator, clock)
+    pushers.register(router, pusher_service)
+    password_hooks.append(pusher_service.password_changed)
+    unread = notifications.UnreadCounts(actions, evaluator)
+    builder.add_room_field("unread_notifications", unread.unread_notifications)
+    builder.add_room_field("unread_thread_notifications", unread.unread_thread_notifications)
+    return PushParts(evaluator, delivery, unread)
 
 
 async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: IReactorTime,
@@ -593,7 +638,9 @@ async def build_homeserver(
     login.register(router, accounts, tokens, device_store)
     capabilities.register(router, config.rooms.default_version)
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
-    account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate)
+    password_hooks: list[Any] = []
+    account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate,
+                     on_password_change=password_hooks)
     profile.register(router, profiles)
     user_directory.register(router, profile_store)
     presence.register(router, presence_tracker, users)
@@ -613,6 +660,8 @@ async def build_homeserver(
     streams = {"events": event_stream, "presence": presence_stream, **await _sync_streams(db)}
     builder, waiter, typing_tracker = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
                                      presence_tracker)
+    push = await _build_push(router, db, reactor, clock, config, notifier, engine, view, streams,
+                             closers, password_hooks, builder)
 
     _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation,
                                view, event_store, closers)
@@ -632,7 +681,8 @@ async def build_homeserver(
     closers.append(("websockets", socket_resource.close_all))
     sockets.putChild(b"ws", socket_resource)
     root.putChild(b"_roost", sockets)
-    site = RoostSite(root, config.listeners.client.max_body_bytes)
+    site = RoostSite(root, config.listeners.client.max_body_bytes,
+                     config.listeners.client.x_forwarded)
     media = _register_media(config, reactor, clock, db, router, federation, site, closers)
     sender = FederationSender(
         FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
@@ -655,4 +705,4 @@ async def build_homeserver(
                                                    notifier, clock), e2e_edus)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation, metrics,
-                      sync_builder=builder, media=media)
+                      sync_builder=builder, media=media, push=push)

@@ -127,9 +127,10 @@ class RoomEngine:
         self._state = state
         self._server_name = server_name
         self._stream = stream
+        # The events stream announces each change once it is readable (storage/streams.py).
+        stream.announce_to(notifier, "events")
         self._groups = state_groups
         self._builder = LocalEventBuilder(server_name, signing_key, clock, state_groups)
-        self._notifier = notifier
         # Rooms' heads, least recently used first; bounded (see _keep_head).
         self._heads: OrderedDict[str, _Head] = OrderedDict()
         self._max_heads = max(1, max_cached_heads)
@@ -249,9 +250,9 @@ class RoomEngine:
                 _fail(unit.result, RoomError(500, "M_UNKNOWN", f"could not store event: {e}"))
             return
         self._keep_head(room_id, working)
-        self._stream.finish(positions)
         members = {e.state_key for e in events if e.type == "m.room.member" and e.state_key}
-        self._notifier.notify("events", self._stream.current, rooms=[room_id], users=members)
+        # Announced by the stream once every earlier position is readable too.
+        self._stream.finish(positions, rooms=[room_id], users=members)
         for unit, built, _ in accepted:
             _succeed(unit.result, built)
 
@@ -459,14 +460,14 @@ class RoomEngine:
                               [], {key: (invite.event_id, membership_of(invite))}, None, new_room)
             try:
                 await self._events.persist_batch(batch)
-            finally:
+            except BaseException:
                 self._stream.finish(positions)
+                raise
             working = head.copy()
             working.state[key] = invite.event_id
             working.state_events[key] = invite
             self._keep_head(room_id, working)
-            self._notifier.notify("events", self._stream.current, rooms=[room_id],
-                                  users=[key[1]])
+            self._stream.finish(positions, rooms=[room_id], users=[key[1]])
 
         await self._submit_job(room_id, job)
 
@@ -595,10 +596,8 @@ class RoomEngine:
             self._stream.finish(positions)
             raise
         self._keep_head(room_id, working)
-        self._stream.finish(positions)
-        if accepted:
-            members = {e.state_key for e, *_ in accepted if e.type == "m.room.member" and e.state_key}
-            self._notifier.notify("events", self._stream.current, rooms=[room_id], users=members)
+        members = {e.state_key for e, *_ in accepted if e.type == "m.room.member" and e.state_key}
+        self._stream.finish(positions, rooms=[room_id] if accepted else [], users=members)
 
     # -- reading -------------------------------------------------------------
 

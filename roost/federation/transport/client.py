@@ -441,6 +441,12 @@ class FederationClient:
             status, answer_headers = await d
         except (BlockedAddressError, ResponseTooLargeError):
             raise
+        except HttpResponseError as e:  # it answered: up, unless it answered 5xx
+            if e.status >= 500:
+                self.backoff.failed(destination)
+            else:
+                self.backoff.succeeded(destination)
+            raise
         except Exception as e:
             self.backoff.failed(destination)
             if isinstance(e, FederationClientError):
