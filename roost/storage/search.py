@@ -21,7 +21,11 @@ SEARCHABLE = {
     "m.room.name": ("content.name", "name"),
     "m.room.topic": ("content.topic", "topic"),
 }
-TS_CONFIG = "english"
+# Text is indexed twice: stemmed by the 'english' configuration ("cats" finds "cat") and
+# word for word by 'simple', so words English drops as stop words ("after", "the") and
+# names stemming would mangle still match. A query is asked both ways, either may match.
+_VECTOR = "(to_tsvector('english', {0}) || to_tsvector('simple', {0}))"
+_QUERY = "(websearch_to_tsquery('english', {0}) || websearch_to_tsquery('simple', {0}))"
 # The longest text indexed per event (to_tsvector refuses over 1 MiB of lexemes).
 MAX_TEXT_CHARS = 100_000
 
@@ -104,7 +108,7 @@ class SearchStore:
                     "INSERT INTO event_search (event_id, room_id, sender, type, key,"
                     " contains_url, stream_ordering, vector)"
                     " SELECT v.event_id, v.room_id, v.sender, v.type, v.key, v.contains_url,"
-                    f" v.stream_ordering, to_tsvector('{TS_CONFIG}', v.text)"
+                    f" v.stream_ordering, {_VECTOR.format('v.text')}"
                     " FROM (VALUES %s) AS v (event_id, room_id, sender, type, key,"
                     " contains_url, stream_ordering, text)"
                     " ON CONFLICT (event_id) DO NOTHING", rows)
@@ -146,7 +150,7 @@ class SearchStore:
             args["before"] = before
             where.append("s.stream_ordering < %(before)s")
         order = "rank DESC, s.stream_ordering DESC" if by_rank else "s.stream_ordering DESC"
-        source = f"FROM event_search s, websearch_to_tsquery('{TS_CONFIG}', %(term)s) AS q(query)"
+        source = f"FROM event_search s, (SELECT {_QUERY.format('%(term)s')} AS query) AS q"
 
         def txn_fn(txn: Txn) -> tuple[list[SearchHit], int]:
             rows = txn.query(
@@ -164,6 +168,6 @@ class SearchStore:
         row = await self._db.run(
             "search_lexemes",
             lambda t: t.query_one(
-                f"SELECT array_agg(lexeme ORDER BY lexeme) FROM unnest(to_tsvector('{TS_CONFIG}', %s))",
-                (term,)))
-        return list(row[0] or []) if row else []
+                "SELECT array_agg(DISTINCT lexeme) FROM unnest("
+                f"{_VECTOR.format('%(term)s')})", {"term": term}))
+        return sorted(row[0] or []) if row else []

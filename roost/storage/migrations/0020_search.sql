@@ -1,8 +1,8 @@
 -- Full-text search over room events (POST /search).
 --
 -- One row per searchable event (m.room.message body, m.room.name name,
--- m.room.topic topic), with its text as a tsvector under the 'english'
--- configuration. Rows are written by the search indexer, which follows the
+-- m.room.topic topic), with its text as a tsvector: stemmed ('english') and
+-- word for word ('simple'), see roost/storage/search.py. Rows are written by the search indexer, which follows the
 -- events stream from the position stored below (so a send never waits for
 -- it); a search first lets it catch up, so it finds what was just sent.
 CREATE TABLE event_search (
