@@ -1,4 +1,5 @@
-"""The `roost` command: run, generate-config, register-user, registration-token, migrate."""
+"""The `roost` command: run, generate-config, register-user, registration-token, migrate,
+and the admin operations `user` and `room` (cli_admin.py)."""
 
 from __future__ import annotations
 
@@ -167,6 +168,27 @@ def cmd_registration_token(args: argparse.Namespace) -> int:
     return _run_async(run)
 
 
+def _with_homeserver(args: argparse.Namespace, action: Any) -> int:
+    """Build the homeserver on the configured database, run one admin action, stop it."""
+    config = _load(args.config)
+
+    async def run(reactor: Any) -> int:
+        from roost.homeserver.service import stop_homeserver
+        from roost.homeserver.wiring import build_homeserver
+        from roost.http.errors import MatrixError
+
+        hs = await build_homeserver(config, reactor)
+        try:
+            return int(await action(hs, args))
+        except MatrixError as e:
+            sys.stderr.write(f"roost: {e.to_json().get('error', e)}\n")
+            return 1
+        finally:
+            await stop_homeserver(hs)
+
+    return _run_async(run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roost", description="A Matrix homeserver.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help="apply database migrations and exit")
     mig.add_argument("-c", "--config", default="homeserver.yaml")
     mig.set_defaults(fn=cmd_migrate)
+
+    from roost.homeserver.cli_admin import add_commands
+
+    add_commands(sub, _with_homeserver)
     return parser
 
 

@@ -21,6 +21,7 @@ from roost.admin import server as admin_server
 from roost.admin import users as admin_users
 from roost.admin.auth import AdminGate
 from roost.admin.register import SharedSecretRegistration
+from roost.admin.registration_tokens import AdminRegistrationTokens
 from roost.appservice.client import AppServiceHttp
 from roost.appservice.registration import load_registrations
 from roost.appservice.sender import AppServiceSender, Interest
@@ -166,6 +167,12 @@ class PushParts:
 
 
 @dataclass
+class AdminParts:
+    users: admin_users.AdminUsers
+    rooms: admin_rooms.AdminRooms
+
+
+@dataclass
 class Homeserver:
     config: RoostConfig
     reactor: Any
@@ -190,6 +197,8 @@ class Homeserver:
     sync_builder: SyncBuilder | None = None
     media: MediaRepository | None = None
     push: PushParts | None = None
+    # The admin API's parts, for the `roost user` and `roost room` commands.
+    admin: AdminParts | None = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -508,20 +517,24 @@ def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime
 def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
                     tokens: TokenAuthority, device_store: DeviceStore, profiles: Profiles,
                     engine: RoomEngine, clock: IReactorTime, db: Database,
-                    on_deactivate: list[Any]) -> None:
+                    on_deactivate: list[Any]) -> AdminParts:
     """The /_synapse/admin API (shared-secret registration, users, rooms) on the client
     listener, as operators' tools expect it there."""
     gate = AdminGate(accounts)
     queries = AdminQueries(db, config.server_name)
-    admin_server.register_all(
-        router,
-        SharedSecretRegistration(config.registration.shared_secret, accounts, tokens, profiles,
-                                 clock),
+    parts = AdminParts(
         admin_users.AdminUsers(gate, accounts, queries, device_store, tokens, profiles,
                                on_deactivate),
         admin_rooms.AdminRooms(gate, queries, engine,
                                RoomCreation(config.server_name, config.rooms.default_version),
                                clock))
+    admin_server.register_all(
+        router,
+        SharedSecretRegistration(config.registration.shared_secret, accounts, tokens, profiles,
+                                 clock),
+        parts.users, parts.rooms,
+        AdminRegistrationTokens(gate, RegistrationTokenStore(db), clock))
+    return parts
 
 
 async def _start_appservices(appservices: AppServices, router: Router, reactor: Any,
@@ -665,8 +678,8 @@ async def build_homeserver(
 
     _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation,
                                view, event_store, closers)
-    _register_admin(router, config, accounts, tokens, device_store, profiles, engine, clock,
-                    db, on_deactivate)
+    admin = _register_admin(router, config, accounts, tokens, device_store, profiles, engine,
+                            clock, db, on_deactivate)
     root = Resource()
     appservice_sender = await _start_appservices(
         appservices, router, reactor, clock, db, users, engine, state_store, directory_store,
@@ -705,4 +718,4 @@ async def build_homeserver(
                                                    notifier, clock), e2e_edus)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation, metrics,
-                      sync_builder=builder, media=media, push=push)
+                      sync_builder=builder, media=media, push=push, admin=admin)

@@ -106,9 +106,10 @@ class RegistrationTokenStore:
 
     async def is_valid(self, token: str, now_ms: int) -> bool:
         found = await self.get(token)
-        return found is not None and _usable(found, now_ms)
+        return found is not None and usable(found, now_ms)
 
 
-def _usable(token: RegistrationToken, now_ms: int) -> bool:
+def usable(token: RegistrationToken, now_ms: int) -> bool:
+    """Uses left and not expired: what /register and the admin list's `valid` mean."""
     return ((token.uses_allowed is None or token.completed < token.uses_allowed)
             and (token.expiry_time is None or token.expiry_time > now_ms))
