@@ -19,6 +19,7 @@ from twisted.internet import defer
 
 from roost.client_api.errors import MatrixError, forbidden, invalid_param, missing_param, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
+from roost.federation.remote_queries import RemoteQueries
 from roost.rooms.engine import NewEvent, RoomEngine, RoomError
 from roost.storage.profiles import Profile, ProfileStore, ProfileTooLargeError
 from roost.storage.room_state import RoomStateStore
@@ -160,9 +161,24 @@ def parse_custom(key: str, body: dict[str, Any]) -> Any:
     return value
 
 
-def register(router: Router, profiles: Profiles) -> None:
+def register(router: Router, profiles: Profiles, server_name: str | None = None,
+             remote: RemoteQueries | None = None) -> None:
+    """``remote`` asks other servers for their users' profiles (query/profile, cached)."""
+
+    async def remote_profile(user_id: str) -> JsonDict | None:
+        """A remote user's profile from their server; None for a local user."""
+        if remote is None or server_name is None or user_id.split(":", 1)[1] == server_name:
+            return None
+        found = await remote.profile(user_id)
+        if found is None:
+            raise not_found("Profile not found")
+        return found
+
     async def get_profile(req: ApiRequest) -> JsonDict:
         check_user_id(req.params["user_id"])
+        found = await remote_profile(req.params["user_id"])
+        if found is not None:
+            return found
         profile = await profiles.get(req.params["user_id"])
         return {**profile.fields, **_fields(profile)}
 
@@ -170,6 +186,11 @@ def register(router: Router, profiles: Profiles) -> None:
         check_user_id(req.params["user_id"])
         key = req.params["key"]
         check_key(key)
+        found = await remote_profile(req.params["user_id"])
+        if found is not None:
+            if found.get(key) is None:
+                raise not_found(f"No {key} set")
+            return {key: found[key]}
         profile = await profiles.get(req.params["user_id"])
         value = _fields(profile).get(key) if key in FIELDS else profile.fields.get(key)
         if value is None:

@@ -82,6 +82,7 @@ from roost.federation.device_edus import DeviceListSender, InboundDeviceEdus
 from roost.federation.fetches import EventFetches
 from roost.federation.ingest import EduSinks
 from roost.federation.joins import RemoteRooms
+from roost.federation.remote_queries import RemoteQueries
 from roost.federation.sender import EduSources, FederationSender
 from roost.federation.transport import key_resource
 from roost.federation.transport.client import (
@@ -654,7 +655,8 @@ async def build_homeserver(
     password_hooks: list[Any] = []
     account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate,
                      on_password_change=password_hooks)
-    profile.register(router, profiles)
+    remote_queries = _build_remote_queries(federation, clock)
+    profile.register(router, profiles, config.server_name, remote_queries)
     user_directory.register(router, profile_store)
     presence.register(router, presence_tracker, users)
     devices.register(router, device_store, tokens, uia)
@@ -669,7 +671,9 @@ async def build_homeserver(
                       Backfiller(engine, event_store, federation.keyring, federation.client,
                                  config.server_name, federation.fetches).backfill)
     relations.register(router, engine, view, RelationStore(db))
-    directory.register(router, engine, view, directory_store, config.server_name, appservices)
+    directory.register(router, engine, view, directory_store, config.server_name, appservices,
+                       _remote_alias(federation, engine, state_store, config, local_key, clock),
+                       remote_queries)
     streams = {"events": event_stream, "presence": presence_stream, **await _sync_streams(db)}
     builder, waiter, typing_tracker = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
                                      presence_tracker)
@@ -719,3 +723,20 @@ async def build_homeserver(
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation, metrics,
                       sync_builder=builder, media=media, push=push, admin=admin)
+
+
+def _build_remote_queries(federation: Any, clock: Any) -> RemoteQueries | None:
+    """Profiles and room directories of other servers (issue 15), when federating."""
+    if federation is None:
+        return None
+    return RemoteQueries(federation.client, clock)
+
+
+def _remote_alias(federation: Any, engine: RoomEngine, state_store: RoomStateStore,
+                  config: Any, local_key: Any, clock: Any) -> Any:
+    """Another server's alias resolved over federation (query/directory), when federating."""
+    if federation is None:
+        return None
+    return RemoteRooms(federation.client, federation.keyring, engine, state_store,
+                       config.server_name, local_key.signing_key, clock).resolve_alias
+

@@ -65,8 +65,13 @@ class LocalEventBuilder:
             built.append(event)
         return built, groups
 
-    def build(self, room_id: str | None, head: RoomHead, request: NewEvent) -> Event:
-        """One event on `head`, signed and checked against the auth rules (head unchanged)."""
+    def build(self, room_id: str | None, head: RoomHead, request: NewEvent,
+              ts_bump: int = 0) -> Event:
+        """One event on `head`, signed and checked against the auth rules (head unchanged).
+
+        ``ts_bump`` moves origin_server_ts that many milliseconds on: a v12 create
+        event that would found a room id already taken is built again a ms later.
+        """
         version = head.version
         is_create = request.type == "m.room.create"
         auth_ids = select_auth_event_ids(version, request.type, request.sender, request.state_key,
@@ -76,7 +81,7 @@ class LocalEventBuilder:
             request.type, request.content, request.state_key,
             prev_event_ids=list(head.extremities), auth_event_ids=auth_ids,
             depth=depth_after([head.depth]) if head.extremities else 1,
-            origin_server_ts=int(self._clock.seconds() * 1000), redacts=request.redacts,
+            origin_server_ts=int(self._clock.seconds() * 1000) + ts_bump, redacts=request.redacts,
             reference_hashes=_known_references(head, auth_ids),
         )
         event_id, signed = finalize_pdu(pdu, version, self._server_name, self._key)

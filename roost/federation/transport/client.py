@@ -591,8 +591,12 @@ class FederationKeyFetcher:
 
     async def fetch_server_keys(self, server_name: str) -> JsonDict:
         # Key endpoints are unauthenticated; a signature would only invite the
-        # other server to fetch our keys in turn.
-        body = await self._client.get_json(server_name, "/_matrix/key/v2/server", sign=False)
+        # other server to fetch our keys in turn. The send backoff does not apply:
+        # a server that was away and is back (and asking us something signed with
+        # its key) must be verifiable at once, not when our retry timer ends. The
+        # key ring keeps its own short memory of servers that had no keys.
+        body = await self._client.get_json(server_name, "/_matrix/key/v2/server", sign=False,
+                                           ignore_backoff=True)
         if not isinstance(body, dict):
             raise RequestFailedError(f"{server_name}: key response is not an object")
         return body
@@ -604,7 +608,8 @@ class FederationKeyFetcher:
             for server, keys in server_keys.items()
         }
         body = await self._client.post_json(notary, "/_matrix/key/v2/query",
-                                            {"server_keys": criteria}, sign=False)
+                                            {"server_keys": criteria}, sign=False,
+                                            ignore_backoff=True)
         answers = body.get("server_keys") if isinstance(body, dict) else None
         if not isinstance(answers, list):
             raise RequestFailedError(f"{notary}: notary answer has no server_keys list")
