@@ -156,6 +156,22 @@ class TrustedKeyServerConfig:
     verify_keys: dict[str, str] = field(default_factory=dict)
 
 
+# Every IANA special-purpose range (the IPv4 and IPv6 Special-Purpose Address
+# Registries), plus multicast and the reserved blocks: no outbound request
+# (federation, keys, media, previews, push) may reach them by default.
+# IPv4-mapped IPv6 addresses are checked as the IPv4 address they carry.
+SPECIAL_PURPOSE_RANGES = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.31.196.0/24", "192.52.193.0/24",
+    "192.88.99.0/24", "192.168.0.0/16", "192.175.48.0/24", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+    "255.255.255.255/32",
+    "::/128", "::1/128", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64",
+    "2001::/23", "2001:db8::/32", "2002::/16", "3fff::/20", "5f00::/16", "fc00::/7",
+    "fe80::/10", "fec0::/10", "ff00::/8",
+)
+
+
 @dataclass(frozen=True)
 class FederationConfig:
     trusted_key_servers: list[TrustedKeyServerConfig] = field(default_factory=list)
@@ -164,11 +180,7 @@ class FederationConfig:
     ca_file: str | None = None
     # Outbound requests to these ranges are refused; empty it only for tests on loopback.
     ip_range_blocklist: list[str] = field(
-        default_factory=lambda: [
-            "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
-            "169.254.0.0/16", "0.0.0.0/8", "::1/128", "fe80::/10", "fc00::/7",
-        ]
-    )
+        default_factory=lambda: list(SPECIAL_PURPOSE_RANGES))
     min_retry_interval: Duration = Duration(10_000)
     max_retry_interval: Duration = Duration(3_600_000)
 

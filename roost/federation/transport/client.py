@@ -105,7 +105,13 @@ class IpBlocklist:
         self._networks = [ipaddress.ip_network(r, strict=False) for r in ranges]
 
     def blocks(self, address: str) -> bool:
-        ip = ipaddress.ip_address(address)
+        """Whether `address` (as DNS gave it) is refused. An IPv4-mapped IPv6 address is
+        checked as its IPv4 address; anything that does not parse as an address (a
+        scoped `fe80::1%eth0`) is refused."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return True
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         return any(ip.version == net.version and ip in net for net in self._networks)
