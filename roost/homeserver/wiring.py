@@ -33,6 +33,7 @@ from roost.client_api import (
     devices,
     directory,
     keys,
+    knock,
     login,
     messages,
     notifications,
@@ -673,6 +674,8 @@ async def build_homeserver(
                       Backfiller(engine, event_store, federation.keyring, federation.client,
                                  config.server_name, federation.fetches).backfill)
     relations.register(router, engine, view, RelationStore(db))
+    _register_versions(router, engine, view, directory_store, state_store, federation, config,
+                       local_key, clock, db)
     directory.register(router, engine, view, directory_store, config.server_name, appservices,
                        _remote_alias(federation, engine, state_store, config, local_key, clock),
                        remote_queries)
@@ -742,3 +745,12 @@ def _remote_alias(federation: Any, engine: RoomEngine, state_store: RoomStateSto
     return RemoteRooms(federation.client, federation.keyring, engine, state_store,
                        config.server_name, local_key.signing_key, clock).resolve_alias
 
+
+def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
+                       directory_store: DirectoryStore, state_store: RoomStateStore,
+                       federation: Any, config: Any, local_key: Any, clock: Any,
+                       db: Any) -> None:
+    """Issue 15's client endpoints: knocking."""
+    remote = RemoteRooms(federation.client, federation.keyring, engine, state_store,
+                         config.server_name, local_key.signing_key, clock)
+    knock.register(router, engine, view, directory_store, remote, FederationInboundStore(db))
