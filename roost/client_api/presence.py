@@ -248,12 +248,12 @@ def register(router: Router, tracker: PresenceTracker, users: UserStore,
         """A user's own presence, or that of someone they share a room with (spec: 403
         for anyone else)."""
         user_id = req.params["user_id"]
-        if user_id != req.user.user_id and (
-                shares_room is None or not await shares_room(req.user.user_id, user_id)):
-            raise forbidden("You are not allowed to see this user's presence")
         record = await users.get_user(user_id)
         if record is None or record.deactivated:
             raise not_found("No presence for this user")
+        if user_id != req.user.user_id and (
+                shares_room is None or not await shares_room(req.user.user_id, user_id)):
+            raise forbidden("You are not allowed to see this user's presence")
         return tracker.get(user_id)
 
     async def put_status(req: ApiRequest) -> JsonDict:
