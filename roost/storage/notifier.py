@@ -26,17 +26,19 @@ Listener = Callable[[StreamChange], None]
 
 class Notifier:
     def __init__(self) -> None:
-        self._listeners: set[Listener] = set()  # type: ignore[type-arg]
+        # In the order added: caches registered at start (the user-rooms cache) are told
+        # of a change before any waiting reader wakes and reads them.
+        self._listeners: dict[Listener, None] = {}
         self.positions: dict[str, int] = {}
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` on every change; returns the function that removes it."""
-        self._listeners.add(listener)
-        return lambda: self._listeners.discard(listener)
+        self._listeners[listener] = None
+        return lambda: self._listeners.pop(listener, None)
 
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling `listener`; nothing happens if it is not registered."""
-        self._listeners.discard(listener)
+        self._listeners.pop(listener, None)
 
     def notify(
         self, stream: str, position: int, rooms: Iterable[str] = (), users: Iterable[str] = ()

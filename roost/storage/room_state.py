@@ -229,10 +229,15 @@ class UserRoomsCache:
         self._rooms: dict[str, dict[str, str]] = {}
         self.last_change: dict[str, int] = {}
         self.watching_since: int | None = None
+        # Counts drops: a read that saw a drop happen while it ran may hold what was
+        # true before the change, and is then answered but not cached.
+        self._drops = 0
 
     def on_change(self, change: Any) -> None:
         if change.stream != "events":
             return
+        if change.users:
+            self._drops += 1
         for user in change.users:
             self._rooms.pop(user, None)
             self.last_change[user] = change.position
@@ -244,8 +249,11 @@ class UserRoomsCache:
         """room_id -> membership for every room the user is joined, invited, left or banned."""
         cached = self._rooms.get(user_id)
         if cached is None:
+            drops = self._drops
             cached = await self._store.rooms_for_user(
                 user_id, ("join", "invite", "leave", "ban", "knock"))
+            if drops != self._drops:
+                return cached  # a membership changed during the read: do not keep it
             if len(self._rooms) >= self.MAX_USERS:
                 self._rooms.clear()
             self._rooms[user_id] = cached
