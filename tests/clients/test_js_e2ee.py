@@ -38,5 +38,6 @@ class JsEncryptedChatTests(TestCase):
         run = await run_js(self, "e2ee_chat.mjs", {"base_url": server.base_url,
                                                    "steps": ["chat", "backup"]})
         backup = run.step("backup")
+        self.assertGreaterEqual(backup["restored"], 1)  # keys imported from Roost's backup
         self.assertIn("hello bob, secretly",
                       [b["body"] for b in backup["third_sees"] if not b["failure"]])

@@ -130,13 +130,16 @@ await runScenario(async (params, result, cleanup) => {
             // Wait until the room key is in the backup on the server.
             let count = 0;
             let lastError = null;
-            const poll = () => alice.http.authedRequest("GET", "/room_keys/keys", { version })
-                .then((r) => { count = Object.keys(r.rooms ?? {}).length; })
-                .catch((err) => { lastError = String(err); });
-            await until(alice, () => {
-                poll();
-                return count > 0;
-            }, "the room key in the backup", () => ({ count, lastError }));
+            for (let i = 0; i < 600 && count === 0; i++) {
+                try {
+                    const r = await alice.http.authedRequest("GET", "/room_keys/keys", { version });
+                    count = Object.keys(r.rooms ?? {}).length;
+                } catch (err) {
+                    lastError = String(err);
+                }
+                if (count === 0) await new Promise((resolve) => setTimeout(resolve, 100));
+            }
+            if (count === 0) throw new Error(`the room key never reached the backup: ${lastError}`);
             const third = cleanup(await makeClient(base, "alice", {
                 crypto: true, register: false, password: "pw-alice-roost", deviceName: "third",
             }));
