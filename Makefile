@@ -14,7 +14,7 @@ SYNAPSE_STAMP := .venv-synapse/.installed
 JS_STAMP := tests/js/node_modules/.installed
 TESTS ?= tests
 
-.PHONY: run test lint bench clean-venv
+.PHONY: run test lint bench stress clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,15 @@ bench: $(STAMP)
 	$(BIN)/python bench/sync_fanout.py
 	$(BIN)/python bench/ws_fanout.py
 	$(BIN)/python bench/memory.py
+
+# The /sync concurrency stress test on random seeds, longer than CI's fixed ones:
+# make stress STRESS_ROUNDS=10 STRESS_OPS=60 (STRESS_SEED=123 repeats a failing seed).
+STRESS_SEED ?= random
+STRESS_ROUNDS ?= 5
+STRESS_OPS ?= 50
+stress: $(STAMP)
+	ROOST_STRESS_SEED=$(STRESS_SEED) ROOST_STRESS_ROUNDS=$(STRESS_ROUNDS) \
+	ROOST_STRESS_OPS=$(STRESS_OPS) $(BIN)/python -m twisted.trial tests.client_api.test_sync_stress
 
 lint: $(STAMP)
 	$(BIN)/ruff check roost tests bench twisted

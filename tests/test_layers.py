@@ -10,12 +10,15 @@ from twisted.trial.unittest import TestCase
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "roost")
 
 ALLOWED = {
-    "homeserver": {"admin", "client_api", "federation", "rooms", "keys", "storage", "http",
-                   "media"},
+    "homeserver": {"admin", "appservice", "client_api", "federation", "rooms", "keys",
+                   "storage", "http", "media", "push"},
     # The admin API sits beside the client API on the same JSON resource and account rules.
     "admin": {"client_api", "rooms", "storage", "http"},
-    "client_api": {"federation", "rooms", "keys", "storage", "http"},
+    "client_api": {"appservice", "federation", "push", "rooms", "keys", "storage", "http"},
+    "appservice": {"rooms", "storage", "http"},
     "federation": {"rooms", "keys", "storage", "http"},
+    # Push rules, their evaluation off the events stream, pushers (DESIGN.md's push/).
+    "push": {"rooms", "storage"},
     "rooms": {"storage"},
     "keys": {"storage"},
     "media": {"keys", "storage", "http"},  # files, thumbnails, media endpoints

@@ -15,6 +15,9 @@ from roost.storage.devices import DeviceStore
 # Called with the user id after an account is deactivated, so that rooms can
 # make the user leave (set by wiring once rooms exist).
 DeactivationHook = Callable[[str], Awaitable[None]]
+# Called with (user id, device id) after a password change that ended the user's other
+# sessions (push removes the pushers those devices made).
+PasswordHook = Callable[[str, str], Awaitable[None]]
 
 
 def register(
@@ -24,25 +27,28 @@ def register(
     devices: DeviceStore,
     uia: UserInteractiveAuth,
     on_deactivate: list[DeactivationHook],
+    on_password_change: list[PasswordHook] | None = None,
 ) -> None:
     async def whoami(req: ApiRequest) -> JsonDict:
-        return {"user_id": req.user.user_id, "device_id": req.user.device_id, "is_guest": False}
+        return {"user_id": req.user.user_id, "device_id": req.user.device_id, "is_guest": req.user.is_guest}
 
     async def change_password(req: ApiRequest) -> JsonDict:
         body = req.json()
         new_password = optional_str(body, "new_password")
         if new_password is None:
             raise MatrixError(400, "M_MISSING_PARAM", "missing parameter: new_password")
-        await uia.require_password(body, req.user.user_id)
+        await uia.require_password(f"{req.method} {req.path}", body, req.user.user_id)
         await accounts.set_password(req.user.user_id, new_password)
         if body.get("logout_devices", True) is not False:
             ended = await devices.end_other_sessions(req.user.user_id, req.user.session_id)
             tokens.forget(ended)
+            for hook in on_password_change or ():
+                await hook(req.user.user_id, req.user.device_id)
         return {}
 
     async def deactivate(req: ApiRequest) -> JsonDict:
         body = req.json(required=False)
-        await uia.require_password(body, req.user.user_id)
+        await uia.require_password(f"{req.method} {req.path}", body, req.user.user_id)
         await accounts.users.deactivate(req.user.user_id)
         tokens.forget_user(req.user.user_id)
         for hook in on_deactivate:

@@ -19,16 +19,18 @@ class AccountData:
                  notifier: Notifier) -> None:
         self.store = store
         self.stream = stream
-        self._notifier = notifier
+        stream.announce_to(notifier, "account_data")
 
     async def put_room(self, user_id: str, room_id: str, data_type: str,
                        content: dict[str, Any]) -> None:
         [position] = self.stream.allocate(1)
         try:
             await self.store.put(user_id, room_id, data_type, content, position)
-        finally:
+        except BaseException:
             self.stream.finish([position])
-        self._notifier.notify("account_data", self.stream.current, users=[user_id])
+            raise
+        # Announced by the stream once every earlier change is readable too.
+        self.stream.finish([position], users=[user_id])
 
     async def put_global(self, user_id: str, data_type: str, content: dict[str, Any]) -> None:
         await self.put_room(user_id, "", data_type, content)

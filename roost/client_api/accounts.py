@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from roost.client_api.errors import MatrixError
 from roost.client_api.passwords import MAX_PASSWORD_BYTES, PasswordHasher
-from roost.storage.accounts import UserExistsError, UserRecord, UserStore
+from roost.storage.accounts import TokenSpentError, UserExistsError, UserRecord, UserStore
 
 # The spec's grammar for the localparts of new users (historical ones may be wider).
 _LOCALPART_RE = re.compile(r"^[a-z0-9._=\-/+]+$")
@@ -66,15 +66,22 @@ class Accounts:
             if not await self.users.user_exists(user_id):
                 return user_id
 
-    async def create(self, user_id: str, password: str | None, admin: bool = False) -> str:
+    async def create(self, user_id: str, password: str | None, admin: bool = False, *,
+                     guest: bool = False, registration_token: str | None = None) -> str:
+        """Make the account; its display name starts as its localpart, as the spec asks."""
         password_hash = None
         if password is not None:
             check_password_allowed(password)
             password_hash = await self._hasher.hash(password)
+        localpart = user_id[1:].partition(":")[0]
         try:
-            await self.users.create_user(user_id, password_hash, admin, self._now_ms())
+            await self.users.create_user(user_id, password_hash, admin, self._now_ms(),
+                                         is_guest=guest, displayname=localpart,
+                                         registration_token=registration_token)
         except UserExistsError:
             raise MatrixError(400, "M_USER_IN_USE", "User ID already taken.") from None
+        except TokenSpentError:
+            raise MatrixError(401, "M_FORBIDDEN", "Registration token is no longer valid") from None
         return user_id
 
     async def check_password(self, user_id: str, password: str) -> UserRecord | None:

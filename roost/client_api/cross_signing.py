@@ -57,7 +57,7 @@ class CrossSigning:
         replacing = any(key_type in existing and _strip(existing[key_type]) != _strip(key)
                         for key_type, key in new.items())
         if replacing:
-            await self._uia.require_password(body, user_id)
+            await self._uia.require_password("POST keys/device_signing/upload", body, user_id)
         changed = {t: k for t, k in new.items()
                    if t not in existing or _strip(existing[t]) != _strip(k)}
         if not changed:

@@ -41,7 +41,7 @@ def register(
         body = req.json(required=False)
         if await devices.get_device(req.user.user_id, req.params["device_id"]) is None:
             raise not_found("Device not found")
-        await uia.require_password(body, req.user.user_id)
+        await uia.require_password(f"{req.method} {req.path}", body, req.user.user_id)
         tokens.forget(await devices.delete_devices(req.user.user_id, [req.params["device_id"]]))
         return {}
 
@@ -52,7 +52,7 @@ def register(
             raise missing_param("devices")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise bad_json("devices must be a list of device ids")
-        await uia.require_password(body, req.user.user_id)
+        await uia.require_password(f"{req.method} {req.path}", body, req.user.user_id)
         tokens.forget(await devices.delete_devices(req.user.user_id, ids))
         return {}
 

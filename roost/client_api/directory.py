@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from roost.client_api.appservice import AppServices
 from roost.client_api.errors import MatrixError, forbidden, invalid_param, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
+from roost.federation.remote_queries import RemoteQueries
 from roost.rooms import public_rooms as public_rooms_lib
 from roost.rooms.access import JOINED
 from roost.rooms.auth import get_named_level, get_power_level
-from roost.rooms.engine import RoomEngine
+from roost.rooms.engine import RoomEngine, RoomError
+from roost.rooms.events import is_valid_server_name
 from roost.storage.directory import DirectoryStore
 
 _ALIAS_RE = re.compile(r"^#[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
 MAX_ALIAS_BYTES = 255
 
 
+RemoteAlias = Callable[[str], Awaitable[tuple[str, list[str]]]]
+
+
 def register(router: Router, engine: RoomEngine, view: RoomView, directory: DirectoryStore,
-             server_name: str) -> None:
+             server_name: str, appservices: AppServices | None = None,
+             remote_alias: RemoteAlias | None = None,
+             remote: RemoteQueries | None = None) -> None:
+    """``remote_alias`` resolves another server's alias over federation (query/directory)
+    and ``remote`` reads other servers' room directories (/publicRooms?server=)."""
     def check_local_alias(alias: str) -> None:
         if not _ALIAS_RE.match(alias) or len(alias.encode()) > MAX_ALIAS_BYTES:
             raise invalid_param("Invalid room alias")
@@ -29,6 +40,8 @@ def register(router: Router, engine: RoomEngine, view: RoomView, directory: Dire
         check_local_alias(alias)
         if alias.split(":", 1)[1] != server_name:
             raise invalid_param("Room alias must be on this server")
+        if appservices is not None:
+            appservices.check_alias_free(alias, req.user.app_service)
         room_id = req.json().get("room_id")
         if not isinstance(room_id, str):
             raise MatrixError(400, "M_MISSING_PARAM", "missing parameter: room_id")
@@ -42,6 +55,12 @@ def register(router: Router, engine: RoomEngine, view: RoomView, directory: Dire
     async def get_alias(req: ApiRequest) -> JsonDict:
         alias = req.params["alias"]
         check_local_alias(alias)
+        if alias.split(":", 1)[1] != server_name and remote_alias is not None:
+            try:
+                room_id, servers = await remote_alias(alias)
+            except RoomError as e:
+                raise MatrixError(e.status, e.errcode, e.message) from None
+            return {"room_id": room_id, "servers": list(dict.fromkeys(servers))}
         found = await directory.get_alias(alias)
         if found is None:
             raise not_found("Room alias not found")
@@ -99,6 +118,23 @@ def register(router: Router, engine: RoomEngine, view: RoomView, directory: Dire
                 body, req.int_arg("limit", None), req.arg("since"))
         except public_rooms_lib.BadDirectoryQuery as e:
             raise MatrixError(400, "M_BAD_JSON", str(e)) from None
+        if limit is not None and limit < 0:
+            raise invalid_param("limit must not be negative")
+        server = req.arg("server")
+        if server is not None and server != server_name:
+            if remote is None:
+                raise not_found("Other servers' directories are not available")
+            if not is_valid_server_name(server):
+                raise invalid_param("server is not a server name")
+            search = body.get("filter") if isinstance(body.get("filter"), dict) else None
+            include_all = body.get("include_all_networks") is True
+            instance = body.get("third_party_instance_id")
+            try:
+                return await remote.public_rooms(
+                    server, limit, since, search, include_all,
+                    instance if isinstance(instance, str) else None)
+            except RoomError as e:
+                raise MatrixError(e.status, e.errcode, e.message) from None
         listed = await public_rooms_lib.entries(await directory.public_rooms(), _contents(engine))
         return public_rooms_lib.page(listed, term, since, limit)
 

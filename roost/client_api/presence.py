@@ -50,8 +50,8 @@ class PresenceTracker:
         offline_timeout_s: float = 30,
     ) -> None:
         self._clock = clock
-        self._notifier = notifier
         self._stream = stream
+        stream.announce_to(notifier, "presence")
         self._idle_timeout = idle_timeout_s
         self._offline_timeout = offline_timeout_s
         self._stopped = False
@@ -165,8 +165,7 @@ class PresenceTracker:
         state.presence, state.status_msg = presence, status_msg
         positions = self._stream.allocate(1)
         state.position = positions[0]
-        self._stream.finish(positions)
-        self._notifier.notify("presence", positions[0], users=[user_id])
+        self._stream.finish(positions, users=[user_id])  # announced by the stream
 
     def _restart_idle_timer(self, user_id: str, state: _UserPresence) -> None:
         _cancel(state.idle_call)

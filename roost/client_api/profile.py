@@ -1,4 +1,7 @@
-"""GET/PUT /profile/{userId}[/displayname|/avatar_url].
+"""GET /profile/{userId}, GET/PUT/DELETE /profile/{userId}/{keyName}.
+
+Beyond displayname and avatar_url, a profile holds m.tz and custom fields
+(namespaced keys, any JSON value), up to 64 KiB in all.
 
 A user's display name and avatar also live in their m.room.member event of
 every room, where other members read them; so a change here re-sends the
@@ -9,14 +12,16 @@ joined to, through the room engine like any other event.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from twisted.internet import defer
 
 from roost.client_api.errors import MatrixError, forbidden, invalid_param, missing_param, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
+from roost.federation.remote_queries import RemoteQueries
 from roost.rooms.engine import NewEvent, RoomEngine, RoomError
-from roost.storage.profiles import Profile, ProfileStore
+from roost.storage.profiles import Profile, ProfileStore, ProfileTooLargeError
 from roost.storage.room_state import RoomStateStore
 
 logger = logging.getLogger(__name__)
@@ -25,6 +30,10 @@ logger = logging.getLogger(__name__)
 MAX_DISPLAYNAME_LEN = 256
 MAX_AVATAR_URL_LEN = 1000
 FIELDS = ("displayname", "avatar_url")
+# The spec's grammar of profile keys, and its limits on keys and whole profiles.
+_KEY_RE = re.compile(r"^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$")
+MAX_KEY_BYTES = 255
+MAX_PROFILE_BYTES = 64 * 1024
 # A restricted join's authorising server is about the join itself; a profile
 # change must not repeat it.
 _JOIN_ONLY_KEYS = ("join_authorised_via_users_server",)
@@ -56,6 +65,14 @@ class Profiles:
         else:
             await self._store.set_avatar_url(user_id, value)
         await self._update_member_events(user_id, await self.member_profile(user_id))
+
+    async def set_custom(self, user_id: str, key: str, value: Any) -> None:
+        """An extended field (m.tz, custom keys): stored only, member events do not carry it."""
+        try:
+            await self._store.set_custom_field(user_id, key, value, MAX_PROFILE_BYTES)
+        except ProfileTooLargeError:
+            raise MatrixError(400, "M_PROFILE_TOO_LARGE",
+                              f"A profile is at most {MAX_PROFILE_BYTES} bytes") from None
 
     async def on_deactivate(self, user_id: str) -> None:
         """A deactivated account keeps no profile (a DeactivationHook for account.py)."""
@@ -125,32 +142,88 @@ def check_user_id(user_id: str) -> None:
         raise MatrixError(400, "M_INVALID_PARAM", f"{user_id} is not a user id")
 
 
-def register(router: Router, profiles: Profiles) -> None:
+def check_key(key: str) -> None:
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise MatrixError(400, "M_KEY_TOO_LARGE", f"A profile key is at most {MAX_KEY_BYTES} bytes")
+    if not _KEY_RE.match(key):
+        raise invalid_param("Invalid profile key")
+
+
+def parse_custom(key: str, body: dict[str, Any]) -> Any:
+    """The new value of an extended field from a PUT body (None removes it)."""
+    if key not in body:
+        raise missing_param(key)
+    if len(body) != 1:
+        raise MatrixError(400, "M_BAD_JSON", f"The body must hold only {key}")
+    value = body[key]
+    if key == "m.tz" and value is not None and not isinstance(value, str):
+        raise invalid_param("m.tz must be a string")
+    return value
+
+
+def register(router: Router, profiles: Profiles, server_name: str | None = None,
+             remote: RemoteQueries | None = None) -> None:
+    """``remote`` asks other servers for their users' profiles (query/profile, cached)."""
+
+    async def remote_profile(user_id: str) -> JsonDict | None:
+        """A remote user's profile from their server; None for a local user."""
+        if remote is None or server_name is None or user_id.split(":", 1)[1] == server_name:
+            return None
+        found = await remote.profile(user_id)
+        if found is None:
+            raise not_found("Profile not found")
+        return found
+
     async def get_profile(req: ApiRequest) -> JsonDict:
         check_user_id(req.params["user_id"])
-        return _fields(await profiles.get(req.params["user_id"]))
+        found = await remote_profile(req.params["user_id"])
+        if found is not None:
+            return found
+        profile = await profiles.get(req.params["user_id"])
+        return {**profile.fields, **_fields(profile)}
 
-    def field_handlers(field: str):  # noqa: ANN202
-        async def get_field(req: ApiRequest) -> JsonDict:
-            check_user_id(req.params["user_id"])
-            value = _fields(await profiles.get(req.params["user_id"])).get(field)
-            if value is None:
-                raise not_found(f"No {field} set")
-            return {field: value}
+    async def get_field(req: ApiRequest) -> JsonDict:
+        check_user_id(req.params["user_id"])
+        key = req.params["key"]
+        check_key(key)
+        found = await remote_profile(req.params["user_id"])
+        if found is not None:
+            if found.get(key) is None:
+                raise not_found(f"No {key} set")
+            return {key: found[key]}
+        profile = await profiles.get(req.params["user_id"])
+        value = _fields(profile).get(key) if key in FIELDS else profile.fields.get(key)
+        if value is None:
+            raise not_found(f"No {key} set")
+        return {key: value}
 
-        async def put_field(req: ApiRequest) -> JsonDict:
-            if req.params["user_id"] != req.user.user_id:
-                raise forbidden("You may only change your own profile")
-            value = parse_field(field, req.json())
-            await profiles.set_field(req.user.user_id, field, value)
-            return {}
+    def own(req: ApiRequest) -> str:
+        key = req.params["key"]
+        check_key(key)
+        if req.params["user_id"] != req.user.user_id:
+            raise forbidden("You may only change your own profile")
+        return key
 
-        return get_field, put_field
+    async def put_field(req: ApiRequest) -> JsonDict:
+        key = own(req)
+        body = req.json()
+        if key in FIELDS:
+            await profiles.set_field(req.user.user_id, key, parse_field(key, body))
+        else:
+            await profiles.set_custom(req.user.user_id, key, parse_custom(key, body))
+        return {}
+
+    async def delete_field(req: ApiRequest) -> JsonDict:
+        key = own(req)
+        if key in FIELDS:
+            await profiles.set_field(req.user.user_id, key, None)
+        else:
+            await profiles.set_custom(req.user.user_id, key, None)
+        return {}
 
     router.add("GET", f"{CLIENT_PREFIX}/profile/{{user_id}}", get_profile, auth=False,
                auth_optional=True)
-    for field in FIELDS:
-        get_field, put_field = field_handlers(field)
-        path = f"{CLIENT_PREFIX}/profile/{{user_id}}/{field}"
-        router.add("GET", path, get_field, auth=False, auth_optional=True)
-        router.add("PUT", path, put_field)
+    path = f"{CLIENT_PREFIX}/profile/{{user_id}}/{{key}}"
+    router.add("GET", path, get_field, auth=False, auth_optional=True)
+    router.add("PUT", path, put_field)
+    router.add("DELETE", path, delete_field)

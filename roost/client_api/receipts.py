@@ -24,7 +24,7 @@ class Receipts:
                  clock: Any) -> None:
         self.store = store
         self.stream = stream
-        self._notifier = notifier
+        stream.announce_to(notifier, "receipts")
         self._clock = clock
 
     async def put(self, room_id: str, user_id: str, receipt_type: str, event_id: str,
@@ -33,9 +33,11 @@ class Receipts:
         try:
             await self.store.put(room_id, user_id, receipt_type, thread_id, event_id,
                                  int(self._clock.seconds() * 1000), position)
-        finally:
+        except BaseException:
             self.stream.finish([position])
-        self._notifier.notify("receipts", self.stream.current, rooms=[room_id], users=[user_id])
+            raise
+        # Announced by the stream once every earlier receipt is readable too.
+        self.stream.finish([position], rooms=[room_id], users=[user_id])
 
     async def events_since(self, room_ids: list[str], after: int, upto: int,
                            viewer: str) -> dict[str, JsonDict]:

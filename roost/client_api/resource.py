@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from twisted.internet import defer
+from twisted.internet import address, defer
 from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
 
 from roost.client_api.errors import MatrixError, limit_exceeded
+from roost.client_api.guests import check_guest
 from roost.http.bodies import Answered, QueryArgs, json_object, parse_json, write_json
-from roost.http.limits import LimitedSite
+from roost.http.limits import LimitedRequest, LimitedSite
 from roost.http.routing import RouteTable, compile_template
 
 logger = logging.getLogger(__name__)
@@ -48,10 +49,21 @@ class Requester:
     device_id: str
     session_id: str
     is_admin: bool = False
+    app_service: str | None = None  # the application service acting, if any
+    is_guest: bool = False
 
 
 class Authenticator(Protocol):
-    async def authenticate(self, token: str) -> Requester: ...
+    async def authenticate(self, token: str, as_user: str | None = None) -> Requester:
+        """`as_user`: the `user_id` query parameter an application service acts as."""
+        ...
+
+
+class RequestObserver(Protocol):
+    """Metrics' view of requests: which route each matched, and how it ended."""
+
+    def matched(self, request: server.Request, method: str, route: str) -> None: ...
+    def finished(self, request: server.Request, status: int, seconds: float) -> None: ...
 
 
 class RateLimiter(Protocol):
@@ -108,6 +120,7 @@ class Route:
     rate_limit: str | None = None  # the name of a bucket in JsonResource's limits
     # The handler reads the (possibly large, spooled) body from `http.content` itself.
     stream_body: bool = False
+    path: str = ""  # the template it was added with: the metrics' route label
 
 
 class Router(RouteTable[Route]):
@@ -118,15 +131,33 @@ class Router(RouteTable[Route]):
             stream_body: bool = False) -> None:
         """`path` is a template as roost.http.routing takes it."""
         self.insert(path, Route(method, compile_template(path), handler, auth, auth_optional,
-                                rate_limit, stream_body))
+                                rate_limit, stream_body, path))
+
+
+class ForwardedRequest(LimitedRequest):
+    """Behind a reverse proxy (`listeners.client.x_forwarded`): the client's address is the
+    last one in X-Forwarded-For, which the proxy sets, not the proxy's own. Rate limits by
+    address and devices' last seen IP depend on it."""
+
+    def getClientAddress(self) -> Any:
+        forwarded = self.getHeader("X-Forwarded-For")
+        if forwarded:
+            host = forwarded.split(",")[-1].strip()
+            if host:
+                return address.IPv6Address("TCP", host, 0) if ":" in host \
+                    else address.IPv4Address("TCP", host, 0)
+        return super().getClientAddress()
 
 
 class RoostSite(LimitedSite):
     """The client listener's Site: bodies limited (413 early, never a reset; see
     roost.http.limits), large ones spooled to disk, and no access log of Twisted's own."""
 
-    def __init__(self, resource: Resource, max_body_bytes: int, **kwargs: Any) -> None:
+    def __init__(self, resource: Resource, max_body_bytes: int, x_forwarded: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(resource, max_body_bytes, **kwargs)
+        if x_forwarded:
+            self.requestFactory = ForwardedRequest
 
     def log(self, request: server.Request) -> None:
         """Access logging is done by JsonResource, with the user and without tokens."""
@@ -152,11 +183,22 @@ class JsonResource(Resource):
         self._auth = authenticator
         self._limiter = limiter
         self._limits = limits or {}
+        # Set by the metrics listener's wiring: told of each request's route and end.
+        self.observer: RequestObserver | None = None
 
     def render(self, request: server.Request) -> int:
         rid = f"req{next(_request_counter)}"
+        finished = request.notifyFinish()  # before handling: an answer may come at once
+        if self.observer is not None:
+            observer, start = self.observer, time.monotonic()
+
+            def observe(result: Any) -> Any:
+                observer.finished(request, request.code, time.monotonic() - start)
+                return result
+
+            finished.addBoth(observe)
         d = defer.ensureDeferred(self._handle(request, rid))
-        request.notifyFinish().addErrback(lambda _f: d.cancel())
+        finished.addErrback(lambda _f: d.cancel())
         d.addErrback(_log_unhandled)
         return server.NOT_DONE_YET
 
@@ -179,9 +221,13 @@ class JsonResource(Resource):
                 if route is None:
                     status = 405 if known else 404
                     raise MatrixError(status, "M_UNRECOGNIZED", "Unrecognized request")
+                if self.observer is not None:
+                    self.observer.matched(request, method, route.path)
                 requester = await self._requester(request, route)
                 if requester is not None:
                     user = requester.user_id
+                    if requester.is_guest:
+                        check_guest(method, path)
                 await self._take_rate_limit(request, route, requester)
                 raw = b""
                 if request.content is not None and not route.stream_body:
@@ -217,7 +263,8 @@ class JsonResource(Resource):
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
         if self._auth is None:
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown access token")
-        return await self._auth.authenticate(token)
+        as_user = request.args.get(b"user_id", [b""])[0].decode("utf-8", "replace") or None
+        return await self._auth.authenticate(token, as_user)
 
     async def _take_rate_limit(
         self, request: server.Request, route: Route, requester: Requester | None
@@ -246,6 +293,8 @@ class JsonResource(Resource):
             route, params, known = self._router.match(method, path)
             if route is None:
                 raise MatrixError(405 if known else 404, "M_UNRECOGNIZED", "Unrecognized request")
+            if requester.is_guest:
+                check_guest(method, path)
             await self._take_rate_limit(stand_in, route, requester)  # type: ignore[arg-type]
             api = ApiRequest(stand_in, method, path, params, requester, body)  # type: ignore[arg-type]
             result = await route.handler(api)

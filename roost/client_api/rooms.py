@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Awaitable, Callable
 
 from roost.client_api.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
@@ -15,6 +16,8 @@ from roost.storage.directory import DirectoryStore
 
 # user_id -> the displayname/avatar_url to put in their join events.
 ProfileLookup = Callable[[str], Awaitable[JsonDict]]
+
+logger = logging.getLogger(__name__)
 
 PRESETS = {
     "private_chat": ("invite", "shared", "can_join"),
@@ -174,10 +177,24 @@ def register(
             check_canonical(event.content)
         if member_profile is not None:
             events[1].content.update(await member_profile(user))  # the creator's join
+        # Invites of other servers' users go over federation once the room exists (the
+        # invitee's server must countersign them), not into the creation batch.
+        remote_invites = [e for e in events if remote is not None and e.type == "m.room.member"
+                          and e.content.get("membership") == "invite"
+                          and remote.is_remote_user(e.state_key or "")]
+        events = [e for e in events if not any(e is r for r in remote_invites)]
         try:
             room_id, _ = await engine.create_room(version, events)
         except RoomError as e:
             raise MatrixError(e.status, e.errcode, e.message) from None
+        for invite in remote_invites:
+            assert remote is not None and invite.state_key is not None
+            content = {k: v for k, v in invite.content.items() if k != "membership"}
+            try:
+                await remote.invite(room_id, user, invite.state_key, content)
+            except RoomError as e:  # the room stands; the invite can be sent again
+                logger.info("createRoom %s: inviting %s failed: %s", room_id,
+                            invite.state_key, e.message)
         if alias is not None and not await directory.create_alias(alias, room_id, user):
             raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
         if visibility == "public":
@@ -227,8 +244,18 @@ def register(
             return
         await append_event(engine, room_id, NewEvent(sender, "m.room.member", content, target))
 
+    async def check_guest_may_join(req: ApiRequest, room_id: str) -> None:
+        """Guests join only rooms whose m.room.guest_access is can_join (the spec's guest module)."""
+        if not req.user.is_guest or await engine.room_version(room_id) is None:
+            return
+        state = await engine.current_state_events(room_id)
+        access = state.get(("m.room.guest_access", ""))
+        if access is None or access.content.get("guest_access") != "can_join":
+            raise MatrixError(403, "M_FORBIDDEN", "Guest access is not allowed in this room")
+
     async def join_by_id_or_alias(req: ApiRequest) -> JsonDict:
         room_id, via = await resolve(req.params["room"])
+        await check_guest_may_join(req, room_id)
         via = [*req.args("via"), *req.args("server_name"), *via]
         await set_membership(room_id, req.user.user_id, req.user.user_id, "join",
                              req.json(required=False), via)
@@ -237,6 +264,7 @@ def register(
 
     async def join(req: ApiRequest) -> JsonDict:
         room_id = req.params["room_id"]
+        await check_guest_may_join(req, room_id)
         await set_membership(room_id, req.user.user_id, req.user.user_id, "join",
                              req.json(required=False))
         await directory.unforget(req.user.user_id, room_id)

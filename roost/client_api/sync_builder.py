@@ -134,7 +134,7 @@ class SyncBuilder:
         now = self.now()
         if since == now and not full_state and not self._sections:
             return _empty_body(now), now  # nothing anywhere has moved: no query needed
-        memberships = await self._user_rooms.rooms(user_id)
+        memberships = await self._user_rooms.rooms_at(user_id, now.events)
         account = await self._account_changes(user_id, since, now)
         request = SyncRequest(user_id, device_id, since, now, filt, full_state)
         rooms = await self._rooms(request, memberships, account)

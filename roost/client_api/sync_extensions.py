@@ -6,9 +6,12 @@ Three kinds of extension, registered on the `SyncBuilder` in wiring.py:
   every token. `name` must be a field of `StreamToken` (one line in
   client_api/stream_token.py); `current()` returns the stream's persisted-up-to
   position (a `StreamIdGenerator.current`), never a merely allocated one.
-  Whoever writes to the stream announces `notifier.notify(name, position,
-  users=[...])` after the commit, so waiting long polls and sockets of those
-  users wake.
+  Its writer calls `stream.announce_to(notifier, name)` once and then
+  `stream.finish(positions, rooms=..., users=...)` after each commit: the
+  stream announces the change when it is readable (storage/streams.py), so
+  the waiting long polls and sockets of those users wake, never too early
+  and never not at all. (Calling `notifier.notify(name, stream.current)`
+  yourself misses wake-ups when writes finish out of order.)
 - a top-level section (`builder.add_section(key, build, is_news)`), e.g.
   e2ee's `to_device`, `device_lists`, `device_one_time_keys_count`,
   `device_unused_fallback_key_types`. `build(request)` gets a `SyncRequest`

@@ -1,15 +1,19 @@
 """Access and refresh tokens.
 
 Access tokens are JWTs naming the user, device and login session, signed
-with this server's token secret: checking one needs no database read. A
-revoked session must be refused at once, so the token checker keeps the set
-of live sessions in memory (loaded at start, kept current by every login and
-logout in this process); a session it has not seen is looked up once.
+with this server's token secret (at least 32 characters, not a repeated
+pattern, or Roost refuses to start). A revoked session must be refused at
+once by every process on the database, so each request reads its session row
+(one primary-key lookup, joined with the account for its admin flag: rights
+come from storage, never from inside a token).
 
-Refresh tokens are opaque: `rt.<session>.<generation>.<secret>`. The session
-row holds the hash of the current secret and its generation; each use moves
-the generation on, so a token presented again after it was used is a reuse,
-and a reuse revokes the whole session (someone else holds a copy).
+Refresh tokens are `rt.<session>.<generation>.<nonce>.<mac>`, the mac an
+HMAC of the rest under the token secret. The session row holds the hash of
+the current token's secret part and its generation; each use moves the
+generation on. A token whose mac does not verify is refused and changes
+nothing (the session id is no secret: it is inside every access token). A
+genuine token of an earlier generation is a reuse, and revokes the whole
+session (someone else holds a copy).
 """
 
 from __future__ import annotations
@@ -55,11 +59,28 @@ class IssuedTokens:
         return body
 
 
+MIN_SECRET_LENGTH = 32
+MIN_DISTINCT_BYTES = 12
+
+
+class WeakSecretError(ValueError):
+    """The token secret file holds something anyone could guess: refuse to start."""
+
+
+def check_secret(secret: bytes, path: str) -> bytes:
+    if len(secret) < MIN_SECRET_LENGTH or len(set(secret)) < MIN_DISTINCT_BYTES:
+        raise WeakSecretError(
+            f"{path}: the token secret must be at least {MIN_SECRET_LENGTH} random characters"
+            " (delete the file to have a new one made at start)")
+    return secret
+
+
 def load_or_create_secret(path: str) -> bytes:
-    """The HMAC key for access tokens, made at first start and kept in a 0600 file."""
+    """The HMAC key for access tokens, made at first start and kept in a 0600 file; an
+    existing file must hold a long random secret (WeakSecretError otherwise)."""
     if os.path.exists(path):
         with open(path, "rb") as f:
-            return f.read().strip()
+            return check_secret(f.read().strip(), path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     secret = secrets.token_urlsafe(48).encode("ascii")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -89,8 +110,6 @@ class TokenAuthority:
         self._clock = clock
         self._access_lifetime_ms = access_lifetime_ms
         self._refresh_lifetime_ms = refresh_lifetime_ms
-        # session_id -> (user_id, device_id) of every live session known here.
-        self._live: dict[str, tuple[str, str]] = {}
         # token -> its verified claims. pyjwt's decode costs about half a
         # millisecond, most of a message send (bench/send_messages.py), and a
         # client presents the same token on every request. Bounded; revocation
@@ -101,9 +120,7 @@ class TokenAuthority:
         return int(self._clock.seconds() * 1000)
 
     async def load(self) -> None:
-        """Learn every live session, so that checking a token needs no database read."""
-        for session_id, user_id, device_id in await self._devices.all_sessions():
-            self._live[session_id] = (user_id, device_id)
+        """Nothing to warm: sessions are read from the database on every request."""
 
     def _claims(self, token: str) -> dict[str, Any]:
         claims = self._verified.get(token)
@@ -123,59 +140,63 @@ class TokenAuthority:
             self._verified.popitem(last=False)
         return claims
 
-    async def authenticate(self, token: str) -> Requester:
+    async def authenticate(self, token: str, as_user: str | None = None) -> Requester:
+        """`as_user` only means something for application service tokens (elsewhere)."""
         claims = self._claims(token)
         user_id, device_id, session_id = claims["sub"], claims["dev"], claims["sid"]
         exp = claims.get("exp")
         if exp is not None and self._clock.seconds() >= exp:
             raise unknown_token(soft_logout=True)
-        if not await self._session_is_live(session_id, user_id, device_id):
+        live = await self._devices.session_auth(session_id)
+        if live is None or live[:2] != (user_id, device_id):
+            self._verified.pop(token, None)
             raise unknown_token()
-        return Requester(user_id, device_id, session_id, bool(claims.get("adm")))
-
-    async def _session_is_live(self, session_id: str, user_id: str, device_id: str) -> bool:
-        known = self._live.get(session_id)
-        if known is None:
-            # A session started by another process, or one already revoked.
-            record = await self._devices.get_session(session_id)
-            if record is None:
-                return False
-            known = (record.user_id, record.device_id)
-            self._live[session_id] = known
-        return known == (user_id, device_id)
+        return Requester(user_id, device_id, session_id, live[2],
+                         is_guest=bool(claims.get("gst")))
 
     async def issue(
         self,
         user_id: str,
         device_id: str,
         *,
-        is_admin: bool,
         want_refresh: bool,
+        is_admin: bool = False,
         display_name: str | None = None,
+        is_guest: bool = False,
     ) -> IssuedTokens:
-        """Start a login session on the device (replacing that device's older sessions)."""
+        """Start a login session on the device (replacing that device's older sessions).
+
+        `is_admin` is not put in the token: rights are read from storage on each request.
+        """
         now = self._now_ms()
         session_id = secrets.token_urlsafe(12)
-        secret = secrets.token_urlsafe(32) if want_refresh else None
+        secret = self._refresh_secret(session_id, 0) if want_refresh else None
         session = NewSession(
             session_id, user_id, device_id, now,
             _hash_secret(secret) if secret else None,
             now + self._refresh_lifetime_ms if secret else None,
         )
-        replaced = await self._devices.start_session(session, display_name, replace_device_sessions=True)
-        self.forget(replaced)
-        self._live[session_id] = (user_id, device_id)
-        return self._tokens(session_id, user_id, device_id, is_admin, secret, 0)
+        await self._devices.start_session(session, display_name, replace_device_sessions=True)
+        return self._tokens(session_id, user_id, device_id, secret, 0, is_guest)
+
+    def _mac(self, session_id: str, generation: int, nonce: str) -> str:
+        message = f"rt.{session_id}.{generation}.{nonce}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
+
+    def _refresh_secret(self, session_id: str, generation: int) -> str:
+        """`<nonce>.<mac>`: the part of a refresh token after its generation."""
+        nonce = secrets.token_urlsafe(24)
+        return f"{nonce}.{self._mac(session_id, generation, nonce)}"
 
     def _tokens(
-        self, session_id: str, user_id: str, device_id: str, is_admin: bool,
-        refresh_secret: str | None, generation: int,
+        self, session_id: str, user_id: str, device_id: str,
+        refresh_secret: str | None, generation: int, is_guest: bool = False,
     ) -> IssuedTokens:
         now_s = self._clock.seconds()
         claims: dict[str, Any] = {"sub": user_id, "dev": device_id, "sid": session_id,
                                   "iat": int(now_s), "jti": secrets.token_hex(6)}
-        if is_admin:
-            claims["adm"] = True
+        if is_guest:
+            claims["gst"] = True
         expires_in_ms = None
         refresh_token = None
         if refresh_secret is not None:
@@ -185,59 +206,65 @@ class TokenAuthority:
         access = jwt.encode(claims, self._secret, algorithm=_ALGORITHM)
         return IssuedTokens(user_id, device_id, access, refresh_token, expires_in_ms)
 
-    async def refresh(self, refresh_token: str, is_admin_of: Any) -> IssuedTokens:
-        """Rotate a refresh token; a stale generation means reuse, which ends the session.
+    async def refresh(self, refresh_token: str, is_admin_of: Any = None) -> IssuedTokens:
+        """Rotate a refresh token; a genuine token of an earlier generation is a reuse,
+        which ends the session. A token this server did not make (its mac does not
+        verify) is refused and changes nothing.
 
-        `is_admin_of` is an async callable user_id -> bool, asked afresh so
-        that a rotated access token carries the user's current admin flag.
+        `is_admin_of` is no longer used: the admin flag is read on every request.
         """
         parsed = _parse_refresh(refresh_token)
         if parsed is None:
             raise unknown_token()
-        session_id, generation, secret = parsed
+        session_id, generation, nonce, mac = parsed
+        if not hmac.compare_digest(mac, self._mac(session_id, generation, nonce)):
+            raise unknown_token()
+        secret = f"{nonce}.{mac}"
         record = await self._devices.get_session(session_id)
         if record is None or record.refresh_generation is None:
             raise unknown_token()
-        if generation != record.refresh_generation:
+        if generation < record.refresh_generation:
             await self.revoke(session_id)
             raise unknown_token()
-        if not hmac.compare_digest(_hash_secret(secret), record.refresh_secret_hash or ""):
+        if generation != record.refresh_generation or not hmac.compare_digest(
+                _hash_secret(secret), record.refresh_secret_hash or ""):
             raise unknown_token()
         now = self._now_ms()
         if record.refresh_expires_ts is not None and now >= record.refresh_expires_ts:
             raise unknown_token(soft_logout=True)
-        new_secret = secrets.token_urlsafe(32)
+        new_secret = self._refresh_secret(session_id, generation + 1)
         rotated = await self._devices.rotate_refresh(
             session_id, generation, _hash_secret(new_secret), now + self._refresh_lifetime_ms
         )
         if not rotated:  # lost a race with another use of the same token: a reuse
             await self.revoke(session_id)
             raise unknown_token()
-        admin = await is_admin_of(record.user_id)
-        return self._tokens(
-            session_id, record.user_id, record.device_id, admin, new_secret, generation + 1
-        )
+        return self._tokens(session_id, record.user_id, record.device_id, new_secret,
+                            generation + 1)
 
     async def revoke(self, session_id: str, delete_device: bool = False) -> None:
-        self._live.pop(session_id, None)
         await self._devices.end_session(session_id, delete_device)
+        self.forget([session_id])
 
     def forget(self, session_ids: list[str]) -> None:
-        """Drop sessions another store call ended (device deletion, deactivation)."""
-        for session_id in session_ids:
-            self._live.pop(session_id, None)
+        """Drop the verified claims cached for sessions another store call ended (the
+        database row is what refuses their tokens; this only frees the memory)."""
+        ended = set(session_ids)
+        for token in [t for t, c in self._verified.items() if c.get("sid") in ended]:
+            del self._verified[token]
 
     def forget_user(self, user_id: str) -> None:
-        for session_id in [s for s, (u, _d) in self._live.items() if u == user_id]:
-            del self._live[session_id]
+        for token in [t for t, c in self._verified.items() if c.get("sub") == user_id]:
+            del self._verified[token]
 
 
 def _hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
 
-def _parse_refresh(token: str) -> tuple[str, int, str] | None:
+def _parse_refresh(token: str) -> tuple[str, int, str, str] | None:
+    """(session, generation, nonce, mac) of `rt.<session>.<generation>.<nonce>.<mac>`."""
     parts = token.split(".")
-    if len(parts) != 4 or parts[0] != "rt" or not parts[2].isdigit():
+    if len(parts) != 5 or parts[0] != "rt" or not parts[2].isdigit() or len(parts[2]) > 9:
         return None
-    return parts[1], int(parts[2]), parts[3]
+    return parts[1], int(parts[2]), parts[3], parts[4]

@@ -97,6 +97,7 @@ def websocket_resource(services: SocketServices, reactor: Any = None) -> WebSock
     )
     resource = WebSocketResource(factory)
     resource.close_all = factory.close_all  # type: ignore[attr-defined]
+    resource.open_sockets = factory.open_sockets  # type: ignore[attr-defined]  (metrics)
     return resource
 
 

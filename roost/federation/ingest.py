@@ -45,6 +45,8 @@ from roost.storage.federation_inbound import FederationInboundStore
 logger = logging.getLogger(__name__)
 
 JsonDict = dict[str, Any]
+# (room id, origin) -> whether the room's server ACL admits the origin.
+AclCheck = Callable[[str, str], Awaitable[bool]]
 MAX_PDUS = 50
 MAX_EDUS = 100
 MISSING_EVENTS_LIMIT = 20
@@ -134,8 +136,11 @@ class InboundTransactions:
 
     def __init__(self, engine: RoomEngine, keyring: KeyRing, client: FederationClient,
                  store: FederationInboundStore, clock: Any, edus: EduSinks | None = None,
-                 fetches: EventFetches | None = None) -> None:
+                 fetches: EventFetches | None = None, acl: AclCheck | None = None) -> None:
         self._engine = engine
+        # (room id, origin) -> whether the room's server ACL admits the origin: every PDU
+        # and every room EDU of a transaction is checked against its room's ACL.
+        self._acl = acl
         self._checker = EventChecker(keyring)
         self._client = client
         self._store = store
@@ -199,6 +204,9 @@ class InboundTransactions:
         version = await self._engine.room_version(room_id)
         if version is None:
             return {_pdu_key(p, i): {"error": "unknown room"} for i, p in enumerate(pdus)}
+        if self._acl is not None and not await self._acl(room_id, origin):
+            return {_pdu_key(p, i, version): {"error": "Server is banned from this room by its ACL"}
+                    for i, p in enumerate(pdus)}
         events, errors = await self._checker.check(pdus, version, room_id)
         results: dict[str, JsonDict] = {k: {"error": v} for k, v in errors.items()}
         if events:
@@ -301,6 +309,8 @@ class InboundTransactions:
         if not isinstance(room_id, str) or not isinstance(user_id, str):
             return False
         if server_name_of(user_id) != origin:
+            return False
+        if self._acl is not None and not await self._acl(room_id, origin):
             return False
         try:
             return await self._engine.membership(room_id, user_id) == "join"

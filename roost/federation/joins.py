@@ -42,6 +42,7 @@ from roost.rooms.hashing import (
     server_name_of,
     servers_that_must_sign,
 )
+from roost.rooms.ingest import key_valid_at
 from roost.rooms.redaction import redact_pdu, redacted_view
 from roost.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion, get_room_version
 from roost.storage.room_state import RoomStateStore
@@ -232,7 +233,7 @@ class RemoteRooms:
         for i, event in enumerate(events):
             signed = redacted_view(event.pdu, version)
             for server in servers_that_must_sign(event.pdu, version):
-                requests.append((i, VerifyRequest(server, signed, event.origin_server_ts)))
+                requests.append((i, VerifyRequest(server, signed, key_valid_at(event))))
         results = await self._keyring.verify_many([r for _, r in requests])
         bad = {i for (i, _), error in zip(requests, results, strict=True) if error is not None}
         checked = []
@@ -344,9 +345,11 @@ class RemoteRooms:
         except HttpResponseError as e:
             if e.errcode == "M_INCOMPATIBLE_ROOM_VERSION":
                 raise RoomError(400, "M_INCOMPATIBLE_ROOM_VERSION", e.error) from None
-            if e.status in (403, 404) or e.errcode == "M_FORBIDDEN":
-                raise RoomError(403 if e.status == 403 else 404,
-                                e.errcode or "M_FORBIDDEN", f"{server}: {e.error}") from None
+            if e.status in (400, 403, 404) or e.errcode == "M_FORBIDDEN":
+                # A refusal is passed on as the refusal it is (400 stays 400), not as a 502.
+                status = e.status if e.status in (400, 403, 404) else 403
+                default = {400: "M_BAD_JSON", 404: "M_NOT_FOUND"}.get(status, "M_FORBIDDEN")
+                raise RoomError(status, e.errcode or default, f"{server}: {e.error}") from None
             raise RoomError(502, "M_UNKNOWN", f"{server} answered {e.status}: {e.error}") from None
         except FederationClientError as e:
             raise RoomError(502, "M_UNKNOWN", f"could not reach {server}: {e}") from None

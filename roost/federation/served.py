@@ -1,7 +1,13 @@
 """What other servers ask of us: joins, leaves, invites, and reading rooms and users.
 
-Room data (backfill, missing events, events, state, auth chains) is served
-only to a server with a user joined to the room, else 403 M_FORBIDDEN. Every
+Who may read what is the access module's answer (roost.rooms.access): room
+data (backfill, missing events, events, state, auth chains) is served only to
+a server with a user joined to the room, else 403 M_FORBIDDEN; events none of
+its users could see (history visibility) go out redacted, so the graph still
+links up but their content stays here; the state at an event, and its auth
+chain, only to a server that may see that event. The room's server ACL is
+checked before any of this, by the listener (transport/server.py, through
+`router.room_guard`) for every request naming a room, and here for /event. Every
 event another server hands us to sign or store (send_join, send_leave,
 invite) goes through the same checks as a transaction's PDUs: format,
 signatures, content hash, then the auth rules in the engine.
@@ -19,7 +25,8 @@ from roost.federation.transport.server import FederationRequest, FederationRoute
 from roost.http.errors import MatrixError
 from roost.keys.remote import KeyRing
 from roost.rooms import public_rooms as public_rooms_lib
-from roost.rooms.engine import ACCEPTED, KNOWN, RoomEngine, RoomError
+from roost.rooms.access import RoomAccess
+from roost.rooms.engine import ACCEPTED, KNOWN, LoadedEvent, RoomEngine, RoomError
 from roost.rooms.events import Event
 from roost.rooms.hashing import SigningKey, check_content_hash, server_name_of, sign_event
 from roost.rooms.state_res import create_event_id
@@ -52,9 +59,10 @@ def _room_error(e: RoomError) -> MatrixError:
 class ServedRooms:
     def __init__(self, engine: RoomEngine, events: EventStore, keyring: KeyRing,
                  inbound: FederationInboundStore, server_name: str, signing_key: SigningKey,
-                 clock: Any, directory: DirectoryStore | None = None,
+                 clock: Any, access: RoomAccess, directory: DirectoryStore | None = None,
                  profile: ProfileLookup | None = None) -> None:
         self._engine = engine
+        self._access = access
         self._events = events
         self._checker = EventChecker(keyring)
         self._inbound = inbound
@@ -70,6 +78,10 @@ class ServedRooms:
         router.add("GET", V1 + "/make_leave/{roomId}/{userId}", self.make_leave)
         router.add("PUT", V2 + "/send_leave/{roomId}/{eventId}", self.send_leave)
         router.add("PUT", V2 + "/invite/{roomId}/{eventId}", self.invite)
+        # The v1 forms, which older servers still use: the answers are [200, body].
+        router.add("PUT", V1 + "/send_join/{roomId}/{eventId}", self.send_join_v1)
+        router.add("PUT", V1 + "/send_leave/{roomId}/{eventId}", self.send_leave_v1)
+        router.add("PUT", V1 + "/invite/{roomId}/{eventId}", self.invite_v1)
         router.add("GET", V1 + "/backfill/{roomId}", self.backfill)
         router.add("POST", V1 + "/get_missing_events/{roomId}", self.get_missing_events)
         router.add("GET", V1 + "/event/{eventId}", self.event)
@@ -102,8 +114,16 @@ class ServedRooms:
     async def _require_in_room(self, origin: str, room_id: str,
                                state: dict[tuple[str, str], str] | None = None) -> None:
         await self._version(room_id)
-        if not await self._engine.server_in_room(room_id, origin, state):
+        if not await self._access.server_in_room(room_id, origin, state):
             raise _forbidden(f"{origin} is not in the room")
+
+    async def _require_may_see(self, origin: str, loaded: LoadedEvent) -> None:
+        """The state at an event, and its auth chain, go only to a server that may see
+        the event itself."""
+        room_id = loaded.event.room_id
+        if loaded.event.event_id not in await self._access.server_visible_ids(
+                room_id, origin, [loaded]):
+            raise _forbidden(f"{origin} may not see that event")
 
     # -- joins and leaves ------------------------------------------------------
 
@@ -155,6 +175,15 @@ class ServedRooms:
         await self._send_membership(req, "leave")
         return 200, {}
 
+    async def send_join_v1(self, req: FederationRequest) -> tuple[int, Any]:
+        """v1 send_join: the v2 answer's origin, state and auth_chain, as [200, {...}]."""
+        _, body = await self.send_join(req)
+        return 200, [200, {k: body[k] for k in ("origin", "state", "auth_chain")}]
+
+    async def send_leave_v1(self, req: FederationRequest) -> tuple[int, Any]:
+        await self._send_membership(req, "leave")
+        return 200, [200, {}]
+
     async def _send_membership(self, req: FederationRequest,
                                membership: str) -> tuple[Event, dict[tuple[str, str], str]]:
         origin = req.authenticated_origin
@@ -205,9 +234,14 @@ class ServedRooms:
 
     # -- invites -----------------------------------------------------------------
 
+    async def invite_v1(self, req: FederationRequest) -> tuple[int, Any]:
+        """v1 invite: the body is the event itself, in a room of version 1 or 2 (the
+        only ones servers that use it create; both share the event format, and state
+        resolution, where they differ, plays no part in an invite)."""
+        answer = await self._invite(req, get_room_version("1"), req.json(), [])
+        return 200, [200, answer]
+
     async def invite(self, req: FederationRequest) -> JsonDict:
-        origin = req.authenticated_origin
-        room_id, event_id = req.params["roomId"], req.params["eventId"]
         body = req.json()
         try:
             version = get_room_version(body.get("room_version"))
@@ -215,7 +249,18 @@ class ServedRooms:
             raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION",
                                   "This server does not support that room version",
                                   room_version=body.get("room_version")) from None
-        event = await self._one_checked(body.get("event"), version, room_id, event_id)
+        return await self._invite(req, version, body.get("event"),
+                                  body.get("invite_room_state", []))
+
+    async def _invite(self, req: FederationRequest, version: RoomVersion, pdu: Any,
+                      stripped: Any) -> JsonDict:
+        origin = req.authenticated_origin
+        room_id, event_id = req.params["roomId"], req.params["eventId"]
+        if stripped == [] and isinstance(pdu, dict):  # v1 carries it in unsigned
+            unsigned = pdu.get("unsigned")
+            if isinstance(unsigned, dict) and isinstance(unsigned.get("invite_room_state"), list):
+                stripped = unsigned["invite_room_state"]
+        event = await self._one_checked(pdu, version, room_id, event_id)
         invitee = event.state_key or ""
         if event.type != "m.room.member" or event.membership != "invite":
             raise MatrixError(400, "M_BAD_JSON", "not an invite")
@@ -223,7 +268,6 @@ class ServedRooms:
             raise MatrixError(400, "M_BAD_JSON", "the invitee is not on this server")
         if server_name_of(event.sender) != origin:
             raise _forbidden("the inviter is not on the requesting server")
-        stripped = body.get("invite_room_state", [])
         if not isinstance(stripped, list):
             raise MatrixError(400, "M_BAD_JSON", "invite_room_state must be a list")
         known = await self._engine.room_version(room_id)
@@ -249,7 +293,8 @@ class ServedRooms:
         limit = max(1, min(req.int_arg("limit", 10) or 10, MAX_BACKFILL))
         start = req.args("v")
         found = await self._walk_back(room_id, start, set(), limit, include_start=True)
-        return self._pdus_answer([e.pdu for e in found])
+        return self._pdus_answer(await self._access.pdus_for_server(
+            room_id, req.authenticated_origin, found))
 
     async def get_missing_events(self, req: FederationRequest) -> JsonDict:
         room_id = req.params["roomId"]
@@ -267,23 +312,24 @@ class ServedRooms:
         stop = {e for e in earliest if isinstance(e, str)} | set(latest_events)
         found = await self._walk_back(room_id, starts, stop, limit, include_start=True,
                                       min_depth=min_depth)
-        return {"events": [e.pdu for e in reversed(found)]}
+        return {"events": await self._access.pdus_for_server(
+            room_id, req.authenticated_origin, list(reversed(found)))}
 
     async def _walk_back(self, room_id: str, start: list[str], stop: set[str], limit: int,
-                         include_start: bool, min_depth: int = 0) -> list[Event]:
+                         include_start: bool, min_depth: int = 0) -> list[LoadedEvent]:
         """Events reached from `start` through prev events, newest first, up to `limit`."""
-        result: list[Event] = []
+        result: list[LoadedEvent] = []
         seen = set(stop)
         frontier = [e for e in start if e not in seen]
         while frontier and len(result) < limit:
             seen.update(frontier)
             loaded = await self._engine.get_events(frontier)
-            batch = sorted((le.event for le in loaded.values()
+            batch = sorted((le for le in loaded.values()
                             if le.event.room_id == room_id and le.stream_ordering is not None
                             and not le.rejected and le.event.depth >= min_depth),
-                           key=lambda e: -e.depth)
+                           key=lambda e: -e.event.depth)
             result.extend(batch[:limit - len(result)])
-            frontier = [p for e in batch for p in e.prev_event_ids if p not in seen]
+            frontier = [p for e in batch for p in e.event.prev_event_ids if p not in seen]
             frontier = list(dict.fromkeys(frontier))
         return result if include_start else result[1:]
 
@@ -292,8 +338,11 @@ class ServedRooms:
         loaded = (await self._engine.get_events([event_id])).get(event_id)
         if loaded is None or loaded.rejected:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown event")
-        await self._require_in_room(req.authenticated_origin, loaded.event.room_id)
-        return self._pdus_answer([loaded.event.pdu])
+        room_id, origin = loaded.event.room_id, req.authenticated_origin
+        if not await self._access.server_allowed(room_id, origin):
+            raise _forbidden("Server is banned from this room by its ACL")
+        await self._require_in_room(origin, room_id)
+        return self._pdus_answer(await self._access.pdus_for_server(room_id, origin, [loaded]))
 
     async def _state_at(self, req: FederationRequest) -> tuple[dict[tuple[str, str], str], set[str]]:
         room_id = req.params["roomId"]
@@ -307,9 +356,10 @@ class ServedRooms:
         state = await self._engine.state_at_event(event_id)
         if state is None:
             raise MatrixError(404, "M_NOT_FOUND", "No state known at that event")
-        if not await self._engine.server_in_room(room_id, req.authenticated_origin) \
-                and not await self._engine.server_in_room(room_id, req.authenticated_origin, state):
+        if not await self._access.server_in_room(room_id, req.authenticated_origin) \
+                and not await self._access.server_in_room(room_id, req.authenticated_origin, state):
             raise _forbidden(f"{req.authenticated_origin} is not in the room")
+        await self._require_may_see(req.authenticated_origin, loaded)
         chain = await self._auth_chain(room_id, list(state.values()))
         return state, chain
 
@@ -329,6 +379,7 @@ class ServedRooms:
         loaded = (await self._engine.get_events([event_id])).get(event_id)
         if loaded is None or loaded.event.room_id != room_id:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown event")
+        await self._require_may_see(req.authenticated_origin, loaded)
         chain = await self._auth_chain(room_id, [event_id])
         chain.discard(event_id)
         events = await self._engine.get_events(sorted(chain))
@@ -387,10 +438,14 @@ class ServedRooms:
 
 def register_all(router: FederationRouter, engine: RoomEngine, events: EventStore, keyring: KeyRing,
                  client: Any, inbound: FederationInboundStore, server_name: str,
-                 signing_key: SigningKey, clock: Any, directory: DirectoryStore | None = None,
+                 signing_key: SigningKey, clock: Any, access: RoomAccess,
+                 directory: DirectoryStore | None = None,
                  profile: ProfileLookup | None = None, edus: EduSinks | None = None,
                  fetches: EventFetches | None = None) -> None:
-    """Every endpoint of this module and of ingest.py (/send), on `router`."""
-    InboundTransactions(engine, keyring, client, inbound, clock, edus, fetches).register(router)
-    ServedRooms(engine, events, keyring, inbound, server_name, signing_key, clock, directory,
-                profile).register(router)
+    """Every endpoint of this module and of ingest.py (/send), on `router`, with the
+    access module's server-ACL check as the router's room guard."""
+    router.room_guard = access.server_allowed
+    InboundTransactions(engine, keyring, client, inbound, clock, edus, fetches,
+                        acl=access.server_allowed).register(router)
+    ServedRooms(engine, events, keyring, inbound, server_name, signing_key, clock, access,
+                directory, profile).register(router)

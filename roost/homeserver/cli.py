@@ -1,4 +1,5 @@
-"""The `roost` command: run, generate-config, register-user, migrate."""
+"""The `roost` command: run, generate-config, register-user, registration-token, migrate,
+and the admin operations `user` and `room` (cli_admin.py)."""
 
 from __future__ import annotations
 
@@ -127,6 +128,67 @@ def cmd_register_user(args: argparse.Namespace) -> int:
     return _run_async(run)
 
 
+def cmd_registration_token(args: argparse.Namespace) -> int:
+    """Make a registration token (for `registration.require_token`) and print it."""
+    from roost.storage.registration_tokens import (
+        MAX_TOKEN_LENGTH,
+        RegistrationTokenStore,
+        TokenExistsError,
+        valid_token_text,
+    )
+
+    config = _load(args.config)
+    if args.token is not None and not valid_token_text(args.token):
+        sys.stderr.write(f"roost: a token is 1 to {MAX_TOKEN_LENGTH} of A-Z a-z 0-9 . _ ~ -\n")
+        return 1
+    for name in ("uses", "expires_in_days"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            sys.stderr.write(f"roost: --{name.replace('_', '-')} must be positive\n")
+            return 1
+
+    async def run(reactor: Any) -> int:
+        from roost.homeserver.wiring import open_database
+
+        db, embedded = await open_database(config, reactor)
+        now_ms = int(reactor.seconds() * 1000)
+        expiry = None if args.expires_in_days is None else now_ms + args.expires_in_days * 86_400_000
+        try:
+            made = await RegistrationTokenStore(db).create(args.token, args.uses, expiry, now_ms)
+        except TokenExistsError:
+            sys.stderr.write(f"roost: the token {args.token} exists already\n")
+            return 1
+        finally:
+            db.close()
+            if embedded is not None:
+                embedded.cleanup()
+        print(made.token)
+        return 0
+
+    return _run_async(run)
+
+
+def _with_homeserver(args: argparse.Namespace, action: Any) -> int:
+    """Build the homeserver on the configured database, run one admin action, stop it."""
+    config = _load(args.config)
+
+    async def run(reactor: Any) -> int:
+        from roost.homeserver.service import stop_homeserver
+        from roost.homeserver.wiring import build_homeserver
+        from roost.http.errors import MatrixError
+
+        hs = await build_homeserver(config, reactor)
+        try:
+            return int(await action(hs, args))
+        except MatrixError as e:
+            sys.stderr.write(f"roost: {e.to_json().get('error', e)}\n")
+            return 1
+        finally:
+            await stop_homeserver(hs)
+
+    return _run_async(run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roost", description="A Matrix homeserver.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,9 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--admin", action="store_true")
     reg.set_defaults(fn=cmd_register_user)
 
+    tok = sub.add_parser("registration-token", help="make a registration token and print it")
+    tok.add_argument("-c", "--config", default="homeserver.yaml")
+    tok.add_argument("--token", help="the token's text (default: 16 random characters)")
+    tok.add_argument("--uses", type=int, help="how many accounts it may create (default: any)")
+    tok.add_argument("--expires-in-days", type=int, help="valid for this many days (default: ever)")
+    tok.set_defaults(fn=cmd_registration_token)
+
     mig = sub.add_parser("migrate", help="apply database migrations and exit")
     mig.add_argument("-c", "--config", default="homeserver.yaml")
     mig.set_defaults(fn=cmd_migrate)
+
+    from roost.homeserver.cli_admin import add_commands
+
+    add_commands(sub, _with_homeserver)
     return parser
 
 

@@ -49,6 +49,9 @@ class ClientListenerConfig:
     # Requests whose body is larger than this are refused with M_TOO_LARGE
     # before the body is read whole.
     max_body_bytes: int = 10 * 1024 * 1024
+    # Behind a reverse proxy on this machine: take the client's address from the
+    # X-Forwarded-For header the proxy sets (contrib/nginx/roost.conf).
+    x_forwarded: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,10 @@ class RegistrationConfig:
     # With a shared secret, `roost register-user` and the admin registration API
     # can create users even when open registration is off.
     shared_secret: str | None = None
+    # Whether registering asks for a registration token (`roost registration-token`).
+    require_token: bool = False
+    # Whether anyone may get a guest account (POST /register?kind=guest).
+    allow_guests: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,22 @@ class TrustedKeyServerConfig:
     verify_keys: dict[str, str] = field(default_factory=dict)
 
 
+# Every IANA special-purpose range (the IPv4 and IPv6 Special-Purpose Address
+# Registries), plus multicast and the reserved blocks: no outbound request
+# (federation, keys, media, previews, push) may reach them by default.
+# IPv4-mapped IPv6 addresses are checked as the IPv4 address they carry.
+SPECIAL_PURPOSE_RANGES = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.31.196.0/24", "192.52.193.0/24",
+    "192.88.99.0/24", "192.168.0.0/16", "192.175.48.0/24", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+    "255.255.255.255/32",
+    "::/128", "::1/128", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64",
+    "2001::/23", "2001:db8::/32", "2002::/16", "3fff::/20", "5f00::/16", "fc00::/7",
+    "fe80::/10", "fec0::/10", "ff00::/8",
+)
+
+
 @dataclass(frozen=True)
 class FederationConfig:
     trusted_key_servers: list[TrustedKeyServerConfig] = field(default_factory=list)
@@ -157,13 +180,17 @@ class FederationConfig:
     ca_file: str | None = None
     # Outbound requests to these ranges are refused; empty it only for tests on loopback.
     ip_range_blocklist: list[str] = field(
-        default_factory=lambda: [
-            "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
-            "169.254.0.0/16", "0.0.0.0/8", "::1/128", "fe80::/10", "fc00::/7",
-        ]
-    )
+        default_factory=lambda: list(SPECIAL_PURPOSE_RANGES))
     min_retry_interval: Duration = Duration(10_000)
     max_retry_interval: Duration = Duration(3_600_000)
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    """Delivery to push gateways: the first retry after a failure, doubling up to the maximum."""
+
+    min_retry_interval: Duration = Duration(1_000)
+    max_retry_interval: Duration = Duration(600_000)
 
 
 @dataclass(frozen=True)
@@ -206,6 +233,18 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class VoipConfig:
+    # TURN server URIs handed to clients by GET /voip/turnServer; none: the answer is {}.
+    turn_uris: list[str] = field(default_factory=list)
+    # coturn's `static-auth-secret` (use-auth-secret): credentials are made from it.
+    turn_shared_secret: str | None = None
+    # How long the credentials stay valid.
+    turn_user_lifetime: Duration = Duration(86_400_000)
+    # Whether guest accounts get TURN credentials.
+    turn_allow_guests: bool = True
+
+
+@dataclass(frozen=True)
 class RoostConfig:
     server_name: str
     public_baseurl: str | None = None
@@ -221,7 +260,11 @@ class RoostConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    push: PushConfig = field(default_factory=PushConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    voip: VoipConfig = field(default_factory=VoipConfig)
+    # Application service (bridge) registration files, relative to the configuration.
+    app_service_config_files: list[str] = field(default_factory=list)
     # Where this config was loaded from; relative paths are taken from there.
     config_dir: str = "."
 

@@ -21,17 +21,26 @@ from roost.admin import server as admin_server
 from roost.admin import users as admin_users
 from roost.admin.auth import AdminGate
 from roost.admin.register import SharedSecretRegistration
+from roost.admin.registration_tokens import AdminRegistrationTokens
+from roost.appservice.client import AppServiceHttp
+from roost.appservice.registration import load_registrations
+from roost.appservice.sender import AppServiceSender, Interest
 from roost.client_api import (
     account,
     account_data,
+    capabilities,
     cross_signing,
     devices,
     directory,
     keys,
     login,
     messages,
+    notifications,
+    openid,
     presence,
     profile,
+    push_rules,
+    pushers,
     receipts,
     register,
     relations,
@@ -40,14 +49,20 @@ from roost.client_api import (
     rooms,
     send,
     sync,
+    tags,
+    threepid,
     to_device,
     typing,
     user_directory,
     versions,
     websocket,
 )
+from roost.client_api import appservice as client_appservice
+from roost.client_api import voip as voip_api
 from roost.client_api.accounts import Accounts
+from roost.client_api.appservice import AppServiceAuth, AppServices
 from roost.client_api.device_lists import DeviceLists
+from roost.client_api.event_format import client_event
 from roost.client_api.passwords import PasswordHasher
 from roost.client_api.presence import PresenceTracker
 from roost.client_api.profile import Profiles
@@ -58,12 +73,14 @@ from roost.client_api.sync_builder import SyncBuilder, SyncToken
 from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
+from roost.federation import openid as federation_openid
 from roost.federation import served as federation_served
 from roost.federation.backfill import Backfiller
 from roost.federation.device_edus import DeviceListSender, InboundDeviceEdus
 from roost.federation.fetches import EventFetches
 from roost.federation.ingest import EduSinks
 from roost.federation.joins import RemoteRooms
+from roost.federation.remote_queries import RemoteQueries
 from roost.federation.sender import EduSources, FederationSender
 from roost.federation.transport import key_resource
 from roost.federation.transport.client import (
@@ -86,9 +103,13 @@ from roost.media import resource as media_resource
 from roost.media.repository import MediaRepository, MediaSettings
 from roost.media.store import LocalFileStore
 from roost.media.thumbnails import Size, configure_pillow
+from roost.push.evaluator import PushEvaluator
+from roost.push.pushers import PusherDelivery, event_details
+from roost.rooms.access import RoomAccess
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
-from roost.storage.accounts import UserStore
+from roost.storage.accounts import UserExistsError, UserStore
 from roost.storage.admin_queries import AdminQueries
+from roost.storage.appservice import AppServiceStore
 from roost.storage.database import Database
 from roost.storage.device_inbox import DeviceInboxStore
 from roost.storage.device_lists import DeviceListStore
@@ -103,8 +124,11 @@ from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.media import MediaStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
+from roost.storage.openid import OpenIdStore
 from roost.storage.profiles import ProfileStore
+from roost.storage.push import PushActionStore, PusherStore, PushRuleStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
+from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
 from roost.storage.server_keys import ServerKeyStore
@@ -132,6 +156,21 @@ class FederationParts:
 
 
 @dataclass
+class PushParts:
+    """Push evaluation, delivery to gateways, and the unread counts /sync serves."""
+
+    evaluator: PushEvaluator
+    delivery: PusherDelivery
+    unread: notifications.UnreadCounts
+
+
+@dataclass
+class AdminParts:
+    users: admin_users.AdminUsers
+    rooms: admin_rooms.AdminRooms
+
+
+@dataclass
 class Homeserver:
     config: RoostConfig
     reactor: Any
@@ -155,6 +194,9 @@ class Homeserver:
     # (client_api/sync_extensions.py) in their own _register_<area>.
     sync_builder: SyncBuilder | None = None
     media: MediaRepository | None = None
+    push: PushParts | None = None
+    # The admin API's parts, for the `roost user` and `roost room` commands.
+    admin: AdminParts | None = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -193,6 +235,18 @@ async def _rate_limiter(config: RoostConfig, reactor: Any, clock: IReactorTime,
     )
     closers.append(("redis", redis.close))
     return RedisRateLimiter(redis, config.redis.key_prefix, clock)
+
+
+def _health_checks(db: Database, limiter: RateLimiter) -> dict[str, Any]:
+    """What /health asks: a query on the database, a PING to Redis when Redis is on."""
+    async def database() -> object:
+        return await db.run("health", lambda txn: txn.query_one("SELECT 1"))
+
+    checks: dict[str, Any] = {"database": database}
+    redis = getattr(limiter, "redis", None)
+    if redis is not None:
+        checks["redis"] = lambda: redis.execute("PING")
+    return checks
 
 
 def _limits(config: RoostConfig) -> dict[str, RateLimit]:
@@ -276,6 +330,7 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
     federation_served.register_all(
         federation.router, engine, event_store, federation.keyring, federation.client,
         FederationInboundStore(db), config.server_name, local_key.signing_key, clock,
+        RoomAccess(engine, RoomStateStore(db), directory_store.is_forgotten),
         directory_store, profile,
         EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence, e2e_edus),
         federation.fetches)
@@ -348,7 +403,7 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     account_data.register(router, account, filters, room_exists)
     user_rooms = UserRoomsCache(view.state)
     user_rooms.watching_since = streams["events"].current
-    notifier.add_listener(user_rooms.on_change)
+    notifier.add_cache(user_rooms.on_change)  # before any reader is woken
     builder = SyncBuilder(engine, view, SyncEventStore(db), streams["events"], typing_tracker,
                           receipt_service, account_store, streams["account_data"],
                           presence_tracker, user_rooms, queries=SyncQueries(db),
@@ -356,6 +411,35 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     waiter = sync.ChangeWaiter(notifier, clock, user_rooms)
     sync.register(router, builder, waiter, filters, presence_tracker)
     return builder, waiter, typing_tracker
+
+
+async def _build_push(router: Router, db: Database, reactor: Any, clock: IReactorTime,
+                      config: RoostConfig, notifier: Notifier, engine: RoomEngine,
+                      view: RoomView, streams: dict[str, StreamIdGenerator],
+                      closers: list[tuple[str, Any]],
+                      password_hooks: list[Any], builder: SyncBuilder) -> PushParts:
+    """Push rules, evaluation off the events stream, notification counts, pushers."""
+    actions = PushActionStore(db)
+    evaluator = PushEvaluator(actions, PushRuleStore(db), engine, streams["events"], notifier,
+                              config.server_name, clock)
+    await evaluator.start()
+    closers.append(("push evaluator", evaluator.stop))
+    delivery = PusherDelivery(
+        PusherStore(db), actions, evaluator, event_details(engine), reactor, clock,
+        min_retry_interval_ms=config.push.min_retry_interval,
+        max_retry_interval_ms=config.push.max_retry_interval)
+    await delivery.start()
+    closers.append(("pushers", delivery.stop))
+    account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
+    push_rules.register(router, push_rules.PushRules(PushRuleStore(db), evaluator, account))
+    notifications.register(router, actions, view)
+    pusher_service = pushers.Pushers(PusherStore(db), delivery, evaluator, clock)
+    pushers.register(router, pusher_service)
+    password_hooks.append(pusher_service.password_changed)
+    unread = notifications.UnreadCounts(actions, evaluator)
+    builder.add_room_field("unread_notifications", unread.unread_notifications)
+    builder.add_room_field("unread_thread_notifications", unread.unread_thread_notifications)
+    return PushParts(evaluator, delivery, unread)
 
 
 async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: IReactorTime,
@@ -401,23 +485,101 @@ def _token_positions(raw: str) -> tuple[int, int]:
     return token.events, getattr(token, "device_lists", 0)
 
 
+def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime,
+                               notifier: Notifier, engine: RoomEngine,
+                               streams: dict[str, StreamIdGenerator], config: RoostConfig,
+                               federation: FederationParts) -> None:
+    """Tags, third-party identifiers, OpenID (client and federation sides), TURN."""
+    account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
+
+    async def room_exists(room_id: str) -> bool:
+        return await engine.room_version(room_id) is not None
+
+    tags.register(router, account, room_exists)
+    threepid.register(router)
+    openid_store = OpenIdStore(db)
+    openid.register(router, openid_store, clock, config.server_name)
+    federation_openid.register(federation.router, openid_store, clock)
+    voip = config.voip
+    voip_api.register(router, clock, voip.turn_uris, voip.turn_shared_secret,
+                      voip.turn_user_lifetime, voip.turn_allow_guests)
+
+
 def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
                     tokens: TokenAuthority, device_store: DeviceStore, profiles: Profiles,
                     engine: RoomEngine, clock: IReactorTime, db: Database,
-                    on_deactivate: list[Any]) -> None:
+                    on_deactivate: list[Any]) -> AdminParts:
     """The /_synapse/admin API (shared-secret registration, users, rooms) on the client
     listener, as operators' tools expect it there."""
     gate = AdminGate(accounts)
     queries = AdminQueries(db, config.server_name)
-    admin_server.register_all(
-        router,
-        SharedSecretRegistration(config.registration.shared_secret, accounts, tokens, profiles,
-                                 clock),
+    parts = AdminParts(
         admin_users.AdminUsers(gate, accounts, queries, device_store, tokens, profiles,
                                on_deactivate),
         admin_rooms.AdminRooms(gate, queries, engine,
                                RoomCreation(config.server_name, config.rooms.default_version),
                                clock))
+    admin_server.register_all(
+        router,
+        SharedSecretRegistration(config.registration.shared_secret, accounts, tokens, profiles,
+                                 clock),
+        parts.users, parts.rooms,
+        AdminRegistrationTokens(gate, RegistrationTokenStore(db), clock))
+    return parts
+
+
+async def _start_appservices(appservices: AppServices, router: Router, reactor: Any,
+                             clock: IReactorTime, db: Database, users: UserStore,
+                             engine: RoomEngine, state_store: RoomStateStore,
+                             directory_store: DirectoryStore, event_stream: StreamIdGenerator,
+                             notifier: Notifier, closers: list[tuple[str, Any]],
+                             ) -> AppServiceSender | None:
+    """Each service's bot account, its client endpoints, and the transaction sender."""
+    now_ms = int(clock.seconds() * 1000)
+    for service in appservices.services:
+        try:
+            await users.create_user(service.sender, None, False, now_ms)
+        except UserExistsError:
+            pass
+    http = AppServiceHttp(reactor)
+    client_appservice.register(router, appservices, http)
+    if not appservices.services:
+        return None
+
+    async def members_of(room_id: str) -> list[str]:
+        members = await state_store.members(room_id)
+        return [u for u, (m, _e) in members.items() if m in ("join", "invite")]
+
+    async def format_events(event_ids: list[str]) -> list[Any]:
+        loaded = await engine.get_events(event_ids)
+        now = int(clock.seconds() * 1000)
+        return [client_event(loaded[i], now) for i in event_ids if i in loaded]
+
+    sender = AppServiceSender(
+        appservices.services, AppServiceStore(db), FederationOutboundStore(db),
+        Interest(members_of, directory_store.aliases_of), format_events, event_stream,
+        notifier, http, clock)
+    await sender.start()
+    closers.append(("application service sender", sender.stop))
+    closers.append(("application service connections", http.pool.closeCachedConnections))
+    return sender
+
+
+def _start_metrics(registry: Any, api: JsonResource, db: Database, notifier: Notifier,
+                   event_stream: StreamIdGenerator, open_sockets: Any,
+                   sender: FederationSender, appservice_sender: AppServiceSender | None,
+                   clock: IReactorTime, closers: list[tuple[str, Any]]) -> None:
+    """Requests, database, events, sockets, federation and bridge queues on /metrics."""
+    from roost.homeserver import server_metrics as m  # prometheus_client: only if on
+
+    api.observer = m.RequestMetrics(registry)
+    m.DatabaseMetrics(registry, db)
+    m.StreamMetrics(registry, notifier, event_stream.current)
+    m.ReadOnScrape(registry, lambda: len(open_sockets), sender.stats)
+    queues = m.QueueMetrics(registry, clock, FederationOutboundStore(db).queue_depths,
+                            appservice_sender.backlog if appservice_sender else None)
+    queues.start()
+    closers.append(("metrics refresh", queues.stop))
 
 
 async def build_homeserver(
@@ -470,12 +632,21 @@ async def build_homeserver(
     closers.append(("presence timers", presence_tracker.stop))
 
     router = Router()
-    versions.register(router, config.baseurl)
-    register.register(router, accounts, tokens, uia, config.registration.enabled)
+    versions.register(router, config.baseurl, _health_checks(db, limiter))
+    appservices = AppServices(load_registrations(
+        [config.path(p) for p in config.app_service_config_files], config.server_name))
+    register.register(router, accounts, tokens, uia, config.registration.enabled,
+                      RegistrationTokenStore(db), clock,
+                      require_token=config.registration.require_token,
+                      allow_guests=config.registration.allow_guests, appservices=appservices)
     login.register(router, accounts, tokens, device_store)
+    capabilities.register(router, config.rooms.default_version)
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
-    account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate)
-    profile.register(router, profiles)
+    password_hooks: list[Any] = []
+    account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate,
+                     on_password_change=password_hooks)
+    remote_queries = _build_remote_queries(federation, clock)
+    profile.register(router, profiles, config.server_name, remote_queries)
     user_directory.register(router, profile_store)
     presence.register(router, presence_tracker, users)
     devices.register(router, device_store, tokens, uia)
@@ -490,15 +661,24 @@ async def build_homeserver(
                       Backfiller(engine, event_store, federation.keyring, federation.client,
                                  config.server_name, federation.fetches).backfill)
     relations.register(router, engine, view, RelationStore(db))
-    directory.register(router, engine, view, directory_store, config.server_name)
+    directory.register(router, engine, view, directory_store, config.server_name, appservices,
+                       _remote_alias(federation, engine, state_store, config, local_key, clock),
+                       remote_queries)
     streams = {"events": event_stream, "presence": presence_stream, **await _sync_streams(db)}
     builder, waiter, typing_tracker = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
                                      presence_tracker)
+    push = await _build_push(router, db, reactor, clock, config, notifier, engine, view, streams,
+                             closers, password_hooks, builder)
 
-    _register_admin(router, config, accounts, tokens, device_store, profiles, engine, clock,
-                    db, on_deactivate)
+    _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation)
+    admin = _register_admin(router, config, accounts, tokens, device_store, profiles, engine,
+                            clock, db, on_deactivate)
     root = Resource()
-    api = JsonResource(router, tokens, limiter, _limits(config))
+    appservice_sender = await _start_appservices(
+        appservices, router, reactor, clock, db, users, engine, state_store, directory_store,
+        event_stream, notifier, closers)
+    api = JsonResource(router, AppServiceAuth(appservices, tokens, users), limiter,
+                       _limits(config))
     for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
         root.putChild(name, api)
     sockets = Resource()
@@ -507,7 +687,8 @@ async def build_homeserver(
     closers.append(("websockets", socket_resource.close_all))
     sockets.putChild(b"ws", socket_resource)
     root.putChild(b"_roost", sockets)
-    site = RoostSite(root, config.listeners.client.max_body_bytes)
+    site = RoostSite(root, config.listeners.client.max_body_bytes,
+                     config.listeners.client.x_forwarded)
     media = _register_media(config, reactor, clock, db, router, federation, site, closers)
     sender = FederationSender(
         FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
@@ -519,6 +700,9 @@ async def build_homeserver(
     closers.append(("federation sender", sender.stop))
     federation.sender = sender
     federation.on_authenticated.append(sender.destination_up)
+    if metrics is not None:
+        _start_metrics(metrics, api, db, notifier, event_stream, socket_resource.open_sockets,
+                       sender, appservice_sender, clock, closers)
     e2e_edus = await _build_e2ee(router, db, config, clock, notifier, streams, device_store,
                                  uia, federation, sender, closers, builder)
     _register_inbound_federation(federation, engine, event_store, db, config, local_key, clock,
@@ -527,4 +711,21 @@ async def build_homeserver(
                                                    notifier, clock), e2e_edus)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation, metrics,
-                      sync_builder=builder, media=media)
+                      sync_builder=builder, media=media, push=push, admin=admin)
+
+
+def _build_remote_queries(federation: Any, clock: Any) -> RemoteQueries | None:
+    """Profiles and room directories of other servers (issue 15), when federating."""
+    if federation is None:
+        return None
+    return RemoteQueries(federation.client, clock)
+
+
+def _remote_alias(federation: Any, engine: RoomEngine, state_store: RoomStateStore,
+                  config: Any, local_key: Any, clock: Any) -> Any:
+    """Another server's alias resolved over federation (query/directory), when federating."""
+    if federation is None:
+        return None
+    return RemoteRooms(federation.client, federation.keyring, engine, state_store,
+                       config.server_name, local_key.signing_key, clock).resolve_alias
+

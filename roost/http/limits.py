@@ -7,7 +7,9 @@ shows the body is too large (before any of it is read: a client waiting on
 `Expect: 100-continue` never sends it), or as soon as the bytes received pass
 the limit. The rest of the body is then read and dropped without being kept,
 so the client, which usually reads the answer only after sending, gets the
-413 instead of a reset; the connection closes once the body has ended.
+413 instead of a reset. Our side of the connection is closed for writing
+right after the answer (the client sees it end), and fully once the body has
+ended.
 
 The limit depends on the path (uploads to the media repository may be larger
 than JSON bodies); the site says which through `body_limit(path)`. Large
@@ -99,6 +101,10 @@ class LimitedRequest(server.Request):
         self.answered_early = True
         if close_now:
             transport.loseConnection()
+        elif hasattr(transport, "loseWriteConnection"):
+            # Half-close: the client sees the whole answer end while what it still
+            # sends is read (and dropped) until it is done.
+            transport.loseWriteConnection()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         self._body_complete = True

@@ -380,10 +380,14 @@ class KeyRing:
         server is asked directly (never another notary, so notaries cannot send
         each other round in circles), and if it cannot be reached the cached
         responses are served anyway, as the spec asks, so that old events
-        remain verifiable.
+        remain verifiable. A server this one has never had keys from is not
+        fetched at all: the query is unauthenticated, and a caller naming
+        arbitrary hosts must not make this server connect to them.
         """
         wanted = list(key_ids) or [None]
         responses = await self._store.get_responses(server_name)
+        if not responses:
+            return []
         if _responses_satisfy(responses, wanted, min_valid_until_ms):
             return responses
         names = [k or "*" for k in wanted]

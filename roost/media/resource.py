@@ -68,6 +68,7 @@ def register_client(router: Router, repo: MediaRepository, previewer: Previewer 
         return {"m.upload.size": repo.settings.max_upload_size}
 
     def download(legacy: bool) -> Any:
+        """(The old endpoints fetch remote media too, for clients, when asked.)"""
         async def handle(req: Any) -> Answered:
             _secure(req.http)
             served = await repo.get(req.params["server_name"], req.params["media_id"],
@@ -133,6 +134,32 @@ def register_federation(router: Router, repo: MediaRepository) -> None:
 
     router.add("GET", "/_matrix/federation/v1/media/download/{media_id}", download)
     router.add("GET", "/_matrix/federation/v1/media/thumbnail/{media_id}", thumbnail)
+    # The old unauthenticated endpoints, which servers without the federation ones fetch
+    # from this port; under the same switch as for clients.
+    for path_end in ("{server_name}/{media_id}", "{server_name}/{media_id}/{file_name}"):
+        router.add("GET", f"{MEDIA}/download/{path_end}", _legacy_download(repo), auth=False)
+    router.add("GET", f"{MEDIA}/thumbnail/{{server_name}}/{{media_id}}", _legacy_thumbnail(repo),
+               auth=False)
+
+
+def _legacy_download(repo: MediaRepository) -> Any:
+    async def handle(req: Any) -> Answered:
+        _secure(req.http)
+        served = await repo.get(req.params["server_name"], req.params["media_id"],
+                                allow_remote=False, legacy=True, timeout_ms=_timeout(req))
+        return await send_file(req.http, served,
+                               req.params.get("file_name") or served.upload_name)
+    return handle
+
+
+def _legacy_thumbnail(repo: MediaRepository) -> Any:
+    async def handle(req: Any) -> Answered:
+        _secure(req.http)
+        served = await repo.thumbnail(req.params["server_name"], req.params["media_id"],
+                                      *_thumbnail_args(req), allow_remote=False, legacy=True,
+                                      timeout_ms=_timeout(req))
+        return await send_file(req.http, served, None)
+    return handle
 
 
 def _thumbnail_args(req: Any) -> tuple[int, int, str, bool]:

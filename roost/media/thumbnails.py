@@ -77,7 +77,7 @@ def make_thumbnail(source: BinaryIO, size: Size, animated: bool, max_pixels: int
     except ThumbnailError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ThumbnailError(str(e)) from None
+        raise ThumbnailError(f"image is too large: {e}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise ThumbnailError(f"cannot read image: {e}") from None
 

@@ -20,6 +20,7 @@ from typing import Any
 from roost.rooms.engine import RoomEngine
 from roost.rooms.engine_types import LoadedEvent, RoomError
 from roost.rooms.redaction import redact_pdu
+from roost.rooms.server_acl import ServerAcl
 from roost.rooms.visibility import (
     AT_DEPARTURE,
     CURRENT,
@@ -37,6 +38,7 @@ from roost.storage.room_state import RoomStateStore
 __all__ = ["AT_DEPARTURE", "CURRENT", "EVENTS", "JOINED", "STATE", "RoomAccess"]
 
 StateKey = tuple[str, str]
+MAX_CACHED_ACLS = 1000
 # (user id, room id) -> whether the user forgot the room.
 Forgotten = Callable[[str, str], Awaitable[bool]]
 
@@ -47,6 +49,8 @@ class RoomAccess:
         self._engine = engine
         self._state = state
         self._forgotten = forgotten
+        # ACL event id -> its compiled evaluator (a room's ACL changes rarely).
+        self._acls: dict[str, ServerAcl] = {}
 
     # -- the room as a whole ------------------------------------------------------
 
@@ -164,3 +168,20 @@ class RoomAccess:
         visible = await self.server_visible_ids(room_id, server_name, events)
         return [e.event.pdu if e.event.event_id in visible
                 else redact_pdu(e.event.pdu, e.event.version) for e in events]
+
+    async def server_allowed(self, room_id: str, server_name: str) -> bool:
+        """The room's server ACL (current state) lets `server_name` take part; true for
+        a room without one, or one this server does not know (the handler decides)."""
+        try:
+            state = await self._engine.current_state_events(room_id)
+        except RoomError:
+            return True
+        event = state.get(("m.room.server_acl", ""))
+        if event is None:
+            return True
+        acl = self._acls.get(event.event_id)
+        if acl is None:
+            if len(self._acls) >= MAX_CACHED_ACLS:
+                self._acls.clear()
+            acl = self._acls[event.event_id] = ServerAcl(event.content)
+        return acl.allows(server_name)

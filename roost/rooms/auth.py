@@ -19,6 +19,7 @@ needs keys, so signature checking enforces it via ``servers_that_must_sign``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -38,6 +39,7 @@ __all__ = [
     "get_creators",
     "get_named_level",
     "get_power_level",
+    "level_value",
     "redaction_takes_effect",
 ]
 
@@ -73,16 +75,33 @@ class AuthError(Exception):
 
 
 def _rule_number(version: RoomVersion, number: str) -> str:
-    """Translate a v10/v11 rule number into ``version``'s numbering."""
-    if not version.hydra:
-        return number
-    parts = number.split(".")
-    top = int(parts[0])
-    if top >= 2:
-        parts[0] = str(top + 1)
-    if top == 9 and len(parts) > 1 and int(parts[1]) >= 4:
-        parts[1] = str(int(parts[1]) + 1)
-    return ".".join(parts)
+    """Translate a v10/v11 rule number into ``version``'s numbering.
+
+    v1-v5 have the m.room.aliases rule at 4 (later rules one higher); before
+    v8 there is no 4.2 (join_authorised_via_users_server) nor 4.3.5
+    (restricted); before v7 no knock rule; before v10 no 9.1/9.2 (integer
+    levels); v12 adds rule 2 and 10.4.
+    """
+    parts = [int(p) for p in number.split(".")]
+    top = parts[0]
+    if top == 4 and len(parts) > 1:
+        if not version.restricted_join_rule:
+            if parts == [4, 3, 7]:
+                parts = [4, 3, 6]
+            if parts[1] >= 3:
+                parts[1] -= 1
+            if not version.knock_join_rule and parts[1] == 7:
+                parts[1] = 6  # the unknown membership rule follows ban directly
+    if top == 9 and len(parts) > 1:
+        if not version.integer_power_levels:
+            parts[1] = max(parts[1] - 2, 1)
+        if version.hydra and parts[1] >= 4:
+            parts[1] += 1
+    if version.aliases_auth_rule and top >= 4:
+        parts[0] = top + 1
+    if version.hydra and top >= 2:
+        parts[0] = top + 1
+    return ".".join(map(str, parts))
 
 
 def _deny(version: RoomVersion, number: str, why: str) -> NoReturn:
@@ -227,9 +246,35 @@ def get_power_level(user_id: str, auth_events: AuthEvents, version: RoomVersion)
     if power_levels is None:
         return 100 if user_id in creators else 0
     users = power_levels.content.get("users")
-    if isinstance(users, Mapping) and _is_int(users.get(user_id)):
-        return users[user_id]
+    if isinstance(users, Mapping):
+        level = level_value(users.get(user_id), power_levels.version)
+        if level is not None:
+            return level
     return get_named_level(auth_events, "users_default", 0)
+
+
+# v1-v9 "stringy power levels": an integer in base 10, optionally signed, with
+# any leading zeroes and surrounding whitespace.
+_STRINGY_LEVEL_RE = re.compile(r"\s*([+-]?[0-9]+)\s*")
+
+
+def level_value(value: object, version: RoomVersion) -> int | None:
+    """A power level as the version reads it, or None when it is not one.
+
+    v10+ take integers only. Before, strings holding an integer count (rooms
+    "m.room.power_levels events accept values as strings"), and v1-v5, which
+    do not enforce canonical JSON, truncate finite floats.
+    """
+    if _is_int(value):
+        return value  # type: ignore[return-value]
+    if version.integer_power_levels:
+        return None
+    if isinstance(value, str):
+        match = _STRINGY_LEVEL_RE.fullmatch(value)
+        return int(match.group(1)) if match else None
+    if isinstance(value, float) and not version.strict_canonical_json and math.isfinite(value):
+        return int(value)
+    return None
 
 
 def get_named_level(auth_events: AuthEvents, name: str, default: int) -> int:
@@ -237,16 +282,18 @@ def get_named_level(auth_events: AuthEvents, name: str, default: int) -> int:
     power_levels = auth_events.get(POWER_LEVELS_KEY)
     if power_levels is None:
         return default
-    value = power_levels.content.get(name)
-    return value if _is_int(value) else default
+    level = level_value(power_levels.content.get(name), power_levels.version)
+    return default if level is None else level
 
 
 def _required_level(auth_events: AuthEvents, event: Event) -> int:
     """The event type's *required power level*: events[type], else the state/events default."""
     power_levels = auth_events.get(POWER_LEVELS_KEY)
     events = power_levels.content.get("events") if power_levels is not None else None
-    if isinstance(events, Mapping) and _is_int(events.get(event.type)):
-        return events[event.type]
+    if isinstance(events, Mapping) and power_levels is not None:
+        level = level_value(events.get(event.type), power_levels.version)
+        if level is not None:
+            return level
     if event.is_state:
         return get_named_level(auth_events, "state_default", 50)
     return get_named_level(auth_events, "events_default", 0)
@@ -305,6 +352,12 @@ def check_auth_rules(version: RoomVersion, event: Event, auth_events: AuthEvents
     if check.create.content.get("m.federate") is False:
         if server_name_of(event.sender) != server_name_of(check.create.sender):
             check.deny("3", "the room does not federate")
+    if event.type == "m.room.aliases" and version.aliases_auth_rule:  # 4 (v1-v5 only)
+        if event.state_key is None:
+            _deny_as("4.1", "m.room.aliases needs a state_key")
+        if event.state_key != server_name_of(event.sender):
+            _deny_as("4.2", "m.room.aliases' state_key must be the sender's server")
+        return
     if event.type == MEMBER:
         _check_member(check)
     else:
@@ -372,6 +425,18 @@ def _check_non_member(check: _Check) -> None:
         check.deny("8", "state keys starting with @ belong to that user")
     if event.type == POWER_LEVELS:  # 9
         _check_power_levels(check, sender_level)
+    if event.type == "m.room.redaction" and check.version.redaction_rule_in_auth:  # 11 (v1/v2)
+        _check_redaction_v1(check, sender_level)
+
+
+def _check_redaction_v1(check: _Check, sender_level: int | float) -> None:
+    """v1/v2 rule 11: the redact level, or the two event ids share a domain."""
+    if sender_level >= check.named("redact", 50):  # 11.1
+        return
+    redacts = check.event.redacts
+    if redacts is not None and server_name_of(redacts) == server_name_of(check.event.event_id):
+        return  # 11.2
+    _deny_as("11.3", "the sender may not redact events of other servers")
 
 
 # -- rule 4: membership --------------------------------------------------------
@@ -487,8 +552,9 @@ def _check_leave(check: _Check) -> None:
     """Rule 4.5: membership leave (leaving, rejecting, kicking, unbanning)."""
     event = check.event
     if event.sender == event.state_key:  # 4.5.1
-        if check.membership(event.state_key) not in ("invite", "join", "knock"):
-            check.deny("4.5.1", "one can only leave from invite, join or knock")
+        leavable = ("invite", "join", "knock") if check.version.knock_join_rule else ("invite", "join")
+        if check.membership(event.state_key) not in leavable:
+            check.deny("4.5.1", f"one can only leave from {', '.join(leavable)}")
         return
     if check.membership(event.sender) != "join":  # 4.5.2
         check.deny("4.5.2", "the sender is not in the room")
@@ -537,7 +603,8 @@ _MEMBER_RULES: dict[str, Callable[[_Check], None]] = {
 
 
 def _check_power_levels(check: _Check, sender_level: int | float) -> None:
-    """Rule 9 (v12: 10): m.room.power_levels. Sub-rules from 9.4 are 10.5+ in v12."""
+    """Rule 9 (v12: 10; v1-v5: 10): m.room.power_levels. Sub-rules from 9.4 are 10.5+ in
+    v12; before v10 there is no 9.1/9.2 and levels may be strings that hold integers."""
     version, content = check.version, check.event.content
     _check_power_levels_shape(version, content)  # 9.1 - 9.3
     if version.hydra:  # 10.4 (v12 only)
@@ -546,67 +613,92 @@ def _check_power_levels(check: _Check, sender_level: int | float) -> None:
     previous = check.auth_events.get(POWER_LEVELS_KEY)
     if previous is None:  # 9.4
         return
-    old = previous.content
+    old, new = _Levels.of(previous.content, version), _Levels.of(content, version)
     for name in _LEVEL_KEYS:  # 9.5
-        _check_level_change(version, name, old, content, sender_level)
-    for name in ("events", "notifications"):  # 9.6, 9.7
-        _check_map_changes(version, old.get(name), content.get(name), sender_level)
-    sender = check.event.sender
-    _check_user_changes(version, sender, old.get("users"), content.get("users"), sender_level)
+        _check_level_change(version, name, old.named, new.named, sender_level)
+    maps = ("events", "notifications") if version.notifications_power_levels else ("events",)
+    for name in maps:  # 9.6, 9.7
+        _check_map_changes(version, old.maps[name], new.maps[name], sender_level)
+    _check_user_changes(version, check.event.sender, old.maps["users"], new.maps["users"],
+                        sender_level)
+
+
+@dataclass(frozen=True, slots=True)
+class _Levels:
+    """A power levels content read as integers (stringy levels parsed, others dropped)."""
+
+    named: dict[str, int]
+    maps: dict[str, dict[str, int]]
+
+    @classmethod
+    def of(cls, content: Mapping[str, Any], version: RoomVersion) -> _Levels:
+        named = {name: level for name in _LEVEL_KEYS
+                 if (level := level_value(content.get(name), version)) is not None}
+        maps: dict[str, dict[str, int]] = {}
+        for name in ("events", "notifications", "users"):
+            raw = content.get(name)
+            raw = raw if isinstance(raw, Mapping) else {}
+            maps[name] = {key: level for key, value in raw.items()
+                          if (level := level_value(value, version)) is not None}
+        return cls(named, maps)
 
 
 def _check_power_levels_shape(version: RoomVersion, content: Mapping[str, Any]) -> None:
-    """Rules 9.1-9.3: integer levels, integer maps, users keyed by user id."""
+    """Rules 9.1-9.3: integer levels, integer maps, users keyed by user id.
+
+    Before v10 only 9.3 exists, with strings holding integers allowed; a level
+    that is neither is refused there too, as no server could compare it.
+    """
+    def is_level(value: object) -> bool:
+        return level_value(value, version) is not None
+
     for name in _LEVEL_KEYS:  # 9.1
-        if name in content and not _is_int(content[name]):
+        if name in content and not is_level(content[name]):
             _deny(version, "9.1", f"{name} must be an integer")
     for name in ("events", "notifications"):  # 9.2
-        if name in content and not _is_int_map(content[name]):
+        value = content.get(name, {})
+        if not isinstance(value, Mapping) or not all(map(is_level, value.values())):
             _deny(version, "9.2", f"{name} must map to integers")
     users = content.get("users", {})  # 9.3
-    if not _is_int_map(users) or not all(map(is_valid_user_id, users)):
+    if not isinstance(users, Mapping) or not all(map(is_level, users.values())) \
+            or not all(map(is_valid_user_id, users)):
         _deny(version, "9.3", "users must map user ids to integers")
 
 
-def _is_int_map(value: object) -> bool:
-    return isinstance(value, Mapping) and all(_is_int(level) for level in value.values())
-
-
 def _check_level_change(
-    version: RoomVersion, name: str, old: Mapping[str, Any], new: Mapping[str, Any], limit: float
+    version: RoomVersion, name: str, old: Mapping[str, int], new: Mapping[str, int], limit: float
 ) -> None:
     """Rule 9.5: an added, changed or removed level must be within reach, old and new."""
-    if (name in old) == (name in new) and old.get(name) == new.get(name):
+    if old.get(name) == new.get(name):
         return
-    if name in old and _is_int(old[name]) and old[name] > limit:  # 9.5.1
+    if name in old and old[name] > limit:  # 9.5.1
         _deny(version, "9.5.1", f"the current {name} is above the sender's level")
     if name in new and new[name] > limit:  # 9.5.2
         _deny(version, "9.5.2", f"the new {name} is above the sender's level")
 
 
-def _check_map_changes(version: RoomVersion, old: object, new: object, limit: float) -> None:
+def _check_map_changes(
+    version: RoomVersion, old: Mapping[str, int], new: Mapping[str, int], limit: float
+) -> None:
     """Rules 9.6 and 9.7 for ``events`` or ``notifications``."""
-    old_map = old if isinstance(old, Mapping) else {}
-    new_map = new if isinstance(new, Mapping) else {}
-    for key, level in old_map.items():  # 9.6: changed or removed
-        if new_map.get(key) != level and _is_int(level) and level > limit:
+    for key, level in old.items():  # 9.6: changed or removed
+        if new.get(key) != level and level > limit:
             _deny(version, "9.6.1", f"the current level for {key} is above the sender's")
-    for key, level in new_map.items():  # 9.7: added or changed
-        if old_map.get(key) != level and level > limit:
+    for key, level in new.items():  # 9.7: added or changed
+        if old.get(key) != level and level > limit:
             _deny(version, "9.7.1", f"the new level for {key} is above the sender's")
 
 
 def _check_user_changes(
-    version: RoomVersion, sender: str, old: object, new: object, limit: float
+    version: RoomVersion, sender: str, old: Mapping[str, int], new: Mapping[str, int],
+    limit: float,
 ) -> None:
     """Rules 9.8 and 9.9 for ``users``."""
-    old_users = old if isinstance(old, Mapping) else {}
-    new_users = new if isinstance(new, Mapping) else {}
-    for user, level in old_users.items():  # 9.8: changed or removed, except one's own
-        if user != sender and new_users.get(user) != level and _is_int(level) and level >= limit:
+    for user, level in old.items():  # 9.8: changed or removed, except one's own
+        if user != sender and new.get(user) != level and level >= limit:
             _deny(version, "9.8.1", f"{user} is not below the sender's level")
-    for user, level in new_users.items():  # 9.9: added or changed
-        if old_users.get(user) != level and level > limit:
+    for user, level in new.items():  # 9.9: added or changed
+        if old.get(user) != level and level > limit:
             _deny(version, "9.9.1", f"the new level for {user} is above the sender's")
 
 
@@ -628,6 +720,8 @@ def redaction_takes_effect(
         return False
     if redaction.room_id != redacted.room_id:
         return False
+    if version.redaction_rule_in_auth:
+        return True  # v1/v2: auth rule 11 already decided, on the event ids' domains
     if server_name_of(redaction.sender) == server_name_of(redacted.sender):
         return True
     redact_level = get_named_level(auth_events, "redact", 50)

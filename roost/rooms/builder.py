@@ -10,6 +10,7 @@ returns the event id. Wrap the result with ``Event.from_pdu`` to check it.
 from __future__ import annotations
 
 import copy
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "create_event_content",
     "depth_after",
     "finalize_pdu",
+    "make_event_id",
     "room_id_for_create_pdu",
     "select_auth_event_ids",
 ]
@@ -48,12 +50,16 @@ def build_event_pdu(
     depth: int,
     origin_server_ts: int,
     redacts: str | None = None,
+    reference_hashes: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Lay out an unsigned, unhashed PDU for ``version``.
 
     ``room_id`` must be None exactly for a v12 create event (its id is derived
     from the finished event). ``redacts`` goes where the version wants it: in
     content from v11, top level before. ``content`` is copied, never kept.
+    In v1/v2 prev and auth events are ``[id, {"sha256": reference hash}]``
+    pairs; ``reference_hashes`` gives the hashes known (others get ``{}``,
+    which receivers accept: nobody checks them).
     """
     is_hydra_create = version.hydra and event_type == "m.room.create"
     if is_hydra_create != (room_id is None):
@@ -64,8 +70,8 @@ def build_event_pdu(
         "type": event_type,
         "sender": sender,
         "content": copy.deepcopy(dict(content)),
-        "prev_events": list(prev_event_ids),
-        "auth_events": list(auth_event_ids),
+        "prev_events": _references(version, prev_event_ids, reference_hashes),
+        "auth_events": _references(version, auth_event_ids, reference_hashes),
         "depth": depth,
         "origin_server_ts": origin_server_ts,
     }
@@ -79,6 +85,20 @@ def build_event_pdu(
         else:
             pdu["redacts"] = redacts
     return pdu
+
+
+def _references(
+    version: RoomVersion, event_ids: Sequence[str], hashes: Mapping[str, str] | None
+) -> list[Any]:
+    if not version.reference_pairs:
+        return list(event_ids)
+    known = hashes or {}
+    return [[e, {"sha256": known[e]} if e in known else {}] for e in event_ids]
+
+
+def make_event_id(server_name: str) -> str:
+    """A v1/v2 event id: ``$`` + 18 random URL-safe characters + ``:`` + our name."""
+    return f"${secrets.token_urlsafe(14)}:{server_name}"
 
 
 def select_auth_event_ids(
@@ -119,11 +139,16 @@ def finalize_pdu(
     The content hash goes first because the signature covers it (the
     signature is over the redacted event, which keeps ``hashes``). Any
     ``unsigned`` on the input is dropped: it is for transit, not for building.
+    A v1/v2 PDU without an ``event_id`` gets one made by this server.
     """
     unsigned_free = {key: value for key, value in pdu.items() if key != "unsigned"}
+    if version.event_id_in_pdu and not isinstance(unsigned_free.get("event_id"), str):
+        unsigned_free["event_id"] = make_event_id(server_name)  # covered by hash and signature
     hashed = add_content_hash(unsigned_free)
     reference, signed = sign_event_with_reference(hashed, version, server_name, signing_key)
-    return event_id_of_reference(reference), signed
+    if version.event_id_in_pdu:
+        return signed["event_id"], signed
+    return event_id_of_reference(reference, version), signed
 
 
 def room_id_for_create_pdu(pdu: Mapping[str, Any], version: RoomVersion) -> str:

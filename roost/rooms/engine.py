@@ -127,13 +127,15 @@ class RoomEngine:
         self._state = state
         self._server_name = server_name
         self._stream = stream
+        # The events stream announces each change once it is readable (storage/streams.py).
+        stream.announce_to(notifier, "events")
         self._groups = state_groups
         self._builder = LocalEventBuilder(server_name, signing_key, clock, state_groups)
-        self._notifier = notifier
         # Rooms' heads, least recently used first; bounded (see _keep_head).
         self._heads: OrderedDict[str, _Head] = OrderedDict()
         self._max_heads = max(1, max_cached_heads)
         self._queues: dict[str, _Queue] = {}
+        self._reserved_ids: set[str] = set()  # v12 room ids being checked for a create
 
     # -- appending ---------------------------------------------------------
 
@@ -145,10 +147,25 @@ class RoomEngine:
         unit = _Unit(events, result, version)
         if version.hydra:
             # A v12 room's id is derived from its create event, so that event is
-            # built first, against an empty room, before the room has a queue.
-            unit.prebuilt_create = self._builder.build(
-                None, _Head(version, {}, {}, [], 0, None, 0), events[0])
-            room_id = unit.prebuilt_create.room_id
+            # built first, against an empty room, before the room has a queue. The
+            # same creator with the same content in the same millisecond would found
+            # the same id: then the event is built again a millisecond later.
+            for bump in range(1000):
+                create = self._builder.build(
+                    None, _Head(version, {}, {}, [], 0, None, 0), events[0], ts_bump=bump)
+                room_id = create.room_id
+                if room_id in self._queues or room_id in self._reserved_ids:
+                    continue
+                self._reserved_ids.add(room_id)
+                try:
+                    taken = await self.room_version(room_id) is not None
+                finally:
+                    self._reserved_ids.discard(room_id)
+                if not taken:
+                    break
+            else:
+                raise RoomError(500, "M_UNKNOWN", "could not find a free room id")
+            unit.prebuilt_create = create
         else:
             room_id = f"!{secrets.token_urlsafe(18)}:{self._server_name}"
         self._enqueue(room_id, unit)
@@ -249,9 +266,9 @@ class RoomEngine:
                 _fail(unit.result, RoomError(500, "M_UNKNOWN", f"could not store event: {e}"))
             return
         self._keep_head(room_id, working)
-        self._stream.finish(positions)
         members = {e.state_key for e in events if e.type == "m.room.member" and e.state_key}
-        self._notifier.notify("events", self._stream.current, rooms=[room_id], users=members)
+        # Announced by the stream once every earlier position is readable too.
+        self._stream.finish(positions, rooms=[room_id], users=members)
         for unit, built, _ in accepted:
             _succeed(unit.result, built)
 
@@ -416,8 +433,10 @@ class RoomEngine:
             others = [row for row in run.rows if row[1] != ACCEPTED]
             if timeline or others:
                 await self._events.persist_backfilled(
-                    room_id, [_remote_row(e, None, g, st, r) for e, st, g, r in timeline],
-                    [_remote_row(e, None, g, st, r) for e, st, g, r in others], run.groups)
+                    room_id, [_remote_row(e, None, g, st, r, run.ineffective_redactions)
+                              for e, st, g, r in timeline],
+                    [_remote_row(e, None, g, st, r, run.ineffective_redactions)
+                     for e, st, g, r in others], run.groups)
             return {eid: o.status for eid, o in run.outcomes.items()}
 
         return await self._submit_job(room_id, job)
@@ -459,14 +478,14 @@ class RoomEngine:
                               [], {key: (invite.event_id, membership_of(invite))}, None, new_room)
             try:
                 await self._events.persist_batch(batch)
-            finally:
+            except BaseException:
                 self._stream.finish(positions)
+                raise
             working = head.copy()
             working.state[key] = invite.event_id
             working.state_events[key] = invite
             self._keep_head(room_id, working)
-            self._notifier.notify("events", self._stream.current, rooms=[room_id],
-                                  users=[key[1]])
+            self._stream.finish(positions, rooms=[room_id], users=[key[1]])
 
         await self._submit_job(room_id, job)
 
@@ -578,7 +597,8 @@ class RoomEngine:
         accepted = [row for row in run.rows if row[1] == ACCEPTED]
         positions = self._stream.allocate(len(accepted))
         position_of = {row[0].event_id: p for row, p in zip(accepted, positions, strict=True)}
-        rows = [_remote_row(event, position_of.get(event.event_id), group, status, reason)
+        rows = [_remote_row(event, position_of.get(event.event_id), group, status, reason,
+                            run.ineffective_redactions)
                 for event, status, group, reason in run.rows]
         changed = {key: (eid, membership_of(working.state_events[key]))
                    for key, eid in working.state.items() if head.state.get(key) != eid}
@@ -595,10 +615,8 @@ class RoomEngine:
             self._stream.finish(positions)
             raise
         self._keep_head(room_id, working)
-        self._stream.finish(positions)
-        if accepted:
-            members = {e.state_key for e, *_ in accepted if e.type == "m.room.member" and e.state_key}
-            self._notifier.notify("events", self._stream.current, rooms=[room_id], users=members)
+        members = {e.state_key for e, *_ in accepted if e.type == "m.room.member" and e.state_key}
+        self._stream.finish(positions, rooms=[room_id] if accepted else [], users=members)
 
     # -- reading -------------------------------------------------------------
 

@@ -139,7 +139,9 @@ class Event:
         body = {key: value for key, value in pdu.items() if key != "unsigned"}
         try:
             # A PDU this server built (event_id given) was checked while it was hashed.
-            encoded = canonical_json(body, checked=event_id is not None)
+            # v1-v5 do not enforce canonical JSON's number rules (floats, big integers).
+            encoded = canonical_json(
+                body, checked=event_id is not None or not version.strict_canonical_json)
         except CanonicalJSONError as e:
             raise EventFormatError("M_BAD_JSON", str(e)) from e
         if len(encoded) > MAX_EVENT_BYTES:
@@ -190,11 +192,11 @@ class Event:
 
     @property
     def prev_event_ids(self) -> tuple[str, ...]:
-        return tuple(self.pdu["prev_events"])
+        return _referenced_ids(self.pdu["prev_events"], self.version)
 
     @property
     def auth_event_ids(self) -> tuple[str, ...]:
-        return tuple(self.pdu["auth_events"])
+        return _referenced_ids(self.pdu["auth_events"], self.version)
 
     @property
     def depth(self) -> int:
@@ -234,6 +236,13 @@ class Event:
         return Event.from_pdu(redact_pdu(self.pdu, self.version), self.version)
 
 
+def _referenced_ids(references: list[Any], version: RoomVersion) -> tuple[str, ...]:
+    """Event ids of prev_events/auth_events: v1/v2 list [id, hashes] pairs."""
+    if version.reference_pairs:
+        return tuple(pair[0] for pair in references)
+    return tuple(references)
+
+
 def _copy_unsigned(unsigned: object) -> dict[str, Any]:
     """A private copy of ``unsigned``; anything that is not a JSON object is dropped,
     since no check covers it and it must not make a valid event unusable."""
@@ -264,8 +273,12 @@ def _validate_format(body: Mapping[str, Any], version: RoomVersion) -> None:
             raise EventFormatError("M_BAD_JSON", "signatures must map servers to objects")
     for key in ("depth", "origin_server_ts"):
         _require_int(body, key)
-    _require_event_ids(body, "prev_events", MAX_PREV_EVENTS)
-    _require_event_ids(body, "auth_events", MAX_AUTH_EVENTS)
+    _require_event_ids(body, "prev_events", MAX_PREV_EVENTS, version)
+    _require_event_ids(body, "auth_events", MAX_AUTH_EVENTS, version)
+    if version.event_id_in_pdu:
+        _require_str(body, "event_id", limit=MAX_ID_BYTES)
+        if not body["event_id"].startswith("$") or ":" not in body["event_id"]:
+            raise EventFormatError("M_BAD_JSON", "event_id must look like $opaque:domain")
     _validate_redacts(body, version)
 
 
@@ -311,12 +324,20 @@ def _require_int(body: Mapping[str, Any], key: str) -> None:
         raise EventFormatError("M_BAD_JSON", f"{key} is out of range")
 
 
-def _require_event_ids(body: Mapping[str, Any], key: str, max_count: int) -> None:
+def _require_event_ids(
+    body: Mapping[str, Any], key: str, max_count: int, version: RoomVersion
+) -> None:
+    """A list of event ids; in v1/v2 of [event_id, {algorithm: hash}] pairs (pdu_v1)."""
     value = body.get(key)
     if not isinstance(value, list):
         raise EventFormatError("M_BAD_JSON", f"{key} must be a list")
     if len(value) > max_count:
         raise EventFormatError("M_BAD_JSON", f"{key} lists more than {max_count} events")
+    if version.reference_pairs:
+        for pair in value:
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], Mapping)):
+                raise EventFormatError("M_BAD_JSON", f"{key} must hold [event_id, hashes] pairs")
+        value = [pair[0] for pair in value]
     for event_id in value:
         if not isinstance(event_id, str) or not event_id.startswith("$"):
             raise EventFormatError("M_BAD_JSON", f"{key} must hold event ids")

@@ -167,13 +167,30 @@ def compute_reference_hash(pdu: Mapping[str, Any], version: RoomVersion) -> byte
     return hashlib.sha256(canonical_json(_redacted_for_signing(pdu, version))).digest()
 
 
+def reference_hash_b64(event: Any) -> str:
+    """An Event's reference hash in unpadded base64, for v1/v2 ``[id, hashes]`` pairs."""
+    return encode_base64(compute_reference_hash(event.pdu, event.version))
+
+
 def compute_event_id(pdu: Mapping[str, Any], version: RoomVersion) -> str:
-    """The v4+ event id: ``$`` and the URL-safe unpadded base64 reference hash."""
-    return event_id_of_reference(compute_reference_hash(pdu, version))
+    """The event's id under ``version``'s format.
+
+    v1/v2: the ``event_id`` the sending server put in the PDU (ValueError when
+    there is none); v3: ``$`` and the reference hash in standard unpadded
+    base64; v4+: the same in the URL-safe alphabet.
+    """
+    if version.event_id_in_pdu:
+        event_id = pdu.get("event_id")
+        if not isinstance(event_id, str):
+            raise ValueError("a v1/v2 event carries its event_id")
+        return event_id
+    return event_id_of_reference(compute_reference_hash(pdu, version), version)
 
 
-def event_id_of_reference(reference_hash: bytes) -> str:
-    return "$" + encode_base64(reference_hash, urlsafe=True)
+def event_id_of_reference(reference_hash: bytes, version: RoomVersion | None = None) -> str:
+    """``$`` + the reference hash in the version's alphabet (URL-safe unless v3)."""
+    urlsafe = version is None or version.event_id_urlsafe
+    return "$" + encode_base64(reference_hash, urlsafe=urlsafe)
 
 
 def key_id_of(key: SigningKey | VerifyKey) -> str:
@@ -317,6 +334,7 @@ def servers_that_must_sign(pdu: Mapping[str, Any], version: RoomVersion) -> set[
     * The sender's server, except for an invite made from a third-party invite:
       there the ``signed`` block carries the proof and the event may be relayed
       by another server (spec: "Validating hashes and signatures").
+    * In v1/v2, the server named in the ``event_id``.
     * For a restricted join, the server of ``join_authorised_via_users_server``
       (auth rule 4.2.1; 5.2.1 in v12). This is how the pure auth rules get that
       rule enforced: they cannot check signatures themselves. Only joins are
@@ -335,4 +353,8 @@ def servers_that_must_sign(pdu: Mapping[str, Any], version: RoomVersion) -> set[
     via = content.get("join_authorised_via_users_server")
     if is_member and membership == "join" and version.restricted_join_rule and isinstance(via, str):
         servers.add(server_name_of(via))
+    event_id = pdu.get("event_id")
+    if version.event_id_in_pdu and isinstance(event_id, str) and ":" in event_id:
+        # v1/v2: the server that made the event id signs it too (rooms/v3 auth notes).
+        servers.add(server_name_of(event_id))
     return servers

@@ -111,7 +111,14 @@ def signatures_to_verify(event: Event) -> list[SignatureCheck]:
     """
     redacted = redacted_view(event.pdu, event.version)
     servers = sorted(servers_that_must_sign(event.pdu, event.version))
-    return [SignatureCheck(s, redacted, event.origin_server_ts) for s in servers]
+    return [SignatureCheck(s, redacted, key_valid_at(event)) for s in servers]
+
+
+def key_valid_at(event: Event) -> int:
+    """How late the signing key must be valid: from v5 at the event's origin_server_ts
+    (rooms/v5 "Signing key validity period"); before v5 any key the server has
+    published does."""
+    return event.origin_server_ts if event.version.enforce_key_validity else 0
 
 
 # -- 3. content hash -----------------------------------------------------------

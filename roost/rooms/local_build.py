@@ -12,7 +12,13 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from roost.rooms.auth import AuthError, check_auth_rules
-from roost.rooms.builder import build_event_pdu, depth_after, finalize_pdu, select_auth_event_ids
+from roost.rooms.builder import (
+    build_event_pdu,
+    depth_after,
+    finalize_pdu,
+    make_event_id,
+    select_auth_event_ids,
+)
 from roost.rooms.engine_types import (
     MAX_STATE_CHAIN,
     NewEvent,
@@ -22,7 +28,7 @@ from roost.rooms.engine_types import (
     event_row,
 )
 from roost.rooms.events import Event, EventFormatError
-from roost.rooms.hashing import SigningKey, add_content_hash
+from roost.rooms.hashing import SigningKey, add_content_hash, reference_hash_b64
 from roost.rooms.ingest import auth_slice
 from roost.storage.events import EventRow, NewStateGroup
 
@@ -59,8 +65,13 @@ class LocalEventBuilder:
             built.append(event)
         return built, groups
 
-    def build(self, room_id: str | None, head: RoomHead, request: NewEvent) -> Event:
-        """One event on `head`, signed and checked against the auth rules (head unchanged)."""
+    def build(self, room_id: str | None, head: RoomHead, request: NewEvent,
+              ts_bump: int = 0) -> Event:
+        """One event on `head`, signed and checked against the auth rules (head unchanged).
+
+        ``ts_bump`` moves origin_server_ts that many milliseconds on: a v12 create
+        event that would found a room id already taken is built again a ms later.
+        """
         version = head.version
         is_create = request.type == "m.room.create"
         auth_ids = select_auth_event_ids(version, request.type, request.sender, request.state_key,
@@ -70,7 +81,8 @@ class LocalEventBuilder:
             request.type, request.content, request.state_key,
             prev_event_ids=list(head.extremities), auth_event_ids=auth_ids,
             depth=depth_after([head.depth]) if head.extremities else 1,
-            origin_server_ts=int(self._clock.seconds() * 1000), redacts=request.redacts,
+            origin_server_ts=int(self._clock.seconds() * 1000) + ts_bump, redacts=request.redacts,
+            reference_hashes=_known_references(head, auth_ids),
         )
         event_id, signed = finalize_pdu(pdu, version, self._server_name, self._key)
         try:
@@ -100,7 +112,10 @@ class LocalEventBuilder:
             version, room_id, sender, event_type, content, state_key,
             prev_event_ids=list(head.extremities), auth_event_ids=auth_ids,
             depth=depth_after([head.depth]), origin_server_ts=int(self._clock.seconds() * 1000),
+            reference_hashes=_known_references(head, auth_ids),
         )
+        if version.event_id_in_pdu:  # the joining server makes its own; this one is a placeholder
+            template["event_id"] = make_event_id(self._server_name)
         try:
             probe = Event.from_pdu(dict(add_content_hash(template), signatures={}), version)
             check_auth_rules(version, probe, auth_slice(probe, head.state_events))
@@ -144,6 +159,15 @@ def groups_by_event(events: list[Event], groups: list[NewStateGroup],
 def local_row(event: Event, request: NewEvent, position: int, group: int | None) -> EventRow:
     """A built local event as storage persists it (with the send's txn key)."""
     return event_row(event, position, group, txn_key=request.txn_key)
+
+
+def _known_references(head: RoomHead, auth_ids: list[str]) -> dict[str, str] | None:
+    """v1/v2: the reference hashes of the auth and prev events the head holds."""
+    if not head.version.reference_pairs:
+        return None
+    wanted = {*auth_ids, *head.extremities}
+    return {e.event_id: reference_hash_b64(e) for e in head.state_events.values()
+            if e.event_id in wanted}
 
 
 def _auth_keys(head: RoomHead, auth_ids: list[str]) -> list[StateKey]:

@@ -16,7 +16,7 @@ from roost.rooms.versions import RoomVersion
 
 __all__ = ["redact_pdu"]
 
-# Top-level keys kept by the v9/v10 algorithm.
+# Top-level keys kept by the v1-v10 algorithm.
 _KEPT_TOP_LEVEL_V10 = frozenset(
     {
         "event_id",
@@ -53,14 +53,32 @@ _POWER_LEVEL_KEYS_V10 = frozenset(
     }
 )
 
-# Content keys kept per event type, v9/v10.
-_KEPT_CONTENT_V10: dict[str, frozenset[str]] = {
-    "m.room.member": frozenset({"membership", "join_authorised_via_users_server"}),
-    "m.room.create": frozenset({"creator"}),
-    "m.room.join_rules": frozenset({"join_rule", "allow"}),
-    "m.room.power_levels": _POWER_LEVEL_KEYS_V10,
-    "m.room.history_visibility": frozenset({"history_visibility"}),
-}
+
+
+def _kept_content_before_v11(version: RoomVersion) -> dict[str, frozenset[str]]:
+    """Content keys kept per event type, v1-v10: v1's list, v6 dropping
+    ``m.room.aliases``, v8 adding join rules' ``allow``, v9 the member's
+    ``join_authorised_via_users_server``."""
+    member = {"membership"}
+    if version.redaction_keeps_join_authorised:
+        member.add("join_authorised_via_users_server")
+    join_rules = {"join_rule"}
+    if version.restricted_join_rule:
+        join_rules.add("allow")
+    kept = {
+        "m.room.member": frozenset(member),
+        "m.room.create": frozenset({"creator"}),
+        "m.room.join_rules": frozenset(join_rules),
+        "m.room.power_levels": _POWER_LEVEL_KEYS_V10,
+        "m.room.history_visibility": frozenset({"history_visibility"}),
+    }
+    if version.redaction_keeps_aliases:
+        kept["m.room.aliases"] = frozenset({"aliases"})
+    return kept
+
+
+# Filled lazily per version identifier; the table is small and fixed.
+_KEPT_CONTENT_OLD: dict[str, dict[str, frozenset[str]]] = {}
 
 # Content keys kept per event type, v11+. m.room.create keeps everything and
 # m.room.member's third_party_invite is special-cased below.
@@ -119,7 +137,10 @@ def _redact_content(
             return special(content, clone)
         kept = _KEPT_CONTENT_V11.get(event_type, frozenset())
     else:
-        kept = _KEPT_CONTENT_V10.get(event_type, frozenset())
+        table = _KEPT_CONTENT_OLD.get(version.identifier)
+        if table is None:
+            table = _KEPT_CONTENT_OLD[version.identifier] = _kept_content_before_v11(version)
+        kept = table.get(event_type, frozenset())
     return {key: clone(value) for key, value in content.items() if key in kept}
 
 

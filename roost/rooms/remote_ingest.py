@@ -8,11 +8,11 @@ merged by state resolution) on the room's serial queue; engine.py schedules it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from roost.rooms.auth import auth_types_for_event
+from roost.rooms.auth import auth_types_for_event, redaction_takes_effect
 from roost.rooms.engine_types import (
     MAX_STATE_CHAIN,
     RoomHead,
@@ -113,6 +113,10 @@ class _RemoteRun:
         self.stored: dict[str, StoredEvent] = {}
         self.pending: dict[str, Event] = {}  # added by this run (not yet in the database)
         self.rejected: set[str] = set()
+        # Redactions let in whose target is known but which may not redact it (spec:
+        # "Handling redactions"; another room's event, or another server's without the
+        # redact level): stored as events, never applied.
+        self.ineffective_redactions: set[str] = set()
         self.after: dict[str, tuple[int, dict[StateKey, str]]] = {}  # state after, this run
         self.group_states: dict[int, dict[StateKey, str]] = {}
         self.chains: dict[int, int] = {}
@@ -204,6 +208,8 @@ class _RemoteRun:
             return
         group, after = self._state_after(event, before_group, before_state)
         self.after[event_id] = (group, after)
+        if event.redacts is not None and not await self._redaction_applies(event, before_state):
+            self.ineffective_redactions.add(event_id)
         if self.history:
             self._hold(event, ACCEPTED, group, None)
             self.outcomes[event_id] = RemoteOutcome(event_id, ACCEPTED, None, before_state)
@@ -218,6 +224,22 @@ class _RemoteRun:
         self._hold(event, ACCEPTED, group, None)
         self.outcomes[event_id] = RemoteOutcome(event_id, ACCEPTED, None, before_state)
         await self._advance_head(event, group, after)
+
+    async def _redaction_applies(self, redaction: Event, before: Mapping[StateKey, str]) -> bool:
+        """Whether an authorised redaction may redact its target, judged once both are held;
+        a target not held yet is judged by the room check when it is served."""
+        target_id = redaction.redacts
+        assert target_id is not None
+        if target_id not in self.known:
+            await self._load([target_id])
+        target = self.known.get(target_id)
+        if target is None:
+            return True
+        levels = {key: before[key] for key in (("m.room.create", ""), ("m.room.power_levels", ""))
+                  if key in before}
+        await self._load([i for i in levels.values() if i not in self.known])
+        state = {key: self.known[i] for key, i in levels.items() if i in self.known}
+        return redaction_takes_effect(self.version, redaction, target, state)
 
     def _promotable(self, event_id: str) -> bool:
         """History only: held as an outlier that passed its checks, so it may join the
@@ -334,7 +356,15 @@ class _RemoteRun:
 
 
 def _remote_row(event: Event, position: int | None, group: int | None, status: str,
-                reason: str | None) -> EventRow:
+                reason: str | None, ineffective: Collection[str] = ()) -> EventRow:
+    row = _plain_remote_row(event, position, group, status, reason)
+    if event.event_id in ineffective:
+        row.redacts = None
+    return row
+
+
+def _plain_remote_row(event: Event, position: int | None, group: int | None, status: str,
+                      reason: str | None) -> EventRow:
     return event_row(event, position, group,
                      rejected_reason=reason if status == REJECTED else None,
                      outlier=status in (OUTLIER, REJECTED) and group is None,

@@ -1,4 +1,5 @@
-"""State resolution: algorithm v2 (room versions 2-11) and v2.1 (room version 12).
+"""State resolution: algorithm v2 (room versions 2-11) and v2.1 (room version 12);
+``resolve_state`` hands room version 1 to ``state_res_v1``.
 
 The functions are named after the definitions and numbered steps of the spec
 (rooms/v2 "State resolution", rooms/v12 "State resolution"), so each step can be
@@ -43,6 +44,7 @@ from typing import Protocol
 
 from roost.rooms.auth import AuthError, auth_types_for_event, check_auth_rules, get_power_level
 from roost.rooms.events import Event
+from roost.rooms.state_res_v1 import resolve_state_v1
 from roost.rooms.versions import RoomVersion
 
 logger = logging.getLogger(__name__)
@@ -505,6 +507,8 @@ async def resolve_state(
     clock: Clock | None = None,
 ) -> dict[StateKey, str]:
     """Resolve ``state_sets`` into one state map, per the room version's algorithm."""
+    if version.state_res_v1:
+        return await resolve_state_v1(room_id, version, state_sets, store)
     unconflicted, conflicted = separate_conflicted(state_sets)
     if not conflicted:
         return unconflicted

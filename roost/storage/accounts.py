@@ -1,10 +1,11 @@
-"""The users table: who has an account, their password hash and admin flag."""
+"""The users table: who has an account, their password hash, admin and guest flags."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from roost.storage.database import Database, Txn
+from roost.storage.registration_tokens import spend_token
 
 
 @dataclass(frozen=True)
@@ -14,10 +15,15 @@ class UserRecord:
     is_admin: bool
     deactivated: bool
     created_ts: int
+    is_guest: bool = False
 
 
 class UserExistsError(Exception):
     """The user id is already taken."""
+
+
+class TokenSpentError(Exception):
+    """The registration token has no use left (or expired) by the time the account was made."""
 
 
 class UserStore:
@@ -25,26 +31,37 @@ class UserStore:
         self._db = db
 
     async def create_user(
-        self, user_id: str, password_hash: str | None, is_admin: bool, now_ms: int
+        self, user_id: str, password_hash: str | None, is_admin: bool, now_ms: int,
+        *, is_guest: bool = False, displayname: str | None = None,
+        registration_token: str | None = None,
     ) -> None:
-        """Insert a user; UserExistsError if the id is taken (even by a deactivated user)."""
+        """Insert a user, with its first display name and spending a registration token, all
+        in one transaction; UserExistsError if the id is taken (even by a deactivated user),
+        TokenSpentError if the token is no longer valid (then nothing is written)."""
 
-        def txn_fn(txn: Txn) -> bool:
+        def txn_fn(txn: Txn) -> str | None:
             txn.execute(
-                "INSERT INTO users (user_id, password_hash, is_admin, created_ts)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (user_id) DO NOTHING",
-                (user_id, password_hash, is_admin, now_ms),
+                "INSERT INTO users (user_id, password_hash, is_admin, created_ts, is_guest)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id) DO NOTHING",
+                (user_id, password_hash, is_admin, now_ms, is_guest),
             )
-            return txn.rowcount == 1
+            if txn.rowcount != 1:
+                return "exists"
+            if registration_token is not None and not spend_token(txn, registration_token, now_ms):
+                raise TokenSpentError(registration_token)  # rolls the insert back
+            if displayname is not None:
+                txn.execute("INSERT INTO profiles (user_id, displayname) VALUES (%s, %s)",
+                            (user_id, displayname))
+            return None
 
-        if not await self._db.run("create_user", txn_fn):
+        if await self._db.run("create_user", txn_fn) == "exists":
             raise UserExistsError(user_id)
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         row = await self._db.run(
             "get_user",
             lambda txn: txn.query_one(
-                "SELECT user_id, password_hash, is_admin, deactivated, created_ts"
+                "SELECT user_id, password_hash, is_admin, deactivated, created_ts, is_guest"
                 " FROM users WHERE user_id = %s",
                 (user_id,),
             ),

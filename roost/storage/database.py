@@ -74,6 +74,8 @@ class Database:
     def __init__(self, reactor: IReactorCore | IReactorThreads, dsn: str, pool_min: int = 2, pool_max: int = 10):
         self._reactor = reactor
         self.dsn = dsn
+        # (desc, seconds, committed) after each attempt; set when metrics are on.
+        self.observer: Callable[[str, float, bool], None] | None = None
         self._pool = adbapi.ConnectionPool(
             "psycopg2",
             dsn,
@@ -99,11 +101,15 @@ class Database:
             try:
                 result = await self._pool.runInteraction(interaction)
             except psycopg2.Error as e:
+                if self.observer is not None:
+                    self.observer(desc, time.monotonic() - start, False)
                 if e.pgcode in _RETRY_CODES and attempt < MAX_ATTEMPTS:
                     logger.info("%s: retrying after %s (attempt %d)", desc, e.pgcode, attempt)
                     continue
                 raise
             duration = time.monotonic() - start
+            if self.observer is not None:
+                self.observer(desc, duration, True)
             if duration > 1.0:
                 logger.warning("%s: slow transaction, %.3fs", desc, duration)
             for callback in txn_box[-1].after_commit:
@@ -113,6 +119,11 @@ class Database:
                     logger.exception("%s: after-commit callback failed", desc)
             return result
         raise AssertionError("unreachable")
+
+    def pool_state(self) -> tuple[int, int, int]:
+        """(connections busy, connections open, transactions waiting for one): for metrics."""
+        threads = self._pool.threadpool
+        return len(threads.working), len(threads.threads), threads._queue.qsize()
 
     def close(self) -> defer.Deferred[None] | None:
         self._pool.close()

@@ -107,6 +107,20 @@ class DeviceStore:
         )
         return SessionRecord(*row) if row else None
 
+    async def session_auth(self, session_id: str) -> tuple[str, str, bool] | None:
+        """(user_id, device_id, is_admin) of a live session, read on every authenticated
+        request: a logout in any process sharing the database is seen at once, and the
+        admin flag is the account's, not what a token says."""
+        row = await self._db.run(
+            "session_auth",
+            lambda txn: txn.query_one(
+                "SELECT s.user_id, s.device_id, u.is_admin FROM sessions s"
+                " JOIN users u ON u.user_id = s.user_id WHERE s.session_id = %s",
+                (session_id,),
+            ),
+        )
+        return (row[0], row[1], bool(row[2])) if row else None
+
     async def all_sessions(self) -> list[tuple[str, str, str]]:
         """(session_id, user_id, device_id) of every live session, to warm the token checker."""
         rows = await self._db.run(

@@ -220,7 +220,8 @@ _EVENT_COLUMNS = (
     "e.event_id, e.room_id, e.stream_ordering, e.pdu, r.room_version, e.state_group,"
     " e.rejected_reason, e.outlier,"
     " (SELECT MIN(x.event_id) FROM redactions x JOIN events re ON re.event_id = x.event_id"
-    "   WHERE x.redacts = e.event_id AND re.rejected_reason IS NULL)"
+    "   WHERE x.redacts = e.event_id AND re.rejected_reason IS NULL"
+    "   AND re.room_id = e.room_id)"
 )
 
 

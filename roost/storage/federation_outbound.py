@@ -137,6 +137,16 @@ class FederationOutboundStore:
         """destination -> when it may next be tried (0: now), for every destination owed."""
         return await self._db.run("fed_destinations_pending", _destinations_pending)
 
+    async def queue_depths(self) -> dict[str, int]:
+        """destination -> PDUs and EDUs waiting for it (a metric)."""
+        rows = await self._db.run("fed_queue_depths", lambda t: t.query(
+            "SELECT destination, sum(n) FROM ("
+            " SELECT destination, count(*) AS n FROM federation_outbound_pdus"
+            " GROUP BY destination UNION ALL"
+            " SELECT destination, count(*) FROM federation_outbound_edus"
+            " GROUP BY destination) q GROUP BY destination"))
+        return {r[0]: int(r[1]) for r in rows}
+
     # -- retry state --------------------------------------------------------------
 
     async def get_retry(self, destination: str) -> RetryState | None:

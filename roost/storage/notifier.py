@@ -5,6 +5,15 @@ change concerns; readers (long-poll /sync, WebSocket connections, the
 federation sender) wake and pull what lies between two positions from
 storage. The in-process notifier below is what a Redis pub/sub channel would
 feed in a multi-process layout: the messages are plain data.
+
+Order is defined, not left to a set's: every change goes first to the caches
+(`add_cache`, in the order they were added), then to the readers
+(`add_listener`, in the order they were added). A woken reader may run at
+once, inside `notify`, and read through a cache: the caches must already
+know of the change by then, or the reader would answer with a token that
+covers the change and data that does not (a kick served as a join).
+Announcements come from `StreamIdGenerator.finish`, only once the change's
+position is readable (storage/streams.py).
 """
 
 from __future__ import annotations
@@ -26,15 +35,19 @@ Listener = Callable[[StreamChange], None]
 
 class Notifier:
     def __init__(self) -> None:
-        # In the order added: caches registered at start (the user-rooms cache) are told
-        # of a change before any waiting reader wakes and reads them.
+        # dicts as ordered sets: insertion order, O(1) removal.
+        self._caches: dict[Listener, None] = {}
         self._listeners: dict[Listener, None] = {}
         self.positions: dict[str, int] = {}
+
+    def add_cache(self, listener: Listener) -> None:
+        """Call `listener` on every change, before any reader hears of it."""
+        self._caches[listener] = None
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` on every change; returns the function that removes it."""
         self._listeners[listener] = None
-        return lambda: self._listeners.pop(listener, None)
+        return lambda: self.remove_listener(listener)
 
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling `listener`; nothing happens if it is not registered."""
@@ -46,5 +59,7 @@ class Notifier:
         if position > self.positions.get(stream, 0):
             self.positions[stream] = position
         change = StreamChange(stream, position, frozenset(rooms), frozenset(users))
+        for cache in list(self._caches):
+            cache(change)
         for listener in list(self._listeners):
             listener(change)

@@ -9,7 +9,9 @@ current_state), ranked exact match, then prefix, then substring.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from typing import Any
 
 from roost.storage.database import Database, Txn
 
@@ -22,6 +24,12 @@ _DISPLAYNAME = "lower(p.displayname)"
 class Profile:
     displayname: str | None
     avatar_url: str | None
+    # Fields beyond the two above (m.tz, custom keys): key -> any JSON value.
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+class ProfileTooLargeError(Exception):
+    """Storing the field would make the profile larger than the limit."""
 
 
 @dataclass(frozen=True)
@@ -40,13 +48,40 @@ class ProfileStore:
         row = await self._db.run(
             "get_profile",
             lambda t: t.query_one(
-                "SELECT p.displayname, p.avatar_url FROM users u"
+                "SELECT p.displayname, p.avatar_url, p.fields FROM users u"
                 " LEFT JOIN profiles p USING (user_id)"
                 " WHERE u.user_id = %s AND NOT u.deactivated",
                 (user_id,),
             ),
         )
-        return Profile(row[0], row[1]) if row else None
+        if not row:
+            return None
+        fields = row[2] if isinstance(row[2], dict) else json.loads(row[2] or "{}")
+        return Profile(row[0], row[1], fields)
+
+    async def set_custom_field(self, user_id: str, key: str, value: Any, max_bytes: int) -> None:
+        """Set (or with None, remove) one extended field; ProfileTooLargeError if the whole
+        profile, as JSON, would pass `max_bytes` (then nothing changes)."""
+
+        def txn_fn(txn: Txn) -> None:
+            txn.execute("INSERT INTO profiles (user_id) VALUES (%s) ON CONFLICT DO NOTHING",
+                        (user_id,))
+            row = txn.query_one(
+                "SELECT displayname, avatar_url, fields FROM profiles WHERE user_id = %s"
+                " FOR UPDATE", (user_id,))
+            assert row is not None
+            fields = row[2] if isinstance(row[2], dict) else json.loads(row[2] or "{}")
+            if value is None:
+                fields.pop(key, None)
+            else:
+                fields[key] = value
+            whole = {**fields, "displayname": row[0], "avatar_url": row[1]}
+            if len(json.dumps(whole, ensure_ascii=False).encode("utf-8")) > max_bytes:
+                raise ProfileTooLargeError(key)
+            txn.execute("UPDATE profiles SET fields = %s::jsonb WHERE user_id = %s",
+                        (json.dumps(fields, ensure_ascii=False), user_id))
+
+        await self._db.run("set_profile_field", txn_fn)
 
     async def set_displayname(self, user_id: str, displayname: str | None) -> None:
         await self._db.run("set_displayname", _upsert, user_id, "displayname", displayname)

@@ -149,6 +149,7 @@ class RedisRateLimiter:
     """
 
     def __init__(self, redis: RedisConnection, key_prefix: str, clock: IReactorTime) -> None:
+        self.redis = redis  # also what /health pings
         self._redis = redis
         self._prefix = key_prefix
         self._clock = clock

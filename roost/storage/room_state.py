@@ -76,6 +76,41 @@ class RoomStateStore:
         )
         return {r[0]: r[1] for r in rows}
 
+    async def rooms_for_user_with_newest(
+        self, user_id: str, memberships: tuple[str, ...]
+    ) -> tuple[dict[str, str], int]:
+        """rooms_for_user, and the events position of the newest of those memberships."""
+        rows = await self._db.run(
+            "rooms_for_user_with_newest",
+            lambda t: t.query(
+                "SELECT c.room_id, c.membership, COALESCE(e.stream_ordering, 0)"
+                " FROM current_state c LEFT JOIN events e ON e.event_id = c.event_id"
+                " WHERE c.type = 'm.room.member' AND c.state_key = %s"
+                " AND c.membership = ANY(%s)",
+                (user_id, list(memberships)),
+            ),
+        )
+        return {r[0]: r[1] for r in rows}, max((int(r[2]) for r in rows), default=0)
+
+    async def rooms_for_user_at(self, user_id: str, position: int) -> dict[str, str]:
+        """room_id -> the user's membership as of events position `position`.
+
+        The latest membership row at or below the position in each room: what
+        the current state held then for rooms whose membership only changes by
+        new member events (state resolution replacing one with an older one is
+        the rare exception, and the live cache serves every token it covers).
+        """
+        rows = await self._db.run(
+            "rooms_for_user_at",
+            lambda t: t.query(
+                "SELECT DISTINCT ON (room_id) room_id, membership FROM room_memberships"
+                " WHERE user_id = %s AND stream_ordering <= %s"
+                " ORDER BY room_id, stream_ordering DESC",
+                (user_id, position),
+            ),
+        )
+        return {r[0]: r[1] for r in rows}
+
     async def members(self, room_id: str) -> dict[str, tuple[str, str]]:
         """user_id -> (membership, member event id) from the current state."""
         rows = await self._db.run(
@@ -215,11 +250,24 @@ class UserRoomsCache:
 
     /sync asks "which rooms is this user in" on every call, and long-poll
     wake-ups make that thousands of times a second under fan-out
-    (bench/sync_fanout.py). The engine announces every membership event on the
-    notifier with the member in `users`, after it has committed, so dropping
-    the entry then keeps the cache exact. `last_change` remembers the events
-    position of each user's latest membership change seen, so a sync can skip
-    looking for changes it knows there are none of.
+    (bench/sync_fanout.py). What /sync reads here is exact at the token it
+    answers with, by construction:
+
+    - The cache hears of a membership change (the events stream announces the
+      member in `users`) before any reader is woken (`Notifier.add_cache`),
+      and only once the change's position is readable (storage/streams.py):
+      a reader whose token covers the change finds the entry already dropped.
+    - A load that raced with a change (read before the change committed,
+      finished after it was announced) is not kept: each user's drops are
+      counted and a load is stored only if none happened while it ran.
+    - An entry can still be ahead of a token (it was read after a change
+      committed that is not yet readable): `rooms_at` compares the entry's
+      newest membership position with the token and, when it is ahead, reads
+      the memberships at the token from storage instead.
+
+    `last_change` remembers the events position of each user's latest
+    membership change seen, so a sync can skip looking for changes it knows
+    there are none of.
     """
 
     MAX_USERS = 100_000
@@ -227,37 +275,55 @@ class UserRoomsCache:
     def __init__(self, store: RoomStateStore) -> None:
         self._store = store
         self._rooms: dict[str, dict[str, str]] = {}
+        self._newest: dict[str, int] = {}  # user -> position of their newest membership held
+        self._drops: dict[str, int] = {}  # user -> drops so far (see rooms())
+        self._epoch = 0  # bumped when _drops is cleared, so in-flight loads are not kept
         self.last_change: dict[str, int] = {}
         self.watching_since: int | None = None
-        # Counts drops: a read that saw a drop happen while it ran may hold what was
-        # true before the change, and is then answered but not cached.
-        self._drops = 0
 
     def on_change(self, change: Any) -> None:
         if change.stream != "events":
             return
-        if change.users:
-            self._drops += 1
         for user in change.users:
             self._rooms.pop(user, None)
+            self._newest.pop(user, None)
+            self._drops[user] = self._drops.get(user, 0) + 1
             self.last_change[user] = change.position
         if len(self.last_change) > self.MAX_USERS:
             self.last_change.clear()
             self.watching_since = change.position
+        if len(self._drops) > self.MAX_USERS:
+            self._drops.clear()
+            self._epoch += 1
 
     async def rooms(self, user_id: str) -> dict[str, str]:
         """room_id -> membership for every room the user is joined, invited, left or banned."""
         cached = self._rooms.get(user_id)
         if cached is None:
-            drops = self._drops
-            cached = await self._store.rooms_for_user(
-                user_id, ("join", "invite", "leave", "ban", "knock"))
-            if drops != self._drops:
-                return cached  # a membership changed during the read: do not keep it
+            cached, _ = await self._load(user_id)
+        return cached
+
+    async def rooms_at(self, user_id: str, position: int) -> dict[str, str]:
+        """The user's memberships exactly as of events position `position` (a token's)."""
+        cached = self._rooms.get(user_id)
+        newest = self._newest.get(user_id, 0)
+        if cached is None:
+            cached, newest = await self._load(user_id)
+        if newest <= position:
+            return cached
+        return await self._store.rooms_for_user_at(user_id, position)
+
+    async def _load(self, user_id: str) -> tuple[dict[str, str], int]:
+        before = (self._epoch, self._drops.get(user_id, 0))
+        rooms, newest = await self._store.rooms_for_user_with_newest(
+            user_id, ("join", "invite", "leave", "ban", "knock"))
+        if before == (self._epoch, self._drops.get(user_id, 0)):
             if len(self._rooms) >= self.MAX_USERS:
                 self._rooms.clear()
-            self._rooms[user_id] = cached
-        return cached
+                self._newest.clear()
+            self._rooms[user_id] = rooms
+            self._newest[user_id] = newest
+        return rooms, newest
 
     def changed_since(self, user_id: str, position: int) -> bool:
         """False only when no membership change of the user can lie after `position`."""

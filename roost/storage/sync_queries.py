@@ -70,7 +70,8 @@ class SyncQueries:
                 "SELECT e.event_id, e.stream_ordering,"
                 " (SELECT MIN(x.event_id) FROM redactions x JOIN events re"
                 "   ON re.event_id = x.event_id"
-                "   WHERE x.redacts = e.event_id AND re.rejected_reason IS NULL)"
+                "   WHERE x.redacts = e.event_id AND re.rejected_reason IS NULL"
+                "   AND re.room_id = e.room_id)"
                 " FROM events e WHERE e.event_id = ANY(%s)",
                 (event_ids,),
             ),
@@ -125,7 +126,8 @@ def _load_range(txn: Txn, after: int, upto: int, limit: int) -> _Loaded:
     redactions = txn.query(
         "SELECT x.redacts, x.event_id FROM redactions x JOIN events re ON re.event_id = x.event_id"
         " WHERE re.stream_ordering > %s AND re.stream_ordering <= %s"
-        " AND re.rejected_reason IS NULL",
+        " AND re.rejected_reason IS NULL AND NOT EXISTS (SELECT 1 FROM events t"
+        "   WHERE t.event_id = x.redacts AND t.room_id <> re.room_id)",
         (after, upto),
     )
     relations = txn.query(

@@ -137,6 +137,15 @@ async def probe_aliases(viewer: Client, room: Room) -> Any:
     return error or OK
 
 
+async def probe_notifications(viewer: Client, room: Room) -> Any:
+    push = viewer.server.hs.push
+    assert push is not None
+    await push.evaluator.reached(viewer.server.hs.streams["events"].current, 30)
+    error, body = await _get(viewer, "/notifications?limit=100")
+    return error or _bodies([n["event"] for n in body["notifications"]
+                             if n["room_id"] == room.room_id])
+
+
 PROBES: dict[str, Probe] = {
     "/messages": probe_messages,
     "/event": probe_event,
@@ -148,6 +157,7 @@ PROBES: dict[str, Probe] = {
     "/relations": probe_relations,
     "/threads": probe_threads,
     "/aliases": probe_aliases,
+    "/notifications": probe_notifications,
 }
 
 B, BD, D, DA = bodies("before"), bodies("before", "during"), bodies("during"), \
@@ -225,6 +235,16 @@ TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/aliases", "left", DENIED, DENIED, DENIED, OK),
     ("/aliases", "banned", DENIED, DENIED, DENIED, OK),
     ("/aliases", "forgotten", DENIED, DENIED, DENIED, OK),
+
+    # Notifications exist only for events that arrived while the viewer was a member (an
+    # invitee is notified of the invite alone), each shown if the viewer may see it now (a
+    # forgotten room's events only when world-readable).
+    ("/notifications", "never", NONE, NONE, NONE, NONE),
+    ("/notifications", "invited", NONE, NONE, NONE, NONE),
+    ("/notifications", "joined", DA, DA, DA, DA),
+    ("/notifications", "left", D, D, D, D),
+    ("/notifications", "banned", D, D, D, D),
+    ("/notifications", "forgotten", NONE, NONE, NONE, D),
 ]
 
 

@@ -73,6 +73,37 @@ class DeviceTests(TestCase):
         gone = await server.request("GET", V3 + "/account/whoami", token=phone["access_token"])
         self.assertEqual(gone.status, 401)
 
+    async def test_a_session_begun_for_one_device_cannot_delete_another(self) -> None:
+        server = await start_server(self)
+        reg, phone = await self._alice_with_two_devices(server)
+        await server.request("POST", V3 + "/login", password_login("alice", device_id="TABLET"))
+        token = reg["access_token"]
+        challenge = await server.request("DELETE", V3 + "/devices/PHONE", {}, token=token)
+        session = challenge.body["session"]
+        other = await server.request("DELETE", V3 + "/devices/TABLET",
+                                     {"auth": {**password_auth(), "session": session}}, token=token)
+        self.assertEqual((other.status, other.body["errcode"]), (403, "M_FORBIDDEN"))
+        bulk = await server.request("POST", V3 + "/delete_devices",
+                                    {"devices": ["TABLET"], "auth": {**password_auth(),
+                                                                      "session": session}},
+                                    token=token)
+        self.assertEqual((bulk.status, bulk.body["errcode"]), (403, "M_FORBIDDEN"))
+        listed = await server.request("GET", V3 + "/devices", token=token)
+        self.assertEqual(len(listed.body["devices"]), 3)
+        # A bulk session begun for one list of devices cannot delete another list.
+        first = await server.request("POST", V3 + "/delete_devices", {"devices": ["PHONE"]},
+                                     token=token)
+        swapped = await server.request("POST", V3 + "/delete_devices", {
+            "devices": ["TABLET"], "auth": {**password_auth(), "session": first.body["session"]}},
+            token=token)
+        self.assertEqual((swapped.status, swapped.body["errcode"]), (403, "M_FORBIDDEN"))
+        ok = await server.request("DELETE", V3 + "/devices/PHONE",
+                                  {"auth": {**password_auth(), "session": session}}, token=token)
+        self.assertEqual(ok.status, 200, ok.body)
+        listed = await server.request("GET", V3 + "/devices", token=token)
+        self.assertEqual({d["device_id"] for d in listed.body["devices"]},
+                         {reg["device_id"], "TABLET"})
+
     async def test_password_of_another_user_does_not_authorise(self) -> None:
         server = await start_server(self)
         reg = await server.register("alice")

@@ -40,6 +40,10 @@ def uid(name: str) -> str:
     return f"@{name}:{SERVER}"
 
 
+# A new account's profile: its display name starts as its localpart (the spec).
+NEW = {"displayname": "alice"}
+
+
 @dataclass
 class ProfileServer:
     """A running homeserver plus the profile, directory and presence parts."""
@@ -112,17 +116,19 @@ async def member_content(server: ProfileServer, token: str, room_id: str, user_i
 
 
 class ProfileTests(TestCase):
-    async def test_new_user_has_an_empty_profile_and_unset_fields_are_not_found(self) -> None:
+    async def test_new_user_is_named_by_localpart_and_unset_fields_are_not_found(self) -> None:
         server = await start_with_profiles(self)
         await server.user("alice")
-        self.assertEqual(await server.ok("GET", profile_path(uid("alice"))), {})
-        for field in ("displayname", "avatar_url"):
+        self.assertEqual(await server.ok("GET", profile_path(uid("alice"))), NEW)
+        for field in ("avatar_url",):
             resp = await server.request("GET", profile_path(uid("alice"), field))
             self.assertEqual((resp.status, resp.body["errcode"]), (404, "M_NOT_FOUND"))
 
     async def test_unknown_or_malformed_user_is_refused(self) -> None:
         server = await start_with_profiles(self)
-        for user_id in (uid("nobody"), "@someone:elsewhere.example"):
+        # A remote user is asked of their server: one that cannot be reached has no profile
+        # to give (an IP literal, so the test makes no DNS lookup).
+        for user_id in (uid("nobody"), "@someone:127.0.0.1:1"):
             for field in ("", "displayname", "avatar_url"):
                 resp = await server.request("GET", profile_path(user_id, field))
                 self.assertEqual((resp.status, resp.body["errcode"]), (404, "M_NOT_FOUND"))
@@ -162,7 +168,7 @@ class ProfileTests(TestCase):
         resp = await server.request("PUT", profile_path(uid("alice"), "displayname"),
                                     {"displayname": "Mallory"})
         self.assertEqual((resp.status, resp.body["errcode"]), (401, "M_MISSING_TOKEN"))
-        self.assertEqual(await server.ok("GET", profile_path(uid("alice"))), {})
+        self.assertEqual(await server.ok("GET", profile_path(uid("alice"))), NEW)
 
     async def test_bad_values_are_refused(self) -> None:
         server = await start_with_profiles(self)
@@ -183,7 +189,7 @@ class ProfileTests(TestCase):
         resp = await server.request("PUT", profile_path(alice, "displayname"), raw=b"{nope",
                                     token=token)
         self.assertEqual((resp.status, resp.body["errcode"]), (400, "M_NOT_JSON"))
-        self.assertEqual(await server.ok("GET", profile_path(alice)), {})
+        self.assertEqual(await server.ok("GET", profile_path(alice)), NEW)
 
     async def test_change_updates_member_event_in_every_joined_room_only(self) -> None:
         server = await start_with_profiles(self)
@@ -216,7 +222,7 @@ class ProfileTests(TestCase):
     async def test_member_profile_gives_the_fields_for_a_join_event(self) -> None:
         server = await start_with_profiles(self)
         token = await server.user("alice")
-        self.assertEqual(await server.profiles.member_profile(uid("alice")), {})
+        self.assertEqual(await server.profiles.member_profile(uid("alice")), NEW)
         self.assertEqual(await server.profiles.member_profile(uid("nobody")), {})
         await server.ok("PUT", profile_path(uid("alice"), "displayname"), {"displayname": "A"},
                         token)
@@ -229,3 +235,52 @@ class ProfileTests(TestCase):
                         token)
         await server.profiles.on_deactivate(uid("alice"))
         self.assertEqual(await server.ok("GET", profile_path(uid("alice"))), {})
+
+
+class ProfileFieldTests(TestCase):
+    async def test_custom_fields_and_tz_are_set_read_listed_and_deleted(self) -> None:
+        server = await start_with_profiles(self)
+        token = await server.user("alice")
+        me = uid("alice")
+        await server.ok("PUT", profile_path(me, "m.tz"), {"m.tz": "Europe/London"}, token)
+        job = {"title": "Keeper", "since": 2020}
+        await server.ok("PUT", profile_path(me, "org.example.job"), {"org.example.job": job},
+                        token)
+        self.assertEqual(await server.ok("GET", profile_path(me, "org.example.job")),
+                         {"org.example.job": job})
+        self.assertEqual(await server.ok("GET", profile_path(me)),
+                         {**NEW, "m.tz": "Europe/London", "org.example.job": job})
+        await server.ok("DELETE", profile_path(me, "org.example.job"), None, token)
+        await server.ok("DELETE", profile_path(me, "org.example.never"), None, token)
+        gone = await server.request("GET", profile_path(me, "org.example.job"))
+        self.assertEqual((gone.status, gone.body["errcode"]), (404, "M_NOT_FOUND"))
+        await server.ok("DELETE", profile_path(me, "displayname"), None, token)
+        self.assertEqual(await server.ok("GET", profile_path(me)), {"m.tz": "Europe/London"})
+
+    async def test_bad_field_requests_are_refused_and_change_nothing(self) -> None:
+        server = await start_with_profiles(self)
+        token = await server.user("alice")
+        await server.user("bob")
+        me = uid("alice")
+        cases = [
+            ("PUT", "Bad.Key", {"Bad.Key": 1}, token, 400, "M_INVALID_PARAM"),
+            ("PUT", "nodots", {"nodots": 1}, token, 400, "M_INVALID_PARAM"),
+            ("PUT", "org.example." + "k" * 260, {}, token, 400, "M_KEY_TOO_LARGE"),
+            ("PUT", "m.tz", {"m.tz": 5}, token, 400, "M_INVALID_PARAM"),
+            ("PUT", "org.example.a", {}, token, 400, "M_MISSING_PARAM"),
+            ("PUT", "org.example.a", {"org.example.a": 1, "other": 2}, token, 400, "M_BAD_JSON"),
+            ("PUT", "org.example.big", {"org.example.big": "x" * 70_000}, token, 400,
+             "M_PROFILE_TOO_LARGE"),
+            ("DELETE", "Bad.Key", None, token, 400, "M_INVALID_PARAM"),
+            ("PUT", "org.example.a", {"org.example.a": 1}, None, 401, "M_MISSING_TOKEN"),
+        ]
+        for method, key, body, who, status, errcode in cases:
+            resp = await server.request(method, profile_path(me, key), body, token=who)
+            self.assertEqual((resp.status, resp.body["errcode"]), (status, errcode), key)
+        bob_token = await server.user("carol")
+        resp = await server.request("PUT", profile_path(me, "org.example.a"),
+                                    {"org.example.a": 1}, token=bob_token)
+        self.assertEqual((resp.status, resp.body["errcode"]), (403, "M_FORBIDDEN"))
+        resp = await server.request("DELETE", profile_path(me, "displayname"), token=bob_token)
+        self.assertEqual((resp.status, resp.body["errcode"]), (403, "M_FORBIDDEN"))
+        self.assertEqual(await server.ok("GET", profile_path(me)), NEW)

@@ -97,14 +97,14 @@ class RoomFieldTests(TestCase):
             asked.append(rooms)
             return {r: {"notification_count": 1, "highlight_count": 0} for r in rooms}
 
-        builder.add_room_field("unread_notifications", unread)
+        builder.add_room_field("org.example.counts", unread)
         with self.assertRaises(ValueError):
             builder.add_room_field("timeline", unread)
         alice, room = await _alice_with_room(server)
         other = (await server.request("POST", V3 + "/createRoom", {}, token=alice)).body["room_id"]
         first = await server.request("GET", V3 + "/sync", token=alice)
         for r in (room, other):
-            self.assertEqual(first.body["rooms"]["join"][r]["unread_notifications"],
+            self.assertEqual(first.body["rooms"]["join"][r]["org.example.counts"],
                              {"notification_count": 1, "highlight_count": 0})
         await server.request("PUT", V3 + f"/rooms/{room}/send/m.room.message/t1",
                              {"msgtype": "m.text", "body": "x"}, token=alice)

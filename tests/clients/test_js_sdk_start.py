@@ -36,9 +36,6 @@ class JsSdkRegistrationTests(TestCase):
         self.assertEqual(registered["user_id"], "@dora:test.roost")
         self.assertEqual(run.step("profile").get("displayname"), "dora")
 
-    test_register_without_auth_gets_flows_then_dummy_in_that_session_registers.todo = (  # type: ignore[attr-defined]
-        "clientapi (#11): a new account has no display name (the spec: its localpart)")
-
 
 class JsSdkBeforeFirstSyncTests(TestCase):
     timeout = 300
@@ -66,9 +63,6 @@ class JsSdkBeforeFirstSyncTests(TestCase):
         self.assertEqual(set(versions["available"]), set(KNOWN_ROOM_VERSIONS))
         self.assertIn(versions["default"], versions["available"])
         self.assertIsInstance(caps["m.change_password"]["enabled"], bool)
-
-    test_sdk_reads_capabilities_with_every_room_version_roost_supports.todo = (  # type: ignore[attr-defined]
-        "clientapi (#11): GET /capabilities answers 404")
 
     async def test_sdk_filter_round_trips(self) -> None:
         run = await self._scenario()

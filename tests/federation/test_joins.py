@@ -83,7 +83,7 @@ class TemplateTests(TestCase):
         method, destination, path, args = client.requests[0]
         self.assertEqual(destination, "remote.test")
         self.assertEqual(path, f"/_matrix/federation/v1/make_join/{q(self.ROOM)}/{q(self.USER)}")
-        self.assertEqual(args, {"ver": ["10", "11", "12"]})
+        self.assertEqual(sorted(args["ver"], key=int), [str(n) for n in range(1, 13)])
 
     async def test_wrong_sender_state_key_type_or_membership_is_refused(self) -> None:
         for bad in ({"sender": "@mallory:test.roost"}, {"state_key": "@mallory:test.roost"},

@@ -12,9 +12,11 @@ import time
 import urllib.request
 
 import yaml
-from twisted.internet import threads
+from twisted.internet import reactor, threads
 from twisted.trial.unittest import TestCase
 
+from roost.storage.database import Database
+from roost.storage.registration_tokens import RegistrationTokenStore
 from tests.postgres_harness import fresh_database
 
 ROOST = [sys.executable, "-m", "roost.homeserver.cli"]
@@ -103,6 +105,32 @@ class CliTests(TestCase):
             _run, ROOST + ["register-user", "--user", "boss", "--password", "pw"], folder)
         self.assertEqual(twice.returncode, 1)
         self.assertIn("already taken", twice.stderr)
+
+    async def test_registration_token_command_stores_a_token(self) -> None:
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        dsn = await fresh_database(self)
+        await threads.deferToThread(self._generate, folder, _free_port(), dsn)
+        made = await threads.deferToThread(
+            _run, ROOST + ["registration-token", "--token", "welcome-1", "--uses", "2"], folder)
+        self.assertEqual(made.returncode, 0, made.stderr)
+        self.assertEqual(made.stdout.strip(), "welcome-1")
+        again = await threads.deferToThread(
+            _run, ROOST + ["registration-token", "--token", "welcome-1"], folder)
+        self.assertEqual(again.returncode, 1)
+        self.assertIn("exists already", again.stderr)
+        bad = await threads.deferToThread(
+            _run, ROOST + ["registration-token", "--token", "no spaces!"], folder)
+        self.assertEqual(bad.returncode, 1)
+        random = await threads.deferToThread(_run, ROOST + ["registration-token"], folder)
+        self.assertEqual(len(random.stdout.strip()), 16, random.stderr)
+        db = Database(reactor, dsn, 1, 1)
+        try:
+            stored = await RegistrationTokenStore(db).get("welcome-1")
+        finally:
+            db.close()
+        assert stored is not None
+        self.assertEqual((stored.uses_allowed, stored.completed, stored.expiry_time), (2, 0, None))
 
     async def test_bad_config_stops_with_one_line_naming_the_key(self) -> None:
         folder = os.path.abspath(self.mktemp())

@@ -298,6 +298,12 @@ class NotaryResponsesTests(KeyRingTestBase):
         self.assertEqual(responses[0]["valid_until_ts"], START_MS + DAY)
         self.assertEqual(len(self.fetcher.direct_calls), 2)
 
+    async def test_a_server_never_heard_of_is_not_fetched(self) -> None:
+        ring = self.ring()
+        self.assertEqual(await ring.notary_responses("remote.test", [], self.now()), [])
+        self.assertEqual(await ring.notary_responses("127.0.0.1:1", [], self.now()), [])
+        self.assertEqual(self.fetcher.direct_calls, [])
+
     async def test_fresh_cache_answers_without_a_fetch(self) -> None:
         ring = self.ring()
         await ring.verify_json_for_server("remote.test", signed(self.remote), self.now())

@@ -61,8 +61,13 @@ class KeyServerTests(TestCase):
     async def test_query_honours_past_minimum_valid_until(self) -> None:
         remote = make_key("remote.test")
         self.fetcher.servers["remote.test"] = key_response(remote, START_MS + DAY)
-        key_server, _ = await self.server(make_key("me.test"))
+        key_server, ring = await self.server(make_key("me.test"))
         past = {"server_keys": {"remote.test": {remote.key_id: {"minimum_valid_until_ts": 5}}}}
+        # Never heard of: the unauthenticated query makes this server fetch nothing.
+        self.assertEqual((await key_server.query(past))["server_keys"], [])
+        self.assertEqual(self.fetcher.direct_calls, [])
+        await ring.verify_json_for_server(  # a server this one federates with
+            "remote.test", remote.sign_json({"a": 1}), START_MS)
         answer = await key_server.query(past)
         self.assertEqual(len(answer["server_keys"]), 1)
         self.assertEqual(set(answer["server_keys"][0]["signatures"]), {"remote.test", "me.test"})

@@ -89,20 +89,29 @@ class RoomGraph:
         state_key: str | None = None,
         auth: Iterable[str] = (),
         ts: int | None = None,
+        depth: int | None = None,
     ) -> Event:
-        """Add an event citing the named ``auth`` events (plus create where cited)."""
+        """Add an event citing the named ``auth`` events (plus create where cited).
+
+        In v1/v2 rooms the event id is ``$NAME:example.com`` and the references
+        are [id, hashes] pairs, as the room version's format has them.
+        """
         assert name not in self.events, name
         self._count += 1
         auth_ids = [self.id(a) for a in auth]
         if type != "m.room.create" and self.version.create_event_in_auth_events:
             auth_ids.insert(0, self.id("CREATE"))
+        prev_ids = [self.id(self._last)] if self._last else []
+        if self.version.reference_pairs:
+            prev_ids = [[e, {}] for e in prev_ids]  # type: ignore[misc]
+            auth_ids = [[e, {}] for e in auth_ids]  # type: ignore[misc]
         pdu: dict[str, Any] = {
             "type": type,
             "sender": sender,
             "content": dict(content),
-            "prev_events": [self.id(self._last)] if self._last else [],
+            "prev_events": prev_ids,
             "auth_events": auth_ids,
-            "depth": self._count,
+            "depth": self._count if depth is None else depth,
             "origin_server_ts": self._count * TS_STEP if ts is None else ts,
             "signatures": {},
         }
@@ -110,6 +119,8 @@ class RoomGraph:
             pdu["state_key"] = state_key
         if self.room_id:
             pdu["room_id"] = self.room_id
+        if self.version.event_id_in_pdu:
+            pdu["event_id"] = f"${name}:{SERVER}"
         event = Event.from_pdu(add_content_hash(pdu), self.version)
         self.events[name] = event
         self._names[event.event_id] = name

@@ -195,7 +195,7 @@ class _SharedRules(_Mixin):
 
     def test_create_with_an_unknown_room_version_is_denied_1_3(self) -> None:
         room = Room(self.version)
-        for room_version in ("9", "1", "org.example.x", 12):
+        for room_version in ("13", "0", "org.example.x", 12):
             content = dict(create_event_content(self.version, ALICE), room_version=room_version)
             event = room.make("m.room.create", ALICE, content, "", prev_events=[])
             self.expect(room, event, "1.3", repr(room_version))

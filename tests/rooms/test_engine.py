@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.trial.unittest import TestCase
 
 from roost.rooms.builder import create_event_content
@@ -182,6 +182,25 @@ class BatchTests(TestCase):
             self.assertEqual(create.body["room_version"], identifier)
             if identifier == "12":
                 self.assertNotIn(":", room_id)  # derived from the create event
+
+    async def test_identical_v12_creates_in_one_millisecond_found_different_rooms(self) -> None:
+        """v12 ids come from the create event: the same creator and content at the same
+        clock reading must not collide (the second is built a millisecond later)."""
+        clock = task.Clock()
+        clock.advance(1_700_000_000)
+        server = await start_server(self, clock=clock)
+        token = (await server.register("maker"))["access_token"]
+        ids = []
+        for _ in range(3):
+            resp = await server.request("POST", V3 + "/createRoom", {}, token=token)
+            self.assertEqual(resp.status, 200, resp.body)
+            ids.append(resp.body["room_id"])
+        both = await defer.gatherResults([
+            defer.ensureDeferred(server.request("POST", V3 + "/createRoom", {}, token=token))
+            for _ in range(2)])
+        self.assertEqual([r.status for r in both], [200, 200])
+        ids += [r.body["room_id"] for r in both]
+        self.assertEqual(len(set(ids)), 5)
 
 
 class CachedHeadsTests(TestCase):

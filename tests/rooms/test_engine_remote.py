@@ -390,3 +390,32 @@ class BackfilledHistoryTests(TestCase):
                                   prevs=[unknown_prev], state=joined_state)
         out = await engine.store_backfilled(room_id, [other])
         self.assertEqual(out[other.event_id], ACCEPTED)
+
+
+class RemoteRedactionTests(TestCase):
+    """Spec "Handling redactions": an authorised redaction applies only if its sender has
+    the redact level or shares the original sender's server, and never across rooms."""
+
+    async def test_remote_redactions_apply_only_where_the_spec_lets_them(self) -> None:
+        server, engine, room_id, remote = await local_room(self, "11")
+        join = await remote.make(BOB, "m.room.member", {"membership": "join"}, BOB)
+        await engine.ingest_remote(room_id, [join])
+        mine = await engine.append(room_id, NewEvent(ALICE, "m.room.message", {"body": "a"}))
+        bobs = await remote.make(BOB, "m.room.message", {"body": "b"})
+        await engine.ingest_remote(room_id, [bobs])
+        other_room, _ = await engine.create_room(KNOWN_ROOM_VERSIONS["11"], [
+            NewEvent(ALICE, "m.room.create", create_event_content(KNOWN_ROOM_VERSIONS["11"],
+                                                                  ALICE), ""),
+            NewEvent(ALICE, "m.room.member", {"membership": "join"}, ALICE)])
+        elsewhere = await engine.append(other_room, NewEvent(ALICE, "m.room.message",
+                                                             {"body": "c"}))
+        for target in (mine.event_id, elsewhere.event_id, bobs.event_id):
+            redaction = await remote.make(BOB, "m.room.redaction", {"redacts": target})
+            out = await engine.ingest_remote(room_id, [redaction])
+            self.assertEqual(out[redaction.event_id].status, ACCEPTED)
+        loaded = await engine.get_events([mine.event_id, elsewhere.event_id, bobs.event_id])
+        # Bob (another server, power 0) may not redact Alice's message, nor anything in
+        # another room; his own message he may.
+        self.assertIsNone(loaded[mine.event_id].redacted_by)
+        self.assertIsNone(loaded[elsewhere.event_id].redacted_by)
+        self.assertIsNotNone(loaded[bobs.event_id].redacted_by)

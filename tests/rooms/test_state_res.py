@@ -68,7 +68,7 @@ else:
 
 def with_v2_1(version: RoomVersion, enabled: bool) -> RoomVersion:
     """``version`` with only the state res algorithm switched, to isolate its effect."""
-    return dataclasses.replace(version, state_res_v2_1=enabled)
+    return dataclasses.replace(version, state_res="v2.1" if enabled else "v2")
 
 
 class CountingClock:
@@ -377,6 +377,24 @@ class _Steps(_AsyncMixin):
 
 class V10StepsTests(_Steps, unittest.TestCase):
     version = V10
+
+
+# v2-v9 share v2 state resolution; v2 also has the v1 event format (ids in the
+# PDU, [id, hashes] references), v3 standard base64 ids, v4+ URL-safe ones.
+class V2StepsTests(_Steps, unittest.TestCase):
+    version = KNOWN_ROOM_VERSIONS["2"]
+
+
+class V3StepsTests(_Steps, unittest.TestCase):
+    version = KNOWN_ROOM_VERSIONS["3"]
+
+
+class V5StepsTests(_Steps, unittest.TestCase):
+    version = KNOWN_ROOM_VERSIONS["5"]
+
+
+class V9StepsTests(_Steps, unittest.TestCase):
+    version = KNOWN_ROOM_VERSIONS["9"]
 
 
 class V11StepsTests(_Steps, unittest.TestCase):

@@ -105,7 +105,13 @@ class IpBlocklist:
         self._networks = [ipaddress.ip_network(r, strict=False) for r in ranges]
 
     def blocks(self, address: str) -> bool:
-        ip = ipaddress.ip_address(address)
+        """Whether `address` (as DNS gave it) is refused. An IPv4-mapped IPv6 address is
+        checked as its IPv4 address; anything that does not parse as an address (a
+        scoped `fe80::1%eth0`) is refused."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return True
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         return any(ip.version == net.version and ip in net for net in self._networks)
@@ -441,6 +447,12 @@ class FederationClient:
             status, answer_headers = await d
         except (BlockedAddressError, ResponseTooLargeError):
             raise
+        except HttpResponseError as e:  # it answered: up, unless it answered 5xx
+            if e.status >= 500:
+                self.backoff.failed(destination)
+            else:
+                self.backoff.succeeded(destination)
+            raise
         except Exception as e:
             self.backoff.failed(destination)
             if isinstance(e, FederationClientError):
@@ -585,8 +597,12 @@ class FederationKeyFetcher:
 
     async def fetch_server_keys(self, server_name: str) -> JsonDict:
         # Key endpoints are unauthenticated; a signature would only invite the
-        # other server to fetch our keys in turn.
-        body = await self._client.get_json(server_name, "/_matrix/key/v2/server", sign=False)
+        # other server to fetch our keys in turn. The send backoff does not apply:
+        # a server that was away and is back (and asking us something signed with
+        # its key) must be verifiable at once, not when our retry timer ends. The
+        # key ring keeps its own short memory of servers that had no keys.
+        body = await self._client.get_json(server_name, "/_matrix/key/v2/server", sign=False,
+                                           ignore_backoff=True)
         if not isinstance(body, dict):
             raise RequestFailedError(f"{server_name}: key response is not an object")
         return body
@@ -598,7 +614,8 @@ class FederationKeyFetcher:
             for server, keys in server_keys.items()
         }
         body = await self._client.post_json(notary, "/_matrix/key/v2/query",
-                                            {"server_keys": criteria}, sign=False)
+                                            {"server_keys": criteria}, sign=False,
+                                            ignore_backoff=True)
         answers = body.get("server_keys") if isinstance(body, dict) else None
         if not isinstance(answers, list):
             raise RequestFailedError(f"{notary}: notary answer has no server_keys list")

@@ -78,8 +78,19 @@ class Route:
     auth: bool
 
 
+# (room id, origin) -> whether the room's server ACL lets the origin in.
+RoomGuard = Callable[[str, str], Awaitable[bool]]
+
+
 class FederationRouter(RouteTable[Route]):
-    """The federation routes; each federation module registers its own."""
+    """The federation routes; each federation module registers its own.
+
+    `room_guard`, when set (by federation.served, from the access module), is
+    the server-ACL check the listener runs before every authenticated request
+    whose path names a room.
+    """
+
+    room_guard: RoomGuard | None = None
 
     def add(self, method: str, path: str, handler: Handler, *, auth: bool = True) -> None:
         """`path` is a template as roost.http.routing takes it."""
@@ -143,6 +154,7 @@ class FederationResource(Resource):
             content = self._content(request)
             if route.auth:
                 origin = await self._authenticate(request, method, uri, content)
+                await self._check_acl(params, origin)
             req = FederationRequest(request, method, request.path.decode("utf-8", "replace"),
                                     params, origin, content)
             result = await route.handler(req)
@@ -169,6 +181,14 @@ class FederationResource(Resource):
         if route is None:
             raise MatrixError(405 if known else 404, "M_UNRECOGNIZED", "Unrecognized request")
         return route, params
+
+    async def _check_acl(self, params: dict[str, str], origin: str) -> None:
+        """Spec: a server the room's ACL denies gets 403 M_FORBIDDEN on every request
+        that concerns the room (PDUs and EDUs are checked room by room in /send)."""
+        room_id = params.get("roomId", params.get("room_id"))
+        guard = self._router.room_guard
+        if room_id is not None and guard is not None and not await guard(room_id, origin):
+            raise MatrixError(403, "M_FORBIDDEN", "Server is banned from this room by its ACL")
 
     def _content(self, request: server.Request) -> Any:
         length = request.getHeader(b"Content-Length")

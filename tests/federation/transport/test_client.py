@@ -219,6 +219,26 @@ class BlocklistTests(TestCase):
             self.assertFalse(blocklist.blocks(address), address)
         self.assertFalse(IpBlocklist([]).blocks("127.0.0.1"))
 
+    def test_the_default_blocks_every_special_purpose_range(self) -> None:
+        import ipaddress
+
+        from roost.homeserver.config import SPECIAL_PURPOSE_RANGES, FederationConfig
+
+        blocklist = IpBlocklist(FederationConfig().ip_range_blocklist)
+        for cidr in SPECIAL_PURPOSE_RANGES:
+            net = ipaddress.ip_network(cidr)
+            for address in (net[0], net[-1], net[net.num_addresses // 2]):
+                self.assertTrue(blocklist.blocks(str(address)), f"{address} in {cidr}")
+        named = ("198.18.0.1", "198.19.255.255", "64:ff9b::7f00:1", "64:ff9b::a00:1",
+                 "::ffff:10.0.0.1", "::ffff:198.18.0.1", "2002:7f00:1::", "2001::1",
+                 "100.64.0.1", "192.0.0.8", "224.0.0.1", "255.255.255.255", "::", "ff02::1",
+                 "fe80::1%eth0", "not an address")
+        for address in named:
+            self.assertTrue(blocklist.blocks(address), address)
+        for address in ("8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "2606:4700::1111",
+                        "::ffff:8.8.8.8", "198.20.0.1", "100.128.0.1"):
+            self.assertFalse(blocklist.blocks(address), address)
+
     async def test_default_blocklist_refuses_loopback(self) -> None:
         server = await start_fed_server(self)
         client = _client(self, make_key("me.test"), blocklist=DEFAULT_BLOCKLIST)

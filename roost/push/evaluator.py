@@ -1,0 +1,285 @@
+"""Evaluation of every new event for every local member, off the events stream.
+
+Like the federation sender, it pulls: on each `events` notification it reads
+the events after its persisted position, evaluates each for the room's local
+joined members (and a local invitee), and in one transaction stores the
+notifying outcomes (`push_actions`), the senders' own read positions (sending
+an event reads the room up to it) and its new position. Nothing runs in the
+append path; a restart resumes where the stored position says.
+
+The spec wants a new event's notification count in the same /sync response as
+the event: `reached(position)` lets /sync wait, briefly, until evaluation has
+caught up with the events it is about to serve.
+
+Per event the work is: parse and flatten it once, take the room's members,
+display names and power levels from a per-room cache (rebuilt when a state
+event of the room passes), take each member's compiled rules from a per-user
+cache (users who kept the defaults share one compiled object), evaluate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+
+from roost.push.evaluate import (
+    CompiledRules,
+    FlatEvent,
+    RoomContext,
+    compile_rules,
+    evaluate_for_users,
+    related_event,
+    thread_of,
+)
+from roost.push.rules import RuleSet, ruleset_from_stored
+from roost.rooms.auth import get_power_level
+from roost.rooms.engine import RoomEngine
+from roost.storage.notifier import Notifier, StreamChange
+from roost.storage.push import ActionRow, PushActionStore, PushRuleStore
+from roost.storage.streams import StreamIdGenerator
+
+logger = logging.getLogger(__name__)
+
+READ_BATCH = 500
+RULES_CACHE_SIZE = 50_000
+ROOMS_CACHE_SIZE = 2_000
+THREADS_CACHE_SIZE = 20_000
+MAIN = "main"
+
+
+@dataclass(frozen=True)
+class RoomInfo:
+    """A room's local joined members with their display names, its member count, and what
+    deciding the sender's notification power needs."""
+
+    local_members: dict[str, str | None]
+    member_count: int
+    state: dict[Any, Any]
+    version: Any
+
+    def context(self, sender: str) -> RoomContext:
+        levels_event = self.state.get(("m.room.power_levels", ""))
+        levels = levels_event.content if levels_event is not None else {}
+        notifications = levels.get("notifications")
+        return RoomContext(self.member_count, get_power_level(sender, self.state, self.version),
+                           notifications if isinstance(notifications, dict) else {})
+
+
+class PushEvaluator:
+    def __init__(self, actions: PushActionStore, rules: PushRuleStore, engine: RoomEngine,
+                 events_stream: StreamIdGenerator, notifier: Notifier, server_name: str,
+                 clock: IReactorTime) -> None:
+        self._actions = actions
+        self._rule_store = rules
+        self._engine = engine
+        self._stream = events_stream
+        self._notifier = notifier
+        self._suffix = ":" + server_name
+        self._clock = clock
+        self.position = 0
+        self._reading = False
+        self._read_again = False
+        self._stopped = False
+        self._remove_listener: Callable[[], None] | None = None
+        self._task: defer.Deferred[None] | None = None
+        self._defaults = compile_rules(RuleSet())
+        self._rules: OrderedDict[str, CompiledRules] = OrderedDict()
+        self._rooms: OrderedDict[str, RoomInfo] = OrderedDict()
+        self._threads: OrderedDict[str, str] = OrderedDict()
+        self._waiters: list[tuple[int, defer.Deferred[None]]] = []
+        # Called with (users given a notifying action, new position) after each batch.
+        self.on_actions: list[Callable[[set[str], int], None]] = []
+
+    # -- life cycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the position (first start: now; history is not evaluated) and catch up."""
+        position = await self._actions.get_position()
+        if position is None:
+            position = self._stream.current
+            await self._actions.record([], [], position)
+        self.position = position
+        self._remove_listener = self._notifier.add_listener(self._on_change)
+        self._read()
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._remove_listener is not None:
+            self._remove_listener()
+        if self._task is not None:
+            self._task.cancel()
+        self._release(2**62)
+
+    def rules_changed(self, user_id: str) -> None:
+        """The user's rules changed here: compile them again when next needed."""
+        self._rules.pop(user_id, None)
+
+    def reached(self, position: int, timeout_s: float) -> defer.Deferred[None]:
+        """Fires once evaluation has passed `position`, or after `timeout_s` regardless (a
+        reader never hangs on a failing evaluator)."""
+        if self.position >= position or self._stopped:
+            return defer.succeed(None)
+        done: defer.Deferred[None] = defer.Deferred()
+        timer = self._clock.callLater(timeout_s, lambda: done.called or done.callback(None))
+        done.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
+        self._waiters.append((position, done))
+        return done
+
+    def _release(self, upto: int) -> None:
+        waiting, self._waiters = self._waiters, []
+        for position, done in waiting:
+            if position <= upto:
+                if not done.called:
+                    done.callback(None)
+            else:
+                self._waiters.append((position, done))
+
+    # -- reading the events stream ------------------------------------------------
+
+    def _on_change(self, change: StreamChange) -> None:
+        if change.stream == "events" and not self._stopped:
+            self._read()
+
+    def _read(self) -> None:
+        if self._reading:
+            self._read_again = True
+            return
+        self._reading = True
+        self._task = defer.ensureDeferred(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        try:
+            while not self._stopped:
+                self._read_again = False
+                upto = self._stream.current
+                if upto <= self.position:
+                    if not self._read_again:
+                        return
+                    continue
+                rows = await self._actions.events_after(self.position, upto, READ_BATCH)
+                new_position = rows[-1][0] if len(rows) == READ_BATCH else upto
+                actions, own_reads = await self._evaluate(rows)
+                await self._actions.record(actions, own_reads, new_position)
+                self.position = new_position
+                self._release(new_position)
+                notified = {row.user_id for row in actions}
+                for listener in self.on_actions:
+                    listener(notified, new_position)
+        except defer.CancelledError:
+            pass
+        except Exception:
+            logger.exception("push evaluation failed; retrying on the next event")
+        finally:
+            self._reading = False
+
+    # -- evaluation -----------------------------------------------------------------
+
+    async def _evaluate(self, rows: list[tuple[int, str, str, str, int]]
+                        ) -> tuple[list[ActionRow], list[tuple[str, str, str, int]]]:
+        parsed = []
+        for position, event_id, room_id, pdu, ts in rows:
+            event = json.loads(pdu)
+            event["event_id"], event["room_id"] = event_id, room_id
+            parsed.append((position, event, ts))
+        threads = await self._threads_of(parsed)
+        actions: list[ActionRow] = []
+        own_reads: dict[tuple[str, str, str], int] = {}
+        for position, event, ts in parsed:
+            room_id, sender, event_id = event["room_id"], event.get("sender", ""), event["event_id"]
+            thread = threads.get(event_id, MAIN)
+            if sender.endswith(self._suffix):
+                own_reads[(sender, room_id, thread)] = position
+            if event.get("state_key") is not None:
+                self._rooms.pop(room_id, None)  # its members or power levels may have changed
+            room = await self._room(room_id)
+            if room is None:
+                continue
+            users = room.local_members
+            content = event.get("content")
+            if not isinstance(content, dict):
+                continue
+            if event.get("type") == "m.room.member" and content.get("membership") == "invite":
+                invitee = event.get("state_key")
+                if isinstance(invitee, str) and invitee.endswith(self._suffix):
+                    users = {**users, invitee: users.get(invitee)}
+            if not users:
+                continue
+            rules = await self._rules_for(list(users))
+            results = evaluate_for_users(FlatEvent(event), room.context(sender), rules, users)
+            for user_id, found in results.items():
+                if found.notify:
+                    actions.append(ActionRow(user_id, position, room_id, event_id, thread,
+                                             found.actions_json, found.highlight, ts))
+        return actions, [(u, r, t, p) for (u, r, t), p in own_reads.items()]
+
+    async def _threads_of(self, parsed: list[tuple[int, dict[str, Any], int]]) -> dict[str, str]:
+        """event -> thread root for the batch's events in a thread: named directly, or through
+        the event they relate to (a reaction or edit of a thread event), one hop."""
+        found: dict[str, str] = {}
+        unknown: dict[str, str] = {}
+        for _, event, _ in parsed:
+            content = event.get("content")
+            if not isinstance(content, dict):
+                continue
+            root = thread_of(content)
+            target = related_event(content)
+            if root is None and target is not None:
+                root = found.get(target) or self._threads.get(target)
+                if root is None:
+                    unknown[event["event_id"]] = target
+            if root is not None:
+                found[event["event_id"]] = root
+        if unknown:
+            roots = await self._actions.thread_of_events(sorted(set(unknown.values())))
+            found.update({e: roots[t] for e, t in unknown.items() if t in roots})
+        for event_id, root in found.items():
+            self._threads[event_id] = root
+        while len(self._threads) > THREADS_CACHE_SIZE:
+            self._threads.popitem(last=False)
+        return found
+
+    async def _room(self, room_id: str) -> RoomInfo | None:
+        info = self._rooms.get(room_id)
+        if info is not None:
+            self._rooms.move_to_end(room_id)
+            return info
+        version = await self._engine.room_version(room_id)
+        if version is None:
+            return None
+        state = await self._engine.current_state_events(room_id)
+        members: dict[str, str | None] = {}
+        count = 0
+        for (event_type, state_key), event in state.items():
+            if event_type != "m.room.member" or event.content.get("membership") != "join":
+                continue
+            count += 1
+            if state_key.endswith(self._suffix):
+                name = event.content.get("displayname")
+                members[state_key] = name if isinstance(name, str) else None
+        info = RoomInfo(members, count, state, version)
+        self._rooms[room_id] = info
+        while len(self._rooms) > ROOMS_CACHE_SIZE:
+            self._rooms.popitem(last=False)
+        return info
+
+    async def _rules_for(self, user_ids: list[str]) -> dict[str, CompiledRules]:
+        cache = self._rules
+        missing = [u for u in user_ids if u not in cache]
+        if missing:
+            stored = await self._rule_store.rules_for_users(missing)
+            for user_id in missing:
+                if user_id in stored:
+                    cache[user_id] = compile_rules(ruleset_from_stored(*stored[user_id]))
+                else:
+                    cache[user_id] = self._defaults
+            while len(cache) > RULES_CACHE_SIZE:
+                cache.popitem(last=False)
+        return {u: cache[u] for u in user_ids}
+

@@ -1,0 +1,175 @@
+"""Application services: registration files, acting as their users, exclusive
+namespaces, the ping, and the durable, ordered transaction queue."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from twisted.internet import reactor, task
+from twisted.trial.unittest import TestCase
+from twisted.web import resource, server
+
+from roost.appservice.registration import RegistrationError, parse_registration
+from tests.appservice.test_mautrix import free_port, write_registration
+from tests.server_harness import q, start_server
+
+V3 = "/_matrix/client/v3"
+AS_TOKEN = "as-token-bridge"
+
+
+class RecordingService(resource.Resource):
+    """An application service on loopback: records transactions; can refuse them."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transactions: list[tuple[str, list[dict]]] = []
+        self.refuse = False
+        self.auth: list[str] = []
+
+    def render_PUT(self, request: server.Request) -> bytes:
+        self.auth.append(request.getHeader("Authorization") or "")
+        if self.refuse:
+            request.setResponseCode(503)
+            return b"{}"
+        txn_id = request.path.decode().rsplit("/", 1)[1]
+        events = json.loads(request.content.read())["events"]
+        self.transactions.append((txn_id, events))
+        return b"{}"
+
+    def render_POST(self, request: server.Request) -> bytes:  # the ping
+        return b"{}"
+
+    def bodies(self) -> list[str]:
+        return [e["content"].get("body") for _t, evs in self.transactions for e in evs
+                if e["type"] == "m.room.message"]
+
+
+async def wait_until(check, what: str) -> None:
+    for _ in range(300):
+        if check():
+            return
+        await task.deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class RegistrationFileTests(TestCase):
+    def test_a_registration_with_a_bad_regex_or_missing_token_is_refused(self) -> None:
+        good = {"id": "x", "url": None, "as_token": "a", "hs_token": "h",
+                "sender_localpart": "xbot", "namespaces": {"users": [{"regex": "@x_.*"}]}}
+        service = parse_registration("x.yaml", good, "hs")
+        self.assertEqual(service.sender, "@xbot:hs")
+        self.assertTrue(service.owns_user("@x_1:hs"))
+        self.assertFalse(service.exclusive_user("@x_1:hs"))
+        with self.assertRaisesRegex(RegistrationError, "regex"):
+            parse_registration("x.yaml", {**good, "namespaces": {"users": [{"regex": "("}]}}, "hs")
+        with self.assertRaisesRegex(RegistrationError, "as_token"):
+            parse_registration("x.yaml", {**good, "as_token": ""}, "hs")
+
+
+class AppServiceClientTests(TestCase):
+    async def _server(self, port: int | None = None):
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        return await start_server(self, app_service_config_files=[
+            write_registration(folder, port or free_port())])
+
+    async def test_exclusive_users_and_aliases_are_closed_to_everyone_else(self) -> None:
+        server = await self._server()
+        taken = await server.request("POST", V3 + "/register", {
+            "username": "bridge_mallory", "password": "pw-mallory",
+            "auth": {"type": "m.login.dummy"}})
+        self.assertEqual((taken.status, taken.body["errcode"]), (400, "M_EXCLUSIVE"))
+        outside = await server.request("POST", V3 + "/register", {
+            "type": "m.login.application_service", "username": "carol"},
+            headers={"Authorization": f"Bearer {AS_TOKEN}"})
+        self.assertEqual((outside.status, outside.body["errcode"]), (400, "M_EXCLUSIVE"))
+        no_token = await server.request("POST", V3 + "/register", {
+            "type": "m.login.application_service", "username": "bridge_x"})
+        self.assertEqual(no_token.status, 401)
+        bob = await server.register("bob")
+        room = (await server.request("POST", V3 + "/createRoom", {},
+                                     token=bob["access_token"])).body["room_id"]
+        alias = await server.request("PUT", f"{V3}/directory/room/{q('#bridge_x:test.roost')}",
+                                     {"room_id": room}, token=bob["access_token"])
+        self.assertEqual((alias.status, alias.body["errcode"]), (400, "M_EXCLUSIVE"))
+
+    async def test_masquerading_only_as_registered_users_in_the_namespace(self) -> None:
+        server = await self._server()
+        who = await server.request("GET", V3 + "/account/whoami", token=AS_TOKEN)
+        self.assertEqual(who.body["user_id"], "@bridgebot:test.roost")
+        unknown = await server.request(
+            "GET", f"{V3}/account/whoami?user_id={q('@bridge_alice:test.roost')}", token=AS_TOKEN)
+        self.assertEqual((unknown.status, unknown.body["errcode"]), (403, "M_FORBIDDEN"))
+        made = await server.request("POST", V3 + "/register", {
+            "type": "m.login.application_service", "username": "bridge_alice",
+            "inhibit_login": True}, headers={"Authorization": f"Bearer {AS_TOKEN}"})
+        self.assertEqual(made.body, {"user_id": "@bridge_alice:test.roost"})
+        who = await server.request(
+            "GET", f"{V3}/account/whoami?user_id={q('@bridge_alice:test.roost')}", token=AS_TOKEN)
+        self.assertEqual(who.body["user_id"], "@bridge_alice:test.roost")
+        await server.register("bob")
+        outside = await server.request(
+            "GET", f"{V3}/account/whoami?user_id={q('@bob:test.roost')}", token=AS_TOKEN)
+        self.assertEqual(outside.status, 403)
+
+    async def test_ping_reaches_the_service_and_reports_failures(self) -> None:
+        port = free_port()
+        server = await self._server(port)
+        path = "/_matrix/client/v1/appservice/bridge/ping"
+        down = await server.request("POST", path, {"transaction_id": "t"}, token=AS_TOKEN)
+        self.assertEqual((down.status, down.body["errcode"]), (502, "M_CONNECTION_FAILED"))
+        listening = reactor.listenTCP(port, server_factory(RecordingService()),
+                                      interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        up = await server.request("POST", path, {"transaction_id": "t"}, token=AS_TOKEN)
+        self.assertEqual(up.status, 200, up.body)
+        self.assertIsInstance(up.body["duration_ms"], int)
+        bob = await server.register("bob")
+        other = await server.request("POST", path, {}, token=bob["access_token"])
+        self.assertEqual((other.status, other.body["errcode"]), (403, "M_FORBIDDEN"))
+
+
+def server_factory(root: resource.Resource) -> server.Site:
+    site = server.Site(root)
+    site.noisy = False
+    return site
+
+
+class TransactionQueueTests(TestCase):
+    async def test_events_reach_the_service_in_order_and_survive_a_restart(self) -> None:
+        port = free_port()
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        registration = write_registration(folder, port)
+        service = RecordingService()
+        listening = reactor.listenTCP(port, server_factory(service), interface="127.0.0.1")
+        self.addCleanup(lambda: listening.stopListening() if listening.connected else None)
+        data_dir = os.path.abspath(self.mktemp())
+        first = await start_server(self, data_dir=data_dir,
+                                   app_service_config_files=[registration])
+        bob = await first.register("bob")
+        room = (await first.request("POST", V3 + "/createRoom", {"preset": "public_chat"},
+                                    token=bob["access_token"])).body["room_id"]
+        await first.request("POST", f"{V3}/join/{q(room)}", {}, token=AS_TOKEN)  # the bot joins
+        await first.request("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/1",
+                            {"msgtype": "m.text", "body": "one"}, token=bob["access_token"])
+        await wait_until(lambda: "one" in service.bodies(), "the first message")
+        self.assertTrue(all(a == "Bearer hs-token-bridge" for a in service.auth))
+        service.refuse = True  # the bridge goes down: transactions wait
+        for n in ("two", "three"):
+            await first.request("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/{n}",
+                                {"msgtype": "m.text", "body": n}, token=bob["access_token"])
+        await wait_until(lambda: len(service.auth) >= 2, "a refused attempt")
+        await first.stop()
+        service.refuse = False
+        await start_server(self, dsn=first.hs.db.dsn, data_dir=data_dir,
+                           app_service_config_files=[registration])
+        await wait_until(lambda: service.bodies()[-1:] == ["three"], "the queued messages")
+        self.assertEqual(service.bodies(), ["one", "two", "three"])
+        txn_ids = [int(t) for t, _e in service.transactions]
+        self.assertEqual(txn_ids, sorted(set(txn_ids)))  # in order, none twice
+        in_room = [e["room_id"] for _t, evs in service.transactions for e in evs]
+        self.assertEqual(set(in_room), {room})

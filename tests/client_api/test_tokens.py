@@ -1,0 +1,108 @@
+"""Token checks every process sees, admin rights from storage, refresh tokens that act
+only when genuine, and a token secret that must be long and random."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.trial.unittest import TestCase
+
+from roost.client_api.tokens import WeakSecretError, load_or_create_secret
+from tests.postgres_harness import fresh_database
+from tests.server_harness import start_server
+
+V3 = "/_matrix/client/v3"
+
+
+def password_login(user: str, **extra: object) -> dict[str, object]:
+    return {"type": "m.login.password", "password": "hunter2-pw",
+            "identifier": {"type": "m.id.user", "user": user}, **extra}
+
+
+class TwoProcessesTests(TestCase):
+    async def test_logout_in_one_process_revokes_in_the_other_at_once(self) -> None:
+        dsn = await fresh_database(self)
+        folder = os.path.abspath(self.mktemp())
+        first = await start_server(self, dsn=dsn, data_dir=folder)
+        second = await start_server(self, dsn=dsn, data_dir=folder)
+        login = await first.register("alice")
+        token = login["access_token"]
+        other = (await first.request("POST", V3 + "/login", password_login("alice"))).body
+        for server in (first, second):
+            resp = await server.request("GET", V3 + "/account/whoami", token=token)
+            self.assertEqual(resp.status, 200, resp.body)
+        # Logout in the first process: the second refuses the token on the next request.
+        self.assertEqual((await first.request("POST", V3 + "/logout", {}, token=token)).status,
+                         200)
+        resp = await second.request("GET", V3 + "/account/whoami", token=token)
+        self.assertEqual((resp.status, resp.body["errcode"]), (401, "M_UNKNOWN_TOKEN"))
+        # Deleting a device in the second process revokes its token in the first.
+        await second.request("DELETE", V3 + f"/devices/{other['device_id']}", {
+            "auth": {"type": "m.login.password", "password": "hunter2-pw",
+                     "identifier": {"type": "m.id.user", "user": "alice"}}},
+            token=other["access_token"])
+        resp = await first.request("GET", V3 + "/account/whoami", token=other["access_token"])
+        self.assertEqual((resp.status, resp.body["errcode"]), (401, "M_UNKNOWN_TOKEN"))
+
+
+class AdminFlagTests(TestCase):
+    async def test_admin_rights_follow_storage_not_the_token(self) -> None:
+        server = await start_server(self)
+        login = await server.register("alice")
+        tokens = server.hs.tokens
+        self.assertFalse((await tokens.authenticate(login["access_token"])).is_admin)
+        await server.hs.db.run("promote", lambda t: t.execute(
+            "UPDATE users SET is_admin = TRUE WHERE user_id = %s", (login["user_id"],)))
+        self.assertTrue((await tokens.authenticate(login["access_token"])).is_admin)
+        await server.hs.db.run("demote", lambda t: t.execute(
+            "UPDATE users SET is_admin = FALSE WHERE user_id = %s", (login["user_id"],)))
+        self.assertFalse((await tokens.authenticate(login["access_token"])).is_admin)
+
+
+class RefreshTokenTests(TestCase):
+    async def test_a_forged_refresh_token_for_a_known_session_changes_nothing(self) -> None:
+        server = await start_server(self)
+        await server.register("alice")
+        login = (await server.request("POST", V3 + "/login",
+                                      password_login("alice", refresh_token=True))).body
+        session = login["refresh_token"].split(".")[1]  # also inside the access token
+        for forged in (f"rt.{session}.0.x.y", f"rt.{session}.7.x.y", f"rt.{session}.0.abc",
+                       "rt..0.x.y", "garbage"):
+            resp = await server.request("POST", V3 + "/refresh", {"refresh_token": forged})
+            self.assertEqual((resp.status, resp.body["errcode"]), (401, "M_UNKNOWN_TOKEN"))
+        whoami = await server.request("GET", V3 + "/account/whoami", token=login["access_token"])
+        self.assertEqual(whoami.status, 200, whoami.body)
+        fresh = await server.request("POST", V3 + "/refresh",
+                                     {"refresh_token": login["refresh_token"]})
+        self.assertEqual(fresh.status, 200, fresh.body)
+
+
+class TokenSecretTests(TestCase):
+    def _write(self, content: bytes) -> str:
+        folder = self.mktemp()
+        os.makedirs(folder)
+        path = os.path.join(folder, "token.secret")
+        with open(path, "wb") as f:
+            f.write(content)
+        return path
+
+    def test_empty_short_or_repetitive_secrets_are_refused(self) -> None:
+        for content in (b"", b"\n", b"secret", b"a" * 64, b"abab" * 20):
+            with self.assertRaises(WeakSecretError):
+                load_or_create_secret(self._write(content))
+
+    def test_a_made_secret_is_long_and_random_and_kept(self) -> None:
+        folder = self.mktemp()
+        path = os.path.join(folder, "token.secret")
+        made = load_or_create_secret(path)
+        self.assertGreaterEqual(len(made), 32)
+        self.assertEqual(load_or_create_secret(path), made)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+
+    async def test_roost_refuses_to_start_with_a_weak_secret(self) -> None:
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        with open(os.path.join(folder, "token.secret"), "wb") as f:
+            f.write(b"\n")
+        with self.assertRaises(WeakSecretError):
+            await start_server(self, data_dir=folder)
