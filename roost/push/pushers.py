@@ -96,6 +96,7 @@ class PusherDelivery:
         self.stats = DeliveryStats()
 
     async def start(self) -> None:
+        """Load every pusher and send what each is owed (a restart resumes where it was)."""
         for pusher in await self._store.all():
             self._add(pusher)
         self._evaluator.on_actions.append(self._on_actions)
@@ -164,6 +165,8 @@ class PusherDelivery:
         task.addBoth(lambda _: self._tasks.discard(task))
 
     def _retry_later(self, state: _State) -> None:
+        if self._stopped or state.removed:
+            return
         state.retry_ms = min(self._max_retry, state.retry_ms * 2 if state.retry_ms
                              else self._min_retry)
 
