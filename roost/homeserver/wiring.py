@@ -532,8 +532,8 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
                              clock: IReactorTime, db: Database, users: UserStore,
                              engine: RoomEngine, state_store: RoomStateStore,
                              directory_store: DirectoryStore, event_stream: StreamIdGenerator,
-                             notifier: Notifier, closers: list[tuple[str, Any]],
-                             ) -> AppServiceSender | None:
+                             notifier: Notifier, profiles: Profiles,
+                             closers: list[tuple[str, Any]]) -> AppServiceSender | None:
     """Each service's bot account, its client endpoints, and the transaction sender."""
     now_ms = int(clock.seconds() * 1000)
     for service in appservices.services:
@@ -542,6 +542,8 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
         except UserExistsError:
             pass
     http = AppServiceHttp(reactor)
+    appservices.http = http
+    profiles.ask_for_missing = appservices.query_user
     client_appservice.register(router, appservices, http)
     if not appservices.services:
         return None
@@ -639,7 +641,7 @@ async def build_homeserver(
                       RegistrationTokenStore(db), clock,
                       require_token=config.registration.require_token,
                       allow_guests=config.registration.allow_guests, appservices=appservices)
-    login.register(router, accounts, tokens, device_store)
+    login.register(router, accounts, tokens, device_store, appservices)
     capabilities.register(router, config.rooms.default_version)
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
     password_hooks: list[Any] = []
@@ -676,7 +678,7 @@ async def build_homeserver(
     root = Resource()
     appservice_sender = await _start_appservices(
         appservices, router, reactor, clock, db, users, engine, state_store, directory_store,
-        event_stream, notifier, closers)
+        event_stream, notifier, profiles, closers)
     api = JsonResource(router, AppServiceAuth(appservices, tokens, users), limiter,
                        _limits(config))
     for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
