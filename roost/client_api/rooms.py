@@ -277,11 +277,15 @@ def register(
             if await engine.room_version(room_id) is None:
                 raise not_found("Unknown room")
             raise forbidden("You are not in this room")
-        if remote is not None and current == "invite" and not await remote.is_resident(room_id):
-            # Rejecting an invite to a room this server is not in: through the inviter's server.
+        if remote is not None and current in ("invite", "knock") \
+                and not await remote.is_resident(room_id):
+            # Rejecting an invite to (or withdrawing a knock on) a room this server is not
+            # in: through the inviter's server, or those the client names.
             state = await engine.current_state_events(room_id)
             invite = state.get(("m.room.member", req.user.user_id))
-            via = [invite.sender.partition(":")[2]] if invite is not None else []
+            via = [*req.args("via"), *req.args("server_name")]
+            if invite is not None and current == "invite":
+                via.append(invite.sender.partition(":")[2])
             await remotely(remote.leave(room_id, req.user.user_id, via, req.json(required=False)))
             return {}
         await set_membership(room_id, req.user.user_id, req.user.user_id, "leave",

@@ -78,6 +78,8 @@ class ServedRooms:
         router.add("GET", V1 + "/make_leave/{roomId}/{userId}", self.make_leave)
         router.add("PUT", V2 + "/send_leave/{roomId}/{eventId}", self.send_leave)
         router.add("PUT", V2 + "/invite/{roomId}/{eventId}", self.invite)
+        router.add("GET", V1 + "/make_knock/{roomId}/{userId}", self.make_knock)
+        router.add("PUT", V1 + "/send_knock/{roomId}/{eventId}", self.send_knock)
         # The v1 forms, which older servers still use: the answers are [200, body].
         router.add("PUT", V1 + "/send_join/{roomId}/{eventId}", self.send_join_v1)
         router.add("PUT", V1 + "/send_leave/{roomId}/{eventId}", self.send_leave_v1)
@@ -133,13 +135,30 @@ class ServedRooms:
     async def make_leave(self, req: FederationRequest) -> JsonDict:
         return await self._make(req, "leave")
 
+    async def make_knock(self, req: FederationRequest) -> JsonDict:
+        version = await self._version(req.params["roomId"])
+        if not version.knock_join_rule:
+            raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION",
+                              "This room's version does not allow knocking",
+                              room_version=version.identifier)
+        return await self._make(req, "knock")
+
+    async def send_knock(self, req: FederationRequest) -> JsonDict:
+        """Take a remote user's knock; answer with the room state they may see (stripped)."""
+        event, _ = await self._send_membership(req, "knock")
+        state = await self._engine.current_state_events(event.room_id)
+        shown = [state[(t, "")] for t in INVITE_STATE_TYPES if (t, "") in state]
+        return {"knock_room_state": [
+            {"type": e.type, "state_key": e.state_key, "content": e.content, "sender": e.sender}
+            for e in shown]}
+
     async def _make(self, req: FederationRequest, membership: str) -> JsonDict:
         origin = req.authenticated_origin
         room_id, user_id = req.params["roomId"], req.params["userId"]
         if server_name_of(user_id) != origin:
             raise _forbidden("the user is not on the requesting server")
         version = await self._version(room_id)
-        if membership == "join":
+        if membership in ("join", "knock"):
             supported = req.args("ver") or ["1"]
             if version.identifier not in supported:
                 raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION",

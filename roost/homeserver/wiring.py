@@ -16,6 +16,7 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
+from roost.admin import media as admin_media
 from roost.admin import rooms as admin_rooms
 from roost.admin import server as admin_server
 from roost.admin import users as admin_users
@@ -33,6 +34,7 @@ from roost.client_api import (
     devices,
     directory,
     keys,
+    knock,
     login,
     messages,
     notifications,
@@ -47,6 +49,7 @@ from roost.client_api import (
     room_keys,
     room_state,
     rooms,
+    search,
     send,
     sync,
     tags,
@@ -69,6 +72,7 @@ from roost.client_api.profile import Profiles
 from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.rooms import RoomCreation
+from roost.client_api.search_index import SearchIndexer
 from roost.client_api.sync_builder import SyncBuilder, SyncToken
 from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
@@ -131,6 +135,7 @@ from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateL
 from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
+from roost.storage.search import SearchStore
 from roost.storage.server_keys import ServerKeyStore
 from roost.storage.streams import StreamIdGenerator
 from roost.storage.sync_data import AccountDataStore, FilterStore, ReceiptStore
@@ -488,8 +493,9 @@ def _token_positions(raw: str) -> tuple[int, int]:
 def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime,
                                notifier: Notifier, engine: RoomEngine,
                                streams: dict[str, StreamIdGenerator], config: RoostConfig,
-                               federation: FederationParts) -> None:
-    """Tags, third-party identifiers, OpenID (client and federation sides), TURN."""
+                               federation: FederationParts, view: RoomView,
+                               event_store: EventStore, closers: list[tuple[str, Any]]) -> None:
+    """Tags, third-party identifiers, OpenID (client and federation sides), TURN, search."""
     account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
 
     async def room_exists(room_id: str) -> bool:
@@ -503,6 +509,12 @@ def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime
     voip = config.voip
     voip_api.register(router, clock, voip.turn_uris, voip.turn_shared_secret,
                       voip.turn_user_lifetime, voip.turn_allow_guests)
+    search_store = SearchStore(db)
+    indexer = SearchIndexer(search_store, streams["events"], notifier)
+    indexer.start()
+    closers.append(("search indexer", indexer.stop))
+    search.register(router, search.RoomEventSearch(search_store, indexer, engine, view,
+                                                   event_store))
 
 
 def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
@@ -663,6 +675,8 @@ async def build_homeserver(
                       Backfiller(engine, event_store, federation.keyring, federation.client,
                                  config.server_name, federation.fetches).backfill)
     relations.register(router, engine, view, RelationStore(db))
+    _register_versions(router, engine, view, directory_store, state_store, federation, config,
+                       local_key, clock, db)
     directory.register(router, engine, view, directory_store, config.server_name, appservices,
                        _remote_alias(federation, engine, state_store, config, local_key, clock),
                        remote_queries)
@@ -672,7 +686,8 @@ async def build_homeserver(
     push = await _build_push(router, db, reactor, clock, config, notifier, engine, view, streams,
                              closers, password_hooks, builder)
 
-    _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation)
+    _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation,
+                               view, event_store, closers)
     admin = _register_admin(router, config, accounts, tokens, device_store, profiles, engine,
                             clock, db, on_deactivate)
     root = Resource()
@@ -692,6 +707,7 @@ async def build_homeserver(
     site = RoostSite(root, config.listeners.client.max_body_bytes,
                      config.listeners.client.x_forwarded)
     media = _register_media(config, reactor, clock, db, router, federation, site, closers)
+    admin_media.register(router, admin_media.AdminMedia(AdminGate(accounts), media))
     sender = FederationSender(
         FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
         config.server_name, clock, min_retry_interval_ms=config.federation.min_retry_interval,
@@ -731,3 +747,12 @@ def _remote_alias(federation: Any, engine: RoomEngine, state_store: RoomStateSto
     return RemoteRooms(federation.client, federation.keyring, engine, state_store,
                        config.server_name, local_key.signing_key, clock).resolve_alias
 
+
+def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
+                       directory_store: DirectoryStore, state_store: RoomStateStore,
+                       federation: Any, config: Any, local_key: Any, clock: Any,
+                       db: Any) -> None:
+    """Issue 15's client endpoints: knocking."""
+    remote = RemoteRooms(federation.client, federation.keyring, engine, state_store,
+                         config.server_name, local_key.signing_key, clock)
+    knock.register(router, engine, view, directory_store, remote, FederationInboundStore(db))

@@ -14,7 +14,9 @@ Thumbnails are made once per configured size, in a thread, and kept.
 
 from __future__ import annotations
 
+import io
 import logging
+import re
 import secrets
 import string
 import tempfile
@@ -93,8 +95,6 @@ def check_ids(server_name: str, media_id: str) -> None:
 
 
 def _valid_server_name(name: str) -> bool:
-    import re
-
     return bool(re.match(r"^(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,255})(:\d{1,5})?$", name))
 
 
@@ -310,8 +310,6 @@ class MediaRepository:
 
     async def _keep_thumbnail(self, server: str, media_id: str, size: Size, animated: bool,
                               data: bytes | BinaryIO, media_type: str) -> None:
-        import io
-
         source = io.BytesIO(data) if isinstance(data, bytes) else data
         key = MediaKey(server, media_id, thumbnail_name(size, animated))
         length = await self._store.put(key, source)
@@ -324,6 +322,7 @@ class MediaRepository:
         caller then thumbnails the original itself)."""
         cached = await self._cached_thumbnail(server, media_id, size, animated)
         if cached is not None:
+            await self._meta.touch(server, media_id, self._now())
             return cached
         assert self._remote is not None
         args = {"width": str(size.width), "height": str(size.height), "method": size.method,
@@ -341,7 +340,10 @@ class MediaRepository:
             media_type = safety.checked_type(media_type, _peek(source))
             if media_type not in THUMBNAILABLE:
                 return None
+            await self._meta.ensure_remote(server, media_id, self._now(),
+                                           self.settings.legacy_unauthenticated)
             await self._keep_thumbnail(server, media_id, size, animated, source, media_type)
+        await self._evict(keep=(server, media_id))
         return await self._cached_thumbnail(server, media_id, size, animated)
 
     # -- remote media ----------------------------------------------------------------
@@ -489,9 +491,12 @@ def _peek(source: Any) -> bytes:
 
 
 def _header(headers: Any, name: bytes) -> str | None:
+    """One header of a Twisted `Headers` as text."""
     values = headers.getRawHeaders(name) if headers is not None else None
-    return values[0].decode("latin-1") if isinstance(values[0] if values else None, bytes) \
-        else (values[0] if values else None)
+    if not values:
+        return None
+    value = values[0]
+    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
 def _endpoint_missing(e: Exception) -> bool:
