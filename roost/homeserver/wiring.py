@@ -16,6 +16,7 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
+from roost.admin import media as admin_media
 from roost.admin import rooms as admin_rooms
 from roost.admin import server as admin_server
 from roost.admin import users as admin_users
@@ -706,6 +707,7 @@ async def build_homeserver(
     site = RoostSite(root, config.listeners.client.max_body_bytes,
                      config.listeners.client.x_forwarded)
     media = _register_media(config, reactor, clock, db, router, federation, site, closers)
+    admin_media.register(router, admin_media.AdminMedia(AdminGate(accounts), media))
     sender = FederationSender(
         FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
         config.server_name, clock, min_retry_interval_ms=config.federation.min_retry_interval,
