@@ -8,6 +8,8 @@ from __future__ import annotations
 from twisted.trial.unittest import TestCase
 
 from tests.clients.js_harness import run_js
+from tests.federation.synapse_harness import start_synapse
+from tests.federation.two_servers import start_node
 from tests.server_harness import start_server
 
 
@@ -41,3 +43,21 @@ class JsEncryptedChatTests(TestCase):
         self.assertGreaterEqual(backup["restored"], 1)  # keys imported from Roost's backup
         self.assertIn("hello bob, secretly",
                       [b["body"] for b in backup["third_sees"] if not b["failure"]])
+
+
+class JsEncryptedChatWithSynapseTests(TestCase):
+    timeout = 300
+
+    async def test_a_roost_user_and_a_synapse_user_decrypt_each_others_messages(self) -> None:
+        synapse = await start_synapse(self)
+        roost = await start_node(self)
+        assert roost.server is not None
+        run = await run_js(self, "e2ee_chat.mjs", {
+            "base_url": roost.server.base_url, "bob_base_url": synapse.client_url,
+            "steps": ["chat"]})
+        chat = run.step("chat")
+        alice, bob = f"@alice:{roost.name}", f"@bob:{synapse.name}"
+        self.assertIn({"body": "hello bob, secretly", "failure": False, "encrypted": True,
+                       "sender": alice}, chat["bob_sees"])
+        self.assertIn({"body": "hello alice, secretly", "failure": False, "encrypted": True,
+                       "sender": bob}, chat["alice_sees"])
