@@ -24,6 +24,7 @@ from roost.admin.auth import AdminGate
 from roost.admin.register import SharedSecretRegistration
 from roost.admin.registration_tokens import AdminRegistrationTokens
 from roost.appservice.client import AppServiceHttp
+from roost.appservice.ephemeral import EphemeralRelay
 from roost.appservice.registration import load_registrations
 from roost.appservice.sender import AppServiceSender, Interest
 from roost.client_api import (
@@ -545,6 +546,7 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
                              engine: RoomEngine, state_store: RoomStateStore,
                              directory_store: DirectoryStore, event_stream: StreamIdGenerator,
                              notifier: Notifier, profiles: Profiles,
+                             typing_users: Any, receipts_position: int,
                              closers: list[tuple[str, Any]]) -> AppServiceSender | None:
     """Each service's bot account, its client endpoints, and the transaction sender."""
     now_ms = int(clock.seconds() * 1000)
@@ -569,12 +571,16 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
         now = int(clock.seconds() * 1000)
         return [client_event(loaded[i], now) for i in event_ids if i in loaded]
 
+    interest = Interest(members_of, directory_store.aliases_of)
     sender = AppServiceSender(
-        appservices.services, AppServiceStore(db), FederationOutboundStore(db),
-        Interest(members_of, directory_store.aliases_of), format_events, event_stream,
-        notifier, http, clock)
+        appservices.services, AppServiceStore(db), FederationOutboundStore(db), interest,
+        format_events, event_stream, notifier, http, clock)
     await sender.start()
     closers.append(("application service sender", sender.stop))
+    relay = EphemeralRelay(appservices.services, interest, typing_users,
+                           FederationOutboundStore(db).receipts_since, receipts_position,
+                           notifier, http, clock)
+    closers.append(("application service ephemeral relay", relay.stop))
     closers.append(("application service connections", http.pool.closeCachedConnections))
     return sender
 
@@ -693,7 +699,8 @@ async def build_homeserver(
     root = Resource()
     appservice_sender = await _start_appservices(
         appservices, router, reactor, clock, db, users, engine, state_store, directory_store,
-        event_stream, notifier, profiles, closers)
+        event_stream, notifier, profiles, typing_tracker.typing_users,
+        streams["receipts"].current, closers)
     api = JsonResource(router, AppServiceAuth(appservices, tokens, users), limiter,
                        _limits(config))
     for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
