@@ -16,6 +16,7 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
+from roost.admin import media as admin_media
 from roost.admin import rooms as admin_rooms
 from roost.admin import server as admin_server
 from roost.admin import users as admin_users
@@ -23,6 +24,7 @@ from roost.admin.auth import AdminGate
 from roost.admin.register import SharedSecretRegistration
 from roost.admin.registration_tokens import AdminRegistrationTokens
 from roost.appservice.client import AppServiceHttp
+from roost.appservice.ephemeral import EphemeralRelay
 from roost.appservice.registration import load_registrations
 from roost.appservice.sender import AppServiceSender, Interest
 from roost.client_api import (
@@ -554,6 +556,7 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
                              engine: RoomEngine, state_store: RoomStateStore,
                              directory_store: DirectoryStore, event_stream: StreamIdGenerator,
                              notifier: Notifier, profiles: Profiles,
+                             typing_users: Any, receipts_position: int,
                              closers: list[tuple[str, Any]]) -> AppServiceSender | None:
     """Each service's bot account, its client endpoints, and the transaction sender."""
     now_ms = int(clock.seconds() * 1000)
@@ -578,12 +581,16 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
         now = int(clock.seconds() * 1000)
         return [client_event(loaded[i], now) for i in event_ids if i in loaded]
 
+    interest = Interest(members_of, directory_store.aliases_of)
     sender = AppServiceSender(
-        appservices.services, AppServiceStore(db), FederationOutboundStore(db),
-        Interest(members_of, directory_store.aliases_of), format_events, event_stream,
-        notifier, http, clock)
+        appservices.services, AppServiceStore(db), FederationOutboundStore(db), interest,
+        format_events, event_stream, notifier, http, clock)
     await sender.start()
     closers.append(("application service sender", sender.stop))
+    relay = EphemeralRelay(appservices.services, interest, typing_users,
+                           FederationOutboundStore(db).receipts_since, receipts_position,
+                           notifier, http, clock)
+    closers.append(("application service ephemeral relay", relay.stop))
     closers.append(("application service connections", http.pool.closeCachedConnections))
     return sender
 
@@ -702,7 +709,8 @@ async def build_homeserver(
     root = Resource()
     appservice_sender = await _start_appservices(
         appservices, router, reactor, clock, db, users, engine, state_store, directory_store,
-        event_stream, notifier, profiles, closers)
+        event_stream, notifier, profiles, typing_tracker.typing_users,
+        streams["receipts"].current, closers)
     api = JsonResource(router, AppServiceAuth(appservices, tokens, users), limiter,
                        _limits(config))
     for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
@@ -716,6 +724,7 @@ async def build_homeserver(
     site = RoostSite(root, config.listeners.client.max_body_bytes,
                      config.listeners.client.x_forwarded)
     media = _register_media(config, reactor, clock, db, router, federation, site, closers)
+    admin_media.register(router, admin_media.AdminMedia(AdminGate(accounts), media))
     sender = FederationSender(
         FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
         config.server_name, clock, min_retry_interval_ms=config.federation.min_retry_interval,
