@@ -16,6 +16,7 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
+from roost.admin import media as admin_media
 from roost.admin import rooms as admin_rooms
 from roost.admin import server as admin_server
 from roost.admin import users as admin_users
@@ -23,6 +24,7 @@ from roost.admin.auth import AdminGate
 from roost.admin.register import SharedSecretRegistration
 from roost.admin.registration_tokens import AdminRegistrationTokens
 from roost.appservice.client import AppServiceHttp
+from roost.appservice.ephemeral import EphemeralRelay
 from roost.appservice.registration import load_registrations
 from roost.appservice.sender import AppServiceSender, Interest
 from roost.client_api import (
@@ -48,6 +50,7 @@ from roost.client_api import (
     room_keys,
     room_state,
     rooms,
+    search,
     send,
     sync,
     tags,
@@ -70,6 +73,7 @@ from roost.client_api.profile import Profiles
 from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.rooms import RoomCreation
+from roost.client_api.search_index import SearchIndexer
 from roost.client_api.sync_builder import SyncBuilder, SyncToken
 from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
@@ -132,6 +136,7 @@ from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateL
 from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
+from roost.storage.search import SearchStore
 from roost.storage.server_keys import ServerKeyStore
 from roost.storage.streams import StreamIdGenerator
 from roost.storage.sync_data import AccountDataStore, FilterStore, ReceiptStore
@@ -489,8 +494,9 @@ def _token_positions(raw: str) -> tuple[int, int]:
 def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime,
                                notifier: Notifier, engine: RoomEngine,
                                streams: dict[str, StreamIdGenerator], config: RoostConfig,
-                               federation: FederationParts) -> None:
-    """Tags, third-party identifiers, OpenID (client and federation sides), TURN."""
+                               federation: FederationParts, view: RoomView,
+                               event_store: EventStore, closers: list[tuple[str, Any]]) -> None:
+    """Tags, third-party identifiers, OpenID (client and federation sides), TURN, search."""
     account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
 
     async def room_exists(room_id: str) -> bool:
@@ -504,6 +510,12 @@ def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime
     voip = config.voip
     voip_api.register(router, clock, voip.turn_uris, voip.turn_shared_secret,
                       voip.turn_user_lifetime, voip.turn_allow_guests)
+    search_store = SearchStore(db)
+    indexer = SearchIndexer(search_store, streams["events"], notifier)
+    indexer.start()
+    closers.append(("search indexer", indexer.stop))
+    search.register(router, search.RoomEventSearch(search_store, indexer, engine, view,
+                                                   event_store))
 
 
 def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
@@ -534,6 +546,7 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
                              engine: RoomEngine, state_store: RoomStateStore,
                              directory_store: DirectoryStore, event_stream: StreamIdGenerator,
                              notifier: Notifier, profiles: Profiles,
+                             typing_users: Any, receipts_position: int,
                              closers: list[tuple[str, Any]]) -> AppServiceSender | None:
     """Each service's bot account, its client endpoints, and the transaction sender."""
     now_ms = int(clock.seconds() * 1000)
@@ -558,12 +571,16 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
         now = int(clock.seconds() * 1000)
         return [client_event(loaded[i], now) for i in event_ids if i in loaded]
 
+    interest = Interest(members_of, directory_store.aliases_of)
     sender = AppServiceSender(
-        appservices.services, AppServiceStore(db), FederationOutboundStore(db),
-        Interest(members_of, directory_store.aliases_of), format_events, event_stream,
-        notifier, http, clock)
+        appservices.services, AppServiceStore(db), FederationOutboundStore(db), interest,
+        format_events, event_stream, notifier, http, clock)
     await sender.start()
     closers.append(("application service sender", sender.stop))
+    relay = EphemeralRelay(appservices.services, interest, typing_users,
+                           FederationOutboundStore(db).receipts_since, receipts_position,
+                           notifier, http, clock)
+    closers.append(("application service ephemeral relay", relay.stop))
     closers.append(("application service connections", http.pool.closeCachedConnections))
     return sender
 
@@ -675,13 +692,15 @@ async def build_homeserver(
     push = await _build_push(router, db, reactor, clock, config, notifier, engine, view, streams,
                              closers, password_hooks, builder)
 
-    _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation)
+    _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation,
+                               view, event_store, closers)
     admin = _register_admin(router, config, accounts, tokens, device_store, profiles, engine,
                             clock, db, on_deactivate)
     root = Resource()
     appservice_sender = await _start_appservices(
         appservices, router, reactor, clock, db, users, engine, state_store, directory_store,
-        event_stream, notifier, profiles, closers)
+        event_stream, notifier, profiles, typing_tracker.typing_users,
+        streams["receipts"].current, closers)
     api = JsonResource(router, AppServiceAuth(appservices, tokens, users), limiter,
                        _limits(config))
     for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
@@ -695,6 +714,7 @@ async def build_homeserver(
     site = RoostSite(root, config.listeners.client.max_body_bytes,
                      config.listeners.client.x_forwarded)
     media = _register_media(config, reactor, clock, db, router, federation, site, closers)
+    admin_media.register(router, admin_media.AdminMedia(AdminGate(accounts), media))
     sender = FederationSender(
         FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
         config.server_name, clock, min_retry_interval_ms=config.federation.min_retry_interval,

@@ -146,6 +146,16 @@ async def probe_notifications(viewer: Client, room: Room) -> Any:
                              if n["room_id"] == room.room_id])
 
 
+async def probe_search(viewer: Client, room: Room) -> Any:
+    """POST /search in this room only; a room the viewer was never in is not searched."""
+    resp = await viewer.call("POST", "/search", {"search_categories": {"room_events": {
+        "search_term": "before or during or after", "filter": {"rooms": [room.room_id]}}}})
+    error = _error(resp)
+    if error:
+        return error
+    return _bodies([r["result"] for r in resp.body["search_categories"]["room_events"]["results"]])
+
+
 PROBES: dict[str, Probe] = {
     "/messages": probe_messages,
     "/event": probe_event,
@@ -158,6 +168,7 @@ PROBES: dict[str, Probe] = {
     "/threads": probe_threads,
     "/aliases": probe_aliases,
     "/notifications": probe_notifications,
+    "/search": probe_search,
 }
 
 B, BD, D, DA = bodies("before"), bodies("before", "during"), bodies("during"), \
@@ -245,6 +256,15 @@ TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/notifications", "left", D, D, D, D),
     ("/notifications", "banned", D, D, D, D),
     ("/notifications", "forgotten", NONE, NONE, NONE, D),
+
+    # Search looks in the rooms the viewer is or was in, never in one only invited to or
+    # never joined; what it finds there is what /messages would show.
+    ("/search", "never", NONE, NONE, NONE, NONE),
+    ("/search", "invited", NONE, NONE, NONE, NONE),
+    ("/search", "joined", ALL, DA, DA, ALL),
+    ("/search", "left", BD, D, D, ALL),
+    ("/search", "banned", BD, D, D, ALL),
+    ("/search", "forgotten", NONE, NONE, NONE, ALL),
 ]
 
 
