@@ -16,6 +16,7 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
+from roost.admin import media as admin_media
 from roost.admin import rooms as admin_rooms
 from roost.admin import server as admin_server
 from roost.admin import users as admin_users
@@ -23,6 +24,7 @@ from roost.admin.auth import AdminGate
 from roost.admin.register import SharedSecretRegistration
 from roost.admin.registration_tokens import AdminRegistrationTokens
 from roost.appservice.client import AppServiceHttp
+from roost.appservice.ephemeral import EphemeralRelay
 from roost.appservice.registration import load_registrations
 from roost.appservice.sender import AppServiceSender, Interest
 from roost.client_api import (
@@ -33,6 +35,7 @@ from roost.client_api import (
     devices,
     directory,
     keys,
+    knock,
     login,
     messages,
     notifications,
@@ -44,13 +47,16 @@ from roost.client_api import (
     receipts,
     register,
     relations,
+    reports,
     room_keys,
     room_state,
     rooms,
+    search,
     send,
     sync,
     tags,
     threepid,
+    timestamps,
     to_device,
     typing,
     user_directory,
@@ -69,12 +75,14 @@ from roost.client_api.profile import Profiles
 from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.rooms import RoomCreation
+from roost.client_api.search_index import SearchIndexer
 from roost.client_api.sync_builder import SyncBuilder, SyncToken
 from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.federation import openid as federation_openid
 from roost.federation import served as federation_served
+from roost.federation import timestamps as federation_timestamps
 from roost.federation.backfill import Backfiller
 from roost.federation.device_edus import DeviceListSender, InboundDeviceEdus
 from roost.federation.fetches import EventFetches
@@ -118,6 +126,7 @@ from roost.storage.directory import DirectoryStore
 from roost.storage.e2e_backup import KeyBackupStore
 from roost.storage.e2e_keys import E2eKeyStore
 from roost.storage.embedded import start_embedded_postgres
+from roost.storage.event_timestamps import EventTimestampStore
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
 from roost.storage.federation_outbound import FederationOutboundStore
@@ -130,7 +139,9 @@ from roost.storage.push import PushActionStore, PusherStore, PushRuleStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
+from roost.storage.reports import ReportStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
+from roost.storage.search import SearchStore
 from roost.storage.server_keys import ServerKeyStore
 from roost.storage.streams import StreamIdGenerator
 from roost.storage.sync_data import AccountDataStore, FilterStore, ReceiptStore
@@ -489,8 +500,10 @@ def _token_positions(raw: str) -> tuple[int, int]:
 def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime,
                                notifier: Notifier, engine: RoomEngine,
                                streams: dict[str, StreamIdGenerator], config: RoostConfig,
-                               federation: FederationParts) -> None:
-    """Tags, third-party identifiers, OpenID (client and federation sides), TURN."""
+                               federation: FederationParts, view: RoomView,
+                               event_store: EventStore, closers: list[tuple[str, Any]]) -> None:
+    """Tags, third-party identifiers, OpenID and timestamp_to_event (client and federation
+    sides), TURN, reports, search."""
     account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
 
     async def room_exists(room_id: str) -> bool:
@@ -504,6 +517,16 @@ def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime
     voip = config.voip
     voip_api.register(router, clock, voip.turn_uris, voip.turn_shared_secret,
                       voip.turn_user_lifetime, voip.turn_allow_guests)
+    reports.register(router, ReportStore(db), view, clock)
+    timestamps_store = EventTimestampStore(db)
+    timestamps.register(router, timestamps_store, view)
+    federation_timestamps.register(federation.router, timestamps_store, engine, view.access)
+    search_store = SearchStore(db)
+    indexer = SearchIndexer(search_store, streams["events"], notifier)
+    indexer.start()
+    closers.append(("search indexer", indexer.stop))
+    search.register(router, search.RoomEventSearch(search_store, indexer, engine, view,
+                                                   event_store))
 
 
 def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
@@ -533,8 +556,9 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
                              clock: IReactorTime, db: Database, users: UserStore,
                              engine: RoomEngine, state_store: RoomStateStore,
                              directory_store: DirectoryStore, event_stream: StreamIdGenerator,
-                             notifier: Notifier, closers: list[tuple[str, Any]],
-                             ) -> AppServiceSender | None:
+                             notifier: Notifier, profiles: Profiles,
+                             typing_users: Any, receipts_position: int,
+                             closers: list[tuple[str, Any]]) -> AppServiceSender | None:
     """Each service's bot account, its client endpoints, and the transaction sender."""
     now_ms = int(clock.seconds() * 1000)
     for service in appservices.services:
@@ -543,6 +567,8 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
         except UserExistsError:
             pass
     http = AppServiceHttp(reactor)
+    appservices.http = http
+    profiles.ask_for_missing = appservices.query_user
     client_appservice.register(router, appservices, http)
     if not appservices.services:
         return None
@@ -556,12 +582,16 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
         now = int(clock.seconds() * 1000)
         return [client_event(loaded[i], now) for i in event_ids if i in loaded]
 
+    interest = Interest(members_of, directory_store.aliases_of)
     sender = AppServiceSender(
-        appservices.services, AppServiceStore(db), FederationOutboundStore(db),
-        Interest(members_of, directory_store.aliases_of), format_events, event_stream,
-        notifier, http, clock)
+        appservices.services, AppServiceStore(db), FederationOutboundStore(db), interest,
+        format_events, event_stream, notifier, http, clock)
     await sender.start()
     closers.append(("application service sender", sender.stop))
+    relay = EphemeralRelay(appservices.services, interest, typing_users,
+                           FederationOutboundStore(db).receipts_since, receipts_position,
+                           notifier, http, clock)
+    closers.append(("application service ephemeral relay", relay.stop))
     closers.append(("application service connections", http.pool.closeCachedConnections))
     return sender
 
@@ -640,7 +670,7 @@ async def build_homeserver(
                       RegistrationTokenStore(db), clock,
                       require_token=config.registration.require_token,
                       allow_guests=config.registration.allow_guests, appservices=appservices)
-    login.register(router, accounts, tokens, device_store)
+    login.register(router, accounts, tokens, device_store, appservices)
     capabilities.register(router, config.rooms.default_version)
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
     password_hooks: list[Any] = []
@@ -662,6 +692,8 @@ async def build_homeserver(
                       Backfiller(engine, event_store, federation.keyring, federation.client,
                                  config.server_name, federation.fetches).backfill)
     relations.register(router, engine, view, RelationStore(db))
+    _register_versions(router, engine, view, directory_store, state_store, federation, config,
+                       local_key, clock, db)
     directory.register(router, engine, view, directory_store, config.server_name, appservices,
                        _remote_alias(federation, engine, state_store, config, local_key, clock),
                        remote_queries)
@@ -671,13 +703,15 @@ async def build_homeserver(
     push = await _build_push(router, db, reactor, clock, config, notifier, engine, view, streams,
                              closers, password_hooks, builder)
 
-    _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation)
+    _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation,
+                               view, event_store, closers)
     admin = _register_admin(router, config, accounts, tokens, device_store, profiles, engine,
                             clock, db, on_deactivate)
     root = Resource()
     appservice_sender = await _start_appservices(
         appservices, router, reactor, clock, db, users, engine, state_store, directory_store,
-        event_stream, notifier, closers)
+        event_stream, notifier, profiles, typing_tracker.typing_users,
+        streams["receipts"].current, closers)
     api = JsonResource(router, AppServiceAuth(appservices, tokens, users), limiter,
                        _limits(config))
     for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
@@ -691,6 +725,7 @@ async def build_homeserver(
     site = RoostSite(root, config.listeners.client.max_body_bytes,
                      config.listeners.client.x_forwarded)
     media = _register_media(config, reactor, clock, db, router, federation, site, closers)
+    admin_media.register(router, admin_media.AdminMedia(AdminGate(accounts), media))
     sender = FederationSender(
         FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
         config.server_name, clock, min_retry_interval_ms=config.federation.min_retry_interval,
@@ -730,3 +765,12 @@ def _remote_alias(federation: Any, engine: RoomEngine, state_store: RoomStateSto
     return RemoteRooms(federation.client, federation.keyring, engine, state_store,
                        config.server_name, local_key.signing_key, clock).resolve_alias
 
+
+def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
+                       directory_store: DirectoryStore, state_store: RoomStateStore,
+                       federation: Any, config: Any, local_key: Any, clock: Any,
+                       db: Any) -> None:
+    """Issue 15's client endpoints: knocking."""
+    remote = RemoteRooms(federation.client, federation.keyring, engine, state_store,
+                         config.server_name, local_key.signing_key, clock)
+    knock.register(router, engine, view, directory_store, remote, FederationInboundStore(db))
