@@ -24,6 +24,7 @@ from roost.admin.auth import AdminGate
 from roost.admin.register import SharedSecretRegistration
 from roost.admin.registration_tokens import AdminRegistrationTokens
 from roost.appservice.client import AppServiceHttp
+from roost.appservice.ephemeral import EphemeralRelay
 from roost.appservice.registration import load_registrations
 from roost.appservice.sender import AppServiceSender, Interest
 from roost.client_api import (
@@ -46,6 +47,7 @@ from roost.client_api import (
     receipts,
     register,
     relations,
+    reports,
     room_keys,
     room_state,
     rooms,
@@ -54,6 +56,7 @@ from roost.client_api import (
     sync,
     tags,
     threepid,
+    timestamps,
     to_device,
     typing,
     user_directory,
@@ -79,6 +82,7 @@ from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.federation import openid as federation_openid
 from roost.federation import served as federation_served
+from roost.federation import timestamps as federation_timestamps
 from roost.federation.backfill import Backfiller
 from roost.federation.device_edus import DeviceListSender, InboundDeviceEdus
 from roost.federation.fetches import EventFetches
@@ -122,6 +126,7 @@ from roost.storage.directory import DirectoryStore
 from roost.storage.e2e_backup import KeyBackupStore
 from roost.storage.e2e_keys import E2eKeyStore
 from roost.storage.embedded import start_embedded_postgres
+from roost.storage.event_timestamps import EventTimestampStore
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
 from roost.storage.federation_outbound import FederationOutboundStore
@@ -134,6 +139,7 @@ from roost.storage.push import PushActionStore, PusherStore, PushRuleStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
+from roost.storage.reports import ReportStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
 from roost.storage.search import SearchStore
 from roost.storage.server_keys import ServerKeyStore
@@ -495,7 +501,8 @@ def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime
                                streams: dict[str, StreamIdGenerator], config: RoostConfig,
                                federation: FederationParts, view: RoomView,
                                event_store: EventStore, closers: list[tuple[str, Any]]) -> None:
-    """Tags, third-party identifiers, OpenID (client and federation sides), TURN, search."""
+    """Tags, third-party identifiers, OpenID and timestamp_to_event (client and federation
+    sides), TURN, reports, search."""
     account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
 
     async def room_exists(room_id: str) -> bool:
@@ -509,6 +516,10 @@ def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime
     voip = config.voip
     voip_api.register(router, clock, voip.turn_uris, voip.turn_shared_secret,
                       voip.turn_user_lifetime, voip.turn_allow_guests)
+    reports.register(router, ReportStore(db), view, clock)
+    timestamps_store = EventTimestampStore(db)
+    timestamps.register(router, timestamps_store, view)
+    federation_timestamps.register(federation.router, timestamps_store, engine, view.access)
     search_store = SearchStore(db)
     indexer = SearchIndexer(search_store, streams["events"], notifier)
     indexer.start()
@@ -545,6 +556,7 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
                              engine: RoomEngine, state_store: RoomStateStore,
                              directory_store: DirectoryStore, event_stream: StreamIdGenerator,
                              notifier: Notifier, profiles: Profiles,
+                             typing_users: Any, receipts_position: int,
                              closers: list[tuple[str, Any]]) -> AppServiceSender | None:
     """Each service's bot account, its client endpoints, and the transaction sender."""
     now_ms = int(clock.seconds() * 1000)
@@ -569,12 +581,16 @@ async def _start_appservices(appservices: AppServices, router: Router, reactor: 
         now = int(clock.seconds() * 1000)
         return [client_event(loaded[i], now) for i in event_ids if i in loaded]
 
+    interest = Interest(members_of, directory_store.aliases_of)
     sender = AppServiceSender(
-        appservices.services, AppServiceStore(db), FederationOutboundStore(db),
-        Interest(members_of, directory_store.aliases_of), format_events, event_stream,
-        notifier, http, clock)
+        appservices.services, AppServiceStore(db), FederationOutboundStore(db), interest,
+        format_events, event_stream, notifier, http, clock)
     await sender.start()
     closers.append(("application service sender", sender.stop))
+    relay = EphemeralRelay(appservices.services, interest, typing_users,
+                           FederationOutboundStore(db).receipts_since, receipts_position,
+                           notifier, http, clock)
+    closers.append(("application service ephemeral relay", relay.stop))
     closers.append(("application service connections", http.pool.closeCachedConnections))
     return sender
 
@@ -693,7 +709,8 @@ async def build_homeserver(
     root = Resource()
     appservice_sender = await _start_appservices(
         appservices, router, reactor, clock, db, users, engine, state_store, directory_store,
-        event_stream, notifier, profiles, closers)
+        event_stream, notifier, profiles, typing_tracker.typing_users,
+        streams["receipts"].current, closers)
     api = JsonResource(router, AppServiceAuth(appservices, tokens, users), limiter,
                        _limits(config))
     for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
