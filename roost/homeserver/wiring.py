@@ -39,6 +39,7 @@ from roost.client_api import (
     receipts,
     register,
     relations,
+    reports,
     room_keys,
     room_state,
     rooms,
@@ -47,6 +48,7 @@ from roost.client_api import (
     sync,
     tags,
     threepid,
+    timestamps,
     to_device,
     typing,
     user_directory,
@@ -70,6 +72,7 @@ from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.federation import openid as federation_openid
 from roost.federation import served as federation_served
+from roost.federation import timestamps as federation_timestamps
 from roost.federation.backfill import Backfiller
 from roost.federation.device_edus import DeviceListSender, InboundDeviceEdus
 from roost.federation.fetches import EventFetches
@@ -118,6 +121,7 @@ from roost.storage.directory import DirectoryStore
 from roost.storage.e2e_backup import KeyBackupStore
 from roost.storage.e2e_keys import E2eKeyStore
 from roost.storage.embedded import start_embedded_postgres
+from roost.storage.event_timestamps import EventTimestampStore
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
 from roost.storage.federation_outbound import FederationOutboundStore
@@ -130,6 +134,7 @@ from roost.storage.push import PushActionStore, PusherStore, PushRuleStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
+from roost.storage.reports import ReportStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
 from roost.storage.search import SearchStore
 from roost.storage.server_keys import ServerKeyStore
@@ -473,7 +478,8 @@ def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime
                                streams: dict[str, StreamIdGenerator], config: RoostConfig,
                                federation: FederationParts, view: RoomView,
                                event_store: EventStore, closers: list[tuple[str, Any]]) -> None:
-    """Tags, third-party identifiers, OpenID (client and federation sides), TURN, search."""
+    """Tags, third-party identifiers, OpenID and timestamp_to_event (client and federation
+    sides), TURN, reports, search."""
     account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
 
     async def room_exists(room_id: str) -> bool:
@@ -487,6 +493,10 @@ def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime
     voip = config.voip
     voip_api.register(router, clock, voip.turn_uris, voip.turn_shared_secret,
                       voip.turn_user_lifetime, voip.turn_allow_guests)
+    reports.register(router, ReportStore(db), view, clock)
+    timestamps_store = EventTimestampStore(db)
+    timestamps.register(router, timestamps_store, view)
+    federation_timestamps.register(federation.router, timestamps_store, engine, view.access)
     search_store = SearchStore(db)
     indexer = SearchIndexer(search_store, streams["events"], notifier)
     indexer.start()

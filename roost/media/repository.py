@@ -265,16 +265,28 @@ class MediaRepository:
             if legacy and (cached is None or not cached.unauthenticated) \
                     and not self.settings.legacy_unauthenticated:
                 raise not_found()
-            served = await self._once(("rthumb", server_name, media_id, size, animated),
-                                      lambda: self._remote_thumbnail(server_name, media_id,
-                                                                     size, animated))
-            if served is not None:
-                return served
+            cached = await self._cached_thumbnail(server_name, media_id, size, animated)
+            if cached is not None:
+                await self._meta.touch(server_name, media_id, self._now())
+                return cached
+            # One fetch for concurrent requests; each then opens its own file.
+            if await self._once(("rthumb", server_name, media_id, size, animated),
+                                lambda: self._fetch_remote_thumbnail(server_name, media_id,
+                                                                     size, animated)):
+                cached = await self._cached_thumbnail(server_name, media_id, size, animated)
+                if cached is not None:
+                    return cached
             row = await self._remote_row(server_name, media_id)
         if legacy and not row.unauthenticated:
             raise not_found()
-        return await self._once(("thumb", server_name, media_id, size, animated),
-                                lambda: self._local_thumbnail(row, size, animated))
+        cached = await self._cached_thumbnail(row.server_name, row.media_id, size, animated)
+        if cached is None:
+            await self._once(("thumb", server_name, media_id, size, animated),
+                             lambda: self._make_thumbnail(row, size, animated))
+            cached = await self._cached_thumbnail(row.server_name, row.media_id, size, animated)
+        if cached is None:
+            raise not_found()
+        return cached
 
     async def _cached_thumbnail(self, server: str, media_id: str, size: Size, animated: bool
                                 ) -> Served | None:
@@ -287,10 +299,8 @@ class MediaRepository:
                     return Served(found[0], found[1], thumb.media_type, None)
         return None
 
-    async def _local_thumbnail(self, row: MediaRow, size: Size, animated: bool) -> Served:
-        cached = await self._cached_thumbnail(row.server_name, row.media_id, size, animated)
-        if cached is not None:
-            return cached
+    async def _make_thumbnail(self, row: MediaRow, size: Size, animated: bool) -> None:
+        """Make and keep the thumbnail (Pillow in a thread)."""
         if row.media_type not in THUMBNAILABLE:
             raise MatrixError(400, "M_UNKNOWN", "This media cannot be thumbnailed")
         original = await self._open(row)
@@ -303,10 +313,6 @@ class MediaRepository:
             original.file.close()
         await self._keep_thumbnail(row.server_name, row.media_id, size, animated, data,
                                    media_type)
-        cached = await self._cached_thumbnail(row.server_name, row.media_id, size, animated)
-        if cached is None:
-            raise not_found()
-        return cached
 
     async def _keep_thumbnail(self, server: str, media_id: str, size: Size, animated: bool,
                               data: bytes | BinaryIO, media_type: str) -> None:
@@ -316,35 +322,31 @@ class MediaRepository:
         await self._meta.record_thumbnail(server, media_id, ThumbnailRow(
             size.width, size.height, size.method, animated, media_type, length))
 
-    async def _remote_thumbnail(self, server: str, media_id: str, size: Size, animated: bool
-                                ) -> Served | None:
-        """A remote server's thumbnail, cached; None when it will not make one (the
-        caller then thumbnails the original itself)."""
-        cached = await self._cached_thumbnail(server, media_id, size, animated)
-        if cached is not None:
-            await self._meta.touch(server, media_id, self._now())
-            return cached
+    async def _fetch_remote_thumbnail(self, server: str, media_id: str, size: Size,
+                                      animated: bool) -> bool:
+        """Fetch and keep the remote server's thumbnail; False when it will not make one
+        (the caller then thumbnails the original itself)."""
         assert self._remote is not None
         args = {"width": str(size.width), "height": str(size.height), "method": size.method,
                 "animated": "true" if animated else "false", "timeout_ms": "20000"}
         with tempfile.TemporaryFile(dir=self._scratch) as body:
             try:
-                fetched = await self._fetch(server, media_id, body, "thumbnail", args)
+                source, media_type, _name = await self._fetch(server, media_id, body,
+                                                              "thumbnail", args)
             except MatrixError as e:
                 if e.status == 404:
                     raise
                 logger.info("no thumbnail of %s/%s from its server (%s): making one", server,
                             media_id, e.error)
-                return None
-            source, media_type, _name = fetched
+                return False
             media_type = safety.checked_type(media_type, _peek(source))
             if media_type not in THUMBNAILABLE:
-                return None
+                return False
             await self._meta.ensure_remote(server, media_id, self._now(),
                                            self.settings.legacy_unauthenticated)
             await self._keep_thumbnail(server, media_id, size, animated, source, media_type)
         await self._evict(keep=(server, media_id))
-        return await self._cached_thumbnail(server, media_id, size, animated)
+        return True
 
     # -- remote media ----------------------------------------------------------------
 
