@@ -51,6 +51,7 @@ from roost.client_api import (
     timestamps,
     to_device,
     typing,
+    upgrade,
     user_directory,
     versions,
     websocket,
@@ -662,7 +663,8 @@ def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
                        directory_store: DirectoryStore, state_store: RoomStateStore,
                        federation: Any, config: Any, local_key: Any, clock: Any,
                        db: Any) -> None:
-    """Issue 15's client endpoints: knocking."""
+    """Issue 15's client endpoints: knocking, room upgrades."""
     remote = RemoteRooms(federation.client, federation.keyring, engine, state_store,
                          config.server_name, local_key.signing_key, clock)
     knock.register(router, engine, view, directory_store, remote, FederationInboundStore(db))
+    upgrade.register(router, engine, view, directory_store)
