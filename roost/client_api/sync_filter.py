@@ -35,7 +35,7 @@ from roost.client_api.errors import bad_json
 
 JsonDict = dict[str, Any]
 DEFAULT_TIMELINE_LIMIT = 10
-MAX_TIMELINE_LIMIT = 1000
+MAX_TIMELINE_LIMIT = 100  # a client wanting more pages back with /messages
 _STRING_LISTS = ("types", "not_types", "senders", "not_senders")
 _ROOM_LISTS = ("rooms", "not_rooms")
 _ROOM_EVENT_FLAGS = ("contains_url", "include_redundant_members", "lazy_load_members",

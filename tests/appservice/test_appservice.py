@@ -29,6 +29,7 @@ class RecordingService(resource.Resource):
         self.refuse = False
         self.auth: list[str] = []
         self.queries: list[str] = []
+        self.ephemeral: list[dict] = []
         self.known: set[str] = set()
         self.on_query = None
 
@@ -38,8 +39,10 @@ class RecordingService(resource.Resource):
             request.setResponseCode(503)
             return b"{}"
         txn_id = request.path.decode().rsplit("/", 1)[1]
-        events = json.loads(request.content.read())["events"]
-        self.transactions.append((txn_id, events))
+        body = json.loads(request.content.read())
+        if body["events"]:
+            self.transactions.append((txn_id, body["events"]))
+        self.ephemeral.extend(body.get("ephemeral", []))
         return b"{}"
 
     def render_POST(self, request: server.Request) -> bytes:  # the ping
@@ -261,3 +264,41 @@ class AppServiceExtrasTests(TestCase):
         profile = await server.request("GET", f"{V3}/profile/{q('@bridge_bob:test.roost')}")
         self.assertEqual(profile.status, 404)
         self.assertTrue(any("users" in p for p in service.queries))
+
+
+class EphemeralTests(TestCase):
+    async def test_typing_and_receipts_reach_a_service_that_asked_for_them(self) -> None:
+        port = free_port()
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        service = RecordingService()
+        listening = reactor.listenTCP(port, server_factory(service), interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        server = await start_server(self, app_service_config_files=[
+            write_registration(folder, port, receive_ephemeral=True)])
+        bob = await server.register("bob")
+        room = (await server.request("POST", V3 + "/createRoom", {"preset": "public_chat"},
+                                     token=bob["access_token"])).body["room_id"]
+        other = (await server.request("POST", V3 + "/createRoom", {},
+                                      token=bob["access_token"])).body["room_id"]
+        await server.request("POST", f"{V3}/join/{q(room)}", {}, token=AS_TOKEN)
+        await server.request("PUT", f"{V3}/rooms/{q(other)}/typing/{q('@bob:test.roost')}",
+                             {"typing": True, "timeout": 30000}, token=bob["access_token"])
+        await server.request("PUT", f"{V3}/rooms/{q(room)}/typing/{q('@bob:test.roost')}",
+                             {"typing": True, "timeout": 30000}, token=bob["access_token"])
+        await wait_until(lambda: any(e["type"] == "m.typing" for e in service.ephemeral),
+                         "a typing notice")
+        typing = [e for e in service.ephemeral if e["type"] == "m.typing"]
+        self.assertEqual(typing[0], {"type": "m.typing", "room_id": room,
+                                     "content": {"user_ids": ["@bob:test.roost"]}})
+        self.assertNotIn(other, [e["room_id"] for e in service.ephemeral])  # not its room
+        sent = await server.request("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/r1",
+                                    {"msgtype": "m.text", "body": "x"}, token=AS_TOKEN)
+        event_id = sent.body["event_id"]
+        await server.request("POST", f"{V3}/rooms/{q(room)}/receipt/m.read/{q(event_id)}", {},
+                             token=bob["access_token"])
+        await wait_until(lambda: any(e["type"] == "m.receipt" for e in service.ephemeral),
+                         "a receipt")
+        receipt = [e for e in service.ephemeral if e["type"] == "m.receipt"][0]
+        self.assertEqual(receipt["room_id"], room)
+        self.assertIn("@bob:test.roost", receipt["content"][event_id]["m.read"])
