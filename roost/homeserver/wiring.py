@@ -26,6 +26,7 @@ from roost.client_api import (
     cross_signing,
     devices,
     directory,
+    hierarchy,
     keys,
     knock,
     login,
@@ -71,6 +72,7 @@ from roost.client_api.sync_builder import SyncBuilder, SyncToken
 from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
+from roost.federation import hierarchy as federation_hierarchy
 from roost.federation import openid as federation_openid
 from roost.federation import served as federation_served
 from roost.federation import timestamps as federation_timestamps
@@ -117,6 +119,7 @@ from roost.push.evaluator import PushEvaluator
 from roost.push.pushers import PusherDelivery, event_details
 from roost.rooms.access import RoomAccess
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
+from roost.rooms.hierarchy import SpaceHierarchy
 from roost.storage.accounts import UserStore
 from roost.storage.database import Database
 from roost.storage.device_inbox import DeviceInboxStore
@@ -325,7 +328,8 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
         FederationInboundStore(db), config.server_name, local_key.signing_key, clock,
         RoomAccess(engine, RoomStateStore(db), directory_store.is_forgotten),
         directory_store, profile,
-        EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence, e2e_edus),
+        EduSinks(typing_edu, receipt_service.put, presence_tracker.set_remote_presence,
+                 e2e_edus),
         federation.fetches)
 
 
@@ -581,7 +585,7 @@ async def build_homeserver(
     remote_queries = _build_remote_queries(federation, clock)
     profile.register(router, profiles, config.server_name, remote_queries)
     user_directory.register(router, profile_store)
-    presence.register(router, presence_tracker, users)
+    presence.register(router, presence_tracker, users, state_store.share_a_room)
     devices.register(router, device_store, tokens, uia)
     rooms.register(router, engine, view, directory_store,
                    RoomCreation(config.server_name, config.rooms.default_version),
@@ -672,8 +676,12 @@ def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
                        directory_store: DirectoryStore, state_store: RoomStateStore,
                        federation: Any, config: Any, local_key: Any, clock: Any,
                        db: Any) -> None:
-    """Issue 15's client endpoints: knocking, room upgrades."""
+    """Issue 15's endpoints: knocking, room upgrades, space hierarchies (client and
+    federation)."""
     remote = RemoteRooms(federation.client, federation.keyring, engine, state_store,
                          config.server_name, local_key.signing_key, clock)
     knock.register(router, engine, view, directory_store, remote, FederationInboundStore(db))
     upgrade.register(router, engine, view, directory_store)
+    spaces = SpaceHierarchy(engine, view.access)
+    hierarchy.register(router, spaces, federation.client, config.server_name)
+    federation_hierarchy.register(federation.router, spaces)
