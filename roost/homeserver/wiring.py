@@ -32,6 +32,7 @@ from roost.client_api import (
     account_data,
     capabilities,
     cross_signing,
+    deprecated,
     devices,
     directory,
     keys,
@@ -500,9 +501,11 @@ def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime
                                notifier: Notifier, engine: RoomEngine,
                                streams: dict[str, StreamIdGenerator], config: RoostConfig,
                                federation: FederationParts, view: RoomView,
-                               event_store: EventStore, closers: list[tuple[str, Any]]) -> None:
+                               event_store: EventStore, closers: list[tuple[str, Any]],
+                               waiter: sync.ChangeWaiter, directory_store: DirectoryStore,
+                               presence_tracker: PresenceTracker) -> None:
     """Tags, third-party identifiers, OpenID and timestamp_to_event (client and federation
-    sides), TURN, reports, search."""
+    sides), TURN, reports, search, and the deprecated /events and /initialSync."""
     account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
 
     async def room_exists(room_id: str) -> bool:
@@ -516,12 +519,15 @@ def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime
     voip = config.voip
     voip_api.register(router, clock, voip.turn_uris, voip.turn_shared_secret,
                       voip.turn_user_lifetime, voip.turn_allow_guests)
+    deprecated.register(router, deprecated.OldSync(
+        engine, view, event_store, SyncEventStore(db), streams["events"], waiter,
+        AccountDataStore(db), streams["account_data"], directory_store, presence_tracker))
     reports.register(router, ReportStore(db), view, clock)
     timestamps_store = EventTimestampStore(db)
     timestamps.register(router, timestamps_store, view)
     federation_timestamps.register(federation.router, timestamps_store, engine, view.access)
     search_store = SearchStore(db)
-    indexer = SearchIndexer(search_store, streams["events"], notifier)
+    indexer = SearchIndexer(search_store, streams["events"], notifier, clock)
     indexer.start()
     closers.append(("search indexer", indexer.stop))
     search.register(router, search.RoomEventSearch(search_store, indexer, engine, view,
@@ -703,7 +709,8 @@ async def build_homeserver(
                              closers, password_hooks, builder)
 
     _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation,
-                               view, event_store, closers)
+                               view, event_store, closers, waiter, directory_store,
+                               presence_tracker)
     admin = _register_admin(router, config, accounts, tokens, device_store, profiles, engine,
                             clock, db, on_deactivate)
     root = Resource()
