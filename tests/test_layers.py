@@ -13,7 +13,7 @@ ALLOWED = {
     "homeserver": {"admin", "appservice", "client_api", "federation", "rooms", "keys",
                    "storage", "http", "media", "push"},
     # The admin API sits beside the client API on the same JSON resource and account rules.
-    "admin": {"client_api", "rooms", "storage", "http"},
+    "admin": {"client_api", "media", "rooms", "storage", "http"},
     "client_api": {"appservice", "federation", "push", "rooms", "keys", "storage", "http"},
     "appservice": {"rooms", "storage", "http"},
     "federation": {"rooms", "keys", "storage", "http"},

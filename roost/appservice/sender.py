@@ -56,17 +56,22 @@ class Interest:
         if event.type == "m.room.member" and event.state_key \
                 and service.interested_in_user(event.state_key):
             return True
-        if service.interested_in_room(event.room_id):
+        return await self.wants_room(service, event.room_id, cache)
+
+    async def wants_room(self, service: AppService, room_id: str, cache: dict[str, Any]) -> bool:
+        """The room is in the rooms namespace, has an alias of the service, or one of its
+        users is in it (`cache` keeps look-ups for one batch)."""
+        if service.interested_in_room(room_id):
             return True
         if service.aliases:
-            key = f"aliases:{event.room_id}"
+            key = f"aliases:{room_id}"
             if key not in cache:
-                cache[key] = await self._aliases_of(event.room_id)
+                cache[key] = await self._aliases_of(room_id)
             if any(service.interested_in_alias(a) for a in cache[key]):
                 return True
-        key = f"members:{event.room_id}"
+        key = f"members:{room_id}"
         if key not in cache:
-            cache[key] = list(await self._members_of(event.room_id))
+            cache[key] = list(await self._members_of(room_id))
         return any(service.interested_in_user(u) for u in cache[key])
 
 

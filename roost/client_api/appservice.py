@@ -32,6 +32,27 @@ class AppServices:
         self.services = services
         self._by_token = {s.as_token: s for s in services}
         self._by_id = {s.id: s for s in services}
+        self.http: AppServiceHttp | None = None  # set once the services' client exists
+
+    async def login_as_user(self, accounts: Accounts, tokens: TokenAuthority, req: ApiRequest,
+                            body: JsonDict) -> JsonDict:
+        return await login_as_user(self, accounts, tokens, req, body)
+
+    async def query_user(self, user_id: str) -> bool:
+        """Ask the services whose namespace holds `user_id` to create it; True if one did."""
+        for service in self.services:
+            if self.http is not None and service.interested_in_user(user_id) \
+                    and await self.http.query_user(service, user_id):
+                return True
+        return False
+
+    async def query_alias(self, alias: str) -> bool:
+        """Ask the services whose namespace holds `alias` to create it; True if one did."""
+        for service in self.services:
+            if self.http is not None and service.interested_in_alias(alias) \
+                    and await self.http.query_alias(service, alias):
+                return True
+        return False
 
     def by_token(self, token: str | None) -> AppService | None:
         return self._by_token.get(token) if token else None
@@ -69,7 +90,31 @@ class AppServiceAuth:
         if user_id != service.sender and not await self._users.user_exists(user_id):
             raise forbidden("Application service has not registered this user")
         return Requester(user_id, f"AS_{service.id}", f"as:{service.id}",
-                         app_service=service.id)
+                         app_service=service.id, unlimited=not service.rate_limited)
+
+
+async def login_as_user(services: AppServices, accounts: Accounts, tokens: TokenAuthority,
+                        req: ApiRequest, body: JsonDict) -> JsonDict:
+    """POST /login with `type: m.login.application_service`: a device for one of its users."""
+    service = services.by_token(_bearer(req))
+    if service is None:
+        raise MatrixError(401, "M_MISSING_TOKEN", "An application service token is required")
+    identifier = body.get("identifier")
+    name = identifier.get("user") if isinstance(identifier, dict) else body.get("user")
+    if not isinstance(name, str):
+        raise missing_param("identifier.user")
+    user_id = accounts.resolve_login_name(name)
+    if not service.owns_user(user_id):
+        raise forbidden("The user is outside the application service's namespace")
+    record = await accounts.users.get_user(user_id)
+    if record is None or record.deactivated:
+        raise forbidden("Unknown or deactivated user")
+    issued = await tokens.issue(user_id, device_id_from(body), is_admin=record.is_admin,
+                                want_refresh=body.get("refresh_token") is True,
+                                display_name=optional_str(body, "initial_device_display_name"))
+    result = issued.to_json()
+    result["home_server"] = accounts.server_name
+    return result
 
 
 async def register_as_user(services: AppServices, accounts: Accounts, tokens: TokenAuthority,

@@ -11,12 +11,13 @@ from roost.storage.devices import DeviceRecord, DeviceStore
 
 
 def _device_json(device: DeviceRecord) -> JsonDict:
-    return {
-        "device_id": device.device_id,
-        "display_name": device.display_name,
-        "last_seen_ts": device.last_seen_ts,
-        "last_seen_ip": device.last_seen_ip,
-    }
+    """A device as the spec's schema has it: optional fields not known are left out, not null."""
+    body: JsonDict = {"device_id": device.device_id}
+    for key in ("display_name", "last_seen_ts", "last_seen_ip"):
+        value = getattr(device, key)
+        if value is not None:
+            body[key] = value
+    return body
 
 
 def register(

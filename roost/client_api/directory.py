@@ -62,6 +62,8 @@ def register(router: Router, engine: RoomEngine, view: RoomView, directory: Dire
                 raise MatrixError(e.status, e.errcode, e.message) from None
             return {"room_id": room_id, "servers": list(dict.fromkeys(servers))}
         found = await directory.get_alias(alias)
+        if found is None and appservices is not None and await appservices.query_alias(alias):
+            found = await directory.get_alias(alias)  # a bridge made it on demand
         if found is None:
             raise not_found("Room alias not found")
         return {"room_id": found[0], "servers": [server_name]}

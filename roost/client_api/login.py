@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import string
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roost.client_api.accounts import Accounts
 from roost.client_api.errors import MatrixError, bad_json, forbidden
@@ -34,12 +34,23 @@ def device_id_from(body: dict[str, Any]) -> str:
     return device_id
 
 
-def register(router: Router, accounts: Accounts, tokens: TokenAuthority, devices: DeviceStore) -> None:
+if TYPE_CHECKING:  # appservice.py uses this module's helpers
+    from roost.client_api.appservice import AppServices
+
+
+def register(router: Router, accounts: Accounts, tokens: TokenAuthority, devices: DeviceStore,
+             appservices: AppServices | None = None) -> None:
+    """`appservices`: `m.login.application_service` for the services' own users."""
     async def login_flows(req: ApiRequest) -> JsonDict:
-        return {"flows": [{"type": "m.login.password"}]}
+        flows: list[JsonDict] = [{"type": "m.login.password"}]
+        if appservices is not None and appservices.services:
+            flows.append({"type": "m.login.application_service"})
+        return {"flows": flows}
 
     async def login(req: ApiRequest) -> JsonDict:
         body = req.json()
+        if body.get("type") == "m.login.application_service" and appservices is not None:
+            return await appservices.login_as_user(accounts, tokens, req, body)
         if body.get("type") != "m.login.password":
             raise MatrixError(400, "M_UNKNOWN", "Unknown login type")
         name = _login_name(body)

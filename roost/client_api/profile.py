@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -46,9 +47,15 @@ class Profiles:
         self._store = store
         self._engine = engine
         self._state = state
+        # Asked about a local user with no profile before answering 404: an application
+        # service may create users of its namespace on demand (set by wiring).
+        self.ask_for_missing: Callable[[str], Awaitable[bool]] | None = None
 
     async def get(self, user_id: str) -> Profile:
         profile = await self._store.get_profile(user_id)
+        if profile is None and self.ask_for_missing is not None \
+                and await self.ask_for_missing(user_id):
+            profile = await self._store.get_profile(user_id)
         if profile is None:
             raise not_found("Profile not found")
         return profile

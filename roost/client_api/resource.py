@@ -50,6 +50,7 @@ class Requester:
     session_id: str
     is_admin: bool = False
     app_service: str | None = None  # the application service acting, if any
+    unlimited: bool = False  # an application service registered with rate_limited: false
     is_guest: bool = False
 
 
@@ -271,6 +272,8 @@ class JsonResource(Resource):
     ) -> None:
         """Charge the route's bucket: per user when logged in, else per client address."""
         if route.rate_limit is None or self._limiter is None:
+            return
+        if requester is not None and requester.unlimited:
             return
         limit = self._limits.get(route.rate_limit)
         if limit is None:

@@ -10,6 +10,7 @@ from roost.client_api.errors import MatrixError, bad_json, forbidden, invalid_pa
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, Handler, JsonDict, Router
 from roost.client_api.room_view import RoomView, append_event, check_canonical
 from roost.federation.joins import RemoteRooms
+from roost.rooms import restricted
 from roost.rooms.engine import NewEvent, RoomEngine, RoomError
 from roost.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from roost.storage.directory import DirectoryStore
@@ -239,10 +240,34 @@ def register(
                 return
             if member_profile is not None:
                 content.update(await member_profile(target))
+            if current != "invite":
+                await authorise_restricted(room_id, target, content)
         if remote is not None and membership == "invite" and remote.is_remote_user(target):
             await remotely(remote.invite(room_id, sender, target, content))
             return
         await append_event(engine, room_id, NewEvent(sender, "m.room.member", content, target))
+
+    async def authorise_restricted(room_id: str, user_id: str, content: JsonDict) -> None:
+        """A restricted room admits members of the rooms its allow list names: a local
+        user who may invite vouches for the join (join_authorised_via_users_server)."""
+        version = await engine.room_version(room_id)
+        state = await engine.current_state_events(room_id)
+        if version is None or not restricted.is_restricted(state, version):
+            return
+        for allowed in restricted.allowed_room_ids(state):
+            if await engine.room_version(allowed) is not None \
+                    and await engine.membership(allowed, user_id) == "join":
+                break
+        else:
+            if ("m.room.join_rules", "") in state and \
+                    state[("m.room.join_rules", "")].content.get("join_rule") == "knock_restricted":
+                raise forbidden("You may knock on this room, or join through its allowed rooms")
+            raise forbidden("You are not in any of the rooms this room admits members of")
+        authoriser = restricted.choose_authoriser(state, version, server_name)
+        if authoriser is None:
+            raise MatrixError(400, "M_UNABLE_TO_GRANT_JOIN",
+                              "No user of this server may invite to the room")
+        content["join_authorised_via_users_server"] = authoriser
 
     async def check_guest_may_join(req: ApiRequest, room_id: str) -> None:
         """Guests join only rooms whose m.room.guest_access is can_join (the spec's guest module)."""
@@ -277,11 +302,15 @@ def register(
             if await engine.room_version(room_id) is None:
                 raise not_found("Unknown room")
             raise forbidden("You are not in this room")
-        if remote is not None and current == "invite" and not await remote.is_resident(room_id):
-            # Rejecting an invite to a room this server is not in: through the inviter's server.
+        if remote is not None and current in ("invite", "knock") \
+                and not await remote.is_resident(room_id):
+            # Rejecting an invite to (or withdrawing a knock on) a room this server is not
+            # in: through the inviter's server, or those the client names.
             state = await engine.current_state_events(room_id)
             invite = state.get(("m.room.member", req.user.user_id))
-            via = [invite.sender.partition(":")[2]] if invite is not None else []
+            via = [*req.args("via"), *req.args("server_name")]
+            if invite is not None and current == "invite":
+                via.append(invite.sender.partition(":")[2])
             await remotely(remote.leave(room_id, req.user.user_id, via, req.json(required=False)))
             return {}
         await set_membership(room_id, req.user.user_id, req.user.user_id, "leave",

@@ -246,6 +246,39 @@ class RemoteRooms:
             checked.append(event)
         return checked
 
+    # -- knocking ----------------------------------------------------------------------
+
+    async def knock(self, room_id: str, user_id: str, via: Iterable[str],
+                    content: JsonDict | None = None) -> tuple[Event, list[JsonDict]]:
+        """Knock on a room held by other servers (make_knock, send_knock); the knock
+        event, kept here as the user's membership, and the room state sent back."""
+        errors: list[RoomError] = []
+        for server in self._candidates(room_id, [*via, *await self._known_servers(room_id)]):
+            try:
+                return await self._knock_via(server, room_id, user_id, content or {})
+            except RoomError as e:
+                logger.info("knocking on %s through %s failed: %s", room_id, server, e.message)
+                errors.append(e)
+        if not errors:
+            raise RoomError(404, "M_NOT_FOUND", "No known servers to knock through")
+        errors.sort(key=lambda e: 0 if e.status in (400, 403) else 1)
+        raise errors[0]
+
+    async def _knock_via(self, server: str, room_id: str, user_id: str, content: JsonDict
+                         ) -> tuple[Event, list[JsonDict]]:
+        path = f"/_matrix/federation/v1/make_knock/{_q(room_id)}/{_q(user_id)}"
+        knockable = sorted(v for v, rv in KNOWN_ROOM_VERSIONS.items() if rv.knock_join_rule)
+        answer = await self._request(server, "GET", path, args={"ver": knockable})
+        version, template = self._template(answer, room_id, user_id, "knock")
+        extra = {k: v for k, v in content.items() if k == "reason"}
+        knock = self._sign_template(template, version, {**extra, **template["content"]})
+        path = f"/_matrix/federation/v1/send_knock/{_q(room_id)}/{_q(knock.event_id)}"
+        answer = await self._request(server, "PUT", path, body=self._wire(knock))
+        state = answer.get("knock_room_state") if isinstance(answer, dict) else None
+        stripped = [e for e in state if isinstance(e, dict)] if isinstance(state, list) else []
+        await self._engine.store_remote_invite(version, knock)  # the knocker's membership
+        return knock, stripped
+
     # -- inviting ----------------------------------------------------------------------
 
     async def invite(self, room_id: str, inviter: str, invitee: str,
@@ -300,7 +333,8 @@ class RemoteRooms:
 
     async def leave(self, room_id: str, user_id: str, via: Iterable[str],
                     content: JsonDict | None = None) -> Event:
-        """Leave (or reject an invite to) a room through a resident server."""
+        """Leave (reject an invite to, or withdraw a knock on) a room through a resident
+        server."""
         errors: list[RoomError] = []
         for server in self._candidates(room_id, [*via, *await self._known_servers(room_id)]):
             try:

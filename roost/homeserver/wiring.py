@@ -16,15 +16,9 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
-from roost.admin import rooms as admin_rooms
-from roost.admin import server as admin_server
-from roost.admin import users as admin_users
+from roost.admin import media as admin_media
 from roost.admin.auth import AdminGate
-from roost.admin.register import SharedSecretRegistration
-from roost.admin.registration_tokens import AdminRegistrationTokens
-from roost.appservice.client import AppServiceHttp
 from roost.appservice.registration import load_registrations
-from roost.appservice.sender import AppServiceSender, Interest
 from roost.client_api import (
     account,
     account_data,
@@ -33,6 +27,7 @@ from roost.client_api import (
     devices,
     directory,
     keys,
+    knock,
     login,
     messages,
     notifications,
@@ -44,37 +39,41 @@ from roost.client_api import (
     receipts,
     register,
     relations,
+    reports,
     room_keys,
     room_state,
     rooms,
+    search,
     send,
     sync,
     tags,
     threepid,
+    timestamps,
     to_device,
     typing,
+    upgrade,
     user_directory,
     versions,
     websocket,
 )
-from roost.client_api import appservice as client_appservice
 from roost.client_api import voip as voip_api
 from roost.client_api.accounts import Accounts
 from roost.client_api.appservice import AppServiceAuth, AppServices
 from roost.client_api.device_lists import DeviceLists
-from roost.client_api.event_format import client_event
 from roost.client_api.passwords import PasswordHasher
 from roost.client_api.presence import PresenceTracker
 from roost.client_api.profile import Profiles
 from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.rooms import RoomCreation
+from roost.client_api.search_index import SearchIndexer
 from roost.client_api.sync_builder import SyncBuilder, SyncToken
 from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.federation import openid as federation_openid
 from roost.federation import served as federation_served
+from roost.federation import timestamps as federation_timestamps
 from roost.federation.backfill import Backfiller
 from roost.federation.device_edus import DeviceListSender, InboundDeviceEdus
 from roost.federation.fetches import EventFetches
@@ -96,6 +95,13 @@ from roost.federation.transport.server import (
 )
 from roost.federation.user_keys import KeyQueries
 from roost.homeserver.config import RoostConfig
+from roost.homeserver.operations import (
+    AdminParts,
+    health_checks,
+    register_admin,
+    start_appservices,
+    start_metrics,
+)
 from roost.keys.local import LocalKey, load_or_create_signing_key
 from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
@@ -107,9 +113,7 @@ from roost.push.evaluator import PushEvaluator
 from roost.push.pushers import PusherDelivery, event_details
 from roost.rooms.access import RoomAccess
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
-from roost.storage.accounts import UserExistsError, UserStore
-from roost.storage.admin_queries import AdminQueries
-from roost.storage.appservice import AppServiceStore
+from roost.storage.accounts import UserStore
 from roost.storage.database import Database
 from roost.storage.device_inbox import DeviceInboxStore
 from roost.storage.device_lists import DeviceListStore
@@ -118,6 +122,7 @@ from roost.storage.directory import DirectoryStore
 from roost.storage.e2e_backup import KeyBackupStore
 from roost.storage.e2e_keys import E2eKeyStore
 from roost.storage.embedded import start_embedded_postgres
+from roost.storage.event_timestamps import EventTimestampStore
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
 from roost.storage.federation_outbound import FederationOutboundStore
@@ -130,7 +135,9 @@ from roost.storage.push import PushActionStore, PusherStore, PushRuleStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
+from roost.storage.reports import ReportStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
+from roost.storage.search import SearchStore
 from roost.storage.server_keys import ServerKeyStore
 from roost.storage.streams import StreamIdGenerator
 from roost.storage.sync_data import AccountDataStore, FilterStore, ReceiptStore
@@ -162,12 +169,6 @@ class PushParts:
     evaluator: PushEvaluator
     delivery: PusherDelivery
     unread: notifications.UnreadCounts
-
-
-@dataclass
-class AdminParts:
-    users: admin_users.AdminUsers
-    rooms: admin_rooms.AdminRooms
 
 
 @dataclass
@@ -235,18 +236,6 @@ async def _rate_limiter(config: RoostConfig, reactor: Any, clock: IReactorTime,
     )
     closers.append(("redis", redis.close))
     return RedisRateLimiter(redis, config.redis.key_prefix, clock)
-
-
-def _health_checks(db: Database, limiter: RateLimiter) -> dict[str, Any]:
-    """What /health asks: a query on the database, a PING to Redis when Redis is on."""
-    async def database() -> object:
-        return await db.run("health", lambda txn: txn.query_one("SELECT 1"))
-
-    checks: dict[str, Any] = {"database": database}
-    redis = getattr(limiter, "redis", None)
-    if redis is not None:
-        checks["redis"] = lambda: redis.execute("PING")
-    return checks
 
 
 def _limits(config: RoostConfig) -> dict[str, RateLimit]:
@@ -488,8 +477,10 @@ def _token_positions(raw: str) -> tuple[int, int]:
 def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime,
                                notifier: Notifier, engine: RoomEngine,
                                streams: dict[str, StreamIdGenerator], config: RoostConfig,
-                               federation: FederationParts) -> None:
-    """Tags, third-party identifiers, OpenID (client and federation sides), TURN."""
+                               federation: FederationParts, view: RoomView,
+                               event_store: EventStore, closers: list[tuple[str, Any]]) -> None:
+    """Tags, third-party identifiers, OpenID and timestamp_to_event (client and federation
+    sides), TURN, reports, search."""
     account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
 
     async def room_exists(room_id: str) -> bool:
@@ -503,83 +494,16 @@ def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime
     voip = config.voip
     voip_api.register(router, clock, voip.turn_uris, voip.turn_shared_secret,
                       voip.turn_user_lifetime, voip.turn_allow_guests)
-
-
-def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
-                    tokens: TokenAuthority, device_store: DeviceStore, profiles: Profiles,
-                    engine: RoomEngine, clock: IReactorTime, db: Database,
-                    on_deactivate: list[Any]) -> AdminParts:
-    """The /_synapse/admin API (shared-secret registration, users, rooms) on the client
-    listener, as operators' tools expect it there."""
-    gate = AdminGate(accounts)
-    queries = AdminQueries(db, config.server_name)
-    parts = AdminParts(
-        admin_users.AdminUsers(gate, accounts, queries, device_store, tokens, profiles,
-                               on_deactivate),
-        admin_rooms.AdminRooms(gate, queries, engine,
-                               RoomCreation(config.server_name, config.rooms.default_version),
-                               clock))
-    admin_server.register_all(
-        router,
-        SharedSecretRegistration(config.registration.shared_secret, accounts, tokens, profiles,
-                                 clock),
-        parts.users, parts.rooms,
-        AdminRegistrationTokens(gate, RegistrationTokenStore(db), clock))
-    return parts
-
-
-async def _start_appservices(appservices: AppServices, router: Router, reactor: Any,
-                             clock: IReactorTime, db: Database, users: UserStore,
-                             engine: RoomEngine, state_store: RoomStateStore,
-                             directory_store: DirectoryStore, event_stream: StreamIdGenerator,
-                             notifier: Notifier, closers: list[tuple[str, Any]],
-                             ) -> AppServiceSender | None:
-    """Each service's bot account, its client endpoints, and the transaction sender."""
-    now_ms = int(clock.seconds() * 1000)
-    for service in appservices.services:
-        try:
-            await users.create_user(service.sender, None, False, now_ms)
-        except UserExistsError:
-            pass
-    http = AppServiceHttp(reactor)
-    client_appservice.register(router, appservices, http)
-    if not appservices.services:
-        return None
-
-    async def members_of(room_id: str) -> list[str]:
-        members = await state_store.members(room_id)
-        return [u for u, (m, _e) in members.items() if m in ("join", "invite")]
-
-    async def format_events(event_ids: list[str]) -> list[Any]:
-        loaded = await engine.get_events(event_ids)
-        now = int(clock.seconds() * 1000)
-        return [client_event(loaded[i], now) for i in event_ids if i in loaded]
-
-    sender = AppServiceSender(
-        appservices.services, AppServiceStore(db), FederationOutboundStore(db),
-        Interest(members_of, directory_store.aliases_of), format_events, event_stream,
-        notifier, http, clock)
-    await sender.start()
-    closers.append(("application service sender", sender.stop))
-    closers.append(("application service connections", http.pool.closeCachedConnections))
-    return sender
-
-
-def _start_metrics(registry: Any, api: JsonResource, db: Database, notifier: Notifier,
-                   event_stream: StreamIdGenerator, open_sockets: Any,
-                   sender: FederationSender, appservice_sender: AppServiceSender | None,
-                   clock: IReactorTime, closers: list[tuple[str, Any]]) -> None:
-    """Requests, database, events, sockets, federation and bridge queues on /metrics."""
-    from roost.homeserver import server_metrics as m  # prometheus_client: only if on
-
-    api.observer = m.RequestMetrics(registry)
-    m.DatabaseMetrics(registry, db)
-    m.StreamMetrics(registry, notifier, event_stream.current)
-    m.ReadOnScrape(registry, lambda: len(open_sockets), sender.stats)
-    queues = m.QueueMetrics(registry, clock, FederationOutboundStore(db).queue_depths,
-                            appservice_sender.backlog if appservice_sender else None)
-    queues.start()
-    closers.append(("metrics refresh", queues.stop))
+    reports.register(router, ReportStore(db), view, clock)
+    timestamps_store = EventTimestampStore(db)
+    timestamps.register(router, timestamps_store, view)
+    federation_timestamps.register(federation.router, timestamps_store, engine, view.access)
+    search_store = SearchStore(db)
+    indexer = SearchIndexer(search_store, streams["events"], notifier)
+    indexer.start()
+    closers.append(("search indexer", indexer.stop))
+    search.register(router, search.RoomEventSearch(search_store, indexer, engine, view,
+                                                   event_store))
 
 
 async def build_homeserver(
@@ -632,14 +556,14 @@ async def build_homeserver(
     closers.append(("presence timers", presence_tracker.stop))
 
     router = Router()
-    versions.register(router, config.baseurl, _health_checks(db, limiter))
+    versions.register(router, config.baseurl, health_checks(db, limiter))
     appservices = AppServices(load_registrations(
         [config.path(p) for p in config.app_service_config_files], config.server_name))
     register.register(router, accounts, tokens, uia, config.registration.enabled,
                       RegistrationTokenStore(db), clock,
                       require_token=config.registration.require_token,
                       allow_guests=config.registration.allow_guests, appservices=appservices)
-    login.register(router, accounts, tokens, device_store)
+    login.register(router, accounts, tokens, device_store, appservices)
     capabilities.register(router, config.rooms.default_version)
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
     password_hooks: list[Any] = []
@@ -661,6 +585,8 @@ async def build_homeserver(
                       Backfiller(engine, event_store, federation.keyring, federation.client,
                                  config.server_name, federation.fetches).backfill)
     relations.register(router, engine, view, RelationStore(db))
+    _register_versions(router, engine, view, directory_store, state_store, federation, config,
+                       local_key, clock, db)
     directory.register(router, engine, view, directory_store, config.server_name, appservices,
                        _remote_alias(federation, engine, state_store, config, local_key, clock),
                        remote_queries)
@@ -670,13 +596,15 @@ async def build_homeserver(
     push = await _build_push(router, db, reactor, clock, config, notifier, engine, view, streams,
                              closers, password_hooks, builder)
 
-    _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation)
-    admin = _register_admin(router, config, accounts, tokens, device_store, profiles, engine,
+    _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation,
+                               view, event_store, closers)
+    admin = register_admin(router, config, accounts, tokens, device_store, profiles, engine,
                             clock, db, on_deactivate)
     root = Resource()
-    appservice_sender = await _start_appservices(
+    appservice_sender = await start_appservices(
         appservices, router, reactor, clock, db, users, engine, state_store, directory_store,
-        event_stream, notifier, closers)
+        event_stream, notifier, profiles, typing_tracker.typing_users,
+        streams["receipts"].current, closers)
     api = JsonResource(router, AppServiceAuth(appservices, tokens, users), limiter,
                        _limits(config))
     for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
@@ -690,6 +618,7 @@ async def build_homeserver(
     site = RoostSite(root, config.listeners.client.max_body_bytes,
                      config.listeners.client.x_forwarded)
     media = _register_media(config, reactor, clock, db, router, federation, site, closers)
+    admin_media.register(router, admin_media.AdminMedia(AdminGate(accounts), media))
     sender = FederationSender(
         FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
         config.server_name, clock, min_retry_interval_ms=config.federation.min_retry_interval,
@@ -701,7 +630,7 @@ async def build_homeserver(
     federation.sender = sender
     federation.on_authenticated.append(sender.destination_up)
     if metrics is not None:
-        _start_metrics(metrics, api, db, notifier, event_stream, socket_resource.open_sockets,
+        start_metrics(metrics, api, db, notifier, event_stream, socket_resource.open_sockets,
                        sender, appservice_sender, clock, closers)
     e2e_edus = await _build_e2ee(router, db, config, clock, notifier, streams, device_store,
                                  uia, federation, sender, closers, builder)
@@ -729,3 +658,13 @@ def _remote_alias(federation: Any, engine: RoomEngine, state_store: RoomStateSto
     return RemoteRooms(federation.client, federation.keyring, engine, state_store,
                        config.server_name, local_key.signing_key, clock).resolve_alias
 
+
+def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
+                       directory_store: DirectoryStore, state_store: RoomStateStore,
+                       federation: Any, config: Any, local_key: Any, clock: Any,
+                       db: Any) -> None:
+    """Issue 15's client endpoints: knocking, room upgrades."""
+    remote = RemoteRooms(federation.client, federation.keyring, engine, state_store,
+                         config.server_name, local_key.signing_key, clock)
+    knock.register(router, engine, view, directory_store, remote, FederationInboundStore(db))
+    upgrade.register(router, engine, view, directory_store)

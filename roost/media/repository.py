@@ -14,7 +14,9 @@ Thumbnails are made once per configured size, in a thread, and kept.
 
 from __future__ import annotations
 
+import io
 import logging
+import re
 import secrets
 import string
 import tempfile
@@ -93,8 +95,6 @@ def check_ids(server_name: str, media_id: str) -> None:
 
 
 def _valid_server_name(name: str) -> bool:
-    import re
-
     return bool(re.match(r"^(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,255})(:\d{1,5})?$", name))
 
 
@@ -265,16 +265,28 @@ class MediaRepository:
             if legacy and (cached is None or not cached.unauthenticated) \
                     and not self.settings.legacy_unauthenticated:
                 raise not_found()
-            served = await self._once(("rthumb", server_name, media_id, size, animated),
-                                      lambda: self._remote_thumbnail(server_name, media_id,
-                                                                     size, animated))
-            if served is not None:
-                return served
+            cached = await self._cached_thumbnail(server_name, media_id, size, animated)
+            if cached is not None:
+                await self._meta.touch(server_name, media_id, self._now())
+                return cached
+            # One fetch for concurrent requests; each then opens its own file.
+            if await self._once(("rthumb", server_name, media_id, size, animated),
+                                lambda: self._fetch_remote_thumbnail(server_name, media_id,
+                                                                     size, animated)):
+                cached = await self._cached_thumbnail(server_name, media_id, size, animated)
+                if cached is not None:
+                    return cached
             row = await self._remote_row(server_name, media_id)
         if legacy and not row.unauthenticated:
             raise not_found()
-        return await self._once(("thumb", server_name, media_id, size, animated),
-                                lambda: self._local_thumbnail(row, size, animated))
+        cached = await self._cached_thumbnail(row.server_name, row.media_id, size, animated)
+        if cached is None:
+            await self._once(("thumb", server_name, media_id, size, animated),
+                             lambda: self._make_thumbnail(row, size, animated))
+            cached = await self._cached_thumbnail(row.server_name, row.media_id, size, animated)
+        if cached is None:
+            raise not_found()
+        return cached
 
     async def _cached_thumbnail(self, server: str, media_id: str, size: Size, animated: bool
                                 ) -> Served | None:
@@ -287,10 +299,8 @@ class MediaRepository:
                     return Served(found[0], found[1], thumb.media_type, None)
         return None
 
-    async def _local_thumbnail(self, row: MediaRow, size: Size, animated: bool) -> Served:
-        cached = await self._cached_thumbnail(row.server_name, row.media_id, size, animated)
-        if cached is not None:
-            return cached
+    async def _make_thumbnail(self, row: MediaRow, size: Size, animated: bool) -> None:
+        """Make and keep the thumbnail (Pillow in a thread)."""
         if row.media_type not in THUMBNAILABLE:
             raise MatrixError(400, "M_UNKNOWN", "This media cannot be thumbnailed")
         original = await self._open(row)
@@ -303,46 +313,40 @@ class MediaRepository:
             original.file.close()
         await self._keep_thumbnail(row.server_name, row.media_id, size, animated, data,
                                    media_type)
-        cached = await self._cached_thumbnail(row.server_name, row.media_id, size, animated)
-        if cached is None:
-            raise not_found()
-        return cached
 
     async def _keep_thumbnail(self, server: str, media_id: str, size: Size, animated: bool,
                               data: bytes | BinaryIO, media_type: str) -> None:
-        import io
-
         source = io.BytesIO(data) if isinstance(data, bytes) else data
         key = MediaKey(server, media_id, thumbnail_name(size, animated))
         length = await self._store.put(key, source)
         await self._meta.record_thumbnail(server, media_id, ThumbnailRow(
             size.width, size.height, size.method, animated, media_type, length))
 
-    async def _remote_thumbnail(self, server: str, media_id: str, size: Size, animated: bool
-                                ) -> Served | None:
-        """A remote server's thumbnail, cached; None when it will not make one (the
-        caller then thumbnails the original itself)."""
-        cached = await self._cached_thumbnail(server, media_id, size, animated)
-        if cached is not None:
-            return cached
+    async def _fetch_remote_thumbnail(self, server: str, media_id: str, size: Size,
+                                      animated: bool) -> bool:
+        """Fetch and keep the remote server's thumbnail; False when it will not make one
+        (the caller then thumbnails the original itself)."""
         assert self._remote is not None
         args = {"width": str(size.width), "height": str(size.height), "method": size.method,
                 "animated": "true" if animated else "false", "timeout_ms": "20000"}
         with tempfile.TemporaryFile(dir=self._scratch) as body:
             try:
-                fetched = await self._fetch(server, media_id, body, "thumbnail", args)
+                source, media_type, _name = await self._fetch(server, media_id, body,
+                                                              "thumbnail", args)
             except MatrixError as e:
                 if e.status == 404:
                     raise
                 logger.info("no thumbnail of %s/%s from its server (%s): making one", server,
                             media_id, e.error)
-                return None
-            source, media_type, _name = fetched
+                return False
             media_type = safety.checked_type(media_type, _peek(source))
             if media_type not in THUMBNAILABLE:
-                return None
+                return False
+            await self._meta.ensure_remote(server, media_id, self._now(),
+                                           self.settings.legacy_unauthenticated)
             await self._keep_thumbnail(server, media_id, size, animated, source, media_type)
-        return await self._cached_thumbnail(server, media_id, size, animated)
+        await self._evict(keep=(server, media_id))
+        return True
 
     # -- remote media ----------------------------------------------------------------
 
@@ -489,9 +493,12 @@ def _peek(source: Any) -> bytes:
 
 
 def _header(headers: Any, name: bytes) -> str | None:
+    """One header of a Twisted `Headers` as text."""
     values = headers.getRawHeaders(name) if headers is not None else None
-    return values[0].decode("latin-1") if isinstance(values[0] if values else None, bytes) \
-        else (values[0] if values else None)
+    if not values:
+        return None
+    value = values[0]
+    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
 def _endpoint_missing(e: Exception) -> bool:

@@ -78,7 +78,9 @@ def make_thumbnail(source: BinaryIO, size: Size, animated: bool, max_pixels: int
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ThumbnailError(f"image is too large: {e}") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
+    except MemoryError:
+        raise
+    except Exception as e:  # Pillow's decoders raise many kinds on corrupt input
         raise ThumbnailError(f"cannot read image: {e}") from None
 
 

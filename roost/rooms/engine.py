@@ -88,8 +88,9 @@ class _Unit:
     prebuilt_create: Event | None = None  # a v12 create event, built before the room id is known
     # Remote events: a coroutine function run alone on the queue (see ingest_remote).
     job: Any = None
-    # Put back on the queue once already, after a batch undone by a repeated txn id.
-    requeued: bool = False
+    # Put back on the queue after a batch undone by someone's repeated txn id, with no
+    # progress made: it then goes alone, so only its own txn id can conflict.
+    alone: bool = False
 
 
 @dataclass
@@ -194,9 +195,10 @@ class RoomEngine:
                 if queue.pending[0].job is not None:
                     await self._run_job(room_id, queue.pending.pop(0))
                     continue
-                units: list[_Unit] = []
-                count = 0
-                while queue.pending and count < MAX_BATCH_EVENTS and queue.pending[0].job is None:
+                units: list[_Unit] = [queue.pending.pop(0)]
+                count = len(units[0].events)
+                while (not units[0].alone and queue.pending and count < MAX_BATCH_EVENTS
+                       and queue.pending[0].job is None and not queue.pending[0].alone):
                     unit = queue.pending.pop(0)
                     units.append(unit)
                     count += len(unit.events)
@@ -278,8 +280,12 @@ class RoomEngine:
         Senders do not look their txn id up before sending (that was a round
         trip per message): a retry the client layer no longer remembers (say,
         after a restart) is caught here, by the txn table's key, when the batch
-        that carries it is committed. The whole batch was undone; the other
-        sends in it go back to the front of the queue, once.
+        that carries it is committed. The whole batch was undone; the sends
+        whose txn ids were stored get their first events back, and the others go
+        back to the front of the queue, as often as it takes: a send never fails
+        because someone else retried. Each round answers at least one send, and
+        a round that answers none (one txn id twice in the batch) sends each of
+        the rest alone, where only its own txn id can conflict.
         """
         keys = [n.txn_key for unit in units for n in unit.events if n.txn_key is not None]
         try:
@@ -295,11 +301,15 @@ class RoomEngine:
                      if n.txn_key in stored and stored[n.txn_key] in loaded]
             if found and len(found) == len(unit.events):
                 _succeed(unit.result, found)
-            elif unit.requeued:
-                _fail(unit.result, RoomError(500, "M_UNKNOWN", "could not store event"))
+            elif unit.alone:
+                # Alone, its own txn id conflicted and yet is not stored: a repeat of a
+                # send of the same batch (answered above), or a concurrent writer.
+                _fail(unit.result, RoomError(409, "M_UNKNOWN", "transaction id already used"))
             else:
-                unit.requeued = True
                 again.append(unit)
+        if len(again) == len(units):
+            for unit in again:
+                unit.alone = True
         self._queues.setdefault(room_id, _Queue()).pending[0:0] = again
 
     async def _head(self, room_id: str, new_room: RoomVersion | None = None) -> _Head:

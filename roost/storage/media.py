@@ -119,6 +119,15 @@ class MediaStore:
             (server_name, media_id, media_type, upload_name, length, now_ms, now_ms, now_ms,
              unauthenticated)))
 
+    async def ensure_remote(self, server_name: str, media_id: str, now_ms: int,
+                            unauthenticated: bool) -> None:
+        """A row for remote media whose thumbnails are cached before (or without) the
+        file itself: it carries their cache accounting and eviction."""
+        await self._db.run("ensure_remote_media", lambda t: t.execute(
+            "INSERT INTO media (server_name, media_id, is_local, created_ts, last_access_ts,"
+            " unauthenticated) VALUES (%s, %s, FALSE, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (server_name, media_id, now_ms, now_ms, unauthenticated)))
+
     async def touch(self, server_name: str, media_id: str, now_ms: int) -> None:
         await self._db.run("touch_media", lambda t: t.execute(
             "UPDATE media SET last_access_ts = %s WHERE server_name = %s AND media_id = %s",
@@ -158,15 +167,20 @@ class MediaStore:
         return await self._db.run("delete_media", txn)
 
     async def remote_cache_bytes(self) -> int:
+        """The bytes of cached remote media, their thumbnails included."""
         row = await self._db.run("remote_cache_bytes", lambda t: t.query_one(
-            "SELECT coalesce(sum(media_length), 0) FROM media WHERE NOT is_local"))
+            "SELECT (SELECT coalesce(sum(media_length), 0) FROM media WHERE NOT is_local)"
+            " + (SELECT coalesce(sum(t.media_length), 0) FROM media_thumbnails t"
+            "    JOIN media m USING (server_name, media_id) WHERE NOT m.is_local)"))
         return int(row[0]) if row else 0
 
     async def least_recent_remote(self, limit: int) -> list[tuple[str, str, int]]:
-        """(server, media id, length) of the remote media used longest ago."""
+        """(server, media id, bytes with thumbnails) of the remote media used longest ago."""
         rows = await self._db.run("least_recent_remote", lambda t: t.query(
-            "SELECT server_name, media_id, coalesce(media_length, 0) FROM media"
-            " WHERE NOT is_local ORDER BY last_access_ts LIMIT %s", (limit,)))
+            "SELECT m.server_name, m.media_id, coalesce(m.media_length, 0)"
+            " + coalesce((SELECT sum(t.media_length) FROM media_thumbnails t"
+            "   WHERE t.server_name = m.server_name AND t.media_id = m.media_id), 0)"
+            " FROM media m WHERE NOT m.is_local ORDER BY m.last_access_ts LIMIT %s", (limit,)))
         return [(r[0], r[1], int(r[2])) for r in rows]
 
     async def expired_pending(self, now_ms: int, limit: int = 500) -> list[tuple[str, str]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 from twisted.web import resource, server
 
@@ -28,6 +28,10 @@ class RecordingService(resource.Resource):
         self.transactions: list[tuple[str, list[dict]]] = []
         self.refuse = False
         self.auth: list[str] = []
+        self.queries: list[str] = []
+        self.ephemeral: list[dict] = []
+        self.known: set[str] = set()
+        self.on_query = None
 
     def render_PUT(self, request: server.Request) -> bytes:
         self.auth.append(request.getHeader("Authorization") or "")
@@ -35,12 +39,30 @@ class RecordingService(resource.Resource):
             request.setResponseCode(503)
             return b"{}"
         txn_id = request.path.decode().rsplit("/", 1)[1]
-        events = json.loads(request.content.read())["events"]
-        self.transactions.append((txn_id, events))
+        body = json.loads(request.content.read())
+        if body["events"]:
+            self.transactions.append((txn_id, body["events"]))
+        self.ephemeral.extend(body.get("ephemeral", []))
         return b"{}"
 
     def render_POST(self, request: server.Request) -> bytes:  # the ping
         return b"{}"
+
+    def render_GET(self, request: server.Request) -> bytes:
+        """User and alias queries: answered 200 only for names in `known`."""
+        self.queries.append(request.path.decode())
+        name = request.path.decode().rsplit("/", 1)[1]
+        from urllib.parse import unquote
+
+        if unquote(name) in self.known:
+            if self.on_query is None:
+                return b"{}"
+            # Answer only once the service has made the thing asked for, as bridges do.
+            done = defer.ensureDeferred(self.on_query(unquote(name)))
+            done.addBoth(lambda _r: (request.write(b"{}"), request.finish()))
+            return server.NOT_DONE_YET
+        request.setResponseCode(404)
+        return b'{"errcode": "M_NOT_FOUND"}'
 
     def bodies(self) -> list[str]:
         return [e["content"].get("body") for _t, evs in self.transactions for e in evs
@@ -173,3 +195,110 @@ class TransactionQueueTests(TestCase):
         self.assertEqual(txn_ids, sorted(set(txn_ids)))  # in order, none twice
         in_room = [e["room_id"] for _t, evs in service.transactions for e in evs]
         self.assertEqual(set(in_room), {room})
+
+
+class AppServiceExtrasTests(TestCase):
+    async def _server_and_service(self):
+        port = free_port()
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        service = RecordingService()
+        listening = reactor.listenTCP(port, server_factory(service), interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        server = await start_server(self, app_service_config_files=[
+            write_registration(folder, port)],
+            rate_limits={"message": {"per_second": 0.001, "burst": 1}})
+        return server, service
+
+    async def test_login_as_a_namespace_user_and_not_rate_limited(self) -> None:
+        server, _service = await self._server_and_service()
+        await server.request("POST", V3 + "/register", {
+            "type": "m.login.application_service", "username": "bridge_alice",
+            "inhibit_login": True}, headers={"Authorization": f"Bearer {AS_TOKEN}"})
+        flows = await server.request("GET", V3 + "/login")
+        self.assertIn({"type": "m.login.application_service"}, flows.body["flows"])
+        login = await server.request("POST", V3 + "/login", {
+            "type": "m.login.application_service",
+            "identifier": {"type": "m.id.user", "user": "bridge_alice"}},
+            headers={"Authorization": f"Bearer {AS_TOKEN}"})
+        self.assertEqual(login.status, 200, login.body)
+        who = await server.request("GET", V3 + "/account/whoami",
+                                   token=login.body["access_token"])
+        self.assertEqual(who.body["user_id"], "@bridge_alice:test.roost")
+        await server.register("bob")
+        outside = await server.request("POST", V3 + "/login", {
+            "type": "m.login.application_service",
+            "identifier": {"type": "m.id.user", "user": "bob"}},
+            headers={"Authorization": f"Bearer {AS_TOKEN}"})
+        self.assertEqual(outside.status, 403)
+        # rate_limited: false in the registration: the bot sends past the message limit.
+        room = (await server.request("POST", V3 + "/createRoom", {},
+                                     token=AS_TOKEN)).body["room_id"]
+        for n in range(3):
+            sent = await server.request("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/{n}",
+                                        {"msgtype": "m.text", "body": "x"}, token=AS_TOKEN)
+            self.assertEqual(sent.status, 200, sent.body)
+
+    async def test_unknown_aliases_and_users_in_the_namespace_are_asked_of_the_service(
+            self) -> None:
+        server, service = await self._server_and_service()
+        alias = "#bridge_lobby:test.roost"
+        missing = await server.request("GET", f"{V3}/directory/room/{q(alias)}")
+        self.assertEqual(missing.status, 404)
+        self.assertEqual(len(service.queries), 1)
+        room = (await server.request("POST", V3 + "/createRoom", {},
+                                     token=AS_TOKEN)).body["room_id"]
+        service.known.add(alias)
+
+        async def create_alias(name: str) -> None:
+            made = await server.request("PUT", f"{V3}/directory/room/{q(name)}",
+                                        {"room_id": room}, token=AS_TOKEN)
+            assert made.status == 200, made.body
+
+        service.on_query = create_alias
+        found = await server.request("GET", f"{V3}/directory/room/{q(alias)}")
+        self.assertEqual(found.body.get("room_id"), room, found.body)
+        outside = await server.request("GET", f"{V3}/directory/room/{q('#other:test.roost')}")
+        self.assertEqual(outside.status, 404)
+        self.assertEqual(len([p for p in service.queries if "rooms" in p]), 2)
+        profile = await server.request("GET", f"{V3}/profile/{q('@bridge_bob:test.roost')}")
+        self.assertEqual(profile.status, 404)
+        self.assertTrue(any("users" in p for p in service.queries))
+
+
+class EphemeralTests(TestCase):
+    async def test_typing_and_receipts_reach_a_service_that_asked_for_them(self) -> None:
+        port = free_port()
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        service = RecordingService()
+        listening = reactor.listenTCP(port, server_factory(service), interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        server = await start_server(self, app_service_config_files=[
+            write_registration(folder, port, receive_ephemeral=True)])
+        bob = await server.register("bob")
+        room = (await server.request("POST", V3 + "/createRoom", {"preset": "public_chat"},
+                                     token=bob["access_token"])).body["room_id"]
+        other = (await server.request("POST", V3 + "/createRoom", {},
+                                      token=bob["access_token"])).body["room_id"]
+        await server.request("POST", f"{V3}/join/{q(room)}", {}, token=AS_TOKEN)
+        await server.request("PUT", f"{V3}/rooms/{q(other)}/typing/{q('@bob:test.roost')}",
+                             {"typing": True, "timeout": 30000}, token=bob["access_token"])
+        await server.request("PUT", f"{V3}/rooms/{q(room)}/typing/{q('@bob:test.roost')}",
+                             {"typing": True, "timeout": 30000}, token=bob["access_token"])
+        await wait_until(lambda: any(e["type"] == "m.typing" for e in service.ephemeral),
+                         "a typing notice")
+        typing = [e for e in service.ephemeral if e["type"] == "m.typing"]
+        self.assertEqual(typing[0], {"type": "m.typing", "room_id": room,
+                                     "content": {"user_ids": ["@bob:test.roost"]}})
+        self.assertNotIn(other, [e["room_id"] for e in service.ephemeral])  # not its room
+        sent = await server.request("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/r1",
+                                    {"msgtype": "m.text", "body": "x"}, token=AS_TOKEN)
+        event_id = sent.body["event_id"]
+        await server.request("POST", f"{V3}/rooms/{q(room)}/receipt/m.read/{q(event_id)}", {},
+                             token=bob["access_token"])
+        await wait_until(lambda: any(e["type"] == "m.receipt" for e in service.ephemeral),
+                         "a receipt")
+        receipt = [e for e in service.ephemeral if e["type"] == "m.receipt"][0]
+        self.assertEqual(receipt["room_id"], room)
+        self.assertIn("@bob:test.roost", receipt["content"][event_id]["m.read"])

@@ -23,13 +23,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_registration(folder: str, port: int, as_id: str = "bridge") -> str:
+def write_registration(folder: str, port: int, as_id: str = "bridge",
+                       receive_ephemeral: bool = False) -> str:
     path = os.path.join(folder, f"{as_id}.yaml")
     with open(path, "w", encoding="utf-8") as f:
         json.dump({
             "id": as_id, "url": f"http://127.0.0.1:{port}",
             "as_token": f"as-token-{as_id}", "hs_token": f"hs-token-{as_id}",
             "sender_localpart": f"{as_id}bot", "rate_limited": False,
+            "receive_ephemeral": receive_ephemeral,
             "namespaces": {"users": [{"exclusive": True, "regex": f"@{as_id}_.*:test\\.roost"}],
                            "aliases": [{"exclusive": True, "regex": f"#{as_id}_.*:test\\.roost"}],
                            "rooms": []}}, f)

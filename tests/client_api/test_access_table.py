@@ -146,6 +146,23 @@ async def probe_notifications(viewer: Client, room: Room) -> Any:
                              if n["room_id"] == room.room_id])
 
 
+async def probe_search(viewer: Client, room: Room) -> Any:
+    """POST /search in this room only; a room the viewer was never in is not searched."""
+    resp = await viewer.call("POST", "/search", {"search_categories": {"room_events": {
+        "search_term": "before or during or after", "filter": {"rooms": [room.room_id]}}}})
+    error = _error(resp)
+    if error:
+        return error
+    return _bodies([r["result"] for r in resp.body["search_categories"]["room_events"]["results"]])
+
+
+async def probe_timestamp(viewer: Client, room: Room) -> Any:
+    """The nearest event at or before now; which one is the timestamp tests' business."""
+    error, _ = await _get(viewer, f"/_matrix/client/v1/rooms/{q(room.room_id)}"
+                                  "/timestamp_to_event?ts=99999999999999&dir=b")
+    return error or OK
+
+
 PROBES: dict[str, Probe] = {
     "/messages": probe_messages,
     "/event": probe_event,
@@ -158,6 +175,8 @@ PROBES: dict[str, Probe] = {
     "/threads": probe_threads,
     "/aliases": probe_aliases,
     "/notifications": probe_notifications,
+    "/search": probe_search,
+    "/timestamp_to_event": probe_timestamp,
 }
 
 B, BD, D, DA = bodies("before"), bodies("before", "during"), bodies("during"), \
@@ -245,6 +264,22 @@ TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/notifications", "left", D, D, D, D),
     ("/notifications", "banned", D, D, D, D),
     ("/notifications", "forgotten", NONE, NONE, NONE, D),
+
+    # Search looks in the rooms the viewer is or was in, never in one only invited to or
+    # never joined; what it finds there is what /messages would show.
+    ("/search", "never", NONE, NONE, NONE, NONE),
+    ("/search", "invited", NONE, NONE, NONE, NONE),
+    ("/search", "joined", ALL, DA, DA, ALL),
+    ("/search", "left", BD, D, D, ALL),
+    ("/search", "banned", BD, D, D, ALL),
+    ("/search", "forgotten", NONE, NONE, NONE, ALL),
+
+    ("/timestamp_to_event", "never", DENIED, DENIED, DENIED, OK),
+    ("/timestamp_to_event", "invited", DENIED, DENIED, DENIED, OK),
+    ("/timestamp_to_event", "joined", OK, OK, OK, OK),
+    ("/timestamp_to_event", "left", OK, OK, OK, OK),
+    ("/timestamp_to_event", "banned", OK, OK, OK, OK),
+    ("/timestamp_to_event", "forgotten", DENIED, DENIED, DENIED, OK),
 ]
 
 

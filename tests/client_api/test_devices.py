@@ -27,8 +27,13 @@ class DeviceTests(TestCase):
         reg, phone = await self._alice_with_two_devices(server)
         token = reg["access_token"]
         listed = await server.request("GET", V3 + "/devices", token=token)
-        names = {d["device_id"]: d["display_name"] for d in listed.body["devices"]}
+        names = {d["device_id"]: d.get("display_name") for d in listed.body["devices"]}
         self.assertEqual(names, {reg["device_id"]: "laptop", "PHONE": None})
+        # Optional fields never known are left out, never sent as null (the spec's schema).
+        for device in listed.body["devices"]:
+            self.assertNotIn(None, device.values(), device)
+        got = await server.request("GET", V3 + "/devices/PHONE", token=token)
+        self.assertNotIn("display_name", got.body)
         put = await server.request("PUT", V3 + "/devices/PHONE", {"display_name": "pixel"},
                                    token=token)
         self.assertEqual(put.status, 200)

@@ -65,6 +65,28 @@ class FederatedMediaTests(TestCase):
         thumb_again = await thumbnail(b.server, bob, mxc, "width=96&height=96&method=crop")
         self.assertEqual(thumb_again.body, thumb.body)
 
+    async def test_a_remote_thumbnail_is_cached_and_counted_before_the_file_is_fetched(
+        self,
+    ) -> None:
+        a, b = await start_pair(self)
+        alice, bob = await _user(a, "alice"), await _user(b, "bob")
+        assert a.server is not None and b.server is not None
+        data = png(400, 300)
+        mxc = await upload(a.server, alice, data, "image/png")
+        thumb = await thumbnail(b.server, bob, mxc, "width=32&height=32&method=crop")
+        self.assertEqual((thumb.status, image_of(thumb.body).size), (200, (32, 32)))
+        origin, media_id = split_mxc(mxc)
+        row = await b.server.hs.db.run("row", lambda t: t.query_one(
+            "SELECT is_local, uploaded_ts FROM media WHERE server_name = %s AND media_id = %s",
+            (origin, media_id)))
+        self.assertEqual(row, (False, None))  # only the thumbnail is here
+        cached = await b.server.hs.media._meta.remote_cache_bytes()  # type: ignore[union-attr]
+        self.assertEqual(cached, len(thumb.body))
+        resp = await download(b.server, bob, mxc)
+        self.assertEqual((resp.status, resp.body), (200, data))
+        cached = await b.server.hs.media._meta.remote_cache_bytes()  # type: ignore[union-attr]
+        self.assertEqual(cached, len(thumb.body) + len(data))
+
     async def test_unknown_remote_media_is_404(self) -> None:
         a, b = await start_pair(self)
         bob = await _user(b, "bob")

@@ -8,6 +8,7 @@ import struct
 import zlib
 
 from PIL import Image
+from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from tests.media.helpers import animated_gif, header, image_of, jpeg, png, thumbnail, upload
@@ -50,6 +51,17 @@ class ThumbnailTests(TestCase):
         rows = await server.hs.db.run("n", lambda t: t.query_one(
             "SELECT count(*) FROM media_thumbnails"))
         self.assertEqual(rows[0], 1)
+
+    async def test_concurrent_requests_for_one_thumbnail_each_get_all_of_it(self) -> None:
+        server = await start_server(self)
+        token = (await server.register("alice"))["access_token"]
+        mxc = await upload(server, token, jpeg(1200, 900), "image/jpeg")
+        answers = await defer.gatherResults([
+            defer.ensureDeferred(thumbnail(server, token, mxc, "width=320&height=240"))
+            for _ in range(5)])
+        self.assertEqual({a.status for a in answers}, {200})
+        self.assertEqual(len({a.body for a in answers}), 1)
+        self.assertEqual(image_of(answers[0].body).size, (320, 240))
 
     async def test_an_animated_gif_stays_animated_only_when_asked(self) -> None:
         server = await start_server(self)
