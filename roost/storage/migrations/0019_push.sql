@@ -29,23 +29,20 @@ CREATE TABLE push_evaluator_position (
     stream_position BIGINT NOT NULL
 );
 
--- The notifying outcomes of evaluating an event: one row per distinct outcome
--- (usually one: every member with the default rules gets the same actions; a
--- mentioned user gets a second), naming the users it is for. thread_id is
--- 'main' for the main timeline, else the thread root.
+-- One row per user and event whose actions notify. thread_id is 'main' for the
+-- main timeline, else the thread root.
 CREATE TABLE push_actions (
+    user_id TEXT NOT NULL,
     stream_ordering BIGINT NOT NULL,
-    n SMALLINT NOT NULL,
     room_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
     thread_id TEXT NOT NULL,
     actions TEXT NOT NULL,
     highlight BOOLEAN NOT NULL,
     ts BIGINT NOT NULL,
-    user_ids TEXT[] NOT NULL,
-    PRIMARY KEY (stream_ordering, n)
+    PRIMARY KEY (user_id, stream_ordering)
 );
-CREATE INDEX push_actions_room ON push_actions (room_id, stream_ordering);
+CREATE INDEX push_actions_room ON push_actions (user_id, room_id, stream_ordering);
 
 -- A user's own newest event per room and thread: sending reads up to it.
 CREATE TABLE push_own_reads (
