@@ -12,6 +12,7 @@ from roost.client_api.room_view import RoomView, append_event, check_canonical
 from roost.federation.joins import RemoteRooms
 from roost.rooms import restricted
 from roost.rooms.engine import NewEvent, RoomEngine, RoomError
+from roost.rooms.events import is_usable_server_name
 from roost.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from roost.storage.directory import DirectoryStore
 
@@ -279,7 +280,14 @@ def register(
             raise MatrixError(403, "M_FORBIDDEN", "Guest access is not allowed in this room")
 
     async def join_by_id_or_alias(req: ApiRequest) -> JsonDict:
-        room_id, via = await resolve(req.params["room"])
+        given = [*req.args("via"), *req.args("server_name")]
+        named = req.params["room"]
+        if named.startswith("!") and ":" in named:
+            given.append(named.partition(":")[2])
+        bad = [name for name in given if not is_usable_server_name(name)]
+        if bad:
+            raise MatrixError(400, "M_INVALID_PARAM", f"not a server name: {bad[0]}")
+        room_id, via = await resolve(named)
         await check_guest_may_join(req, room_id)
         via = [*req.args("via"), *req.args("server_name"), *via]
         await set_membership(room_id, req.user.user_id, req.user.user_id, "join",

@@ -29,7 +29,7 @@ class SyncFilter:
         state = room.get("state", {})
         presence_types = body.get("presence", {}).get("types")
         return cls(
-            timeline_limit=timeline.get("limit", 10) if timeline.get("limit") is not None else 10,
+            timeline_limit=_timeline_limit(timeline.get("limit")),
             types=timeline.get("types"),
             not_types=tuple(timeline.get("not_types") or ()),
             rooms=room.get("rooms"),
@@ -46,6 +46,17 @@ class SyncFilter:
         if event_type in self.not_types:
             return False
         return self.types is None or any(_type_match(p, event_type) for p in self.types)
+
+
+# The most events one room's timeline carries in one sync answer, whatever the filter
+# asks (a client wanting more pages back with /messages).
+MAX_TIMELINE_LIMIT = 100
+
+
+def _timeline_limit(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return 10
+    return max(0, min(value, MAX_TIMELINE_LIMIT))
 
 
 def _type_match(pattern: str, event_type: str) -> bool:

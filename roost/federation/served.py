@@ -494,9 +494,12 @@ class ServedRooms:
                                                               req.arg("since"))
         except public_rooms_lib.BadDirectoryQuery as e:
             raise MatrixError(400, "M_BAD_JSON", str(e)) from None
-        listed = await public_rooms_lib.entries(await self._directory.public_rooms(),
-                                                self._contents)
-        return public_rooms_lib.page(listed, term, since, limit)
+        if limit is not None and limit < 0:
+            raise MatrixError(400, "M_INVALID_PARAM", "limit must not be negative")
+        offset, size = public_rooms_lib.page_window(since, limit)
+        rooms, total = await self._directory.public_rooms_page(offset, size, term)
+        listed = await public_rooms_lib.entries(rooms, self._contents)
+        return public_rooms_lib.cut_page(listed, offset, size, total)
 
     async def _contents(self, event_ids: list[str]) -> dict[str, Any]:
         loaded = await self._engine.get_events(event_ids)

@@ -41,6 +41,7 @@ from roost.storage.directory import DirectoryStore
 from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.notifier import Notifier
 from roost.storage.registration_tokens import RegistrationTokenStore
+from roost.storage.room_purge import RoomPurger
 from roost.storage.room_state import RoomStateStore
 from roost.storage.streams import StreamIdGenerator
 
@@ -76,7 +77,7 @@ def register_admin(router: Router, config: RoostConfig, accounts: Accounts,
                                on_deactivate),
         admin_rooms.AdminRooms(gate, queries, engine,
                                RoomCreation(config.server_name, config.rooms.default_version),
-                               clock))
+                               clock, RoomPurger(db)))
     admin_server.register_all(
         router,
         SharedSecretRegistration(config.registration.shared_secret, accounts, tokens, profiles,

@@ -321,7 +321,8 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
         FederationInboundStore(db), config.server_name, local_key.signing_key, clock,
         RoomAccess(engine, RoomStateStore(db), directory_store.is_forgotten),
         directory_store, profile,
-        EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence, e2e_edus),
+        EduSinks(typing_edu, receipt_service.put, presence_tracker.set_remote_presence,
+                 e2e_edus),
         federation.fetches)
 
 
@@ -572,7 +573,7 @@ async def build_homeserver(
     remote_queries = _build_remote_queries(federation, clock)
     profile.register(router, profiles, config.server_name, remote_queries)
     user_directory.register(router, profile_store)
-    presence.register(router, presence_tracker, users)
+    presence.register(router, presence_tracker, users, state_store.share_a_room)
     devices.register(router, device_store, tokens, uia)
     rooms.register(router, engine, view, directory_store,
                    RoomCreation(config.server_name, config.rooms.default_version),
