@@ -178,6 +178,12 @@ async def probe_peek(viewer: Client, room: Room) -> Any:
     return error or _bodies(body["chunk"])
 
 
+async def probe_hierarchy(viewer: Client, room: Room) -> Any:
+    """The room's space hierarchy: a public room is shown to anyone who may join it."""
+    error, body = await _get(viewer, f"/_matrix/client/v1/rooms/{q(room.room_id)}/hierarchy")
+    return error or ([r["room_id"] for r in body["rooms"]] == [room.room_id] and OK)
+
+
 PROBES: dict[str, Probe] = {
     "/messages": probe_messages,
     "/event": probe_event,
@@ -195,6 +201,7 @@ PROBES: dict[str, Probe] = {
     "/rooms/{roomId}/initialSync": probe_room_initial_sync,
     "/events/{eventId}": probe_events_by_id,
     "/events?room_id": probe_peek,
+    "/hierarchy": probe_hierarchy,
 }
 
 B, BD, D, DA = bodies("before"), bodies("before", "during"), bodies("during"), \
@@ -321,6 +328,14 @@ TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/events/{eventId}", "left", OK, MISSING, MISSING, OK),
     ("/events/{eventId}", "banned", OK, MISSING, MISSING, OK),
     ("/events/{eventId}", "forgotten", MISSING, MISSING, MISSING, OK),
+
+    # The rooms are public: anyone who may join them sees them in a hierarchy (rooms.hierarchy).
+    ("/hierarchy", "never", OK, OK, OK, OK),
+    ("/hierarchy", "invited", OK, OK, OK, OK),
+    ("/hierarchy", "joined", OK, OK, OK, OK),
+    ("/hierarchy", "left", OK, OK, OK, OK),
+    ("/hierarchy", "banned", OK, OK, OK, OK),
+    ("/hierarchy", "forgotten", OK, OK, OK, OK),
 ]
 
 
