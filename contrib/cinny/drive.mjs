@@ -1,6 +1,7 @@
 // Drive a Cinny build in headless Debian Chromium against Roost, as a new user would:
 // register, log in again in a fresh browser profile, create a room, send a message and
-// see it in the timeline; then the same in an encrypted room. Screenshots and a JSON
+// see it in the timeline; then the same in an encrypted room, which a second user joins
+// in their own Cinny and must read (decrypted) what is sent next. Screenshots and a JSON
 // report go to --out. Run by contrib/cinny/check.sh (docs/clients.md).
 //
 //   node drive.mjs --cinny http://127.0.0.1:18080 --out DIR [--user NAME] [--chromium PATH]
@@ -83,11 +84,27 @@ async function newPage(browser, label) {
     return page;
 }
 
-async function submitLogin(page) {
+async function submitLogin(page, user = args.user) {
     await page.goto(`${args.cinny}/#/login`);
-    await page.fill('input[name="usernameInput"]', args.user);
+    await page.fill('input[name="usernameInput"]', user);
     await page.fill('input[name="passwordInput"]', args.password);
     await page.click('button[type="submit"]');
+}
+
+/** A Matrix call from the page with Cinny's own session (its base URL and token). */
+async function pageCall(page, method, path, body) {
+    return page.evaluate(async ({ method, path, body }) => {
+        const base = localStorage.getItem("cinny_hs_base_url");
+        const token = localStorage.getItem("cinny_access_token");
+        const resp = await fetch(`${base}/_matrix/client/v3${path}`, {
+            method,
+            headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+            body: body === undefined ? undefined : JSON.stringify(body),
+        });
+        const answer = await resp.json();
+        if (!resp.ok) throw new Error(`${method} ${path}: ${resp.status} ${JSON.stringify(answer)}`);
+        return answer;
+    }, { method, path, body });
 }
 
 /** Wait until the client shows its home: the sync loop has started. */
@@ -201,6 +218,41 @@ try {
     if (ok) {
         const enc = await step(page, "create-encrypted-room", () => createRoom(page, "Roost secret", true));
         if (enc) await step(page, "send-encrypted-message", () => sendMessage(page, "Roost secret", "A secret on Roost", true));
+        // A second user in their own Cinny joins the encrypted room; what is sent after the
+        // join must reach their browser as a message it can decrypt (keys go device to
+        // device through Roost).
+        const bob = await newPage(browser, "second-user");
+        const bobName = `${args.user}b`;
+        let both = await step(bob, "second-user-encrypted-register-login", async () => {
+            await bob.goto(`${args.cinny}/#/register`);
+            await bob.fill('input[name="usernameInput"]', bobName);
+            await bob.fill('input[name="passwordInput"]', args.password);
+            await bob.fill('input[name="confirmPasswordInput"]', args.password);
+            await bob.click('button[type="submit"]');
+            const again = bob.getByRole("button", { name: "Retry" });
+            await Promise.race([homeShown(bob), again.waitFor()]);
+            if (await again.isVisible()) await again.click();  // the registration error above
+            await homeShown(bob);
+        });
+        both = both && await step(bob, "second-user-encrypted-join", async () => {
+            const view = await serverView(page, "Roost secret");
+            const bobId = (await pageCall(bob, "GET", "/account/whoami")).user_id;
+            await pageCall(page, "POST", `/rooms/${encodeURIComponent(view.room_id)}/invite`, { user_id: bobId });
+            await pageCall(bob, "POST", `/join/${encodeURIComponent(view.room_id)}`, {});
+            await bob.getByText("Roost secret", { exact: true }).first().click();
+            await bob.locator('[data-slate-editor="true"]').first().waitFor();
+            return { room_id: view.room_id, bob: bobId };
+        });
+        both = both && await step(page, "send-encrypted-message-to-second-user", async () => {
+            // Cinny learns of Bob's join through its sync; then it shares the room key with his device.
+            await page.getByText(`${bobName} joined the room`).first().waitFor();
+            return sendMessage(page, "Roost secret", "For Bob's eyes", true);
+        });
+        if (both) {
+            await step(bob, "second-user-encrypted-decrypts", async () => {
+                await bob.locator(`[data-message-id] :text-is("For Bob's eyes")`).first().waitFor();
+            });
+        }
     }
 } finally {
     await browser.close();

@@ -26,6 +26,7 @@ from roost.client_api.resource import ApiRequest, JsonDict, Router
 from roost.client_api.rooms import RoomCreation
 from roost.rooms.engine import NewEvent, RoomEngine, RoomError
 from roost.storage.admin_queries import ROOM_ORDER, AdminQueries
+from roost.storage.room_purge import RoomPurger
 
 logger = logging.getLogger(__name__)
 MAX_REMEMBERED_DELETES = 1000
@@ -41,6 +42,7 @@ class Shutdown:
     local_aliases: list[str] = field(default_factory=list)
     new_room_id: str | None = None
     error: str | None = None
+    purged_events: int | None = None
 
     def to_json(self) -> JsonDict:
         result: JsonDict = {"kicked_users": self.kicked_users,
@@ -61,11 +63,13 @@ class ShutdownRequest:
     message: str
     block: bool
     purge: bool
+    force_purge: bool = False
 
 
 class AdminRooms:
     def __init__(self, gate: AdminGate, queries: AdminQueries, engine: RoomEngine,
-                 creation: RoomCreation, clock: IReactorTime) -> None:
+                 creation: RoomCreation, clock: IReactorTime, purger: RoomPurger) -> None:
+        self.purger = purger
         self.gate = gate
         self.queries = queries
         self.engine = engine
@@ -96,6 +100,12 @@ class AdminRooms:
                     logger.warning("shutdown of %s: %s could not leave: %s", room_id, user_id, e)
                     shutdown.failed_to_kick_users.append(user_id)
             shutdown.local_aliases = await self.queries.delete_local_aliases(room_id)
+            if request.purge:
+                if shutdown.failed_to_kick_users and not request.force_purge:
+                    raise RuntimeError("not purged: some local members could not leave"
+                                       " (force_purge: true purges anyway)")
+                shutdown.purged_events = await self.engine.purge_room(room_id,
+                                                                      self.purger.purge)
             shutdown.status = "complete"
         except Exception as e:  # the status is how the operator learns of it
             logger.exception("shutdown of %s failed", room_id)
@@ -216,10 +226,8 @@ def _shutdown_request(rooms: AdminRooms, body: JsonDict) -> ShutdownRequest:
              (("block", False), ("purge", True), ("force_purge", False))}
     if not all(isinstance(v, bool) for v in flags.values()):
         raise bad_json("block, purge and force_purge must be booleans")
-    if flags["purge"]:
-        raise MatrixError(400, "M_INVALID_PARAM",
-                          "purging a room's history is not supported yet: pass purge: false")
-    return ShutdownRequest(new_user, room_name, message, flags["block"], flags["purge"])
+    return ShutdownRequest(new_user, room_name, message, flags["block"], flags["purge"],
+                           flags["force_purge"])
 
 
 async def delete_room_v1(rooms: AdminRooms, req: ApiRequest) -> JsonDict:

@@ -137,8 +137,10 @@ def register(router: Router, engine: RoomEngine, view: RoomView, directory: Dire
                     instance if isinstance(instance, str) else None)
             except RoomError as e:
                 raise MatrixError(e.status, e.errcode, e.message) from None
-        listed = await public_rooms_lib.entries(await directory.public_rooms(), _contents(engine))
-        return public_rooms_lib.page(listed, term, since, limit)
+        offset, size = public_rooms_lib.page_window(since, limit)
+        rooms, total = await directory.public_rooms_page(offset, size, term)
+        listed = await public_rooms_lib.entries(rooms, _contents(engine))
+        return public_rooms_lib.cut_page(listed, offset, size, total)
 
     router.add("PUT", f"{CLIENT_PREFIX}/directory/room/{{alias}}", put_alias)
     router.add("GET", f"{CLIENT_PREFIX}/directory/room/{{alias}}", get_alias, auth=False)

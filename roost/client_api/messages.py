@@ -94,20 +94,22 @@ def register(
         stop = to + 1 if backwards and to is not None else to
         types = _type_list(filt.get("types"), "types")
         not_types = _type_list(filt.get("not_types"), "not_types")
-        page = await _stream_page(events, room_id, from_pos, stop, backwards, limit, types,
-                                  not_types)
+        page, stopped_at = await _stream_page(events, room_id, from_pos, stop, backwards, limit,
+                                              types, not_types)
         rounds = 0
         # A short backwards page may have reached the start of what this server holds of
         # a room joined over federation: fetch history from the servers in the room.
         while backwards and backfill is not None and len(page) < limit and to is None \
                 and rounds < MAX_BACKFILL_ROUNDS and await backfill(room_id, max(limit, 20)):
             rounds += 1
-            page = await _stream_page(events, room_id, from_pos, stop, backwards, limit, types,
-                                      not_types)
+            page, stopped_at = await _stream_page(events, room_id, from_pos, stop, backwards,
+                                                  limit, types, not_types)
         loaded = engine.loaded(page)
         visible = await view.visible(room_id, user, loaded)
         body: JsonDict = {"chunk": await view.serialize(visible, user), "start": f"s{start}"}
-        if len(page) == limit and page:
+        if stopped_at is not None:  # a wildcard filter's scan stopped short: go on from there
+            body["end"] = f"s{stopped_at - 1}" if backwards else f"s{stopped_at}"
+        elif len(page) == limit and page:
             last = page[-1].stream_ordering or 0
             body["end"] = f"s{last - 1}" if backwards else f"s{last}"
         if filt.get("lazy_load_members") is True:
@@ -160,8 +162,9 @@ def register(
     router.add("GET", f"{R}/context/{{event_id}}", context)
 
 
-# How many events a wildcard type filter reads per round trip.
+# How many events a wildcard type filter reads per round trip, and at most per request.
 _SCAN_BATCH = 200
+MAX_SCANNED = 10 * _SCAN_BATCH
 
 
 def _type_pattern(patterns: list[str]) -> re.Pattern[str]:
@@ -176,21 +179,28 @@ def _type_of(event: StoredEvent) -> str:
 async def _stream_page(
     events: EventStore, room_id: str, from_pos: int, to: int | None, backwards: bool, limit: int,
     types: list[str] | None, not_types: list[str] | None,
-) -> list[StoredEvent]:
-    """A page of the room's events whose types pass the filter.
+) -> tuple[list[StoredEvent], int | None]:
+    """A page of the room's events whose types pass the filter, and, when the scan for it
+    stopped early, the position of the last event it examined.
 
     Exact type lists are filtered by the database; a list with a `*` wildcard
-    is matched here, reading the stream in batches until the page is full.
+    is matched here, reading the stream in batches until the page is full or
+    MAX_SCANNED events were read: one request never walks a whole room, and the
+    client continues from where the scan stopped.
     """
     if not any("*" in t for t in (types or []) + (not_types or [])):
         return await events.room_stream_events(room_id, from_pos, to, backwards, limit,
-                                               types, not_types)
+                                               types, not_types), None
     wanted = _type_pattern(types) if types is not None else None
     unwanted = _type_pattern(not_types) if not_types else None
     page: list[StoredEvent] = []
     position = from_pos
+    scanned = 0
     while len(page) < limit:
+        if scanned >= MAX_SCANNED:
+            return page, position
         batch = await events.room_stream_events(room_id, position, to, backwards, _SCAN_BATCH)
+        scanned += len(batch)
         for event in batch:
             event_type = _type_of(event)
             if (wanted is None or wanted.fullmatch(event_type)) and \
@@ -199,7 +209,7 @@ async def _stream_page(
         if len(batch) < _SCAN_BATCH:
             break
         position = batch[-1].stream_ordering or 0
-    return page[:limit]
+    return page[:limit], None
 
 
 async def _state_at(view: RoomView, loaded: LoadedEvent) -> list[str]:

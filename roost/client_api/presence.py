@@ -15,6 +15,7 @@ first. Timers run on the injected clock, so tests drive them with
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,15 @@ from roost.storage.notifier import Notifier
 from roost.storage.streams import StreamIdGenerator
 
 STATES = ("online", "unavailable", "offline")
+# A status message longer than this is refused (400): it is pushed to everyone who
+# shares a room with the user, on every change.
+MAX_STATUS_MSG_LEN = 1024
+# Remote users' presence is kept for at most this many users in all: past it, offline
+# ones are forgotten first, and updates for new remote users are dropped.
+MAX_TRACKED_USERS = 50_000
+
+# (requester, user) -> whether they share a room (who may read whose presence).
+SharesRoom = Callable[[str, str], Awaitable[bool]]
 
 
 @dataclass
@@ -94,6 +104,8 @@ class PresenceTracker:
         """What the user asks for (PUT /presence, or /sync's set_presence)."""
         if presence not in STATES:
             raise invalid_param(f"presence must be one of {', '.join(STATES)}")
+        if status_msg is not None and len(status_msg) > MAX_STATUS_MSG_LEN:
+            raise invalid_param(f"status_msg is longer than {MAX_STATUS_MSG_LEN} characters")
         state = self._user(user_id)
         state.last_active_ms = self._now_ms()
         if presence == "offline":
@@ -108,6 +120,24 @@ class PresenceTracker:
                 self._restart_offline_timer(user_id, state)
         if (presence, status_msg) != (state.presence, state.status_msg):
             self._change(user_id, state, presence, status_msg)
+
+    async def set_remote_presence(self, user_id: str, presence: str,
+                                  status_msg: str | None) -> None:
+        """A presence EDU from another server: as set_presence, but a user not yet tracked
+        is only taken while fewer than MAX_TRACKED_USERS are (offline ones are forgotten
+        first), so other servers cannot make this one's memory grow without bound."""
+        if user_id not in self._users and len(self._users) >= MAX_TRACKED_USERS:
+            self._forget_offline(len(self._users) - MAX_TRACKED_USERS + 1)
+            if len(self._users) >= MAX_TRACKED_USERS:
+                return
+        await self.set_presence(user_id, presence, status_msg)
+
+    def _forget_offline(self, count: int) -> None:
+        """Forget up to `count` offline users with nothing pending, oldest first."""
+        idle = [u for u, s in self._users.items() if s.presence == "offline"
+                and s.connections == 0 and s.idle_call is None and s.offline_call is None]
+        for user_id in idle[:count]:
+            del self._users[user_id]
 
     def stop(self) -> None:
         """Cancel every pending timer (shutdown): nobody goes idle or offline after it,
@@ -212,12 +242,18 @@ def _status_msg(body: dict[str, Any]) -> str | None:
     return value
 
 
-def register(router: Router, tracker: PresenceTracker, users: UserStore) -> None:
+def register(router: Router, tracker: PresenceTracker, users: UserStore,
+             shares_room: SharesRoom | None = None) -> None:
     async def get_status(req: ApiRequest) -> JsonDict:
+        """A user's own presence, or that of someone they share a room with (spec: 403
+        for anyone else)."""
         user_id = req.params["user_id"]
         record = await users.get_user(user_id)
         if record is None or record.deactivated:
             raise not_found("No presence for this user")
+        if user_id != req.user.user_id and (
+                shares_room is None or not await shares_room(req.user.user_id, user_id)):
+            raise forbidden("You are not allowed to see this user's presence")
         return tracker.get(user_id)
 
     async def put_status(req: ApiRequest) -> JsonDict:

@@ -10,7 +10,9 @@ from roost.client_api.errors import MatrixError, bad_json, forbidden, invalid_pa
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, Handler, JsonDict, Router
 from roost.client_api.room_view import RoomView, append_event, check_canonical
 from roost.federation.joins import RemoteRooms
+from roost.rooms import restricted
 from roost.rooms.engine import NewEvent, RoomEngine, RoomError
+from roost.rooms.events import is_usable_server_name
 from roost.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from roost.storage.directory import DirectoryStore
 
@@ -239,10 +241,34 @@ def register(
                 return
             if member_profile is not None:
                 content.update(await member_profile(target))
+            if current != "invite":
+                await authorise_restricted(room_id, target, content)
         if remote is not None and membership == "invite" and remote.is_remote_user(target):
             await remotely(remote.invite(room_id, sender, target, content))
             return
         await append_event(engine, room_id, NewEvent(sender, "m.room.member", content, target))
+
+    async def authorise_restricted(room_id: str, user_id: str, content: JsonDict) -> None:
+        """A restricted room admits members of the rooms its allow list names: a local
+        user who may invite vouches for the join (join_authorised_via_users_server)."""
+        version = await engine.room_version(room_id)
+        state = await engine.current_state_events(room_id)
+        if version is None or not restricted.is_restricted(state, version):
+            return
+        for allowed in restricted.allowed_room_ids(state):
+            if await engine.room_version(allowed) is not None \
+                    and await engine.membership(allowed, user_id) == "join":
+                break
+        else:
+            if ("m.room.join_rules", "") in state and \
+                    state[("m.room.join_rules", "")].content.get("join_rule") == "knock_restricted":
+                raise forbidden("You may knock on this room, or join through its allowed rooms")
+            raise forbidden("You are not in any of the rooms this room admits members of")
+        authoriser = restricted.choose_authoriser(state, version, server_name)
+        if authoriser is None:
+            raise MatrixError(400, "M_UNABLE_TO_GRANT_JOIN",
+                              "No user of this server may invite to the room")
+        content["join_authorised_via_users_server"] = authoriser
 
     async def check_guest_may_join(req: ApiRequest, room_id: str) -> None:
         """Guests join only rooms whose m.room.guest_access is can_join (the spec's guest module)."""
@@ -254,7 +280,14 @@ def register(
             raise MatrixError(403, "M_FORBIDDEN", "Guest access is not allowed in this room")
 
     async def join_by_id_or_alias(req: ApiRequest) -> JsonDict:
-        room_id, via = await resolve(req.params["room"])
+        given = [*req.args("via"), *req.args("server_name")]
+        named = req.params["room"]
+        if named.startswith("!") and ":" in named:
+            given.append(named.partition(":")[2])
+        bad = [name for name in given if not is_usable_server_name(name)]
+        if bad:
+            raise MatrixError(400, "M_INVALID_PARAM", f"not a server name: {bad[0]}")
+        room_id, via = await resolve(named)
         await check_guest_may_join(req, room_id)
         via = [*req.args("via"), *req.args("server_name"), *via]
         await set_membership(room_id, req.user.user_id, req.user.user_id, "join",

@@ -25,6 +25,7 @@ from roost.federation.transport.server import FederationRequest, FederationRoute
 from roost.http.errors import MatrixError
 from roost.keys.remote import KeyRing
 from roost.rooms import public_rooms as public_rooms_lib
+from roost.rooms import restricted
 from roost.rooms.access import RoomAccess
 from roost.rooms.engine import ACCEPTED, KNOWN, LoadedEvent, RoomEngine, RoomError
 from roost.rooms.events import Event
@@ -164,13 +165,58 @@ class ServedRooms:
                 raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION",
                                       "Your homeserver does not support this room's version",
                                       room_version=version.identifier)
+        content: JsonDict = {"membership": membership}
+        if membership == "join":
+            await self._authorise_restricted(room_id, user_id, version, content)
         try:
             version, template = await self._engine.build_for_remote(
-                room_id, user_id, "m.room.member", {"membership": membership}, user_id)
+                room_id, user_id, "m.room.member", content, user_id)
         except RoomError as e:
             raise _room_error(e) from None
         template["origin"] = self._server_name
         return {"event": template, "room_version": version.identifier}
+
+    async def _authorise_restricted(self, room_id: str, user_id: str, version: RoomVersion,
+                                    content: JsonDict) -> None:
+        """A remote user joining a restricted room through us: if they are in one of the
+        allowed rooms (as far as this server sees it), one of our users who may invite
+        vouches for the join, and send_join adds our signature."""
+        state = await self._engine.current_state_events(room_id)
+        if not restricted.is_restricted(state, version):
+            return
+        if await self._engine.membership(room_id, user_id) in ("join", "invite"):
+            return
+        known = [r for r in restricted.allowed_room_ids(state)
+                 if await self._engine.room_version(r) is not None]
+        if not known:
+            raise MatrixError(400, "M_UNABLE_TO_AUTHORISE_JOIN",
+                              "This server is in none of the rooms the join rules allow")
+        for allowed in known:
+            if await self._engine.membership(allowed, user_id) == "join":
+                break
+        else:
+            raise _forbidden("The user is in none of the rooms the join rules allow")
+        authoriser = restricted.choose_authoriser(state, version, self._server_name)
+        if authoriser is None:
+            raise MatrixError(400, "M_UNABLE_TO_GRANT_JOIN",
+                              "No user of this server may invite to the room")
+        content["join_authorised_via_users_server"] = authoriser
+
+    async def _countersign_restricted(self, pdu: Any, version: RoomVersion, room_id: str) -> Any:
+        """A restricted join naming one of our users as its authoriser gets our signature
+        (the auth rules require it), once the joiner is seen to be in an allowed room."""
+        content = pdu.get("content") if isinstance(pdu, dict) else None
+        via = content.get("join_authorised_via_users_server") if isinstance(content, dict) \
+            else None
+        sender = pdu.get("sender") if isinstance(pdu, dict) else None
+        if not (version.restricted_join_rule and isinstance(via, str) and isinstance(sender, str)
+                and server_name_of(via) == self._server_name):
+            return pdu
+        await self._authorise_restricted(room_id, sender, version, {})
+        try:
+            return sign_event(pdu, version, self._server_name, self._key)
+        except (TypeError, ValueError, AttributeError):
+            raise MatrixError(400, "M_BAD_JSON", "the join event is malformed") from None
 
     async def send_join(self, req: FederationRequest) -> tuple[int, JsonDict]:
         event, outcome_state = await self._send_membership(req, "join")
@@ -208,7 +254,10 @@ class ServedRooms:
         origin = req.authenticated_origin
         room_id, event_id = req.params["roomId"], req.params["eventId"]
         version = await self._version(room_id)
-        event = await self._one_checked(req.json(), version, room_id, event_id)
+        pdu = req.json()
+        if membership == "join":
+            pdu = await self._countersign_restricted(pdu, version, room_id)
+        event = await self._one_checked(pdu, version, room_id, event_id)
         if event.type != "m.room.member" or event.membership != membership:
             raise MatrixError(400, "M_BAD_JSON", f"not a {membership} event")
         if event.state_key != event.sender or server_name_of(event.sender) != origin:
@@ -445,9 +494,12 @@ class ServedRooms:
                                                               req.arg("since"))
         except public_rooms_lib.BadDirectoryQuery as e:
             raise MatrixError(400, "M_BAD_JSON", str(e)) from None
-        listed = await public_rooms_lib.entries(await self._directory.public_rooms(),
-                                                self._contents)
-        return public_rooms_lib.page(listed, term, since, limit)
+        if limit is not None and limit < 0:
+            raise MatrixError(400, "M_INVALID_PARAM", "limit must not be negative")
+        offset, size = public_rooms_lib.page_window(since, limit)
+        rooms, total = await self._directory.public_rooms_page(offset, size, term)
+        listed = await public_rooms_lib.entries(rooms, self._contents)
+        return public_rooms_lib.cut_page(listed, offset, size, total)
 
     async def _contents(self, event_ids: list[str]) -> dict[str, Any]:
         loaded = await self._engine.get_events(event_ids)

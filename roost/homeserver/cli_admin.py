@@ -107,7 +107,7 @@ async def room_shutdown(hs: Homeserver, args: argparse.Namespace) -> int:
         sys.stderr.write(f"roost: no room {args.room}\n")
         return 1
     new_user = _user_id(hs, args.new_room_user) if args.new_room_user else None
-    request = ShutdownRequest(new_user, args.room_name, args.message, args.block, False)
+    request = ShutdownRequest(new_user, args.room_name, args.message, args.block, args.purge)
     shutdown = Shutdown("cli", args.room)
     await hs.admin.rooms.shut_down(shutdown, request, new_user or "roost command")
     _print(shutdown.to_json())
@@ -149,6 +149,8 @@ def add_commands(sub: Any, run: Callable[[argparse.Namespace, Action], int]) -> 
                    "make every local member leave, drop its aliases, optionally block it")
     shut.add_argument("room")
     shut.add_argument("--block", action="store_true", help="forbid joining it again")
+    shut.add_argument("--purge", action="store_true",
+                      help="also delete the room and its history from the database")
     shut.add_argument("--new-room-user", help="move the members to a new room made by this user")
     shut.add_argument("--room-name", default="Content Violation Notification")
     shut.add_argument("--message", default="This room was shut down by the server's admins.")

@@ -17,16 +17,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
 from roost.admin import media as admin_media
-from roost.admin import rooms as admin_rooms
-from roost.admin import server as admin_server
-from roost.admin import users as admin_users
 from roost.admin.auth import AdminGate
-from roost.admin.register import SharedSecretRegistration
-from roost.admin.registration_tokens import AdminRegistrationTokens
-from roost.appservice.client import AppServiceHttp
-from roost.appservice.ephemeral import EphemeralRelay
 from roost.appservice.registration import load_registrations
-from roost.appservice.sender import AppServiceSender, Interest
 from roost.client_api import (
     account,
     account_data,
@@ -34,6 +26,7 @@ from roost.client_api import (
     cross_signing,
     devices,
     directory,
+    hierarchy,
     keys,
     knock,
     login,
@@ -47,6 +40,7 @@ from roost.client_api import (
     receipts,
     register,
     relations,
+    reports,
     room_keys,
     room_state,
     rooms,
@@ -55,18 +49,18 @@ from roost.client_api import (
     sync,
     tags,
     threepid,
+    timestamps,
     to_device,
     typing,
+    upgrade,
     user_directory,
     versions,
     websocket,
 )
-from roost.client_api import appservice as client_appservice
 from roost.client_api import voip as voip_api
 from roost.client_api.accounts import Accounts
 from roost.client_api.appservice import AppServiceAuth, AppServices
 from roost.client_api.device_lists import DeviceLists
-from roost.client_api.event_format import client_event
 from roost.client_api.passwords import PasswordHasher
 from roost.client_api.presence import PresenceTracker
 from roost.client_api.profile import Profiles
@@ -78,10 +72,16 @@ from roost.client_api.sync_builder import SyncBuilder, SyncToken
 from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
+from roost.federation import hierarchy as federation_hierarchy
 from roost.federation import openid as federation_openid
 from roost.federation import served as federation_served
+from roost.federation import timestamps as federation_timestamps
 from roost.federation.backfill import Backfiller
-from roost.federation.device_edus import DeviceListSender, InboundDeviceEdus
+from roost.federation.device_edus import (
+    DeviceListSender,
+    InboundDeviceEdus,
+    RemoteDeviceTracking,
+)
 from roost.federation.fetches import EventFetches
 from roost.federation.ingest import EduSinks
 from roost.federation.joins import RemoteRooms
@@ -101,6 +101,13 @@ from roost.federation.transport.server import (
 )
 from roost.federation.user_keys import KeyQueries
 from roost.homeserver.config import RoostConfig
+from roost.homeserver.operations import (
+    AdminParts,
+    health_checks,
+    register_admin,
+    start_appservices,
+    start_metrics,
+)
 from roost.keys.local import LocalKey, load_or_create_signing_key
 from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
@@ -112,9 +119,8 @@ from roost.push.evaluator import PushEvaluator
 from roost.push.pushers import PusherDelivery, event_details
 from roost.rooms.access import RoomAccess
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
-from roost.storage.accounts import UserExistsError, UserStore
-from roost.storage.admin_queries import AdminQueries
-from roost.storage.appservice import AppServiceStore
+from roost.rooms.hierarchy import SpaceHierarchy
+from roost.storage.accounts import UserStore
 from roost.storage.database import Database
 from roost.storage.device_inbox import DeviceInboxStore
 from roost.storage.device_lists import DeviceListStore
@@ -123,6 +129,7 @@ from roost.storage.directory import DirectoryStore
 from roost.storage.e2e_backup import KeyBackupStore
 from roost.storage.e2e_keys import E2eKeyStore
 from roost.storage.embedded import start_embedded_postgres
+from roost.storage.event_timestamps import EventTimestampStore
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
 from roost.storage.federation_outbound import FederationOutboundStore
@@ -135,6 +142,7 @@ from roost.storage.push import PushActionStore, PusherStore, PushRuleStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
+from roost.storage.reports import ReportStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
 from roost.storage.search import SearchStore
 from roost.storage.server_keys import ServerKeyStore
@@ -168,12 +176,6 @@ class PushParts:
     evaluator: PushEvaluator
     delivery: PusherDelivery
     unread: notifications.UnreadCounts
-
-
-@dataclass
-class AdminParts:
-    users: admin_users.AdminUsers
-    rooms: admin_rooms.AdminRooms
 
 
 @dataclass
@@ -241,18 +243,6 @@ async def _rate_limiter(config: RoostConfig, reactor: Any, clock: IReactorTime,
     )
     closers.append(("redis", redis.close))
     return RedisRateLimiter(redis, config.redis.key_prefix, clock)
-
-
-def _health_checks(db: Database, limiter: RateLimiter) -> dict[str, Any]:
-    """What /health asks: a query on the database, a PING to Redis when Redis is on."""
-    async def database() -> object:
-        return await db.run("health", lambda txn: txn.query_one("SELECT 1"))
-
-    checks: dict[str, Any] = {"database": database}
-    redis = getattr(limiter, "redis", None)
-    if redis is not None:
-        checks["redis"] = lambda: redis.execute("PING")
-    return checks
 
 
 def _limits(config: RoostConfig) -> dict[str, RateLimit]:
@@ -338,7 +328,8 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
         FederationInboundStore(db), config.server_name, local_key.signing_key, clock,
         RoomAccess(engine, RoomStateStore(db), directory_store.is_forgotten),
         directory_store, profile,
-        EduSinks(typing_edu, receipt_service.put, presence_tracker.set_presence, e2e_edus),
+        EduSinks(typing_edu, receipt_service.put, presence_tracker.set_remote_presence,
+                 e2e_edus),
         federation.fetches)
 
 
@@ -452,20 +443,23 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
                       notifier: Notifier, streams: dict[str, StreamIdGenerator],
                       device_store: DeviceStore, uia: UserInteractiveAuth,
                       federation: FederationParts, sender: FederationSender,
-                      closers: list[tuple[str, Any]], builder: SyncBuilder) -> InboundDeviceEdus:
+                      closers: list[tuple[str, Any]], builder: SyncBuilder,
+                      on_deactivate: list[Any]) -> InboundDeviceEdus:
     """End-to-end encryption: keys, cross-signing, key backup, to-device messages, device
     lists (the to_device and device_lists streams) and their federation side."""
     key_store = E2eKeyStore(db)
     list_store = DeviceListStore(db, config.server_name)
     streams["to_device"] = StreamIdGenerator(await DeviceInboxStore(db).max_stream_id())
     streams["device_lists"] = StreamIdGenerator(await list_store.max_stream_id())
-    lists = DeviceLists(list_store, streams["device_lists"], notifier)
+    streams["to_device"].announce_to(notifier, "to_device")
+    streams["device_lists"].announce_to(notifier, "device_lists")
+    lists = DeviceLists(list_store, streams["device_lists"])
     device_store.on_devices_deleted.append(lists.devices_deleted)
+    on_deactivate.append(lists.account_deactivated)
     queries = KeyQueries(key_store, list_store, federation.client, config.server_name)
     queries.register(federation.router)
     to_device_service = to_device.ToDevice(DeviceInboxStore(db), key_store, streams["to_device"],
-                                           notifier, config.server_name, clock,
-                                           sender.queue_edus)
+                                           config.server_name, clock, sender.queue_edus)
     to_device.register(router, to_device_service)
     keys.register(router, keys.KeyUploads(key_store, lists), queries, lists,
                   _token_positions)
@@ -474,6 +468,8 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
     list_sender = DeviceListSender(list_store, key_store, notifier, sender.queue_edus,
                                    config.server_name, streams["device_lists"].current)
     closers.append(("device list sender", list_sender.stop))
+    tracking = RemoteDeviceTracking(list_store, notifier, config.server_name)
+    closers.append(("remote device tracking", tracking.stop))
     e2e_sync = E2eSync(DeviceInboxStore(db), list_store, key_store)
     builder.add_stream("to_device", lambda: streams["to_device"].current)
     builder.add_stream("device_lists", lambda: streams["device_lists"].current)
@@ -496,7 +492,8 @@ def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime
                                streams: dict[str, StreamIdGenerator], config: RoostConfig,
                                federation: FederationParts, view: RoomView,
                                event_store: EventStore, closers: list[tuple[str, Any]]) -> None:
-    """Tags, third-party identifiers, OpenID (client and federation sides), TURN, search."""
+    """Tags, third-party identifiers, OpenID and timestamp_to_event (client and federation
+    sides), TURN, reports, search."""
     account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
 
     async def room_exists(room_id: str) -> bool:
@@ -510,96 +507,16 @@ def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime
     voip = config.voip
     voip_api.register(router, clock, voip.turn_uris, voip.turn_shared_secret,
                       voip.turn_user_lifetime, voip.turn_allow_guests)
+    reports.register(router, ReportStore(db), view, clock)
+    timestamps_store = EventTimestampStore(db)
+    timestamps.register(router, timestamps_store, view)
+    federation_timestamps.register(federation.router, timestamps_store, engine, view.access)
     search_store = SearchStore(db)
     indexer = SearchIndexer(search_store, streams["events"], notifier)
     indexer.start()
     closers.append(("search indexer", indexer.stop))
     search.register(router, search.RoomEventSearch(search_store, indexer, engine, view,
                                                    event_store))
-
-
-def _register_admin(router: Router, config: RoostConfig, accounts: Accounts,
-                    tokens: TokenAuthority, device_store: DeviceStore, profiles: Profiles,
-                    engine: RoomEngine, clock: IReactorTime, db: Database,
-                    on_deactivate: list[Any]) -> AdminParts:
-    """The /_synapse/admin API (shared-secret registration, users, rooms) on the client
-    listener, as operators' tools expect it there."""
-    gate = AdminGate(accounts)
-    queries = AdminQueries(db, config.server_name)
-    parts = AdminParts(
-        admin_users.AdminUsers(gate, accounts, queries, device_store, tokens, profiles,
-                               on_deactivate),
-        admin_rooms.AdminRooms(gate, queries, engine,
-                               RoomCreation(config.server_name, config.rooms.default_version),
-                               clock))
-    admin_server.register_all(
-        router,
-        SharedSecretRegistration(config.registration.shared_secret, accounts, tokens, profiles,
-                                 clock),
-        parts.users, parts.rooms,
-        AdminRegistrationTokens(gate, RegistrationTokenStore(db), clock))
-    return parts
-
-
-async def _start_appservices(appservices: AppServices, router: Router, reactor: Any,
-                             clock: IReactorTime, db: Database, users: UserStore,
-                             engine: RoomEngine, state_store: RoomStateStore,
-                             directory_store: DirectoryStore, event_stream: StreamIdGenerator,
-                             notifier: Notifier, profiles: Profiles,
-                             typing_users: Any, receipts_position: int,
-                             closers: list[tuple[str, Any]]) -> AppServiceSender | None:
-    """Each service's bot account, its client endpoints, and the transaction sender."""
-    now_ms = int(clock.seconds() * 1000)
-    for service in appservices.services:
-        try:
-            await users.create_user(service.sender, None, False, now_ms)
-        except UserExistsError:
-            pass
-    http = AppServiceHttp(reactor)
-    appservices.http = http
-    profiles.ask_for_missing = appservices.query_user
-    client_appservice.register(router, appservices, http)
-    if not appservices.services:
-        return None
-
-    async def members_of(room_id: str) -> list[str]:
-        members = await state_store.members(room_id)
-        return [u for u, (m, _e) in members.items() if m in ("join", "invite")]
-
-    async def format_events(event_ids: list[str]) -> list[Any]:
-        loaded = await engine.get_events(event_ids)
-        now = int(clock.seconds() * 1000)
-        return [client_event(loaded[i], now) for i in event_ids if i in loaded]
-
-    interest = Interest(members_of, directory_store.aliases_of)
-    sender = AppServiceSender(
-        appservices.services, AppServiceStore(db), FederationOutboundStore(db), interest,
-        format_events, event_stream, notifier, http, clock)
-    await sender.start()
-    closers.append(("application service sender", sender.stop))
-    relay = EphemeralRelay(appservices.services, interest, typing_users,
-                           FederationOutboundStore(db).receipts_since, receipts_position,
-                           notifier, http, clock)
-    closers.append(("application service ephemeral relay", relay.stop))
-    closers.append(("application service connections", http.pool.closeCachedConnections))
-    return sender
-
-
-def _start_metrics(registry: Any, api: JsonResource, db: Database, notifier: Notifier,
-                   event_stream: StreamIdGenerator, open_sockets: Any,
-                   sender: FederationSender, appservice_sender: AppServiceSender | None,
-                   clock: IReactorTime, closers: list[tuple[str, Any]]) -> None:
-    """Requests, database, events, sockets, federation and bridge queues on /metrics."""
-    from roost.homeserver import server_metrics as m  # prometheus_client: only if on
-
-    api.observer = m.RequestMetrics(registry)
-    m.DatabaseMetrics(registry, db)
-    m.StreamMetrics(registry, notifier, event_stream.current)
-    m.ReadOnScrape(registry, lambda: len(open_sockets), sender.stats)
-    queues = m.QueueMetrics(registry, clock, FederationOutboundStore(db).queue_depths,
-                            appservice_sender.backlog if appservice_sender else None)
-    queues.start()
-    closers.append(("metrics refresh", queues.stop))
 
 
 async def build_homeserver(
@@ -652,7 +569,7 @@ async def build_homeserver(
     closers.append(("presence timers", presence_tracker.stop))
 
     router = Router()
-    versions.register(router, config.baseurl, _health_checks(db, limiter))
+    versions.register(router, config.baseurl, health_checks(db, limiter))
     appservices = AppServices(load_registrations(
         [config.path(p) for p in config.app_service_config_files], config.server_name))
     register.register(router, accounts, tokens, uia, config.registration.enabled,
@@ -668,7 +585,7 @@ async def build_homeserver(
     remote_queries = _build_remote_queries(federation, clock)
     profile.register(router, profiles, config.server_name, remote_queries)
     user_directory.register(router, profile_store)
-    presence.register(router, presence_tracker, users)
+    presence.register(router, presence_tracker, users, state_store.share_a_room)
     devices.register(router, device_store, tokens, uia)
     rooms.register(router, engine, view, directory_store,
                    RoomCreation(config.server_name, config.rooms.default_version),
@@ -694,10 +611,10 @@ async def build_homeserver(
 
     _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation,
                                view, event_store, closers)
-    admin = _register_admin(router, config, accounts, tokens, device_store, profiles, engine,
+    admin = register_admin(router, config, accounts, tokens, device_store, profiles, engine,
                             clock, db, on_deactivate)
     root = Resource()
-    appservice_sender = await _start_appservices(
+    appservice_sender = await start_appservices(
         appservices, router, reactor, clock, db, users, engine, state_store, directory_store,
         event_stream, notifier, profiles, typing_tracker.typing_users,
         streams["receipts"].current, closers)
@@ -726,10 +643,10 @@ async def build_homeserver(
     federation.sender = sender
     federation.on_authenticated.append(sender.destination_up)
     if metrics is not None:
-        _start_metrics(metrics, api, db, notifier, event_stream, socket_resource.open_sockets,
+        start_metrics(metrics, api, db, notifier, event_stream, socket_resource.open_sockets,
                        sender, appservice_sender, clock, closers)
     e2e_edus = await _build_e2ee(router, db, config, clock, notifier, streams, device_store,
-                                 uia, federation, sender, closers, builder)
+                                 uia, federation, sender, closers, builder, on_deactivate)
     _register_inbound_federation(federation, engine, event_store, db, config, local_key, clock,
                                  directory_store, profile_store, typing_tracker, presence_tracker,
                                  receipts.Receipts(ReceiptStore(db), streams["receipts"],
@@ -759,7 +676,12 @@ def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
                        directory_store: DirectoryStore, state_store: RoomStateStore,
                        federation: Any, config: Any, local_key: Any, clock: Any,
                        db: Any) -> None:
-    """Issue 15's client endpoints: knocking."""
+    """Issue 15's endpoints: knocking, room upgrades, space hierarchies (client and
+    federation)."""
     remote = RemoteRooms(federation.client, federation.keyring, engine, state_store,
                          config.server_name, local_key.signing_key, clock)
     knock.register(router, engine, view, directory_store, remote, FederationInboundStore(db))
+    upgrade.register(router, engine, view, directory_store)
+    spaces = SpaceHierarchy(engine, view.access)
+    hierarchy.register(router, spaces, federation.client, config.server_name)
+    federation_hierarchy.register(federation.router, spaces)

@@ -9,14 +9,46 @@ from twisted.web import server
 
 from roost.http.errors import MatrixError
 
+# Deeper JSON is refused (M_BAD_JSON): no Matrix body nests anywhere near this, and
+# walking or re-encoding deeper values costs recursion.
+MAX_JSON_DEPTH = 400
+
 
 def parse_json(raw: bytes | str) -> Any:
     """JSON as Matrix takes it: NaN and Infinity are not JSON; M_NOT_JSON for anything else
-    that does not parse."""
+    that does not parse; M_BAD_JSON for nesting deeper than MAX_JSON_DEPTH or a NUL
+    character anywhere (PostgreSQL cannot store one in text: refused before storage)."""
     try:
-        return json.loads(raw, parse_constant=_refuse_constant)
+        value = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise MatrixError(400, "M_BAD_JSON", "JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError):
         raise MatrixError(400, "M_NOT_JSON", "Content not JSON.") from None
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH or b"\\u0000" in data:
+        check_json_value(value)
+    return value
+
+
+def check_json_value(value: Any) -> None:
+    """M_BAD_JSON for a value nested deeper than MAX_JSON_DEPTH or holding a NUL character
+    in a string or key (iterative: a hostile value cannot exhaust the stack)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise MatrixError(400, "M_BAD_JSON", "NUL characters are not allowed")
+            continue
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise MatrixError(400, "M_BAD_JSON", f"JSON nested deeper than {MAX_JSON_DEPTH}")
+        if isinstance(item, dict):
+            stack.extend((k, depth) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        else:
+            stack.extend((v, depth + 1) for v in item)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -44,9 +76,12 @@ class QueryArgs:
         if not values:
             return default
         try:
-            return values[0].decode("utf-8")
+            value = values[0].decode("utf-8")
         except UnicodeDecodeError:
             raise MatrixError(400, "M_INVALID_PARAM", f"{name} is not UTF-8") from None
+        if "\x00" in value:
+            raise MatrixError(400, "M_INVALID_PARAM", f"{name} holds a NUL character")
+        return value
 
     def args(self, name: str) -> list[str]:
         return [v.decode("utf-8", "replace") for v in self.http.args.get(name.encode(), [])]

@@ -13,6 +13,8 @@ import re
 from typing import Generic, Protocol, TypeVar
 from urllib.parse import unquote
 
+from roost.http.errors import MatrixError
+
 
 class HasPattern(Protocol):
     @property
@@ -50,5 +52,8 @@ class RouteTable(Generic[R]):
                 continue
             path_known = True
             if route.method == method or (method == "HEAD" and route.method == "GET"):
-                return route, {k: unquote(v) for k, v in m.groupdict().items()}, True
+                params = {k: unquote(v) for k, v in m.groupdict().items()}
+                if any("\x00" in v for v in params.values()):
+                    raise MatrixError(400, "M_INVALID_PARAM", "NUL characters are not allowed")
+                return route, params, True
         return None, {}, path_known

@@ -18,7 +18,7 @@ import itertools
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -563,6 +563,18 @@ class RoomEngine:
         ids = [eid for (t, k), eid in state.items() if t == "m.room.member" and k.endswith(suffix)]
         loaded = await self.get_events(ids)
         return any(membership_of(le.event) == "join" for le in loaded.values())
+
+    async def purge_room(self, room_id: str, delete: Callable[[str], Awaitable[Any]]) -> Any:
+        """Run `delete(room_id)` (storage's purge) on the room's queue, so that no append
+        interleaves with it, and forget the room's head; returns what `delete` returns."""
+
+        async def job() -> Any:
+            try:
+                return await delete(room_id)
+            finally:
+                self._heads.pop(room_id, None)
+
+        return await self._submit_job(room_id, job)
 
     async def _submit_job(self, room_id: str, job: Any) -> Any:
         result: defer.Deferred[Any] = defer.Deferred()

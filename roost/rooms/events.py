@@ -73,6 +73,16 @@ def is_valid_server_name(name: str) -> bool:
     return _SERVER_NAME_RE.fullmatch(name) is not None
 
 
+def is_usable_server_name(name: str) -> bool:
+    """A server name this server could connect to: the grammar, and a port (if any) in
+    1..65535 (what a client names as a room's server or a `via`)."""
+    if not is_valid_server_name(name):
+        return False
+    host_end = name.rfind("]") if name.startswith("[") else -1
+    port = name[host_end + 1:].partition(":")[2] if host_end != -1 else name.partition(":")[2]
+    return not port or 0 < int(port) < 65536
+
+
 def is_valid_user_id(user_id: object) -> bool:
     """Whether ``user_id`` is a user id servers must accept over federation.
 

@@ -15,7 +15,6 @@ JsonDict = dict[str, Any]
 _STRING_FIELDS = (("name", "m.room.name", "name"), ("topic", "m.room.topic", "topic"),
                   ("canonical_alias", "m.room.canonical_alias", "alias"),
                   ("avatar_url", "m.room.avatar", "url"))
-_SEARCHED = ("name", "topic", "canonical_alias")
 
 
 class BadDirectoryQuery(ValueError):
@@ -68,18 +67,24 @@ async def entries(rooms: Sequence[Any], load_contents: Callable[[list[str]], Awa
     ]
 
 
-def page(rooms: list[JsonDict], term: str | None, since: str | None, limit: int | None
-         ) -> JsonDict:
-    """The search applied and one page cut, with `p<offset>` tokens."""
-    if term:
-        needle = term.lower()
-        rooms = [r for r in rooms if needle in " ".join(
-            str(r.get(k, "")) for k in _SEARCHED).lower()]
-    offset = int(since[1:]) if since and since[1:].isdigit() else 0
-    chunk = rooms[offset:offset + limit] if limit is not None and limit > 0 else rooms[offset:]
-    result: JsonDict = {"chunk": chunk, "total_room_count_estimate": len(rooms)}
-    if offset + len(chunk) < len(rooms):
+# A page holds at most this many rooms (and this many when the client names no limit).
+MAX_PAGE = 500
+DEFAULT_PAGE = 100
+
+
+def page_window(since: str | None, limit: int | None) -> tuple[int, int]:
+    """(offset, limit) of the page a `p<offset>` token and a limit ask for, capped."""
+    offset = int(since[1:]) if since and since[1:].isdigit() and len(since) < 12 else 0
+    size = DEFAULT_PAGE if limit is None or limit <= 0 else min(limit, MAX_PAGE)
+    return offset, size
+
+
+def cut_page(chunk: list[JsonDict], offset: int, limit: int, total: int) -> JsonDict:
+    """The answer for one page the database cut, with `p<offset>` tokens."""
+    result: JsonDict = {"chunk": chunk, "total_room_count_estimate": total}
+    if offset + len(chunk) < total:
         result["next_batch"] = f"p{offset + len(chunk)}"
     if offset > 0:
-        result["prev_batch"] = f"p{max(0, offset - (limit or offset))}"
+        result["prev_batch"] = f"p{max(0, offset - limit)}"
     return result
+

@@ -67,9 +67,12 @@ class DirectoryStore:
         )
         return bool(row[0]) if row else None
 
-    async def public_rooms(self) -> list[PublicRoom]:
-        """Every listed room with its member count and directory state, largest first."""
-        return await self._db.run("public_rooms", _public_rooms)
+    async def public_rooms_page(self, offset: int, limit: int,
+                                term: str | None) -> tuple[list[PublicRoom], int]:
+        """One page of the listed rooms (largest first) whose name, topic or canonical
+        alias contains `term` (any case), and how many match in all: the database cuts
+        the page, so a call reads only the rooms it answers with."""
+        return await self._db.run("public_rooms_page", _public_rooms_page, offset, limit, term)
 
     async def is_blocked(self, room_id: str) -> bool:
         """Whether an admin blocked the room (local users may not join or be invited)."""
@@ -109,18 +112,42 @@ _DIRECTORY_TYPES = ["m.room.name", "m.room.topic", "m.room.canonical_alias", "m.
                     "m.room.create"]
 
 
-def _public_rooms(txn: Txn) -> list[PublicRoom]:
-    rooms = txn.query(
+def _public_rooms_page(txn: Txn, offset: int, limit: int,
+                       term: str | None) -> tuple[list[PublicRoom], int]:
+    search = ""
+    args: list[object] = []
+    if term:
+        search = (
+            " AND EXISTS (SELECT 1 FROM current_state c JOIN events e ON e.event_id = c.event_id"
+            "  WHERE c.room_id = r.room_id AND c.state_key = ''"
+            "  AND c.type IN ('m.room.name', 'm.room.topic', 'm.room.canonical_alias')"
+            "  AND strpos(lower(COALESCE(e.pdu::jsonb -> 'content' ->> 'name', '')"
+            "   || ' ' || COALESCE(e.pdu::jsonb -> 'content' ->> 'topic', '')"
+            "   || ' ' || COALESCE(e.pdu::jsonb -> 'content' ->> 'alias', '')), lower(%s)) > 0)")
+        args.append(term)
+    rows = txn.query(
         "SELECT r.room_id, (SELECT COUNT(*) FROM current_state m WHERE m.room_id = r.room_id"
-        "   AND m.type = 'm.room.member' AND m.membership = 'join')"
-        " FROM rooms r WHERE r.is_public ORDER BY 2 DESC, r.room_id"
+        "   AND m.type = 'm.room.member' AND m.membership = 'join') AS members,"
+        " COUNT(*) OVER ()"
+        f" FROM rooms r WHERE r.is_public{search}"
+        " ORDER BY members DESC, r.room_id LIMIT %s OFFSET %s",
+        (*args, limit, offset),
     )
-    ids = [r[0] for r in rooms]
+    total = int(rows[0][2]) if rows else (
+        0 if offset == 0 else _count_public(txn, search, args))
+    ids = [r[0] for r in rows]
     state: dict[str, dict[tuple[str, str], str]] = {room_id: {} for room_id in ids}
-    for room_id, event_type, state_key, event_id in txn.query(
-        "SELECT room_id, type, state_key, event_id FROM current_state"
-        " WHERE room_id = ANY(%s) AND type = ANY(%s) AND state_key = ''",
-        (ids, _DIRECTORY_TYPES),
-    ):
-        state[room_id][(event_type, state_key)] = event_id
-    return [PublicRoom(room_id, int(count), state[room_id]) for room_id, count in rooms]
+    if ids:
+        for room_id, event_type, state_key, event_id in txn.query(
+            "SELECT room_id, type, state_key, event_id FROM current_state"
+            " WHERE room_id = ANY(%s) AND type = ANY(%s) AND state_key = ''",
+            (ids, _DIRECTORY_TYPES),
+        ):
+            state[room_id][(event_type, state_key)] = event_id
+    return [PublicRoom(r[0], int(r[1]), state[r[0]]) for r in rows], total
+
+
+def _count_public(txn: Txn, search: str, args: list[object]) -> int:
+    row = txn.query_one(f"SELECT COUNT(*) FROM rooms r WHERE r.is_public{search}", tuple(args))
+    return int(row[0]) if row else 0
+

@@ -94,21 +94,33 @@ class E2eKeyStore:
 
         def txn_fn(txn: Txn) -> dict[str, dict[str, JsonDict]]:
             out: dict[str, dict[str, JsonDict]] = {}
-            for user_id, device_id, algorithm in wanted:
-                row = txn.query_one(
-                    "DELETE FROM e2e_one_time_keys WHERE (user_id, device_id, algorithm, key_id) ="
-                    " (SELECT user_id, device_id, algorithm, key_id FROM e2e_one_time_keys"
-                    "  WHERE user_id = %s AND device_id = %s AND algorithm = %s"
-                    "  ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-                    " RETURNING key_id, key_json", (user_id, device_id, algorithm))
-                if row is None:
-                    row = txn.query_one(
-                        "UPDATE e2e_fallback_keys SET used = TRUE WHERE user_id = %s"
-                        " AND device_id = %s AND algorithm = %s RETURNING key_id, key_json",
-                        (user_id, device_id, algorithm))
-                if row is not None:
-                    out.setdefault(user_id, {})[device_id] = {
-                        f"{algorithm}:{row[0]}": json.loads(row[1])}
+            wanted_set = list(dict.fromkeys(wanted))
+            columns = ([w[0] for w in wanted_set], [w[1] for w in wanted_set],
+                       [w[2] for w in wanted_set])
+            # One statement for every device: each takes its lowest free key; a key another
+            # claim holds locked is skipped, so concurrent claims never share a key.
+            rows = txn.query(
+                "WITH picked AS (SELECT k.user_id, k.device_id, k.algorithm, k.key_id"
+                " FROM unnest(%s::text[], %s::text[], %s::text[]) AS w (u, d, a)"
+                " CROSS JOIN LATERAL (SELECT user_id, device_id, algorithm, key_id"
+                "  FROM e2e_one_time_keys o WHERE o.user_id = w.u AND o.device_id = w.d"
+                "  AND o.algorithm = w.a ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED) k)"
+                " DELETE FROM e2e_one_time_keys o USING picked p WHERE o.user_id = p.user_id"
+                " AND o.device_id = p.device_id AND o.algorithm = p.algorithm"
+                " AND o.key_id = p.key_id"
+                " RETURNING o.user_id, o.device_id, o.algorithm, o.key_id, o.key_json", columns)
+            got = {(r[0], r[1], r[2]) for r in rows}
+            missing = [w for w in wanted_set if w not in got]
+            if missing:
+                rows += txn.query(
+                    "UPDATE e2e_fallback_keys f SET used = TRUE"
+                    " FROM unnest(%s::text[], %s::text[], %s::text[]) AS w (u, d, a)"
+                    " WHERE f.user_id = w.u AND f.device_id = w.d AND f.algorithm = w.a"
+                    " RETURNING f.user_id, f.device_id, f.algorithm, f.key_id, f.key_json",
+                    ([w[0] for w in missing], [w[1] for w in missing], [w[2] for w in missing]))
+            for user_id, device_id, algorithm, key_id, key_json in rows:
+                out.setdefault(user_id, {})[device_id] = {
+                    f"{algorithm}:{key_id}": json.loads(key_json)}
             return out
 
         return await self._db.run("e2e_claim", txn_fn)

@@ -111,6 +111,20 @@ class RoomStateStore:
         )
         return {r[0]: r[1] for r in rows}
 
+    async def share_a_room(self, user_a: str, user_b: str) -> bool:
+        """Whether both users are joined to some room (who may see whose presence)."""
+        row = await self._db.run(
+            "share_a_room",
+            lambda t: t.query_one(
+                "SELECT 1 FROM current_state a JOIN current_state b ON b.room_id = a.room_id"
+                " WHERE a.type = 'm.room.member' AND a.state_key = %s AND a.membership = 'join'"
+                " AND b.type = 'm.room.member' AND b.state_key = %s AND b.membership = 'join'"
+                " LIMIT 1",
+                (user_a, user_b),
+            ),
+        )
+        return row is not None
+
     async def members(self, room_id: str) -> dict[str, tuple[str, str]]:
         """user_id -> (membership, member event id) from the current state."""
         rows = await self._db.run(

@@ -108,5 +108,36 @@ class AdminRoomTests(TestCase):
         by_room = await server.request("GET", f"{A}/v2/rooms/{q(small)}/delete_status",
                                        token=admin)
         self.assertEqual([r["delete_id"] for r in by_room.body["results"]], [delete_id])
-        purge = await server.request("DELETE", f"{A}/v2/rooms/{q(small)}", {}, token=admin)
-        self.assertEqual((purge.status, purge.body["errcode"]), (400, "M_INVALID_PARAM"))
+
+    async def test_a_purged_room_is_gone_from_the_database(self) -> None:
+        server, admin, alice = await admin_and_user(self)
+        big, small = await self._rooms(server, alice["access_token"])
+        sent = await server.request("PUT", f"{V3}/rooms/{q(big)}/send/m.room.message/1",
+                                    {"msgtype": "m.text", "body": "bad"},
+                                    token=alice["access_token"])
+        resp = await server.request("DELETE", f"{A}/v1/rooms/{q(big)}", {"block": True},
+                                    token=admin)  # purge defaults to true
+        self.assertEqual(resp.status, 200, resp.body)
+        gone = await server.request("GET", f"{A}/v1/rooms/{q(big)}", token=admin)
+        self.assertEqual(gone.status, 404)
+        left = await server.hs.db.run("count", lambda txn: txn.query_one(
+            "SELECT (SELECT count(*) FROM events WHERE room_id = %s)"
+            " + (SELECT count(*) FROM current_state WHERE room_id = %s)"
+            " + (SELECT count(*) FROM state_groups WHERE room_id = %s)"
+            " + (SELECT count(*) FROM event_edges WHERE event_id = %s)",
+            (big, big, big, sent.body["event_id"])))
+        self.assertEqual(left[0], 0)
+        event = await server.request("GET", f"{V3}/rooms/{q(big)}/event/"
+                                            f"{q(sent.body['event_id'])}",
+                                     token=alice["access_token"])
+        self.assertIn(event.status, (403, 404))
+        blocked = await server.request("GET", f"{A}/v1/rooms/{q(big)}/block", token=admin)
+        self.assertEqual(blocked.body["block"], True)  # the block outlives the purge
+        rejoin = await server.request("POST", f"{V3}/join/{q(big)}", {},
+                                      token=alice["access_token"])
+        self.assertEqual(rejoin.status, 403)
+        # The other room is untouched and still works.
+        again = await server.request("PUT", f"{V3}/rooms/{q(small)}/send/m.room.message/2",
+                                     {"msgtype": "m.text", "body": "fine"},
+                                     token=alice["access_token"])
+        self.assertEqual(again.status, 200)

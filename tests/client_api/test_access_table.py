@@ -156,6 +156,19 @@ async def probe_search(viewer: Client, room: Room) -> Any:
     return _bodies([r["result"] for r in resp.body["search_categories"]["room_events"]["results"]])
 
 
+async def probe_timestamp(viewer: Client, room: Room) -> Any:
+    """The nearest event at or before now; which one is the timestamp tests' business."""
+    error, _ = await _get(viewer, f"/_matrix/client/v1/rooms/{q(room.room_id)}"
+                                  "/timestamp_to_event?ts=99999999999999&dir=b")
+    return error or OK
+
+
+async def probe_hierarchy(viewer: Client, room: Room) -> Any:
+    """The room's space hierarchy: a public room is shown to anyone who may join it."""
+    error, body = await _get(viewer, f"/_matrix/client/v1/rooms/{q(room.room_id)}/hierarchy")
+    return error or ([r["room_id"] for r in body["rooms"]] == [room.room_id] and OK)
+
+
 PROBES: dict[str, Probe] = {
     "/messages": probe_messages,
     "/event": probe_event,
@@ -169,6 +182,8 @@ PROBES: dict[str, Probe] = {
     "/aliases": probe_aliases,
     "/notifications": probe_notifications,
     "/search": probe_search,
+    "/timestamp_to_event": probe_timestamp,
+    "/hierarchy": probe_hierarchy,
 }
 
 B, BD, D, DA = bodies("before"), bodies("before", "during"), bodies("during"), \
@@ -265,6 +280,21 @@ TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/search", "left", BD, D, D, ALL),
     ("/search", "banned", BD, D, D, ALL),
     ("/search", "forgotten", NONE, NONE, NONE, ALL),
+
+    ("/timestamp_to_event", "never", DENIED, DENIED, DENIED, OK),
+    ("/timestamp_to_event", "invited", DENIED, DENIED, DENIED, OK),
+    ("/timestamp_to_event", "joined", OK, OK, OK, OK),
+    ("/timestamp_to_event", "left", OK, OK, OK, OK),
+    ("/timestamp_to_event", "banned", OK, OK, OK, OK),
+    ("/timestamp_to_event", "forgotten", DENIED, DENIED, DENIED, OK),
+
+    # The rooms are public: anyone who may join them sees them in a hierarchy (rooms.hierarchy).
+    ("/hierarchy", "never", OK, OK, OK, OK),
+    ("/hierarchy", "invited", OK, OK, OK, OK),
+    ("/hierarchy", "joined", OK, OK, OK, OK),
+    ("/hierarchy", "left", OK, OK, OK, OK),
+    ("/hierarchy", "banned", OK, OK, OK, OK),
+    ("/hierarchy", "forgotten", OK, OK, OK, OK),
 ]
 
 

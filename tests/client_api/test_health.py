@@ -11,7 +11,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from roost.client_api import versions
 from roost.client_api.resource import JsonResource, RoostSite, Router
-from roost.homeserver.wiring import _health_checks
+from roost.homeserver.operations import health_checks
 from roost.storage.database import Database
 from tests.redis_harness import redis_for_tests
 from tests.server_harness import start_server
@@ -32,7 +32,7 @@ class HealthTests(TestCase):
                                pool_min=1, pool_max=1)
         self.addCleanup(unreachable.close)
         router = Router()
-        versions.register(router, "http://localhost", _health_checks(unreachable, None))
+        versions.register(router, "http://localhost", health_checks(unreachable, None))
         port = reactor.listenTCP(0, RoostSite(JsonResource(router, None), 1024),
                                  interface="127.0.0.1")
         self.addCleanup(port.stopListening)

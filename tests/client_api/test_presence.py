@@ -190,11 +190,16 @@ class PresenceHttpTests(TestCase):
 
     async def test_only_yourself_may_set_presence_and_unknown_users_are_not_found(self) -> None:
         server = await start_with_profiles(self)
-        await server.user("alice")
+        alice = await server.user("alice")
         bob = await server.user("bob")
         resp = await server.request("PUT", f"{V3}/presence/{q(ALICE)}/status",
                                     {"presence": "online"}, token=bob)
         self.assertEqual((resp.status, resp.body["errcode"]), (403, "M_FORBIDDEN"))
+        # Reading someone's presence needs a room shared with them.
+        resp = await server.request("GET", f"{V3}/presence/{q(ALICE)}/status", token=bob)
+        self.assertEqual((resp.status, resp.body["errcode"]), (403, "M_FORBIDDEN"))
+        room = await server.ok("POST", f"{V3}/createRoom", {"preset": "public_chat"}, token=bob)
+        await server.ok("POST", f"{V3}/join/{q(room['room_id'])}", {}, token=alice)
         seen = await server.ok("GET", f"{V3}/presence/{q(ALICE)}/status", token=bob)
         self.assertEqual(seen, {"presence": "offline", "currently_active": False})
         for user_id in (uid("nobody"), "@x:elsewhere.example"):

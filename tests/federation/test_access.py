@@ -93,6 +93,21 @@ async def probe_event_auth(s: Setup) -> Any:
     return error or OK
 
 
+async def probe_timestamp(s: Setup) -> Any:
+    """The event nearest at or before "before"'s time that the asking server may see."""
+    event = await s.a.request("GET", V3 + f"/rooms/{q(s.room_id)}/event/{q(s.before)}",
+                              user="alice")
+    error, body = await _call(s, "GET", f"{FED}/v1/timestamp_to_event/{q(s.room_id)}",
+                              args={"ts": [str(event["origin_server_ts"])], "dir": ["b"]})
+    if error:
+        return error
+    if body["event_id"] == s.before:
+        return "before"
+    found = await s.a.request("GET", V3 + f"/rooms/{q(s.room_id)}/event/{q(body['event_id'])}",
+                              user="alice")
+    return str(found["type"])
+
+
 PROBES: dict[str, Probe] = {
     "/backfill": probe_backfill,
     "/get_missing_events": probe_missing,
@@ -100,6 +115,7 @@ PROBES: dict[str, Probe] = {
     "/state_ids": probe_state_ids,
     "/state": probe_state,
     "/event_auth": probe_event_auth,
+    "/timestamp_to_event": probe_timestamp,
 }
 
 ALL = frozenset({"before", "after"})
@@ -121,6 +137,12 @@ SERVER_TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/state", "joined late", OK, DENIED, DENIED, OK),
     ("/event_auth", "no member", DENIED, DENIED, DENIED, DENIED),
     ("/event_auth", "joined late", OK, DENIED, DENIED, OK),
+    # The nearest event at or before "before" the server may see: "before" itself when the
+    # history is shared; else the last event sent while the visibility was still the
+    # preset's "shared" (createRoom's m.room.guest_access, before initial_state changed it).
+    ("/timestamp_to_event", "no member", DENIED, DENIED, DENIED, DENIED),
+    ("/timestamp_to_event", "joined late", "before", "m.room.guest_access",
+     "m.room.guest_access", "before"),
 ]
 
 

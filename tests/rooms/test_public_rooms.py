@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
-from roost.rooms.public_rooms import BadDirectoryQuery, directory_entry, page, parse_query
+from roost.rooms.public_rooms import (
+    MAX_PAGE,
+    BadDirectoryQuery,
+    cut_page,
+    directory_entry,
+    page_window,
+    parse_query,
+)
 
 
 class PublicRoomsTests(TestCase):
@@ -19,17 +26,18 @@ class PublicRoomsTests(TestCase):
                                  "world_readable": True, "guest_can_join": False,
                                  "join_rule": "public", "room_type": "m.space"})
 
-    def test_search_and_pages(self) -> None:
-        rooms = [{"room_id": f"!{i}:x", "name": f"room {i}", "topic": "cats" if i % 2 else "dogs"}
-                 for i in range(5)]
-        first = page(rooms, None, None, 2)
-        self.assertEqual([r["room_id"] for r in first["chunk"]], ["!0:x", "!1:x"])
-        self.assertEqual(first["next_batch"], "p2")
-        second = page(rooms, None, first["next_batch"], 2)
-        self.assertEqual((second["prev_batch"], second["next_batch"]), ("p0", "p4"))
-        cats = page(rooms, "CATS", None, None)
-        self.assertEqual([r["room_id"] for r in cats["chunk"]], ["!1:x", "!3:x"])
-        self.assertNotIn("next_batch", cats)
+    def test_page_windows_are_capped_and_tokens_follow_the_total(self) -> None:
+        self.assertEqual(page_window(None, None), (0, 100))
+        self.assertEqual(page_window("p40", 10), (40, 10))
+        self.assertEqual(page_window("p3", 10**9), (3, MAX_PAGE))
+        self.assertEqual(page_window("nonsense", 5), (0, 5))
+        rooms = [{"room_id": f"!{i}:x"} for i in range(2)]
+        first = cut_page(rooms, 0, 2, 5)
+        self.assertEqual((first["next_batch"], first["total_room_count_estimate"]), ("p2", 5))
+        self.assertNotIn("prev_batch", first)
+        last = cut_page(rooms[:1], 4, 2, 5)
+        self.assertEqual(last["prev_batch"], "p2")
+        self.assertNotIn("next_batch", last)
 
     def test_bad_queries(self) -> None:
         for body in ({"limit": "3"}, {"limit": True}, {"since": 4}, {"filter": ["x"]}):
