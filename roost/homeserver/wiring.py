@@ -26,6 +26,7 @@ from roost.client_api import (
     cross_signing,
     devices,
     directory,
+    hierarchy,
     keys,
     knock,
     login,
@@ -71,11 +72,16 @@ from roost.client_api.sync_builder import SyncBuilder, SyncToken
 from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
+from roost.federation import hierarchy as federation_hierarchy
 from roost.federation import openid as federation_openid
 from roost.federation import served as federation_served
 from roost.federation import timestamps as federation_timestamps
 from roost.federation.backfill import Backfiller
-from roost.federation.device_edus import DeviceListSender, InboundDeviceEdus
+from roost.federation.device_edus import (
+    DeviceListSender,
+    InboundDeviceEdus,
+    RemoteDeviceTracking,
+)
 from roost.federation.fetches import EventFetches
 from roost.federation.ingest import EduSinks
 from roost.federation.joins import RemoteRooms
@@ -113,6 +119,7 @@ from roost.push.evaluator import PushEvaluator
 from roost.push.pushers import PusherDelivery, event_details
 from roost.rooms.access import RoomAccess
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
+from roost.rooms.hierarchy import SpaceHierarchy
 from roost.storage.accounts import UserStore
 from roost.storage.database import Database
 from roost.storage.device_inbox import DeviceInboxStore
@@ -436,20 +443,23 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
                       notifier: Notifier, streams: dict[str, StreamIdGenerator],
                       device_store: DeviceStore, uia: UserInteractiveAuth,
                       federation: FederationParts, sender: FederationSender,
-                      closers: list[tuple[str, Any]], builder: SyncBuilder) -> InboundDeviceEdus:
+                      closers: list[tuple[str, Any]], builder: SyncBuilder,
+                      on_deactivate: list[Any]) -> InboundDeviceEdus:
     """End-to-end encryption: keys, cross-signing, key backup, to-device messages, device
     lists (the to_device and device_lists streams) and their federation side."""
     key_store = E2eKeyStore(db)
     list_store = DeviceListStore(db, config.server_name)
     streams["to_device"] = StreamIdGenerator(await DeviceInboxStore(db).max_stream_id())
     streams["device_lists"] = StreamIdGenerator(await list_store.max_stream_id())
-    lists = DeviceLists(list_store, streams["device_lists"], notifier)
+    streams["to_device"].announce_to(notifier, "to_device")
+    streams["device_lists"].announce_to(notifier, "device_lists")
+    lists = DeviceLists(list_store, streams["device_lists"])
     device_store.on_devices_deleted.append(lists.devices_deleted)
+    on_deactivate.append(lists.account_deactivated)
     queries = KeyQueries(key_store, list_store, federation.client, config.server_name)
     queries.register(federation.router)
     to_device_service = to_device.ToDevice(DeviceInboxStore(db), key_store, streams["to_device"],
-                                           notifier, config.server_name, clock,
-                                           sender.queue_edus)
+                                           config.server_name, clock, sender.queue_edus)
     to_device.register(router, to_device_service)
     keys.register(router, keys.KeyUploads(key_store, lists), queries, lists,
                   _token_positions)
@@ -458,6 +468,8 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
     list_sender = DeviceListSender(list_store, key_store, notifier, sender.queue_edus,
                                    config.server_name, streams["device_lists"].current)
     closers.append(("device list sender", list_sender.stop))
+    tracking = RemoteDeviceTracking(list_store, notifier, config.server_name)
+    closers.append(("remote device tracking", tracking.stop))
     e2e_sync = E2eSync(DeviceInboxStore(db), list_store, key_store)
     builder.add_stream("to_device", lambda: streams["to_device"].current)
     builder.add_stream("device_lists", lambda: streams["device_lists"].current)
@@ -634,7 +646,7 @@ async def build_homeserver(
         start_metrics(metrics, api, db, notifier, event_stream, socket_resource.open_sockets,
                        sender, appservice_sender, clock, closers)
     e2e_edus = await _build_e2ee(router, db, config, clock, notifier, streams, device_store,
-                                 uia, federation, sender, closers, builder)
+                                 uia, federation, sender, closers, builder, on_deactivate)
     _register_inbound_federation(federation, engine, event_store, db, config, local_key, clock,
                                  directory_store, profile_store, typing_tracker, presence_tracker,
                                  receipts.Receipts(ReceiptStore(db), streams["receipts"],
@@ -664,8 +676,12 @@ def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
                        directory_store: DirectoryStore, state_store: RoomStateStore,
                        federation: Any, config: Any, local_key: Any, clock: Any,
                        db: Any) -> None:
-    """Issue 15's client endpoints: knocking, room upgrades."""
+    """Issue 15's endpoints: knocking, room upgrades, space hierarchies (client and
+    federation)."""
     remote = RemoteRooms(federation.client, federation.keyring, engine, state_store,
                          config.server_name, local_key.signing_key, clock)
     knock.register(router, engine, view, directory_store, remote, FederationInboundStore(db))
     upgrade.register(router, engine, view, directory_store)
+    spaces = SpaceHierarchy(engine, view.access)
+    hierarchy.register(router, spaces, federation.client, config.server_name)
+    federation_hierarchy.register(federation.router, spaces)

@@ -163,6 +163,12 @@ async def probe_timestamp(viewer: Client, room: Room) -> Any:
     return error or OK
 
 
+async def probe_hierarchy(viewer: Client, room: Room) -> Any:
+    """The room's space hierarchy: a public room is shown to anyone who may join it."""
+    error, body = await _get(viewer, f"/_matrix/client/v1/rooms/{q(room.room_id)}/hierarchy")
+    return error or ([r["room_id"] for r in body["rooms"]] == [room.room_id] and OK)
+
+
 PROBES: dict[str, Probe] = {
     "/messages": probe_messages,
     "/event": probe_event,
@@ -177,6 +183,7 @@ PROBES: dict[str, Probe] = {
     "/notifications": probe_notifications,
     "/search": probe_search,
     "/timestamp_to_event": probe_timestamp,
+    "/hierarchy": probe_hierarchy,
 }
 
 B, BD, D, DA = bodies("before"), bodies("before", "during"), bodies("during"), \
@@ -280,6 +287,14 @@ TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/timestamp_to_event", "left", OK, OK, OK, OK),
     ("/timestamp_to_event", "banned", OK, OK, OK, OK),
     ("/timestamp_to_event", "forgotten", DENIED, DENIED, DENIED, OK),
+
+    # The rooms are public: anyone who may join them sees them in a hierarchy (rooms.hierarchy).
+    ("/hierarchy", "never", OK, OK, OK, OK),
+    ("/hierarchy", "invited", OK, OK, OK, OK),
+    ("/hierarchy", "joined", OK, OK, OK, OK),
+    ("/hierarchy", "left", OK, OK, OK, OK),
+    ("/hierarchy", "banned", OK, OK, OK, OK),
+    ("/hierarchy", "forgotten", OK, OK, OK, OK),
 ]
 
 

@@ -118,3 +118,28 @@ def _inbound_handler(node: FedNode) -> InboundDeviceEdus:
     handler = route.handler.__self__._edus.e2e  # type: ignore[union-attr]
     assert isinstance(handler, InboundDeviceEdus)
     return handler
+
+
+class RemoteTrackingTests(TestCase):
+    async def test_a_remote_users_devices_are_dropped_when_no_room_is_shared(self) -> None:
+        a, b = await start_pair(self)
+        alice = await a.register("alice")
+        await b.register("bob")
+        room_id = await public_room(a, "alice")
+        await b.request("POST", f"{V3}/join/{q(room_id)}?server_name={q(a.name)}", {}, user="bob")
+        await upload(a, alice, "alice")
+        await b.request("POST", V3 + "/keys/query", {"device_keys": {alice: []}}, user="bob")
+        assert b.server is not None
+
+        async def cached() -> bool:
+            row = await b.server.hs.db.run("cache", lambda t: t.query_one(
+                "SELECT 1 FROM device_lists_remote WHERE user_id = %s", (alice,)))
+            return row is not None
+
+        self.assertTrue(await cached())
+        await a.request("POST", f"{V3}/rooms/{q(room_id)}/leave", {}, user="alice")
+        await eventually(lambda: _not(cached))
+
+
+async def _not(check) -> bool:
+    return not await check()

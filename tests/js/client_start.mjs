@@ -6,6 +6,7 @@
 // start     login, startClient (versions, push rules, filter, initial sync) to SYNCING
 // room      Alice creates a room and invites Bob, who joins
 // send      Alice sends; her timeline shows the server's echo (the sync loop at work)
+// pusher    (with `gateway_url`) Alice sets an http pusher to that push gateway
 // mention   Bob sends 24 messages then mentions Alice; her sync loop receives it
 // highlight Alice's room shows highlight_count 1 from the server; the SDK's own push
 //           rule evaluation marks the mention as a highlight
@@ -61,6 +62,21 @@ await runScenario(async (params, result, cleanup) => {
         return { event_id: eventId, counts: counts(room) };
     });
     if (done("send")) return;
+
+    if (params.gateway_url) {
+        // A phone's pusher, as Element sets one: Roost must push Alice's notifications
+        // to this gateway (event_id_only, what mobile apps use).
+        await step(result, "pusher", () => alice.setPusher({
+            kind: "http",
+            app_id: "org.roost.jscheck",
+            app_display_name: "Roost check",
+            device_display_name: "node",
+            pushkey: "js-pushkey",
+            lang: "en",
+            data: { url: params.gateway_url, format: "event_id_only" },
+        }));
+        if (done("pusher")) return;
+    }
 
     const mentionId = await step(result, "mention", async () => {
         for (let i = 0; i < FILLERS; i++) await bob.sendTextMessage(roomId, `filler ${i}`);
