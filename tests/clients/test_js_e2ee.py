@@ -35,6 +35,18 @@ class JsEncryptedChatTests(TestCase):
         self.assertIn("for both of alice's devices",
                       [b["body"] for b in second["second_sees"] if not b["failure"]])
 
+    async def test_cross_signing_is_bootstrapped_and_seen_by_the_other_user(self) -> None:
+        server = await start_server(self)
+        run = await run_js(self, "e2ee_chat.mjs", {"base_url": server.base_url,
+                                                   "steps": ["chat", "cross_signing"]})
+        cross = run.step("cross_signing")
+        self.assertTrue(cross["ready"], cross)
+        self.assertTrue(cross["status"]["publicKeysOnDevice"], cross)
+        self.assertIsNotNone(cross["bob_sees"], cross)
+        self.assertEqual(len(cross["bob_sees"]["master"]), 1)
+        self.assertEqual(len(cross["bob_sees"]["device_signatures"]), 2)  # self + cross
+        self.assertFalse(cross["bob_sees"]["user_signing_visible"])
+
     async def test_a_key_backup_is_restored_by_another_device(self) -> None:
         server = await start_server(self)
         run = await run_js(self, "e2ee_chat.mjs", {"base_url": server.base_url,
