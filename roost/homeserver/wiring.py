@@ -41,6 +41,7 @@ from roost.client_api import (
     relations,
     room_keys,
     room_state,
+    room_summary,
     rooms,
     send,
     sync,
@@ -640,4 +641,5 @@ def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
     upgrade.register(router, engine, view, directory_store)
     spaces = SpaceHierarchy(engine, view.access)
     hierarchy.register(router, spaces, federation.client, config.server_name)
+    room_summary.register(router, spaces, directory_store, state_store)
     federation_hierarchy.register(federation.router, spaces)

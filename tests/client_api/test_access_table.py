@@ -184,6 +184,11 @@ async def probe_hierarchy(viewer: Client, room: Room) -> Any:
     return error or ([r["room_id"] for r in body["rooms"]] == [room.room_id] and OK)
 
 
+async def probe_room_summary(viewer: Client, room: Room) -> Any:
+    error, body = await _get(viewer, f"/_matrix/client/v1/room_summary/{q(room.room_id)}")
+    return error or (body["room_id"] == room.room_id and OK)
+
+
 PROBES: dict[str, Probe] = {
     "/messages": probe_messages,
     "/event": probe_event,
@@ -202,6 +207,7 @@ PROBES: dict[str, Probe] = {
     "/events/{eventId}": probe_events_by_id,
     "/events?room_id": probe_peek,
     "/hierarchy": probe_hierarchy,
+    "/room_summary": probe_room_summary,
 }
 
 B, BD, D, DA = bodies("before"), bodies("before", "during"), bodies("during"), \
@@ -336,6 +342,14 @@ TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/hierarchy", "left", OK, OK, OK, OK),
     ("/hierarchy", "banned", OK, OK, OK, OK),
     ("/hierarchy", "forgotten", OK, OK, OK, OK),
+
+    # A public room's summary, like its hierarchy, is shown to anyone who may join it.
+    ("/room_summary", "never", OK, OK, OK, OK),
+    ("/room_summary", "invited", OK, OK, OK, OK),
+    ("/room_summary", "joined", OK, OK, OK, OK),
+    ("/room_summary", "left", OK, OK, OK, OK),
+    ("/room_summary", "banned", OK, OK, OK, OK),
+    ("/room_summary", "forgotten", OK, OK, OK, OK),
 ]
 
 
