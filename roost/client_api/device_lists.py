@@ -2,7 +2,7 @@
 
 A change takes one position per device (so the m.device_list_update EDUs
 built from it each get their own `stream_id`), is written, and is announced
-on the notifier with the rooms the user is joined to: every user sharing one
+on the notifier (by the stream, once visible) with the rooms the user is joined to: every user sharing one
 wakes, and their next /sync lists the user in `device_lists.changed`. The
 federation's DeviceListSender follows the same announcements.
 """
@@ -14,30 +14,36 @@ import logging
 from twisted.internet import defer
 
 from roost.storage.device_lists import DeviceListStore
-from roost.storage.notifier import Notifier
 from roost.storage.streams import StreamIdGenerator
 
 logger = logging.getLogger(__name__)
 
 
 class DeviceLists:
-    def __init__(self, store: DeviceListStore, stream: StreamIdGenerator,
-                 notifier: Notifier) -> None:
+    def __init__(self, store: DeviceListStore, stream: StreamIdGenerator) -> None:
         self.store = store
-        self.stream = stream
-        self._notifier = notifier
+        self.stream = stream  # announced on the notifier as "device_lists"
 
     async def changed(self, user_id: str, device_ids: list[str]) -> None:
         if not device_ids:
             return
+        rooms = await self.store.joined_rooms(user_id)
         positions = self.stream.allocate(len(device_ids))
+        written = False
         try:
             await self.store.add_changes([(p, user_id, d) for p, d in
                                           zip(positions, device_ids, strict=True)])
+            written = True
         finally:
-            self.stream.finish(positions)
-        rooms = await self.store.joined_rooms(user_id)
-        self._notifier.notify("device_lists", self.stream.current, rooms=rooms, users=[user_id])
+            # The stream announces the change once every earlier position is written too.
+            self.stream.finish(positions, rooms if written else (),
+                               [user_id] if written else ())
+
+    async def account_deactivated(self, user_id: str) -> None:
+        """A deactivated account's devices went with it (and their keys): its cross-signing
+        keys go too, and every device ever announced is announced again, now gone."""
+        devices = await self.store.forget_user_keys(user_id)
+        await self.changed(user_id, devices + [""])
 
     def devices_deleted(self, user_id: str, device_ids: list[str]) -> None:
         """DeviceStore's listener: announce deleted devices (their keys went with them)."""

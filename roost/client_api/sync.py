@@ -147,15 +147,12 @@ def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters
     async def load_filter(user_id: str, raw: str | None) -> SyncFilter:
         if raw is None:
             return SyncFilter()
-        if raw.startswith("{"):
+        if raw.startswith(("{", "[")):
             try:
                 body = json.loads(raw)
             except ValueError:
                 raise MatrixError(400, "M_NOT_JSON", "filter is not JSON") from None
-            from roost.client_api.account_data import check_filter
-
-            check_filter(body)
-            return SyncFilter.from_json(body)
+            return SyncFilter.from_json(body)  # validated: 400 M_BAD_JSON if not a filter
         stored = await filters.get(user_id, int(raw)) if raw.isdigit() else None
         if stored is None:
             raise MatrixError(404, "M_NOT_FOUND", "Filter not found")

@@ -27,6 +27,7 @@ from roost.client_api.sync_extensions import (
     any_value,
 )
 from roost.client_api.sync_filter import SyncFilter
+from roost.client_api.sync_summary import SUMMARY_TYPES, room_summary
 from roost.client_api.typing import TypingTracker
 from roost.rooms.engine import LoadedEvent, RoomEngine
 from roost.rooms.events import Event
@@ -41,6 +42,9 @@ SyncToken = StreamToken  # the name this module used before the one token type
 INVITE_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
                       "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
 MAX_INCREMENTAL_EVENTS = 5000
+IGNORED_USERS = "m.ignored_user_list"
+MAX_REMEMBERED_USERS = 100_000
+FIRST_POSITION = -(1 << 62)  # before every position, backfilled history included
 
 
 class Presence(Protocol):
@@ -64,6 +68,7 @@ class _RoomPlan:
     ephemeral: list[JsonDict] = field(default_factory=list)
     account_data: list[JsonDict] = field(default_factory=list)
     left: bool = False
+    summary: JsonDict | None = None
 
 
 class SyncBuilder:
@@ -99,6 +104,7 @@ class SyncBuilder:
             "presence": presence_now,
         }
         self._sections: list[Section] = []
+        self._ignored: dict[str, frozenset[str]] = {}  # user -> ignored users, as last seen
         self._room_fields: list[RoomField] = []
 
     # -- extension points (see sync_extensions.py) ---------------------------------
@@ -136,11 +142,14 @@ class SyncBuilder:
             return _empty_body(now), now  # nothing anywhere has moved: no query needed
         memberships = await self._user_rooms.rooms_at(user_id, now.events)
         account = await self._account_changes(user_id, since, now)
+        ignored = await self._ignored_users(user_id, account)
+        filt = filt.ignoring(ignored)
         request = SyncRequest(user_id, device_id, since, now, filt, full_state)
-        rooms = await self._rooms(request, memberships, account)
+        rooms = await self._rooms(request, memberships, account, ignored)
         body: JsonDict = {"next_batch": str(now), "rooms": rooms}
-        body["account_data"] = {"events": [{"type": t, "content": c}
-                                           for room, t, c in account if room == ""]}
+        body["account_data"] = {"events": filt.account_data.cut([
+            {"type": t, "content": c} for room, t, c in account
+            if room == "" and filt.account_data.wants_type(t)])}
         body["presence"] = {"events": await self._presence_events(
             user_id, memberships, since, filt)}
         for section in self._sections:
@@ -158,8 +167,28 @@ class SyncBuilder:
 
     # -- rooms -------------------------------------------------------------------
 
+    async def _ignored_users(self, user_id: str,
+                             account: list[tuple[str, str, JsonDict]]) -> frozenset[str]:
+        """The users in the user's m.ignored_user_list: from this sync's account data
+        changes when it changed, else remembered, else read once."""
+        changed = [c for room, t, c in account if room == "" and t == IGNORED_USERS]
+        if changed:
+            content: JsonDict | None = changed[-1]
+        elif user_id in self._ignored:
+            return self._ignored[user_id]
+        else:
+            content = await self._account_data.get(user_id, "", IGNORED_USERS)
+        users = content.get("ignored_users") if isinstance(content, dict) else None
+        ignored = frozenset(u for u in users if u != user_id) if isinstance(users, dict) \
+            else frozenset()
+        if len(self._ignored) >= MAX_REMEMBERED_USERS:
+            self._ignored.clear()
+        self._ignored[user_id] = ignored
+        return ignored
+
     async def _rooms(self, request: SyncRequest, memberships: dict[str, str],
-                     account: list[tuple[str, str, JsonDict]]) -> JsonDict:
+                     account: list[tuple[str, str, JsonDict]],
+                     ignored: frozenset[str] = frozenset()) -> JsonDict:
         user_id, since, now = request.user_id, request.since, request.now
         filt, full_state = request.filter, request.full_state
         joined = [r for r, m in memberships.items() if m == "join" and filt.wants_room(r)]
@@ -170,6 +199,8 @@ class SyncBuilder:
         knocks: list[str] = knocked
         if since is None:
             await self._initial_joined(plans, user_id, joined, now, filt)
+            if filt.include_leave:
+                await self._initial_leaves(plans, user_id, memberships, now, filt)
         else:
             changes = []
             if self._user_rooms.changed_since(user_id, since.events):
@@ -182,10 +213,13 @@ class SyncBuilder:
             left = {r: pos for r, m, _, pos in changes if m in ("leave", "ban")
                     and memberships.get(r) in ("leave", "ban") and filt.wants_room(r)}
             await self._leaves(plans, left, since, filt)
-        await self._add_ephemeral(plans, joined, user_id, since, now, account)
+        await self._add_ephemeral(plans, joined, user_id, since, now, account, filt)
+        await self._add_summaries(plans, user_id, since is None or full_state)
         out: JsonDict = {"join": {}, "invite": {}, "leave": {}}
-        await self._serialize(out, plans, user_id, since is None)
+        await self._serialize(out, plans, user_id, request.device_id, filt)
         await self._add_room_fields(out["join"], request)
+        if ignored:
+            invites = [r for r in invites if await self._inviter(r, user_id) not in ignored]
         for room_id in dict.fromkeys(invites):
             out["invite"][room_id] = {"invite_state": {"events": await self._stripped_state(
                 room_id, user_id)}}
@@ -236,8 +270,43 @@ class SyncBuilder:
                 plans[room_id] = plan
                 if room_id not in newly_joined and plan.limited:
                     skipped = new[:len(new) - len(plan.timeline)]
-                    plan.state = await self._state_in_gap(room_id, skipped, plan)
+                    plan.state = await self._state_in_gap(room_id, skipped, plan, filt)
+                if room_id not in newly_joined and filt.lazy_load_members:
+                    await self._add_lazy_members(room_id, plan, filt)
         await self._add_full_state(plans, sorted(newly_joined & set(plans)), user_id, filt)
+
+    async def _add_lazy_members(self, room_id: str, plan: _RoomPlan, filt: SyncFilter) -> None:
+        """Lazy loading in an incremental sync: the member events of the timeline's
+        senders (the client cannot know which it already holds from another device)."""
+        have = {e.event.event_id for e in plan.timeline} | {e.event.event_id for e in plan.state}
+        current = await self._engine.current_state_events(room_id)
+        ids = [e.event_id for sender in sorted({e.event.sender for e in plan.timeline})
+               if (e := current.get(("m.room.member", sender))) is not None
+               and e.event_id not in have]
+        loaded = await self._state_events({e.event_id: e for e in current.values()}, ids)
+        plan.state += [loaded[i] for i in ids if i in loaded]
+
+    async def _initial_leaves(self, plans: dict[str, _RoomPlan], user_id: str,
+                              memberships: dict[str, str], now: SyncToken,
+                              filt: SyncFilter) -> None:
+        """include_leave: rooms the user left, with the timeline up to their leaving."""
+        left = [r for r, m in memberships.items() if m in ("leave", "ban") and filt.wants_room(r)]
+        if not left:
+            return
+        ended: dict[str, int] = {}
+        for room_id, _, _, position in await self._events.membership_changes(
+                user_id, FIRST_POSITION, now.events):
+            ended[room_id] = position
+        for room_id in left:
+            if room_id not in ended:
+                continue
+            latest = await self._queries.latest_per_room([room_id], ended[room_id],
+                                                         filt.timeline_limit)
+            events = await self._view.visible(room_id, user_id,
+                                              self._wanted(latest.get(room_id, []), filt))
+            plan = self._plan(events, filt, StreamToken(events=ended[room_id]))
+            plan.left = True
+            plans[room_id] = plan
 
     def _plan(self, events: list[LoadedEvent], filt: SyncFilter, now: SyncToken) -> _RoomPlan:
         timeline = events[-filt.timeline_limit:] if filt.timeline_limit else []
@@ -255,10 +324,15 @@ class SyncBuilder:
             senders = {e.event.sender for e in plan.timeline} | {user_id}
             current = await self._engine.current_state_events(room_id)
             held.update((e.event_id, e) for e in current.values())
+            if not filt.state.wants_room(room_id):
+                wanted[room_id] = []
+                continue
             wanted[room_id] = [
                 e.event_id for key, e in sorted(current.items())
                 if e.event_id not in in_timeline and (
                     not filt.lazy_load_members or key[0] != "m.room.member" or key[1] in senders)
+                and (key[0] == "m.room.member" and key[1] == user_id
+                     or filt.state.wants(e.type, e.sender, e.content))
             ]
         loaded = await self._state_events(held, [i for ids in wanted.values() for i in ids])
         for room_id, ids in wanted.items():
@@ -273,10 +347,11 @@ class SyncBuilder:
                 for i, (position, redacted_by) in found.items()}
 
     async def _state_in_gap(self, room_id: str, skipped: list[LoadedEvent],
-                            plan: _RoomPlan) -> list[LoadedEvent]:
+                            plan: _RoomPlan, filt: SyncFilter) -> list[LoadedEvent]:
         """State changed in the part of the range the timeline leaves out: its current value."""
         keys = {(e.event.type, e.event.state_key) for e in skipped
-                if e.event.state_key is not None}
+                if e.event.state_key is not None and filt.state.wants_room(room_id)
+                and filt.state.wants(e.event.type, e.event.sender, e.event.content)}
         if not keys:
             return []
         in_timeline = {e.event.event_id for e in plan.timeline}
@@ -320,28 +395,57 @@ class SyncBuilder:
         return await self._view.visible(room_id, user_id, events)
 
     def _wanted(self, stored: list[StoredEvent], filt: SyncFilter) -> list[LoadedEvent]:
-        return [e for e in self._engine.loaded(stored) if filt.wants_event(e.event.type)]
+        timeline = filt.timeline
+        return [e for e in self._engine.loaded(stored) if timeline.wants_room(e.event.room_id)
+                and timeline.wants(e.event.type, e.event.sender, e.event.content)]
+
+    async def _inviter(self, room_id: str, user_id: str) -> str | None:
+        member = (await self._engine.current_state_events(room_id)).get(
+            ("m.room.member", user_id))
+        return member.sender if member is not None else None
+
+    async def _add_summaries(self, plans: dict[str, _RoomPlan], user_id: str,
+                             always: bool) -> None:
+        """Room `summary` for joined rooms when it may have changed: always in an initial or
+        full-state sync, else when the timeline or state holds a member, name or alias change."""
+        for room_id, plan in plans.items():
+            if plan.left:
+                continue
+            if not always and not any(e.event.type in SUMMARY_TYPES
+                                      for e in (*plan.timeline, *plan.state)):
+                continue
+            plan.summary = room_summary(await self._engine.current_state_events(room_id),
+                                        user_id)
 
     # -- ephemeral and account data, batched over rooms --------------------------
 
     async def _add_ephemeral(self, plans: dict[str, _RoomPlan], joined: list[str], user_id: str,
                              since: SyncToken | None, now: SyncToken,
-                             account: list[tuple[str, str, JsonDict]]) -> None:
+                             account: list[tuple[str, str, JsonDict]],
+                             filt: SyncFilter) -> None:
+        ephemeral_filter, data_filter = filt.ephemeral, filt.room_account_data
+        want_typing = ephemeral_filter.wants_type("m.typing") and ephemeral_filter.limit != 0
         receipts: dict[str, JsonDict] = {}
-        if since is None or since.receipts < now.receipts:
+        if (since is None or since.receipts < now.receipts) and \
+                ephemeral_filter.wants_type("m.receipt") and ephemeral_filter.limit != 0:
             receipts = await self._receipts.events_since(
                 joined, since.receipts if since else 0, now.receipts, user_id)
         room_data: dict[str, list[JsonDict]] = {}
         for room, data_type, content in account:
-            if room:
+            if room and data_filter.wants_room(room) and data_filter.wants_type(data_type):
                 room_data.setdefault(room, []).append({"type": data_type, "content": content})
         for room_id in joined:
             ephemeral = []
-            if since is None and self._typing.typing_users(room_id) or (
-                    since is not None and self._typing.changed_since(room_id, since.typing)):
+            if not ephemeral_filter.wants_room(room_id):
+                pass
+            elif want_typing and (since is None and self._typing.typing_users(room_id) or (
+                    since is not None and self._typing.changed_since(room_id, since.typing))):
                 ephemeral.append(self._typing.event(room_id))
-            if room_id in receipts:
+            if room_id in receipts and ephemeral_filter.wants_room(room_id):
                 ephemeral.append(receipts[room_id])
+            ephemeral = ephemeral_filter.cut(ephemeral)
+            if room_id in room_data:
+                room_data[room_id] = data_filter.cut(room_data[room_id])
             if not ephemeral and room_id not in room_data and room_id not in plans:
                 continue
             plan = plans.setdefault(room_id, _RoomPlan([], False, f"s{now.events}"))
@@ -363,30 +467,65 @@ class SyncBuilder:
             return []  # (a token from before a restart is ahead: the tracker resends all)
         users = {user_id} | await self._queries.joined_users(
             [r for r, m in memberships.items() if m == "join"])
-        return self._presence.changes_since(since.presence if since else 0, users)
+        changes = self._presence.changes_since(since.presence if since else 0, users)
+        return filt.presence.cut([c for c in changes if filt.presence.wants(
+            c.get("type", "m.presence"), c.get("sender"))])
 
     # -- serialization -------------------------------------------------------------
 
+    async def _add_transaction_ids(self, served: list[JsonDict], timeline: list[LoadedEvent],
+                                   user_id: str, device_id: str | None) -> None:
+        """`unsigned.transaction_id` on the events this very device sent (local echoes)."""
+        if device_id is None:
+            return
+        mine = [e.event.event_id for e in timeline if e.event.sender == user_id]
+        if not mine:
+            return
+        stored = await self._queries.txn_ids(user_id, device_id, mine)
+        for event, body in zip(timeline, served, strict=True):
+            key = stored.get(event.event.event_id)
+            if key is not None:
+                body.setdefault("unsigned", {})["transaction_id"] = _client_txn_id(
+                    event.event, key)
+
     async def _serialize(self, out: JsonDict, plans: dict[str, _RoomPlan], user_id: str,
-                         initial: bool) -> None:
+                         device_id: str | None, filt: SyncFilter) -> None:
         timeline = [e for p in plans.values() for e in p.timeline]
         state = [e for p in plans.values() for e in p.state]
         kinds = self._recent.relation_kinds(e.event.event_id for e in timeline)
-        served_timeline = iter(await self._view.serialize(timeline, user_id,
-                                                          relation_kinds=kinds))
-        served_state = iter(await self._view.serialize(state, user_id, with_relations=False))
+        served = await self._view.serialize(timeline, user_id, relation_kinds=kinds)
+        await self._add_transaction_ids(served, timeline, user_id, device_id)
+        served_state = await self._view.serialize(state, user_id, with_relations=False)
+        if filt.event_fields is not None or filt.event_format != "client":
+            served = [filt.shape(b, e.event.pdu) for b, e in zip(served, timeline, strict=True)]
+            served_state = [filt.shape(b, e.event.pdu)
+                            for b, e in zip(served_state, state, strict=True)]
+        served_timeline = iter(served)
+        served_state_iter = iter(served_state)
         for room_id, plan in plans.items():
             room: JsonDict = {
                 "timeline": {"events": [next(served_timeline) for _ in plan.timeline],
                              "limited": plan.limited, "prev_batch": plan.prev_batch},
-                "state": {"events": [next(served_state) for _ in plan.state]},
+                "state": {"events": [next(served_state_iter) for _ in plan.state]},
                 "account_data": {"events": plan.account_data},
             }
+            if plan.summary is not None:
+                room["summary"] = plan.summary
             if plan.left:
                 out["leave"][room_id] = room
             else:
                 room["ephemeral"] = {"events": plan.ephemeral}
                 out["join"][room_id] = room
+
+
+def _client_txn_id(event: Event, stored: str) -> str:
+    """The client's txn id from the stored key, which send.py scopes by room and type
+    (`send/<room>/<type>/<txn>`) or by room and target (`redact/<room>/<event>/<txn>`)."""
+    for prefix in (f"send/{event.room_id}/{event.type}/",
+                   f"redact/{event.room_id}/{event.redacts or event.content.get('redacts')}/"):
+        if stored.startswith(prefix):
+            return stored[len(prefix):]
+    return stored.rsplit("/", 1)[-1]
 
 
 def _empty_body(now: SyncToken) -> JsonDict:

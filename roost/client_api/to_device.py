@@ -20,7 +20,6 @@ from roost.client_api.errors import MatrixError, bad_json
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.storage.device_inbox import DeviceInboxStore
 from roost.storage.e2e_keys import E2eKeyStore
-from roost.storage.notifier import Notifier
 from roost.storage.streams import StreamIdGenerator
 
 MAX_TARGETS = 1000
@@ -35,12 +34,10 @@ def _server(user_id: str) -> str:
 
 class ToDevice:
     def __init__(self, inbox: DeviceInboxStore, keys: E2eKeyStore, stream: StreamIdGenerator,
-                 notifier: Notifier, server_name: str, clock: Any,
-                 queue_edus: QueueEdus | None = None) -> None:
+                 server_name: str, clock: Any, queue_edus: QueueEdus | None = None) -> None:
         self.inbox = inbox
         self._keys = keys
-        self.stream = stream
-        self._notifier = notifier
+        self.stream = stream  # announced on the notifier as "to_device"
         self._server_name = server_name
         self._clock = clock
         self._queue_edus = queue_edus
@@ -64,14 +61,14 @@ class ToDevice:
         """Put messages for local users in their inboxes once; False if already done."""
         rows = await self._expand(sender, kind, messages)
         [position] = self.stream.allocate(1)
+        done = False
         try:
             fed = None if federation_key is None else (
                 *federation_key, int(self._clock.seconds() * 1000))
             done = await self.inbox.deliver(rows, position, txn_key, fed)
         finally:
-            self.stream.finish([position])
-        if done and rows:
-            self._notifier.notify("to_device", self.stream.current, users={r[0] for r in rows})
+            # The stream wakes the recipients once every earlier position is written too.
+            self.stream.finish([position], users={r[0] for r in rows} if done else ())
         return done
 
     async def from_federation(self, origin: str, message_id: str, sender: str, kind: str,

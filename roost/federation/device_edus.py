@@ -197,3 +197,37 @@ class DeviceListSender:
             queued += [(h, "m.device_list_update", content) for h in sorted(hosts)]
         if queued:
             await self._queue(queued)
+
+
+class RemoteDeviceTracking:
+    """Drops a remote user's cached devices once they share no room with a local user.
+
+    Follows membership changes on the events stream (the engine names the
+    member in `users`): a remote user who left, or whose last local room
+    companion left, is no longer tracked, and a later query asks their server.
+    """
+
+    def __init__(self, lists: DeviceListStore, notifier: Notifier, server_name: str) -> None:
+        self._lists = lists
+        self._server_name = server_name
+        self._stop = notifier.add_listener(self._on_change)
+
+    def stop(self) -> None:
+        self._stop()
+
+    def _on_change(self, change: StreamChange) -> None:
+        if change.stream != "events" or not change.users:
+            return
+        defer.ensureDeferred(self._check(set(change.users), set(change.rooms))).addErrback(
+            lambda f: logger.error("remote device tracking failed: %s", f.getTraceback()))
+
+    async def _check(self, users: set[str], rooms: set[str]) -> None:
+        remote = {u for u in users if server_name_of(u) != self._server_name}
+        if any(server_name_of(u) == self._server_name for u in users):
+            # A local user's membership changed: every remote user of those rooms may be
+            # left without a local companion.
+            remote |= await self._lists.tracked_users_in_rooms(sorted(rooms))
+        for user_id in sorted(remote):
+            if await self._lists.remote_devices(user_id) is not None and \
+                    not await self._lists.shares_room_with_local_user(user_id):
+                await self._lists.drop_remote_devices(user_id)

@@ -32,7 +32,6 @@ from roost.client_api import (
     login,
     messages,
     notifications,
-    openid,
     presence,
     profile,
     push_rules,
@@ -40,16 +39,12 @@ from roost.client_api import (
     receipts,
     register,
     relations,
-    reports,
     room_keys,
     room_state,
+    room_summary,
     rooms,
-    search,
     send,
     sync,
-    tags,
-    threepid,
-    timestamps,
     to_device,
     typing,
     upgrade,
@@ -57,7 +52,6 @@ from roost.client_api import (
     versions,
     websocket,
 )
-from roost.client_api import voip as voip_api
 from roost.client_api.accounts import Accounts
 from roost.client_api.appservice import AppServiceAuth, AppServices
 from roost.client_api.device_lists import DeviceLists
@@ -67,17 +61,18 @@ from roost.client_api.profile import Profiles
 from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.rooms import RoomCreation
-from roost.client_api.search_index import SearchIndexer
 from roost.client_api.sync_builder import SyncBuilder, SyncToken
 from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.federation import hierarchy as federation_hierarchy
-from roost.federation import openid as federation_openid
 from roost.federation import served as federation_served
-from roost.federation import timestamps as federation_timestamps
 from roost.federation.backfill import Backfiller
-from roost.federation.device_edus import DeviceListSender, InboundDeviceEdus
+from roost.federation.device_edus import (
+    DeviceListSender,
+    InboundDeviceEdus,
+    RemoteDeviceTracking,
+)
 from roost.federation.fetches import EventFetches
 from roost.federation.ingest import EduSinks
 from roost.federation.joins import RemoteRooms
@@ -96,6 +91,7 @@ from roost.federation.transport.server import (
     register_version,
 )
 from roost.federation.user_keys import KeyQueries
+from roost.homeserver.client_extras import register_client_extras
 from roost.homeserver.config import RoostConfig
 from roost.homeserver.operations import (
     AdminParts,
@@ -126,22 +122,18 @@ from roost.storage.e2e_backup import KeyBackupStore
 from roost.storage.e2e_keys import E2eKeyStore
 from roost.storage.embedded import start_embedded_postgres
 from roost.storage.erasure import ErasureStore
-from roost.storage.event_timestamps import EventTimestampStore
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
 from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.media import MediaStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
-from roost.storage.openid import OpenIdStore
 from roost.storage.profiles import ProfileStore
 from roost.storage.push import PushActionStore, PusherStore, PushRuleStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
-from roost.storage.reports import ReportStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
-from roost.storage.search import SearchStore
 from roost.storage.server_keys import ServerKeyStore
 from roost.storage.streams import StreamIdGenerator
 from roost.storage.sync_data import AccountDataStore, FilterStore, ReceiptStore
@@ -441,20 +433,23 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
                       notifier: Notifier, streams: dict[str, StreamIdGenerator],
                       device_store: DeviceStore, uia: UserInteractiveAuth,
                       federation: FederationParts, sender: FederationSender,
-                      closers: list[tuple[str, Any]], builder: SyncBuilder) -> InboundDeviceEdus:
+                      closers: list[tuple[str, Any]], builder: SyncBuilder,
+                      on_deactivate: list[Any]) -> InboundDeviceEdus:
     """End-to-end encryption: keys, cross-signing, key backup, to-device messages, device
     lists (the to_device and device_lists streams) and their federation side."""
     key_store = E2eKeyStore(db)
     list_store = DeviceListStore(db, config.server_name)
     streams["to_device"] = StreamIdGenerator(await DeviceInboxStore(db).max_stream_id())
     streams["device_lists"] = StreamIdGenerator(await list_store.max_stream_id())
-    lists = DeviceLists(list_store, streams["device_lists"], notifier)
+    streams["to_device"].announce_to(notifier, "to_device")
+    streams["device_lists"].announce_to(notifier, "device_lists")
+    lists = DeviceLists(list_store, streams["device_lists"])
     device_store.on_devices_deleted.append(lists.devices_deleted)
+    on_deactivate.append(lists.account_deactivated)
     queries = KeyQueries(key_store, list_store, federation.client, config.server_name)
     queries.register(federation.router)
     to_device_service = to_device.ToDevice(DeviceInboxStore(db), key_store, streams["to_device"],
-                                           notifier, config.server_name, clock,
-                                           sender.queue_edus)
+                                           config.server_name, clock, sender.queue_edus)
     to_device.register(router, to_device_service)
     keys.register(router, keys.KeyUploads(key_store, lists), queries, lists,
                   _token_positions)
@@ -463,6 +458,8 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
     list_sender = DeviceListSender(list_store, key_store, notifier, sender.queue_edus,
                                    config.server_name, streams["device_lists"].current)
     closers.append(("device list sender", list_sender.stop))
+    tracking = RemoteDeviceTracking(list_store, notifier, config.server_name)
+    closers.append(("remote device tracking", tracking.stop))
     e2e_sync = E2eSync(DeviceInboxStore(db), list_store, key_store)
     builder.add_stream("to_device", lambda: streams["to_device"].current)
     builder.add_stream("device_lists", lambda: streams["device_lists"].current)
@@ -478,38 +475,6 @@ def _token_positions(raw: str) -> tuple[int, int]:
     """(events, device_lists) positions of a sync token, for /keys/changes."""
     token = SyncToken.parse(raw)
     return token.events, getattr(token, "device_lists", 0)
-
-
-def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime,
-                               notifier: Notifier, engine: RoomEngine,
-                               streams: dict[str, StreamIdGenerator], config: RoostConfig,
-                               federation: FederationParts, view: RoomView,
-                               event_store: EventStore, closers: list[tuple[str, Any]]) -> None:
-    """Tags, third-party identifiers, OpenID and timestamp_to_event (client and federation
-    sides), TURN, reports, search."""
-    account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
-
-    async def room_exists(room_id: str) -> bool:
-        return await engine.room_version(room_id) is not None
-
-    tags.register(router, account, room_exists)
-    threepid.register(router)
-    openid_store = OpenIdStore(db)
-    openid.register(router, openid_store, clock, config.server_name)
-    federation_openid.register(federation.router, openid_store, clock)
-    voip = config.voip
-    voip_api.register(router, clock, voip.turn_uris, voip.turn_shared_secret,
-                      voip.turn_user_lifetime, voip.turn_allow_guests)
-    reports.register(router, ReportStore(db), view, clock)
-    timestamps_store = EventTimestampStore(db)
-    timestamps.register(router, timestamps_store, view)
-    federation_timestamps.register(federation.router, timestamps_store, engine, view.access)
-    search_store = SearchStore(db)
-    indexer = SearchIndexer(search_store, streams["events"], notifier)
-    indexer.start()
-    closers.append(("search indexer", indexer.stop))
-    search.register(router, search.RoomEventSearch(search_store, indexer, engine, view,
-                                                   event_store))
 
 
 async def build_homeserver(
@@ -605,8 +570,9 @@ async def build_homeserver(
     push = await _build_push(router, db, reactor, clock, config, notifier, engine, view, streams,
                              closers, password_hooks, builder)
 
-    _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation,
-                               view, event_store, closers)
+    register_client_extras(router, db, clock, notifier, engine, streams, config,
+                           federation.router, view, event_store, closers, waiter,
+                           directory_store, presence_tracker)
     admin = register_admin(router, config, accounts, tokens, device_store, profiles, engine,
                             clock, db, on_deactivate)
     root = Resource()
@@ -642,7 +608,7 @@ async def build_homeserver(
         start_metrics(metrics, api, db, notifier, event_stream, socket_resource.open_sockets,
                        sender, appservice_sender, clock, closers)
     e2e_edus = await _build_e2ee(router, db, config, clock, notifier, streams, device_store,
-                                 uia, federation, sender, closers, builder)
+                                 uia, federation, sender, closers, builder, on_deactivate)
     _register_inbound_federation(federation, engine, event_store, db, config, local_key, clock,
                                  directory_store, profile_store, typing_tracker, presence_tracker,
                                  receipts.Receipts(ReceiptStore(db), streams["receipts"],
@@ -680,6 +646,7 @@ def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
     upgrade.register(router, engine, view, directory_store)
     spaces = SpaceHierarchy(engine, view.access)
     hierarchy.register(router, spaces, federation.client, config.server_name)
+    room_summary.register(router, spaces, directory_store, state_store)
     federation_hierarchy.register(federation.router, spaces)
 
 

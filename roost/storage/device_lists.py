@@ -52,6 +52,20 @@ class DeviceListStore:
             (after, upto, f"%:{self._server_name}", after, upto)))
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
+    async def forget_user_keys(self, user_id: str) -> list[str]:
+        """Delete a user's cross-signing keys and signatures; the device ids announced before."""
+
+        def txn_fn(txn: Txn) -> list[str]:
+            txn.execute("DELETE FROM e2e_cross_signing_keys WHERE user_id = %s", (user_id,))
+            txn.execute("DELETE FROM e2e_signatures WHERE target_user_id = %s"
+                        " OR signer_user_id = %s", (user_id, user_id))
+            rows = txn.query("SELECT DISTINCT device_id FROM device_lists_stream"
+                             " WHERE user_id = %s AND device_id <> '' ORDER BY device_id",
+                             (user_id,))
+            return [r[0] for r in rows]
+
+        return await self._db.run("device_lists_forget_user", txn_fn)
+
     async def latest_position(self, user_id: str) -> int:
         row = await self._db.run("device_lists_latest", lambda t: t.query_one(
             "SELECT COALESCE(MAX(stream_id), 0) FROM device_lists_stream WHERE user_id = %s"
@@ -107,6 +121,15 @@ class DeviceListStore:
             "INSERT INTO device_lists_remote (user_id, stream_id, devices) VALUES (%s, %s, %s)"
             " ON CONFLICT (user_id) DO UPDATE SET stream_id = EXCLUDED.stream_id,"
             " devices = EXCLUDED.devices", (user_id, stream_id, json.dumps(cached))))
+
+    async def tracked_users_in_rooms(self, room_ids: list[str]) -> set[str]:
+        """Remote users with cached devices who were ever members of these rooms."""
+        if not room_ids:
+            return set()
+        rows = await self._db.run("remote_devices_in_rooms", lambda t: t.query(
+            "SELECT DISTINCT r.user_id FROM device_lists_remote r JOIN room_memberships m"
+            " ON m.user_id = r.user_id WHERE m.room_id = ANY(%s)", (room_ids,)))
+        return {r[0] for r in rows}
 
     async def drop_remote_devices(self, user_id: str) -> None:
         await self._db.run("remote_devices_drop", lambda t: t.execute(

@@ -25,6 +25,22 @@ class SyncQueries:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    async def txn_ids(self, user_id: str, device_id: str,
+                      event_ids: list[str]) -> dict[str, str]:
+        """event id -> the stored txn key (its scope and the client's txn id) of those
+        of the events this device sent (one query)."""
+        if not event_ids:
+            return {}
+        rows = await self._db.run(
+            "sync_txn_ids",
+            lambda t: t.query(
+                "SELECT event_id, txn_id FROM event_txn_ids WHERE user_id = %s"
+                " AND device_id = %s AND event_id = ANY(%s)",
+                (user_id, device_id, event_ids),
+            ),
+        )
+        return {r[0]: r[1] for r in rows}
+
     async def joined_users(self, room_ids: list[str]) -> set[str]:
         """Everyone whose current membership is join in any of the rooms (one query)."""
         if not room_ids:

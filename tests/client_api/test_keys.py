@@ -181,3 +181,31 @@ class DeviceDeletionTests(TestCase):
             "SELECT user_id, device_id FROM device_lists_stream WHERE stream_id > %s",
             (before[0],)))
         self.assertEqual(rows, [(user, "PHONE")])
+
+    async def test_deactivation_removes_every_key_and_announces_the_devices(self) -> None:
+        from tests.client_api.e2e_helpers import cross_signing_key
+
+        server = await start_server(self)
+        alice = await server.register("alice")
+        bob = await server.register("bob")
+        user, device = alice["user_id"], alice["device_id"]
+        keys, _ = device_keys(user, device)
+        await server.request("POST", V3 + "/keys/upload", {"device_keys": keys},
+                             token=alice["access_token"])
+        master, _ = cross_signing_key(user, "master")
+        await server.request("POST", V3 + "/keys/device_signing/upload", {"master_key": master},
+                             token=alice["access_token"])
+        before = await server.hs.db.run("pos", lambda t: t.query_one(
+            "SELECT COALESCE(MAX(stream_id), 0) FROM device_lists_stream"))
+        auth = {"type": "m.login.password", "password": "hunter2-pw",
+                "identifier": {"type": "m.id.user", "user": "alice"}}
+        gone = await server.request("POST", V3 + "/account/deactivate", {"auth": auth},
+                                    token=alice["access_token"])
+        self.assertEqual(gone.status, 200, gone.body)
+        got = await server.request("POST", V3 + "/keys/query", {"device_keys": {user: []}},
+                                   token=bob["access_token"])
+        self.assertEqual((got.body["device_keys"][user], got.body["master_keys"]), ({}, {}))
+        rows = await server.hs.db.run("rows", lambda t: t.query(
+            "SELECT device_id FROM device_lists_stream WHERE stream_id > %s AND user_id = %s"
+            " ORDER BY device_id", (before[0], user)))
+        self.assertEqual([r[0] for r in rows], ["", device])

@@ -43,7 +43,7 @@ SEEDS = (1, 2)
 USERS = 6
 SOCKET_USERS = 2  # the last two follow over the WebSocket
 OPS_PER_USER = 25
-FILTER = {"room": {"timeline": {"limit": 1000}}}
+FILTER = {"room": {"timeline": {"limit": 100}}}
 SETTLE_ROUNDS = 60  # x 0.25 s of real time for the followers to drain what is already woken
 
 
@@ -58,12 +58,14 @@ class View:
     section: dict[str, str] = field(default_factory=dict)  # room -> last section
     wrong: list[str] = field(default_factory=list)  # membership events in the wrong section
 
-    def take(self, body: dict[str, Any]) -> None:
+    def take(self, body: dict[str, Any], gaps: dict[str, list[dict[str, Any]]]) -> None:
+        """One sync's answer; `gaps` holds, per room, what /messages filled in before
+        a limited timeline (as a client does)."""
         rooms = body.get("rooms", {})
         for section in ("join", "leave"):
             for room_id, room in rooms.get(section, {}).items():
                 self.section[room_id] = section
-                timeline = room.get("timeline", {}).get("events", [])
+                timeline = gaps.get(room_id, []) + room.get("timeline", {}).get("events", [])
                 for event in timeline:
                     self.seen[event["event_id"]] += 1
                     self.by_room.setdefault(room_id, []).append(event["event_id"])
@@ -72,6 +74,19 @@ class View:
             for room_id in rooms.get(section, {}):
                 self.section[room_id] = section
         self.since = body["next_batch"]
+
+    def gaps_to_fill(self, body: dict[str, Any]) -> list[tuple[str, str, str]]:
+        """(room, prev_batch, the previous token) of the limited timelines of an
+        incremental sync of a room the client already followed."""
+        if self.since is None:
+            return []
+        out = []
+        for section in ("join", "leave"):
+            for room_id, room in body.get("rooms", {}).get(section, {}).items():
+                timeline = room.get("timeline", {})
+                if timeline.get("limited") and room_id in self.by_room:
+                    out.append((room_id, timeline["prev_batch"], self.since))
+        return out
 
     def _check_membership(self, section: str, timeline: list[dict[str, Any]]) -> None:
         """The user's last membership event in a room's timeline leads to its section
@@ -103,9 +118,9 @@ class Follower:
         if self.socket:
             self._sock = await connect_and_auth(self._testcase, self._server, self._token)
             self._sock.send({"op": "sync", "since": None, "filter": FILTER})
-            self.view.take(await self._next_sync())
+            self.view.take(await self._next_sync(), {})
         else:
-            self.view.take(await self._poll(None, 0))
+            self.view.take(await self._poll(None, 0), {})
         self._done = defer.ensureDeferred(self._run())
 
     async def _next_sync(self) -> dict[str, Any]:
@@ -139,7 +154,28 @@ class Follower:
                 raise
             if self.stopped:
                 return
-            self.view.take(body)
+            self.view.take(body, await self._fill_gaps(body))
+
+    async def _fill_gaps(self, body: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        """Page back from each limited timeline to the previous token, with the tokens
+        sync gave (prev_batch as `from`, the old next_batch as `to`)."""
+        gaps: dict[str, list[dict[str, Any]]] = {}
+        for room_id, prev_batch, since in self.view.gaps_to_fill(body):
+            events: list[dict[str, Any]] = []
+            start = prev_batch
+            while True:
+                resp = await self._server.request(
+                    "GET", V3 + f"/rooms/{room_id}/messages?dir=b&limit=100&from={start}"
+                    f"&to={since}", token=self._token)
+                if resp.status != 200:
+                    self.errors.append(f"/messages {resp.status} {resp.body}")
+                    break
+                events = list(reversed(resp.body["chunk"])) + events
+                if "end" not in resp.body:
+                    break
+                start = resp.body["end"]
+            gaps[room_id] = events
+        return gaps
 
     async def stop(self) -> None:
         """Stop following: the poll in flight is dropped (it would wait forever)."""

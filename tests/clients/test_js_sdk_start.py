@@ -2,9 +2,9 @@
 
 Each test runs a node scenario (tests/js) against a real Roost and asserts one
 part of what the SDK saw: registration's flows, push rules, capabilities, the
-filter, the start of the sync loop, a room and a message, another user's
-mention counted as a highlight, a receipt clearing the counts, and scrollback
-with the tokens /sync gave.
+filter, the start of the sync loop, a room and a message, another user's mention
+counted as a highlight and pushed to a push gateway on loopback, a receipt
+clearing the counts, and scrollback with the tokens /sync gave.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from roost.rooms.versions import KNOWN_ROOM_VERSIONS
 from tests.clients.js_harness import JsRun, run_js
+from tests.push.gateway import PushGateway
 from tests.server_harness import start_server
 
 # A part that fails today because work owned by another engineer is not on main yet
@@ -86,11 +87,16 @@ class JsSdkBeforeFirstSyncTests(TestCase):
 class JsSdkClientStartTests(TestCase):
     timeout = 300
 
-    async def _scenario(self, stop_after: str | None = None, skip: tuple[str, ...] = ()) -> JsRun:
+    async def _scenario(self, stop_after: str | None = None, skip: tuple[str, ...] = (),
+                        gateway: PushGateway | None = None, lazy: bool = False) -> JsRun:
         server = await start_server(self)
         params: dict[str, object] = {"base_url": server.base_url, "skip": list(skip)}
         if stop_after is not None:
             params["stop_after"] = stop_after
+        if gateway is not None:
+            params["gateway_url"] = gateway.url
+        if lazy:
+            params["lazy_load_members"] = True
         return await run_js(self, "client_start.mjs", params)
 
     async def test_client_starts_syncs_creates_a_room_and_sees_its_message_come_back(self) -> None:
@@ -112,6 +118,38 @@ class JsSdkClientStartTests(TestCase):
         self.assertEqual(highlight["counts"]["total"], 25)
         self.assertIs(highlight["sdk_actions"]["tweaks"]["highlight"], True)
 
+
+    async def test_with_lazy_loaded_members_as_element_starts_the_member_list_loads(self) -> None:
+        run = await self._scenario(stop_after="members", lazy=True)
+        self.assertEqual(run.step("start")["sync_state"], "SYNCING")
+        members = run.step("members")
+        everyone = sorted(["@alice:test.roost", "@bob:test.roost"])
+        self.assertLessEqual(set(members["before"]), set(everyone))
+        self.assertEqual(members["after"], everyone)
+
+    async def test_scrollback_with_lazy_loaded_members_reaches_the_room_creation(self) -> None:
+        run = await self._scenario(skip=("highlight", "receipt"), lazy=True)
+        back = run.step("scrollback")
+        self.assertEqual(back["types"][0], "m.room.create")
+        expected = ["hello bob", *[f"filler {i}" for i in range(24)], "alice: are you there?"]
+        self.assertEqual(back["bodies"], expected)
+
+    async def test_a_push_gateway_on_loopback_receives_the_mention_as_a_highlight(self) -> None:
+        gateway = await PushGateway.start(self)
+        run = await self._scenario(stop_after="highlight", gateway=gateway)
+        mention = run.step("mention")
+        run.step("highlight")
+        # Delivery follows the stream after the sync; wait for the mention's notification.
+        while mention not in [n.get("event_id") for n in gateway.notifications()]:
+            await gateway.wait_for(len(gateway.received) + 1, timeout_s=120)
+        pushed = next(n for n in gateway.notifications() if n.get("event_id") == mention)
+        self.assertEqual(pushed["room_id"], run.step("room"))
+        self.assertEqual(pushed["counts"]["unread"], 25)
+        [device] = pushed["devices"]
+        self.assertEqual((device["app_id"], device["pushkey"]), ("org.roost.jscheck", "js-pushkey"))
+        self.assertIs(device["tweaks"].get("highlight"), True)
+        self.assertNotIn("content", pushed)  # event_id_only
+        self.assertNotIn("sender", pushed)
 
     async def test_a_read_receipt_on_the_mention_clears_the_counts(self) -> None:
         run = await self._scenario(stop_after="receipt")
