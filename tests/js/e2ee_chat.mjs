@@ -121,6 +121,30 @@ await runScenario(async (params, result, cleanup) => {
         });
     }
 
+    if (wanted.has("bob_second")) {
+        // The mirror of "second": a second device of Bob (on bob_base_url) appears in
+        // Alice's device list and decrypts what Alice sends afterwards.
+        await step(result, "bob_second", async () => {
+            const before = (await alice.getCrypto().getUserDeviceInfo([bobId])).get(bobId)?.size ?? 0;
+            const second = cleanup(await makeClient(bobBase, params.bob_user ?? "bob", {
+                crypto: true, register: false, password: `pw-${params.bob_user ?? "bob"}-roost`,
+                deviceName: "bob second",
+            }));
+            await start(second);
+            let after = before;
+            await until(alice, () => {
+                alice.getCrypto().getUserDeviceInfo([bobId]).then((m) => {
+                    after = m.get(bobId)?.size ?? 0;
+                });
+                return after > before;
+            }, "Alice seeing Bob's second device", () => ({ before, after }));
+            await alice.sendTextMessage(rid, "for both of bob's devices");
+            await until(second, () => hasBody(second, rid, "for both of bob's devices"),
+                "Bob's second device decrypting", () => bodies(second, rid));
+            return { devices_before: before, devices_after: after, second_sees: bodies(second, rid) };
+        });
+    }
+
     if (wanted.has("cross_signing")) {
         await step(result, "cross_signing", async () => {
             const crypto = alice.getCrypto();
