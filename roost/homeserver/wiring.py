@@ -238,7 +238,7 @@ def _limits(config: RoostConfig) -> dict[str, RateLimit]:
     limits = config.rate_limits
     return {
         name: RateLimit(getattr(limits, name).per_second, getattr(limits, name).burst)
-        for name in ("login", "registration", "message")
+        for name in ("login", "registration", "message", "media")
     }
 
 
