@@ -73,3 +73,16 @@ class JsEncryptedChatWithSynapseTests(TestCase):
                        "sender": alice}, chat["bob_sees"])
         self.assertIn({"body": "hello alice, secretly", "failure": False, "encrypted": True,
                        "sender": bob}, chat["alice_sees"])
+
+    async def test_new_devices_on_either_server_are_seen_across_and_decrypt(self) -> None:
+        synapse = await start_synapse(self)
+        roost = await start_node(self)
+        assert roost.server is not None
+        run = await run_js(self, "e2ee_chat.mjs", {
+            "base_url": roost.server.base_url, "bob_base_url": synapse.client_url,
+            "steps": ["chat", "second", "bob_second"]})
+        for name, text in (("second", "for both of alice's devices"),
+                           ("bob_second", "for both of bob's devices")):
+            seen = run.step(name)
+            self.assertEqual(seen["devices_after"], seen["devices_before"] + 1, name)
+            self.assertIn(text, [b["body"] for b in seen["second_sees"] if not b["failure"]])
