@@ -121,6 +121,7 @@ from roost.storage.directory import DirectoryStore
 from roost.storage.e2e_backup import KeyBackupStore
 from roost.storage.e2e_keys import E2eKeyStore
 from roost.storage.embedded import start_embedded_postgres
+from roost.storage.erasure import ErasureStore
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
 from roost.storage.federation_outbound import FederationOutboundStore
@@ -314,7 +315,8 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
     federation_served.register_all(
         federation.router, engine, event_store, federation.keyring, federation.client,
         FederationInboundStore(db), config.server_name, local_key.signing_key, clock,
-        RoomAccess(engine, RoomStateStore(db), directory_store.is_forgotten),
+        RoomAccess(engine, RoomStateStore(db), directory_store.is_forgotten,
+                   ErasureStore(db, config.server_name).erased_among),
         directory_store, profile,
         EduSinks(typing_edu, receipt_service.put, presence_tracker.set_remote_presence,
                  e2e_edus),
@@ -516,8 +518,10 @@ async def build_homeserver(
         event_stream, IdAllocator(await event_store.max_state_group()), notifier,
     )
     directory_store = DirectoryStore(db)
+    erasure = ErasureStore(db, config.server_name)
     view = RoomView(engine, state_store, RelationStore(db), clock,
-                    forgotten=directory_store.is_forgotten)
+                    access=RoomAccess(engine, state_store, directory_store.is_forgotten,
+                                      erasure.erased_among))
     profile_store = ProfileStore(db)
     profiles = Profiles(profile_store, engine, state_store)
     presence_stream = StreamIdGenerator(0)  # presence lives in memory: restarts at 0
@@ -537,7 +541,8 @@ async def build_homeserver(
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
     password_hooks: list[Any] = []
     account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate,
-                     on_password_change=password_hooks)
+                     on_password_change=password_hooks,
+                     on_erase=[_erase_hook(erasure, clock)])
     remote_queries = _build_remote_queries(federation, clock)
     profile.register(router, profiles, config.server_name, remote_queries)
     user_directory.register(router, profile_store)
@@ -643,3 +648,10 @@ def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
     hierarchy.register(router, spaces, federation.client, config.server_name)
     room_summary.register(router, spaces, directory_store, state_store)
     federation_hierarchy.register(federation.router, spaces)
+
+
+def _erase_hook(erasure: ErasureStore, clock: Any) -> Any:
+    """Deactivation with erase: true records the user as erased (issue 15)."""
+    async def erase(user_id: str) -> None:
+        await erasure.erase(user_id, int(clock.seconds() * 1000))
+    return erase
