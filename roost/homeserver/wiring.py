@@ -446,6 +446,7 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
     streams["device_lists"].announce_to(notifier, "device_lists")
     lists = DeviceLists(list_store, streams["device_lists"])
     device_store.on_devices_deleted.append(lists.devices_deleted)
+    device_store.on_devices_renamed.append(lists.devices_renamed)
     on_deactivate.append(lists.account_deactivated)
     queries = KeyQueries(key_store, list_store, federation.client, config.server_name)
     queries.register(federation.router)
