@@ -1,6 +1,10 @@
 """Send throughput: 50 concurrent senders in one room (the rooms issue's workload).
 
-    .venv/bin/python bench/send_messages.py [--senders 50] [--messages 40]
+    .venv/bin/python bench/send_messages.py [--senders 50] [--messages 40] [--settle 2]
+
+With --settle, CPU is read that many seconds after the last send is answered, so
+that work the sends leave behind off the request path (push evaluation) is
+counted too.
 
 Reports messages per second, per-send latency percentiles, and CPU per
 message of the Roost process and of PostgreSQL.
@@ -31,7 +35,7 @@ async def register(session: aiohttp.ClientSession, base: str, name: str) -> str:
 
 
 async def run(base: str, senders: int, messages: int, prefix: str,
-              probe: Callable[[], tuple[float, float]]) -> dict[str, object]:
+              probe: Callable[[], tuple[float, float]], settle: float = 0.0) -> dict[str, object]:
     connector = aiohttp.TCPConnector(limit=senders + 10)
     async with aiohttp.ClientSession(connector=connector) as session:
         tokens = await asyncio.gather(*(register(session, base, f"{prefix}{i}") for i in range(senders)))
@@ -60,6 +64,7 @@ async def run(base: str, senders: int, messages: int, prefix: str,
         started = time.monotonic()
         await asyncio.gather(*(sender(i, t) for i, t in enumerate(tokens)))
         elapsed = time.monotonic() - started
+        await asyncio.sleep(settle)
         cpu1, pg1 = probe()
     total = senders * messages
     return {"senders": senders, "messages": total, "seconds": round(elapsed, 2),
@@ -72,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--senders", type=int, default=50)
     parser.add_argument("--messages", type=int, default=40)
+    parser.add_argument("--settle", type=float, default=0.0)
     args = parser.parse_args()
     with roost_server() as server:
         def probe() -> tuple[float, float]:
@@ -79,7 +85,8 @@ def main() -> None:
 
         # Warm up (first requests import and connect), then measure only the sends.
         asyncio.run(run(server.base_url, 5, 5, "warm", probe))
-        result = asyncio.run(run(server.base_url, args.senders, args.messages, "s", probe))
+        result = asyncio.run(run(server.base_url, args.senders, args.messages, "s", probe,
+                                 args.settle))
         result["roost_rss_mib"] = round(server.rss_mib(), 1)
         print_result("send_messages", result)
 

@@ -136,6 +136,8 @@ class RateLimitsConfig:
     login: RateLimitConfig = field(default_factory=lambda: RateLimitConfig(0.2, 5))
     registration: RateLimitConfig = field(default_factory=lambda: RateLimitConfig(0.2, 5))
     message: RateLimitConfig = field(default_factory=lambda: RateLimitConfig(10.0, 50))
+    # Media uploads, /create and URL previews, per user.
+    media: RateLimitConfig = field(default_factory=lambda: RateLimitConfig(10.0, 50))
 
 
 @dataclass(frozen=True)

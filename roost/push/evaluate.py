@@ -283,28 +283,41 @@ def compile_rules(ruleset: RuleSet) -> CompiledRules:
 
 # -- evaluation -------------------------------------------------------------------------
 
-def evaluate_for_users(
-    event: FlatEvent, room: RoomContext, users: Mapping[str, CompiledRules],
-    display_names: Mapping[str, str | None],
-) -> dict[str, Outcome]:
-    """user -> the outcome of their first matching rule, for the users some rule matched.
+Group = tuple["CompiledRules", list[str]]
 
-    The sender is never included (the spec: no notification for one's own event).
-    """
-    memo: dict[tuple[Any, ...], bool] = {}
-    groups: dict[int, tuple[CompiledRules, list[str]]] = {}
+
+def group_users(users: Mapping[str, CompiledRules]) -> list[Group]:
+    """Users by compiled rules object (all who kept the defaults in one group); a room's
+    grouping is kept and reused for every event until its members or their rules change."""
+    groups: dict[int, Group] = {}
     for user_id, rules in users.items():
-        if user_id != event.sender:
-            groups.setdefault(id(rules), (rules, []))[1].append(user_id)
-    results: dict[str, Outcome] = {}
-    for rules, members in groups.values():
+        group = groups.get(id(rules))
+        if group is None:
+            group = groups[id(rules)] = (rules, [])
+        group[1].append(user_id)
+    return list(groups.values())
+
+
+def evaluate_groups(event: FlatEvent, room: RoomContext, groups: list[Group],
+                    display_names: Mapping[str, str | None]) -> list[tuple[Outcome, list[str]]]:
+    """(outcome, users) for every outcome some user got; the sender is never among them (the
+    spec: no notification for one's own event). For a group whose answer does not depend on
+    the user, the whole group gets it at once."""
+    memo: dict[tuple[Any, ...], bool] = {}
+    sender = event.sender
+    out: list[tuple[Outcome, list[str]]] = []
+    for rules, users in groups:
         residual, fallback = _plan(rules, event, room, memo)
         if not residual:
             if fallback is not None:
-                for user_id in members:
-                    results[user_id] = fallback
+                members = [u for u in users if u != sender] if sender in users else users
+                if members:
+                    out.append((fallback, members))
             continue
-        for user_id in members:
+        by_outcome: dict[int, tuple[Outcome, list[str]]] = {}
+        for user_id in users:
+            if user_id == sender:
+                continue
             found = fallback
             name = display_names.get(user_id)
             for rule in residual:
@@ -312,7 +325,23 @@ def evaluate_for_users(
                     found = rule.outcome
                     break
             if found is not None:
-                results[user_id] = found
+                entry = by_outcome.get(id(found))
+                if entry is None:
+                    entry = by_outcome[id(found)] = (found, [])
+                entry[1].append(user_id)
+        out.extend(by_outcome.values())
+    return out
+
+
+def evaluate_for_users(
+    event: FlatEvent, room: RoomContext, users: Mapping[str, CompiledRules],
+    display_names: Mapping[str, str | None],
+) -> dict[str, Outcome]:
+    """user -> the outcome of their first matching rule, for the users some rule matched."""
+    results: dict[str, Outcome] = {}
+    for found, members in evaluate_groups(event, room, group_users(users), display_names):
+        for user_id in members:
+            results[user_id] = found
     return results
 
 

@@ -23,7 +23,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
@@ -32,9 +32,11 @@ from twisted.internet.interfaces import IReactorTime
 from roost.push.evaluate import (
     CompiledRules,
     FlatEvent,
+    Group,
     RoomContext,
     compile_rules,
-    evaluate_for_users,
+    evaluate_groups,
+    group_users,
     related_event,
     thread_of,
 )
@@ -54,22 +56,30 @@ THREADS_CACHE_SIZE = 20_000
 MAIN = "main"
 
 
-@dataclass(frozen=True)
+@dataclass
 class RoomInfo:
-    """A room's local joined members with their display names, its member count, and what
-    deciding the sender's notification power needs."""
+    """A room's local joined members with their display names, its member count, what
+    deciding a sender's notification power needs, and (once asked) its members grouped by
+    compiled rules, kept while no one's rules change (`generation`)."""
 
     local_members: dict[str, str | None]
     member_count: int
     state: dict[Any, Any]
     version: Any
+    groups: list[Group] | None = None
+    generation: int = -1
+    contexts: dict[str, RoomContext] = field(default_factory=dict)
 
     def context(self, sender: str) -> RoomContext:
-        levels_event = self.state.get(("m.room.power_levels", ""))
-        levels = levels_event.content if levels_event is not None else {}
-        notifications = levels.get("notifications")
-        return RoomContext(self.member_count, get_power_level(sender, self.state, self.version),
-                           notifications if isinstance(notifications, dict) else {})
+        found = self.contexts.get(sender)
+        if found is None:
+            levels_event = self.state.get(("m.room.power_levels", ""))
+            levels = levels_event.content if levels_event is not None else {}
+            notifications = levels.get("notifications")
+            found = self.contexts[sender] = RoomContext(
+                self.member_count, get_power_level(sender, self.state, self.version),
+                notifications if isinstance(notifications, dict) else {})
+        return found
 
 
 class PushEvaluator:
@@ -94,8 +104,9 @@ class PushEvaluator:
         self._rooms: OrderedDict[str, RoomInfo] = OrderedDict()
         self._threads: OrderedDict[str, str] = OrderedDict()
         self._waiters: list[tuple[int, defer.Deferred[None]]] = []
-        # Called with (users given a notifying action, new position) after each batch.
-        self.on_actions: list[Callable[[set[str], int], None]] = []
+        self._generation = 0  # moves whenever someone's rules change
+        # Called with (the batch's stored rows, new position) after each batch.
+        self.on_actions: list[Callable[[list[ActionRow], int], None]] = []
 
     # -- life cycle -------------------------------------------------------------
 
@@ -120,6 +131,7 @@ class PushEvaluator:
     def rules_changed(self, user_id: str) -> None:
         """The user's rules changed here: compile them again when next needed."""
         self._rules.pop(user_id, None)
+        self._generation += 1
 
     def reached(self, position: int, timeout_s: float) -> defer.Deferred[None]:
         """Fires once evaluation has passed `position`, or after `timeout_s` regardless (a
@@ -169,9 +181,8 @@ class PushEvaluator:
                 await self._actions.record(actions, own_reads, new_position)
                 self.position = new_position
                 self._release(new_position)
-                notified = {row.user_id for row in actions}
                 for listener in self.on_actions:
-                    listener(notified, new_position)
+                    listener(actions, new_position)
         except defer.CancelledError:
             pass
         except Exception:
@@ -199,24 +210,25 @@ class PushEvaluator:
             if event.get("state_key") is not None:
                 self._rooms.pop(room_id, None)  # its members or power levels may have changed
             room = await self._room(room_id)
-            if room is None:
-                continue
-            users = room.local_members
             content = event.get("content")
-            if not isinstance(content, dict):
+            if room is None or not isinstance(content, dict):
                 continue
+            groups = await self._groups(room)
             if event.get("type") == "m.room.member" and content.get("membership") == "invite":
                 invitee = event.get("state_key")
-                if isinstance(invitee, str) and invitee.endswith(self._suffix):
-                    users = {**users, invitee: users.get(invitee)}
-            if not users:
+                if isinstance(invitee, str) and invitee.endswith(self._suffix) \
+                        and invitee not in room.local_members:
+                    invitee_rules = (await self._rules_for([invitee]))[invitee]
+                    groups = [*groups, (invitee_rules, [invitee])]
+            if not groups:
                 continue
-            rules = await self._rules_for(list(users))
-            results = evaluate_for_users(FlatEvent(event), room.context(sender), rules, users)
-            for user_id, found in results.items():
+            n = 0
+            for found, users in evaluate_groups(FlatEvent(event), room.context(sender), groups,
+                                                room.local_members):
                 if found.notify:
-                    actions.append(ActionRow(user_id, position, room_id, event_id, thread,
-                                             found.actions_json, found.highlight, ts))
+                    actions.append((position, n, room_id, event_id, thread, found.actions_json,
+                                    found.highlight, ts, users))
+                    n += 1
         return actions, [(u, r, t, p) for (u, r, t), p in own_reads.items()]
 
     async def _threads_of(self, parsed: list[tuple[int, dict[str, Any], int]]) -> dict[str, str]:
@@ -268,6 +280,13 @@ class PushEvaluator:
         while len(self._rooms) > ROOMS_CACHE_SIZE:
             self._rooms.popitem(last=False)
         return info
+
+    async def _groups(self, room: RoomInfo) -> list[Group]:
+        if room.groups is None or room.generation != self._generation:
+            generation = self._generation
+            room.groups = group_users(await self._rules_for(list(room.local_members)))
+            room.generation = generation
+        return room.groups
 
     async def _rules_for(self, user_ids: list[str]) -> dict[str, CompiledRules]:
         cache = self._rules

@@ -144,9 +144,12 @@ class PusherDelivery:
 
     # -- waking -------------------------------------------------------------------------
 
-    def _on_actions(self, users: set[str], position: int) -> None:
-        if self._stopped:
+    def _on_actions(self, rows: list[Any], position: int) -> None:
+        if self._stopped or not self._by_user:
             return
+        users: set[str] = set()
+        for row in rows:
+            users.update(row[8])
         for user_id in users & self._by_user.keys():
             for key in list(self._by_user.get(user_id, ())):
                 self._wake(self._pushers[key])

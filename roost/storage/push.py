@@ -42,18 +42,9 @@ class StoredRule:
     enabled: bool
 
 
-@dataclass(frozen=True)
-class ActionRow:
-    """One user's notifying outcome for one event."""
-
-    user_id: str
-    stream_ordering: int
-    room_id: str
-    event_id: str
-    thread_id: str
-    actions_json: str
-    highlight: bool
-    ts: int
+# One notifying outcome of an event: (stream_ordering, n, room, event, thread, actions
+# JSON, highlight, ts, user ids). Plain tuples: a busy room makes one per message.
+ActionRow = tuple[int, int, str, str, str, str, bool, int, list[str]]
 
 
 @dataclass(frozen=True)
@@ -252,8 +243,8 @@ class PushActionStore:
             lambda t: t.query(
                 _READS + "SELECT a.room_id, a.thread_id, COUNT(*),"
                 " COUNT(*) FILTER (WHERE a.highlight) FROM push_actions a" + _JOIN_READS +
-                " WHERE a.user_id = %(user)s AND a.room_id = ANY(%(rooms)s) AND " + _UNREAD +
-                " GROUP BY a.room_id, a.thread_id",
+                " WHERE a.room_id = ANY(%(rooms)s) AND %(user)s = ANY(a.user_ids) AND "
+                + _UNREAD + " GROUP BY a.room_id, a.thread_id",
                 {"user": user_id, "rooms": room_ids, "never": _NEVER}))
         out: dict[str, dict[str, tuple[int, int]]] = {}
         for room, thread, count, highlights in rows:
@@ -264,11 +255,12 @@ class PushActionStore:
         """Unread notifications over all the user's rooms (the badge a push carries)."""
         def txn_fn(txn: Txn) -> int:
             rooms = [r[0] for r in txn.query(
-                "SELECT DISTINCT room_id FROM push_actions WHERE user_id = %s", (user_id,))]
+                "SELECT room_id FROM current_state WHERE type = 'm.room.member'"
+                " AND state_key = %s AND membership = 'join'", (user_id,))]
             row = txn.query_one(
                 _READS + "SELECT COUNT(*) FROM push_actions a" + _JOIN_READS +
-                " WHERE a.user_id = %(user)s AND a.room_id = ANY(%(rooms)s) AND " + _UNREAD,
-                {"user": user_id, "rooms": rooms, "never": _NEVER})
+                " WHERE a.room_id = ANY(%(rooms)s) AND %(user)s = ANY(a.user_ids) AND "
+                + _UNREAD, {"user": user_id, "rooms": rooms, "never": _NEVER})
             return int(row[0]) if row else 0
 
         return await self._db.run("push_total_unread", txn_fn)
@@ -279,7 +271,7 @@ class PushActionStore:
         def txn_fn(txn: Txn) -> list[Notification]:
             rows = txn.query(
                 "SELECT stream_ordering, room_id, event_id, actions, ts, thread_id FROM push_actions"
-                " WHERE user_id = %s AND stream_ordering < %s AND (highlight OR NOT %s)"
+                " WHERE %s = ANY(user_ids) AND stream_ordering < %s AND (highlight OR NOT %s)"
                 " ORDER BY stream_ordering DESC LIMIT %s",
                 (user_id, before if before is not None else 2**62, highlight_only, limit))
             if not rows:
@@ -305,8 +297,8 @@ class PushActionStore:
             "push_pending_for",
             lambda t: t.query(
                 "SELECT stream_ordering, room_id, event_id, actions FROM push_actions"
-                " WHERE user_id = %s AND stream_ordering > %s AND stream_ordering <= %s"
-                " ORDER BY stream_ordering LIMIT %s", (user_id, after, upto, limit)))
+                " WHERE stream_ordering > %s AND stream_ordering <= %s AND %s = ANY(user_ids)"
+                " ORDER BY stream_ordering LIMIT %s", (after, upto, user_id, limit)))
         return [(int(r[0]), r[1], r[2], json.loads(r[3])) for r in rows]
 
 
@@ -314,10 +306,9 @@ def _record(txn: Txn, rows: list[ActionRow], own_reads: list[tuple[str, str, str
             new_position: int) -> None:
     if rows:
         txn.execute_values(
-            "INSERT INTO push_actions (user_id, stream_ordering, room_id, event_id, thread_id,"
-            " actions, highlight, ts) VALUES %s ON CONFLICT DO NOTHING",
-            [(r.user_id, r.stream_ordering, r.room_id, r.event_id, r.thread_id, r.actions_json,
-              r.highlight, r.ts) for r in rows], page_size=2000)
+            "INSERT INTO push_actions (stream_ordering, n, room_id, event_id, thread_id,"
+            " actions, highlight, ts, user_ids) VALUES %s ON CONFLICT DO NOTHING", rows,
+            page_size=1000)
     if own_reads:
         txn.execute_values(
             "INSERT INTO push_own_reads (user_id, room_id, thread_id, stream_ordering) VALUES %s"

@@ -163,10 +163,30 @@ async def probe_timestamp(viewer: Client, room: Room) -> Any:
     return error or OK
 
 
+async def probe_room_initial_sync(viewer: Client, room: Room) -> Any:
+    error, body = await _get(viewer, f"/rooms/{q(room.room_id)}/initialSync?limit=100")
+    return error or _bodies(body.get("messages", {}).get("chunk", []))
+
+
+async def probe_events_by_id(viewer: Client, room: Room) -> Any:
+    error, _ = await _get(viewer, f"/events/{q(room.before)}")
+    return error or OK
+
+
+async def probe_peek(viewer: Client, room: Room) -> Any:
+    error, body = await _get(viewer, f"/events?room_id={q(room.room_id)}&from=s0&timeout=0")
+    return error or _bodies(body["chunk"])
+
+
 async def probe_hierarchy(viewer: Client, room: Room) -> Any:
     """The room's space hierarchy: a public room is shown to anyone who may join it."""
     error, body = await _get(viewer, f"/_matrix/client/v1/rooms/{q(room.room_id)}/hierarchy")
     return error or ([r["room_id"] for r in body["rooms"]] == [room.room_id] and OK)
+
+
+async def probe_room_summary(viewer: Client, room: Room) -> Any:
+    error, body = await _get(viewer, f"/_matrix/client/v1/room_summary/{q(room.room_id)}")
+    return error or (body["room_id"] == room.room_id and OK)
 
 
 PROBES: dict[str, Probe] = {
@@ -183,7 +203,11 @@ PROBES: dict[str, Probe] = {
     "/notifications": probe_notifications,
     "/search": probe_search,
     "/timestamp_to_event": probe_timestamp,
+    "/rooms/{roomId}/initialSync": probe_room_initial_sync,
+    "/events/{eventId}": probe_events_by_id,
+    "/events?room_id": probe_peek,
     "/hierarchy": probe_hierarchy,
+    "/room_summary": probe_room_summary,
 }
 
 B, BD, D, DA = bodies("before"), bodies("before", "during"), bodies("during"), \
@@ -288,6 +312,29 @@ TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/timestamp_to_event", "banned", OK, OK, OK, OK),
     ("/timestamp_to_event", "forgotten", DENIED, DENIED, DENIED, OK),
 
+    # The deprecated endpoints answer as their modern counterparts: the room's initialSync
+    # and peeking (/events with room_id) as /messages, /events/{eventId} as /event.
+    ("/rooms/{roomId}/initialSync", "never", DENIED, DENIED, DENIED, ALL),
+    ("/rooms/{roomId}/initialSync", "invited", DENIED, DENIED, DENIED, ALL),
+    ("/rooms/{roomId}/initialSync", "joined", ALL, DA, DA, ALL),
+    ("/rooms/{roomId}/initialSync", "left", BD, D, D, ALL),
+    ("/rooms/{roomId}/initialSync", "banned", BD, D, D, ALL),
+    ("/rooms/{roomId}/initialSync", "forgotten", DENIED, DENIED, DENIED, ALL),
+
+    ("/events?room_id", "never", DENIED, DENIED, DENIED, ALL),
+    ("/events?room_id", "invited", DENIED, DENIED, DENIED, ALL),
+    ("/events?room_id", "joined", ALL, DA, DA, ALL),
+    ("/events?room_id", "left", BD, D, D, ALL),
+    ("/events?room_id", "banned", BD, D, D, ALL),
+    ("/events?room_id", "forgotten", DENIED, DENIED, DENIED, ALL),
+
+    ("/events/{eventId}", "never", MISSING, MISSING, MISSING, OK),
+    ("/events/{eventId}", "invited", MISSING, MISSING, MISSING, OK),
+    ("/events/{eventId}", "joined", OK, MISSING, MISSING, OK),
+    ("/events/{eventId}", "left", OK, MISSING, MISSING, OK),
+    ("/events/{eventId}", "banned", OK, MISSING, MISSING, OK),
+    ("/events/{eventId}", "forgotten", MISSING, MISSING, MISSING, OK),
+
     # The rooms are public: anyone who may join them sees them in a hierarchy (rooms.hierarchy).
     ("/hierarchy", "never", OK, OK, OK, OK),
     ("/hierarchy", "invited", OK, OK, OK, OK),
@@ -295,6 +342,14 @@ TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/hierarchy", "left", OK, OK, OK, OK),
     ("/hierarchy", "banned", OK, OK, OK, OK),
     ("/hierarchy", "forgotten", OK, OK, OK, OK),
+
+    # A public room's summary, like its hierarchy, is shown to anyone who may join it.
+    ("/room_summary", "never", OK, OK, OK, OK),
+    ("/room_summary", "invited", OK, OK, OK, OK),
+    ("/room_summary", "joined", OK, OK, OK, OK),
+    ("/room_summary", "left", OK, OK, OK, OK),
+    ("/room_summary", "banned", OK, OK, OK, OK),
+    ("/room_summary", "forgotten", OK, OK, OK, OK),
 ]
 
 
