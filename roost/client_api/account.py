@@ -28,7 +28,9 @@ def register(
     uia: UserInteractiveAuth,
     on_deactivate: list[DeactivationHook],
     on_password_change: list[PasswordHook] | None = None,
+    on_erase: list[DeactivationHook] | None = None,
 ) -> None:
+    """``on_erase`` runs after deactivation when the body says ``erase: true``."""
     async def whoami(req: ApiRequest) -> JsonDict:
         return {"user_id": req.user.user_id, "device_id": req.user.device_id, "is_guest": req.user.is_guest}
 
@@ -48,9 +50,15 @@ def register(
 
     async def deactivate(req: ApiRequest) -> JsonDict:
         body = req.json(required=False)
+        erase = body.get("erase", False)
+        if not isinstance(erase, bool):
+            raise MatrixError(400, "M_INVALID_PARAM", "erase must be true or false")
         await uia.require_password(f"{req.method} {req.path}", body, req.user.user_id)
         await accounts.users.deactivate(req.user.user_id)
         tokens.forget_user(req.user.user_id)
+        if erase:  # recorded first: what the leave hooks send must already be hidden
+            for hook in on_erase or ():
+                await hook(req.user.user_id)
         for hook in on_deactivate:
             await hook(req.user.user_id)
         return {"id_server_unbind_result": "no-support"}

@@ -123,9 +123,10 @@ def register(
         loaded = (await engine.get_events([event_id])).get(event_id)
         if loaded is None or loaded.event.room_id != room_id or loaded.rejected:
             raise not_found("Event not found")
-        if not await view.visible(room_id, user, [loaded]):
+        shown = await view.visible(room_id, user, [loaded])  # as this user may see it
+        if not shown:
             raise not_found("Event not found")
-        return (await view.serialize([loaded], user))[0]
+        return (await view.serialize(shown, user))[0]
 
     async def context(req: ApiRequest) -> JsonDict:
         room_id, user = req.params["room_id"], req.user.user_id
@@ -135,7 +136,8 @@ def register(
         loaded = (await engine.get_events([event_id])).get(event_id)
         if loaded is None or loaded.event.room_id != room_id or loaded.stream_ordering is None:
             raise not_found("Event not found")
-        if not await view.visible(room_id, user, [loaded]):
+        shown = await view.visible(room_id, user, [loaded])  # as this user may see it
+        if not shown:
             raise not_found("Event not found")
         position = loaded.stream_ordering
         before_n, after_n = limit // 2, limit - limit // 2
@@ -146,7 +148,7 @@ def register(
         state_ids = await _state_at(view, loaded)
         state_events = list((await engine.get_events(state_ids)).values())
         return {
-            "event": (await view.serialize([loaded], user))[0],
+            "event": (await view.serialize(shown, user))[0],
             "events_before": await view.serialize(before, user),
             "events_after": await view.serialize(after, user),
             # Tokens lie between events: `start` just before the earliest event returned

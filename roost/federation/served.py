@@ -479,6 +479,8 @@ class ServedRooms:
         if found is None:
             raise MatrixError(404, "M_NOT_FOUND", "Room alias not found")
         room_id = found[0]
+        if not await self._access.server_allowed(room_id, req.authenticated_origin):
+            raise _forbidden("Server is banned from this room by its ACL")
         state = await self._engine.current_state_events(room_id)
         servers = {server_name_of(k) for (t, k), e in state.items()
                    if t == "m.room.member" and e.membership == "join"}

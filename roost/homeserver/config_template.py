@@ -74,6 +74,7 @@ rate_limits:
   login: {{per_second: 0.2, burst: 5}}
   registration: {{per_second: 0.2, burst: 5}}
   message: {{per_second: 10, burst: 50}}
+  media: {{per_second: 10, burst: 50}}
 
 rooms:
   # The room version of new rooms.

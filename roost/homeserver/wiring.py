@@ -32,7 +32,6 @@ from roost.client_api import (
     login,
     messages,
     notifications,
-    openid,
     presence,
     profile,
     push_rules,
@@ -40,16 +39,13 @@ from roost.client_api import (
     receipts,
     register,
     relations,
-    reports,
     room_keys,
     room_state,
+    room_summary,
     rooms,
-    search,
     send,
     sync,
-    tags,
-    threepid,
-    timestamps,
+    thirdparty,
     to_device,
     typing,
     upgrade,
@@ -57,7 +53,6 @@ from roost.client_api import (
     versions,
     websocket,
 )
-from roost.client_api import voip as voip_api
 from roost.client_api.accounts import Accounts
 from roost.client_api.appservice import AppServiceAuth, AppServices
 from roost.client_api.device_lists import DeviceLists
@@ -67,15 +62,12 @@ from roost.client_api.profile import Profiles
 from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.rooms import RoomCreation
-from roost.client_api.search_index import SearchIndexer
 from roost.client_api.sync_builder import SyncBuilder, SyncToken
 from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.federation import hierarchy as federation_hierarchy
-from roost.federation import openid as federation_openid
 from roost.federation import served as federation_served
-from roost.federation import timestamps as federation_timestamps
 from roost.federation.backfill import Backfiller
 from roost.federation.device_edus import (
     DeviceListSender,
@@ -100,6 +92,7 @@ from roost.federation.transport.server import (
     register_version,
 )
 from roost.federation.user_keys import KeyQueries
+from roost.homeserver.client_extras import register_client_extras
 from roost.homeserver.config import RoostConfig
 from roost.homeserver.operations import (
     AdminParts,
@@ -129,22 +122,19 @@ from roost.storage.directory import DirectoryStore
 from roost.storage.e2e_backup import KeyBackupStore
 from roost.storage.e2e_keys import E2eKeyStore
 from roost.storage.embedded import start_embedded_postgres
-from roost.storage.event_timestamps import EventTimestampStore
+from roost.storage.erasure import ErasureStore
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
 from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.media import MediaStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
-from roost.storage.openid import OpenIdStore
 from roost.storage.profiles import ProfileStore
 from roost.storage.push import PushActionStore, PusherStore, PushRuleStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
-from roost.storage.reports import ReportStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
-from roost.storage.search import SearchStore
 from roost.storage.server_keys import ServerKeyStore
 from roost.storage.streams import StreamIdGenerator
 from roost.storage.sync_data import AccountDataStore, FilterStore, ReceiptStore
@@ -249,7 +239,7 @@ def _limits(config: RoostConfig) -> dict[str, RateLimit]:
     limits = config.rate_limits
     return {
         name: RateLimit(getattr(limits, name).per_second, getattr(limits, name).burst)
-        for name in ("login", "registration", "message")
+        for name in ("login", "registration", "message", "media")
     }
 
 
@@ -326,7 +316,8 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
     federation_served.register_all(
         federation.router, engine, event_store, federation.keyring, federation.client,
         FederationInboundStore(db), config.server_name, local_key.signing_key, clock,
-        RoomAccess(engine, RoomStateStore(db), directory_store.is_forgotten),
+        RoomAccess(engine, RoomStateStore(db), directory_store.is_forgotten,
+                   ErasureStore(db, config.server_name).erased_among),
         directory_store, profile,
         EduSinks(typing_edu, receipt_service.put, presence_tracker.set_remote_presence,
                  e2e_edus),
@@ -455,6 +446,7 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
     streams["device_lists"].announce_to(notifier, "device_lists")
     lists = DeviceLists(list_store, streams["device_lists"])
     device_store.on_devices_deleted.append(lists.devices_deleted)
+    device_store.on_devices_renamed.append(lists.devices_renamed)
     on_deactivate.append(lists.account_deactivated)
     queries = KeyQueries(key_store, list_store, federation.client, config.server_name)
     queries.register(federation.router)
@@ -485,38 +477,6 @@ def _token_positions(raw: str) -> tuple[int, int]:
     """(events, device_lists) positions of a sync token, for /keys/changes."""
     token = SyncToken.parse(raw)
     return token.events, getattr(token, "device_lists", 0)
-
-
-def _register_clientapi_extras(router: Router, db: Database, clock: IReactorTime,
-                               notifier: Notifier, engine: RoomEngine,
-                               streams: dict[str, StreamIdGenerator], config: RoostConfig,
-                               federation: FederationParts, view: RoomView,
-                               event_store: EventStore, closers: list[tuple[str, Any]]) -> None:
-    """Tags, third-party identifiers, OpenID and timestamp_to_event (client and federation
-    sides), TURN, reports, search."""
-    account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
-
-    async def room_exists(room_id: str) -> bool:
-        return await engine.room_version(room_id) is not None
-
-    tags.register(router, account, room_exists)
-    threepid.register(router)
-    openid_store = OpenIdStore(db)
-    openid.register(router, openid_store, clock, config.server_name)
-    federation_openid.register(federation.router, openid_store, clock)
-    voip = config.voip
-    voip_api.register(router, clock, voip.turn_uris, voip.turn_shared_secret,
-                      voip.turn_user_lifetime, voip.turn_allow_guests)
-    reports.register(router, ReportStore(db), view, clock)
-    timestamps_store = EventTimestampStore(db)
-    timestamps.register(router, timestamps_store, view)
-    federation_timestamps.register(federation.router, timestamps_store, engine, view.access)
-    search_store = SearchStore(db)
-    indexer = SearchIndexer(search_store, streams["events"], notifier)
-    indexer.start()
-    closers.append(("search indexer", indexer.stop))
-    search.register(router, search.RoomEventSearch(search_store, indexer, engine, view,
-                                                   event_store))
 
 
 async def build_homeserver(
@@ -560,8 +520,10 @@ async def build_homeserver(
         event_stream, IdAllocator(await event_store.max_state_group()), notifier,
     )
     directory_store = DirectoryStore(db)
+    erasure = ErasureStore(db, config.server_name)
     view = RoomView(engine, state_store, RelationStore(db), clock,
-                    forgotten=directory_store.is_forgotten)
+                    access=RoomAccess(engine, state_store, directory_store.is_forgotten,
+                                      erasure.erased_among))
     profile_store = ProfileStore(db)
     profiles = Profiles(profile_store, engine, state_store)
     presence_stream = StreamIdGenerator(0)  # presence lives in memory: restarts at 0
@@ -577,11 +539,13 @@ async def build_homeserver(
                       require_token=config.registration.require_token,
                       allow_guests=config.registration.allow_guests, appservices=appservices)
     login.register(router, accounts, tokens, device_store, appservices)
+    thirdparty.register(router, appservices)
     capabilities.register(router, config.rooms.default_version)
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
     password_hooks: list[Any] = []
     account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate,
-                     on_password_change=password_hooks)
+                     on_password_change=password_hooks,
+                     on_erase=[_erase_hook(erasure, clock)])
     remote_queries = _build_remote_queries(federation, clock)
     profile.register(router, profiles, config.server_name, remote_queries)
     user_directory.register(router, profile_store)
@@ -609,8 +573,9 @@ async def build_homeserver(
     push = await _build_push(router, db, reactor, clock, config, notifier, engine, view, streams,
                              closers, password_hooks, builder)
 
-    _register_clientapi_extras(router, db, clock, notifier, engine, streams, config, federation,
-                               view, event_store, closers)
+    register_client_extras(router, db, clock, notifier, engine, streams, config,
+                           federation.router, view, event_store, closers, waiter,
+                           directory_store, presence_tracker)
     admin = register_admin(router, config, accounts, tokens, device_store, profiles, engine,
                             clock, db, on_deactivate)
     root = Resource()
@@ -684,4 +649,12 @@ def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
     upgrade.register(router, engine, view, directory_store)
     spaces = SpaceHierarchy(engine, view.access)
     hierarchy.register(router, spaces, federation.client, config.server_name)
+    room_summary.register(router, spaces, directory_store, state_store)
     federation_hierarchy.register(federation.router, spaces)
+
+
+def _erase_hook(erasure: ErasureStore, clock: Any) -> Any:
+    """Deactivation with erase: true records the user as erased (issue 15)."""
+    async def erase(user_id: str) -> None:
+        await erasure.erase(user_id, int(clock.seconds() * 1000))
+    return erase

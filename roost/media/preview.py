@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import treq
-from twisted.internet import defer, ssl
+from twisted.internet import defer, ssl, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IResolutionReceiver, IStreamClientEndpoint
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -210,9 +210,7 @@ class UrlPreviewer:
         return result
 
     async def _html(self, body: bytes, url: str, user_id: str) -> JsonDict:
-        page = _OpenGraph()
-        page.feed(_decode(body))
-        page.close()
+        page = await threads.deferToThread(_parse, body)  # up to max_bytes of HTML
         og: JsonDict = {k: v for k, v in page.meta.items() if k.startswith("og:")}
         if "og:title" not in og and page.title.strip():
             og["og:title"] = page.title.strip()[:500]
@@ -259,6 +257,13 @@ class _OpenGraph(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._in_title and len(self.title) < 1000:
             self.title += data
+
+
+def _parse(body: bytes) -> _OpenGraph:
+    page = _OpenGraph()
+    page.feed(_decode(body))
+    page.close()
+    return page
 
 
 def _decode(body: bytes) -> str:

@@ -99,9 +99,10 @@ def register_client(router: Router, repo: MediaRepository, previewer: Previewer 
         assert previewer is not None
         return await previewer.preview(url, req.user.user_id)
 
-    router.add("POST", f"{MEDIA}/upload", upload, stream_body=True)
-    router.add("PUT", f"{MEDIA}/upload/{{server_name}}/{{media_id}}", upload_to, stream_body=True)
-    router.add("POST", "/_matrix/media/v1/create", create)
+    router.add("POST", f"{MEDIA}/upload", upload, stream_body=True, rate_limit="media")
+    router.add("PUT", f"{MEDIA}/upload/{{server_name}}/{{media_id}}", upload_to, stream_body=True,
+               rate_limit="media")
+    router.add("POST", "/_matrix/media/v1/create", create, rate_limit="media")
     router.add("GET", f"{CLIENT_MEDIA}/config", config)
     router.add("GET", f"{MEDIA}/config", config)
     for path_end in ("{server_name}/{media_id}", "{server_name}/{media_id}/{file_name}"):
@@ -112,7 +113,7 @@ def register_client(router: Router, repo: MediaRepository, previewer: Previewer 
     router.add("GET", f"{MEDIA}/thumbnail/{{server_name}}/{{media_id}}", thumbnail(legacy=True),
                auth=False)
     if previewer is not None:
-        router.add("GET", f"{CLIENT_MEDIA}/preview_url", preview_url)
+        router.add("GET", f"{CLIENT_MEDIA}/preview_url", preview_url, rate_limit="media")
 
 
 def register_federation(router: Router, repo: MediaRepository) -> None:

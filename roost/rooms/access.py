@@ -32,6 +32,7 @@ from roost.rooms.visibility import (
     can_see_event,
     room_read,
     server_can_see_event,
+    value_at,
 )
 from roost.storage.room_state import RoomStateStore
 
@@ -41,14 +42,18 @@ StateKey = tuple[str, str]
 MAX_CACHED_ACLS = 1000
 # (user id, room id) -> whether the user forgot the room.
 Forgotten = Callable[[str, str], Awaitable[bool]]
+# user ids -> those of them who were erased.
+Erased = Callable[[set[str]], Awaitable[set[str]]]
 
 
 class RoomAccess:
     def __init__(self, engine: RoomEngine, state: RoomStateStore,
-                 forgotten: Forgotten | None = None) -> None:
+                 forgotten: Forgotten | None = None, erased: Erased | None = None) -> None:
         self._engine = engine
         self._state = state
         self._forgotten = forgotten
+        # Which of some senders deactivated with erase: true (see `_erase`).
+        self._erased = erased
         # ACL event id -> its compiled evaluator (a room's ACL changes rarely).
         self._acls: dict[str, ServerAcl] = {}
 
@@ -103,6 +108,14 @@ class RoomAccess:
                     return await self._state.state_at_group(group)
         return None
 
+    async def departure_position(self, room_id: str, user_id: str) -> int | None:
+        """Where a user reading the room as of their departure left it (their last
+        membership change), or None when they read the room now."""
+        if await self.room_read(room_id, user_id, STATE) != AT_DEPARTURE:
+            return None
+        history = await self._state.membership_history(room_id, user_id)
+        return history[-1][0] if history else None
+
     # -- events, for users --------------------------------------------------------------
 
     async def visibility_history(self, room_id: str) -> History:
@@ -129,12 +142,28 @@ class RoomAccess:
         memberships: History = [] if forgotten else \
             await self._state.membership_history(room_id, user_id)
         visibilities = await self.visibility_history(room_id)
-        return [
+        visible = [
             e for e in events
             if can_see_event(visibilities, memberships, e.stream_ordering or 0)
             or (not forgotten and e.event.type == "m.room.member"
                 and e.event.state_key == user_id)
         ]
+        return await self._erase(visible, lambda e: e.event.sender != user_id and value_at(
+            memberships, e.stream_ordering or 0, None) != "join")
+
+    async def _erase(self, events: list[LoadedEvent],
+                     applies: Callable[[LoadedEvent], bool]) -> list[LoadedEvent]:
+        """Events of erased senders, redacted where `applies` (issue 15: a user who
+        deactivated with erase: true is hidden from those who were not in the room when
+        they spoke, and from other servers)."""
+        if self._erased is None or not events:
+            return events
+        erased = await self._erased({e.event.sender for e in events})
+        if not erased:
+            return events
+        return [LoadedEvent(e.event.redacted(), e.stream_ordering, e.redacted_by, e.rejected)
+                if e.event.sender in erased and e.event.type != "m.room.member" and applies(e)
+                else e for e in events]
 
     async def can_see(self, room_id: str, user_id: str, event: LoadedEvent) -> bool:
         return bool(await self.visible_events(room_id, user_id, [event]))
@@ -166,8 +195,10 @@ class RoomAccess:
         state, auth chains): those it may see as they are, the others redacted, so the
         graph and the auth rules still work but the content stays here."""
         visible = await self.server_visible_ids(room_id, server_name, events)
-        return [e.event.pdu if e.event.event_id in visible
-                else redact_pdu(e.event.pdu, e.event.version) for e in events]
+        erased = await self._erase(events, lambda e: True)
+        return [e.event.pdu if e.event.event_id in visible and e is kept
+                else redact_pdu(e.event.pdu, e.event.version)
+                for e, kept in zip(events, erased, strict=True)]
 
     async def server_allowed(self, room_id: str, server_name: str) -> bool:
         """The room's server ACL (current state) lets `server_name` take part; true for

@@ -5,8 +5,8 @@ timeline: alice (the creator) sends "before"; the viewers arrive (`invited` is
 invited, `joined`, `left`, `banned` and `forgotten` join); alice sends "during"
 and starts a thread on "before"; `left` leaves, `banned` is banned, `forgotten`
 leaves and forgets; alice sends "after", reacts "r" to "before", changes the
-topic from "early" to "late" and invites zed. `never` has never been in the
-room.
+topic from "early" to "late", renames herself "late alice" and invites zed.
+`never` has never been in the room.
 
 Each row of TABLE is (endpoint, viewer, answers under shared, invited, joined,
 world_readable). An answer is an error (DENIED: 403 M_FORBIDDEN, MISSING: 404
@@ -116,6 +116,17 @@ async def probe_members(viewer: Client, room: Room) -> Any:
     return CURRENT if zed else DEPARTURE
 
 
+async def probe_members_at(viewer: Client, room: Room) -> Any:
+    """/members?at=<now>: alice renamed herself after the departures."""
+    now = (await viewer.ok("GET", "/sync?timeout=0"))["next_batch"]
+    error, body = await _get(viewer, f"/rooms/{q(room.room_id)}/members?at={q(now)}")
+    if error:
+        return error
+    alice = [e for e in body["chunk"] if e["state_key"].startswith("@alice:")]
+    names = [e["content"].get("displayname") for e in alice]
+    return CURRENT if names == ["late alice"] else DEPARTURE if names == ["alice"] else str(names)
+
+
 async def probe_joined_members(viewer: Client, room: Room) -> Any:
     error, body = await _get(viewer, f"/rooms/{q(room.room_id)}/joined_members")
     return error or OK
@@ -163,10 +174,30 @@ async def probe_timestamp(viewer: Client, room: Room) -> Any:
     return error or OK
 
 
+async def probe_room_initial_sync(viewer: Client, room: Room) -> Any:
+    error, body = await _get(viewer, f"/rooms/{q(room.room_id)}/initialSync?limit=100")
+    return error or _bodies(body.get("messages", {}).get("chunk", []))
+
+
+async def probe_events_by_id(viewer: Client, room: Room) -> Any:
+    error, _ = await _get(viewer, f"/events/{q(room.before)}")
+    return error or OK
+
+
+async def probe_peek(viewer: Client, room: Room) -> Any:
+    error, body = await _get(viewer, f"/events?room_id={q(room.room_id)}&from=s0&timeout=0")
+    return error or _bodies(body["chunk"])
+
+
 async def probe_hierarchy(viewer: Client, room: Room) -> Any:
     """The room's space hierarchy: a public room is shown to anyone who may join it."""
     error, body = await _get(viewer, f"/_matrix/client/v1/rooms/{q(room.room_id)}/hierarchy")
     return error or ([r["room_id"] for r in body["rooms"]] == [room.room_id] and OK)
+
+
+async def probe_room_summary(viewer: Client, room: Room) -> Any:
+    error, body = await _get(viewer, f"/_matrix/client/v1/room_summary/{q(room.room_id)}")
+    return error or (body["room_id"] == room.room_id and OK)
 
 
 PROBES: dict[str, Probe] = {
@@ -176,6 +207,7 @@ PROBES: dict[str, Probe] = {
     "/state": probe_state,
     "/state/{type}/{key}": probe_state_topic,
     "/members": probe_members,
+    "/members?at": probe_members_at,
     "/joined_members": probe_joined_members,
     "/relations": probe_relations,
     "/threads": probe_threads,
@@ -183,7 +215,11 @@ PROBES: dict[str, Probe] = {
     "/notifications": probe_notifications,
     "/search": probe_search,
     "/timestamp_to_event": probe_timestamp,
+    "/rooms/{roomId}/initialSync": probe_room_initial_sync,
+    "/events/{eventId}": probe_events_by_id,
+    "/events?room_id": probe_peek,
     "/hierarchy": probe_hierarchy,
+    "/room_summary": probe_room_summary,
 }
 
 B, BD, D, DA = bodies("before"), bodies("before", "during"), bodies("during"), \
@@ -233,6 +269,13 @@ TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/members", "left", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
     ("/members", "banned", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
     ("/members", "forgotten", DENIED, DENIED, DENIED, CURRENT),
+
+    ("/members?at", "never", DENIED, DENIED, DENIED, CURRENT),
+    ("/members?at", "invited", DENIED, DENIED, DENIED, CURRENT),
+    ("/members?at", "joined", CURRENT, CURRENT, CURRENT, CURRENT),
+    ("/members?at", "left", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
+    ("/members?at", "banned", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
+    ("/members?at", "forgotten", DENIED, DENIED, DENIED, CURRENT),
 
     ("/joined_members", "never", DENIED, DENIED, DENIED, OK),
     ("/joined_members", "invited", DENIED, DENIED, DENIED, OK),
@@ -288,6 +331,29 @@ TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/timestamp_to_event", "banned", OK, OK, OK, OK),
     ("/timestamp_to_event", "forgotten", DENIED, DENIED, DENIED, OK),
 
+    # The deprecated endpoints answer as their modern counterparts: the room's initialSync
+    # and peeking (/events with room_id) as /messages, /events/{eventId} as /event.
+    ("/rooms/{roomId}/initialSync", "never", DENIED, DENIED, DENIED, ALL),
+    ("/rooms/{roomId}/initialSync", "invited", DENIED, DENIED, DENIED, ALL),
+    ("/rooms/{roomId}/initialSync", "joined", ALL, DA, DA, ALL),
+    ("/rooms/{roomId}/initialSync", "left", BD, D, D, ALL),
+    ("/rooms/{roomId}/initialSync", "banned", BD, D, D, ALL),
+    ("/rooms/{roomId}/initialSync", "forgotten", DENIED, DENIED, DENIED, ALL),
+
+    ("/events?room_id", "never", DENIED, DENIED, DENIED, ALL),
+    ("/events?room_id", "invited", DENIED, DENIED, DENIED, ALL),
+    ("/events?room_id", "joined", ALL, DA, DA, ALL),
+    ("/events?room_id", "left", BD, D, D, ALL),
+    ("/events?room_id", "banned", BD, D, D, ALL),
+    ("/events?room_id", "forgotten", DENIED, DENIED, DENIED, ALL),
+
+    ("/events/{eventId}", "never", MISSING, MISSING, MISSING, OK),
+    ("/events/{eventId}", "invited", MISSING, MISSING, MISSING, OK),
+    ("/events/{eventId}", "joined", OK, MISSING, MISSING, OK),
+    ("/events/{eventId}", "left", OK, MISSING, MISSING, OK),
+    ("/events/{eventId}", "banned", OK, MISSING, MISSING, OK),
+    ("/events/{eventId}", "forgotten", MISSING, MISSING, MISSING, OK),
+
     # The rooms are public: anyone who may join them sees them in a hierarchy (rooms.hierarchy).
     ("/hierarchy", "never", OK, OK, OK, OK),
     ("/hierarchy", "invited", OK, OK, OK, OK),
@@ -295,6 +361,14 @@ TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/hierarchy", "left", OK, OK, OK, OK),
     ("/hierarchy", "banned", OK, OK, OK, OK),
     ("/hierarchy", "forgotten", OK, OK, OK, OK),
+
+    # A public room's summary, like its hierarchy, is shown to anyone who may join it.
+    ("/room_summary", "never", OK, OK, OK, OK),
+    ("/room_summary", "invited", OK, OK, OK, OK),
+    ("/room_summary", "joined", OK, OK, OK, OK),
+    ("/room_summary", "left", OK, OK, OK, OK),
+    ("/room_summary", "banned", OK, OK, OK, OK),
+    ("/room_summary", "forgotten", OK, OK, OK, OK),
 ]
 
 
@@ -320,6 +394,9 @@ async def live_through_timeline(visibility: str, alice: Client, viewers: dict[st
     await alice.send(room_id, event_type="m.reaction", content={"m.relates_to": {
         "rel_type": "m.annotation", "event_id": before, "key": "r"}})
     await alice.put_state(room_id, "m.room.topic", {"topic": "late"})
+    await alice.put_state(room_id, "m.room.member", {"membership": "join",
+                                                      "displayname": "late alice"},
+                          alice.user_id)
     await alice.invite(room_id, zed.user_id)
     return Room(room_id, before, during, after)
 

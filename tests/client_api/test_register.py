@@ -19,6 +19,11 @@ class RegisterTests(TestCase):
         self.assertEqual(resp.status, 401)
         self.assertEqual(resp.body["flows"], [{"stages": ["m.login.dummy"]}])
         self.assertIn("session", resp.body)
+        # No stage has failed: the challenge carries no errcode (clients read one as failure).
+        self.assertNotIn("errcode", resp.body)
+        status = await server.request("POST", REGISTER, {"auth": {"session": resp.body["session"]}})
+        self.assertEqual((status.status, status.body["session"]), (401, resp.body["session"]))
+        self.assertNotIn("errcode", status.body)
 
     async def test_dummy_flow_registers_and_logs_in(self) -> None:
         server = await start_server(self)
@@ -68,7 +73,7 @@ class RegisterTests(TestCase):
         server = await start_server(self)
         resp = await server.request("POST", REGISTER, {"username": "alice", "password": "pw",
                                                        "auth": {"type": "m.login.magic"}})
-        self.assertEqual(resp.status, 401)
+        self.assertEqual((resp.status, resp.body["errcode"]), (401, "M_UNRECOGNIZED"))
         self.assertIn("flows", resp.body)
         self.assertFalse(await server.hs.accounts.users.user_exists("@alice:test.roost"))
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
+from roost.client_api.search_index import DELAY_S
+from roost.storage.search import SearchStore
 from tests.server_harness import RunningServer, q, start_server
 
 V3 = "/_matrix/client/v3"
@@ -53,6 +56,21 @@ def ids(found: Any) -> list[str]:
 
 
 class SearchTests(TestCase):
+    async def test_the_indexer_follows_the_stream_without_a_search(self) -> None:
+        clock = task.Clock()
+        server = await start_server(self, clock=clock)
+        users = _Users(server)
+        await users.add("alice")
+        room = await users.room("alice")
+        await users.say("alice", room, "indexed in the background")
+        store = SearchStore(server.hs.db)
+        clock.advance(DELAY_S)
+        for _ in range(200):  # the pass runs on the real reactor and database
+            if await store.position() >= server.hs.streams["events"].current:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(await store.position(), server.hs.streams["events"].current)
+
     async def test_finds_words_stemmed_by_rank_and_recent_and_pages_with_next_batch(self) -> None:
         server = await start_server(self)
         users = _Users(server)

@@ -35,6 +35,18 @@ class JsEncryptedChatTests(TestCase):
         self.assertIn("for both of alice's devices",
                       [b["body"] for b in second["second_sees"] if not b["failure"]])
 
+    async def test_cross_signing_is_bootstrapped_and_seen_by_the_other_user(self) -> None:
+        server = await start_server(self)
+        run = await run_js(self, "e2ee_chat.mjs", {"base_url": server.base_url,
+                                                   "steps": ["chat", "cross_signing"]})
+        cross = run.step("cross_signing")
+        self.assertTrue(cross["ready"], cross)
+        self.assertTrue(cross["status"]["publicKeysOnDevice"], cross)
+        self.assertIsNotNone(cross["bob_sees"], cross)
+        self.assertEqual(len(cross["bob_sees"]["master"]), 1)
+        self.assertEqual(len(cross["bob_sees"]["device_signatures"]), 2)  # self + cross
+        self.assertFalse(cross["bob_sees"]["user_signing_visible"])
+
     async def test_a_key_backup_is_restored_by_another_device(self) -> None:
         server = await start_server(self)
         run = await run_js(self, "e2ee_chat.mjs", {"base_url": server.base_url,
@@ -61,3 +73,16 @@ class JsEncryptedChatWithSynapseTests(TestCase):
                        "sender": alice}, chat["bob_sees"])
         self.assertIn({"body": "hello alice, secretly", "failure": False, "encrypted": True,
                        "sender": bob}, chat["alice_sees"])
+
+    async def test_new_devices_on_either_server_are_seen_across_and_decrypt(self) -> None:
+        synapse = await start_synapse(self)
+        roost = await start_node(self)
+        assert roost.server is not None
+        run = await run_js(self, "e2ee_chat.mjs", {
+            "base_url": roost.server.base_url, "bob_base_url": synapse.client_url,
+            "steps": ["chat", "second", "bob_second"]})
+        for name, text in (("second", "for both of alice's devices"),
+                           ("bob_second", "for both of bob's devices")):
+            seen = run.step(name)
+            self.assertEqual(seen["devices_after"], seen["devices_before"] + 1, name)
+            self.assertIn(text, [b["body"] for b in seen["second_sees"] if not b["failure"]])

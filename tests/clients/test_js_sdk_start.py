@@ -47,9 +47,6 @@ class JsSdkRegistrationTests(TestCase):
         self.assertEqual(again["data"]["session"], first["data"]["session"])
         self.assertNotIn("errcode", again["data"])
 
-    test_a_401_before_any_stage_failed_carries_no_errcode.todo = (  # type: ignore[attr-defined]
-        "clientapi (#11): every UIA 401 carries errcode M_FORBIDDEN, even before any stage")
-
 
 class JsSdkBeforeFirstSyncTests(TestCase):
     timeout = 300
@@ -88,13 +85,15 @@ class JsSdkClientStartTests(TestCase):
     timeout = 300
 
     async def _scenario(self, stop_after: str | None = None, skip: tuple[str, ...] = (),
-                        gateway: PushGateway | None = None) -> JsRun:
+                        gateway: PushGateway | None = None, lazy: bool = False) -> JsRun:
         server = await start_server(self)
         params: dict[str, object] = {"base_url": server.base_url, "skip": list(skip)}
         if stop_after is not None:
             params["stop_after"] = stop_after
         if gateway is not None:
             params["gateway_url"] = gateway.url
+        if lazy:
+            params["lazy_load_members"] = True
         return await run_js(self, "client_start.mjs", params)
 
     async def test_client_starts_syncs_creates_a_room_and_sees_its_message_come_back(self) -> None:
@@ -116,6 +115,21 @@ class JsSdkClientStartTests(TestCase):
         self.assertEqual(highlight["counts"]["total"], 25)
         self.assertIs(highlight["sdk_actions"]["tweaks"]["highlight"], True)
 
+
+    async def test_with_lazy_loaded_members_as_element_starts_the_member_list_loads(self) -> None:
+        run = await self._scenario(stop_after="members", lazy=True)
+        self.assertEqual(run.step("start")["sync_state"], "SYNCING")
+        members = run.step("members")
+        everyone = sorted(["@alice:test.roost", "@bob:test.roost"])
+        self.assertLessEqual(set(members["before"]), set(everyone))
+        self.assertEqual(members["after"], everyone)
+
+    async def test_scrollback_with_lazy_loaded_members_reaches_the_room_creation(self) -> None:
+        run = await self._scenario(skip=("highlight", "receipt"), lazy=True)
+        back = run.step("scrollback")
+        self.assertEqual(back["types"][0], "m.room.create")
+        expected = ["hello bob", *[f"filler {i}" for i in range(24)], "alice: are you there?"]
+        self.assertEqual(back["bodies"], expected)
 
     async def test_a_push_gateway_on_loopback_receives_the_mention_as_a_highlight(self) -> None:
         gateway = await PushGateway.start(self)

@@ -244,6 +244,9 @@ class ServerAclTests(TestCase):
     async def test_a_denied_server_is_refused_on_every_room_request_pdu_and_edu(self) -> None:
         a, b, room_id, first = await self._room_with_b()
         bob, carol = b.user_id("bob"), b.user_id("carol")
+        alias = f"#acl:{a.name}"
+        await a.request("PUT", V3 + f"/directory/room/{q(alias)}", {"room_id": room_id},
+                        user="alice")
         # Allowed before the ACL: the same requests answer.
         self.assertEqual(await self._refused(fed(b, a, "GET", f"{FED}/v1/state_ids/{q(room_id)}",
                                                  args={"event_id": [first]})), "200")
@@ -263,6 +266,8 @@ class ServerAclTests(TestCase):
             "state": fed(b, a, "GET", f"{FED}/v1/state/{r}", args={"event_id": [first]}),
             "event_auth": fed(b, a, "GET", f"{FED}/v1/event_auth/{r}/{q(first)}"),
             "event": fed(b, a, "GET", f"{FED}/v1/event/{q(first)}"),
+            "query/directory": fed(b, a, "GET", f"{FED}/v1/query/directory",
+                                   args={"room_alias": [alias]}),
         }
         answers = {name: await self._refused(call) for name, call in refused.items()}
         self.assertEqual(answers, dict.fromkeys(refused, "403 M_FORBIDDEN"))

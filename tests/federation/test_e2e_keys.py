@@ -109,6 +109,65 @@ class RemoteKeyTests(TestCase):
         self.assertEqual(set(after["device_keys"][alice]), {
             (await a.request("GET", V3 + "/account/whoami", user="alice"))["device_id"], "SECOND"})
 
+    async def test_cross_signing_keys_and_device_deletions_reach_the_other_server(self) -> None:
+        from tests.client_api.e2e_helpers import cross_signing_key
+
+        a, b, alice, bob, _ = await self._pair_in_room()
+        await upload(a, alice, "alice")
+        assert a.server is not None and b.server is not None
+        login = await a.server.request("POST", V3 + "/login", {
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+            "password": "hunter2-pw", "device_id": "SECOND"})
+        a.tokens["alice2"] = login.body["access_token"]
+        await a.request("POST", V3 + "/keys/upload",
+                        {"device_keys": device_keys(alice, "SECOND")[0]}, user="alice2")
+        await b.request("POST", V3 + "/keys/query", {"device_keys": {alice: []}}, user="bob")
+        master, signer = cross_signing_key(alice, "master")
+        ssk, _ = cross_signing_key(alice, "self_signing", signer)
+        await a.request("POST", V3 + "/keys/device_signing/upload",
+                        {"master_key": master, "self_signing_key": ssk}, user="alice")
+
+        async def bob_sees(check) -> bool:
+            got = await b.request("POST", V3 + "/keys/query", {"device_keys": {alice: []}},
+                                  user="bob")
+            return check(got)
+
+        await eventually(lambda: bob_sees(
+            lambda got: got.get("master_keys", {}).get(alice, {}).get("keys") == master["keys"]))
+        await a.request("POST", V3 + "/logout", {}, user="alice2")
+        await eventually(lambda: bob_sees(lambda got: "SECOND" not in got["device_keys"][alice]))
+
+
+    async def test_bad_federation_input_is_refused_or_ignored(self) -> None:
+        from roost.federation.transport.client import HttpResponseError
+
+        a, b, alice, bob, _ = await self._pair_in_room()
+        assert a.server is not None and a.server.hs.federation is not None
+        client = a.server.hs.federation.client
+        for path, body in (("/user/keys/query", {"device_keys": []}),
+                           ("/user/keys/claim", {"one_time_keys": {bob: {"D": 1}}}),
+                           ("/user/keys/query", {})):
+            with self.assertRaises(HttpResponseError) as caught:
+                await client.post_json(b.name, "/_matrix/federation/v1" + path, body)
+            self.assertEqual(caught.exception.status, 400, path)
+        with self.assertRaises(HttpResponseError) as caught:
+            await client.get_json(b.name, f"/_matrix/federation/v1/user/devices/{q(alice)}")
+        self.assertEqual(caught.exception.status, 403)
+        devices = await client.get_json(b.name, f"/_matrix/federation/v1/user/devices/{q(bob)}")
+        self.assertEqual((devices["user_id"], devices["devices"]), (bob, []))
+        # EDUs naming users of another server than the origin change nothing.
+        edus = _inbound_handler(b)
+        await edus("evil.example", "m.direct_to_device", {
+            "sender": alice, "type": "m.test", "message_id": "m1",
+            "messages": {bob: {"*": {"forged": True}}}})
+        await edus("evil.example", "m.device_list_update", {
+            "user_id": alice, "device_id": "X", "stream_id": 1, "prev_id": [], "keys": {}})
+        assert b.server is not None
+        counts = await b.server.hs.db.run("n", lambda t: t.query_one(
+            "SELECT (SELECT COUNT(*) FROM device_inbox), (SELECT COUNT(*) FROM"
+            " device_lists_stream WHERE user_id = %s)", (alice,)))
+        self.assertEqual(counts, (0, 0))
+
 
 def _inbound_handler(node: FedNode) -> InboundDeviceEdus:
     """The EDU handler the running server's /send uses (found through its router)."""
@@ -118,7 +177,6 @@ def _inbound_handler(node: FedNode) -> InboundDeviceEdus:
     handler = route.handler.__self__._edus.e2e  # type: ignore[union-attr]
     assert isinstance(handler, InboundDeviceEdus)
     return handler
-
 
 class RemoteTrackingTests(TestCase):
     async def test_a_remote_users_devices_are_dropped_when_no_room_is_shared(self) -> None:

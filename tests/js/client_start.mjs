@@ -8,6 +8,7 @@
 // send      Alice sends; her timeline shows the server's echo (the sync loop at work)
 // pusher    (with `gateway_url`) Alice sets an http pusher to that push gateway
 // mention   Bob sends 24 messages then mentions Alice; her sync loop receives it
+// members   (with `lazy_load_members`) a fresh lazy-loading client loads the member list
 // highlight Alice's room shows highlight_count 1 from the server; the SDK's own push
 //           rule evaluation marks the mention as a highlight
 // receipt   Alice's read receipt on the mention clears the room's counts
@@ -32,13 +33,15 @@ await runScenario(async (params, result, cleanup) => {
     const base = params.base_url;
     const stopAfter = params.stop_after;
     const done = (name) => stopAfter === name || !result.steps[name]?.ok;
+    // Element starts with lazy loading of members; `lazy_load_members` does the same.
+    const lazy = params.lazy_load_members === true;
 
     const alice = cleanup(await makeClient(base, "alice"));
     const bob = cleanup(await makeClient(base, "bob"));
     const aliceId = alice.getUserId();
 
     await step(result, "start", async () => {
-        const states = await startClient(alice, { initialSyncLimit: 20 });
+        const states = await startClient(alice, { initialSyncLimit: 20, lazyLoadMembers: lazy });
         await until(alice, () => alice.getSyncState() === "SYNCING", "the SYNCING state",
             () => alice.getSyncState());
         return { states, sync_state: alice.getSyncState(), push_rules_loaded: !!alice.pushRules };
@@ -91,6 +94,24 @@ await runScenario(async (params, result, cleanup) => {
     });
     if (done("mention")) return;
 
+    if (lazy) {
+        await step(result, "members", async () => {
+            // A fresh client with lazy loading knows only the members it has seen speak;
+            // the room's member list comes from GET /rooms/{roomId}/members.
+            const fresh = cleanup(sdk.createClient({
+                baseUrl: base, userId: aliceId, deviceId: alice.getDeviceId(), accessToken: alice.getAccessToken(),
+            }));
+            await startClient(fresh, { initialSyncLimit: 1, lazyLoadMembers: true });
+            const room = fresh.getRoom(roomId);
+            const before = room.getJoinedMembers().map((m) => m.userId).sort();
+            await room.loadMembersIfNeeded();
+            const after = room.getJoinedMembers().map((m) => m.userId).sort();
+            fresh.stopClient();
+            return { before, after };
+        });
+        if (stopAfter === "members") return;
+    }
+
     const skip = new Set(params.skip ?? []);
     if (!skip.has("highlight")) await step(result, "highlight", async () => {
         const room = alice.getRoom(roomId);
@@ -120,7 +141,7 @@ await runScenario(async (params, result, cleanup) => {
             deviceId: alice.getDeviceId(),
             accessToken: alice.getAccessToken(),
         }));
-        await startClient(fresh, { initialSyncLimit: 5 });
+        await startClient(fresh, { initialSyncLimit: 5, lazyLoadMembers: lazy });
         const room = fresh.getRoom(roomId);
         if (!room) throw new Error("the room is not in the fresh client's initial sync");
         const timeline = room.getLiveTimeline();

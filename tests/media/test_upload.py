@@ -50,3 +50,15 @@ class OneStepUploadTests(TestCase):
         token = (await server.register("alice"))["access_token"]
         resp = await server.request("GET", f"{CLIENT_MEDIA}/config", token=token)
         self.assertEqual(resp.body, {"m.upload.size": 12345})
+
+    async def test_uploads_are_rate_limited_per_user(self) -> None:
+        server = await start_server(self, rate_limits={"media": {"per_second": 0.001,
+                                                                 "burst": 2}})
+        token = (await server.register("alice"))["access_token"]
+        for _ in range(2):
+            await upload(server, token, b"x", "text/plain")
+        resp = await server.request("POST", "/_matrix/media/v3/upload", raw=b"x", token=token,
+                                    headers={"Content-Type": "text/plain"})
+        self.assertEqual((resp.status, resp.body["errcode"]), (429, "M_LIMIT_EXCEEDED"))
+        other = (await server.register("bob"))["access_token"]
+        await upload(server, other, b"y", "text/plain")
