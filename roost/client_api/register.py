@@ -84,8 +84,9 @@ def register(
             if appservices is not None:
                 appservices.check_user_free(user_id)
             await accounts.check_available(user_id)
-        if password is None and "auth" in body:
-            raise missing_param("password")
+        auth = body.get("auth")
+        if password is None and isinstance(auth, dict) and auth.get("type") is not None:
+            raise missing_param("password")  # before the stage would be spent
         done = await uia.authenticate(f"{req.method} register", body, flows, checks)
         if password is None:
             raise missing_param("password")

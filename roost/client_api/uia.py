@@ -51,6 +51,23 @@ class _Session:
     completed: dict[str, Any] = field(default_factory=dict)
 
 
+class UiaChallenge(MatrixError):
+    """The 401 that asks for (more) stages: the flows, the session and the stages completed,
+    with `errcode` and `error` only when an attempted stage failed (spec; clients such as
+    Cinny and matrix-js-sdk read an errcode as a failed stage)."""
+
+    def __init__(self, body: dict[str, Any], error: MatrixError | None = None) -> None:
+        if error is None:
+            super().__init__(401, "M_UNAUTHORIZED", "User-interactive authentication required",
+                             **body)
+        else:
+            super().__init__(401, error.errcode, error.error, **body)
+        self.failed = error is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return super().to_json() if self.failed else dict(self.extra)
+
+
 def _fingerprint(body: dict[str, Any]) -> str | None:
     params = {k: v for k, v in body.items() if k != "auth"}
     if not params:
@@ -89,15 +106,17 @@ class UserInteractiveAuth:
         session = self._live(session_id)
         if session is None:
             raise MatrixError(400, "M_INVALID_PARAM", "Unknown or expired UI-auth session")
+        stage = auth.get("type")
+        if stage is None and fingerprint is None and session.operation == operation:
+            # {"auth": {"session": S}} alone: the client asks where the session stands.
+            raise self._challenge(flows, session_id)
         if session.operation != operation or (
-            session.params is not None and fingerprint is not None
-            and session.params != fingerprint
-        ) or (session.params is not None and fingerprint is None):
+            session.params is not None and session.params != fingerprint
+        ):
             raise MatrixError(403, "M_FORBIDDEN",
                               "Requested operation has changed during the UI authentication session")
         if session.params is None:
             session.params = fingerprint
-        stage = auth.get("type")
         if stage is not None:
             allowed = {s for flow in flows if _prefix_done(flow, session.completed) for s in flow}
             if stage not in allowed or stage not in checks:
@@ -133,7 +152,7 @@ class UserInteractiveAuth:
         await self.authenticate(operation, body, [[PASSWORD]], {PASSWORD: password}, params)
 
     def _challenge(self, flows: list[list[str]], session_id: str,
-                   error: MatrixError | None = None) -> MatrixError:
+                   error: MatrixError | None = None) -> UiaChallenge:
         session = self._sessions.get(session_id)
         body: dict[str, Any] = {
             "flows": [{"stages": flow} for flow in flows],
@@ -142,10 +161,9 @@ class UserInteractiveAuth:
         }
         if session is not None and session.completed:
             body["completed"] = sorted(session.completed)
-        if error is None:
-            return MatrixError(401, "M_FORBIDDEN", "User-interactive authentication required", **body)
-        body.setdefault("completed", [])
-        return MatrixError(401, error.errcode, error.error, **body)
+        if error is not None:
+            body.setdefault("completed", [])
+        return UiaChallenge(body, error)
 
     def _live(self, session_id: str) -> _Session | None:
         session = self._sessions.get(session_id)

@@ -47,9 +47,6 @@ class JsSdkRegistrationTests(TestCase):
         self.assertEqual(again["data"]["session"], first["data"]["session"])
         self.assertNotIn("errcode", again["data"])
 
-    test_a_401_before_any_stage_failed_carries_no_errcode.todo = (  # type: ignore[attr-defined]
-        "clientapi (#11): every UIA 401 carries errcode M_FORBIDDEN, even before any stage")
-
 
 class JsSdkBeforeFirstSyncTests(TestCase):
     timeout = 300

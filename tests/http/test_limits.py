@@ -36,6 +36,30 @@ def _exchange(port: int, head: bytes, body_chunks: int, chunk: bytes = b"x" * MI
         return _read_all(s)
 
 
+def _tls_exchange(port: int, head: bytes, body_chunks: int) -> bytes:
+    """`_exchange` over TLS (the federation listener), certificates not checked."""
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(head)
+        chunk = b"x" * MIB
+        for _ in range(body_chunks):
+            s.sendall(chunk)
+        data = b""
+        while True:
+            try:
+                got = s.recv(65536)
+            except ssl.SSLEOFError:
+                return data
+            if not got:
+                return data
+            data += got
+
+
 def _read_all(s: socket.socket) -> bytes:
     data = b""
     while True:
@@ -147,3 +171,17 @@ async def _server_connections_closed() -> None:
 async def _media_rows(server) -> int:  # type: ignore[no-untyped-def]
     row = await server.hs.db.run("count", lambda t: t.query_one("SELECT count(*) FROM media"))
     return row[0]
+
+
+class FederationBodyLimitTests(TestCase):
+    timeout = 120
+
+    async def test_a_50_mib_body_to_the_federation_listener_gets_413_not_a_reset(self) -> None:
+        from tests.federation.two_servers import start_node
+
+        node = await start_node(self)
+        head = (b"PUT /_matrix/federation/v1/send/t1 HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (50 * MIB))
+        raw = await threads.deferToThread(_tls_exchange, node.port, head, 50)
+        status, body = _status_and_body(raw)
+        self.assertEqual((status, body["errcode"]), (413, "M_TOO_LARGE"))

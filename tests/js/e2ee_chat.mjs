@@ -46,24 +46,7 @@ function hasBody(client, roomId, text) {
     return bodies(client, roomId).some((b) => b.body === text && b.encrypted);
 }
 
-// Push rules are #11's (the push engineer's); until GET /pushrules/ is on main the SDK's
-// start would retry its 404 forever, so a client here falls back to an empty rule set
-// on a 404 only. Nothing about encryption depends on push rules.
-function tolerateMissingPushRules(client) {
-    const fetchRules = client.getPushRules.bind(client);
-    client.getPushRules = async () => {
-        try {
-            return await fetchRules();
-        } catch (err) {
-            if (err?.httpStatus === 404) return { global: {} };
-            throw err;
-        }
-    };
-    return client;
-}
-
 async function start(client) {
-    tolerateMissingPushRules(client);
     return startClient(client);
 }
 
