@@ -50,3 +50,7 @@ class DeviceLists:
         defer.ensureDeferred(self.changed(user_id, device_ids)).addErrback(
             lambda f: logger.error("announcing deleted devices of %s failed: %s", user_id,
                                    f.getTraceback()))
+
+    def devices_renamed(self, user_id: str, device_ids: list[str]) -> None:
+        """DeviceStore's listener: a new display name is announced like new keys are."""
+        self.devices_deleted(user_id, device_ids)

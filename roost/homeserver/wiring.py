@@ -45,6 +45,7 @@ from roost.client_api import (
     rooms,
     send,
     sync,
+    thirdparty,
     to_device,
     typing,
     upgrade,
@@ -445,6 +446,7 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
     streams["device_lists"].announce_to(notifier, "device_lists")
     lists = DeviceLists(list_store, streams["device_lists"])
     device_store.on_devices_deleted.append(lists.devices_deleted)
+    device_store.on_devices_renamed.append(lists.devices_renamed)
     on_deactivate.append(lists.account_deactivated)
     queries = KeyQueries(key_store, list_store, federation.client, config.server_name)
     queries.register(federation.router)
@@ -537,6 +539,7 @@ async def build_homeserver(
                       require_token=config.registration.require_token,
                       allow_guests=config.registration.allow_guests, appservices=appservices)
     login.register(router, accounts, tokens, device_store, appservices)
+    thirdparty.register(router, appservices)
     capabilities.register(router, config.rooms.default_version)
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
     password_hooks: list[Any] = []

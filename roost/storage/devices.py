@@ -57,6 +57,9 @@ class DeviceStore:
         # Called with (user_id, device ids) after devices are deleted: their end-to-end
         # keys went with them (ON DELETE CASCADE) and the change must be announced.
         self.on_devices_deleted: list[Callable[[str, list[str]], Any]] = []
+        # Called with (user_id, device ids) after a device is renamed: its display name is
+        # part of what other users' clients see of it (device list updates).
+        self.on_devices_renamed: list[Callable[[str, list[str]], Any]] = []
 
     def _deleted(self, user_id: str, device_ids: list[str]) -> None:
         if device_ids:
@@ -235,10 +238,15 @@ class DeviceStore:
     async def set_display_name(self, user_id: str, device_id: str, name: str | None) -> bool:
         def txn_fn(txn: Txn) -> bool:
             txn.execute(
-                "UPDATE devices SET display_name = %s WHERE user_id = %s AND device_id = %s",
-                (name, user_id, device_id),
+                "UPDATE devices SET display_name = %s WHERE user_id = %s AND device_id = %s"
+                " AND display_name IS DISTINCT FROM %s",
+                (name, user_id, device_id, name),
             )
-            return txn.rowcount == 1
+            if txn.rowcount == 1:
+                txn.call_after(lambda: [f(user_id, [device_id]) for f in self.on_devices_renamed])
+                return True
+            return txn.query_one("SELECT 1 FROM devices WHERE user_id = %s AND device_id = %s",
+                                 (user_id, device_id)) is not None
 
         return await self._db.run("set_device_display_name", txn_fn)
 

@@ -209,3 +209,24 @@ class DeviceDeletionTests(TestCase):
             "SELECT device_id FROM device_lists_stream WHERE stream_id > %s AND user_id = %s"
             " ORDER BY device_id", (before[0], user)))
         self.assertEqual([r[0] for r in rows], ["", device])
+
+    async def test_renaming_a_device_is_announced_once(self) -> None:
+        server = await start_server(self)
+        alice = await server.register("alice")
+        token, device = alice["access_token"], alice["device_id"]
+        before = await server.hs.db.run("pos", lambda t: t.query_one(
+            "SELECT COALESCE(MAX(stream_id), 0) FROM device_lists_stream"))
+        for _ in range(2):  # the second rename changes nothing
+            resp = await server.request("PUT", V3 + f"/devices/{device}",
+                                        {"display_name": "new name"}, token=token)
+            self.assertEqual(resp.status, 200)
+
+        async def rows() -> list:
+            return await server.hs.db.run("rows", lambda t: t.query(
+                "SELECT device_id FROM device_lists_stream WHERE stream_id > %s", (before[0],)))
+
+        from tests.federation.two_servers import eventually
+        self.assertEqual(await eventually(rows), [(device,)])
+        missing = await server.request("PUT", V3 + "/devices/NOPE", {"display_name": "x"},
+                                       token=token)
+        self.assertEqual(missing.status, 404)
