@@ -1,5 +1,5 @@
 """Wiring for the client API's smaller areas: tags, third-party identifiers, OpenID,
-TURN, reports, timestamp_to_event, search (with its indexer) and the deprecated
+TURN, the support well-known, reports, timestamp_to_event, search (with its indexer) and the deprecated
 /events and /initialSync.
 
 Split from wiring.py, which builds the core and calls this; like wiring, this
@@ -18,6 +18,7 @@ from roost.client_api import (
     openid,
     reports,
     search,
+    support,
     sync,
     tags,
     threepid,
@@ -61,6 +62,7 @@ def register_client_extras(router: Router, db: Database, clock: IReactorTime,
 
     tags.register(router, account, room_exists)
     threepid.register(router)
+    support.register(router, config.support.contacts, config.support.page)
     openid_store = OpenIdStore(db)
     openid.register(router, openid_store, clock, config.server_name)
     federation_openid.register(federation_router, openid_store, clock)
