@@ -52,7 +52,11 @@ async def _scenario(base_url: str) -> dict[str, Any]:
     bob = AsyncClient(base_url, "bob")
     alice = AsyncClient(base_url, "alice")
     try:
-        await AsyncClient(base_url).register("alice", "pw-alice-nio")
+        registrar = AsyncClient(base_url)
+        try:
+            await registrar.register("alice", "pw-alice-nio")
+        finally:
+            await registrar.close()  # its keep-alive connection would outlive the server
         await bob.register("bob", "pw-bob-nio")
         login = await alice.login("pw-alice-nio", device_name="nio start")
         seen["login"] = isinstance(login, LoginResponse)
