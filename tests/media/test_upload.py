@@ -1,4 +1,4 @@
-"""Uploads: one step and two steps (create, then upload), their limits, and bad input."""
+"""Uploads in one step, the media config, upload rate limits, the local store's cleanup."""
 
 from __future__ import annotations
 
