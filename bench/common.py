@@ -106,7 +106,8 @@ def _admin(sql: str) -> None:
 
 
 @contextlib.contextmanager
-def roost_server(extra_yaml: str = "", federation: bool = False) -> Iterator[RoostProcess]:
+def roost_server(extra_yaml: str = "", federation: bool = False,
+                 metrics: bool = False) -> Iterator[RoostProcess]:
     """A Roost process; with `federation`, named 127.0.0.1:<port> and federating over
     TLS on loopback (self-signed certificate, checks off, blocklist empty: bench only)."""
     database = f"roost_bench_{uuid.uuid4().hex[:8]}"
@@ -129,6 +130,11 @@ def roost_server(extra_yaml: str = "", federation: bool = False) -> Iterator[Roo
                         f" port: {metrics_port}}}")
         extra_yaml += ("\nfederation: {verify_certificates: false, ip_range_blocklist: [],"
                        " min_retry_interval: 500ms, max_retry_interval: 5s}\n")
+    elif metrics:  # the metrics listener alone (e.g. database time per transaction)
+        metrics_port = free_port()
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        fed_listener = (f", metrics: {{enabled: true, bind_address: 127.0.0.1,"
+                        f" port: {metrics_port}}}")
     config = f"""
 server_name: "{server_name}"
 data_dir: {folder}/data

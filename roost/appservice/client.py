@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import treq
 from twisted.internet import defer
@@ -68,6 +68,29 @@ class AppServiceHttp:
         except Exception:
             return False
         return status == 200
+
+    async def thirdparty(self, service: AppService, path: str,
+                         args: list[tuple[str, str]]) -> Any:
+        """GET a third-party lookup (/_matrix/app/v1/thirdparty/...) from the service: its
+        JSON answer (a protocol object or a list), or None when it has none or fails."""
+        if not service.url:
+            return None
+        query = ("?" + urlencode(args)) if args else ""
+        try:
+            resp = await treq.request(
+                "GET", service.url + path + query, pool=self.pool, timeout=self._timeout,
+                headers={"Authorization": f"Bearer {service.hs_token}"})
+            raw = await resp.content()
+        except defer.CancelledError:
+            raise
+        except Exception:
+            return None
+        if resp.code != 200:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
 
     async def ping(self, service: AppService, transaction_id: str | None) -> int:
         """POST /_matrix/app/v1/ping; the round trip in ms, or a PingError."""

@@ -235,6 +235,22 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class SupportContactConfig:
+    # m.role.admin, m.role.security, or a namespaced role of your own.
+    role: str = "m.role.admin"
+    matrix_id: str | None = None
+    email_address: str | None = None
+
+
+@dataclass(frozen=True)
+class SupportConfig:
+    # Who to contact about this server (GET /.well-known/matrix/support); with no
+    # contacts and no page that answers 404.
+    contacts: list[SupportContactConfig] = field(default_factory=list)
+    page: str | None = None
+
+
+@dataclass(frozen=True)
 class VoipConfig:
     # TURN server URIs handed to clients by GET /voip/turnServer; none: the answer is {}.
     turn_uris: list[str] = field(default_factory=list)
@@ -265,6 +281,7 @@ class RoostConfig:
     push: PushConfig = field(default_factory=PushConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     voip: VoipConfig = field(default_factory=VoipConfig)
+    support: SupportConfig = field(default_factory=SupportConfig)
     # Application service (bridge) registration files, relative to the configuration.
     app_service_config_files: list[str] = field(default_factory=list)
     # Where this config was loaded from; relative paths are taken from there.
@@ -375,6 +392,9 @@ def _check(config: RoostConfig) -> None:
         if size.method not in ("crop", "scale") or size.width < 1 or size.height < 1:
             raise ConfigError(f"media.thumbnail_sizes[{i}]: needs width and height >= 1 and"
                               " method crop or scale")
+    for i, contact in enumerate(config.support.contacts):
+        if not contact.matrix_id and not contact.email_address:
+            raise ConfigError(f"support.contacts[{i}]: needs a matrix_id or an email_address")
     if config.media.max_upload_size < 1:
         raise ConfigError("media.max_upload_size: must be at least 1")
     if config.database.pool_min < 1 or config.database.pool_max < config.database.pool_min:

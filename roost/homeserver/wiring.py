@@ -45,6 +45,7 @@ from roost.client_api import (
     rooms,
     send,
     sync,
+    thirdparty,
     to_device,
     typing,
     upgrade,
@@ -539,6 +540,7 @@ async def build_homeserver(
                       require_token=config.registration.require_token,
                       allow_guests=config.registration.allow_guests, appservices=appservices)
     login.register(router, accounts, tokens, device_store, appservices)
+    thirdparty.register(router, appservices)
     capabilities.register(router, config.rooms.default_version)
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
     password_hooks: list[Any] = []

@@ -7,7 +7,7 @@ the engine can both use them without importing each other.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from roost.rooms.events import Event
@@ -62,10 +62,18 @@ class RoomHead:
     depth: int
     state_group: int | None
     chain_length: int
+    # event id -> state event, built on first use (a copy starts without it).
+    _by_id: dict[str, Event] | None = field(default=None, init=False, compare=False,
+                                             repr=False)
 
     def copy(self) -> RoomHead:
         return replace(self, state=dict(self.state), state_events=dict(self.state_events),
                        extremities=list(self.extremities))
+
+    def state_by_id(self) -> dict[str, Event]:
+        if self._by_id is None:
+            self._by_id = {e.event_id: e for e in self.state_events.values()}
+        return self._by_id
 
 
 def event_from_storage(stored: StoredEvent) -> Event:

@@ -127,6 +127,27 @@ class EventStore:
         )
         return row[0] if row else None
 
+    async def positions_and_redactions(
+        self, event_ids: list[str]
+    ) -> dict[str, tuple[int | None, str | None, bool]]:
+        """event id -> (stream position, the redaction applying to it, rejected), without
+        the events' JSON: for events the caller already holds parsed."""
+        if not event_ids:
+            return {}
+        rows = await self._db.run(
+            "positions_and_redactions",
+            lambda t: t.query(
+                "SELECT e.event_id, e.stream_ordering,"
+                " (SELECT MIN(x.event_id) FROM redactions x JOIN events re"
+                "   ON re.event_id = x.event_id"
+                "   WHERE x.redacts = e.event_id AND re.rejected_reason IS NULL),"
+                " e.rejected_reason IS NOT NULL"
+                " FROM events e WHERE e.event_id = ANY(%s)",
+                (event_ids,),
+            ),
+        )
+        return {r[0]: (r[1], r[2], bool(r[3])) for r in rows}
+
     async def txn_events(self, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
         """(user, device, txn id) -> the event each already made, for those that made one."""
         if not keys:

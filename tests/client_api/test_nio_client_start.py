@@ -51,8 +51,9 @@ async def _scenario(base_url: str) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     bob = AsyncClient(base_url, "bob")
     alice = AsyncClient(base_url, "alice")
+    registrar = AsyncClient(base_url)
     try:
-        await AsyncClient(base_url).register("alice", "pw-alice-nio")
+        await registrar.register("alice", "pw-alice-nio")
         await bob.register("bob", "pw-bob-nio")
         login = await alice.login("pw-alice-nio", device_name="nio start")
         seen["login"] = isinstance(login, LoginResponse)
@@ -98,6 +99,7 @@ async def _scenario(base_url: str) -> dict[str, Any]:
                           lambda: (room.unread_notifications, room.unread_highlights) == (0, 0))
         seen["after_receipt"] = (room.unread_notifications, room.unread_highlights)
     finally:
+        await registrar.close()
         await alice.close()
         await bob.close()
     return seen

@@ -318,6 +318,9 @@ class RoundTripTests(TestCase):
         fetcher = FederationKeyFetcher(_client(self, make_key("asker.test")))
         direct = await fetcher.fetch_server_keys(self.sender.name)
         self.assertIn(self.sender.local_key.key_id, direct["verify_keys"])
+        # The notary answers for servers it has dealt with (a signed request from the sender
+        # makes it fetch the sender's keys); it never fetches a server a query merely names.
+        await _client(self, self.sender.local_key).get_json(self.receiver.name, ECHO + "/x")
         via = await fetcher.query_notary(
             self.receiver.name, {self.sender.name: {self.sender.local_key.key_id: 0}})
         self.assertEqual(len(via), 1)

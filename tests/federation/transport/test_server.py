@@ -138,6 +138,7 @@ class AuthenticationTests(ListenerTestBase):
 class NotaryTests(ListenerTestBase):
     async def test_post_query_returns_keys_signed_by_server_and_notary(self) -> None:
         b_key = self.b.local_key
+        await self.client.send("PUT", ECHO + "/t", {"x": 1}, signer=b_key)  # a learns b's keys
         criteria = {"server_keys": {
             self.b.name: {b_key.key_id: {"minimum_valid_until_ts": int(time.time() * 1000)}},
             self.a.name: {},
@@ -154,6 +155,9 @@ class NotaryTests(ListenerTestBase):
                                            signedjson.key.get_verify_key(self.a.local_key.signing_key))
 
     async def test_get_query_for_one_server(self) -> None:
+        # The notary serves (and refreshes) keys of servers it has dealt with; a signed
+        # request from b makes a fetch b's keys.
+        await self.client.send("PUT", ECHO + "/t", {"x": 1}, signer=self.b.local_key)
         status, body = await self.client.send(
             "GET", f"/_matrix/key/v2/query/{self.b.name}?minimum_valid_until_ts=0")
         self.assertEqual(status, 200)

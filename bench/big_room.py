@@ -1,0 +1,157 @@
+"""Read paths of issue 10: a big room, and paging through history.
+
+    .venv/bin/python bench/big_room.py [--members 2000] [--messages 1000] [--repeat 5]
+
+1. One room of `members` + 1 members (joined in parallel batches): the time of
+   `GET /rooms/{room}/members`, and of a newcomer's initial sync (the last user
+   to join, no lazy loading: every member event in `state`).
+2. `messages` messages in a room, read back with /messages in pages of 100
+   from a sync's prev_batch to the room's start.
+
+Each figure is the median of `repeat` runs, with Roost's and PostgreSQL's CPU
+per operation. CPU per message delivered to 20 long-polling receivers is
+bench/sync_fanout.py's `roost_cpu_ms_per_message`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import print_result, roost_server, summary  # noqa: E402
+from bench.sync_fanout import CpuMeter, register  # noqa: E402
+
+JOIN_BATCH = 50
+
+
+async def big_room(base: str, members: int, repeat: int, server: Any) -> dict[str, Any]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=JOIN_BATCH)) as session:
+        owner = await register(session, base, "owner")
+        room = (await owner.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
+        started = time.monotonic()
+        for first in range(0, members, JOIN_BATCH):
+            batch = await asyncio.gather(*(register(session, base, f"m{i}")
+                                           for i in range(first, min(first + JOIN_BATCH, members))))
+            await asyncio.gather(*(c.call("POST", f"/rooms/{room}/join", {}) for c in batch))
+        setup_s = time.monotonic() - started
+        newcomer = await register(session, base, "newcomer")
+        await newcomer.call("POST", f"/rooms/{room}/join", {})
+        result: dict[str, Any] = {"members": members + 2, "setup_s": round(setup_s, 1)}
+
+        async def timed(name: str, call: Any, check: Any) -> None:
+            await call()  # warm: the first read loads what later reads keep
+            before = _db_times(server)
+            meter = CpuMeter(server)
+            timings = []
+            for _ in range(repeat):
+                start = time.monotonic()
+                body = await call()
+                timings.append(time.monotonic() - start)
+                check(body)
+            result[name] = {**summary(timings), **meter.per(repeat, "request")}
+            if before:
+                result[name]["db_ms_per_request_by_transaction"] = _db_diff(
+                    before, _db_times(server), repeat)
+
+        await timed("members", lambda: newcomer.call("GET", f"/rooms/{room}/members"),
+                    lambda b: _expect(len(b["chunk"]) == members + 2, "members"))
+        await timed("newcomer_initial_sync", lambda: newcomer.call("GET", "/sync"),
+                    lambda b: _expect(sum(1 for e in b["rooms"]["join"][room]["state"]["events"]
+                                          if e["type"] == "m.room.member")
+                                      + sum(1 for e in b["rooms"]["join"][room]["timeline"]
+                                            ["events"] if e["type"] == "m.room.member")
+                                      == members + 2, "initial sync members"))
+        return result
+
+
+async def pagination(base: str, messages: int, repeat: int, server: Any) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session:
+        writer = await register(session, base, "writer")
+        room = (await writer.call("POST", "/createRoom", {}))["room_id"]
+        for first in range(0, messages, 100):
+            await asyncio.gather(*(
+                writer.call("PUT", f"/rooms/{room}/send/m.room.message/p{n}",
+                            {"msgtype": "m.text", "body": f"message {n}"})
+                for n in range(first, min(first + 100, messages))))
+        prev_batch = (await writer.call("GET", "/sync?filter=" + '{"room":{"timeline":{"limit":1}}}'
+                                        ))["rooms"]["join"][room]["timeline"]["prev_batch"]
+
+        async def read_all() -> int:
+            token, got = prev_batch, 0
+            while got < messages - 1:
+                page = await writer.call(
+                    "GET", f"/rooms/{room}/messages?dir=b&limit=100&from={token}")
+                got += sum(1 for e in page["chunk"] if e["type"] == "m.room.message")
+                if "end" not in page:
+                    break
+                token = page["end"]
+            return got
+
+        await read_all()
+        meter = CpuMeter(server)
+        timings = []
+        for _ in range(repeat):
+            start = time.monotonic()
+            got = await read_all()
+            timings.append(time.monotonic() - start)
+            _expect(got == messages - 1, "pagination")
+        return {"messages": messages, "page": 100, "read_all": {
+            **summary(timings), **meter.per(repeat, "read_all")}}
+
+
+def _db_times(server: Any) -> dict[str, float]:
+    """Transaction name -> seconds spent so far, from /metrics (with --db-times only)."""
+    if server.metrics_url is None:
+        return {}
+    import urllib.request
+
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as resp:
+        text = resp.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("roost_db_transaction_duration_seconds_sum{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('desc="', 1)[1].split('"', 1)[0]] = float(value)
+    return out
+
+
+def _db_diff(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    spent = {k: (v - before.get(k, 0.0)) * 1000 / count for k, v in after.items()}
+    return {k: round(v, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 0.1}
+
+
+def _expect(ok: bool, what: str) -> None:
+    if not ok:
+        raise AssertionError(f"{what}: wrong answer")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--members", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", choices=("members", "pagination"))
+    parser.add_argument("--db-times", action="store_true",
+                        help="also report wall time per database transaction (metrics on)")
+    args = parser.parse_args()
+    with roost_server(metrics=args.db_times) as server:
+        result: dict[str, Any] = {"load_average": os.getloadavg()[0]}
+        if args.only in (None, "pagination"):
+            result["pagination"] = asyncio.run(
+                pagination(server.base_url, args.messages, args.repeat, server))
+        if args.only in (None, "members"):
+            result["big_room"] = asyncio.run(
+                big_room(server.base_url, args.members, args.repeat, server))
+        print_result("big_room", result)
+
+
+if __name__ == "__main__":
+    main()
