@@ -1,5 +1,5 @@
 """Wiring for the client API's smaller areas: tags, third-party identifiers, OpenID,
-TURN, the support well-known, reports, timestamp_to_event, search (with its indexer) and the deprecated
+TURN, the support well-known, guests leaving rooms closed to them, reports, timestamp_to_event, search (with its indexer) and the deprecated
 /events and /initialSync.
 
 Split from wiring.py, which builds the core and calls this; like wiring, this
@@ -25,6 +25,7 @@ from roost.client_api import (
     timestamps,
 )
 from roost.client_api import voip as voip_api
+from roost.client_api.guest_access import GuestAccessWatcher
 from roost.client_api.presence import PresenceTracker
 from roost.client_api.resource import Router
 from roost.client_api.room_view import RoomView
@@ -38,6 +39,7 @@ from roost.storage.database import Database
 from roost.storage.directory import DirectoryStore
 from roost.storage.event_timestamps import EventTimestampStore
 from roost.storage.events import EventStore, SyncEventStore
+from roost.storage.guests import GuestQueries
 from roost.storage.notifier import Notifier
 from roost.storage.openid import OpenIdStore
 from roost.storage.reports import ReportStore
@@ -76,6 +78,9 @@ def register_client_extras(router: Router, db: Database, clock: IReactorTime,
     timestamps_store = EventTimestampStore(db)
     timestamps.register(router, timestamps_store, view)
     federation_timestamps.register(federation_router, timestamps_store, engine, view.access)
+    guests = GuestAccessWatcher(GuestQueries(db), engine, streams["events"], notifier, clock)
+    guests.start()
+    closers.append(("guest access watcher", guests.stop))
     search_store = SearchStore(db)
     indexer = SearchIndexer(search_store, streams["events"], notifier, clock)
     indexer.start()

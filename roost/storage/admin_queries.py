@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from roost.storage.database import Database, Txn
+from roost.storage.database import Database, Txn, like_escape
 
 # Column a caller may order the user list by -> the SQL expression (never user input in SQL).
 USER_ORDER = {
@@ -106,7 +106,7 @@ _ROOM_COLUMNS = ("room_id", "version", "creator", "public", *_STATE_FIELDS,
 class AdminQueries:
     def __init__(self, db: Database, server_name: str) -> None:
         self._db = db
-        self._local_suffix = "%:" + _like_escape(server_name)
+        self._local_suffix = "%:" + like_escape(server_name)
 
     async def list_users(self, flt: UserFilter, order_by: str, backwards: bool,
                          offset: int, limit: int) -> tuple[list[UserRow], int]:
@@ -114,11 +114,11 @@ class AdminQueries:
         where, args = ["TRUE"], []
         if flt.name:
             where.append("(u.user_id ILIKE %s OR p.displayname ILIKE %s)")
-            pattern = f"%{_like_escape(flt.name)}%"
+            pattern = f"%{like_escape(flt.name)}%"
             args += [pattern, pattern]
         if flt.user_id:
             where.append("u.user_id ILIKE %s")
-            args.append(f"%{_like_escape(flt.user_id)}%")
+            args.append(f"%{like_escape(flt.user_id)}%")
         if not flt.deactivated:
             where.append("NOT u.deactivated")
         if flt.admins is not None:
@@ -163,7 +163,7 @@ class AdminQueries:
         args: dict[str, Any] = {"local": self._local_suffix, "limit": limit, "offset": offset}
         where = "TRUE"
         if search:
-            args["search"] = f"%{_like_escape(search)}%"
+            args["search"] = f"%{like_escape(search)}%"
             where = ("(s.name ILIKE %(search)s OR s.canonical_alias ILIKE %(search)s"
                      " OR s.room_id ILIKE %(search)s)")
         direction = "DESC" if backwards else "ASC"
@@ -225,6 +225,3 @@ class AdminQueries:
 
         return await self._db.run("admin_delete_aliases", txn_fn)
 
-
-def _like_escape(term: str) -> str:
-    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
