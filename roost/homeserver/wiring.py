@@ -602,7 +602,8 @@ async def build_homeserver(
         config.server_name, clock, min_retry_interval_ms=config.federation.min_retry_interval,
         max_retry_interval_ms=config.federation.max_retry_interval,
         edus=EduSources(typing_tracker.typing_users, presence_tracker.get,
-                        lambda: streams["receipts"].current))
+                        lambda: streams["receipts"].current),
+        server_allowed=view.access.server_allowed)
     await sender.start()
     closers.append(("federation sender", sender.stop))
     federation.sender = sender

@@ -309,3 +309,28 @@ class ServerAclTests(TestCase):
             return any(e["content"].get("body") == "allowed" for e in chunk)
 
         await eventually(alice_sees)
+
+    async def test_nothing_of_the_room_is_sent_to_a_server_its_acl_denies(self) -> None:
+        a, b, room_id, _first = await self._room_with_b()
+        await b.stop()  # what A owes B stays queued, where the test can see it
+        assert a.server is not None
+        hs = a.server.hs
+
+        async def queued_for_b(event_id: str) -> bool:
+            rows = await hs.db.run("queued", lambda t: t.query(
+                "SELECT 1 FROM federation_outbound_pdus WHERE destination = %s"
+                " AND event_id = %s", (b.name, event_id)))
+            return bool(rows)
+
+        async def sender_read(event_id: str) -> bool:
+            position = (await hs.engine.get_events([event_id]))[event_id].stream_ordering
+            row = await hs.db.run("position", lambda t: t.query_one(
+                "SELECT stream_position FROM federation_sender_position"))
+            return row is not None and position is not None and row[0] >= position
+
+        before = await send(a, "alice", room_id, "before the ACL", "q1")
+        await eventually(lambda: queued_for_b(before))
+        await self._set_acl(a, room_id, {"allow": ["*"], "deny": ["127.0.0.1"]})
+        hidden = await send(a, "alice", room_id, "after the ACL", "q2")
+        await eventually(lambda: sender_read(hidden))
+        self.assertFalse(await queued_for_b(hidden))
