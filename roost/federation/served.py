@@ -301,7 +301,7 @@ class ServedRooms:
         event = events[0]
         if event.event_id != event_id:
             raise MatrixError(400, "M_BAD_JSON", "the event id does not match the URL")
-        if not check_content_hash(event.pdu):
+        if not check_content_hash(event.pdu, event.version.strict_canonical_json):
             raise MatrixError(400, "M_BAD_JSON", "the content hash does not match")
         return event
 

@@ -459,6 +459,7 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
     room_keys.register(router, KeyBackupStore(db))
     list_sender = DeviceListSender(list_store, key_store, notifier, sender.queue_edus,
                                    config.server_name, streams["device_lists"].current)
+    await list_sender.start()
     closers.append(("device list sender", list_sender.stop))
     tracking = RemoteDeviceTracking(list_store, notifier, config.server_name)
     closers.append(("remote device tracking", tracking.stop))
