@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from roost.rooms.versions import KNOWN_ROOM_VERSIONS
+
 
 class ConfigError(Exception):
     """A configuration problem, phrased as one line naming the key."""
@@ -386,6 +388,9 @@ def _check(config: RoostConfig) -> None:
             raise ConfigError(f"listeners.federation.{name}: required when federation is enabled")
         if fed.enabled and not os.path.isfile(config.path(value)):
             raise ConfigError(f"listeners.federation.{name}: file not found: {value}")
+    if config.rooms.default_version not in KNOWN_ROOM_VERSIONS:
+        raise ConfigError(f"rooms.default_version: {config.rooms.default_version!r} is not a"
+                          f" room version this server knows (1 to 12)")
     if config.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"logging.level: unknown level {config.logging.level!r}")
     for i, size in enumerate(config.media.thumbnail_sizes):

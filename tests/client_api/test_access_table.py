@@ -20,6 +20,7 @@ it to PROBES, and add one row per viewer to TABLE.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -127,6 +128,19 @@ async def probe_members_at(viewer: Client, room: Room) -> Any:
     return CURRENT if names == ["late alice"] else DEPARTURE if names == ["alice"] else str(names)
 
 
+async def probe_sync(viewer: Client, room: Room) -> Any:
+    """An initial /sync (left rooms included): the bodies of the room's timeline, "invite"
+    for an invite, "absent" when the room is not there at all."""
+    flt = json.dumps({"room": {"include_leave": True, "timeline": {"limit": 50}}})
+    rooms = (await viewer.ok("GET", f"/sync?timeout=0&filter={q(flt)}"))["rooms"]
+    if room.room_id in rooms.get("invite", {}):
+        return "invite"
+    for section in ("join", "leave"):
+        if room.room_id in rooms.get(section, {}):
+            return _bodies(rooms[section][room.room_id]["timeline"]["events"])
+    return "absent"
+
+
 async def probe_joined_members(viewer: Client, room: Room) -> Any:
     error, body = await _get(viewer, f"/rooms/{q(room.room_id)}/joined_members")
     return error or OK
@@ -208,6 +222,7 @@ PROBES: dict[str, Probe] = {
     "/state/{type}/{key}": probe_state_topic,
     "/members": probe_members,
     "/members?at": probe_members_at,
+    "/sync": probe_sync,
     "/joined_members": probe_joined_members,
     "/relations": probe_relations,
     "/threads": probe_threads,
@@ -276,6 +291,13 @@ TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/members?at", "left", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
     ("/members?at", "banned", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
     ("/members?at", "forgotten", DENIED, DENIED, DENIED, CURRENT),
+
+    ("/sync", "never", "absent", "absent", "absent", "absent"),
+    ("/sync", "invited", "invite", "invite", "invite", "invite"),
+    ("/sync", "joined", ALL, DA, DA, ALL),
+    ("/sync", "left", BD, D, D, BD),
+    ("/sync", "banned", BD, D, D, BD),
+    ("/sync", "forgotten", "absent", "absent", "absent", "absent"),
 
     ("/joined_members", "never", DENIED, DENIED, DENIED, OK),
     ("/joined_members", "invited", DENIED, DENIED, DENIED, OK),
