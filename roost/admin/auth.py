@@ -6,6 +6,9 @@ from the access token, so revoking an admin's rights takes effect at once.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 from roost.client_api.accounts import Accounts
 from roost.client_api.errors import MatrixError, forbidden
 from roost.client_api.resource import ApiRequest, Requester
@@ -29,3 +32,17 @@ class AdminGate:
         if not user_id.startswith("@") or user_id.partition(":")[2] != self._accounts.server_name:
             raise MatrixError(400, "M_INVALID_PARAM", "Can only manage local users")
         return user_id
+
+
+T = TypeVar("T")
+
+
+def bind(target: T, handler: Callable[[T, ApiRequest], Awaitable[Any]]
+         ) -> Callable[[ApiRequest], Awaitable[Any]]:
+    """A route handler calling `handler(target, req)`: the admin modules keep one plain
+    function per endpoint and bind them to their service object when registering."""
+
+    async def call(req: ApiRequest) -> Any:
+        return await handler(target, req)
+
+    return call

@@ -10,6 +10,7 @@ and is followed through its delete id, as the tools expect.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
-from roost.admin.auth import ADMIN_PREFIX, AdminGate
+from roost.admin.auth import ADMIN_PREFIX, AdminGate, bind
 from roost.admin.users import page_args
 from roost.client_api.errors import MatrixError, bad_json, invalid_param, not_found
 from roost.client_api.event_format import stripped_state
@@ -271,11 +272,7 @@ async def delete_status(rooms: AdminRooms, req: ApiRequest) -> JsonDict:
 
 
 def register(router: Router, rooms: AdminRooms) -> None:
-    def bound(handler: Any) -> Any:
-        async def call(req: ApiRequest) -> Any:
-            return await handler(rooms, req)
-        return call
-
+    bound = functools.partial(bind, rooms)
     a = ADMIN_PREFIX
     router.add("GET", f"{a}/v1/rooms", bound(list_rooms))
     router.add("GET", f"{a}/v1/rooms/{{room_id}}", bound(get_room))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from roost.admin import register as shared_secret
-from roost.admin import registration_tokens, rooms, users
+from roost.admin import registration_tokens, reports, rooms, users
 from roost.admin.auth import ADMIN_PREFIX
 from roost.client_api.resource import ApiRequest, JsonDict, Router
 
@@ -19,7 +19,8 @@ def server_version() -> str:
 
 def register_all(router: Router, registration: shared_secret.SharedSecretRegistration,
                  admin_users: users.AdminUsers, admin_rooms: rooms.AdminRooms,
-                 admin_tokens: registration_tokens.AdminRegistrationTokens) -> None:
+                 admin_tokens: registration_tokens.AdminRegistrationTokens,
+                 admin_reports: reports.AdminReports) -> None:
     async def get_server_version(_req: ApiRequest) -> JsonDict:
         return {"server_version": server_version()}
 
@@ -28,3 +29,4 @@ def register_all(router: Router, registration: shared_secret.SharedSecretRegistr
     users.register(router, admin_users)
     rooms.register(router, admin_rooms)
     registration_tokens.register(router, admin_tokens)
+    reports.register(router, admin_reports)

@@ -10,10 +10,11 @@ their rooms exactly as a self-deactivation does.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from roost.admin.auth import ADMIN_PREFIX, AdminGate
+from roost.admin.auth import ADMIN_PREFIX, AdminGate, bind
 from roost.client_api.accounts import Accounts
 from roost.client_api.errors import MatrixError, bad_json, invalid_param, missing_param, not_found
 from roost.client_api.profile import Profiles
@@ -271,11 +272,7 @@ async def delete_devices(users: AdminUsers, req: ApiRequest) -> JsonDict:
 
 
 def register(router: Router, users: AdminUsers) -> None:
-    def bound(handler: Any) -> Any:
-        async def call(req: ApiRequest) -> Any:
-            return await handler(users, req)
-        return call
-
+    bound = functools.partial(bind, users)
     a = ADMIN_PREFIX
     router.add("GET", f"{a}/v2/users", bound(list_users))
     router.add("GET", f"{a}/v2/users/{{user_id}}", bound(get_user))

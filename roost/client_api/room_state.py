@@ -48,6 +48,11 @@ def register(router: Router, engine: RoomEngine, view: RoomView) -> None:
         room_id = req.params["room_id"]
         at = events_position(req.arg("at"), "at")
         state = await state_for(room_id, req.user.user_id)
+        if at is not None:
+            # A departed member reads no membership change after their departure.
+            departed = await view.access.departure_position(room_id, req.user.user_id)
+            if departed is not None:
+                at = min(at, departed)
         wanted, unwanted = req.arg("membership"), req.arg("not_membership")
         ids = [eid for (t, _), eid in state.items() if t == "m.room.member"]
         events = await load(sorted(ids))

@@ -298,7 +298,8 @@ class SyncBuilder:
                 user_id, FIRST_POSITION, now.events):
             ended[room_id] = position
         for room_id in left:
-            if room_id not in ended:
+            # A forgotten room is gone from the user's view (spec: /forget): not listed.
+            if room_id not in ended or await self._view.access.is_forgotten(room_id, user_id):
                 continue
             latest = await self._queries.latest_per_room([room_id], ended[room_id],
                                                          filt.timeline_limit)

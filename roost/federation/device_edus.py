@@ -138,24 +138,42 @@ class DeviceListSender:
         self._latest = position
         self._running = False
         self._again = False
-        self._stop = notifier.add_listener(self._on_change)
+        self._notifier = notifier
+        self._stop: Any = None
+
+    async def start(self) -> None:
+        """Resume from the stored position (first start: now) and catch up, then follow."""
+        stored = await self._lists.sent_position()
+        if stored is None:
+            await self._lists.set_sent_position(self._latest)
+        else:
+            self._position = min(stored, self._latest)
+        self._stop = self._notifier.add_listener(self._on_change)
+        if self._position < self._latest:
+            self._running = True
+            self._spawn(self._latest)
 
     def stop(self) -> None:
-        self._stop()
+        if self._stop is not None:
+            self._stop()
+
+    def _spawn(self, upto: int) -> None:
+        defer.ensureDeferred(self._run(upto)).addErrback(
+            lambda f: logger.error("device list sending failed: %s", f.getTraceback()))
 
     def _on_change(self, change: StreamChange) -> None:
         if change.stream != "device_lists":
             return
         self._latest = max(self._latest, change.position)
         if not any(server_name_of(u) == self._server_name for u in change.users):
-            self._position = max(self._position, change.position)
+            if not self._running:  # only remote users' rows lie up to here: nothing to send
+                self._position = max(self._position, change.position)
             return
         if self._running:
             self._again = True
             return
         self._running = True
-        defer.ensureDeferred(self._run(change.position)).addErrback(
-            lambda f: logger.error("device list sending failed: %s", f.getTraceback()))
+        self._spawn(change.position)
 
     async def _run(self, upto: int) -> None:
         try:
@@ -163,8 +181,9 @@ class DeviceListSender:
                 self._again = False
                 if upto > self._position:
                     rows = await self._lists.local_changes(self._position, upto)
-                    self._position = upto
                     await self._send(rows)
+                    self._position = upto
+                    await self._lists.set_sent_position(upto)
                 if not self._again:
                     return
                 upto = self._latest

@@ -241,7 +241,7 @@ class RemoteRooms:
             if i in bad:
                 logger.info("dropping %s from send_join: bad signature", event.event_id)
                 continue
-            if not check_content_hash(event.pdu):
+            if not check_content_hash(event.pdu, version.strict_canonical_json):
                 event = Event.from_built(redact_pdu(event.pdu, version), version, event.event_id)
             checked.append(event)
         return checked

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -104,8 +104,12 @@ class FederationSender:
         min_retry_interval_ms: int,
         max_retry_interval_ms: int,
         edus: EduSources | None = None,
+        server_allowed: Callable[[str, str], Awaitable[bool]] | None = None,
     ) -> None:
+        """`server_allowed(room_id, server)` is the room's server ACL (the access module's):
+        nothing of a room, PDU or EDU, goes to a server its ACL denies."""
         self._store = store
+        self._server_allowed = server_allowed
         self._members = members
         self._stream = events_stream
         self._notifier = notifier
@@ -239,7 +243,12 @@ class FederationSender:
             hosts.add(server_of(event.state_key))  # a kicked server learns it was kicked
         hosts.discard(self._server_name)
         hosts.discard(origin)
-        return hosts
+        return await self._acl_filter(event.room_id, hosts)
+
+    async def _acl_filter(self, room_id: str, hosts: set[str]) -> set[str]:
+        if self._server_allowed is None:
+            return hosts
+        return {h for h in hosts if await self._server_allowed(room_id, h)}
 
     async def _hosts_at(self, event: Any) -> frozenset[str]:
         group = event.state_group
@@ -257,7 +266,8 @@ class FederationSender:
     # -- EDUs ----------------------------------------------------------------------
 
     async def _room_hosts(self, room_id: str) -> set[str]:
-        return {server_of(u) for u in await self._joined(room_id)} - {self._server_name}
+        hosts = {server_of(u) for u in await self._joined(room_id)} - {self._server_name}
+        return await self._acl_filter(room_id, hosts)
 
     async def _joined(self, room_id: str) -> list[str]:
         members = await self._members.members(room_id)

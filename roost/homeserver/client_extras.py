@@ -1,5 +1,5 @@
 """Wiring for the client API's smaller areas: tags, third-party identifiers, OpenID,
-TURN, reports, timestamp_to_event, search (with its indexer) and the deprecated
+TURN, the support well-known, guests leaving rooms closed to them, reports, timestamp_to_event, search (with its indexer) and the deprecated
 /events and /initialSync.
 
 Split from wiring.py, which builds the core and calls this; like wiring, this
@@ -18,12 +18,14 @@ from roost.client_api import (
     openid,
     reports,
     search,
+    support,
     sync,
     tags,
     threepid,
     timestamps,
 )
 from roost.client_api import voip as voip_api
+from roost.client_api.guest_access import GuestAccessWatcher
 from roost.client_api.presence import PresenceTracker
 from roost.client_api.resource import Router
 from roost.client_api.room_view import RoomView
@@ -37,6 +39,7 @@ from roost.storage.database import Database
 from roost.storage.directory import DirectoryStore
 from roost.storage.event_timestamps import EventTimestampStore
 from roost.storage.events import EventStore, SyncEventStore
+from roost.storage.guests import GuestQueries
 from roost.storage.notifier import Notifier
 from roost.storage.openid import OpenIdStore
 from roost.storage.reports import ReportStore
@@ -61,6 +64,7 @@ def register_client_extras(router: Router, db: Database, clock: IReactorTime,
 
     tags.register(router, account, room_exists)
     threepid.register(router)
+    support.register(router, config.support.contacts, config.support.page)
     openid_store = OpenIdStore(db)
     openid.register(router, openid_store, clock, config.server_name)
     federation_openid.register(federation_router, openid_store, clock)
@@ -74,6 +78,9 @@ def register_client_extras(router: Router, db: Database, clock: IReactorTime,
     timestamps_store = EventTimestampStore(db)
     timestamps.register(router, timestamps_store, view)
     federation_timestamps.register(federation_router, timestamps_store, engine, view.access)
+    guests = GuestAccessWatcher(GuestQueries(db), engine, streams["events"], notifier, clock)
+    guests.start()
+    closers.append(("guest access watcher", guests.stop))
     search_store = SearchStore(db)
     indexer = SearchIndexer(search_store, streams["events"], notifier, clock)
     indexer.start()

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from roost.rooms.versions import KNOWN_ROOM_VERSIONS
+
 
 class ConfigError(Exception):
     """A configuration problem, phrased as one line naming the key."""
@@ -235,6 +237,22 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class SupportContactConfig:
+    # m.role.admin, m.role.security, or a namespaced role of your own.
+    role: str = "m.role.admin"
+    matrix_id: str | None = None
+    email_address: str | None = None
+
+
+@dataclass(frozen=True)
+class SupportConfig:
+    # Who to contact about this server (GET /.well-known/matrix/support); with no
+    # contacts and no page that answers 404.
+    contacts: list[SupportContactConfig] = field(default_factory=list)
+    page: str | None = None
+
+
+@dataclass(frozen=True)
 class VoipConfig:
     # TURN server URIs handed to clients by GET /voip/turnServer; none: the answer is {}.
     turn_uris: list[str] = field(default_factory=list)
@@ -265,6 +283,7 @@ class RoostConfig:
     push: PushConfig = field(default_factory=PushConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     voip: VoipConfig = field(default_factory=VoipConfig)
+    support: SupportConfig = field(default_factory=SupportConfig)
     # Application service (bridge) registration files, relative to the configuration.
     app_service_config_files: list[str] = field(default_factory=list)
     # Where this config was loaded from; relative paths are taken from there.
@@ -369,12 +388,18 @@ def _check(config: RoostConfig) -> None:
             raise ConfigError(f"listeners.federation.{name}: required when federation is enabled")
         if fed.enabled and not os.path.isfile(config.path(value)):
             raise ConfigError(f"listeners.federation.{name}: file not found: {value}")
+    if config.rooms.default_version not in KNOWN_ROOM_VERSIONS:
+        raise ConfigError(f"rooms.default_version: {config.rooms.default_version!r} is not a"
+                          f" room version this server knows (1 to 12)")
     if config.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"logging.level: unknown level {config.logging.level!r}")
     for i, size in enumerate(config.media.thumbnail_sizes):
         if size.method not in ("crop", "scale") or size.width < 1 or size.height < 1:
             raise ConfigError(f"media.thumbnail_sizes[{i}]: needs width and height >= 1 and"
                               " method crop or scale")
+    for i, contact in enumerate(config.support.contacts):
+        if not contact.matrix_id and not contact.email_address:
+            raise ConfigError(f"support.contacts[{i}]: needs a matrix_id or an email_address")
     if config.media.max_upload_size < 1:
         raise ConfigError("media.max_upload_size: must be at least 1")
     if config.database.pool_min < 1 or config.database.pool_max < config.database.pool_min:

@@ -18,6 +18,7 @@ from roost.admin import users as admin_users
 from roost.admin.auth import AdminGate
 from roost.admin.register import SharedSecretRegistration
 from roost.admin.registration_tokens import AdminRegistrationTokens
+from roost.admin.reports import AdminReports
 from roost.appservice.client import AppServiceHttp
 from roost.appservice.ephemeral import EphemeralRelay
 from roost.appservice.sender import AppServiceSender, Interest
@@ -41,6 +42,7 @@ from roost.storage.directory import DirectoryStore
 from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.notifier import Notifier
 from roost.storage.registration_tokens import RegistrationTokenStore
+from roost.storage.reports import ReportStore
 from roost.storage.room_purge import RoomPurger
 from roost.storage.room_state import RoomStateStore
 from roost.storage.streams import StreamIdGenerator
@@ -83,7 +85,8 @@ def register_admin(router: Router, config: RoostConfig, accounts: Accounts,
         SharedSecretRegistration(config.registration.shared_secret, accounts, tokens, profiles,
                                  clock),
         parts.users, parts.rooms,
-        AdminRegistrationTokens(gate, RegistrationTokenStore(db), clock))
+        AdminRegistrationTokens(gate, RegistrationTokenStore(db), clock),
+        AdminReports(gate, ReportStore(db), queries, engine))
     return parts
 
 

@@ -459,6 +459,7 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
     room_keys.register(router, KeyBackupStore(db))
     list_sender = DeviceListSender(list_store, key_store, notifier, sender.queue_edus,
                                    config.server_name, streams["device_lists"].current)
+    await list_sender.start()
     closers.append(("device list sender", list_sender.stop))
     tracking = RemoteDeviceTracking(list_store, notifier, config.server_name)
     closers.append(("remote device tracking", tracking.stop))
@@ -602,7 +603,8 @@ async def build_homeserver(
         config.server_name, clock, min_retry_interval_ms=config.federation.min_retry_interval,
         max_retry_interval_ms=config.federation.max_retry_interval,
         edus=EduSources(typing_tracker.typing_users, presence_tracker.get,
-                        lambda: streams["receipts"].current))
+                        lambda: streams["receipts"].current),
+        server_allowed=view.access.server_allowed)
     await sender.start()
     closers.append(("federation sender", sender.stop))
     federation.sender = sender

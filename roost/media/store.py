@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
@@ -68,6 +69,18 @@ class LocalFileStore:
         self.root = os.path.abspath(root)
         self.tmp_dir = os.path.join(self.root, "tmp")
         os.makedirs(self.tmp_dir, exist_ok=True)
+        self._remove_stale_temp_files()
+
+    def _remove_stale_temp_files(self, older_than_s: float = 3600) -> None:
+        """Half-written files a crash left behind (another process's recent ones are kept)."""
+        cutoff = time.time() - older_than_s
+        for name in os.listdir(self.tmp_dir):
+            path = os.path.join(self.tmp_dir, name)
+            try:
+                if re.match(r"^[0-9a-f]{32}$", name) and os.stat(path).st_mtime < cutoff:
+                    os.remove(path)
+            except FileNotFoundError:
+                pass
 
     def path(self, key: MediaKey) -> str:
         server = quote(key.server_name, safe=".-")

@@ -183,6 +183,16 @@ class Condition:
             return event.scalars.get(self.key) == user_id
         return False
 
+    def candidates(self, event: FlatEvent) -> set[str] | None:
+        """The only user ids this condition can hold for (it compares a property with the
+        owner's id), or None when it must be asked per user (a display name)."""
+        if self.kind == "event_property_contains":
+            return {v for v in event.arrays.get(self.key, ()) if isinstance(v, str)}
+        if self.kind in ("event_match", "event_property_is"):
+            value = event.scalars.get(self.key)
+            return {value} if isinstance(value, str) else set()
+        return None
+
     def possible(self, event: FlatEvent) -> bool:
         """False if a dynamic condition can hold for nobody (its property is absent)."""
         if self.kind == "contains_display_name":
@@ -314,23 +324,56 @@ def evaluate_groups(event: FlatEvent, room: RoomContext, groups: list[Group],
                 if members:
                     out.append((fallback, members))
             continue
-        by_outcome: dict[int, tuple[Outcome, list[str]]] = {}
-        for user_id in users:
-            if user_id == sender:
-                continue
-            found = fallback
-            name = display_names.get(user_id)
-            for rule in residual:
-                if all(c.holds_for(event, user_id, name) for c in rule.dynamic):
-                    found = rule.outcome
-                    break
-            if found is not None:
-                entry = by_outcome.get(id(found))
-                if entry is None:
-                    entry = by_outcome[id(found)] = (found, [])
-                entry[1].append(user_id)
-        out.extend(by_outcome.values())
+        out.extend(_per_user(residual, fallback, event, users, display_names))
     return out
+
+
+def _per_user(residual: list[CompiledRule], fallback: Outcome | None, event: FlatEvent,
+              users: list[str], display_names: Mapping[str, str | None]
+              ) -> list[tuple[Outcome, list[str]]]:
+    """Outcomes where some rules depend on the user. When they only compare a property with
+    the user's id (a mention, an invite), the users they can match are read off the event
+    and only those are looked at; everyone else gets the fallback in one list."""
+    sender = event.sender
+    by_outcome: dict[int, tuple[Outcome, list[str]]] = {}
+
+    def give(found: Outcome, user_id: str) -> None:
+        entry = by_outcome.get(id(found))
+        if entry is None:
+            entry = by_outcome[id(found)] = (found, [])
+        entry[1].append(user_id)
+
+    candidate_sets = []
+    for rule in residual:
+        sets = [c.candidates(event) for c in rule.dynamic]
+        if any(found is None for found in sets):
+            candidate_sets = None
+            break
+        candidate_sets.append(set.intersection(*sets))  # type: ignore[arg-type]
+    if candidate_sets is not None:
+        member_set = set(users)
+        taken: set[str] = {sender}
+        for rule, matching in zip(residual, candidate_sets, strict=True):
+            for user_id in sorted((matching & member_set) - taken):
+                give(rule.outcome, user_id)
+                taken.add(user_id)
+        if fallback is not None:
+            rest = [u for u in users if u not in taken]
+            if rest:
+                by_outcome.setdefault(id(fallback), (fallback, []))[1].extend(rest)
+        return list(by_outcome.values())
+    for user_id in users:
+        if user_id == sender:
+            continue
+        found = fallback
+        name = display_names.get(user_id)
+        for rule in residual:
+            if all(c.holds_for(event, user_id, name) for c in rule.dynamic):
+                found = rule.outcome
+                break
+        if found is not None:
+            give(found, user_id)
+    return list(by_outcome.values())
 
 
 def evaluate_for_users(

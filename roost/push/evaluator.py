@@ -192,12 +192,14 @@ class PushEvaluator:
 
     # -- evaluation -----------------------------------------------------------------
 
-    async def _evaluate(self, rows: list[tuple[int, str, str, str, int]]
+    async def _evaluate(self, rows: list[tuple[int, str, str, str, str, str | None, str, int]]
                         ) -> tuple[list[ActionRow], list[tuple[str, str, str, int]]]:
         parsed = []
-        for position, event_id, room_id, pdu, ts in rows:
-            event = json.loads(pdu)
-            event["event_id"], event["room_id"] = event_id, room_id
+        for position, event_id, room_id, event_type, sender, state_key, content, ts in rows:
+            event = {"event_id": event_id, "room_id": room_id, "type": event_type,
+                     "sender": sender, "content": json.loads(content) if content else {}}
+            if state_key is not None:
+                event["state_key"] = state_key
             parsed.append((position, event, ts))
         threads = await self._threads_of(parsed)
         actions: list[ActionRow] = []

@@ -108,6 +108,14 @@ class RoomAccess:
                     return await self._state.state_at_group(group)
         return None
 
+    async def departure_position(self, room_id: str, user_id: str) -> int | None:
+        """Where a user reading the room as of their departure left it (their last
+        membership change), or None when they read the room now."""
+        if await self.room_read(room_id, user_id, STATE) != AT_DEPARTURE:
+            return None
+        history = await self._state.membership_history(room_id, user_id)
+        return history[-1][0] if history else None
+
     # -- events, for users --------------------------------------------------------------
 
     async def visibility_history(self, room_id: str) -> History:

@@ -116,10 +116,14 @@ def _check_canonical(value: object) -> None:
             raise CanonicalJSONError(f"not JSON: {type(item).__name__}")
 
 
-def compute_content_hash(pdu: Mapping[str, Any]) -> bytes:
-    """SHA-256 over the whole event minus ``unsigned``, ``signatures`` and ``hashes``."""
+def compute_content_hash(pdu: Mapping[str, Any], strict: bool = True) -> bytes:
+    """SHA-256 over the whole event minus ``unsigned``, ``signatures`` and ``hashes``.
+
+    ``strict=False`` (v1-v5 events, which predate canonical JSON's number rules)
+    hashes floats and large integers as they are instead of refusing them.
+    """
     stripped = {k: v for k, v in pdu.items() if k not in ("unsigned", "signatures", "hashes")}
-    return hashlib.sha256(canonical_json(stripped)).digest()
+    return hashlib.sha256(canonical_json(stripped, checked=not strict)).digest()
 
 
 def add_content_hash(pdu: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,7 +140,7 @@ def add_content_hash(pdu: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-def check_content_hash(pdu: Mapping[str, Any]) -> bool:
+def check_content_hash(pdu: Mapping[str, Any], strict: bool = True) -> bool:
     """Whether ``hashes.sha256`` matches the content. False means: use the redacted copy.
 
     Compares encoded strings rather than decoding the claim, so a sloppily
@@ -149,7 +153,7 @@ def check_content_hash(pdu: Mapping[str, Any]) -> bool:
     if not isinstance(claimed, str):
         return False
     try:
-        return claimed == encode_base64(compute_content_hash(pdu))
+        return claimed == encode_base64(compute_content_hash(pdu, strict))
     except CanonicalJSONError:
         return False
 
@@ -164,7 +168,9 @@ def _redacted_for_signing(pdu: Mapping[str, Any], version: RoomVersion) -> dict[
 
 def compute_reference_hash(pdu: Mapping[str, Any], version: RoomVersion) -> bytes:
     """SHA-256 over the canonical redacted event, minus signatures and unsigned."""
-    return hashlib.sha256(canonical_json(_redacted_for_signing(pdu, version))).digest()
+    redacted = _redacted_for_signing(pdu, version)
+    return hashlib.sha256(
+        canonical_json(redacted, checked=not version.strict_canonical_json)).digest()
 
 
 def reference_hash_b64(event: Any) -> str:
@@ -261,7 +267,8 @@ def verify_event_signature(
     if signature is None:
         raise SignatureVerifyError(f"signature from {server_name} ({key_id}) is not base64")
     try:
-        message = canonical_json(_redacted_for_signing(pdu, version))
+        message = canonical_json(_redacted_for_signing(pdu, version),
+                                 checked=not version.strict_canonical_json)
         verify_key.verify(message, signature)
     except (BadSignatureError, CanonicalJSONError, ValueError) as e:
         raise SignatureVerifyError(f"bad signature from {server_name} ({key_id}): {e}") from e

@@ -130,7 +130,7 @@ def check_content_hash_or_redact(event: Event) -> tuple[Event, bool]:
     A redacted event keeps its id, its signatures and its place in the graph;
     only its content is gone.
     """
-    if check_content_hash(event.pdu):
+    if check_content_hash(event.pdu, event.version.strict_canonical_json):
         return event, False
     return event.redacted(), True
 

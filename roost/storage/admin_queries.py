@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from roost.storage.database import Database, Txn
+from roost.storage.database import Database, Txn, like_escape
 
 # Column a caller may order the user list by -> the SQL expression (never user input in SQL).
 USER_ORDER = {
@@ -56,65 +56,57 @@ class UserFilter:
     admins: bool | None = None  # only admins (True), only non-admins (False), or both
 
 
-_ROOM_SUMMARY = """
+# Summary column -> (state event type, content key), read from the room's current state.
+_STATE_FIELDS = {
+    "name": ("m.room.name", "name"),
+    "topic": ("m.room.topic", "topic"),
+    "avatar": ("m.room.avatar", "url"),
+    "canonical_alias": ("m.room.canonical_alias", "alias"),
+    "encryption": ("m.room.encryption", "algorithm"),
+    "join_rules": ("m.room.join_rules", "join_rule"),
+    "guest_access": ("m.room.guest_access", "guest_access"),
+    "history_visibility": ("m.room.history_visibility", "history_visibility"),
+    "room_type": ("m.room.create", "type"),
+    "federatable": ("m.room.create", "m.federate"),
+}
+
+
+def _room_summary_sql() -> str:
+    """One pass over each room's current state: a pivot of the fields above, plus counts.
+    The types and keys are constants of this module, never input."""
+    pivots = ",\n".join(
+        f"max(CASE WHEN c.type = '{etype}' THEN (e.pdu::jsonb)->'content'->>'{key}' END)"
+        f" AS {column}" for column, (etype, key) in _STATE_FIELDS.items())
+    return f"""
     SELECT r.room_id, r.room_version AS version, r.creator, r.is_public AS public,
-      (SELECT (e.pdu::jsonb)->'content'->>'name' FROM current_state c
-         JOIN events e USING (event_id)
-        WHERE c.room_id = r.room_id AND c.type = 'm.room.name' AND c.state_key = '') AS name,
-      (SELECT (e.pdu::jsonb)->'content'->>'topic' FROM current_state c
-         JOIN events e USING (event_id)
-        WHERE c.room_id = r.room_id AND c.type = 'm.room.topic' AND c.state_key = '') AS topic,
-      (SELECT (e.pdu::jsonb)->'content'->>'url' FROM current_state c
-         JOIN events e USING (event_id)
-        WHERE c.room_id = r.room_id AND c.type = 'm.room.avatar' AND c.state_key = '') AS avatar,
-      (SELECT (e.pdu::jsonb)->'content'->>'alias' FROM current_state c
-         JOIN events e USING (event_id)
-        WHERE c.room_id = r.room_id AND c.type = 'm.room.canonical_alias'
-          AND c.state_key = '') AS canonical_alias,
-      (SELECT (e.pdu::jsonb)->'content'->>'algorithm' FROM current_state c
-         JOIN events e USING (event_id)
-        WHERE c.room_id = r.room_id AND c.type = 'm.room.encryption'
-          AND c.state_key = '') AS encryption,
-      (SELECT (e.pdu::jsonb)->'content'->>'join_rule' FROM current_state c
-         JOIN events e USING (event_id)
-        WHERE c.room_id = r.room_id AND c.type = 'm.room.join_rules'
-          AND c.state_key = '') AS join_rules,
-      (SELECT (e.pdu::jsonb)->'content'->>'guest_access' FROM current_state c
-         JOIN events e USING (event_id)
-        WHERE c.room_id = r.room_id AND c.type = 'm.room.guest_access'
-          AND c.state_key = '') AS guest_access,
-      (SELECT (e.pdu::jsonb)->'content'->>'history_visibility' FROM current_state c
-         JOIN events e USING (event_id)
-        WHERE c.room_id = r.room_id AND c.type = 'm.room.history_visibility'
-          AND c.state_key = '') AS history_visibility,
-      (SELECT (e.pdu::jsonb)->'content'->>'type' FROM current_state c
-         JOIN events e USING (event_id)
-        WHERE c.room_id = r.room_id AND c.type = 'm.room.create'
-          AND c.state_key = '') AS room_type,
-      (SELECT COALESCE((e.pdu::jsonb)->'content'->>'m.federate', 'true') FROM current_state c
-         JOIN events e USING (event_id)
-        WHERE c.room_id = r.room_id AND c.type = 'm.room.create'
-          AND c.state_key = '') AS federatable,
-      (SELECT count(*) FROM current_state c
-        WHERE c.room_id = r.room_id AND c.type = 'm.room.member'
-          AND c.membership = 'join') AS joined_members,
-      (SELECT count(*) FROM current_state c
-        WHERE c.room_id = r.room_id AND c.type = 'm.room.member'
-          AND c.membership = 'join' AND c.state_key LIKE %(local)s) AS joined_local_members,
-      (SELECT count(*) FROM current_state c WHERE c.room_id = r.room_id) AS state_events
+      {", ".join(f"s.{c}" for c in _STATE_FIELDS)},
+      m.joined_members, m.joined_local_members, m.state_events
     FROM rooms r
+    LEFT JOIN LATERAL (
+      SELECT {pivots}
+      FROM current_state c JOIN events e USING (event_id)
+      WHERE c.room_id = r.room_id AND c.state_key = ''
+    ) s ON TRUE
+    LEFT JOIN LATERAL (
+      SELECT count(*) FILTER (WHERE c.type = 'm.room.member' AND c.membership = 'join')
+               AS joined_members,
+             count(*) FILTER (WHERE c.type = 'm.room.member' AND c.membership = 'join'
+                              AND c.state_key LIKE %(local)s) AS joined_local_members,
+             count(*) AS state_events
+      FROM current_state c WHERE c.room_id = r.room_id
+    ) m ON TRUE
 """
 
-_ROOM_COLUMNS = ("room_id", "version", "creator", "public", "name", "topic", "avatar",
-                 "canonical_alias", "encryption", "join_rules", "guest_access",
-                 "history_visibility", "room_type", "federatable", "joined_members",
-                 "joined_local_members", "state_events")
+
+_ROOM_SUMMARY = _room_summary_sql()
+_ROOM_COLUMNS = ("room_id", "version", "creator", "public", *_STATE_FIELDS,
+                 "joined_members", "joined_local_members", "state_events")
 
 
 class AdminQueries:
     def __init__(self, db: Database, server_name: str) -> None:
         self._db = db
-        self._local_suffix = "%:" + _like_escape(server_name)
+        self._local_suffix = "%:" + like_escape(server_name)
 
     async def list_users(self, flt: UserFilter, order_by: str, backwards: bool,
                          offset: int, limit: int) -> tuple[list[UserRow], int]:
@@ -122,11 +114,11 @@ class AdminQueries:
         where, args = ["TRUE"], []
         if flt.name:
             where.append("(u.user_id ILIKE %s OR p.displayname ILIKE %s)")
-            pattern = f"%{_like_escape(flt.name)}%"
+            pattern = f"%{like_escape(flt.name)}%"
             args += [pattern, pattern]
         if flt.user_id:
             where.append("u.user_id ILIKE %s")
-            args.append(f"%{_like_escape(flt.user_id)}%")
+            args.append(f"%{like_escape(flt.user_id)}%")
         if not flt.deactivated:
             where.append("NOT u.deactivated")
         if flt.admins is not None:
@@ -171,7 +163,7 @@ class AdminQueries:
         args: dict[str, Any] = {"local": self._local_suffix, "limit": limit, "offset": offset}
         where = "TRUE"
         if search:
-            args["search"] = f"%{_like_escape(search)}%"
+            args["search"] = f"%{like_escape(search)}%"
             where = ("(s.name ILIKE %(search)s OR s.canonical_alias ILIKE %(search)s"
                      " OR s.room_id ILIKE %(search)s)")
         direction = "DESC" if backwards else "ASC"
@@ -233,6 +225,3 @@ class AdminQueries:
 
         return await self._db.run("admin_delete_aliases", txn_fn)
 
-
-def _like_escape(term: str) -> str:
-    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -132,3 +132,8 @@ class Database:
 
 def _prepare_connection(conn: Any) -> None:
     conn.set_session(isolation_level="READ COMMITTED")
+
+
+def like_escape(term: str) -> str:
+    """`term` with LIKE's wildcards escaped, to match it as a plain substring."""
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

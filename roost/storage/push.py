@@ -206,12 +206,15 @@ class PushActionStore:
         return int(row[0]) if row else None
 
     async def events_after(self, after: int, upto: int, limit: int
-                           ) -> list[tuple[int, str, str, str, int]]:
-        """(stream_ordering, event_id, room_id, pdu json, ts) of accepted timeline events."""
+                           ) -> list[tuple[int, str, str, str, str, str | None, str, int]]:
+        """(stream_ordering, event_id, room_id, type, sender, state_key, content JSON, ts) of
+        accepted timeline events. Only the content is sent, not the whole PDU with its
+        hashes, signatures and edges: evaluation reads nothing else of it."""
         rows = await self._db.run(
             "push_events_after",
             lambda t: t.query(
-                "SELECT stream_ordering, event_id, room_id, pdu, origin_server_ts FROM events"
+                "SELECT stream_ordering, event_id, room_id, type, sender, state_key,"
+                " (pdu::json) ->> 'content', origin_server_ts FROM events"
                 " WHERE stream_ordering > %s AND stream_ordering <= %s"
                 " AND rejected_reason IS NULL AND NOT outlier AND NOT soft_failed"
                 " ORDER BY stream_ordering LIMIT %s", (after, upto, limit)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from roost.storage.database import Database, Txn
+from roost.storage.database import Database, Txn, like_escape
 
 
 @dataclass(frozen=True)
@@ -56,3 +56,40 @@ class ReportStore:
                 " OR EXISTS (SELECT 1 FROM current_state WHERE type = 'm.room.member'"
                 " AND state_key = %s)", (user_id, user_id)))
         return bool(row and row[0])
+
+
+    async def page(self, kind: str, offset: int, limit: int, backwards: bool,
+                   user_id: str | None = None, room_id: str | None = None
+                   ) -> tuple[list[Report], int]:
+        """One page of reports of a kind (newest first when `backwards`) and how many match."""
+        where, args = ["kind = %s"], [kind]
+        if user_id:
+            where.append("reporter LIKE %s")
+            args.append(f"%{like_escape(user_id)}%")
+        if room_id:
+            where.append("room_id = %s")
+            args.append(room_id)
+        clause = " AND ".join(where)
+        direction = "DESC" if backwards else "ASC"
+
+        def txn_fn(txn: Txn) -> tuple[list[Report], int]:
+            total = txn.query_one(f"SELECT count(*) FROM reports WHERE {clause}", tuple(args))
+            rows = txn.query(f"SELECT {_COLUMNS} FROM reports WHERE {clause}"
+                             f" ORDER BY report_id {direction} LIMIT %s OFFSET %s",
+                             (*args, limit, offset))
+            return [Report(*r) for r in rows], int(total[0]) if total else 0
+
+        return await self._db.run("page_reports", txn_fn)
+
+    async def get(self, report_id: int) -> Report | None:
+        row = await self._db.run("get_report", lambda t: t.query_one(
+            f"SELECT {_COLUMNS} FROM reports WHERE report_id = %s", (report_id,)))
+        return Report(*row) if row else None
+
+    async def delete(self, report_id: int) -> bool:
+        def txn_fn(txn: Txn) -> bool:
+            txn.execute("DELETE FROM reports WHERE report_id = %s", (report_id,))
+            return txn.rowcount == 1
+
+        return bool(await self._db.run("delete_report", txn_fn))
+

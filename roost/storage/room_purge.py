@@ -6,7 +6,7 @@ a later migration is purged too: first every table keyed by `event_id` alone
 (edges, relations, redactions, txn ids, push actions...) for the room's events,
 then state group entries, then every table with a `room_id` column, `rooms`
 last. Tables that must outlive the room are named in KEEP (an admin's block
-must survive the purge it came with).
+must survive the purge it came with; reports stay for the admins' records).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from psycopg2 import sql
 
 from roost.storage.database import Database, Txn
 
-KEEP = frozenset({"blocked_rooms"})
+KEEP = frozenset({"blocked_rooms", "reports"})
 
 
 def _tables_with(txn: Txn, column: str) -> set[str]:

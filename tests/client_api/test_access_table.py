@@ -5,8 +5,8 @@ timeline: alice (the creator) sends "before"; the viewers arrive (`invited` is
 invited, `joined`, `left`, `banned` and `forgotten` join); alice sends "during"
 and starts a thread on "before"; `left` leaves, `banned` is banned, `forgotten`
 leaves and forgets; alice sends "after", reacts "r" to "before", changes the
-topic from "early" to "late" and invites zed. `never` has never been in the
-room.
+topic from "early" to "late", renames herself "late alice" and invites zed.
+`never` has never been in the room.
 
 Each row of TABLE is (endpoint, viewer, answers under shared, invited, joined,
 world_readable). An answer is an error (DENIED: 403 M_FORBIDDEN, MISSING: 404
@@ -20,6 +20,7 @@ it to PROBES, and add one row per viewer to TABLE.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,30 @@ async def probe_members(viewer: Client, room: Room) -> Any:
     return CURRENT if zed else DEPARTURE
 
 
+async def probe_members_at(viewer: Client, room: Room) -> Any:
+    """/members?at=<now>: alice renamed herself after the departures."""
+    now = (await viewer.ok("GET", "/sync?timeout=0"))["next_batch"]
+    error, body = await _get(viewer, f"/rooms/{q(room.room_id)}/members?at={q(now)}")
+    if error:
+        return error
+    alice = [e for e in body["chunk"] if e["state_key"].startswith("@alice:")]
+    names = [e["content"].get("displayname") for e in alice]
+    return CURRENT if names == ["late alice"] else DEPARTURE if names == ["alice"] else str(names)
+
+
+async def probe_sync(viewer: Client, room: Room) -> Any:
+    """An initial /sync (left rooms included): the bodies of the room's timeline, "invite"
+    for an invite, "absent" when the room is not there at all."""
+    flt = json.dumps({"room": {"include_leave": True, "timeline": {"limit": 50}}})
+    rooms = (await viewer.ok("GET", f"/sync?timeout=0&filter={q(flt)}"))["rooms"]
+    if room.room_id in rooms.get("invite", {}):
+        return "invite"
+    for section in ("join", "leave"):
+        if room.room_id in rooms.get(section, {}):
+            return _bodies(rooms[section][room.room_id]["timeline"]["events"])
+    return "absent"
+
+
 async def probe_joined_members(viewer: Client, room: Room) -> Any:
     error, body = await _get(viewer, f"/rooms/{q(room.room_id)}/joined_members")
     return error or OK
@@ -196,6 +221,8 @@ PROBES: dict[str, Probe] = {
     "/state": probe_state,
     "/state/{type}/{key}": probe_state_topic,
     "/members": probe_members,
+    "/members?at": probe_members_at,
+    "/sync": probe_sync,
     "/joined_members": probe_joined_members,
     "/relations": probe_relations,
     "/threads": probe_threads,
@@ -257,6 +284,20 @@ TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/members", "left", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
     ("/members", "banned", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
     ("/members", "forgotten", DENIED, DENIED, DENIED, CURRENT),
+
+    ("/members?at", "never", DENIED, DENIED, DENIED, CURRENT),
+    ("/members?at", "invited", DENIED, DENIED, DENIED, CURRENT),
+    ("/members?at", "joined", CURRENT, CURRENT, CURRENT, CURRENT),
+    ("/members?at", "left", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
+    ("/members?at", "banned", DEPARTURE, DEPARTURE, DEPARTURE, CURRENT),
+    ("/members?at", "forgotten", DENIED, DENIED, DENIED, CURRENT),
+
+    ("/sync", "never", "absent", "absent", "absent", "absent"),
+    ("/sync", "invited", "invite", "invite", "invite", "invite"),
+    ("/sync", "joined", ALL, DA, DA, ALL),
+    ("/sync", "left", BD, D, D, BD),
+    ("/sync", "banned", BD, D, D, BD),
+    ("/sync", "forgotten", "absent", "absent", "absent", "absent"),
 
     ("/joined_members", "never", DENIED, DENIED, DENIED, OK),
     ("/joined_members", "invited", DENIED, DENIED, DENIED, OK),
@@ -375,6 +416,9 @@ async def live_through_timeline(visibility: str, alice: Client, viewers: dict[st
     await alice.send(room_id, event_type="m.reaction", content={"m.relates_to": {
         "rel_type": "m.annotation", "event_id": before, "key": "r"}})
     await alice.put_state(room_id, "m.room.topic", {"topic": "late"})
+    await alice.put_state(room_id, "m.room.member", {"membership": "join",
+                                                      "displayname": "late alice"},
+                          alice.user_id)
     await alice.invite(room_id, zed.user_id)
     return Room(room_id, before, during, after)
 

@@ -180,3 +180,29 @@ class TurnServerTests(TestCase):
         resp = await server.request("GET", V3 + "/voip/turnServer",
                                     token=guest.body["access_token"])
         self.assertEqual((resp.status, resp.body), (200, {}))
+
+
+class SupportTests(TestCase):
+    async def test_support_contacts_from_the_configuration(self) -> None:
+        server = await start_server(self, support={
+            "contacts": [{"role": "m.role.admin", "matrix_id": "@admin:test.roost"},
+                         {"role": "m.role.security", "email_address": "sec@example.org"}],
+            "page": "https://example.org/help"})
+        resp = await server.request("GET", "/.well-known/matrix/support")
+        self.assertEqual((resp.status, resp.body), (200, {
+            "contacts": [{"role": "m.role.admin", "matrix_id": "@admin:test.roost"},
+                         {"role": "m.role.security", "email_address": "sec@example.org"}],
+            "support_page": "https://example.org/help"}))
+
+    async def test_nothing_configured_is_not_found(self) -> None:
+        server = await start_server(self)
+        resp = await server.request("GET", "/.well-known/matrix/support")
+        self.assertEqual((resp.status, resp.body["errcode"]), (404, "M_NOT_FOUND"))
+
+    def test_a_contact_needs_a_way_to_reach_it(self) -> None:
+        from roost.homeserver.config import ConfigError
+        from tests.server_harness import test_config
+
+        with self.assertRaises(ConfigError) as caught:
+            test_config(self.mktemp(), support={"contacts": [{"role": "m.role.admin"}]})
+        self.assertIn("support.contacts[0]", str(caught.exception))

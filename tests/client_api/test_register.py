@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
 from roost.storage.registration_tokens import RegistrationTokenStore
@@ -267,3 +268,37 @@ class GuestTests(TestCase):
         server = await start_server(self)
         resp = await server.request("POST", REGISTER + "?kind=guest")
         self.assertEqual((resp.status, resp.body["errcode"]), (403, "M_GUEST_ACCESS_FORBIDDEN"))
+
+
+class GuestEvictionTests(TestCase):
+    async def test_guests_leave_when_the_room_stops_allowing_them(self) -> None:
+        server = await start_server(self, registration={"enabled": True, "allow_guests": True})
+        guest = await server.request("POST", REGISTER + "?kind=guest", {})
+        guest_token, guest_id = guest.body["access_token"], guest.body["user_id"]
+        host = await server.register("host")
+        member = await server.register("member")
+        room = (await server.request("POST", "/_matrix/client/v3/createRoom", {
+            "preset": "public_chat", "initial_state": [
+                {"type": "m.room.guest_access", "state_key": "",
+                 "content": {"guest_access": "can_join"}}]},
+            token=host["access_token"])).body["room_id"]
+        for token in (guest_token, member["access_token"]):
+            joined = await server.request("POST", f"/_matrix/client/v3/rooms/{q(room)}/join", {},
+                                          token=token)
+            self.assertEqual(joined.status, 200, joined.body)
+        await server.request("PUT", f"/_matrix/client/v3/rooms/{q(room)}/state/"
+                             "m.room.guest_access/", {"guest_access": "forbidden"},
+                             token=host["access_token"])
+
+        async def membership(user: str) -> str:
+            return str(await server.hs.engine.membership(room, user))
+
+        for _ in range(200):  # the watcher acts on the real reactor, half a second later
+            if await membership(guest_id) == "leave":
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(await membership(guest_id), "leave")
+        self.assertEqual(await membership(member["user_id"]), "join")
+        again = await server.request("POST", f"/_matrix/client/v3/rooms/{q(room)}/join", {},
+                                     token=guest_token)
+        self.assertEqual((again.status, again.body["errcode"]), (403, "M_FORBIDDEN"))

@@ -309,3 +309,53 @@ class ServerAclTests(TestCase):
             return any(e["content"].get("body") == "allowed" for e in chunk)
 
         await eventually(alice_sees)
+
+    async def test_nothing_of_the_room_is_sent_to_a_server_its_acl_denies(self) -> None:
+        a, b, room_id, _first = await self._room_with_b()
+        await b.stop()  # what A owes B stays queued, where the test can see it
+        assert a.server is not None
+        hs = a.server.hs
+
+        async def queued_for_b(event_id: str) -> bool:
+            rows = await hs.db.run("queued", lambda t: t.query(
+                "SELECT 1 FROM federation_outbound_pdus WHERE destination = %s"
+                " AND event_id = %s", (b.name, event_id)))
+            return bool(rows)
+
+        async def sender_read(event_id: str) -> bool:
+            position = (await hs.engine.get_events([event_id]))[event_id].stream_ordering
+            row = await hs.db.run("position", lambda t: t.query_one(
+                "SELECT stream_position FROM federation_sender_position"))
+            return row is not None and position is not None and row[0] >= position
+
+        before = await send(a, "alice", room_id, "before the ACL", "q1")
+        await eventually(lambda: queued_for_b(before))
+        await self._set_acl(a, room_id, {"allow": ["*"], "deny": ["127.0.0.1"]})
+        hidden = await send(a, "alice", room_id, "after the ACL", "q2")
+        await eventually(lambda: sender_read(hidden))
+        self.assertFalse(await queued_for_b(hidden))
+
+
+class BoundedReadTests(TestCase):
+    timeout = 120
+
+    async def test_a_read_may_start_from_a_bounded_number_of_events(self) -> None:
+        a, b = await start_pair(self)
+        await a.register("alice")
+        await b.register("bob")
+        room_id = await visibility_room(a, "shared")
+        await join_from_b(a, b, room_id)
+        first = await send(a, "alice", room_id, "one", "m1")
+        setup = Setup(a, b, room_id, first, None)
+        many = [f"$fake{i}" for i in range(21)]
+        error, _ = await _call(setup, "POST", f"{FED}/v1/get_missing_events/{q(room_id)}",
+                               {"earliest_events": [], "latest_events": [first, *many * 3]})
+        self.assertEqual(error, "400 M_BAD_JSON")
+        error, _ = await _call(setup, "POST", f"{FED}/v1/get_missing_events/{q(room_id)}",
+                               {"earliest_events": many * 10, "latest_events": [first]})
+        self.assertEqual(error, "400 M_BAD_JSON")
+        # /backfill reads from at most 20 starting points; the rest are ignored.
+        error, body = await _call(setup, "GET", f"{FED}/v1/backfill/{q(room_id)}",
+                                  args={"v": [first, *many * 50], "limit": ["5"]})
+        self.assertIsNone(error)
+        self.assertIn("one", _bodies(body["pdus"]))

@@ -115,6 +115,53 @@ class SynapseKnockTests(TestCase):
         await _until(lambda: _is(roost, "alice", room, carol, "join"))
 
 
+class RoostKnocksOnSynapseTests(TestCase):
+    timeout = 300
+
+    async def test_a_roost_user_knocks_on_a_synapse_room_and_is_let_in(self) -> None:
+        synapse = await start_synapse(self)
+        roost = await start_node(self)
+        bob = await roost.register("bob")
+        carol, token = await threads.deferToThread(synapse.register, "carol")
+        status, created = await threads.deferToThread(
+            synapse.client, "POST", f"{V3}/createRoom",
+            {"room_version": "10", "initial_state": KNOCK_RULES, "name": "Knock here"}, token)
+        self.assertEqual(status, 200, created)
+        room = created["room_id"]
+        await roost.request("POST", f"{V3}/knock/{q(room)}?server_name={q(synapse.name)}",
+                            {"reason": "hello"}, user="bob")
+        sync = await roost.request("GET", f"{V3}/sync?timeout=0", user="bob")
+        knock_state = sync["rooms"]["knock"][room]["knock_state"]["events"]
+        self.assertIn("Knock here", [e["content"].get("name") for e in knock_state])
+
+        async def synapse_sees_knock() -> bool:
+            status, member = await threads.deferToThread(
+                synapse.client, "GET",
+                f"{V3}/rooms/{quote(room)}/state/m.room.member/{quote(bob)}", None, token)
+            return status == 200 and member.get("membership") == "knock"
+
+        await _until(synapse_sees_knock)
+        status, body = await threads.deferToThread(
+            synapse.client, "POST", f"{V3}/rooms/{quote(room)}/invite", {"user_id": bob}, token)
+        self.assertEqual(status, 200, body)
+
+        async def invited() -> bool:
+            sync = await roost.request("GET", f"{V3}/sync?timeout=0", user="bob")
+            return room in sync.get("rooms", {}).get("invite", {})
+
+        await _until(invited)
+        await roost.request("POST", f"{V3}/join/{q(room)}?server_name={q(synapse.name)}", {},
+                            user="bob")
+
+        async def joined() -> bool:
+            status, members = await threads.deferToThread(
+                synapse.client, "GET", f"{V3}/rooms/{quote(room)}/joined_members", None, token)
+            return status == 200 and bob in members.get("joined", {})
+
+        await _until(joined)
+        self.assertTrue(carol)
+
+
 async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

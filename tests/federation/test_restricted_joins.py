@@ -134,3 +134,27 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 60.0) 
             return
         await task.deferLater(reactor, 0.3, lambda: None)
     raise AssertionError("condition not reached")
+
+
+class RefusalStatusTests(TestCase):
+    timeout = 120
+
+    async def test_a_remote_make_join_refusal_keeps_its_status(self) -> None:
+        """hs1 cannot vouch for a join to a room restricted to a room it does not hold:
+        its 400 M_UNABLE_TO_AUTHORISE_JOIN reaches hs2's client as that 400, not a 502;
+        an invite-only room's 403 stays 403."""
+        hs1, hs2 = await start_pair(self)
+        await hs1.register("alice")
+        await hs2.register("bob")
+        room = (await hs1.request("POST", f"{V3}/createRoom",
+                                  {"initial_state": restricted_to("!elsewhere:nowhere.test")},
+                                  user="alice"))["room_id"]
+        refused = await hs2.request("POST", f"{V3}/join/{q(room)}?server_name={q(hs1.name)}",
+                                    {}, user="bob", expect=None)
+        self.assertEqual((refused.status, refused.body["errcode"]),
+                         (400, "M_UNABLE_TO_AUTHORISE_JOIN"))
+        private = (await hs1.request("POST", f"{V3}/createRoom", {"preset": "private_chat"},
+                                     user="alice"))["room_id"]
+        refused = await hs2.request("POST", f"{V3}/join/{q(private)}?server_name={q(hs1.name)}",
+                                    {}, user="bob", expect=None)
+        self.assertEqual(refused.status, 403)

@@ -8,6 +8,9 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
+from roost.rooms.builder import finalize_pdu
+from roost.rooms.engine import NewEvent
+from roost.rooms.versions import get_room_version
 from tests.federation.two_servers import V3, eventually, room_events, start_pair
 from tests.server_harness import q
 
@@ -70,3 +73,50 @@ class OlderRoomVersionsTests(TestCase):
 
 async def _has(node: Any, user: str, room_id: str, body: str) -> bool:
     return body in await _bodies(node, user, room_id)
+
+
+class V1EndpointTests(TestCase):
+    """The v1 forms of send_join, send_leave and invite: answers are [200, body]."""
+
+    timeout = 120
+
+    async def test_v1_send_join_send_leave_and_invite(self) -> None:
+        hs1, hs2 = await start_pair(self)
+        await hs1.register("alice")
+        bob = await hs2.register("bob")
+        carol = await hs2.register("carol")
+        assert hs1.server and hs2.server
+        client = hs2.server.hs.federation.client
+        key = hs2.server.hs.local_key.signing_key
+        room_id = (await hs1.request("POST", V3 + "/createRoom",
+                                     {"preset": "public_chat", "room_version": "1"},
+                                     user="alice"))["room_id"]
+
+        async def membership(user_id: str, kind: str) -> dict:
+            template = await client.get_json(
+                hs1.name, f"/_matrix/federation/v1/make_{kind}/{q(room_id)}/{q(user_id)}",
+                {"ver": ["1"]} if kind == "join" else None)
+            self.assertEqual(template["room_version"], "1")
+            pdu = {k: v for k, v in template["event"].items() if k != "event_id"}
+            event_id, signed = finalize_pdu(pdu, get_room_version("1"), hs2.name, key)
+            self.assertTrue(event_id.endswith(":" + hs2.name))
+            answer = await client.put_json(
+                hs1.name, f"/_matrix/federation/v1/send_{kind}/{q(room_id)}/{q(event_id)}",
+                signed)
+            self.assertEqual(answer[0], 200)
+            return answer[1]
+
+        body = await membership(bob, "join")
+        self.assertEqual(set(body), {"origin", "state", "auth_chain"})
+        self.assertIn("m.room.create", [e["type"] for e in body["state"]])
+        await eventually(lambda: _joined(hs1, "alice", room_id, bob))
+        self.assertEqual(await membership(bob, "leave"), {})
+
+        # v1 invite: hs1 invites carol of hs2 in its v1 room; the body is the event itself.
+        invite = await hs1.server.hs.engine.append(room_id, NewEvent(
+            f"@alice:{hs1.name}", "m.room.member", {"membership": "invite"}, carol))
+        answer = await hs1.server.hs.federation.client.put_json(
+            hs2.name, f"/_matrix/federation/v1/invite/{q(room_id)}/{q(invite.event_id)}",
+            dict(invite.pdu))
+        self.assertEqual(answer[0], 200)
+        self.assertIn(hs2.name, answer[1]["event"]["signatures"])

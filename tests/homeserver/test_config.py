@@ -55,6 +55,13 @@ class ConfigErrorTests(TestCase):
         self.assertConfigError({"server_name": "a", "tokens": {"access_token_lifetime": "soon"}},
                                "tokens.access_token_lifetime")
 
+    def test_default_room_version_must_be_one_of_1_to_12(self) -> None:
+        self.assertConfigError({"server_name": "a", "rooms": {"default_version": "13"}},
+                               "rooms.default_version")
+        for version in ("1", "9", "12"):
+            config = parse_config({"server_name": "a", "rooms": {"default_version": version}})
+            self.assertEqual(config.rooms.default_version, version)
+
     def test_missing_server_name(self) -> None:
         self.assertConfigError({}, "server_name: missing required configuration key")
 

@@ -1,4 +1,4 @@
-"""Uploads: one step and two steps (create, then upload), their limits, and bad input."""
+"""Uploads in one step, the media config, upload rate limits, the local store's cleanup."""
 
 from __future__ import annotations
 
@@ -62,3 +62,20 @@ class OneStepUploadTests(TestCase):
         self.assertEqual((resp.status, resp.body["errcode"]), (429, "M_LIMIT_EXCEEDED"))
         other = (await server.register("bob"))["access_token"]
         await upload(server, other, b"y", "text/plain")
+
+
+class StoreTests(TestCase):
+    def test_half_written_files_left_by_a_crash_are_removed_at_start(self) -> None:
+        from roost.media.store import LocalFileStore
+
+        root = self.mktemp()
+        store = LocalFileStore(root)
+        stale = os.path.join(store.tmp_dir, "a" * 32)
+        recent = os.path.join(store.tmp_dir, "b" * 32)
+        for path in (stale, recent):
+            with open(path, "wb") as f:
+                f.write(b"half")
+        os.utime(stale, (0, 0))
+        LocalFileStore(root)
+        self.assertFalse(os.path.exists(stale))
+        self.assertTrue(os.path.exists(recent))
