@@ -30,6 +30,7 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from roost.http.errors import MatrixError
+from roost.media.thumbnails import pillow
 
 JsonDict = dict[str, Any]
 _MAX_REDIRECTS = 5
@@ -201,9 +202,7 @@ class UrlPreviewer:
         result: JsonDict = {"og:image": mxc, "og:image:type": media_type,
                             "matrix:image:size": len(body)}
         try:
-            from PIL import Image
-
-            with Image.open(io.BytesIO(body)) as image:
+            with pillow().open(io.BytesIO(body)) as image:
                 result["og:image:width"], result["og:image:height"] = image.size
         except Exception:
             pass
