@@ -342,11 +342,12 @@ class SyncBuilder:
             if not filt.state.wants_room(room_id):
                 wanted[room_id] = []
                 continue
+            everything = filt.state.passes_every_event()
             wanted[room_id] = [
                 e.event_id for key, e in sorted(current.items())
                 if e.event_id not in in_timeline and (
                     not filt.lazy_load_members or key[0] != "m.room.member" or key[1] in senders)
-                and (key[0] == "m.room.member" and key[1] == user_id
+                and (everything or key[0] == "m.room.member" and key[1] == user_id
                      or filt.state.wants(e.type, e.sender, e.content))
             ]
         loaded = await self._state_events(held, [i for ids in wanted.values() for i in ids])
@@ -411,7 +412,10 @@ class SyncBuilder:
 
     def _wanted(self, stored: list[StoredEvent], filt: SyncFilter) -> list[LoadedEvent]:
         timeline = filt.timeline
-        return [e for e in self._engine.loaded(stored) if timeline.wants_room(e.event.room_id)
+        loaded = self._engine.loaded(stored)
+        if timeline.passes_every_event() and timeline.rooms is None and not timeline.not_rooms:
+            return loaded
+        return [e for e in loaded if timeline.wants_room(e.event.room_id)
                 and timeline.wants(e.event.type, e.event.sender, e.event.content)]
 
     async def _inviter(self, room_id: str, user_id: str) -> str | None:
