@@ -410,19 +410,36 @@ async def _build_push(router: Router, db: Database, reactor: Any, clock: IReacto
                       closers: list[tuple[str, Any]],
                       password_hooks: list[Any], builder: SyncBuilder) -> PushParts:
     """Push rules, evaluation off the events stream, notification counts, pushers."""
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    from roost.federation.transport.client import IpBlocklist
+
+    # The URL previewer's endpoints: resolve, drop blocked addresses, then connect.
+    from roost.media.preview import _Endpoints as CheckedEndpoints
+
     actions = PushActionStore(db)
     evaluator = PushEvaluator(actions, PushRuleStore(db), engine, streams["events"], notifier,
                               config.server_name, clock)
     await evaluator.start()
     closers.append(("push evaluator", evaluator.stop))
+    blocklist = config.push.ip_range_blocklist
+    if blocklist is None:
+        blocklist = config.federation.ip_range_blocklist
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    # A pusher's URL is the client's choice: resolve it and refuse the blocked ranges.
+    agent = Agent.usingEndpointFactory(
+        reactor, CheckedEndpoints(reactor, reactor.nameResolver, IpBlocklist(blocklist).blocks),
+        pool)
     delivery = PusherDelivery(
         PusherStore(db), actions, evaluator, event_details(engine), reactor, clock,
         min_retry_interval_ms=config.push.min_retry_interval,
-        max_retry_interval_ms=config.push.max_retry_interval)
+        max_retry_interval_ms=config.push.max_retry_interval, agent=agent, pool=pool)
     await delivery.start()
     closers.append(("pushers", delivery.stop))
     account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
-    push_rules.register(router, push_rules.PushRules(PushRuleStore(db), evaluator, account))
+    rules = push_rules.PushRules(PushRuleStore(db), evaluator, account)
+    push_rules.register(router, rules)
+    builder.add_default_account_data("m.push_rules", rules.account_data_content)
     notifications.register(router, actions, view)
     pusher_service = pushers.Pushers(PusherStore(db), delivery, evaluator, clock)
     pushers.register(router, pusher_service)
