@@ -53,9 +53,11 @@ from roost.client_api import (
     versions,
     websocket,
 )
+from roost.client_api import login_tokens as login_tokens_api
 from roost.client_api.accounts import Accounts
 from roost.client_api.appservice import AppServiceAuth, AppServices
 from roost.client_api.device_lists import DeviceLists
+from roost.client_api.login_tokens import LoginTokens
 from roost.client_api.passwords import PasswordHasher
 from roost.client_api.presence import PresenceTracker
 from roost.client_api.profile import Profiles
@@ -126,6 +128,7 @@ from roost.storage.erasure import ErasureStore
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
 from roost.storage.federation_outbound import FederationOutboundStore
+from roost.storage.login_tokens import LoginTokenStore
 from roost.storage.media import MediaStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
@@ -556,7 +559,9 @@ async def build_homeserver(
                       RegistrationTokenStore(db), clock,
                       require_token=config.registration.require_token,
                       allow_guests=config.registration.allow_guests, appservices=appservices)
-    login.register(router, accounts, tokens, device_store, appservices)
+    login_tokens = LoginTokens(LoginTokenStore(db), clock)
+    login.register(router, accounts, tokens, device_store, appservices, login_tokens)
+    login_tokens_api.register(router, login_tokens, uia)
     thirdparty.register(router, appservices)
     capabilities.register(router, config.rooms.default_version)
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
