@@ -150,6 +150,13 @@ class OldSync:
         room["visibility"] = "public" if is_public else "private"
         if account_data:
             room["account_data"] = account_data
+        if membership == "invite":
+            member = (await self._view.state.members(room_id)).get(user_id)
+            invite = (await self._engine.get_events([member[1]])).get(member[1]) \
+                if member is not None else None
+            if invite is not None:
+                room["invite"] = (await self._view.serialize([invite], user_id,
+                                                             with_relations=False))[0]
         if await self._view.access.room_read(room_id, user_id, EVENTS) is None:
             return room
         page = await self._events.room_stream_events(room_id, end + 1, None, True, limit)

@@ -52,23 +52,27 @@ class InboundDeviceEdus:
         self._locks: dict[str, defer.DeferredLock] = {}
 
     async def __call__(self, origin: str, kind: str, content: JsonDict) -> None:
+        # One at a time per origin for to-device messages (each sender's arrive in the
+        # order sent), per user for device list updates (each applied on the last).
         if kind == "m.direct_to_device":
-            await self._to_device(origin, content)
-            return
-        user_id = content.get("user_id")
-        if not isinstance(user_id, str) or server_name_of(user_id) != origin:
-            return
-        lock = self._locks.setdefault(user_id, defer.DeferredLock())
+            key = f"to_device {origin}"
+        else:
+            key = content.get("user_id")
+            if not isinstance(key, str) or server_name_of(key) != origin:
+                return
+        lock = self._locks.setdefault(key, defer.DeferredLock())
         await lock.acquire()
         try:
-            if kind == "m.device_list_update":
-                await self._device_list_update(user_id, content)
+            if kind == "m.direct_to_device":
+                await self._to_device(origin, content)
+            elif kind == "m.device_list_update":
+                await self._device_list_update(key, content)
             elif kind == "m.signing_key_update":
-                await self._signing_key_update(user_id, content)
+                await self._signing_key_update(key, content)
         finally:
             lock.release()
             if not lock.locked and not lock.waiting:
-                self._locks.pop(user_id, None)
+                self._locks.pop(key, None)
 
     async def _device_list_update(self, user_id: str, content: JsonDict) -> None:
         device_id, stream_id = content.get("device_id"), content.get("stream_id")
@@ -138,24 +142,42 @@ class DeviceListSender:
         self._latest = position
         self._running = False
         self._again = False
-        self._stop = notifier.add_listener(self._on_change)
+        self._notifier = notifier
+        self._stop: Any = None
+
+    async def start(self) -> None:
+        """Resume from the stored position (first start: now) and catch up, then follow."""
+        stored = await self._lists.sent_position()
+        if stored is None:
+            await self._lists.set_sent_position(self._latest)
+        else:
+            self._position = min(stored, self._latest)
+        self._stop = self._notifier.add_listener(self._on_change)
+        if self._position < self._latest:
+            self._running = True
+            self._spawn(self._latest)
 
     def stop(self) -> None:
-        self._stop()
+        if self._stop is not None:
+            self._stop()
+
+    def _spawn(self, upto: int) -> None:
+        defer.ensureDeferred(self._run(upto)).addErrback(
+            lambda f: logger.error("device list sending failed: %s", f.getTraceback()))
 
     def _on_change(self, change: StreamChange) -> None:
         if change.stream != "device_lists":
             return
         self._latest = max(self._latest, change.position)
         if not any(server_name_of(u) == self._server_name for u in change.users):
-            self._position = max(self._position, change.position)
+            if not self._running:  # only remote users' rows lie up to here: nothing to send
+                self._position = max(self._position, change.position)
             return
         if self._running:
             self._again = True
             return
         self._running = True
-        defer.ensureDeferred(self._run(change.position)).addErrback(
-            lambda f: logger.error("device list sending failed: %s", f.getTraceback()))
+        self._spawn(change.position)
 
     async def _run(self, upto: int) -> None:
         try:
@@ -163,8 +185,9 @@ class DeviceListSender:
                 self._again = False
                 if upto > self._position:
                     rows = await self._lists.local_changes(self._position, upto)
-                    self._position = upto
                     await self._send(rows)
+                    self._position = upto
+                    await self._lists.set_sent_position(upto)
                 if not self._again:
                     return
                 upto = self._latest

@@ -43,6 +43,11 @@ V1 = "/_matrix/federation/v1"
 V2 = "/_matrix/federation/v2"
 MAX_BACKFILL = 100
 MAX_MISSING = 50
+# Bounded work: how many events a /backfill or /get_missing_events may start from, and how
+# many it may name as already known.
+MAX_STARTS = 20
+MAX_LATEST = 50  # a transaction's PDUs, each of which may lack its prev events
+MAX_EARLIEST = 200
 INVITE_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
                       "m.room.canonical_alias", "m.room.encryption")
 
@@ -359,7 +364,7 @@ class ServedRooms:
         room_id = req.params["roomId"]
         await self._require_in_room(req.authenticated_origin, room_id)
         limit = max(1, min(req.int_arg("limit", 10) or 10, MAX_BACKFILL))
-        start = req.args("v")
+        start = req.args("v")[:MAX_STARTS]
         found = await self._walk_back(room_id, start, set(), limit, include_start=True)
         return self._pdus_answer(await self._access.pdus_for_server(
             room_id, req.authenticated_origin, found))
@@ -374,6 +379,9 @@ class ServedRooms:
                 or not isinstance(limit, int) or not isinstance(min_depth, int):
             raise MatrixError(400, "M_BAD_JSON", "bad get_missing_events body")
         limit = max(1, min(limit, MAX_MISSING))
+        if len(latest) > MAX_LATEST or len(earliest) > MAX_EARLIEST:
+            raise MatrixError(400, "M_BAD_JSON",
+                              f"at most {MAX_LATEST} latest and {MAX_EARLIEST} earliest events")
         latest_events = await self._engine.get_events([e for e in latest if isinstance(e, str)])
         starts = [p for le in latest_events.values() if le.event.room_id == room_id
                   for p in le.event.prev_event_ids]

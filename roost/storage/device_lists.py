@@ -66,6 +66,19 @@ class DeviceListStore:
 
         return await self._db.run("device_lists_forget_user", txn_fn)
 
+    async def sent_position(self) -> int | None:
+        """How far the device list sender has queued EDUs (None: never started)."""
+        row = await self._db.run("device_lists_sent_get", lambda t: t.query_one(
+            "SELECT stream_position FROM device_lists_sent_position"))
+        return int(row[0]) if row else None
+
+    async def set_sent_position(self, position: int) -> None:
+        await self._db.run("device_lists_sent_set", lambda t: t.execute(
+            "INSERT INTO device_lists_sent_position (stream_position) VALUES (%s)"
+            " ON CONFLICT (lock) DO UPDATE SET stream_position = GREATEST("
+            "device_lists_sent_position.stream_position, EXCLUDED.stream_position)",
+            (position,)))
+
     async def latest_position(self, user_id: str) -> int:
         row = await self._db.run("device_lists_latest", lambda t: t.query_one(
             "SELECT COALESCE(MAX(stream_id), 0) FROM device_lists_stream WHERE user_id = %s"

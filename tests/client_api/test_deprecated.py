@@ -107,9 +107,16 @@ class InitialSyncTests(TestCase):
             "GET", f"{V3}/rooms/{q(room)}/messages?dir=b&limit=1&from="
             f"{entry['messages']['start']}", token=alice)
         self.assertEqual([e["content"].get("body") for e in older.body["chunk"]], ["m0"])
+        invited_to = (await server.request("POST", V3 + "/createRoom", {
+            "invite": ["@alice:test.roost"]}, token=bob)).body["room_id"]
+        with_invite = await server.request("GET", f"{V3}/initialSync", token=alice)
+        [invite] = [r for r in with_invite.body["rooms"] if r["room_id"] == invited_to]
+        self.assertEqual((invite["membership"], invite["invite"]["sender"]),
+                         ("invite", "@bob:test.roost"))
+        self.assertNotIn("messages", invite)
         archived = await server.request("GET", f"{V3}/initialSync?archived=true", token=alice)
         self.assertEqual({r["room_id"]: r["membership"] for r in archived.body["rooms"]},
-                         {room: "join", left: "leave"})
+                         {room: "join", left: "leave", invited_to: "invite"})
         bad = await server.request("GET", f"{V3}/initialSync?limit=-1", token=alice)
         self.assertEqual((bad.status, bad.body["errcode"]), (400, "M_INVALID_PARAM"))
         bad = await server.request("GET", f"{V3}/initialSync?archived=maybe", token=alice)

@@ -177,10 +177,13 @@ class DeviceDeletionTests(TestCase):
         left = await server.hs.db.run("left", lambda t: t.query(
             "SELECT COUNT(*) FROM e2e_one_time_keys WHERE device_id = 'PHONE'"))
         self.assertEqual(left[0][0], 0)
-        rows = await server.hs.db.run("rows", lambda t: t.query(
-            "SELECT user_id, device_id FROM device_lists_stream WHERE stream_id > %s",
-            (before[0],)))
-        self.assertEqual(rows, [(user, "PHONE")])
+        async def rows() -> list:
+            return await server.hs.db.run("rows", lambda t: t.query(
+                "SELECT user_id, device_id FROM device_lists_stream WHERE stream_id > %s",
+                (before[0],)))
+
+        from tests.federation.two_servers import eventually
+        self.assertEqual(await eventually(rows), [(user, "PHONE")])  # announced after commit
 
     async def test_deactivation_removes_every_key_and_announces_the_devices(self) -> None:
         from tests.client_api.e2e_helpers import cross_signing_key

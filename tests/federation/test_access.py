@@ -334,3 +334,28 @@ class ServerAclTests(TestCase):
         hidden = await send(a, "alice", room_id, "after the ACL", "q2")
         await eventually(lambda: sender_read(hidden))
         self.assertFalse(await queued_for_b(hidden))
+
+
+class BoundedReadTests(TestCase):
+    timeout = 120
+
+    async def test_a_read_may_start_from_a_bounded_number_of_events(self) -> None:
+        a, b = await start_pair(self)
+        await a.register("alice")
+        await b.register("bob")
+        room_id = await visibility_room(a, "shared")
+        await join_from_b(a, b, room_id)
+        first = await send(a, "alice", room_id, "one", "m1")
+        setup = Setup(a, b, room_id, first, None)
+        many = [f"$fake{i}" for i in range(21)]
+        error, _ = await _call(setup, "POST", f"{FED}/v1/get_missing_events/{q(room_id)}",
+                               {"earliest_events": [], "latest_events": [first, *many * 3]})
+        self.assertEqual(error, "400 M_BAD_JSON")
+        error, _ = await _call(setup, "POST", f"{FED}/v1/get_missing_events/{q(room_id)}",
+                               {"earliest_events": many * 10, "latest_events": [first]})
+        self.assertEqual(error, "400 M_BAD_JSON")
+        # /backfill reads from at most 20 starting points; the rest are ignored.
+        error, body = await _call(setup, "GET", f"{FED}/v1/backfill/{q(room_id)}",
+                                  args={"v": [first, *many * 50], "limit": ["5"]})
+        self.assertIsNone(error)
+        self.assertIn("one", _bodies(body["pdus"]))
