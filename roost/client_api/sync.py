@@ -190,8 +190,21 @@ def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters
 async def _long_poll(builder: SyncBuilder, waiter: ChangeWaiter, user: str,
                      device_id: str | None, since: StreamToken | None, filt: SyncFilter,
                      full_state: bool, timeout_s: float) -> JsonDict:
+    """Answer at once if anything is new, else wait for a change or the timeout.
+
+    A poll whose `since` is every stream's current position waits without
+    building anything (nothing can be new; a body built then would be thrown
+    away, and with the other areas' sections it costs queries): under fan-out
+    that halves the work per delivery.
+    """
     deadline = waiter.clock.seconds() + timeout_s
     while True:
+        if since is not None and not full_state and builder.now() == since:
+            remaining = deadline - waiter.clock.seconds()
+            if remaining > 0 and await waiter.wait(user, remaining):
+                continue  # something for this user landed: build from `since`
+            body, _ = await builder.build(user, since, filt, device_id=device_id)
+            return body  # the timeout: an empty delta, with the sections' current values
         body, token = await builder.build(user, since, filt, full_state, device_id)
         if since is None or full_state or not builder.is_empty(body):
             return body

@@ -106,6 +106,8 @@ class SyncBuilder:
         self._sections: list[Section] = []
         self._ignored: dict[str, frozenset[str]] = {}  # user -> ignored users, as last seen
         self._room_fields: list[RoomField] = []
+        # Global account data an initial sync serves when the user has none stored.
+        self._default_account_data: dict[str, Callable[[str], Awaitable[JsonDict]]] = {}
 
     # -- extension points (see sync_extensions.py) ---------------------------------
 
@@ -128,6 +130,13 @@ class SyncBuilder:
             raise ValueError(f"sync room field {key} is taken")
         self._room_fields.append(RoomField(key, build))
 
+    def add_default_account_data(self, data_type: str,
+                                 build: Callable[[str], Awaitable[JsonDict]]) -> None:
+        """Global account data of `data_type` that an initial sync carries even when the
+        user has none stored (`m.push_rules`: the server-default rules); `build(user)` makes
+        its content. Once stored, the stored one is served like any other."""
+        self._default_account_data[data_type] = build
+
     # -- building --------------------------------------------------------------------
 
     def now(self) -> SyncToken:
@@ -142,6 +151,11 @@ class SyncBuilder:
             return _empty_body(now), now  # nothing anywhere has moved: no query needed
         memberships = await self._user_rooms.rooms_at(user_id, now.events)
         account = await self._account_changes(user_id, since, now)
+        if since is None and self._default_account_data:
+            stored = {t for room, t, _ in account if room == ""}
+            for data_type, default in self._default_account_data.items():
+                if data_type not in stored:
+                    account.append(("", data_type, await default(user_id)))
         ignored = await self._ignored_users(user_id, account)
         filt = filt.ignoring(ignored)
         request = SyncRequest(user_id, device_id, since, now, filt, full_state)
@@ -328,11 +342,12 @@ class SyncBuilder:
             if not filt.state.wants_room(room_id):
                 wanted[room_id] = []
                 continue
+            everything = filt.state.passes_every_event()
             wanted[room_id] = [
                 e.event_id for key, e in sorted(current.items())
                 if e.event_id not in in_timeline and (
                     not filt.lazy_load_members or key[0] != "m.room.member" or key[1] in senders)
-                and (key[0] == "m.room.member" and key[1] == user_id
+                and (everything or key[0] == "m.room.member" and key[1] == user_id
                      or filt.state.wants(e.type, e.sender, e.content))
             ]
         loaded = await self._state_events(held, [i for ids in wanted.values() for i in ids])
@@ -397,7 +412,10 @@ class SyncBuilder:
 
     def _wanted(self, stored: list[StoredEvent], filt: SyncFilter) -> list[LoadedEvent]:
         timeline = filt.timeline
-        return [e for e in self._engine.loaded(stored) if timeline.wants_room(e.event.room_id)
+        loaded = self._engine.loaded(stored)
+        if timeline.passes_every_event() and timeline.rooms is None and not timeline.not_rooms:
+            return loaded
+        return [e for e in loaded if timeline.wants_room(e.event.room_id)
                 and timeline.wants(e.event.type, e.event.sender, e.event.content)]
 
     async def _inviter(self, room_id: str, user_id: str) -> str | None:

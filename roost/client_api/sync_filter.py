@@ -67,6 +67,11 @@ class EventFilter:
     def wants_room(self, room_id: str) -> bool:
         return (self.rooms is None or room_id in self.rooms) and room_id not in self.not_rooms
 
+    def passes_every_event(self) -> bool:
+        """No type, sender or url condition: callers skip asking per event."""
+        return (self.types is None and not self.not_types and self.senders is None
+                and not self.not_senders and self.contains_url is None)
+
     def wants_type(self, event_type: str) -> bool:
         if _matches(self.not_types, event_type):
             return False
