@@ -106,6 +106,8 @@ class SyncBuilder:
         self._sections: list[Section] = []
         self._ignored: dict[str, frozenset[str]] = {}  # user -> ignored users, as last seen
         self._room_fields: list[RoomField] = []
+        # Global account data an initial sync serves when the user has none stored.
+        self._default_account_data: dict[str, Callable[[str], Awaitable[JsonDict]]] = {}
 
     # -- extension points (see sync_extensions.py) ---------------------------------
 
@@ -128,6 +130,13 @@ class SyncBuilder:
             raise ValueError(f"sync room field {key} is taken")
         self._room_fields.append(RoomField(key, build))
 
+    def add_default_account_data(self, data_type: str,
+                                 build: Callable[[str], Awaitable[JsonDict]]) -> None:
+        """Global account data of `data_type` that an initial sync carries even when the
+        user has none stored (`m.push_rules`: the server-default rules); `build(user)` makes
+        its content. Once stored, the stored one is served like any other."""
+        self._default_account_data[data_type] = build
+
     # -- building --------------------------------------------------------------------
 
     def now(self) -> SyncToken:
@@ -142,6 +151,11 @@ class SyncBuilder:
             return _empty_body(now), now  # nothing anywhere has moved: no query needed
         memberships = await self._user_rooms.rooms_at(user_id, now.events)
         account = await self._account_changes(user_id, since, now)
+        if since is None and self._default_account_data:
+            stored = {t for room, t, _ in account if room == ""}
+            for data_type, default in self._default_account_data.items():
+                if data_type not in stored:
+                    account.append(("", data_type, await default(user_id)))
         ignored = await self._ignored_users(user_id, account)
         filt = filt.ignoring(ignored)
         request = SyncRequest(user_id, device_id, since, now, filt, full_state)
