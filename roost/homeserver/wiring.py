@@ -98,6 +98,7 @@ from roost.homeserver.client_extras import register_client_extras
 from roost.homeserver.config import RoostConfig
 from roost.homeserver.operations import (
     AdminParts,
+    erase_hook,
     health_checks,
     register_admin,
     start_appservices,
@@ -569,7 +570,7 @@ async def build_homeserver(
     password_hooks: list[Any] = []
     account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate,
                      on_password_change=password_hooks,
-                     on_erase=[_erase_hook(erasure, clock)])
+                     on_erase=[erase_hook(erasure, clock)])
     remote_queries = _build_remote_queries(federation, clock)
     profile.register(router, profiles, config.server_name, remote_queries)
     user_directory.register(router, profile_store)
@@ -677,9 +678,3 @@ def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
     room_summary.register(router, spaces, directory_store, state_store)
     federation_hierarchy.register(federation.router, spaces)
 
-
-def _erase_hook(erasure: ErasureStore, clock: Any) -> Any:
-    """Deactivation with erase: true records the user as erased (issue 15)."""
-    async def erase(user_id: str) -> None:
-        await erasure.erase(user_id, int(clock.seconds() * 1000))
-    return erase
