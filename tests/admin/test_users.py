@@ -119,8 +119,24 @@ class AdminUserTests(TestCase):
         self.assertEqual(who.status, 401)
         got = await server.request("GET", f"{A}/v2/users/{user}", token=admin)
         self.assertTrue(got.body["deactivated"])
+        erased = await server.hs.db.run("erased", lambda txn: txn.query(
+            "SELECT user_id FROM erased_users"))
+        self.assertEqual(erased, [])  # erase: false erases nothing
         listed = await server.request("GET", f"{A}/v2/users", token=admin)
         self.assertNotIn("@alice:test.roost", [u["name"] for u in listed.body["users"]])
+
+    async def test_deactivate_with_erase_records_the_user_as_erased(self) -> None:
+        server, admin, _alice = await admin_and_user(self)
+        user = q("@alice:test.roost")
+        bad = await server.request("POST", f"{A}/v1/deactivate/{user}", {"erase": "yes"},
+                                   token=admin)
+        self.assertEqual(bad.status, 400)
+        gone = await server.request("POST", f"{A}/v1/deactivate/{user}", {"erase": True},
+                                    token=admin)
+        self.assertEqual(gone.status, 200, gone.body)
+        erased = await server.hs.db.run("erased", lambda txn: txn.query(
+            "SELECT user_id FROM erased_users"))
+        self.assertEqual(erased, [("@alice:test.roost",)])
 
     async def test_whois_joined_rooms_and_devices(self) -> None:
         server, admin, alice = await admin_and_user(self)
