@@ -275,16 +275,19 @@ class SyncBuilder:
             by_room.setdefault(stored.room_id, []).append(stored)
         joins = await self._events.latest_join_positions(user_id, list(newly_joined))
         for room_id in joined:
-            new = self._wanted(by_room.get(room_id, []), filt)
+            raw = by_room.get(room_id, [])
+            new = self._wanted(raw, filt)
             if room_id in newly_joined:
                 new = await self._visible(user_id, room_id, new, joins.get(room_id))
-            if new or room_id in newly_joined:
+            gap: list[LoadedEvent] = []
+            if room_id not in newly_joined and raw:
+                gap = self._state_before_timeline(raw, new, filt)
+            if new or gap or room_id in newly_joined:
                 plan = self._plan(new, filt, now)
                 plan.limited = plan.limited or (room_id in newly_joined and bool(new))
                 plans[room_id] = plan
-                if room_id not in newly_joined and plan.limited:
-                    skipped = new[:len(new) - len(plan.timeline)]
-                    plan.state = await self._state_in_gap(room_id, skipped, plan, filt)
+                if gap:
+                    plan.state = self._state_in_gap(room_id, gap, plan, filt)
                 if room_id not in newly_joined and filt.lazy_load_members:
                     await self._add_lazy_members(room_id, plan, filt)
         await self._add_full_state(plans, sorted(newly_joined & set(plans)), user_id, filt)
@@ -362,20 +365,35 @@ class SyncBuilder:
         return {i: LoadedEvent(held[i], position, redacted_by, False)
                 for i, (position, redacted_by) in found.items()}
 
-    async def _state_in_gap(self, room_id: str, skipped: list[LoadedEvent],
-                            plan: _RoomPlan, filt: SyncFilter) -> list[LoadedEvent]:
-        """State changed in the part of the range the timeline leaves out: its current value."""
-        keys = {(e.event.type, e.event.state_key) for e in skipped
-                if e.event.state_key is not None and filt.state.wants_room(room_id)
-                and filt.state.wants(e.event.type, e.event.sender, e.event.content)}
-        if not keys:
+    def _state_before_timeline(self, raw: list[StoredEvent], new: list[LoadedEvent],
+                               filt: SyncFilter) -> list[LoadedEvent]:
+        """State events of the range that the timeline will not show: those before the
+        timeline's first event (a limited timeline's gap), and those its filter left out
+        later whose state key the timeline does not move on itself."""
+        timeline = new[-filt.timeline_limit:] if filt.timeline_limit else []
+        start = (timeline[0].stream_ordering or 0) if timeline else None
+        shown = {e.event.event_id for e in timeline}
+        moved = {(e.event.type, e.event.state_key) for e in timeline
+                 if e.event.state_key is not None}
+        candidates = [s for s in raw if s.event_id not in shown]
+        if not candidates:
             return []
-        in_timeline = {e.event.event_id for e in plan.timeline}
-        current = await self._engine.current_state_events(room_id)
-        ids = [current[key].event_id for key in sorted(keys)  # type: ignore[index]
-               if key in current and current[key].event_id not in in_timeline]  # type: ignore[operator]
-        loaded = await self._state_events({e.event_id: e for e in current.values()}, ids)
-        return [loaded[i] for i in ids if i in loaded]
+        return [e for e in self._engine.loaded(candidates) if e.event.state_key is not None
+                and (start is None or (e.stream_ordering or 0) < start
+                     or (e.event.type, e.event.state_key) not in moved)]
+
+    def _state_in_gap(self, room_id: str, skipped: list[LoadedEvent],
+                      plan: _RoomPlan, filt: SyncFilter) -> list[LoadedEvent]:
+        """The state as the timeline starts, for what changed in the part of the range the
+        timeline leaves out: the last event of each state key among the skipped ones."""
+        if not filt.state.wants_room(room_id):
+            return []
+        last: dict[tuple[str, str], LoadedEvent] = {}
+        for e in skipped:
+            if e.event.state_key is not None and filt.state.wants(
+                    e.event.type, e.event.sender, e.event.content):
+                last[(e.event.type, e.event.state_key)] = e
+        return [last[key] for key in sorted(last)]
 
     async def _stripped_state(self, room_id: str, user_id: str) -> list[JsonDict]:
         """An invite's or knock's view of a room: a few state events, stripped."""
