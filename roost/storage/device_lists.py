@@ -94,6 +94,8 @@ class DeviceListStore:
         the reader themself, and users who newly share a room (a join on
         either side). left: users who stopped sharing every room.
         """
+        if upto <= after and upto_events <= after_events:
+            return set(), set()  # nothing in either range: no transaction at all
         return await self._db.run("device_lists_changes", _changes_for, user_id, after, upto,
                                   after_events, upto_events)
 
