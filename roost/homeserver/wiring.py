@@ -411,12 +411,10 @@ async def _build_push(router: Router, db: Database, reactor: Any, clock: IReacto
                       closers: list[tuple[str, Any]],
                       password_hooks: list[Any], builder: SyncBuilder) -> PushParts:
     """Push rules, evaluation off the events stream, notification counts, pushers."""
-    from twisted.web.client import Agent, HTTPConnectionPool
+    from twisted.web.client import HTTPConnectionPool
 
     from roost.federation.transport.client import IpBlocklist
-
-    # The URL previewer's endpoints: resolve, drop blocked addresses, then connect.
-    from roost.media.preview import _Endpoints as CheckedEndpoints
+    from roost.http.outbound import checked_agent
 
     actions = PushActionStore(db)
     evaluator = PushEvaluator(actions, PushRuleStore(db), engine, streams["events"], notifier,
@@ -428,9 +426,7 @@ async def _build_push(router: Router, db: Database, reactor: Any, clock: IReacto
         blocklist = config.federation.ip_range_blocklist
     pool = HTTPConnectionPool(reactor, persistent=True)
     # A pusher's URL is the client's choice: resolve it and refuse the blocked ranges.
-    agent = Agent.usingEndpointFactory(
-        reactor, CheckedEndpoints(reactor, reactor.nameResolver, IpBlocklist(blocklist).blocks),
-        pool)
+    agent = checked_agent(reactor, IpBlocklist(blocklist).blocks, pool)
     delivery = PusherDelivery(
         PusherStore(db), actions, evaluator, event_details(engine), reactor, clock,
         min_retry_interval_ms=config.push.min_retry_interval,

@@ -263,6 +263,14 @@ class GuestTests(TestCase):
         members = await server.request("GET", f"/_matrix/client/v3/rooms/{q(closed)}/members",
                                        token=guest)
         self.assertEqual(members.status, 403)
+        for path in (f"/_matrix/client/v1/room_summary/{q(closed)}",
+                     f"/_matrix/client/unstable/im.nheko.summary/summary/{q(closed)}"):
+            summary = await server.request("GET", path, token=guest)
+            self.assertEqual(summary.status, 200, (path, summary.body))
+        search = await server.request("POST", "/_matrix/client/v3/search", {
+            "search_categories": {"room_events": {"search_term": "hi"}}}, token=guest)
+        self.assertEqual((search.status, search.body["errcode"]),
+                         (403, "M_GUEST_ACCESS_FORBIDDEN"))
 
     async def test_guests_disabled_by_default(self) -> None:
         server = await start_server(self)
