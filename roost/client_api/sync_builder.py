@@ -27,7 +27,12 @@ from roost.client_api.sync_extensions import (
     any_value,
 )
 from roost.client_api.sync_filter import SyncFilter
-from roost.client_api.sync_summary import SUMMARY_TYPES, room_summary
+from roost.client_api.sync_summary import (
+    INVITE_STATE_TYPES,
+    SUMMARY_TYPES,
+    is_stripped,
+    room_summary,
+)
 from roost.client_api.typing import TypingTracker
 from roost.rooms.engine import LoadedEvent, RoomEngine
 from roost.rooms.events import Event
@@ -39,8 +44,6 @@ from roost.storage.sync_queries import RecentEvents, SyncQueries
 
 JsonDict = dict[str, Any]
 SyncToken = StreamToken  # the name this module used before the one token type
-INVITE_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
-                      "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
 MAX_INCREMENTAL_EVENTS = 5000
 IGNORED_USERS = "m.ignored_user_list"
 MAX_REMEMBERED_USERS = 100_000
@@ -260,7 +263,7 @@ class SyncBuilder:
             events = await self._visible(user_id, room_id, self._wanted(latest.get(room_id, []),
                                                                         filt), joins.get(room_id))
             plans[room_id] = self._plan(events, filt, now)
-        await self._add_full_state(plans, joined, user_id, filt)
+        await self._add_full_state(plans, joined, user_id, filt, now)
 
     async def _incremental_joined(
         self, plans: dict[str, _RoomPlan], user_id: str, joined: list[str],
@@ -290,7 +293,8 @@ class SyncBuilder:
                     plan.state = self._state_in_gap(room_id, gap, plan, filt)
                 if room_id not in newly_joined and filt.lazy_load_members:
                     await self._add_lazy_members(room_id, plan, filt)
-        await self._add_full_state(plans, sorted(newly_joined & set(plans)), user_id, filt)
+        await self._add_full_state(plans, sorted(newly_joined & set(plans)), user_id, filt,
+                                   now)
 
     async def _add_lazy_members(self, room_id: str, plan: _RoomPlan, filt: SyncFilter) -> None:
         """Lazy loading in an incremental sync: the member events of the timeline's
@@ -332,30 +336,59 @@ class SyncBuilder:
         return _RoomPlan(timeline, len(events) > len(timeline), f"s{(first or 1) - 1}")
 
     async def _add_full_state(self, plans: dict[str, _RoomPlan], rooms: list[str],
-                              user_id: str, filt: SyncFilter) -> None:
-        """Current state for each room, minus the timeline's own, loaded in one query."""
+                              user_id: str, filt: SyncFilter, now: SyncToken) -> None:
+        """The state at the token for each room, minus the timeline's own.
+
+        Read from the engine's head (the current state, parsed) with positions and
+        redactions in one query; a room whose head has moved past the token (an event
+        persisted while this sync was built) is read at the token from storage instead,
+        so that event comes in the next sync's timeline, not before it.
+        """
         wanted: dict[str, list[str]] = {}
         held: dict[str, Event] = {}
         for room_id in rooms:
-            plan = plans[room_id]
-            in_timeline = {e.event.event_id for e in plan.timeline}
-            senders = {e.event.sender for e in plan.timeline} | {user_id}
             current = await self._engine.current_state_events(room_id)
             held.update((e.event_id, e) for e in current.values())
-            if not filt.state.wants_room(room_id):
-                wanted[room_id] = []
-                continue
-            everything = filt.state.passes_every_event()
-            wanted[room_id] = [
-                e.event_id for key, e in sorted(current.items())
-                if e.event_id not in in_timeline and (
-                    not filt.lazy_load_members or key[0] != "m.room.member" or key[1] in senders)
-                and (everything or key[0] == "m.room.member" and key[1] == user_id
-                     or filt.state.wants(e.type, e.sender, e.content))
-            ]
+            wanted[room_id] = self._wanted_state(room_id, current, plans[room_id], user_id,
+                                                 filt)
         loaded = await self._state_events(held, [i for ids in wanted.values() for i in ids])
         for room_id, ids in wanted.items():
+            if any((loaded[i].stream_ordering or 0) > now.events for i in ids if i in loaded):
+                at_token = await self._state_at(room_id, now.events)
+                if at_token is not None:
+                    events = {key: e.event for key, e in at_token.items()}
+                    chosen = self._wanted_state(room_id, events, plans[room_id], user_id, filt)
+                    by_id = {e.event.event_id: e for e in at_token.values()}
+                    plans[room_id].state = [by_id[i] for i in chosen]
+                    continue
             plans[room_id].state = [loaded[i] for i in ids if i in loaded]
+
+    def _wanted_state(self, room_id: str, state: dict[tuple[str, str], Event], plan: _RoomPlan,
+                      user_id: str, filt: SyncFilter) -> list[str]:
+        """The ids of the state events a room's `state` section carries (filters, lazy
+        members), in key order, minus those in its timeline."""
+        if not filt.state.wants_room(room_id):
+            return []
+        in_timeline = {e.event.event_id for e in plan.timeline}
+        senders = {e.event.sender for e in plan.timeline} | {user_id}
+        everything = filt.state.passes_every_event()
+        return [
+            e.event_id for key, e in sorted(state.items())
+            if e.event_id not in in_timeline and (
+                not filt.lazy_load_members or key[0] != "m.room.member" or key[1] in senders)
+            and (everything or key[0] == "m.room.member" and key[1] == user_id
+                 or filt.state.wants(e.type, e.sender, e.content))
+        ]
+
+    async def _state_at(self, room_id: str,
+                        position: int) -> dict[tuple[str, str], LoadedEvent] | None:
+        """The room's state after its last event at or below `position`, from storage."""
+        group = await self._queries.state_group_at(room_id, position)
+        if group is None:
+            return None
+        ids = await self._view.state.state_at_group(group)
+        events = await self._engine.get_events(list(ids.values()))
+        return {key: events[eid] for key, eid in ids.items() if eid in events}
 
     async def _state_events(self, held: dict[str, Event],
                             event_ids: list[str]) -> dict[str, LoadedEvent]:
@@ -404,7 +437,7 @@ class SyncBuilder:
         if self._remote_invite_state is not None:
             sent = await self._remote_invite_state(room_id, user_id) or []
             have = {(e["type"], e["state_key"]) for e in events}
-            events += [e for e in sent if _is_stripped(e) and (e["type"], e["state_key"]) not in have]
+            events += [e for e in sent if is_stripped(e) and (e["type"], e["state_key"]) not in have]
         return events
 
     async def _leaves(self, plans: dict[str, _RoomPlan], left: dict[str, int],
@@ -568,10 +601,3 @@ def _client_txn_id(event: Event, stored: str) -> str:
 def _empty_body(now: SyncToken) -> JsonDict:
     return {"next_batch": str(now), "rooms": {"join": {}, "invite": {}, "leave": {}},
             "account_data": {"events": []}, "presence": {"events": []}}
-
-
-def _is_stripped(event: Any) -> bool:
-    """A well-formed stripped state event, as another server may send with an invite."""
-    return (isinstance(event, dict) and isinstance(event.get("type"), str)
-            and isinstance(event.get("state_key"), str) and isinstance(event.get("sender"), str)
-            and isinstance(event.get("content"), dict))

@@ -362,6 +362,9 @@ class ServerAclTests(TestCase):
         before = await send(a, "alice", room_id, "before the ACL", "q1")
         await eventually(lambda: queued_for_b(before))
         await self._set_acl(a, room_id, {"allow": ["*"], "deny": ["127.0.0.1"]})
+        acl = (await a.request("GET", V3 + f"/rooms/{q(room_id)}/state/m.room.server_acl/"
+                               "?format=event", user="alice"))["event_id"]
+        await eventually(lambda: queued_for_b(acl))  # the ACL itself goes out, to be upheld
         hidden = await send(a, "alice", room_id, "after the ACL", "q2")
         await eventually(lambda: sender_read(hidden))
         self.assertFalse(await queued_for_b(hidden))
