@@ -56,7 +56,10 @@ async function step(page, name, fn) {
         return true;
     } catch (err) {
         const file = await screenshot(page, `${name}-FAILED`).catch(() => null);
-        report.steps.push({ name, ok: false, ms: Date.now() - started, screenshot: file, error: String(err.message ?? err) });
+        // What the user saw (e.g. "Heating up" / "Connection Lost!"), beside the error.
+        const shown = await page.locator("body").innerText({ timeout: 2000 })
+            .then((text) => text.replace(/\s+/g, " ").slice(0, 300)).catch(() => null);
+        report.steps.push({ name, ok: false, ms: Date.now() - started, screenshot: file, error: String(err.message ?? err), shown });
         console.log(`FAIL ${name}: ${err.message ?? err}`);
         return false;
     }

@@ -30,7 +30,8 @@ MAX_PAGE = 1000
 class AdminUsers:
     def __init__(self, gate: AdminGate, accounts: Accounts, queries: AdminQueries,
                  devices: DeviceStore, tokens: TokenAuthority, profiles: Profiles,
-                 on_deactivate: list[DeactivationHook]) -> None:
+                 on_deactivate: list[DeactivationHook],
+                 erase: DeactivationHook | None = None) -> None:
         self.gate = gate
         self.accounts = accounts
         self.queries = queries
@@ -38,6 +39,7 @@ class AdminUsers:
         self.tokens = tokens
         self.profiles = profiles
         self.on_deactivate = on_deactivate
+        self.erase = erase  # records a user deactivated with erase: true (issue 15)
 
     async def user_json(self, user_id: str) -> JsonDict:
         row = await self.queries.get_user(user_id)
@@ -45,10 +47,12 @@ class AdminUsers:
             raise not_found("User not found")
         return _user_json(row)
 
-    async def deactivate(self, user_id: str) -> None:
+    async def deactivate(self, user_id: str, erase: bool = False) -> None:
         """The same steps as POST /account/deactivate, on someone else's account."""
         await self.accounts.users.deactivate(user_id)
         self.tokens.forget_user(user_id)
+        if erase and self.erase is not None:
+            await self.erase(user_id)
         for hook in self.on_deactivate:
             await hook(user_id)
 
@@ -173,10 +177,10 @@ async def deactivate(users: AdminUsers, req: ApiRequest) -> JsonDict:
     await users.gate.require_admin(req)
     user_id = users.gate.local_user(req.params["user_id"])
     body = req.json(required=False)
-    _optional(body, "erase", bool)
+    erase = _optional(body, "erase", bool)
     if await users.queries.get_user(user_id) is None:
         raise not_found("User not found")
-    await users.deactivate(user_id)
+    await users.deactivate(user_id, erase=erase is True)
     return {"id_server_unbind_result": "success"}
 
 

@@ -84,6 +84,19 @@ class Accounts:
             raise MatrixError(401, "M_FORBIDDEN", "Registration token is no longer valid") from None
         return user_id
 
+    async def upgrade_guest(self, user_id: str, password: str,
+                            registration_token: str | None = None) -> None:
+        """A guest account becomes a full one, keeping its id (spec: guest upgrade)."""
+        check_password_allowed(password)
+        password_hash = await self._hasher.hash(password)
+        try:
+            upgraded = await self.users.upgrade_guest(user_id, password_hash, self._now_ms(),
+                                                      registration_token)
+        except TokenSpentError:
+            raise MatrixError(401, "M_FORBIDDEN", "Registration token is no longer valid") from None
+        if not upgraded:
+            raise MatrixError(400, "M_USER_IN_USE", "User ID already taken.")
+
     async def check_password(self, user_id: str, password: str) -> UserRecord | None:
         """The user, if the password is theirs and the account is usable."""
         user = await self.users.get_user(user_id)

@@ -6,7 +6,8 @@ They predate /sync and are served from the same parts: the events stream
 accepted as a `from`), the access module for every event and state read, and
 /sync's change waiter for the long poll of GET /events. GET /events with a
 `room_id` is the spec's peeking: the room's events, for a user who may read
-them (a world-readable room, for anyone).
+them (a world-readable room, for anyone). Messages of users the reader ignores
+(m.ignored_user_list) are left out, as /sync leaves them out.
 """
 
 from __future__ import annotations
@@ -88,7 +89,20 @@ class OldSync:
                     return chunk, position
         return [], position
 
+    async def _ignored(self, user_id: str) -> set[str]:
+        """The users in the user's m.ignored_user_list, whose messages are not served."""
+        content = await self._account_data.get(user_id, "", "m.ignored_user_list")
+        users = content.get("ignored_users") if isinstance(content, dict) else None
+        return {u for u in users if u != user_id} if isinstance(users, dict) else set()
+
+    async def _without_ignored(self, user_id: str, events: list[LoadedEvent]
+                               ) -> list[LoadedEvent]:
+        ignored = await self._ignored(user_id)
+        return [e for e in events
+                if e.event.state_key is not None or e.event.sender not in ignored]
+
     async def _serve_visible(self, user_id: str, events: list[LoadedEvent]) -> list[JsonDict]:
+        events = await self._without_ignored(user_id, events)
         by_room: dict[str, list[LoadedEvent]] = {}
         for event in events:
             by_room.setdefault(event.event.room_id, []).append(event)
@@ -160,7 +174,8 @@ class OldSync:
         if await self._view.access.room_read(room_id, user_id, EVENTS) is None:
             return room
         page = await self._events.room_stream_events(room_id, end + 1, None, True, limit)
-        visible = await self._view.visible(room_id, user_id, self._engine.loaded(page))
+        visible = await self._view.visible(room_id, user_id, await self._without_ignored(
+            user_id, self._engine.loaded(page)))
         visible.reverse()  # oldest first, as a timeline reads
         start = (page[-1].stream_ordering or 1) - 1 if page else end
         room["messages"] = {"chunk": await self._view.serialize(visible, user_id),

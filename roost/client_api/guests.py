@@ -37,9 +37,12 @@ _ALLOWED: list[tuple[str, str]] = [
     ("PUT", rf"/sendToDevice/{_S}/{_S}"),
     ("(GET|PUT)", rf"/user/{_S}/(rooms/{_S}/)?account_data/{_S}"),
     ("(GET|POST)", rf"/user/{_S}/filter(/{_S})?"),
+    ("GET", rf"/room_summary/{_S}"),  # open to anyone without a token, so to guests too
 ]
 _PREFIX = r"/_matrix/client/(?:v3|r0|v1)"
 _RULES = [(re.compile(f"^{m}$"), re.compile(f"^{_PREFIX}{p}$")) for m, p in _ALLOWED]
+_RULES.append((re.compile("^GET$"), re.compile(
+    rf"^/_matrix/client/unstable/im\.nheko\.summary/(summary/{_S}|rooms/{_S}/summary)$")))
 
 
 def guest_may_call(method: str, path: str) -> bool:

@@ -10,6 +10,7 @@ from roost.client_api.accounts import Accounts
 from roost.client_api.errors import MatrixError, bad_json, forbidden
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.tokens import TokenAuthority
+from roost.storage.accounts import UserRecord
 from roost.storage.devices import DeviceStore
 
 MAX_DEVICE_ID_LENGTH = 255
@@ -36,13 +37,18 @@ def device_id_from(body: dict[str, Any]) -> str:
 
 if TYPE_CHECKING:  # appservice.py uses this module's helpers
     from roost.client_api.appservice import AppServices
+    from roost.client_api.login_tokens import LoginTokens
 
 
 def register(router: Router, accounts: Accounts, tokens: TokenAuthority, devices: DeviceStore,
-             appservices: AppServices | None = None) -> None:
-    """`appservices`: `m.login.application_service` for the services' own users."""
+             appservices: AppServices | None = None,
+             login_tokens: LoginTokens | None = None) -> None:
+    """`appservices`: `m.login.application_service` for the services' own users;
+    `login_tokens`: `m.login.token` with the tokens of /login/get_token."""
     async def login_flows(req: ApiRequest) -> JsonDict:
         flows: list[JsonDict] = [{"type": "m.login.password"}]
+        if login_tokens is not None:
+            flows.append({"type": "m.login.token", "get_login_token": True})
         if appservices is not None and appservices.services:
             flows.append({"type": "m.login.application_service"})
         return {"flows": flows}
@@ -51,18 +57,12 @@ def register(router: Router, accounts: Accounts, tokens: TokenAuthority, devices
         body = req.json()
         if body.get("type") == "m.login.application_service" and appservices is not None:
             return await appservices.login_as_user(accounts, tokens, req, body)
-        if body.get("type") != "m.login.password":
+        if body.get("type") == "m.login.token" and login_tokens is not None:
+            user = await _token_user(body)
+        elif body.get("type") != "m.login.password":
             raise MatrixError(400, "M_UNKNOWN", "Unknown login type")
-        name = _login_name(body)
-        password = optional_str(body, "password")
-        if password is None:
-            raise MatrixError(400, "M_MISSING_PARAM", "missing parameter: password")
-        user_id = accounts.resolve_login_name(name)
-        user = await accounts.check_password(user_id, password)
-        if user is None:
-            if (record := await accounts.users.get_user(user_id)) and record.deactivated:
-                raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
-            raise forbidden("Invalid username or password")
+        else:
+            user = await _password_user(body)
         issued = await tokens.issue(
             user.user_id,
             device_id_from(body),
@@ -73,6 +73,30 @@ def register(router: Router, accounts: Accounts, tokens: TokenAuthority, devices
         result = issued.to_json()
         result["home_server"] = accounts.server_name
         return result
+
+    async def _token_user(body: JsonDict) -> UserRecord:
+        token = optional_str(body, "token")
+        if not token:
+            raise MatrixError(400, "M_MISSING_PARAM", "missing parameter: token")
+        assert login_tokens is not None
+        user_id = await login_tokens.take(token)
+        user = await accounts.users.get_user(user_id) if user_id is not None else None
+        if user is None or user.deactivated:
+            raise forbidden("Invalid login token")
+        return user
+
+    async def _password_user(body: JsonDict) -> UserRecord:
+        name = _login_name(body)
+        password = optional_str(body, "password")
+        if password is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "missing parameter: password")
+        user_id = accounts.resolve_login_name(name)
+        user = await accounts.check_password(user_id, password)
+        if user is None:
+            if (record := await accounts.users.get_user(user_id)) and record.deactivated:
+                raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
+            raise forbidden("Invalid username or password")
+        return user
 
     async def refresh(req: ApiRequest) -> JsonDict:
         token = optional_str(req.json(), "refresh_token")

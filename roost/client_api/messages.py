@@ -83,7 +83,7 @@ def register(
         to = parse_token(req.arg("to"), "to")
         filt = parse_filter(req.arg("filter"))
         limit = req.int_arg("limit", None) or filt.get("limit") or 10
-        if not isinstance(limit, int) or limit < 1:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise invalid_param("limit must be a positive integer")
         limit = min(limit, MAX_LIMIT)
         await require_readable(room_id, user)

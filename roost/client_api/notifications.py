@@ -66,7 +66,13 @@ class UnreadCounts:
         if not room_ids:
             return {}
         await self._evaluator.reached(events_position, CATCH_UP_TIMEOUT_S)
-        counts = await self._store.unread_counts(user_id, room_ids)
+        cache = self._evaluator.counts
+        counts, missing = cache.get(user_id, room_ids)
+        if missing:
+            generation = cache.generation
+            read = await self._store.unread_counts(user_id, missing)
+            cache.put(user_id, read, missing, generation)
+            counts.update(read)
         out: dict[str, JsonDict] = {}
         for room_id in room_ids:
             threads = counts.get(room_id, {})

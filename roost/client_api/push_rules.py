@@ -32,13 +32,16 @@ class PushRules:
         stored = (await self.store.rules_for_users([user_id])).get(user_id)
         return ruleset_from_stored(*stored) if stored else RuleSet()
 
+    async def account_data_content(self, user_id: str) -> JsonDict:
+        """The content of the user's m.push_rules account data: their whole ruleset."""
+        return {"global": (await self.ruleset(user_id)).as_json(user_id)}
+
     async def changed(self, user_id: str) -> None:
         if self._evaluator is not None:
             self._evaluator.rules_changed(user_id)
         if self._account_data is not None:
-            ruleset = await self.ruleset(user_id)
             await self._account_data.put_global(user_id, "m.push_rules",
-                                                {"global": ruleset.as_json(user_id)})
+                                                await self.account_data_content(user_id))
 
 
 # -- validation ------------------------------------------------------------------------

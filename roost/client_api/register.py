@@ -1,4 +1,5 @@
-"""POST /register (UIA with m.login.dummy or m.login.registration_token; guests),
+"""POST /register (UIA with m.login.dummy or m.login.registration_token; guests, and
+their upgrade to full accounts with `guest_access_token`),
 GET /register/available and GET /register/m.login.registration_token/validity."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from roost.client_api.accounts import Accounts
 from roost.client_api.appservice import AppServices, register_as_user
 from roost.client_api.errors import MatrixError, bad_json, forbidden, missing_param
 from roost.client_api.login import device_id_from, optional_str
-from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
+from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Requester, Router
 from roost.client_api.tokens import TokenAuthority
 from roost.client_api.uia import DUMMY, REGISTRATION_TOKEN, UserInteractiveAuth
 from roost.storage.registration_tokens import RegistrationTokenStore
@@ -59,6 +60,20 @@ def register(
                                     want_refresh=False, display_name=display_name, is_guest=True)
         return issued.to_json()
 
+    async def upgrading_guest(body: dict[str, Any], username: str | None) -> Requester | None:
+        """The guest a `guest_access_token` names, upgrading to a full account: the username
+        must be the guest's own localpart."""
+        guest_token = optional_str(body, "guest_access_token")
+        if guest_token is None:
+            return None
+        guest = await tokens.authenticate(guest_token)
+        if not guest.is_guest:
+            raise forbidden("guest_access_token is not a guest's token")
+        if username is None or accounts.user_id_for(username) != guest.user_id:
+            raise MatrixError(400, "M_INVALID_PARAM",
+                              "username must be the guest's own localpart to upgrade it")
+        return guest
+
     async def post_register(req: ApiRequest) -> JsonDict:
         if appservices is not None:
             as_body = req.json(required=False)
@@ -78,9 +93,11 @@ def register(
         for flag in ("inhibit_login", "refresh_token"):
             if flag in body and not isinstance(body[flag], bool):
                 raise bad_json(f"{flag} must be a boolean")
-        device_id = device_id_from(body)
+        guest = await upgrading_guest(body, username)
+        device_id = device_id_from(body) if guest is None or "device_id" in body \
+            else guest.device_id
         user_id = accounts.user_id_for(username) if username else None
-        if user_id is not None:
+        if user_id is not None and guest is None:
             if appservices is not None:
                 appservices.check_user_free(user_id)
             await accounts.check_available(user_id)
@@ -90,8 +107,14 @@ def register(
         done = await uia.authenticate(f"{req.method} register", body, flows, checks)
         if password is None:
             raise missing_param("password")
-        user_id = await accounts.create(user_id or await accounts.generate_user_id(), password,
-                                        registration_token=done.get(REGISTRATION_TOKEN))
+        if guest is not None:
+            await accounts.upgrade_guest(guest.user_id, password, done.get(REGISTRATION_TOKEN))
+            await tokens.revoke(guest.session_id)  # its token says "guest"; a new one follows
+            user_id = guest.user_id
+        else:
+            user_id = await accounts.create(user_id or await accounts.generate_user_id(),
+                                            password,
+                                            registration_token=done.get(REGISTRATION_TOKEN))
         if body.get("inhibit_login") is True:
             return {"user_id": user_id}
         issued = await tokens.issue(

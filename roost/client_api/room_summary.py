@@ -61,6 +61,9 @@ def register(router: Router, spaces: SpaceHierarchy, directory: DirectoryStore,
         shared = sorted(set(mine) & set(theirs))
         return {"joined": shared, "count": len(shared)}
 
-    router.add("GET", "/_matrix/client/v1/room_summary/{room}", room_summary, auth=False,
-               auth_optional=True)
+    # The stable path, and MSC3266's unstable ones that clients (Cinny) still ask first.
+    for path in ("/_matrix/client/v1/room_summary/{room}",
+                 "/_matrix/client/unstable/im.nheko.summary/summary/{room}",
+                 "/_matrix/client/unstable/im.nheko.summary/rooms/{room}/summary"):
+        router.add("GET", path, room_summary, auth=False, auth_optional=True)
     router.add("GET", "/_matrix/client/v1/mutual_rooms", mutual_rooms)

@@ -3,7 +3,8 @@
 The index (roost.storage.search, PostgreSQL full-text search) finds matches
 in the rooms the user is or was in; every match is then put to the access
 module like any other read (`RoomView.visible`), and redacted events are
-dropped, so a search never shows what /messages would not. Results are
+dropped, so a search never shows what /messages would not; nor does it find
+what users the searcher ignores (m.ignored_user_list) sent. Results are
 ordered by rank or by recency; `next_batch` continues after the last match
 examined (an offset for rank, a stream position for recency, so new messages
 do not shift a recency page).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from dataclasses import replace
 from typing import Any
 
 from roost.client_api.errors import bad_json, invalid_param, missing_param
@@ -25,6 +27,7 @@ from roost.rooms.engine import RoomEngine
 from roost.rooms.engine_types import LoadedEvent
 from roost.storage.events import EventStore
 from roost.storage.search import SearchFilter, SearchHit, SearchStore
+from roost.storage.sync_data import AccountDataStore
 
 KEYS = ("content.body", "content.name", "content.topic")
 DEFAULT_LIMIT = 10
@@ -86,7 +89,8 @@ def _decode_batch(token: str, order: str) -> dict[str, Any]:
 
 class RoomEventSearch:
     def __init__(self, store: SearchStore, indexer: SearchIndexer, engine: RoomEngine,
-                 view: RoomView, events: EventStore) -> None:
+                 view: RoomView, events: EventStore, account_data: AccountDataStore) -> None:
+        self._account_data = account_data
         self._store = store
         self._indexer = indexer
         self._engine = engine
@@ -135,6 +139,9 @@ class RoomEventSearch:
         group_keys = _group_keys(_object(criteria, "groupings"))
         batch = _decode_batch(next_batch, order) if next_batch is not None else None
 
+        ignored = await self._ignored(user_id)
+        if ignored:
+            filt = replace(filt, not_senders=sorted({*(filt.not_senders or []), *ignored}))
         rooms = await self._searchable_rooms(user_id, rooms_wanted, rooms_unwanted)
         await self._indexer.catch_up()
         results, more_at, count = await self._matches(
@@ -159,6 +166,12 @@ class RoomEventSearch:
         if group_keys:
             body["groups"] = _groups(group_keys, results)
         return {"search_categories": {"room_events": body}}
+
+    async def _ignored(self, user_id: str) -> set[str]:
+        """The users in the user's m.ignored_user_list: their events are never found."""
+        content = await self._account_data.get(user_id, "", "m.ignored_user_list")
+        users = content.get("ignored_users") if isinstance(content, dict) else None
+        return {u for u in users if isinstance(u, str)} if isinstance(users, dict) else set()
 
     async def _searchable_rooms(self, user_id: str, wanted: list[str] | None,
                                 unwanted: set[str]) -> list[str]:

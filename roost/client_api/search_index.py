@@ -4,7 +4,9 @@ Indexing hangs off the events stream position, like the federation sender:
 the append path knows nothing of search, and a send never waits for it. The
 indexer wakes when the notifier announces new events and indexes up to the
 stream's finished position in batches; POST /search calls `catch_up` first,
-so a search finds every event sent before it. A wake-up waits a moment
+so a search finds every event sent before it. Each pass also indexes the
+history backfilled from other servers since the last (it takes positions below
+zero, which no notification announces). A wake-up waits a moment
 (`DELAY_S`) so that a burst of sends is indexed in one pass, not one each.
 """
 
@@ -83,6 +85,9 @@ class SearchIndexer:
                 self._position = await self._store.position()
             while self._position < self._events.current:
                 self._position = await self._store.index_upto(self._events.current)
+            # History backfilled from other servers (positions below zero, never announced).
+            while await self._store.index_backfilled() > 0:
+                pass
             return self._position
         finally:
             self._lock.release()

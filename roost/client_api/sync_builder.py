@@ -27,7 +27,12 @@ from roost.client_api.sync_extensions import (
     any_value,
 )
 from roost.client_api.sync_filter import SyncFilter
-from roost.client_api.sync_summary import SUMMARY_TYPES, room_summary
+from roost.client_api.sync_summary import (
+    INVITE_STATE_TYPES,
+    SUMMARY_TYPES,
+    is_stripped,
+    room_summary,
+)
 from roost.client_api.typing import TypingTracker
 from roost.rooms.engine import LoadedEvent, RoomEngine
 from roost.rooms.events import Event
@@ -39,8 +44,6 @@ from roost.storage.sync_queries import RecentEvents, SyncQueries
 
 JsonDict = dict[str, Any]
 SyncToken = StreamToken  # the name this module used before the one token type
-INVITE_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
-                      "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
 MAX_INCREMENTAL_EVENTS = 5000
 IGNORED_USERS = "m.ignored_user_list"
 MAX_REMEMBERED_USERS = 100_000
@@ -106,6 +109,8 @@ class SyncBuilder:
         self._sections: list[Section] = []
         self._ignored: dict[str, frozenset[str]] = {}  # user -> ignored users, as last seen
         self._room_fields: list[RoomField] = []
+        # Global account data an initial sync serves when the user has none stored.
+        self._default_account_data: dict[str, Callable[[str], Awaitable[JsonDict]]] = {}
 
     # -- extension points (see sync_extensions.py) ---------------------------------
 
@@ -128,6 +133,13 @@ class SyncBuilder:
             raise ValueError(f"sync room field {key} is taken")
         self._room_fields.append(RoomField(key, build))
 
+    def add_default_account_data(self, data_type: str,
+                                 build: Callable[[str], Awaitable[JsonDict]]) -> None:
+        """Global account data of `data_type` that an initial sync carries even when the
+        user has none stored (`m.push_rules`: the server-default rules); `build(user)` makes
+        its content. Once stored, the stored one is served like any other."""
+        self._default_account_data[data_type] = build
+
     # -- building --------------------------------------------------------------------
 
     def now(self) -> SyncToken:
@@ -142,6 +154,11 @@ class SyncBuilder:
             return _empty_body(now), now  # nothing anywhere has moved: no query needed
         memberships = await self._user_rooms.rooms_at(user_id, now.events)
         account = await self._account_changes(user_id, since, now)
+        if since is None and self._default_account_data:
+            stored = {t for room, t, _ in account if room == ""}
+            for data_type, default in self._default_account_data.items():
+                if data_type not in stored:
+                    account.append(("", data_type, await default(user_id)))
         ignored = await self._ignored_users(user_id, account)
         filt = filt.ignoring(ignored)
         request = SyncRequest(user_id, device_id, since, now, filt, full_state)
@@ -246,7 +263,7 @@ class SyncBuilder:
             events = await self._visible(user_id, room_id, self._wanted(latest.get(room_id, []),
                                                                         filt), joins.get(room_id))
             plans[room_id] = self._plan(events, filt, now)
-        await self._add_full_state(plans, joined, user_id, filt)
+        await self._add_full_state(plans, joined, user_id, filt, now)
 
     async def _incremental_joined(
         self, plans: dict[str, _RoomPlan], user_id: str, joined: list[str],
@@ -261,19 +278,23 @@ class SyncBuilder:
             by_room.setdefault(stored.room_id, []).append(stored)
         joins = await self._events.latest_join_positions(user_id, list(newly_joined))
         for room_id in joined:
-            new = self._wanted(by_room.get(room_id, []), filt)
+            raw = by_room.get(room_id, [])
+            new = self._wanted(raw, filt)
             if room_id in newly_joined:
                 new = await self._visible(user_id, room_id, new, joins.get(room_id))
-            if new or room_id in newly_joined:
+            gap: list[LoadedEvent] = []
+            if room_id not in newly_joined and raw:
+                gap = self._state_before_timeline(raw, new, filt)
+            if new or gap or room_id in newly_joined:
                 plan = self._plan(new, filt, now)
                 plan.limited = plan.limited or (room_id in newly_joined and bool(new))
                 plans[room_id] = plan
-                if room_id not in newly_joined and plan.limited:
-                    skipped = new[:len(new) - len(plan.timeline)]
-                    plan.state = await self._state_in_gap(room_id, skipped, plan, filt)
+                if gap:
+                    plan.state = self._state_in_gap(room_id, gap, plan, filt)
                 if room_id not in newly_joined and filt.lazy_load_members:
                     await self._add_lazy_members(room_id, plan, filt)
-        await self._add_full_state(plans, sorted(newly_joined & set(plans)), user_id, filt)
+        await self._add_full_state(plans, sorted(newly_joined & set(plans)), user_id, filt,
+                                   now)
 
     async def _add_lazy_members(self, room_id: str, plan: _RoomPlan, filt: SyncFilter) -> None:
         """Lazy loading in an incremental sync: the member events of the timeline's
@@ -315,30 +336,59 @@ class SyncBuilder:
         return _RoomPlan(timeline, len(events) > len(timeline), f"s{(first or 1) - 1}")
 
     async def _add_full_state(self, plans: dict[str, _RoomPlan], rooms: list[str],
-                              user_id: str, filt: SyncFilter) -> None:
-        """Current state for each room, minus the timeline's own, loaded in one query."""
+                              user_id: str, filt: SyncFilter, now: SyncToken) -> None:
+        """The state at the token for each room, minus the timeline's own.
+
+        Read from the engine's head (the current state, parsed) with positions and
+        redactions in one query; a room whose head has moved past the token (an event
+        persisted while this sync was built) is read at the token from storage instead,
+        so that event comes in the next sync's timeline, not before it.
+        """
         wanted: dict[str, list[str]] = {}
         held: dict[str, Event] = {}
         for room_id in rooms:
-            plan = plans[room_id]
-            in_timeline = {e.event.event_id for e in plan.timeline}
-            senders = {e.event.sender for e in plan.timeline} | {user_id}
             current = await self._engine.current_state_events(room_id)
             held.update((e.event_id, e) for e in current.values())
-            if not filt.state.wants_room(room_id):
-                wanted[room_id] = []
-                continue
-            everything = filt.state.passes_every_event()
-            wanted[room_id] = [
-                e.event_id for key, e in sorted(current.items())
-                if e.event_id not in in_timeline and (
-                    not filt.lazy_load_members or key[0] != "m.room.member" or key[1] in senders)
-                and (everything or key[0] == "m.room.member" and key[1] == user_id
-                     or filt.state.wants(e.type, e.sender, e.content))
-            ]
+            wanted[room_id] = self._wanted_state(room_id, current, plans[room_id], user_id,
+                                                 filt)
         loaded = await self._state_events(held, [i for ids in wanted.values() for i in ids])
         for room_id, ids in wanted.items():
+            if any((loaded[i].stream_ordering or 0) > now.events for i in ids if i in loaded):
+                at_token = await self._state_at(room_id, now.events)
+                if at_token is not None:
+                    events = {key: e.event for key, e in at_token.items()}
+                    chosen = self._wanted_state(room_id, events, plans[room_id], user_id, filt)
+                    by_id = {e.event.event_id: e for e in at_token.values()}
+                    plans[room_id].state = [by_id[i] for i in chosen]
+                    continue
             plans[room_id].state = [loaded[i] for i in ids if i in loaded]
+
+    def _wanted_state(self, room_id: str, state: dict[tuple[str, str], Event], plan: _RoomPlan,
+                      user_id: str, filt: SyncFilter) -> list[str]:
+        """The ids of the state events a room's `state` section carries (filters, lazy
+        members), in key order, minus those in its timeline."""
+        if not filt.state.wants_room(room_id):
+            return []
+        in_timeline = {e.event.event_id for e in plan.timeline}
+        senders = {e.event.sender for e in plan.timeline} | {user_id}
+        everything = filt.state.passes_every_event()
+        return [
+            e.event_id for key, e in sorted(state.items())
+            if e.event_id not in in_timeline and (
+                not filt.lazy_load_members or key[0] != "m.room.member" or key[1] in senders)
+            and (everything or key[0] == "m.room.member" and key[1] == user_id
+                 or filt.state.wants(e.type, e.sender, e.content))
+        ]
+
+    async def _state_at(self, room_id: str,
+                        position: int) -> dict[tuple[str, str], LoadedEvent] | None:
+        """The room's state after its last event at or below `position`, from storage."""
+        group = await self._queries.state_group_at(room_id, position)
+        if group is None:
+            return None
+        ids = await self._view.state.state_at_group(group)
+        events = await self._engine.get_events(list(ids.values()))
+        return {key: events[eid] for key, eid in ids.items() if eid in events}
 
     async def _state_events(self, held: dict[str, Event],
                             event_ids: list[str]) -> dict[str, LoadedEvent]:
@@ -348,20 +398,35 @@ class SyncBuilder:
         return {i: LoadedEvent(held[i], position, redacted_by, False)
                 for i, (position, redacted_by) in found.items()}
 
-    async def _state_in_gap(self, room_id: str, skipped: list[LoadedEvent],
-                            plan: _RoomPlan, filt: SyncFilter) -> list[LoadedEvent]:
-        """State changed in the part of the range the timeline leaves out: its current value."""
-        keys = {(e.event.type, e.event.state_key) for e in skipped
-                if e.event.state_key is not None and filt.state.wants_room(room_id)
-                and filt.state.wants(e.event.type, e.event.sender, e.event.content)}
-        if not keys:
+    def _state_before_timeline(self, raw: list[StoredEvent], new: list[LoadedEvent],
+                               filt: SyncFilter) -> list[LoadedEvent]:
+        """State events of the range that the timeline will not show: those before the
+        timeline's first event (a limited timeline's gap), and those its filter left out
+        later whose state key the timeline does not move on itself."""
+        timeline = new[-filt.timeline_limit:] if filt.timeline_limit else []
+        start = (timeline[0].stream_ordering or 0) if timeline else None
+        shown = {e.event.event_id for e in timeline}
+        moved = {(e.event.type, e.event.state_key) for e in timeline
+                 if e.event.state_key is not None}
+        candidates = [s for s in raw if s.event_id not in shown]
+        if not candidates:
             return []
-        in_timeline = {e.event.event_id for e in plan.timeline}
-        current = await self._engine.current_state_events(room_id)
-        ids = [current[key].event_id for key in sorted(keys)  # type: ignore[index]
-               if key in current and current[key].event_id not in in_timeline]  # type: ignore[operator]
-        loaded = await self._state_events({e.event_id: e for e in current.values()}, ids)
-        return [loaded[i] for i in ids if i in loaded]
+        return [e for e in self._engine.loaded(candidates) if e.event.state_key is not None
+                and (start is None or (e.stream_ordering or 0) < start
+                     or (e.event.type, e.event.state_key) not in moved)]
+
+    def _state_in_gap(self, room_id: str, skipped: list[LoadedEvent],
+                      plan: _RoomPlan, filt: SyncFilter) -> list[LoadedEvent]:
+        """The state as the timeline starts, for what changed in the part of the range the
+        timeline leaves out: the last event of each state key among the skipped ones."""
+        if not filt.state.wants_room(room_id):
+            return []
+        last: dict[tuple[str, str], LoadedEvent] = {}
+        for e in skipped:
+            if e.event.state_key is not None and filt.state.wants(
+                    e.event.type, e.event.sender, e.event.content):
+                last[(e.event.type, e.event.state_key)] = e
+        return [last[key] for key in sorted(last)]
 
     async def _stripped_state(self, room_id: str, user_id: str) -> list[JsonDict]:
         """An invite's or knock's view of a room: a few state events, stripped."""
@@ -372,7 +437,7 @@ class SyncBuilder:
         if self._remote_invite_state is not None:
             sent = await self._remote_invite_state(room_id, user_id) or []
             have = {(e["type"], e["state_key"]) for e in events}
-            events += [e for e in sent if _is_stripped(e) and (e["type"], e["state_key"]) not in have]
+            events += [e for e in sent if is_stripped(e) and (e["type"], e["state_key"]) not in have]
         return events
 
     async def _leaves(self, plans: dict[str, _RoomPlan], left: dict[str, int],
@@ -536,10 +601,3 @@ def _client_txn_id(event: Event, stored: str) -> str:
 def _empty_body(now: SyncToken) -> JsonDict:
     return {"next_batch": str(now), "rooms": {"join": {}, "invite": {}, "leave": {}},
             "account_data": {"events": []}, "presence": {"events": []}}
-
-
-def _is_stripped(event: Any) -> bool:
-    """A well-formed stripped state event, as another server may send with an invite."""
-    return (isinstance(event, dict) and isinstance(event.get("type"), str)
-            and isinstance(event.get("state_key"), str) and isinstance(event.get("sender"), str)
-            and isinstance(event.get("content"), dict))

@@ -33,16 +33,32 @@ class _Request(Protocol):
 
 class E2eSync:
     def __init__(self, inbox: DeviceInboxStore, lists: DeviceListStore,
-                 keys: E2eKeyStore) -> None:
+                 keys: E2eKeyStore, events_position: int = 0) -> None:
         self._inbox = inbox
         self._lists = lists
         self._keys = keys
+        # (user, device) -> position acknowledged (and deleted up to) in this process: a
+        # sync at the same `since` again deletes nothing new, so it is not asked.
+        self._acked: dict[tuple[str, str], int] = {}
+        # The events position of the newest membership change announced (from start:
+        # the position then, as nothing earlier is known): a sync from a token at or
+        # after it has no joins or leaves to look for.
+        self.last_membership = events_position
+
+    def on_change(self, change: Any) -> None:
+        """The notifier's cache hook: the engine names the member of a membership event."""
+        if change.stream == "events" and change.users:
+            self.last_membership = max(self.last_membership, change.position)
 
     async def to_device(self, req: _Request) -> JsonDict | None:
         if req.device_id is None:
             return None
-        if req.since is not None and req.since.to_device > 0:
+        key = (req.user_id, req.device_id)
+        if req.since is not None and req.since.to_device > self._acked.get(key, 0):
             await self._inbox.acknowledge(req.user_id, req.device_id, req.since.to_device)
+            if len(self._acked) >= 100_000:
+                self._acked.clear()
+            self._acked[key] = req.since.to_device
         if req.since is not None and req.since.to_device >= req.now.to_device:
             return {"events": []}
         messages, _ = await self._inbox.messages(req.user_id, req.device_id, req.now.to_device,
@@ -55,19 +71,21 @@ class E2eSync:
         since, now = req.since, req.now
         if since.device_lists >= now.device_lists and since.events >= now.events:
             return {"changed": [], "left": []}
+        after_events = max(since.events, 0)
+        upto_events = now.events if self.last_membership > after_events else after_events
         changed, left = await self._lists.changes_for(
-            req.user_id, since.device_lists, now.device_lists, max(since.events, 0), now.events)
+            req.user_id, since.device_lists, now.device_lists, after_events, upto_events)
         return {"changed": sorted(changed), "left": sorted(left)}
 
     async def one_time_keys_count(self, req: _Request) -> JsonDict | None:
         if req.device_id is None:
             return None
-        return await self._keys.one_time_key_counts(req.user_id, req.device_id)
+        return (await self._keys.sync_counts(req.user_id, req.device_id))[0]
 
     async def unused_fallback_key_types(self, req: _Request) -> list[str] | None:
         if req.device_id is None:
             return None
-        return await self._keys.unused_fallback_types(req.user_id, req.device_id)
+        return (await self._keys.sync_counts(req.user_id, req.device_id))[1]
 
 
 def device_lists_news(value: Any) -> bool:

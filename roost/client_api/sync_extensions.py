@@ -1,6 +1,6 @@
 """How other areas add to a /sync body without editing the builder's core.
 
-Three kinds of extension, registered on the `SyncBuilder` in wiring.py:
+Four kinds of extension, registered on the `SyncBuilder` in wiring.py:
 
 - a stream (`builder.add_stream(name, current)`): its position goes into
   every token. `name` must be a field of `StreamToken` (one line in
@@ -29,6 +29,10 @@ Three kinds of extension, registered on the `SyncBuilder` in wiring.py:
   the answer holds and returns `{room_id: value}`; rooms missing from the
   result get no key. It never adds a room to the answer on its own: a change
   that should bring a room in (a receipt, an event) already does.
+
+And default global account data (`builder.add_default_account_data(type, build)`):
+what an initial sync carries for a user who has none of that type stored (push's
+`m.push_rules`, the server-default rules a client needs before it changes any).
 
 Keys may not shadow what the builder writes itself (`next_batch`, `rooms`,
 `account_data`, `presence`; per room `timeline`, `state`, `ephemeral`,

@@ -1,4 +1,5 @@
-"""A joined room's `summary` in /sync: heroes and member counts, from its state."""
+"""What /sync says about a room besides its events: a joined room's `summary` (heroes and
+member counts), and which stripped state an invite or knock shows."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 from roost.rooms.events import Event
 
 MAX_HEROES = 5
+INVITE_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
+                      "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
 # State whose change can change the summary (or whether heroes are needed).
 SUMMARY_TYPES = frozenset({"m.room.member", "m.room.name", "m.room.canonical_alias"})
 
@@ -43,3 +46,10 @@ def _named(state: Mapping[tuple[str, str], Event]) -> bool:
     alias = state.get(("m.room.canonical_alias", ""))
     return bool((name is not None and name.content.get("name"))
                 or (alias is not None and alias.content.get("alias")))
+
+
+def is_stripped(event: Any) -> bool:
+    """A well-formed stripped state event, as another server may send with an invite."""
+    return (isinstance(event, dict) and isinstance(event.get("type"), str)
+            and isinstance(event.get("state_key"), str) and isinstance(event.get("sender"), str)
+            and isinstance(event.get("content"), dict))

@@ -52,23 +52,27 @@ class InboundDeviceEdus:
         self._locks: dict[str, defer.DeferredLock] = {}
 
     async def __call__(self, origin: str, kind: str, content: JsonDict) -> None:
+        # One at a time per origin for to-device messages (each sender's arrive in the
+        # order sent), per user for device list updates (each applied on the last).
         if kind == "m.direct_to_device":
-            await self._to_device(origin, content)
-            return
-        user_id = content.get("user_id")
-        if not isinstance(user_id, str) or server_name_of(user_id) != origin:
-            return
-        lock = self._locks.setdefault(user_id, defer.DeferredLock())
+            key = f"to_device {origin}"
+        else:
+            key = content.get("user_id")
+            if not isinstance(key, str) or server_name_of(key) != origin:
+                return
+        lock = self._locks.setdefault(key, defer.DeferredLock())
         await lock.acquire()
         try:
-            if kind == "m.device_list_update":
-                await self._device_list_update(user_id, content)
+            if kind == "m.direct_to_device":
+                await self._to_device(origin, content)
+            elif kind == "m.device_list_update":
+                await self._device_list_update(key, content)
             elif kind == "m.signing_key_update":
-                await self._signing_key_update(user_id, content)
+                await self._signing_key_update(key, content)
         finally:
             lock.release()
             if not lock.locked and not lock.waiting:
-                self._locks.pop(user_id, None)
+                self._locks.pop(key, None)
 
     async def _device_list_update(self, user_id: str, content: JsonDict) -> None:
         device_id, stream_id = content.get("device_id"), content.get("stream_id")

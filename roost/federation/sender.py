@@ -243,6 +243,8 @@ class FederationSender:
             hosts.add(server_of(event.state_key))  # a kicked server learns it was kicked
         hosts.discard(self._server_name)
         hosts.discard(origin)
+        if event.type == "m.room.server_acl":
+            return hosts  # every server in the room learns the ACL, to uphold it
         return await self._acl_filter(event.room_id, hosts)
 
     async def _acl_filter(self, room_id: str, hosts: set[str]) -> set[str]:

@@ -86,4 +86,4 @@ def register_client_extras(router: Router, db: Database, clock: IReactorTime,
     indexer.start()
     closers.append(("search indexer", indexer.stop))
     search.register(router, search.RoomEventSearch(search_store, indexer, engine, view,
-                                                   event_store))
+                                                   event_store, AccountDataStore(db)))

@@ -195,6 +195,8 @@ class PushConfig:
 
     min_retry_interval: Duration = Duration(1_000)
     max_retry_interval: Duration = Duration(600_000)
+    # Gateways at these addresses are never contacted; None: federation.ip_range_blocklist.
+    ip_range_blocklist: list[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from roost.storage.appservice import AppServiceStore
 from roost.storage.database import Database
 from roost.storage.devices import DeviceStore
 from roost.storage.directory import DirectoryStore
+from roost.storage.erasure import ErasureStore
 from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.notifier import Notifier
 from roost.storage.registration_tokens import RegistrationTokenStore
@@ -66,6 +67,13 @@ def health_checks(db: Database, limiter: RateLimiter) -> dict[str, Any]:
     return checks
 
 
+def erase_hook(erasure: ErasureStore, clock: IReactorTime) -> Any:
+    """Deactivation with erase: true records the user as erased (issue 15)."""
+    async def erase(user_id: str) -> None:
+        await erasure.erase(user_id, int(clock.seconds() * 1000))
+    return erase
+
+
 def register_admin(router: Router, config: RoostConfig, accounts: Accounts,
                     tokens: TokenAuthority, device_store: DeviceStore, profiles: Profiles,
                     engine: RoomEngine, clock: IReactorTime, db: Database,
@@ -76,7 +84,8 @@ def register_admin(router: Router, config: RoostConfig, accounts: Accounts,
     queries = AdminQueries(db, config.server_name)
     parts = AdminParts(
         admin_users.AdminUsers(gate, accounts, queries, device_store, tokens, profiles,
-                               on_deactivate),
+                               on_deactivate,
+                               erase_hook(ErasureStore(db, config.server_name), clock)),
         admin_rooms.AdminRooms(gate, queries, engine,
                                RoomCreation(config.server_name, config.rooms.default_version),
                                clock, RoomPurger(db)))

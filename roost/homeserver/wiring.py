@@ -53,9 +53,11 @@ from roost.client_api import (
     versions,
     websocket,
 )
+from roost.client_api import login_tokens as login_tokens_api
 from roost.client_api.accounts import Accounts
 from roost.client_api.appservice import AppServiceAuth, AppServices
 from roost.client_api.device_lists import DeviceLists
+from roost.client_api.login_tokens import LoginTokens
 from roost.client_api.passwords import PasswordHasher
 from roost.client_api.presence import PresenceTracker
 from roost.client_api.profile import Profiles
@@ -96,6 +98,7 @@ from roost.homeserver.client_extras import register_client_extras
 from roost.homeserver.config import RoostConfig
 from roost.homeserver.operations import (
     AdminParts,
+    erase_hook,
     health_checks,
     register_admin,
     start_appservices,
@@ -126,6 +129,7 @@ from roost.storage.erasure import ErasureStore
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
 from roost.storage.federation_outbound import FederationOutboundStore
+from roost.storage.login_tokens import LoginTokenStore
 from roost.storage.media import MediaStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
@@ -407,19 +411,32 @@ async def _build_push(router: Router, db: Database, reactor: Any, clock: IReacto
                       closers: list[tuple[str, Any]],
                       password_hooks: list[Any], builder: SyncBuilder) -> PushParts:
     """Push rules, evaluation off the events stream, notification counts, pushers."""
+    from twisted.web.client import HTTPConnectionPool
+
+    from roost.federation.transport.client import IpBlocklist
+    from roost.http.outbound import checked_agent
+
     actions = PushActionStore(db)
     evaluator = PushEvaluator(actions, PushRuleStore(db), engine, streams["events"], notifier,
                               config.server_name, clock)
     await evaluator.start()
     closers.append(("push evaluator", evaluator.stop))
+    blocklist = config.push.ip_range_blocklist
+    if blocklist is None:
+        blocklist = config.federation.ip_range_blocklist
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    # A pusher's URL is the client's choice: resolve it and refuse the blocked ranges.
+    agent = checked_agent(reactor, IpBlocklist(blocklist).blocks, pool)
     delivery = PusherDelivery(
         PusherStore(db), actions, evaluator, event_details(engine), reactor, clock,
         min_retry_interval_ms=config.push.min_retry_interval,
-        max_retry_interval_ms=config.push.max_retry_interval)
+        max_retry_interval_ms=config.push.max_retry_interval, agent=agent, pool=pool)
     await delivery.start()
     closers.append(("pushers", delivery.stop))
     account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
-    push_rules.register(router, push_rules.PushRules(PushRuleStore(db), evaluator, account))
+    rules = push_rules.PushRules(PushRuleStore(db), evaluator, account)
+    push_rules.register(router, rules)
+    builder.add_default_account_data("m.push_rules", rules.account_data_content)
     notifications.register(router, actions, view)
     pusher_service = pushers.Pushers(PusherStore(db), delivery, evaluator, clock)
     pushers.register(router, pusher_service)
@@ -463,7 +480,8 @@ async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: 
     closers.append(("device list sender", list_sender.stop))
     tracking = RemoteDeviceTracking(list_store, notifier, config.server_name)
     closers.append(("remote device tracking", tracking.stop))
-    e2e_sync = E2eSync(DeviceInboxStore(db), list_store, key_store)
+    e2e_sync = E2eSync(DeviceInboxStore(db), list_store, key_store, streams["events"].current)
+    notifier.add_cache(e2e_sync.on_change)
     builder.add_stream("to_device", lambda: streams["to_device"].current)
     builder.add_stream("device_lists", lambda: streams["device_lists"].current)
     builder.add_section("to_device", e2e_sync.to_device)
@@ -539,14 +557,16 @@ async def build_homeserver(
                       RegistrationTokenStore(db), clock,
                       require_token=config.registration.require_token,
                       allow_guests=config.registration.allow_guests, appservices=appservices)
-    login.register(router, accounts, tokens, device_store, appservices)
+    login_tokens = LoginTokens(LoginTokenStore(db), clock)
+    login.register(router, accounts, tokens, device_store, appservices, login_tokens)
+    login_tokens_api.register(router, login_tokens, uia)
     thirdparty.register(router, appservices)
     capabilities.register(router, config.rooms.default_version)
     on_deactivate = [profiles.on_deactivate, _leave_all_rooms(engine, state_store)]
     password_hooks: list[Any] = []
     account.register(router, accounts, tokens, device_store, uia, on_deactivate=on_deactivate,
                      on_password_change=password_hooks,
-                     on_erase=[_erase_hook(erasure, clock)])
+                     on_erase=[erase_hook(erasure, clock)])
     remote_queries = _build_remote_queries(federation, clock)
     profile.register(router, profiles, config.server_name, remote_queries)
     user_directory.register(router, profile_store)
@@ -654,9 +674,3 @@ def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
     room_summary.register(router, spaces, directory_store, state_store)
     federation_hierarchy.register(federation.router, spaces)
 
-
-def _erase_hook(erasure: ErasureStore, clock: Any) -> Any:
-    """Deactivation with erase: true records the user as erased (issue 15)."""
-    async def erase(user_id: str) -> None:
-        await erasure.erase(user_id, int(clock.seconds() * 1000))
-    return erase

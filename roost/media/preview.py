@@ -2,10 +2,11 @@
 
 A preview makes this server fetch any URL a user names, so every connection
 goes through the outbound IP blocklist (the federation client's, handed in as
-`blocks`): names are resolved here and each address is checked before a
-connection is made to that very address, so neither a name pointing at a
-private address nor DNS answering differently the second time gets through;
-redirects are followed by hand, at most five, each hop checked the same way.
+`blocks`, applied by `roost.http.outbound.checked_agent`): names are resolved
+and each address is checked before a connection is made to that very
+address, so neither a name pointing at a private address nor DNS answering
+differently the second time gets through; redirects are followed by hand, at
+most five, each hop checked the same way.
 Bodies are limited in size and the whole fetch in time. HTML is read with the
 standard library's parser (not regular expressions); an image found (or the
 URL itself, when it is an image) is stored as local media and given as mxc://.
@@ -14,22 +15,18 @@ URL itself, when it is an image) is stored as local media and given as mxc://.
 from __future__ import annotations
 
 import io
-import ipaddress
 import tempfile
 from html.parser import HTMLParser
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import treq
-from twisted.internet import defer, ssl, threads
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IResolutionReceiver, IStreamClientEndpoint
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.internet import defer, threads
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory
-from zope.interface import implementer
 
 from roost.http.errors import MatrixError
+from roost.http.outbound import BlockedAddressError, checked_agent
 from roost.media.thumbnails import pillow
 
 JsonDict = dict[str, Any]
@@ -38,87 +35,17 @@ _CACHE_ENTRIES = 1000
 _CACHE_MS = 3_600_000
 
 
-class BlockedError(Exception):
-    """Every address of the host is in the blocklist."""
-
-
 class MediaUploader(Protocol):
     async def upload(self, user_id: str, source: Any, content_type: str | None,
                      filename: str | None) -> str: ...
-
-
-@implementer(IResolutionReceiver)
-class _Collect:
-    def __init__(self) -> None:
-        self.addresses: list[str] = []
-        self.done: defer.Deferred[list[str]] = defer.Deferred()
-
-    def resolutionBegan(self, resolution: Any) -> None:
-        pass
-
-    def addressResolved(self, address: Any) -> None:
-        self.addresses.append(address.host)
-
-    def resolutionComplete(self) -> None:
-        self.done.callback(self.addresses)
-
-
-@implementer(IStreamClientEndpoint)
-class _CheckedEndpoint:
-    """Resolves the host, drops blocked addresses, connects to the first that answers."""
-
-    def __init__(self, reactor: Any, resolver: Any, blocks: Any, scheme: bytes, host: str,
-                 port: int) -> None:
-        self._reactor, self._resolver, self._blocks = reactor, resolver, blocks
-        self._scheme, self._host, self._port = scheme, host, port
-
-    def connect(self, factory: Any) -> defer.Deferred[Any]:
-        return defer.ensureDeferred(self._connect(factory))
-
-    async def _connect(self, factory: Any) -> Any:
-        try:
-            ipaddress.ip_address(self._host)
-            found = [self._host]
-        except ValueError:
-            receiver = _Collect()
-            self._resolver.resolveHostName(receiver, self._host, 0)
-            found = await receiver.done
-        allowed = [a for a in found if not self._blocks(a)]
-        if found and not allowed:
-            raise BlockedError(f"{self._host} is in the IP range blocklist")
-        if not allowed:
-            raise ConnectionError(f"no address for {self._host}")
-        last: Exception | None = None
-        for address in allowed:
-            tcp_class = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
-            endpoint: IStreamClientEndpoint = tcp_class(self._reactor, address, self._port,
-                                                        timeout=10)
-            if self._scheme == b"https":
-                endpoint = wrapClientTLS(ssl.optionsForClientTLS(self._host), endpoint)
-            try:
-                return await endpoint.connect(factory)
-            except Exception as e:
-                last = e
-        raise ConnectionError(f"could not connect to {self._host}: {last}")
-
-
-@implementer(IAgentEndpointFactory)
-class _Endpoints:
-    def __init__(self, reactor: Any, resolver: Any, blocks: Any) -> None:
-        self._args = (reactor, resolver, blocks)
-
-    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
-        return _CheckedEndpoint(*self._args, uri.scheme, uri.host.decode("ascii").strip("[]"),
-                                uri.port)
 
 
 class UrlPreviewer:
     def __init__(self, reactor: Any, clock: Any, blocks: Any, uploader: MediaUploader,
                  max_bytes: int, timeout_ms: int, name_resolver: Any = None) -> None:
         self._clock = clock
-        self._agent = Agent.usingEndpointFactory(
-            reactor, _Endpoints(reactor, name_resolver or reactor.nameResolver, blocks),
-            HTTPConnectionPool(reactor, persistent=False))
+        self._agent = checked_agent(reactor, blocks, HTTPConnectionPool(reactor, persistent=False),
+                                    name_resolver)
         self._uploader = uploader
         self._max_bytes = max_bytes
         self._timeout_s = timeout_ms / 1000
@@ -149,7 +76,7 @@ class UrlPreviewer:
         d.addTimeout(self._timeout_s, self._clock)
         try:
             return await d
-        except BlockedError:
+        except BlockedAddressError:
             raise MatrixError(403, "M_FORBIDDEN", "URL blocked by the IP range blocklist"
                               ) from None
         except MatrixError:

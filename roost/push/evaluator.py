@@ -29,6 +29,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
+from roost.push.counts import UnreadCache
 from roost.push.evaluate import (
     CompiledRules,
     FlatEvent,
@@ -105,6 +106,7 @@ class PushEvaluator:
         self._threads: OrderedDict[str, str] = OrderedDict()
         self._waiters: list[tuple[int, defer.Deferred[None]]] = []
         self._generation = 0  # moves whenever someone's rules change
+        self.counts = UnreadCache()
         # Called with (the batch's stored rows, new position) after each batch.
         self.on_actions: list[Callable[[list[ActionRow], int], None]] = []
 
@@ -158,6 +160,9 @@ class PushEvaluator:
     def _on_change(self, change: StreamChange) -> None:
         if change.stream == "events" and not self._stopped:
             self._read()
+        elif change.stream == "receipts":
+            # A receipt moved these users' read positions in these rooms.
+            self.counts.drop((u, r) for u in change.users for r in change.rooms)
 
     def _read(self) -> None:
         if self._reading:
@@ -178,7 +183,13 @@ class PushEvaluator:
                 rows = await self._actions.events_after(self.position, upto, READ_BATCH)
                 new_position = rows[-1][0] if len(rows) == READ_BATCH else upto
                 actions, own_reads = await self._evaluate(rows)
-                await self._actions.record(actions, own_reads, new_position)
+                self.counts.writing()
+                try:
+                    await self._actions.record(actions, own_reads, new_position)
+                except BaseException:
+                    self.counts.clear()  # committed or not, nobody knows: read them again
+                    raise
+                self.counts.add(actions, [(u, r) for u, r, _, _ in own_reads])
                 self.position = new_position
                 self._release(new_position)
                 for listener in self.on_actions:

@@ -79,7 +79,10 @@ def tweaks_of(actions: list[Any]) -> JsonDict:
 class PusherDelivery:
     def __init__(self, store: PusherStore, actions: PushActionStore, evaluator: PushEvaluator,
                  event_details: EventDetails, reactor: Any, clock: IReactorTime, *,
-                 min_retry_interval_ms: int, max_retry_interval_ms: int) -> None:
+                 min_retry_interval_ms: int, max_retry_interval_ms: int,
+                 agent: Any = None, pool: HTTPConnectionPool | None = None) -> None:
+        """`agent` is what connects to gateways: wiring gives one that refuses the
+        configured IP ranges (a pusher's URL is the client's choice)."""
         self._store = store
         self._actions = actions
         self._evaluator = evaluator
@@ -88,7 +91,8 @@ class PusherDelivery:
         self._clock = clock
         self._min_retry = max(1, min_retry_interval_ms)
         self._max_retry = max(self._min_retry, max_retry_interval_ms)
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool = pool or HTTPConnectionPool(reactor, persistent=True)
+        self._agent = agent
         self._pushers: dict[tuple[str, str, str], _State] = {}
         self._by_user: dict[str, set[tuple[str, str, str]]] = {}
         self._tasks: set[defer.Deferred[None]] = set()
@@ -230,7 +234,7 @@ class PusherDelivery:
             response = await treq.post(url, json.dumps(body).encode(),
                                        headers={"Content-Type": "application/json"},
                                        pool=self._pool, reactor=self._reactor,
-                                       timeout=REQUEST_TIMEOUT_S)
+                                       agent=self._agent, timeout=REQUEST_TIMEOUT_S)
             content = await response.content()
         except Exception as e:
             logger.info("push gateway %s unreachable: %s", url, e)

@@ -57,6 +57,25 @@ class UserStore:
         if await self._db.run("create_user", txn_fn) == "exists":
             raise UserExistsError(user_id)
 
+    async def upgrade_guest(self, user_id: str, password_hash: str, now_ms: int,
+                            registration_token: str | None = None) -> bool:
+        """Make a guest account a full one with a password (spending a registration token in
+        the same transaction); False if it is not a guest (any more), TokenSpentError if the
+        token is no longer valid (then nothing changes)."""
+
+        def txn_fn(txn: Txn) -> bool:
+            txn.execute(
+                "UPDATE users SET password_hash = %s, is_guest = FALSE"
+                " WHERE user_id = %s AND is_guest AND NOT deactivated",
+                (password_hash, user_id))
+            if txn.rowcount != 1:
+                return False
+            if registration_token is not None and not spend_token(txn, registration_token, now_ms):
+                raise TokenSpentError(registration_token)  # rolls the upgrade back
+            return True
+
+        return bool(await self._db.run("upgrade_guest", txn_fn))
+
     async def get_user(self, user_id: str) -> UserRecord | None:
         row = await self._db.run(
             "get_user",

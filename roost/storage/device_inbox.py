@@ -81,8 +81,3 @@ class DeviceInboxStore:
             "DELETE FROM device_inbox WHERE user_id = %s AND device_id = %s AND stream_id <= %s",
             (user_id, device_id, upto)))
 
-    async def pending_count(self, user_id: str, device_id: str) -> int:
-        row = await self._db.run("inbox_count", lambda t: t.query_one(
-            "SELECT COUNT(*) FROM device_inbox WHERE user_id = %s AND device_id = %s",
-            (user_id, device_id)))
-        return int(row[0]) if row else 0

@@ -94,6 +94,8 @@ class DeviceListStore:
         the reader themself, and users who newly share a room (a join on
         either side). left: users who stopped sharing every room.
         """
+        if upto <= after and upto_events <= after_events:
+            return set(), set()  # nothing in either range: no transaction at all
         return await self._db.run("device_lists_changes", _changes_for, user_id, after, upto,
                                   after_events, upto_events)
 
@@ -151,37 +153,43 @@ class DeviceListStore:
 
 def _changes_for(txn: Txn, me: str, after: int, upto: int, after_events: int,
                  upto_events: int) -> tuple[set[str], set[str]]:
-    sharing = {r[0] for r in txn.query(_SHARING, (me,))}
-    changed: set[str] = set()
+    # Candidates first (both reads walk a stream index over the range only); who shares
+    # a room with the reader is asked only when there is someone to ask about.
+    candidates: set[str] = set()
     if upto > after:
         rows = txn.query("SELECT DISTINCT user_id FROM device_lists_stream"
                          " WHERE stream_id > %s AND stream_id <= %s", (after, upto))
-        changed = {r[0] for r in rows if r[0] == me or r[0] in sharing}
-    left: set[str] = set()
+        candidates = {r[0] for r in rows}
+    memberships: list[tuple[Any, ...]] = []
     if upto_events > after_events:
-        rows = txn.query(
+        memberships = txn.query(
             "SELECT room_id, user_id, membership FROM room_memberships"
             " WHERE stream_ordering > %s AND stream_ordering <= %s AND room_id IN"
             " (SELECT room_id FROM room_memberships WHERE user_id = %s)"
             " ORDER BY stream_ordering", (after_events, upto_events, me))
-        mine_joined = [room for room, user, m in rows if user == me and m == "join"]
-        for _room, user, membership in rows:
-            if user == me:
-                continue
-            if membership == "join":
-                changed.add(user)
-            elif user not in sharing:
-                left.add(user)
-        if mine_joined:
-            members = txn.query(
-                "SELECT DISTINCT state_key FROM current_state WHERE type = 'm.room.member'"
-                " AND membership = 'join' AND room_id = ANY(%s)", (mine_joined,))
-            changed |= {r[0] for r in members if r[0] != me}
-        mine_left = [room for room, user, m in rows if user == me and m != "join"]
-        if mine_left:
-            members = txn.query(
-                "SELECT DISTINCT user_id FROM room_memberships WHERE room_id = ANY(%s)",
-                (mine_left,))
-            left |= {r[0] for r in members if r[0] != me and r[0] not in sharing}
+    if not candidates and not memberships:
+        return set(), set()
+    sharing = {r[0] for r in txn.query(_SHARING, (me,))}
+    changed = {u for u in candidates if u == me or u in sharing}
+    left: set[str] = set()
+    mine_joined = [room for room, user, m in memberships if user == me and m == "join"]
+    for _room, user, membership in memberships:
+        if user == me:
+            continue
+        if membership == "join":
+            changed.add(user)
+        elif user not in sharing:
+            left.add(user)
+    if mine_joined:
+        members = txn.query(
+            "SELECT DISTINCT state_key FROM current_state WHERE type = 'm.room.member'"
+            " AND membership = 'join' AND room_id = ANY(%s)", (mine_joined,))
+        changed |= {r[0] for r in members if r[0] != me}
+    mine_left = [room for room, user, m in memberships if user == me and m != "join"]
+    if mine_left:
+        members = txn.query(
+            "SELECT DISTINCT user_id FROM room_memberships WHERE room_id = ANY(%s)",
+            (mine_left,))
+        left |= {r[0] for r in members if r[0] != me and r[0] not in sharing}
     changed = {u for u in changed if u == me or u in sharing}
     return changed, left - changed

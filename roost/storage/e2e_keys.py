@@ -30,6 +30,35 @@ class KeyConflict(Exception):
 class E2eKeyStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # (user, device) -> (one-time key counts, unused fallback key types): every /sync
+        # serves both, and they change only through upload and claim, here.
+        self._sync_counts: dict[tuple[str, str], tuple[dict[str, int], list[str]]] = {}
+        self._changes = 0  # uploads and claims so far; a read overlapping one is not kept
+
+    def _changed(self, devices: Iterable[tuple[str, str]]) -> None:
+        self._changes += 1
+        for key in devices:
+            self._sync_counts.pop(key, None)
+
+    async def sync_counts(self, user_id: str, device_id: str) -> tuple[dict[str, int], list[str]]:
+        """The device's one-time key counts and unused fallback key types, for /sync."""
+        key = (user_id, device_id)
+        cached = self._sync_counts.get(key)
+        if cached is not None:
+            return cached
+        changes = self._changes
+
+        def txn_fn(txn: Txn) -> tuple[dict[str, int], list[str]]:
+            rows = txn.query("SELECT algorithm FROM e2e_fallback_keys WHERE user_id = %s"
+                             " AND device_id = %s AND NOT used ORDER BY algorithm", key)
+            return _counts(txn, user_id, device_id), [r[0] for r in rows]
+
+        found = await self._db.run("e2e_sync_counts", txn_fn)
+        if changes == self._changes:
+            if len(self._sync_counts) >= 100_000:
+                self._sync_counts.clear()
+            self._sync_counts[key] = found
+        return found
 
     # -- device keys, one-time keys, fallback keys ---------------------------------
 
@@ -74,16 +103,10 @@ class E2eKeyStore:
                     (user_id, device_id, algorithm, key_id, _dumps(key)))
             return changed, _counts(txn, user_id, device_id)
 
-        return await self._db.run("e2e_upload", txn_fn)
-
-    async def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
-        return await self._db.run("e2e_otk_counts", _counts, user_id, device_id)
-
-    async def unused_fallback_types(self, user_id: str, device_id: str) -> list[str]:
-        rows = await self._db.run("e2e_fallback_unused", lambda t: t.query(
-            "SELECT algorithm FROM e2e_fallback_keys WHERE user_id = %s AND device_id = %s"
-            " AND NOT used ORDER BY algorithm", (user_id, device_id)))
-        return [r[0] for r in rows]
+        try:
+            return await self._db.run("e2e_upload", txn_fn)
+        finally:
+            self._changed([(user_id, device_id)])
 
     async def claim(self, wanted: list[tuple[str, str, str]]) -> dict[str, dict[str, JsonDict]]:
         """Claim one key per (user, device, algorithm): a one-time key, else the fallback key.
@@ -123,7 +146,10 @@ class E2eKeyStore:
                     f"{algorithm}:{key_id}": json.loads(key_json)}
             return out
 
-        return await self._db.run("e2e_claim", txn_fn)
+        try:
+            return await self._db.run("e2e_claim", txn_fn)
+        finally:
+            self._changed({(w[0], w[1]) for w in wanted})
 
     async def device_keys(self, users: dict[str, list[str]]) -> dict[str, dict[str, JsonDict]]:
         """{user: {device: keys}} for the devices asked for (an empty list: all of them),
@@ -155,12 +181,6 @@ class E2eKeyStore:
             return out
 
         return await self._db.run("e2e_device_keys", txn_fn)
-
-    async def device_ids_with_keys(self, user_id: str) -> list[str]:
-        rows = await self._db.run("e2e_devices_with_keys", lambda t: t.query(
-            "SELECT device_id FROM e2e_device_keys WHERE user_id = %s ORDER BY device_id",
-            (user_id,)))
-        return [r[0] for r in rows]
 
     async def all_device_ids(self, user_id: str) -> list[str]:
         """Every device of a local user, with or without keys (the targets of `*`)."""

@@ -75,6 +75,18 @@ def _row_for(event_id: str, room_id: str, stream_ordering: int, pdu: str
             stream_ordering, text)
 
 
+def _insert(txn: Txn, rows: list[tuple[Any, ...]]) -> None:
+    if rows:
+        txn.execute_values(
+            "INSERT INTO event_search (event_id, room_id, sender, type, key,"
+            " contains_url, stream_ordering, vector)"
+            " SELECT v.event_id, v.room_id, v.sender, v.type, v.key, v.contains_url,"
+            f" v.stream_ordering, {_VECTOR.format('v.text')}"
+            " FROM (VALUES %s) AS v (event_id, room_id, sender, type, key,"
+            " contains_url, stream_ordering, text)"
+            " ON CONFLICT (event_id) DO NOTHING", rows)
+
+
 class SearchStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -84,6 +96,34 @@ class SearchStore:
             "search_position",
             lambda t: t.query_one("SELECT stream_ordering FROM event_search_position"))
         return int(row[0]) if row else 0
+
+    async def index_backfilled(self, batch: int = 500) -> int:
+        """Index searchable history backfilled since the last call (positions below zero,
+        handed out downwards); returns how many events were looked at. Safe to re-run."""
+
+        def txn_fn(txn: Txn) -> int:
+            row = txn.query_one(
+                "SELECT backfill_ordering FROM event_search_position FOR UPDATE")
+            below = int(row[0]) if row else 0
+            # Every event below the mark is read once (the mark moves past them all);
+            # only the searchable ones are indexed.
+            events = txn.query(
+                "SELECT event_id, room_id, stream_ordering, type, outlier OR soft_failed"
+                " OR rejected_reason IS NOT NULL FROM events WHERE stream_ordering < %s"
+                " ORDER BY stream_ordering DESC LIMIT %s", (below, batch))
+            if not events:
+                return 0
+            wanted = [e[0] for e in events if e[3] in SEARCHABLE and not e[4]]
+            if wanted:
+                pdus = txn.query(
+                    "SELECT event_id, room_id, stream_ordering, pdu FROM events"
+                    " WHERE event_id = ANY(%s)", (wanted,))
+                _insert(txn, [r for r in (_row_for(*e) for e in pdus) if r is not None])
+            txn.execute("UPDATE event_search_position SET backfill_ordering = %s",
+                        (int(events[-1][2]),))
+            return len(events)
+
+        return int(await self._db.run("index_search_backfilled", txn_fn))
 
     async def index_upto(self, upto: int, batch: int = 500) -> int:
         """Index the searchable events after the stored position, at most `batch` of them and
@@ -102,16 +142,7 @@ class SearchStore:
                 " AND rejected_reason IS NULL"
                 " ORDER BY stream_ordering LIMIT %s",
                 (after, upto, list(SEARCHABLE), batch))
-            rows = [r for r in (_row_for(*e) for e in events) if r is not None]
-            if rows:
-                txn.execute_values(
-                    "INSERT INTO event_search (event_id, room_id, sender, type, key,"
-                    " contains_url, stream_ordering, vector)"
-                    " SELECT v.event_id, v.room_id, v.sender, v.type, v.key, v.contains_url,"
-                    f" v.stream_ordering, {_VECTOR.format('v.text')}"
-                    " FROM (VALUES %s) AS v (event_id, room_id, sender, type, key,"
-                    " contains_url, stream_ordering, text)"
-                    " ON CONFLICT (event_id) DO NOTHING", rows)
+            _insert(txn, [r for r in (_row_for(*e) for e in events) if r is not None])
             reached = int(events[-1][2]) if len(events) == batch else upto
             txn.execute("UPDATE event_search_position SET stream_ordering = %s", (reached,))
             return reached

@@ -41,6 +41,19 @@ class SyncQueries:
         )
         return {r[0]: r[1] for r in rows}
 
+    async def state_group_at(self, room_id: str, position: int) -> int | None:
+        """The state group after the room's last event at or below `position`."""
+        row = await self._db.run(
+            "state_group_at_position",
+            lambda t: t.query_one(
+                "SELECT state_group FROM events WHERE room_id = %s AND stream_ordering <= %s"
+                " AND state_group IS NOT NULL AND rejected_reason IS NULL AND NOT soft_failed"
+                " ORDER BY stream_ordering DESC LIMIT 1",
+                (room_id, position),
+            ),
+        )
+        return int(row[0]) if row else None
+
     async def joined_users(self, room_ids: list[str]) -> set[str]:
         """Everyone whose current membership is join in any of the rooms (one query)."""
         if not room_ids:

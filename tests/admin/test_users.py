@@ -40,6 +40,28 @@ class AdminGateTests(TestCase):
                              (method, path))
         self.assertFalse(await server.hs.accounts.is_admin("@alice:test.roost"))
 
+    async def test_every_admin_route_refuses_a_non_admin(self) -> None:
+        """Each route under /_synapse/admin (but the shared-secret registration and the
+        version, which need no account) answers a non-admin's token with 403."""
+        server, _admin, alice = await admin_and_user(self)
+        open_routes = {"/_synapse/admin/v1/register", "/_synapse/admin/v1/server_version"}
+        samples = {"user_id": q("@bob:test.roost"), "room_id": q("!r:test.roost"),
+                   "device_id": "D", "delete_id": "x", "token": "t", "report_id": "1",
+                   "server_name": "test.roost", "media_id": "abcdefgh"}
+        checked = 0
+        for route in server.hs.client_site.resource.children[b"_synapse"]._router.routes:
+            path = route.path
+            if not path.startswith("/_synapse/admin") or path in open_routes:
+                continue
+            for name, value in samples.items():
+                path = path.replace("{" + name + "}", value)
+            self.assertNotIn("{", path, f"no sample value for {route.path}")
+            resp = await server.request(route.method, path, {}, token=alice["access_token"])
+            self.assertEqual((resp.status, resp.body.get("errcode")), (403, "M_FORBIDDEN"),
+                             f"{route.method} {route.path}")
+            checked += 1
+        self.assertGreaterEqual(checked, 30)
+
     async def test_admin_rights_are_read_from_storage_not_the_token(self) -> None:
         server, admin, _alice = await admin_and_user(self)
         self.assertEqual((await server.request("GET", f"{A}/v2/users", token=admin)).status, 200)
@@ -119,8 +141,24 @@ class AdminUserTests(TestCase):
         self.assertEqual(who.status, 401)
         got = await server.request("GET", f"{A}/v2/users/{user}", token=admin)
         self.assertTrue(got.body["deactivated"])
+        erased = await server.hs.db.run("erased", lambda txn: txn.query(
+            "SELECT user_id FROM erased_users"))
+        self.assertEqual(erased, [])  # erase: false erases nothing
         listed = await server.request("GET", f"{A}/v2/users", token=admin)
         self.assertNotIn("@alice:test.roost", [u["name"] for u in listed.body["users"]])
+
+    async def test_deactivate_with_erase_records_the_user_as_erased(self) -> None:
+        server, admin, _alice = await admin_and_user(self)
+        user = q("@alice:test.roost")
+        bad = await server.request("POST", f"{A}/v1/deactivate/{user}", {"erase": "yes"},
+                                   token=admin)
+        self.assertEqual(bad.status, 400)
+        gone = await server.request("POST", f"{A}/v1/deactivate/{user}", {"erase": True},
+                                    token=admin)
+        self.assertEqual(gone.status, 200, gone.body)
+        erased = await server.hs.db.run("erased", lambda txn: txn.query(
+            "SELECT user_id FROM erased_users"))
+        self.assertEqual(erased, [("@alice:test.roost",)])
 
     async def test_whois_joined_rooms_and_devices(self) -> None:
         server, admin, alice = await admin_and_user(self)

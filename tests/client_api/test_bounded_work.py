@@ -32,7 +32,9 @@ class LimitTests(TestCase):
                      f"/_matrix/client/v1/rooms/{q(room)}/relations/{q(event_id)}?limit=-5",
                      f"/_matrix/client/v1/rooms/{q(room)}/threads?limit=-1",
                      f"{r}/messages?dir=b&limit=-3",
-                     f"{r}/context/{q(event_id)}?limit=x"):
+                     f"{r}/context/{q(event_id)}?limit=x",
+                     f"{r}/messages?dir=b&filter={q(json.dumps({'limit': True}))}",
+                     f"{r}/messages?dir=b&filter={q(json.dumps({'limit': -2}))}"):
             assert_error(self, await alice.call("GET", path), 400, "M_INVALID_PARAM")
         for path in (f"{r}/context/{q(event_id)}?limit=99999999999999999999",
                      f"/_matrix/client/v1/rooms/{q(room)}/relations/{q(event_id)}?limit=10000000",

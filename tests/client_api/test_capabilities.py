@@ -24,7 +24,7 @@ class CapabilitiesTests(TestCase):
         self.assertEqual(caps["m.set_displayname"], {"enabled": True})
         self.assertEqual(caps["m.set_avatar_url"], {"enabled": True})
         self.assertEqual(caps["m.3pid_changes"], {"enabled": False})
-        self.assertEqual(caps["m.get_login_token"], {"enabled": False})
+        self.assertEqual(caps["m.get_login_token"], {"enabled": True})
         self.assertEqual(caps["m.profile_fields"], {"enabled": True})
 
     async def test_capabilities_need_a_token_and_guests_cannot_change_passwords(self) -> None:

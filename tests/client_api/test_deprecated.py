@@ -36,13 +36,30 @@ class EventsStreamTests(TestCase):
                                    token=alice)
         self.assertEqual([e["event_id"] for e in got.body["chunk"]], [sent])
         self.assertEqual(got.body["start"], now.body["end"])
+        # Messages of a user one ignores are left out.
+        await server.request("PUT", f"{V3}/user/{q('@alice:test.roost')}/account_data/"
+                             "m.ignored_user_list", {"ignored_users": {"@bob:test.roost": {}}},
+                             token=alice)
+        await server.request("POST", f"{V3}/rooms/{q(room)}/invite",
+                             {"user_id": "@bob:test.roost"}, token=alice)
+        await server.request("POST", f"{V3}/rooms/{q(room)}/join", {}, token=bob)
+        mark = got.body["end"]
+        await _say(server, bob, room, "ignore me", "b1")
+        shown = await server.request("GET", f"{V3}/events?from={mark}&timeout=0", token=alice)
+        self.assertNotIn("ignore me", [e["content"].get("body") for e in shown.body["chunk"]])
+        self.assertIn("m.room.member", [e["type"] for e in shown.body["chunk"]])
+        initial = await server.request("GET", f"{V3}/rooms/{q(room)}/initialSync", token=alice)
+        self.assertNotIn("ignore me", [e["content"].get("body")
+                                       for e in initial.body["messages"]["chunk"]])
+        await server.request("POST", f"{V3}/rooms/{q(room)}/leave", {}, token=bob)
         # Bob is not in the room: nothing for him, after the timeout.
         none = await server.request("GET", f"{V3}/events?from={now.body['end']}&timeout=0",
                                     token=bob)
         self.assertEqual(none.body["chunk"], [])
         # A long poll wakes on the next message.
+        fresh = (await server.request("GET", V3 + "/events", token=alice)).body["end"]
         waiting = defer.ensureDeferred(server.request(
-            "GET", f"{V3}/events?from={got.body['end']}&timeout=20000", token=alice))
+            "GET", f"{V3}/events?from={fresh}&timeout=20000", token=alice))
         await task.deferLater(reactor, 0.2, lambda: None)
         later = await _say(server, alice, room, "later", "2")
         woke = await waiting

@@ -29,7 +29,9 @@ class LoginTests(TestCase):
     async def test_get_login_lists_password_flow(self) -> None:
         server = await start_server(self)
         resp = await server.request("GET", V3 + "/login")
-        self.assertEqual(resp.body, {"flows": [{"type": "m.login.password"}]})
+        self.assertEqual(resp.body, {"flows": [{"type": "m.login.password"},
+                                               {"type": "m.login.token",
+                                                "get_login_token": True}]})
 
     async def test_login_by_localpart_and_by_full_user_id(self) -> None:
         server = await start_server(self)
@@ -58,7 +60,8 @@ class LoginTests(TestCase):
         cases = [
             (b"not json", 400, "M_NOT_JSON"),
             (b"[1, 2]", 400, "M_BAD_JSON"),
-            (b'{"type": "m.login.token", "token": "x"}', 400, "M_UNKNOWN"),
+            (b'{"type": "m.login.sso", "token": "x"}', 400, "M_UNKNOWN"),
+            (b'{"type": "m.login.token", "token": "x"}', 403, "M_FORBIDDEN"),
             (b'{"type": "m.login.password", "password": "x"}', 400, "M_MISSING_PARAM"),
             (b'{"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "a"}}',
              400, "M_MISSING_PARAM"),

@@ -125,7 +125,3 @@ class NioClientStartTests(TestCase):
         self.assertIsNotNone(seen["initial_override"], "no m.push_rules in the initial sync")
         self.assertIn(".m.rule.master", seen["initial_override"])
         self.assertIn(".m.rule.is_user_mention", seen["initial_override"])
-
-    test_nio_reads_push_rules_from_sync_account_data.todo = (  # type: ignore[attr-defined]
-        "push (#11): a user who never changed a rule gets no m.push_rules account data in "
-        "the initial sync, so nio has no rules")

@@ -263,6 +263,14 @@ class GuestTests(TestCase):
         members = await server.request("GET", f"/_matrix/client/v3/rooms/{q(closed)}/members",
                                        token=guest)
         self.assertEqual(members.status, 403)
+        for path in (f"/_matrix/client/v1/room_summary/{q(closed)}",
+                     f"/_matrix/client/unstable/im.nheko.summary/summary/{q(closed)}"):
+            summary = await server.request("GET", path, token=guest)
+            self.assertEqual(summary.status, 200, (path, summary.body))
+        search = await server.request("POST", "/_matrix/client/v3/search", {
+            "search_categories": {"room_events": {"search_term": "hi"}}}, token=guest)
+        self.assertEqual((search.status, search.body["errcode"]),
+                         (403, "M_GUEST_ACCESS_FORBIDDEN"))
 
     async def test_guests_disabled_by_default(self) -> None:
         server = await start_server(self)
@@ -302,3 +310,48 @@ class GuestEvictionTests(TestCase):
         again = await server.request("POST", f"/_matrix/client/v3/rooms/{q(room)}/join", {},
                                      token=guest_token)
         self.assertEqual((again.status, again.body["errcode"]), (403, "M_FORBIDDEN"))
+
+
+class GuestUpgradeTests(TestCase):
+    async def test_a_guest_becomes_a_full_account_with_the_same_id(self) -> None:
+        server = await start_server(self, registration={"enabled": True, "allow_guests": True})
+        guest = (await server.request("POST", REGISTER + "?kind=guest", {})).body
+        localpart = guest["user_id"][1:].split(":")[0]
+        body = {"guest_access_token": guest["access_token"], "username": localpart,
+                "password": "now-a-user", "auth": {"type": "m.login.dummy"}}
+        resp = await server.request("POST", REGISTER, body)
+        self.assertEqual(resp.status, 200, resp.body)
+        self.assertEqual((resp.body["user_id"], resp.body["device_id"]),
+                         (guest["user_id"], guest["device_id"]))
+        who = await server.request("GET", "/_matrix/client/v3/account/whoami",
+                                   token=resp.body["access_token"])
+        self.assertEqual((who.body["user_id"], who.body["is_guest"]), (guest["user_id"], False))
+        room = await server.request("POST", "/_matrix/client/v3/createRoom", {},
+                                    token=resp.body["access_token"])
+        self.assertEqual(room.status, 200, room.body)
+        old = await server.request("GET", "/_matrix/client/v3/account/whoami",
+                                   token=guest["access_token"])
+        self.assertEqual(old.status, 401)
+        login = await server.request("POST", "/_matrix/client/v3/login", {
+            "type": "m.login.password", "user": guest["user_id"], "password": "now-a-user"})
+        self.assertEqual(login.status, 200, login.body)
+        again = await server.request("POST", REGISTER, {**body, "guest_access_token":
+                                                        resp.body["access_token"]})
+        self.assertEqual((again.status, again.body["errcode"]), (403, "M_FORBIDDEN"))
+
+    async def test_bad_upgrades_are_refused_and_leave_the_guest_a_guest(self) -> None:
+        server = await start_server(self, registration={"enabled": True, "allow_guests": True})
+        guest = (await server.request("POST", REGISTER + "?kind=guest", {})).body
+        for body, status, errcode in (
+            ({"guest_access_token": guest["access_token"], "username": "someoneelse"}, 400,
+             "M_INVALID_PARAM"),
+            ({"guest_access_token": guest["access_token"]}, 400, "M_INVALID_PARAM"),
+            ({"guest_access_token": "made-up", "username": "x"}, 401, "M_UNKNOWN_TOKEN"),
+            ({"guest_access_token": 5, "username": "x"}, 400, "M_BAD_JSON"),
+        ):
+            resp = await server.request("POST", REGISTER, {
+                **body, "password": "pw", "auth": {"type": "m.login.dummy"}})
+            self.assertEqual((resp.status, resp.body["errcode"]), (status, errcode), body)
+        user = await server.hs.accounts.users.get_user(guest["user_id"])
+        assert user is not None
+        self.assertTrue(user.is_guest)

@@ -28,6 +28,10 @@ class RoomSummaryTests(TestCase):
                              (public, "Town square", "all welcome", "public", 1))
             self.assertNotIn("membership", resp.body)
             self.assertNotIn("children_state", resp.body)
+        for unstable in (f"/_matrix/client/unstable/im.nheko.summary/summary/{q(public)}",
+                         f"/_matrix/client/unstable/im.nheko.summary/rooms/{q(public)}/summary"):
+            resp = await server.request("GET", unstable, token=bob)
+            self.assertEqual((resp.status, resp.body["room_id"]), (200, public))
         mine = await server.request("GET", f"{V1}/room_summary/{q(private)}", token=alice)
         self.assertEqual((mine.status, mine.body["membership"]), (200, "join"))
         for token in (bob, None):

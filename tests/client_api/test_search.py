@@ -125,6 +125,13 @@ class SearchTests(TestCase):
                          [after, during])
         self.assertEqual(set(ids(await users.search("dan", {"search_term": "secret"}))),
                          {before, during})
+        # Nothing from a user one ignores is found.
+        resp = await server.request("PUT", f"{V3}/user/{q('@dan:test.roost')}/account_data/"
+                                    "m.ignored_user_list",
+                                    {"ignored_users": {"@alice:test.roost": {}}},
+                                    token=users.tokens["dan"])
+        self.assertEqual(resp.status, 200, resp.body)
+        self.assertEqual(ids(await users.search("dan", {"search_term": "secret"})), [])
         # A redacted message is found by nobody.
         resp = await server.request("PUT", f"{V3}/rooms/{q(room)}/redact/{q(during)}/r1", {},
                                     token=users.tokens["alice"])

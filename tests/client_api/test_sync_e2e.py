@@ -141,3 +141,10 @@ class DeviceListSyncTests(TestCase):
         got = await sync(server, alice["access_token"])
         self.assertEqual(got["device_one_time_keys_count"], {"signed_curve25519": 4})
         self.assertEqual(got["device_unused_fallback_key_types"], ["signed_curve25519"])
+        bob = await server.register("bob")
+        claim = {"one_time_keys": {alice["user_id"]: {alice["device_id"]: "signed_curve25519"}}}
+        for _ in range(5):  # four one-time keys, then the fallback key
+            await server.request("POST", V3 + "/keys/claim", claim, token=bob["access_token"])
+            now = await sync(server, alice["access_token"], got["next_batch"])
+        self.assertEqual(now["device_one_time_keys_count"], {"signed_curve25519": 0})
+        self.assertEqual(now["device_unused_fallback_key_types"], [])

@@ -173,3 +173,32 @@ class SkippedEventTests(TestCase):
         return seen, rooms
 
     test_rooms_created_at_once_deliver_every_event_exactly_once.timeout = 90  # type: ignore[attr-defined]
+
+
+class StateAtTheTokenTests(TestCase):
+    async def test_initial_state_is_the_state_at_the_token_not_a_head_ahead_of_it(
+            self) -> None:
+        server = await start_server(self)
+        alice = (await server.register("alice"))["access_token"]
+        slow = (await server.request("POST", V3 + "/createRoom", {}, token=alice)).body["room_id"]
+        room = (await server.request("POST", V3 + "/createRoom", {"name": "before"},
+                                     token=alice)).body["room_id"]
+        engine: Any = server.hs.engine
+        gate = _GatedStore(engine._events, slow)
+        engine._events = gate
+        held = defer.ensureDeferred(_send(server, alice, slow, "held", "h1"))
+        await gate.entered
+        # Persisted, and in the room's head, but not readable: the held write is before it.
+        renamed = await server.request("PUT", V3 + f"/rooms/{room}/state/m.room.name",
+                                       {"name": "after"}, token=alice)
+        self.assertEqual(renamed.status, 200, renamed.body)
+        first = await _sync(server, alice)
+        names = [e["content"] for e in first["rooms"]["join"][room]["state"]["events"]
+                 + first["rooms"]["join"][room]["timeline"]["events"]
+                 if e["type"] == "m.room.name"]
+        self.assertEqual(names, [{"name": "before"}])
+        gate.release.callback(None)
+        await held
+        later = await _sync(server, alice, first["next_batch"])
+        self.assertEqual([e["event_id"] for e in later["rooms"]["join"][room]["timeline"]
+                          ["events"]], [renamed.body["event_id"]])

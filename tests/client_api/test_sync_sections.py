@@ -106,6 +106,31 @@ class GapAndFullStateTests(TestCase):
         self.assertEqual([(e["type"], e["content"]) for e in joined["state"]["events"]],
                          [("m.room.topic", {"topic": "new"})])
 
+    async def test_state_holds_the_value_at_the_timelines_start_and_what_filters_hid(
+            self) -> None:
+        server = await start_server(self)
+        alice, bob, room = await _pair(server)
+        since = (await _sync(server, bob))["next_batch"]
+        for topic in ("first", "second"):
+            await server.request("PUT", V3 + f"/rooms/{room}/state/m.room.topic",
+                                 {"topic": topic}, token=alice)
+        for i in range(3):
+            await _send(server, alice, room, {"msgtype": "m.text", "body": f"m{i}"}, f"v{i}")
+        await server.request("PUT", V3 + f"/rooms/{room}/state/m.room.topic", {"topic": "last"},
+                             token=alice)
+        body = await _sync(server, bob, since, {"room": {"timeline": {"limit": 2}}})
+        joined = body["rooms"]["join"][room]
+        # The gap's last topic is the state as the timeline starts; the timeline moves it on.
+        self.assertEqual([e["content"] for e in joined["state"]["events"]], [{"topic": "second"}])
+        self.assertEqual(joined["timeline"]["events"][-1]["content"], {"topic": "last"})
+        # A timeline filter that hides state events still lets the client learn the state.
+        hidden = await _sync(server, bob, since,
+                             {"room": {"timeline": {"types": ["m.room.message"]}}})
+        joined = hidden["rooms"]["join"][room]
+        self.assertEqual([e["content"]["body"] for e in joined["timeline"]["events"]],
+                         ["m0", "m1", "m2"])
+        self.assertEqual([e["content"] for e in joined["state"]["events"]], [{"topic": "last"}])
+
     async def test_full_state_resends_all_state_in_an_incremental_sync(self) -> None:
         server = await start_server(self)
         alice, bob, room = await _pair(server)

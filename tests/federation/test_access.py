@@ -4,7 +4,8 @@ Server A hosts one room per history visibility. Alice sends "before"; then,
 for the `joined late` rows, a user of server B joins and alice sends "after".
 Server B's own signed federation client asks A's federation read paths
 directly. A server with no member (`no member`) asks the same of a room B
-never joined.
+never joined; a server that left (`left`), of a room B's user joined after
+"before" and left after "after".
 
 Each row of SERVER_TABLE is (endpoint, server state, answers under shared,
 invited, joined, world_readable): DENIED (403 M_FORBIDDEN), or what the probe
@@ -127,22 +128,29 @@ NONE: frozenset[str] = frozenset()
 SERVER_TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/backfill", "no member", DENIED, DENIED, DENIED, DENIED),
     ("/backfill", "joined late", ALL, AFTER, AFTER, ALL),
+    ("/backfill", "left", DENIED, DENIED, DENIED, DENIED),
     ("/get_missing_events", "no member", DENIED, DENIED, DENIED, DENIED),
     ("/get_missing_events", "joined late", ALL, AFTER, AFTER, ALL),
+    ("/get_missing_events", "left", DENIED, DENIED, DENIED, DENIED),
     ("/event", "no member", DENIED, DENIED, DENIED, DENIED),
     ("/event", "joined late", BEFORE, NONE, NONE, BEFORE),
+    ("/event", "left", DENIED, DENIED, DENIED, DENIED),
     ("/state_ids", "no member", DENIED, DENIED, DENIED, DENIED),
     ("/state_ids", "joined late", OK, DENIED, DENIED, OK),
+    ("/state_ids", "left", DENIED, DENIED, DENIED, DENIED),
     ("/state", "no member", DENIED, DENIED, DENIED, DENIED),
     ("/state", "joined late", OK, DENIED, DENIED, OK),
+    ("/state", "left", DENIED, DENIED, DENIED, DENIED),
     ("/event_auth", "no member", DENIED, DENIED, DENIED, DENIED),
     ("/event_auth", "joined late", OK, DENIED, DENIED, OK),
+    ("/event_auth", "left", DENIED, DENIED, DENIED, DENIED),
     # The nearest event at or before "before" the server may see: "before" itself when the
     # history is shared; else the last event sent while the visibility was still the
     # preset's "shared" (createRoom's m.room.guest_access, before initial_state changed it).
     ("/timestamp_to_event", "no member", DENIED, DENIED, DENIED, DENIED),
     ("/timestamp_to_event", "joined late", "before", "m.room.guest_access",
      "m.room.guest_access", "before"),
+    ("/timestamp_to_event", "left", DENIED, DENIED, DENIED, DENIED),
 ]
 
 
@@ -171,6 +179,17 @@ async def join_from_b(a: FedNode, b: FedNode, room_id: str) -> None:
     await eventually(a_sees_bob)
 
 
+async def leave_from_b(a: FedNode, b: FedNode, room_id: str) -> None:
+    await b.request("POST", V3 + f"/rooms/{q(room_id)}/leave", {}, user="bob")
+
+    async def a_sees_bob_gone() -> bool:
+        members = await a.request("GET", V3 + f"/rooms/{q(room_id)}/joined_members",
+                                  user="alice")
+        return b.user_id("bob") not in members["joined"]
+
+    await eventually(a_sees_bob_gone)
+
+
 class ServerAccessTableTests(TestCase):
     timeout = 240
 
@@ -189,6 +208,12 @@ class ServerAccessTableTests(TestCase):
         await join_from_b(a, b, room_id)
         after = await send(a, "alice", room_id, "after", "l2")
         setups["joined late"] = Setup(a, b, room_id, before, after)
+        gone = await visibility_room(a, visibility)
+        gone_before = await send(a, "alice", gone, "before", "g1")
+        await join_from_b(a, b, gone)
+        gone_after = await send(a, "alice", gone, "after", "g2")
+        await leave_from_b(a, b, gone)
+        setups["left"] = Setup(a, b, gone, gone_before, gone_after)
         wrong = []
         for row in SERVER_TABLE:
             endpoint, server, expected = row[0], row[1], row[column]
@@ -197,6 +222,12 @@ class ServerAccessTableTests(TestCase):
                 wrong.append(f"{endpoint} for a server {server} under {visibility}: "
                              f"expected {_show(expected)}, got {_show(got)}")
         self.assertEqual(wrong, [])
+
+    def test_every_endpoint_has_a_row_for_every_server_state(self) -> None:
+        rows = {(row[0], row[1]) for row in SERVER_TABLE}
+        missing = [(e, v) for e in PROBES for v in ("no member", "joined late", "left")
+                   if (e, v) not in rows]
+        self.assertEqual(missing, [])
 
     async def test_shared(self) -> None:
         await self._check_column("shared")
@@ -331,6 +362,9 @@ class ServerAclTests(TestCase):
         before = await send(a, "alice", room_id, "before the ACL", "q1")
         await eventually(lambda: queued_for_b(before))
         await self._set_acl(a, room_id, {"allow": ["*"], "deny": ["127.0.0.1"]})
+        acl = (await a.request("GET", V3 + f"/rooms/{q(room_id)}/state/m.room.server_acl/"
+                               "?format=event", user="alice"))["event_id"]
+        await eventually(lambda: queued_for_b(acl))  # the ACL itself goes out, to be upheld
         hidden = await send(a, "alice", room_id, "after the ACL", "q2")
         await eventually(lambda: sender_read(hidden))
         self.assertFalse(await queued_for_b(hidden))

@@ -191,3 +191,29 @@ class BackfillCheckTests(TestCase):
         self.assertEqual({held[e].event.content.get("body") for e in (sent[0], sent[2], sent[4])},
                          {"m0", "m2", "m4"})
         self.assertTrue(all((held[e].stream_ordering or 0) < 0 for e in held))
+
+
+class BackfilledSearchTests(TestCase):
+    timeout = 240
+
+    async def test_backfilled_history_is_searchable(self) -> None:
+        hs1, hs2 = await start_pair(self)
+        await hs1.register("alice")
+        await hs2.register("bob")
+        created = await hs1.request("POST", f"{V3}/createRoom",
+                                    {"preset": "public_chat"}, user="alice")
+        room_id = created["room_id"]
+        for i in range(5):
+            await hs1.request("PUT", f"{V3}/rooms/{quote(room_id)}/send/m.room.message/t{i}",
+                              {"msgtype": "m.text", "body": f"ancient scroll {i}"},
+                              user="alice")
+        await hs2.request("POST", f"{V3}/join/{quote(room_id)}?server_name={quote(hs1.name)}",
+                          {}, user="bob")
+        query = {"search_categories": {"room_events": {"search_term": "scroll"}}}
+        before = await hs2.request("POST", f"{V3}/search", query, user="bob")
+        self.assertEqual(before["search_categories"]["room_events"]["results"], [])
+        await _page_back(hs2, "bob", room_id)  # the history arrives by backfill
+        found = await hs2.request("POST", f"{V3}/search", query, user="bob")
+        bodies = sorted(r["result"]["content"]["body"]
+                        for r in found["search_categories"]["room_events"]["results"])
+        self.assertEqual(bodies, [f"ancient scroll {i}" for i in range(5)])

@@ -15,7 +15,10 @@ from tests.push.gateway import PushGateway
 from tests.push.test_evaluator import caught_up, mention
 from tests.server_harness import start_server
 
-FAST_RETRIES = {"push": {"min_retry_interval": 20, "max_retry_interval": 100}}
+# The gateway is on loopback, which the default blocklist refuses.
+OPEN = {"push": {"ip_range_blocklist": []}}
+FAST_RETRIES = {"push": {"min_retry_interval": 20, "max_retry_interval": 100,
+                         "ip_range_blocklist": []}}
 
 
 def pusher_body(gateway: PushGateway, pushkey: str = "key-1", **extra: Any) -> dict[str, Any]:
@@ -42,7 +45,7 @@ async def room_of(alice: Client, bob: Client) -> str:
 
 class PusherSetTests(TestCase):
     async def test_set_list_and_remove(self) -> None:
-        (alice,) = await start_users(self, "alice")
+        (alice,) = await start_users(self, "alice", **OPEN)
         gateway = await PushGateway.start(self)
         self.assertEqual(await pushers(alice), [])
         await alice.ok("POST", "/pushers/set", pusher_body(gateway, profile_tag="tag"))
@@ -61,7 +64,7 @@ class PusherSetTests(TestCase):
         self.assertEqual(await pushers(alice), [])
 
     async def test_append_false_takes_the_pushkey_from_other_users(self) -> None:
-        alice, bob, carol = await start_users(self, "alice", "bob", "carol")
+        alice, bob, carol = await start_users(self, "alice", "bob", "carol", **OPEN)
         gateway = await PushGateway.start(self)
         await alice.ok("POST", "/pushers/set", pusher_body(gateway))
         await bob.ok("POST", "/pushers/set", pusher_body(gateway, append=True))
@@ -71,7 +74,7 @@ class PusherSetTests(TestCase):
         self.assertEqual(len(await pushers(carol)), 1)
 
     async def test_bad_pushers_are_refused_and_nothing_is_stored(self) -> None:
-        (alice,) = await start_users(self, "alice")
+        (alice,) = await start_users(self, "alice", **OPEN)
         gateway = await PushGateway.start(self)
         good = pusher_body(gateway)
         cases: list[tuple[dict[str, Any], str]] = [
@@ -100,7 +103,7 @@ class PusherSetTests(TestCase):
 
 class DeliveryTests(TestCase):
     async def test_a_message_reaches_the_gateway_in_full_format(self) -> None:
-        alice, bob, carol = await start_users(self, "alice", "bob", "carol")
+        alice, bob, carol = await start_users(self, "alice", "bob", "carol", **OPEN)
         gateway = await PushGateway.start(self)
         room = await room_of(alice, bob)
         await carol.join(room)  # three members: .m.rule.message (a one-to-one room rings)
@@ -119,7 +122,7 @@ class DeliveryTests(TestCase):
         self.assertIsInstance(device["pushkey_ts"], int)
 
     async def test_event_id_only_and_a_mention_with_highlight(self) -> None:
-        alice, bob = await start_users(self, "alice", "bob")
+        alice, bob = await start_users(self, "alice", "bob", **OPEN)
         gateway = await PushGateway.start(self)
         room = await room_of(alice, bob)
         await bob.ok("POST", "/pushers/set",
@@ -135,7 +138,7 @@ class DeliveryTests(TestCase):
                                                       "custom": "kept"})
 
     async def test_own_events_and_quiet_events_are_not_pushed(self) -> None:
-        alice, bob = await start_users(self, "alice", "bob")
+        alice, bob = await start_users(self, "alice", "bob", **OPEN)
         gateway = await PushGateway.start(self)
         room = await room_of(alice, bob)
         await bob.ok("POST", "/pushers/set", pusher_body(gateway))
@@ -158,7 +161,7 @@ class DeliveryTests(TestCase):
         self.assertEqual(gateway.failed, 3)
 
     async def test_a_rejected_pushkey_removes_the_pusher(self) -> None:
-        alice, bob = await start_users(self, "alice", "bob")
+        alice, bob = await start_users(self, "alice", "bob", **OPEN)
         gateway = await PushGateway.start(self)
         room = await room_of(alice, bob)
         await bob.ok("POST", "/pushers/set", pusher_body(gateway))
@@ -174,7 +177,7 @@ class DeliveryTests(TestCase):
         self.assertEqual(len(gateway.received), 1)
 
     async def test_a_password_change_removes_other_devices_pushers(self) -> None:
-        (alice,) = await start_users(self, "alice")
+        (alice,) = await start_users(self, "alice", **OPEN)
         gateway = await PushGateway.start(self)
         phone = await alice.login_again()
         await alice.ok("POST", "/pushers/set", pusher_body(gateway, pushkey="laptop"))
@@ -189,7 +192,8 @@ class DeliveryTests(TestCase):
 
     async def test_what_a_stopped_server_owed_is_sent_after_its_restart(self) -> None:
         dsn, data_dir = await fresh_database(self), self.mktemp()
-        alice, bob = await start_users(self, "alice", "bob", dsn=dsn, data_dir=data_dir)
+        alice, bob = await start_users(self, "alice", "bob", dsn=dsn, data_dir=data_dir,
+                                       **OPEN)
         gateway = await PushGateway.start(self)
         room = await room_of(alice, bob)
         await bob.ok("POST", "/pushers/set", pusher_body(gateway))
@@ -202,8 +206,22 @@ class DeliveryTests(TestCase):
             await deferLater(reactor, 0.05)
         await alice.server.stop()
         gateway.fail_next = 0
-        again = await start_server(self, dsn=dsn, data_dir=data_dir)
+        again = await start_server(self, dsn=dsn, data_dir=data_dir, **OPEN)
         resumed = Client(again, alice.user_id, alice.token, alice.device_id)
         await resumed.send(room, "after")
         notes = await gateway.wait_for(3)
         self.assertEqual([n["content"]["body"] for n in notes], ["before", "during", "after"])
+
+
+class BlocklistTests(TestCase):
+    async def test_a_gateway_in_a_blocked_range_is_never_contacted(self) -> None:
+        alice, bob = await start_users(self, "alice", "bob")  # default: loopback blocked
+        gateway = await PushGateway.start(self)
+        room = await room_of(alice, bob)
+        await bob.ok("POST", "/pushers/set", pusher_body(gateway))
+        await alice.send(room, "hello")
+        delivery = bob.server.hs.push.delivery  # type: ignore[union-attr]
+        while delivery.stats.failures == 0:
+            await deferLater(reactor, 0.05)
+        self.assertEqual((gateway.received, gateway.failed), ([], 0))
+        self.assertEqual(len(await pushers(bob)), 1)  # kept: the gateway never said no

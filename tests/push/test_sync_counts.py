@@ -87,3 +87,15 @@ class SyncCountTests(TestCase):
         after = await sync(bob, extra=f"&filter={THREADS}")
         self.assertEqual(counts(after, room), (0, 0))
         self.assertIn(root, after["rooms"]["join"][room]["unread_thread_notifications"])
+
+
+class PushRulesAccountDataTests(TestCase):
+    async def test_an_initial_sync_carries_the_default_rules(self) -> None:
+        (alice,) = await start_users(self, "alice")
+        body = await sync(alice)
+        events = {e["type"]: e["content"] for e in body["account_data"]["events"]}
+        override = [r["rule_id"] for r in events["m.push_rules"]["global"]["override"]]
+        self.assertIn(".m.rule.is_user_mention", override)
+        # Incremental syncs do not repeat it.
+        later = await sync(alice, body["next_batch"])
+        self.assertEqual(later["account_data"]["events"], [])

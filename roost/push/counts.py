@@ -1,0 +1,98 @@
+"""Unread notification counts held in memory, so that /sync need not ask PostgreSQL.
+
+Every /sync answer carries each of its joined rooms' counts; with a message
+waking twenty long polls, a query per answer was a measurable part of the
+fan-out. The cache holds, per (user, room), the counts per thread as of the
+evaluator's position. It is kept exact by construction:
+
+- the evaluator adds each stored batch's notifications to the entries it holds
+  (`add`), synchronously after the batch commits and before any /sync waiting on
+  that position is released;
+- a receipt of the user in the room, or an event the user sent there (sending
+  reads the room), drops the entry (`drop`): it is read again from storage;
+- an entry read from storage is kept only if no batch was being written and
+  nothing was added or dropped anywhere while it was being read (`generation`;
+  the evaluator calls `writing()` before its transaction), so a read that raced
+  a batch or a receipt is used once and not kept.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+Counts = dict[str, tuple[int, int]]  # thread ('main' or a root) -> (notifications, highlights)
+MAX_ENTRIES = 100_000
+
+
+class UnreadCache:
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self._entries: OrderedDict[tuple[str, str], Counts] = OrderedDict()
+        self._max = max_entries
+        self.generation = 0
+        self._writing = False
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, user_id: str, room_ids: Iterable[str]) -> tuple[dict[str, Counts], list[str]]:
+        """(room -> counts held, rooms not held)."""
+        found: dict[str, Counts] = {}
+        missing: list[str] = []
+        for room_id in room_ids:
+            entry = self._entries.get((user_id, room_id))
+            if entry is None:
+                missing.append(room_id)
+            else:
+                found[room_id] = entry
+        self.hits += len(found)
+        self.misses += len(missing)
+        return found, missing
+
+    def put(self, user_id: str, read: dict[str, Counts], room_ids: list[str],
+            generation: int) -> None:
+        """Keep what storage said of `room_ids` (absent: nothing unread), if nothing changed
+        since `generation` was read."""
+        if generation != self.generation or self._writing:
+            return
+        for room_id in room_ids:
+            self._entries[(user_id, room_id)] = dict(read.get(room_id, {}))
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def writing(self) -> None:
+        """The evaluator is about to store a batch: reads from now on are not kept."""
+        self.generation += 1
+        self._writing = True
+
+    def add(self, rows: list[Any], senders: Iterable[tuple[str, str]] = ()) -> None:
+        """A committed batch: its push_actions rows (position, n, room, event, thread,
+        actions, highlight, ts, users) and the (sender, room) pairs its events read."""
+        self.generation += 1
+        self._writing = False
+        for pair in senders:
+            self._entries.pop(pair, None)
+        if not rows or not self._entries:
+            return
+        entries = self._entries
+        for row in rows:
+            room_id, thread, highlight, users = row[2], row[4], row[6], row[8]
+            for user_id in users:
+                entry = entries.get((user_id, room_id))
+                if entry is not None:
+                    count, lit = entry.get(thread, (0, 0))
+                    entry[thread] = (count + 1, lit + (1 if highlight else 0))
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._writing = False
+        self._entries.clear()
+
+    def drop(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """(user, room) pairs whose read position moved."""
+        self.generation += 1
+        for pair in pairs:
+            self._entries.pop(pair, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
