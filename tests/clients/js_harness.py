@@ -3,9 +3,9 @@
 The test starts Roost with tests/server_harness.py, then calls `run_js`; node runs
 the script as a child process while the reactor keeps serving Roost, and the
 script's JSON result comes back as a dict. The node packages are pinned in
-tests/js/package-lock.json and installed by `make test` (`npm ci`). Without a
-`node` on PATH the test is skipped with that reason; a missing `npm ci` is a
-failure that says what to run.
+tests/js/package-lock.json and installed by `make test` (`npm ci`; a direct trial
+run installs them itself the first time). Without a `node` on PATH the test is
+skipped with that reason.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, utils
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
@@ -86,6 +86,28 @@ class JsRun:
         return f"result={json.dumps(self.result)[:3000]} exit={self.code} stderr tail:\n{tail}"
 
 
+async def _install_packages(testcase: TestCase) -> None:
+    """`npm ci` in tests/js when `make test` has not run it (a direct trial run).
+
+    Under `trial -j` several workers may get here at once: `flock` lets one install
+    while the others wait, and they find the packages there when it is their turn.
+    """
+    # The stamp, not the package directory: that exists while another worker's `npm ci`
+    # is still unpacking it. `make test` writes the same stamp.
+    if (JS_DIR / "node_modules" / ".installed").is_file():
+        return
+    npm, flock = shutil.which("npm"), shutil.which("flock")
+    if npm is None or flock is None:
+        testcase.fail("tests/js/node_modules is missing: run `make test` or `cd tests/js && npm ci`")
+    script = ("test -f node_modules/.installed || "
+              f"{npm} ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed")
+    out, err, code = await utils.getProcessOutputAndValue(
+        flock, [str(JS_DIR / ".npm-ci.lock"), "sh", "-c", script], env=dict(os.environ),
+        path=str(JS_DIR))
+    if code != 0:
+        testcase.fail(f"`npm ci` in tests/js failed ({code}): {err.decode(errors='replace')[-2000:]}")
+
+
 def _short(error: dict[str, Any]) -> str:
     """A step's error without its stack: what the SDK said, status and errcode."""
     return json.dumps({k: v for k, v in error.items() if k != "stack"})[:1500]
@@ -104,8 +126,7 @@ async def run_js(
     unless `allow_error`, or if it wrote no result.
     """
     node = node_or_skip()
-    if not (JS_DIR / "node_modules" / "matrix-js-sdk").is_dir():
-        testcase.fail("tests/js/node_modules is missing: run `make test` or `cd tests/js && npm ci`")
+    await _install_packages(testcase)
     result_path = Path(testcase.mktemp() + ".json").resolve()
     env = {
         **os.environ,
