@@ -596,7 +596,7 @@ async def build_homeserver(
 
     register_client_extras(router, db, clock, notifier, engine, streams, config,
                            federation.router, view, event_store, closers, waiter,
-                           directory_store, presence_tracker)
+                           directory_store, presence_tracker, federation.client)
     admin = register_admin(router, config, accounts, tokens, device_store, profiles, engine,
                             clock, db, on_deactivate)
     root = Resource()
