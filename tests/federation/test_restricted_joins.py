@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from twisted.internet import threads
 from twisted.trial.unittest import TestCase
 
-from tests.federation.synapse_harness import start_synapse
+from tests.federation.synapse_harness import start_synapse, synapse_user
 from tests.federation.two_servers import V3, eventually, eventually_slow, start_node, start_pair
 from tests.server_harness import q
 
@@ -78,10 +77,8 @@ class SynapseRestrictedJoinTests(TestCase):
         roost = await start_node(self)
         await roost.register("alice")
         bob = await roost.register("bob")
-        carol, token = await threads.deferToThread(synapse.register, "carol")
-
-        async def s(method: str, path: str, body: object = None) -> tuple[int, dict]:
-            return await threads.deferToThread(synapse.client, method, path, body, token)
+        carol_on_synapse = await synapse_user(synapse, "carol")
+        carol, s = carol_on_synapse.user_id, carol_on_synapse.request
 
         # A Roost space and restricted room; Carol (Synapse) joins the space, then the room.
         space = (await roost.request("POST", f"{V3}/createRoom",
@@ -113,11 +110,7 @@ class SynapseRestrictedJoinTests(TestCase):
             "POST", f"{V3}/join/{quote(s_room)}?server_name={synapse.name}", {}, user="bob")
         self.assertEqual(joined["room_id"], s_room)
 
-        async def synapse_has_bob() -> bool:
-            status, members = await s("GET", f"{V3}/rooms/{quote(s_room)}/joined_members")
-            return status == 200 and bob in members.get("joined", {})
-
-        await eventually_slow(synapse_has_bob)
+        await eventually_slow(lambda: carol_on_synapse.sees_joined(s_room, bob))
 
 
 async def _roost_has(roost, room: str, user: str) -> bool:

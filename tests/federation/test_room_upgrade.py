@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from twisted.internet import threads
 from twisted.trial.unittest import TestCase
 
-from tests.federation.synapse_harness import start_synapse
+from tests.federation.synapse_harness import start_synapse, synapse_user
 from tests.federation.two_servers import V3, eventually, eventually_slow, start_node, start_pair
 from tests.server_harness import q
 
@@ -91,10 +90,8 @@ class SynapseRoomUpgradeTests(TestCase):
         roost = await start_node(self)
         await roost.register("alice")
         bob = await roost.register("bob")
-        carol, token = await threads.deferToThread(synapse.register, "carol")
-
-        async def s(method: str, path: str, body: object = None) -> tuple[int, dict]:
-            return await threads.deferToThread(synapse.client, method, path, body, token)
+        carol_on_synapse = await synapse_user(synapse, "carol")
+        carol, s = carol_on_synapse.user_id, carol_on_synapse.request
 
         # Upgraded on Roost, followed by Carol on Synapse.
         old = (await roost.request("POST", f"{V3}/createRoom",
@@ -135,11 +132,7 @@ class SynapseRoomUpgradeTests(TestCase):
         await roost.request("POST", f"{V3}/join/{quote(s_new)}?server_name={synapse.name}", {},
                             user="bob")
 
-        async def synapse_has_bob() -> bool:
-            status, members = await s("GET", f"{V3}/rooms/{quote(s_new)}/joined_members")
-            return status == 200 and bob in members.get("joined", {})
-
-        await eventually_slow(synapse_has_bob)
+        await eventually_slow(lambda: carol_on_synapse.sees_joined(s_new, bob))
 
 
 async def _roost_member_is(roost, room: str, user: str, membership: str) -> bool:
