@@ -4,15 +4,13 @@ Synapse user knocking on a Roost room and being let in."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
-from twisted.internet import reactor, task, threads
+from twisted.internet import threads
 from twisted.trial.unittest import TestCase
 
 from tests.federation.synapse_harness import start_synapse
-from tests.federation.two_servers import V3, eventually, start_node, start_pair
+from tests.federation.two_servers import V3, eventually, eventually_slow, start_node, start_pair
 from tests.server_harness import q
 
 KNOCK_RULES = [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]
@@ -105,14 +103,14 @@ class SynapseKnockTests(TestCase):
             synapse.client, "POST", f"{V3}/knock/{quote(room)}?server_name={roost.name}",
             {"reason": "please"}, token)
         self.assertEqual(status, 200, body)
-        await _until(lambda: _is(roost, "alice", room, carol, "knock"))
+        await eventually_slow(lambda: _is(roost, "alice", room, carol, "knock"))
         await roost.request("POST", f"{V3}/rooms/{q(room)}/invite", {"user_id": carol},
                             user="alice")
         status, body = await threads.deferToThread(
             synapse.client, "POST", f"{V3}/join/{quote(room)}?server_name={roost.name}", {},
             token)
         self.assertEqual(status, 200, body)
-        await _until(lambda: _is(roost, "alice", room, carol, "join"))
+        await eventually_slow(lambda: _is(roost, "alice", room, carol, "join"))
 
 
 class RoostKnocksOnSynapseTests(TestCase):
@@ -140,7 +138,7 @@ class RoostKnocksOnSynapseTests(TestCase):
                 f"{V3}/rooms/{quote(room)}/state/m.room.member/{quote(bob)}", None, token)
             return status == 200 and member.get("membership") == "knock"
 
-        await _until(synapse_sees_knock)
+        await eventually_slow(synapse_sees_knock)
         status, body = await threads.deferToThread(
             synapse.client, "POST", f"{V3}/rooms/{quote(room)}/invite", {"user_id": bob}, token)
         self.assertEqual(status, 200, body)
@@ -149,7 +147,7 @@ class RoostKnocksOnSynapseTests(TestCase):
             sync = await roost.request("GET", f"{V3}/sync?timeout=0", user="bob")
             return room in sync.get("rooms", {}).get("invite", {})
 
-        await _until(invited)
+        await eventually_slow(invited)
         await roost.request("POST", f"{V3}/join/{q(room)}?server_name={q(synapse.name)}", {},
                             user="bob")
 
@@ -158,14 +156,6 @@ class RoostKnocksOnSynapseTests(TestCase):
                 synapse.client, "GET", f"{V3}/rooms/{quote(room)}/joined_members", None, token)
             return status == 200 and bob in members.get("joined", {})
 
-        await _until(joined)
+        await eventually_slow(joined)
         self.assertTrue(carol)
 
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await task.deferLater(reactor, 0.3, lambda: None)
-    raise AssertionError("condition not reached")
