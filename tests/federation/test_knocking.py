@@ -9,7 +9,7 @@ from urllib.parse import quote
 from twisted.internet import threads
 from twisted.trial.unittest import TestCase
 
-from tests.federation.synapse_harness import start_synapse
+from tests.federation.synapse_harness import start_synapse, synapse_user
 from tests.federation.two_servers import V3, eventually, eventually_slow, start_node, start_pair
 from tests.server_harness import q
 
@@ -120,10 +120,11 @@ class RoostKnocksOnSynapseTests(TestCase):
         synapse = await start_synapse(self)
         roost = await start_node(self)
         bob = await roost.register("bob")
-        carol, token = await threads.deferToThread(synapse.register, "carol")
-        status, created = await threads.deferToThread(
-            synapse.client, "POST", f"{V3}/createRoom",
-            {"room_version": "10", "initial_state": KNOCK_RULES, "name": "Knock here"}, token)
+        carol_on_synapse = await synapse_user(synapse, "carol")
+        carol = carol_on_synapse.user_id
+        status, created = await carol_on_synapse.request(
+            "POST", f"{V3}/createRoom",
+            {"room_version": "10", "initial_state": KNOCK_RULES, "name": "Knock here"})
         self.assertEqual(status, 200, created)
         room = created["room_id"]
         await roost.request("POST", f"{V3}/knock/{q(room)}?server_name={q(synapse.name)}",
@@ -133,14 +134,13 @@ class RoostKnocksOnSynapseTests(TestCase):
         self.assertIn("Knock here", [e["content"].get("name") for e in knock_state])
 
         async def synapse_sees_knock() -> bool:
-            status, member = await threads.deferToThread(
-                synapse.client, "GET",
-                f"{V3}/rooms/{quote(room)}/state/m.room.member/{quote(bob)}", None, token)
+            status, member = await carol_on_synapse.request(
+                "GET", f"{V3}/rooms/{quote(room)}/state/m.room.member/{quote(bob)}")
             return status == 200 and member.get("membership") == "knock"
 
         await eventually_slow(synapse_sees_knock)
-        status, body = await threads.deferToThread(
-            synapse.client, "POST", f"{V3}/rooms/{quote(room)}/invite", {"user_id": bob}, token)
+        status, body = await carol_on_synapse.request("POST", f"{V3}/rooms/{quote(room)}/invite",
+                                           {"user_id": bob})
         self.assertEqual(status, 200, body)
 
         async def invited() -> bool:
@@ -151,11 +151,6 @@ class RoostKnocksOnSynapseTests(TestCase):
         await roost.request("POST", f"{V3}/join/{q(room)}?server_name={q(synapse.name)}", {},
                             user="bob")
 
-        async def joined() -> bool:
-            status, members = await threads.deferToThread(
-                synapse.client, "GET", f"{V3}/rooms/{quote(room)}/joined_members", None, token)
-            return status == 200 and bob in members.get("joined", {})
-
-        await eventually_slow(joined)
+        await eventually_slow(lambda: carol_on_synapse.sees_joined(room, bob))
         self.assertTrue(carol)
 
