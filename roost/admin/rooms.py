@@ -231,13 +231,20 @@ def _shutdown_request(rooms: AdminRooms, body: JsonDict) -> ShutdownRequest:
                            flags["force_purge"])
 
 
-async def delete_room_v1(rooms: AdminRooms, req: ApiRequest) -> JsonDict:
+async def _begin_shutdown(rooms: AdminRooms, req: ApiRequest
+                          ) -> tuple[Shutdown, ShutdownRequest, str]:
+    """What both DELETE versions check first: an admin, a valid body, a known room; then
+    the task for it, and who asked."""
     requester = await rooms.gate.require_admin(req)
     room_id = req.params["room_id"]
     request = _shutdown_request(rooms, req.json(required=False))
     await _room_or_404(rooms, room_id)
-    shutdown = Shutdown(secrets.token_urlsafe(12), room_id)
-    await rooms.shut_down(shutdown, request, requester.user_id)
+    return Shutdown(secrets.token_urlsafe(12), room_id), request, requester.user_id
+
+
+async def delete_room_v1(rooms: AdminRooms, req: ApiRequest) -> JsonDict:
+    shutdown, request, admin = await _begin_shutdown(rooms, req)
+    await rooms.shut_down(shutdown, request, admin)
     rooms.remember(shutdown)
     if shutdown.status == "failed":
         raise MatrixError(500, "M_UNKNOWN", shutdown.error or "shutdown failed")
@@ -245,13 +252,9 @@ async def delete_room_v1(rooms: AdminRooms, req: ApiRequest) -> JsonDict:
 
 
 async def delete_room_v2(rooms: AdminRooms, req: ApiRequest) -> JsonDict:
-    requester = await rooms.gate.require_admin(req)
-    room_id = req.params["room_id"]
-    request = _shutdown_request(rooms, req.json(required=False))
-    await _room_or_404(rooms, room_id)
-    shutdown = Shutdown(secrets.token_urlsafe(12), room_id)
+    shutdown, request, admin = await _begin_shutdown(rooms, req)
     rooms.remember(shutdown)
-    defer.ensureDeferred(rooms.shut_down(shutdown, request, requester.user_id))
+    defer.ensureDeferred(rooms.shut_down(shutdown, request, admin))
     return {"delete_id": shutdown.delete_id}
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from roost.client_api.errors import MatrixError, forbidden, invalid_param, not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView, append_event
+from roost.client_api.rooms import resolve_room
 from roost.federation.joins import RemoteRooms
 from roost.rooms.engine import NewEvent, RoomEngine, RoomError
 from roost.storage.directory import DirectoryStore
@@ -22,24 +23,9 @@ from roost.storage.federation_inbound import FederationInboundStore
 
 def register(router: Router, engine: RoomEngine, view: RoomView, directory: DirectoryStore,
              remote: RemoteRooms | None, inbound: FederationInboundStore | None) -> None:
-    async def resolve(room: str) -> tuple[str, list[str]]:
-        if room.startswith("!"):
-            return room, []
-        if not room.startswith("#"):
-            raise invalid_param("Expected a room id or a room alias")
-        try:
-            if remote is not None and remote.is_remote_alias(room):
-                return await remote.resolve_alias(room)
-        except RoomError as e:
-            raise MatrixError(e.status, e.errcode, e.message) from None
-        found = await directory.get_alias(room)
-        if found is None:
-            raise not_found("Room alias not found")
-        return found[0], []
-
     async def knock(req: ApiRequest) -> JsonDict:
         body = req.json(required=False)
-        room_id, via = await resolve(req.params["room"])
+        room_id, via = await resolve_room(req.params["room"], directory, remote)
         user = req.user.user_id
         if req.user.is_guest:
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests cannot knock")

@@ -145,6 +145,26 @@ class RoomCreation:
         return out
 
 
+async def resolve_room(room_id_or_alias: str, directory: DirectoryStore,
+                       remote: RemoteRooms | None) -> tuple[str, list[str]]:
+    """The room id, and servers to join it through when it is another server's alias.
+
+    Shared by /join and /knock, which both take a `roomIdOrAlias`."""
+    if room_id_or_alias.startswith("!"):
+        return room_id_or_alias, []
+    if room_id_or_alias.startswith("#"):
+        if remote is not None and remote.is_remote_alias(room_id_or_alias):
+            try:
+                return await remote.resolve_alias(room_id_or_alias)
+            except RoomError as e:
+                raise MatrixError(e.status, e.errcode, e.message) from None
+        found = await directory.get_alias(room_id_or_alias)
+        if found is None:
+            raise not_found("Room alias not found")
+        return found[0], []
+    raise invalid_param("Expected a room id or a room alias")
+
+
 def register(
     router: Router, engine: RoomEngine, view: RoomView, directory: DirectoryStore,
     creation: RoomCreation, member_profile: ProfileLookup | None = None,
@@ -202,22 +222,6 @@ def register(
         if visibility == "public":
             await directory.set_public(room_id, True)
         return {"room_id": room_id}
-
-    async def resolve(room_id_or_alias: str) -> tuple[str, list[str]]:
-        """The room id, and servers to join it through when it is another server's alias."""
-        if room_id_or_alias.startswith("!"):
-            return room_id_or_alias, []
-        if room_id_or_alias.startswith("#"):
-            if remote is not None and remote.is_remote_alias(room_id_or_alias):
-                try:
-                    return await remote.resolve_alias(room_id_or_alias)
-                except RoomError as e:
-                    raise MatrixError(e.status, e.errcode, e.message) from None
-            found = await directory.get_alias(room_id_or_alias)
-            if found is None:
-                raise not_found("Room alias not found")
-            return found[0], []
-        raise invalid_param("Expected a room id or a room alias")
 
     async def set_membership(room_id: str, sender: str, target: str, membership: str,
                              body: JsonDict, via: list[str] | None = None) -> None:
@@ -287,7 +291,7 @@ def register(
         bad = [name for name in given if not is_usable_server_name(name)]
         if bad:
             raise MatrixError(400, "M_INVALID_PARAM", f"not a server name: {bad[0]}")
-        room_id, via = await resolve(named)
+        room_id, via = await resolve_room(named, directory, remote)
         await check_guest_may_join(req, room_id)
         via = [*req.args("via"), *req.args("server_name"), *via]
         await set_membership(room_id, req.user.user_id, req.user.user_id, "join",

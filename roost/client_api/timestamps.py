@@ -1,11 +1,14 @@
 """GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event: the event nearest a time.
 
 The user must be able to read the room's events (the access module), and the
-answer is the nearest event they may see in the given direction; events this
-server does not hold are not looked for on other servers.
+answer is the nearest event they may see in the given direction. When this
+server holds none (history from before it joined), it asks the other servers in
+the room (the federation counterpart), as the spec suggests.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 from roost.client_api.errors import invalid_param, missing_param, not_found
 from roost.client_api.resource import ApiRequest, JsonDict, Router
@@ -32,7 +35,12 @@ def parse_query(ts: str | None, direction: str | None) -> tuple[int, bool]:
     return value, direction == "f"
 
 
-def register(router: Router, store: EventTimestampStore, view: RoomView) -> None:
+# (servers, room id, ts, forwards) -> (event id, origin_server_ts) another server gave.
+AskRemote = Callable[[list[str], str, int, bool], Awaitable[tuple[str, int] | None]]
+
+
+def register(router: Router, store: EventTimestampStore, view: RoomView,
+             ask_remote: AskRemote | None = None, server_name: str = "") -> None:
     async def timestamp_to_event(req: ApiRequest) -> JsonDict:
         room_id, user = req.params["room_id"], req.user.user_id
         ts, forwards = parse_query(req.arg("ts"), req.arg("dir"))
@@ -51,6 +59,13 @@ def register(router: Router, store: EventTimestampStore, view: RoomView) -> None
                             "origin_server_ts": loaded[event_id].event.origin_server_ts}
             if len(ids) < BATCH * (round_ + 1):
                 break
+        if ask_remote is not None:
+            members = await view.state.members(room_id)
+            servers = sorted({u.partition(":")[2] for u, (m, _e) in members.items()
+                              if m == "join"} - {server_name})
+            found = await ask_remote(servers, room_id, ts, forwards)
+            if found is not None:
+                return {"event_id": found[0], "origin_server_ts": found[1]}
         raise not_found(f"No event found {'after' if forwards else 'before'} {ts}")
 
     router.add("GET", "/_matrix/client/v1/rooms/{room_id}/timestamp_to_event",

@@ -21,8 +21,8 @@ turns into Matrix errors.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from roost.federation.transport.client import (
@@ -50,6 +50,8 @@ from roost.storage.room_state import RoomStateStore
 logger = logging.getLogger(__name__)
 
 JsonDict = dict[str, Any]
+_T = TypeVar("_T")
+
 # Event types a remote invitee is shown to recognise the room (sent as full PDUs).
 INVITE_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
                       "m.room.canonical_alias", "m.room.encryption", "m.room.topic")
@@ -116,17 +118,30 @@ class RemoteRooms:
     async def join(self, room_id: str, user_id: str, via: Iterable[str],
                    content: JsonDict | None = None) -> Event:
         """Join `user_id` to a room held by other servers; returns the join event."""
+        return await self._through_any(
+            room_id, via, "joining", "No known servers to join the room through",
+            lambda server: self._join_via(server, room_id, user_id, content or {}))
+
+    async def _through_any(self, room_id: str, via: Iterable[str], doing: str, nowhere: str,
+                           attempt: Callable[[str], Awaitable[_T]], *,
+                           refusals_first: bool = True) -> _T:
+        """`attempt(server)` through each candidate server in turn until one succeeds.
+
+        When every one fails, the error raised is the first refusal (400/403) when
+        `refusals_first`, as a refusal says more than an unreachable server; else the
+        first error. No candidate at all is a 404 saying `nowhere`.
+        """
         errors: list[RoomError] = []
         for server in self._candidates(room_id, [*via, *await self._known_servers(room_id)]):
             try:
-                return await self._join_via(server, room_id, user_id, content or {})
+                return await attempt(server)
             except RoomError as e:
-                logger.info("joining %s through %s failed: %s", room_id, server, e.message)
+                logger.info("%s %s through %s failed: %s", doing, room_id, server, e.message)
                 errors.append(e)
         if not errors:
-            raise RoomError(404, "M_NOT_FOUND", "No known servers to join the room through")
-        # A refusal says more than an unreachable server.
-        errors.sort(key=lambda e: 0 if e.status in (400, 403) else 1)
+            raise RoomError(404, "M_NOT_FOUND", nowhere)
+        if refusals_first:
+            errors.sort(key=lambda e: 0 if e.status in (400, 403) else 1)
         raise errors[0]
 
     async def _known_servers(self, room_id: str) -> list[str]:
@@ -252,17 +267,9 @@ class RemoteRooms:
                     content: JsonDict | None = None) -> tuple[Event, list[JsonDict]]:
         """Knock on a room held by other servers (make_knock, send_knock); the knock
         event, kept here as the user's membership, and the room state sent back."""
-        errors: list[RoomError] = []
-        for server in self._candidates(room_id, [*via, *await self._known_servers(room_id)]):
-            try:
-                return await self._knock_via(server, room_id, user_id, content or {})
-            except RoomError as e:
-                logger.info("knocking on %s through %s failed: %s", room_id, server, e.message)
-                errors.append(e)
-        if not errors:
-            raise RoomError(404, "M_NOT_FOUND", "No known servers to knock through")
-        errors.sort(key=lambda e: 0 if e.status in (400, 403) else 1)
-        raise errors[0]
+        return await self._through_any(
+            room_id, via, "knocking on", "No known servers to knock through",
+            lambda server: self._knock_via(server, room_id, user_id, content or {}))
 
     async def _knock_via(self, server: str, room_id: str, user_id: str, content: JsonDict
                          ) -> tuple[Event, list[JsonDict]]:
@@ -335,15 +342,10 @@ class RemoteRooms:
                     content: JsonDict | None = None) -> Event:
         """Leave (reject an invite to, or withdraw a knock on) a room through a resident
         server."""
-        errors: list[RoomError] = []
-        for server in self._candidates(room_id, [*via, *await self._known_servers(room_id)]):
-            try:
-                return await self._leave_via(server, room_id, user_id, content or {})
-            except RoomError as e:
-                errors.append(e)
-        if not errors:
-            raise RoomError(404, "M_NOT_FOUND", "No known servers to leave the room through")
-        raise errors[0]
+        return await self._through_any(
+            room_id, via, "leaving", "No known servers to leave the room through",
+            lambda server: self._leave_via(server, room_id, user_id, content or {}),
+            refusals_first=False)
 
     async def _leave_via(self, server: str, room_id: str, user_id: str, content: JsonDict) -> Event:
         path = f"/_matrix/federation/v1/make_leave/{_q(room_id)}/{_q(user_id)}"

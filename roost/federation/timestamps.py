@@ -2,11 +2,15 @@
 
 Asked by a server with a user in the room; the answer is the nearest event in
 the given direction that the asking server may see (history visibility for
-servers, through the access module).
+servers, through the access module). `ask_servers` is the asking side, for the
+client endpoint when this server holds nothing near the time.
 """
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
+from roost.federation.transport.client import FederationClient, FederationClientError
 from roost.federation.transport.server import FederationRequest, FederationRouter, JsonDict
 from roost.http.errors import MatrixError
 from roost.rooms.access import RoomAccess
@@ -52,3 +56,22 @@ def register(router: FederationRouter, store: EventTimestampStore, engine: RoomE
         raise MatrixError(404, "M_NOT_FOUND", "No event found")
 
     router.add("GET", "/_matrix/federation/v1/timestamp_to_event/{room_id}", timestamp_to_event)
+
+
+async def ask_servers(client: FederationClient, servers: list[str], room_id: str, ts: int,
+                      forwards: bool) -> tuple[str, int] | None:
+    """The first (event id, origin_server_ts) another server in the room gives, or None."""
+    path = f"/_matrix/federation/v1/timestamp_to_event/{quote(room_id, safe='')}"
+    for server in servers:
+        try:
+            answer = await client.get_json(server, path,
+                                           {"ts": str(ts), "dir": "f" if forwards else "b"})
+        except FederationClientError:
+            continue
+        if not isinstance(answer, dict):
+            continue
+        event_id, found_ts = answer.get("event_id"), answer.get("origin_server_ts")
+        if isinstance(event_id, str) and event_id.startswith("$") and \
+                isinstance(found_ts, int) and not isinstance(found_ts, bool):
+            return event_id, found_ts
+    return None

@@ -8,6 +8,7 @@ module knows every package and passes each part exactly what it uses.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -32,6 +33,7 @@ from roost.client_api.room_view import RoomView
 from roost.client_api.search_index import SearchIndexer
 from roost.federation import openid as federation_openid
 from roost.federation import timestamps as federation_timestamps
+from roost.federation.transport.client import FederationClient
 from roost.federation.transport.server import FederationRouter
 from roost.homeserver.config import RoostConfig
 from roost.rooms.engine import RoomEngine
@@ -54,7 +56,8 @@ def register_client_extras(router: Router, db: Database, clock: IReactorTime,
                            federation_router: FederationRouter, view: RoomView,
                            event_store: EventStore, closers: list[tuple[str, Any]],
                            waiter: sync.ChangeWaiter, directory_store: DirectoryStore,
-                           presence_tracker: PresenceTracker) -> None:
+                           presence_tracker: PresenceTracker,
+                           federation_client: FederationClient) -> None:
     """Tags, third-party identifiers, OpenID and timestamp_to_event (client and federation
     sides), TURN, reports, search, and the deprecated /events and /initialSync."""
     account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
@@ -76,7 +79,10 @@ def register_client_extras(router: Router, db: Database, clock: IReactorTime,
         AccountDataStore(db), streams["account_data"], directory_store, presence_tracker))
     reports.register(router, ReportStore(db), view, clock)
     timestamps_store = EventTimestampStore(db)
-    timestamps.register(router, timestamps_store, view)
+    timestamps.register(
+        router, timestamps_store, view,
+        functools.partial(federation_timestamps.ask_servers, federation_client),
+        config.server_name)
     federation_timestamps.register(federation_router, timestamps_store, engine, view.access)
     guests = GuestAccessWatcher(GuestQueries(db), engine, streams["events"], notifier, clock)
     guests.start()

@@ -26,6 +26,7 @@ from twisted.internet import defer
 
 from roost.rooms.engine_types import (
     MAX_STATE_CHAIN,
+    EventCache,
     LoadedEvent,
     NewEvent,
     RoomError,
@@ -141,6 +142,7 @@ class RoomEngine:
         self._max_heads = max(1, max_cached_heads)
         self._queues: dict[str, _Queue] = {}
         self._reserved_ids: set[str] = set()  # v12 room ids being checked for a create
+        self._parsed = EventCache()  # events parsed once for every reader (engine_types.EventCache)
 
     # -- appending ---------------------------------------------------------
 
@@ -272,6 +274,9 @@ class RoomEngine:
                 _fail(unit.result, RoomError(500, "M_UNKNOWN", f"could not store event: {e}"))
             return
         self._keep_head(room_id, working)
+        for event, row in zip(events, rows, strict=True):
+            if not event.unsigned:  # as storage holds it: readers get it unparsed
+                self._parsed.remember(event, row.pdu_json)
         members = {e.state_key for e in events if e.type == "m.room.member" and e.state_key}
         # Announced by the stream once every earlier position is readable too.
         self._stream.finish(positions, rooms=[room_id], users=members)
@@ -673,7 +678,7 @@ class RoomEngine:
         return {}
 
     def _load(self, stored: StoredEvent) -> LoadedEvent:
-        return LoadedEvent(event_from_storage(stored), stored.stream_ordering, stored.redacted_by,
+        return LoadedEvent(self._parsed.event(stored), stored.stream_ordering, stored.redacted_by,
                            stored.rejected_reason is not None)
 
     def loaded(self, stored: list[StoredEvent]) -> list[LoadedEvent]:

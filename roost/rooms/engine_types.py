@@ -7,6 +7,7 @@ the engine can both use them without importing each other.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -114,3 +115,51 @@ def event_row(event: Event, position: int | None, group: int | None, *,
         relation=relation_of(event), redacts=event.redacts, txn_key=txn_key,
         rejected_reason=rejected_reason, outlier=outlier, soft_failed=soft_failed,
     )
+
+
+# Parsed events kept by id, so a read serves an event without parsing its JSON again.
+#
+# Reading history (/messages, /context, /sync timelines, /search) parses each
+# event's stored PDU JSON into an Event; for a 1,000-message history that
+# parse was the largest per-event cost of a page (bench/big_room.py
+# --only pagination). Stored PDU JSON never changes (a redaction is applied
+# when serving, from `redacted_by`), and an Event is read-only, so a parsed
+# Event can be shared by every reader. The cache is bounded (least recently
+# used forgotten first) and checks the stored JSON is the same string before
+# reusing an entry, so it can never serve anything but what storage holds.
+EVENT_CACHE_SIZE = 10_000
+
+
+class EventCache:
+    """event id -> (stored PDU JSON, the Event parsed from it), LRU-bounded."""
+
+    def __init__(self, size: int = EVENT_CACHE_SIZE) -> None:
+        self._size = max(0, size)
+        self._entries: OrderedDict[str, tuple[str, Event]] = OrderedDict()
+
+    def event(self, stored: StoredEvent) -> Event:
+        """The Event of a stored row, parsed once while it stays cached."""
+        entry = self._entries.get(stored.event_id)
+        if entry is not None and entry[0] == stored.pdu_json \
+                and entry[1].room_id == stored.room_id \
+                and entry[1].version.identifier == stored.room_version:
+            self._entries.move_to_end(stored.event_id)
+            return entry[1]
+        event = event_from_storage(stored)
+        self._put(stored.pdu_json, event)
+        return event
+
+    def remember(self, event: Event, pdu_json: str) -> None:
+        """Keep an event just persisted (the newest events are the most read)."""
+        self._put(pdu_json, event)
+
+    def _put(self, pdu_json: str, event: Event) -> None:
+        if self._size == 0:
+            return
+        self._entries[event.event_id] = (pdu_json, event)
+        self._entries.move_to_end(event.event_id)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -93,10 +93,8 @@ class RegistrationFileTests(TestCase):
 
 class AppServiceClientTests(TestCase):
     async def _server(self, port: int | None = None):
-        folder = os.path.abspath(self.mktemp())
-        os.makedirs(folder)
         return await start_server(self, app_service_config_files=[
-            write_registration(folder, port or free_port())])
+            registration_file(self, port or free_port())])
 
     async def test_exclusive_users_and_aliases_are_closed_to_everyone_else(self) -> None:
         server = await self._server()
@@ -143,9 +141,7 @@ class AppServiceClientTests(TestCase):
         path = "/_matrix/client/v1/appservice/bridge/ping"
         down = await server.request("POST", path, {"transaction_id": "t"}, token=AS_TOKEN)
         self.assertEqual((down.status, down.body["errcode"]), (502, "M_CONNECTION_FAILED"))
-        listening = reactor.listenTCP(port, server_factory(RecordingService()),
-                                      interface="127.0.0.1")
-        self.addCleanup(listening.stopListening)
+        serve_service(self, port)
         up = await server.request("POST", path, {"transaction_id": "t"}, token=AS_TOKEN)
         self.assertEqual(up.status, 200, up.body)
         self.assertIsInstance(up.body["duration_ms"], int)
@@ -160,12 +156,25 @@ def server_factory(root: resource.Resource) -> server.Site:
     return site
 
 
+def registration_file(testcase: TestCase, port: int, **options: bool) -> str:
+    """A registration for the bridge at `port`, in a folder of the test's own."""
+    folder = os.path.abspath(testcase.mktemp())
+    os.makedirs(folder)
+    return write_registration(folder, port, **options)
+
+
+def serve_service(testcase: TestCase, port: int) -> RecordingService:
+    """A RecordingService listening on `port` for the rest of the test."""
+    service = RecordingService()
+    listening = reactor.listenTCP(port, server_factory(service), interface="127.0.0.1")
+    testcase.addCleanup(listening.stopListening)
+    return service
+
+
 class TransactionQueueTests(TestCase):
     async def test_events_reach_the_service_in_order_and_survive_a_restart(self) -> None:
         port = free_port()
-        folder = os.path.abspath(self.mktemp())
-        os.makedirs(folder)
-        registration = write_registration(folder, port)
+        registration = registration_file(self, port)
         service = RecordingService()
         listening = reactor.listenTCP(port, server_factory(service), interface="127.0.0.1")
         self.addCleanup(lambda: listening.stopListening() if listening.connected else None)
@@ -200,13 +209,9 @@ class TransactionQueueTests(TestCase):
 class AppServiceExtrasTests(TestCase):
     async def _server_and_service(self):
         port = free_port()
-        folder = os.path.abspath(self.mktemp())
-        os.makedirs(folder)
-        service = RecordingService()
-        listening = reactor.listenTCP(port, server_factory(service), interface="127.0.0.1")
-        self.addCleanup(listening.stopListening)
+        service = serve_service(self, port)
         server = await start_server(self, app_service_config_files=[
-            write_registration(folder, port)],
+            registration_file(self, port)],
             rate_limits={"message": {"per_second": 0.001, "burst": 1}})
         return server, service
 
@@ -269,13 +274,9 @@ class AppServiceExtrasTests(TestCase):
 class EphemeralTests(TestCase):
     async def test_typing_and_receipts_reach_a_service_that_asked_for_them(self) -> None:
         port = free_port()
-        folder = os.path.abspath(self.mktemp())
-        os.makedirs(folder)
-        service = RecordingService()
-        listening = reactor.listenTCP(port, server_factory(service), interface="127.0.0.1")
-        self.addCleanup(listening.stopListening)
+        service = serve_service(self, port)
         server = await start_server(self, app_service_config_files=[
-            write_registration(folder, port, receive_ephemeral=True)])
+            registration_file(self, port, receive_ephemeral=True)])
         bob = await server.register("bob")
         room = (await server.request("POST", V3 + "/createRoom", {"preset": "public_chat"},
                                      token=bob["access_token"])).body["room_id"]

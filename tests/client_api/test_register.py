@@ -301,7 +301,7 @@ class GuestEvictionTests(TestCase):
         async def membership(user: str) -> str:
             return str(await server.hs.engine.membership(room, user))
 
-        for _ in range(200):  # the watcher acts on the real reactor, half a second later
+        for _ in range(1200):  # the watcher acts on the real reactor, half a second later
             if await membership(guest_id) == "leave":
                 break
             await task.deferLater(reactor, 0.05, lambda: None)

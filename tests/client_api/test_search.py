@@ -65,7 +65,7 @@ class SearchTests(TestCase):
         await users.say("alice", room, "indexed in the background")
         store = SearchStore(server.hs.db)
         clock.advance(DELAY_S)
-        for _ in range(200):  # the pass runs on the real reactor and database
+        for _ in range(1200):  # the pass runs on the real reactor and database (slow when loaded)
             if await store.position() >= server.hs.streams["events"].current:
                 break
             await task.deferLater(reactor, 0.05, lambda: None)

@@ -20,6 +20,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import psycopg2
 from twisted.internet import threads
@@ -61,6 +62,30 @@ class SynapseNode:
             "auth": {"type": "m.login.dummy"}})
         assert status == 200, (status, body)
         return body["user_id"], body["access_token"]
+
+
+@dataclass
+class SynapseUser:
+    """A user of a test Synapse: its client API called from a thread, with the user's token."""
+
+    node: SynapseNode
+    user_id: str
+    token: str
+
+    async def request(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
+        return await threads.deferToThread(self.node.client, method, path, body, self.token)
+
+    async def sees_joined(self, room_id: str, user_id: str) -> bool:
+        """Whether this user's Synapse lists `user_id` among the room's joined members."""
+        status, members = await self.request(
+            "GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/joined_members")
+        return status == 200 and user_id in members.get("joined", {})
+
+
+async def synapse_user(node: SynapseNode, localpart: str) -> SynapseUser:
+    """Register `localpart` on the test Synapse."""
+    user_id, token = await threads.deferToThread(node.register, localpart)
+    return SynapseUser(node, user_id, token)
 
 
 def _free_port() -> int:

@@ -217,3 +217,30 @@ class BackfilledSearchTests(TestCase):
         bodies = sorted(r["result"]["content"]["body"]
                         for r in found["search_categories"]["room_events"]["results"])
         self.assertEqual(bodies, [f"ancient scroll {i}" for i in range(5)])
+
+
+class RemoteTimestampTests(TestCase):
+    timeout = 240
+
+    async def test_history_from_before_the_join_is_found_on_the_other_server(self) -> None:
+        hs1, hs2 = await start_pair(self)
+        await hs1.register("alice")
+        await hs2.register("bob")
+        created = await hs1.request("POST", f"{V3}/createRoom",
+                                    {"preset": "public_chat"}, user="alice")
+        room_id = created["room_id"]
+        sent = []
+        for i in range(3):
+            answer = await hs1.request(
+                "PUT", f"{V3}/rooms/{quote(room_id)}/send/m.room.message/t{i}",
+                {"msgtype": "m.text", "body": f"m{i}"}, user="alice")
+            sent.append(answer["event_id"])
+        second = await hs1.request("GET", f"{V3}/rooms/{quote(room_id)}/event/{quote(sent[1])}",
+                                   user="alice")
+        await hs2.request("POST", f"{V3}/join/{quote(room_id)}?server_name={quote(hs1.name)}",
+                          {}, user="bob")
+        path = (f"/_matrix/client/v1/rooms/{quote(room_id)}/timestamp_to_event"
+                f"?ts={second['origin_server_ts']}&dir=b")
+        found = await hs2.request("GET", path, user="bob")
+        self.assertEqual(found["origin_server_ts"], second["origin_server_ts"])
+        self.assertIn(found["event_id"], sent[1:])  # the second, or the third in the same ms

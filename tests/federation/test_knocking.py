@@ -4,15 +4,13 @@ Synapse user knocking on a Roost room and being let in."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
-from twisted.internet import reactor, task, threads
+from twisted.internet import threads
 from twisted.trial.unittest import TestCase
 
-from tests.federation.synapse_harness import start_synapse
-from tests.federation.two_servers import V3, eventually, start_node, start_pair
+from tests.federation.synapse_harness import start_synapse, synapse_user
+from tests.federation.two_servers import V3, eventually, eventually_slow, start_node, start_pair
 from tests.server_harness import q
 
 KNOCK_RULES = [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]
@@ -105,14 +103,14 @@ class SynapseKnockTests(TestCase):
             synapse.client, "POST", f"{V3}/knock/{quote(room)}?server_name={roost.name}",
             {"reason": "please"}, token)
         self.assertEqual(status, 200, body)
-        await _until(lambda: _is(roost, "alice", room, carol, "knock"))
+        await eventually_slow(lambda: _is(roost, "alice", room, carol, "knock"))
         await roost.request("POST", f"{V3}/rooms/{q(room)}/invite", {"user_id": carol},
                             user="alice")
         status, body = await threads.deferToThread(
             synapse.client, "POST", f"{V3}/join/{quote(room)}?server_name={roost.name}", {},
             token)
         self.assertEqual(status, 200, body)
-        await _until(lambda: _is(roost, "alice", room, carol, "join"))
+        await eventually_slow(lambda: _is(roost, "alice", room, carol, "join"))
 
 
 class RoostKnocksOnSynapseTests(TestCase):
@@ -122,10 +120,11 @@ class RoostKnocksOnSynapseTests(TestCase):
         synapse = await start_synapse(self)
         roost = await start_node(self)
         bob = await roost.register("bob")
-        carol, token = await threads.deferToThread(synapse.register, "carol")
-        status, created = await threads.deferToThread(
-            synapse.client, "POST", f"{V3}/createRoom",
-            {"room_version": "10", "initial_state": KNOCK_RULES, "name": "Knock here"}, token)
+        carol_on_synapse = await synapse_user(synapse, "carol")
+        carol = carol_on_synapse.user_id
+        status, created = await carol_on_synapse.request(
+            "POST", f"{V3}/createRoom",
+            {"room_version": "10", "initial_state": KNOCK_RULES, "name": "Knock here"})
         self.assertEqual(status, 200, created)
         room = created["room_id"]
         await roost.request("POST", f"{V3}/knock/{q(room)}?server_name={q(synapse.name)}",
@@ -135,37 +134,23 @@ class RoostKnocksOnSynapseTests(TestCase):
         self.assertIn("Knock here", [e["content"].get("name") for e in knock_state])
 
         async def synapse_sees_knock() -> bool:
-            status, member = await threads.deferToThread(
-                synapse.client, "GET",
-                f"{V3}/rooms/{quote(room)}/state/m.room.member/{quote(bob)}", None, token)
+            status, member = await carol_on_synapse.request(
+                "GET", f"{V3}/rooms/{quote(room)}/state/m.room.member/{quote(bob)}")
             return status == 200 and member.get("membership") == "knock"
 
-        await _until(synapse_sees_knock)
-        status, body = await threads.deferToThread(
-            synapse.client, "POST", f"{V3}/rooms/{quote(room)}/invite", {"user_id": bob}, token)
+        await eventually_slow(synapse_sees_knock)
+        status, body = await carol_on_synapse.request("POST", f"{V3}/rooms/{quote(room)}/invite",
+                                           {"user_id": bob})
         self.assertEqual(status, 200, body)
 
         async def invited() -> bool:
             sync = await roost.request("GET", f"{V3}/sync?timeout=0", user="bob")
             return room in sync.get("rooms", {}).get("invite", {})
 
-        await _until(invited)
+        await eventually_slow(invited)
         await roost.request("POST", f"{V3}/join/{q(room)}?server_name={q(synapse.name)}", {},
                             user="bob")
 
-        async def joined() -> bool:
-            status, members = await threads.deferToThread(
-                synapse.client, "GET", f"{V3}/rooms/{quote(room)}/joined_members", None, token)
-            return status == 200 and bob in members.get("joined", {})
-
-        await _until(joined)
+        await eventually_slow(lambda: carol_on_synapse.sees_joined(room, bob))
         self.assertTrue(carol)
 
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await task.deferLater(reactor, 0.3, lambda: None)
-    raise AssertionError("condition not reached")

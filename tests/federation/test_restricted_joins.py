@@ -4,15 +4,12 @@ between two Roost servers, and with a real Synapse both ways."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
-from twisted.internet import reactor, task, threads
 from twisted.trial.unittest import TestCase
 
-from tests.federation.synapse_harness import start_synapse
-from tests.federation.two_servers import V3, eventually, start_node, start_pair
+from tests.federation.synapse_harness import start_synapse, synapse_user
+from tests.federation.two_servers import V3, eventually, eventually_slow, start_node, start_pair
 from tests.server_harness import q
 
 
@@ -80,10 +77,8 @@ class SynapseRestrictedJoinTests(TestCase):
         roost = await start_node(self)
         await roost.register("alice")
         bob = await roost.register("bob")
-        carol, token = await threads.deferToThread(synapse.register, "carol")
-
-        async def s(method: str, path: str, body: object = None) -> tuple[int, dict]:
-            return await threads.deferToThread(synapse.client, method, path, body, token)
+        carol_on_synapse = await synapse_user(synapse, "carol")
+        carol, s = carol_on_synapse.user_id, carol_on_synapse.request
 
         # A Roost space and restricted room; Carol (Synapse) joins the space, then the room.
         space = (await roost.request("POST", f"{V3}/createRoom",
@@ -94,10 +89,10 @@ class SynapseRestrictedJoinTests(TestCase):
                                     user="alice"))["room_id"]
         status, body = await s("POST", f"{V3}/join/{quote(space)}?server_name={roost.name}", {})
         self.assertEqual(status, 200, body)
-        await _until(lambda: _roost_has(roost, space, carol))
+        await eventually_slow(lambda: _roost_has(roost, space, carol))
         status, body = await s("POST", f"{V3}/join/{quote(room)}?server_name={roost.name}", {})
         self.assertEqual(status, 200, body)
-        await _until(lambda: _roost_has(roost, room, carol))
+        await eventually_slow(lambda: _roost_has(roost, room, carol))
 
         # A Synapse space and restricted room; Bob (Roost) joins the space, then the room.
         status, created = await s("POST", f"{V3}/createRoom",
@@ -115,25 +110,13 @@ class SynapseRestrictedJoinTests(TestCase):
             "POST", f"{V3}/join/{quote(s_room)}?server_name={synapse.name}", {}, user="bob")
         self.assertEqual(joined["room_id"], s_room)
 
-        async def synapse_has_bob() -> bool:
-            status, members = await s("GET", f"{V3}/rooms/{quote(s_room)}/joined_members")
-            return status == 200 and bob in members.get("joined", {})
-
-        await _until(synapse_has_bob)
+        await eventually_slow(lambda: carol_on_synapse.sees_joined(s_room, bob))
 
 
 async def _roost_has(roost, room: str, user: str) -> bool:
     resp = await roost.request("GET", f"{V3}/rooms/{q(room)}/joined_members", user="alice")
     return user in resp.get("joined", {})
 
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await task.deferLater(reactor, 0.3, lambda: None)
-    raise AssertionError("condition not reached")
 
 
 class RefusalStatusTests(TestCase):

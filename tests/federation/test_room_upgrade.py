@@ -4,15 +4,12 @@ server (Roost or Synapse) follow the tombstone into the new room."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
-from twisted.internet import reactor, task, threads
 from twisted.trial.unittest import TestCase
 
-from tests.federation.synapse_harness import start_synapse
-from tests.federation.two_servers import V3, eventually, start_node, start_pair
+from tests.federation.synapse_harness import start_synapse, synapse_user
+from tests.federation.two_servers import V3, eventually, eventually_slow, start_node, start_pair
 from tests.server_harness import q
 
 
@@ -93,10 +90,8 @@ class SynapseRoomUpgradeTests(TestCase):
         roost = await start_node(self)
         await roost.register("alice")
         bob = await roost.register("bob")
-        carol, token = await threads.deferToThread(synapse.register, "carol")
-
-        async def s(method: str, path: str, body: object = None) -> tuple[int, dict]:
-            return await threads.deferToThread(synapse.client, method, path, body, token)
+        carol_on_synapse = await synapse_user(synapse, "carol")
+        carol, s = carol_on_synapse.user_id, carol_on_synapse.request
 
         # Upgraded on Roost, followed by Carol on Synapse.
         old = (await roost.request("POST", f"{V3}/createRoom",
@@ -111,10 +106,10 @@ class SynapseRoomUpgradeTests(TestCase):
             status, body = await s("GET", f"{V3}/rooms/{quote(old)}/state/m.room.tombstone/")
             return status == 200 and body.get("replacement_room") == new
 
-        await _until(synapse_sees_tombstone)
+        await eventually_slow(synapse_sees_tombstone)
         status, body = await s("POST", f"{V3}/join/{quote(new)}?server_name={roost.name}", {})
         self.assertEqual(status, 200, body)
-        await _until(lambda: _roost_member_is(roost, new, carol, "join"))
+        await eventually_slow(lambda: _roost_member_is(roost, new, carol, "join"))
 
         # Upgraded on Synapse, followed by Bob on Roost.
         status, created = await s("POST", f"{V3}/createRoom",
@@ -133,15 +128,11 @@ class SynapseRoomUpgradeTests(TestCase):
                 expect=None)
             return resp.status == 200 and resp.body.get("replacement_room") == s_new
 
-        await _until(roost_sees_tombstone)
+        await eventually_slow(roost_sees_tombstone)
         await roost.request("POST", f"{V3}/join/{quote(s_new)}?server_name={synapse.name}", {},
                             user="bob")
 
-        async def synapse_has_bob() -> bool:
-            status, members = await s("GET", f"{V3}/rooms/{quote(s_new)}/joined_members")
-            return status == 200 and bob in members.get("joined", {})
-
-        await _until(synapse_has_bob)
+        await eventually_slow(lambda: carol_on_synapse.sees_joined(s_new, bob))
 
 
 async def _roost_member_is(roost, room: str, user: str, membership: str) -> bool:
@@ -149,11 +140,3 @@ async def _roost_member_is(roost, room: str, user: str, membership: str) -> bool
                                user="alice", expect=None)
     return resp.status == 200 and resp.body.get("membership") == membership
 
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await task.deferLater(reactor, 0.3, lambda: None)
-    raise AssertionError("condition not reached")

@@ -16,9 +16,8 @@ from twisted.internet import threads
 from twisted.trial.unittest import TestCase
 
 from tests.federation.synapse_harness import SynapseNode, start_synapse
-from tests.federation.test_synapse_interop import _eventually
 from tests.federation.test_synapse_membership import _roost_membership, _synapse
-from tests.federation.two_servers import V3, FedNode, eventually, start_node
+from tests.federation.two_servers import V3, FedNode, eventually, eventually_slow, start_node
 from tests.postgres_harness import admin_dsn
 
 
@@ -60,7 +59,7 @@ class SynapseHistoryVisibilityTests(TestCase):
         join = f"{V3}/join/{quote(room_id)}?server_name={quote(roost.name)}"
         status, body = await _synapse(synapse, "POST", join, {}, token)
         self.assertEqual(status, 200, body)
-        await _eventually(lambda: _joined(roost, room_id, alice))
+        await eventually_slow(lambda: _joined(roost, room_id, alice))
         await _send(roost, room_id, "after the join", "a1")
 
         async def sees_after() -> bool:
@@ -68,7 +67,7 @@ class SynapseHistoryVisibilityTests(TestCase):
                                           "?dir=b&limit=50", None, token)
             return status == 200 and "after the join" in _bodies(page["chunk"])
 
-        await _eventually(sees_after)
+        await eventually_slow(sees_after)
         # Paging back makes Synapse backfill from Roost, the only other server.
         status, page = await _synapse(synapse, "GET", f"{V3}/rooms/{quote(room_id)}/messages"
                                       "?dir=b&limit=100", None, token)
@@ -105,7 +104,7 @@ class SynapseServerAclTests(TestCase):
         join = f"{V3}/join/{quote(room_id)}?server_name={quote(roost.name)}"
         status, body = await _synapse(synapse, "POST", join, {}, token)
         self.assertEqual(status, 200, body)
-        await _eventually(lambda: _joined(roost, room_id, alice))
+        await eventually_slow(lambda: _joined(roost, room_id, alice))
         await roost.request("PUT", f"{V3}/rooms/{quote(room_id)}/state/m.room.server_acl/",
                             acl["content"], user="bob")
         await _send(roost, room_id, "acl set", "acl")
@@ -115,7 +114,7 @@ class SynapseServerAclTests(TestCase):
                                        "m.room.server_acl/", None, token)
             return status == 200
 
-        await _eventually(synapse_has_acl)
+        await eventually_slow(synapse_has_acl)
         # Synapse does not stop its own user; Roost refuses what it sends.
         status, sent = await _synapse(synapse, "PUT", f"{V3}/rooms/{quote(room_id)}/send/"
                                       "m.room.message/x1",

@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from urllib.parse import quote
 
-from twisted.internet import reactor, task, threads
+from twisted.internet import threads
 from twisted.trial.unittest import TestCase
 
 from roost.keys.remote import KeyVerificationError
 from tests.federation.synapse_harness import start_synapse
-from tests.federation.two_servers import start_node
+from tests.federation.two_servers import eventually_slow, start_node
 
 
 class KeyAndSigningInteropTests(TestCase):
@@ -85,7 +85,7 @@ class RoomInteropTests(TestCase):
             f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/s1",
             {"msgtype": "m.text", "body": "hello from synapse"}, token)
         self.assertEqual(status, 200)
-        await _eventually(lambda: _roost_sees(roost, room_id, "hello from synapse"))
+        await eventually_slow(lambda: _roost_sees(roost, room_id, "hello from synapse"))
 
         # Roost -> Synapse
         await roost.request("PUT", f"/_matrix/client/v3/rooms/{quote(room_id)}/send/"
@@ -99,7 +99,7 @@ class RoomInteropTests(TestCase):
             return status == 200 and any(e.get("content", {}).get("body") == "hello from roost"
                                          for e in body.get("chunk", []))
 
-        await _eventually(synapse_sees)
+        await eventually_slow(synapse_sees)
         status, members = await threads.deferToThread(
             synapse.client, "GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members",
             None, token)
@@ -112,14 +112,6 @@ async def _roost_sees(node, room_id: str, body: str) -> bool:
                               "?dir=b&limit=20", user="bob")
     return any(e.get("content", {}).get("body") == body for e in resp["chunk"])
 
-
-async def _eventually(check, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await task.deferLater(reactor, 0.2, lambda: None)
-    raise AssertionError("condition not met in time")
 
 
 class SynapseJoinsRoostTests(TestCase):
@@ -149,13 +141,13 @@ class SynapseJoinsRoostTests(TestCase):
             return status == 200 and any(e.get("content", {}).get("body") == "hi from roost"
                                          for e in body.get("chunk", []))
 
-        await _eventually(synapse_sees)
+        await eventually_slow(synapse_sees)
         status, _ = await threads.deferToThread(
             synapse.client, "PUT",
             f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/s1",
             {"msgtype": "m.text", "body": "hi from synapse"}, token)
         self.assertEqual(status, 200)
-        await _eventually(lambda: _roost_sees(roost, room_id, "hi from synapse"))
+        await eventually_slow(lambda: _roost_sees(roost, room_id, "hi from synapse"))
         members = await roost.request(
             "GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members", user="bob")
         self.assertIn(alice, members["joined"])

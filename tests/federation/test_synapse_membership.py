@@ -11,8 +11,7 @@ from twisted.internet import threads
 from twisted.trial.unittest import TestCase
 
 from tests.federation.synapse_harness import SynapseNode, start_synapse
-from tests.federation.test_synapse_interop import _eventually
-from tests.federation.two_servers import V3, FedNode, start_node
+from tests.federation.two_servers import V3, FedNode, eventually_slow, start_node
 
 
 async def _synapse(synapse: SynapseNode, method: str, path: str, body: Any = None,
@@ -67,14 +66,14 @@ class InvitesWithSynapseTests(TestCase):
         async def invited() -> bool:
             return room_id in await _synapse_sync_rooms(synapse, token, "invite")
 
-        await _eventually(invited)
+        await eventually_slow(invited)
         status, body = await _synapse(synapse, "POST", f"{V3}/join/{quote(room_id)}", {}, token)
         self.assertEqual(status, 200, body)
 
         async def joined() -> bool:
             return await _roost_membership(roost, "bob", room_id, alice) == "join"
 
-        await _eventually(joined)
+        await eventually_slow(joined)
 
     async def _synapse_invites_roost_user(self) -> tuple[SynapseNode, FedNode, str, str, str]:
         synapse = await start_synapse(self)
@@ -112,7 +111,7 @@ class InvitesWithSynapseTests(TestCase):
         async def joined_on_synapse() -> bool:
             return await _synapse_membership(synapse, token, room_id, bob) == "join"
 
-        await _eventually(joined_on_synapse)
+        await eventually_slow(joined_on_synapse)
         name = await roost.request("GET", f"{V3}/rooms/{quote(room_id)}/state/m.room.name/",
                                    user="bob")
         self.assertEqual(name["name"], "From Synapse")
@@ -127,13 +126,13 @@ class InvitesWithSynapseTests(TestCase):
         async def rejected_on_synapse() -> bool:
             return await _synapse_membership(synapse, token, room_id, bob) == "leave"
 
-        await _eventually(rejected_on_synapse)
+        await eventually_slow(rejected_on_synapse)
 
         async def gone_from_invites() -> bool:
             sync = await roost.request("GET", f"{V3}/sync?timeout=0", user="bob")
             return room_id not in sync.get("rooms", {}).get("invite", {})
 
-        await _eventually(gone_from_invites)
+        await eventually_slow(gone_from_invites)
 
 
 class KicksAndBansWithSynapseTests(TestCase):
@@ -154,7 +153,7 @@ class KicksAndBansWithSynapseTests(TestCase):
         async def roost_sees(membership: str) -> bool:
             return await _roost_membership(roost, "bob", room_id, alice) == membership
 
-        await _eventually(lambda: roost_sees("join"))
+        await eventually_slow(lambda: roost_sees("join"))
 
         # Kick: Synapse sees the room among alice's left rooms.
         await roost.request("POST", f"{V3}/rooms/{quote(room_id)}/kick",
@@ -164,13 +163,13 @@ class KicksAndBansWithSynapseTests(TestCase):
         async def synapse_sees(membership: str) -> bool:
             return await _synapse_membership(synapse, token, room_id, alice) == membership
 
-        await _eventually(lambda: synapse_sees("leave"))
+        await eventually_slow(lambda: synapse_sees("leave"))
         self.assertEqual(await _roost_membership(roost, "bob", room_id, alice), "leave")
 
         # A kicked user may come back.
         status, body = await _synapse(synapse, "POST", join_path, {}, token)
         self.assertEqual(status, 200, body)
-        await _eventually(lambda: roost_sees("join"))
+        await eventually_slow(lambda: roost_sees("join"))
 
         # Ban: Synapse's copy of the room shows alice banned, and she cannot rejoin.
         await roost.request("POST", f"{V3}/rooms/{quote(room_id)}/ban",
@@ -184,7 +183,7 @@ class KicksAndBansWithSynapseTests(TestCase):
             return any(e["type"] == "m.room.member" and e.get("state_key") == alice
                        and e["content"].get("membership") == "ban" for e in events)
 
-        await _eventually(synapse_banned)
+        await eventually_slow(synapse_banned)
         status, body = await _synapse(synapse, "POST", join_path, {}, token)
         self.assertEqual(status, 403, body)
         self.assertEqual(await _roost_membership(roost, "bob", room_id, alice), "ban")
@@ -199,5 +198,5 @@ async def _eventually_value(check: Any, timeout_s: float = 60.0) -> Any:
             found.append(value)
         return bool(value)
 
-    await _eventually(probe, timeout_s)
+    await eventually_slow(probe, timeout_s)
     return found[0]

@@ -5,15 +5,14 @@ v9's redaction rules, each with a redaction crossing over)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from urllib.parse import quote
 
-from twisted.internet import reactor, task, threads
+from twisted.internet import threads
 from twisted.trial.unittest import TestCase
 
 from tests.federation.synapse_harness import SynapseNode, start_synapse
-from tests.federation.two_servers import FedNode, start_node
+from tests.federation.two_servers import FedNode, eventually_slow, start_node
 
 C = "/_matrix/client/v3"
 VERSIONS = ("1", "5", "9")
@@ -23,14 +22,6 @@ async def _synapse(synapse: SynapseNode, method: str, path: str, body: object = 
                    token: str | None = None) -> tuple[int, dict]:
     return await threads.deferToThread(synapse.client, method, path, body, token)
 
-
-async def _eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await task.deferLater(reactor, 0.3, lambda: None)
-    raise AssertionError("condition not reached")
 
 
 async def _roost_bodies(roost: FedNode, user: str, room_id: str) -> list[str]:
@@ -71,12 +62,12 @@ class SynapseRoomVersionTests(TestCase):
             await _synapse(synapse, "PUT",
                            f"{C}/rooms/{quote(room_id)}/send/m.room.message/s{version}",
                            {"msgtype": "m.text", "body": f"from synapse v{version}"}, token)
-            await _eventually(lambda: _has(_roost_bodies(roost, "bob", room_id),  # noqa: B023
+            await eventually_slow(lambda: _has(_roost_bodies(roost, "bob", room_id),  # noqa: B023
                                            f"from synapse v{version}"))  # noqa: B023
             sent = await roost.request(
                 "PUT", f"{C}/rooms/{quote(room_id)}/send/m.room.message/r{version}",
                 {"msgtype": "m.text", "body": f"from roost v{version}"}, user="bob")
-            await _eventually(lambda: _has(_synapse_bodies(synapse, token, room_id),  # noqa: B023
+            await eventually_slow(lambda: _has(_synapse_bodies(synapse, token, room_id),  # noqa: B023
                                            f"from roost v{version}"))  # noqa: B023
             if version == "1":
                 self.assertTrue(sent["event_id"].endswith(":" + roost.name), sent)
@@ -91,7 +82,7 @@ class SynapseRoomVersionTests(TestCase):
                     None, token)
                 return status == 200 and "body" not in event.get("content", {})
 
-            await _eventually(redacted_on_synapse)
+            await eventually_slow(redacted_on_synapse)
             status, members = await _synapse(
                 synapse, "GET", f"{C}/rooms/{quote(room_id)}/joined_members", None, token)
             self.assertIn(alice, members["joined"])
@@ -116,13 +107,13 @@ class SynapseRoomVersionTests(TestCase):
             await roost.request("PUT", f"{C}/rooms/{quote(room_id)}/send/m.room.message/b{version}",
                                 {"msgtype": "m.text", "body": f"hi from roost v{version}"},
                                 user="bob")
-            await _eventually(lambda: _has(_synapse_bodies(synapse, token, room_id),  # noqa: B023
+            await eventually_slow(lambda: _has(_synapse_bodies(synapse, token, room_id),  # noqa: B023
                                            f"hi from roost v{version}"))  # noqa: B023
             status, sent = await _synapse(
                 synapse, "PUT", f"{C}/rooms/{quote(room_id)}/send/m.room.message/c{version}",
                 {"msgtype": "m.text", "body": f"hi from synapse v{version}"}, token)
             self.assertEqual(status, 200, sent)
-            await _eventually(lambda: _has(_roost_bodies(roost, "bob", room_id),  # noqa: B023
+            await eventually_slow(lambda: _has(_roost_bodies(roost, "bob", room_id),  # noqa: B023
                                            f"hi from synapse v{version}"))  # noqa: B023
             members = await roost.request(
                 "GET", f"{C}/rooms/{quote(room_id)}/joined_members", user="bob")

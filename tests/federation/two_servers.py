@@ -154,6 +154,12 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 15.
     raise AssertionError(f"condition not met within {timeout_s}s (last: {last!r})")
 
 
+async def eventually_slow(check: Callable[[], Awaitable[Any]], timeout_s: float = 60.0) -> Any:
+    """`eventually` at a real Synapse's pace (or a remote join's): longer, polled less often,
+    so the polling does not itself load the server it waits for."""
+    return await eventually(check, timeout_s, interval_s=0.3)
+
+
 async def room_events(node: FedNode, user: str, room_id: str, limit: int = 100) -> list[Any]:
     """The room's timeline as `user` sees it through /messages (oldest first)."""
     from tests.server_harness import q

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 from twisted.trial.unittest import TestCase
 
 from roost.rooms.engine import HELD_LOOKUP_MIN
+from roost.rooms.engine_types import EventCache, event_from_storage
 from tests.server_harness import start_server
 
 V3 = "/_matrix/client/v3"
@@ -39,3 +42,46 @@ class HeldStateReadTests(TestCase):
                              (loaded.event.event_id, loaded.event.pdu, loaded.stream_ordering,
                               loaded.redacted_by, loaded.rejected))
         self.assertIsNotNone(held[redacted].redacted_by)
+
+
+class ParsedEventCacheTests(TestCase):
+    """Events are parsed once and shared by readers (roost/rooms/engine_types.py EventCache), and what
+    they serve is exactly what storage holds."""
+
+    async def _room_with_messages(self, count: int) -> tuple[Any, list[str]]:
+        server = await start_server(self)
+        token = (await server.register("alice"))["access_token"]
+        room = (await server.request("POST", V3 + "/createRoom", {}, token=token)).body["room_id"]
+        ids = []
+        for i in range(count):
+            resp = await server.request("PUT", V3 + f"/rooms/{room}/send/m.room.message/t{i}",
+                                        {"msgtype": "m.text", "body": f"m{i}"}, token=token)
+            ids.append(resp.body["event_id"])
+        return server.hs.engine, ids
+
+    async def test_an_event_read_twice_is_the_same_event_as_storage_holds(self) -> None:
+        engine, ids = await self._room_with_messages(3)
+        first = await engine.get_events(ids)
+        second = await engine.get_events(ids)
+        stored = await engine._events.get_events(ids)
+        for eid in ids:
+            self.assertIs(first[eid].event, second[eid].event)
+            fresh = event_from_storage(stored[eid])
+            self.assertEqual((first[eid].event.pdu, first[eid].event.canonical_bytes,
+                              first[eid].event.room_id, first[eid].event.version),
+                             (fresh.pdu, fresh.canonical_bytes, fresh.room_id, fresh.version))
+
+    async def test_a_row_with_other_json_is_parsed_again_and_the_cache_is_bounded(self) -> None:
+        engine, ids = await self._room_with_messages(3)
+        stored = await engine._events.get_events(ids)
+        cache = EventCache(size=2)
+        row = stored[ids[0]]
+        kept = cache.event(row)
+        self.assertIs(cache.event(row), kept)
+        other = dataclasses.replace(row, pdu_json=stored[ids[1]].pdu_json)
+        self.assertEqual(cache.event(other).pdu, json.loads(stored[ids[1]].pdu_json))
+        for eid in ids:
+            cache.event(stored[eid])
+        self.assertEqual(len(cache), 2)
+        self.assertIsNot(cache.event(stored[ids[0]]), kept)  # forgotten, parsed again
+        self.assertEqual(len(EventCache(size=0)), 0)
