@@ -8,11 +8,10 @@ and tests, and never passed down into the parts it holds.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet import defer, threads
+from twisted.internet import threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
@@ -23,30 +22,23 @@ from roost.client_api import (
     account,
     account_data,
     capabilities,
-    cross_signing,
     devices,
     directory,
     hierarchy,
-    keys,
     knock,
     login,
     messages,
-    notifications,
     presence,
     profile,
-    push_rules,
-    pushers,
     receipts,
     register,
     relations,
-    room_keys,
     room_state,
     room_summary,
     rooms,
     send,
     sync,
     thirdparty,
-    to_device,
     typing,
     upgrade,
     user_directory,
@@ -56,7 +48,6 @@ from roost.client_api import (
 from roost.client_api import login_tokens as login_tokens_api
 from roost.client_api.accounts import Accounts
 from roost.client_api.appservice import AppServiceAuth, AppServices
-from roost.client_api.device_lists import DeviceLists
 from roost.client_api.login_tokens import LoginTokens
 from roost.client_api.passwords import PasswordHasher
 from roost.client_api.presence import PresenceTracker
@@ -64,18 +55,12 @@ from roost.client_api.profile import Profiles
 from roost.client_api.resource import JsonResource, RateLimit, RoostSite, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.rooms import RoomCreation
-from roost.client_api.sync_builder import SyncBuilder, SyncToken
-from roost.client_api.sync_e2e import E2eSync, device_lists_news, never_news
+from roost.client_api.sync_builder import SyncBuilder
 from roost.client_api.tokens import TokenAuthority, load_or_create_secret
 from roost.client_api.uia import UserInteractiveAuth
 from roost.federation import hierarchy as federation_hierarchy
 from roost.federation import served as federation_served
 from roost.federation.backfill import Backfiller
-from roost.federation.device_edus import (
-    DeviceListSender,
-    InboundDeviceEdus,
-    RemoteDeviceTracking,
-)
 from roost.federation.fetches import EventFetches
 from roost.federation.ingest import EduSinks
 from roost.federation.joins import RemoteRooms
@@ -93,9 +78,9 @@ from roost.federation.transport.server import (
     federation_site,
     register_version,
 )
-from roost.federation.user_keys import KeyQueries
 from roost.homeserver.client_extras import register_client_extras
 from roost.homeserver.config import RoostConfig
+from roost.homeserver.features import PushParts, build_e2ee, build_push, register_media
 from roost.homeserver.operations import (
     AdminParts,
     erase_hook,
@@ -107,34 +92,23 @@ from roost.homeserver.operations import (
 from roost.keys.local import LocalKey, load_or_create_signing_key
 from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
-from roost.media import resource as media_resource
-from roost.media.repository import MediaRepository, MediaSettings
-from roost.media.store import LocalFileStore
-from roost.media.thumbnails import Size, configure_pillow
-from roost.push.evaluator import PushEvaluator
-from roost.push.pushers import PusherDelivery, event_details
+from roost.media.repository import MediaRepository
 from roost.rooms.access import RoomAccess
 from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
 from roost.rooms.hierarchy import SpaceHierarchy
 from roost.storage.accounts import UserStore
 from roost.storage.database import Database
-from roost.storage.device_inbox import DeviceInboxStore
-from roost.storage.device_lists import DeviceListStore
 from roost.storage.devices import DeviceStore
 from roost.storage.directory import DirectoryStore
-from roost.storage.e2e_backup import KeyBackupStore
-from roost.storage.e2e_keys import E2eKeyStore
 from roost.storage.embedded import start_embedded_postgres
 from roost.storage.erasure import ErasureStore
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
 from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.login_tokens import LoginTokenStore
-from roost.storage.media import MediaStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
 from roost.storage.profiles import ProfileStore
-from roost.storage.push import PushActionStore, PusherStore, PushRuleStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
@@ -161,15 +135,6 @@ class FederationParts:
     sender: FederationSender | None = None
     # Events fetched from other servers (and fetched again), for metrics and tests.
     fetches: EventFetches = field(default_factory=EventFetches)
-
-
-@dataclass
-class PushParts:
-    """Push evaluation, delivery to gateways, and the unread counts /sync serves."""
-
-    evaluator: PushEvaluator
-    delivery: PusherDelivery
-    unread: notifications.UnreadCounts
 
 
 @dataclass
@@ -328,45 +293,6 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
         federation.fetches)
 
 
-def _register_media(config: RoostConfig, reactor: Any, clock: IReactorTime, db: Database,
-                    router: Router, federation: FederationParts, site: RoostSite,
-                    closers: list[tuple[str, Any]]) -> MediaRepository:
-    """The media repository: client and federation endpoints, upload bodies up to
-    max_upload_size spooled to disk beside the store, pending uploads expired."""
-    from twisted.internet import task
-
-    from roost.federation.transport.client import IpBlocklist
-
-    media = config.media
-    configure_pillow(media.max_image_pixels)
-    store = LocalFileStore(config.path(os.path.join(config.data_dir, "media")))
-    settings = MediaSettings(
-        config.server_name, media.max_upload_size, media.max_pending_uploads,
-        media.unused_expiry, media.legacy_unauthenticated_media, media.remote_cache_max_bytes,
-        media.max_image_pixels,
-        tuple(Size(s.width, s.height, s.method) for s in media.thumbnail_sizes))
-    repo = MediaRepository(settings, store, MediaStore(db), clock, federation.client,
-                           store.tmp_dir)
-    previewer = None
-    if media.url_preview.enabled:
-        from roost.media.preview import UrlPreviewer
-
-        ranges = media.url_preview.ip_range_blocklist
-        blocklist = IpBlocklist(config.federation.ip_range_blocklist if ranges is None else ranges)
-        previewer = UrlPreviewer(reactor, clock, blocklist.blocks, repo,
-                                 media.url_preview.max_bytes, media.url_preview.timeout)
-    media_resource.register_client(router, repo, previewer)
-    media_resource.register_federation(federation.router, repo)
-    for prefix in media_resource.UPLOAD_PREFIXES:
-        site.large_bodies[prefix] = media.max_upload_size
-    site.spool_dir = store.tmp_dir
-    sweeper = task.LoopingCall(lambda: defer.ensureDeferred(repo.expire_pending()))
-    sweeper.clock = clock
-    sweeper.start(600, now=False).addErrback(lambda f: logger.error("media sweep: %s", f))
-    closers.append(("media sweeper", sweeper.stop))
-    return repo
-
-
 async def _sync_streams(db: Database) -> dict[str, StreamIdGenerator]:
     return {
         "receipts": StreamIdGenerator(await ReceiptStore(db).max_stream_id()),
@@ -403,99 +329,6 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     waiter = sync.ChangeWaiter(notifier, clock, user_rooms)
     sync.register(router, builder, waiter, filters, presence_tracker)
     return builder, waiter, typing_tracker
-
-
-async def _build_push(router: Router, db: Database, reactor: Any, clock: IReactorTime,
-                      config: RoostConfig, notifier: Notifier, engine: RoomEngine,
-                      view: RoomView, streams: dict[str, StreamIdGenerator],
-                      closers: list[tuple[str, Any]],
-                      password_hooks: list[Any], builder: SyncBuilder) -> PushParts:
-    """Push rules, evaluation off the events stream, notification counts, pushers."""
-    from twisted.web.client import HTTPConnectionPool
-
-    from roost.federation.transport.client import IpBlocklist
-    from roost.http.outbound import checked_agent
-
-    actions = PushActionStore(db)
-    evaluator = PushEvaluator(actions, PushRuleStore(db), engine, streams["events"], notifier,
-                              config.server_name, clock)
-    await evaluator.start()
-    closers.append(("push evaluator", evaluator.stop))
-    blocklist = config.push.ip_range_blocklist
-    if blocklist is None:
-        blocklist = config.federation.ip_range_blocklist
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    # A pusher's URL is the client's choice: resolve it and refuse the blocked ranges.
-    agent = checked_agent(reactor, IpBlocklist(blocklist).blocks, pool)
-    delivery = PusherDelivery(
-        PusherStore(db), actions, evaluator, event_details(engine), reactor, clock,
-        min_retry_interval_ms=config.push.min_retry_interval,
-        max_retry_interval_ms=config.push.max_retry_interval, agent=agent, pool=pool)
-    await delivery.start()
-    closers.append(("pushers", delivery.stop))
-    account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
-    rules = push_rules.PushRules(PushRuleStore(db), evaluator, account)
-    push_rules.register(router, rules)
-    builder.add_default_account_data("m.push_rules", rules.account_data_content)
-    notifications.register(router, actions, view)
-    pusher_service = pushers.Pushers(PusherStore(db), delivery, evaluator, clock)
-    pushers.register(router, pusher_service)
-    password_hooks.append(pusher_service.password_changed)
-    unread = notifications.UnreadCounts(actions, evaluator)
-    builder.add_room_field("unread_notifications", unread.unread_notifications)
-    builder.add_room_field("unread_thread_notifications", unread.unread_thread_notifications)
-    return PushParts(evaluator, delivery, unread)
-
-
-async def _build_e2ee(router: Router, db: Database, config: RoostConfig, clock: IReactorTime,
-                      notifier: Notifier, streams: dict[str, StreamIdGenerator],
-                      device_store: DeviceStore, uia: UserInteractiveAuth,
-                      federation: FederationParts, sender: FederationSender,
-                      closers: list[tuple[str, Any]], builder: SyncBuilder,
-                      on_deactivate: list[Any]) -> InboundDeviceEdus:
-    """End-to-end encryption: keys, cross-signing, key backup, to-device messages, device
-    lists (the to_device and device_lists streams) and their federation side."""
-    key_store = E2eKeyStore(db)
-    list_store = DeviceListStore(db, config.server_name)
-    streams["to_device"] = StreamIdGenerator(await DeviceInboxStore(db).max_stream_id())
-    streams["device_lists"] = StreamIdGenerator(await list_store.max_stream_id())
-    streams["to_device"].announce_to(notifier, "to_device")
-    streams["device_lists"].announce_to(notifier, "device_lists")
-    lists = DeviceLists(list_store, streams["device_lists"])
-    device_store.on_devices_deleted.append(lists.devices_deleted)
-    device_store.on_devices_renamed.append(lists.devices_renamed)
-    on_deactivate.append(lists.account_deactivated)
-    queries = KeyQueries(key_store, list_store, federation.client, config.server_name)
-    queries.register(federation.router)
-    to_device_service = to_device.ToDevice(DeviceInboxStore(db), key_store, streams["to_device"],
-                                           config.server_name, clock, sender.queue_edus)
-    to_device.register(router, to_device_service)
-    keys.register(router, keys.KeyUploads(key_store, lists), queries, lists,
-                  _token_positions)
-    cross_signing.register(router, cross_signing.CrossSigning(key_store, lists, uia))
-    room_keys.register(router, KeyBackupStore(db))
-    list_sender = DeviceListSender(list_store, key_store, notifier, sender.queue_edus,
-                                   config.server_name, streams["device_lists"].current)
-    await list_sender.start()
-    closers.append(("device list sender", list_sender.stop))
-    tracking = RemoteDeviceTracking(list_store, notifier, config.server_name)
-    closers.append(("remote device tracking", tracking.stop))
-    e2e_sync = E2eSync(DeviceInboxStore(db), list_store, key_store, streams["events"].current)
-    notifier.add_cache(e2e_sync.on_change)
-    builder.add_stream("to_device", lambda: streams["to_device"].current)
-    builder.add_stream("device_lists", lambda: streams["device_lists"].current)
-    builder.add_section("to_device", e2e_sync.to_device)
-    builder.add_section("device_lists", e2e_sync.device_lists, device_lists_news)
-    builder.add_section("device_one_time_keys_count", e2e_sync.one_time_keys_count, never_news)
-    builder.add_section("device_unused_fallback_key_types", e2e_sync.unused_fallback_key_types,
-                        never_news)
-    return InboundDeviceEdus(queries, list_store, lists.changed, to_device_service.from_federation)
-
-
-def _token_positions(raw: str) -> tuple[int, int]:
-    """(events, device_lists) positions of a sync token, for /keys/changes."""
-    token = SyncToken.parse(raw)
-    return token.events, getattr(token, "device_lists", 0)
 
 
 async def build_homeserver(
@@ -591,7 +424,7 @@ async def build_homeserver(
     streams = {"events": event_stream, "presence": presence_stream, **await _sync_streams(db)}
     builder, waiter, typing_tracker = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
                                      presence_tracker)
-    push = await _build_push(router, db, reactor, clock, config, notifier, engine, view, streams,
+    push = await build_push(router, db, reactor, clock, config, notifier, engine, view, streams,
                              closers, password_hooks, builder)
 
     register_client_extras(router, db, clock, notifier, engine, streams, config,
@@ -616,7 +449,7 @@ async def build_homeserver(
     root.putChild(b"_roost", sockets)
     site = RoostSite(root, config.listeners.client.max_body_bytes,
                      config.listeners.client.x_forwarded)
-    media = _register_media(config, reactor, clock, db, router, federation, site, closers)
+    media = register_media(config, reactor, clock, db, router, federation, site, closers)
     admin_media.register(router, admin_media.AdminMedia(AdminGate(accounts), media))
     sender = FederationSender(
         FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
@@ -632,7 +465,7 @@ async def build_homeserver(
     if metrics is not None:
         start_metrics(metrics, api, db, notifier, event_stream, socket_resource.open_sockets,
                        sender, appservice_sender, clock, closers)
-    e2e_edus = await _build_e2ee(router, db, config, clock, notifier, streams, device_store,
+    e2e_edus = await build_e2ee(router, db, config, clock, notifier, streams, device_store,
                                  uia, federation, sender, closers, builder, on_deactivate)
     _register_inbound_federation(federation, engine, event_store, db, config, local_key, clock,
                                  directory_store, profile_store, typing_tracker, presence_tracker,
