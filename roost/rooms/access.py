@@ -99,7 +99,10 @@ class RoomAccess:
         """The state this user may read (current, or as it was when they left), or None."""
         granted = await self.room_read(room_id, user_id, kind)
         if granted == CURRENT:
-            return await self._state.current_state(room_id)
+            try:
+                return await self._engine.current_state_ids(room_id)
+            except RoomError:
+                return await self._state.current_state(room_id)
         if granted == AT_DEPARTURE:
             member = (await self._state.members(room_id)).get(user_id)
             if member is not None:

@@ -688,6 +688,13 @@ class RoomEngine:
         head = await self._head(room_id)
         return dict(head.state_events)
 
+    async def current_state_ids(self, room_id: str) -> dict[StateKey, str]:
+        """The room's current state as event ids, from its cached head: the same map the
+        current_state table holds (both change together in `_persist`/`_persist_remote`),
+        without reading a big room's rows again on every /members or /state."""
+        head = await self._head(room_id)
+        return dict(head.state)
+
     async def membership(self, room_id: str, user_id: str) -> str | None:
         """The user's current membership, from the room's cached head (no query once warm)."""
         head = await self._head(room_id)

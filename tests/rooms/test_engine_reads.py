@@ -85,3 +85,24 @@ class ParsedEventCacheTests(TestCase):
         self.assertEqual(len(cache), 2)
         self.assertIsNot(cache.event(stored[ids[0]]), kept)  # forgotten, parsed again
         self.assertEqual(len(EventCache(size=0)), 0)
+
+
+class CurrentStateIdsTests(TestCase):
+    async def test_the_heads_state_ids_are_the_stored_current_state(self) -> None:
+        """/members and /state take the state ids from the engine's head; they must be
+        the current_state table's rows, after joins, a leave and a state change."""
+        server = await start_server(self)
+        alice = (await server.register("alice"))["access_token"]
+        bob = (await server.register("bob"))["access_token"]
+        room = (await server.request("POST", V3 + "/createRoom", {"preset": "public_chat"},
+                                     token=alice)).body["room_id"]
+        await server.request("POST", V3 + f"/rooms/{room}/join", {}, token=bob)
+        await server.request("PUT", V3 + f"/rooms/{room}/state/m.room.topic",
+                             {"topic": "t"}, token=alice)
+        await server.request("POST", V3 + f"/rooms/{room}/leave", {}, token=bob)
+        engine: Any = server.hs.engine
+        self.assertEqual(await engine.current_state_ids(room),
+                         await engine._state.current_state(room))
+        engine._heads.clear()  # and as loaded from storage again
+        self.assertEqual(await engine.current_state_ids(room),
+                         await engine._state.current_state(room))
