@@ -27,6 +27,7 @@ from twisted.web.http_headers import Headers
 
 from roost.http.errors import MatrixError
 from roost.http.outbound import BlockedAddressError, checked_agent
+from roost.media.thumbnails import pillow
 
 JsonDict = dict[str, Any]
 _MAX_REDIRECTS = 5
@@ -128,9 +129,7 @@ class UrlPreviewer:
         result: JsonDict = {"og:image": mxc, "og:image:type": media_type,
                             "matrix:image:size": len(body)}
         try:
-            from PIL import Image
-
-            with Image.open(io.BytesIO(body)) as image:
+            with pillow().open(io.BytesIO(body)) as image:
                 result["og:image:width"], result["og:image:height"] = image.size
         except Exception:
             pass

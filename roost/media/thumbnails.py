@@ -11,15 +11,21 @@ image larger. An animated GIF or WebP stays animated when the caller asks for
 it (every frame resized, durations and looping kept); otherwise the first
 frame is used. JPEG sources give JPEG thumbnails, everything else PNG (or the
 animated format).
+
+Pillow is imported where a thumbnail is first made (`pillow()`), not at start:
+it is 2.3 MiB of resident memory that a server which never thumbnails would
+carry for nothing (bench/memory.py's RSS target).
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import BinaryIO
+from types import ModuleType
+from typing import TYPE_CHECKING, BinaryIO
 
-from PIL import Image, ImageOps, ImageSequence
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Formats we thumbnail (by media type), and what Pillow calls them.
 THUMBNAILABLE = {
@@ -62,6 +68,7 @@ def thumbnail_name(size: Size, animated: bool) -> str:
 def make_thumbnail(source: BinaryIO, size: Size, animated: bool, max_pixels: int
                    ) -> tuple[bytes, str, bool]:
     """(thumbnail bytes, its media type, whether it is animated). Blocking: run in a thread."""
+    Image = pillow()
     try:
         with Image.open(source) as image:
             width, height = image.size
@@ -93,6 +100,8 @@ def _target(width: int, height: int, size: Size) -> tuple[int, int]:
 
 
 def _resize(frame: Image.Image, size: Size) -> Image.Image:
+    from PIL import Image, ImageOps
+
     target = _target(frame.width, frame.height, size)
     if size.method == "crop":
         return ImageOps.fit(frame, target, Image.Resampling.LANCZOS)
@@ -100,6 +109,8 @@ def _resize(frame: Image.Image, size: Size) -> Image.Image:
 
 
 def _still(image: Image.Image, size: Size, fmt: str) -> tuple[bytes, str, bool]:
+    from PIL import ImageOps
+
     image.seek(0)
     if fmt == "JPEG":
         frame = ImageOps.exif_transpose(image).convert("RGB")
@@ -113,6 +124,8 @@ def _still(image: Image.Image, size: Size, fmt: str) -> tuple[bytes, str, bool]:
 
 
 def _animated(image: Image.Image, size: Size, fmt: str) -> tuple[bytes, str, bool]:
+    from PIL import ImageSequence
+
     out_fmt, media_type = ANIMATED_OUT[fmt]
     frames, durations = [], []
     for frame in ImageSequence.Iterator(image):
@@ -128,6 +141,20 @@ def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
 
 
+_max_image_pixels: list[int] = []  # what configure_pillow was given, applied by pillow()
+
+
 def configure_pillow(max_pixels: int) -> None:
-    """Pillow's own guard: refuse (not just warn) past twice our limit."""
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    """Pillow's own guard: refuse (not just warn) past twice our limit. Applied when
+    Pillow is first used (`pillow()`)."""
+    _max_image_pixels[:] = [max_pixels]
+
+
+def pillow() -> ModuleType:
+    """PIL.Image with the configured guard, imported on first use. Every use of Pillow
+    in roost goes through here so that the guard is set before any image is opened."""
+    from PIL import Image
+
+    if _max_image_pixels:
+        Image.MAX_IMAGE_PIXELS = _max_image_pixels[0]
+    return Image
