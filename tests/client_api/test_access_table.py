@@ -133,12 +133,44 @@ async def probe_sync(viewer: Client, room: Room) -> Any:
     for an invite, "absent" when the room is not there at all."""
     flt = json.dumps({"room": {"include_leave": True, "timeline": {"limit": 50}}})
     rooms = (await viewer.ok("GET", f"/sync?timeout=0&filter={q(flt)}"))["rooms"]
+    return _rooms_answer(rooms, room)
+
+
+def _rooms_answer(rooms: dict[str, Any], room: Room) -> Any:
     if room.room_id in rooms.get("invite", {}):
         return "invite"
     for section in ("join", "leave"):
         if room.room_id in rooms.get(section, {}):
             return _bodies(rooms[section][room.room_id]["timeline"]["events"])
     return "absent"
+
+
+async def probe_socket(viewer: Client, room: Room) -> Any:
+    """The WebSocket's first sync push with the same filter as probe_sync: the socket
+    serves what /sync serves, through the same access rules."""
+    from autobahn.twisted.websocket import connectWS
+    from twisted.internet import reactor
+
+    from tests.client_api.test_websocket import _factory
+
+    factory = _factory(viewer.server, None)
+    connector = connectWS(factory)
+    try:
+        protocol = await factory.opened.addTimeout(15, reactor)
+        protocol.sendMessage(json.dumps({"op": "auth", "token": viewer.token}).encode())
+        ready = await factory.frames.get().addTimeout(15, reactor)
+        assert ready["type"] == "ready", ready
+        flt = {"room": {"include_leave": True, "timeline": {"limit": 50}}}
+        protocol.sendMessage(json.dumps({"op": "sync", "since": None, "filter": flt}).encode())
+        while True:
+            frame = await factory.frames.get().addTimeout(15, reactor)
+            if frame.get("type") == "sync":
+                return _rooms_answer(frame["body"].get("rooms", {}), room)
+    finally:
+        if not factory.closed.called:
+            protocol.sendClose(1000)
+            await factory.closed.addTimeout(15, reactor)
+        connector.disconnect()
 
 
 async def probe_joined_members(viewer: Client, room: Room) -> Any:
@@ -223,6 +255,7 @@ PROBES: dict[str, Probe] = {
     "/members": probe_members,
     "/members?at": probe_members_at,
     "/sync": probe_sync,
+    "/_roost/ws": probe_socket,
     "/joined_members": probe_joined_members,
     "/relations": probe_relations,
     "/threads": probe_threads,
@@ -298,6 +331,14 @@ TABLE: list[tuple[str, str, Any, Any, Any, Any]] = [
     ("/sync", "left", BD, D, D, BD),
     ("/sync", "banned", BD, D, D, BD),
     ("/sync", "forgotten", "absent", "absent", "absent", "absent"),
+
+    # The WebSocket's first push serves exactly what an initial /sync does.
+    ("/_roost/ws", "never", "absent", "absent", "absent", "absent"),
+    ("/_roost/ws", "invited", "invite", "invite", "invite", "invite"),
+    ("/_roost/ws", "joined", ALL, DA, DA, ALL),
+    ("/_roost/ws", "left", BD, D, D, BD),
+    ("/_roost/ws", "banned", BD, D, D, BD),
+    ("/_roost/ws", "forgotten", "absent", "absent", "absent", "absent"),
 
     ("/joined_members", "never", DENIED, DENIED, DENIED, OK),
     ("/joined_members", "invited", DENIED, DENIED, DENIED, OK),
