@@ -12,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
 from roost.storage.database import Database, Txn
 
 
@@ -54,6 +57,8 @@ class NewSession:
 class DeviceStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._session_waiters: dict[str, list[defer.Deferred[Any]]] = {}
+        self._session_query_running = False
         # Called with (user_id, device ids) after devices are deleted: their end-to-end
         # keys went with them (ON DELETE CASCADE) and the change must be announced.
         self.on_devices_deleted: list[Callable[[str, list[str]], Any]] = []
@@ -113,16 +118,47 @@ class DeviceStore:
     async def session_auth(self, session_id: str) -> tuple[str, str, bool] | None:
         """(user_id, device_id, is_admin) of a live session, read on every authenticated
         request: a logout in any process sharing the database is seen at once, and the
-        admin flag is the account's, not what a token says."""
-        row = await self._db.run(
-            "session_auth",
-            lambda txn: txn.query_one(
-                "SELECT s.user_id, s.device_id, u.is_admin FROM sessions s"
-                " JOIN users u ON u.user_id = s.user_id WHERE s.session_id = %s",
-                (session_id,),
-            ),
-        )
-        return (row[0], row[1], bool(row[2])) if row else None
+        admin flag is the account's, not what a token says.
+
+        Concurrent requests share one query: a request that arrives while a query is
+        running waits for the next one, which starts after it arrived, so every
+        request is still checked against the database as it was when it came in."""
+        waiter: defer.Deferred[tuple[str, str, bool] | None] = defer.Deferred()
+        self._session_waiters.setdefault(session_id, []).append(waiter)
+        if not self._session_query_running:
+            self._next_session_query()
+        return await waiter
+
+    def _next_session_query(self) -> None:
+        batch, self._session_waiters = self._session_waiters, {}
+        self._session_query_running = True
+        defer.ensureDeferred(self._session_query(batch))
+
+    async def _session_query(self, batch: dict[str, list[Any]]) -> None:
+        found: dict[str, tuple[str, str, bool]] = {}
+        failure: Failure | None = None
+        try:
+            rows = await self._db.run(
+                "session_auth",
+                lambda txn: txn.query(
+                    "SELECT s.session_id, s.user_id, s.device_id, u.is_admin FROM sessions s"
+                    " JOIN users u ON u.user_id = s.user_id WHERE s.session_id = ANY(%s)",
+                    (list(batch),)))
+            found = {r[0]: (r[1], r[2], bool(r[3])) for r in rows}
+        except Exception:
+            failure = Failure()
+        finally:
+            self._session_query_running = False
+            if self._session_waiters:
+                self._next_session_query()
+        for session_id, waiters in batch.items():
+            for waiter in waiters:
+                if waiter.called:  # a request cancelled meanwhile
+                    continue
+                if failure is not None:
+                    waiter.errback(failure)
+                else:
+                    waiter.callback(found.get(session_id))
 
     async def all_sessions(self) -> list[tuple[str, str, str]]:
         """(session_id, user_id, device_id) of every live session, to warm the token checker."""

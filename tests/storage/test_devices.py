@@ -1,0 +1,49 @@
+"""DeviceStore's session check: concurrent checks share a query, each still sees the
+database as it was when its request came in."""
+
+from __future__ import annotations
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+from roost.storage.database import Database
+from roost.storage.devices import DeviceStore
+from tests.postgres_harness import fresh_database
+
+
+class SessionAuthTests(TestCase):
+    async def _store(self) -> tuple[Database, DeviceStore, list[str]]:
+        db = Database(reactor, await fresh_database(self), 1, 4)
+        self.addCleanup(db.close)
+        queries: list[str] = []
+        db.observer = lambda desc, _s, _ok: queries.append(desc)
+        await db.run("seed", lambda txn: [
+            txn.execute("INSERT INTO users (user_id, is_admin, created_ts) VALUES (%s, %s, 0)",
+                        (f"@u{n}:hs", n == 0)) for n in range(3)] and [
+            txn.execute("INSERT INTO devices (user_id, device_id) VALUES (%s, 'D')",
+                        (f"@u{n}:hs",)) for n in range(3)] and [
+            txn.execute("INSERT INTO sessions (session_id, user_id, device_id, created_ts)"
+                        " VALUES (%s, %s, 'D', 0)", (f"s{n}", f"@u{n}:hs")) for n in range(3)])
+        queries.clear()
+        return db, DeviceStore(db), queries
+
+    async def test_concurrent_checks_share_a_query_and_get_their_own_answers(self) -> None:
+        _db, store, queries = await self._store()
+        ids = [f"s{n % 4}" for n in range(20)]  # s3 does not exist
+        answers = await defer.gatherResults(
+            [defer.ensureDeferred(store.session_auth(i)) for i in ids])
+        expected = {"s0": ("@u0:hs", "D", True), "s1": ("@u1:hs", "D", False),
+                    "s2": ("@u2:hs", "D", False), "s3": None}
+        self.assertEqual(answers, [expected[i] for i in ids])
+        # The first starts a query at once; the nineteen arriving meanwhile share the next.
+        self.assertEqual(queries, ["session_auth", "session_auth"])
+
+    async def test_a_check_arriving_after_a_logout_sees_it(self) -> None:
+        db, store, queries = await self._store()
+        first = defer.ensureDeferred(store.session_auth("s1"))  # its query is running
+        await db.run("logout", lambda txn: txn.execute(
+            "DELETE FROM sessions WHERE session_id = 's1'"))
+        after = await store.session_auth("s1")  # arrived after the logout committed
+        self.assertIsNone(after)
+        await first
+        self.assertEqual(queries.count("session_auth"), 2)
