@@ -28,7 +28,10 @@ class BlockedAddressError(ConnectionError):
 
 
 @implementer(IResolutionReceiver)
-class _Collect:
+class AddressCollector:
+    """Collects every address a name resolves to (`done` fires with them), so each can be
+    checked against the blocklist before any connection is made."""
+
     def __init__(self) -> None:
         self.addresses: list[str] = []
         self.done: defer.Deferred[list[str]] = defer.Deferred()
@@ -58,7 +61,7 @@ class _CheckedEndpoint:
             ipaddress.ip_address(self._host)
             found = [self._host]
         except ValueError:
-            receiver = _Collect()
+            receiver = AddressCollector()
             self._resolver.resolveHostName(receiver, self._host, 0)
             found = await receiver.done
         allowed = [a for a in found if not self._blocks(a)]

@@ -34,7 +34,6 @@ from twisted.internet.interfaces import (
     IHostnameResolver,
     IOpenSSLClientConnectionCreator,
     IReactorTime,
-    IResolutionReceiver,
     IStreamClientEndpoint,
 )
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
@@ -53,6 +52,7 @@ from roost.federation.transport.discovery import (
     parse_server_name,
 )
 from roost.federation.transport.xmatrix import sign_request
+from roost.http.outbound import AddressCollector
 from roost.keys.local import LocalKey
 
 logger = logging.getLogger(__name__)
@@ -195,22 +195,6 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-@implementer(IResolutionReceiver)
-class _Collect:
-    def __init__(self) -> None:
-        self.addresses: list[str] = []
-        self.done: defer.Deferred[list[str]] = defer.Deferred()
-
-    def resolutionBegan(self, resolution: Any) -> None:
-        pass
-
-    def addressResolved(self, address: Any) -> None:
-        self.addresses.append(address.host)
-
-    def resolutionComplete(self) -> None:
-        self.done.callback(self.addresses)
-
-
 class Connector:
     """Opens TLS connections to a route's targets, refusing blocklisted addresses.
 
@@ -229,7 +213,7 @@ class Connector:
         if _is_ip(host):
             found = [host]
         else:
-            receiver = _Collect()
+            receiver = AddressCollector()
             self._resolver.resolveHostName(receiver, host, 0)
             found = await receiver.done
         allowed = [a for a in found if not self._blocklist.blocks(a)]
