@@ -227,7 +227,7 @@ async def _build_federation(config: RoostConfig, reactor: Any, clock: IReactorTi
         ip_range_blocklist=fed.ip_range_blocklist,
         min_retry_interval_ms=fed.min_retry_interval, max_retry_interval_ms=fed.max_retry_interval,
         clock=clock)
-    closers.append(("federation client", client.pool.closeCachedConnections))
+    closers.append(("federation client", client.close))
     notaries = [Notary.from_base64(t.server_name, t.verify_keys) for t in fed.trusted_key_servers]
     keyring = KeyRing(clock, server_keys, local_key, FederationKeyFetcher(client), notaries)
     key_server = KeyServer(clock, local_key, server_keys, keyring)
