@@ -4,15 +4,17 @@ A token names a position in each stream (events, typing, receipts, account
 data, presence). The builder reads everything between the `since` token and
 the current positions, taken once at the start, so the next token covers
 exactly what was served: nothing skipped, nothing repeated.
+
+Each room's `state`, `summary` and an invite's or knock's stripped state come
+from sync_room_state.py; what other areas add (e2ee sections, unread counts)
+is registered through sync_extensions.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from roost.client_api.event_format import stripped_state
 from roost.client_api.receipts import Receipts
 from roost.client_api.room_view import RoomView
 from roost.client_api.stream_token import STREAMS, StreamToken
@@ -27,12 +29,7 @@ from roost.client_api.sync_extensions import (
     any_value,
 )
 from roost.client_api.sync_filter import SyncFilter
-from roost.client_api.sync_summary import (
-    INVITE_STATE_TYPES,
-    SUMMARY_TYPES,
-    is_stripped,
-    room_summary,
-)
+from roost.client_api.sync_room_state import RoomPlan, SyncRoomState
 from roost.client_api.typing import TypingTracker
 from roost.rooms.engine import LoadedEvent, RoomEngine
 from roost.rooms.events import Event
@@ -56,24 +53,6 @@ class Presence(Protocol):
     def changes_since(self, position: int, users: set[str]) -> list[JsonDict]: ...
 
 
-@dataclass
-class _RoomPlan:
-    """One room's part of a sync, gathered before anything is serialized.
-
-    Serializing every room's events in one call lets the relation and
-    redaction lookups run once per sync instead of once per room.
-    """
-
-    timeline: list[LoadedEvent]
-    limited: bool
-    prev_batch: str
-    state: list[LoadedEvent] = field(default_factory=list)
-    ephemeral: list[JsonDict] = field(default_factory=list)
-    account_data: list[JsonDict] = field(default_factory=list)
-    left: bool = False
-    summary: JsonDict | None = None
-
-
 class SyncBuilder:
     def __init__(
         self, engine: RoomEngine, view: RoomView, events: SyncEventStore,
@@ -94,9 +73,7 @@ class SyncBuilder:
         self._presence = presence
         self._user_rooms = user_rooms
         self._queries = queries
-        # The stripped state another server sent with an invite to a room this
-        # server holds nothing of but the invite itself.
-        self._remote_invite_state = remote_invite_state
+        self._state = SyncRoomState(engine, view, queries, remote_invite_state)
         self._recent = RecentEvents(self._queries, events)
         presence_now = (lambda: presence.current) if presence is not None else (lambda: 0)
         self._positions: dict[str, Callable[[], int]] = {
@@ -211,7 +188,7 @@ class SyncBuilder:
         joined = [r for r, m in memberships.items() if m == "join" and filt.wants_room(r)]
         invited = [r for r, m in memberships.items() if m == "invite" and filt.wants_room(r)]
         knocked = [r for r, m in memberships.items() if m == "knock" and filt.wants_room(r)]
-        plans: dict[str, _RoomPlan] = {}
+        plans: dict[str, RoomPlan] = {}
         invites: list[str] = invited
         knocks: list[str] = knocked
         if since is None:
@@ -231,18 +208,19 @@ class SyncBuilder:
                     and memberships.get(r) in ("leave", "ban") and filt.wants_room(r)}
             await self._leaves(plans, left, since, filt)
         await self._add_ephemeral(plans, joined, user_id, since, now, account, filt)
-        await self._add_summaries(plans, user_id, since is None or full_state)
+        await self._state.add_summaries(plans, user_id, since is None or full_state)
         out: JsonDict = {"join": {}, "invite": {}, "leave": {}}
         await self._serialize(out, plans, user_id, request.device_id, filt)
         await self._add_room_fields(out["join"], request)
         if ignored:
-            invites = [r for r in invites if await self._inviter(r, user_id) not in ignored]
+            invites = [r for r in invites if await self._state.inviter(r, user_id) not in ignored]
+        stripped = self._state.stripped_state
         for room_id in dict.fromkeys(invites):
-            out["invite"][room_id] = {"invite_state": {"events": await self._stripped_state(
-                room_id, user_id)}}
+            out["invite"][room_id] = {"invite_state": {"events": await stripped(room_id,
+                                                                                user_id)}}
         if knocks:
-            out["knock"] = {room_id: {"knock_state": {"events": await self._stripped_state(
-                room_id, user_id)}} for room_id in dict.fromkeys(knocks)}
+            out["knock"] = {room_id: {"knock_state": {"events": await stripped(room_id, user_id)}}
+                            for room_id in dict.fromkeys(knocks)}
         return out
 
     async def _add_room_fields(self, joined: JsonDict, request: SyncRequest) -> None:
@@ -255,7 +233,7 @@ class SyncBuilder:
                 if room_id in joined:
                     joined[room_id][room_field.key] = value
 
-    async def _initial_joined(self, plans: dict[str, _RoomPlan], user_id: str,
+    async def _initial_joined(self, plans: dict[str, RoomPlan], user_id: str,
                               joined: list[str], now: SyncToken, filt: SyncFilter) -> None:
         latest = await self._queries.latest_per_room(joined, now.events, filt.timeline_limit)
         joins = await self._events.latest_join_positions(user_id, joined)
@@ -263,10 +241,10 @@ class SyncBuilder:
             events = await self._visible(user_id, room_id, self._wanted(latest.get(room_id, []),
                                                                         filt), joins.get(room_id))
             plans[room_id] = self._plan(events, filt, now)
-        await self._add_full_state(plans, joined, user_id, filt, now)
+        await self._state.add_full_state(plans, joined, user_id, filt, now)
 
     async def _incremental_joined(
-        self, plans: dict[str, _RoomPlan], user_id: str, joined: list[str],
+        self, plans: dict[str, RoomPlan], user_id: str, joined: list[str],
         newly_joined: set[str], since: SyncToken, now: SyncToken, filt: SyncFilter,
     ) -> None:
         fresh: list[StoredEvent] = []
@@ -284,30 +262,19 @@ class SyncBuilder:
                 new = await self._visible(user_id, room_id, new, joins.get(room_id))
             gap: list[LoadedEvent] = []
             if room_id not in newly_joined and raw:
-                gap = self._state_before_timeline(raw, new, filt)
+                gap = self._state.state_before_timeline(raw, new, filt)
             if new or gap or room_id in newly_joined:
                 plan = self._plan(new, filt, now)
                 plan.limited = plan.limited or (room_id in newly_joined and bool(new))
                 plans[room_id] = plan
                 if gap:
-                    plan.state = self._state_in_gap(room_id, gap, plan, filt)
+                    plan.state = self._state.state_in_gap(room_id, gap, plan, filt)
                 if room_id not in newly_joined and filt.lazy_load_members:
-                    await self._add_lazy_members(room_id, plan, filt)
-        await self._add_full_state(plans, sorted(newly_joined & set(plans)), user_id, filt,
-                                   now)
+                    await self._state.add_lazy_members(room_id, plan, filt)
+        await self._state.add_full_state(plans, sorted(newly_joined & set(plans)), user_id,
+                                         filt, now)
 
-    async def _add_lazy_members(self, room_id: str, plan: _RoomPlan, filt: SyncFilter) -> None:
-        """Lazy loading in an incremental sync: the member events of the timeline's
-        senders (the client cannot know which it already holds from another device)."""
-        have = {e.event.event_id for e in plan.timeline} | {e.event.event_id for e in plan.state}
-        current = await self._engine.current_state_events(room_id)
-        ids = [e.event_id for sender in sorted({e.event.sender for e in plan.timeline})
-               if (e := current.get(("m.room.member", sender))) is not None
-               and e.event_id not in have]
-        loaded = await self._state_events({e.event_id: e for e in current.values()}, ids)
-        plan.state += [loaded[i] for i in ids if i in loaded]
-
-    async def _initial_leaves(self, plans: dict[str, _RoomPlan], user_id: str,
+    async def _initial_leaves(self, plans: dict[str, RoomPlan], user_id: str,
                               memberships: dict[str, str], now: SyncToken,
                               filt: SyncFilter) -> None:
         """include_leave: rooms the user left, with the timeline up to their leaving."""
@@ -330,117 +297,12 @@ class SyncBuilder:
             plan.left = True
             plans[room_id] = plan
 
-    def _plan(self, events: list[LoadedEvent], filt: SyncFilter, now: SyncToken) -> _RoomPlan:
+    def _plan(self, events: list[LoadedEvent], filt: SyncFilter, now: SyncToken) -> RoomPlan:
         timeline = events[-filt.timeline_limit:] if filt.timeline_limit else []
         first = timeline[0].stream_ordering if timeline else now.events + 1
-        return _RoomPlan(timeline, len(events) > len(timeline), f"s{(first or 1) - 1}")
+        return RoomPlan(timeline, len(events) > len(timeline), f"s{(first or 1) - 1}")
 
-    async def _add_full_state(self, plans: dict[str, _RoomPlan], rooms: list[str],
-                              user_id: str, filt: SyncFilter, now: SyncToken) -> None:
-        """The state at the token for each room, minus the timeline's own.
-
-        Read from the engine's head (the current state, parsed) with positions and
-        redactions in one query; a room whose head has moved past the token (an event
-        persisted while this sync was built) is read at the token from storage instead,
-        so that event comes in the next sync's timeline, not before it.
-        """
-        wanted: dict[str, list[str]] = {}
-        held: dict[str, Event] = {}
-        for room_id in rooms:
-            current = await self._engine.current_state_events(room_id)
-            held.update((e.event_id, e) for e in current.values())
-            wanted[room_id] = self._wanted_state(room_id, current, plans[room_id], user_id,
-                                                 filt)
-        loaded = await self._state_events(held, [i for ids in wanted.values() for i in ids])
-        for room_id, ids in wanted.items():
-            if any((loaded[i].stream_ordering or 0) > now.events for i in ids if i in loaded):
-                at_token = await self._state_at(room_id, now.events)
-                if at_token is not None:
-                    events = {key: e.event for key, e in at_token.items()}
-                    chosen = self._wanted_state(room_id, events, plans[room_id], user_id, filt)
-                    by_id = {e.event.event_id: e for e in at_token.values()}
-                    plans[room_id].state = [by_id[i] for i in chosen]
-                    continue
-            plans[room_id].state = [loaded[i] for i in ids if i in loaded]
-
-    def _wanted_state(self, room_id: str, state: dict[tuple[str, str], Event], plan: _RoomPlan,
-                      user_id: str, filt: SyncFilter) -> list[str]:
-        """The ids of the state events a room's `state` section carries (filters, lazy
-        members), in key order, minus those in its timeline."""
-        if not filt.state.wants_room(room_id):
-            return []
-        in_timeline = {e.event.event_id for e in plan.timeline}
-        senders = {e.event.sender for e in plan.timeline} | {user_id}
-        everything = filt.state.passes_every_event()
-        return [
-            e.event_id for key, e in sorted(state.items())
-            if e.event_id not in in_timeline and (
-                not filt.lazy_load_members or key[0] != "m.room.member" or key[1] in senders)
-            and (everything or key[0] == "m.room.member" and key[1] == user_id
-                 or filt.state.wants(e.type, e.sender, e.content))
-        ]
-
-    async def _state_at(self, room_id: str,
-                        position: int) -> dict[tuple[str, str], LoadedEvent] | None:
-        """The room's state after its last event at or below `position`, from storage."""
-        group = await self._queries.state_group_at(room_id, position)
-        if group is None:
-            return None
-        ids = await self._view.state.state_at_group(group)
-        events = await self._engine.get_events(list(ids.values()))
-        return {key: events[eid] for key, eid in ids.items() if eid in events}
-
-    async def _state_events(self, held: dict[str, Event],
-                            event_ids: list[str]) -> dict[str, LoadedEvent]:
-        """Current state events as served: the engine holds them parsed in its room heads,
-        so only their positions and redactions are read (not every event's JSON again)."""
-        found = await self._queries.positions_and_redactions(event_ids)
-        return {i: LoadedEvent(held[i], position, redacted_by, False)
-                for i, (position, redacted_by) in found.items()}
-
-    def _state_before_timeline(self, raw: list[StoredEvent], new: list[LoadedEvent],
-                               filt: SyncFilter) -> list[LoadedEvent]:
-        """State events of the range that the timeline will not show: those before the
-        timeline's first event (a limited timeline's gap), and those its filter left out
-        later whose state key the timeline does not move on itself."""
-        timeline = new[-filt.timeline_limit:] if filt.timeline_limit else []
-        start = (timeline[0].stream_ordering or 0) if timeline else None
-        shown = {e.event.event_id for e in timeline}
-        moved = {(e.event.type, e.event.state_key) for e in timeline
-                 if e.event.state_key is not None}
-        candidates = [s for s in raw if s.event_id not in shown]
-        if not candidates:
-            return []
-        return [e for e in self._engine.loaded(candidates) if e.event.state_key is not None
-                and (start is None or (e.stream_ordering or 0) < start
-                     or (e.event.type, e.event.state_key) not in moved)]
-
-    def _state_in_gap(self, room_id: str, skipped: list[LoadedEvent],
-                      plan: _RoomPlan, filt: SyncFilter) -> list[LoadedEvent]:
-        """The state as the timeline starts, for what changed in the part of the range the
-        timeline leaves out: the last event of each state key among the skipped ones."""
-        if not filt.state.wants_room(room_id):
-            return []
-        last: dict[tuple[str, str], LoadedEvent] = {}
-        for e in skipped:
-            if e.event.state_key is not None and filt.state.wants(
-                    e.event.type, e.event.sender, e.event.content):
-                last[(e.event.type, e.event.state_key)] = e
-        return [last[key] for key in sorted(last)]
-
-    async def _stripped_state(self, room_id: str, user_id: str) -> list[JsonDict]:
-        """An invite's or knock's view of a room: a few state events, stripped."""
-        current = await self._engine.current_state_events(room_id)
-        events = [stripped_state(e) for (t, k), e in sorted(current.items())
-                  if (t in INVITE_STATE_TYPES and k == "") or (t == "m.room.member"
-                                                              and k == user_id)]
-        if self._remote_invite_state is not None:
-            sent = await self._remote_invite_state(room_id, user_id) or []
-            have = {(e["type"], e["state_key"]) for e in events}
-            events += [e for e in sent if is_stripped(e) and (e["type"], e["state_key"]) not in have]
-        return events
-
-    async def _leaves(self, plans: dict[str, _RoomPlan], left: dict[str, int],
+    async def _leaves(self, plans: dict[str, RoomPlan], left: dict[str, int],
                       since: SyncToken, filt: SyncFilter) -> None:
         if not left:
             return
@@ -469,27 +331,9 @@ class SyncBuilder:
         return [e for e in loaded if timeline.wants_room(e.event.room_id)
                 and timeline.wants(e.event.type, e.event.sender, e.event.content)]
 
-    async def _inviter(self, room_id: str, user_id: str) -> str | None:
-        member = (await self._engine.current_state_events(room_id)).get(
-            ("m.room.member", user_id))
-        return member.sender if member is not None else None
-
-    async def _add_summaries(self, plans: dict[str, _RoomPlan], user_id: str,
-                             always: bool) -> None:
-        """Room `summary` for joined rooms when it may have changed: always in an initial or
-        full-state sync, else when the timeline or state holds a member, name or alias change."""
-        for room_id, plan in plans.items():
-            if plan.left:
-                continue
-            if not always and not any(e.event.type in SUMMARY_TYPES
-                                      for e in (*plan.timeline, *plan.state)):
-                continue
-            plan.summary = room_summary(await self._engine.current_state_events(room_id),
-                                        user_id)
-
     # -- ephemeral and account data, batched over rooms --------------------------
 
-    async def _add_ephemeral(self, plans: dict[str, _RoomPlan], joined: list[str], user_id: str,
+    async def _add_ephemeral(self, plans: dict[str, RoomPlan], joined: list[str], user_id: str,
                              since: SyncToken | None, now: SyncToken,
                              account: list[tuple[str, str, JsonDict]],
                              filt: SyncFilter) -> None:
@@ -518,7 +362,7 @@ class SyncBuilder:
                 room_data[room_id] = data_filter.cut(room_data[room_id])
             if not ephemeral and room_id not in room_data and room_id not in plans:
                 continue
-            plan = plans.setdefault(room_id, _RoomPlan([], False, f"s{now.events}"))
+            plan = plans.setdefault(room_id, RoomPlan([], False, f"s{now.events}"))
             plan.ephemeral = ephemeral
             plan.account_data = room_data.get(room_id, [])
 
@@ -558,7 +402,7 @@ class SyncBuilder:
                 body.setdefault("unsigned", {})["transaction_id"] = _client_txn_id(
                     event.event, key)
 
-    async def _serialize(self, out: JsonDict, plans: dict[str, _RoomPlan], user_id: str,
+    async def _serialize(self, out: JsonDict, plans: dict[str, RoomPlan], user_id: str,
                          device_id: str | None, filt: SyncFilter) -> None:
         timeline = [e for p in plans.values() for e in p.timeline]
         state = [e for p in plans.values() for e in p.state]

@@ -83,10 +83,19 @@ def load_or_create_secret(path: str) -> bytes:
             return check_secret(f.read().strip(), path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     secret = secrets.token_urlsafe(48).encode("ascii")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written whole, then linked into place: processes starting at once share the winner's.
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(secret + b"\n")
-    return secret
+    try:
+        os.link(tmp, path)
+        return secret
+    except FileExistsError:
+        with open(path, "rb") as f:
+            return check_secret(f.read().strip(), path)
+    finally:
+        os.unlink(tmp)
 
 
 def unknown_token(soft_logout: bool = False) -> MatrixError:

@@ -10,7 +10,8 @@ specified in docs/websocket.md.
 Per-socket state is a handful of slots; an idle socket runs no coroutine
 (its push loop is a Watch on the notifier), nothing is cached per socket, and
 the outgoing buffer is bounded. The ops a socket accepts are websocket_ops.py;
-autobahn's part of a socket is websocket_base.py.
+autobahn's part of a socket is websocket_base.py; flow control is
+websocket_flow.py; limits and shared parts are websocket_settings.py.
 """
 
 from __future__ import annotations
@@ -18,31 +19,23 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
-from zope.interface import implementer
 
 from roost.client_api.account_data import check_filter
 from roost.client_api.errors import MatrixError, bad_json, invalid_param, missing_param
-from roost.client_api.resource import (
-    Authenticator,
-    JsonDict,
-    JsonResource,
-    Requester,
-    path_quote,
-)
+from roost.client_api.resource import JsonDict, Requester, path_quote
 from roost.client_api.stream_token import StreamToken
-from roost.client_api.sync import ChangeWaiter, Watch
-from roost.client_api.sync_builder import SyncBuilder
-from roost.client_api.sync_filter import SyncFilter
+from roost.client_api.sync import Watch
+from roost.client_api.sync_filter import DEFAULT_FILTER, SyncFilter
 from roost.client_api.websocket_base import CompactServerProtocol, Keepalive
+from roost.client_api.websocket_flow import Flow, pending_bytes
 from roost.client_api.websocket_ops import OPS
+from roost.client_api.websocket_settings import SocketServices
 from roost.http.bodies import parse_json
 
 logger = logging.getLogger(__name__)
@@ -50,33 +43,6 @@ logger = logging.getLogger(__name__)
 V3 = "/_matrix/client/v3"
 CLOSE_AUTH = 4001  # the token was refused, expired or revoked
 CLOSE_SLOW = 4008  # the client did not read fast enough; resume from the last token
-
-
-@dataclass(frozen=True)
-class SocketSettings:
-    """Limits and timers of every socket; the defaults are the documented ones."""
-
-    max_message_bytes: int = 64 * 1024
-    max_pending_bytes: int = 1024 * 1024
-    drain_timeout_s: float = 30.0
-    recheck_s: float = 30.0
-    auth_timeout_s: float = 30.0
-    ping_interval_s: float = 30.0
-    ping_timeout_s: float = 20.0
-    max_queued_requests: int = 32
-
-
-@dataclass(frozen=True)
-class SocketServices:
-    """What every socket uses, shared: one instance per server, held by the factory."""
-
-    authenticator: Authenticator
-    api: JsonResource
-    builder: SyncBuilder
-    waiter: ChangeWaiter
-    clock: Any
-    presence: Any | None = None
-    settings: SocketSettings = SocketSettings()
 
 
 def websocket_resource(services: SocketServices, reactor: Any = None) -> WebSocketResource:
@@ -138,55 +104,6 @@ def _encode(frame: JsonDict) -> bytes:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _pending_bytes(transport: Any) -> int:
-    """Bytes written to the transport that the kernel has not taken yet.
-
-    Twisted has no public accessor; these are FileDescriptor's buffers. On a
-    transport without them (TLS) this is 0 and the producer pause is the
-    only signal.
-    """
-    buffered = getattr(transport, "dataBuffer", b"")
-    offset = getattr(transport, "offset", 0)
-    temp = getattr(transport, "_tempDataLen", 0)
-    if not isinstance(temp, int) or not isinstance(offset, int):
-        return 0
-    return max(0, len(buffered) - offset) + temp
-
-
-@implementer(IPushProducer)
-class _Flow:
-    """The transport's pause/resume signal: paused means its write buffer is full."""
-
-    __slots__ = ("paused", "waiting")
-
-    def __init__(self) -> None:
-        self.paused = False
-        # At most the push loop and the queue; made when one waits, not per socket.
-        self.waiting: list[defer.Deferred[bool]] | None = None
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        waiting, self.waiting = self.waiting or (), None
-        for d in waiting:
-            if not d.called:
-                d.callback(True)
-
-    def wait(self) -> defer.Deferred[bool]:
-        """Fires True once the transport wants data again (False: given up on, by the caller)."""
-        waiting: defer.Deferred[bool] = defer.Deferred()
-        if self.waiting is None:
-            self.waiting = []
-        self.waiting.append(waiting)
-        return waiting
-
-    def stopProducing(self) -> None:
-        """The connection is gone: write nothing more; onClose cancels whoever waits."""
-        self.paused = True
-
-
 # -- the socket --------------------------------------------------------------------------
 
 
@@ -211,7 +128,7 @@ class SyncSocket(CompactServerProtocol):
         self._token: str | None = None
         self._requester: Requester | None = None
         self._since: StreamToken | None = None  # the last token whose delta was fully written
-        self._filter = SyncFilter()
+        self._filter = DEFAULT_FILTER
         self._full_state = False
         self._built: StreamToken | None = None  # the token the last delta was built up to
         self._stream: defer.Deferred[None] | None = None  # a running round of the push loop
@@ -219,7 +136,7 @@ class SyncSocket(CompactServerProtocol):
         self._queue: deque[tuple[Any, JsonDict | MatrixError]] | None = None  # made on first use
         self._runner: defer.Deferred[None] | None = None
         self._auth_timer: Any = None
-        self._flow = _Flow()
+        self._flow = Flow()
         self._closing = False
         self._online = False
 
@@ -467,7 +384,7 @@ class SyncSocket(CompactServerProtocol):
     async def _load_filter(self, raw: Any, requester: Requester) -> SyncFilter:
         """An inline filter object, or a stored filter's id read through the REST route."""
         if raw is None:
-            return SyncFilter()
+            return DEFAULT_FILTER
         if isinstance(raw, dict):
             check_filter(raw)
             return SyncFilter.from_json(raw)
@@ -592,7 +509,7 @@ class SyncSocket(CompactServerProtocol):
         """
         if self._closing:
             return
-        if _pending_bytes(self.transport) > self._services.settings.max_pending_bytes:
+        if pending_bytes(self.transport) > self._services.settings.max_pending_bytes:
             self._close_slow()
             return
         self.sendMessage(_encode(frame), isBinary=False)

@@ -13,9 +13,12 @@ from typing import Any
 from roost.homeserver.config import ConfigError, RoostConfig, load_config
 
 
-def _load(path: str) -> RoostConfig:
+def _load(path: str, worker: str | None = None, tool: bool = True) -> RoostConfig:
+    """The configuration as this command runs it: as instance `worker` for `run`, as a
+    tool beside the instances for the other commands."""
     try:
-        return load_config(path)
+        config = load_config(path)
+        return config.for_tool() if tool else config.for_worker(worker)
     except ConfigError as e:
         sys.stderr.write(f"roost: configuration error: {e}\n")
         raise SystemExit(1) from None
@@ -30,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from roost.homeserver.logsetup import setup_logging
     from roost.homeserver.service import RoostService
 
-    config = _load(args.config)
+    config = _load(args.config, args.worker, tool=False)
     setup_logging(config.logging, config.path)
     service = RoostService(config, reactor)
     failed: list[Any] = []
@@ -195,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="start the homeserver")
     run.add_argument("-c", "--config", default="homeserver.yaml")
+    run.add_argument("--worker", metavar="NAME",
+                     help="run as this instance of the configuration's workers.instances")
     run.set_defaults(fn=cmd_run)
 
     gen = sub.add_parser("generate-config", help="write a configuration and a signing key")

@@ -85,11 +85,12 @@ def register_client_extras(router: Router, db: Database, clock: IReactorTime,
         config.server_name)
     federation_timestamps.register(federation_router, timestamps_store, engine, view.access)
     guests = GuestAccessWatcher(GuestQueries(db), engine, streams["events"], notifier, clock)
-    guests.start()
-    closers.append(("guest access watcher", guests.stop))
     search_store = SearchStore(db)
     indexer = SearchIndexer(search_store, streams["events"], notifier, clock)
-    indexer.start()
-    closers.append(("search indexer", indexer.stop))
+    if "background" in config.roles:  # followers that run in exactly one process
+        guests.start()
+        closers.append(("guest access watcher", guests.stop))
+        indexer.start()
+        closers.append(("search indexer", indexer.stop))
     search.register(router, search.RoomEventSearch(search_store, indexer, engine, view,
                                                    event_store, AccountDataStore(db)))

@@ -266,6 +266,47 @@ class VoipConfig:
     turn_allow_guests: bool = True
 
 
+# What a process may do (docs/deployment.md, "Several processes"). Every process
+# without a `workers` section runs all of them.
+ROLES = ("client", "event_writer", "federation_inbound", "federation_sender", "media",
+         "pusher", "appservice", "background")
+# Stream followers that must run in exactly one process: two would each act on every
+# event (two pushes, two bridge transactions, two index rows).
+SINGLETON_ROLES = ("pusher", "appservice", "background")
+# The instance name of a command run beside the instances (no instance may be named so).
+TOOL = "(tool)"
+
+
+@dataclass(frozen=True)
+class InternalListenerConfig:
+    # Where this instance takes forwarded room writes (event writers only). Plain HTTP
+    # with the shared secret: keep it on loopback or a private network.
+    bind_address: str = "127.0.0.1"
+    port: int = 0
+    # The address the other instances connect to; None: bind_address.
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkerInstanceConfig:
+    roles: list[str] = field(default_factory=list)
+    # This instance's listeners, merged key by key over the top-level `listeners`.
+    listeners: ListenersConfig | None = None
+    internal: InternalListenerConfig = field(default_factory=InternalListenerConfig)
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    # Sent by instances to each other's internal listener; required with instances.
+    shared_secret: str | None = None
+    instances: dict[str, WorkerInstanceConfig] = field(default_factory=dict)
+    # The rooms' writers: room -> event_writers[stable hash of the room id % count].
+    # Changing this list moves rooms; stop every writer first.
+    event_writers: list[str] = field(default_factory=list)
+    # The outbound federation senders: destination -> one of them, by a stable hash.
+    federation_senders: list[str] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class RoostConfig:
     server_name: str
@@ -288,8 +329,40 @@ class RoostConfig:
     support: SupportConfig = field(default_factory=SupportConfig)
     # Application service (bridge) registration files, relative to the configuration.
     app_service_config_files: list[str] = field(default_factory=list)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
     # Where this config was loaded from; relative paths are taken from there.
     config_dir: str = "."
+    # The instance of `workers.instances` this process is (`--worker`); None: the one
+    # process that runs every role.
+    worker: str | None = None
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """The roles this process runs."""
+        if self.worker is None:
+            return frozenset(ROLES)
+        if self.worker == TOOL:
+            return frozenset()
+        return frozenset(self.workers.instances[self.worker].roles)
+
+    def for_tool(self) -> RoostConfig:
+        """This configuration as a command (`roost register-user`, `roost room`) runs it:
+        beside running instances it follows no stream and forwards room writes."""
+        return dataclasses.replace(self, worker=TOOL) if self.workers.instances else self
+
+    def for_worker(self, name: str | None) -> RoostConfig:
+        """This configuration as instance `name` runs it: its roles and its listeners."""
+        instances = self.workers.instances
+        if name is None:
+            if instances:
+                raise ConfigError("workers.instances: this configuration has instances"
+                                  f" ({', '.join(instances)}): name one with --worker")
+            return self
+        if name not in instances:
+            known = ", ".join(instances) or "none"
+            raise ConfigError(f"workers.instances.{name}: no such instance (known: {known})")
+        listeners = instances[name].listeners or self.listeners
+        return dataclasses.replace(self, worker=name, listeners=listeners)
 
     def path(self, relative: str) -> str:
         """A path from the config, resolved against the config file's folder."""
@@ -348,9 +421,12 @@ def _convert(path: str, tp: Any, value: Any) -> Any:
     return value
 
 
+_NOT_IN_YAML = ("config_dir", "worker")
+
+
 def _build(cls: Any, data: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.name != "config_dir"}
+    names = {f.name for f in dataclasses.fields(cls) if f.name not in _NOT_IN_YAML}
     for key in data:
         if key not in names:
             where = f"{prefix}.{key}" if prefix else str(key)
@@ -371,10 +447,72 @@ def parse_config(data: Any, config_dir: str = ".") -> RoostConfig:
     """Validate a parsed YAML document and build the configuration."""
     if not isinstance(data, dict):
         raise ConfigError("(top level): expected a mapping of configuration keys")
-    config = _build(RoostConfig, data)
+    config = _build(RoostConfig, _merge_instance_listeners(data))
     config = dataclasses.replace(config, config_dir=config_dir)
     _check(config)
     return config
+
+
+def _merge_instance_listeners(data: dict[str, Any]) -> dict[str, Any]:
+    """Each instance's `listeners` laid key by key over the top-level ones, so an instance
+    names only what differs (its ports) and errors still name the instance's path."""
+    workers = data.get("workers")
+    if not isinstance(workers, dict) or not isinstance(workers.get("instances"), dict):
+        return data
+    base = data.get("listeners") or {}
+    instances = {}
+    for name, instance in workers["instances"].items():
+        if isinstance(instance, dict) and isinstance(instance.get("listeners"), dict):
+            instance = {**instance, "listeners": _deep_merge(base, instance["listeners"])}
+        instances[name] = instance
+    return {**data, "workers": {**workers, "instances": instances}}
+
+
+def _deep_merge(base: Any, over: Any) -> Any:
+    if not isinstance(base, dict) or not isinstance(over, dict):
+        return over
+    return {**base, **{k: _deep_merge(base.get(k), v) for k, v in over.items()}}
+
+
+def _check_workers(workers: WorkersConfig) -> None:
+    """Every role known, each singleton follower in exactly one instance, the shard lists
+    naming instances with that role, writers reachable, a secret to authenticate them."""
+    instances = workers.instances
+    if not instances:
+        for key in ("event_writers", "federation_senders"):
+            if getattr(workers, key):
+                raise ConfigError(f"workers.{key}: needs workers.instances")
+        return
+    if not workers.shared_secret:
+        raise ConfigError("workers.shared_secret: required when workers.instances is set")
+    for name, instance in instances.items():
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise ConfigError(f"workers.instances.{name}: a name is 1-64 of A-Z a-z 0-9 _ . -")
+        for i, role in enumerate(instance.roles):
+            if role not in ROLES:
+                raise ConfigError(f"workers.instances.{name}.roles[{i}]: unknown role {role!r}"
+                                  f" (roles: {', '.join(ROLES)})")
+    for role in SINGLETON_ROLES:
+        having = [n for n, i in instances.items() if role in i.roles]
+        if len(having) != 1:
+            raise ConfigError(f"workers.instances: role {role} must be in exactly one instance"
+                              f" (found in {len(having)}: {', '.join(having) or 'none'})")
+    for key, role in (("event_writers", "event_writer"),
+                      ("federation_senders", "federation_sender")):
+        listed: list[str] = getattr(workers, key)
+        for i, name in enumerate(listed):
+            if name not in instances:
+                raise ConfigError(f"workers.{key}[{i}]: no instance named {name!r}")
+            if listed.index(name) != i:
+                raise ConfigError(f"workers.{key}[{i}]: {name} is listed twice")
+        having = [n for n, i in instances.items() if role in i.roles]
+        if sorted(having) != sorted(listed) or not listed:
+            raise ConfigError(f"workers.{key}: must list exactly the instances with role {role}"
+                              f" (listed {listed}, with the role {having})")
+    for name in workers.event_writers:
+        if not 0 < instances[name].internal.port < 65536:
+            raise ConfigError(f"workers.instances.{name}.internal.port: an event writer needs"
+                              " its internal listener's port")
 
 
 _SERVER_NAME_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
@@ -383,13 +521,10 @@ _SERVER_NAME_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$"
 def _check(config: RoostConfig) -> None:
     if not _SERVER_NAME_RE.match(config.server_name):
         raise ConfigError(f"server_name: {config.server_name!r} is not a valid server name")
-    for name in ("tls_certificate_path", "tls_private_key_path"):
-        fed = config.listeners.federation
-        value = getattr(fed, name)
-        if fed.enabled and not value:
-            raise ConfigError(f"listeners.federation.{name}: required when federation is enabled")
-        if fed.enabled and not os.path.isfile(config.path(value)):
-            raise ConfigError(f"listeners.federation.{name}: file not found: {value}")
+    _check_listeners(config, config.listeners, "listeners")
+    for worker, instance in config.workers.instances.items():
+        if instance.listeners is not None:
+            _check_listeners(config, instance.listeners, f"workers.instances.{worker}.listeners")
     if config.rooms.default_version not in KNOWN_ROOM_VERSIONS:
         raise ConfigError(f"rooms.default_version: {config.rooms.default_version!r} is not a"
                           f" room version this server knows (1 to 12)")
@@ -404,8 +539,19 @@ def _check(config: RoostConfig) -> None:
             raise ConfigError(f"support.contacts[{i}]: needs a matrix_id or an email_address")
     if config.media.max_upload_size < 1:
         raise ConfigError("media.max_upload_size: must be at least 1")
+    _check_workers(config.workers)
     if config.database.pool_min < 1 or config.database.pool_max < config.database.pool_min:
         raise ConfigError("database.pool_max: must be at least database.pool_min, which must be >= 1")
+
+
+def _check_listeners(config: RoostConfig, listeners: ListenersConfig, where: str) -> None:
+    fed = listeners.federation
+    for name in ("tls_certificate_path", "tls_private_key_path"):
+        value = getattr(fed, name)
+        if fed.enabled and not value:
+            raise ConfigError(f"{where}.federation.{name}: required when federation is enabled")
+        if fed.enabled and not os.path.isfile(config.path(value)):
+            raise ConfigError(f"{where}.federation.{name}: file not found: {value}")
 
 
 def load_config(path: str) -> RoostConfig:

@@ -100,6 +100,8 @@ def register_media(config: RoostConfig, reactor: Any, clock: IReactorTime, db: D
         blocklist = IpBlocklist(config.federation.ip_range_blocklist if ranges is None else ranges)
         previewer = UrlPreviewer(reactor, clock, blocklist.blocks, repo,
                                  media.url_preview.max_bytes, media.url_preview.timeout)
+    if "media" not in config.roles:
+        return repo  # the admin API's media calls only; the media process serves the rest
     media_resource.register_client(router, repo, previewer)
     media_resource.register_federation(federation.router, repo)
     for prefix in media_resource.UPLOAD_PREFIXES:
@@ -126,8 +128,11 @@ async def build_push(router: Router, db: Database, reactor: Any, clock: IReactor
     actions = PushActionStore(db)
     evaluator = PushEvaluator(actions, PushRuleStore(db), engine, streams["events"], notifier,
                               config.server_name, clock)
-    await evaluator.start()
-    closers.append(("push evaluator", evaluator.stop))
+    if "pusher" in config.roles:
+        await evaluator.start()
+        closers.append(("push evaluator", evaluator.stop))
+    else:
+        evaluator.evaluated_elsewhere()
     blocklist = config.push.ip_range_blocklist
     if blocklist is None:
         blocklist = config.federation.ip_range_blocklist
@@ -138,8 +143,9 @@ async def build_push(router: Router, db: Database, reactor: Any, clock: IReactor
         PusherStore(db), actions, evaluator, event_details(engine), reactor, clock,
         min_retry_interval_ms=config.push.min_retry_interval,
         max_retry_interval_ms=config.push.max_retry_interval, agent=agent, pool=pool)
-    await delivery.start()
-    closers.append(("pushers", delivery.stop))
+    if "pusher" in config.roles:
+        await delivery.start()
+        closers.append(("pushers", delivery.stop))
     account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
     rules = push_rules.PushRules(PushRuleStore(db), evaluator, account)
     push_rules.register(router, rules)
@@ -183,8 +189,9 @@ async def build_e2ee(router: Router, db: Database, config: RoostConfig, clock: I
     room_keys.register(router, KeyBackupStore(db))
     list_sender = DeviceListSender(list_store, key_store, notifier, sender.queue_edus,
                                    config.server_name, streams["device_lists"].current)
-    await list_sender.start()
-    closers.append(("device list sender", list_sender.stop))
+    if "background" in config.roles:
+        await list_sender.start()
+        closers.append(("device list sender", list_sender.stop))
     tracking = RemoteDeviceTracking(list_store, notifier, config.server_name)
     closers.append(("remote device tracking", tracking.stop))
     e2e_sync = E2eSync(DeviceInboxStore(db), list_store, key_store, streams["events"].current)

@@ -105,8 +105,10 @@ async def start_appservices(appservices: AppServices, router: Router, reactor: A
                              directory_store: DirectoryStore, event_stream: StreamIdGenerator,
                              notifier: Notifier, profiles: Profiles,
                              typing_users: Any, receipts_position: int,
-                             closers: list[tuple[str, Any]]) -> AppServiceSender | None:
-    """Each service's bot account, its client endpoints, and the transaction sender."""
+                             closers: list[tuple[str, Any]],
+                             runs_senders: bool = True) -> AppServiceSender | None:
+    """Each service's bot account, its client endpoints, and (in the one process with the
+    appservice role) the transaction sender and the ephemeral relay."""
     now_ms = int(clock.seconds() * 1000)
     for service in appservices.services:
         try:
@@ -117,7 +119,7 @@ async def start_appservices(appservices: AppServices, router: Router, reactor: A
     appservices.http = http
     profiles.ask_for_missing = appservices.query_user
     client_appservice.register(router, appservices, http)
-    if not appservices.services:
+    if not appservices.services or not runs_senders:
         return None
 
     async def members_of(room_id: str) -> list[str]:

@@ -15,6 +15,7 @@ from twisted.internet import defer
 
 from roost.homeserver.config import RoostConfig
 from roost.homeserver.wiring import Homeserver, build_homeserver
+from roost.homeserver.wiring_roles import listens_for_clients, listens_for_servers
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +43,25 @@ class RoostService(Service):
     async def _start(self) -> None:
         hs = await build_homeserver(self.config, self.reactor)
         self.homeserver = hs
-        listener = self.config.listeners.client
-        port = self.reactor.listenTCP(listener.port, hs.client_site, interface=listener.bind_address)
-        self._ports.append(port)
-        logger.info(
-            "Roost %s listening for clients on http://%s:%d",
-            self.config.server_name, listener.bind_address, port.getHost().port,
-        )
+        if self.config.worker is not None:
+            logger.info("Roost instance %s: roles %s", self.config.worker,
+                        ", ".join(sorted(self.config.roles)))
+        if listens_for_clients(self.config):
+            listener = self.config.listeners.client
+            port = self.reactor.listenTCP(listener.port, hs.client_site,
+                                          interface=listener.bind_address)
+            self._ports.append(port)
+            logger.info("Roost %s listening for clients on http://%s:%d",
+                        self.config.server_name, listener.bind_address, port.getHost().port)
+        if hs.internal_site is not None:
+            internal = self.config.workers.instances[self.config.worker or ""].internal
+            internal_port = self.reactor.listenTCP(internal.port, hs.internal_site,
+                                                   interface=internal.bind_address)
+            self._ports.append(internal_port)
+            logger.info("room writes from other instances on http://%s:%d",
+                        internal.bind_address, internal_port.getHost().port)
         federation = self.config.listeners.federation
-        if federation.enabled and hs.federation is not None:
+        if federation.enabled and hs.federation is not None and listens_for_servers(self.config):
             from roost.federation.transport.server import tls_context_factory
 
             context = tls_context_factory(self.config.path(federation.tls_certificate_path or ""),

@@ -11,7 +11,10 @@ from roost.homeserver.config import ConfigError, load_config
 
 
 class Options(usage.Options):
-    optParameters = [["config", "c", "homeserver.yaml", "Path to the configuration file."]]
+    optParameters = [
+        ["config", "c", "homeserver.yaml", "Path to the configuration file."],
+        ["worker", None, None, "Run as this instance of the configuration's workers.instances."],
+    ]
 
 
 def makeService(options: Options) -> IService:
@@ -22,7 +25,7 @@ def makeService(options: Options) -> IService:
     from roost.homeserver.service import RoostService
 
     try:
-        config = load_config(options["config"])
+        config = load_config(options["config"]).for_worker(options["worker"])
     except ConfigError as e:
         sys.stderr.write(f"roost: configuration error: {e}\n")
         raise SystemExit(1) from None

@@ -89,6 +89,8 @@ from roost.homeserver.operations import (
     start_appservices,
     start_metrics,
 )
+from roost.homeserver.roles import Roles
+from roost.homeserver.wiring_roles import build_engine, internal_site, watch_other_writers
 from roost.keys.local import LocalKey, load_or_create_signing_key
 from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
@@ -164,6 +166,8 @@ class Homeserver:
     push: PushParts | None = None
     # The admin API's parts, for the `roost user` and `roost room` commands.
     admin: AdminParts | None = None
+    # An event writer's internal listener (forwarded room writes), when there are several.
+    internal_site: Any = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -223,7 +227,7 @@ async def _build_federation(config: RoostConfig, reactor: Any, clock: IReactorTi
         ip_range_blocklist=fed.ip_range_blocklist,
         min_retry_interval_ms=fed.min_retry_interval, max_retry_interval_ms=fed.max_retry_interval,
         clock=clock)
-    closers.append(("federation client", client.pool.closeCachedConnections))
+    closers.append(("federation client", client.close))
     notaries = [Notary.from_base64(t.server_name, t.verify_keys) for t in fed.trusted_key_servers]
     keyring = KeyRing(clock, server_keys, local_key, FederationKeyFetcher(client), notaries)
     key_server = KeyServer(clock, local_key, server_keys, keyring)
@@ -367,10 +371,12 @@ async def build_homeserver(
     event_store = EventStore(db)
     state_store = RoomStateStore(db)
     event_stream = StreamIdGenerator(await event_store.max_stream_ordering())
-    engine = RoomEngine(
-        event_store, state_store, config.server_name, local_key.signing_key, clock,
-        event_stream, IdAllocator(await event_store.max_state_group()), notifier,
-    )
+    roles = Roles.from_config(config)
+    engine = build_engine(
+        roles, reactor, closers, event_store, state_store, config.server_name,
+        local_key.signing_key, clock, event_stream,
+        IdAllocator(await event_store.max_state_group()), notifier)
+    watch_other_writers(roles, notifier, engine)
     directory_store = DirectoryStore(db)
     erasure = ErasureStore(db, config.server_name)
     view = RoomView(engine, state_store, RelationStore(db), clock,
@@ -436,7 +442,7 @@ async def build_homeserver(
     appservice_sender = await start_appservices(
         appservices, router, reactor, clock, db, users, engine, state_store, directory_store,
         event_stream, notifier, profiles, typing_tracker.typing_users,
-        streams["receipts"].current, closers)
+        streams["receipts"].current, closers, runs_senders=roles.runs("appservice"))
     api = JsonResource(router, AppServiceAuth(appservices, tokens, users), limiter,
                        _limits(config))
     for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
@@ -458,10 +464,11 @@ async def build_homeserver(
         edus=EduSources(typing_tracker.typing_users, presence_tracker.get,
                         lambda: streams["receipts"].current),
         server_allowed=view.access.server_allowed)
-    await sender.start()
-    closers.append(("federation sender", sender.stop))
+    if roles.runs("federation_sender"):
+        await sender.start()
+        closers.append(("federation sender", sender.stop))
+        federation.on_authenticated.append(sender.destination_up)
     federation.sender = sender
-    federation.on_authenticated.append(sender.destination_up)
     if metrics is not None:
         start_metrics(metrics, api, db, notifier, event_stream, socket_resource.open_sockets,
                        sender, appservice_sender, clock, closers)
@@ -473,7 +480,8 @@ async def build_homeserver(
                                                    notifier, clock), e2e_edus)
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation, metrics,
-                      sync_builder=builder, media=media, push=push, admin=admin)
+                      sync_builder=builder, media=media, push=push, admin=admin,
+                      internal_site=internal_site(roles, engine))
 
 
 def _build_remote_queries(federation: Any, clock: Any) -> RemoteQueries | None:

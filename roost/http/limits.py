@@ -24,6 +24,7 @@ import tempfile
 from io import BytesIO
 from typing import Any
 
+from twisted.internet.interfaces import ISSLTransport
 from twisted.web import server
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -100,10 +101,16 @@ class LimitedRequest(server.Request):
             + b"Connection: close\r\n" + _EXTRA_HEADERS + b"\r\n" + body)
         self.answered_early = True
         if close_now:
-            transport.loseConnection()
-        elif hasattr(transport, "loseWriteConnection"):
+            # Through the channel: it unregisters itself as the transport's producer
+            # first, without which a TLS transport never sends its close.
+            self.channel.loseConnection()
+        elif not ISSLTransport.providedBy(transport) and hasattr(transport,
+                                                                 "loseWriteConnection"):
             # Half-close: the client sees the whole answer end while what it still
-            # sends is read (and dropped) until it is done.
+            # sends is read (and dropped) until it is done. Not under TLS: the TLS
+            # wrapper forwards unknown attributes to the TCP transport below it, whose
+            # half-close the TLS layer would not know of (its own close later tears
+            # the connection down in the middle of a read).
             transport.loseWriteConnection()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
@@ -112,7 +119,7 @@ class LimitedRequest(server.Request):
             # The 413 went out already and the body has been dropped: close (the
             # answer said so); no resource runs.
             self.content.close()
-            self.channel.transport.loseConnection()  # type: ignore[union-attr]
+            self.channel.loseConnection()
             return
         super().requestReceived(command, path, version)
 

@@ -10,7 +10,7 @@ the same rule; this one is for plain http(s) URLs.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import defer, ssl
@@ -21,6 +21,25 @@ from twisted.web.iweb import IAgent, IAgentEndpointFactory
 from zope.interface import implementer
 
 CONNECT_TIMEOUT_S = 10
+
+
+class IpBlocklist:
+    """Address ranges outbound federation must never connect to."""
+
+    def __init__(self, ranges: Sequence[str]) -> None:
+        self._networks = [ipaddress.ip_network(r, strict=False) for r in ranges]
+
+    def blocks(self, address: str) -> bool:
+        """Whether `address` (as DNS gave it) is refused. An IPv4-mapped IPv6 address is
+        checked as its IPv4 address; anything that does not parse as an address (a
+        scoped `fe80::1%eth0`) is refused."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return True
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self._networks)
 
 
 class BlockedAddressError(ConnectionError):

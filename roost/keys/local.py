@@ -26,10 +26,19 @@ def load_or_create_signing_key(path: str) -> SigningKey:
     if not os.path.exists(path):
         key = signedjson.key.generate_signing_key(generate_key_version())
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written whole under another name, then linked into place: several processes
+        # starting at once (worker roles) all end up with the one key that won.
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             signedjson.key.write_signing_keys(f, [key])
-        return key
+        try:
+            os.link(tmp, path)
+            return key
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
     with open(path) as f:
         keys = signedjson.key.read_signing_keys(f)
     if not keys:

@@ -135,6 +135,12 @@ class PushEvaluator:
         self._rules.pop(user_id, None)
         self._generation += 1
 
+    def evaluated_elsewhere(self) -> None:
+        """Evaluation runs in another process (homeserver/roles.py): never wait for this
+        one, and keep no counts here, since its batches are not seen here."""
+        self._stopped = True
+        self.counts = UnreadCache(max_entries=0)
+
     def reached(self, position: int, timeout_s: float) -> defer.Deferred[None]:
         """Fires once evaluation has passed `position`, or after `timeout_s` regardless (a
         reader never hangs on a failing evaluator)."""

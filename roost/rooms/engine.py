@@ -18,7 +18,7 @@ import itertools
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,8 +117,12 @@ class RoomEngine:
         state_groups: IdAllocator,
         notifier: Notifier,
         max_cached_heads: int = MAX_CACHED_HEADS,
+        owns_room: Callable[[str], bool] | None = None,
     ) -> None:
         self._events = events
+        # Several processes: the rooms whose events this engine may create (a new room's id
+        # is chosen among them); None: every room.
+        self._owns_room = owns_room
         self._state = state
         self._server_name = server_name
         self._stream = stream
@@ -151,7 +155,7 @@ class RoomEngine:
                 create = self._builder.build(
                     None, _Head(version, {}, {}, [], 0, None, 0), events[0], ts_bump=bump)
                 room_id = create.room_id
-                if room_id in self._queues or room_id in self._reserved_ids:
+                if room_id in self._queues or room_id in self._reserved_ids or not self._mine(room_id):
                     continue
                 self._reserved_ids.add(room_id)
                 try:
@@ -165,6 +169,8 @@ class RoomEngine:
             unit.prebuilt_create = create
         else:
             room_id = f"!{secrets.token_urlsafe(18)}:{self._server_name}"
+            while not self._mine(room_id):
+                room_id = f"!{secrets.token_urlsafe(18)}:{self._server_name}"
         self._enqueue(room_id, unit)
         return room_id, await result
 
@@ -174,6 +180,16 @@ class RoomEngine:
         self._enqueue(room_id, _Unit([event], result))
         built = await result
         return built[0]
+
+    def _mine(self, room_id: str) -> bool:
+        return self._owns_room is None or self._owns_room(room_id)
+
+    def forget_heads(self, room_ids: Iterable[str]) -> None:
+        """Drop the cached heads of rooms another process appended to (they reload from
+        storage when next used). Rooms with appends queued here keep theirs."""
+        for room_id in room_ids:
+            if room_id not in self._queues:
+                self._heads.pop(room_id, None)
 
     def _enqueue(self, room_id: str, unit: _Unit) -> None:
         queue = self._queues.setdefault(room_id, _Queue())

@@ -17,7 +17,6 @@ an authenticated request from that server (`reset_backoff`).
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -26,20 +25,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 import treq
-from OpenSSL import SSL
-from twisted.internet import defer, ssl
-from twisted.internet._sslverify import ClientTLSOptions, IOpenSSLTrustRoot
+from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
     IHostnameResolver,
-    IOpenSSLClientConnectionCreator,
     IReactorTime,
     IStreamClientEndpoint,
 )
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
+from twisted.web.iweb import IAgent, IAgentEndpointFactory
 from zope.interface import implementer
 
 from roost.federation.transport.discovery import (
@@ -51,8 +47,9 @@ from roost.federation.transport.discovery import (
     TwistedSrvResolver,
     parse_server_name,
 )
+from roost.federation.transport.tls import TlsPolicy, is_ip
 from roost.federation.transport.xmatrix import sign_request
-from roost.http.outbound import AddressCollector
+from roost.http.outbound import AddressCollector, IpBlocklist
 from roost.keys.local import LocalKey
 
 logger = logging.getLogger(__name__)
@@ -98,103 +95,6 @@ class NotRetryingDestinationError(FederationClientError):
         self.retry_at_ms = retry_at_ms
 
 
-class IpBlocklist:
-    """Address ranges outbound federation must never connect to."""
-
-    def __init__(self, ranges: Sequence[str]) -> None:
-        self._networks = [ipaddress.ip_network(r, strict=False) for r in ranges]
-
-    def blocks(self, address: str) -> bool:
-        """Whether `address` (as DNS gave it) is refused. An IPv4-mapped IPv6 address is
-        checked as its IPv4 address; anything that does not parse as an address (a
-        scoped `fe80::1%eth0`) is refused."""
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return True
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip.version == net.version and ip in net for net in self._networks)
-
-
-@implementer(IOpenSSLTrustRoot)
-class _PlatformAndExtraTrust:
-    """The operating system's authorities plus those of a PEM file."""
-
-    def __init__(self, certs: Sequence[ssl.Certificate]) -> None:
-        self._certs = [c.original for c in certs]
-
-    def _addCACertsToContext(self, context: SSL.Context) -> None:
-        context.set_default_verify_paths()
-        store = context.get_cert_store()
-        for cert in self._certs:
-            store.add_cert(cert)
-
-
-def _load_pem_certs(path: str) -> list[ssl.Certificate]:
-    with open(path, "rb") as f:
-        data = f.read()
-    marker = b"-----END CERTIFICATE-----"
-    blocks = [b + marker for b in data.split(marker) if b"-----BEGIN CERTIFICATE-----" in b]
-    if not blocks:
-        raise ValueError(f"no certificate in {path}")
-    return [ssl.Certificate.loadPEM(b.strip()) for b in blocks]
-
-
-@implementer(IOpenSSLClientConnectionCreator)
-class _UncheckedTls:
-    """TLS without certificate checks (tests only), still sending SNI."""
-
-    def __init__(self, options: ssl.CertificateOptions, name: str) -> None:
-        self._options = options
-        self._sni = None if _is_ip(name) else name.encode("idna")
-
-    def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:
-        connection = self._options.clientConnectionForTLS(tls_protocol)
-        if self._sni:
-            connection.set_tlsext_host_name(self._sni)
-        return connection
-
-
-_unchecked_warned: list[bool] = []  # warn once per process, not per client
-
-
-@implementer(IPolicyForHTTPS)
-class TlsPolicy:
-    """Client TLS for federation: certificates checked against the expected name.
-
-    One OpenSSL context is shared by every connection (building one loads the
-    system trust store); each connection gets its own name to check.
-    """
-
-    def __init__(self, verify: bool = True, ca_file: str | None = None) -> None:
-        self._verify = verify
-        if verify:
-            trust = _PlatformAndExtraTrust(_load_pem_certs(ca_file)) if ca_file else ssl.platformTrust()
-            self._options = ssl.CertificateOptions(trustRoot=trust)
-        else:
-            if not _unchecked_warned:
-                _unchecked_warned.append(True)
-                logger.warning("federation TLS certificates are NOT checked: for tests only")
-            self._options = ssl.CertificateOptions(verify=False)
-
-    def creator(self, name: str) -> IOpenSSLClientConnectionCreator:
-        if not self._verify:
-            return _UncheckedTls(self._options, name)
-        return ClientTLSOptions(self._options.clientConnectionForTLS, name)
-
-    def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
-        return self.creator(hostname.decode("ascii"))
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
-
-
 class Connector:
     """Opens TLS connections to a route's targets, refusing blocklisted addresses.
 
@@ -210,7 +110,7 @@ class Connector:
         self._tls = tls
 
     async def addresses(self, host: str) -> list[str]:
-        if _is_ip(host):
+        if is_ip(host):
             found = [host]
         else:
             receiver = AddressCollector()
@@ -335,6 +235,32 @@ class FederationClient:
         )
         self._timeout_s = timeout_s
         self._max_response = max_response_bytes
+        self._in_flight: set[defer.Deferred[Any]] = set()
+        self._closed = False
+
+    async def close(self) -> None:
+        """Cancel the requests in flight, then close the pooled connections.
+
+        Closing only the pool would leave the connections of requests still
+        running: each would be put back in the pool when its answer came,
+        after the pool was emptied, and outlive the server."""
+        self._closed = True
+        for d in list(self._in_flight):
+            d.cancel()
+        await self.pool.closeCachedConnections()
+
+    def _track(self, d: defer.Deferred[Any], timeout_s: float | None) -> defer.Deferred[Any]:
+        """Bound `d` by the timeout and keep it cancellable by `close`."""
+        if self._closed:
+            d.cancel()
+        d.addTimeout(timeout_s or self._timeout_s, self._clock)
+        self._in_flight.add(d)
+        d.addBoth(self._done, d)
+        return d
+
+    def _done(self, result: Any, d: defer.Deferred[Any]) -> Any:
+        self._in_flight.discard(d)
+        return result
 
     async def get_json(self, destination: str, path: str, args: Mapping[str, Any] | None = None,
                        **options: Any) -> Any:
@@ -425,8 +351,7 @@ class FederationClient:
             response = await self._agent.request(b"GET", url, headers, None)
             return await self._stream(response, destination, sink, max_bytes)
 
-        d = defer.ensureDeferred(exchange())
-        d.addTimeout(timeout_s or self._timeout_s, self._clock)
+        d = self._track(defer.ensureDeferred(exchange()), timeout_s)
         try:
             status, answer_headers = await d
         except (BlockedAddressError, ResponseTooLargeError):
@@ -460,8 +385,7 @@ class FederationClient:
             response = await self._agent.request(b"GET", url.encode("ascii"), headers, None)
             return await self._stream(response, url, sink, max_bytes)
 
-        d = defer.ensureDeferred(exchange())
-        d.addTimeout(timeout_s or self._timeout_s, self._clock)
+        d = self._track(defer.ensureDeferred(exchange()), timeout_s)
         try:
             return await d
         except FederationClientError:
@@ -480,8 +404,8 @@ class FederationClient:
     async def _exchange(self, method: str, destination: str, uri: str, headers: Headers,
                         data: bytes | None, timeout_s: float | None) -> tuple[int, bytes]:
         """Discovery, connection, request and body, all under one timeout."""
-        d = defer.ensureDeferred(self._send(method, destination, uri, headers, data))
-        d.addTimeout(timeout_s or self._timeout_s, self._clock)
+        d = self._track(defer.ensureDeferred(self._send(method, destination, uri, headers, data)),
+                        timeout_s)
         return await d
 
     async def _send(self, method: str, destination: str, uri: str, headers: Headers,

@@ -1,0 +1,200 @@
+"""The `state` part of each room in a sync, its `summary`, and invites' and knocks' state.
+
+What the builder (sync_builder.py) asks about a room's state while it plans a
+sync: the full state at the token for an initial, full-state or newly joined
+room (from the engine's parsed room head, or from storage when the head has
+moved past the token), the state changes a limited timeline's gap hides, the
+lazy-loaded members of the timeline's senders, the room summary, and the
+stripped state an invite or a knock shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from roost.client_api.event_format import stripped_state
+from roost.client_api.room_view import RoomView
+from roost.client_api.stream_token import StreamToken
+from roost.client_api.sync_filter import SyncFilter
+from roost.client_api.sync_summary import (
+    INVITE_STATE_TYPES,
+    SUMMARY_TYPES,
+    is_stripped,
+    room_summary,
+)
+from roost.rooms.engine import LoadedEvent, RoomEngine
+from roost.rooms.events import Event
+from roost.storage.events import StoredEvent
+from roost.storage.sync_queries import SyncQueries
+
+JsonDict = dict[str, Any]
+SyncToken = StreamToken
+
+
+@dataclass
+class RoomPlan:
+    """One room's part of a sync, gathered before anything is serialized.
+
+    Serializing every room's events in one call lets the relation and
+    redaction lookups run once per sync instead of once per room.
+    """
+
+    timeline: list[LoadedEvent]
+    limited: bool
+    prev_batch: str
+    state: list[LoadedEvent] = field(default_factory=list)
+    ephemeral: list[JsonDict] = field(default_factory=list)
+    account_data: list[JsonDict] = field(default_factory=list)
+    left: bool = False
+    summary: JsonDict | None = None
+
+
+class SyncRoomState:
+    """Room state for the sync builder, read from the engine's room heads where it can."""
+
+    def __init__(
+        self, engine: RoomEngine, view: RoomView, queries: SyncQueries,
+        remote_invite_state: Callable[[str, str], Awaitable[list[Any] | None]] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._view = view
+        self._queries = queries
+        # The stripped state another server sent with an invite to a room this
+        # server holds nothing of but the invite itself.
+        self._remote_invite_state = remote_invite_state
+
+    async def add_full_state(self, plans: dict[str, RoomPlan], rooms: list[str],
+                              user_id: str, filt: SyncFilter, now: SyncToken) -> None:
+        """The state at the token for each room, minus the timeline's own.
+
+        Read from the engine's head (the current state, parsed) with positions and
+        redactions in one query; a room whose head has moved past the token (an event
+        persisted while this sync was built) is read at the token from storage instead,
+        so that event comes in the next sync's timeline, not before it.
+        """
+        wanted: dict[str, list[str]] = {}
+        held: dict[str, Event] = {}
+        for room_id in rooms:
+            current = await self._engine.current_state_events(room_id)
+            held.update((e.event_id, e) for e in current.values())
+            wanted[room_id] = self._wanted_state(room_id, current, plans[room_id], user_id,
+                                                 filt)
+        loaded = await self._state_events(held, [i for ids in wanted.values() for i in ids])
+        for room_id, ids in wanted.items():
+            if any((loaded[i].stream_ordering or 0) > now.events for i in ids if i in loaded):
+                at_token = await self._state_at(room_id, now.events)
+                if at_token is not None:
+                    events = {key: e.event for key, e in at_token.items()}
+                    chosen = self._wanted_state(room_id, events, plans[room_id], user_id, filt)
+                    by_id = {e.event.event_id: e for e in at_token.values()}
+                    plans[room_id].state = [by_id[i] for i in chosen]
+                    continue
+            plans[room_id].state = [loaded[i] for i in ids if i in loaded]
+
+    def _wanted_state(self, room_id: str, state: dict[tuple[str, str], Event], plan: RoomPlan,
+                      user_id: str, filt: SyncFilter) -> list[str]:
+        """The ids of the state events a room's `state` section carries (filters, lazy
+        members), in key order, minus those in its timeline."""
+        if not filt.state.wants_room(room_id):
+            return []
+        in_timeline = {e.event.event_id for e in plan.timeline}
+        senders = {e.event.sender for e in plan.timeline} | {user_id}
+        everything = filt.state.passes_every_event()
+        return [
+            e.event_id for key, e in sorted(state.items())
+            if e.event_id not in in_timeline and (
+                not filt.lazy_load_members or key[0] != "m.room.member" or key[1] in senders)
+            and (everything or key[0] == "m.room.member" and key[1] == user_id
+                 or filt.state.wants(e.type, e.sender, e.content))
+        ]
+
+    async def _state_at(self, room_id: str,
+                        position: int) -> dict[tuple[str, str], LoadedEvent] | None:
+        """The room's state after its last event at or below `position`, from storage."""
+        group = await self._queries.state_group_at(room_id, position)
+        if group is None:
+            return None
+        ids = await self._view.state.state_at_group(group)
+        events = await self._engine.get_events(list(ids.values()))
+        return {key: events[eid] for key, eid in ids.items() if eid in events}
+
+    async def _state_events(self, held: dict[str, Event],
+                            event_ids: list[str]) -> dict[str, LoadedEvent]:
+        """Current state events as served: the engine holds them parsed in its room heads,
+        so only their positions and redactions are read (not every event's JSON again)."""
+        found = await self._queries.positions_and_redactions(event_ids)
+        return {i: LoadedEvent(held[i], position, redacted_by, False)
+                for i, (position, redacted_by) in found.items()}
+
+    def state_before_timeline(self, raw: list[StoredEvent], new: list[LoadedEvent],
+                               filt: SyncFilter) -> list[LoadedEvent]:
+        """State events of the range that the timeline will not show: those before the
+        timeline's first event (a limited timeline's gap), and those its filter left out
+        later whose state key the timeline does not move on itself."""
+        timeline = new[-filt.timeline_limit:] if filt.timeline_limit else []
+        start = (timeline[0].stream_ordering or 0) if timeline else None
+        shown = {e.event.event_id for e in timeline}
+        moved = {(e.event.type, e.event.state_key) for e in timeline
+                 if e.event.state_key is not None}
+        candidates = [s for s in raw if s.event_id not in shown]
+        if not candidates:
+            return []
+        return [e for e in self._engine.loaded(candidates) if e.event.state_key is not None
+                and (start is None or (e.stream_ordering or 0) < start
+                     or (e.event.type, e.event.state_key) not in moved)]
+
+    def state_in_gap(self, room_id: str, skipped: list[LoadedEvent],
+                      plan: RoomPlan, filt: SyncFilter) -> list[LoadedEvent]:
+        """The state as the timeline starts, for what changed in the part of the range the
+        timeline leaves out: the last event of each state key among the skipped ones."""
+        if not filt.state.wants_room(room_id):
+            return []
+        last: dict[tuple[str, str], LoadedEvent] = {}
+        for e in skipped:
+            if e.event.state_key is not None and filt.state.wants(
+                    e.event.type, e.event.sender, e.event.content):
+                last[(e.event.type, e.event.state_key)] = e
+        return [last[key] for key in sorted(last)]
+
+    async def add_lazy_members(self, room_id: str, plan: RoomPlan, filt: SyncFilter) -> None:
+        """Lazy loading in an incremental sync: the member events of the timeline's
+        senders (the client cannot know which it already holds from another device)."""
+        have = {e.event.event_id for e in plan.timeline} | {e.event.event_id for e in plan.state}
+        current = await self._engine.current_state_events(room_id)
+        ids = [e.event_id for sender in sorted({e.event.sender for e in plan.timeline})
+               if (e := current.get(("m.room.member", sender))) is not None
+               and e.event_id not in have]
+        loaded = await self._state_events({e.event_id: e for e in current.values()}, ids)
+        plan.state += [loaded[i] for i in ids if i in loaded]
+
+    async def add_summaries(self, plans: dict[str, RoomPlan], user_id: str,
+                             always: bool) -> None:
+        """Room `summary` for joined rooms when it may have changed: always in an initial or
+        full-state sync, else when the timeline or state holds a member, name or alias change."""
+        for room_id, plan in plans.items():
+            if plan.left:
+                continue
+            if not always and not any(e.event.type in SUMMARY_TYPES
+                                      for e in (*plan.timeline, *plan.state)):
+                continue
+            plan.summary = room_summary(await self._engine.current_state_events(room_id),
+                                        user_id)
+
+    async def stripped_state(self, room_id: str, user_id: str) -> list[JsonDict]:
+        """An invite's or knock's view of a room: a few state events, stripped."""
+        current = await self._engine.current_state_events(room_id)
+        events = [stripped_state(e) for (t, k), e in sorted(current.items())
+                  if (t in INVITE_STATE_TYPES and k == "") or (t == "m.room.member"
+                                                              and k == user_id)]
+        if self._remote_invite_state is not None:
+            sent = await self._remote_invite_state(room_id, user_id) or []
+            have = {(e["type"], e["state_key"]) for e in events}
+            events += [e for e in sent if is_stripped(e) and (e["type"], e["state_key"]) not in have]
+        return events
+
+    async def inviter(self, room_id: str, user_id: str) -> str | None:
+        member = (await self._engine.current_state_events(room_id)).get(
+            ("m.room.member", user_id))
+        return member.sender if member is not None else None

@@ -1,0 +1,62 @@
+"""The wiring that differs by role (roles.py): the room engine a process gets, what it
+does with other processes' writes, and which listeners it opens.
+
+Split from wiring.py; with no `workers` section every function here gives what
+the one process always had (a plain RoomEngine, every listener).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from roost.homeserver.config import RoostConfig
+from roost.homeserver.roles import Roles
+from roost.rooms.engine import RoomEngine
+from roost.storage.notifier import Notifier, StreamChange
+
+
+def build_engine(roles: Roles, reactor: Any, closers: list[tuple[str, Any]],
+                 *args: Any) -> RoomEngine:
+    """The room engine: a plain one for one process; else one that forwards the writes of
+    rooms other processes write (room_writers.py)."""
+    if roles.single_process:
+        return RoomEngine(*args)
+    from roost.homeserver.room_writers import ShardedEngine, WriterClient
+
+    writers = WriterClient(reactor, roles)
+    closers.append(("room writer connections", writers.pool.closeCachedConnections))
+    return ShardedEngine(*args, roles=roles, writers=writers)
+
+
+def watch_other_writers(roles: Roles, notifier: Notifier, engine: RoomEngine) -> None:
+    """Rooms another process appended to: drop their cached heads, before any reader is
+    woken, so the next read loads the head that process made."""
+    if roles.single_process:
+        return
+
+    def on_change(change: StreamChange) -> None:
+        if change.stream == "events":
+            engine.forget_heads(r for r in change.rooms if not roles.writes_room(r))
+
+    notifier.add_cache(on_change)
+
+
+def internal_site(roles: Roles, engine: RoomEngine) -> Any:
+    """The internal listener's site for an event writer among several processes, else None."""
+    if roles.single_process or not roles.runs("event_writer"):
+        return None
+    from roost.homeserver.room_writers import internal_site as site
+
+    return site(engine, roles)
+
+
+def listens_for_clients(config: RoostConfig) -> bool:
+    """Client processes, and the media process (media endpoints live on the client
+    listener), open the client listener."""
+    return bool(config.roles & {"client", "media"})
+
+
+def listens_for_servers(config: RoostConfig) -> bool:
+    """Inbound federation processes, and the media process (federation media), open the
+    federation listener when it is enabled."""
+    return bool(config.roles & {"federation_inbound", "media"})
