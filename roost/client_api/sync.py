@@ -19,7 +19,7 @@ from roost.client_api.errors import MatrixError, invalid_param
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.stream_token import StreamToken
 from roost.client_api.sync_builder import SyncBuilder
-from roost.client_api.sync_filter import SyncFilter
+from roost.client_api.sync_filter import DEFAULT_FILTER, SyncFilter
 from roost.storage.notifier import Notifier, StreamChange
 from roost.storage.room_state import UserRoomsCache
 from roost.storage.sync_data import FilterStore
@@ -142,21 +142,36 @@ class Watch:
             report(failure)
 
 
+MAX_REMEMBERED_FILTERS = 10_000
+
+
 def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters: FilterStore,
              presence: Any | None = None) -> None:
+    # (user, filter id) -> the parsed stored filter. A stored filter never changes
+    # (the spec has no way to), and clients pass its id on every sync: read once.
+    stored_filters: dict[tuple[str, int], SyncFilter] = {}
+
     async def load_filter(user_id: str, raw: str | None) -> SyncFilter:
         if raw is None:
-            return SyncFilter()
+            return DEFAULT_FILTER
         if raw.startswith(("{", "[")):
             try:
                 body = json.loads(raw)
             except ValueError:
                 raise MatrixError(400, "M_NOT_JSON", "filter is not JSON") from None
             return SyncFilter.from_json(body)  # validated: 400 M_BAD_JSON if not a filter
-        stored = await filters.get(user_id, int(raw)) if raw.isdigit() else None
+        key = (user_id, int(raw)) if raw.isdigit() and len(raw) <= 18 else None
+        found = stored_filters.get(key) if key is not None else None
+        if found is not None:
+            return found
+        stored = await filters.get(*key) if key is not None else None
         if stored is None:
             raise MatrixError(404, "M_NOT_FOUND", "Filter not found")
-        return SyncFilter.from_json(stored)
+        found = SyncFilter.from_json(stored)
+        if len(stored_filters) >= MAX_REMEMBERED_FILTERS:
+            stored_filters.clear()
+        stored_filters[key] = found
+        return found
 
     async def sync(req: ApiRequest) -> JsonDict:
         user = req.user.user_id

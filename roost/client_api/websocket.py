@@ -31,7 +31,7 @@ from roost.client_api.errors import MatrixError, bad_json, invalid_param, missin
 from roost.client_api.resource import JsonDict, Requester, path_quote
 from roost.client_api.stream_token import StreamToken
 from roost.client_api.sync import Watch
-from roost.client_api.sync_filter import SyncFilter
+from roost.client_api.sync_filter import DEFAULT_FILTER, SyncFilter
 from roost.client_api.websocket_base import CompactServerProtocol, Keepalive
 from roost.client_api.websocket_flow import Flow, pending_bytes
 from roost.client_api.websocket_ops import OPS
@@ -128,7 +128,7 @@ class SyncSocket(CompactServerProtocol):
         self._token: str | None = None
         self._requester: Requester | None = None
         self._since: StreamToken | None = None  # the last token whose delta was fully written
-        self._filter = SyncFilter()
+        self._filter = DEFAULT_FILTER
         self._full_state = False
         self._built: StreamToken | None = None  # the token the last delta was built up to
         self._stream: defer.Deferred[None] | None = None  # a running round of the push loop
@@ -384,7 +384,7 @@ class SyncSocket(CompactServerProtocol):
     async def _load_filter(self, raw: Any, requester: Requester) -> SyncFilter:
         """An inline filter object, or a stored filter's id read through the REST route."""
         if raw is None:
-            return SyncFilter()
+            return DEFAULT_FILTER
         if isinstance(raw, dict):
             check_filter(raw)
             return SyncFilter.from_json(raw)

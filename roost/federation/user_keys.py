@@ -261,10 +261,15 @@ class KeyQueries:
         user_id = req.params["userId"]
         if not self.is_local(user_id):
             raise MatrixError(403, "M_FORBIDDEN", "not a user of this server")
+        # The position first: the devices read after it hold at least every change up
+        # to it. Read the other way round, a change committing between the two reads
+        # would be covered by the position but missing from the devices, and the asking
+        # server would then drop that change's update as already seen.
+        stream_id = await self._lists.latest_position(user_id)
         devices = (await self._keys.device_keys({user_id: []})).get(user_id, {})
         out: JsonDict = {
             "user_id": user_id,
-            "stream_id": await self._lists.latest_position(user_id),
+            "stream_id": stream_id,
             "devices": [_device_entry(d, k) for d, k in sorted(devices.items())],
         }
         cross = (await self._keys.cross_signing_keys([user_id], None)).get(user_id, {})

@@ -1,0 +1,98 @@
+"""Where each writer of a shared stream has persisted up to, kept in PostgreSQL.
+
+The replication bus carries positions as they move; this table is what a
+process reads when it starts, and again after it lost Redis for a while,
+so that it never waits on a message it missed. A row `(stream, instance,
+position)` means: every write of `instance` to `stream` at or below
+`position` has committed, and its later writes will be above it.
+
+`changes_between` answers the catch-up's other question: which rooms and
+users the writes in a range concern, so that the readers they wake are
+exactly those a live announcement would have woken.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from roost.storage.database import Database, Txn
+
+_LOCK = 0x5354524D  # with the stream's hash: the advisory lock of `register` and `load`
+
+# stream -> the query of (room, user) pairs its writes in (after, upto] concern.
+_CONCERNS = {
+    "events": "SELECT DISTINCT room_id, CASE WHEN type = 'm.room.member' THEN state_key END"
+              " FROM events WHERE stream_ordering > %s AND stream_ordering <= %s",
+    "receipts": "SELECT DISTINCT room_id, user_id FROM receipts"
+                " WHERE stream_id > %s AND stream_id <= %s",
+    "account_data": "SELECT DISTINCT NULL, user_id FROM account_data"
+                    " WHERE stream_id > %s AND stream_id <= %s",
+    "to_device": "SELECT DISTINCT NULL, user_id FROM device_inbox"
+                 " WHERE stream_id > %s AND stream_id <= %s",
+    "device_lists": "SELECT DISTINCT NULL, user_id FROM device_lists_stream"
+                    " WHERE stream_id > %s AND stream_id <= %s",
+}
+
+
+class StreamPositionStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def load(self, stream: str) -> dict[str, int]:
+        """Every stored writer's position in `stream`."""
+
+        def txn(t: Txn) -> list[tuple[Any, ...]]:
+            # shared: never at the same time as a writer's `register`
+            t.execute("SELECT pg_advisory_xact_lock_shared(%s, hashtext(%s))", (_LOCK, stream))
+            return t.query("SELECT instance, position FROM stream_positions WHERE stream = %s",
+                           (stream,))
+
+        rows = await self._db.run("stream_positions_load", txn)
+        return {instance: int(position) for instance, position in rows}
+
+    async def register(self, stream: str, instance: str, table_max: int
+                       ) -> tuple[int, dict[str, int]]:
+        """A writer's start: its first claim, at or above every stored claim and `table_max`.
+
+        Taken under a lock that `load` shares, so a process that loaded the
+        claims without this writer's holds the others at or below what this
+        writer starts from: nothing it writes can fall below a reader's
+        position. Returns the start and the other writers' claims.
+        """
+
+        def txn(t: Txn) -> tuple[int, dict[str, int]]:
+            t.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK, stream))
+            rows = t.query("SELECT instance, position FROM stream_positions WHERE stream = %s",
+                           (stream,))
+            claims = {i: int(p) for i, p in rows}
+            start = max([table_max, *claims.values()])
+            t.execute(
+                "INSERT INTO stream_positions (stream, instance, position) VALUES (%s, %s, %s)"
+                " ON CONFLICT (stream, instance) DO UPDATE SET position = EXCLUDED.position",
+                (stream, instance, start))
+            claims.pop(instance, None)
+            return start, claims
+
+        return await self._db.run("stream_positions_register", txn)
+
+    async def store(self, stream: str, instance: str, position: int) -> None:
+        """Record a writer's position; never moves a stored one backwards."""
+
+        def txn(t: Txn) -> None:
+            t.execute(
+                "INSERT INTO stream_positions (stream, instance, position) VALUES (%s, %s, %s)"
+                " ON CONFLICT (stream, instance) DO UPDATE"
+                " SET position = GREATEST(stream_positions.position, EXCLUDED.position)",
+                (stream, instance, position))
+
+        await self._db.run("stream_positions_store", txn)
+
+    async def changes_between(self, stream: str, after: int, upto: int
+                              ) -> tuple[set[str], set[str]] | None:
+        """The rooms and users of `stream`'s writes in (after, upto]; None if not known."""
+        sql = _CONCERNS.get(stream)
+        if sql is None:
+            return None
+        rows = await self._db.run("stream_changes_between",
+                                  lambda t: t.query(sql, (after, upto)))
+        return ({room for room, _ in rows if room}, {user for _, user in rows if user})

@@ -1,0 +1,161 @@
+"""The replication bus on a real Redis, and shared streams kept in step through it and PostgreSQL."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
+
+from roost.storage.database import Database
+from roost.storage.notifier import Notifier, StreamChange
+from roost.storage.redis import connect_redis
+from roost.storage.replication import ReplicationBus
+from roost.storage.shared_streams import Replication
+from roost.storage.sync_data import ReceiptStore
+from tests.postgres_harness import fresh_database
+from tests.redis_harness import _free_port, _spawn, _stop, _wait_until_up, redis_for_tests
+
+
+async def until(condition: Callable[[], bool], what: str, limit: float = 15.0) -> None:
+    """Wait for `condition` (a liveness bound, not a speed assertion)."""
+    for _ in range(int(limit / 0.02)):
+        if condition():
+            return
+        await task.deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError(f"never happened: {what}")
+
+
+class BusTests(TestCase):
+    async def _bus(self, host: str, port: int, channel: str, instance: str) -> ReplicationBus:
+        publisher = await connect_redis(None, host, port, 0, None)
+        self.addCleanup(lambda: defer.ensureDeferred(publisher.close()))
+        bus = ReplicationBus(publisher, host, port, None, channel, instance)
+        await bus.start()
+        self.addCleanup(lambda: defer.ensureDeferred(bus.stop()))
+        return bus
+
+    async def test_messages_reach_the_other_processes_and_not_the_sender(self) -> None:
+        host, port = await redis_for_tests(self)
+        channel = f"roost-test:{uuid.uuid4().hex}:replication"
+        a = await self._bus(host, port, channel, "a")
+        b = await self._bus(host, port, channel, "b")
+        heard: dict[str, list[Any]] = {"a": [], "b": []}
+        a.subscribe("cache", lambda sender, m: heard["a"].append((sender, m["keys"])))
+        b.subscribe("cache", lambda sender, m: heard["b"].append((sender, m["keys"])))
+        a.publish("cache", {"keys": ["x"]})
+        await until(lambda: heard["b"], "b hears a")
+        self.assertEqual(heard, {"a": [], "b": [("a", ["x"])]})
+
+    async def test_a_malformed_message_is_ignored(self) -> None:
+        host, port = await redis_for_tests(self)
+        channel = f"roost-test:{uuid.uuid4().hex}:replication"
+        b = await self._bus(host, port, channel, "b")
+        heard: list[Any] = []
+        b.subscribe("cache", lambda sender, m: heard.append(m))
+        raw = await connect_redis(None, host, port, 0, None)
+        self.addCleanup(lambda: defer.ensureDeferred(raw.close()))
+        await raw.execute("PUBLISH", channel, "not json")
+        await raw.execute("PUBLISH", channel, '{"k": "cache", "i": "z", "keys": []}')
+        await until(lambda: heard, "the good message")
+        self.assertEqual(len(heard), 1)
+
+
+@dataclass
+class _Process:
+    replication: Replication
+    bus: ReplicationBus
+    stream: Any
+    heard: list[StreamChange]
+
+
+class SharedStreamReplicationTests(TestCase):
+    async def _process(self, db: Database, host: str, port: int, channel: str,
+                       instance: str, table_max: int = 0) -> _Process:
+        publisher = await connect_redis(None, host, port, 0, None)
+        bus = ReplicationBus(publisher, host, port, None, channel, instance)
+        replication = Replication(bus, db, reactor)
+        stream = await replication.stream("receipts", table_max, ["a"])
+        notifier = Notifier()
+        heard: list[StreamChange] = []
+        notifier.add_listener(heard.append)
+        stream.announce_to(notifier, "receipts")
+        await bus.start()
+        replication.start()
+
+        async def close() -> None:
+            await replication.stop()
+            await bus.stop()
+            await publisher.close()
+
+        self.addCleanup(lambda: defer.ensureDeferred(close()))
+        return _Process(replication, bus, stream, heard)
+
+    async def _db(self) -> Database:
+        db = Database(reactor, await fresh_database(self), 1, 3)
+        self.addCleanup(db.close)
+        return db
+
+    async def _receipt(self, store: ReceiptStore, stream: Any, room: str, user: str) -> int:
+        [position] = stream.allocate(1)
+        await store.put(room, user, "m.read", "", "$e", 1, position)
+        stream.finish([position], rooms=[room], users=[user])
+        return position
+
+    async def test_a_follower_wakes_on_the_writers_commit_with_its_rooms(self) -> None:
+        db = await self._db()
+        host, port = await redis_for_tests(self)
+        channel = f"roost-test:{uuid.uuid4().hex}:replication"
+        writer = await self._process(db, host, port, channel, "a")
+        follower = await self._process(db, host, port, channel, "r")
+        position = await self._receipt(ReceiptStore(db), writer.stream, "!room", "@u")
+        await until(lambda: follower.stream.current >= position, "the follower advances")
+        self.assertIn("!room", {r for h in follower.heard for r in h.rooms})
+
+    async def test_a_process_started_later_begins_at_the_stored_position(self) -> None:
+        db = await self._db()
+        host, port = await redis_for_tests(self)
+        channel = f"roost-test:{uuid.uuid4().hex}:replication"
+        writer = await self._process(db, host, port, channel, "a")
+        position = await self._receipt(ReceiptStore(db), writer.stream, "!room", "@u")
+        await writer.replication.stop()  # flushes the claim
+        late = await self._process(db, host, port, channel, "r")
+        self.assertEqual(late.stream.current, position)
+
+    async def test_positions_survive_a_redis_restart(self) -> None:
+        db = await self._db()
+        port, workdir = _free_port(), Path(tempfile.mkdtemp(prefix="roost-redis-"))
+        self.addCleanup(shutil.rmtree, workdir, True)
+        server = await self._redis(workdir, port, "first")
+        channel = "roost-test:replication"
+        writer = await self._process(db, "127.0.0.1", port, channel, "a")
+        follower = await self._process(db, "127.0.0.1", port, channel, "r")
+        store = ReceiptStore(db)
+        first = await self._receipt(store, writer.stream, "!one", "@u")
+        await until(lambda: follower.stream.current >= first, "live delivery")
+        _stop(server)
+        await until(lambda: not follower.bus.connected, "the follower notices")
+        # Redis is gone: the follower polls the stored positions instead, and the
+        # readers it wakes are those of the rooms written meanwhile.
+        second = await self._receipt(store, writer.stream, "!two", "@u")
+        await until(lambda: follower.stream.current >= second, "catch-up by polling")
+        self.assertIn("!two", {r for h in follower.heard for r in h.rooms})
+        await self._redis(workdir, port, "second")
+        await until(lambda: writer.bus.connected and follower.bus.connected, "reconnection", 30)
+        received = follower.bus.received
+        third = await self._receipt(store, writer.stream, "!three", "@u")
+        await until(lambda: follower.stream.current >= third, "delivery after the restart")
+        self.assertIn("!three", {r for h in follower.heard for r in h.rooms})
+        await until(lambda: follower.bus.received > received, "over the bus again")
+
+    async def _redis(self, workdir: Path, port: int, name: str) -> Any:
+        proc = _spawn(workdir, port, workdir / f"{name}.log")
+        self.addCleanup(_stop, proc)
+        self.assertTrue(await _wait_until_up(proc, port))
+        return proc
