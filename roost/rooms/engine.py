@@ -132,6 +132,7 @@ class RoomEngine:
         self._builder = LocalEventBuilder(server_name, signing_key, clock, state_groups)
         # Rooms' heads, least recently used first; bounded (see _keep_head).
         self._heads: OrderedDict[str, _Head] = OrderedDict()
+        self._forgets = 0  # forget_heads calls so far (see _head)
         self._max_heads = max(1, max_cached_heads)
         self._queues: dict[str, _Queue] = {}
         self._reserved_ids: set[str] = set()  # v12 room ids being checked for a create
@@ -187,6 +188,7 @@ class RoomEngine:
     def forget_heads(self, room_ids: Iterable[str]) -> None:
         """Drop the cached heads of rooms another process appended to (they reload from
         storage when next used). Rooms with appends queued here keep theirs."""
+        self._forgets += 1  # a head loading meanwhile may predate that write: not kept
         for room_id in room_ids:
             if room_id not in self._queues:
                 self._heads.pop(room_id, None)
@@ -336,6 +338,7 @@ class RoomEngine:
             head = _Head(new_room, {}, {}, [], 0, None, 0)
             self._keep_head(room_id, head)
             return head
+        forgets = self._forgets
         stored = await self._state.room_head(room_id)
         if stored is None:
             raise RoomError(404, "M_NOT_FOUND", "Unknown room")
@@ -348,6 +351,8 @@ class RoomEngine:
         held = self._heads.get(room_id)
         if held is not None:  # the room's worker stored a newer one while this loaded
             return held
+        if forgets != self._forgets:  # another process wrote meanwhile: use once, keep not
+            return head
         self._keep_head(room_id, head)
         return head
 
