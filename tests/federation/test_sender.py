@@ -296,3 +296,30 @@ async def _queued(f: SenderFixture, n: int) -> bool:
 async def _retry_count(f: SenderFixture, count: int) -> Any:
     retry = await f.store.get_retry(REMOTE)
     return retry if retry is not None and retry.failure_count >= count else None
+
+
+class SentElsewhereTests(TestCase):
+    """A sender that another process runs: EDUs handed to it here are queued in the
+    database and the sending process is told, never sent from here."""
+
+    async def test_queued_edus_and_destinations_up_are_passed_on(self) -> None:
+        f = SenderFixture(self)
+        await f.setup()
+        told: list[tuple[str, list[str]]] = []
+        hs = f.server.hs
+        idle = FederationSender(f.store, RoomStateStore(hs.db), hs.streams["events"],
+                                hs.notifier, f.transport, hs.config.server_name, f.clock,
+                                min_retry_interval_ms=1000, max_retry_interval_ms=8000,
+                                elsewhere=lambda kind, dests: told.append((kind, dests)))
+        await idle.queue_edus([(REMOTE, "m.direct_to_device", {"messages": {}})])
+        idle.destination_up(REMOTE)
+        idle.woken_elsewhere("queued", [REMOTE])  # not started: nothing happens here
+        self.assertEqual(told, [("queued", [REMOTE]), ("up", [REMOTE])])
+        self.assertEqual(f.transport.calls, [])
+        # The sending process, woken for it, sends what was queued.
+        f.sender.woken_elsewhere("queued", [REMOTE])
+        await eventually(lambda: _edu_types(f, ["m.direct_to_device"]))
+
+
+async def _edu_types(f: SenderFixture, expected: list[str]) -> bool:
+    return [e["edu_type"] for e in f.transport.delivered_edus()] == expected
