@@ -26,11 +26,13 @@ from twisted.internet import defer
 
 from roost.rooms import remote_jobs
 from roost.rooms.engine_types import (
+    HISTORY_VISIBILITY,
     MAX_STATE_CHAIN,
     LoadedEvent,
     NewEvent,
     RoomError,
     StateKey,
+    changes_visibility,
     event_from_storage,
     membership_of,
 )
@@ -261,6 +263,8 @@ class RoomEngine:
             rows.append(local_row(event, request, position, group_of[event.event_id]))
         changed = {(e.type, e.state_key): (e.event_id, membership_of(e))
                    for e in events if e.state_key is not None}
+        if changes_visibility(events):
+            working.visibility = None
         new_room = next((u.new_room for u, _, _ in accepted if u.new_room), None)
         creator = events[0].sender
         batch = RoomBatch(
@@ -533,6 +537,25 @@ class RoomEngine:
 
     def loaded(self, stored: list[StoredEvent]) -> list[LoadedEvent]:
         return self._reader.loaded(stored)
+
+    async def visibility_changes(self, room_id: str) -> list[tuple[int, str]]:
+        """(stream position, history_visibility) of every accepted history_visibility
+        event of the room, in order: what history visibility is decided on.
+
+        Read once and kept on the room's cached head (every /messages page, /context
+        and sync timeline asks). Each persist that stores such an event leaves the head
+        that follows without it, and a head read from storage starts without it, so it
+        is read again then; a reader that read it meanwhile keeps its answer on the
+        head it started from, no longer the room's.
+        """
+        head = await self._head(room_id)
+        if head.visibility is None:
+            history = await self._state.state_history(room_id, HISTORY_VISIBILITY, "")
+            loaded = await self.get_events([eid for _, eid in history])
+            head.visibility = [
+                (pos, str(loaded[eid].event.content.get("history_visibility", "shared")))
+                for pos, eid in history if eid in loaded]
+        return head.visibility
 
     async def current_state_events(self, room_id: str) -> dict[StateKey, Event]:
         head = await self._head(room_id)
