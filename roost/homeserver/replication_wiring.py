@@ -53,8 +53,10 @@ class StreamWiring:
         from roost.storage.redis import connect_redis
         from roost.storage.replication import ReplicationBus
 
+        # One connection: this process's messages arrive in the order it sent them
+        # (a push rule change before the account data that follows it, ...).
         self._publisher = await connect_redis(None, redis.host, redis.port, redis.db,
-                                              redis.password, poolsize=2)
+                                              redis.password, poolsize=1)
         closers.append(("replication publisher", self._publisher.close))
         bus = ReplicationBus(self._publisher, redis.host, redis.port, redis.password,
                              redis.key_prefix + "replication", self._roles.instance)
