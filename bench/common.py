@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -65,6 +66,23 @@ class RoostProcess:
     def cpu_seconds(self) -> float:
         times = psutil.Process(self.proc.pid).cpu_times()
         return times.user + times.system
+
+    def reactor_cpu_seconds(self) -> float:
+        """CPU time of Roost's main thread (the reactor's), without the database threads."""
+        for thread in psutil.Process(self.proc.pid).threads():
+            if thread.id == self.proc.pid:
+                return thread.user_time + thread.system_time
+        return 0.0
+
+    def profile_on(self) -> None:
+        """Start profiling a measured phase (only under ROOST_BENCH_PROFILE_MEASURED)."""
+        if os.environ.get("ROOST_BENCH_PROFILE_MEASURED"):
+            self.proc.send_signal(signal.SIGUSR1)
+
+    def profile_off(self) -> None:
+        if os.environ.get("ROOST_BENCH_PROFILE_MEASURED"):
+            self.proc.send_signal(signal.SIGUSR2)
+            time.sleep(0.5)  # the stats are written by the server
 
     def rss_mib(self) -> float:
         return psutil.Process(self.proc.pid).memory_info().rss / 2**20
@@ -153,7 +171,10 @@ logging: {{level: WARNING}}
     with open(path, "w") as f:
         f.write(config)
     profile = os.environ.get("ROOST_BENCH_PROFILE")  # a path: run Roost under cProfile
+    measured = os.environ.get("ROOST_BENCH_PROFILE_MEASURED")  # the same, measured phases only
     prefix = [sys.executable] + (["-m", "cProfile", "-o", profile] if profile else [])
+    if measured:
+        prefix = [sys.executable, os.path.join(REPO, "bench", "profiled.py"), measured]
     proc = subprocess.Popen(prefix + ["-m", "roost.homeserver.cli", "run", "-c", path], cwd=folder)
     base_url = f"http://127.0.0.1:{port}"
     try:

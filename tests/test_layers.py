@@ -27,7 +27,8 @@ ALLOWED = {
 }
 # The pure room core: no Twisted, no SQL, nothing else of roost (the engine and its
 # helper modules are the rooms package's one door to storage).
-IMPURE_ROOM_MODULES = {"engine", "engine_types", "remote_ingest", "local_build", "access"}
+IMPURE_ROOM_MODULES = {"engine", "engine_types", "event_reader", "remote_ingest", "remote_jobs",
+                       "local_build", "access"}
 
 
 def _imports(path: str) -> set[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -26,6 +26,9 @@ from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Route
 from roost.storage.accounts import UserStore
 from roost.storage.notifier import Notifier
 from roost.storage.streams import StreamIdGenerator
+
+if TYPE_CHECKING:  # txredisapi is imported only when Redis is on
+    from roost.storage.replication import ReplicationBus
 
 STATES = ("online", "unavailable", "offline")
 # A status message longer than this is refused (400): it is pushed to everyone who
@@ -68,6 +71,7 @@ class PresenceTracker:
         # One small record per user seen since start (offline ones included, so
         # that a later /sync still learns they went offline).
         self._users: dict[str, _UserPresence] = {}
+        self._bus: ReplicationBus | None = None
 
     @property
     def current(self) -> int:
@@ -189,10 +193,29 @@ class PresenceTracker:
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
 
+    def replicate(self, bus: ReplicationBus) -> None:
+        """Share presence with the other processes (issue 17). The process that saw the
+        user's activity owns their timers and sends each change; the others record it
+        at a position of their own presence stream (presence positions are per process)."""
+        self._bus = bus
+        bus.subscribe("presence", self._replicated)
+
+    def _replicated(self, sender: str, message: dict[str, Any]) -> None:
+        user_id, presence = message["u"], message["p"]
+        if presence not in STATES:
+            return
+        state = self._user(user_id)
+        state.last_active_ms = message.get("a")
+        if (presence, message.get("m")) != (state.presence, state.status_msg):
+            self._change(user_id, state, presence, message.get("m"), publish=False)
+
     def _change(self, user_id: str, state: _UserPresence, presence: str,
-                status_msg: str | None) -> None:
+                status_msg: str | None, publish: bool = True) -> None:
         """Record a visible change at a new stream position and wake whoever waits."""
         state.presence, state.status_msg = presence, status_msg
+        if publish and self._bus is not None:
+            self._bus.publish("presence", {"u": user_id, "p": presence, "m": status_msg,
+                                           "a": state.last_active_ms})
         positions = self._stream.allocate(1)
         state.position = positions[0]
         self._stream.finish(positions, users=[user_id])  # announced by the stream

@@ -7,12 +7,15 @@ typing stream, and a typing notice ends on its own when its timeout passes
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roost.client_api.errors import bad_json, forbidden
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
 from roost.storage.notifier import Notifier
+
+if TYPE_CHECKING:  # txredisapi is imported only when Redis is on
+    from roost.storage.replication import ReplicationBus
 
 MAX_TIMEOUT_MS = 120_000
 DEFAULT_TIMEOUT_MS = 30_000
@@ -26,18 +29,42 @@ class TypingTracker:
         self._typing: dict[str, dict[str, Any]] = {}  # room -> user -> expiry timer
         self._changed_at: dict[str, int] = {}  # room -> position of its last change
         self._stopped = False
+        self._bus: ReplicationBus | None = None
+
+    def replicate(self, bus: ReplicationBus) -> None:
+        """Share typing with the other processes (issue 17): each keeps the same state,
+        and each expires a notice on its own timer, so an expiry needs no message."""
+        self._bus = bus
+        bus.subscribe("typing", self._replicated)
 
     def set_typing(self, room_id: str, user_id: str, timeout_ms: int) -> None:
+        self._set(room_id, user_id, timeout_ms)
+        if self._bus is not None:
+            self._bus.publish("typing", {"r": room_id, "u": user_id, "t": timeout_ms})
+
+    def stop_typing(self, room_id: str, user_id: str) -> None:
+        self._stop(room_id, user_id)
+        if self._bus is not None:
+            self._bus.publish("typing", {"r": room_id, "u": user_id})
+
+    def _replicated(self, sender: str, message: dict[str, Any]) -> None:
+        room_id, user_id, timeout_ms = message["r"], message["u"], message.get("t")
+        if timeout_ms is None:
+            self._stop(room_id, user_id)
+        else:
+            self._set(room_id, user_id, min(int(timeout_ms), MAX_TIMEOUT_MS))
+
+    def _set(self, room_id: str, user_id: str, timeout_ms: int) -> None:
         if self._stopped:
             return  # shutting down: a late request or remote EDU starts no timer
         users = self._typing.setdefault(room_id, {})
         timer = users.pop(user_id, None)
         if timer is not None and timer.active():
             timer.cancel()
-        users[user_id] = self._clock.callLater(timeout_ms / 1000, self.stop_typing, room_id, user_id)
+        users[user_id] = self._clock.callLater(timeout_ms / 1000, self._stop, room_id, user_id)
         self._changed(room_id)
 
-    def stop_typing(self, room_id: str, user_id: str) -> None:
+    def _stop(self, room_id: str, user_id: str) -> None:
         users = self._typing.get(room_id, {})
         timer = users.pop(user_id, None)
         if timer is None:

@@ -540,6 +540,9 @@ def _check(config: RoostConfig) -> None:
     if config.media.max_upload_size < 1:
         raise ConfigError("media.max_upload_size: must be at least 1")
     _check_workers(config.workers)
+    if config.workers.instances and not config.redis.enabled:
+        raise ConfigError("redis.enabled: must be true with workers.instances (the instances"
+                          " share stream positions and wake-ups over Redis)")
     if config.database.pool_min < 1 or config.database.pool_max < config.database.pool_min:
         raise ConfigError("database.pool_max: must be at least database.pool_min, which must be >= 1")
 

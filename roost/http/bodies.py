@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from twisted.web import server
 
 from roost.http.errors import MatrixError
@@ -121,12 +122,27 @@ class Answered:
 ANSWERED = Answered()
 
 
+def encode_json(body: Any) -> bytes:
+    """`body` as compact UTF-8 JSON.
+
+    orjson writes a big answer (2,000 member events: /members, an initial
+    /sync) about ten times faster than the standard library (bench/big_room.py).
+    What it refuses and json accepts (nesting past 254 levels, integers past
+    64 bits) is written by json instead; non-string keys become strings as
+    json makes them.
+    """
+    try:
+        return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 def write_json(request: server.Request, status: int, body: Any,
                headers: dict[str, str] | None = None) -> None:
     """Answer with `body` as compact UTF-8 JSON, unless the peer has gone already."""
     if request.finished or request._disconnected:
         return
-    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    payload = encode_json(body)
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Content-Length", str(len(payload)).encode())

@@ -24,9 +24,9 @@ from typing import Any
 
 from twisted.internet import defer
 
+from roost.rooms import remote_jobs
 from roost.rooms.engine_types import (
     MAX_STATE_CHAIN,
-    EventCache,
     LoadedEvent,
     NewEvent,
     RoomError,
@@ -35,12 +35,9 @@ from roost.rooms.engine_types import (
     membership_of,
 )
 from roost.rooms.engine_types import RoomHead as _Head
+from roost.rooms.event_reader import EventReader, state_before_event
 from roost.rooms.events import Event
 from roost.rooms.hashing import CanonicalJSONError, SigningKey
-from roost.rooms.ingest import (
-    sort_by_auth,
-    sort_by_prevs,
-)
 from roost.rooms.local_build import LocalEventBuilder, groups_by_event, local_row
 from roost.rooms.remote_ingest import (
     ACCEPTED,
@@ -50,11 +47,7 @@ from roost.rooms.remote_ingest import (
     REJECTED,
     SOFT_FAILED,
     RemoteOutcome,
-    _remote_row,
-    _RemoteRun,
-    _StoredResStore,
 )
-from roost.rooms.state_res import resolve_state
 from roost.rooms.versions import RoomVersion, get_room_version
 from roost.storage.events import (
     EventStore,
@@ -79,10 +72,6 @@ __all__ = [
 MAX_BATCH_EVENTS = 200
 # Room heads kept in memory (each about the size of the room's current state).
 MAX_CACHED_HEADS = 1000
-
-
-# get_events asks the cached room heads first from this many ids on (see get_events).
-HELD_LOOKUP_MIN = 50
 
 
 @dataclass
@@ -146,7 +135,8 @@ class RoomEngine:
         self._max_heads = max(1, max_cached_heads)
         self._queues: dict[str, _Queue] = {}
         self._reserved_ids: set[str] = set()  # v12 room ids being checked for a create
-        self._parsed = EventCache()  # events parsed once for every reader (engine_types.EventCache)
+        # Events by id, parsed once for every reader; big current-state reads from the heads.
+        self._reader = EventReader(events, self._heads)
 
     # -- appending ---------------------------------------------------------
 
@@ -292,7 +282,7 @@ class RoomEngine:
         self._keep_head(room_id, working)
         for event, row in zip(events, rows, strict=True):
             if not event.unsigned:  # as storage holds it: readers get it unparsed
-                self._parsed.remember(event, row.pdu_json)
+                self._reader.remember(event, row.pdu_json)
         members = {e.state_key for e in events if e.type == "m.room.member" and e.state_key}
         # Announced by the stream once every earlier position is readable too.
         self._stream.finish(positions, rooms=[room_id], users=members)
@@ -395,8 +385,8 @@ class RoomEngine:
         whose auth events are unknown comes back MISSING and is not stored.
         Rejected events are stored as rejected and never become state.
         """
-        return await self._submit_job(room_id, lambda: self._ingest_job(
-            room_id, None, events, outliers or [], state_before or {}))
+        return await self._submit_job(room_id, lambda: remote_jobs.ingest(
+            self, room_id, None, events, outliers or [], state_before or {}))
 
     async def create_remote_room(
         self, version: RoomVersion, join_event: Event, state: list[Event], auth_chain: list[Event]
@@ -412,27 +402,8 @@ class RoomEngine:
         current state (a room made public while we were out would refuse it), and the
         state after it becomes current, the join the only forward extremity.
         """
-        room_id = join_event.room_id
-        before = {(e.type, e.state_key): e.event_id for e in state if e.state_key is not None}
-
-        async def job() -> RemoteOutcome:
-            new_room = None
-            if await self._state.room_version(room_id) is not None:
-                head = (await self._head(room_id)).copy()
-                head.extremities = []  # no soft-fail check against the stale copy
-            else:
-                create = next((e for e in (*state, *auth_chain)
-                               if e.type == "m.room.create" and e.room_id == room_id), None)
-                if create is None:
-                    raise RoomError(400, "M_BAD_JSON", "the room's create event is missing")
-                head = _Head(version, {}, {}, [], 0, None, 0)
-                new_room = (version.identifier, create.sender, create.origin_server_ts)
-            outcomes = await self._ingest_job(
-                room_id, head, [join_event], [*auth_chain, *state], {join_event.event_id: before},
-                new_room=new_room, must_accept=join_event.event_id)
-            return outcomes[join_event.event_id]
-
-        return await self._submit_job(room_id, job)
+        return await self._submit_job(join_event.room_id, lambda: remote_jobs.create_remote_room(
+            self, version, join_event, state, auth_chain))
 
     async def store_backfilled(
         self, room_id: str, events: list[Event], outliers: list[Event] | None = None,
@@ -452,29 +423,8 @@ class RoomEngine:
         the current state or the extremities. Returns event id -> ACCEPTED, REJECTED,
         OUTLIER or KNOWN.
         """
-        async def job() -> dict[str, str]:
-            head = await self._head(room_id)
-            run = _RemoteRun(self, room_id, head, history=True)
-            timeline_ids = {e.event_id for e in events}
-            extra = [e for e in outliers or [] if e.event_id not in timeline_ids]
-            await run.load_known(events, extra, state_before or {})
-            for event in sort_by_auth(extra):
-                run.add_outlier(event)
-            for event in sort_by_prevs(events):
-                await run.add_event(event, (state_before or {}).get(event.event_id))
-            timeline = [row for row in run.rows if row[1] == ACCEPTED]
-            order = {e.event_id: i for i, (e, *_) in enumerate(timeline)}
-            timeline.sort(key=lambda row: (-row[0].depth, -order[row[0].event_id]))
-            others = [row for row in run.rows if row[1] != ACCEPTED]
-            if timeline or others:
-                await self._events.persist_backfilled(
-                    room_id, [_remote_row(e, None, g, st, r, run.ineffective_redactions)
-                              for e, st, g, r in timeline],
-                    [_remote_row(e, None, g, st, r, run.ineffective_redactions)
-                     for e, st, g, r in others], run.groups)
-            return {eid: o.status for eid, o in run.outcomes.items()}
-
-        return await self._submit_job(room_id, job)
+        return await self._submit_job(room_id, lambda: remote_jobs.backfill(
+            self, room_id, events, outliers, state_before))
 
     async def store_remote_invite(self, version: RoomVersion, invite: Event) -> None:
         """Keep an invite of a local user to a room on another server (already checked and
@@ -493,36 +443,8 @@ class RoomEngine:
         await self._store_outsidemembership_of(version, leave)
 
     async def _store_outsidemembership_of(self, version: RoomVersion, invite: Event) -> None:
-        room_id = invite.room_id
-        key = ("m.room.member", invite.state_key or "")
-
-        async def job() -> None:
-            new_room = None
-            if await self._state.room_version(room_id) is None:
-                head = _Head(version, {}, {}, [], 0, None, 0)
-                new_room = (version.identifier, invite.sender, invite.origin_server_ts)
-            else:
-                head = await self._head(room_id)
-                if head.extremities:
-                    await self._ingest_job(room_id, head, [invite], [], {})
-                    return
-            if invite.event_id in await self._events.get_events([invite.event_id]):
-                return
-            positions = self._stream.allocate(1)
-            batch = RoomBatch(room_id, [_remote_row(invite, positions[0], None, ACCEPTED, None)],
-                              [], {key: (invite.event_id, membership_of(invite))}, None, new_room)
-            try:
-                await self._events.persist_batch(batch)
-            except BaseException:
-                self._stream.finish(positions)
-                raise
-            working = head.copy()
-            working.state[key] = invite.event_id
-            working.state_events[key] = invite
-            self._keep_head(room_id, working)
-            self._stream.finish(positions, rooms=[room_id], users=[key[1]])
-
-        await self._submit_job(room_id, job)
+        await self._submit_job(invite.room_id, lambda: remote_jobs.outside_membership(
+            self, version, invite))
 
     async def build_for_remote(
         self, room_id: str, sender: str, event_type: str, content: dict[str, Any],
@@ -543,27 +465,7 @@ class RoomEngine:
     async def state_at_event(self, event_id: str) -> dict[StateKey, str] | None:
         """The state before ``event_id`` (what /state and /state_ids serve), or None
         when the event is unknown or an outlier."""
-        stored = (await self._events.get_events([event_id])).get(event_id)
-        if stored is None or stored.outlier or stored.state_group is None:
-            return None
-        event = event_from_storage(stored)
-        group_state = await self._state.state_at_group(stored.state_group)
-        key = (event.type, event.state_key or "")
-        if event.state_key is None or group_state.get(key) != event_id:
-            return group_state  # a message, or a rejected event: its group is the state at it
-        delta = await self._state.state_group_delta(stored.state_group)
-        if delta is not None and delta[0] is not None and delta[2] == {key: event_id}:
-            return await self._state.state_at_group(delta[0])
-        prevs = await self._events.get_events(list(event.prev_event_ids))
-        groups = [s.state_group for s in prevs.values() if not s.outlier and s.state_group]
-        if not groups or len(groups) != len(event.prev_event_ids):
-            state = dict(group_state)
-            state.pop(key, None)
-            return state
-        maps = [await self._state.state_at_group(g) for g in dict.fromkeys(groups)]
-        if len(maps) == 1:
-            return maps[0]
-        return await resolve_state(stored.room_id, event.version, maps, _StoredResStore(self, {}))
+        return await state_before_event(self, event_id)
 
     async def is_participating(self, room_id: str) -> bool:
         """Whether this server holds the room's graph (it has forward extremities), as
@@ -618,87 +520,14 @@ class RoomEngine:
             return
         _succeed(unit.result, value)
 
-    async def _ingest_job(
-        self, room_id: str, head: _Head | None, events: list[Event], outliers: list[Event],
-        state_before: Mapping[str, Mapping[StateKey, str]],
-        new_room: tuple[str, str, int] | None = None, must_accept: str | None = None,
-    ) -> dict[str, RemoteOutcome]:
-        if head is None:
-            head = await self._head(room_id)
-        run = _RemoteRun(self, room_id, head)
-        await run.load_known(events, outliers, state_before)
-        for event in sort_by_auth(outliers):
-            run.add_outlier(event)
-        for event in sort_by_prevs(events):
-            await run.add_event(event, state_before.get(event.event_id))
-        if must_accept is not None:
-            outcome = run.outcomes[must_accept]
-            if outcome.status != ACCEPTED:
-                raise RoomError(403, "M_FORBIDDEN", outcome.reason or outcome.status)
-        if run.rows:
-            await self._persist_remote(run, new_room)
-        return run.outcomes
-
-    async def _persist_remote(self, run: _RemoteRun, new_room: tuple[str, str, int] | None) -> None:
-        room_id, head, working = run.room_id, run.head, run.working
-        accepted = [row for row in run.rows if row[1] == ACCEPTED]
-        positions = self._stream.allocate(len(accepted))
-        position_of = {row[0].event_id: p for row, p in zip(accepted, positions, strict=True)}
-        rows = [_remote_row(event, position_of.get(event.event_id), group, status, reason,
-                            run.ineffective_redactions)
-                for event, status, group, reason in run.rows]
-        changed = {key: (eid, membership_of(working.state_events[key]))
-                   for key, eid in working.state.items() if head.state.get(key) != eid}
-        removed = [key for key in head.state if key not in working.state]
-        batch = RoomBatch(
-            room_id, rows, run.groups, changed, list(working.extremities) if accepted else None,
-            new_room, removed,
-            (working.state_group, positions[-1]) if accepted and working.state_group else None,
-        )
-        try:
-            await self._events.persist_batch(batch)
-        except Exception:
-            self._heads.pop(room_id, None)
-            self._stream.finish(positions)
-            raise
-        self._keep_head(room_id, working)
-        members = {e.state_key for e, *_ in accepted if e.type == "m.room.member" and e.state_key}
-        self._stream.finish(positions, rooms=[room_id] if accepted else [], users=members)
-
     # -- reading -------------------------------------------------------------
 
     async def get_events(self, event_ids: list[str]) -> dict[str, LoadedEvent]:
-        """Events by id. A large request for a room's current state (/members, /state of
-        a big room) takes the events its cached head holds parsed and reads only their
-        positions and redactions: no JSON read and parsed again (bench/big_room.py)."""
-        held = self._held_state(event_ids) if len(event_ids) >= HELD_LOOKUP_MIN else {}
-        out: dict[str, LoadedEvent] = {}
-        if held:
-            meta = await self._events.positions_and_redactions(list(held))
-            out = {eid: LoadedEvent(held[eid], position, redacted_by, rejected)
-                   for eid, (position, redacted_by, rejected) in meta.items()}
-        rest = [eid for eid in event_ids if eid not in out]
-        if rest:
-            stored = await self._events.get_events(rest)
-            out.update((eid, self._load(s)) for eid, s in stored.items())
-        return out
-
-    def _held_state(self, event_ids: list[str]) -> dict[str, Event]:
-        """The events among `event_ids` in the current state of the cached room head that
-        holds the first of them (the most recently used heads are looked at first)."""
-        first = event_ids[0]
-        for head in reversed(self._heads.values()):
-            by_id = head.state_by_id()
-            if first in by_id:
-                return {eid: by_id[eid] for eid in event_ids if eid in by_id}
-        return {}
-
-    def _load(self, stored: StoredEvent) -> LoadedEvent:
-        return LoadedEvent(self._parsed.event(stored), stored.stream_ordering, stored.redacted_by,
-                           stored.rejected_reason is not None)
+        """Events by id, parsed once (see event_reader.EventReader)."""
+        return await self._reader.get_events(event_ids)
 
     def loaded(self, stored: list[StoredEvent]) -> list[LoadedEvent]:
-        return [self._load(s) for s in stored]
+        return self._reader.loaded(stored)
 
     async def current_state_events(self, room_id: str) -> dict[StateKey, Event]:
         head = await self._head(room_id)

@@ -11,6 +11,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from roost.rooms.events import Event
 from roost.rooms.versions import RoomVersion, get_room_version
 from roost.storage.events import EventRow, StoredEvent
@@ -80,8 +82,18 @@ class RoomHead:
 def event_from_storage(stored: StoredEvent) -> Event:
     """Rebuild an Event from its stored canonical JSON without re-hashing it."""
     version = get_room_version(stored.room_version)
-    return Event(pdu=json.loads(stored.pdu_json), version=version, event_id=stored.event_id,
+    return Event(pdu=parse_pdu_json(stored.pdu_json), version=version, event_id=stored.event_id,
                  room_id=stored.room_id, canonical_bytes=stored.pdu_json.encode("utf-8"))
+
+
+def parse_pdu_json(pdu_json: str) -> dict[str, Any]:
+    """A stored PDU's JSON, parsed by orjson (about three times faster than json: every
+    history read parses its events). Stored PDUs are canonical JSON, which orjson reads
+    exactly; anything it refuses is read by json as before."""
+    try:
+        return orjson.loads(pdu_json)
+    except orjson.JSONDecodeError:
+        return json.loads(pdu_json)
 
 
 def membership_of(event: Event) -> str | None:

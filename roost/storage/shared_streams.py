@@ -251,11 +251,12 @@ class StateGroupIds:
 class Replication:
     """One per process: its shared streams, kept in step over the bus and in storage."""
 
-    def __init__(self, bus: ReplicationBus, db: Database, clock: Any,
+    def __init__(self, bus: ReplicationBus | None, db: Database, clock: Any,
                  store_interval: float = 0.2, poll_interval: float = 1.0,
-                 heartbeat_every: int = 5) -> None:
+                 heartbeat_every: int = 5, instance: str | None = None) -> None:
+        """Without a bus (no Redis), positions are only polled from storage."""
         self.bus = bus
-        self.instance = bus.instance
+        self.instance = bus.instance if bus is not None else str(instance)
         self._store = StreamPositionStore(db)
         self._clock = clock
         self._store_interval = store_interval
@@ -267,9 +268,10 @@ class Replication:
         self._loop: task.LoopingCall | None = None
         self._catching_up: defer.Deferred[None] | None = None
         self._stopped = False
-        bus.subscribe("position", self._on_position)
-        bus.subscribe("ask", lambda sender, message: self._publish_claims())
-        bus.on_connect(self._on_connect)
+        if bus is not None:
+            bus.subscribe("position", self._on_position)
+            bus.subscribe("ask", lambda sender, message: self._publish_claims())
+            bus.on_connect(self._on_connect)
 
     async def stream(self, name: str, table_max: int, writers: Sequence[str]) -> SharedStream:
         """The shared stream `name`; its writers' order must be the same in every process."""
@@ -333,7 +335,8 @@ class Replication:
             message["r"] = sorted(rooms)
         if users:
             message["u"] = sorted(users)
-        self.bus.publish("position", message)
+        if self.bus is not None:
+            self.bus.publish("position", message)
         if shared.name not in self._storing and not self._stopped:
             self._storing[shared.name] = self._clock.callLater(
                 self._store_interval, self._store_claim, shared)
@@ -354,6 +357,8 @@ class Replication:
         d.addBoth(stored)
 
     def _publish_claims(self) -> None:
+        if self.bus is None:
+            return
         for shared in self._streams.values():
             if shared.is_writer:
                 self.bus.publish("position", {"s": shared.name, "p": shared.claim})
@@ -366,13 +371,14 @@ class Replication:
 
     def _on_connect(self) -> None:
         """After a (re)connection: ask writers to repeat, and read what was stored meanwhile."""
-        self.bus.publish("ask", {})
+        if self.bus is not None:
+            self.bus.publish("ask", {})
         self._publish_claims()
         self._start_catch_up()
 
     def _tick(self) -> None:
         self._ticks += 1
-        if not self.bus.connected:
+        if self.bus is None or not self.bus.connected:
             self._start_catch_up()
         elif self._ticks % self._heartbeat_every == 0:
             self._publish_claims()

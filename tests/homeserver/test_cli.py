@@ -166,3 +166,48 @@ class CliTests(TestCase):
         body = await threads.deferToThread(
             _serve_until_versions, TWISTD + ["-c", "homeserver.yaml"], folder, port)
         self.assertIn("versions", body)
+
+
+class WorkerOptionTests(TestCase):
+    """`--worker NAME` for `roost run` and the twistd plugin alike."""
+
+    def _config(self, folder: str, dsn: str, port: int) -> None:
+        raw = {
+            "server_name": "cli.test", "data_dir": "./data",
+            "database": {"dsn": dsn}, "redis": {"enabled": True,
+                                                "key_prefix": f"roost-cli-{port}:"},
+            "passwords": {"bcrypt_rounds": 4},
+            "workers": {"shared_secret": "secret-for-tests", "instances": {
+                "all": {"roles": ["client", "event_writer", "federation_inbound",
+                                  "federation_sender", "media", "pusher", "appservice",
+                                  "background"],
+                        "listeners": {"client": {"port": port}},
+                        "internal": {"port": _free_port()}}},
+                "event_writers": ["all"], "federation_senders": ["all"]},
+        }
+        with open(os.path.join(folder, "homeserver.yaml"), "w") as f:
+            yaml.safe_dump(raw, f)
+
+    async def test_an_instance_runs_under_roost_run_and_twistd(self) -> None:
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        port = _free_port()
+        self._config(folder, await fresh_database(self), port)
+        for command in (ROOST + ["run", "-c", "homeserver.yaml", "--worker", "all"],
+                        TWISTD + ["-c", "homeserver.yaml", "--worker", "all"]):
+            body = await threads.deferToThread(_serve_until_versions, command, folder, port)
+            self.assertIn("versions", body)
+
+    async def test_an_unknown_or_missing_instance_stops_with_one_line(self) -> None:
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        self._config(folder, await fresh_database(self), _free_port())
+        for args in (ROOST + ["run", "-c", "homeserver.yaml", "--worker", "ghost"],
+                     TWISTD + ["-c", "homeserver.yaml", "--worker", "ghost"]):
+            result = await threads.deferToThread(_run, args, folder)
+            self.assertNotEqual(result.returncode, 0)
+            self.assertIn("workers.instances.ghost: no such instance (known: all)",
+                          result.stderr)
+        bare = await threads.deferToThread(_run, ROOST + ["run", "-c", "homeserver.yaml"],
+                                           folder)
+        self.assertIn("name one with --worker", bare.stderr)

@@ -12,6 +12,7 @@ from roost.homeserver.config import ROLES, ConfigError, parse_config
 
 BASE: dict[str, Any] = {
     "server_name": "example.org",
+    "redis": {"enabled": True},
     "listeners": {"client": {"port": 8008, "x_forwarded": True}},
     "workers": {
         "shared_secret": "s3cret",
@@ -100,6 +101,11 @@ class WorkersConfigTests(TestCase):
         del raw["workers"]["instances"]["writer1"]["internal"]
         self.assertConfigError(raw, "workers.instances.writer1.internal.port: an event writer")
         self.assertConfigError(with_workers(shared_secret=None), "workers.shared_secret: required")
+
+    def test_instances_need_redis(self) -> None:
+        raw = copy.deepcopy(BASE)
+        raw["redis"]["enabled"] = False
+        self.assertConfigError(raw, "redis.enabled: must be true with workers.instances")
 
     def test_shard_lists_without_instances_are_refused(self) -> None:
         self.assertConfigError({"server_name": "example.org",

@@ -6,6 +6,7 @@ gives a clear error at once; a wrong secret is refused."""
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import treq
@@ -59,7 +60,8 @@ class ForwardingTests(TestCase):
 
     async def _start(self, name: str, dsn: str, data_dir: str, internal_port: int
                      ) -> RunningServer:
-        config = test_config(data_dir, workers=workers(internal_port)).for_worker(name)
+        config = test_config(data_dir, workers=workers(internal_port),
+                             redis={"enabled": True, "key_prefix": self.prefix}).for_worker(name)
         hs = await build_homeserver(config, reactor, dsn=dsn)
         port = reactor.listenTCP(0, hs.client_site, interface="127.0.0.1")
         server = RunningServer(hs, f"http://127.0.0.1:{port.getHost().port}", port,
@@ -76,6 +78,7 @@ class ForwardingTests(TestCase):
         data_dir = self.mktemp()
         internal_port = free_port()
         self.internal_ports: list[Any] = []
+        self.prefix = f"roost-test-{uuid.uuid4().hex[:12]}:"
         writer = await self._start("writer1", dsn, data_dir, internal_port)
         reader = await self._start("reader1", dsn, data_dir, internal_port)
         return writer, reader, internal_port

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from roost.http.bodies import QueryArgs, json_object, parse_json
+from roost.http.bodies import QueryArgs, encode_json, json_object, parse_json
 from roost.http.errors import MatrixError
 
 
@@ -29,6 +30,17 @@ class BodyTests(TestCase):
                 parse_json(raw)
             self.assertEqual((caught.exception.status, caught.exception.errcode),
                              (400, "M_NOT_JSON"), raw)
+
+    def test_answers_are_compact_utf8_json_whatever_their_depth_or_keys(self) -> None:
+        self.assertEqual(encode_json({"a": [1, (2, 3)], "é": "ü", 4: None}),
+                         '{"a":[1,[2,3]],"é":"ü","4":null}'.encode())
+        deep: dict[str, Any] = {}
+        inner = deep
+        for _ in range(300):  # deeper than orjson writes; parse_json takes up to 400
+            inner["a"] = {}
+            inner = inner["a"]
+        self.assertEqual(json.loads(encode_json(deep)), deep)
+        self.assertEqual(json.loads(encode_json({"n": 2**70})), {"n": 2**70})
 
     def test_a_body_must_be_an_object(self) -> None:
         self.assertEqual(json_object({"a": 1}), {"a": 1})

@@ -8,8 +8,8 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from roost.rooms.engine import HELD_LOOKUP_MIN
 from roost.rooms.engine_types import EventCache, event_from_storage
+from roost.rooms.event_reader import HELD_LOOKUP_MIN
 from tests.server_harness import start_server
 
 V3 = "/_matrix/client/v3"
@@ -29,9 +29,9 @@ class HeldStateReadTests(TestCase):
         engine: Any = server.hs.engine
         state = await engine.current_state_events(room)
         ids = sorted(e.event_id for e in state.values()) + ["$not-an-event"]
-        self.assertTrue(engine._held_state(ids))  # the head answers
+        self.assertTrue(engine._reader._held_state(ids))  # the head answers
         held = await engine.get_events(ids)
-        stored = {eid: engine._load(s) for eid, s in
+        stored = {eid: engine._reader.load(s) for eid, s in
                   (await engine._events.get_events(ids)).items()}
         self.assertEqual(set(held), set(stored))
         self.assertNotIn("$not-an-event", held)
