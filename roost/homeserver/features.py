@@ -118,7 +118,8 @@ async def build_push(router: Router, db: Database, reactor: Any, clock: IReactor
                       config: RoostConfig, notifier: Notifier, engine: RoomEngine,
                       view: RoomView, streams: dict[str, StreamIdGenerator],
                       closers: list[tuple[str, Any]],
-                      password_hooks: list[Any], builder: SyncBuilder) -> PushParts:
+                      password_hooks: list[Any], builder: SyncBuilder,
+                      stream_wiring: Any = None) -> PushParts:
     """Push rules, evaluation off the events stream, notification counts, pushers."""
     from twisted.web.client import HTTPConnectionPool
 
@@ -147,7 +148,10 @@ async def build_push(router: Router, db: Database, reactor: Any, clock: IReactor
         await delivery.start()
         closers.append(("pushers", delivery.stop))
     account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
-    rules = push_rules.PushRules(PushRuleStore(db), evaluator, account)
+    rules = push_rules.PushRules(
+        PushRuleStore(db),
+        evaluator if stream_wiring is None else stream_wiring.push_rule_changes(evaluator),
+        account)
     push_rules.register(router, rules)
     builder.add_default_account_data("m.push_rules", rules.account_data_content)
     notifications.register(router, actions, view)
@@ -165,13 +169,19 @@ async def build_e2ee(router: Router, db: Database, config: RoostConfig, clock: I
                       device_store: DeviceStore, uia: UserInteractiveAuth,
                       federation: FederationParts, sender: FederationSender,
                       closers: list[tuple[str, Any]], builder: SyncBuilder,
-                      on_deactivate: list[Any]) -> InboundDeviceEdus:
+                      on_deactivate: list[Any], stream_wiring: Any = None) -> InboundDeviceEdus:
     """End-to-end encryption: keys, cross-signing, key backup, to-device messages, device
     lists (the to_device and device_lists streams) and their federation side."""
     key_store = E2eKeyStore(db)
     list_store = DeviceListStore(db, config.server_name)
-    streams["to_device"] = StreamIdGenerator(await DeviceInboxStore(db).max_stream_id())
-    streams["device_lists"] = StreamIdGenerator(await list_store.max_stream_id())
+    if stream_wiring is None:  # one process, built without the wiring (tests)
+        streams["to_device"] = StreamIdGenerator(await DeviceInboxStore(db).max_stream_id())
+        streams["device_lists"] = StreamIdGenerator(await list_store.max_stream_id())
+    else:
+        streams["to_device"] = await stream_wiring.stream(
+            "to_device", await DeviceInboxStore(db).max_stream_id())
+        streams["device_lists"] = await stream_wiring.stream(
+            "device_lists", await list_store.max_stream_id())
     streams["to_device"].announce_to(notifier, "to_device")
     streams["device_lists"].announce_to(notifier, "device_lists")
     lists = DeviceLists(list_store, streams["device_lists"])

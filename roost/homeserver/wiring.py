@@ -89,17 +89,18 @@ from roost.homeserver.operations import (
     start_appservices,
     start_metrics,
 )
-from roost.homeserver.roles import Roles
+from roost.homeserver.replication_wiring import StreamWiring
+from roost.homeserver.roles import MAIN, Roles
 from roost.homeserver.wiring_roles import build_engine, internal_site, watch_other_writers
 from roost.keys.local import LocalKey, load_or_create_signing_key
 from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
 from roost.media.repository import MediaRepository
 from roost.rooms.access import RoomAccess
-from roost.rooms.engine import IdAllocator, NewEvent, RoomEngine, RoomError
+from roost.rooms.engine import NewEvent, RoomEngine, RoomError
 from roost.rooms.hierarchy import SpaceHierarchy
 from roost.storage.accounts import UserStore
-from roost.storage.database import Database
+from roost.storage.database import Database, application_name
 from roost.storage.devices import DeviceStore
 from roost.storage.directory import DirectoryStore
 from roost.storage.embedded import start_embedded_postgres
@@ -182,7 +183,8 @@ async def open_database(config: RoostConfig, reactor: Any, dsn: str | None = Non
         dsn, embedded = await threads.deferToThreadPool(
             reactor, reactor.getThreadPool(), start_embedded_postgres, config.path(config.data_dir)
         )
-    db = Database(reactor, dsn, config.database.pool_min, config.database.pool_max)
+    db = Database(reactor, dsn, config.database.pool_min, config.database.pool_max,
+                  application_name=application_name(config.worker or MAIN))
     try:
         await migrate(db)
     except Exception:
@@ -297,10 +299,11 @@ def _register_inbound_federation(federation: FederationParts, engine: RoomEngine
         federation.fetches)
 
 
-async def _sync_streams(db: Database) -> dict[str, StreamIdGenerator]:
+async def _sync_streams(db: Database, wiring: StreamWiring) -> dict[str, StreamIdGenerator]:
     return {
-        "receipts": StreamIdGenerator(await ReceiptStore(db).max_stream_id()),
-        "account_data": StreamIdGenerator(await AccountDataStore(db).max_stream_id()),
+        "receipts": await wiring.stream("receipts", await ReceiptStore(db).max_stream_id()),
+        "account_data": await wiring.stream("account_data",
+                                            await AccountDataStore(db).max_stream_id()),
     }
 
 
@@ -370,12 +373,14 @@ async def build_homeserver(
     notifier = Notifier()
     event_store = EventStore(db)
     state_store = RoomStateStore(db)
-    event_stream = StreamIdGenerator(await event_store.max_stream_ordering())
     roles = Roles.from_config(config)
+    stream_wiring = StreamWiring(config, roles, db, clock)  # shared streams among processes
+    await stream_wiring.open(closers)
+    event_stream = await stream_wiring.stream("events", await event_store.max_stream_ordering())
     engine = build_engine(
         roles, reactor, closers, event_store, state_store, config.server_name,
         local_key.signing_key, clock, event_stream,
-        IdAllocator(await event_store.max_state_group()), notifier)
+        stream_wiring.state_groups(await event_store.max_state_group()), notifier)
     watch_other_writers(roles, notifier, engine)
     directory_store = DirectoryStore(db)
     erasure = ErasureStore(db, config.server_name)
@@ -427,11 +432,12 @@ async def build_homeserver(
     directory.register(router, engine, view, directory_store, config.server_name, appservices,
                        _remote_alias(federation, engine, state_store, config, local_key, clock),
                        remote_queries)
-    streams = {"events": event_stream, "presence": presence_stream, **await _sync_streams(db)}
+    streams = {"events": event_stream, "presence": presence_stream, **await _sync_streams(db, stream_wiring)}
     builder, waiter, typing_tracker = _register_sync(router, db, clock, notifier, engine, view, streams, closers,
                                      presence_tracker)
+    stream_wiring.share(typing_tracker, presence_tracker)
     push = await build_push(router, db, reactor, clock, config, notifier, engine, view, streams,
-                             closers, password_hooks, builder)
+                             closers, password_hooks, builder, stream_wiring)
 
     register_client_extras(router, db, clock, notifier, engine, streams, config,
                            federation.router, view, event_store, closers, waiter,
@@ -473,11 +479,13 @@ async def build_homeserver(
         start_metrics(metrics, api, db, notifier, event_stream, socket_resource.open_sockets,
                        sender, appservice_sender, clock, closers)
     e2e_edus = await build_e2ee(router, db, config, clock, notifier, streams, device_store,
-                                 uia, federation, sender, closers, builder, on_deactivate)
+                                 uia, federation, sender, closers, builder, on_deactivate,
+                                 stream_wiring)
     _register_inbound_federation(federation, engine, event_store, db, config, local_key, clock,
                                  directory_store, profile_store, typing_tracker, presence_tracker,
                                  receipts.Receipts(ReceiptStore(db), streams["receipts"],
                                                    notifier, clock), e2e_edus)
+    await stream_wiring.start(closers)  # every stream exists: subscribe and catch up
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation, metrics,
                       sync_builder=builder, media=media, push=push, admin=admin,

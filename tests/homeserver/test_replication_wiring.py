@@ -1,0 +1,148 @@
+"""Two homeservers on one database sharing Redis (issue 17): a writer and a client reader.
+
+A long-poll /sync at the reader wakes on a send at the writer and gets the
+event exactly once; state cached at the reader follows the writer's changes;
+typing crosses over; a logout at one refuses the token at the other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+from twisted.web.client import HTTPConnectionPool
+
+from roost.homeserver.wiring import build_homeserver
+from tests.contrib.test_nginx import free_port
+from tests.postgres_harness import fresh_database
+from tests.redis_harness import isolated_redis
+from tests.server_harness import RunningServer, _as_deferred, q, test_config
+from tests.storage.test_replication import until
+
+V3 = "/_matrix/client/v3"
+
+
+def _workers(internal_port: int) -> dict[str, Any]:
+    return {
+        "shared_secret": "a-secret-for-tests",
+        "instances": {
+            "writer": {"roles": ["client", "event_writer", "pusher", "appservice", "background",
+                                 "federation_sender", "media", "federation_inbound"],
+                       "internal": {"port": internal_port}},
+            "reader": {"roles": ["client"]},
+        },
+        "event_writers": ["writer"],
+        "federation_senders": ["writer"],
+    }
+
+
+class TwoProcessTests(TestCase):
+    timeout = 120
+
+    async def _cluster(self) -> tuple[RunningServer, RunningServer]:
+        dsn = await fresh_database(self)
+        redis = await isolated_redis(self)
+        data_dir = self.mktemp()
+        internal_port = free_port()
+        servers = []
+        for name in ("writer", "reader"):
+            config = test_config(
+                data_dir, workers=_workers(internal_port),
+                redis={"enabled": True, "host": redis.host, "port": redis.port,
+                       "key_prefix": redis.prefix}).for_worker(name)
+            hs = await build_homeserver(config, reactor, dsn=dsn)
+            port = reactor.listenTCP(0, hs.client_site, interface="127.0.0.1")
+            server = RunningServer(hs, f"http://127.0.0.1:{port.getHost().port}", port,
+                                   HTTPConnectionPool(reactor, persistent=False))
+            self.addCleanup(lambda s=server: _as_deferred(s.stop()))
+            if hs.internal_site is not None:
+                internal = reactor.listenTCP(internal_port, hs.internal_site,
+                                             interface="127.0.0.1")
+                self.addCleanup(internal.stopListening)
+            servers.append(server)
+        return servers[0], servers[1]
+
+    async def _room(self, writer: RunningServer) -> tuple[dict[str, Any], dict[str, Any], str]:
+        alice = await writer.register("alice")
+        bob = await writer.register("bob")
+        room = (await writer.request("POST", V3 + "/createRoom", {"preset": "public_chat"},
+                                     token=alice["access_token"])).body["room_id"]
+        joined = await writer.request("POST", f"{V3}/rooms/{q(room)}/join", {},
+                                      token=bob["access_token"])
+        self.assertEqual(joined.status, 200, joined.body)
+        return alice, bob, room
+
+    async def _caught_up(self, writer: RunningServer, reader: RunningServer) -> None:
+        target = writer.hs.streams["events"].current
+        await until(lambda: reader.hs.streams["events"].current >= target, "reader catches up")
+
+    async def test_a_long_poll_at_the_reader_wakes_on_a_send_at_the_writer(self) -> None:
+        writer, reader = await self._cluster()
+        alice, bob, room = await self._room(writer)
+        await self._caught_up(writer, reader)
+        first = await reader.request("GET", V3 + "/sync", token=bob["access_token"])
+        self.assertIn(room, first.body["rooms"]["join"])
+        since = first.body["next_batch"]
+        poll = defer.ensureDeferred(reader.request(
+            "GET", f"{V3}/sync?since={q(since)}&timeout=60000", token=bob["access_token"]))
+        sent = await writer.request("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/t1",
+                                    {"msgtype": "m.text", "body": "across"},
+                                    token=alice["access_token"])
+        woken = await poll
+        timeline = woken.body["rooms"]["join"][room]["timeline"]["events"]
+        self.assertEqual([e["event_id"] for e in timeline], [sent.body["event_id"]])
+        again = await reader.request(
+            "GET", f"{V3}/sync?since={q(woken.body['next_batch'])}&timeout=0",
+            token=bob["access_token"])
+        self.assertNotIn(room, again.body.get("rooms", {}).get("join", {}))
+
+    async def test_state_cached_at_the_reader_follows_the_writer(self) -> None:
+        writer, reader = await self._cluster()
+        alice, bob, room = await self._room(writer)
+        for name in ("first", "second"):
+            put = await writer.request("PUT", f"{V3}/rooms/{q(room)}/state/m.room.name/",
+                                       {"name": name}, token=alice["access_token"])
+            self.assertEqual(put.status, 200, put.body)
+            await self._caught_up(writer, reader)
+            got = await reader.request("GET", f"{V3}/rooms/{q(room)}/state/m.room.name/",
+                                       token=bob["access_token"])
+            self.assertEqual(got.body, {"name": name})
+
+    async def test_typing_at_the_writer_reaches_a_sync_at_the_reader(self) -> None:
+        writer, reader = await self._cluster()
+        alice, bob, room = await self._room(writer)
+        await self._caught_up(writer, reader)
+        since = (await reader.request("GET", V3 + "/sync", token=bob["access_token"])
+                 ).body["next_batch"]
+        poll = defer.ensureDeferred(reader.request(
+            "GET", f"{V3}/sync?since={q(since)}&timeout=60000", token=bob["access_token"]))
+        typed = await writer.request("PUT", f"{V3}/rooms/{q(room)}/typing/{q(alice['user_id'])}",
+                                     {"typing": True, "timeout": 30000},
+                                     token=alice["access_token"])
+        self.assertEqual(typed.status, 200, typed.body)
+        woken = await poll
+        ephemeral = woken.body["rooms"]["join"][room]["ephemeral"]["events"]
+        self.assertIn({"type": "m.typing", "content": {"user_ids": [alice["user_id"]]}},
+                      ephemeral)
+
+    async def test_a_logout_at_one_process_refuses_the_token_at_the_other(self) -> None:
+        writer, reader = await self._cluster()
+        alice = await writer.register("alice")
+        whoami = await reader.request("GET", V3 + "/account/whoami", token=alice["access_token"])
+        self.assertEqual(whoami.status, 200)
+        out = await writer.request("POST", V3 + "/logout", {}, token=alice["access_token"])
+        self.assertEqual(out.status, 200)
+        refused = await reader.request("GET", V3 + "/account/whoami", token=alice["access_token"])
+        self.assertEqual((refused.status, refused.body["errcode"]), (401, "M_UNKNOWN_TOKEN"))
+
+    async def test_both_processes_stored_their_positions(self) -> None:
+        writer, reader = await self._cluster()
+        await self._room(writer)
+        claims = await writer.hs.db.run("claims", lambda t: t.query(
+            "SELECT stream, instance FROM stream_positions ORDER BY 1, 2"))
+        self.assertIn(("events", "writer"), claims)
+        self.assertIn(("receipts", "reader"), claims)  # any instance may write receipts
+        self.assertNotIn(("events", "reader"), claims)  # the reader only follows events
+
+
