@@ -108,9 +108,15 @@ class FederationSender:
         max_retry_interval_ms: int,
         edus: EduSources | None = None,
         server_allowed: Callable[[str, str], Awaitable[bool]] | None = None,
+        elsewhere: Callable[[str, list[str]], None] | None = None,
     ) -> None:
         """`server_allowed(room_id, server)` is the room's server ACL (the access module's):
-        nothing of a room, PDU or EDU, goes to a server its ACL denies."""
+        nothing of a room, PDU or EDU, goes to a server its ACL denies.
+
+        A sender that is never started (another process sends: homeserver/roles.py) still
+        queues the EDUs it is handed, in the database; it tells `elsewhere(kind,
+        destinations)` ("queued" or "up") so that the sending process wakes for them."""
+        self._elsewhere = elsewhere
         self._store = store
         self._server_allowed = server_allowed
         self._members = members
@@ -135,6 +141,7 @@ class FederationSender:
         self._txn_counter = 0
         self._remove_listener: Callable[[], None] | None = None
         self._stopped = False
+        self._started = False
         self._tasks: set[defer.Deferred[None]] = set()
         self._bookkeeping: set[defer.Deferred[None]] = set()
         self.stats = SenderStats()
@@ -143,6 +150,7 @@ class FederationSender:
 
     async def start(self) -> None:
         """Load the position (first start: now, history is not sent) and resume queues."""
+        self._started = True
         self._txn_prefix = str(self._now_ms())
         position = await self._store.get_position()
         if position is None:
@@ -176,6 +184,10 @@ class FederationSender:
 
     def destination_up(self, destination: str) -> None:
         """The destination just reached us: retry it now rather than at its backoff's end."""
+        if not self._started:
+            if self._elsewhere is not None:
+                self._elsewhere("up", [destination])
+            return
         state = self._destinations.get(destination)
         if state is None or state.retry is None:
             return
@@ -284,12 +296,29 @@ class FederationSender:
             return frozenset(server_of(u) for u in await self._joined(event.room_id))
         hosts = self._group_hosts.get(group)
         if hosts is None:
+            hosts = await self._hosts_after_joins(group)
+        if hosts is None:
             found = await self._store.joined_users_at_groups([group])
             hosts = frozenset(server_of(u) for u in found.get(group, []))
-            self._group_hosts[group] = hosts
-            while len(self._group_hosts) > GROUP_CACHE_SIZE:
-                self._group_hosts.popitem(last=False)
+        self._group_hosts[group] = hosts
+        self._group_hosts.move_to_end(group)
+        while len(self._group_hosts) > GROUP_CACHE_SIZE:
+            self._group_hosts.popitem(last=False)
         return hosts
+
+    async def _hosts_after_joins(self, group: int) -> frozenset[str] | None:
+        """The group's hosts from its previous group's, when it only adds joins; else None.
+
+        A room's state changes mostly by joins, each in a new group: reading the
+        whole chain for each would cost the room's size per join (quadratic over
+        a room filling up). A leave may take a server out only if it was that
+        server's last member, which needs the full read."""
+        prev, changes = await self._store.group_member_delta(group)
+        if prev is None or prev not in self._group_hosts:
+            return None
+        if any(membership != "join" for _, membership in changes):
+            return None
+        return self._group_hosts[prev] | {server_of(user) for user, _ in changes}
 
     # -- EDUs ----------------------------------------------------------------------
 
@@ -308,8 +337,24 @@ class FederationSender:
 
     async def _queue_edus(self, rows: list[tuple[str, str, Any]]) -> None:
         await self._store.enqueue_edus(rows, self._now_ms())
-        for destination in {r[0] for r in rows}:
+        destinations = sorted({r[0] for r in rows})
+        if not self._started:
+            if self._elsewhere is not None and destinations:
+                self._elsewhere("queued", destinations)
+            return
+        for destination in destinations:
             self._wake(destination, None)
+
+    def woken_elsewhere(self, kind: str, destinations: list[str]) -> None:
+        """Another process queued EDUs for these destinations ("queued") or heard from
+        them ("up"): send now."""
+        if not self._started:
+            return
+        for destination in destinations:
+            if kind == "up":
+                self.destination_up(destination)
+            else:
+                self._wake(destination, None)
 
     async def _typing_changed(self, room_id: str) -> None:
         assert self._edus.typing_users is not None

@@ -137,7 +137,6 @@ class BatchingTests(TestCase):
         await eventually(lambda: _async(len(f.transport.delivered_pdus()) == 1))
         self.assertEqual(f.transport.delivered_pdus(), ids)
 
-
     async def test_events_with_nothing_to_send_move_the_position_without_a_write_each(self) -> None:
         f = SenderFixture(self)
         await f.setup()
@@ -161,6 +160,35 @@ class BatchingTests(TestCase):
         ids = await f.send(1)
         await eventually(lambda: _async(f.transport.delivered_pdus() == ids))
         await eventually(lambda: _stored_position_is(f, hs.streams["events"].current))
+
+
+class RoutingTests(TestCase):
+    async def test_destinations_follow_joins_and_a_servers_last_leave(self) -> None:
+        f = SenderFixture(self)
+        await f.setup()  # bob of remote.test has joined
+        engine = f.server.hs.engine
+
+        async def membership(user: str, value: str) -> None:
+            await engine.append(f.room_id, NewEvent(user, "m.room.member",
+                                                    {"membership": value}, user))
+
+        async def sent_to(event_id: str) -> set[str]:
+            await eventually(lambda: _async(event_id in f.transport.delivered_pdus()))
+            return {dest for dest, _, body, failed in f.transport.calls if not failed
+                    for pdu in body["pdus"] if _id(pdu) == event_id}
+
+        # A message after each change: its group is the change's, whose previous group
+        # the message before made the sender read (joins then extend it, leaves re-read).
+        steps = [("@c:one.test", "join", {REMOTE, "one.test"}),
+                 ("@c:two.test", "join", {REMOTE, "one.test", "two.test"}),
+                 ("@d:two.test", "join", {REMOTE, "one.test", "two.test"}),
+                 ("@c:two.test", "leave", {REMOTE, "one.test", "two.test"}),  # @d stays
+                 ("@d:two.test", "leave", {REMOTE, "one.test"}),  # two.test's last member
+                 ("@e:three.test", "join", {REMOTE, "one.test", "three.test"})]
+        for i, (user, value, expected) in enumerate(steps):
+            await membership(user, value)
+            (event_id,) = await f.send(1, f"step{i}-")
+            self.assertEqual(await sent_to(event_id), expected, (user, value))
 
 
 class RetryTests(TestCase):
@@ -330,3 +358,30 @@ async def _stored_position_is(f: SenderFixture, position: int) -> bool:
 async def _retry_count(f: SenderFixture, count: int) -> Any:
     retry = await f.store.get_retry(REMOTE)
     return retry if retry is not None and retry.failure_count >= count else None
+
+
+class SentElsewhereTests(TestCase):
+    """A sender that another process runs: EDUs handed to it here are queued in the
+    database and the sending process is told, never sent from here."""
+
+    async def test_queued_edus_and_destinations_up_are_passed_on(self) -> None:
+        f = SenderFixture(self)
+        await f.setup()
+        told: list[tuple[str, list[str]]] = []
+        hs = f.server.hs
+        idle = FederationSender(f.store, RoomStateStore(hs.db), hs.streams["events"],
+                                hs.notifier, f.transport, hs.config.server_name, f.clock,
+                                min_retry_interval_ms=1000, max_retry_interval_ms=8000,
+                                elsewhere=lambda kind, dests: told.append((kind, dests)))
+        await idle.queue_edus([(REMOTE, "m.direct_to_device", {"messages": {}})])
+        idle.destination_up(REMOTE)
+        idle.woken_elsewhere("queued", [REMOTE])  # not started: nothing happens here
+        self.assertEqual(told, [("queued", [REMOTE]), ("up", [REMOTE])])
+        self.assertEqual(f.transport.calls, [])
+        # The sending process, woken for it, sends what was queued.
+        f.sender.woken_elsewhere("queued", [REMOTE])
+        await eventually(lambda: _edu_types(f, ["m.direct_to_device"]))
+
+
+async def _edu_types(f: SenderFixture, expected: list[str]) -> bool:
+    return [e["edu_type"] for e in f.transport.delivered_edus()] == expected
