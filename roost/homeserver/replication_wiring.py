@@ -58,8 +58,11 @@ class StreamWiring:
         self._publisher = await connect_redis(None, redis.host, redis.port, redis.db,
                                               redis.password, poolsize=1)
         closers.append(("replication publisher", self._publisher.close))
+        # The database's name in the channel: deployments (or tests) sharing a Redis
+        # and a key prefix by mistake still never hear each other's positions.
+        channel = f"{redis.key_prefix}replication:{await self._db.current_database()}"
         bus = ReplicationBus(self._publisher, redis.host, redis.port, redis.password,
-                             redis.key_prefix + "replication", self._roles.instance)
+                             channel, self._roles.instance)
         self.replication = Replication(bus, self._db, self._clock)
 
     @property
