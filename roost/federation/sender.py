@@ -279,12 +279,29 @@ class FederationSender:
             return frozenset(server_of(u) for u in await self._joined(event.room_id))
         hosts = self._group_hosts.get(group)
         if hosts is None:
+            hosts = await self._hosts_after_joins(group)
+        if hosts is None:
             found = await self._store.joined_users_at_groups([group])
             hosts = frozenset(server_of(u) for u in found.get(group, []))
-            self._group_hosts[group] = hosts
-            while len(self._group_hosts) > GROUP_CACHE_SIZE:
-                self._group_hosts.popitem(last=False)
+        self._group_hosts[group] = hosts
+        self._group_hosts.move_to_end(group)
+        while len(self._group_hosts) > GROUP_CACHE_SIZE:
+            self._group_hosts.popitem(last=False)
         return hosts
+
+    async def _hosts_after_joins(self, group: int) -> frozenset[str] | None:
+        """The group's hosts from its previous group's, when it only adds joins; else None.
+
+        A room's state changes mostly by joins, each in a new group: reading the
+        whole chain for each would cost the room's size per join (quadratic over
+        a room filling up). A leave may take a server out only if it was that
+        server's last member, which needs the full read."""
+        prev, changes = await self._store.group_member_delta(group)
+        if prev is None or prev not in self._group_hosts:
+            return None
+        if any(membership != "join" for _, membership in changes):
+            return None
+        return self._group_hosts[prev] | {server_of(user) for user, _ in changes}
 
     # -- EDUs ----------------------------------------------------------------------
 

@@ -90,7 +90,7 @@ from roost.homeserver.operations import (
     start_metrics,
 )
 from roost.homeserver.replication_wiring import StreamWiring
-from roost.homeserver.roles import Roles
+from roost.homeserver.roles import MAIN, Roles
 from roost.homeserver.wiring_roles import (
     build_engine,
     federation_wakeups,
@@ -106,7 +106,7 @@ from roost.rooms.access import RoomAccess
 from roost.rooms.engine import NewEvent, RoomEngine, RoomError
 from roost.rooms.hierarchy import SpaceHierarchy
 from roost.storage.accounts import UserStore
-from roost.storage.database import Database
+from roost.storage.database import Database, application_name
 from roost.storage.devices import DeviceStore
 from roost.storage.directory import DirectoryStore
 from roost.storage.embedded import start_embedded_postgres
@@ -189,7 +189,8 @@ async def open_database(config: RoostConfig, reactor: Any, dsn: str | None = Non
         dsn, embedded = await threads.deferToThreadPool(
             reactor, reactor.getThreadPool(), start_embedded_postgres, config.path(config.data_dir)
         )
-    db = Database(reactor, dsn, config.database.pool_min, config.database.pool_max)
+    db = Database(reactor, dsn, config.database.pool_min, config.database.pool_max,
+                  application_name=application_name(config.worker or MAIN))
     try:
         await migrate(db)
     except Exception:

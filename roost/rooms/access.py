@@ -29,10 +29,9 @@ from roost.rooms.visibility import (
     STATE,
     History,
     Standing,
-    can_see_event,
+    Visibility,
     room_read,
     server_can_see_event,
-    value_at,
 )
 from roost.storage.room_state import RoomStateStore
 
@@ -122,11 +121,21 @@ class RoomAccess:
     # -- events, for users --------------------------------------------------------------
 
     async def visibility_history(self, room_id: str) -> History:
-        """(stream position, history_visibility) of each change, in order."""
-        history = await self._state.state_history(room_id, "m.room.history_visibility", "")
-        loaded = await self._engine.get_events([eid for _, eid in history])
-        return [(pos, str(loaded[eid].event.content.get("history_visibility", "shared")))
-                for pos, eid in history if eid in loaded]
+        """(stream position, history_visibility) of each change, in order: kept on the
+        engine's cached head of the room (RoomEngine.visibility_changes)."""
+        try:
+            return await self._engine.visibility_changes(room_id)
+        except RoomError:  # a room the engine has no head for: read it as it is
+            history = await self._state.state_history(room_id, "m.room.history_visibility", "")
+            loaded = await self._engine.get_events([eid for _, eid in history])
+            return [(pos, str(loaded[eid].event.content.get("history_visibility", "shared")))
+                    for pos, eid in history if eid in loaded]
+
+    async def _reader_history(self, room_id: str, user_id: str) -> tuple[bool, History]:
+        """Whether the user forgot the room, and their membership history (one round trip)."""
+        if self._forgotten is None:
+            return False, await self._state.membership_history(room_id, user_id)
+        return await self._state.reader_history(room_id, user_id)
 
     async def visible_events(self, room_id: str, user_id: str,
                              events: list[LoadedEvent]) -> list[LoadedEvent]:
@@ -141,27 +150,30 @@ class RoomAccess:
                   and e.stream_ordering is not None and not e.rejected]
         if not events:
             return []
-        forgotten = await self.is_forgotten(room_id, user_id)
-        memberships: History = [] if forgotten else \
-            await self._state.membership_history(room_id, user_id)
-        visibilities = await self.visibility_history(room_id)
+        forgotten, history = await self._reader_history(room_id, user_id)
+        memberships: History = [] if forgotten else history
+        rules = Visibility(await self.visibility_history(room_id), memberships)
         visible = [
             e for e in events
-            if can_see_event(visibilities, memberships, e.stream_ordering or 0)
+            if rules.can_see(e.stream_ordering or 0)
             or (not forgotten and e.event.type == "m.room.member"
                 and e.event.state_key == user_id)
         ]
-        return await self._erase(visible, lambda e: e.event.sender != user_id and value_at(
-            memberships, e.stream_ordering or 0, None) != "join")
+        return await self._erase(visible, lambda e: e.event.sender != user_id
+                                 and rules.membership_at(e.stream_ordering or 0) != "join")
 
     async def _erase(self, events: list[LoadedEvent],
                      applies: Callable[[LoadedEvent], bool]) -> list[LoadedEvent]:
         """Events of erased senders, redacted where `applies` (issue 15: a user who
         deactivated with erase: true is hidden from those who were not in the room when
         they spoke, and from other servers)."""
-        if self._erased is None or not events:
+        if self._erased is None:
             return events
-        erased = await self._erased({e.event.sender for e in events})
+        senders = {e.event.sender for e in events
+                   if e.event.type != "m.room.member" and applies(e)}
+        if not senders:  # nothing it could hide: no query
+            return events
+        erased = await self._erased(senders)
         if not erased:
             return events
         return [LoadedEvent(e.event.redacted(), e.stream_ordering, e.redacted_by, e.rejected)

@@ -26,11 +26,13 @@ from twisted.internet import defer
 
 from roost.rooms import remote_jobs
 from roost.rooms.engine_types import (
+    HISTORY_VISIBILITY,
     MAX_STATE_CHAIN,
     LoadedEvent,
     NewEvent,
     RoomError,
     StateKey,
+    changes_visibility,
     event_from_storage,
     membership_of,
 )
@@ -132,6 +134,7 @@ class RoomEngine:
         self._builder = LocalEventBuilder(server_name, signing_key, clock, state_groups)
         # Rooms' heads, least recently used first; bounded (see _keep_head).
         self._heads: OrderedDict[str, _Head] = OrderedDict()
+        self._forgets = 0  # forget_heads calls so far (see _head)
         self._max_heads = max(1, max_cached_heads)
         self._queues: dict[str, _Queue] = {}
         self._reserved_ids: set[str] = set()  # v12 room ids being checked for a create
@@ -187,6 +190,7 @@ class RoomEngine:
     def forget_heads(self, room_ids: Iterable[str]) -> None:
         """Drop the cached heads of rooms another process appended to (they reload from
         storage when next used). Rooms with appends queued here keep theirs."""
+        self._forgets += 1  # a head loading meanwhile may predate that write: not kept
         for room_id in room_ids:
             if room_id not in self._queues:
                 self._heads.pop(room_id, None)
@@ -259,6 +263,8 @@ class RoomEngine:
             rows.append(local_row(event, request, position, group_of[event.event_id]))
         changed = {(e.type, e.state_key): (e.event_id, membership_of(e))
                    for e in events if e.state_key is not None}
+        if changes_visibility(events):
+            working.visibility = None
         new_room = next((u.new_room for u, _, _ in accepted if u.new_room), None)
         creator = events[0].sender
         batch = RoomBatch(
@@ -336,6 +342,7 @@ class RoomEngine:
             head = _Head(new_room, {}, {}, [], 0, None, 0)
             self._keep_head(room_id, head)
             return head
+        forgets = self._forgets
         stored = await self._state.room_head(room_id)
         if stored is None:
             raise RoomError(404, "M_NOT_FOUND", "Unknown room")
@@ -348,6 +355,8 @@ class RoomEngine:
         held = self._heads.get(room_id)
         if held is not None:  # the room's worker stored a newer one while this loaded
             return held
+        if forgets != self._forgets:  # another process wrote meanwhile: use once, keep not
+            return head
         self._keep_head(room_id, head)
         return head
 
@@ -528,6 +537,25 @@ class RoomEngine:
 
     def loaded(self, stored: list[StoredEvent]) -> list[LoadedEvent]:
         return self._reader.loaded(stored)
+
+    async def visibility_changes(self, room_id: str) -> list[tuple[int, str]]:
+        """(stream position, history_visibility) of every accepted history_visibility
+        event of the room, in order: what history visibility is decided on.
+
+        Read once and kept on the room's cached head (every /messages page, /context
+        and sync timeline asks). Each persist that stores such an event leaves the head
+        that follows without it, and a head read from storage starts without it, so it
+        is read again then; a reader that read it meanwhile keeps its answer on the
+        head it started from, no longer the room's.
+        """
+        head = await self._head(room_id)
+        if head.visibility is None:
+            history = await self._state.state_history(room_id, HISTORY_VISIBILITY, "")
+            loaded = await self.get_events([eid for _, eid in history])
+            head.visibility = [
+                (pos, str(loaded[eid].event.content.get("history_visibility", "shared")))
+                for pos, eid in history if eid in loaded]
+        return head.visibility
 
     async def current_state_events(self, room_id: str) -> dict[StateKey, Event]:
         head = await self._head(room_id)

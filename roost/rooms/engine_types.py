@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -65,6 +66,10 @@ class RoomHead:
     depth: int
     state_group: int | None
     chain_length: int
+    # (stream position, history_visibility) of each change so far, read on first use: a
+    # copy keeps it, and each persist that stores an m.room.history_visibility event
+    # leaves it None on the head that follows (see RoomEngine.visibility_changes).
+    visibility: list[tuple[int, str]] | None = None
     # event id -> state event, built on first use (a copy starts without it).
     _by_id: dict[str, Event] | None = field(default=None, init=False, compare=False,
                                              repr=False)
@@ -94,6 +99,15 @@ def parse_pdu_json(pdu_json: str) -> dict[str, Any]:
         return orjson.loads(pdu_json)
     except orjson.JSONDecodeError:
         return json.loads(pdu_json)
+
+
+HISTORY_VISIBILITY = "m.room.history_visibility"
+
+
+def changes_visibility(events: Iterable[Event]) -> bool:
+    """Whether any of the events is an m.room.history_visibility state event (one that,
+    once stored, may change a room's visibility history)."""
+    return any(e.type == HISTORY_VISIBILITY and e.state_key == "" for e in events)
 
 
 def membership_of(event: Event) -> str | None:

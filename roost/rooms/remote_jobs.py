@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from roost.rooms.engine_types import RoomError, StateKey, membership_of
+from roost.rooms.engine_types import RoomError, StateKey, changes_visibility, membership_of
 from roost.rooms.engine_types import RoomHead as _Head
 from roost.rooms.events import Event
 from roost.rooms.ingest import sort_by_auth, sort_by_prevs
@@ -62,6 +62,8 @@ async def _persist(engine: RoomEngine, run: _RemoteRun,
     changed = {key: (eid, membership_of(working.state_events[key]))
                for key, eid in working.state.items() if head.state.get(key) != eid}
     removed = [key for key in head.state if key not in working.state]
+    if changes_visibility(e for e, *_ in run.rows):
+        working.visibility = None
     batch = RoomBatch(
         room_id, rows, run.groups, changed, list(working.extremities) if accepted else None,
         new_room, removed,
@@ -126,6 +128,11 @@ async def backfill(
                       for e, st, g, r in timeline],
             [_remote_row(e, None, g, st, r, run.ineffective_redactions)
              for e, st, g, r in others], run.groups)
+        if changes_visibility(e for e, *_ in run.rows):
+            # Older history of the room's visibility: the head that follows reads it again.
+            fresh = (await engine._head(room_id)).copy()
+            fresh.visibility = None
+            engine._keep_head(room_id, fresh)
     return {eid: o.status for eid, o in run.outcomes.items()}
 
 

@@ -58,6 +58,37 @@ def can_see_event(visibilities: History, memberships: History, position: int) ->
     return visibility == "invited" and membership == "invite"
 
 
+class Visibility:
+    """`can_see_event` for one reader over many events (a page of history): the two
+    histories are indexed once, not per event. Same answers, by the same steps."""
+
+    def __init__(self, visibilities: History, memberships: History) -> None:
+        self._visibilities = visibilities
+        self._memberships = memberships
+        self._visibility_positions = [p for p, _ in visibilities]
+        self._membership_positions = [p for p, _ in memberships]
+        self._joined_now = bool(memberships) and memberships[-1][1] == "join"
+        joins = [p for p, m in memberships if m == "join"]
+        self._last_join = joins[-1] if joins else None
+
+    def membership_at(self, position: int) -> str | None:
+        index = bisect_right(self._membership_positions, position)
+        return self._memberships[index - 1][1] if index else None
+
+    def can_see(self, position: int) -> bool:
+        index = bisect_right(self._visibility_positions, position)
+        visibility = self._visibilities[index - 1][1] if index else "shared"
+        if visibility == "world_readable":
+            return True
+        membership = self.membership_at(position)
+        if membership == "join":
+            return True
+        if visibility == "shared" and (self._joined_now or (
+                self._last_join is not None and self._last_join > position)):
+            return True
+        return visibility == "invited" and membership == "invite"
+
+
 def server_can_see_event(visibilities: History, members: Iterable[History], position: int) -> bool:
     """An event goes to a server only if one of its users could see it (`members` holds
     the membership history of each of that server's users who ever had one)."""

@@ -10,6 +10,7 @@ once the transaction has committed, which is how the stores tell the notifier.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -71,7 +72,11 @@ class Txn:
 class Database:
     """A pool of psycopg2 connections driven from a Twisted thread pool."""
 
-    def __init__(self, reactor: IReactorCore | IReactorThreads, dsn: str, pool_min: int = 2, pool_max: int = 10):
+    def __init__(self, reactor: IReactorCore | IReactorThreads, dsn: str, pool_min: int = 2,
+                 pool_max: int = 10, application_name: str | None = None):
+        """`application_name` names this process's connections in pg_stat_activity: with
+        several processes, whether any connection of an instance is left tells the
+        others that none of its transactions can still commit (shared_streams.py)."""
         self._reactor = reactor
         self.dsn = dsn
         # (desc, seconds, committed) after each attempt; set when metrics are on.
@@ -83,7 +88,7 @@ class Database:
             cp_max=pool_max,
             cp_reconnect=True,
             cp_noisy=False,
-            cp_openfun=_prepare_connection,
+            cp_openfun=functools.partial(_prepare_connection, application_name=application_name),
             cp_reactor=reactor,
         )
 
@@ -130,8 +135,17 @@ class Database:
         return None
 
 
-def _prepare_connection(conn: Any) -> None:
+def _prepare_connection(conn: Any, application_name: str | None = None) -> None:
+    if application_name is not None:
+        with conn.cursor() as cur:
+            cur.execute("SET application_name = %s", (application_name,))
+        conn.commit()
     conn.set_session(isolation_level="READ COMMITTED")
+
+
+def application_name(instance: str) -> str:
+    """The application_name of an instance's connections (see Database)."""
+    return f"roost:{instance}"
 
 
 def like_escape(term: str) -> str:

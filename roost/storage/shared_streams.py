@@ -36,7 +36,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from roost.storage.database import Database
+from roost.storage.database import Database, application_name
 from roost.storage.replication import ReplicationBus
 from roost.storage.stream_positions import StreamPositionStore
 from roost.storage.streams import Announcer
@@ -129,6 +129,13 @@ class SharedStream:
     def claim(self) -> int:
         """This writer's own claim (what it publishes and stores)."""
         return self._mine
+
+    def claims(self) -> dict[str, int]:
+        """Every writer's claim as known here, this process's own included."""
+        known = dict(self._claims)
+        if self.is_writer:
+            known[self.instance] = self._mine
+        return known
 
     def on_claim(self, hook: ClaimHook) -> None:
         """Call `hook(claim, rooms, users)` when this writer's claim moves (to publish it)."""
@@ -253,7 +260,8 @@ class Replication:
 
     def __init__(self, bus: ReplicationBus | None, db: Database, clock: Any,
                  store_interval: float = 0.2, poll_interval: float = 1.0,
-                 heartbeat_every: int = 5, instance: str | None = None) -> None:
+                 heartbeat_every: int = 5, instance: str | None = None,
+                 retire_after: float = 5.0) -> None:
         """Without a bus (no Redis), positions are only polled from storage."""
         self.bus = bus
         self.instance = bus.instance if bus is not None else str(instance)
@@ -268,6 +276,11 @@ class Replication:
         self._loop: task.LoopingCall | None = None
         self._catching_up: defer.Deferred[None] | None = None
         self._stopped = False
+        # A writer whose claim holds readers back and has not moved for `retire_after`
+        # seconds is looked for in pg_stat_activity; gone, it is retired.
+        self._retire_after = retire_after
+        self._unmoved: dict[tuple[str, str], tuple[int, float]] = {}
+        self._retiring: defer.Deferred[None] | None = None
         if bus is not None:
             bus.subscribe("position", self._on_position)
             bus.subscribe("ask", lambda sender, message: self._publish_claims())
@@ -326,7 +339,47 @@ class Replication:
                     rooms, users = found
             shared.observe_many(stored, rooms, users, at=target)
 
+    async def retire_stalled(self) -> None:
+        """Let readers pass writers that hold them back and whose process is gone.
+
+        A writer killed with writes in flight never finishes them, and its last
+        claim would hold every reader of the stream until it came back. Once no
+        connection of its process is left, none of those writes can commit any
+        more, so it is treated as idle: its claim moves to the newest known
+        (stored, so that it starts above it when it returns), and the writes
+        it did commit are announced with their rooms and users.
+        """
+        for shared, instance, top in self._stalled():
+            if not await self._store.retire_if_gone(shared.name, instance,
+                                                    application_name(instance), top):
+                continue
+            logger.warning("%s: writer %s is gone; readers pass its claim", shared.name,
+                           instance)
+            target = shared.would_reach({instance: top})
+            found = await self._store.changes_between(shared.name, shared.current, target)
+            rooms, users = found if found is not None else (set(), set())
+            shared.observe_many({instance: top}, rooms, users, at=target)
+
     # -- internals ---------------------------------------------------------------
+
+    def _stalled(self) -> list[tuple[SharedStream, str, int]]:
+        """(stream, writer, newest claim) for each other writer holding readers back
+        for `retire_after` seconds without moving."""
+        now = self._clock.seconds()
+        found = []
+        for shared in self._streams.values():
+            claims = shared.claims()
+            top = max(claims.values())
+            for instance, claim in claims.items():
+                if instance == self.instance:
+                    continue
+                key = (shared.name, instance)
+                seen = self._unmoved.get(key)
+                if seen is None or seen[0] != claim or claim >= top:
+                    self._unmoved[key] = (claim, now)
+                elif claim <= shared.current and now - seen[1] >= self._retire_after:
+                    found.append((shared, instance, top))
+        return found
 
     def _claimed(self, shared: SharedStream, claim: int, rooms: frozenset[str],
                  users: frozenset[str]) -> None:
@@ -378,6 +431,11 @@ class Replication:
 
     def _tick(self) -> None:
         self._ticks += 1
+        if self._retiring is None and self._stalled():
+            d = defer.ensureDeferred(self.retire_stalled())
+            self._retiring = d
+            d.addErrback(lambda f: logger.warning("retiring a writer failed: %s", f.value))
+            d.addBoth(lambda _: setattr(self, "_retiring", None))
         if self.bus is None or not self.bus.connected:
             self._start_catch_up()
         elif self._ticks % self._heartbeat_every == 0:

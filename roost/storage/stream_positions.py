@@ -87,6 +87,32 @@ class StreamPositionStore:
 
         await self._db.run("stream_positions_store", txn)
 
+    async def retire_if_gone(self, stream: str, instance: str, connections_named: str,
+                             claim: int) -> bool:
+        """Move a writer's claim up to `claim` if it has no connection left.
+
+        With no connection of that instance's process in pg_stat_activity, none
+        of its transactions can still commit: it is as good as idle, and its
+        readers may pass it. Stored under `register`'s lock, so the same instance
+        starting again begins above `claim`. True if it was retired.
+        """
+
+        def txn(t: Txn) -> bool:
+            t.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK, stream))
+            row = t.query_one("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                              " AND datname = current_database()",
+                              (connections_named,))
+            if row is None or row[0]:
+                return False
+            t.execute(
+                "INSERT INTO stream_positions (stream, instance, position) VALUES (%s, %s, %s)"
+                " ON CONFLICT (stream, instance) DO UPDATE"
+                " SET position = GREATEST(stream_positions.position, EXCLUDED.position)",
+                (stream, instance, claim))
+            return True
+
+        return await self._db.run("stream_positions_retire", txn)
+
     async def changes_between(self, stream: str, after: int, upto: int
                               ) -> tuple[set[str], set[str]] | None:
         """The rooms and users of `stream`'s writes in (after, upto]; None if not known."""

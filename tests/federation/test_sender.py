@@ -133,6 +133,35 @@ class BatchingTests(TestCase):
         self.assertEqual(f.transport.delivered_pdus(), ids)
 
 
+class RoutingTests(TestCase):
+    async def test_destinations_follow_joins_and_a_servers_last_leave(self) -> None:
+        f = SenderFixture(self)
+        await f.setup()  # bob of remote.test has joined
+        engine = f.server.hs.engine
+
+        async def membership(user: str, value: str) -> None:
+            await engine.append(f.room_id, NewEvent(user, "m.room.member",
+                                                    {"membership": value}, user))
+
+        async def sent_to(event_id: str) -> set[str]:
+            await eventually(lambda: _async(event_id in f.transport.delivered_pdus()))
+            return {dest for dest, _, body, failed in f.transport.calls if not failed
+                    for pdu in body["pdus"] if _id(pdu) == event_id}
+
+        # A message after each change: its group is the change's, whose previous group
+        # the message before made the sender read (joins then extend it, leaves re-read).
+        steps = [("@c:one.test", "join", {REMOTE, "one.test"}),
+                 ("@c:two.test", "join", {REMOTE, "one.test", "two.test"}),
+                 ("@d:two.test", "join", {REMOTE, "one.test", "two.test"}),
+                 ("@c:two.test", "leave", {REMOTE, "one.test", "two.test"}),  # @d stays
+                 ("@d:two.test", "leave", {REMOTE, "one.test"}),  # two.test's last member
+                 ("@e:three.test", "join", {REMOTE, "one.test", "three.test"})]
+        for i, (user, value, expected) in enumerate(steps):
+            await membership(user, value)
+            (event_id,) = await f.send(1, f"step{i}-")
+            self.assertEqual(await sent_to(event_id), expected, (user, value))
+
+
 class RetryTests(TestCase):
     async def test_backoff_doubles_to_the_cap_and_never_gives_up(self) -> None:
         f = SenderFixture(self)

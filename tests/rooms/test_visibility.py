@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from twisted.trial.unittest import TestCase
 
 from roost.rooms.visibility import (
@@ -11,9 +13,11 @@ from roost.rooms.visibility import (
     JOINED,
     STATE,
     Standing,
+    Visibility,
     can_see_event,
     room_read,
     server_can_see_event,
+    value_at,
 )
 
 
@@ -65,3 +69,21 @@ class RoomRuleTests(TestCase):
         for standing, expected in cases:
             got = {kind: room_read(standing, kind) for kind in expected}
             self.assertEqual(got, expected, standing)
+
+
+class IndexedVisibilityTests(TestCase):
+    """`Visibility` (one reader, many events) answers exactly as can_see_event and value_at."""
+
+    def test_same_answers_as_the_spec_steps_for_every_history(self) -> None:
+        rng = random.Random(10)
+        values = ["shared", "invited", "joined", "world_readable"]
+        memberships = ["join", "leave", "invite", "ban", "knock"]
+        for _ in range(2000):
+            vis = [(p, rng.choice(values)) for p in sorted(rng.sample(range(60), rng.randint(0, 4)))]
+            mem = [(p, rng.choice(memberships))
+                   for p in sorted(rng.sample(range(60), rng.randint(0, 5)))]
+            rules = Visibility(vis, mem)
+            for position in range(-2, 62):
+                self.assertEqual(rules.can_see(position), can_see_event(vis, mem, position),
+                                 (vis, mem, position))
+                self.assertEqual(rules.membership_at(position), value_at(mem, position, None))

@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
-from roost.storage.database import Database
+from roost.storage.database import Database, application_name
 from roost.storage.notifier import Notifier, StreamChange
 from roost.storage.redis import connect_redis
 from roost.storage.replication import ReplicationBus
@@ -159,3 +159,46 @@ class SharedStreamReplicationTests(TestCase):
         self.addCleanup(_stop, proc)
         self.assertTrue(await _wait_until_up(proc, port))
         return proc
+
+
+class DeadWriterTests(TestCase):
+    """A writer killed with a write in flight stops holding readers back once its
+    process has no connection left, and starts above them when it returns."""
+
+    async def test_readers_pass_a_writer_whose_process_is_gone(self) -> None:
+        dsn = await fresh_database(self)
+        db_a = Database(reactor, dsn, 1, 2, application_name=application_name("a"))
+        self.addCleanup(db_a.close)
+        db_b = Database(reactor, dsn, 1, 2, application_name=application_name("b"))
+        alive = Replication(None, db_a, reactor, instance="a", retire_after=0)
+        writers = ["a", "b"]
+        mine = await alive.stream("receipts", 0, writers)
+        notifier = Notifier()
+        heard: list[StreamChange] = []
+        notifier.add_listener(heard.append)
+        mine.announce_to(notifier, "receipts")
+        doomed = await Replication(None, db_b, reactor, instance="b").stream(
+            "receipts", 0, writers)
+        [in_flight] = doomed.allocate(1)  # never finished: the process dies first
+        [written] = mine.allocate(1)
+        await ReceiptStore(db_a).put("!room", "@u", "m.read", "", "$e", 1, written)
+        mine.finish([written], rooms=["!room"])
+        for _ in range(2):  # seen unmoved, then looked for: its connections are there
+            await alive.retire_stalled()
+        self.assertLess(mine.current, written)
+        db_b.close()  # kill -9: its connections go, with them any write in flight
+        for _ in range(500):
+            await alive.retire_stalled()
+            if mine.current >= written:
+                break
+            await task.deferLater(reactor, 0.02, lambda: None)
+        self.assertGreaterEqual(mine.current, written)
+        self.assertIn("!room", {r for h in heard for r in h.rooms})
+        # Back again, it allocates only above what readers have passed.
+        db_again = Database(reactor, dsn, 1, 2, application_name=application_name("b"))
+        self.addCleanup(db_again.close)
+        back = await Replication(None, db_again, reactor, instance="b").stream(
+            "receipts", 0, writers)
+        [after] = back.allocate(1)
+        self.assertGreater(after, mine.current)
+        self.assertNotEqual(after, in_flight)
