@@ -45,8 +45,10 @@ def internal_site(roles: Roles, engine: RoomEngine) -> Any:
     """The internal listener's site for an event writer among several processes, else None."""
     if roles.single_process or not roles.runs("event_writer"):
         return None
+    from roost.homeserver.room_writers import ShardedEngine
     from roost.homeserver.room_writers import internal_site as site
 
+    assert isinstance(engine, ShardedEngine)
     return site(engine, roles)
 
 

@@ -135,7 +135,13 @@ class NginxWorkersTests(TestCase):
         room = (await c.ok("POST", "/_matrix/client/v3/createRoom",
                            {"preset": "public_chat"}, a))["room_id"]
         await c.ok("POST", f"/_matrix/client/v3/rooms/{quote(room)}/join", {}, b)
-        first = await c.ok("GET", "/_matrix/client/v3/sync", token=b)
+        # bob's reader may not be the process that took his join: it sees the join once
+        # the writer's position reaches it over Redis (milliseconds), not before.
+        for _ in range(100):
+            first = await c.ok("GET", "/_matrix/client/v3/sync", token=b)
+            if room in first["rooms"]["join"]:
+                break
+            await _sleep(0.1)
         self.assertIn(room, first["rooms"]["join"])
 
         # bob's long-poll waits on his reader; alice's send goes to any process and on to
