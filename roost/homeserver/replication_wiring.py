@@ -53,11 +53,16 @@ class StreamWiring:
         from roost.storage.redis import connect_redis
         from roost.storage.replication import ReplicationBus
 
+        # One connection: this process's messages arrive in the order it sent them
+        # (a push rule change before the account data that follows it, ...).
         self._publisher = await connect_redis(None, redis.host, redis.port, redis.db,
-                                              redis.password, poolsize=2)
+                                              redis.password, poolsize=1)
         closers.append(("replication publisher", self._publisher.close))
+        # The database's name in the channel: deployments (or tests) sharing a Redis
+        # and a key prefix by mistake still never hear each other's positions.
+        channel = f"{redis.key_prefix}replication:{await self._db.current_database()}"
         bus = ReplicationBus(self._publisher, redis.host, redis.port, redis.password,
-                             redis.key_prefix + "replication", self._roles.instance)
+                             channel, self._roles.instance)
         self.replication = Replication(bus, self._db, self._clock)
 
     @property
