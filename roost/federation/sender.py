@@ -160,11 +160,20 @@ class FederationSender:
         if self._edus.receipts_position is not None:
             self._receipts_position = self._edus.receipts_position()
         self._remove_listener = self._notifier.add_listener(self._on_change)
+        await self._resume_queues()
+        self._read_events()
+
+    async def _resume_queues(self) -> None:
         for destination, next_attempt in (await self._store.destinations_pending()).items():
             if destination == self._server_name:
                 continue
             self._wake(destination, max(0, next_attempt - self._now_ms()))
-        self._read_events()
+
+    def resume_queues(self) -> None:
+        """Look at every destination owed something again (after other processes' wake-ups
+        may have been lost: the bus was down)."""
+        if self._started and not self._stopped:
+            self._spawn(self._resume_queues())
 
     async def stop(self) -> None:
         """Stop listening and cancel timers; what is queued stays queued for the next start."""
