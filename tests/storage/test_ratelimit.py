@@ -13,6 +13,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
+from twisted.trial.unittest import TestCase as TrialTestCase
 
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from tests.redis_harness import (
@@ -252,3 +253,24 @@ class Cleanups:
             result = f(*args, **kwargs)
             if isinstance(result, defer.Deferred):
                 await result
+
+
+class RedisAwayTests(TrialTestCase):
+    """Redis stopping under a running server: limits hold in each process meanwhile."""
+
+    async def test_limits_hold_per_process_while_redis_is_away(self) -> None:
+        from twisted.internet import reactor
+
+        from roost.storage.redis import connect_redis
+        from tests.cluster_harness import private_redis
+
+        server = await private_redis(self)
+        conn = await connect_redis(None, "127.0.0.1", server.port, 0, None, poolsize=1)
+        self.addCleanup(conn.close)
+        limiter = RedisRateLimiter(conn, "away:", reactor)
+        self.assertEqual(await limiter.take("k", 0.001, 2), 0.0)
+        await server.stop()
+        # This process's own bucket now: a burst of 2, then a refusal; no hang, no error.
+        self.assertEqual(await limiter.take("k", 0.001, 2), 0.0)
+        self.assertEqual(await limiter.take("k", 0.001, 2), 0.0)
+        self.assertGreater(await limiter.take("k", 0.001, 2), 0.0)
