@@ -37,7 +37,7 @@ def free_port() -> int:
 class _Child(protocol.ProcessProtocol):
     def __init__(self, log_path: str) -> None:
         self.ended: defer.Deferred[None] = defer.Deferred()
-        self._log = open(log_path, "ab")  # noqa: SIM115 (closed when the process ends)
+        self._log = open(log_path, "ab", buffering=0)  # noqa: SIM115 (closed when it ends)
 
     def outReceived(self, data: bytes) -> None:
         self._log.write(data)
@@ -87,6 +87,7 @@ class Cluster:
         instance = self.instances[name]
         child = _Child(os.path.join(self.folder, f"{name}.log"))
         env = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}
+        env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         instance.process = reactor.spawnProcess(
             child, sys.executable,

@@ -91,7 +91,13 @@ from roost.homeserver.operations import (
 )
 from roost.homeserver.replication_wiring import StreamWiring
 from roost.homeserver.roles import MAIN, Roles
-from roost.homeserver.wiring_roles import build_engine, internal_site, watch_other_writers
+from roost.homeserver.wiring_roles import (
+    build_engine,
+    federation_wakeups,
+    follow_federation_wakeups,
+    internal_site,
+    watch_other_writers,
+)
 from roost.keys.local import LocalKey, load_or_create_signing_key
 from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
@@ -469,11 +475,13 @@ async def build_homeserver(
         max_retry_interval_ms=config.federation.max_retry_interval,
         edus=EduSources(typing_tracker.typing_users, presence_tracker.get,
                         lambda: streams["receipts"].current),
-        server_allowed=view.access.server_allowed)
+        server_allowed=view.access.server_allowed,
+        elsewhere=federation_wakeups(stream_wiring.bus))
     if roles.runs("federation_sender"):
         await sender.start()
         closers.append(("federation sender", sender.stop))
-        federation.on_authenticated.append(sender.destination_up)
+        follow_federation_wakeups(stream_wiring.bus, sender)
+    federation.on_authenticated.append(sender.destination_up)
     federation.sender = sender
     if metrics is not None:
         start_metrics(metrics, api, db, notifier, event_stream, socket_resource.open_sockets,

@@ -30,6 +30,7 @@ from roost.rooms.engine_types import (
     MAX_STATE_CHAIN,
     LoadedEvent,
     NewEvent,
+    RecentLocalEvents,
     RoomError,
     StateKey,
     changes_visibility,
@@ -140,6 +141,7 @@ class RoomEngine:
         self._reserved_ids: set[str] = set()  # v12 room ids being checked for a create
         # Events by id, parsed once for every reader; big current-state reads from the heads.
         self._reader = EventReader(events, self._heads)
+        self._recent = RecentLocalEvents()
 
     # -- appending ---------------------------------------------------------
 
@@ -289,6 +291,7 @@ class RoomEngine:
         for event, row in zip(events, rows, strict=True):
             if not event.unsigned:  # as storage holds it: readers get it unparsed
                 self._reader.remember(event, row.pdu_json)
+        self._recent.add(positions, events)
         members = {e.state_key for e in events if e.type == "m.room.member" and e.state_key}
         # Announced by the stream once every earlier position is readable too.
         self._stream.finish(positions, rooms=[room_id], users=members)
@@ -530,6 +533,11 @@ class RoomEngine:
         _succeed(unit.result, value)
 
     # -- reading -------------------------------------------------------------
+
+    def recent_local_events(self, after: int, upto: int) -> list[tuple[int, Event]] | None:
+        """Every event at the stream positions (after, upto] if all were local sends this
+        engine persisted lately (engine_types.RecentLocalEvents), else None: read storage."""
+        return self._recent.between(after, upto)
 
     async def get_events(self, event_ids: list[str]) -> dict[str, LoadedEvent]:
         """Events by id, parsed once (see event_reader.EventReader)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
@@ -135,6 +135,51 @@ class TwoProcessTests(TestCase):
         self.assertEqual(out.status, 200)
         refused = await reader.request("GET", V3 + "/account/whoami", token=alice["access_token"])
         self.assertEqual((refused.status, refused.body["errcode"]), (401, "M_UNKNOWN_TOKEN"))
+
+    async def test_a_push_rule_changed_at_the_reader_applies_at_the_writer(self) -> None:
+        writer, reader = await self._cluster()  # the writer runs the push evaluator
+        alice, bob, room = await self._room(writer)
+        first = await self._send(writer, alice, room, "t1")
+        self.assertTrue(await self._notifies(writer, first, bob["user_id"]))
+        muted = await reader.request("PUT", f"{V3}/pushrules/global/room/{q(room)}",
+                                     {"actions": []}, token=bob["access_token"])
+        self.assertEqual(muted.status, 200, muted.body)
+        told = reader.hs.streams["account_data"].claim  # the m.push_rules account data
+        await until(lambda: writer.hs.streams["account_data"].current >= told,
+                    "the writer hears of the change")
+        second = await self._send(writer, alice, room, "t2")
+        self.assertFalse(await self._notifies(writer, second, bob["user_id"]))
+
+    async def _send(self, server: RunningServer, user: dict[str, Any], room: str,
+                    txn: str) -> str:
+        sent = await server.request("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/{txn}",
+                                    {"msgtype": "m.text", "body": txn},
+                                    token=user["access_token"])
+        self.assertEqual(sent.status, 200, sent.body)
+        return sent.body["event_id"]
+
+    async def _notifies(self, server: RunningServer, event_id: str, user_id: str) -> bool:
+        """Whether the evaluator stored a notification of `event_id` for `user_id`."""
+        db = server.hs.db
+        [(position,)] = await db.run("pos", lambda t: t.query(
+            "SELECT stream_ordering FROM events WHERE event_id = %s", (event_id,)))
+        done: list[bool] = []
+
+        async def evaluated() -> None:
+            rows = await db.run("evaluated", lambda t: t.query(
+                "SELECT stream_position FROM push_evaluator_position"))
+            done.append(bool(rows) and rows[0][0] >= position)
+
+        for _ in range(750):
+            await evaluated()
+            if done[-1]:
+                break
+            await task.deferLater(reactor, 0.02, lambda: None)
+        self.assertTrue(done[-1], "the evaluator never reached the event")
+        rows = await db.run("actions", lambda t: t.query(
+            "SELECT 1 FROM push_actions WHERE event_id = %s AND %s = ANY(user_ids)",
+            (event_id, user_id)))
+        return bool(rows)
 
     async def test_both_processes_stored_their_positions(self) -> None:
         writer, reader = await self._cluster()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from tests.client_api.test_rooms_http import Client, assert_error, start_users
@@ -119,6 +120,27 @@ class EvaluationTests(TestCase):
         await bob.ok("DELETE", f"/pushrules/global/room/{q(room)}")
         await alice.send(room, "is there cake?")
         self.assertEqual(await unread(bob, room), {"main": (1, 1)})
+
+
+class ConcurrentSendTests(TestCase):
+    async def test_every_message_of_concurrent_senders_is_counted_once(self) -> None:
+        """Batches of events arrive while earlier ones are evaluated and written (the write
+        then reads the next batch too): none is skipped or counted twice."""
+        alice, bob, carol = await start_users(self, "alice", "bob", "carol")
+        room = await alice.create_room(preset="public_chat")
+        await bob.join(room)
+        await carol.join(room)
+
+        async def burst(sender: Client, n: int) -> None:
+            for i in range(n):
+                await sender.send(room, f"{sender.user_id} {i}")
+
+        await defer.gatherResults([defer.ensureDeferred(burst(alice, 30)),
+                                   defer.ensureDeferred(burst(bob, 30))])
+        self.assertEqual(await unread(carol, room), {"main": (60, 0)})
+        listed = (await notifications(carol, "?limit=100"))["notifications"]
+        self.assertEqual(len(listed), 60)
+        self.assertEqual(len({n["event"]["event_id"] for n in listed}), 60)
 
 
 class ReadPositionTests(TestCase):
