@@ -63,7 +63,7 @@ class StreamWiring:
         channel = f"{redis.key_prefix}replication:{await self._db.current_database()}"
         bus = ReplicationBus(self._publisher, redis.host, redis.port, redis.password,
                              channel, self._roles.instance)
-        self.replication = Replication(bus, self._db, self._clock)
+        self.replication = Replication(bus, self._db, self._clock, on_retired=_stop_process)
 
     @property
     def bus(self) -> Any:
@@ -125,3 +125,12 @@ class _SharedRuleChanges:
     def _replicated(self, sender: str, message: dict[str, Any]) -> None:
         self._evaluator.rules_changed(message["u"])
 
+
+def _stop_process(stream: str) -> None:
+    """The other processes took this one for dead and passed its position in `stream`
+    (shared_streams.Replication.retire_stalled): it stops, to be restarted (systemd,
+    or whatever runs it) above everyone, rather than write what no reader would see."""
+    from twisted.internet import reactor
+
+    logger.critical("stopping: retired from the %s stream by the other processes", stream)
+    reactor.callLater(0, reactor.stop)  # type: ignore[attr-defined]

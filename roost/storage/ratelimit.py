@@ -14,20 +14,11 @@ implementations give the same answers and tests drive both with a fake Clock.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-
-logger = logging.getLogger(__name__)
-
-# A take waits this long for Redis before limiting in this process instead, for
-# REDIS_RETRY_S seconds (then Redis is asked again).
-REDIS_TIMEOUT_S = 0.5
-REDIS_RETRY_S = 5
 
 if TYPE_CHECKING:  # txredisapi is imported only by a server that has Redis enabled
     from roost.storage.redis import RedisConnection
@@ -162,10 +153,9 @@ class RedisRateLimiter:
         self._redis = redis
         self._prefix = key_prefix
         self._clock = clock
-        # While Redis does not answer, each process limits on its own (issue 17: keep
-        # serving through a Redis restart), and tries Redis again after a pause.
-        self._fallback = InMemoryRateLimiter(clock)
-        self._redis_again_at = 0.0
+        # While Redis is unreachable each process limits on its own (issue 17: keep
+        # serving), rather than make every request wait for Redis to come back.
+        self._local = InMemoryRateLimiter(clock)
 
     def redis_key(self, key: str) -> str:
         """The Redis key of a bucket; public so that tests and admins can find it."""
@@ -174,20 +164,10 @@ class RedisRateLimiter:
     async def take(self, key: str, per_second: float, burst: int, cost: float = 1.0) -> float:
         check_limits(per_second, burst, cost)
         # repr() keeps every bit of a float; txredisapi would round it to 6 places
-        now = self._clock.seconds()
-        if now < self._redis_again_at:
-            return await self._fallback.take(key, per_second, burst, cost)
-        args = [repr(float(x)) for x in (now, per_second, burst, cost)]
-        asked = defer.ensureDeferred(self._redis.eval_script(_TAKE_LUA, [self.redis_key(key)],
-                                                             args))
-        asked.addTimeout(REDIS_TIMEOUT_S, self._clock)
+        args = [repr(float(x)) for x in (self._clock.seconds(), per_second, burst, cost)]
+        from roost.storage.redis import RedisUnavailable
+
         try:
-            answer = float(await asked)
-        except Exception as e:  # unreachable, timed out, refused: limit here for a while
-            if not self._redis_again_at:
-                logger.warning("rate limits: Redis does not answer (%s); limiting per process"
-                               " for %d s", e, REDIS_RETRY_S)
-            self._redis_again_at = self._clock.seconds() + REDIS_RETRY_S
-            return await self._fallback.take(key, per_second, burst, cost)
-        self._redis_again_at = 0.0
-        return answer
+            return float(await self._redis.eval_script(_TAKE_LUA, [self.redis_key(key)], args))
+        except RedisUnavailable:
+            return await self._local.take(key, per_second, burst, cost)
