@@ -192,3 +192,38 @@ async def start_cluster(testcase: TestCase, layout: dict[str, list[str]],
     testcase.addCleanup(lambda: defer.ensureDeferred(cluster.stop_all()))
     await defer.gatherResults([defer.ensureDeferred(cluster.start(n)) for n in instances])
     return cluster
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free loopback port, to stop and start (the
+    machine's shared Redis is never restarted)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.child: _Child | None = None
+        self.process: Any = None
+
+    async def start(self) -> None:
+        import shutil
+
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.child = _Child(os.path.join(self.folder, "redis.log"))
+        self.process = reactor.spawnProcess(
+            self.child, server, [server, "--port", str(self.port), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no"], env={}, path=self.folder)
+        await _wait_for_port(self.port, self.child, lambda: "redis-server did not start")
+
+    async def stop(self) -> None:
+        if self.child is not None and not self.child.ended.called:
+            self.process.signalProcess(signal.SIGKILL)
+            await self.child.ended
+
+
+async def private_redis(testcase: TestCase) -> PrivateRedis:
+    folder = os.path.abspath(testcase.mktemp())
+    os.makedirs(folder)
+    redis = PrivateRedis(folder)
+    await redis.start()
+    testcase.addCleanup(lambda: defer.ensureDeferred(redis.stop()))
+    return redis
