@@ -140,7 +140,8 @@ class EventStore:
                 "SELECT e.event_id, e.stream_ordering,"
                 " (SELECT MIN(x.event_id) FROM redactions x JOIN events re"
                 "   ON re.event_id = x.event_id"
-                "   WHERE x.redacts = e.event_id AND re.rejected_reason IS NULL),"
+                "   WHERE x.redacts = e.event_id AND re.rejected_reason IS NULL"
+                "   AND re.room_id = e.room_id),"
                 " e.rejected_reason IS NOT NULL"
                 " FROM events e WHERE e.event_id = ANY(%s)",
                 (event_ids,),
