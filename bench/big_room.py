@@ -81,7 +81,8 @@ async def big_room(base: str, members: int, repeat: int, server: Any,
         return result
 
 
-async def pagination(base: str, messages: int, repeat: int, server: Any) -> dict[str, Any]:
+async def pagination(base: str, messages: int, repeat: int, server: Any,
+                     db_times: bool = False) -> dict[str, Any]:
     async with aiohttp.ClientSession() as session:
         writer = await register(session, base, "writer")
         room = (await writer.call("POST", "/createRoom", {}))["room_id"]
@@ -105,6 +106,7 @@ async def pagination(base: str, messages: int, repeat: int, server: Any) -> dict
             return got
 
         await read_all()
+        before = _db_times(server)
         server.profile_on()
         meter, reactor = CpuMeter(server), server.reactor_cpu_seconds()
         timings = []
@@ -115,6 +117,9 @@ async def pagination(base: str, messages: int, repeat: int, server: Any) -> dict
             _expect(got == messages - 1, "pagination")
         spent = {**meter.per(repeat, "read_all"), "roost_reactor_cpu_ms_per_read_all": round(
             (server.reactor_cpu_seconds() - reactor) * 1000 / repeat, 2)}
+        if db_times:
+            spent["db_ms_per_read_all_by_transaction"] = _db_diff(
+                before, _db_times(server), repeat)
         server.profile_off()
         return {"messages": messages, "page": 100, "read_all": {**summary(timings), **spent}}
 
@@ -183,7 +188,7 @@ def main() -> None:
         result: dict[str, Any] = {"load_average": os.getloadavg()[0]}
         if args.only in (None, "pagination"):
             result["pagination"] = asyncio.run(
-                pagination(server.base_url, args.messages, args.repeat, server))
+                pagination(server.base_url, args.messages, args.repeat, server, args.db_times))
         if args.only in (None, "members"):
             result["big_room"] = asyncio.run(
                 big_room(server.base_url, args.members, args.repeat, server, args.db_times))

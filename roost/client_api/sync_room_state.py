@@ -157,7 +157,7 @@ class SyncRoomState:
         ids = [e.event_id for sender in sorted({e.event.sender for e in plan.timeline})
                if (e := current.get(("m.room.member", sender))) is not None
                and e.event_id not in have]
-        loaded = await self._state_events({e.event_id: e for e in current.values()}, ids)
+        loaded = await self._engine.current_state_loaded({room_id: ids})
         plan.state += [loaded[i] for i in ids if i in loaded]
 
     async def add_summaries(self, plans: dict[str, RoomPlan], user_id: str,
