@@ -62,17 +62,22 @@ class CpuMeter:
     def __init__(self, server: RoostProcess | None) -> None:
         self.server = server
         self.start = self._read()
+        if server is not None:
+            server.profile_on()  # under ROOST_BENCH_PROFILE_MEASURED only
 
-    def _read(self) -> tuple[float, dict[int, float], float]:
+    def _read(self) -> tuple[float, dict[int, float], float, float]:
         if self.server is None:
-            return 0.0, {}, 0.0
-        return self.server.cpu_seconds(), postgres_cpu_by_process(), time.process_time()
+            return 0.0, {}, 0.0, 0.0
+        return (self.server.cpu_seconds(), postgres_cpu_by_process(), time.process_time(),
+                self.server.reactor_cpu_seconds())
 
     def per(self, count: int, unit: str) -> dict[str, float]:
         end = self._read()
+        if self.server is not None:
+            self.server.profile_off()
         spent = (end[0] - self.start[0], cpu_between(self.start[1], end[1]),
-                 end[2] - self.start[2])
-        names = ("roost", "postgres", "bench_client")
+                 end[2] - self.start[2], end[3] - self.start[3])
+        names = ("roost", "postgres", "bench_client", "roost_reactor")
         return {f"{n}_cpu_ms_per_{unit}": round(s * 1000 / max(count, 1), 2)
                 for n, s in zip(names, spent, strict=True)}
 

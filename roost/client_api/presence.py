@@ -51,6 +51,10 @@ class _UserPresence:
     connections: int = 0
     idle_call: IDelayedCall | None = None
     offline_call: IDelayedCall | None = None
+    # When the timers are due (clock seconds). Activity moves these, not the timers: a
+    # timer that fires early re-arms for what remains (see _restart_idle_timer).
+    idle_at: float = 0.0
+    offline_at: float = 0.0
 
 
 class PresenceTracker:
@@ -91,11 +95,10 @@ class PresenceTracker:
             self._change(user_id, state, "online", state.status_msg)
 
     def connection_opened(self, user_id: str) -> None:
-        """A long-poll /sync or a socket began: the user cannot go offline while it lasts."""
+        """A long-poll /sync or a socket began: the user cannot go offline while it lasts
+        (a pending offline timer finds the connection and does nothing)."""
         state = self._user(user_id)
         state.connections += 1
-        _cancel(state.offline_call)
-        state.offline_call = None
 
     def connection_closed(self, user_id: str) -> None:
         """A /sync or socket ended; after the last one, offline follows the timeout."""
@@ -221,36 +224,51 @@ class PresenceTracker:
         self._stream.finish(positions, users=[user_id])  # announced by the stream
 
     def _restart_idle_timer(self, user_id: str, state: _UserPresence) -> None:
-        _cancel(state.idle_call)
-        state.idle_call = None
-        if not self._stopped:
+        """Idle `idle_timeout_s` from now. Every /sync and socket message restarts this,
+        so the timer is not moved (a cancel and a new reactor call each time, measured in
+        bench/sync_fanout.py): the deadline is, and a timer firing before it re-arms."""
+        state.idle_at = self._clock.seconds() + self._idle_timeout
+        if not self._stopped and not _pending(state.idle_call):
             state.idle_call = self._clock.callLater(self._idle_timeout, self._went_idle, user_id)
 
     def _restart_offline_timer(self, user_id: str, state: _UserPresence) -> None:
-        _cancel(state.offline_call)
-        state.offline_call = None
-        if not self._stopped:
+        """Offline `offline_timeout_s` from now unless a connection is open then (as
+        _restart_idle_timer: the deadline moves, the timer re-arms when it fires early)."""
+        state.offline_at = self._clock.seconds() + self._offline_timeout
+        if not self._stopped and not _pending(state.offline_call):
             state.offline_call = self._clock.callLater(self._offline_timeout, self._went_away,
                                                        user_id)
 
     def _went_idle(self, user_id: str) -> None:
         state = self._users[user_id]
         state.idle_call = None
-        if state.presence == "online":
+        remaining = state.idle_at - self._clock.seconds()
+        if remaining > 0 and not self._stopped:
+            state.idle_call = self._clock.callLater(remaining, self._went_idle, user_id)
+        elif state.presence == "online":
             self._change(user_id, state, "unavailable", state.status_msg)
 
     def _went_away(self, user_id: str) -> None:
         state = self._users[user_id]
         state.offline_call = None
-        if state.connections == 0 and state.presence != "offline":
-            self._cancel_timers(state)
-            self._change(user_id, state, "offline", state.status_msg)
+        if state.connections > 0 or state.presence == "offline":
+            return  # connection_closed starts the timer again after the last one ends
+        remaining = state.offline_at - self._clock.seconds()
+        if remaining > 0 and not self._stopped:
+            state.offline_call = self._clock.callLater(remaining, self._went_away, user_id)
+            return
+        self._cancel_timers(state)
+        self._change(user_id, state, "offline", state.status_msg)
 
     @staticmethod
     def _cancel_timers(state: _UserPresence) -> None:
         _cancel(state.idle_call)
         _cancel(state.offline_call)
         state.idle_call = state.offline_call = None
+
+
+def _pending(call: IDelayedCall | None) -> bool:
+    return call is not None and call.active()
 
 
 def _cancel(call: IDelayedCall | None) -> None:

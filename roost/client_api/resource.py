@@ -249,10 +249,11 @@ class JsonResource(Resource):
             logger.exception("%s %s failed", method, _clean(request))
             status, body = 500, {"errcode": "M_UNKNOWN", "error": "Internal server error"}
         self._respond(request, status, body, headers)
-        logger.info(
-            "%s %s %s %d %.1fms %s", rid, method, _clean(request), status,
-            (time.monotonic() - start) * 1000, user,
-        )
+        if logger.isEnabledFor(logging.INFO):  # the arguments cost a regex per request
+            logger.info(
+                "%s %s %s %d %.1fms %s", rid, method, _clean(request), status,
+                (time.monotonic() - start) * 1000, user,
+            )
 
     async def _requester(self, request: server.Request, route: Route) -> Requester | None:
         token = _access_token(request)

@@ -50,14 +50,24 @@ class StreamToken:
 
     @classmethod
     def parse(cls, raw: str, name: str = "since") -> StreamToken:
-        """A token from its written form; 400 M_INVALID_PARAM naming `name` if malformed."""
+        """A token from its written form; 400 M_INVALID_PARAM naming `name` if malformed.
+
+        Every receiver woken by one message comes back with the same `since`, so
+        recent answers are kept (a token is immutable; bounded)."""
+        known = _PARSED.get(raw) if isinstance(raw, str) else None
+        if known is not None:
+            return known
         match = _TOKEN_RE.match(raw) if isinstance(raw, str) else None
         if match is None:
             raise invalid_param(f"{name} is not a valid stream token")
         parts = [match.group(1)] + (match.group(2)[1:].split("_") if match.group(2) else [])
         if len(parts) > len(STREAMS):
             raise invalid_param(f"{name} names streams this server does not know")
-        return cls(*(int(p) for p in parts))
+        token = cls(*(int(p) for p in parts))
+        if len(_PARSED) >= MAX_PARSED:
+            _PARSED.clear()
+        _PARSED[raw] = token
+        return token
 
     def with_positions(self, **positions: int) -> StreamToken:
         return replace(self, **positions)
@@ -67,6 +77,8 @@ class StreamToken:
 
 
 STREAMS: tuple[str, ...] = tuple(f.name for f in fields(StreamToken))
+MAX_PARSED = 4096
+_PARSED: dict[str, StreamToken] = {}  # written form -> token, for recent tokens
 _TOKEN_RE = re.compile(r"^s(-?[0-9]{1,18})((?:_[0-9]{1,18})*)\Z")
 
 

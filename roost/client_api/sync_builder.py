@@ -83,6 +83,8 @@ class SyncBuilder:
             "account_data": lambda: account_stream.current,
             "presence": presence_now,
         }
+        self._currents = _in_token_order(self._positions)
+        self._last: tuple[tuple[int, ...], SyncToken, str] = ((), StreamToken(), str(StreamToken()))
         self._sections: list[Section] = []
         self._ignored: dict[str, frozenset[str]] = {}  # user -> ignored users, as last seen
         self._room_fields: list[RoomField] = []
@@ -96,6 +98,7 @@ class SyncBuilder:
         if name not in STREAMS or name in self._positions:
             raise ValueError(f"{name} is not a StreamToken field or is already registered")
         self._positions[name] = current
+        self._currents = _in_token_order(self._positions)
 
     def add_section(self, key: str, build: SectionBuild,
                     is_news: Callable[[Any], bool] = any_value) -> None:
@@ -120,8 +123,19 @@ class SyncBuilder:
     # -- building --------------------------------------------------------------------
 
     def now(self) -> SyncToken:
-        """The persisted-up-to position of every stream, read at one instant."""
-        return StreamToken(**{name: current() for name, current in self._positions.items()})
+        """The persisted-up-to position of every stream, read at one instant.
+
+        Asked several times per long poll and per socket round: while no stream
+        moves, the same token (and its written form, `text`) is handed out again."""
+        positions = tuple(current() for current in self._currents)
+        if positions != self._last[0]:
+            token = StreamToken(*positions)
+            self._last = (positions, token, str(token))
+        return self._last[1]
+
+    def text(self, token: SyncToken) -> str:
+        """`str(token)`, without writing it out again for the current token."""
+        return self._last[2] if token is self._last[1] else str(token)
 
     async def build(self, user_id: str, since: SyncToken | None, filt: SyncFilter,
                     full_state: bool = False,
@@ -140,7 +154,7 @@ class SyncBuilder:
         filt = filt.ignoring(ignored)
         request = SyncRequest(user_id, device_id, since, now, filt, full_state)
         rooms = await self._rooms(request, memberships, account, ignored)
-        body: JsonDict = {"next_batch": str(now), "rooms": rooms}
+        body: JsonDict = {"next_batch": self.text(now), "rooms": rooms}
         body["account_data"] = {"events": filt.account_data.cut([
             {"type": t, "content": c} for room, t, c in account
             if room == "" and filt.account_data.wants_type(t)])}
@@ -254,7 +268,8 @@ class SyncBuilder:
         by_room: dict[str, list[StoredEvent]] = {}
         for stored in fresh:
             by_room.setdefault(stored.room_id, []).append(stored)
-        joins = await self._events.latest_join_positions(user_id, list(newly_joined))
+        joins = await self._events.latest_join_positions(user_id, list(newly_joined)) \
+            if newly_joined else {}
         for room_id in joined:
             raw = by_room.get(room_id, [])
             new = self._wanted(raw, filt)
@@ -409,7 +424,8 @@ class SyncBuilder:
         kinds = self._recent.relation_kinds(e.event.event_id for e in timeline)
         served = await self._view.serialize(timeline, user_id, relation_kinds=kinds)
         await self._add_transaction_ids(served, timeline, user_id, device_id)
-        served_state = await self._view.serialize(state, user_id, with_relations=False)
+        served_state = await self._view.serialize(state, user_id, with_relations=False) \
+            if state else []
         if filt.event_fields is not None or filt.event_format != "client":
             served = [filt.shape(b, e.event.pdu) for b, e in zip(served, timeline, strict=True)]
             served_state = [filt.shape(b, e.event.pdu)
@@ -440,6 +456,15 @@ def _client_txn_id(event: Event, stored: str) -> str:
         if stored.startswith(prefix):
             return stored[len(prefix):]
     return stored.rsplit("/", 1)[-1]
+
+
+def _in_token_order(positions: dict[str, Callable[[], int]]) -> list[Callable[[], int]]:
+    """Each StreamToken field's position function, in field order (0 if unregistered)."""
+    return [positions.get(name, _zero) for name in STREAMS]
+
+
+def _zero() -> int:
+    return 0
 
 
 def _empty_body(now: SyncToken) -> JsonDict:

@@ -75,6 +75,8 @@ class SyncRoomState:
         the token from storage instead, so that event comes in the next sync's
         timeline, not before it.
         """
+        if not rooms:
+            return  # (an incremental sync with no newly joined room)
         wanted: dict[str, list[str]] = {}
         for room_id in rooms:
             current = await self._engine.current_state_events(room_id)

@@ -9,7 +9,9 @@ position on. Each destination then gets its queue in order, in transactions
 of at most 50 PDUs and 100 EDUs, one transaction in flight at a time; the
 rows a transaction carried are deleted only after a 200 answer. So a restart
 loses nothing, and a destination that was down gets everything, in order,
-once it is back.
+once it is back. Events with no destination (a room no other server is in)
+queue nothing, and the position they move is written up to
+`POSITION_WRITE_S` later, with the next write: not a transaction per batch.
 
 A failed transaction is retried with the same transaction id after a delay
 that starts at the configured minimum, doubles, and is capped at the
@@ -49,6 +51,7 @@ JsonDict = dict[str, Any]
 MAX_PDUS_PER_TXN = 50
 MAX_EDUS_PER_TXN = 100
 READ_BATCH = 500
+POSITION_WRITE_S = 1.0  # at most this late when the events read had nothing to send
 GROUP_CACHE_SIZE = 10_000
 
 
@@ -126,6 +129,8 @@ class FederationSender:
         self._max_retry = max(self._min_retry, max_retry_interval_ms)
         self._edus = edus or EduSources()
         self._position = 0
+        self._position_due = False  # the position moved without a write: write it next
+        self._position_timer: IDelayedCall | None = None
         self._reading = False
         self._read_again = False
         self._destinations: dict[str, _Destination] = {}
@@ -155,11 +160,20 @@ class FederationSender:
         if self._edus.receipts_position is not None:
             self._receipts_position = self._edus.receipts_position()
         self._remove_listener = self._notifier.add_listener(self._on_change)
+        await self._resume_queues()
+        self._read_events()
+
+    async def _resume_queues(self) -> None:
         for destination, next_attempt in (await self._store.destinations_pending()).items():
             if destination == self._server_name:
                 continue
             self._wake(destination, max(0, next_attempt - self._now_ms()))
-        self._read_events()
+
+    def resume_queues(self) -> None:
+        """Look at every destination owed something again (after other processes' wake-ups
+        may have been lost: the bus was down)."""
+        if self._started and not self._stopped:
+            self._spawn(self._resume_queues())
 
     async def stop(self) -> None:
         """Stop listening and cancel timers; what is queued stays queued for the next start."""
@@ -169,6 +183,8 @@ class FederationSender:
         for state in self._destinations.values():
             if state.timer is not None and state.timer.active():
                 state.timer.cancel()
+        if self._position_timer is not None and self._position_timer.active():
+            self._position_timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         self._tasks.clear()
@@ -218,6 +234,9 @@ class FederationSender:
                 self._read_again = False
                 upto = self._stream.current
                 if upto <= self._position:
+                    if self._position_due:
+                        self._position_due = False
+                        await self._store.set_position(self._position)
                     if not self._read_again:
                         return
                     continue
@@ -228,7 +247,11 @@ class FederationSender:
                     for destination in sorted(await self._destinations_for(event)):
                         rows.append((destination, event.stream_ordering, event.event_id))
                 relayed = [e.event_id for e in events if e.relay_origin is not None]
-                await self._store.enqueue_pdus(rows, new_position, relayed)
+                if rows or relayed or self._position_due:
+                    self._position_due = False
+                    await self._store.enqueue_pdus(rows, new_position, relayed)
+                else:
+                    self._write_position_soon()
                 self._position = new_position
                 for destination in {r[0] for r in rows}:
                     self._wake(destination, None)
@@ -238,6 +261,18 @@ class FederationSender:
             logger.exception("federation sender: reading events failed; retrying on next event")
         finally:
             self._reading = False
+
+    def _write_position_soon(self) -> None:
+        """Events with nothing to send (a room no other server is in) move the position
+        without a write of their own: it is written with the next batch that queues
+        something, or by the read loop `POSITION_WRITE_S` later. Read again after a crash,
+        those events would find nothing to send again."""
+        if self._position_timer is None or not self._position_timer.active():
+            self._position_timer = self._clock.callLater(POSITION_WRITE_S, self._position_now)
+
+    def _position_now(self) -> None:
+        self._position_due = True
+        self._read_events()
 
     async def _destinations_for(self, event: Any) -> set[str]:
         """Servers to send an event to: those joined after it, plus a departing member's.
@@ -270,12 +305,29 @@ class FederationSender:
             return frozenset(server_of(u) for u in await self._joined(event.room_id))
         hosts = self._group_hosts.get(group)
         if hosts is None:
+            hosts = await self._hosts_after_joins(group)
+        if hosts is None:
             found = await self._store.joined_users_at_groups([group])
             hosts = frozenset(server_of(u) for u in found.get(group, []))
-            self._group_hosts[group] = hosts
-            while len(self._group_hosts) > GROUP_CACHE_SIZE:
-                self._group_hosts.popitem(last=False)
+        self._group_hosts[group] = hosts
+        self._group_hosts.move_to_end(group)
+        while len(self._group_hosts) > GROUP_CACHE_SIZE:
+            self._group_hosts.popitem(last=False)
         return hosts
+
+    async def _hosts_after_joins(self, group: int) -> frozenset[str] | None:
+        """The group's hosts from its previous group's, when it only adds joins; else None.
+
+        A room's state changes mostly by joins, each in a new group: reading the
+        whole chain for each would cost the room's size per join (quadratic over
+        a room filling up). A leave may take a server out only if it was that
+        server's last member, which needs the full read."""
+        prev, changes = await self._store.group_member_delta(group)
+        if prev is None or prev not in self._group_hosts:
+            return None
+        if any(membership != "join" for _, membership in changes):
+            return None
+        return self._group_hosts[prev] | {server_of(user) for user, _ in changes}
 
     # -- EDUs ----------------------------------------------------------------------
 

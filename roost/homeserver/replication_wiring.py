@@ -53,12 +53,17 @@ class StreamWiring:
         from roost.storage.redis import connect_redis
         from roost.storage.replication import ReplicationBus
 
+        # One connection: this process's messages arrive in the order it sent them
+        # (a push rule change before the account data that follows it, ...).
         self._publisher = await connect_redis(None, redis.host, redis.port, redis.db,
-                                              redis.password, poolsize=2)
+                                              redis.password, poolsize=1, max_delay=2)
         closers.append(("replication publisher", self._publisher.close))
+        # The database's name in the channel: deployments (or tests) sharing a Redis
+        # and a key prefix by mistake still never hear each other's positions.
+        channel = f"{redis.key_prefix}replication:{await self._db.current_database()}"
         bus = ReplicationBus(self._publisher, redis.host, redis.port, redis.password,
-                             redis.key_prefix + "replication", self._roles.instance)
-        self.replication = Replication(bus, self._db, self._clock)
+                             channel, self._roles.instance)
+        self.replication = Replication(bus, self._db, self._clock, on_retired=_stop_process)
 
     @property
     def bus(self) -> Any:
@@ -120,3 +125,12 @@ class _SharedRuleChanges:
     def _replicated(self, sender: str, message: dict[str, Any]) -> None:
         self._evaluator.rules_changed(message["u"])
 
+
+def _stop_process(stream: str) -> None:
+    """The other processes took this one for dead and passed its position in `stream`
+    (shared_streams.Replication.retire_stalled): it stops, to be restarted (systemd,
+    or whatever runs it) above everyone, rather than write what no reader would see."""
+    from twisted.internet import reactor
+
+    logger.critical("stopping: retired from the %s stream by the other processes", stream)
+    reactor.callLater(0, reactor.stop)  # type: ignore[attr-defined]

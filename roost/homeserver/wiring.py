@@ -91,7 +91,13 @@ from roost.homeserver.operations import (
 )
 from roost.homeserver.replication_wiring import StreamWiring
 from roost.homeserver.roles import MAIN, Roles
-from roost.homeserver.wiring_roles import build_engine, internal_site, watch_other_writers
+from roost.homeserver.wiring_roles import (
+    build_engine,
+    federation_wakeups,
+    follow_federation_wakeups,
+    internal_site,
+    watch_other_writers,
+)
 from roost.keys.local import LocalKey, load_or_create_signing_key
 from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
@@ -169,6 +175,8 @@ class Homeserver:
     admin: AdminParts | None = None
     # An event writer's internal listener (forwarded room writes), when there are several.
     internal_site: Any = None
+    # The shared streams and their bus (storage/shared_streams.Replication), when several.
+    replication: Any = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -469,11 +477,13 @@ async def build_homeserver(
         max_retry_interval_ms=config.federation.max_retry_interval,
         edus=EduSources(typing_tracker.typing_users, presence_tracker.get,
                         lambda: streams["receipts"].current),
-        server_allowed=view.access.server_allowed)
+        server_allowed=view.access.server_allowed,
+        elsewhere=federation_wakeups(stream_wiring.bus))
     if roles.runs("federation_sender"):
         await sender.start()
         closers.append(("federation sender", sender.stop))
-        federation.on_authenticated.append(sender.destination_up)
+        follow_federation_wakeups(stream_wiring.bus, sender)
+    federation.on_authenticated.append(sender.destination_up)
     federation.sender = sender
     if metrics is not None:
         start_metrics(metrics, api, db, notifier, event_stream, socket_resource.open_sockets,
@@ -489,7 +499,8 @@ async def build_homeserver(
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation, metrics,
                       sync_builder=builder, media=media, push=push, admin=admin,
-                      internal_site=internal_site(roles, engine))
+                      internal_site=internal_site(roles, engine),
+                      replication=stream_wiring.replication)
 
 
 def _build_remote_queries(federation: Any, clock: Any) -> RemoteQueries | None:

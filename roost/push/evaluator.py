@@ -1,7 +1,8 @@
 """Evaluation of every new event for every local member, off the events stream.
 
 Like the federation sender, it pulls: on each `events` notification it reads
-the events after its persisted position, evaluates each for the room's local
+the events after its persisted position (local sends this process has just
+persisted come from the engine's memory, `RoomEngine.recent_local_events`), evaluates each for the room's local
 joined members (and a local invitee), and in one transaction stores the
 notifying outcomes (`push_actions`), the senders' own read positions (sending
 an event reads the room up to it) and its new position. Nothing runs in the
@@ -45,7 +46,7 @@ from roost.push.rules import RuleSet, ruleset_from_stored
 from roost.rooms.auth import get_power_level
 from roost.rooms.engine import RoomEngine
 from roost.storage.notifier import Notifier, StreamChange
-from roost.storage.push import ActionRow, PushActionStore, PushRuleStore
+from roost.storage.push import ActionRow, EventRow, PushActionStore, PushRuleStore
 from roost.storage.streams import StreamIdGenerator
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,21 @@ class RoomInfo:
         return found
 
 
+# (stream position, the event as rules read it, origin_server_ts)
+Parsed = tuple[int, dict[str, Any], int]
+
+
+def _parse(rows: list[EventRow]) -> list[Parsed]:
+    parsed = []
+    for position, event_id, room_id, event_type, sender, state_key, content, ts in rows:
+        event = {"event_id": event_id, "room_id": room_id, "type": event_type,
+                 "sender": sender, "content": json.loads(content) if content else {}}
+        if state_key is not None:
+            event["state_key"] = state_key
+        parsed.append((position, event, ts))
+    return parsed
+
+
 class PushEvaluator:
     def __init__(self, actions: PushActionStore, rules: PushRuleStore, engine: RoomEngine,
                  events_stream: StreamIdGenerator, notifier: Notifier, server_name: str,
@@ -104,7 +120,9 @@ class PushEvaluator:
         self._rules: OrderedDict[str, CompiledRules] = OrderedDict()
         self._rooms: OrderedDict[str, RoomInfo] = OrderedDict()
         self._threads: OrderedDict[str, str] = OrderedDict()
-        self._waiters: list[tuple[int, defer.Deferred[None]]] = []
+        # (position, deadline, deferred) of readers waiting for evaluation (see reached)
+        self._waiters: list[tuple[int, float, defer.Deferred[None]]] = []
+        self._timer: Any = None
         self._generation = 0  # moves whenever someone's rules change
         self.counts = UnreadCache()
         # Called with (the batch's stored rows, new position) after each batch.
@@ -147,19 +165,41 @@ class PushEvaluator:
         if self.position >= position or self._stopped:
             return defer.succeed(None)
         done: defer.Deferred[None] = defer.Deferred()
-        timer = self._clock.callLater(timeout_s, lambda: done.called or done.callback(None))
-        done.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
-        self._waiters.append((position, done))
+        self._waiters.append((position, self._clock.seconds() + timeout_s, done))
+        if self._timer is None or not self._timer.active():
+            self._timer = self._clock.callLater(timeout_s, self._time_out)
         return done
+
+    def _time_out(self) -> None:
+        """Release the waiters whose time is up. One timer serves them all (every woken
+        /sync waits here under fan-out): it is armed for the earliest deadline, and
+        re-armed for the next when it fires."""
+        self._timer = None
+        now = self._clock.seconds()
+        waiting, self._waiters = self._waiters, []
+        for position, deadline, done in waiting:
+            if deadline > now:
+                self._waiters.append((position, deadline, done))
+            elif not done.called:
+                done.callback(None)
+        self._arm_timer(now)
+
+    def _arm_timer(self, now: float) -> None:
+        if self._waiters and (self._timer is None or not self._timer.active()):
+            first = min(deadline for _, deadline, _ in self._waiters)
+            self._timer = self._clock.callLater(max(0.0, first - now), self._time_out)
 
     def _release(self, upto: int) -> None:
         waiting, self._waiters = self._waiters, []
-        for position, done in waiting:
+        for position, deadline, done in waiting:
             if position <= upto:
                 if not done.called:
                     done.callback(None)
             else:
-                self._waiters.append((position, done))
+                self._waiters.append((position, deadline, done))
+        if not self._waiters and self._timer is not None and self._timer.active():
+            self._timer.cancel()
+            self._timer = None
 
     # -- reading the events stream ------------------------------------------------
 
@@ -178,28 +218,44 @@ class PushEvaluator:
         self._task = defer.ensureDeferred(self._read_loop())
 
     async def _read_loop(self) -> None:
+        # The next batch when it is known before its turn: (up to where, its events).
+        ahead: tuple[int, list[Parsed]] | None = None
         try:
             while not self._stopped:
                 self._read_again = False
-                upto = self._stream.current
-                if upto <= self.position:
-                    if not self._read_again:
-                        return
-                    continue
-                rows = await self._actions.events_after(self.position, upto, READ_BATCH)
-                new_position = rows[-1][0] if len(rows) == READ_BATCH else upto
-                actions, own_reads = await self._evaluate(rows)
+                if ahead is not None:
+                    (upto, parsed), ahead = ahead, None
+                else:
+                    upto = self._stream.current
+                    if upto <= self.position:
+                        if not self._read_again:
+                            return
+                        continue
+                    upto, parsed = await self._events(self.position, upto)
+                actions, own_reads = await self._evaluate(parsed)
+                next_upto = self._stream.current
+                # Local sends just persisted here come from the engine's memory; otherwise
+                # the write reads the events that arrived meanwhile in its own transaction
+                # (a batch then costs one round trip, not a read and a write).
+                local = self._local_events(upto, next_upto)
                 self.counts.writing()
                 try:
-                    await self._actions.record(actions, own_reads, new_position)
+                    rows = await self._actions.record(
+                        actions, own_reads, upto, next_upto if local is None else None,
+                        READ_BATCH)
                 except BaseException:
                     self.counts.clear()  # committed or not, nobody knows: read them again
                     raise
+                if local is not None:
+                    ahead = (next_upto, local)
+                elif next_upto > upto:
+                    ahead = (rows[-1][0] if len(rows) == READ_BATCH else next_upto,
+                             _parse(rows))
                 self.counts.add(actions, [(u, r) for u, r, _, _ in own_reads])
-                self.position = new_position
-                self._release(new_position)
+                self.position = upto
+                self._release(upto)
                 for listener in self.on_actions:
-                    listener(actions, new_position)
+                    listener(actions, upto)
         except defer.CancelledError:
             pass
         except Exception:
@@ -207,17 +263,34 @@ class PushEvaluator:
         finally:
             self._reading = False
 
+    async def _events(self, after: int, upto: int) -> tuple[int, list[Parsed]]:
+        """The events of (after, upto] to evaluate, and where they end (sooner than `upto`
+        when there are more than a batch)."""
+        local = self._local_events(after, upto)
+        if local is not None:
+            return upto, local
+        rows = await self._actions.events_after(after, upto, READ_BATCH)
+        return (rows[-1][0] if len(rows) == READ_BATCH else upto), _parse(rows)
+
+    def _local_events(self, after: int, upto: int) -> list[Parsed] | None:
+        if upto <= after:
+            return None
+        found = self._engine.recent_local_events(after, upto)
+        if found is None:
+            return None
+        parsed = []
+        for position, e in found:
+            event = {"event_id": e.event_id, "room_id": e.room_id, "type": e.type,
+                     "sender": e.sender, "content": e.content}
+            if e.state_key is not None:
+                event["state_key"] = e.state_key
+            parsed.append((position, event, e.origin_server_ts))
+        return parsed
+
     # -- evaluation -----------------------------------------------------------------
 
-    async def _evaluate(self, rows: list[tuple[int, str, str, str, str, str | None, str, int]]
+    async def _evaluate(self, parsed: list[Parsed]
                         ) -> tuple[list[ActionRow], list[tuple[str, str, str, int]]]:
-        parsed = []
-        for position, event_id, room_id, event_type, sender, state_key, content, ts in rows:
-            event = {"event_id": event_id, "room_id": room_id, "type": event_type,
-                     "sender": sender, "content": json.loads(content) if content else {}}
-            if state_key is not None:
-                event["state_key"] = state_key
-            parsed.append((position, event, ts))
         threads = await self._threads_of(parsed)
         actions: list[ActionRow] = []
         own_reads: dict[tuple[str, str, str], int] = {}

@@ -30,6 +30,7 @@ from roost.rooms.engine_types import (
     MAX_STATE_CHAIN,
     LoadedEvent,
     NewEvent,
+    RecentLocalEvents,
     RoomError,
     StateKey,
     changes_visibility,
@@ -134,11 +135,13 @@ class RoomEngine:
         self._builder = LocalEventBuilder(server_name, signing_key, clock, state_groups)
         # Rooms' heads, least recently used first; bounded (see _keep_head).
         self._heads: OrderedDict[str, _Head] = OrderedDict()
+        self._forgets = 0  # forget_heads calls so far (see _head)
         self._max_heads = max(1, max_cached_heads)
         self._queues: dict[str, _Queue] = {}
         self._reserved_ids: set[str] = set()  # v12 room ids being checked for a create
         # Events by id, parsed once for every reader; big current-state reads from the heads.
         self._reader = EventReader(events, self._heads)
+        self._recent = RecentLocalEvents()
 
     # -- appending ---------------------------------------------------------
 
@@ -189,6 +192,7 @@ class RoomEngine:
     def forget_heads(self, room_ids: Iterable[str]) -> None:
         """Drop the cached heads of rooms another process appended to (they reload from
         storage when next used). Rooms with appends queued here keep theirs."""
+        self._forgets += 1  # a head loading meanwhile may predate that write: not kept
         for room_id in room_ids:
             if room_id not in self._queues:
                 self._heads.pop(room_id, None)
@@ -288,6 +292,7 @@ class RoomEngine:
         for event, row in zip(events, rows, strict=True):
             if not event.unsigned:  # as storage holds it: readers get it unparsed
                 self._reader.remember(event, row.pdu_json)
+        self._recent.add(positions, events)
         members = {e.state_key for e in events if e.type == "m.room.member" and e.state_key}
         # Announced by the stream once every earlier position is readable too.
         self._stream.finish(positions, rooms=[room_id], users=members)
@@ -341,6 +346,7 @@ class RoomEngine:
             head = _Head(new_room, {}, {}, [], 0, None, 0)
             self._keep_head(room_id, head)
             return head
+        forgets = self._forgets
         stored = await self._state.room_head(room_id)
         if stored is None:
             raise RoomError(404, "M_NOT_FOUND", "Unknown room")
@@ -353,6 +359,8 @@ class RoomEngine:
         held = self._heads.get(room_id)
         if held is not None:  # the room's worker stored a newer one while this loaded
             return held
+        if forgets != self._forgets:  # another process wrote meanwhile: use once, keep not
+            return head
         self._keep_head(room_id, head)
         return head
 
@@ -526,6 +534,11 @@ class RoomEngine:
         _succeed(unit.result, value)
 
     # -- reading -------------------------------------------------------------
+
+    def recent_local_events(self, after: int, upto: int) -> list[tuple[int, Event]] | None:
+        """Every event at the stream positions (after, upto] if all were local sends this
+        engine persisted lately (engine_types.RecentLocalEvents), else None: read storage."""
+        return self._recent.between(after, upto)
 
     async def get_events(self, event_ids: list[str]) -> dict[str, LoadedEvent]:
         """Events by id, parsed once (see event_reader.EventReader)."""

@@ -209,3 +209,39 @@ class EventCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+RECENT_LOCAL_EVENTS = 512
+
+
+class RecentLocalEvents:
+    """The newest events this engine persisted for local sends, by stream position.
+
+    A follower of the events stream that is just behind (push evaluation) takes a
+    range of events from here instead of reading back what was just written. It is
+    answered only when every position of the range is here: a position taken by an
+    event persisted otherwise (a remote one, another process's) or by none (a batch
+    that failed) sends the reader to storage.
+    """
+
+    def __init__(self, size: int = RECENT_LOCAL_EVENTS) -> None:
+        self._size = size
+        self._events: dict[int, Event] = {}  # insertion order: oldest first
+
+    def add(self, positions: list[int], events: list[Event]) -> None:
+        for position, event in zip(positions, events, strict=True):
+            self._events[position] = event
+        while len(self._events) > self._size:
+            del self._events[next(iter(self._events))]
+
+    def between(self, after: int, upto: int) -> list[tuple[int, Event]] | None:
+        """(position, event) for every position in (after, upto], or None if one is missing."""
+        if upto - after > len(self._events):
+            return None
+        found = []
+        for position in range(after + 1, upto + 1):
+            event = self._events.get(position)
+            if event is None:
+                return None
+            found.append((position, event))
+        return found

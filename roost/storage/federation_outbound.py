@@ -89,6 +89,14 @@ class FederationOutboundStore:
             return {}
         return await self._db.run("fed_joined_at_groups", _joined_at_groups, groups)
 
+    async def group_member_delta(self, group: int) -> tuple[int | None, list[tuple[str, str]]]:
+        """A state group's previous group and the (user, membership) entries it changes.
+
+        Cheap beside `joined_users_at_groups` (which walks the whole chain): the
+        sender derives a group's hosts from its previous group's when every change
+        is a join."""
+        return await self._db.run("fed_group_member_delta", _group_member_delta, group)
+
     async def receipts_since(self, after: int, upto: int
                              ) -> list[tuple[str, str, str, str, str, int]]:
         """(room, user, type, thread, event, ts) of public read receipts in (after, upto]."""
@@ -216,6 +224,18 @@ def _joined_at_groups(txn: Txn, groups: list[int]) -> dict[int, list[str]]:
             (group,))
         result[group] = [r[0] for r in rows]
     return result
+
+
+def _group_member_delta(txn: Txn, group: int) -> tuple[int | None, list[tuple[str, str]]]:
+    rows = txn.query(
+        "SELECT g.prev_group, s.state_key, e.pdu::jsonb -> 'content' ->> 'membership'"
+        " FROM state_groups g"
+        " LEFT JOIN state_group_entries s ON s.state_group = g.id AND s.type = 'm.room.member'"
+        " LEFT JOIN events e ON e.event_id = s.event_id"
+        " WHERE g.id = %s", (group,))
+    if not rows:
+        return None, []
+    return rows[0][0], [(r[1], r[2] or "") for r in rows if r[1] is not None]
 
 
 def _pending(txn: Txn, destination: str, max_pdus: int, max_edus: int

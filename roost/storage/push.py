@@ -45,6 +45,8 @@ class StoredRule:
 # One notifying outcome of an event: (stream_ordering, n, room, event, thread, actions
 # JSON, highlight, ts, user ids). Plain tuples: a busy room makes one per message.
 ActionRow = tuple[int, int, str, str, str, str, bool, int, list[str]]
+# (stream_ordering, event_id, room_id, type, sender, state_key, content JSON, ts)
+EventRow = tuple[int, str, str, str, str, str | None, str, int]
 
 
 @dataclass(frozen=True)
@@ -205,20 +207,11 @@ class PushActionStore:
             lambda t: t.query_one("SELECT stream_position FROM push_evaluator_position"))
         return int(row[0]) if row else None
 
-    async def events_after(self, after: int, upto: int, limit: int
-                           ) -> list[tuple[int, str, str, str, str, str | None, str, int]]:
+    async def events_after(self, after: int, upto: int, limit: int) -> list[EventRow]:
         """(stream_ordering, event_id, room_id, type, sender, state_key, content JSON, ts) of
         accepted timeline events. Only the content is sent, not the whole PDU with its
         hashes, signatures and edges: evaluation reads nothing else of it."""
-        rows = await self._db.run(
-            "push_events_after",
-            lambda t: t.query(
-                "SELECT stream_ordering, event_id, room_id, type, sender, state_key,"
-                " (pdu::json) ->> 'content', origin_server_ts FROM events"
-                " WHERE stream_ordering > %s AND stream_ordering <= %s"
-                " AND rejected_reason IS NULL AND NOT outlier AND NOT soft_failed"
-                " ORDER BY stream_ordering LIMIT %s", (after, upto, limit)))
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return await self._db.run("push_events_after", _events_after, after, upto, limit)
 
     async def thread_of_events(self, event_ids: list[str]) -> dict[str, str]:
         """event -> its thread root, for events that are in a thread (an m.thread relation)."""
@@ -232,9 +225,18 @@ class PushActionStore:
         return {r[0]: r[1] for r in rows}
 
     async def record(self, rows: list[ActionRow], own_reads: list[tuple[str, str, str, int]],
-                     new_position: int) -> None:
-        """Store a batch's actions and its senders' read positions; move the position."""
-        await self._db.run("push_record", _record, rows, own_reads, new_position)
+                     new_position: int, read_upto: int | None = None, limit: int = 0
+                     ) -> list[EventRow]:
+        """Store a batch's actions and its senders' read positions; move the position. With
+        `read_upto`, the same transaction then reads the events after the new position up
+        to there (`events_after`): the next batch costs no round trip of its own."""
+        def txn_fn(txn: Txn) -> list[EventRow]:
+            _record(txn, rows, own_reads, new_position)
+            if read_upto is None or read_upto <= new_position:
+                return []
+            return _events_after(txn, new_position, read_upto, limit)
+
+        return await self._db.run("push_record", txn_fn)
 
     async def unread_counts(self, user_id: str, room_ids: list[str]
                             ) -> dict[str, dict[str, tuple[int, int]]]:
@@ -303,6 +305,16 @@ class PushActionStore:
                 " WHERE stream_ordering > %s AND stream_ordering <= %s AND %s = ANY(user_ids)"
                 " ORDER BY stream_ordering LIMIT %s", (after, upto, user_id, limit)))
         return [(int(r[0]), r[1], r[2], json.loads(r[3])) for r in rows]
+
+
+def _events_after(txn: Txn, after: int, upto: int, limit: int) -> list[EventRow]:
+    rows = txn.query(
+        "SELECT stream_ordering, event_id, room_id, type, sender, state_key,"
+        " (pdu::json) ->> 'content', origin_server_ts FROM events"
+        " WHERE stream_ordering > %s AND stream_ordering <= %s"
+        " AND rejected_reason IS NULL AND NOT outlier AND NOT soft_failed"
+        " ORDER BY stream_ordering LIMIT %s", (after, upto, limit))
+    return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
 def text_array(values: list[str]) -> str:

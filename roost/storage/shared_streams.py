@@ -60,6 +60,7 @@ class SharedStream:
         self._notifier = notifier
         self._writers = tuple(writers)
         self.is_writer = instance in self._writers
+        self.fenced = False  # retired by the others while alive: writes no more (Replication)
         self._step = len(self._writers)
         self._offset = self._writers.index(instance) if self.is_writer else 0
         # Other writers' claims, as far as this process knows them. A writer with no
@@ -93,6 +94,9 @@ class SharedStream:
         """Reserve `count` positions of this writer's own; each must later be `finish`ed."""
         if not self.is_writer:
             raise RuntimeError(f"{self.instance} is not a writer of the {self.name} stream")
+        if self.fenced:
+            raise RuntimeError(f"{self.instance} was retired from the {self.name} stream:"
+                               " restart this process")
         ids = [self._next + i * self._step for i in range(count)]
         self._next += count * self._step
         self._last = ids[-1] if ids else self._last
@@ -261,7 +265,8 @@ class Replication:
     def __init__(self, bus: ReplicationBus | None, db: Database, clock: Any,
                  store_interval: float = 0.2, poll_interval: float = 1.0,
                  heartbeat_every: int = 5, instance: str | None = None,
-                 retire_after: float = 5.0) -> None:
+                 retire_after: float = 5.0,
+                 on_retired: Callable[[str], None] | None = None) -> None:
         """Without a bus (no Redis), positions are only polled from storage."""
         self.bus = bus
         self.instance = bus.instance if bus is not None else str(instance)
@@ -281,10 +286,13 @@ class Replication:
         self._retire_after = retire_after
         self._unmoved: dict[tuple[str, str], tuple[int, float]] = {}
         self._retiring: defer.Deferred[None] | None = None
+        self._on_retired = on_retired
+        self._was_connected = False
         if bus is not None:
             bus.subscribe("position", self._on_position)
             bus.subscribe("ask", lambda sender, message: self._publish_claims())
             bus.on_connect(self._on_connect)
+            bus.subscribe("retired", self._on_retired_message)
 
     async def stream(self, name: str, table_max: int, writers: Sequence[str]) -> SharedStream:
         """The shared stream `name`; its writers' order must be the same in every process."""
@@ -330,6 +338,8 @@ class Replication:
         """Read every writer's stored claim and announce what it makes readable."""
         for shared in list(self._streams.values()):
             stored = await self._store.load(shared.name)
+            if shared.is_writer and stored.get(self.instance, shared.claim) > shared.claim:
+                self._retired(shared)
             target = shared.would_reach(stored)
             rooms: set[str] = set()
             users: set[str] = set()
@@ -355,12 +365,32 @@ class Replication:
                 continue
             logger.warning("%s: writer %s is gone; readers pass its claim", shared.name,
                            instance)
+            if self.bus is not None:  # in case it is alive after all, cut off from PostgreSQL
+                self.bus.publish("retired", {"s": shared.name, "w": instance, "p": top})
             target = shared.would_reach({instance: top})
             found = await self._store.changes_between(shared.name, shared.current, target)
             rooms, users = found if found is not None else (set(), set())
             shared.observe_many({instance: top}, rooms, users, at=target)
 
     # -- internals ---------------------------------------------------------------
+
+    def _on_retired_message(self, sender: str, message: dict[str, Any]) -> None:
+        shared = self._streams.get(message.get("s", ""))
+        if shared is not None and shared.is_writer and message.get("w") == self.instance:
+            self._retired(shared)
+
+    def _retired(self, shared: SharedStream) -> None:
+        """The others took this process for dead (it had no database connection for a
+        while) and passed its claim: a write it still made below their position would
+        never be read. It writes the stream no more; `on_retired` (wiring: stop the
+        process, to be restarted above everyone) decides the rest."""
+        if shared.fenced:
+            return
+        shared.fenced = True
+        logger.critical("%s: this process (%s) was retired by the others; it must restart",
+                        shared.name, self.instance)
+        if self._on_retired is not None:
+            self._on_retired(shared.name)
 
     def _stalled(self) -> list[tuple[SharedStream, str, int]]:
         """(stream, writer, newest claim) for each other writer holding readers back
@@ -431,6 +461,10 @@ class Replication:
 
     def _tick(self) -> None:
         self._ticks += 1
+        connected = self.bus is not None and self.bus.connected
+        if connected and not self._was_connected:  # e.g. the publisher came back last
+            self._on_connect()
+        self._was_connected = connected
         if self._retiring is None and self._stalled():
             d = defer.ensureDeferred(self.retire_stalled())
             self._retiring = d

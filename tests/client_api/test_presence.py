@@ -133,6 +133,22 @@ class PresenceTrackerTests(TestCase):
         self.assertEqual(h.presence(), "online")
         self.assertEqual(len(h.changes), 1)
 
+    def test_repeated_syncs_keep_one_idle_and_one_offline_timer(self) -> None:
+        """A /sync's activity moves the deadlines, not the timers: after many syncs in a
+        row the user still has one of each pending, and both still fire on time."""
+        h = TrackerHarness(idle=300, offline=30)
+        for _ in range(100):
+            h.tracker.user_active(ALICE)
+            h.tracker.connection_opened(ALICE)
+            h.tracker.connection_closed(ALICE)
+            h.clock.advance(1)
+        self.assertEqual(len(h.clock.getDelayedCalls()), 2)
+        h.clock.advance(28)  # the last sync ended 29 s ago
+        self.assertEqual(h.presence(), "online")
+        h.clock.advance(1)
+        self.assertEqual(h.presence(), "offline")
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
     def test_activity_without_a_connection_still_times_out(self) -> None:
         h = TrackerHarness(offline=30)
         h.tracker.user_active(ALICE)

@@ -15,7 +15,12 @@ from typing import Any
 from twisted.internet import task
 from twisted.trial.unittest import TestCase
 
-from roost.federation.sender import MAX_PDUS_PER_TXN, EduSources, FederationSender
+from roost.federation.sender import (
+    MAX_PDUS_PER_TXN,
+    POSITION_WRITE_S,
+    EduSources,
+    FederationSender,
+)
 from roost.federation.transport.client import RequestFailedError
 from roost.rooms.engine import NewEvent
 from roost.rooms.hashing import compute_event_id
@@ -131,6 +136,59 @@ class BatchingTests(TestCase):
         ids = await f.send(1)
         await eventually(lambda: _async(len(f.transport.delivered_pdus()) == 1))
         self.assertEqual(f.transport.delivered_pdus(), ids)
+
+    async def test_events_with_nothing_to_send_move_the_position_without_a_write_each(self) -> None:
+        f = SenderFixture(self)
+        await f.setup()
+        hs = f.server.hs
+        alone = (await f.server.request("POST", V3 + "/createRoom", {}, token=f.token)).body
+        writes: list[str] = []
+        hs.db.observer = lambda desc, _s, _ok: writes.append(desc)
+        self.addCleanup(setattr, hs.db, "observer", None)
+        for i in range(5):
+            await f.server.request("PUT", f"{V3}/rooms/{q(alone['room_id'])}/send/"
+                                   f"m.room.message/alone{i}", {"msgtype": "m.text", "body": "x"},
+                                   token=f.token)
+        current = hs.streams["events"].current
+        await eventually(lambda: _async(not f.sender.pending_work()))
+        self.assertNotIn("fed_enqueue_pdus", writes)
+        self.assertLess(await f.store.get_position() or 0, current)
+        f.clock.advance(POSITION_WRITE_S)  # written a moment later, once
+        await eventually(lambda: _stored_position_is(f, current))
+        self.assertEqual(writes.count("fed_sender_set_position"), 1)
+        # An event that is sent still moves the stored position in its own write.
+        ids = await f.send(1)
+        await eventually(lambda: _async(f.transport.delivered_pdus() == ids))
+        await eventually(lambda: _stored_position_is(f, hs.streams["events"].current))
+
+
+class RoutingTests(TestCase):
+    async def test_destinations_follow_joins_and_a_servers_last_leave(self) -> None:
+        f = SenderFixture(self)
+        await f.setup()  # bob of remote.test has joined
+        engine = f.server.hs.engine
+
+        async def membership(user: str, value: str) -> None:
+            await engine.append(f.room_id, NewEvent(user, "m.room.member",
+                                                    {"membership": value}, user))
+
+        async def sent_to(event_id: str) -> set[str]:
+            await eventually(lambda: _async(event_id in f.transport.delivered_pdus()))
+            return {dest for dest, _, body, failed in f.transport.calls if not failed
+                    for pdu in body["pdus"] if _id(pdu) == event_id}
+
+        # A message after each change: its group is the change's, whose previous group
+        # the message before made the sender read (joins then extend it, leaves re-read).
+        steps = [("@c:one.test", "join", {REMOTE, "one.test"}),
+                 ("@c:two.test", "join", {REMOTE, "one.test", "two.test"}),
+                 ("@d:two.test", "join", {REMOTE, "one.test", "two.test"}),
+                 ("@c:two.test", "leave", {REMOTE, "one.test", "two.test"}),  # @d stays
+                 ("@d:two.test", "leave", {REMOTE, "one.test"}),  # two.test's last member
+                 ("@e:three.test", "join", {REMOTE, "one.test", "three.test"})]
+        for i, (user, value, expected) in enumerate(steps):
+            await membership(user, value)
+            (event_id,) = await f.send(1, f"step{i}-")
+            self.assertEqual(await sent_to(event_id), expected, (user, value))
 
 
 class RetryTests(TestCase):
@@ -291,6 +349,10 @@ async def _queued(f: SenderFixture, n: int) -> bool:
     rows = await f.server.hs.db.run(
         "t", lambda t: t.query("SELECT COUNT(*) FROM federation_outbound_pdus"))
     return rows[0][0] >= n
+
+
+async def _stored_position_is(f: SenderFixture, position: int) -> bool:
+    return await f.store.get_position() == position
 
 
 async def _retry_count(f: SenderFixture, count: int) -> Any:

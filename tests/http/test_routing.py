@@ -49,3 +49,22 @@ class RouteTableTests(TestCase):
                        ("GET", "/profile/{user_id}/{field}", "any"))
         route, _, _ = table.match("GET", "/profile/u/displayname")
         self.assertEqual(route and route.name, "field")
+
+    def test_fixed_paths_are_remembered_and_stay_first_match(self) -> None:
+        table = _table(("GET", "/sync", "sync"), ("POST", "/sync", "post_sync"))
+        for _ in range(2):  # the second answer comes from the remembered match
+            self.assertEqual(table.match("GET", "/sync")[0].name, "sync")  # type: ignore[union-attr]
+            self.assertEqual(table.match("POST", "/sync")[0].name, "post_sync")  # type: ignore[union-attr]
+            self.assertEqual(table.match("PUT", "/sync"), (None, {}, True))
+        # A template with a placeholder that comes first still wins over a fixed one.
+        table = _table(("GET", "/{anything}", "param"), ("GET", "/sync", "sync"))
+        for _ in range(2):
+            route, params, _ = table.match("GET", "/sync")
+            self.assertEqual((route and route.name, params), ("param", {"anything": "sync"}))
+
+    def test_remembered_fixed_paths_are_bounded(self) -> None:
+        table = _table(("GET", "/a.b", "dotted"))  # "." matches any character
+        for code in range(2000):
+            route, _, _ = table.match("GET", f"/a{chr(0x4e00 + code)}b")
+            self.assertEqual(route and route.name, "dotted")
+        self.assertLessEqual(len(table._fixed), 1024)

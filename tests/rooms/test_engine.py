@@ -229,3 +229,36 @@ class CachedHeadsTests(TestCase):
         sent = await engine.append(rooms[0][0], NewEvent(alice, "m.room.message", {"body": "x"}))
         self.assertEqual(list(sent.prev_event_ids), [rooms[0][1]])
         self.assertEqual(len(engine._heads), 2)
+
+
+class _GatedState(RoomStateStore):
+    """Room heads read from storage only when the test opens the gate."""
+
+    gate: defer.Deferred[None] | None = None
+
+    async def room_head(self, room_id: str):  # type: ignore[no-untyped-def]
+        stored = await super().room_head(room_id)
+        if self.gate is not None:
+            await self.gate
+        return stored
+
+
+class ForgottenHeadsTests(TestCase):
+    async def test_a_head_loaded_across_another_process_write_is_not_kept(self) -> None:
+        server = await start_server(self)
+        hs = server.hs
+        room_id, _ = await _room_with_members(server, 1)
+        events = EventStore(hs.db)
+        state = _GatedState(hs.db)
+        reader = RoomEngine(events, state, hs.config.server_name, hs.local_key.signing_key,
+                            hs.clock, hs.streams["events"],
+                            IdAllocator(await events.max_state_group()), hs.notifier)
+        state.gate = defer.Deferred()
+        loading = defer.ensureDeferred(reader.current_state_ids(room_id))
+        reader.forget_heads([room_id])  # another process's write, announced meanwhile
+        state.gate.callback(None)
+        self.assertIn(("m.room.create", ""), await loading)
+        self.assertNotIn(room_id, reader._heads)  # read again next time, not stale
+        state.gate = None
+        await reader.current_state_ids(room_id)
+        self.assertIn(room_id, reader._heads)

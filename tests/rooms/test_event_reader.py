@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from roost.rooms.engine_types import EventCache, event_from_storage
+from roost.rooms.engine_types import EventCache, RecentLocalEvents, event_from_storage
 from roost.rooms.event_reader import HELD_LOOKUP_MIN
 from tests.server_harness import start_server
 
@@ -173,3 +173,33 @@ class KeptLoadedStateTests(TestCase):
         await engine.ingest_remote(room, [redaction])
         held = await _same_as_stored(self, engine, ids)
         self.assertEqual(held[target].redacted_by, redaction.event_id)
+
+
+class RecentLocalEventsTests(TestCase):
+    """The engine's newest local sends by position (engine_types.RecentLocalEvents): a range
+    is answered only when every position in it is there, with the events storage holds."""
+
+    async def test_local_sends_are_served_by_position_as_stored(self) -> None:
+        engine, ids = await ParsedEventCacheTests._room_with_messages(self, 3)  # type: ignore[arg-type]
+        stored = await engine._events.get_events(ids)
+        positions = [stored[eid].stream_ordering for eid in ids]
+        found = engine.recent_local_events(positions[0] - 1, positions[-1])
+        assert found is not None
+        self.assertEqual([p for p, _ in found], positions)
+        self.assertEqual([e.event_id for _, e in found], ids)
+        self.assertEqual([e.content for _, e in found],
+                         [json.loads(stored[eid].pdu_json)["content"] for eid in ids])
+
+    def test_a_missing_or_forgotten_position_sends_the_reader_to_storage(self) -> None:
+        recent = RecentLocalEvents(size=3)
+        events: list[Any] = [object(), object(), object(), object()]
+        recent.add([1, 2], events[:2])
+        recent.add([4], events[2:3])  # position 3: a remote event, say
+        self.assertEqual(recent.between(0, 2), [(1, events[0]), (2, events[1])])
+        self.assertIsNone(recent.between(0, 4))
+        self.assertIsNone(recent.between(2, 4))
+        self.assertEqual(recent.between(3, 4), [(4, events[2])])
+        recent.add([5], events[3:])
+        self.assertIsNone(recent.between(0, 1))  # the oldest was forgotten
+        self.assertEqual(recent.between(3, 5), [(4, events[2]), (5, events[3])])
+        self.assertIsNone(recent.between(0, 100))
