@@ -74,6 +74,8 @@ class SyncRoomState:
         persisted while this sync was built) is read at the token from storage instead,
         so that event comes in the next sync's timeline, not before it.
         """
+        if not rooms:
+            return  # (an incremental sync with no newly joined room)
         wanted: dict[str, list[str]] = {}
         held: dict[str, Event] = {}
         for room_id in rooms:

@@ -56,7 +56,7 @@ class StreamWiring:
         # One connection: this process's messages arrive in the order it sent them
         # (a push rule change before the account data that follows it, ...).
         self._publisher = await connect_redis(None, redis.host, redis.port, redis.db,
-                                              redis.password, poolsize=1)
+                                              redis.password, poolsize=1, max_delay=2)
         closers.append(("replication publisher", self._publisher.close))
         # The database's name in the channel: deployments (or tests) sharing a Redis
         # and a key prefix by mistake still never hear each other's positions.

@@ -175,6 +175,8 @@ class Homeserver:
     admin: AdminParts | None = None
     # An event writer's internal listener (forwarded room writes), when there are several.
     internal_site: Any = None
+    # The shared streams and their bus (storage/shared_streams.Replication), when several.
+    replication: Any = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -497,7 +499,8 @@ async def build_homeserver(
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation, metrics,
                       sync_builder=builder, media=media, push=push, admin=admin,
-                      internal_site=internal_site(roles, engine))
+                      internal_site=internal_site(roles, engine),
+                      replication=stream_wiring.replication)
 
 
 def _build_remote_queries(federation: Any, clock: Any) -> RemoteQueries | None:

@@ -72,6 +72,7 @@ async def connect_redis(
     *,
     poolsize: int = 4,
     connect_timeout: float = 10.0,
+    max_delay: float | None = None,
 ) -> RedisConnection:
     """Open a pool and wait until all of it is connected, so a bad address fails startup.
 
@@ -86,6 +87,8 @@ async def connect_redis(
     factory = txredisapi.RedisFactory(
         f"{host}:{port}", db, poolsize, isLazy=True, password=password, convertNumbers=False
     )
+    if max_delay is not None:  # the longest wait between reconnection attempts
+        factory.maxDelay = max_delay
     factory.startConnecting(HostnameEndpoint(global_reactor, host, port, timeout=connect_timeout))
     conn = RedisConnection(factory.handler)
     ready: defer.Deferred[None] = defer.Deferred()

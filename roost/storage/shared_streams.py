@@ -287,6 +287,7 @@ class Replication:
         self._unmoved: dict[tuple[str, str], tuple[int, float]] = {}
         self._retiring: defer.Deferred[None] | None = None
         self._on_retired = on_retired
+        self._was_connected = False
         if bus is not None:
             bus.subscribe("position", self._on_position)
             bus.subscribe("ask", lambda sender, message: self._publish_claims())
@@ -460,6 +461,10 @@ class Replication:
 
     def _tick(self) -> None:
         self._ticks += 1
+        connected = self.bus is not None and self.bus.connected
+        if connected and not self._was_connected:  # e.g. the publisher came back last
+            self._on_connect()
+        self._was_connected = connected
         if self._retiring is None and self._stalled():
             d = defer.ensureDeferred(self.retire_stalled())
             self._retiring = d
