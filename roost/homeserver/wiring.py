@@ -93,9 +93,11 @@ from roost.homeserver.replication_wiring import StreamWiring
 from roost.homeserver.roles import MAIN, Roles
 from roost.homeserver.wiring_roles import (
     build_engine,
+    destination_shard,
     federation_wakeups,
     follow_federation_wakeups,
     internal_site,
+    sender_store,
     watch_other_writers,
 )
 from roost.keys.local import LocalKey, load_or_create_signing_key
@@ -113,7 +115,6 @@ from roost.storage.embedded import start_embedded_postgres
 from roost.storage.erasure import ErasureStore
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
-from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.login_tokens import LoginTokenStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
@@ -472,13 +473,13 @@ async def build_homeserver(
     media = register_media(config, reactor, clock, db, router, federation, site, closers)
     admin_media.register(router, admin_media.AdminMedia(AdminGate(accounts), media))
     sender = FederationSender(
-        FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
+        sender_store(roles, db), state_store, event_stream, notifier, federation.client,
         config.server_name, clock, min_retry_interval_ms=config.federation.min_retry_interval,
         max_retry_interval_ms=config.federation.max_retry_interval,
         edus=EduSources(typing_tracker.typing_users, presence_tracker.get,
                         lambda: streams["receipts"].current),
         server_allowed=view.access.server_allowed,
-        elsewhere=federation_wakeups(stream_wiring.bus))
+        elsewhere=federation_wakeups(stream_wiring.bus), sends_to=destination_shard(roles))
     if roles.runs("federation_sender"):
         await sender.start()
         closers.append(("federation sender", sender.stop))
