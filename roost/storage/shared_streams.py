@@ -285,6 +285,8 @@ class Replication:
         # seconds is looked for in pg_stat_activity; gone, it is retired.
         self._retire_after = retire_after
         self._unmoved: dict[tuple[str, str], tuple[int, float]] = {}
+        # (stream, writer) looked for on every tick: never seen, or said it stopped.
+        self._suspects: set[tuple[str, str]] = set()
         self._retiring: defer.Deferred[None] | None = None
         self._on_retired = on_retired
         self._was_connected = False
@@ -293,6 +295,7 @@ class Replication:
             bus.subscribe("ask", lambda sender, message: self._publish_claims())
             bus.on_connect(self._on_connect)
             bus.subscribe("retired", self._on_retired_message)
+            bus.subscribe("offline", self._on_offline)
 
     async def stream(self, name: str, table_max: int, writers: Sequence[str]) -> SharedStream:
         """The shared stream `name`; its writers' order must be the same in every process."""
@@ -302,6 +305,9 @@ class Replication:
             stored = await self._store.load(name)
             start = table_max
         shared = SharedStream(name, self.instance, writers, start, stored)
+        # Writers never seen (no claim stored): looked for at once, not after
+        # `retire_after`: one that is not running must not hold readers back.
+        self._suspects |= {(name, w) for w in writers if w != self.instance and w not in stored}
         if shared.is_writer:
             shared.on_claim(lambda claim, rooms, users: self._claimed(shared, claim, rooms, users))
         self._streams[name] = shared
@@ -330,9 +336,12 @@ class Replication:
             elif pending.active():
                 pending.cancel()
         self._storing.clear()
+        mine = [shared.name for shared in self._streams.values() if shared.is_writer]
         for shared in self._streams.values():
             if shared.is_writer:
                 await self._store.store(shared.name, self.instance, shared.claim)
+        if self.bus is not None and mine:  # the others pass it once its connections are gone
+            self.bus.publish("offline", {"s": mine})
 
     async def catch_up(self) -> None:
         """Read every writer's stored claim and announce what it makes readable."""
@@ -363,6 +372,7 @@ class Replication:
             if not await self._store.retire_if_gone(shared.name, instance,
                                                     application_name(instance), top):
                 continue
+            self._suspects.discard((shared.name, instance))
             logger.warning("%s: writer %s is gone; readers pass its claim", shared.name,
                            instance)
             if self.bus is not None:  # in case it is alive after all, cut off from PostgreSQL
@@ -373,6 +383,10 @@ class Replication:
             shared.observe_many({instance: top}, rooms, users, at=target)
 
     # -- internals ---------------------------------------------------------------
+
+    def _on_offline(self, sender: str, message: dict[str, Any]) -> None:
+        self._suspects |= {(name, sender) for name in message.get("s", ())
+                           if name in self._streams}
 
     def _on_retired_message(self, sender: str, message: dict[str, Any]) -> None:
         shared = self._streams.get(message.get("s", ""))
@@ -405,7 +419,9 @@ class Replication:
                     continue
                 key = (shared.name, instance)
                 seen = self._unmoved.get(key)
-                if seen is None or seen[0] != claim or claim >= top:
+                if key in self._suspects and claim < top and claim <= shared.current:
+                    found.append((shared, instance, top))
+                elif seen is None or seen[0] != claim or claim >= top:
                     self._unmoved[key] = (claim, now)
                 elif claim <= shared.current and now - seen[1] >= self._retire_after:
                     found.append((shared, instance, top))
@@ -450,6 +466,7 @@ class Replication:
         shared = self._streams.get(message.get("s", ""))
         if shared is None:
             return
+        self._suspects.discard((shared.name, sender))  # it is running
         shared.observe(sender, int(message["p"]), message.get("r", ()), message.get("u", ()))
 
     def _on_connect(self) -> None:
