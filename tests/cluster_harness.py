@@ -37,7 +37,7 @@ def free_port() -> int:
 class _Child(protocol.ProcessProtocol):
     def __init__(self, log_path: str) -> None:
         self.ended: defer.Deferred[None] = defer.Deferred()
-        self._log = open(log_path, "ab")  # noqa: SIM115 (closed when the process ends)
+        self._log = open(log_path, "ab", buffering=0)  # noqa: SIM115 (closed when it ends)
 
     def outReceived(self, data: bytes) -> None:
         self._log.write(data)
@@ -87,6 +87,7 @@ class Cluster:
         instance = self.instances[name]
         child = _Child(os.path.join(self.folder, f"{name}.log"))
         env = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}
+        env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         instance.process = reactor.spawnProcess(
             child, sys.executable,
@@ -191,3 +192,38 @@ async def start_cluster(testcase: TestCase, layout: dict[str, list[str]],
     testcase.addCleanup(lambda: defer.ensureDeferred(cluster.stop_all()))
     await defer.gatherResults([defer.ensureDeferred(cluster.start(n)) for n in instances])
     return cluster
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free loopback port, to stop and start (the
+    machine's shared Redis is never restarted)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.child: _Child | None = None
+        self.process: Any = None
+
+    async def start(self) -> None:
+        import shutil
+
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.child = _Child(os.path.join(self.folder, "redis.log"))
+        self.process = reactor.spawnProcess(
+            self.child, server, [server, "--port", str(self.port), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no"], env={}, path=self.folder)
+        await _wait_for_port(self.port, self.child, lambda: "redis-server did not start")
+
+    async def stop(self) -> None:
+        if self.child is not None and not self.child.ended.called:
+            self.process.signalProcess(signal.SIGKILL)
+            await self.child.ended
+
+
+async def private_redis(testcase: TestCase) -> PrivateRedis:
+    folder = os.path.abspath(testcase.mktemp())
+    os.makedirs(folder)
+    redis = PrivateRedis(folder)
+    await redis.start()
+    testcase.addCleanup(lambda: defer.ensureDeferred(redis.stop()))
+    return redis

@@ -268,7 +268,8 @@ class SyncBuilder:
         by_room: dict[str, list[StoredEvent]] = {}
         for stored in fresh:
             by_room.setdefault(stored.room_id, []).append(stored)
-        joins = await self._events.latest_join_positions(user_id, list(newly_joined))
+        joins = await self._events.latest_join_positions(user_id, list(newly_joined)) \
+            if newly_joined else {}
         for room_id in joined:
             raw = by_room.get(room_id, [])
             new = self._wanted(raw, filt)
@@ -423,7 +424,8 @@ class SyncBuilder:
         kinds = self._recent.relation_kinds(e.event.event_id for e in timeline)
         served = await self._view.serialize(timeline, user_id, relation_kinds=kinds)
         await self._add_transaction_ids(served, timeline, user_id, device_id)
-        served_state = await self._view.serialize(state, user_id, with_relations=False)
+        served_state = await self._view.serialize(state, user_id, with_relations=False) \
+            if state else []
         if filt.event_fields is not None or filt.event_format != "client":
             served = [filt.shape(b, e.event.pdu) for b, e in zip(served, timeline, strict=True)]
             served_state = [filt.shape(b, e.event.pdu)

@@ -25,7 +25,7 @@ def _load(path: str, worker: str | None = None, tool: bool = True) -> RoostConfi
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from roost.homeserver.memory import tune_allocator
+    from roost.homeserver.memory import tune_allocator, tune_collector_after_start
 
     tune_allocator()  # before the reactor or the database pool starts a thread
     from twisted.internet import reactor
@@ -37,6 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(config.logging, config.path)
     service = RoostService(config, reactor)
     failed: list[Any] = []
+    tune_collector_after_start(service.started)
     service.started.addErrback(failed.append)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)

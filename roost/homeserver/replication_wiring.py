@@ -5,7 +5,8 @@ in memory (storage/streams.py) and no bus; nothing here imports txredisapi.
 Several processes share each stream through storage/shared_streams.py: the
 events stream is written by the configured event writers, the other synced
 streams (receipts, account data, to-device, device lists) by any instance,
-since any client process may take those writes. Typing, presence and push
+since any client process may take those writes (and a command run beside
+them). Typing, presence and push
 rule changes travel on the bus; each process keeps its own copy.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from roost.homeserver.config import RoostConfig
+from roost.homeserver.config import TOOL, RoostConfig
 from roost.homeserver.roles import Roles
 from roost.rooms.engine import IdAllocator
 from roost.storage.database import Database
@@ -53,12 +54,17 @@ class StreamWiring:
         from roost.storage.redis import connect_redis
         from roost.storage.replication import ReplicationBus
 
+        # One connection: this process's messages arrive in the order it sent them
+        # (a push rule change before the account data that follows it, ...).
         self._publisher = await connect_redis(None, redis.host, redis.port, redis.db,
-                                              redis.password, poolsize=2)
+                                              redis.password, poolsize=1, max_delay=2)
         closers.append(("replication publisher", self._publisher.close))
+        # The database's name in the channel: deployments (or tests) sharing a Redis
+        # and a key prefix by mistake still never hear each other's positions.
+        channel = f"{redis.key_prefix}replication:{await self._db.current_database()}"
         bus = ReplicationBus(self._publisher, redis.host, redis.port, redis.password,
-                             redis.key_prefix + "replication", self._roles.instance)
-        self.replication = Replication(bus, self._db, self._clock)
+                             channel, self._roles.instance)
+        self.replication = Replication(bus, self._db, self._clock, on_retired=_stop_process)
 
     @property
     def bus(self) -> Any:
@@ -68,8 +74,10 @@ class StreamWiring:
         """The stream `name` (StreamIdGenerator's interface either way)."""
         if self.replication is None:
             return StreamIdGenerator(table_max)
+        # A command beside the instances (`roost user deactivate`, ...) writes device
+        # lists and account data too; the others pass it once it has exited.
         writers = (self._roles.event_writers if name == "events"
-                   else list(self._config.workers.instances))
+                   else [*self._config.workers.instances, TOOL])
         return await self.replication.stream(name, table_max, writers)
 
     def state_groups(self, table_max: int) -> Any:
@@ -120,3 +128,12 @@ class _SharedRuleChanges:
     def _replicated(self, sender: str, message: dict[str, Any]) -> None:
         self._evaluator.rules_changed(message["u"])
 
+
+def _stop_process(stream: str) -> None:
+    """The other processes took this one for dead and passed its position in `stream`
+    (shared_streams.Replication.retire_stalled): it stops, to be restarted (systemd,
+    or whatever runs it) above everyone, rather than write what no reader would see."""
+    from twisted.internet import reactor
+
+    logger.critical("stopping: retired from the %s stream by the other processes", stream)
+    reactor.callLater(0, reactor.stop)  # type: ignore[attr-defined]

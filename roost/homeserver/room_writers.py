@@ -40,6 +40,9 @@ PREFIX = "/_roost/internal/v1/engine/"
 # A forwarded write waits at most this long for its writer: a dead writer gives a
 # clear error, never a request that hangs.
 FORWARD_TIMEOUT_S = 30.0
+# After a forwarded write, how long this process waits at most for its own view of the
+# events stream to reach the writer's (over the replication bus).
+CATCH_UP_S = 5.0
 
 JsonDict = dict[str, Any]
 
@@ -109,8 +112,11 @@ class WriterClient:
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 32
         self._http = treq.client.HTTPClient(Agent(reactor, pool=self.pool))
+        self._stream: Any = None
+        self._waiting: list[tuple[int, defer.Deferred[None]]] = []
 
-    async def call(self, writer: str, method: str, args: JsonDict) -> Any:
+    async def call(self, writer: str, method: str, args: JsonDict) -> tuple[Any, int]:
+        """(the writer's answer, its events stream position after the write)."""
         url = self._roles.writer_urls[writer] + PREFIX + method
         headers = {"Authorization": f"Bearer {self._roles.shared_secret}",
                    "Content-Type": "application/json"}
@@ -126,7 +132,32 @@ class WriterClient:
         if "error" in body:
             error = body["error"]
             raise RoomError(int(error["status"]), str(error["errcode"]), str(error["message"]))
-        return body["ok"]
+        return body["ok"], int(body.get("position", 0))
+
+    def follow(self, stream: Any) -> None:
+        """Release `caught_up` waiters as this process's events stream advances."""
+        self._stream = stream
+        stream.on_advance(self._advanced)
+
+    def _advanced(self, position: int) -> None:
+        waiting, self._waiting = self._waiting, []
+        for wanted, done in waiting:
+            if wanted <= position:
+                if not done.called:
+                    done.callback(None)
+            else:
+                self._waiting.append((wanted, done))
+
+    async def caught_up(self, position: int) -> None:
+        """Wait (at most CATCH_UP_S) until this process's events stream covers `position`,
+        the writer's after the forwarded write: the client's next request here then sees
+        its write."""
+        if self._stream is None or self._stream.current >= position:
+            return
+        done: defer.Deferred[None] = defer.Deferred()
+        self._waiting.append((position, done))
+        done.addTimeout(CATCH_UP_S, self._reactor, onTimeoutCancel=lambda r, t: None)
+        await done
 
 
 class ShardedEngine(RoomEngine):
@@ -136,11 +167,21 @@ class ShardedEngine(RoomEngine):
         super().__init__(*args, owns_room=roles.writes_room, **kwargs)
         self._roles = roles
         self._writers = writers
+        writers.follow(self._stream)
 
     async def _forward(self, room_id: str, method: str, args: JsonDict) -> Any:
-        answer = await self._writers.call(self._roles.writer_of(room_id), method, args)
+        answer = await self._call(self._roles.writer_of(room_id), method, args)
         self.forget_heads([room_id])  # read our own write: load the head the writer made
         return answer
+
+    async def _call(self, writer: str, method: str, args: JsonDict) -> Any:
+        answer, position = await self._writers.call(writer, method, args)
+        await self._writers.caught_up(position)
+        return answer
+
+    def stream_position(self) -> int:
+        """The events stream position this process has made readable (sent with answers)."""
+        return self._stream.current
 
     async def append(self, room_id: str, event: NewEvent) -> Event:
         if self._roles.writes_room(room_id):
@@ -154,7 +195,7 @@ class ShardedEngine(RoomEngine):
         if self._roles.instance in self._roles.event_writers:
             return await super().create_room(version, events)
         writer = self._roles.writer_for_new_room(events[0].sender)
-        answer = await self._writers.call(writer, "create_room", {
+        answer = await self._call(writer, "create_room", {
             "version": version.identifier, "events": [new_event_json(e) for e in events]})
         return answer["room_id"], events_from(answer["events"])
 
@@ -253,7 +294,7 @@ class InternalResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, engine: RoomEngine, roles: Roles) -> None:
+    def __init__(self, engine: ShardedEngine, roles: Roles) -> None:
         super().__init__()
         self._engine = engine
         self._roles = roles
@@ -276,7 +317,8 @@ class InternalResource(Resource):
 
     async def _run(self, method: str, args: JsonDict) -> JsonDict:
         try:
-            return {"ok": await _serve(self._engine, self._roles, method, args)}
+            ok = await _serve(self._engine, self._roles, method, args)
+            return {"ok": ok, "position": self._engine.stream_position()}
         except RoomError as e:
             return {"error": {"status": e.status, "errcode": e.errcode, "message": e.message}}
         except Exception as e:
@@ -300,7 +342,7 @@ class InternalResource(Resource):
         request.finish()
 
 
-def internal_site(engine: RoomEngine, roles: Roles) -> Site:
+def internal_site(engine: ShardedEngine, roles: Roles) -> Site:
     """The internal listener's site: only the engine's forwarded writes, nothing logged."""
     site = Site(InternalResource(engine, roles))
     site.log = lambda request: None  # type: ignore[method-assign]

@@ -21,7 +21,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from roost.homeserver.logsetup import setup_logging
-    from roost.homeserver.memory import tune_allocator
+    from roost.homeserver.memory import tune_allocator, tune_collector_after_start
     from roost.homeserver.service import RoostService
 
     try:
@@ -31,4 +31,6 @@ def makeService(options: Options) -> IService:
         raise SystemExit(1) from None
     setup_logging(config.logging, config.path)
     tune_allocator()  # before the database pool starts its threads
-    return RoostService(config, reactor)
+    service = RoostService(config, reactor)
+    tune_collector_after_start(service.started)
+    return service

@@ -91,7 +91,15 @@ from roost.homeserver.operations import (
 )
 from roost.homeserver.replication_wiring import StreamWiring
 from roost.homeserver.roles import MAIN, Roles
-from roost.homeserver.wiring_roles import build_engine, internal_site, watch_other_writers
+from roost.homeserver.wiring_roles import (
+    build_engine,
+    destination_shard,
+    federation_wakeups,
+    follow_federation_wakeups,
+    internal_site,
+    sender_store,
+    watch_other_writers,
+)
 from roost.keys.local import LocalKey, load_or_create_signing_key
 from roost.keys.remote import KeyRing, Notary
 from roost.keys.resource import KeyServer
@@ -107,7 +115,6 @@ from roost.storage.embedded import start_embedded_postgres
 from roost.storage.erasure import ErasureStore
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
-from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.login_tokens import LoginTokenStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
@@ -169,6 +176,8 @@ class Homeserver:
     admin: AdminParts | None = None
     # An event writer's internal listener (forwarded room writes), when there are several.
     internal_site: Any = None
+    # The shared streams and their bus (storage/shared_streams.Replication), when several.
+    replication: Any = None
 
     async def register_user(self, name: str, password: str, admin: bool = False) -> str:
         """Create a user regardless of whether open registration is on (the CLI's path)."""
@@ -465,16 +474,18 @@ async def build_homeserver(
     media = register_media(config, reactor, clock, db, router, federation, site, closers)
     admin_media.register(router, admin_media.AdminMedia(AdminGate(accounts), media))
     sender = FederationSender(
-        FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
+        sender_store(roles, db), state_store, event_stream, notifier, federation.client,
         config.server_name, clock, min_retry_interval_ms=config.federation.min_retry_interval,
         max_retry_interval_ms=config.federation.max_retry_interval,
         edus=EduSources(typing_tracker.typing_users, presence_tracker.get,
                         lambda: streams["receipts"].current),
-        server_allowed=view.access.server_allowed)
+        server_allowed=view.access.server_allowed,
+        elsewhere=federation_wakeups(stream_wiring.bus), sends_to=destination_shard(roles))
     if roles.runs("federation_sender"):
         await sender.start()
         closers.append(("federation sender", sender.stop))
-        federation.on_authenticated.append(sender.destination_up)
+        follow_federation_wakeups(stream_wiring.bus, sender)
+    federation.on_authenticated.append(sender.destination_up)
     federation.sender = sender
     if metrics is not None:
         start_metrics(metrics, api, db, notifier, event_stream, socket_resource.open_sockets,
@@ -490,7 +501,8 @@ async def build_homeserver(
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation, metrics,
                       sync_builder=builder, media=media, push=push, admin=admin,
-                      internal_site=internal_site(roles, engine))
+                      internal_site=internal_site(roles, engine),
+                      replication=stream_wiring.replication)
 
 
 def _build_remote_queries(federation: Any, clock: Any) -> RemoteQueries | None:

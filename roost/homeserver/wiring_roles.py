@@ -12,6 +12,7 @@ from typing import Any
 from roost.homeserver.config import RoostConfig
 from roost.homeserver.roles import Roles
 from roost.rooms.engine import RoomEngine
+from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.notifier import Notifier, StreamChange
 
 
@@ -45,8 +46,10 @@ def internal_site(roles: Roles, engine: RoomEngine) -> Any:
     """The internal listener's site for an event writer among several processes, else None."""
     if roles.single_process or not roles.runs("event_writer"):
         return None
+    from roost.homeserver.room_writers import ShardedEngine
     from roost.homeserver.room_writers import internal_site as site
 
+    assert isinstance(engine, ShardedEngine)
     return site(engine, roles)
 
 
@@ -60,3 +63,37 @@ def listens_for_servers(config: RoostConfig) -> bool:
     """Inbound federation processes, and the media process (federation media), open the
     federation listener when it is enabled."""
     return bool(config.roles & {"federation_inbound", "media"})
+
+
+def federation_wakeups(bus: Any) -> Any:
+    """What a federation sender this process does not run does with EDUs queued here and
+    servers heard from here: tell the sending processes over the bus (None: one process)."""
+    if bus is None:
+        return None
+
+    def tell(kind: str, destinations: list[str]) -> None:
+        bus.publish("federation_wake", {"kind": kind, "destinations": destinations})
+
+    return tell
+
+
+def follow_federation_wakeups(bus: Any, sender: Any) -> None:
+    """The sending process wakes for EDUs other processes queued and servers they heard."""
+    if bus is not None:
+        bus.subscribe("federation_wake", lambda _instance, body: sender.woken_elsewhere(
+            str(body["kind"]), [str(d) for d in body["destinations"]]))
+        bus.on_connect(sender.resume_queues)  # wake-ups published while Redis was away
+
+
+def sender_store(roles: Roles, db: Any) -> FederationOutboundStore:
+    """The federation sender's queue: with several senders each keeps its own position."""
+    if len(roles.federation_senders) < 2:
+        return FederationOutboundStore(db)
+    return FederationOutboundStore(db, roles.instance, roles.federation_senders)
+
+
+def destination_shard(roles: Roles) -> Any:
+    """Which destinations this process's sender serves: None (all) unless several share."""
+    if len(roles.federation_senders) < 2:
+        return None
+    return roles.sends_to

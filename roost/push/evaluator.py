@@ -120,7 +120,9 @@ class PushEvaluator:
         self._rules: OrderedDict[str, CompiledRules] = OrderedDict()
         self._rooms: OrderedDict[str, RoomInfo] = OrderedDict()
         self._threads: OrderedDict[str, str] = OrderedDict()
-        self._waiters: list[tuple[int, defer.Deferred[None]]] = []
+        # (position, deadline, deferred) of readers waiting for evaluation (see reached)
+        self._waiters: list[tuple[int, float, defer.Deferred[None]]] = []
+        self._timer: Any = None
         self._generation = 0  # moves whenever someone's rules change
         self.counts = UnreadCache()
         # Called with (the batch's stored rows, new position) after each batch.
@@ -163,19 +165,41 @@ class PushEvaluator:
         if self.position >= position or self._stopped:
             return defer.succeed(None)
         done: defer.Deferred[None] = defer.Deferred()
-        timer = self._clock.callLater(timeout_s, lambda: done.called or done.callback(None))
-        done.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
-        self._waiters.append((position, done))
+        self._waiters.append((position, self._clock.seconds() + timeout_s, done))
+        if self._timer is None or not self._timer.active():
+            self._timer = self._clock.callLater(timeout_s, self._time_out)
         return done
+
+    def _time_out(self) -> None:
+        """Release the waiters whose time is up. One timer serves them all (every woken
+        /sync waits here under fan-out): it is armed for the earliest deadline, and
+        re-armed for the next when it fires."""
+        self._timer = None
+        now = self._clock.seconds()
+        waiting, self._waiters = self._waiters, []
+        for position, deadline, done in waiting:
+            if deadline > now:
+                self._waiters.append((position, deadline, done))
+            elif not done.called:
+                done.callback(None)
+        self._arm_timer(now)
+
+    def _arm_timer(self, now: float) -> None:
+        if self._waiters and (self._timer is None or not self._timer.active()):
+            first = min(deadline for _, deadline, _ in self._waiters)
+            self._timer = self._clock.callLater(max(0.0, first - now), self._time_out)
 
     def _release(self, upto: int) -> None:
         waiting, self._waiters = self._waiters, []
-        for position, done in waiting:
+        for position, deadline, done in waiting:
             if position <= upto:
                 if not done.called:
                     done.callback(None)
             else:
-                self._waiters.append((position, done))
+                self._waiters.append((position, deadline, done))
+        if not self._waiters and self._timer is not None and self._timer.active():
+            self._timer.cancel()
+            self._timer = None
 
     # -- reading the events stream ------------------------------------------------
 

@@ -125,6 +125,12 @@ class Database:
             return result
         raise AssertionError("unreachable")
 
+    async def current_database(self) -> str:
+        """The database's name on its server (names this deployment, e.g. in Redis)."""
+        row = await self.run("current_database",
+                             lambda t: t.query_one("SELECT current_database()"))
+        return str(row[0]) if row else ""
+
     def pool_state(self) -> tuple[int, int, int]:
         """(connections busy, connections open, transactions waiting for one): for metrics."""
         threads = self._pool.threadpool

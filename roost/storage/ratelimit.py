@@ -153,6 +153,9 @@ class RedisRateLimiter:
         self._redis = redis
         self._prefix = key_prefix
         self._clock = clock
+        # While Redis is unreachable each process limits on its own (issue 17: keep
+        # serving), rather than make every request wait for Redis to come back.
+        self._local = InMemoryRateLimiter(clock)
 
     def redis_key(self, key: str) -> str:
         """The Redis key of a bucket; public so that tests and admins can find it."""
@@ -162,4 +165,9 @@ class RedisRateLimiter:
         check_limits(per_second, burst, cost)
         # repr() keeps every bit of a float; txredisapi would round it to 6 places
         args = [repr(float(x)) for x in (self._clock.seconds(), per_second, burst, cost)]
-        return float(await self._redis.eval_script(_TAKE_LUA, [self.redis_key(key)], args))
+        from roost.storage.redis import RedisUnavailable
+
+        try:
+            return float(await self._redis.eval_script(_TAKE_LUA, [self.redis_key(key)], args))
+        except RedisUnavailable:
+            return await self._local.take(key, per_second, burst, cost)

@@ -20,15 +20,33 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 
+class RedisUnavailable(ConnectionError):
+    """Redis is not reachable now (the pool is reconnecting): callers fall back."""
+
+
 class RedisConnection:
     """A pool of connections to one Redis database."""
 
     def __init__(self, handler: Any) -> None:
         self._handler = handler
 
+    @property
+    def connected(self) -> bool:
+        """Whether any connection of the pool is up (else a command would wait for one)."""
+        return bool(self._handler._factory.size)
+
     async def execute(self, *args: str | int | bytes) -> Any:
-        """Run one command; bulk replies come back as str, integers as int."""
-        return await self._handler.execute_command(*args)
+        """Run one command; bulk replies come back as str, integers as int.
+
+        Raises RedisUnavailable at once while no connection is up, rather than
+        waiting for the pool to reconnect: a request must not hang on Redis.
+        """
+        if not self.connected:
+            raise RedisUnavailable("Redis is not connected")
+        try:
+            return await self._handler.execute_command(*args)
+        except txredisapi.ConnectionError as e:
+            raise RedisUnavailable(str(e)) from e
 
     async def eval_script(self, script: str, keys: list[str], args: list[str]) -> Any:
         """Run a Lua script, by its hash when the server already knows it."""
@@ -54,6 +72,7 @@ async def connect_redis(
     *,
     poolsize: int = 4,
     connect_timeout: float = 10.0,
+    max_delay: float | None = None,
 ) -> RedisConnection:
     """Open a pool and wait until all of it is connected, so a bad address fails startup.
 
@@ -68,6 +87,8 @@ async def connect_redis(
     factory = txredisapi.RedisFactory(
         f"{host}:{port}", db, poolsize, isLazy=True, password=password, convertNumbers=False
     )
+    if max_delay is not None:  # the longest wait between reconnection attempts
+        factory.maxDelay = max_delay
     factory.startConnecting(HostnameEndpoint(global_reactor, host, port, timeout=connect_timeout))
     conn = RedisConnection(factory.handler)
     ready: defer.Deferred[None] = defer.Deferred()

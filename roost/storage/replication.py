@@ -78,8 +78,8 @@ class ReplicationBus:
 
     @property
     def connected(self) -> bool:
-        """Whether the subscription is live (messages from now on will arrive)."""
-        return self._protocol is not None
+        """Whether messages flow both ways: subscribed, and the publishing pool is up."""
+        return self._protocol is not None and self._publisher.connected
 
     def subscribe(self, kind: str, handler: Handler) -> None:
         """Call `handler(sender_instance, message)` for every message of `kind` from others."""
@@ -91,7 +91,7 @@ class ReplicationBus:
 
     def publish(self, kind: str, body: dict[str, Any]) -> None:
         """Send a message to every other process; dropped while Redis is unreachable."""
-        if self._protocol is None:
+        if not self.connected:
             return
         message = json.dumps({**body, "k": kind, "i": self.instance}, separators=(",", ":"))
         self.published += 1

@@ -60,6 +60,7 @@ class SharedStream:
         self._notifier = notifier
         self._writers = tuple(writers)
         self.is_writer = instance in self._writers
+        self.fenced = False  # retired by the others while alive: writes no more (Replication)
         self._step = len(self._writers)
         self._offset = self._writers.index(instance) if self.is_writer else 0
         # Other writers' claims, as far as this process knows them. A writer with no
@@ -93,6 +94,9 @@ class SharedStream:
         """Reserve `count` positions of this writer's own; each must later be `finish`ed."""
         if not self.is_writer:
             raise RuntimeError(f"{self.instance} is not a writer of the {self.name} stream")
+        if self.fenced:
+            raise RuntimeError(f"{self.instance} was retired from the {self.name} stream:"
+                               " restart this process")
         ids = [self._next + i * self._step for i in range(count)]
         self._next += count * self._step
         self._last = ids[-1] if ids else self._last
@@ -261,7 +265,8 @@ class Replication:
     def __init__(self, bus: ReplicationBus | None, db: Database, clock: Any,
                  store_interval: float = 0.2, poll_interval: float = 1.0,
                  heartbeat_every: int = 5, instance: str | None = None,
-                 retire_after: float = 5.0) -> None:
+                 retire_after: float = 5.0,
+                 on_retired: Callable[[str], None] | None = None) -> None:
         """Without a bus (no Redis), positions are only polled from storage."""
         self.bus = bus
         self.instance = bus.instance if bus is not None else str(instance)
@@ -280,11 +285,17 @@ class Replication:
         # seconds is looked for in pg_stat_activity; gone, it is retired.
         self._retire_after = retire_after
         self._unmoved: dict[tuple[str, str], tuple[int, float]] = {}
+        # (stream, writer) looked for on every tick: never seen, or said it stopped.
+        self._suspects: set[tuple[str, str]] = set()
         self._retiring: defer.Deferred[None] | None = None
+        self._on_retired = on_retired
+        self._was_connected = False
         if bus is not None:
             bus.subscribe("position", self._on_position)
             bus.subscribe("ask", lambda sender, message: self._publish_claims())
             bus.on_connect(self._on_connect)
+            bus.subscribe("retired", self._on_retired_message)
+            bus.subscribe("offline", self._on_offline)
 
     async def stream(self, name: str, table_max: int, writers: Sequence[str]) -> SharedStream:
         """The shared stream `name`; its writers' order must be the same in every process."""
@@ -294,6 +305,9 @@ class Replication:
             stored = await self._store.load(name)
             start = table_max
         shared = SharedStream(name, self.instance, writers, start, stored)
+        # Writers never seen (no claim stored): looked for at once, not after
+        # `retire_after`: one that is not running must not hold readers back.
+        self._suspects |= {(name, w) for w in writers if w != self.instance and w not in stored}
         if shared.is_writer:
             shared.on_claim(lambda claim, rooms, users: self._claimed(shared, claim, rooms, users))
         self._streams[name] = shared
@@ -322,14 +336,19 @@ class Replication:
             elif pending.active():
                 pending.cancel()
         self._storing.clear()
+        mine = [shared.name for shared in self._streams.values() if shared.is_writer]
         for shared in self._streams.values():
             if shared.is_writer:
                 await self._store.store(shared.name, self.instance, shared.claim)
+        if self.bus is not None and mine:  # the others pass it once its connections are gone
+            self.bus.publish("offline", {"s": mine})
 
     async def catch_up(self) -> None:
         """Read every writer's stored claim and announce what it makes readable."""
         for shared in list(self._streams.values()):
             stored = await self._store.load(shared.name)
+            if shared.is_writer and stored.get(self.instance, shared.claim) > shared.claim:
+                self._retired(shared)
             target = shared.would_reach(stored)
             rooms: set[str] = set()
             users: set[str] = set()
@@ -353,14 +372,39 @@ class Replication:
             if not await self._store.retire_if_gone(shared.name, instance,
                                                     application_name(instance), top):
                 continue
+            self._suspects.discard((shared.name, instance))
             logger.warning("%s: writer %s is gone; readers pass its claim", shared.name,
                            instance)
+            if self.bus is not None:  # in case it is alive after all, cut off from PostgreSQL
+                self.bus.publish("retired", {"s": shared.name, "w": instance, "p": top})
             target = shared.would_reach({instance: top})
             found = await self._store.changes_between(shared.name, shared.current, target)
             rooms, users = found if found is not None else (set(), set())
             shared.observe_many({instance: top}, rooms, users, at=target)
 
     # -- internals ---------------------------------------------------------------
+
+    def _on_offline(self, sender: str, message: dict[str, Any]) -> None:
+        self._suspects |= {(name, sender) for name in message.get("s", ())
+                           if name in self._streams}
+
+    def _on_retired_message(self, sender: str, message: dict[str, Any]) -> None:
+        shared = self._streams.get(message.get("s", ""))
+        if shared is not None and shared.is_writer and message.get("w") == self.instance:
+            self._retired(shared)
+
+    def _retired(self, shared: SharedStream) -> None:
+        """The others took this process for dead (it had no database connection for a
+        while) and passed its claim: a write it still made below their position would
+        never be read. It writes the stream no more; `on_retired` (wiring: stop the
+        process, to be restarted above everyone) decides the rest."""
+        if shared.fenced:
+            return
+        shared.fenced = True
+        logger.critical("%s: this process (%s) was retired by the others; it must restart",
+                        shared.name, self.instance)
+        if self._on_retired is not None:
+            self._on_retired(shared.name)
 
     def _stalled(self) -> list[tuple[SharedStream, str, int]]:
         """(stream, writer, newest claim) for each other writer holding readers back
@@ -375,7 +419,9 @@ class Replication:
                     continue
                 key = (shared.name, instance)
                 seen = self._unmoved.get(key)
-                if seen is None or seen[0] != claim or claim >= top:
+                if key in self._suspects and claim < top and claim <= shared.current:
+                    found.append((shared, instance, top))
+                elif seen is None or seen[0] != claim or claim >= top:
                     self._unmoved[key] = (claim, now)
                 elif claim <= shared.current and now - seen[1] >= self._retire_after:
                     found.append((shared, instance, top))
@@ -420,6 +466,7 @@ class Replication:
         shared = self._streams.get(message.get("s", ""))
         if shared is None:
             return
+        self._suspects.discard((shared.name, sender))  # it is running
         shared.observe(sender, int(message["p"]), message.get("r", ()), message.get("u", ()))
 
     def _on_connect(self) -> None:
@@ -431,6 +478,10 @@ class Replication:
 
     def _tick(self) -> None:
         self._ticks += 1
+        connected = self.bus is not None and self.bus.connected
+        if connected and not self._was_connected:  # e.g. the publisher came back last
+            self._on_connect()
+        self._was_connected = connected
         if self._retiring is None and self._stalled():
             d = defer.ensureDeferred(self.retire_stalled())
             self._retiring = d

@@ -7,16 +7,19 @@ typing crosses over; a logout at one refuses the token at the other.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from roost.homeserver.wiring import build_homeserver
 from tests.contrib.test_nginx import free_port
 from tests.postgres_harness import fresh_database
-from tests.redis_harness import isolated_redis
+from tests.redis_harness import _free_port, _spawn, _stop, _wait_until_up, isolated_redis
 from tests.server_harness import RunningServer, _as_deferred, q, test_config
 from tests.storage.test_replication import until
 
@@ -40,17 +43,22 @@ def _workers(internal_port: int) -> dict[str, Any]:
 class TwoProcessTests(TestCase):
     timeout = 120
 
-    async def _cluster(self) -> tuple[RunningServer, RunningServer]:
+    async def _cluster(self, redis_port: int | None = None
+                       ) -> tuple[RunningServer, RunningServer]:
         dsn = await fresh_database(self)
-        redis = await isolated_redis(self)
+        if redis_port is None:
+            redis = await isolated_redis(self)
+            redis_at = (redis.host, redis.port, redis.prefix)
+        else:
+            redis_at = ("127.0.0.1", redis_port, "roost-test:")
         data_dir = self.mktemp()
         internal_port = free_port()
         servers = []
         for name in ("writer", "reader"):
             config = test_config(
                 data_dir, workers=_workers(internal_port),
-                redis={"enabled": True, "host": redis.host, "port": redis.port,
-                       "key_prefix": redis.prefix}).for_worker(name)
+                redis={"enabled": True, "host": redis_at[0], "port": redis_at[1],
+                       "key_prefix": redis_at[2]}).for_worker(name)
             hs = await build_homeserver(config, reactor, dsn=dsn)
             port = reactor.listenTCP(0, hs.client_site, interface="127.0.0.1")
             server = RunningServer(hs, f"http://127.0.0.1:{port.getHost().port}", port,
@@ -97,6 +105,39 @@ class TwoProcessTests(TestCase):
             token=bob["access_token"])
         self.assertNotIn(room, again.body.get("rooms", {}).get("join", {}))
 
+    async def test_wake_ups_survive_a_redis_restart(self) -> None:
+        port, workdir = _free_port(), Path(tempfile.mkdtemp(prefix="roost-redis-"))
+        self.addCleanup(shutil.rmtree, workdir, True)
+        server = await self._redis(workdir, port, "first")
+        writer, reader = await self._cluster(port)
+        alice, bob, room = await self._room(writer)
+        await self._caught_up(writer, reader)
+        since = (await reader.request("GET", V3 + "/sync", token=bob["access_token"])
+                 ).body["next_batch"]
+        _stop(server)  # Redis is gone: sends still answer, the reader polls the positions
+        for txn in ("during", "after"):
+            poll = defer.ensureDeferred(reader.request(
+                "GET", f"{V3}/sync?since={q(since)}&timeout=60000", token=bob["access_token"]))
+            sent = await self._send(writer, alice, room, txn)
+            woken = await poll
+            timeline = woken.body["rooms"]["join"][room]["timeline"]["events"]
+            self.assertEqual([e["event_id"] for e in timeline], [sent])
+            since = woken.body["next_batch"]
+            if txn == "during":
+                await self._redis(workdir, port, "second")
+                await until(lambda: self._subscribed(writer) and self._subscribed(reader),
+                            "both processes subscribe again", 30)
+
+    @staticmethod
+    def _subscribed(server: RunningServer) -> bool:
+        return bool(server.hs.replication is not None and server.hs.replication.bus.connected)
+
+    async def _redis(self, workdir: Path, port: int, name: str) -> Any:
+        proc = _spawn(workdir, port, workdir / f"{name}.log")
+        self.addCleanup(_stop, proc)
+        self.assertTrue(await _wait_until_up(proc, port))
+        return proc
+
     async def test_state_cached_at_the_reader_follows_the_writer(self) -> None:
         writer, reader = await self._cluster()
         alice, bob, room = await self._room(writer)
@@ -135,6 +176,51 @@ class TwoProcessTests(TestCase):
         self.assertEqual(out.status, 200)
         refused = await reader.request("GET", V3 + "/account/whoami", token=alice["access_token"])
         self.assertEqual((refused.status, refused.body["errcode"]), (401, "M_UNKNOWN_TOKEN"))
+
+    async def test_a_push_rule_changed_at_the_reader_applies_at_the_writer(self) -> None:
+        writer, reader = await self._cluster()  # the writer runs the push evaluator
+        alice, bob, room = await self._room(writer)
+        first = await self._send(writer, alice, room, "t1")
+        self.assertTrue(await self._notifies(writer, first, bob["user_id"]))
+        muted = await reader.request("PUT", f"{V3}/pushrules/global/room/{q(room)}",
+                                     {"actions": []}, token=bob["access_token"])
+        self.assertEqual(muted.status, 200, muted.body)
+        told = reader.hs.streams["account_data"].claim  # the m.push_rules account data
+        await until(lambda: writer.hs.streams["account_data"].current >= told,
+                    "the writer hears of the change")
+        second = await self._send(writer, alice, room, "t2")
+        self.assertFalse(await self._notifies(writer, second, bob["user_id"]))
+
+    async def _send(self, server: RunningServer, user: dict[str, Any], room: str,
+                    txn: str) -> str:
+        sent = await server.request("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/{txn}",
+                                    {"msgtype": "m.text", "body": txn},
+                                    token=user["access_token"])
+        self.assertEqual(sent.status, 200, sent.body)
+        return sent.body["event_id"]
+
+    async def _notifies(self, server: RunningServer, event_id: str, user_id: str) -> bool:
+        """Whether the evaluator stored a notification of `event_id` for `user_id`."""
+        db = server.hs.db
+        [(position,)] = await db.run("pos", lambda t: t.query(
+            "SELECT stream_ordering FROM events WHERE event_id = %s", (event_id,)))
+        done: list[bool] = []
+
+        async def evaluated() -> None:
+            rows = await db.run("evaluated", lambda t: t.query(
+                "SELECT stream_position FROM push_evaluator_position"))
+            done.append(bool(rows) and rows[0][0] >= position)
+
+        for _ in range(750):
+            await evaluated()
+            if done[-1]:
+                break
+            await task.deferLater(reactor, 0.02, lambda: None)
+        self.assertTrue(done[-1], "the evaluator never reached the event")
+        rows = await db.run("actions", lambda t: t.query(
+            "SELECT 1 FROM push_actions WHERE event_id = %s AND %s = ANY(user_ids)",
+            (event_id, user_id)))
+        return bool(rows)
 
     async def test_both_processes_stored_their_positions(self) -> None:
         writer, reader = await self._cluster()

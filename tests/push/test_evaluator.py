@@ -7,8 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from roost.push.evaluator import PushEvaluator
+from roost.storage.notifier import Notifier
 from tests.client_api.test_rooms_http import Client, assert_error, start_users
 from tests.server_harness import q
 
@@ -223,3 +226,37 @@ class NotificationsEndpointTests(TestCase):
                      "M_INVALID_PARAM")
         capped = await alice.ok("GET", "/notifications?limit=100000")
         self.assertEqual(capped["notifications"], [])
+
+
+class ReachedTimeoutTests(TestCase):
+    """Readers waiting for evaluation share one timer and each still gets its own timeout."""
+
+    def _evaluator(self) -> tuple[PushEvaluator, Clock]:
+        clock = Clock()
+        # Only the clock is used while nothing is evaluated.
+        return PushEvaluator(None, None, None, None, Notifier(), "test.roost",  # type: ignore[arg-type]
+                             clock), clock
+
+    def test_many_waiters_share_one_timer_and_time_out_at_their_own_deadline(self) -> None:
+        evaluator, clock = self._evaluator()
+        first = [evaluator.reached(5, 5.0) for _ in range(20)]
+        clock.advance(1)
+        later = [evaluator.reached(6, 5.0) for _ in range(20)]
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(4)
+        self.assertTrue(all(d.called for d in first))
+        self.assertFalse(any(d.called for d in later))
+        clock.advance(1)
+        self.assertTrue(all(d.called for d in later))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_a_reached_position_does_not_wait_and_stop_releases_everyone(self) -> None:
+        evaluator, clock = self._evaluator()
+        self.assertTrue(evaluator.reached(0, 5.0).called)
+        waiting = [evaluator.reached(3, 5.0), evaluator.reached(4, 1.0)]
+        cancelled = evaluator.reached(4, 5.0)
+        cancelled.cancel()
+        self.failureResultOf(cancelled)
+        self.successResultOf(defer.ensureDeferred(evaluator.stop()))
+        self.assertTrue(all(d.called for d in waiting))
+        self.assertEqual(clock.getDelayedCalls(), [])

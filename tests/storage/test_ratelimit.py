@@ -6,16 +6,23 @@ so refills are exact and nothing here waits on the wall clock.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from tests.redis_harness import (
+    _free_port,
+    _spawn,
+    _stop,
+    _wait_until_up,
     answers_ping,
     isolated_redis,
     redis_connection,
@@ -252,3 +259,23 @@ class Cleanups:
             result = f(*args, **kwargs)
             if isinstance(result, defer.Deferred):
                 await result
+
+
+
+class RedisDownTests(unittest.TestCase):
+    """Issue 17: while Redis is unreachable each process limits on its own, at once."""
+
+    async def test_limits_hold_in_process_while_redis_is_down(self) -> None:
+        port, workdir = _free_port(), Path(tempfile.mkdtemp(prefix="roost-redis-"))
+        self.addCleanup(shutil.rmtree, workdir, True)
+        server = _spawn(workdir, port, workdir / "redis.log")
+        self.addCleanup(_stop, server)
+        self.assertTrue(await _wait_until_up(server, port))
+        conn = await redis_connection(self, "127.0.0.1", port)
+        limiter = RedisRateLimiter(conn, "p:", Clock())
+        self.assertEqual(await limiter.take("k", 1, 1), 0.0)
+        _stop(server)
+        while conn.connected:  # the pool notices its connections closing
+            await task.deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(await limiter.take("other", 1, 1), 0.0)  # answered, not waiting
+        self.assertEqual(await limiter.take("other", 1, 1), 1.0)  # and still limited

@@ -18,6 +18,7 @@ from roost.storage.notifier import Notifier, StreamChange
 from roost.storage.redis import connect_redis
 from roost.storage.replication import ReplicationBus
 from roost.storage.shared_streams import Replication
+from roost.storage.stream_positions import StreamPositionStore
 from roost.storage.sync_data import ReceiptStore
 from tests.postgres_harness import fresh_database
 from tests.redis_harness import _free_port, _spawn, _stop, _wait_until_up, redis_for_tests
@@ -171,6 +172,7 @@ class DeadWriterTests(TestCase):
         self.addCleanup(db_a.close)
         db_b = Database(reactor, dsn, 1, 2, application_name=application_name("b"))
         alive = Replication(None, db_a, reactor, instance="a", retire_after=0)
+        self.addCleanup(lambda: defer.ensureDeferred(alive.stop()))
         writers = ["a", "b"]
         mine = await alive.stream("receipts", 0, writers)
         notifier = Notifier()
@@ -202,3 +204,31 @@ class DeadWriterTests(TestCase):
         [after] = back.allocate(1)
         self.assertGreater(after, mine.current)
         self.assertNotEqual(after, in_flight)
+
+    async def test_a_writer_retired_while_alive_writes_no_more(self) -> None:
+        dsn = await fresh_database(self)
+        db = Database(reactor, dsn, 1, 2, application_name=application_name("b"))
+        self.addCleanup(db.close)
+        told: list[str] = []
+        replication = Replication(None, db, reactor, instance="b", on_retired=told.append)
+        self.addCleanup(lambda: defer.ensureDeferred(replication.stop()))
+        stream = await replication.stream("receipts", 0, ["a", "b"])
+        stream.allocate(1)
+        # What the others store when they take it for dead (cut off from PostgreSQL).
+        await StreamPositionStore(db).store("receipts", "b", 100)
+        await replication.catch_up()
+        self.assertEqual(told, ["receipts"])
+        self.assertRaises(RuntimeError, stream.allocate, 1)
+
+    async def test_a_writer_never_started_or_stopped_is_passed_without_waiting(self) -> None:
+        dsn = await fresh_database(self)
+        db = Database(reactor, dsn, 1, 2, application_name=application_name("a"))
+        self.addCleanup(db.close)
+        alive = Replication(None, db, reactor, instance="a")  # retire_after: 5 s, unused
+        self.addCleanup(lambda: defer.ensureDeferred(alive.stop()))
+        stream = await alive.stream("receipts", 0, ["a", "tool"])  # "tool" never ran
+        [written] = stream.allocate(1)
+        stream.finish([written], rooms=["!r"])
+        self.assertLess(stream.current, written)
+        await alive.retire_stalled()
+        self.assertGreaterEqual(stream.current, written)
