@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet import threads
+from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
@@ -462,6 +462,7 @@ async def build_homeserver(
                        _limits(config))
     for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
         root.putChild(name, api)
+    _record_last_seen(api, device_store, clock, closers)
     sockets = Resource()
     socket_resource = websocket.websocket_resource(websocket.SocketServices(
         tokens, api, builder, waiter, clock, presence_tracker), reactor)
@@ -535,3 +536,22 @@ def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
     room_summary.register(router, spaces, directory_store, state_store)
     federation_hierarchy.register(federation.router, spaces)
 
+
+LAST_SEEN_FLUSH_S = 10.0
+
+
+def _record_last_seen(api: JsonResource, devices: DeviceStore, clock: Any,
+                      closers: list[tuple[str, Any]]) -> None:
+    """Devices' last seen time and address: kept in memory per request, written every
+    LAST_SEEN_FLUSH_S in one statement, and once more at a clean stop."""
+    api.seen = lambda r, ip: devices.seen(r.user_id, r.device_id, int(clock.seconds() * 1000), ip)
+    flush = task.LoopingCall(lambda: defer.ensureDeferred(devices.flush_seen()))
+    flush.clock = clock
+    flush.start(LAST_SEEN_FLUSH_S, now=False).addErrback(
+        lambda f: logger.error("last seen flush: %s", f.getTraceback()))
+
+    async def stop() -> None:
+        flush.stop()
+        await devices.flush_seen()
+
+    closers.append(("devices' last seen", stop))
