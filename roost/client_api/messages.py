@@ -106,7 +106,10 @@ def register(
                                                   limit, types, not_types)
         loaded = engine.loaded(page)
         visible = await view.visible(room_id, user, loaded)
-        body: JsonDict = {"chunk": await view.serialize(visible, user), "start": f"s{start}"}
+        # The page's read named what relates to each event: no aggregation query for none.
+        kinds = {s.event_id: s.relation_kinds for s in page if s.relation_kinds is not None}
+        body: JsonDict = {"chunk": await view.serialize(visible, user, relation_kinds=kinds),
+                          "start": f"s{start}"}
         if stopped_at is not None:  # a wildcard filter's scan stopped short: go on from there
             body["end"] = f"s{stopped_at - 1}" if backwards else f"s{stopped_at}"
         elif len(page) == limit and page:

@@ -186,6 +186,9 @@ class JsonResource(Resource):
         self._limits = limits or {}
         # Set by the metrics listener's wiring: told of each request's route and end.
         self.observer: RequestObserver | None = None
+        # Set by the wiring: told of each authenticated request's requester and address
+        # (devices' last seen time and IP).
+        self.seen: Callable[[Requester, str], None] | None = None
 
     def render(self, request: server.Request) -> int:
         rid = f"req{next(_request_counter)}"
@@ -227,6 +230,8 @@ class JsonResource(Resource):
                 requester = await self._requester(request, route)
                 if requester is not None:
                     user = requester.user_id
+                    if self.seen is not None and requester.app_service is None:
+                        self.seen(requester, _client_ip(request))
                     if requester.is_guest:
                         check_guest(method, path)
                 await self._take_rate_limit(request, route, requester)

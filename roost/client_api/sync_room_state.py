@@ -69,21 +69,20 @@ class SyncRoomState:
                               user_id: str, filt: SyncFilter, now: SyncToken) -> None:
         """The state at the token for each room, minus the timeline's own.
 
-        Read from the engine's head (the current state, parsed) with positions and
-        redactions in one query; a room whose head has moved past the token (an event
-        persisted while this sync was built) is read at the token from storage instead,
-        so that event comes in the next sync's timeline, not before it.
+        Read from the engine's head (the current state, parsed, with positions and
+        redactions kept there: RoomEngine.current_state_loaded); a room whose head has
+        moved past the token (an event persisted while this sync was built) is read at
+        the token from storage instead, so that event comes in the next sync's
+        timeline, not before it.
         """
         if not rooms:
             return  # (an incremental sync with no newly joined room)
         wanted: dict[str, list[str]] = {}
-        held: dict[str, Event] = {}
         for room_id in rooms:
             current = await self._engine.current_state_events(room_id)
-            held.update((e.event_id, e) for e in current.values())
             wanted[room_id] = self._wanted_state(room_id, current, plans[room_id], user_id,
                                                  filt)
-        loaded = await self._state_events(held, [i for ids in wanted.values() for i in ids])
+        loaded = await self._engine.current_state_loaded(wanted)
         for room_id, ids in wanted.items():
             if any((loaded[i].stream_ordering or 0) > now.events for i in ids if i in loaded):
                 at_token = await self._state_at(room_id, now.events)
@@ -104,9 +103,9 @@ class SyncRoomState:
         in_timeline = {e.event.event_id for e in plan.timeline}
         senders = {e.event.sender for e in plan.timeline} | {user_id}
         everything = filt.state.passes_every_event()
-        return [
-            e.event_id for key, e in sorted(state.items())
-            if e.event_id not in in_timeline and (
+        return [  # keys sorted alone: about half the time of sorting 2,000 (key, event) pairs
+            e.event_id for key in sorted(state) if (e := state[key]).event_id not in in_timeline
+            and (
                 not filt.lazy_load_members or key[0] != "m.room.member" or key[1] in senders)
             and (everything or key[0] == "m.room.member" and key[1] == user_id
                  or filt.state.wants(e.type, e.sender, e.content))
@@ -121,14 +120,6 @@ class SyncRoomState:
         ids = await self._view.state.state_at_group(group)
         events = await self._engine.get_events(list(ids.values()))
         return {key: events[eid] for key, eid in ids.items() if eid in events}
-
-    async def _state_events(self, held: dict[str, Event],
-                            event_ids: list[str]) -> dict[str, LoadedEvent]:
-        """Current state events as served: the engine holds them parsed in its room heads,
-        so only their positions and redactions are read (not every event's JSON again)."""
-        found = await self._queries.positions_and_redactions(event_ids)
-        return {i: LoadedEvent(held[i], position, redacted_by, False)
-                for i, (position, redacted_by) in found.items()}
 
     def state_before_timeline(self, raw: list[StoredEvent], new: list[LoadedEvent],
                                filt: SyncFilter) -> list[LoadedEvent]:
@@ -168,7 +159,7 @@ class SyncRoomState:
         ids = [e.event_id for sender in sorted({e.event.sender for e in plan.timeline})
                if (e := current.get(("m.room.member", sender))) is not None
                and e.event_id not in have]
-        loaded = await self._state_events({e.event_id: e for e in current.values()}, ids)
+        loaded = await self._engine.current_state_loaded({room_id: ids})
         plan.state += [loaded[i] for i in ids if i in loaded]
 
     async def add_summaries(self, plans: dict[str, RoomPlan], user_id: str,

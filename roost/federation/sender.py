@@ -109,14 +109,19 @@ class FederationSender:
         edus: EduSources | None = None,
         server_allowed: Callable[[str, str], Awaitable[bool]] | None = None,
         elsewhere: Callable[[str, list[str]], None] | None = None,
+        sends_to: Callable[[str], bool] | None = None,
     ) -> None:
         """`server_allowed(room_id, server)` is the room's server ACL (the access module's):
         nothing of a room, PDU or EDU, goes to a server its ACL denies.
 
         A sender that is never started (another process sends: homeserver/roles.py) still
         queues the EDUs it is handed, in the database; it tells `elsewhere(kind,
-        destinations)` ("queued" or "up") so that the sending process wakes for them."""
+        destinations)` ("queued" or "up") so that the sending process wakes for them.
+        With several senders, `sends_to(destination)` says which destinations are this
+        one's: it queues PDUs and the EDUs it derives (typing, receipts, presence) for
+        those only, and passes others' wake-ups on."""
         self._elsewhere = elsewhere
+        self._mine = sends_to or (lambda destination: True)
         self._store = store
         self._server_allowed = server_allowed
         self._members = members
@@ -165,7 +170,7 @@ class FederationSender:
 
     async def _resume_queues(self) -> None:
         for destination, next_attempt in (await self._store.destinations_pending()).items():
-            if destination == self._server_name:
+            if destination == self._server_name or not self._mine(destination):
                 continue
             self._wake(destination, max(0, next_attempt - self._now_ms()))
 
@@ -193,7 +198,7 @@ class FederationSender:
 
     def destination_up(self, destination: str) -> None:
         """The destination just reached us: retry it now rather than at its backoff's end."""
-        if not self._started:
+        if not self._started or not self._mine(destination):
             if self._elsewhere is not None:
                 self._elsewhere("up", [destination])
             return
@@ -245,7 +250,8 @@ class FederationSender:
                 rows: list[tuple[str, int, str]] = []
                 for event in events:
                     for destination in sorted(await self._destinations_for(event)):
-                        rows.append((destination, event.stream_ordering, event.event_id))
+                        if self._mine(destination):
+                            rows.append((destination, event.stream_ordering, event.event_id))
                 relayed = [e.event_id for e in events if e.relay_origin is not None]
                 if rows or relayed or self._position_due:
                     self._position_due = False
@@ -347,19 +353,23 @@ class FederationSender:
     async def _queue_edus(self, rows: list[tuple[str, str, Any]]) -> None:
         await self._store.enqueue_edus(rows, self._now_ms())
         destinations = sorted({r[0] for r in rows})
-        if not self._started:
-            if self._elsewhere is not None and destinations:
-                self._elsewhere("queued", destinations)
-            return
+        others = [d for d in destinations if not self._started or not self._mine(d)]
+        if self._elsewhere is not None and others:
+            self._elsewhere("queued", others)
         for destination in destinations:
-            self._wake(destination, None)
+            if self._started and self._mine(destination):
+                self._wake(destination, None)
+
+    async def _queue_own_edus(self, rows: list[tuple[str, str, Any]]) -> None:
+        """EDUs this sender derives itself (every sender derives them): its own share."""
+        await self._queue_edus([r for r in rows if self._mine(r[0])])
 
     def woken_elsewhere(self, kind: str, destinations: list[str]) -> None:
         """Another process queued EDUs for these destinations ("queued") or heard from
         them ("up"): send now."""
         if not self._started:
             return
-        for destination in destinations:
+        for destination in [d for d in destinations if self._mine(d)]:
             if kind == "up":
                 self.destination_up(destination)
             else:
@@ -377,7 +387,7 @@ class FederationSender:
         if not changes:
             return
         hosts = await self._room_hosts(room_id)
-        await self._queue_edus([
+        await self._queue_own_edus([
             (host, "m.typing", {"room_id": room_id, "user_id": user, "typing": typing})
             for host in sorted(hosts) for user, typing in changes
         ])
@@ -405,7 +415,7 @@ class FederationSender:
             for host in sorted(await self._room_hosts(room)):
                 queued.append((host, "m.receipt", {room: {"m.read": users}}))
         if queued:
-            await self._queue_edus(queued)
+            await self._queue_own_edus(queued)
 
     async def _presence_changed(self, users: list[str]) -> None:
         assert self._edus.presence_of is not None
@@ -419,7 +429,7 @@ class FederationSender:
             content = {"user_id": user, **self._edus.presence_of(user)}
             for host in hosts:
                 per_host.setdefault(host, []).append(content)
-        await self._queue_edus([(host, "m.presence", {"push": push})
+        await self._queue_own_edus([(host, "m.presence", {"push": push})
                                 for host, push in sorted(per_host.items())])
 
     # -- sending to one destination --------------------------------------------------

@@ -5,7 +5,8 @@ in memory (storage/streams.py) and no bus; nothing here imports txredisapi.
 Several processes share each stream through storage/shared_streams.py: the
 events stream is written by the configured event writers, the other synced
 streams (receipts, account data, to-device, device lists) by any instance,
-since any client process may take those writes. Typing, presence and push
+since any client process may take those writes (and a command run beside
+them). Typing, presence and push
 rule changes travel on the bus; each process keeps its own copy.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from roost.homeserver.config import RoostConfig
+from roost.homeserver.config import TOOL, RoostConfig
 from roost.homeserver.roles import Roles
 from roost.rooms.engine import IdAllocator
 from roost.storage.database import Database
@@ -73,8 +74,10 @@ class StreamWiring:
         """The stream `name` (StreamIdGenerator's interface either way)."""
         if self.replication is None:
             return StreamIdGenerator(table_max)
+        # A command beside the instances (`roost user deactivate`, ...) writes device
+        # lists and account data too; the others pass it once it has exited.
         writers = (self._roles.event_writers if name == "events"
-                   else list(self._config.workers.instances))
+                   else [*self._config.workers.instances, TOOL])
         return await self.replication.stream(name, table_max, writers)
 
     def state_groups(self, table_max: int) -> Any:

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import treq
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -40,10 +40,9 @@ PREFIX = "/_roost/internal/v1/engine/"
 # A forwarded write waits at most this long for its writer: a dead writer gives a
 # clear error, never a request that hangs.
 FORWARD_TIMEOUT_S = 30.0
-# After a forwarded write, how long this process waits for its own view of the events
-# stream to reach the writer's (over the replication bus), and how often it looks.
+# After a forwarded write, how long this process waits at most for its own view of the
+# events stream to reach the writer's (over the replication bus).
 CATCH_UP_S = 5.0
-CATCH_UP_POLL_S = 0.002
 
 JsonDict = dict[str, Any]
 
@@ -113,6 +112,8 @@ class WriterClient:
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 32
         self._http = treq.client.HTTPClient(Agent(reactor, pool=self.pool))
+        self._stream: Any = None
+        self._waiting: list[tuple[int, defer.Deferred[None]]] = []
 
     async def call(self, writer: str, method: str, args: JsonDict) -> tuple[Any, int]:
         """(the writer's answer, its events stream position after the write)."""
@@ -133,13 +134,30 @@ class WriterClient:
             raise RoomError(int(error["status"]), str(error["errcode"]), str(error["message"]))
         return body["ok"], int(body.get("position", 0))
 
-    async def caught_up(self, stream: Any, position: int) -> None:
-        """Wait (briefly) until this process's events stream covers `position`, the writer's
-        after the forwarded write: the client's next request here then sees its write."""
-        waited = 0.0
-        while stream.current < position and waited < CATCH_UP_S:
-            await task.deferLater(self._reactor, CATCH_UP_POLL_S, lambda: None)
-            waited += CATCH_UP_POLL_S
+    def follow(self, stream: Any) -> None:
+        """Release `caught_up` waiters as this process's events stream advances."""
+        self._stream = stream
+        stream.on_advance(self._advanced)
+
+    def _advanced(self, position: int) -> None:
+        waiting, self._waiting = self._waiting, []
+        for wanted, done in waiting:
+            if wanted <= position:
+                if not done.called:
+                    done.callback(None)
+            else:
+                self._waiting.append((wanted, done))
+
+    async def caught_up(self, position: int) -> None:
+        """Wait (at most CATCH_UP_S) until this process's events stream covers `position`,
+        the writer's after the forwarded write: the client's next request here then sees
+        its write."""
+        if self._stream is None or self._stream.current >= position:
+            return
+        done: defer.Deferred[None] = defer.Deferred()
+        self._waiting.append((position, done))
+        done.addTimeout(CATCH_UP_S, self._reactor, onTimeoutCancel=lambda r, t: None)
+        await done
 
 
 class ShardedEngine(RoomEngine):
@@ -149,6 +167,7 @@ class ShardedEngine(RoomEngine):
         super().__init__(*args, owns_room=roles.writes_room, **kwargs)
         self._roles = roles
         self._writers = writers
+        writers.follow(self._stream)
 
     async def _forward(self, room_id: str, method: str, args: JsonDict) -> Any:
         answer = await self._call(self._roles.writer_of(room_id), method, args)
@@ -157,7 +176,7 @@ class ShardedEngine(RoomEngine):
 
     async def _call(self, writer: str, method: str, args: JsonDict) -> Any:
         answer, position = await self._writers.call(writer, method, args)
-        await self._writers.caught_up(self._stream, position)
+        await self._writers.caught_up(position)
         return answer
 
     def stream_position(self) -> int:

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet import threads
+from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 
@@ -93,9 +93,11 @@ from roost.homeserver.replication_wiring import StreamWiring
 from roost.homeserver.roles import MAIN, Roles
 from roost.homeserver.wiring_roles import (
     build_engine,
+    destination_shard,
     federation_wakeups,
     follow_federation_wakeups,
     internal_site,
+    sender_store,
     watch_other_writers,
 )
 from roost.keys.local import LocalKey, load_or_create_signing_key
@@ -113,7 +115,6 @@ from roost.storage.embedded import start_embedded_postgres
 from roost.storage.erasure import ErasureStore
 from roost.storage.events import EventStore, SyncEventStore
 from roost.storage.federation_inbound import FederationInboundStore
-from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.login_tokens import LoginTokenStore
 from roost.storage.migrations import migrate
 from roost.storage.notifier import Notifier
@@ -461,6 +462,7 @@ async def build_homeserver(
                        _limits(config))
     for name in (b"_matrix", b".well-known", b"health", b"_synapse"):
         root.putChild(name, api)
+    _record_last_seen(api, device_store, clock, closers)
     sockets = Resource()
     socket_resource = websocket.websocket_resource(websocket.SocketServices(
         tokens, api, builder, waiter, clock, presence_tracker), reactor)
@@ -472,13 +474,13 @@ async def build_homeserver(
     media = register_media(config, reactor, clock, db, router, federation, site, closers)
     admin_media.register(router, admin_media.AdminMedia(AdminGate(accounts), media))
     sender = FederationSender(
-        FederationOutboundStore(db), state_store, event_stream, notifier, federation.client,
+        sender_store(roles, db), state_store, event_stream, notifier, federation.client,
         config.server_name, clock, min_retry_interval_ms=config.federation.min_retry_interval,
         max_retry_interval_ms=config.federation.max_retry_interval,
         edus=EduSources(typing_tracker.typing_users, presence_tracker.get,
                         lambda: streams["receipts"].current),
         server_allowed=view.access.server_allowed,
-        elsewhere=federation_wakeups(stream_wiring.bus))
+        elsewhere=federation_wakeups(stream_wiring.bus), sends_to=destination_shard(roles))
     if roles.runs("federation_sender"):
         await sender.start()
         closers.append(("federation sender", sender.stop))
@@ -534,3 +536,22 @@ def _register_versions(router: Router, engine: RoomEngine, view: RoomView,
     room_summary.register(router, spaces, directory_store, state_store)
     federation_hierarchy.register(federation.router, spaces)
 
+
+LAST_SEEN_FLUSH_S = 10.0
+
+
+def _record_last_seen(api: JsonResource, devices: DeviceStore, clock: Any,
+                      closers: list[tuple[str, Any]]) -> None:
+    """Devices' last seen time and address: kept in memory per request, written every
+    LAST_SEEN_FLUSH_S in one statement, and once more at a clean stop."""
+    api.seen = lambda r, ip: devices.seen(r.user_id, r.device_id, int(clock.seconds() * 1000), ip)
+    flush = task.LoopingCall(lambda: defer.ensureDeferred(devices.flush_seen()))
+    flush.clock = clock
+    flush.start(LAST_SEEN_FLUSH_S, now=False).addErrback(
+        lambda f: logger.error("last seen flush: %s", f.getTraceback()))
+
+    async def stop() -> None:
+        flush.stop()
+        await devices.flush_seen()
+
+    closers.append(("devices' last seen", stop))

@@ -12,6 +12,7 @@ from typing import Any
 from roost.homeserver.config import RoostConfig
 from roost.homeserver.roles import Roles
 from roost.rooms.engine import RoomEngine
+from roost.storage.federation_outbound import FederationOutboundStore
 from roost.storage.notifier import Notifier, StreamChange
 
 
@@ -82,3 +83,17 @@ def follow_federation_wakeups(bus: Any, sender: Any) -> None:
         bus.subscribe("federation_wake", lambda _instance, body: sender.woken_elsewhere(
             str(body["kind"]), [str(d) for d in body["destinations"]]))
         bus.on_connect(sender.resume_queues)  # wake-ups published while Redis was away
+
+
+def sender_store(roles: Roles, db: Any) -> FederationOutboundStore:
+    """The federation sender's queue: with several senders each keeps its own position."""
+    if len(roles.federation_senders) < 2:
+        return FederationOutboundStore(db)
+    return FederationOutboundStore(db, roles.instance, roles.federation_senders)
+
+
+def destination_shard(roles: Roles) -> Any:
+    """Which destinations this process's sender serves: None (all) unless several share."""
+    if len(roles.federation_senders) < 2:
+        return None
+    return roles.sends_to

@@ -153,6 +153,11 @@ class RoomAccess:
         forgotten, history = await self._reader_history(room_id, user_id)
         memberships: History = [] if forgotten else history
         rules = Visibility(await self.visibility_history(room_id), memberships)
+        since = rules.joined_since
+        if since is not None and all((e.stream_ordering or 0) >= since for e in events):
+            # A member reading what came since they joined (and stayed): they see all
+            # of it, and erasure hides nothing from someone who was there.
+            return events
         visible = [
             e for e in events
             if rules.can_see(e.stream_ordering or 0)

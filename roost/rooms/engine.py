@@ -267,6 +267,7 @@ class RoomEngine:
                    for e in events if e.state_key is not None}
         if changes_visibility(events):
             working.visibility = None
+        working.forget_loaded(events)
         new_room = next((u.new_room for u, _, _ in accepted if u.new_room), None)
         creator = events[0].sender
         batch = RoomBatch(
@@ -545,6 +546,23 @@ class RoomEngine:
 
     def loaded(self, stored: list[StoredEvent]) -> list[LoadedEvent]:
         return self._reader.loaded(stored)
+
+    async def current_state_loaded(self, wanted: Mapping[str, list[str]]
+                                   ) -> dict[str, LoadedEvent]:
+        """Events of rooms' current state (room id -> event ids) as readers get them:
+        from each room's cached head, positions and redactions kept there once read (one
+        query for every room's missing ones). An id no longer in its room's current
+        state (the head moved on meanwhile) is read from storage."""
+        held = []
+        for room_id, ids in wanted.items():
+            head = await self._head(room_id)
+            by_id = head.state_by_id()
+            held.append((head, {eid: by_id[eid] for eid in ids if eid in by_id}))
+        out = await self._reader.from_heads(held)
+        rest = [eid for ids in wanted.values() for eid in ids if eid not in out]
+        if rest:
+            out.update(await self.get_events(rest))
+        return out
 
     async def visibility_changes(self, room_id: str) -> list[tuple[int, str]]:
         """(stream position, history_visibility) of every accepted history_visibility

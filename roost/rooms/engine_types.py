@@ -70,13 +70,31 @@ class RoomHead:
     # copy keeps it, and each persist that stores an m.room.history_visibility event
     # leaves it None on the head that follows (see RoomEngine.visibility_changes).
     visibility: list[tuple[int, str]] | None = None
+    # State event id -> the event as readers get it (its position, the redaction that
+    # applies), filled by big current-state reads (event_reader.py). Each persist drops
+    # the entries it may change: its redactions' targets, remote events it stored.
+    loaded: dict[str, LoadedEvent] | None = None
     # event id -> state event, built on first use (a copy starts without it).
     _by_id: dict[str, Event] | None = field(default=None, init=False, compare=False,
                                              repr=False)
 
     def copy(self) -> RoomHead:
         return replace(self, state=dict(self.state), state_events=dict(self.state_events),
-                       extremities=list(self.extremities))
+                       extremities=list(self.extremities),
+                       loaded=None if self.loaded is None else dict(self.loaded))
+
+    def forget_loaded(self, events: Iterable[Event], stored: bool = False) -> None:
+        """Drop what `events`, just persisted, may change of the kept loaded state: the
+        targets of redactions among them, and (`stored`: remote events, which may
+        include an outlier now given a position) the events themselves."""
+        if self.loaded is None:
+            return
+        for event in events:
+            if stored:
+                self.loaded.pop(event.event_id, None)
+            target = event.redacts
+            if target is not None:
+                self.loaded.pop(target, None)
 
     def state_by_id(self) -> dict[str, Event]:
         if self._by_id is None:

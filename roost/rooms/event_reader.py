@@ -4,7 +4,11 @@ Every reader of events (history, sync, federation, the engine's own checks)
 goes through `EventReader.get_events`. Stored PDU JSON never changes, so each
 event is parsed once and shared (engine_types.EventCache), and a large request
 for a room's current state takes the events the engine's cached room head
-already holds (bench/big_room.py: /members of a 2,000-member room).
+already holds, with their positions and redactions as read the first time
+(bench/big_room.py: /members of a 2,000-member room). Whatever a persist may
+change of those (a redaction of a state event, an outlier given a position)
+is dropped from the head that follows it (RoomHead.forget_loaded), and read
+again.
 """
 
 from __future__ import annotations
@@ -35,27 +39,48 @@ class EventReader:
         """Events by id. A large request for a room's current state (/members, /state of
         a big room) takes the events its cached head holds parsed and reads only their
         positions and redactions: no JSON read and parsed again (bench/big_room.py)."""
-        held = self._held_state(event_ids) if len(event_ids) >= HELD_LOOKUP_MIN else {}
-        out: dict[str, LoadedEvent] = {}
-        if held:
-            meta = await self._events.positions_and_redactions(list(held))
-            out = {eid: LoadedEvent(held[eid], position, redacted_by, rejected)
-                   for eid, (position, redacted_by, rejected) in meta.items()}
+        head, held = self._held_state(event_ids) if len(event_ids) >= HELD_LOOKUP_MIN \
+            else (None, {})
+        out = await self.from_heads([(head, held)]) if head is not None else {}
         rest = [eid for eid in event_ids if eid not in out]
         if rest:
             stored = await self._events.get_events(rest)
             out.update((eid, self.load(s)) for eid, s in stored.items())
         return out
 
-    def _held_state(self, event_ids: list[str]) -> dict[str, Event]:
-        """The events among `event_ids` in the current state of the cached room head that
-        holds the first of them (the most recently used heads are looked at first)."""
+    async def from_heads(self, held: list[tuple[RoomHead, dict[str, Event]]]
+                         ) -> dict[str, LoadedEvent]:
+        """State events that room heads hold (head, event id -> event), as readers get
+        them: their positions and redactions are kept on the head (RoomHead.loaded) once
+        read, those not yet kept read in one query for every head."""
+        out: dict[str, LoadedEvent] = {}
+        missing: dict[str, tuple[dict[str, LoadedEvent], Event]] = {}
+        for head, events in held:
+            kept = head.loaded if head.loaded is not None else {}
+            head.loaded = kept
+            for eid, event in events.items():
+                found = kept.get(eid)
+                if found is not None:
+                    out[eid] = found
+                else:
+                    missing[eid] = (kept, event)
+        if missing:
+            meta = await self._events.positions_and_redactions(list(missing))
+            for eid, (position, redacted_by, rejected) in meta.items():
+                kept, event = missing[eid]
+                out[eid] = kept[eid] = LoadedEvent(event, position, redacted_by, rejected)
+        return out
+
+    def _held_state(self, event_ids: list[str]) -> tuple[RoomHead | None, dict[str, Event]]:
+        """The cached room head whose current state holds the first of `event_ids` (the
+        most recently used heads are looked at first), and the events among `event_ids`
+        it holds."""
         first = event_ids[0]
         for head in reversed(self._heads.values()):
             by_id = head.state_by_id()
             if first in by_id:
-                return {eid: by_id[eid] for eid in event_ids if eid in by_id}
-        return {}
+                return head, {eid: by_id[eid] for eid in event_ids if eid in by_id}
+        return None, {}
 
     def load(self, stored: StoredEvent) -> LoadedEvent:
         return LoadedEvent(self._parsed.event(stored), stored.stream_ordering, stored.redacted_by,

@@ -127,6 +127,10 @@ class Event:
     room_id: str
     canonical_bytes: bytes = field(repr=False)
     unsigned: dict[str, Any] = field(default_factory=dict, repr=False)
+    # The client form of the event without `unsigned`, built once by its first reader
+    # (client_api/event_format.py) and kept with it. The event never
+    # changes, so neither does the form; redacted, the event is a new Event.
+    client_form: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_pdu(cls, pdu: Mapping[str, Any], version: RoomVersion) -> Event:

@@ -64,6 +64,7 @@ async def _persist(engine: RoomEngine, run: _RemoteRun,
     removed = [key for key in head.state if key not in working.state]
     if changes_visibility(e for e, *_ in run.rows):
         working.visibility = None
+    working.forget_loaded([e for e, *_ in run.rows], stored=True)
     batch = RoomBatch(
         room_id, rows, run.groups, changed, list(working.extremities) if accepted else None,
         new_room, removed,
@@ -128,10 +129,14 @@ async def backfill(
                       for e, st, g, r in timeline],
             [_remote_row(e, None, g, st, r, run.ineffective_redactions)
              for e, st, g, r in others], run.groups)
-        if changes_visibility(e for e, *_ in run.rows):
-            # Older history of the room's visibility: the head that follows reads it again.
+        stored = [e for e, *_ in run.rows]
+        if changes_visibility(stored) or any(e.redacts is not None for e in stored):
+            # Older visibility changes, or redactions: the head that follows reads
+            # what they change again.
             fresh = (await engine._head(room_id)).copy()
-            fresh.visibility = None
+            if changes_visibility(stored):
+                fresh.visibility = None
+            fresh.forget_loaded(stored, stored=True)
             engine._keep_head(room_id, fresh)
     return {eid: o.status for eid, o in run.outcomes.items()}
 

@@ -70,6 +70,8 @@ class Visibility:
         self._joined_now = bool(memberships) and memberships[-1][1] == "join"
         joins = [p for p, m in memberships if m == "join"]
         self._last_join = joins[-1] if joins else None
+        # Joined from this position on, without a break, until now (None: not joined now).
+        self.joined_since = memberships[-1][0] if self._joined_now else None
 
     def membership_at(self, position: int) -> str | None:
         index = bisect_right(self._membership_positions, position)

@@ -9,7 +9,7 @@ which is what revokes the device's tokens.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.internet import defer
@@ -57,6 +57,8 @@ class NewSession:
 class DeviceStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # (user, device) -> (last_seen_ts, last_seen_ip) not yet written (see `seen`).
+        self._seen: dict[tuple[str, str], tuple[int, str | None]] = {}
         self._session_waiters: dict[str, list[defer.Deferred[Any]]] = {}
         self._session_query_running = False
         # Called with (user_id, device ids) after devices are deleted: their end-to-end
@@ -258,7 +260,7 @@ class DeviceStore:
                 (user_id,),
             ),
         )
-        return [DeviceRecord(*r) for r in rows]
+        return [self._with_seen(DeviceRecord(*r)) for r in rows]
 
     async def get_device(self, user_id: str, device_id: str) -> DeviceRecord | None:
         row = await self._db.run(
@@ -269,7 +271,40 @@ class DeviceStore:
                 (user_id, device_id),
             ),
         )
-        return DeviceRecord(*row) if row else None
+        return self._with_seen(DeviceRecord(*row)) if row else None
+
+    # -- last seen ----------------------------------------------------------------
+
+    def seen(self, user_id: str, device_id: str, ts: int, ip: str | None) -> None:
+        """A request from the device, in memory only: authenticated requests are the most
+        frequent thing a server does, so they cost no write each; `flush_seen` writes what
+        gathered in one statement. This process's reads show it at once."""
+        self._seen[(user_id, device_id)] = (ts, ip)
+
+    async def flush_seen(self) -> None:
+        """Write the last-seen times and addresses gathered since the last flush. A time
+        never goes back (another process may have written a later one)."""
+        batch, self._seen = self._seen, {}
+        if not batch:
+            return
+        rows = [(u, d, ts, ip) for (u, d), (ts, ip) in batch.items()]
+        try:
+            await self._db.run("flush_last_seen", lambda txn: txn.execute_values(
+                "UPDATE devices AS d SET last_seen_ts = v.ts, last_seen_ip = v.ip"
+                " FROM (VALUES %s) AS v (user_id, device_id, ts, ip)"
+                " WHERE d.user_id = v.user_id AND d.device_id = v.device_id"
+                " AND (d.last_seen_ts IS NULL OR d.last_seen_ts <= v.ts)", rows))
+        except BaseException:
+            for key, value in batch.items():  # the next flush tries again
+                if key not in self._seen:
+                    self._seen[key] = value
+            raise
+
+    def _with_seen(self, record: DeviceRecord) -> DeviceRecord:
+        pending = self._seen.get((record.user_id, record.device_id))
+        if pending is None or (record.last_seen_ts is not None and record.last_seen_ts > pending[0]):
+            return record
+        return replace(record, last_seen_ts=pending[0], last_seen_ip=pending[1])
 
     async def set_display_name(self, user_id: str, device_id: str, name: str | None) -> bool:
         def txn_fn(txn: Txn) -> bool:
@@ -285,13 +320,3 @@ class DeviceStore:
                                  (user_id, device_id)) is not None
 
         return await self._db.run("set_device_display_name", txn_fn)
-
-    async def touch_device(self, user_id: str, device_id: str, ts: int, ip: str | None) -> None:
-        await self._db.run(
-            "touch_device",
-            lambda txn: txn.execute(
-                "UPDATE devices SET last_seen_ts = %s, last_seen_ip = %s"
-                " WHERE user_id = %s AND device_id = %s",
-                (ts, ip, user_id, device_id),
-            ),
-        )

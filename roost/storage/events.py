@@ -86,6 +86,9 @@ class StoredEvent:
     rejected_reason: str | None
     outlier: bool
     redacted_by: str | None
+    # The rel_types of events relating to this one, where the read asked (history
+    # pages): serving it then needs no aggregation query when there are none.
+    relation_kinds: frozenset[str] | None = None
 
 
 class TxnIdConflict(Exception):
@@ -140,7 +143,8 @@ class EventStore:
                 "SELECT e.event_id, e.stream_ordering,"
                 " (SELECT MIN(x.event_id) FROM redactions x JOIN events re"
                 "   ON re.event_id = x.event_id"
-                "   WHERE x.redacts = e.event_id AND re.rejected_reason IS NULL),"
+                "   WHERE x.redacts = e.event_id AND re.rejected_reason IS NULL"
+                "   AND re.room_id = e.room_id),"
                 " e.rejected_reason IS NOT NULL"
                 " FROM events e WHERE e.event_id = ANY(%s)",
                 (event_ids,),
@@ -279,11 +283,13 @@ def _room_stream_events(
         args.append(not_types)
     args.append(limit)
     rows = txn.query(
-        f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r ON r.room_id = e.room_id"
+        f"SELECT {_EVENT_COLUMNS}, (SELECT array_agg(DISTINCT x.rel_type) FROM event_relations x"
+        "  WHERE x.relates_to_id = e.event_id)"
+        " FROM events e JOIN rooms r ON r.room_id = e.room_id"
         f" WHERE {' AND '.join(clauses)} ORDER BY e.stream_ordering {order} LIMIT %s",
         args,
     )
-    return [_row_to_event(row) for row in rows]
+    return [StoredEvent(*row[:9], frozenset(row[9] or ())) for row in rows]
 
 
 def _persist(txn: Txn, batch: RoomBatch) -> None:

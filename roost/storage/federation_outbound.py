@@ -52,19 +52,32 @@ class RetryState:
 
 
 class FederationOutboundStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, shard: str | None = None,
+                 shards: tuple[str, ...] = ()) -> None:
+        """`shard`: this sender's name when several senders split the destinations (each
+        then keeps its own position, in stream_positions); `shards`: all of them."""
         self._db = db
+        self._shard = shard
+        self._shards = list(shards)
 
     # -- the sender's position in the events stream -------------------------
 
     async def get_position(self) -> int | None:
-        row = await self._db.run(
-            "fed_sender_position",
-            lambda t: t.query_one("SELECT stream_position FROM federation_sender_position"))
+        """Where this sender is in the events stream. A shard that never ran starts where
+        the single sender was, so turning sharding on sends nothing twice or never."""
+        def read(t: Txn) -> Any:
+            if self._shard is not None:
+                row = t.query_one(
+                    "SELECT position FROM stream_positions WHERE stream = %s AND instance = %s",
+                    (_SHARD_STREAM, self._shard))
+                if row:
+                    return row
+            return t.query_one("SELECT stream_position FROM federation_sender_position")
+        row = await self._db.run("fed_sender_position", read)
         return int(row[0]) if row else None
 
     async def set_position(self, position: int) -> None:
-        await self._db.run("fed_sender_set_position", _set_position, position)
+        await self._db.run("fed_sender_set_position", _set_position, position, self._shard)
 
     # -- reading events to route --------------------------------------------
 
@@ -114,7 +127,8 @@ class FederationOutboundStore:
                            relayed: list[str] | None = None) -> None:
         """Queue (destination, stream_ordering, event_id) rows and move the position, at once;
         the relay marks of `relayed` events go in the same transaction."""
-        await self._db.run("fed_enqueue_pdus", _enqueue_pdus, rows, new_position, relayed or [])
+        await self._db.run("fed_enqueue_pdus", _enqueue_pdus, rows, new_position,
+                           relayed or [], self._shard, self._shards)
 
     async def enqueue_edus(self, rows: list[tuple[str, str, Any]], now_ms: int) -> None:
         """Queue (destination, edu_type, content) rows."""
@@ -184,7 +198,16 @@ class FederationOutboundStore:
                                 (destination,)))
 
 
-def _set_position(txn: Txn, position: int) -> None:
+_SHARD_STREAM = "federation_sender"
+
+
+def _set_position(txn: Txn, position: int, shard: str | None = None) -> None:
+    if shard is not None:
+        txn.execute(
+            "INSERT INTO stream_positions (stream, instance, position) VALUES (%s, %s, %s)"
+            " ON CONFLICT (stream, instance) DO UPDATE SET position = EXCLUDED.position",
+            (_SHARD_STREAM, shard, position))
+        return
     txn.execute(
         "INSERT INTO federation_sender_position (lock, stream_position) VALUES ('X', %s)"
         " ON CONFLICT (lock) DO UPDATE SET stream_position = EXCLUDED.stream_position",
@@ -192,15 +215,24 @@ def _set_position(txn: Txn, position: int) -> None:
 
 
 def _enqueue_pdus(txn: Txn, rows: list[tuple[str, int, str]], new_position: int | None,
-                  relayed: list[str]) -> None:
-    if relayed:
+                  relayed: list[str], shard: str | None = None,
+                  shards: list[str] | None = None) -> None:
+    if relayed and shard is None:
         txn.execute("DELETE FROM federation_relayed_events WHERE event_id = ANY(%s)", (relayed,))
+    elif relayed:
+        # Every shard reads every relayed event: its mark goes once all have passed it.
+        txn.execute(
+            "DELETE FROM federation_relayed_events r USING events e"
+            " WHERE r.event_id = e.event_id AND e.stream_ordering <= ("
+            "  SELECT CASE WHEN count(*) = %s THEN min(position) END FROM stream_positions"
+            "  WHERE stream = %s AND instance = ANY(%s))",
+            (len(shards or []), _SHARD_STREAM, shards or []))
     if rows:
         txn.execute_values(
             "INSERT INTO federation_outbound_pdus (destination, stream_ordering, event_id)"
             " VALUES %s ON CONFLICT DO NOTHING", rows)
     if new_position is not None:
-        _set_position(txn, new_position)
+        _set_position(txn, new_position, shard)
 
 
 def _joined_at_groups(txn: Txn, groups: list[int]) -> dict[int, list[str]]:

@@ -3,8 +3,9 @@
 Lower layers announce only `(stream, position)` and which rooms and users the
 change concerns; readers (long-poll /sync, WebSocket connections, the
 federation sender) wake and pull what lies between two positions from
-storage. The in-process notifier below is what a Redis pub/sub channel would
-feed in a multi-process layout: the messages are plain data.
+storage. With several processes, other processes' changes arrive over the
+replication bus and are fed in here by their stream (shared_streams.py), in
+the same order: the messages are plain data.
 
 Order is defined, not left to a set's: every change goes first to the caches
 (`add_cache`, in the order they were added), then to the readers

@@ -278,6 +278,8 @@ class Replication:
         self._ticks = 0
         self._streams: dict[str, SharedStream] = {}
         self._storing: dict[str, Any] = {}  # stream -> its pending store call or Deferred
+        # stream -> (claim, rooms, users) to publish at the end of this reactor turn
+        self._outgoing: dict[str, tuple[int, set[str], set[str]]] = {}
         self._loop: task.LoopingCall | None = None
         self._catching_up: defer.Deferred[None] | None = None
         self._stopped = False
@@ -285,6 +287,8 @@ class Replication:
         # seconds is looked for in pg_stat_activity; gone, it is retired.
         self._retire_after = retire_after
         self._unmoved: dict[tuple[str, str], tuple[int, float]] = {}
+        # (stream, writer) looked for on every tick: never seen, or said it stopped.
+        self._suspects: set[tuple[str, str]] = set()
         self._retiring: defer.Deferred[None] | None = None
         self._on_retired = on_retired
         self._was_connected = False
@@ -293,6 +297,7 @@ class Replication:
             bus.subscribe("ask", lambda sender, message: self._publish_claims())
             bus.on_connect(self._on_connect)
             bus.subscribe("retired", self._on_retired_message)
+            bus.subscribe("offline", self._on_offline)
 
     async def stream(self, name: str, table_max: int, writers: Sequence[str]) -> SharedStream:
         """The shared stream `name`; its writers' order must be the same in every process."""
@@ -302,6 +307,9 @@ class Replication:
             stored = await self._store.load(name)
             start = table_max
         shared = SharedStream(name, self.instance, writers, start, stored)
+        # Writers never seen (no claim stored): looked for at once, not after
+        # `retire_after`: one that is not running must not hold readers back.
+        self._suspects |= {(name, w) for w in writers if w != self.instance and w not in stored}
         if shared.is_writer:
             shared.on_claim(lambda claim, rooms, users: self._claimed(shared, claim, rooms, users))
         self._streams[name] = shared
@@ -330,9 +338,12 @@ class Replication:
             elif pending.active():
                 pending.cancel()
         self._storing.clear()
+        mine = [shared.name for shared in self._streams.values() if shared.is_writer]
         for shared in self._streams.values():
             if shared.is_writer:
                 await self._store.store(shared.name, self.instance, shared.claim)
+        if self.bus is not None and mine:  # the others pass it once its connections are gone
+            self.bus.publish("offline", {"s": mine})
 
     async def catch_up(self) -> None:
         """Read every writer's stored claim and announce what it makes readable."""
@@ -363,6 +374,7 @@ class Replication:
             if not await self._store.retire_if_gone(shared.name, instance,
                                                     application_name(instance), top):
                 continue
+            self._suspects.discard((shared.name, instance))
             logger.warning("%s: writer %s is gone; readers pass its claim", shared.name,
                            instance)
             if self.bus is not None:  # in case it is alive after all, cut off from PostgreSQL
@@ -373,6 +385,10 @@ class Replication:
             shared.observe_many({instance: top}, rooms, users, at=target)
 
     # -- internals ---------------------------------------------------------------
+
+    def _on_offline(self, sender: str, message: dict[str, Any]) -> None:
+        self._suspects |= {(name, sender) for name in message.get("s", ())
+                           if name in self._streams}
 
     def _on_retired_message(self, sender: str, message: dict[str, Any]) -> None:
         shared = self._streams.get(message.get("s", ""))
@@ -405,7 +421,9 @@ class Replication:
                     continue
                 key = (shared.name, instance)
                 seen = self._unmoved.get(key)
-                if seen is None or seen[0] != claim or claim >= top:
+                if key in self._suspects and claim < top and claim <= shared.current:
+                    found.append((shared, instance, top))
+                elif seen is None or seen[0] != claim or claim >= top:
                     self._unmoved[key] = (claim, now)
                 elif claim <= shared.current and now - seen[1] >= self._retire_after:
                     found.append((shared, instance, top))
@@ -413,13 +431,17 @@ class Replication:
 
     def _claimed(self, shared: SharedStream, claim: int, rooms: frozenset[str],
                  users: frozenset[str]) -> None:
-        message: dict[str, Any] = {"s": shared.name, "p": claim}
-        if rooms:
-            message["r"] = sorted(rooms)
-        if users:
-            message["u"] = sorted(users)
         if self.bus is not None:
-            self.bus.publish("position", message)
+            # One message per stream per reactor turn: writes finishing together (a
+            # busy writer) share it, with the union of their rooms and users.
+            held = self._outgoing.get(shared.name)
+            if held is None:
+                self._outgoing[shared.name] = (claim, set(rooms), set(users))
+                self._clock.callLater(0, self._publish_claim, shared.name)
+            else:
+                held[1].update(rooms)
+                held[2].update(users)
+                self._outgoing[shared.name] = (claim, held[1], held[2])
         if shared.name not in self._storing and not self._stopped:
             self._storing[shared.name] = self._clock.callLater(
                 self._store_interval, self._store_claim, shared)
@@ -439,6 +461,16 @@ class Replication:
                                               shared.name, f.value))
         d.addBoth(stored)
 
+    def _publish_claim(self, name: str) -> None:
+        claim, rooms, users = self._outgoing.pop(name)
+        message: dict[str, Any] = {"s": name, "p": claim}
+        if rooms:
+            message["r"] = sorted(rooms)
+        if users:
+            message["u"] = sorted(users)
+        if self.bus is not None:
+            self.bus.publish("position", message)
+
     def _publish_claims(self) -> None:
         if self.bus is None:
             return
@@ -450,6 +482,7 @@ class Replication:
         shared = self._streams.get(message.get("s", ""))
         if shared is None:
             return
+        self._suspects.discard((shared.name, sender))  # it is running
         shared.observe(sender, int(message["p"]), message.get("r", ()), message.get("u", ()))
 
     def _on_connect(self) -> None:

@@ -17,8 +17,8 @@ instead would tell waiters about a change they could not yet read, and say
 nothing when it became readable: a missed wake-up.
 
 Positions are allocated in memory from the table's maximum at start: one
-process writes each stream (the single-writer layout; a multi-writer layout
-would allocate from a PostgreSQL sequence and track each writer's position).
+process writes each stream. With several processes, shared_streams.py keeps
+this interface and this promise across them.
 """
 
 from __future__ import annotations

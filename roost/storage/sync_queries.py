@@ -82,31 +82,6 @@ class SyncQueries:
             return {}
         return await self._db.run("latest_per_room", _latest_per_room, room_ids, upto, per_room)
 
-    async def positions_and_redactions(
-        self, event_ids: list[str]
-    ) -> dict[str, tuple[int | None, str | None]]:
-        """event id -> (stream position, the redaction applying to it), without the events' JSON.
-
-        For events already held in memory (the current state in the engine's
-        room heads), so serving them reads two small columns instead of every
-        event's JSON.
-        """
-        if not event_ids:
-            return {}
-        rows = await self._db.run(
-            "positions_and_redactions",
-            lambda t: t.query(
-                "SELECT e.event_id, e.stream_ordering,"
-                " (SELECT MIN(x.event_id) FROM redactions x JOIN events re"
-                "   ON re.event_id = x.event_id"
-                "   WHERE x.redacts = e.event_id AND re.rejected_reason IS NULL"
-                "   AND re.room_id = e.room_id)"
-                " FROM events e WHERE e.event_id = ANY(%s)",
-                (event_ids,),
-            ),
-        )
-        return {r[0]: (r[1], r[2]) for r in rows}
-
     async def load_range(self, after: int, upto: int, limit: int) -> _Loaded:
         return await self._db.run("recent_events", _load_range, after, upto, limit)
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
+from roost.homeserver.wiring import LAST_SEEN_FLUSH_S
+from roost.storage.devices import DeviceStore
 from tests.client_api.test_login import password_login
 from tests.server_harness import start_server
 
@@ -39,6 +44,45 @@ class DeviceTests(TestCase):
         self.assertEqual(put.status, 200)
         got = await server.request("GET", V3 + "/devices/PHONE", token=token)
         self.assertEqual(got.body["display_name"], "pixel")
+
+    async def test_last_seen_time_and_address_follow_requests_and_are_written_in_batches(
+            self) -> None:
+        clock = task.Clock()
+        clock.advance(1_700_000_000)
+        server = await start_server(self, clock=clock)
+        reg, phone = await self._alice_with_two_devices(server)
+        writes: list[str] = []
+        server.hs.db.observer = lambda desc, _s, _ok: writes.append(desc)
+        self.addCleanup(setattr, server.hs.db, "observer", None)
+        clock.advance(5)
+        for _ in range(3):
+            await server.request("GET", V3 + "/account/whoami", token=phone["access_token"])
+
+        def by_id(devices: list[Any]) -> dict[str, Any]:
+            return {d["device_id"]: d for d in devices}
+
+        listed = by_id((await server.request("GET", V3 + "/devices",
+                                             token=reg["access_token"])).body["devices"])
+        # This process shows the request at once, before anything is written.
+        self.assertEqual(listed["PHONE"]["last_seen_ts"], 1_700_000_005_000)
+        self.assertIsInstance(listed["PHONE"]["last_seen_ip"], str)
+        self.assertEqual(listed[reg["device_id"]]["last_seen_ts"], 1_700_000_005_000)
+        got = (await server.request("GET", V3 + "/devices/PHONE", token=reg["access_token"])).body
+        self.assertEqual(got, listed["PHONE"])
+        self.assertNotIn("flush_last_seen", writes)  # no write per request
+        stored = await DeviceStore(server.hs.db).get_device(phone["user_id"], "PHONE")
+        assert stored is not None
+        self.assertEqual(stored.last_seen_ts, 1_700_000_000_000)  # the login's, as stored
+        clock.advance(LAST_SEEN_FLUSH_S)  # one statement for everything gathered
+        for _ in range(100):
+            if "flush_last_seen" in writes:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(writes.count("flush_last_seen"), 1)
+        stored = await DeviceStore(server.hs.db).get_device(phone["user_id"], "PHONE")
+        assert stored is not None
+        self.assertEqual((stored.last_seen_ts, stored.last_seen_ip),
+                         (1_700_000_005_000, listed["PHONE"]["last_seen_ip"]))
 
     async def test_unknown_device_is_not_found(self) -> None:
         server = await start_server(self)

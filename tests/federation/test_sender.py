@@ -385,3 +385,40 @@ class SentElsewhereTests(TestCase):
 
 async def _edu_types(f: SenderFixture, expected: list[str]) -> bool:
     return [e["edu_type"] for e in f.transport.delivered_edus()] == expected
+
+
+class ShardedSenderTests(TestCase):
+    """Two senders splitting the destinations (worker roles): each sends every event to
+    its own destinations only, keeping its own position."""
+
+    async def test_each_sender_serves_its_destinations_from_its_own_position(self) -> None:
+        f = SenderFixture(self)
+        await f.setup()
+        await f.sender.stop()
+        hs = f.server.hs
+        carol = "@carol:other.test"
+        await hs.engine.append(f.room_id, NewEvent(carol, "m.room.member",
+                                                   {"membership": "join"}, carol))
+        senders, transports = [], []
+        for shard, destination in (("a", REMOTE), ("b", "other.test")):
+            transport = FakeTransport()
+            sender = FederationSender(
+                FederationOutboundStore(hs.db, shard, ("a", "b")), RoomStateStore(hs.db),
+                hs.streams["events"], hs.notifier, transport, hs.config.server_name, f.clock,
+                min_retry_interval_ms=1000, max_retry_interval_ms=8000,
+                sends_to=lambda d, mine=destination: d == mine)
+            await sender.start()
+            self.addCleanup(sender.stop)
+            senders.append(sender)
+            transports.append(transport)
+        ids = await f.send(5)
+
+        async def delivered() -> bool:
+            return all(t.delivered_pdus() == ids for t in transports)
+
+        await eventually(delivered)
+        self.assertEqual({c[0] for c in transports[0].calls}, {REMOTE})
+        self.assertEqual({c[0] for c in transports[1].calls}, {"other.test"})
+        positions = [await FederationOutboundStore(hs.db, s, ("a", "b")).get_position()
+                     for s in ("a", "b")]
+        self.assertEqual(positions, [hs.streams["events"].current] * 2)

@@ -29,7 +29,7 @@ class HeldStateReadTests(TestCase):
         engine: Any = server.hs.engine
         state = await engine.current_state_events(room)
         ids = sorted(e.event_id for e in state.values()) + ["$not-an-event"]
-        self.assertTrue(engine._reader._held_state(ids))  # the head answers
+        self.assertTrue(engine._reader._held_state(ids)[1])  # the head answers
         held = await engine.get_events(ids)
         stored = {eid: engine._reader.load(s) for eid, s in
                   (await engine._events.get_events(ids)).items()}
@@ -106,6 +106,73 @@ class CurrentStateIdsTests(TestCase):
         engine._heads.clear()  # and as loaded from storage again
         self.assertEqual(await engine.current_state_ids(room),
                          await engine._state.current_state(room))
+
+
+async def _same_as_stored(case: TestCase, engine: Any, ids: list[str]) -> dict[str, Any]:
+    """A big read of state events (from the head) equals what storage holds."""
+    held = await engine.get_events(ids)
+    stored = {eid: engine._reader.load(s) for eid, s in
+              (await engine._events.get_events(ids)).items()}
+    case.assertEqual({eid: (le.stream_ordering, le.redacted_by, le.rejected)
+                      for eid, le in held.items()},
+                     {eid: (le.stream_ordering, le.redacted_by, le.rejected)
+                      for eid, le in stored.items()})
+    return held
+
+
+class KeptLoadedStateTests(TestCase):
+    """Positions and redactions of state events are kept on the head after a big read
+    (RoomHead.loaded) and read again after a persist that may change them."""
+
+    async def _room_with_state(self) -> tuple[Any, str, str, list[str]]:
+        server = await start_server(self)
+        token = (await server.register("alice"))["access_token"]
+        room = (await server.request("POST", V3 + "/createRoom", {}, token=token)).body["room_id"]
+        for i in range(HELD_LOOKUP_MIN):
+            await server.request("PUT", V3 + f"/rooms/{room}/state/org.example.s/k{i}",
+                                 {"i": i}, token=token)
+        engine: Any = server.hs.engine
+        ids = sorted((await engine.current_state_ids(room)).values())
+        return server, token, room, ids
+
+    async def test_a_local_redaction_of_a_state_event_is_seen(self) -> None:
+        server, token, room, ids = await self._room_with_state()
+        engine: Any = server.hs.engine
+        first = await _same_as_stored(self, engine, ids)
+        self.assertIs((await engine.get_events(ids))[ids[0]], first[ids[0]])  # kept
+        target = (await engine.current_state_events(room))[("org.example.s", "k3")].event_id
+        resp = await server.request("PUT", V3 + f"/rooms/{room}/redact/{target}/r1", {},
+                                    token=token)
+        held = await _same_as_stored(self, engine, ids)
+        self.assertEqual(held[target].redacted_by, resp.body["event_id"])
+
+    async def test_a_redaction_from_another_room_applies_nowhere(self) -> None:
+        server, token, room, ids = await self._room_with_state()
+        engine: Any = server.hs.engine
+        target = (await engine.current_state_events(room))[("org.example.s", "k4")].event_id
+        other = (await server.request("POST", V3 + "/createRoom", {}, token=token)).body["room_id"]
+        await server.request("PUT", V3 + f"/rooms/{other}/redact/{target}/r1", {}, token=token)
+        held = await _same_as_stored(self, engine, ids)
+        self.assertIsNone(held[target].redacted_by)
+
+    async def test_a_remote_redaction_of_a_state_event_is_seen(self) -> None:
+        from roost.rooms.engine import NewEvent
+        from tests.rooms.test_engine_remote import ALICE, BOB, local_room
+
+        _, engine, room, remote = await local_room(self)
+        join = await remote.make(BOB, "m.room.member", {"membership": "join"}, BOB)
+        await engine.ingest_remote(room, [join])
+        await engine.append(room, NewEvent(ALICE, "m.room.power_levels",
+                                           {"users": {ALICE: 100, BOB: 100}}, ""))
+        for i in range(HELD_LOOKUP_MIN):
+            await engine.append(room, NewEvent(ALICE, "org.example.s", {"i": i}, f"k{i}"))
+        ids = sorted((await engine.current_state_ids(room)).values())
+        await _same_as_stored(self, engine, ids)
+        target = (await engine.current_state_events(room))[("org.example.s", "k5")].event_id
+        redaction = await remote.make(BOB, "m.room.redaction", {"redacts": target})
+        await engine.ingest_remote(room, [redaction])
+        held = await _same_as_stored(self, engine, ids)
+        self.assertEqual(held[target].redacted_by, redaction.event_id)
 
 
 class RecentLocalEventsTests(TestCase):

@@ -87,3 +87,10 @@ class IndexedVisibilityTests(TestCase):
                 self.assertEqual(rules.can_see(position), can_see_event(vis, mem, position),
                                  (vis, mem, position))
                 self.assertEqual(rules.membership_at(position), value_at(mem, position, None))
+                if rules.joined_since is not None and position >= rules.joined_since:
+                    self.assertEqual(rules.membership_at(position), "join")
+                    self.assertTrue(rules.can_see(position))
+            if mem and mem[-1][1] == "join":
+                self.assertEqual(rules.joined_since, mem[-1][0])
+            else:
+                self.assertIsNone(rules.joined_since)

@@ -47,3 +47,31 @@ class SessionAuthTests(TestCase):
         self.assertIsNone(after)
         await first
         self.assertEqual(queries.count("session_auth"), 2)
+
+
+class LastSeenTests(TestCase):
+    async def test_gathered_in_memory_written_in_one_statement_never_going_back(self) -> None:
+        db = Database(reactor, await fresh_database(self), 1, 2)
+        self.addCleanup(db.close)
+        await db.run("seed", lambda txn: txn.execute(
+            "INSERT INTO users (user_id, created_ts) VALUES ('@u:hs', 0)") or [txn.execute(
+            "INSERT INTO devices (user_id, device_id, last_seen_ts, last_seen_ip)"
+            " VALUES ('@u:hs', %s, %s, '10.0.0.1')", (d, ts)) for d, ts in (("A", 100), ("B", 500))])
+        store, other = DeviceStore(db), DeviceStore(db)  # `other`: another process, say
+        queries: list[str] = []
+        db.observer = lambda desc, _s, _ok: queries.append(desc)
+        store.seen("@u:hs", "A", 200, "10.0.0.2")
+        store.seen("@u:hs", "A", 300, "10.0.0.3")
+        store.seen("@u:hs", "B", 400, "10.0.0.4")  # older than what is stored
+        store.seen("@u:hs", "GONE", 400, None)  # a device deleted meanwhile
+        mine = {d.device_id: (d.last_seen_ts, d.last_seen_ip) for d in await store.list_devices("@u:hs")}
+        self.assertEqual(mine, {"A": (300, "10.0.0.3"), "B": (500, "10.0.0.1")})
+        theirs = await other.get_device("@u:hs", "A")
+        assert theirs is not None
+        self.assertEqual(theirs.last_seen_ts, 100)
+        queries.clear()
+        await store.flush_seen()
+        await store.flush_seen()  # nothing new: no statement
+        self.assertEqual(queries, ["flush_last_seen"])
+        stored = {d.device_id: (d.last_seen_ts, d.last_seen_ip) for d in await other.list_devices("@u:hs")}
+        self.assertEqual(stored, {"A": (300, "10.0.0.3"), "B": (500, "10.0.0.1")})

@@ -172,6 +172,7 @@ class DeadWriterTests(TestCase):
         self.addCleanup(db_a.close)
         db_b = Database(reactor, dsn, 1, 2, application_name=application_name("b"))
         alive = Replication(None, db_a, reactor, instance="a", retire_after=0)
+        self.addCleanup(lambda: defer.ensureDeferred(alive.stop()))
         writers = ["a", "b"]
         mine = await alive.stream("receipts", 0, writers)
         notifier = Notifier()
@@ -210,6 +211,7 @@ class DeadWriterTests(TestCase):
         self.addCleanup(db.close)
         told: list[str] = []
         replication = Replication(None, db, reactor, instance="b", on_retired=told.append)
+        self.addCleanup(lambda: defer.ensureDeferred(replication.stop()))
         stream = await replication.stream("receipts", 0, ["a", "b"])
         stream.allocate(1)
         # What the others store when they take it for dead (cut off from PostgreSQL).
@@ -217,3 +219,16 @@ class DeadWriterTests(TestCase):
         await replication.catch_up()
         self.assertEqual(told, ["receipts"])
         self.assertRaises(RuntimeError, stream.allocate, 1)
+
+    async def test_a_writer_never_started_or_stopped_is_passed_without_waiting(self) -> None:
+        dsn = await fresh_database(self)
+        db = Database(reactor, dsn, 1, 2, application_name=application_name("a"))
+        self.addCleanup(db.close)
+        alive = Replication(None, db, reactor, instance="a")  # retire_after: 5 s, unused
+        self.addCleanup(lambda: defer.ensureDeferred(alive.stop()))
+        stream = await alive.stream("receipts", 0, ["a", "tool"])  # "tool" never ran
+        [written] = stream.allocate(1)
+        stream.finish([written], rooms=["!r"])
+        self.assertLess(stream.current, written)
+        await alive.retire_stalled()
+        self.assertGreaterEqual(stream.current, written)

@@ -1,0 +1,294 @@
+"""Several Roost processes behind nginx (issue 17): sends across many rooms, and /sync
+fan-out, for a layout of writers and readers, against one process.
+
+    .venv/bin/python bench/cluster.py --layout single|1w2r|2w2r [--workload sends|fanout]
+        [--rooms 40] [--messages 25] [--receivers 200] [--rate 10] [--seconds 10]
+
+Every layout runs behind contrib/nginx/roost-workers.conf (plain HTTP here: only the
+listen lines and the upstream ports are changed, the TLS lines dropped), on a fresh
+database and a fresh Redis key prefix. `single` is one process with every role behind
+the same file (both upstream entries point at it).
+
+- sends: `rooms` users each send `messages` messages into a room of their own, all at
+  once; sends per second (wall clock) and CPU per message of all Roost processes, of
+  nginx and of PostgreSQL.
+- fanout: bench/sync_fanout.py's fan-out (one sender at `rate`/s into a room with
+  `receivers` users long-polling /sync through nginx, spread over the readers by token).
+
+On a shared machine wall-clock rates are noise; compare CPU per operation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from typing import Any
+
+import aiohttp
+import psutil
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import (  # noqa: E402
+    ADMIN_DSN,
+    REPO,
+    _admin,
+    cpu_between,
+    free_port,
+    postgres_cpu_by_process,
+    print_result,
+    summary,
+)
+from bench.sync_fanout import fanout  # noqa: E402
+
+V3 = "/_matrix/client/v3"
+FOLLOWERS = ["pusher", "appservice", "background", "federation_sender"]
+LAYOUTS: dict[str, dict[str, list[str]]] = {
+    "single": {},
+    "1w2r": {"writer1": ["event_writer", "media", *FOLLOWERS],
+             "reader1": ["client"], "reader2": ["client"]},
+    "2w2r": {"writer1": ["event_writer", "media", *FOLLOWERS], "writer2": ["event_writer"],
+             "reader1": ["client"], "reader2": ["client"]},
+    "1w1r": {"writer1": ["event_writer", "media", *FOLLOWERS], "reader1": ["client"]},
+}
+
+
+class Cluster:
+    def __init__(self, layout: str) -> None:
+        self.folder = tempfile.mkdtemp(prefix="roost-cluster-")
+        self.database = f"roost_bench_{uuid.uuid4().hex[:8]}"
+        self.layout = LAYOUTS[layout]
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.client_ports: dict[str, int] = {}
+        self.nginx: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
+
+    def config(self) -> str:
+        dsn = ADMIN_DSN.replace("dbname=postgres", f"dbname={self.database}")
+        raw: dict[str, Any] = {
+            "server_name": "bench.local", "data_dir": f"{self.folder}/data",
+            "listeners": {"client": {"bind_address": "127.0.0.1", "x_forwarded": True}},
+            "database": {"dsn": dsn, "pool_min": 4, "pool_max": 16},
+            "registration": {"enabled": True}, "passwords": {"bcrypt_rounds": 4},
+            "rate_limits": {k: {"per_second": 100000, "burst": 100000}
+                            for k in ("login", "registration", "message", "media")},
+            "logging": {"level": "WARNING"},
+            "redis": {"enabled": True, "key_prefix": f"roost-bench-{uuid.uuid4().hex[:8]}:"},
+        }
+        if not self.layout:
+            self.client_ports["main"] = free_port()
+            raw["listeners"]["client"]["port"] = self.client_ports["main"]
+            return json.dumps(raw)
+        instances: dict[str, Any] = {}
+        for name, roles in self.layout.items():
+            entry: dict[str, Any] = {"roles": roles}
+            if {"client", "media"} & set(roles):
+                self.client_ports[name] = free_port()
+                entry["listeners"] = {"client": {"port": self.client_ports[name]}}
+            if "event_writer" in roles:
+                entry["internal"] = {"port": free_port()}
+            instances[name] = entry
+        raw["workers"] = {
+            "shared_secret": uuid.uuid4().hex, "instances": instances,
+            "event_writers": [n for n, r in self.layout.items() if "event_writer" in r],
+            "federation_senders": [n for n, r in self.layout.items()
+                                   if "federation_sender" in r]}
+        return json.dumps(raw)
+
+    def __enter__(self) -> Cluster:
+        _admin(f'CREATE DATABASE "{self.database}"')
+        path = os.path.join(self.folder, "homeserver.yaml")
+        with open(path, "w") as f:
+            f.write(self.config())
+        subprocess.run([sys.executable, "-m", "roost.homeserver.cli", "migrate", "-c", path],
+                       check=True, cwd=self.folder, capture_output=True)
+        for name in self.layout or {"main": []}:
+            worker = [] if name == "main" else ["--worker", name]
+            # ROOST_BENCH_PROFILE=NAME:PATH runs instance NAME under cProfile into PATH.
+            profiled, _, out = os.environ.get("ROOST_BENCH_PROFILE", "").partition(":")
+            profile = ["-m", "cProfile", "-o", out] if profiled == name else []
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, *profile, "-m", "roost.homeserver.cli", "run", "-c", path,
+                 *worker], cwd=self.folder)
+        for name, port in self.client_ports.items():
+            _wait(f"http://127.0.0.1:{port}/health", self.procs[name])
+        time.sleep(1.0)  # the writers' internal listeners and the bus
+        self._start_nginx()
+        return self
+
+    def _start_nginx(self) -> None:
+        with open(os.path.join(REPO, "contrib", "nginx", "roost-workers.conf")) as f:
+            text = f.read()
+        readers = [p for n, p in self.client_ports.items()
+                   if n == "main" or "client" in self.layout.get(n, [])]
+        media = self.client_ports.get("writer1", readers[0])
+        ports = (readers * 2)[:2]  # one reader: listed twice (nginx allows it)
+        lines = []
+        for line in text.splitlines():
+            if line.strip().startswith(("ssl_", "listen 8448")):
+                continue
+            line = line.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{self.port};")
+            line = line.replace("server 127.0.0.1:8101;", f"server 127.0.0.1:{ports[0]};")
+            line = line.replace("server 127.0.0.1:8102;", f"server 127.0.0.1:{ports[1]};")
+            line = line.replace("server 127.0.0.1:8103;", f"server 127.0.0.1:{media};")
+            lines.append(line)
+        site = "\n".join(lines)
+        folder = os.path.join(self.folder, "nginx")
+        os.makedirs(folder)
+        with open(os.path.join(folder, "site.conf"), "w") as f:
+            f.write(site)
+        temp = " ".join(f"{n}_temp_path {folder}/{n};" for n in
+                        ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        conf = os.path.join(folder, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"worker_processes 1; user root; pid {folder}/nginx.pid;"
+                    f" error_log {folder}/error.log;\n events {{ worker_connections 4096; }}\n"
+                    f" http {{ access_log off; {temp} include {folder}/site.conf; }}\n")
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.nginx = subprocess.Popen([nginx, "-p", folder, "-c", conf, "-g", "daemon off;"])
+        _wait(f"http://127.0.0.1:{self.port}/health", self.nginx)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs.values()]
+
+    def cpu(self) -> tuple[float, float]:
+        """(CPU seconds of the Roost processes, of nginx with its worker)."""
+        roost = sum(_cpu(pid) for pid in self.pids())
+        nginx = 0.0
+        if self.nginx is not None:
+            parent = psutil.Process(self.nginx.pid)
+            nginx = sum(_cpu(p.pid) for p in [parent, *parent.children()])
+        return roost, nginx
+
+    def cpu_each(self) -> dict[str, float]:
+        return {name: _cpu(proc.pid) for name, proc in self.procs.items()}
+
+    def rss_mib(self) -> float:
+        return sum(psutil.Process(pid).memory_info().rss for pid in self.pids()) / 2**20
+
+    def __exit__(self, *exc: object) -> None:
+        if self.nginx is not None:
+            self.nginx.send_signal(signal.SIGQUIT)
+            self.nginx.wait(timeout=30)
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        _admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+
+def _cpu(pid: int) -> float:
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return t.user + t.system
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited during start")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+async def sends(cluster: Cluster, rooms: int, messages: int) -> dict[str, Any]:
+    base = cluster.base
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async def user(i: int) -> tuple[dict[str, str], str]:
+            body = {"username": f"s{i}", "password": "pw", "auth": {"type": "m.login.dummy"}}
+            async with session.post(base + V3 + "/register", json=body) as r:
+                headers = {"Authorization": f"Bearer {(await r.json())['access_token']}"}
+            async with session.post(base + V3 + "/createRoom", json={}, headers=headers) as r:
+                return headers, (await r.json())["room_id"]
+
+        users = await asyncio.gather(*(user(i) for i in range(rooms)))
+        await asyncio.sleep(1.0)
+        latencies: list[float] = []
+
+        async def sender(i: int, headers: dict[str, str], room: str) -> None:
+            for n in range(messages):
+                started = time.monotonic()
+                async with session.put(f"{base}{V3}/rooms/{room}/send/m.room.message/{n}",
+                                       json={"msgtype": "m.text", "body": f"m {n}"},
+                                       headers=headers) as r:
+                    await r.read()
+                    assert r.status == 200, r.status
+                latencies.append(time.monotonic() - started)
+
+        roost0, nginx0 = cluster.cpu()
+        each0 = cluster.cpu_each()
+        pg0 = postgres_cpu_by_process()
+        started = time.monotonic()
+        await asyncio.gather(*(sender(i, h, room) for i, (h, room) in enumerate(users)))
+        wall = time.monotonic() - started
+        await asyncio.sleep(2.0)  # work left behind (push evaluation, indexing) counts too
+        roost1, nginx1 = cluster.cpu()
+        each1 = cluster.cpu_each()
+        pg = cpu_between(pg0, postgres_cpu_by_process())
+    count = rooms * messages
+    return {"messages": count, "sends_per_s": round(count / wall, 1), **summary(latencies),
+            "roost_cpu_ms_per_message": round((roost1 - roost0) * 1000 / count, 2),
+            "nginx_cpu_ms_per_message": round((nginx1 - nginx0) * 1000 / count, 2),
+            "postgres_cpu_ms_per_message": round(pg * 1000 / count, 2),
+            "cpu_ms_per_message_by_process": {
+                n: round((each1[n] - each0[n]) * 1000 / count, 2) for n in each0}}
+
+
+async def fanout_through(cluster: Cluster, receivers: int, rate: float,
+                         seconds: float) -> dict[str, Any]:
+    roost0, nginx0 = cluster.cpu()
+    result = await fanout(cluster.base, receivers, rate, seconds)
+    roost1, nginx1 = cluster.cpu()
+    count = max(1, result["messages"])
+    result = {k: v for k, v in result.items() if "cpu" not in k}  # fanout() measures one process
+    return {**result, "roost_cpu_ms_per_message_all_processes":
+            round((roost1 - roost0) * 1000 / count, 1),
+            "nginx_cpu_ms_per_message": round((nginx1 - nginx0) * 1000 / count, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--layout", choices=sorted(LAYOUTS), default="1w2r")
+    parser.add_argument("--workload", choices=("sends", "fanout"), default="sends")
+    parser.add_argument("--rooms", type=int, default=40)
+    parser.add_argument("--messages", type=int, default=25)
+    parser.add_argument("--receivers", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+    with Cluster(args.layout) as cluster:
+        if args.workload == "sends":
+            result = asyncio.run(sends(cluster, args.rooms, args.messages))
+        else:
+            result = asyncio.run(fanout_through(cluster, args.receivers, args.rate,
+                                                args.seconds))
+        result["roost_rss_mib_all_processes"] = round(cluster.rss_mib(), 1)
+    print_result(f"cluster_{args.workload}_{args.layout}", result)
+
+
+if __name__ == "__main__":
+    main()
