@@ -1,6 +1,6 @@
 """What sharing a stream between processes costs (issue 17): wake-up latency and CPU.
 
-    .venv/bin/python bench/replication.py [--positions 2000] [--writers 2]
+    .venv/bin/python bench/replication.py [--positions 2000] [--writers 2] [--burst 1]
 
 Builds, in this one process, one `Replication` per instance on a fresh database
 and the Redis on 127.0.0.1:6379, exactly as separate processes would have them
@@ -46,7 +46,7 @@ async def instance(db: Database, name: str, writers: list[str], channel: str
     return replication, stream, notifier
 
 
-async def run(positions: int, writer_count: int) -> dict[str, object]:
+async def run(positions: int, writer_count: int, burst: int = 1) -> dict[str, object]:
     database = f"roost_bench_{uuid.uuid4().hex[:8]}"
     _admin(f'CREATE DATABASE "{database}"')
     db = Database(reactor, ADMIN_DSN.replace("dbname=postgres", f"dbname={database}"), 2, 8)
@@ -68,19 +68,22 @@ async def run(positions: int, writer_count: int) -> dict[str, object]:
         await task.deferLater(reactor, 0.5, lambda: None)  # every claim known everywhere
         latencies = []
         cpu0 = time.process_time()
-        for i in range(positions):
-            stream = writers[i % writer_count][1]
-            [position] = stream.allocate(1)  # type: ignore[attr-defined]
+        for i in range(0, positions, burst):
+            # `burst` writes finishing in one reactor turn (a busy writer), spread
+            # over the writers; the round ends when the follower covers them all.
+            stream = writers[(i // burst) % writer_count][1]
+            taken = stream.allocate(burst)  # type: ignore[attr-defined]
             done: defer.Deferred[float] = defer.Deferred()
-            waiting.append((position, done))
+            waiting.append((max(taken), done))
             start = time.perf_counter()
-            stream.finish([position], rooms=["!room"])  # type: ignore[attr-defined]
+            for n, position in enumerate(taken):
+                stream.finish([position], rooms=[f"!room{n}"])  # type: ignore[attr-defined]
             latencies.append(await done - start)
         cpu = time.process_time() - cpu0
         for replication, _, _ in [*writers, reader]:
             await replication.stop()  # type: ignore[attr-defined]
             await replication.bus.stop()  # type: ignore[attr-defined]
-        return {"positions": positions, "writers": writer_count,
+        return {"positions": positions, "writers": writer_count, "burst": burst,
                 "cpu_us_per_position": round(cpu / positions * 1e6, 1), **summary(latencies)}
     finally:
         db.close()
@@ -91,10 +94,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--positions", type=int, default=2000)
     parser.add_argument("--writers", type=int, default=2)
+    parser.add_argument("--burst", type=int, default=1)
     args = parser.parse_args()
 
     async def go(_: object) -> None:
-        print_result("replication", await run(args.positions, args.writers))
+        print_result("replication", await run(args.positions, args.writers, args.burst))
 
     task.react(lambda r: defer.ensureDeferred(go(r)))
 

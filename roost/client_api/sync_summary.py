@@ -3,6 +3,8 @@ member counts), and which stripped state an invite or knock shows."""
 
 from __future__ import annotations
 
+import heapq
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,15 +31,17 @@ def room_summary(state: Mapping[tuple[str, str], Event], user_id: str) -> dict[s
             membership = event.content.get("membership")
             if isinstance(membership, str):
                 members[state_key] = membership
-    joined = sum(1 for m in members.values() if m == "join")
-    invited = sum(1 for m in members.values() if m == "invite")
-    summary: dict[str, Any] = {"m.joined_member_count": joined,
-                               "m.invited_member_count": invited}
+    counts = Counter(members.values())
+    summary: dict[str, Any] = {"m.joined_member_count": counts["join"],
+                               "m.invited_member_count": counts["invite"]}
     if not _named(state):
-        others = sorted(u for u, m in members.items() if m in ("join", "invite") and u != user_id)
+        # The first few in user id order, without sorting a big room's members.
+        others = heapq.nsmallest(MAX_HEROES, (u for u, m in members.items()
+                                              if m in ("join", "invite") and u != user_id))
         if not others:
-            others = sorted(u for u, m in members.items() if m in ("leave", "ban") and u != user_id)
-        summary["m.heroes"] = others[:MAX_HEROES]
+            others = heapq.nsmallest(MAX_HEROES, (u for u, m in members.items()
+                                                  if m in ("leave", "ban") and u != user_id))
+        summary["m.heroes"] = others
     return summary
 
 

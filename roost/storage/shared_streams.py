@@ -278,6 +278,8 @@ class Replication:
         self._ticks = 0
         self._streams: dict[str, SharedStream] = {}
         self._storing: dict[str, Any] = {}  # stream -> its pending store call or Deferred
+        # stream -> (claim, rooms, users) to publish at the end of this reactor turn
+        self._outgoing: dict[str, tuple[int, set[str], set[str]]] = {}
         self._loop: task.LoopingCall | None = None
         self._catching_up: defer.Deferred[None] | None = None
         self._stopped = False
@@ -429,13 +431,17 @@ class Replication:
 
     def _claimed(self, shared: SharedStream, claim: int, rooms: frozenset[str],
                  users: frozenset[str]) -> None:
-        message: dict[str, Any] = {"s": shared.name, "p": claim}
-        if rooms:
-            message["r"] = sorted(rooms)
-        if users:
-            message["u"] = sorted(users)
         if self.bus is not None:
-            self.bus.publish("position", message)
+            # One message per stream per reactor turn: writes finishing together (a
+            # busy writer) share it, with the union of their rooms and users.
+            held = self._outgoing.get(shared.name)
+            if held is None:
+                self._outgoing[shared.name] = (claim, set(rooms), set(users))
+                self._clock.callLater(0, self._publish_claim, shared.name)
+            else:
+                held[1].update(rooms)
+                held[2].update(users)
+                self._outgoing[shared.name] = (claim, held[1], held[2])
         if shared.name not in self._storing and not self._stopped:
             self._storing[shared.name] = self._clock.callLater(
                 self._store_interval, self._store_claim, shared)
@@ -454,6 +460,16 @@ class Replication:
         d.addErrback(lambda f: logger.warning("storing %s position failed: %s",
                                               shared.name, f.value))
         d.addBoth(stored)
+
+    def _publish_claim(self, name: str) -> None:
+        claim, rooms, users = self._outgoing.pop(name)
+        message: dict[str, Any] = {"s": name, "p": claim}
+        if rooms:
+            message["r"] = sorted(rooms)
+        if users:
+            message["u"] = sorted(users)
+        if self.bus is not None:
+            self.bus.publish("position", message)
 
     def _publish_claims(self) -> None:
         if self.bus is None:
