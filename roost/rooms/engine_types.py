@@ -203,7 +203,7 @@ class EventCache:
         return len(self._entries)
 
 
-RECENT_LOCAL_EVENTS = 512
+RECENT_LOCAL_EVENTS = 256  # push is a few batches behind at most; older ranges are read
 
 
 class RecentLocalEvents:
