@@ -127,7 +127,7 @@ class SyncBuilder:
 
         Asked several times per long poll and per socket round: while no stream
         moves, the same token (and its written form, `text`) is handed out again."""
-        positions = tuple(current() for current in self._currents)
+        positions = tuple([current() for current in self._currents])
         if positions != self._last[0]:
             token = StreamToken(*positions)
             self._last = (positions, token, str(token))

@@ -165,9 +165,12 @@ class PushEvaluator:
         if self.position >= position or self._stopped:
             return defer.succeed(None)
         done: defer.Deferred[None] = defer.Deferred()
-        self._waiters.append((position, self._clock.seconds() + timeout_s, done))
-        if self._timer is None or not self._timer.active():
-            self._timer = self._clock.callLater(timeout_s, self._time_out)
+        now = self._clock.seconds()
+        self._waiters.append((position, now + timeout_s, done))
+        timer = self._timer
+        if timer is not None and timer.active() and timer.getTime() > now + timeout_s:
+            timer.cancel()  # a shorter timeout than the one armed for
+        self._arm_timer(now)
         return done
 
     def _time_out(self) -> None:

@@ -250,6 +250,16 @@ class ReachedTimeoutTests(TestCase):
         self.assertTrue(all(d.called for d in later))
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_a_shorter_timeout_after_a_longer_one_is_kept(self) -> None:
+        evaluator, clock = self._evaluator()
+        slow = evaluator.reached(5, 30.0)
+        quick = evaluator.reached(5, 5.0)
+        clock.advance(5)
+        self.assertEqual((quick.called, slow.called), (True, False))
+        clock.advance(25)
+        self.assertTrue(slow.called)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_a_reached_position_does_not_wait_and_stop_releases_everyone(self) -> None:
         evaluator, clock = self._evaluator()
         self.assertTrue(evaluator.reached(0, 5.0).called)
