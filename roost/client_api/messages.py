@@ -94,18 +94,18 @@ def register(
         stop = to + 1 if backwards and to is not None else to
         types = _type_list(filt.get("types"), "types")
         not_types = _type_list(filt.get("not_types"), "not_types")
-        page, stopped_at = await _stream_page(events, room_id, from_pos, stop, backwards, limit,
-                                              types, not_types)
+        page, stopped_at, reader = await _stream_page(events, room_id, from_pos, stop, backwards,
+                                                      limit, types, not_types, user)
         rounds = 0
         # A short backwards page may have reached the start of what this server holds of
         # a room joined over federation: fetch history from the servers in the room.
         while backwards and backfill is not None and len(page) < limit and to is None \
                 and rounds < MAX_BACKFILL_ROUNDS and await backfill(room_id, max(limit, 20)):
             rounds += 1
-            page, stopped_at = await _stream_page(events, room_id, from_pos, stop, backwards,
-                                                  limit, types, not_types)
+            page, stopped_at, reader = await _stream_page(
+                events, room_id, from_pos, stop, backwards, limit, types, not_types, user)
         loaded = engine.loaded(page)
-        visible = await view.visible(room_id, user, loaded)
+        visible = await view.visible(room_id, user, loaded, reader)
         # The page's read named what relates to each event: no aggregation query for none.
         kinds = {s.event_id: s.relation_kinds for s in page if s.relation_kinds is not None}
         body: JsonDict = {"chunk": await view.serialize(visible, user, relation_kinds=kinds),
@@ -183,19 +183,21 @@ def _type_of(event: StoredEvent) -> str:
 
 async def _stream_page(
     events: EventStore, room_id: str, from_pos: int, to: int | None, backwards: bool, limit: int,
-    types: list[str] | None, not_types: list[str] | None,
-) -> tuple[list[StoredEvent], int | None]:
-    """A page of the room's events whose types pass the filter, and, when the scan for it
-    stopped early, the position of the last event it examined.
+    types: list[str] | None, not_types: list[str] | None, reader: str,
+) -> tuple[list[StoredEvent], int | None, tuple[bool, list[tuple[int, str]]] | None]:
+    """A page of the room's events whose types pass the filter; when the scan for it
+    stopped early, the position of the last event it examined; and, when read with the
+    page, the reader's (forgotten, membership history) for the access module.
 
-    Exact type lists are filtered by the database; a list with a `*` wildcard
-    is matched here, reading the stream in batches until the page is full or
-    MAX_SCANNED events were read: one request never walks a whole room, and the
-    client continues from where the scan stopped.
+    Exact type lists are filtered by the database, in the page's one transaction; a
+    list with a `*` wildcard is matched here, reading the stream in batches until the
+    page is full or MAX_SCANNED events were read: one request never walks a whole
+    room, and the client continues from where the scan stopped.
     """
     if not any("*" in t for t in (types or []) + (not_types or [])):
-        return await events.room_stream_events(room_id, from_pos, to, backwards, limit,
-                                               types, not_types), None
+        page, history = await events.room_page(room_id, from_pos, to, backwards, limit, types,
+                                               not_types, reader)
+        return page, None, history
     wanted = _type_pattern(types) if types is not None else None
     unwanted = _type_pattern(not_types) if not_types else None
     page: list[StoredEvent] = []
@@ -203,7 +205,7 @@ async def _stream_page(
     scanned = 0
     while len(page) < limit:
         if scanned >= MAX_SCANNED:
-            return page, position
+            return page, position, None
         batch = await events.room_stream_events(room_id, position, to, backwards, _SCAN_BATCH)
         scanned += len(batch)
         for event in batch:
@@ -214,7 +216,7 @@ async def _stream_page(
         if len(batch) < _SCAN_BATCH:
             break
         position = batch[-1].stream_ordering or 0
-    return page[:limit], None
+    return page[:limit], None, None
 
 
 async def _state_at(view: RoomView, loaded: LoadedEvent) -> list[str]:

@@ -77,12 +77,15 @@ class RoomView:
             raise not_in_room()
         return state
 
-    async def visible(self, room_id: str, user_id: str, events: list[LoadedEvent]) -> list[LoadedEvent]:
-        """The events the user may see, in the order given (the access module's answer).
+    async def visible(self, room_id: str, user_id: str, events: list[LoadedEvent],
+                      reader_history: tuple[bool, list[tuple[int, str]]] | None = None,
+                      ) -> list[LoadedEvent]:
+        """The events the user may see, in the order given (the access module's answer;
+        `reader_history` as RoomAccess.visible_events takes it).
 
         This is the call /sync and the socket use for history visibility.
         """
-        return await self.access.visible_events(room_id, user_id, events)
+        return await self.access.visible_events(room_id, user_id, events, reader_history)
 
     async def can_see_room(self, room_id: str, user_id: str) -> bool:
         """Whether the user may read the room's events at all (joined, departed after

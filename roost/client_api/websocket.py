@@ -36,7 +36,7 @@ from roost.client_api.websocket_base import CompactServerProtocol, Keepalive
 from roost.client_api.websocket_flow import Flow, pending_bytes
 from roost.client_api.websocket_ops import OPS
 from roost.client_api.websocket_settings import SocketServices
-from roost.http.bodies import parse_json
+from roost.http.bodies import encode_json, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def _error(err: MatrixError) -> JsonDict:
 
 
 def _encode(frame: JsonDict) -> bytes:
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return encode_json(frame)  # the same compact UTF-8 JSON as an HTTP answer
 
 
 # -- the socket --------------------------------------------------------------------------
@@ -466,7 +466,8 @@ class SyncSocket(CompactServerProtocol):
         """Write one delta once the client has read the previous ones; False once closed."""
         if not await self._writable():
             return False
-        self._write({"type": "sync", "next_batch": str(token), "body": body})
+        self._write({"type": "sync", "next_batch": self._services.builder.text(token),
+                     "body": body})
         if self._closing:
             return False
         self._since = token

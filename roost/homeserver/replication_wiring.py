@@ -27,11 +27,13 @@ logger = logging.getLogger(__name__)
 class StreamWiring:
     """Makes each stream for this process's layout, and starts the bus once all exist."""
 
-    def __init__(self, config: RoostConfig, roles: Roles, db: Database, clock: Any) -> None:
+    def __init__(self, config: RoostConfig, roles: Roles, db: Database, reactor: Any) -> None:
+        """`reactor`: the real one, not a test's fake clock: positions move with Redis
+        and PostgreSQL, which keep real time (and txredisapi needs the global reactor)."""
         self._config = config
         self._roles = roles
         self._db = db
-        self._clock = clock
+        self._clock = reactor
         self.replication: Any = None  # storage.shared_streams.Replication when shared
         self._publisher: Any = None
 

@@ -383,7 +383,7 @@ async def build_homeserver(
     event_store = EventStore(db)
     state_store = RoomStateStore(db)
     roles = Roles.from_config(config)
-    stream_wiring = StreamWiring(config, roles, db, clock)  # shared streams among processes
+    stream_wiring = StreamWiring(config, roles, db, reactor)  # shared streams among processes
     await stream_wiring.open(closers)
     event_stream = await stream_wiring.stream("events", await event_store.max_stream_ordering())
     engine = build_engine(

@@ -137,20 +137,25 @@ class RoomAccess:
             return False, await self._state.membership_history(room_id, user_id)
         return await self._state.reader_history(room_id, user_id)
 
-    async def visible_events(self, room_id: str, user_id: str,
-                             events: list[LoadedEvent]) -> list[LoadedEvent]:
+    async def visible_events(self, room_id: str, user_id: str, events: list[LoadedEvent],
+                             reader_history: tuple[bool, History] | None = None,
+                             ) -> list[LoadedEvent]:
         """The events of `room_id` this user may see, in the order given.
 
         Outliers, rejected events and events of other rooms are never visible.
         A user who forgot the room is treated as never having been in it. A
         user always sees their own membership events (or a rejected invite
-        would never leave their view).
+        would never leave their view). `reader_history`, when the caller read it
+        with the events (EventStore.room_page), is the user's (forgotten,
+        membership history) in the room, else it is read here.
         """
         events = [e for e in events if e.event.room_id == room_id
                   and e.stream_ordering is not None and not e.rejected]
         if not events:
             return []
-        forgotten, history = await self._reader_history(room_id, user_id)
+        forgotten, history = reader_history if reader_history is not None \
+            else await self._reader_history(room_id, user_id)
+        forgotten = forgotten and self._forgotten is not None
         memberships: History = [] if forgotten else history
         rules = Visibility(await self.visibility_history(room_id), memberships)
         since = rules.joined_since

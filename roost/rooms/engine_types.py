@@ -6,15 +6,12 @@ the engine can both use them without importing each other.
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import orjson
-
-from roost.rooms.events import Event
+from roost.rooms.events import Event, parse_canonical
 from roost.rooms.versions import RoomVersion, get_room_version
 from roost.storage.events import EventRow, StoredEvent
 
@@ -105,18 +102,9 @@ class RoomHead:
 def event_from_storage(stored: StoredEvent) -> Event:
     """Rebuild an Event from its stored canonical JSON without re-hashing it."""
     version = get_room_version(stored.room_version)
-    return Event(pdu=parse_pdu_json(stored.pdu_json), version=version, event_id=stored.event_id,
-                 room_id=stored.room_id, canonical_bytes=stored.pdu_json.encode("utf-8"))
-
-
-def parse_pdu_json(pdu_json: str) -> dict[str, Any]:
-    """A stored PDU's JSON, parsed by orjson (about three times faster than json: every
-    history read parses its events). Stored PDUs are canonical JSON, which orjson reads
-    exactly; anything it refuses is read by json as before."""
-    try:
-        return orjson.loads(pdu_json)
-    except orjson.JSONDecodeError:
-        return json.loads(pdu_json)
+    return Event(pdu=parse_canonical(stored.pdu_json, version.strict_canonical_json),
+                 version=version, event_id=stored.event_id, room_id=stored.room_id,
+                 canonical_bytes=stored.pdu_json.encode("utf-8"))
 
 
 HISTORY_VISIBILITY = "m.room.history_visibility"
@@ -169,40 +157,44 @@ def event_row(event: Event, position: int | None, group: int | None, *,
 # --only pagination). Stored PDU JSON never changes (a redaction is applied
 # when serving, from `redacted_by`), and an Event is read-only, so a parsed
 # Event can be shared by every reader. The cache is bounded (least recently
-# used forgotten first) and checks the stored JSON is the same string before
-# reusing an entry, so it can never serve anything but what storage holds.
+# used forgotten first) and checks the stored JSON is the event's canonical JSON
+# before reusing an entry, so it can never serve anything but what storage holds.
 # 1,000 like the sync window: bench/memory.py measured 10,000 parsed events at about
 # +24 MiB of RSS after the sync workloads (109 MiB against the 80 MiB target).
 EVENT_CACHE_SIZE = 1_000
 
 
 class EventCache:
-    """event id -> (stored PDU JSON, the Event parsed from it), LRU-bounded."""
+    """event id -> the Event parsed from its stored PDU JSON, LRU-bounded. The JSON itself
+    is not kept: an Event's canonical bytes are that JSON, encoded (about 0.6 KiB an
+    event less to hold)."""
 
     def __init__(self, size: int = EVENT_CACHE_SIZE) -> None:
         self._size = max(0, size)
-        self._entries: OrderedDict[str, tuple[str, Event]] = OrderedDict()
+        self._entries: OrderedDict[str, Event] = OrderedDict()
 
     def event(self, stored: StoredEvent) -> Event:
         """The Event of a stored row, parsed once while it stays cached."""
         entry = self._entries.get(stored.event_id)
-        if entry is not None and entry[0] == stored.pdu_json \
-                and entry[1].room_id == stored.room_id \
-                and entry[1].version.identifier == stored.room_version:
+        if entry is not None and entry.room_id == stored.room_id \
+                and entry.version.identifier == stored.room_version \
+                and entry.canonical_bytes == stored.pdu_json.encode("utf-8"):
             self._entries.move_to_end(stored.event_id)
-            return entry[1]
+            return entry
         event = event_from_storage(stored)
-        self._put(stored.pdu_json, event)
+        self._put(event)
         return event
 
     def remember(self, event: Event, pdu_json: str) -> None:
-        """Keep an event just persisted (the newest events are the most read)."""
-        self._put(pdu_json, event)
+        """Keep an event just persisted (the newest events are the most read), if `pdu_json`,
+        what storage holds, is its canonical JSON (as a local event's row always is)."""
+        if event.canonical_bytes == pdu_json.encode("utf-8"):
+            self._put(event)
 
-    def _put(self, pdu_json: str, event: Event) -> None:
+    def _put(self, event: Event) -> None:
         if self._size == 0:
             return
-        self._entries[event.event_id] = (pdu_json, event)
+        self._entries[event.event_id] = event
         self._entries.move_to_end(event.event_id)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
@@ -211,7 +203,7 @@ class EventCache:
         return len(self._entries)
 
 
-RECENT_LOCAL_EVENTS = 512
+RECENT_LOCAL_EVENTS = 256  # push is a few batches behind at most; older ranges are read
 
 
 class RecentLocalEvents:

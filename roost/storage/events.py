@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from roost.storage.database import Database, Txn
+from roost.storage.room_state import reader_history_txn
 
 StateKey = tuple[str, str]
 
@@ -239,6 +240,25 @@ class EventStore:
             "room_stream_events", _room_stream_events, room_id, from_pos, to_pos, backwards, limit,
             types, not_types,
         )
+
+    async def room_page(
+        self, room_id: str, from_pos: int, to_pos: int | None, backwards: bool, limit: int,
+        types: list[str] | None, not_types: list[str] | None, reader: str,
+    ) -> tuple[list[StoredEvent], tuple[bool, list[tuple[int, str]]]]:
+        """room_stream_events, and in the same transaction what history visibility needs
+        of the `reader` (RoomStateStore.reader_history): a /messages page in one round
+        trip, the reader's memberships read from the same snapshot as the page."""
+        return await self._db.run("room_page", _room_page, room_id, from_pos, to_pos,
+                                  backwards, limit, types, not_types, reader)
+
+
+def _room_page(
+    txn: Txn, room_id: str, from_pos: int, to_pos: int | None, backwards: bool, limit: int,
+    types: list[str] | None, not_types: list[str] | None, reader: str,
+) -> tuple[list[StoredEvent], tuple[bool, list[tuple[int, str]]]]:
+    page = _room_stream_events(txn, room_id, from_pos, to_pos, backwards, limit, types,
+                               not_types)
+    return page, reader_history_txn(txn, room_id, reader)
 
 
 _EVENT_COLUMNS = (

@@ -154,17 +154,7 @@ class RoomStateStore:
         what history visibility needs of a reader on every page it reads. The forgotten
         row is read whatever the membership (a user who just joined again may still
         have one until the join's handler removes it)."""
-        def txn(t: Txn) -> tuple[bool, list[tuple[int, str]]]:
-            forgotten = t.query_one(
-                "SELECT 1 FROM forgotten_rooms WHERE user_id = %s AND room_id = %s",
-                (user_id, room_id)) is not None
-            rows = t.query(
-                "SELECT stream_ordering, membership FROM room_memberships"
-                " WHERE room_id = %s AND user_id = %s ORDER BY stream_ordering",
-                (room_id, user_id))
-            return forgotten, [(r[0], r[1]) for r in rows]
-
-        return await self._db.run("reader_history", txn)
+        return await self._db.run("reader_history", reader_history_txn, room_id, user_id)
 
     async def server_membership_histories(
         self, room_id: str, server_name: str
@@ -202,6 +192,19 @@ class RoomStateStore:
             ),
         )
         return [(r[0], r[1]) for r in rows]
+
+
+def reader_history_txn(txn: Txn, room_id: str, user_id: str) -> tuple[bool, list[tuple[int, str]]]:
+    """RoomStateStore.reader_history's reads, for a transaction that also reads the
+    events the answer is for (EventStore.room_page)."""
+    forgotten = txn.query_one(
+        "SELECT 1 FROM forgotten_rooms WHERE user_id = %s AND room_id = %s",
+        (user_id, room_id)) is not None
+    rows = txn.query(
+        "SELECT stream_ordering, membership FROM room_memberships"
+        " WHERE room_id = %s AND user_id = %s ORDER BY stream_ordering",
+        (room_id, user_id))
+    return forgotten, [(r[0], r[1]) for r in rows]
 
 
 def _room_head(txn: Txn, room_id: str) -> RoomHead | None:

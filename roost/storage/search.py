@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from roost.storage.database import Database, Txn
 
 # event type -> (the search key it is found under, the content field holding the text)
@@ -58,9 +60,14 @@ def _like(pattern: str) -> str:
 def _row_for(event_id: str, room_id: str, stream_ordering: int, pdu: str
              ) -> tuple[Any, ...] | None:
     try:
-        event = json.loads(pdu)
-    except ValueError:
-        return None
+        # orjson: three times faster than json; only strings are read from what it gives
+        # (it would turn a huge integer into a float), and what it refuses json reads.
+        event = orjson.loads(pdu)
+    except orjson.JSONDecodeError:
+        try:
+            event = json.loads(pdu)
+        except ValueError:
+            return None
     searchable = SEARCHABLE.get(event.get("type"))
     content = event.get("content")
     if searchable is None or not isinstance(content, dict):

@@ -76,13 +76,11 @@ class SharedStream:
         self._pending: list[int] = []  # heap of own allocated, unfinished positions
         self._finished: set[int] = set()
         self._outbox: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
-        # What writes concern, by position, held until `current` covers them:
-        # (rooms, users, rooms written by another process).
-        self._held: dict[int, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {}
+        # What writes concern, by position, held until `current` covers them.
+        self._held: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
         self._current = self._lowest_claim()
         self._listeners: list[Callable[[int], None]] = []
         self._claim_hooks: list[ClaimHook] = []
-        self._remote_rooms_hooks: list[Callable[[Iterable[str]], None]] = []
 
     # -- StreamIdGenerator's interface ------------------------------------------
 
@@ -110,7 +108,7 @@ class SharedStream:
         rooms, users = frozenset(rooms), frozenset(users)
         if ids and (rooms or users):
             last = max(ids)
-            self._hold(last, rooms, users, _NOTHING)
+            self._hold(last, rooms, users)
             out_rooms, out_users = self._outbox.get(last, (_NOTHING, _NOTHING))
             self._outbox[last] = (out_rooms | rooms, out_users | users)
         self._finished.update(ids)
@@ -145,12 +143,6 @@ class SharedStream:
         """Call `hook(claim, rooms, users)` when this writer's claim moves (to publish it)."""
         self._claim_hooks.append(hook)
 
-    def on_remote_rooms(self, hook: Callable[[Iterable[str]], None]) -> None:
-        """Call `hook(rooms)` with rooms another process wrote, as they become readable,
-        before the notifier's caches and readers hear of them (the engine drops its
-        cached heads of those rooms there)."""
-        self._remote_rooms_hooks.append(hook)
-
     def observe(self, instance: str, claim: int, rooms: Iterable[str] = (),
                 users: Iterable[str] = ()) -> None:
         """Another writer's claim, heard on the bus or read from storage."""
@@ -169,7 +161,7 @@ class SharedStream:
                 moved = True
         rooms, users = frozenset(rooms), frozenset(users)
         if (rooms or users) and (claims or at is not None):
-            self._hold(max(claims.values()) if at is None else at, rooms, users, rooms)
+            self._hold(max(claims.values()) if at is None else at, rooms, users)
         if moved:
             self._reclaim()
         self._advance()
@@ -215,12 +207,11 @@ class SharedStream:
         for hook in list(self._claim_hooks):
             hook(claim, rooms, users)
 
-    def _hold(self, position: int, rooms: frozenset[str], users: frozenset[str],
-              remote: frozenset[str]) -> None:
+    def _hold(self, position: int, rooms: frozenset[str], users: frozenset[str]) -> None:
         held = self._held.get(position)
         if held is not None:
-            rooms, users, remote = rooms | held[0], users | held[1], remote | held[2]
-        self._held[position] = (rooms, users, remote)
+            rooms, users = rooms | held[0], users | held[1]
+        self._held[position] = (rooms, users)
 
     def _advance(self) -> None:
         """Announce `current` if it moved, with what every write now readable concerns."""
@@ -230,15 +221,10 @@ class SharedStream:
         self._current = new
         rooms: set[str] = set()
         users: set[str] = set()
-        remote: set[str] = set()
         for position in [p for p in self._held if p <= new]:
-            held_rooms, held_users, held_remote = self._held.pop(position)
+            held_rooms, held_users = self._held.pop(position)
             rooms |= held_rooms
             users |= held_users
-            remote |= held_remote
-        if remote:
-            for hook in list(self._remote_rooms_hooks):
-                hook(remote)
         for listener in list(self._listeners):
             listener(new)
         if self._notifier is not None:

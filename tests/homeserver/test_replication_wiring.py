@@ -12,10 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, reactor, task
+import psycopg2
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
+from roost.homeserver.roles import Roles
 from roost.homeserver.wiring import build_homeserver
 from tests.contrib.test_nginx import free_port
 from tests.postgres_harness import fresh_database
@@ -232,3 +234,177 @@ class TwoProcessTests(TestCase):
         self.assertNotIn(("events", "reader"), claims)  # the reader only follows events
 
 
+
+
+def _two_writers(ports: dict[str, int]) -> dict[str, Any]:
+    return {
+        "shared_secret": "a-secret-for-tests",
+        "instances": {
+            "w1": {"roles": ["client", "event_writer", "pusher", "appservice", "background",
+                             "federation_sender", "media", "federation_inbound"],
+                   "internal": {"port": ports["w1"]}},
+            "w2": {"roles": ["client", "event_writer"], "internal": {"port": ports["w2"]}},
+            "r": {"roles": ["client"]},
+        },
+        "event_writers": ["w1", "w2"],
+        "federation_senders": ["w1"],
+    }
+
+
+WHOLE = '{"room": {"timeline": {"limit": 1000}}}'  # no timeline cut short
+
+
+class TwoWriterTests(TestCase):
+    """Two event writers persisting at once, a third process syncing: every event once."""
+
+    timeout = 180
+
+    async def _cluster(self) -> dict[str, RunningServer]:
+        dsn = await fresh_database(self)
+        redis = await isolated_redis(self)
+        data_dir = self.mktemp()
+        ports = {"w1": free_port(), "w2": free_port()}
+        servers = {}
+        for name in ("w1", "w2", "r"):
+            config = test_config(
+                data_dir, workers=_two_writers(ports),
+                redis={"enabled": True, "host": redis.host, "port": redis.port,
+                       "key_prefix": redis.prefix}).for_worker(name)
+            hs = await build_homeserver(config, reactor, dsn=dsn)
+            port = reactor.listenTCP(0, hs.client_site, interface="127.0.0.1")
+            server = RunningServer(hs, f"http://127.0.0.1:{port.getHost().port}", port,
+                                   HTTPConnectionPool(reactor, persistent=False))
+            self.addCleanup(lambda s=server: _as_deferred(s.stop()))
+            if hs.internal_site is not None:
+                internal = reactor.listenTCP(ports[name], hs.internal_site,
+                                             interface="127.0.0.1")
+                self.addCleanup(internal.stopListening)
+            servers[name] = server
+        return servers
+
+    async def test_a_reader_sees_every_event_of_both_writers_exactly_once(self) -> None:
+        servers = await self._cluster()
+        w1, w2, reader = servers["w1"], servers["w2"], servers["r"]
+        alice = await w1.register("alice")
+        bob = await w1.register("bob")
+        rooms = []
+        for writer in (w1, w2, w1, w2):  # createRoom at a writer builds a room it owns
+            created = await writer.request("POST", V3 + "/createRoom",
+                                           {"preset": "public_chat"}, token=alice["access_token"])
+            self.assertEqual(created.status, 200, created.body)
+            room = created.body["room_id"]
+            joined = await writer.request("POST", f"{V3}/rooms/{q(room)}/join", {},
+                                          token=bob["access_token"])
+            self.assertEqual(joined.status, 200, joined.body)
+            rooms.append((writer, room))
+        owners = {r: Roles.from_config(reader.hs.config).writer_of(r) for _, r in rooms}
+        self.assertEqual(set(owners.values()), {"w1", "w2"})
+        first = await reader.request("GET", V3 + "/sync", token=bob["access_token"])
+        since = first.body["next_batch"]
+        seen: list[str] = []
+        done = False
+
+        async def follow() -> None:
+            nonlocal since
+            while not done:
+                got = await reader.request(
+                    "GET", f"{V3}/sync?since={q(since)}&timeout=2000&filter={q(WHOLE)}",
+                    token=bob["access_token"])
+                for joined in got.body.get("rooms", {}).get("join", {}).values():
+                    self.assertFalse(joined["timeline"].get("limited"))
+                    seen.extend(e["event_id"] for e in joined["timeline"]["events"]
+                                if e["type"] == "m.room.message")
+                since = got.body["next_batch"]
+
+        follower = defer.ensureDeferred(follow())
+
+        async def send(writer: RunningServer, room: str, n: int) -> str:
+            sent = await writer.request(
+                "PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/{q(room)}-{n}",
+                {"msgtype": "m.text", "body": str(n)}, token=alice["access_token"])
+            self.assertEqual(sent.status, 200, sent.body)
+            return sent.body["event_id"]
+
+        sent = await defer.gatherResults([defer.ensureDeferred(send(w, r, n))
+                                          for n in range(15) for w, r in rooms])
+        await until(lambda: set(sent) <= set(seen), "the reader sees every event", 60)
+        done = True
+        await follower
+        self.assertEqual(sorted(seen), sorted(sent))  # each exactly once
+        positions = await reader.hs.db.run("positions", lambda t: t.query(
+            "SELECT stream_ordering FROM events WHERE event_id = ANY(%s)", (sent,)))
+        self.assertEqual(len({p for (p,) in positions}), len(sent))
+
+    async def test_a_write_committing_late_in_one_writer_is_not_skipped(self) -> None:
+        servers = await self._cluster()
+        w1, w2, reader = servers["w1"], servers["w2"], servers["r"]
+        alice = await w1.register("alice")
+        bob = await w1.register("bob")
+        rooms = {}
+        for name, writer in (("w1", w1), ("w2", w2)):
+            room = (await writer.request("POST", V3 + "/createRoom", {"preset": "public_chat"},
+                                         token=alice["access_token"])).body["room_id"]
+            await writer.request("POST", f"{V3}/rooms/{q(room)}/join", {},
+                                 token=bob["access_token"])
+            rooms[name] = room
+        await self._send(w1, alice, rooms["w1"], "first")
+        await self._all_caught_up(servers)
+        since = (await reader.request("GET", V3 + "/sync", token=bob["access_token"])
+                 ).body["next_batch"]
+        # w2's next write is held inside its transaction (a row it must delete is
+        # locked), while w1 writes after it.
+        lock = await threads.deferToThread(_lock_extremities, reader.hs.db.dsn, rooms["w2"])
+        self.addCleanup(lock.close)  # (a rollback, if the test ended before it)
+        late = defer.ensureDeferred(self._send(w2, alice, rooms["w2"], "late"))
+        await self._lock_waited_for(reader)
+        early = await self._send(w1, alice, rooms["w1"], "early")
+        now = await reader.request("GET", f"{V3}/sync?since={q(since)}&timeout=0",
+                                   token=bob["access_token"])
+        seen = _messages(now.body)
+        self.assertNotIn(early, seen)  # readable only once w2's earlier position commits
+        await threads.deferToThread(lock.rollback)
+        late_id = await late
+        for _ in range(100):
+            since = now.body["next_batch"]
+            now = await reader.request("GET", f"{V3}/sync?since={q(since)}&timeout=5000",
+                                       token=bob["access_token"])
+            seen += _messages(now.body)
+            if {early, late_id} <= set(seen):
+                break
+        self.assertEqual(sorted(seen), sorted([early, late_id]))
+
+    async def _send(self, writer: RunningServer, user: dict[str, Any], room: str,
+                    txn: str) -> str:
+        sent = await writer.request("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/{txn}",
+                                    {"msgtype": "m.text", "body": txn},
+                                    token=user["access_token"])
+        self.assertEqual(sent.status, 200, sent.body)
+        return sent.body["event_id"]
+
+    async def _all_caught_up(self, servers: dict[str, RunningServer]) -> None:
+        top = max(max(s.hs.streams["events"].claims().values()) for s in servers.values())
+        await until(lambda: all(s.hs.streams["events"].current >= top
+                                for s in servers.values()), "every process caught up")
+
+    async def _lock_waited_for(self, server: RunningServer) -> None:
+        for _ in range(500):
+            rows = await server.hs.db.run("waiting", lambda t: t.query(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"))
+            if rows:
+                return
+            await task.deferLater(reactor, 0.02, lambda: None)
+        raise AssertionError("w2's write never waited for the lock")
+
+
+def _messages(body: dict[str, Any]) -> list[str]:
+    return [e["event_id"] for joined in body.get("rooms", {}).get("join", {}).values()
+            for e in joined["timeline"]["events"] if e["type"] == "m.room.message"]
+
+
+def _lock_extremities(dsn: str, room: str) -> Any:
+    """A connection holding the room's forward extremity rows (a persist deletes them)."""
+    conn = psycopg2.connect(dsn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT * FROM forward_extremities WHERE room_id = %s FOR UPDATE", (room,))
+    return conn

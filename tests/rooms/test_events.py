@@ -1,6 +1,7 @@
 """Event.from_pdu: form and size validation, ids and properties computed once."""
 
 import copy
+import json
 from typing import Any
 
 from signedjson.key import generate_signing_key
@@ -14,6 +15,7 @@ from roost.rooms.events import (
     canonical_json,
     is_valid_server_name,
     is_valid_user_id,
+    parse_canonical,
     room_id_from_create_event_id,
 )
 from roost.rooms.hashing import add_content_hash, compute_event_id, sign_event
@@ -318,3 +320,20 @@ class UnsignedTests(TestCase):
 
     def test_unsigned_that_is_not_json_is_dropped(self) -> None:
         self.assertEqual(Event.from_pdu(dict(message(), unsigned={"x": b"raw"}), V11).unsigned, {})
+
+
+class ParsedBackExactlyTests(TestCase):
+    """An Event's pdu is its canonical JSON parsed back, by orjson only where that is exact."""
+
+    def test_big_integers_of_older_rooms_stay_integers(self) -> None:
+        encoded = b'{"content":{"big":1180591620717411303424,"n":-3},"type":"m.x"}'
+        parsed = parse_canonical(encoded, KNOWN_ROOM_VERSIONS["5"].strict_canonical_json)
+        self.assertEqual(parsed["content"]["big"], 2**70)
+        self.assertIsInstance(parsed["content"]["big"], int)
+
+    def test_strict_versions_parse_to_the_same_pdu(self) -> None:
+        for version in ALL_VERSIONS:
+            event = Event.from_pdu(message(content={"body": "é \U0001f600 \u0001", "n": 2**53 - 1}),
+                                   version)
+            self.assertEqual(event.pdu, json.loads(event.canonical_bytes))
+            self.assertEqual(parse_canonical(event.canonical_bytes.decode(), True), event.pdu)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from typing import Any
 
 from twisted.trial.unittest import TestCase
 
@@ -79,25 +78,6 @@ class TwoWriterTests(TestCase):
     def test_a_follower_cannot_allocate(self) -> None:
         _, _, reader, _, _ = _layout()
         self.assertRaises(RuntimeError, reader.allocate, 1)
-
-    def test_remote_rooms_are_reported_before_readers_wake(self) -> None:
-        a, b, reader, relay, heard = _layout()
-        order: list[Any] = []
-        reader.on_remote_rooms(lambda rooms: order.append(("forget", sorted(rooms), len(heard))))
-        positions = a.allocate(1)
-        a.finish(positions, rooms=["!x"])
-        relay.deliver_all()
-        self.assertEqual(order, [("forget", ["!x"], 0)])
-        self.assertEqual(heard[-1].rooms, frozenset({"!x"}))
-
-    def test_a_writer_does_not_report_its_own_rooms_as_remote(self) -> None:
-        a, b, _, relay, _ = _layout()
-        seen: list[Any] = []
-        a.on_remote_rooms(seen.append)
-        positions = a.allocate(1)
-        a.finish(positions, rooms=["!mine"])
-        relay.deliver_all()
-        self.assertEqual(seen, [])
 
     def test_claims_arriving_out_of_order_never_move_back(self) -> None:
         a, b, reader, relay, _ = _layout()
