@@ -31,10 +31,11 @@ def client_event(
         if base is None:
             base = _fixed_fields(event, event.pdu)
             object.__setattr__(event, "client_form", base)  # a frozen Event keeps its form
-        body = dict(base)
+        body = base.copy()
     else:
         body = _fixed_fields(event, redact_pdu(event.pdu, event.version))
-    unsigned: JsonDict = {"age": max(0, now_ms - event.origin_server_ts)}
+    age = now_ms - body["origin_server_ts"]
+    unsigned: JsonDict = {"age": age if age > 0 else 0}
     if redaction is not None:
         unsigned["redacted_because"] = redaction
     if relations:

@@ -180,8 +180,10 @@ class ShardedEngine(RoomEngine):
         return answer
 
     def stream_position(self) -> int:
-        """The events stream position this process has made readable (sent with answers)."""
-        return self._stream.current
+        """The events stream position that covers this writer's finished writes (sent with
+        answers): its own claim among several writers (the shared `current` is the lowest
+        claim of all, which may lie below this writer's newest write), else `current`."""
+        return int(getattr(self._stream, "claim", self._stream.current))
 
     async def append(self, room_id: str, event: NewEvent) -> Event:
         if self._roles.writes_room(room_id):
