@@ -19,15 +19,20 @@ import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import defer
 
 from roost.rooms import remote_jobs
+from roost.rooms.append_queue import Queue as _Queue
+from roost.rooms.append_queue import Unit as _Unit
+from roost.rooms.append_queue import as_room_error as _as_room_error
+from roost.rooms.append_queue import fail as _fail
+from roost.rooms.append_queue import succeed as _succeed
 from roost.rooms.engine_types import (
     HISTORY_VISIBILITY,
     MAX_STATE_CHAIN,
+    IdAllocator,
     LoadedEvent,
     NewEvent,
     RecentLocalEvents,
@@ -40,7 +45,7 @@ from roost.rooms.engine_types import (
 from roost.rooms.engine_types import RoomHead as _Head
 from roost.rooms.event_reader import EventReader, state_before_event
 from roost.rooms.events import Event
-from roost.rooms.hashing import CanonicalJSONError, SigningKey
+from roost.rooms.hashing import SigningKey
 from roost.rooms.local_build import LocalEventBuilder, groups_by_event, local_row
 from roost.rooms.remote_ingest import (
     ACCEPTED,
@@ -75,37 +80,6 @@ __all__ = [
 MAX_BATCH_EVENTS = 200
 # Room heads kept in memory (each about the size of the room's current state).
 MAX_CACHED_HEADS = 1000
-
-
-@dataclass
-class _Unit:
-    events: list[NewEvent]
-    result: defer.Deferred[list[Event]]
-    new_room: RoomVersion | None = None  # set for the unit that creates the room
-    prebuilt_create: Event | None = None  # a v12 create event, built before the room id is known
-    # Remote events: a coroutine function run alone on the queue (see ingest_remote).
-    job: Any = None
-    # Put back on the queue after a batch undone by someone's repeated txn id, with no
-    # progress made: it then goes alone, so only its own txn id can conflict.
-    alone: bool = False
-
-
-@dataclass
-class _Queue:
-    pending: list[_Unit] = field(default_factory=list)
-    running: bool = False
-
-
-class IdAllocator:
-    """State group ids, allocated in memory from the table's maximum (single writer)."""
-
-    def __init__(self, current_max: int) -> None:
-        self._next = current_max + 1
-
-    def next(self) -> int:
-        value = self._next
-        self._next += 1
-        return value
 
 
 class RoomEngine:
@@ -610,24 +584,3 @@ class RoomEngine:
             return head.version
         identifier = await self._state.room_version(room_id)
         return get_room_version(identifier) if identifier else None
-
-
-def _as_room_error(error: Exception) -> RoomError:
-    """A refusal the client can read: bad JSON stays a 400, anything unexpected is a 500."""
-    if isinstance(error, RoomError):
-        return error
-    if isinstance(error, CanonicalJSONError):
-        return RoomError(400, "M_BAD_JSON", str(error))
-    logger.error("building an event failed", exc_info=error)
-    return RoomError(500, "M_UNKNOWN", "Internal error while building the event")
-
-
-def _succeed(d: defer.Deferred[list[Event]], built: list[Event]) -> None:
-    """Resolve a caller's wait, unless the caller went away (its Deferred was cancelled)."""
-    if not d.called:
-        d.callback(built)
-
-
-def _fail(d: defer.Deferred[list[Event]], error: Exception) -> None:
-    if not d.called:
-        d.errback(error)

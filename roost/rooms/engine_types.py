@@ -30,6 +30,18 @@ class RoomError(Exception):
         self.message = message
 
 
+class IdAllocator:
+    """State group ids, allocated in memory from the table's maximum (single writer)."""
+
+    def __init__(self, current_max: int) -> None:
+        self._next = current_max + 1
+
+    def next(self) -> int:
+        value = self._next
+        self._next += 1
+        return value
+
+
 @dataclass(frozen=True)
 class NewEvent:
     """What a caller asks to append; the engine fills in the graph fields."""

@@ -479,6 +479,13 @@ class Replication:
         self._start_catch_up()
 
     def _tick(self) -> None:
+        """Every second; a failure is logged, never allowed to stop the loop for good."""
+        try:
+            self._tick_once()
+        except Exception:
+            logger.exception("replication tick failed")
+
+    def _tick_once(self) -> None:
         self._ticks += 1
         connected = self.bus is not None and self.bus.connected
         if connected and not self._was_connected:  # e.g. the publisher came back last
