@@ -190,6 +190,11 @@ class NginxWorkersTests(TestCase):
         code, content = await c.call("GET", f"/_matrix/client/v1/media/download/{mxc}",
                                      token=b)
         self.assertEqual((code, content), (200, b"hello media"))
+        # Every /sync of bob's (one token) went to one reader: routing by access token.
+        synced = [r for r in ("reader1", "reader2")
+                  if any("/sync" in line and line.endswith(bob["user_id"])
+                         for line in cluster.log(r).splitlines())]
+        self.assertEqual(len(synced), 1, synced)
         self.assertIn("/upload", cluster.log("writer1"))
         for reader in ("reader1", "reader2"):
             self.assertNotIn("/upload", cluster.log(reader))
