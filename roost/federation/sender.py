@@ -141,6 +141,7 @@ class FederationSender:
         self._destinations: dict[str, _Destination] = {}
         self._group_hosts: OrderedDict[int, frozenset[str]] = OrderedDict()
         self._typing_sent: dict[str, set[str]] = {}  # room -> local users we said are typing
+        self._typing_queue = defer.DeferredLock()
         self._receipts_position = 0
         self._txn_prefix = ""
         self._txn_counter = 0
@@ -386,11 +387,18 @@ class FederationSender:
             self._typing_sent.pop(room_id, None)
         if not changes:
             return
-        hosts = await self._room_hosts(room_id)
-        await self._queue_own_edus([
-            (host, "m.typing", {"room_id": room_id, "user_id": user, "typing": typing})
-            for host in sorted(hosts) for user, typing in changes
-        ])
+        # Queued in the order the changes happened: two changes close together each
+        # read the room's hosts and insert from a database thread, and the later
+        # ("stopped typing") could otherwise land first and be overtaken by the earlier.
+        await self._typing_queue.acquire()
+        try:
+            hosts = await self._room_hosts(room_id)
+            await self._queue_own_edus([
+                (host, "m.typing", {"room_id": room_id, "user_id": user, "typing": typing})
+                for host in sorted(hosts) for user, typing in changes
+            ])
+        finally:
+            self._typing_queue.release()
 
     async def _receipts_changed(self, upto: int) -> None:
         # Receipts commit in order of their positions (the stream only moves up to
