@@ -111,6 +111,32 @@ async def wait_for_port(port: int, nginx: _Nginx) -> None:
     raise AssertionError("nginx did not start listening")
 
 
+async def run_nginx(testcase: TestCase, folder: str, site: str, ports: list[int],
+                    worker_connections: int) -> None:
+    """Start Debian's nginx on the site file `site` (its files under `folder`), stopped when
+    the test ends; returns once it listens on every one of `ports`."""
+    conf = os.path.join(folder, "nginx.conf")
+    temp = " ".join(f"{n}_temp_path {folder}/{n};" for n in
+                    ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    with open(conf, "w", encoding="utf-8") as f:
+        f.write(f"worker_processes 1; user root; pid {folder}/nginx.pid;"
+                f" error_log {folder}/error.log;\n"
+                f" events {{ worker_connections {worker_connections}; }}\n"
+                f" http {{ access_log off; {temp} include {site}; }}\n")
+    nginx = _Nginx()
+    process = reactor.spawnProcess(nginx, NGINX, [NGINX, "-p", folder, "-c", conf,
+                                                  "-g", "daemon off;"], env={})
+
+    async def stop() -> None:
+        if not nginx.ended.called:
+            process.signalProcess(signal.SIGQUIT)
+        await nginx.ended
+
+    testcase.addCleanup(lambda: defer.ensureDeferred(stop()))
+    for port in ports:
+        await wait_for_port(port, nginx)
+
+
 class NginxTests(TestCase):
     timeout = 60
 
@@ -132,25 +158,7 @@ class NginxTests(TestCase):
         with open(site, "w", encoding="utf-8") as f:
             f.write(render_site(client_port, federation_port, server.port.getHost().port,
                                 fed.getHost().port, cert, key))
-        conf = os.path.join(folder, "nginx.conf")
-        temp = " ".join(f"{n}_temp_path {folder}/{n};" for n in
-                        ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        with open(conf, "w", encoding="utf-8") as f:
-            f.write(f"worker_processes 1; user root; pid {folder}/nginx.pid;"
-                    f" error_log {folder}/error.log;\n events {{ worker_connections 128; }}\n"
-                    f" http {{ access_log off; {temp} include {site}; }}\n")
-        nginx = _Nginx()
-        process = reactor.spawnProcess(nginx, NGINX, [NGINX, "-p", folder, "-c", conf,
-                                                      "-g", "daemon off;"], env={})
-
-        async def stop() -> None:
-            if not nginx.ended.called:
-                process.signalProcess(signal.SIGQUIT)
-            await nginx.ended
-
-        self.addCleanup(lambda: defer.ensureDeferred(stop()))
-        await wait_for_port(client_port, nginx)
-        await wait_for_port(federation_port, nginx)
+        await run_nginx(self, folder, site, [client_port, federation_port], 128)
         return server, ca, client_port, federation_port
 
     def _client(self, ca: str, source: str = "127.0.0.1") -> treq.client.HTTPClient:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from typing import Any
 from urllib.parse import quote
 
@@ -20,7 +19,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionP
 
 from tests.client_api.test_websocket import _Client
 from tests.cluster_harness import Cluster, free_port, start_cluster
-from tests.contrib.test_nginx import NGINX, REPO, _Nginx, wait_for_port, write_test_ca
+from tests.contrib.test_nginx import NGINX, REPO, run_nginx, write_test_ca
 
 SITE = os.path.join(REPO, "contrib", "nginx", "roost-workers.conf")
 LAYOUT = {
@@ -107,25 +106,7 @@ class NginxWorkersTests(TestCase):
         site = os.path.join(folder, "roost-workers.conf")
         with open(site, "w", encoding="utf-8") as f:
             f.write(render_site(client_port, federation_port, cluster, cert, key))
-        conf = os.path.join(folder, "nginx.conf")
-        temp = " ".join(f"{n}_temp_path {folder}/{n};" for n in
-                        ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        with open(conf, "w", encoding="utf-8") as f:
-            f.write(f"worker_processes 1; user root; pid {folder}/nginx.pid;"
-                    f" error_log {folder}/error.log;\n events {{ worker_connections 512; }}\n"
-                    f" http {{ access_log off; {temp} include {site}; }}\n")
-        nginx = _Nginx()
-        process = reactor.spawnProcess(nginx, NGINX, [NGINX, "-p", folder, "-c", conf,
-                                                      "-g", "daemon off;"], env={})
-
-        async def stop() -> None:
-            if not nginx.ended.called:
-                process.signalProcess(signal.SIGQUIT)
-            await nginx.ended
-
-        self.addCleanup(lambda: defer.ensureDeferred(stop()))
-        await wait_for_port(client_port, nginx)
-        await wait_for_port(federation_port, nginx)
+        await run_nginx(self, folder, site, [client_port, federation_port], 512)
         return cluster, Through(f"https://localhost:{client_port}", ca), ca, federation_port
 
     async def test_clients_through_nginx_across_processes(self) -> None:
