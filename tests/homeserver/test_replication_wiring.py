@@ -120,7 +120,7 @@ class TwoProcessTests(TestCase):
         for txn in ("during", "after"):
             poll = defer.ensureDeferred(reader.request(
                 "GET", f"{V3}/sync?since={q(since)}&timeout=60000", token=bob["access_token"]))
-            sent = await self._send(writer, alice, room, txn)
+            sent = await _send(writer, alice, room, txn)
             woken = await poll
             timeline = woken.body["rooms"]["join"][room]["timeline"]["events"]
             self.assertEqual([e["event_id"] for e in timeline], [sent])
@@ -182,7 +182,7 @@ class TwoProcessTests(TestCase):
     async def test_a_push_rule_changed_at_the_reader_applies_at_the_writer(self) -> None:
         writer, reader = await self._cluster()  # the writer runs the push evaluator
         alice, bob, room = await self._room(writer)
-        first = await self._send(writer, alice, room, "t1")
+        first = await _send(writer, alice, room, "t1")
         self.assertTrue(await self._notifies(writer, first, bob["user_id"]))
         muted = await reader.request("PUT", f"{V3}/pushrules/global/room/{q(room)}",
                                      {"actions": []}, token=bob["access_token"])
@@ -190,16 +190,8 @@ class TwoProcessTests(TestCase):
         told = reader.hs.streams["account_data"].claim  # the m.push_rules account data
         await until(lambda: writer.hs.streams["account_data"].current >= told,
                     "the writer hears of the change")
-        second = await self._send(writer, alice, room, "t2")
+        second = await _send(writer, alice, room, "t2")
         self.assertFalse(await self._notifies(writer, second, bob["user_id"]))
-
-    async def _send(self, server: RunningServer, user: dict[str, Any], room: str,
-                    txn: str) -> str:
-        sent = await server.request("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/{txn}",
-                                    {"msgtype": "m.text", "body": txn},
-                                    token=user["access_token"])
-        self.assertEqual(sent.status, 200, sent.body)
-        return sent.body["event_id"]
 
     async def _notifies(self, server: RunningServer, event_id: str, user_id: str) -> bool:
         """Whether the evaluator stored a notification of `event_id` for `user_id`."""
@@ -347,7 +339,7 @@ class TwoWriterTests(TestCase):
             await writer.request("POST", f"{V3}/rooms/{q(room)}/join", {},
                                  token=bob["access_token"])
             rooms[name] = room
-        await self._send(w1, alice, rooms["w1"], "first")
+        await _send(w1, alice, rooms["w1"], "first")
         await self._all_caught_up(servers)
         since = (await reader.request("GET", V3 + "/sync", token=bob["access_token"])
                  ).body["next_batch"]
@@ -355,9 +347,9 @@ class TwoWriterTests(TestCase):
         # locked), while w1 writes after it.
         lock = await threads.deferToThread(_lock_extremities, reader.hs.db.dsn, rooms["w2"])
         self.addCleanup(lock.close)  # (a rollback, if the test ended before it)
-        late = defer.ensureDeferred(self._send(w2, alice, rooms["w2"], "late"))
+        late = defer.ensureDeferred(_send(w2, alice, rooms["w2"], "late"))
         await self._lock_waited_for(reader)
-        early = await self._send(w1, alice, rooms["w1"], "early")
+        early = await _send(w1, alice, rooms["w1"], "early")
         now = await reader.request("GET", f"{V3}/sync?since={q(since)}&timeout=0",
                                    token=bob["access_token"])
         seen = _messages(now.body)
@@ -373,14 +365,6 @@ class TwoWriterTests(TestCase):
                 break
         self.assertEqual(sorted(seen), sorted([early, late_id]))
 
-    async def _send(self, writer: RunningServer, user: dict[str, Any], room: str,
-                    txn: str) -> str:
-        sent = await writer.request("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/{txn}",
-                                    {"msgtype": "m.text", "body": txn},
-                                    token=user["access_token"])
-        self.assertEqual(sent.status, 200, sent.body)
-        return sent.body["event_id"]
-
     async def _all_caught_up(self, servers: dict[str, RunningServer]) -> None:
         top = max(max(s.hs.streams["events"].claims().values()) for s in servers.values())
         await until(lambda: all(s.hs.streams["events"].current >= top
@@ -395,6 +379,14 @@ class TwoWriterTests(TestCase):
                 return
             await task.deferLater(reactor, 0.02, lambda: None)
         raise AssertionError("w2's write never waited for the lock")
+
+
+async def _send(server: RunningServer, user: dict[str, Any], room: str, txn: str) -> str:
+    """A text message `txn` from `user` through `server`; its event id."""
+    sent = await server.request("PUT", f"{V3}/rooms/{q(room)}/send/m.room.message/{txn}",
+                                {"msgtype": "m.text", "body": txn}, token=user["access_token"])
+    assert sent.status == 200, (sent.status, sent.body)
+    return sent.body["event_id"]
 
 
 def _messages(body: dict[str, Any]) -> list[str]:
