@@ -212,8 +212,12 @@ async def _rate_limiter(config: RoostConfig, reactor: Any, clock: IReactorTime,
     # process that has Redis disabled (the default) and would never use them.
     from roost.storage.redis import connect_redis
 
+    # Among several processes Redis may be away at start: limits are then per process
+    # until it answers (one process still refuses to start without the Redis it names).
+    several = config.worker is not None
     redis = await connect_redis(
-        reactor, config.redis.host, config.redis.port, config.redis.db, config.redis.password
+        reactor, config.redis.host, config.redis.port, config.redis.db, config.redis.password,
+        connect_timeout=3.0 if several else 10.0, required=not several,
     )
     closers.append(("redis", redis.close))
     return RedisRateLimiter(redis, config.redis.key_prefix, clock)
