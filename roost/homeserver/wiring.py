@@ -390,6 +390,7 @@ async def build_homeserver(
     stream_wiring = StreamWiring(config, roles, db, reactor)  # shared streams among processes
     await stream_wiring.open(closers)
     event_stream = await stream_wiring.stream("events", await event_store.max_stream_ordering())
+    event_store.fence = getattr(event_stream, "fence", None)  # an event writer among several
     engine = build_engine(
         roles, reactor, closers, event_store, state_store, config.server_name,
         local_key.signing_key, clock, event_stream,
