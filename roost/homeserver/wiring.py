@@ -395,7 +395,7 @@ async def build_homeserver(
         roles, reactor, closers, event_store, state_store, config.server_name,
         local_key.signing_key, clock, event_stream,
         stream_wiring.state_groups(await event_store.max_state_group()), notifier)
-    watch_other_writers(roles, notifier, engine)
+    watch_other_writers(roles, notifier, engine, stream_wiring.bus)
     directory_store = DirectoryStore(db)
     erasure = ErasureStore(db, config.server_name)
     view = RoomView(engine, state_store, RelationStore(db), clock,
