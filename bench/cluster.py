@@ -53,13 +53,15 @@ from bench.sync_fanout import fanout  # noqa: E402
 
 V3 = "/_matrix/client/v3"
 FOLLOWERS = ["pusher", "appservice", "background", "federation_sender"]
+# The writers also run `client`: nginx sends their rooms' writes straight to them.
 LAYOUTS: dict[str, dict[str, list[str]]] = {
     "single": {},
-    "1w2r": {"writer1": ["event_writer", "media", *FOLLOWERS],
+    "1w2r": {"writer1": ["event_writer", "client", "media", *FOLLOWERS],
              "reader1": ["client"], "reader2": ["client"]},
-    "2w2r": {"writer1": ["event_writer", "media", *FOLLOWERS], "writer2": ["event_writer"],
+    "2w2r": {"writer1": ["event_writer", "client", "media", *FOLLOWERS],
+             "writer2": ["event_writer", "client"],
              "reader1": ["client"], "reader2": ["client"]},
-    "1w1r": {"writer1": ["event_writer", "media", *FOLLOWERS], "reader1": ["client"]},
+    "1w1r": {"writer1": ["event_writer", "client", "media", *FOLLOWERS], "reader1": ["client"]},
 }
 
 
@@ -130,7 +132,9 @@ class Cluster:
         with open(os.path.join(REPO, "contrib", "nginx", "roost-workers.conf")) as f:
             text = f.read()
         readers = [p for n, p in self.client_ports.items()
-                   if n == "main" or "client" in self.layout.get(n, [])]
+                   if n == "main" or not {"event_writer"} & set(self.layout.get(n, []))]
+        writers = [self.client_ports[n] for n, r in self.layout.items()
+                   if "event_writer" in r] or readers  # in event_writers order
         media = self.client_ports.get("writer1", readers[0])
         ports = (readers * 2)[:2]  # one reader: listed twice (nginx allows it)
         lines = []
@@ -141,6 +145,8 @@ class Cluster:
             line = line.replace("server 127.0.0.1:8101;", f"server 127.0.0.1:{ports[0]};")
             line = line.replace("server 127.0.0.1:8102;", f"server 127.0.0.1:{ports[1]};")
             line = line.replace("server 127.0.0.1:8103;", f"server 127.0.0.1:{media};")
+            line = line.replace("server 127.0.0.1:8104;", " ".join(
+                f"server 127.0.0.1:{p};" for p in writers))
             lines.append(line)
         site = "\n".join(lines)
         folder = os.path.join(self.folder, "nginx")

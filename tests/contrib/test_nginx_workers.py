@@ -1,8 +1,9 @@
 """contrib/nginx/roost-workers.conf, as shipped, in front of several real Roost processes
 (one event writer that also serves media, two client readers, one federation inbound and
 sender) on one PostgreSQL and one Redis: client flows through nginx, a /sync long-poll
-and a WebSocket on one reader woken by a send made through another process, /messages,
-media, and federation with a real Synapse through nginx's federation port."""
+and a WebSocket on one reader woken by a send made through another process (sends go
+straight to the room's writer), /messages, media, and federation with a real Synapse
+through nginx's federation port."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tests.contrib.test_nginx import NGINX, REPO, run_nginx, write_test_ca
 
 SITE = os.path.join(REPO, "contrib", "nginx", "roost-workers.conf")
 LAYOUT = {
-    "writer1": ["event_writer", "pusher", "appservice", "background", "media"],
+    "writer1": ["event_writer", "client", "pusher", "appservice", "background", "media"],
     "reader1": ["client"],
     "reader2": ["client"],
     "fed1": ["federation_inbound", "federation_sender"],
@@ -41,6 +42,7 @@ def render_site(client_port: int, federation_port: int, cluster: Cluster, cert: 
         ("listen 443 ssl http2;", f"listen 127.0.0.1:{client_port} ssl http2;"),
         ("listen 8448 ssl http2;", f"listen 127.0.0.1:{federation_port} ssl http2;"),
         ("server 127.0.0.1:8103;", f"server 127.0.0.1:{i['writer1'].client_port};"),
+        ("server 127.0.0.1:8104;", f"server 127.0.0.1:{i['writer1'].client_port};"),
         ("server 127.0.0.1:8449;", f"server 127.0.0.1:{i['fed1'].federation_port};"),
         ("server 127.0.0.1:8450;", f"server 127.0.0.1:{i['writer1'].federation_port};"),
     ]:
@@ -125,8 +127,8 @@ class NginxWorkersTests(TestCase):
             await _sleep(0.1)
         self.assertIn(room, first["rooms"]["join"])
 
-        # bob's long-poll waits on his reader; alice's send goes to any process and on to
-        # the room's writer; bob's reader hears of it over Redis and answers.
+        # bob's long-poll waits on his reader; alice's send goes to the room's writer;
+        # bob's reader hears of it over Redis and answers.
         waiting = defer.ensureDeferred(c.call(
             "GET", f"/_matrix/client/v3/sync?timeout=20000&since={first['next_batch']}",
             token=b))
@@ -179,6 +181,11 @@ class NginxWorkersTests(TestCase):
         self.assertIn("/upload", cluster.log("writer1"))
         for reader in ("reader1", "reader2"):
             self.assertNotIn("/upload", cluster.log(reader))
+        # alice's sends went straight to the room's writer, not through a reader.
+        sent = f"PUT /_matrix/client/v3/rooms/{quote(room)}/send/"
+        self.assertEqual(cluster.log("writer1").count(sent), 2)
+        for reader in ("reader1", "reader2"):
+            self.assertNotIn(sent, cluster.log(reader))
 
     async def test_federation_with_synapse_through_nginx(self) -> None:
         from tests.federation.synapse_harness import start_synapse

@@ -16,7 +16,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from roost.homeserver.roles import shard_of
+from roost.homeserver.roles import writer_of_room
 from tests.cluster_harness import Cluster, private_redis, start_cluster
 
 V3 = "/_matrix/client/v3"
@@ -67,7 +67,7 @@ async def rooms_on_both_writers(http: Http, base: str) -> tuple[str, dict[str, s
             "auth": {"type": "m.login.dummy"}})
         room = (await http.ok(base, "POST", V3 + "/createRoom",
                               {"preset": "public_chat"}, creator["access_token"]))["room_id"]
-        rooms.setdefault(shard_of(room, WRITERS), room)
+        rooms.setdefault(writer_of_room(room, WRITERS), room)
         if len(rooms) == 2:
             break
     for room in rooms.values():
