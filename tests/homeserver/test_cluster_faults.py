@@ -170,21 +170,11 @@ class RedisRestartTests(TestCase):
         await redis.stop()
         # Sends still go to the writer; a long-poll still wakes (positions polled from
         # the database while Redis is away).
-        waiting = defer.ensureDeferred(http.ok(
-            base, "GET", f"{V3}/sync?timeout=30000&since={since}", token=token))
-        await http.ok(base, "PUT", f"{V3}/rooms/{quote(room)}/send/m.room.message/a",
-                      {"msgtype": "m.text", "body": "redis is down"}, token)
-        woken = await waiting
-        self.assertIn("redis is down", json.dumps(woken["rooms"]["join"][room]["timeline"]))
+        woken = await _woken_by_send(http, base, base, room, token, since, "redis is down")
 
         await redis.start()
         await sleep(3)  # the bus reconnects by itself
-        waiting = defer.ensureDeferred(http.ok(
-            base, "GET", f"{V3}/sync?timeout=30000&since={woken['next_batch']}", token=token))
-        await http.ok(base, "PUT", f"{V3}/rooms/{quote(room)}/send/m.room.message/b",
-                      {"msgtype": "m.text", "body": "redis is back"}, token)
-        again = await waiting
-        self.assertIn("redis is back", json.dumps(again["rooms"]["join"][room]["timeline"]))
+        await _woken_by_send(http, base, base, room, token, woken["next_batch"], "redis is back")
         self.assertIn("replication bus subscribed", cluster.log("reader1"))
 
 
@@ -206,12 +196,7 @@ class RedisAbsentAtStartTests(TestCase):
         room = (await http.ok(r1, "POST", V3 + "/createRoom", {}, token))["room_id"]
         since = (await http.ok(r2, "GET", V3 + "/sync", token=token))["next_batch"]
         # A long-poll at one reader woken by a send through the other: positions polled.
-        waiting = defer.ensureDeferred(http.ok(
-            r2, "GET", f"{V3}/sync?timeout=30000&since={since}", token=token))
-        await http.ok(r1, "PUT", f"{V3}/rooms/{quote(room)}/send/m.room.message/a",
-                      {"msgtype": "m.text", "body": "no redis yet"}, token)
-        woken = await waiting
-        self.assertIn("no redis yet", json.dumps(woken["rooms"]["join"][room]["timeline"]))
+        woken = await _woken_by_send(http, r2, r1, room, token, since, "no redis yet")
 
         await redis.start()
         for name in ("writer1", "reader1", "reader2"):
@@ -231,6 +216,18 @@ class RedisAbsentAtStartTests(TestCase):
             if typing:
                 break
         self.assertEqual(typing, [[user["user_id"]]])
+
+
+async def _woken_by_send(http: Http, waiter: str, sender: str, room: str, token: str,
+                         since: str, body: str) -> Any:
+    """A long-poll /sync at `waiter` woken by a message `body` sent through `sender`."""
+    waiting = defer.ensureDeferred(http.ok(
+        waiter, "GET", f"{V3}/sync?timeout=30000&since={since}", token=token))
+    await http.ok(sender, "PUT", f"{V3}/rooms/{quote(room)}/send/m.room.message/{quote(body)}",
+                  {"msgtype": "m.text", "body": body}, token)
+    woken = await waiting
+    assert body in json.dumps(woken["rooms"]["join"][room]["timeline"]), woken
+    return woken
 
 
 async def _logged(cluster: Cluster, name: str, text: str) -> None:
