@@ -12,7 +12,9 @@ the same file (both upstream entries point at it).
 
 - sends: `rooms` users each send `messages` messages into a room of their own, all at
   once; sends per second (wall clock) and CPU per message of all Roost processes, of
-  nginx and of PostgreSQL.
+  nginx and of PostgreSQL (every process of the server, and only the backends serving
+  the bench's database: the figure that other databases' load on a shared server does
+  not reach).
 - fanout: bench/sync_fanout.py's fan-out (one sender at `rate`/s into a room with
   `receivers` users long-polling /sync through nginx, spread over the readers by token).
 
@@ -235,6 +237,19 @@ class Cluster:
         _admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
+def postgres_cpu_of(database: str) -> dict[int, float]:
+    """pid -> CPU seconds of the PostgreSQL backends connected to `database` (their process
+    title names it): the bench's own share, without other databases' load on a shared
+    server (the WAL writer and checkpointer, shared by all, are left out)."""
+    found: dict[int, float] = {}
+    for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        title = " ".join(proc.info["cmdline"] or ())
+        if (proc.info["name"] or "").startswith("postgres") and f" {database} " in title:
+            times = proc.info["cpu_times"]
+            found[proc.pid] = times.user + times.system
+    return found
+
+
 def _cpu(pid: int) -> float:
     try:
         t = psutil.Process(pid).cpu_times()
@@ -284,6 +299,7 @@ async def sends(cluster: Cluster, rooms: int, messages: int) -> dict[str, Any]:
         roost0, nginx0 = cluster.cpu()
         each0 = cluster.cpu_each()
         pg0 = postgres_cpu_by_process()
+        own0 = postgres_cpu_of(cluster.database)
         started = time.monotonic()
         await asyncio.gather(*(sender(i, h, room) for i, (h, room) in enumerate(users)))
         wall = time.monotonic() - started
@@ -291,6 +307,7 @@ async def sends(cluster: Cluster, rooms: int, messages: int) -> dict[str, Any]:
         roost1, nginx1 = cluster.cpu()
         each1 = cluster.cpu_each()
         pg = cpu_between(pg0, postgres_cpu_by_process())
+        own = cpu_between(own0, postgres_cpu_of(cluster.database))
         txns1 = cluster.transactions()
     count = rooms * messages
     per_message = {
@@ -303,6 +320,7 @@ async def sends(cluster: Cluster, rooms: int, messages: int) -> dict[str, Any]:
             "roost_cpu_ms_per_message": round((roost1 - roost0) * 1000 / count, 2),
             "nginx_cpu_ms_per_message": round((nginx1 - nginx0) * 1000 / count, 2),
             "postgres_cpu_ms_per_message": round(pg * 1000 / count, 2),
+            "postgres_backends_cpu_ms_per_message": round(own * 1000 / count, 2),
             "cpu_ms_per_message_by_process": {
                 n: round((each1[n] - each0[n]) * 1000 / count, 2) for n in each0}, **extra}
 
