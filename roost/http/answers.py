@@ -20,7 +20,11 @@ import time
 from typing import Any
 
 from twisted.python import failure
-from twisted.web import http, resource, server
+from twisted.web import resource, server
+
+# Imported by name: twisted.web.http is a deprecation proxy whose every attribute read
+# costs a Python call.
+from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString, unquote
 
 SERVER_HEADER = b"Server: " + server.version + b"\r\n"
 _date: list[Any] = [0, b""]
@@ -30,7 +34,7 @@ def date_header() -> bytes:
     """`Date: ...\\r\\n` for now, formatted once per second."""
     now = int(time.time())
     if now != _date[0]:
-        _date[0], _date[1] = now, b"Date: " + http.datetimeToString(now) + b"\r\n"
+        _date[0], _date[1] = now, b"Date: " + datetimeToString(now) + b"\r\n"
     return _date[1]
 
 
@@ -55,7 +59,7 @@ class FastRequest(server.Request):
         every request (they are written with the head)."""
         self.site = self.channel.site
         self.prepath = []
-        self.postpath = list(map(http.unquote, self.path[1:].split(b"/")))
+        self.postpath = list(map(unquote, self.path[1:].split(b"/")))
         if self.path == b"*":
             self._handleStar()
             return
@@ -75,7 +79,7 @@ class FastRequest(server.Request):
             if not headers.hasHeader(b"Server"):
                 headers.setRawHeaders(b"Server", [server.version])
             if not headers.hasHeader(b"Date"):
-                headers.setRawHeaders(b"Date", [http.datetimeToString()])
+                headers.setRawHeaders(b"Date", [datetimeToString()])
         super().write(data)
 
     def answer(self, code: int, head: bytes, body: bytes) -> None:
@@ -84,11 +88,11 @@ class FastRequest(server.Request):
         the client has gone or an answer was already started."""
         if self.finished or self._disconnected:
             return
-        if self.startedWriting or code in http.NO_BODY_CODES or self._encoder is not None:
+        if self.startedWriting or code in NO_BODY_CODES or self._encoder is not None:
             self._answer_through_twisted(code, head, body)
             return
         self.code = code
-        self.code_message = http.RESPONSES.get(code, b"Unknown Status")
+        self.code_message = RESPONSES.get(code, b"Unknown Status")
         self.startedWriting = 1
         parts = [b"%s %d %s\r\n" % (self.clientproto, code, self.code_message)]
         for name, values in self.responseHeaders.getAllRawHeaders():
