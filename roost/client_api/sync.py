@@ -54,7 +54,7 @@ class ChangeWaiter:
         are known, so a change landing during that read is not missed. If the
         read fails, `failed` gets the failure instead and nothing is watched.
         """
-        watch = Watch(self._notifier, user_id, wake)
+        watch = Watch(self._notifier, user_id, wake, self._user_rooms.cached)
         self._notifier.add_listener(watch)
         defer.ensureDeferred(self._arm(watch, timeout_s, failed))
         return watch
@@ -80,10 +80,12 @@ class Watch:
     (room -> membership), shared and never modified once cached.
     """
 
-    __slots__ = ("_notifier", "user_id", "_wake", "_rooms", "_early", "_timer")
+    __slots__ = ("_notifier", "user_id", "_wake", "_rooms", "_early", "_timer", "_rooms_of")
 
-    def __init__(self, notifier: Notifier, user_id: str, wake: Callable[[bool], None]) -> None:
+    def __init__(self, notifier: Notifier, user_id: str, wake: Callable[[bool], None],
+                 rooms_of: Callable[[str], dict[str, str] | None]) -> None:
         self._notifier = notifier
+        self._rooms_of = rooms_of  # another user's memberships, if this process holds them
         self.user_id = user_id
         self._wake: Callable[[bool], None] | None = wake
         self._rooms: dict[str, str] | None = None
@@ -102,11 +104,23 @@ class Watch:
             self.fire(True)
 
     def _concerns(self, change: StreamChange) -> bool:
-        if self.user_id in change.users or (change.stream == "presence" and change.users):
+        if self.user_id in change.users:
             return True
         rooms = self._rooms
         assert rooms is not None
+        if change.stream == "presence":
+            return any(self._shares_a_room(user, rooms) for user in change.users)
         return any(rooms.get(room) in _WATCHED_MEMBERSHIPS for room in change.rooms)
+
+    def _shares_a_room(self, user: str, rooms: dict[str, str]) -> bool:
+        """Whether a sync of this user carries `user`'s presence: they are both joined to
+        some room (the set the builder serves presence for). Unknown here (the other
+        user's memberships are not cached): yes, and the build reads the truth."""
+        theirs = self._rooms_of(user)
+        if theirs is None:
+            return True
+        small, large = (theirs, rooms) if len(theirs) <= len(rooms) else (rooms, theirs)
+        return any(m == "join" and large.get(room) == "join" for room, m in small.items())
 
     def arm(self, rooms: dict[str, str], timer: Any) -> None:
         """The user's rooms are known: check what arrived meanwhile, else wait with `timer`."""

@@ -30,6 +30,7 @@ from roost.client_api.sync_extensions import (
 )
 from roost.client_api.sync_filter import SyncFilter
 from roost.client_api.sync_room_state import RoomPlan, SyncRoomState
+from roost.client_api.sync_shared import EMPTY, SharedRoom, SharedRooms
 from roost.client_api.typing import TypingTracker
 from roost.rooms.engine import LoadedEvent, RoomEngine
 from roost.rooms.events import Event
@@ -75,6 +76,7 @@ class SyncBuilder:
         self._queries = queries
         self._state = SyncRoomState(engine, view, queries, remote_invite_state)
         self._recent = RecentEvents(self._queries, events)
+        self._shared = SharedRooms()
         presence_now = (lambda: presence.current) if presence is not None else (lambda: 0)
         self._positions: dict[str, Callable[[], int]] = {
             "events": lambda: event_stream.current,
@@ -272,22 +274,61 @@ class SyncBuilder:
             if newly_joined else {}
         for room_id in joined:
             raw = by_room.get(room_id, [])
-            new = self._wanted(raw, filt)
-            if room_id in newly_joined:
-                new = await self._visible(user_id, room_id, new, joins.get(room_id))
-            gap: list[LoadedEvent] = []
-            if room_id not in newly_joined and raw:
-                gap = self._state.state_before_timeline(raw, new, filt)
-            if new or gap or room_id in newly_joined:
-                plan = self._plan(new, filt, now)
-                plan.limited = plan.limited or (room_id in newly_joined and bool(new))
-                plans[room_id] = plan
-                if gap:
-                    plan.state = self._state.state_in_gap(room_id, gap, plan, filt)
-                if room_id not in newly_joined and filt.lazy_load_members:
-                    await self._state.add_lazy_members(room_id, plan, filt)
+            if room_id not in newly_joined:
+                if raw:
+                    shared = await self._shared_part(room_id, raw, since, now, filt)
+                    if shared is not EMPTY:
+                        plans[room_id] = shared.plan()
+                continue
+            new = await self._visible(user_id, room_id, self._wanted(raw, filt),
+                                      joins.get(room_id))
+            plan = self._plan(new, filt, now)
+            plan.limited = plan.limited or bool(new)
+            plans[room_id] = plan
         await self._state.add_full_state(plans, sorted(newly_joined & set(plans)), user_id,
                                          filt, now)
+
+    async def _shared_part(self, room_id: str, raw: list[StoredEvent], since: SyncToken,
+                           now: SyncToken, filt: SyncFilter) -> SharedRoom:
+        """The room's part of an incremental sync for a member joined before `since`:
+        what every receiver with the same range and filter gets (sync_shared.py)."""
+        now_ms = self._view.now_ms()
+        found = self._shared.get(room_id, since.events, now.events, filt, now_ms)
+        if found is not None:
+            return found
+        new = self._wanted(raw, filt)
+        gap = self._state.state_before_timeline(raw, new, filt)
+        if not new and not gap:
+            entry = EMPTY
+        else:
+            plan = self._plan(new, filt, now)
+            if gap:
+                plan.state = self._state.state_in_gap(room_id, gap, plan, filt)
+            if filt.lazy_load_members:
+                await self._state.add_lazy_members(room_id, plan, filt)
+            entry = await self._serve_shared(plan, filt)
+        self._shared.put(room_id, since.events, now.events, filt, now_ms, entry)
+        return entry
+
+    async def _serve_shared(self, plan: RoomPlan, filt: SyncFilter) -> SharedRoom:
+        """The plan, with its events served when nothing of them is per receiver: no
+        relation points at any timeline event (the window knows; a thread summary says
+        whether the reader took part)."""
+        kinds = self._recent.relation_kinds(e.event.event_id for e in plan.timeline)
+        served: list[JsonDict] | None = None
+        shaped: list[JsonDict] | None = None
+        if kinds is not None and not any(kinds.values()):
+            events = plan.timeline + plan.state
+            # No relations to aggregate: the user id serves no one in particular.
+            served = await self._view.serialize(plan.timeline, "", relation_kinds=kinds)
+            if plan.state:
+                served += await self._view.serialize(plan.state, "", with_relations=False)
+            shaped = served
+            if filt.event_fields is not None or filt.event_format != "client":
+                shaped = [filt.shape(b, e.event.pdu) for b, e in zip(served, events,
+                                                                     strict=True)]
+        return SharedRoom(plan.timeline, plan.limited, plan.prev_batch, plan.state, served,
+                          shaped)
 
     async def _initial_leaves(self, plans: dict[str, RoomPlan], user_id: str,
                               memberships: dict[str, str], now: SyncToken,
@@ -402,6 +443,37 @@ class SyncBuilder:
 
     # -- serialization -------------------------------------------------------------
 
+    async def _shared_served(self, plans: dict[str, RoomPlan], user_id: str,
+                             device_id: str | None, filt: SyncFilter) -> dict[str, list[JsonDict]]:
+        """room -> the shared served events (timeline, then state) of each shared plan,
+        with this device's own events copied to carry their `unsigned.transaction_id`."""
+        out: dict[str, list[JsonDict]] = {}
+        mine: list[tuple[str, int, LoadedEvent]] = []
+        for room_id, plan in plans.items():
+            if plan.shared is not None:
+                assert plan.shared.shaped is not None
+                out[room_id] = plan.shared.shaped
+                mine += [(room_id, i, e) for i, e in enumerate(plan.timeline)
+                         if e.event.sender == user_id]
+        if not mine or device_id is None:
+            return out
+        stored = await self._queries.txn_ids(user_id, device_id,
+                                             [e.event.event_id for _, _, e in mine])
+        shaping = filt.event_fields is not None or filt.event_format != "client"
+        for room_id, i, event in mine:
+            key = stored.get(event.event.event_id)
+            if key is None:
+                continue
+            shared = plans[room_id].shared
+            assert shared is not None and shared.served is not None
+            body = dict(shared.served[i])
+            body["unsigned"] = {**body.get("unsigned", {}),
+                                "transaction_id": _client_txn_id(event.event, key)}
+            if out[room_id] is shared.shaped:
+                out[room_id] = list(out[room_id])  # this receiver's own copy of the list
+            out[room_id][i] = filt.shape(body, event.event.pdu) if shaping else body
+        return out
+
     async def _add_transaction_ids(self, served: list[JsonDict], timeline: list[LoadedEvent],
                                    user_id: str, device_id: str | None) -> None:
         """`unsigned.transaction_id` on the events this very device sent (local echoes)."""
@@ -419,11 +491,18 @@ class SyncBuilder:
 
     async def _serialize(self, out: JsonDict, plans: dict[str, RoomPlan], user_id: str,
                          device_id: str | None, filt: SyncFilter) -> None:
-        timeline = [e for p in plans.values() for e in p.timeline]
-        state = [e for p in plans.values() for e in p.state]
-        kinds = self._recent.relation_kinds(e.event.event_id for e in timeline)
-        served = await self._view.serialize(timeline, user_id, relation_kinds=kinds)
-        await self._add_transaction_ids(served, timeline, user_id, device_id)
+        """Serve every plan's events: those planned for this receiver alone in one batch
+        (relations and redactions looked up once), shared ones copied where they get a
+        transaction id."""
+        own = [p for p in plans.values() if p.shared is None]
+        shared_served = await self._shared_served(plans, user_id, device_id, filt)
+        timeline = [e for p in own for e in p.timeline]
+        state = [e for p in own for e in p.state]
+        served: list[JsonDict] = []
+        if timeline:
+            kinds = self._recent.relation_kinds(e.event.event_id for e in timeline)
+            served = await self._view.serialize(timeline, user_id, relation_kinds=kinds)
+            await self._add_transaction_ids(served, timeline, user_id, device_id)
         served_state = await self._view.serialize(state, user_id, with_relations=False) \
             if state else []
         if filt.event_fields is not None or filt.event_format != "client":
@@ -433,10 +512,17 @@ class SyncBuilder:
         served_timeline = iter(served)
         served_state_iter = iter(served_state)
         for room_id, plan in plans.items():
+            if plan.shared is not None:
+                events = shared_served[room_id]
+                n = len(plan.timeline)
+                timeline_events, state_events = events[:n], events[n:]
+            else:
+                timeline_events = [next(served_timeline) for _ in plan.timeline]
+                state_events = [next(served_state_iter) for _ in plan.state]
             room: JsonDict = {
-                "timeline": {"events": [next(served_timeline) for _ in plan.timeline],
+                "timeline": {"events": timeline_events,
                              "limited": plan.limited, "prev_batch": plan.prev_batch},
-                "state": {"events": [next(served_state_iter) for _ in plan.state]},
+                "state": {"events": state_events},
                 "account_data": {"events": plan.account_data},
             }
             if plan.summary is not None:

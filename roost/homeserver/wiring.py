@@ -91,6 +91,7 @@ from roost.homeserver.operations import (
 )
 from roost.homeserver.replication_wiring import StreamWiring
 from roost.homeserver.roles import MAIN, Roles
+from roost.homeserver.session_wiring import wire_session_revocations
 from roost.homeserver.wiring_roles import (
     build_engine,
     destination_shard,
@@ -385,6 +386,8 @@ async def build_homeserver(
     roles = Roles.from_config(config)
     stream_wiring = StreamWiring(config, roles, db, reactor)  # shared streams among processes
     await stream_wiring.open(closers)
+    revocations = wire_session_revocations(config, db, stream_wiring.bus, stream_wiring.shared,
+                                           reactor, closers)
     event_stream = await stream_wiring.stream("events", await event_store.max_stream_ordering())
     engine = build_engine(
         roles, reactor, closers, event_store, state_store, config.server_name,
@@ -498,6 +501,8 @@ async def build_homeserver(
                                  receipts.Receipts(ReceiptStore(db), streams["receipts"],
                                                    notifier, clock), e2e_edus)
     await stream_wiring.start(closers)  # every stream exists: subscribe and catch up
+    if revocations is not None:
+        revocations.start()
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation, metrics,
                       sync_builder=builder, media=media, push=push, admin=admin,
