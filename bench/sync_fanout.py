@@ -95,12 +95,18 @@ async def fanout(base: str, receivers: int, rate: float, seconds: float,
         stop = asyncio.Event()
 
         ready: list[Client] = []
+        errors: list[float] = []
 
         async def receive(client: Client) -> None:
             token = (await client.call("GET", "/sync?timeout=0"))["next_batch"]
             ready.append(client)
             while not stop.is_set():
-                body = await client.call("GET", f"/sync?since={token}&timeout=5000")
+                try:
+                    body = await client.call("GET", f"/sync?since={token}&timeout=5000")
+                except (TimeoutError, aiohttp.ClientError):
+                    errors.append(time.monotonic())  # an overloaded machine: counted, retried
+                    await asyncio.sleep(0.5)
+                    continue
                 now = time.monotonic()
                 token = body["next_batch"]
                 for event in body["rooms"]["join"].get(room, {}).get("timeline", {}).get(
@@ -131,7 +137,8 @@ async def fanout(base: str, receivers: int, rate: float, seconds: float,
         await asyncio.gather(*tasks)
     expected = count * receivers
     return {"receivers": receivers, "messages": count, "deliveries": len(latencies),
-            "expected_deliveries": expected, **summary(latencies), **cpu}
+            "expected_deliveries": expected, "sync_errors": len(errors), **summary(latencies),
+            **cpu}
 
 
 async def initial_sync(base: str, rooms: int, messages: int,
