@@ -90,6 +90,8 @@ class SyncBuilder:
         self._sections: list[Section] = []
         self._ignored: dict[str, frozenset[str]] = {}  # user -> ignored users, as last seen
         self._room_fields: list[RoomField] = []
+        # What a build up to an events position waits for (see `prepare`).
+        self._ready: list[Callable[[int], Awaitable[Any]]] = []
         # Global account data an initial sync serves when the user has none stored.
         self._default_account_data: dict[str, Callable[[str], Awaitable[JsonDict]]] = {}
 
@@ -115,6 +117,11 @@ class SyncBuilder:
             raise ValueError(f"sync room field {key} is taken")
         self._room_fields.append(RoomField(key, build))
 
+    def add_ready(self, hook: Callable[[int], Awaitable[Any]]) -> None:
+        """Something a build up to events position N waits for (push's unread counts wait
+        for evaluation to pass N): `prepare` waits for it once for all woken readers."""
+        self._ready.append(hook)
+
     def add_default_account_data(self, data_type: str,
                                  build: Callable[[str], Awaitable[JsonDict]]) -> None:
         """Global account data of `data_type` that an initial sync carries even when the
@@ -134,6 +141,15 @@ class SyncBuilder:
             token = StreamToken(*positions)
             self._last = (positions, token, str(token))
         return self._last[1]
+
+    async def prepare(self, position: int) -> None:
+        """Wait, once, for what every build up to events position `position` would wait
+        for: the shared window's read of the new events and the extensions' hooks. The
+        readers a change wakes are held until then (sync.ChangeWaiter), so each builds
+        without waiting, instead of each waiting for the same things in turn."""
+        await self._recent.catch_up(position)
+        for hook in self._ready:
+            await hook(position)
 
     def text(self, token: SyncToken) -> str:
         """`str(token)`, without writing it out again for the current token."""
