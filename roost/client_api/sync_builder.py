@@ -12,7 +12,7 @@ is registered through sync_extensions.py.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from roost.client_api.receipts import Receipts
@@ -424,19 +424,24 @@ class SyncBuilder:
         kinds = self._recent.relation_kinds(e.event.event_id for e in timeline)
         served = await self._view.serialize(timeline, user_id, relation_kinds=kinds)
         await self._add_transaction_ids(served, timeline, user_id, device_id)
-        served_state = await self._view.serialize(state, user_id, with_relations=False) \
-            if state else []
-        if filt.event_fields is not None or filt.event_format != "client":
+        shaped = filt.event_fields is not None or filt.event_format != "client"
+        served_state: Iterator[Any]
+        if shaped:
             served = [filt.shape(b, e.event.pdu) for b, e in zip(served, timeline, strict=True)]
-            served_state = [filt.shape(b, e.event.pdu)
-                            for b, e in zip(served_state, state, strict=True)]
+            state_bodies = await self._view.serialize(state, user_id, with_relations=False) \
+                if state else []
+            flat = iter([filt.shape(b, e.event.pdu)
+                         for b, e in zip(state_bodies, state, strict=True)])
+            served_state = iter([[next(flat) for _ in p.state] for p in plans.values()])
+        else:  # each room's state list encoded once (a big room's: thousands of events)
+            served_state = iter(await self._view.serialize_state(
+                [p.state for p in plans.values()]) if state else [[] for _ in plans])
         served_timeline = iter(served)
-        served_state_iter = iter(served_state)
         for room_id, plan in plans.items():
             room: JsonDict = {
                 "timeline": {"events": [next(served_timeline) for _ in plan.timeline],
                              "limited": plan.limited, "prev_batch": plan.prev_batch},
-                "state": {"events": [next(served_state_iter) for _ in plan.state]},
+                "state": {"events": next(served_state)},
                 "account_data": {"events": plan.account_data},
             }
             if plan.summary is not None:
