@@ -30,6 +30,7 @@ from roost.client_api.sync_extensions import (
 )
 from roost.client_api.sync_filter import SyncFilter
 from roost.client_api.sync_room_state import RoomPlan, SyncRoomState
+from roost.client_api.sync_shared import EMPTY, SharedRoom, SharedRooms
 from roost.client_api.typing import TypingTracker
 from roost.rooms.engine import LoadedEvent, RoomEngine
 from roost.rooms.events import Event
@@ -75,6 +76,7 @@ class SyncBuilder:
         self._queries = queries
         self._state = SyncRoomState(engine, view, queries, remote_invite_state)
         self._recent = RecentEvents(self._queries, events)
+        self._shared = SharedRooms()
         presence_now = (lambda: presence.current) if presence is not None else (lambda: 0)
         self._positions: dict[str, Callable[[], int]] = {
             "events": lambda: event_stream.current,
@@ -88,6 +90,8 @@ class SyncBuilder:
         self._sections: list[Section] = []
         self._ignored: dict[str, frozenset[str]] = {}  # user -> ignored users, as last seen
         self._room_fields: list[RoomField] = []
+        # What a build up to an events position waits for (see `prepare`).
+        self._ready: list[Callable[[int], Awaitable[Any]]] = []
         # Global account data an initial sync serves when the user has none stored.
         self._default_account_data: dict[str, Callable[[str], Awaitable[JsonDict]]] = {}
 
@@ -113,6 +117,11 @@ class SyncBuilder:
             raise ValueError(f"sync room field {key} is taken")
         self._room_fields.append(RoomField(key, build))
 
+    def add_ready(self, hook: Callable[[int], Awaitable[Any]]) -> None:
+        """Something a build up to events position N waits for (push's unread counts wait
+        for evaluation to pass N): `prepare` waits for it once for all woken readers."""
+        self._ready.append(hook)
+
     def add_default_account_data(self, data_type: str,
                                  build: Callable[[str], Awaitable[JsonDict]]) -> None:
         """Global account data of `data_type` that an initial sync carries even when the
@@ -132,6 +141,15 @@ class SyncBuilder:
             token = StreamToken(*positions)
             self._last = (positions, token, str(token))
         return self._last[1]
+
+    async def prepare(self, position: int) -> None:
+        """Wait, once, for what every build up to events position `position` would wait
+        for: the shared window's read of the new events and the extensions' hooks. The
+        readers a change wakes are held until then (sync.ChangeWaiter), so each builds
+        without waiting, instead of each waiting for the same things in turn."""
+        await self._recent.catch_up(position)
+        for hook in self._ready:
+            await hook(position)
 
     def text(self, token: SyncToken) -> str:
         """`str(token)`, without writing it out again for the current token."""
@@ -272,22 +290,61 @@ class SyncBuilder:
             if newly_joined else {}
         for room_id in joined:
             raw = by_room.get(room_id, [])
-            new = self._wanted(raw, filt)
-            if room_id in newly_joined:
-                new = await self._visible(user_id, room_id, new, joins.get(room_id))
-            gap: list[LoadedEvent] = []
-            if room_id not in newly_joined and raw:
-                gap = self._state.state_before_timeline(raw, new, filt)
-            if new or gap or room_id in newly_joined:
-                plan = self._plan(new, filt, now)
-                plan.limited = plan.limited or (room_id in newly_joined and bool(new))
-                plans[room_id] = plan
-                if gap:
-                    plan.state = self._state.state_in_gap(room_id, gap, plan, filt)
-                if room_id not in newly_joined and filt.lazy_load_members:
-                    await self._state.add_lazy_members(room_id, plan, filt)
+            if room_id not in newly_joined:
+                if raw:
+                    shared = await self._shared_part(room_id, raw, since, now, filt)
+                    if shared is not EMPTY:
+                        plans[room_id] = shared.plan()
+                continue
+            new = await self._visible(user_id, room_id, self._wanted(raw, filt),
+                                      joins.get(room_id))
+            plan = self._plan(new, filt, now)
+            plan.limited = plan.limited or bool(new)
+            plans[room_id] = plan
         await self._state.add_full_state(plans, sorted(newly_joined & set(plans)), user_id,
                                          filt, now)
+
+    async def _shared_part(self, room_id: str, raw: list[StoredEvent], since: SyncToken,
+                           now: SyncToken, filt: SyncFilter) -> SharedRoom:
+        """The room's part of an incremental sync for a member joined before `since`:
+        what every receiver with the same range and filter gets (sync_shared.py)."""
+        now_ms = self._view.now_ms()
+        found = self._shared.get(room_id, since.events, now.events, filt, now_ms)
+        if found is not None:
+            return found
+        new = self._wanted(raw, filt)
+        gap = self._state.state_before_timeline(raw, new, filt)
+        if not new and not gap:
+            entry = EMPTY
+        else:
+            plan = self._plan(new, filt, now)
+            if gap:
+                plan.state = self._state.state_in_gap(room_id, gap, plan, filt)
+            if filt.lazy_load_members:
+                await self._state.add_lazy_members(room_id, plan, filt)
+            entry = await self._serve_shared(plan, filt)
+        self._shared.put(room_id, since.events, now.events, filt, now_ms, entry)
+        return entry
+
+    async def _serve_shared(self, plan: RoomPlan, filt: SyncFilter) -> SharedRoom:
+        """The plan, with its events served when nothing of them is per receiver: no
+        relation points at any timeline event (the window knows; a thread summary says
+        whether the reader took part)."""
+        kinds = self._recent.relation_kinds(e.event.event_id for e in plan.timeline)
+        served: list[JsonDict] | None = None
+        shaped: list[JsonDict] | None = None
+        if kinds is not None and not any(kinds.values()):
+            events = plan.timeline + plan.state
+            # No relations to aggregate: the user id serves no one in particular.
+            served = await self._view.serialize(plan.timeline, "", relation_kinds=kinds)
+            if plan.state:
+                served += await self._view.serialize(plan.state, "", with_relations=False)
+            shaped = served
+            if filt.event_fields is not None or filt.event_format != "client":
+                shaped = [filt.shape(b, e.event.pdu) for b, e in zip(served, events,
+                                                                     strict=True)]
+        return SharedRoom(plan.timeline, plan.limited, plan.prev_batch, plan.state, served,
+                          shaped)
 
     async def _initial_leaves(self, plans: dict[str, RoomPlan], user_id: str,
                               memberships: dict[str, str], now: SyncToken,
@@ -402,6 +459,37 @@ class SyncBuilder:
 
     # -- serialization -------------------------------------------------------------
 
+    async def _shared_served(self, plans: dict[str, RoomPlan], user_id: str,
+                             device_id: str | None, filt: SyncFilter) -> dict[str, list[JsonDict]]:
+        """room -> the shared served events (timeline, then state) of each shared plan,
+        with this device's own events copied to carry their `unsigned.transaction_id`."""
+        out: dict[str, list[JsonDict]] = {}
+        mine: list[tuple[str, int, LoadedEvent]] = []
+        for room_id, plan in plans.items():
+            if plan.shared is not None:
+                assert plan.shared.shaped is not None
+                out[room_id] = plan.shared.shaped
+                mine += [(room_id, i, e) for i, e in enumerate(plan.timeline)
+                         if e.event.sender == user_id]
+        if not mine or device_id is None:
+            return out
+        stored = await self._queries.txn_ids(user_id, device_id,
+                                             [e.event.event_id for _, _, e in mine])
+        shaping = filt.event_fields is not None or filt.event_format != "client"
+        for room_id, i, event in mine:
+            key = stored.get(event.event.event_id)
+            if key is None:
+                continue
+            shared = plans[room_id].shared
+            assert shared is not None and shared.served is not None
+            body = dict(shared.served[i])
+            body["unsigned"] = {**body.get("unsigned", {}),
+                                "transaction_id": _client_txn_id(event.event, key)}
+            if out[room_id] is shared.shaped:
+                out[room_id] = list(out[room_id])  # this receiver's own copy of the list
+            out[room_id][i] = filt.shape(body, event.event.pdu) if shaping else body
+        return out
+
     async def _add_transaction_ids(self, served: list[JsonDict], timeline: list[LoadedEvent],
                                    user_id: str, device_id: str | None) -> None:
         """`unsigned.transaction_id` on the events this very device sent (local echoes)."""
@@ -419,29 +507,42 @@ class SyncBuilder:
 
     async def _serialize(self, out: JsonDict, plans: dict[str, RoomPlan], user_id: str,
                          device_id: str | None, filt: SyncFilter) -> None:
-        timeline = [e for p in plans.values() for e in p.timeline]
-        state = [e for p in plans.values() for e in p.state]
-        kinds = self._recent.relation_kinds(e.event.event_id for e in timeline)
-        served = await self._view.serialize(timeline, user_id, relation_kinds=kinds)
-        await self._add_transaction_ids(served, timeline, user_id, device_id)
-        shaped = filt.event_fields is not None or filt.event_format != "client"
+        """Serve every plan's events: those planned for this receiver alone in one batch
+        (relations and redactions looked up once), shared ones copied where they get a
+        transaction id."""
+        own = [p for p in plans.values() if p.shared is None]
+        shared_served = await self._shared_served(plans, user_id, device_id, filt)
+        timeline = [e for p in own for e in p.timeline]
+        state = [e for p in own for e in p.state]
+        served: list[JsonDict] = []
+        if timeline:
+            kinds = self._recent.relation_kinds(e.event.event_id for e in timeline)
+            served = await self._view.serialize(timeline, user_id, relation_kinds=kinds)
+            await self._add_transaction_ids(served, timeline, user_id, device_id)
         served_state: Iterator[Any]
-        if shaped:
+        if filt.event_fields is not None or filt.event_format != "client":
             served = [filt.shape(b, e.event.pdu) for b, e in zip(served, timeline, strict=True)]
             state_bodies = await self._view.serialize(state, user_id, with_relations=False) \
                 if state else []
             flat = iter([filt.shape(b, e.event.pdu)
                          for b, e in zip(state_bodies, state, strict=True)])
-            served_state = iter([[next(flat) for _ in p.state] for p in plans.values()])
+            served_state = iter([[next(flat) for _ in p.state] for p in own])
         else:  # each room's state list encoded once (a big room's: thousands of events)
-            served_state = iter(await self._view.serialize_state(
-                [p.state for p in plans.values()]) if state else [[] for _ in plans])
+            served_state = iter(await self._view.serialize_state([p.state for p in own])
+                                if state else [[] for _ in own])
         served_timeline = iter(served)
         for room_id, plan in plans.items():
+            if plan.shared is not None:
+                events = shared_served[room_id]
+                n = len(plan.timeline)
+                timeline_events, state_events = events[:n], events[n:]
+            else:
+                timeline_events = [next(served_timeline) for _ in plan.timeline]
+                state_events = next(served_state)
             room: JsonDict = {
-                "timeline": {"events": [next(served_timeline) for _ in plan.timeline],
+                "timeline": {"events": timeline_events,
                              "limited": plan.limited, "prev_batch": plan.prev_batch},
-                "state": {"events": next(served_state)},
+                "state": {"events": state_events},
                 "account_data": {"events": plan.account_data},
             }
             if plan.summary is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roost.client_api.event_format import stripped_state
 from roost.client_api.room_view import RoomView
@@ -28,6 +28,9 @@ from roost.rooms.engine import LoadedEvent, RoomEngine
 from roost.rooms.events import Event
 from roost.storage.events import StoredEvent
 from roost.storage.sync_queries import SyncQueries
+
+if TYPE_CHECKING:
+    from roost.client_api.sync_shared import SharedRoom
 
 JsonDict = dict[str, Any]
 SyncToken = StreamToken
@@ -49,6 +52,8 @@ class RoomPlan:
     account_data: list[JsonDict] = field(default_factory=list)
     left: bool = False
     summary: JsonDict | None = None
+    # Set when the timeline and state are served once for every receiver (sync_shared.py).
+    shared: SharedRoom | None = None
 
 
 class SyncRoomState:

@@ -3,9 +3,10 @@
 Access tokens are JWTs naming the user, device and login session, signed
 with this server's token secret (at least 32 characters, not a repeated
 pattern, or Roost refuses to start). A revoked session must be refused at
-once by every process on the database, so each request reads its session row
-(one primary-key lookup, joined with the account for its admin flag: rights
-come from storage, never from inside a token).
+once by every process on the database: each request checks its session (user,
+device and the account's admin flag: rights come from storage, never from
+inside a token) in the session cache, which every revocation empties in every
+process before it answers (storage/session_cache.py), or reads its row.
 
 Refresh tokens are `rt.<session>.<generation>.<nonce>.<mac>`, the mac an
 HMAC of the rest under the token secret. The session row holds the hash of
@@ -122,14 +123,15 @@ class TokenAuthority:
         # token -> its verified claims. pyjwt's decode costs about half a
         # millisecond, most of a message send (bench/send_messages.py), and a
         # client presents the same token on every request. Bounded; revocation
-        # and expiry are still checked on every request below.
+        # and expiry are still checked on every request below (the session in
+        # storage/session_cache.py, emptied by every revocation before it answers).
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
 
     async def load(self) -> None:
-        """Nothing to warm: sessions are read from the database on every request."""
+        """Nothing to warm: sessions are read and kept as requests come."""
 
     def _claims(self, token: str) -> dict[str, Any]:
         claims = self._verified.get(token)
@@ -156,7 +158,9 @@ class TokenAuthority:
         exp = claims.get("exp")
         if exp is not None and self._clock.seconds() >= exp:
             raise unknown_token(soft_logout=True)
-        live = await self._devices.session_auth(session_id)
+        live = self._devices.cached_session(session_id)
+        if live is None:
+            live = await self._devices.session_auth(session_id)
         if live is None or live[:2] != (user_id, device_id):
             self._verified.pop(token, None)
             raise unknown_token()

@@ -119,6 +119,10 @@ def cmd_register_user(args: argparse.Namespace) -> int:
         from roost.homeserver.wiring import build_homeserver
 
         hs = await build_homeserver(config, reactor)
+        if hs.replication is None:  # beside one process that caches sessions
+            from roost.homeserver.session_wiring import command_beside_one_process
+
+            command_beside_one_process(hs.db, reactor)
         try:
             user_id = await hs.register_user(args.user, password, admin=args.admin)
         except Exception as e:  # a clear line, not a traceback, for a taken name
@@ -182,6 +186,10 @@ def _with_homeserver(args: argparse.Namespace, action: Any) -> int:
         from roost.http.errors import MatrixError
 
         hs = await build_homeserver(config, reactor)
+        if hs.replication is None:  # beside one process that caches sessions
+            from roost.homeserver.session_wiring import command_beside_one_process
+
+            command_beside_one_process(hs.db, reactor)
         try:
             return int(await action(hs, args))
         except MatrixError as e:

@@ -5,15 +5,20 @@ layer knows which process it is in"): wiring asks this module whether to start
 a part here, and gives the parts below plain predicates ("is this room mine?",
 "is this destination mine?").
 
-The maps are pure functions of the configuration, the same in every process:
-a room's writer is `event_writers[h(room_id) % n]` and a destination's sender
-`federation_senders[h(destination) % n]`, with `h` the first 8 bytes of SHA-256
-(stable across processes, machines and Python versions, unlike `hash()`).
+The maps are pure functions of the configuration, the same in every process
+(nothing stores them: changing them only needs every process stopped at once).
+A destination's sender is `federation_senders[h(destination) % n]`, with `h` the
+first 8 bytes of SHA-256 (stable across processes, machines and Python versions,
+unlike `hash()`). A room's writer is the server nginx's `hash $room;` picks
+among the writers listed in the same order (`nginx_hash_index`): nginx then
+sends a room's writes straight to its writer (contrib/nginx/roost-workers.conf),
+and forwarding (room_writers.py) is only the fallback.
 """
 
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import dataclass
 
 from roost.homeserver.config import RoostConfig
@@ -29,6 +34,21 @@ def stable_hash(key: str) -> int:
 def shard_of(key: str, members: list[str]) -> str:
     """The member of `members` that owns `key`, the same answer in every process."""
     return members[stable_hash(key) % len(members)]
+
+
+def nginx_hash_index(key: str, count: int) -> int:
+    """The server nginx's `hash KEY;` (generic hash, *not* `consistent`) tries first in
+    an upstream of `count` servers of equal weight, in the order they are listed:
+    ngx_http_upstream_hash_module takes ((crc32(KEY) >> 16) & 0x7fff) modulo the total
+    weight (Cache::Memcached's hash; zlib's CRC-32 is nginx's). It rehashes only when
+    that server is down or failing; one server is always chosen."""
+    return ((zlib.crc32(key.encode("utf-8")) >> 16) & 0x7FFF) % count
+
+
+def writer_of_room(room_id: str, writers: list[str] | tuple[str, ...]) -> str:
+    """A room's event writer: the one nginx routes the room's writes to when the
+    writers' upstream lists them in `workers.event_writers` order."""
+    return writers[nginx_hash_index(room_id, len(writers))]
 
 
 @dataclass(frozen=True)
@@ -68,7 +88,7 @@ class Roles:
         return role in self.roles
 
     def writer_of(self, room_id: str) -> str:
-        return shard_of(room_id, list(self.event_writers))
+        return writer_of_room(room_id, self.event_writers)
 
     def writes_room(self, room_id: str) -> bool:
         """Whether this process appends to `room_id` (else it forwards to its writer)."""

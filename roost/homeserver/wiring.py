@@ -91,6 +91,7 @@ from roost.homeserver.operations import (
 )
 from roost.homeserver.replication_wiring import StreamWiring
 from roost.homeserver.roles import MAIN, Roles
+from roost.homeserver.session_wiring import wire_session_revocations
 from roost.homeserver.wiring_roles import (
     build_engine,
     destination_shard,
@@ -212,8 +213,12 @@ async def _rate_limiter(config: RoostConfig, reactor: Any, clock: IReactorTime,
     # process that has Redis disabled (the default) and would never use them.
     from roost.storage.redis import connect_redis
 
+    # Among several processes Redis may be away at start: limits are then per process
+    # until it answers (one process still refuses to start without the Redis it names).
+    several = config.worker is not None
     redis = await connect_redis(
-        reactor, config.redis.host, config.redis.port, config.redis.db, config.redis.password
+        reactor, config.redis.host, config.redis.port, config.redis.db, config.redis.password,
+        connect_timeout=3.0 if several else 10.0, required=not several,
     )
     closers.append(("redis", redis.close))
     return RedisRateLimiter(redis, config.redis.key_prefix, clock)
@@ -342,7 +347,7 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
                           receipt_service, account_store, streams["account_data"],
                           presence_tracker, user_rooms, queries=SyncQueries(db),
                           remote_invite_state=FederationInboundStore(db).remote_invite_state)
-    waiter = sync.ChangeWaiter(notifier, clock, user_rooms)
+    waiter = sync.ChangeWaiter(notifier, clock, user_rooms, builder.prepare)
     sync.register(router, builder, waiter, filters, presence_tracker)
     return builder, waiter, typing_tracker
 
@@ -385,12 +390,15 @@ async def build_homeserver(
     roles = Roles.from_config(config)
     stream_wiring = StreamWiring(config, roles, db, reactor)  # shared streams among processes
     await stream_wiring.open(closers)
+    revocations = wire_session_revocations(config, db, stream_wiring.bus, stream_wiring.shared,
+                                           reactor, closers)
     event_stream = await stream_wiring.stream("events", await event_store.max_stream_ordering())
+    event_store.fence = getattr(event_stream, "fence", None)  # an event writer among several
     engine = build_engine(
         roles, reactor, closers, event_store, state_store, config.server_name,
         local_key.signing_key, clock, event_stream,
         stream_wiring.state_groups(await event_store.max_state_group()), notifier)
-    watch_other_writers(roles, notifier, engine)
+    watch_other_writers(roles, notifier, engine, stream_wiring.bus)
     directory_store = DirectoryStore(db)
     erasure = ErasureStore(db, config.server_name)
     view = RoomView(engine, state_store, RelationStore(db), clock,
@@ -498,6 +506,8 @@ async def build_homeserver(
                                  receipts.Receipts(ReceiptStore(db), streams["receipts"],
                                                    notifier, clock), e2e_edus)
     await stream_wiring.start(closers)  # every stream exists: subscribe and catch up
+    if revocations is not None:
+        revocations.start()
     return Homeserver(config, reactor, clock, db, local_key, site, accounts, tokens, engine,
                       notifier, streams, closers, profiles, presence_tracker, federation, metrics,
                       sync_builder=builder, media=media, push=push, admin=admin,

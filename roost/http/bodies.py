@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from twisted.web import server
 
+from roost.http.answers import encode_headers
 from roost.http.errors import MatrixError
 
 # Deeper JSON is refused (M_BAD_JSON): no Matrix body nests anywhere near this, and
@@ -176,17 +177,27 @@ def _raw_value(value: Any) -> Any:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
+_JSON_HEAD = b"Content-Type: application/json\r\n"
+
+
 def write_json(request: server.Request, status: int, body: Any,
-               headers: dict[str, str] | None = None) -> None:
-    """Answer with `body` as compact UTF-8 JSON, unless the peer has gone already."""
+               headers: dict[str, str] | None = None, head: bytes = b"") -> None:
+    """Answer with `body` as compact UTF-8 JSON, unless the peer has gone already.
+    `head`: constant header lines, pre-encoded (each ending in CRLF), such as CORS's."""
     if request.finished or request._disconnected:
         return
     payload = encode_json(body)
+    lines = _JSON_HEAD + head + encode_headers(headers)
+    answer = getattr(request, "answer", None)
+    if answer is not None:  # roost.http.answers.FastRequest: one write
+        answer(status, lines, payload)
+        return
     request.setResponseCode(status)
-    request.setHeader(b"Content-Type", b"application/json")
+    for line in lines.split(b"\r\n"):
+        name, _, value = line.partition(b": ")
+        if name:
+            request.setHeader(name, value)
     request.setHeader(b"Content-Length", str(len(payload)).encode())
-    for name, value in (headers or {}).items():
-        request.setHeader(name.encode(), value.encode())
     if request.method != b"HEAD":
         request.write(payload)
     request.finish()

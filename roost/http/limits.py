@@ -27,6 +27,8 @@ from typing import Any
 from twisted.internet.interfaces import ISSLTransport
 from twisted.web import server
 
+from roost.http.answers import FastRequest
+
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 # Bodies this small stay in memory (Twisted's own threshold).
 _IN_MEMORY_BELOW = 100_000
@@ -43,8 +45,9 @@ _EXTRA_HEADERS = (
 )
 
 
-class LimitedRequest(server.Request):
-    """A request whose body may not pass its site's limit (see the module docstring)."""
+class LimitedRequest(FastRequest):
+    """A request whose body may not pass its site's limit (see the module docstring), and
+    that writes whole answers in one go (roost.http.answers)."""
 
     max_body_bytes = DEFAULT_MAX_BODY_BYTES
     too_large = False

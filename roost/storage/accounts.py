@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from roost.storage.database import Database, Txn
 from roost.storage.registration_tokens import spend_token
+from roost.storage.session_cache import SessionCache
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class UserStore:
             txn.execute("DELETE FROM devices WHERE user_id = %s", (user_id,))
 
         await self._db.run("deactivate_user", txn_fn)
+        await SessionCache.of(self._db).revoked([user_id])  # the sessions went with the devices
 
     async def reactivate(self, user_id: str) -> None:
         """An admin brings a deactivated account back (it then needs a new password)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from roost.storage.database import Database, Txn, like_escape
+from roost.storage.session_cache import SessionCache
 
 # Column a caller may order the user list by -> the SQL expression (never user input in SQL).
 USER_ORDER = {
@@ -150,6 +151,8 @@ class AdminQueries:
     async def set_admin(self, user_id: str, admin: bool) -> None:
         await self._db.run("admin_set_admin", lambda txn: txn.execute(
             "UPDATE users SET is_admin = %s WHERE user_id = %s", (admin, user_id)))
+        # Live sessions carry the admin flag (storage/session_cache.py): read it again.
+        await SessionCache.of(self._db).revoked([user_id])
 
     async def joined_rooms(self, user_id: str) -> list[str]:
         rows = await self._db.run("admin_joined_rooms", lambda txn: txn.query(

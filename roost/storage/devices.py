@@ -3,7 +3,9 @@
 A session is one login: its id is inside every access token issued for it,
 and its row holds the current refresh token (hashed) and how many times it
 has been rotated. Deleting a device deletes its sessions (ON DELETE CASCADE),
-which is what revokes the device's tokens.
+which is what revokes the device's tokens. Live sessions are kept in memory
+(storage/session_cache.py): every method here that ends sessions drops them
+there, in every process, before it returns.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from roost.storage.database import Database, Txn
+from roost.storage.session_cache import SessionCache, SessionInfo
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class NewSession:
 class DeviceStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.sessions = SessionCache.of(db)
         # (user, device) -> (last_seen_ts, last_seen_ip) not yet written (see `seen`).
         self._seen: dict[tuple[str, str], tuple[int, str | None]] = {}
         self._session_waiters: dict[str, list[defer.Deferred[Any]]] = {}
@@ -106,7 +110,10 @@ class DeviceStore:
             )
             return replaced
 
-        return await self._db.run("start_session", txn_fn)
+        replaced = await self._db.run("start_session", txn_fn)
+        if replaced:
+            await self.sessions.revoked([session.user_id])
+        return replaced
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         row = await self._db.run(
@@ -117,15 +124,23 @@ class DeviceStore:
         )
         return SessionRecord(*row) if row else None
 
-    async def session_auth(self, session_id: str) -> tuple[str, str, bool] | None:
-        """(user_id, device_id, is_admin) of a live session, read on every authenticated
-        request: a logout in any process sharing the database is seen at once, and the
-        admin flag is the account's, not what a token says.
+    def cached_session(self, session_id: str) -> SessionInfo | None:
+        """The live session from memory, if this process may trust what it holds."""
+        return self.sessions.get(session_id)
 
-        Concurrent requests share one query: a request that arrives while a query is
+    async def session_auth(self, session_id: str) -> SessionInfo | None:
+        """(user_id, device_id, is_admin) of a live session, on every authenticated
+        request: from memory when held (a revocation in any process drops it before
+        answering: storage/session_cache.py), else read and kept. The admin flag is
+        the account's, not what a token says.
+
+        Concurrent reads share one query: a request that arrives while a query is
         running waits for the next one, which starts after it arrived, so every
         request is still checked against the database as it was when it came in."""
-        waiter: defer.Deferred[tuple[str, str, bool] | None] = defer.Deferred()
+        cached = self.sessions.get(session_id)
+        if cached is not None:
+            return cached
+        waiter: defer.Deferred[SessionInfo | None] = defer.Deferred()
         self._session_waiters.setdefault(session_id, []).append(waiter)
         if not self._session_query_running:
             self._next_session_query()
@@ -137,8 +152,9 @@ class DeviceStore:
         defer.ensureDeferred(self._session_query(batch))
 
     async def _session_query(self, batch: dict[str, list[Any]]) -> None:
-        found: dict[str, tuple[str, str, bool]] = {}
+        found: dict[str, SessionInfo] = {}
         failure: Failure | None = None
+        ticket = self.sessions.begin_load()
         try:
             rows = await self._db.run(
                 "session_auth",
@@ -147,6 +163,8 @@ class DeviceStore:
                     " JOIN users u ON u.user_id = s.user_id WHERE s.session_id = ANY(%s)",
                     (list(batch),)))
             found = {r[0]: (r[1], r[2], bool(r[3])) for r in rows}
+            for session_id, info in found.items():
+                self.sessions.put(session_id, info, ticket)
         except Exception:
             failure = Failure()
         finally:
@@ -202,8 +220,11 @@ class DeviceStore:
                 txn.execute("DELETE FROM devices WHERE user_id = %s AND device_id = %s", row)
                 if txn.rowcount:
                     txn.call_after(lambda: self._deleted(row[0], [row[1]]))
+            return row[0] if row else None
 
-        await self._db.run("end_session", txn_fn)
+        user_id = await self._db.run("end_session", txn_fn)
+        if user_id is not None:
+            await self.sessions.revoked([user_id])
 
     async def delete_devices(self, user_id: str, device_ids: list[str] | None) -> list[str]:
         """Delete the devices (all of the user's with None); return the session ids ended."""
@@ -226,7 +247,9 @@ class DeviceStore:
             txn.call_after(lambda: self._deleted(user_id, [g[0] for g in gone]))
             return [r[0] for r in rows]
 
-        return await self._db.run("delete_devices", txn_fn)
+        ended = await self._db.run("delete_devices", txn_fn)
+        await self.sessions.revoked([user_id])
+        return ended
 
     async def end_other_sessions(self, user_id: str, keep_session_id: str | None) -> list[str]:
         """Log out every device but the one holding `keep_session_id`; return ended sessions."""
@@ -249,7 +272,9 @@ class DeviceStore:
             txn.call_after(lambda: self._deleted(user_id, [g[0] for g in gone]))
             return [r[0] for r in rows]
 
-        return await self._db.run("end_other_sessions", txn_fn)
+        ended = await self._db.run("end_other_sessions", txn_fn)
+        await self.sessions.revoked([user_id])
+        return ended
 
     async def list_devices(self, user_id: str) -> list[DeviceRecord]:
         rows = await self._db.run(

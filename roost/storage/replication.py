@@ -69,6 +69,7 @@ class ReplicationBus:
         self.channel = channel
         self.instance = instance
         self._handlers: dict[str, list[Handler]] = {}
+        self._own_handlers: dict[str, list[Handler]] = {}
         self._on_connect: list[Callable[[], None]] = []
         self._factory: Any = None
         self._protocol: _Subscriber | None = None
@@ -81,25 +82,34 @@ class ReplicationBus:
         """Whether messages flow both ways: subscribed, and the publishing pool is up."""
         return self._protocol is not None and self._publisher.connected
 
-    def subscribe(self, kind: str, handler: Handler) -> None:
-        """Call `handler(sender_instance, message)` for every message of `kind` from others."""
+    def subscribe(self, kind: str, handler: Handler, own: bool = False) -> None:
+        """Call `handler(sender_instance, message)` for every message of `kind` from others;
+        with `own`, for this process's own messages of that kind too (their return tells
+        that every message published before them has been delivered here)."""
         self._handlers.setdefault(kind, []).append(handler)
+        if own:
+            self._own_handlers.setdefault(kind, []).append(handler)
 
     def on_connect(self, hook: Callable[[], None]) -> None:
         """Call `hook` after every (re)subscription: what was missed meanwhile is caught up there."""
         self._on_connect.append(hook)
 
-    def publish(self, kind: str, body: dict[str, Any]) -> None:
-        """Send a message to every other process; dropped while Redis is unreachable."""
+    def publish(self, kind: str, body: dict[str, Any]) -> defer.Deferred[Any]:
+        """Send a message to every other process; dropped while Redis is unreachable.
+        The result fires with Redis's answer once it has taken the message, or with
+        None when it was dropped or failed (callers may ignore it)."""
         if not self.connected:
-            return
+            return defer.succeed(None)
         message = json.dumps({**body, "k": kind, "i": self.instance}, separators=(",", ":"))
         self.published += 1
         d = defer.ensureDeferred(self._publisher.execute("PUBLISH", self.channel, message))
         d.addErrback(lambda f: logger.warning("replication publish failed: %s", f.value))
+        return d
 
-    async def start(self, timeout: float = 10.0) -> None:
-        """Connect and subscribe; fails if Redis does not answer within `timeout`."""
+    async def start(self, timeout: float = 10.0, required: bool = True) -> None:
+        """Connect and subscribe; fails if Redis does not answer within `timeout`, unless
+        not `required`: then the subscriber goes on connecting in the background (the
+        process polls stored positions meanwhile) and subscribes when Redis appears."""
         factory = txredisapi.RedisFactory(
             f"{self._host}:{self._port}", None, 1, isLazy=True, password=self._password,
             convertNumbers=False)
@@ -112,6 +122,12 @@ class ReplicationBus:
                                                  timeout=timeout))
         try:
             await self._first.addTimeout(timeout, global_reactor)
+        except defer.TimeoutError:
+            if required:
+                await self.stop()
+                raise
+            logger.warning("replication bus: Redis is not reachable; polling stored positions"
+                           " until it is")
         except BaseException:
             await self.stop()
             raise
@@ -158,9 +174,11 @@ class ReplicationBus:
             logger.warning("replication: ignored a malformed message %r", raw)
             return
         if sender == self.instance:
-            return
-        self.received += 1
-        for handler in self._handlers.get(kind, ()):
+            handlers = self._own_handlers.get(kind, ())
+        else:
+            self.received += 1
+            handlers = self._handlers.get(kind, ())
+        for handler in handlers:
             try:
                 handler(sender, message)
             except Exception:

@@ -337,6 +337,10 @@ class UserRoomsCache:
             cached, _ = await self._load(user_id)
         return cached
 
+    def cached(self, user_id: str) -> dict[str, str] | None:
+        """The user's memberships if held (the shared dict: never modify it), else None."""
+        return self._rooms.get(user_id)
+
     async def rooms_at(self, user_id: str, position: int) -> dict[str, str]:
         """The user's memberships exactly as of events position `position` (a token's)."""
         cached = self._rooms.get(user_id)

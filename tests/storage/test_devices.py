@@ -6,6 +6,7 @@ from __future__ import annotations
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
+from roost.storage.accounts import UserStore
 from roost.storage.database import Database
 from roost.storage.devices import DeviceStore
 from tests.postgres_harness import fresh_database
@@ -39,14 +40,30 @@ class SessionAuthTests(TestCase):
         self.assertEqual(queries, ["session_auth", "session_auth"])
 
     async def test_a_check_arriving_after_a_logout_sees_it(self) -> None:
-        db, store, queries = await self._store()
+        """And the row the first check read is not kept: it raced the logout."""
+        _db, store, queries = await self._store()
         first = defer.ensureDeferred(store.session_auth("s1"))  # its query is running
-        await db.run("logout", lambda txn: txn.execute(
-            "DELETE FROM sessions WHERE session_id = 's1'"))
+        await store.end_session("s1", delete_device=False)
         after = await store.session_auth("s1")  # arrived after the logout committed
         self.assertIsNone(after)
-        await first
-        self.assertEqual(queries.count("session_auth"), 2)
+        self.assertEqual(await first, ("@u1:hs", "D", False))  # read before the logout
+        self.assertIsNone(store.cached_session("s1"))
+        self.assertIsNone(await store.session_auth("s1"))
+        self.assertEqual(queries.count("session_auth"), 3)
+
+    async def test_live_sessions_are_kept_and_every_revoking_write_drops_them(self) -> None:
+        db, store, queries = await self._store()
+        for session in ("s0", "s1", "s2"):
+            await store.session_auth(session)
+        queries.clear()
+        self.assertEqual(await store.session_auth("s1"), ("@u1:hs", "D", False))
+        self.assertEqual(queries, [])  # from memory
+        await store.end_session("s1", delete_device=False)
+        self.assertIsNone(await store.session_auth("s1"))
+        await store.delete_devices("@u2:hs", ["D"])
+        self.assertIsNone(await store.session_auth("s2"))
+        await UserStore(db).deactivate("@u0:hs")
+        self.assertIsNone(await store.session_auth("s0"))
 
 
 class LastSeenTests(TestCase):

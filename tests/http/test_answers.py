@@ -1,0 +1,112 @@
+"""JSON answers written in one go (roost.http.answers) stay correct HTTP/1.1: keep-alive
+and pipelining, HEAD, HTTP/1.0, Connection: close, Content-Length, Date, Server and CORS
+on every answer, errors included; headers given as text cannot inject lines."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from twisted.internet import threads
+from twisted.trial.unittest import TestCase
+from twisted.web.test.requesthelper import DummyChannel
+
+from roost.http.answers import FastRequest, encode_headers
+from roost.http.bodies import write_json
+from tests.server_harness import start_server
+
+VERSIONS = b"/_matrix/client/versions"
+
+
+def _talk(port: int, data: bytes, answers: int) -> tuple[list[tuple[bytes, dict[bytes, bytes], bytes]], bool]:
+    """Send `data`, read `answers` answers by their Content-Length; then whether the server
+    closed the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(data)
+        buffer = b""
+        parsed = []
+        while len(parsed) < answers:
+            while b"\r\n\r\n" not in buffer:
+                got = s.recv(65536)
+                assert got, f"closed after {len(parsed)} answers: {buffer!r}"
+                buffer += got
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            status, *lines = head.split(b"\r\n")
+            headers = {}
+            for line in lines:
+                name, _, value = line.partition(b": ")
+                headers[name.lower()] = value
+            length = int(headers[b"content-length"])
+            body_length = 0 if b"HEAD" in data.split(b"\r\n\r\n")[len(parsed)][:5] else length
+            while len(buffer) < body_length:
+                got = s.recv(65536)
+                assert got, "closed in the middle of a body"
+                buffer += got
+            parsed.append((status, headers, buffer[:body_length]))
+            buffer = buffer[body_length:]
+        s.settimeout(2)
+        try:
+            closed = s.recv(1) == b""
+        except TimeoutError:
+            closed = False
+    return parsed, closed
+
+
+class AnswerTests(TestCase):
+    async def _port(self) -> int:
+        server = await start_server(self)
+        return int(server.base_url.rsplit(":", 1)[1])
+
+    async def test_keep_alive_pipelining_and_head(self) -> None:
+        port = await self._port()
+        get = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % VERSIONS
+        head = b"HEAD %s HTTP/1.1\r\nHost: x\r\n\r\n" % VERSIONS
+        missing = b"GET /_matrix/client/v3/nothing/here HTTP/1.1\r\nHost: x\r\n\r\n"
+        answers, closed = await threads.deferToThread(
+            _talk, port, get + head + missing + get, 4)
+        self.assertFalse(closed)  # HTTP/1.1: kept alive
+        (s1, h1, b1), (s2, h2, b2), (s3, h3, b3), (s4, _h4, b4) = answers
+        self.assertEqual((s1, s2, s3, s4), (b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK",
+                                            b"HTTP/1.1 404 Not Found", b"HTTP/1.1 200 OK"))
+        self.assertIn("versions", json.loads(b1))
+        self.assertEqual(b4, b1)
+        self.assertEqual(b2, b"")  # HEAD: no body, the GET's length
+        self.assertEqual(h2[b"content-length"], b"%d" % len(b1))
+        self.assertEqual(json.loads(b3)["errcode"], "M_UNRECOGNIZED")
+        for headers in (h1, h2, h3):
+            self.assertEqual(headers[b"content-type"], b"application/json")
+            self.assertEqual(headers[b"access-control-allow-origin"], b"*")
+            self.assertIn(b"OPTIONS", headers[b"access-control-allow-methods"])
+            self.assertIn(b"Authorization", headers[b"access-control-allow-headers"])
+            self.assertTrue(headers[b"date"].endswith(b" GMT"))
+            self.assertIn(b"server", headers)
+
+    async def test_connection_close_and_http_1_0(self) -> None:
+        port = await self._port()
+        for request, status in (
+                (b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", b"HTTP/1.1 200 OK"),
+                (b"GET %s HTTP/1.0\r\n\r\n", b"HTTP/1.0 200 OK")):
+            answers, closed = await threads.deferToThread(_talk, port, request % VERSIONS, 1)
+            self.assertEqual(answers[0][0], status)
+            self.assertTrue(closed)
+            if status.startswith(b"HTTP/1.1"):
+                self.assertEqual(answers[0][1][b"connection"], b"close")
+        # Twisted keeps no HTTP/1.0 connection alive, asked or not: the answer still ends.
+        answers, closed = await threads.deferToThread(
+            _talk, port, b"GET %s HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" % VERSIONS, 1)
+        self.assertEqual(answers[0][0], b"HTTP/1.0 200 OK")
+        self.assertTrue(closed)
+
+
+class HeaderTests(TestCase):
+    def test_text_headers_cannot_inject_lines(self) -> None:
+        self.assertEqual(encode_headers({"Retry-After": "3"}), b"Retry-After: 3\r\n")
+        self.assertEqual(encode_headers({"X-A": "1\r\nSet-Cookie: x", "X\nB": "2"}), b"")
+
+    def test_an_answer_after_the_client_went_writes_nothing(self) -> None:
+        channel = DummyChannel()
+        request = FastRequest(channel)
+        request.method, request.clientproto = b"GET", b"HTTP/1.1"
+        request.connectionLost(Exception("gone"))
+        write_json(request, 200, {"a": 1})
+        self.assertEqual(channel.transport.written.getvalue(), b"")
