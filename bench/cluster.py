@@ -3,6 +3,7 @@ fan-out, for a layout of writers and readers, against one process.
 
     .venv/bin/python bench/cluster.py --layout single|1w2r|2w2r [--workload sends|fanout]
         [--rooms 40] [--messages 25] [--receivers 200] [--rate 10] [--seconds 10]
+        [--transactions]
 
 Every layout runs behind contrib/nginx/roost-workers.conf (plain HTTP here: only the
 listen lines and the upstream ports are changed, the TLS lines dropped), on a fresh
@@ -11,7 +12,9 @@ the same file (both upstream entries point at it).
 
 - sends: `rooms` users each send `messages` messages into a room of their own, all at
   once; sends per second (wall clock) and CPU per message of all Roost processes, of
-  nginx and of PostgreSQL.
+  nginx and of PostgreSQL (every process of the server, and only the backends serving
+  the bench's database: the figure that other databases' load on a shared server does
+  not reach).
 - fanout: bench/sync_fanout.py's fan-out (one sender at `rate`/s into a room with
   `receivers` users long-polling /sync through nginx, spread over the readers by token).
 
@@ -66,12 +69,15 @@ LAYOUTS: dict[str, dict[str, list[str]]] = {
 
 
 class Cluster:
-    def __init__(self, layout: str) -> None:
+    def __init__(self, layout: str, metrics: bool = False) -> None:
         self.folder = tempfile.mkdtemp(prefix="roost-cluster-")
         self.database = f"roost_bench_{uuid.uuid4().hex[:8]}"
         self.layout = LAYOUTS[layout]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.client_ports: dict[str, int] = {}
+        # --transactions: each instance's metrics listener, for its database transactions.
+        self.metrics_ports: dict[str, int] = {}
+        self.metrics = metrics
         self.nginx: subprocess.Popen[bytes] | None = None
         self.port = free_port()
 
@@ -90,13 +96,23 @@ class Cluster:
         if not self.layout:
             self.client_ports["main"] = free_port()
             raw["listeners"]["client"]["port"] = self.client_ports["main"]
+            if self.metrics:
+                self.metrics_ports["main"] = free_port()
+                raw["listeners"]["metrics"] = {"enabled": True,
+                                               "port": self.metrics_ports["main"]}
             return json.dumps(raw)
         instances: dict[str, Any] = {}
         for name, roles in self.layout.items():
-            entry: dict[str, Any] = {"roles": roles}
+            entry: dict[str, Any] = {"roles": roles, "listeners": {}}
             if {"client", "media"} & set(roles):
                 self.client_ports[name] = free_port()
-                entry["listeners"] = {"client": {"port": self.client_ports[name]}}
+                entry["listeners"]["client"] = {"port": self.client_ports[name]}
+            if self.metrics:
+                self.metrics_ports[name] = free_port()
+                entry["listeners"]["metrics"] = {"enabled": True,
+                                                 "port": self.metrics_ports[name]}
+            if not entry["listeners"]:
+                del entry["listeners"]
             if "event_writer" in roles:
                 entry["internal"] = {"port": free_port()}
             instances[name] = entry
@@ -122,10 +138,14 @@ class Cluster:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, *profile, "-m", "roost.homeserver.cli", "run", "-c", path,
                  *worker], cwd=self.folder)
-        for name, port in self.client_ports.items():
-            _wait(f"http://127.0.0.1:{port}/health", self.procs[name])
-        time.sleep(1.0)  # the writers' internal listeners and the bus
-        self._start_nginx()
+        try:
+            for name, port in self.client_ports.items():
+                _wait(f"http://127.0.0.1:{port}/health", self.procs[name])
+            time.sleep(1.0)  # the writers' internal listeners and the bus
+            self._start_nginx()
+        except BaseException:
+            self.__exit__()  # no process left behind
+            raise
         return self
 
     def _start_nginx(self) -> None:
@@ -139,9 +159,12 @@ class Cluster:
         ports = (readers * 2)[:2]  # one reader: listed twice (nginx allows it)
         lines = []
         for line in text.splitlines():
-            if line.strip().startswith(("ssl_", "listen 8448")):
+            if line.strip().startswith("ssl_"):
                 continue
             line = line.replace("listen 443 ssl http2;", f"listen 127.0.0.1:{self.port};")
+            # The federation block, unused here: on a free loopback port (left without a
+            # listen line, nginx would take port 80, perhaps taken).
+            line = line.replace("listen 8448 ssl http2;", f"listen 127.0.0.1:{free_port()};")
             line = line.replace("server 127.0.0.1:8101;", f"server 127.0.0.1:{ports[0]};")
             line = line.replace("server 127.0.0.1:8102;", f"server 127.0.0.1:{ports[1]};")
             line = line.replace("server 127.0.0.1:8103;", f"server 127.0.0.1:{media};")
@@ -183,6 +206,20 @@ class Cluster:
     def cpu_each(self) -> dict[str, float]:
         return {name: _cpu(proc.pid) for name, proc in self.procs.items()}
 
+    def transactions(self) -> dict[str, dict[str, float]]:
+        """Database transactions so far, by instance and transaction name (their metrics)."""
+        out: dict[str, dict[str, float]] = {}
+        prefix = "roost_db_transaction_duration_seconds_count{desc=\""
+        for name, port in self.metrics_ports.items():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                text = r.read().decode()
+            out[name] = {}
+            for line in text.splitlines():
+                if line.startswith(prefix):
+                    desc, _, value = line[len(prefix):].partition("\"} ")
+                    out[name][desc] = float(value)
+        return out
+
     def rss_mib(self) -> float:
         return sum(psutil.Process(pid).memory_info().rss for pid in self.pids()) / 2**20
 
@@ -198,6 +235,19 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
         _admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+
+def postgres_cpu_of(database: str) -> dict[int, float]:
+    """pid -> CPU seconds of the PostgreSQL backends connected to `database` (their process
+    title names it): the bench's own share, without other databases' load on a shared
+    server (the WAL writer and checkpointer, shared by all, are left out)."""
+    found: dict[int, float] = {}
+    for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        title = " ".join(proc.info["cmdline"] or ())
+        if (proc.info["name"] or "").startswith("postgres") and f" {database} " in title:
+            times = proc.info["cpu_times"]
+            found[proc.pid] = times.user + times.system
+    return found
 
 
 def _cpu(pid: int) -> float:
@@ -245,9 +295,11 @@ async def sends(cluster: Cluster, rooms: int, messages: int) -> dict[str, Any]:
                     assert r.status == 200, r.status
                 latencies.append(time.monotonic() - started)
 
+        txns0 = cluster.transactions()
         roost0, nginx0 = cluster.cpu()
         each0 = cluster.cpu_each()
         pg0 = postgres_cpu_by_process()
+        own0 = postgres_cpu_of(cluster.database)
         started = time.monotonic()
         await asyncio.gather(*(sender(i, h, room) for i, (h, room) in enumerate(users)))
         wall = time.monotonic() - started
@@ -255,13 +307,22 @@ async def sends(cluster: Cluster, rooms: int, messages: int) -> dict[str, Any]:
         roost1, nginx1 = cluster.cpu()
         each1 = cluster.cpu_each()
         pg = cpu_between(pg0, postgres_cpu_by_process())
+        own = cpu_between(own0, postgres_cpu_of(cluster.database))
+        txns1 = cluster.transactions()
     count = rooms * messages
+    per_message = {
+        f"{name}:{desc}": round((n - txns0[name].get(desc, 0.0)) / count, 2)
+        for name, found in txns1.items() for desc, n in found.items()
+        if n - txns0[name].get(desc, 0.0) >= count / 100}
+    extra = {"db_transactions_per_message": dict(
+        sorted(per_message.items(), key=lambda kv: -kv[1]))} if per_message else {}
     return {"messages": count, "sends_per_s": round(count / wall, 1), **summary(latencies),
             "roost_cpu_ms_per_message": round((roost1 - roost0) * 1000 / count, 2),
             "nginx_cpu_ms_per_message": round((nginx1 - nginx0) * 1000 / count, 2),
             "postgres_cpu_ms_per_message": round(pg * 1000 / count, 2),
+            "postgres_backends_cpu_ms_per_message": round(own * 1000 / count, 2),
             "cpu_ms_per_message_by_process": {
-                n: round((each1[n] - each0[n]) * 1000 / count, 2) for n in each0}}
+                n: round((each1[n] - each0[n]) * 1000 / count, 2) for n in each0}, **extra}
 
 
 async def fanout_through(cluster: Cluster, receivers: int, rate: float,
@@ -285,8 +346,10 @@ def main() -> None:
     parser.add_argument("--receivers", type=int, default=200)
     parser.add_argument("--rate", type=float, default=10)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--transactions", action="store_true",
+                        help="also count database transactions per message, by process")
     args = parser.parse_args()
-    with Cluster(args.layout) as cluster:
+    with Cluster(args.layout, args.transactions) as cluster:
         if args.workload == "sends":
             result = asyncio.run(sends(cluster, args.rooms, args.messages))
         else:

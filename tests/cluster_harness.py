@@ -76,6 +76,19 @@ class Cluster:
     instances: dict[str, Instance] = field(default_factory=dict)
     tls_cert: str = ""
     tls_key: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)  # the configuration written
+    own_config: dict[str, str] = field(default_factory=dict)  # instance -> its own file
+
+    def configure(self, name: str, **overrides: Any) -> None:
+        """Start instance `name` from now on with its own copy of the configuration,
+        `overrides` merged in (e.g. a database or Redis reached through a proxy)."""
+        raw = dict(self.raw)
+        for key, value in overrides.items():
+            raw[key] = {**raw[key], **value} if isinstance(raw.get(key), dict) else value
+        path = os.path.join(self.folder, f"homeserver-{name}.yaml")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(raw, f, indent=1)
+        self.own_config[name] = path
 
     def log(self, name: str) -> str:
         with open(os.path.join(self.folder, f"{name}.log"), encoding="utf-8",
@@ -91,7 +104,8 @@ class Cluster:
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         instance.process = reactor.spawnProcess(
             child, sys.executable,
-            [sys.executable, "-m", "roost.homeserver.cli", "run", "-c", self.config_path,
+            [sys.executable, "-m", "roost.homeserver.cli", "run", "-c",
+             self.own_config.get(name, self.config_path),
              "--worker", name], env=env, path=self.folder)
         instance.child = child
         for port in instance.ports():
@@ -188,7 +202,7 @@ async def start_cluster(testcase: TestCase, layout: dict[str, list[str]],
     config_path = os.path.join(folder, "homeserver.yaml")
     with open(config_path, "w", encoding="utf-8") as f:
         json.dump(raw, f, indent=1)  # JSON is YAML
-    cluster = Cluster(folder, config_path, server_name, instances, cert, key)
+    cluster = Cluster(folder, config_path, server_name, instances, cert, key, raw)
     testcase.addCleanup(lambda: defer.ensureDeferred(cluster.stop_all()))
     await defer.gatherResults([defer.ensureDeferred(cluster.start(n)) for n in instances])
     return cluster
@@ -220,10 +234,13 @@ class PrivateRedis:
             await self.child.ended
 
 
-async def private_redis(testcase: TestCase) -> PrivateRedis:
+async def private_redis(testcase: TestCase, started: bool = True) -> PrivateRedis:
+    """A private redis-server, running unless not `started` (a port where none listens
+    yet: `start()` it later)."""
     folder = os.path.abspath(testcase.mktemp())
     os.makedirs(folder)
     redis = PrivateRedis(folder)
-    await redis.start()
+    if started:
+        await redis.start()
     testcase.addCleanup(lambda: defer.ensureDeferred(redis.stop()))
     return redis

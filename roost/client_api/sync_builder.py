@@ -12,7 +12,7 @@ is registered through sync_extensions.py.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from roost.client_api.receipts import Receipts
@@ -90,6 +90,8 @@ class SyncBuilder:
         self._sections: list[Section] = []
         self._ignored: dict[str, frozenset[str]] = {}  # user -> ignored users, as last seen
         self._room_fields: list[RoomField] = []
+        # What a build up to an events position waits for (see `prepare`).
+        self._ready: list[Callable[[int], Awaitable[Any]]] = []
         # Global account data an initial sync serves when the user has none stored.
         self._default_account_data: dict[str, Callable[[str], Awaitable[JsonDict]]] = {}
 
@@ -115,6 +117,11 @@ class SyncBuilder:
             raise ValueError(f"sync room field {key} is taken")
         self._room_fields.append(RoomField(key, build))
 
+    def add_ready(self, hook: Callable[[int], Awaitable[Any]]) -> None:
+        """Something a build up to events position N waits for (push's unread counts wait
+        for evaluation to pass N): `prepare` waits for it once for all woken readers."""
+        self._ready.append(hook)
+
     def add_default_account_data(self, data_type: str,
                                  build: Callable[[str], Awaitable[JsonDict]]) -> None:
         """Global account data of `data_type` that an initial sync carries even when the
@@ -134,6 +141,15 @@ class SyncBuilder:
             token = StreamToken(*positions)
             self._last = (positions, token, str(token))
         return self._last[1]
+
+    async def prepare(self, position: int) -> None:
+        """Wait, once, for what every build up to events position `position` would wait
+        for: the shared window's read of the new events and the extensions' hooks. The
+        readers a change wakes are held until then (sync.ChangeWaiter), so each builds
+        without waiting, instead of each waiting for the same things in turn."""
+        await self._recent.catch_up(position)
+        for hook in self._ready:
+            await hook(position)
 
     def text(self, token: SyncToken) -> str:
         """`str(token)`, without writing it out again for the current token."""
@@ -503,14 +519,18 @@ class SyncBuilder:
             kinds = self._recent.relation_kinds(e.event.event_id for e in timeline)
             served = await self._view.serialize(timeline, user_id, relation_kinds=kinds)
             await self._add_transaction_ids(served, timeline, user_id, device_id)
-        served_state = await self._view.serialize(state, user_id, with_relations=False) \
-            if state else []
+        served_state: Iterator[Any]
         if filt.event_fields is not None or filt.event_format != "client":
             served = [filt.shape(b, e.event.pdu) for b, e in zip(served, timeline, strict=True)]
-            served_state = [filt.shape(b, e.event.pdu)
-                            for b, e in zip(served_state, state, strict=True)]
+            state_bodies = await self._view.serialize(state, user_id, with_relations=False) \
+                if state else []
+            flat = iter([filt.shape(b, e.event.pdu)
+                         for b, e in zip(state_bodies, state, strict=True)])
+            served_state = iter([[next(flat) for _ in p.state] for p in own])
+        else:  # each room's state list encoded once (a big room's: thousands of events)
+            served_state = iter(await self._view.serialize_state([p.state for p in own])
+                                if state else [[] for _ in own])
         served_timeline = iter(served)
-        served_state_iter = iter(served_state)
         for room_id, plan in plans.items():
             if plan.shared is not None:
                 events = shared_served[room_id]
@@ -518,7 +538,7 @@ class SyncBuilder:
                 timeline_events, state_events = events[:n], events[n:]
             else:
                 timeline_events = [next(served_timeline) for _ in plan.timeline]
-                state_events = [next(served_state_iter) for _ in plan.state]
+                state_events = next(served_state)
             room: JsonDict = {
                 "timeline": {"events": timeline_events,
                              "limited": plan.limited, "prev_batch": plan.prev_batch},

@@ -23,6 +23,10 @@ from roost.storage.streams import StreamIdGenerator
 
 logger = logging.getLogger(__name__)
 
+# How long a starting process waits for Redis before it serves without it (and goes
+# on connecting in the background).
+REDIS_START_WAIT_S = 3.0
+
 
 class StreamWiring:
     """Makes each stream for this process's layout, and starts the bus once all exist."""
@@ -42,7 +46,7 @@ class StreamWiring:
         return self.replication is not None
 
     async def open(self, closers: list[tuple[str, Any]]) -> None:
-        """Connect the bus when there are several processes (they need Redis)."""
+        """Connect the bus when there are several processes (Redis may come later)."""
         if self._roles.single_process:
             return
         from roost.storage.shared_streams import Replication
@@ -59,7 +63,9 @@ class StreamWiring:
         # One connection: this process's messages arrive in the order it sent them
         # (a push rule change before the account data that follows it, ...).
         self._publisher = await connect_redis(None, redis.host, redis.port, redis.db,
-                                              redis.password, poolsize=1, max_delay=2)
+                                              redis.password, poolsize=1, max_delay=2,
+                                              connect_timeout=REDIS_START_WAIT_S,
+                                              required=False)
         closers.append(("replication publisher", self._publisher.close))
         # The database's name in the channel: deployments (or tests) sharing a Redis
         # and a key prefix by mistake still never hear each other's positions.
@@ -107,9 +113,11 @@ class StreamWiring:
             return
         bus = self.replication.bus
         if bus is not None:
-            await bus.start()
+            # Redis unreachable: serve anyway, polling stored positions, and join the bus
+            # when it appears (Replication's on_connect catches up and asks for claims).
+            await bus.start(REDIS_START_WAIT_S, required=False)
             closers.append(("replication bus", bus.stop))
-        else:
+        if bus is None or not bus.connected:
             await self.replication.catch_up()
         self.replication.start()
         closers.append(("stream positions", self.replication.stop))

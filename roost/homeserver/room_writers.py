@@ -20,7 +20,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import treq
@@ -32,6 +32,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from roost.homeserver.roles import Roles
 from roost.rooms.engine import NewEvent, RemoteOutcome, RoomEngine, RoomError, StateKey
 from roost.rooms.events import Event
+from roost.rooms.remote_ingest import KNOWN
 from roost.rooms.versions import RoomVersion, get_room_version
 
 logger = logging.getLogger(__name__)
@@ -168,6 +169,21 @@ class ShardedEngine(RoomEngine):
         self._roles = roles
         self._writers = writers
         writers.follow(self._stream)
+        # Told of each room whose history this writer stored (wiring: the bus).
+        self.history_stored: list[Callable[[str], None]] = []
+
+    def stored_history(self, room_id: str, outcomes: Mapping[str, str]) -> None:
+        """Backfilled history takes positions below zero, so the events stream never
+        announces it; the other processes' cached heads of the room (its visibility
+        changes, the served state's redactions) predate it: tell them."""
+        if any(status != KNOWN for status in outcomes.values()):
+            for hook in list(self.history_stored):
+                hook(room_id)
+
+    def forget_others(self) -> None:
+        """Drop the cached heads of every room another process writes (after Redis was
+        away: what they announced meanwhile on the bus is lost)."""
+        self.forget_heads([r for r in list(self._heads) if not self._roles.writes_room(r)])
 
     async def _forward(self, room_id: str, method: str, args: JsonDict) -> Any:
         answer = await self._call(self._roles.writer_of(room_id), method, args)
@@ -229,7 +245,9 @@ class ShardedEngine(RoomEngine):
                                state_before: Mapping[str, Mapping[StateKey, str]] | None = None,
                                ) -> dict[str, str]:
         if self._roles.writes_room(room_id):
-            return await super().store_backfilled(room_id, events, outliers, state_before)
+            outcomes = await super().store_backfilled(room_id, events, outliers, state_before)
+            self.stored_history(room_id, outcomes)
+            return outcomes
         answer = await self._forward(room_id, "store_backfilled", {
             "room_id": room_id, "events": [event_json(e) for e in events],
             "outliers": [event_json(e) for e in outliers or []],
@@ -255,7 +273,7 @@ _METHODS = ("append", "create_room", "ingest_remote", "create_remote_room", "sto
             "store_remote_invite", "store_remote_leave")
 
 
-async def _serve(engine: RoomEngine, roles: Roles, method: str, args: JsonDict) -> Any:
+async def _serve(engine: ShardedEngine, roles: Roles, method: str, args: JsonDict) -> Any:
     """Run one forwarded write on the local engine (RoomEngine's own methods: no loop)."""
     base = RoomEngine
     if method not in _METHODS:
@@ -281,9 +299,11 @@ async def _serve(engine: RoomEngine, roles: Roles, method: str, args: JsonDict) 
             engine, get_room_version(args["version"]), event_from(args["join_event"]),
             events_from(args["state"]), events_from(args["auth_chain"])))
     if method == "store_backfilled":
-        return await base.store_backfilled(engine, room_id, events_from(args["events"]),
-                                           events_from(args["outliers"]),
-                                           states_from(args["state_before"]))
+        outcomes = await base.store_backfilled(engine, room_id, events_from(args["events"]),
+                                               events_from(args["outliers"]),
+                                               states_from(args["state_before"]))
+        engine.stored_history(room_id, outcomes)
+        return outcomes
     if method in ("store_remote_invite", "store_remote_leave"):
         await getattr(base, method)(engine, get_room_version(args["version"]),
                                     event_from(args["event"]))

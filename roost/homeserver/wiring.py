@@ -213,8 +213,12 @@ async def _rate_limiter(config: RoostConfig, reactor: Any, clock: IReactorTime,
     # process that has Redis disabled (the default) and would never use them.
     from roost.storage.redis import connect_redis
 
+    # Among several processes Redis may be away at start: limits are then per process
+    # until it answers (one process still refuses to start without the Redis it names).
+    several = config.worker is not None
     redis = await connect_redis(
-        reactor, config.redis.host, config.redis.port, config.redis.db, config.redis.password
+        reactor, config.redis.host, config.redis.port, config.redis.db, config.redis.password,
+        connect_timeout=3.0 if several else 10.0, required=not several,
     )
     closers.append(("redis", redis.close))
     return RedisRateLimiter(redis, config.redis.key_prefix, clock)
@@ -343,7 +347,7 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
                           receipt_service, account_store, streams["account_data"],
                           presence_tracker, user_rooms, queries=SyncQueries(db),
                           remote_invite_state=FederationInboundStore(db).remote_invite_state)
-    waiter = sync.ChangeWaiter(notifier, clock, user_rooms)
+    waiter = sync.ChangeWaiter(notifier, clock, user_rooms, builder.prepare)
     sync.register(router, builder, waiter, filters, presence_tracker)
     return builder, waiter, typing_tracker
 
@@ -389,11 +393,12 @@ async def build_homeserver(
     revocations = wire_session_revocations(config, db, stream_wiring.bus, stream_wiring.shared,
                                            reactor, closers)
     event_stream = await stream_wiring.stream("events", await event_store.max_stream_ordering())
+    event_store.fence = getattr(event_stream, "fence", None)  # an event writer among several
     engine = build_engine(
         roles, reactor, closers, event_store, state_store, config.server_name,
         local_key.signing_key, clock, event_stream,
         stream_wiring.state_groups(await event_store.max_state_group()), notifier)
-    watch_other_writers(roles, notifier, engine)
+    watch_other_writers(roles, notifier, engine, stream_wiring.bus)
     directory_store = DirectoryStore(db)
     erasure = ErasureStore(db, config.server_name)
     view = RoomView(engine, state_store, RelationStore(db), clock,

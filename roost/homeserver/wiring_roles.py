@@ -29,9 +29,12 @@ def build_engine(roles: Roles, reactor: Any, closers: list[tuple[str, Any]],
     return ShardedEngine(*args, roles=roles, writers=writers)
 
 
-def watch_other_writers(roles: Roles, notifier: Notifier, engine: RoomEngine) -> None:
+def watch_other_writers(roles: Roles, notifier: Notifier, engine: RoomEngine,
+                        bus: Any) -> None:
     """Rooms another process appended to: drop their cached heads, before any reader is
-    woken, so the next read loads the head that process made."""
+    woken, so the next read loads the head that process made. Rooms whose history a
+    writer backfilled (never on the events stream): told on the bus; after Redis was
+    away, every head of another writer's room is dropped, as those messages were lost."""
     if roles.single_process:
         return
 
@@ -40,6 +43,14 @@ def watch_other_writers(roles: Roles, notifier: Notifier, engine: RoomEngine) ->
             engine.forget_heads(r for r in change.rooms if not roles.writes_room(r))
 
     notifier.add_cache(on_change)
+    from roost.homeserver.room_writers import ShardedEngine
+
+    if bus is None or not isinstance(engine, ShardedEngine):
+        return
+    engine.history_stored.append(lambda room: bus.publish("backfilled", {"r": room}))
+    bus.subscribe("backfilled", lambda _instance, message: engine.forget_heads(
+        [str(message["r"])] if not roles.writes_room(str(message["r"])) else []))
+    bus.on_connect(engine.forget_others)
 
 
 def internal_site(roles: Roles, engine: RoomEngine) -> Any:

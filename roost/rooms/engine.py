@@ -66,6 +66,7 @@ from roost.storage.events import (
 )
 from roost.storage.notifier import Notifier
 from roost.storage.room_state import RoomStateStore
+from roost.storage.stream_positions import WriterFenced
 from roost.storage.streams import StreamIdGenerator
 
 logger = logging.getLogger(__name__)
@@ -230,7 +231,13 @@ class RoomEngine:
         accepted: list[tuple[_Unit, list[Event], list[NewStateGroup]]],
     ) -> None:
         events = [e for _, built, _ in accepted for e in built]
-        positions = self._stream.allocate(len(events))
+        try:
+            positions = self._stream.allocate(len(events))
+        except WriterFenced as e:  # passed by the other processes: this one is stopping
+            self._heads.pop(room_id, None)
+            for unit, _, _ in accepted:
+                _fail(unit.result, RoomError(503, "M_UNKNOWN", str(e)))
+            return
         rows = []
         new_events = [n for unit, _, _ in accepted for n in unit.events]
         groups = [g for _, _, gs in accepted for g in gs]
@@ -259,8 +266,9 @@ class RoomEngine:
             self._heads.pop(room_id, None)
             self._stream.finish(positions)
             logger.exception("persisting %d events in %s failed", len(events), room_id)
+            status = 503 if isinstance(e, WriterFenced) else 500  # passed: this process stops
             for unit, _, _ in accepted:
-                _fail(unit.result, RoomError(500, "M_UNKNOWN", f"could not store event: {e}"))
+                _fail(unit.result, RoomError(status, "M_UNKNOWN", f"could not store event: {e}"))
             return
         self._keep_head(room_id, working)
         for event, row in zip(events, rows, strict=True):

@@ -14,6 +14,7 @@ from typing import Any
 
 from roost.storage.database import Database, Txn
 from roost.storage.room_state import reader_history_txn
+from roost.storage.stream_positions import Fence, WriterFenced
 
 StateKey = tuple[str, str]
 
@@ -99,9 +100,18 @@ class TxnIdConflict(Exception):
 class EventStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Set by wiring for an event writer among several processes (stream_positions.Fence).
+        self.fence: Fence | None = None
 
     async def persist_batch(self, batch: RoomBatch) -> None:
-        await self._db.run("persist_batch", _persist, batch)
+        """Store a room's new events; among several writers, only while this one still
+        holds its place in the events stream (`fence`, stream_positions.Fence)."""
+        try:
+            await self._db.run("persist_batch", _persist, batch, self.fence)
+        except WriterFenced:
+            if self.fence is not None:
+                self.fence.lost()
+            raise
 
     async def max_stream_ordering(self) -> int:
         row = await self._db.run(
@@ -312,7 +322,9 @@ def _room_stream_events(
     return [StoredEvent(*row[:9], frozenset(row[9] or ())) for row in rows]
 
 
-def _persist(txn: Txn, batch: RoomBatch) -> None:
+def _persist(txn: Txn, batch: RoomBatch, fence: Fence | None = None) -> None:
+    if fence is not None:
+        fence.check(txn)
     if batch.new_room is not None:
         version, creator, created_ts = batch.new_room
         txn.execute(

@@ -10,6 +10,7 @@ sent in full only the first time a server (or a restarted one) sees it.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 import txredisapi
@@ -18,6 +19,8 @@ from twisted.internet import reactor as global_reactor
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
+
+logger = logging.getLogger(__name__)
 
 
 class RedisUnavailable(ConnectionError):
@@ -73,6 +76,7 @@ async def connect_redis(
     poolsize: int = 4,
     connect_timeout: float = 10.0,
     max_delay: float | None = None,
+    required: bool = True,
 ) -> RedisConnection:
     """Open a pool and wait until all of it is connected, so a bad address fails startup.
 
@@ -81,6 +85,12 @@ async def connect_redis(
     commands wait for one. txredisapi schedules its own work on the global
     reactor, so `reactor_or_none` must be None or that reactor: wiring passes
     it explicitly, and a different one is refused rather than ignored.
+
+    `required=False` (several processes, issue 17: they keep serving without
+    Redis): an unreachable server does not fail the start. After
+    `connect_timeout` the pool is returned still connecting in the background
+    (its commands raise RedisUnavailable until a connection is up); a server
+    that answers and refuses (a wrong password or db) still fails.
     """
     if reactor_or_none is not None and reactor_or_none is not global_reactor:
         raise ValueError("txredisapi only runs on the global reactor")
@@ -97,6 +107,10 @@ async def connect_redis(
     try:
         await ready.addTimeout(connect_timeout, global_reactor)
     except defer.TimeoutError:
+        if not required:
+            logger.warning("Redis at %s:%s is not reachable; serving without it and"
+                           " connecting in the background", host, port)
+            return conn
         await conn.close()
         raise ConnectionError(f"Redis at {host}:{port} did not answer in {connect_timeout}s") from None
     except BaseException:
@@ -108,6 +122,8 @@ async def connect_redis(
 def _relay(result: Any, ready: defer.Deferred[None]) -> None:
     """Pass the pool's outcome on, unless the wait for it has already timed out."""
     if ready.called:
+        if isinstance(result, Failure):  # a late refusal of a pool started without Redis
+            logger.error("Redis refused the connection: %s", result.value)
         return
     if isinstance(result, Failure):
         ready.errback(result)

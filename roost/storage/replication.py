@@ -106,8 +106,10 @@ class ReplicationBus:
         d.addErrback(lambda f: logger.warning("replication publish failed: %s", f.value))
         return d
 
-    async def start(self, timeout: float = 10.0) -> None:
-        """Connect and subscribe; fails if Redis does not answer within `timeout`."""
+    async def start(self, timeout: float = 10.0, required: bool = True) -> None:
+        """Connect and subscribe; fails if Redis does not answer within `timeout`, unless
+        not `required`: then the subscriber goes on connecting in the background (the
+        process polls stored positions meanwhile) and subscribes when Redis appears."""
         factory = txredisapi.RedisFactory(
             f"{self._host}:{self._port}", None, 1, isLazy=True, password=self._password,
             convertNumbers=False)
@@ -120,6 +122,12 @@ class ReplicationBus:
                                                  timeout=timeout))
         try:
             await self._first.addTimeout(timeout, global_reactor)
+        except defer.TimeoutError:
+            if required:
+                await self.stop()
+                raise
+            logger.warning("replication bus: Redis is not reachable; polling stored positions"
+                           " until it is")
         except BaseException:
             await self.stop()
             raise

@@ -38,7 +38,7 @@ from twisted.internet import defer, task
 
 from roost.storage.database import Database, application_name
 from roost.storage.replication import ReplicationBus
-from roost.storage.stream_positions import StreamPositionStore
+from roost.storage.stream_positions import Fence, StreamPositionStore, WriterFenced
 from roost.storage.streams import Announcer
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class SharedStream:
         self._writers = tuple(writers)
         self.is_writer = instance in self._writers
         self.fenced = False  # retired by the others while alive: writes no more (Replication)
+        # What this writer's writing transactions check (stream_positions.Fence), if stored.
+        self.fence: Fence | None = None
         self._step = len(self._writers)
         self._offset = self._writers.index(instance) if self.is_writer else 0
         # Other writers' claims, as far as this process knows them. A writer with no
@@ -93,7 +95,7 @@ class SharedStream:
         if not self.is_writer:
             raise RuntimeError(f"{self.instance} is not a writer of the {self.name} stream")
         if self.fenced:
-            raise RuntimeError(f"{self.instance} was retired from the {self.name} stream:"
+            raise WriterFenced(f"{self.instance} was retired from the {self.name} stream:"
                                " restart this process")
         ids = [self._next + i * self._step for i in range(count)]
         self._next += count * self._step
@@ -287,12 +289,15 @@ class Replication:
 
     async def stream(self, name: str, table_max: int, writers: Sequence[str]) -> SharedStream:
         """The shared stream `name`; its writers' order must be the same in every process."""
+        epoch = None
         if self.instance in writers:  # recorded before any write (see SharedStream)
-            start, stored = await self._store.register(name, self.instance, table_max)
+            start, stored, epoch = await self._store.register(name, self.instance, table_max)
         else:
             stored = await self._store.load(name)
             start = table_max
         shared = SharedStream(name, self.instance, writers, start, stored)
+        if epoch is not None:  # its writes commit only while the others have not passed it
+            shared.fence = Fence(name, self.instance, epoch, lambda: self._retired(shared))
         # Writers never seen (no claim stored): looked for at once, not after
         # `retire_after`: one that is not running must not hold readers back.
         self._suspects |= {(name, w) for w in writers if w != self.instance and w not in stored}

@@ -13,6 +13,7 @@ exactly those a live announcement would have woken.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from roost.storage.database import Database, Txn
@@ -34,6 +35,47 @@ _CONCERNS = {
 }
 
 
+class WriterFenced(RuntimeError):
+    """The other processes passed this writer (took it for dead): its write is refused."""
+
+
+class Fence:
+    """A writer's hold on its place in one stream, checked inside its writing transactions.
+
+    The others retire a writer only once no connection of its process is left
+    (`retire_if_gone`), but a process cut off from PostgreSQL for a while is
+    alive: it can reconnect and commit a write at a position the readers have
+    since passed, a write no reader would ever read. `check`, run in the
+    writing transaction, makes that impossible: it locks the writer's row
+    (FOR KEY SHARE: the writer's own claim updates do not conflict with it)
+    and refuses the transaction unless the row still has the epoch this
+    writer registered with. A retirement locks the row FOR UPDATE and bumps
+    the epoch, so either the write committed first (the retirement then sees
+    the writer's connection, or reads the write as it passes it) or the write
+    is refused.
+    """
+
+    def __init__(self, stream: str, instance: str, epoch: int,
+                 on_lost: Callable[[], None] | None = None) -> None:
+        self.stream = stream
+        self.instance = instance
+        self.epoch = epoch
+        self._on_lost = on_lost
+
+    def check(self, t: Txn) -> None:
+        """In a writing transaction: raise WriterFenced if this writer was retired."""
+        row = t.query_one("SELECT epoch FROM stream_positions WHERE stream = %s"
+                          " AND instance = %s FOR KEY SHARE", (self.stream, self.instance))
+        if row is None or int(row[0]) != self.epoch:
+            raise WriterFenced(f"{self.instance} was retired from the {self.stream} stream"
+                               " by the other processes")
+
+    def lost(self) -> None:
+        """On the reactor, after a refused transaction: tell the owner (stop the process)."""
+        if self._on_lost is not None:
+            self._on_lost()
+
+
 class StreamPositionStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -51,27 +93,30 @@ class StreamPositionStore:
         return {instance: int(position) for instance, position in rows}
 
     async def register(self, stream: str, instance: str, table_max: int
-                       ) -> tuple[int, dict[str, int]]:
+                       ) -> tuple[int, dict[str, int], int]:
         """A writer's start: its first claim, at or above every stored claim and `table_max`.
 
         Taken under a lock that `load` shares, so a process that loaded the
         claims without this writer's holds the others at or below what this
         writer starts from: nothing it writes can fall below a reader's
-        position. Returns the start and the other writers' claims.
+        position. Returns the start, the other writers' claims and this
+        writer's new epoch (its Fence: an older process of the same name, if
+        one is still alive, can write no more).
         """
 
-        def txn(t: Txn) -> tuple[int, dict[str, int]]:
+        def txn(t: Txn) -> tuple[int, dict[str, int], int]:
             t.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK, stream))
             rows = t.query("SELECT instance, position FROM stream_positions WHERE stream = %s",
                            (stream,))
             claims = {i: int(p) for i, p in rows}
             start = max([table_max, *claims.values()])
-            t.execute(
-                "INSERT INTO stream_positions (stream, instance, position) VALUES (%s, %s, %s)"
-                " ON CONFLICT (stream, instance) DO UPDATE SET position = EXCLUDED.position",
-                (stream, instance, start))
+            row = t.query_one(
+                "INSERT INTO stream_positions (stream, instance, position, epoch)"
+                " VALUES (%s, %s, %s, 1) ON CONFLICT (stream, instance) DO UPDATE"
+                " SET position = EXCLUDED.position, epoch = stream_positions.epoch + 1"
+                " RETURNING epoch", (stream, instance, start))
             claims.pop(instance, None)
-            return start, claims
+            return start, claims, int(row[0]) if row else 1
 
         return await self._db.run("stream_positions_register", txn)
 
@@ -99,6 +144,10 @@ class StreamPositionStore:
 
         def txn(t: Txn) -> bool:
             t.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK, stream))
+            # Waits for the writer's transactions holding its Fence; once passed, any
+            # later one sees the new epoch and is refused.
+            t.execute("SELECT 1 FROM stream_positions WHERE stream = %s AND instance = %s"
+                      " FOR UPDATE", (stream, instance))
             row = t.query_one("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
                               " AND datname = current_database()",
                               (connections_named,))
@@ -107,7 +156,8 @@ class StreamPositionStore:
             t.execute(
                 "INSERT INTO stream_positions (stream, instance, position) VALUES (%s, %s, %s)"
                 " ON CONFLICT (stream, instance) DO UPDATE"
-                " SET position = GREATEST(stream_positions.position, EXCLUDED.position)",
+                " SET position = GREATEST(stream_positions.position, EXCLUDED.position),"
+                " epoch = stream_positions.epoch + 1",
                 (stream, instance, claim))
             return True
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +19,7 @@ from twisted.internet import defer, reactor, ssl, threads
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
+from roost.homeserver.roles import writer_of_room
 from tests.client_api.test_websocket import _Client
 from tests.cluster_harness import Cluster, free_port, start_cluster
 from tests.contrib.test_nginx import NGINX, REPO, run_nginx, write_test_ca
@@ -33,8 +35,10 @@ WAIT_S = 30
 
 
 def render_site(client_port: int, federation_port: int, cluster: Cluster, cert: str,
-                key: str) -> str:
-    """The shipped file with only the operator's own values changed, each exactly once."""
+                key: str, writers: tuple[str, ...] = ("writer1",),
+                readers: tuple[str, str] = ("reader1", "reader2")) -> str:
+    """The shipped file with only the operator's own values changed, each exactly once;
+    the writers' upstream lists `writers` (workers.event_writers' order)."""
     with open(SITE, encoding="utf-8") as f:
         text = f.read()
     i = cluster.instances
@@ -42,14 +46,15 @@ def render_site(client_port: int, federation_port: int, cluster: Cluster, cert: 
         ("listen 443 ssl http2;", f"listen 127.0.0.1:{client_port} ssl http2;"),
         ("listen 8448 ssl http2;", f"listen 127.0.0.1:{federation_port} ssl http2;"),
         ("server 127.0.0.1:8103;", f"server 127.0.0.1:{i['writer1'].client_port};"),
-        ("server 127.0.0.1:8104;", f"server 127.0.0.1:{i['writer1'].client_port};"),
+        ("server 127.0.0.1:8104;", " ".join(f"server 127.0.0.1:{i[w].client_port};"
+                                             for w in writers)),
         ("server 127.0.0.1:8449;", f"server 127.0.0.1:{i['fed1'].federation_port};"),
         ("server 127.0.0.1:8450;", f"server 127.0.0.1:{i['writer1'].federation_port};"),
     ]:
         assert text.count(old) == 1, f"roost-workers.conf no longer has {old!r} once"
         text = text.replace(old, new)
-    for old, new in [("server 127.0.0.1:8101;", f"server 127.0.0.1:{i['reader1'].client_port};"),
-                     ("server 127.0.0.1:8102;", f"server 127.0.0.1:{i['reader2'].client_port};")]:
+    for old, new in [("server 127.0.0.1:8101;", f"server 127.0.0.1:{i[readers[0]].client_port};"),
+                     ("server 127.0.0.1:8102;", f"server 127.0.0.1:{i[readers[1]].client_port};")]:
         assert text.count(old) == 2, f"roost-workers.conf no longer has {old!r} twice"
         text = text.replace(old, new)
     text = text.replace("/etc/letsencrypt/live/example.org/fullchain.pem", cert)
@@ -97,18 +102,19 @@ class Through:
 class NginxWorkersTests(TestCase):
     timeout = 240
 
-    async def _start(self) -> tuple[Cluster, Through, str, int]:
+    async def _start(self, layout: dict[str, list[str]] = LAYOUT,
+                     **site: Any) -> tuple[Cluster, Through, str, int]:
         if not os.path.exists(NGINX):
             raise SkipTest("nginx is not installed (.ci/run installs Debian's nginx-light)")
         client_port, federation_port = free_port(), free_port()
-        cluster = await start_cluster(self, LAYOUT, federation_port=federation_port)
+        cluster = await start_cluster(self, layout, federation_port=federation_port)
         folder = os.path.join(cluster.folder, "nginx")
         os.makedirs(folder)
         ca, cert, key = write_test_ca(folder)
-        site = os.path.join(folder, "roost-workers.conf")
-        with open(site, "w", encoding="utf-8") as f:
-            f.write(render_site(client_port, federation_port, cluster, cert, key))
-        await run_nginx(self, folder, site, [client_port, federation_port], 512)
+        path = os.path.join(folder, "roost-workers.conf")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(render_site(client_port, federation_port, cluster, cert, key, **site))
+        await run_nginx(self, folder, path, [client_port, federation_port], 512)
         return cluster, Through(f"https://localhost:{client_port}", ca), ca, federation_port
 
     async def test_clients_through_nginx_across_processes(self) -> None:
@@ -233,6 +239,68 @@ class NginxWorkersTests(TestCase):
             self.fail(f"Roost's message never reached Synapse:\n{cluster.log('fed1')[-3000:]}")
         self.assertIn("/_matrix/federation/v1/send/", cluster.log("fed1"))
         del alice
+
+
+    async def test_two_writers_take_their_rooms_sends_and_a_dead_one_is_a_clear_error(
+            self) -> None:
+        """With two writers, each room's sends reach its own writer straight from nginx;
+        when a writer dies, nginx's next try lands on the other writer, which forwards,
+        so the client gets a clear 503 at once; once it is back its rooms take sends
+        again, and no acknowledged event is lost."""
+        writers = ("writer1", "writer2")
+        cluster, c, _ca, _fed = await self._start(
+            {**LAYOUT, "writer2": ["event_writer", "client"]}, writers=writers)
+        users = [await c.register(f"u{n}") for n in range(12)]
+        rooms: dict[str, tuple[str, str]] = {}  # writer -> (room, its creator's token)
+        for user in users:  # who creates a room decides which writer builds it
+            room = (await c.ok("POST", "/_matrix/client/v3/createRoom", {},
+                               user["access_token"]))["room_id"]
+            rooms.setdefault(writer_of_room(room, list(writers)), (room, user["access_token"]))
+            if len(rooms) == 2:
+                break
+        self.assertEqual(set(rooms), set(writers))
+        acked: dict[str, list[str]] = {w: [] for w in writers}
+
+        async def send(writer: str, txn: str) -> tuple[int, Any]:
+            room, token = rooms[writer]
+            code, answer = await c.call(
+                "PUT", f"/_matrix/client/v3/rooms/{quote(room)}/send/m.room.message/{txn}",
+                {"msgtype": "m.text", "body": txn}, token)
+            if code == 200:
+                acked[writer].append(answer["event_id"])
+            return code, answer
+
+        for writer in writers:
+            self.assertEqual((await send(writer, "first"))[0], 200)
+        for writer in writers:  # each room's send went to its writer only
+            room = quote(rooms[writer][0])
+            for name in ("writer1", "writer2", "reader1", "reader2"):
+                self.assertEqual(f"PUT /_matrix/client/v3/rooms/{room}/send/" in
+                                 cluster.log(name), name == writer, (writer, name))
+
+        await cluster.kill("writer2")
+        started = time.monotonic()
+        code, answer = await send("writer2", "while-dead")
+        self.assertEqual((code, answer.get("errcode")), (503, "M_UNKNOWN"), answer)
+        self.assertLess(time.monotonic() - started, 20)
+        self.assertEqual((await send("writer1", "meanwhile"))[0], 200)
+
+        await cluster.start("writer2")
+        for attempt in range(50):  # its listeners are up; its bus and claims a moment later
+            code, answer = await send("writer2", f"back{attempt}")
+            if code == 200:
+                break
+            await _sleep(0.2)
+        self.assertEqual(code, 200, answer)
+        for writer, (room, token) in rooms.items():
+            for _ in range(50):
+                page = await c.ok("GET", f"/_matrix/client/v3/rooms/{quote(room)}/messages"
+                                  "?dir=b&limit=50", token=token)
+                seen = {e["event_id"] for e in page["chunk"]}
+                if set(acked[writer]) <= seen:
+                    break
+                await _sleep(0.2)
+            self.assertEqual(set(acked[writer]) - seen, set(), writer)
 
 
 async def _sleep(seconds: float) -> None:

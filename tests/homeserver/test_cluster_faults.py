@@ -55,35 +55,52 @@ async def sleep(seconds: float) -> None:
     await task.deferLater(reactor, seconds, lambda: None)
 
 
+async def rooms_on_both_writers(http: Http, base: str) -> tuple[str, dict[str, str]]:
+    """A user with a room on each writer (a room is built by the writer its id maps to;
+    who creates it decides which writer builds it)."""
+    owner = await http.ok(base, "POST", V3 + "/register", {
+        "username": "owner", "password": "pw-owner-long", "auth": {"type": "m.login.dummy"}})
+    rooms: dict[str, str] = {}
+    for i in range(12):
+        creator = await http.ok(base, "POST", V3 + "/register", {
+            "username": f"c{i}", "password": "pw-creator-long",
+            "auth": {"type": "m.login.dummy"}})
+        room = (await http.ok(base, "POST", V3 + "/createRoom",
+                              {"preset": "public_chat"}, creator["access_token"]))["room_id"]
+        rooms.setdefault(writer_of_room(room, WRITERS), room)
+        if len(rooms) == 2:
+            break
+    for room in rooms.values():
+        await http.ok(base, "POST", f"{V3}/rooms/{quote(room)}/join", {},
+                      owner["access_token"])
+    return owner["access_token"], rooms
+
+
+async def all_event_ids(http: Http, base: str, room: str, token: str,
+                        event_type: str | None = None) -> set[str]:
+    """Every event of `room` (of `event_type`, if given) that /messages at `base` gives,
+    paging back to the start."""
+    ids: set[str] = set()
+    path = f"{V3}/rooms/{quote(room)}/messages?dir=b&limit=100"
+    for _ in range(20):
+        page = await http.ok(base, "GET", path, token=token)
+        ids |= {e["event_id"] for e in page["chunk"]
+                if event_type is None or e["type"] == event_type}
+        if "end" not in page or not page["chunk"]:
+            return ids
+        path = f"{V3}/rooms/{quote(room)}/messages?dir=b&limit=100&from={page['end']}"
+    return ids
+
+
 class WriterAndReaderKillTests(TestCase):
     timeout = 300
-
-    async def _rooms_on_both_writers(self, http: Http, base: str) -> tuple[str, dict[str, str]]:
-        """A user with a room on each writer (a room is built by the writer its id maps to;
-        who creates it decides which writer builds it)."""
-        owner = await http.ok(base, "POST", V3 + "/register", {
-            "username": "owner", "password": "pw-owner-long", "auth": {"type": "m.login.dummy"}})
-        rooms: dict[str, str] = {}
-        for i in range(12):
-            creator = await http.ok(base, "POST", V3 + "/register", {
-                "username": f"c{i}", "password": "pw-creator-long",
-                "auth": {"type": "m.login.dummy"}})
-            room = (await http.ok(base, "POST", V3 + "/createRoom",
-                                  {"preset": "public_chat"}, creator["access_token"]))["room_id"]
-            rooms.setdefault(writer_of_room(room, WRITERS), room)
-            if len(rooms) == 2:
-                break
-        for room in rooms.values():
-            await http.ok(base, "POST", f"{V3}/rooms/{quote(room)}/join", {},
-                          owner["access_token"])
-        return owner["access_token"], rooms
 
     async def test_kill_9_of_a_writer_and_a_reader_under_send_load(self) -> None:
         redis = await private_redis(self)
         cluster = await start_cluster(self, LAYOUT, redis={"port": redis.port})
         http = Http()
         r1, r2 = cluster.instances["reader1"].client_url, cluster.instances["reader2"].client_url
-        token, rooms = await self._rooms_on_both_writers(http, r1)
+        token, rooms = await rooms_on_both_writers(http, r1)
         self.assertEqual(set(rooms), set(WRITERS))
         acked: dict[str, list[str]] = {w: [] for w in WRITERS}
         refused: dict[str, list[tuple[int, str, float]]] = {w: [] for w in WRITERS}
@@ -128,20 +145,9 @@ class WriterAndReaderKillTests(TestCase):
         # Every acknowledged event is there, readable from both readers, in its room.
         for writer, room in rooms.items():
             for base in (r1, r2):
-                ids = await self._all_event_ids(http, base, room, token)
+                ids = await all_event_ids(http, base, room, token)
                 missing = [e for e in acked[writer] if e not in ids]
                 self.assertEqual(missing, [], f"{writer}'s acknowledged events lost at {base}")
-
-    async def _all_event_ids(self, http: Http, base: str, room: str, token: str) -> set[str]:
-        ids: set[str] = set()
-        path = f"{V3}/rooms/{quote(room)}/messages?dir=b&limit=100"
-        for _ in range(20):
-            page = await http.ok(base, "GET", path, token=token)
-            ids |= {e["event_id"] for e in page["chunk"]}
-            if "end" not in page or not page["chunk"]:
-                return ids
-            path = f"{V3}/rooms/{quote(room)}/messages?dir=b&limit=100&from={page['end']}"
-        return ids
 
 
 class RedisRestartTests(TestCase):
@@ -164,22 +170,70 @@ class RedisRestartTests(TestCase):
         await redis.stop()
         # Sends still go to the writer; a long-poll still wakes (positions polled from
         # the database while Redis is away).
-        waiting = defer.ensureDeferred(http.ok(
-            base, "GET", f"{V3}/sync?timeout=30000&since={since}", token=token))
-        await http.ok(base, "PUT", f"{V3}/rooms/{quote(room)}/send/m.room.message/a",
-                      {"msgtype": "m.text", "body": "redis is down"}, token)
-        woken = await waiting
-        self.assertIn("redis is down", json.dumps(woken["rooms"]["join"][room]["timeline"]))
+        woken = await _woken_by_send(http, base, base, room, token, since, "redis is down")
 
         await redis.start()
         await sleep(3)  # the bus reconnects by itself
-        waiting = defer.ensureDeferred(http.ok(
-            base, "GET", f"{V3}/sync?timeout=30000&since={woken['next_batch']}", token=token))
-        await http.ok(base, "PUT", f"{V3}/rooms/{quote(room)}/send/m.room.message/b",
-                      {"msgtype": "m.text", "body": "redis is back"}, token)
-        again = await waiting
-        self.assertIn("redis is back", json.dumps(again["rooms"]["join"][room]["timeline"]))
+        await _woken_by_send(http, base, base, room, token, woken["next_batch"], "redis is back")
         self.assertIn("replication bus subscribed", cluster.log("reader1"))
 
 
-del Cluster
+class RedisAbsentAtStartTests(TestCase):
+    timeout = 300
+
+    async def test_processes_start_and_serve_without_redis_and_join_the_bus_when_it_appears(
+            self) -> None:
+        redis = await private_redis(self, started=False)  # nothing listens on its port yet
+        cluster = await start_cluster(self, {
+            "writer1": ["event_writer", "pusher", "appservice", "background",
+                        "federation_sender"],
+            "reader1": ["client"], "reader2": ["client"]}, redis={"port": redis.port})
+        http = Http()
+        r1, r2 = cluster.instances["reader1"].client_url, cluster.instances["reader2"].client_url
+        user = await http.ok(r1, "POST", V3 + "/register", {
+            "username": "alice", "password": "pw-alice-long", "auth": {"type": "m.login.dummy"}})
+        token = user["access_token"]
+        room = (await http.ok(r1, "POST", V3 + "/createRoom", {}, token))["room_id"]
+        since = (await http.ok(r2, "GET", V3 + "/sync", token=token))["next_batch"]
+        # A long-poll at one reader woken by a send through the other: positions polled.
+        woken = await _woken_by_send(http, r2, r1, room, token, since, "no redis yet")
+
+        await redis.start()
+        for name in ("writer1", "reader1", "reader2"):
+            await _logged(cluster, name, "replication bus subscribed")
+        # Typing crosses processes only on the bus: set at reader1, seen at reader2. (Said
+        # again each round: one said before reader1's publishing connection is up is lost.)
+        since, typing = woken["next_batch"], []
+        for _ in range(10):  # long-polls, until one carries the typing notification
+            await http.ok(r1, "PUT",
+                          f"{V3}/rooms/{quote(room)}/typing/{quote(user['user_id'])}",
+                          {"typing": True, "timeout": 60000}, token)
+            got = await http.ok(r2, "GET", f"{V3}/sync?timeout=5000&since={since}", token=token)
+            since = got["next_batch"]
+            ephemeral = got.get("rooms", {}).get("join", {}).get(room, {}).get("ephemeral", {})
+            typing = [e["content"]["user_ids"] for e in ephemeral.get("events", [])
+                      if e["type"] == "m.typing"]
+            if typing:
+                break
+        self.assertEqual(typing, [[user["user_id"]]])
+
+
+async def _woken_by_send(http: Http, waiter: str, sender: str, room: str, token: str,
+                         since: str, body: str) -> Any:
+    """A long-poll /sync at `waiter` woken by a message `body` sent through `sender`."""
+    waiting = defer.ensureDeferred(http.ok(
+        waiter, "GET", f"{V3}/sync?timeout=30000&since={since}", token=token))
+    await http.ok(sender, "PUT", f"{V3}/rooms/{quote(room)}/send/m.room.message/{quote(body)}",
+                  {"msgtype": "m.text", "body": body}, token)
+    woken = await waiting
+    assert body in json.dumps(woken["rooms"]["join"][room]["timeline"]), woken
+    return woken
+
+
+async def _logged(cluster: Cluster, name: str, text: str) -> None:
+    """Wait (at most a minute) until instance `name` logged `text`."""
+    for _ in range(600):
+        if text in cluster.log(name):
+            return
+        await sleep(0.1)
+    raise AssertionError(f"{name} never logged {text!r}:\n{cluster.log(name)[-3000:]}")

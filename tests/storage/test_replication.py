@@ -18,7 +18,7 @@ from roost.storage.notifier import Notifier, StreamChange
 from roost.storage.redis import connect_redis
 from roost.storage.replication import ReplicationBus
 from roost.storage.shared_streams import Replication
-from roost.storage.stream_positions import StreamPositionStore
+from roost.storage.stream_positions import StreamPositionStore, WriterFenced
 from roost.storage.sync_data import ReceiptStore
 from tests.postgres_harness import fresh_database
 from tests.redis_harness import _free_port, _spawn, _stop, _wait_until_up, redis_for_tests
@@ -219,6 +219,38 @@ class DeadWriterTests(TestCase):
         await replication.catch_up()
         self.assertEqual(told, ["receipts"])
         self.assertRaises(RuntimeError, stream.allocate, 1)
+
+    async def test_a_retired_writer_can_commit_nothing_through_its_fence(self) -> None:
+        """Its transactions check the fence: passed, its process reconnecting to PostgreSQL
+        (its network back before it heard) commits nothing; it is told, and so is a new
+        process under the same name fencing an old one."""
+        dsn = await fresh_database(self)
+        told: list[str] = []
+        db_b = Database(reactor, dsn, 1, 2, application_name=application_name("b"))
+        writer = Replication(None, db_b, reactor, instance="b", on_retired=told.append)
+        stream = await writer.stream("events", 0, ["a", "b"])
+        fence = stream.fence
+        assert fence is not None
+        await db_b.run("holds", fence.check)
+        db_b.close()  # cut off: its connections are gone
+        db_a = Database(reactor, dsn, 1, 2, application_name=application_name("a"))
+        self.addCleanup(db_a.close)
+        self.assertTrue(await StreamPositionStore(db_a).retire_if_gone(
+            "events", "b", application_name("b"), 10))
+        back = Database(reactor, dsn, 1, 2, application_name=application_name("b"))
+        self.addCleanup(back.close)
+        with self.assertRaises(WriterFenced):
+            await back.run("late", fence.check)
+        fence.lost()
+        self.assertEqual(told, ["events"])
+        self.assertRaises(WriterFenced, stream.allocate, 1)
+        # Restarted, it registers a new epoch and holds again, which fences any older one.
+        again = await Replication(None, back, reactor, instance="b").stream(
+            "events", 0, ["a", "b"])
+        assert again.fence is not None
+        await back.run("holds again", again.fence.check)
+        with self.assertRaises(WriterFenced):
+            await back.run("the old one", fence.check)
 
     async def test_a_writer_never_started_or_stopped_is_passed_without_waiting(self) -> None:
         dsn = await fresh_database(self)
