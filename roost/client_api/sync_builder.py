@@ -52,6 +52,7 @@ class Presence(Protocol):
     @property
     def current(self) -> int: ...
     def changes_since(self, position: int, users: set[str]) -> list[JsonDict]: ...
+    def changed_users(self, position: int) -> set[str]: ...
 
 
 class SyncBuilder:
@@ -451,9 +452,13 @@ class SyncBuilder:
             return []
         if since is not None and since.presence == self._presence.current:
             return []  # (a token from before a restart is ahead: the tracker resends all)
-        users = {user_id} | await self._queries.joined_users(
-            [r for r, m in memberships.items() if m == "join"])
-        changes = self._presence.changes_since(since.presence if since else 0, users)
+        position = since.presence if since else 0
+        # Only those whose presence changed are looked for among the user's rooms' members
+        # (a newcomer to a room of 2,000 members whose presence has not changed reads none).
+        others = self._presence.changed_users(position) - {user_id}
+        users = {user_id} | (await self._queries.joined_users(
+            [r for r, m in memberships.items() if m == "join"], among=others) if others else set())
+        changes = self._presence.changes_since(position, users)
         return filt.presence.cut([c for c in changes if filt.presence.wants(
             c.get("type", "m.presence"), c.get("sender"))])
 
