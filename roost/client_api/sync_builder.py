@@ -12,7 +12,7 @@ is registered through sync_extensions.py.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from roost.client_api.receipts import Receipts
@@ -53,6 +53,7 @@ class Presence(Protocol):
     @property
     def current(self) -> int: ...
     def changes_since(self, position: int, users: set[str]) -> list[JsonDict]: ...
+    def changed_users(self, position: int) -> set[str]: ...
 
 
 class SyncBuilder:
@@ -465,9 +466,13 @@ class SyncBuilder:
             return []
         if since is not None and since.presence == self._presence.current:
             return []  # (a token from before a restart is ahead: the tracker resends all)
-        users = {user_id} | await self._queries.joined_users(
-            [r for r, m in memberships.items() if m == "join"])
-        changes = self._presence.changes_since(since.presence if since else 0, users)
+        position = since.presence if since else 0
+        # Only those whose presence changed are looked for among the user's rooms' members
+        # (a newcomer to a room of 2,000 members whose presence has not changed reads none).
+        others = self._presence.changed_users(position) - {user_id}
+        users = {user_id} | (await self._queries.joined_users(
+            [r for r, m in memberships.items() if m == "join"], among=others) if others else set())
+        changes = self._presence.changes_since(position, users)
         return filt.presence.cut([c for c in changes if filt.presence.wants(
             c.get("type", "m.presence"), c.get("sender"))])
 
@@ -533,14 +538,18 @@ class SyncBuilder:
             kinds = self._recent.relation_kinds(e.event.event_id for e in timeline)
             served = await self._view.serialize(timeline, user_id, relation_kinds=kinds)
             await self._add_transaction_ids(served, timeline, user_id, device_id)
-        served_state = await self._view.serialize(state, user_id, with_relations=False) \
-            if state else []
+        served_state: Iterator[Any]
         if filt.event_fields is not None or filt.event_format != "client":
             served = [filt.shape(b, e.event.pdu) for b, e in zip(served, timeline, strict=True)]
-            served_state = [filt.shape(b, e.event.pdu)
-                            for b, e in zip(served_state, state, strict=True)]
+            state_bodies = await self._view.serialize(state, user_id, with_relations=False) \
+                if state else []
+            flat = iter([filt.shape(b, e.event.pdu)
+                         for b, e in zip(state_bodies, state, strict=True)])
+            served_state = iter([[next(flat) for _ in p.state] for p in own])
+        else:  # each room's state list encoded once (a big room's: thousands of events)
+            served_state = iter(await self._view.serialize_state([p.state for p in own])
+                                if state else [[] for _ in own])
         served_timeline = iter(served)
-        served_state_iter = iter(served_state)
         for room_id, plan in plans.items():
             if plan.shared is not None:
                 events = shared_served[room_id]
@@ -548,7 +557,7 @@ class SyncBuilder:
                 timeline_events, state_events = events[:n], events[n:]
             else:
                 timeline_events = [next(served_timeline) for _ in plan.timeline]
-                state_events = [next(served_state_iter) for _ in plan.state]
+                state_events = next(served_state)
             room: JsonDict = {
                 "timeline": {"events": timeline_events,
                              "limited": plan.limited, "prev_batch": plan.prev_batch},

@@ -54,18 +54,18 @@ class SyncQueries:
         )
         return int(row[0]) if row else None
 
-    async def joined_users(self, room_ids: list[str]) -> set[str]:
-        """Everyone whose current membership is join in any of the rooms (one query)."""
-        if not room_ids:
+    async def joined_users(self, room_ids: list[str],
+                           among: set[str] | None = None) -> set[str]:
+        """Everyone (of `among`, when given) whose current membership is join in any of
+        the rooms (one query)."""
+        if not room_ids or among is not None and not among:
             return set()
-        rows = await self._db.run(
-            "joined_users_of_rooms",
-            lambda t: t.query(
-                "SELECT DISTINCT state_key FROM current_state WHERE room_id = ANY(%s)"
-                " AND type = 'm.room.member' AND membership = 'join'",
-                (room_ids,),
-            ),
-        )
+        sql = ("SELECT DISTINCT state_key FROM current_state WHERE room_id = ANY(%s)"
+               " AND type = 'm.room.member' AND membership = 'join'")
+        args: tuple[Any, ...] = (room_ids,)
+        if among is not None:
+            sql, args = sql + " AND state_key = ANY(%s)", (room_ids, list(among))
+        rows = await self._db.run("joined_users_of_rooms", lambda t: t.query(sql, args))
         return {r[0] for r in rows}
 
     async def latest_per_room(
