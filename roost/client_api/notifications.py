@@ -34,6 +34,10 @@ class UnreadCounts:
         self._evaluator = evaluator
         self._threads_for: dict[int, dict[str, JsonDict]] = {}
 
+    async def ready(self, events_position: int) -> None:
+        """What the counts of a sync up to `events_position` wait for (SyncBuilder.add_ready)."""
+        await self._evaluator.reached(events_position, CATCH_UP_TIMEOUT_S)
+
     async def unread_notifications(self, request: SyncRequest, room_ids: list[str]
                                    ) -> dict[str, JsonDict]:
         per_thread = request.filter.unread_thread_notifications

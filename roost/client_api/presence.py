@@ -166,6 +166,13 @@ class PresenceTracker:
             result["status_msg"] = state.status_msg
         return result
 
+    def changed_users(self, position: int) -> set[str]:
+        """The users whose presence changed after `position` (every known one for a
+        position beyond the stream's end: see changes_since)."""
+        if position > self.current:
+            position = 0
+        return {user_id for user_id, state in self._users.items() if state.position > position}
+
     def changes_since(self, position: int, users: set[str]) -> list[JsonDict]:
         """m.presence events for those of `users` whose presence changed after `position`.
 

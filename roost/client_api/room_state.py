@@ -11,6 +11,7 @@ from roost.client_api.errors import not_found
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.stream_token import events_position
+from roost.http.bodies import RawJson
 from roost.rooms.access import JOINED, STATE
 from roost.rooms.engine import LoadedEvent, RoomEngine
 
@@ -28,10 +29,10 @@ def register(router: Router, engine: RoomEngine, view: RoomView) -> None:
         loaded = await engine.get_events(ids)
         return [loaded[i] for i in ids if i in loaded]
 
-    async def all_state(req: ApiRequest) -> list[JsonDict]:  # type: ignore[return]
+    async def all_state(req: ApiRequest) -> RawJson | list[JsonDict]:
         state = await state_for(req.params["room_id"], req.user.user_id)
         events = await load(sorted(state.values()))
-        return await view.serialize(events, req.user.user_id, with_relations=False)  # type: ignore[return-value]
+        return (await view.serialize_state([events]))[0]
 
     async def one_state(req: ApiRequest) -> JsonDict:
         state = await state_for(req.params["room_id"], req.user.user_id)
@@ -63,7 +64,7 @@ def register(router: Router, engine: RoomEngine, view: RoomView) -> None:
             if (wanted is None or e.event.content.get("membership") == wanted)
             and (unwanted is None or e.event.content.get("membership") != unwanted)
         ]
-        return {"chunk": await view.serialize(chosen, req.user.user_id, with_relations=False)}
+        return {"chunk": (await view.serialize_state([chosen]))[0]}
 
     async def joined_members(req: ApiRequest) -> JsonDict:
         room_id = req.params["room_id"]

@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from roost.client_api.errors import MatrixError
-from roost.client_api.event_format import client_event
+from roost.client_api.event_format import client_event, client_events_json
+from roost.http.bodies import RawJson
 from roost.rooms.access import EVENTS, STATE, RoomAccess
 from roost.rooms.engine import LoadedEvent, NewEvent, RoomEngine, RoomError
 from roost.rooms.events import Event
@@ -126,6 +127,24 @@ class RoomView:
             result.append(client_event(loaded, now, redaction,
                                        relations.get(loaded.event.event_id)))
         return result
+
+    async def serialize_state(self, lists: list[list[LoadedEvent]]
+                              ) -> list[RawJson | list[JsonDict]]:
+        """Several lists of state events served as `serialize` serves them without
+        relations, each encoded once (event_format.client_events_json): what /members,
+        /state and a sync's `state` sections hold, thousands of events in a big room.
+        The redactions of every list are read together."""
+        redaction_ids = [e.redacted_by for events in lists for e in events if e.redacted_by]
+        redactions = await self.engine.get_events(redaction_ids) if redaction_ids else {}
+        now = self.now_ms()
+        served = {rid: client_event(loaded, now) for rid, loaded in redactions.items()}
+        out: list[RawJson | list[JsonDict]] = []
+        for events in lists:
+            encoded = client_events_json(events, now, served)
+            out.append(encoded if encoded is not None else [
+                client_event(e, now, served.get(e.redacted_by) if e.redacted_by else None)
+                for e in events])
+        return out
 
     async def _aggregate(self, events: list[LoadedEvent], user_id: str,
                          kinds: Mapping[str, frozenset[str]] | None = None) -> dict[str, JsonDict]:

@@ -9,7 +9,7 @@ clock. A client that goes away cancels the wait.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet import defer
@@ -28,12 +28,25 @@ MAX_TIMEOUT_MS = 300_000
 
 
 class ChangeWaiter:
-    """Waits for the first notifier change that concerns a user, or a timeout."""
+    """Waits for the first notifier change that concerns a user, or a timeout.
 
-    def __init__(self, notifier: Notifier, clock: Any, user_rooms: UserRoomsCache) -> None:
-        self._notifier = notifier
+    Readers woken by a new event are woken together: their watches are held
+    until `prepare(position)` (SyncBuilder.prepare) has done, once, what each
+    of their builds would otherwise wait for in turn (reading the new events,
+    push evaluation reaching them), and are then fired in one loop, each build
+    running through. Waking later changes nothing a build reads: it reads
+    (since, now] at the moment it runs.
+    """
+
+    def __init__(self, notifier: Notifier, clock: Any, user_rooms: UserRoomsCache,
+                 prepare: Callable[[int], Awaitable[None]] | None = None) -> None:
+        self.notifier = notifier
         self.clock = clock
         self._user_rooms = user_rooms
+        self.rooms_of = user_rooms.cached
+        self._prepare = prepare
+        self._held: list[Watch] = []
+        self._preparing = False
 
     async def wait(self, user_id: str, timeout_s: float) -> bool:
         """True if something changed for the user, False on timeout."""
@@ -54,19 +67,42 @@ class ChangeWaiter:
         are known, so a change landing during that read is not missed. If the
         read fails, `failed` gets the failure instead and nothing is watched.
         """
-        watch = Watch(self._notifier, user_id, wake, self._user_rooms.cached)
-        self._notifier.add_listener(watch)
-        defer.ensureDeferred(self._arm(watch, timeout_s, failed))
+        watch = Watch(self, user_id, wake)
+        self.notifier.add_listener(watch)
+        rooms = self.rooms_of(user_id)
+        if rooms is not None:  # held: no read, nothing can land meanwhile
+            watch.arm(rooms, self.clock.callLater(timeout_s, watch.fire, False))
+        else:
+            defer.ensureDeferred(self._arm(watch, timeout_s, failed))
         return watch
 
     async def _arm(self, watch: Watch, timeout_s: float,
                    failed: Callable[[Failure], None]) -> None:
         try:
-            rooms = await self._user_rooms.rooms(watch.user_id)  # usually cached: no wait
+            rooms = await self._user_rooms.rooms(watch.user_id)
         except Exception:
             watch.failed(Failure(), failed)
             return
         watch.arm(rooms, self.clock.callLater(timeout_s, watch.fire, False))
+
+    def hold(self, watch: Watch, position: int) -> None:
+        """Wake `watch` for a new event at `position` once the builder is ready for it."""
+        if self._prepare is None:
+            watch.fire(True)
+            return
+        self._held.append(watch)
+        if self._preparing:
+            return  # released with the others (a build reaching further waits itself)
+        self._preparing = True
+        defer.ensureDeferred(self._prepare(position)).addBoth(self._release)
+
+    def _release(self, result: Any) -> None:
+        # A failed preparation is not the readers' answer: each build reads for itself
+        # and meets (and reports) the failure there, so all are woken regardless.
+        self._preparing = False
+        held, self._held = self._held, []
+        for watch in held:
+            watch.fire(True)
 
 
 _WATCHED_MEMBERSHIPS = ("join", "invite")
@@ -80,12 +116,10 @@ class Watch:
     (room -> membership), shared and never modified once cached.
     """
 
-    __slots__ = ("_notifier", "user_id", "_wake", "_rooms", "_early", "_timer", "_rooms_of")
+    __slots__ = ("_waiter", "user_id", "_wake", "_rooms", "_early", "_timer")
 
-    def __init__(self, notifier: Notifier, user_id: str, wake: Callable[[bool], None],
-                 rooms_of: Callable[[str], dict[str, str] | None]) -> None:
-        self._notifier = notifier
-        self._rooms_of = rooms_of  # another user's memberships, if this process holds them
+    def __init__(self, waiter: ChangeWaiter, user_id: str, wake: Callable[[bool], None]) -> None:
+        self._waiter = waiter
         self.user_id = user_id
         self._wake: Callable[[bool], None] | None = wake
         self._rooms: dict[str, str] | None = None
@@ -101,7 +135,10 @@ class Watch:
                 self._early = []
             self._early.append(change)
         elif self._concerns(change):
-            self.fire(True)
+            if change.stream == "events":
+                self._waiter.hold(self, change.position)  # woken with the others
+            else:
+                self.fire(True)
 
     def _concerns(self, change: StreamChange) -> bool:
         if self.user_id in change.users:
@@ -116,7 +153,7 @@ class Watch:
         """Whether a sync of this user carries `user`'s presence: they are both joined to
         some room (the set the builder serves presence for). Unknown here (the other
         user's memberships are not cached): yes, and the build reads the truth."""
-        theirs = self._rooms_of(user)
+        theirs = self._waiter.rooms_of(user)
         if theirs is None:
             return True
         small, large = (theirs, rooms) if len(theirs) <= len(rooms) else (rooms, theirs)
@@ -143,7 +180,7 @@ class Watch:
         """Stop watching without waking the reader."""
         self._wake = None
         self._early = None
-        self._notifier.remove_listener(self)
+        self._waiter.notifier.remove_listener(self)
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

@@ -12,7 +12,7 @@ is registered through sync_extensions.py.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from roost.client_api.receipts import Receipts
@@ -35,6 +35,7 @@ from roost.client_api.typing import TypingTracker
 from roost.rooms.engine import LoadedEvent, RoomEngine
 from roost.rooms.events import Event
 from roost.storage.events import StoredEvent, SyncEventStore
+from roost.storage.notifier import Notifier
 from roost.storage.room_state import UserRoomsCache
 from roost.storage.streams import StreamIdGenerator
 from roost.storage.sync_data import AccountDataStore
@@ -52,6 +53,7 @@ class Presence(Protocol):
     @property
     def current(self) -> int: ...
     def changes_since(self, position: int, users: set[str]) -> list[JsonDict]: ...
+    def changed_users(self, position: int) -> set[str]: ...
 
 
 class SyncBuilder:
@@ -62,7 +64,10 @@ class SyncBuilder:
         presence: Presence | None, user_rooms: UserRoomsCache,
         queries: SyncQueries,
         remote_invite_state: Callable[[str, str], Awaitable[list[Any] | None]] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
+        self._notifier = notifier
+        self._last_version = -1  # the notifier's version `_last` was computed at
         self._engine = engine
         self._view = view
         self._events = events
@@ -90,6 +95,8 @@ class SyncBuilder:
         self._sections: list[Section] = []
         self._ignored: dict[str, frozenset[str]] = {}  # user -> ignored users, as last seen
         self._room_fields: list[RoomField] = []
+        # What a build up to an events position waits for (see `prepare`).
+        self._ready: list[Callable[[int], Awaitable[Any]]] = []
         # Global account data an initial sync serves when the user has none stored.
         self._default_account_data: dict[str, Callable[[str], Awaitable[JsonDict]]] = {}
 
@@ -101,6 +108,7 @@ class SyncBuilder:
             raise ValueError(f"{name} is not a StreamToken field or is already registered")
         self._positions[name] = current
         self._currents = _in_token_order(self._positions)
+        self._last_version = -1
 
     def add_section(self, key: str, build: SectionBuild,
                     is_news: Callable[[Any], bool] = any_value) -> None:
@@ -115,6 +123,11 @@ class SyncBuilder:
             raise ValueError(f"sync room field {key} is taken")
         self._room_fields.append(RoomField(key, build))
 
+    def add_ready(self, hook: Callable[[int], Awaitable[Any]]) -> None:
+        """Something a build up to events position N waits for (push's unread counts wait
+        for evaluation to pass N): `prepare` waits for it once for all woken readers."""
+        self._ready.append(hook)
+
     def add_default_account_data(self, data_type: str,
                                  build: Callable[[str], Awaitable[JsonDict]]) -> None:
         """Global account data of `data_type` that an initial sync carries even when the
@@ -128,12 +141,30 @@ class SyncBuilder:
         """The persisted-up-to position of every stream, read at one instant.
 
         Asked several times per long poll and per socket round: while no stream
-        moves, the same token (and its written form, `text`) is handed out again."""
+        moves, the same token (and its written form, `text`) is handed out again.
+        With the notifier given, the positions are not even read again until it
+        has announced something: every stream position moves only together with
+        an announcement (storage/streams.py, shared_streams.py, typing), so a
+        token kept meanwhile is the current one."""
+        notifier = self._notifier
+        if notifier is not None:
+            if notifier.version == self._last_version:
+                return self._last[1]
+            self._last_version = notifier.version
         positions = tuple([current() for current in self._currents])
         if positions != self._last[0]:
             token = StreamToken(*positions)
             self._last = (positions, token, str(token))
         return self._last[1]
+
+    async def prepare(self, position: int) -> None:
+        """Wait, once, for what every build up to events position `position` would wait
+        for: the shared window's read of the new events and the extensions' hooks. The
+        readers a change wakes are held until then (sync.ChangeWaiter), so each builds
+        without waiting, instead of each waiting for the same things in turn."""
+        await self._recent.catch_up(position)
+        for hook in self._ready:
+            await hook(position)
 
     def text(self, token: SyncToken) -> str:
         """`str(token)`, without writing it out again for the current token."""
@@ -435,9 +466,13 @@ class SyncBuilder:
             return []
         if since is not None and since.presence == self._presence.current:
             return []  # (a token from before a restart is ahead: the tracker resends all)
-        users = {user_id} | await self._queries.joined_users(
-            [r for r, m in memberships.items() if m == "join"])
-        changes = self._presence.changes_since(since.presence if since else 0, users)
+        position = since.presence if since else 0
+        # Only those whose presence changed are looked for among the user's rooms' members
+        # (a newcomer to a room of 2,000 members whose presence has not changed reads none).
+        others = self._presence.changed_users(position) - {user_id}
+        users = {user_id} | (await self._queries.joined_users(
+            [r for r, m in memberships.items() if m == "join"], among=others) if others else set())
+        changes = self._presence.changes_since(position, users)
         return filt.presence.cut([c for c in changes if filt.presence.wants(
             c.get("type", "m.presence"), c.get("sender"))])
 
@@ -503,14 +538,18 @@ class SyncBuilder:
             kinds = self._recent.relation_kinds(e.event.event_id for e in timeline)
             served = await self._view.serialize(timeline, user_id, relation_kinds=kinds)
             await self._add_transaction_ids(served, timeline, user_id, device_id)
-        served_state = await self._view.serialize(state, user_id, with_relations=False) \
-            if state else []
+        served_state: Iterator[Any]
         if filt.event_fields is not None or filt.event_format != "client":
             served = [filt.shape(b, e.event.pdu) for b, e in zip(served, timeline, strict=True)]
-            served_state = [filt.shape(b, e.event.pdu)
-                            for b, e in zip(served_state, state, strict=True)]
+            state_bodies = await self._view.serialize(state, user_id, with_relations=False) \
+                if state else []
+            flat = iter([filt.shape(b, e.event.pdu)
+                         for b, e in zip(state_bodies, state, strict=True)])
+            served_state = iter([[next(flat) for _ in p.state] for p in own])
+        else:  # each room's state list encoded once (a big room's: thousands of events)
+            served_state = iter(await self._view.serialize_state([p.state for p in own])
+                                if state else [[] for _ in own])
         served_timeline = iter(served)
-        served_state_iter = iter(served_state)
         for room_id, plan in plans.items():
             if plan.shared is not None:
                 events = shared_served[room_id]
@@ -518,7 +557,7 @@ class SyncBuilder:
                 timeline_events, state_events = events[:n], events[n:]
             else:
                 timeline_events = [next(served_timeline) for _ in plan.timeline]
-                state_events = [next(served_state_iter) for _ in plan.state]
+                state_events = next(served_state)
             room: JsonDict = {
                 "timeline": {"events": timeline_events,
                              "limited": plan.limited, "prev_batch": plan.prev_batch},

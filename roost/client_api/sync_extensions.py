@@ -30,6 +30,13 @@ Four kinds of extension, registered on the `SyncBuilder` in wiring.py:
   result get no key. It never adds a room to the answer on its own: a change
   that should bring a room in (a receipt, an event) already does.
 
+A readiness hook (`builder.add_ready(hook)`): what a field's build waits for
+before it can answer up to events position N (push's unread counts wait for
+evaluation to pass N). The readers a change wakes are held until every hook
+has passed the change's position (`SyncBuilder.prepare`), once for all of
+them, so their builds run through instead of each waiting in turn. A build
+still waits itself if it reaches further than the change that woke it.
+
 And default global account data (`builder.add_default_account_data(type, build)`):
 what an initial sync carries for a user who has none of that type stored (push's
 `m.push_rules`, the server-default rules a client needs before it changes any).

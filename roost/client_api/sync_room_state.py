@@ -84,7 +84,7 @@ class SyncRoomState:
             return  # (an incremental sync with no newly joined room)
         wanted: dict[str, list[str]] = {}
         for room_id in rooms:
-            current = await self._engine.current_state_events(room_id)
+            current = await self._engine.current_state_sorted(room_id)
             wanted[room_id] = self._wanted_state(room_id, current, plans[room_id], user_id,
                                                  filt)
         loaded = await self._engine.current_state_loaded(wanted)
@@ -92,24 +92,26 @@ class SyncRoomState:
             if any((loaded[i].stream_ordering or 0) > now.events for i in ids if i in loaded):
                 at_token = await self._state_at(room_id, now.events)
                 if at_token is not None:
-                    events = {key: e.event for key, e in at_token.items()}
+                    events = [(key, at_token[key].event) for key in sorted(at_token)]
                     chosen = self._wanted_state(room_id, events, plans[room_id], user_id, filt)
                     by_id = {e.event.event_id: e for e in at_token.values()}
                     plans[room_id].state = [by_id[i] for i in chosen]
                     continue
             plans[room_id].state = [loaded[i] for i in ids if i in loaded]
 
-    def _wanted_state(self, room_id: str, state: dict[tuple[str, str], Event], plan: RoomPlan,
-                      user_id: str, filt: SyncFilter) -> list[str]:
+    def _wanted_state(self, room_id: str, state: list[tuple[tuple[str, str], Event]],
+                      plan: RoomPlan, user_id: str, filt: SyncFilter) -> list[str]:
         """The ids of the state events a room's `state` section carries (filters, lazy
-        members), in key order, minus those in its timeline."""
+        members), in the order of `state` (key order), minus those in its timeline."""
         if not filt.state.wants_room(room_id):
             return []
         in_timeline = {e.event.event_id for e in plan.timeline}
         senders = {e.event.sender for e in plan.timeline} | {user_id}
         everything = filt.state.passes_every_event()
-        return [  # keys sorted alone: about half the time of sorting 2,000 (key, event) pairs
-            e.event_id for key in sorted(state) if (e := state[key]).event_id not in in_timeline
+        if everything and not filt.lazy_load_members:
+            return [e.event_id for _, e in state if e.event_id not in in_timeline]
+        return [
+            e.event_id for key, e in state if e.event_id not in in_timeline
             and (
                 not filt.lazy_load_members or key[0] != "m.room.member" or key[1] in senders)
             and (everything or key[0] == "m.room.member" and key[1] == user_id
@@ -178,7 +180,7 @@ class SyncRoomState:
                                       for e in (*plan.timeline, *plan.state)):
                 continue
             plan.summary = room_summary(await self._engine.current_state_events(room_id),
-                                        user_id)
+                                        await self._engine.members_overview(room_id), user_id)
 
     async def stripped_state(self, room_id: str, user_id: str) -> list[JsonDict]:
         """An invite's or knock's view of a room: a few state events, stripped."""

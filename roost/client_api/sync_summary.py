@@ -3,11 +3,10 @@ member counts), and which stripped state an invite or knock shows."""
 
 from __future__ import annotations
 
-import heapq
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from roost.rooms.engine_types import MembersOverview
 from roost.rooms.events import Event
 
 MAX_HEROES = 5
@@ -17,30 +16,22 @@ INVITE_STATE_TYPES = ("m.room.create", "m.room.join_rules", "m.room.name", "m.ro
 SUMMARY_TYPES = frozenset({"m.room.member", "m.room.name", "m.room.canonical_alias"})
 
 
-def room_summary(state: Mapping[tuple[str, str], Event], user_id: str) -> dict[str, Any]:
+def room_summary(state: Mapping[tuple[str, str], Event], members: MembersOverview,
+                 user_id: str) -> dict[str, Any]:
     """`m.joined_member_count`, `m.invited_member_count` and `m.heroes`.
 
     Heroes are the other joined and invited members (or, in a room everyone
     else has left, those who left), the earliest in user id order, at most
     five; they are sent only when the room has neither a name nor an alias,
-    when clients need them to name it.
+    when clients need them to name it. `members` is counted once per room head
+    (RoomEngine.members_overview), not on every sync of a big room.
     """
-    members: dict[str, str] = {}
-    for (event_type, state_key), event in state.items():
-        if event_type == "m.room.member":
-            membership = event.content.get("membership")
-            if isinstance(membership, str):
-                members[state_key] = membership
-    counts = Counter(members.values())
-    summary: dict[str, Any] = {"m.joined_member_count": counts["join"],
-                               "m.invited_member_count": counts["invite"]}
+    summary: dict[str, Any] = {"m.joined_member_count": members.joined,
+                               "m.invited_member_count": members.invited}
     if not _named(state):
-        # The first few in user id order, without sorting a big room's members.
-        others = heapq.nsmallest(MAX_HEROES, (u for u, m in members.items()
-                                              if m in ("join", "invite") and u != user_id))
+        others = [u for u in members.first_current if u != user_id][:MAX_HEROES]
         if not others:
-            others = heapq.nsmallest(MAX_HEROES, (u for u, m in members.items()
-                                                  if m in ("leave", "ban") and u != user_id))
+            others = [u for u in members.first_former if u != user_id][:MAX_HEROES]
         summary["m.heroes"] = others
     return summary
 

@@ -161,6 +161,7 @@ async def build_push(router: Router, db: Database, reactor: Any, clock: IReactor
     unread = notifications.UnreadCounts(actions, evaluator)
     builder.add_room_field("unread_notifications", unread.unread_notifications)
     builder.add_room_field("unread_thread_notifications", unread.unread_thread_notifications)
+    builder.add_ready(unread.ready)
     return PushParts(evaluator, delivery, unread)
 
 

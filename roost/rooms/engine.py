@@ -34,6 +34,7 @@ from roost.rooms.engine_types import (
     MAX_STATE_CHAIN,
     IdAllocator,
     LoadedEvent,
+    MembersOverview,
     NewEvent,
     RecentLocalEvents,
     RoomError,
@@ -568,6 +569,15 @@ class RoomEngine:
     async def current_state_events(self, room_id: str) -> dict[StateKey, Event]:
         head = await self._head(room_id)
         return dict(head.state_events)
+
+    async def current_state_sorted(self, room_id: str) -> list[tuple[StateKey, Event]]:
+        """The room's current state in key order, kept on its cached head (read-only: a
+        big room's sync sends it in this order, without sorting it on every request)."""
+        return (await self._head(room_id)).sorted_state()
+
+    async def members_overview(self, room_id: str) -> MembersOverview:
+        """The room's members counted, kept on its cached head (a sync's room summary)."""
+        return (await self._head(room_id)).members()
 
     async def current_state_ids(self, room_id: str) -> dict[StateKey, str]:
         """The room's current state as event ids, from its cached head: the same map the

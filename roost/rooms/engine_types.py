@@ -6,6 +6,7 @@ the engine can both use them without importing each other.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -86,6 +87,12 @@ class RoomHead:
     # event id -> state event, built on first use (a copy starts without it).
     _by_id: dict[str, Event] | None = field(default=None, init=False, compare=False,
                                              repr=False)
+    # The state in key order, and its members counted: built on first use by the big
+    # reads (a sync's full state and summary: bench/big_room.py); a copy starts without.
+    _sorted: list[tuple[StateKey, Event]] | None = field(default=None, init=False,
+                                                         compare=False, repr=False)
+    _members: MembersOverview | None = field(default=None, init=False, compare=False,
+                                             repr=False)
 
     def copy(self) -> RoomHead:
         return replace(self, state=dict(self.state), state_events=dict(self.state_events),
@@ -109,6 +116,48 @@ class RoomHead:
         if self._by_id is None:
             self._by_id = {e.event_id: e for e in self.state_events.values()}
         return self._by_id
+
+    def sorted_state(self) -> list[tuple[StateKey, Event]]:
+        """The current state in key order (the order a sync's `state` lists it in)."""
+        if self._sorted is None:
+            events = self.state_events
+            self._sorted = [(key, events[key]) for key in sorted(events)]
+        return self._sorted
+
+    def members(self) -> MembersOverview:
+        """The room's members counted by membership (a sync's room summary)."""
+        if self._members is None:
+            self._members = MembersOverview.of(self.state_events)
+        return self._members
+
+
+HERO_CANDIDATES = 6  # a room summary names at most five heroes, never the reader
+
+
+@dataclass(frozen=True)
+class MembersOverview:
+    """A room's members at one head: the counts a room summary gives, and the first few
+    current (joined or invited) and former (left or banned) members by user id, from
+    which a summary picks its heroes (leaving out the reader)."""
+
+    joined: int
+    invited: int
+    first_current: list[str]
+    first_former: list[str]
+
+    @staticmethod
+    def of(state: dict[StateKey, Event]) -> MembersOverview:
+        by_membership: dict[str, list[str]] = {}
+        for (event_type, state_key), event in state.items():
+            if event_type == "m.room.member":
+                membership = event.content.get("membership")
+                if isinstance(membership, str):
+                    by_membership.setdefault(membership, []).append(state_key)
+        joined, invited = by_membership.get("join", []), by_membership.get("invite", [])
+        former = by_membership.get("leave", []) + by_membership.get("ban", [])
+        return MembersOverview(len(joined), len(invited),
+                               heapq.nsmallest(HERO_CANDIDATES, joined + invited),
+                               heapq.nsmallest(HERO_CANDIDATES, former))
 
 
 def event_from_storage(stored: StoredEvent) -> Event:

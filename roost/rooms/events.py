@@ -147,6 +147,9 @@ class Event:
     # (client_api/event_format.py) and kept with it. The event never
     # changes, so neither does the form; redacted, the event is a new Event.
     client_form: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+    # The same form encoded as JSON without its closing brace, built by the first reader
+    # of a big state list (event_format.client_events_json).
+    client_json: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_pdu(cls, pdu: Mapping[str, Any], version: RoomVersion) -> Event:

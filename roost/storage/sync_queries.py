@@ -54,18 +54,18 @@ class SyncQueries:
         )
         return int(row[0]) if row else None
 
-    async def joined_users(self, room_ids: list[str]) -> set[str]:
-        """Everyone whose current membership is join in any of the rooms (one query)."""
-        if not room_ids:
+    async def joined_users(self, room_ids: list[str],
+                           among: set[str] | None = None) -> set[str]:
+        """Everyone (of `among`, when given) whose current membership is join in any of
+        the rooms (one query)."""
+        if not room_ids or among is not None and not among:
             return set()
-        rows = await self._db.run(
-            "joined_users_of_rooms",
-            lambda t: t.query(
-                "SELECT DISTINCT state_key FROM current_state WHERE room_id = ANY(%s)"
-                " AND type = 'm.room.member' AND membership = 'join'",
-                (room_ids,),
-            ),
-        )
+        sql = ("SELECT DISTINCT state_key FROM current_state WHERE room_id = ANY(%s)"
+               " AND type = 'm.room.member' AND membership = 'join'")
+        args: tuple[Any, ...] = (room_ids,)
+        if among is not None:
+            sql, args = sql + " AND state_key = ANY(%s)", (room_ids, list(among))
+        rows = await self._db.run("joined_users_of_rooms", lambda t: t.query(sql, args))
         return {r[0] for r in rows}
 
     async def latest_per_room(
@@ -180,6 +180,7 @@ class RecentEvents:
         self._kinds: dict[str, set[str]] = {}  # event id -> rel_types pointing at it
         self._loading = False
         self._waiting: list[defer.Deferred[None]] = []
+        self.loads = 0  # reads of the stream (tests and benchmarks)
 
     async def in_range(self, room_ids: Iterable[str], after: int, upto: int,
                        limit: int) -> list[StoredEvent]:
@@ -202,6 +203,12 @@ class RecentEvents:
         hi = bisect_right(self._positions, upto)
         picked = [e for e in self._events[lo:hi] if e.room_id in rooms]
         return picked[-limit:] if limit else []
+
+    async def catch_up(self, upto: int) -> None:
+        """Read the stream up to `upto` now, once, so that the readers a change wakes find
+        it in memory (nothing to do before the first reader set the window's start)."""
+        if self._start is not None and self._end < upto:
+            await self._catch_up(upto)
 
     def relation_kinds(self, event_ids: Iterable[str]) -> dict[str, frozenset[str]] | None:
         """event id -> the rel_types of relations pointing at it; None unless all are known."""
@@ -231,6 +238,7 @@ class RecentEvents:
 
     async def _extend(self, upto: int) -> None:
         after = self._end
+        self.loads += 1
         loaded = await self._queries.load_range(after, upto, self._max)
         if loaded.truncated:  # more than the window holds: start again from the newest
             self._clear(loaded.first_position)

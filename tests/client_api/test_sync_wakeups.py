@@ -3,7 +3,7 @@ and no one else: a presence change wakes only those who share a joined room with
 
 from __future__ import annotations
 
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from roost.client_api.sync import ChangeWaiter
@@ -84,3 +84,90 @@ class PresenceWakeTests(TestCase):
         await self._set_status(server, tokens["alice"], "here")
         self.assertEqual(fired, {"bob": [True], "carol": [True], "dave": [True]})
 
+
+
+class BatchedWakeTests(TestCase):
+    """Readers woken by a new event wait for the builder's preparation together."""
+
+    async def _setup(self) -> tuple[RunningServer, dict[str, str], str]:
+        server = await start_server(self, clock=_frozen_clock())
+        tokens = {n: (await server.register(n))["access_token"] for n in ("alice", "bob", "erin")}
+        room = (await server.request("POST", V3 + "/createRoom", {"preset": "public_chat"},
+                                     token=tokens["alice"])).body["room_id"]
+        for name in ("bob", "erin"):
+            joined = await server.request("POST", V3 + f"/rooms/{room}/join", {},
+                                          token=tokens[name])
+            assert joined.status == 200, joined.body
+        return server, tokens, room
+
+    async def _watch(self, server: RunningServer, waiter: ChangeWaiter,
+                     names: list[str]) -> dict[str, list[bool]]:
+        builder = server.hs.sync_builder
+        assert builder is not None
+        fired: dict[str, list[bool]] = {}
+        for name in names:
+            await builder._user_rooms.rooms(f"@{name}:test.roost")
+            fired[name] = []
+            watch = waiter.watch(f"@{name}:test.roost", 60, fired[name].append, self.fail)
+            self.addCleanup(watch.cancel)
+        return fired
+
+    async def _send(self, server: RunningServer, token: str, room: str, txn: str) -> None:
+        resp = await server.request("PUT", V3 + f"/rooms/{room}/send/m.room.message/{txn}",
+                                    {"msgtype": "m.text", "body": "hi"}, token=token)
+        assert resp.status == 200, resp.body
+
+    async def test_readers_are_held_until_prepared_then_woken_together(self) -> None:
+        server, tokens, room = await self._setup()
+        asked: list[int] = []
+        ready: defer.Deferred[None] = defer.Deferred()
+
+        def prepare(position: int) -> defer.Deferred[None]:
+            asked.append(position)
+            return ready
+
+        waiter = ChangeWaiter(server.hs.notifier, server.hs.clock,
+                              server.hs.sync_builder._user_rooms, prepare)  # type: ignore[union-attr,arg-type]
+        fired = await self._watch(server, waiter, ["bob", "erin"])
+        await self._send(server, tokens["alice"], room, "t1")
+        self.assertEqual(fired, {"bob": [], "erin": []})  # both held
+        self.assertEqual(asked, [server.hs.sync_builder.now().events])  # type: ignore[union-attr]
+        ready.callback(None)
+        self.assertEqual(fired, {"bob": [True], "erin": [True]})
+
+    async def test_a_failed_preparation_still_wakes_the_readers(self) -> None:
+        server, tokens, room = await self._setup()
+
+        def prepare(position: int) -> defer.Deferred[None]:
+            return defer.fail(RuntimeError("the window could not be read"))
+
+        waiter = ChangeWaiter(server.hs.notifier, server.hs.clock,
+                              server.hs.sync_builder._user_rooms, prepare)  # type: ignore[union-attr,arg-type]
+        fired = await self._watch(server, waiter, ["bob"])
+        await self._send(server, tokens["alice"], room, "t1")
+        self.assertEqual(fired, {"bob": [True]})
+
+    async def test_the_builder_prepares_the_new_events_once_for_all(self) -> None:
+        """With the real preparation: one read of the new events, then every woken long
+        poll answers with the event and its unread count."""
+        server, tokens, room = await self._setup()
+        builder = server.hs.sync_builder
+        assert builder is not None
+        for name in ("bob", "erin"):  # online now, and the window starts
+            first = await server.request("GET", V3 + "/sync", token=tokens[name])
+            await server.request("GET", V3 + f"/sync?since={q(first.body['next_batch'])}"
+                                 "&timeout=0", token=tokens[name])
+        since = builder.text(builder.now())
+        polls = {name: defer.ensureDeferred(server.request(
+            "GET", V3 + f"/sync?since={q(since)}&timeout=60000", token=tokens[name]))
+            for name in ("bob", "erin")}
+        await task.deferLater(reactor, 0.2, lambda: None)
+        loads = builder._recent.loads
+        await self._send(server, tokens["alice"], room, "t1")
+        for name, poll in polls.items():
+            body = (await poll).body
+            joined = body["rooms"]["join"][room]
+            self.assertEqual([e["content"]["body"] for e in joined["timeline"]["events"]],
+                             ["hi"], name)
+            self.assertEqual(joined["unread_notifications"]["notification_count"], 1)
+        self.assertEqual(builder._recent.loads - loads, 1)

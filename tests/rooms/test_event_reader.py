@@ -203,3 +203,38 @@ class RecentLocalEventsTests(TestCase):
         self.assertIsNone(recent.between(0, 1))  # the oldest was forgotten
         self.assertEqual(recent.between(3, 5), [(4, events[2]), (5, events[3])])
         self.assertIsNone(recent.between(0, 100))
+
+
+class HeadMembersTests(TestCase):
+    """What a sync reads of a big room's state once per head (its state in key order, its
+    members counted) follows every persist: a head's copy starts without them."""
+
+    async def test_sorted_state_and_member_counts_follow_joins_and_leaves(self) -> None:
+        server = await start_server(self)
+        tokens = {u: (await server.register(u))["access_token"] for u in ("alice", "bob", "carol")}
+        room = (await server.request("POST", V3 + "/createRoom", {"preset": "public_chat"},
+                                     token=tokens["alice"])).body["room_id"]
+        engine: Any = server.hs.engine
+
+        async def check(joined: int, heroes: list[str]) -> None:
+            state = await engine.current_state_events(room)
+            self.assertEqual(await engine.current_state_sorted(room), sorted(state.items()))
+            self.assertEqual((await engine.members_overview(room)).joined, joined)
+            body = (await server.request("GET", V3 + "/sync", token=tokens["alice"])).body
+            summary = body["rooms"]["join"][room]["summary"]
+            self.assertEqual((summary["m.joined_member_count"], summary["m.heroes"]),
+                             (joined, heroes))
+            current = {e.event_id for e in state.values()}
+            in_state = {e["event_id"] for e in body["rooms"]["join"][room]["state"]["events"]}
+            in_timeline = {e["event_id"] for e in body["rooms"]["join"][room]["timeline"]["events"]}
+            self.assertLessEqual(in_state, current)
+            self.assertEqual(current - in_timeline, in_state)
+
+        await check(1, [])
+        for user in ("carol", "bob"):
+            resp = await server.request("POST", V3 + f"/rooms/{room}/join", {},
+                                        token=tokens[user])
+            self.assertEqual(resp.status, 200, resp.body)
+        await check(3, ["@bob:test.roost", "@carol:test.roost"])
+        await server.request("POST", V3 + f"/rooms/{room}/leave", {}, token=tokens["bob"])
+        await check(2, ["@carol:test.roost"])
