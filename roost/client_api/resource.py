@@ -28,6 +28,7 @@ from twisted.web.resource import Resource
 from roost.client_api.errors import MatrixError, limit_exceeded
 from roost.client_api.guests import check_guest
 from roost.http.bodies import Answered, QueryArgs, json_object, parse_json, write_json
+from roost.http.channel import lean_channel
 from roost.http.limits import LimitedRequest, LimitedSite
 from roost.http.routing import RouteTable, compile_template
 
@@ -152,7 +153,10 @@ class ForwardedRequest(LimitedRequest):
 
 class RoostSite(LimitedSite):
     """The client listener's Site: bodies limited (413 early, never a reset; see
-    roost.http.limits), large ones spooled to disk, and no access log of Twisted's own."""
+    roost.http.limits), large ones spooled to disk, no access log of Twisted's own, and
+    request headers stored once (roost.http.channel)."""
+
+    protocol = lean_channel
 
     def __init__(self, resource: Resource, max_body_bytes: int, x_forwarded: bool = False,
                  **kwargs: Any) -> None:

@@ -1,6 +1,7 @@
 """JSON answers written in one go (roost.http.answers) stay correct HTTP/1.1: keep-alive
 and pipelining, HEAD, HTTP/1.0, Connection: close, Content-Length, Date, Server and CORS
-on every answer, errors included; headers given as text cannot inject lines."""
+on every answer, errors included; headers given as text cannot inject lines. Request
+headers stored once (roost.http.channel) are still checked as Twisted checks them."""
 
 from __future__ import annotations
 
@@ -96,6 +97,43 @@ class AnswerTests(TestCase):
             _talk, port, b"GET %s HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" % VERSIONS, 1)
         self.assertEqual(answers[0][0], b"HTTP/1.0 200 OK")
         self.assertTrue(closed)
+
+
+def _until_closed(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(data)
+        received = b""
+        while got := s.recv(65536):
+            received += got
+        return received
+
+
+class RequestHeaderTests(TestCase):
+    async def test_headers_are_checked_canonicalised_and_kept(self) -> None:
+        server = await start_server(self)
+        port = int(server.base_url.rsplit(":", 1)[1])
+        token = (await server.register("alice"))["access_token"]
+        whoami = b"GET /_matrix/client/v3/account/whoami HTTP/1.1\r\nHost: x\r\n"
+        # Any capitalisation of a name, and the value's surrounding blanks dropped.
+        answers, _ = await threads.deferToThread(
+            _talk, port, whoami + b"aUtHoRiZaTiOn: \t Bearer %s \r\n\r\n" % token.encode(), 1)
+        self.assertEqual(json.loads(answers[0][2])["user_id"], "@alice:" + server.hs.config.server_name)
+        # Bodies by Content-Length and chunked still arrive whole.
+        body = b'{"type": "m.login.password", "user": "alice", "password": "wrong"}'
+        login = b"POST /_matrix/client/v3/login HTTP/1.1\r\nHost: x\r\n"
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        answers, _ = await threads.deferToThread(_talk, port, (
+            login + b"Content-Length: %d\r\n\r\n" % len(body) + body
+            + login + b"Transfer-Encoding: chunked\r\n\r\n" + chunked), 2)
+        for status, _headers, answer in answers:
+            self.assertEqual((status, json.loads(answer)["errcode"]),
+                             (b"HTTP/1.1 403 Forbidden", "M_FORBIDDEN"))
+        # Malformed lines, NUL in a value, bad names, too many headers: 400 and closed.
+        for bad in (b"NoColonHere\r\n", b"X-A: a\x00b\r\n", b"Bad Name: x\r\n",
+                    b"".join(b"X-%d: v\r\n" % n for n in range(600))):
+            answer = await threads.deferToThread(
+                _until_closed, port, b"GET /_matrix/client/versions HTTP/1.1\r\n" + bad + b"\r\n")
+            self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request"), answer[:80])
 
 
 class HeaderTests(TestCase):
