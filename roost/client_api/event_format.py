@@ -47,9 +47,11 @@ def client_event(
 
 
 def client_events_json(events: list[LoadedEvent], now_ms: int,
-                       redactions: Mapping[str, JsonDict]) -> RawJson | None:
+                       redactions: Mapping[str, JsonDict],
+                       relations: Mapping[str, JsonDict] | None = None) -> RawJson | None:
     """The same list as `client_event` gives for each event (`redactions`: redaction id ->
-    its served form), encoded: a JSON array written into the answer as it is.
+    its served form; `relations`: event id -> its aggregated relations), encoded: a JSON
+    array written into the answer as it is.
 
     For big lists of state events (/members, /state, an initial sync's `state`): each
     event's fixed part is encoded once and kept with it (`Event.client_json`, the
@@ -61,8 +63,8 @@ def client_events_json(events: list[LoadedEvent], now_ms: int,
     """
     try:
         forms = [e.event.client_json or _encoded_form(e.event) for e in events]
-        if redactions:
-            parts = [_one_json(loaded, fixed, ts, now_ms, redactions)
+        if redactions or relations:
+            parts = [_one_json(loaded, fixed, ts, now_ms, redactions, relations or {})
                      for loaded, (fixed, ts) in zip(events, forms, strict=True)]
         else:  # (the common case, in one comprehension: ~1 µs an event of a big room)
             parts = [b'%b,"unsigned":{"age":%d}}' % (fixed, now_ms - ts if ts < now_ms else 0)
@@ -81,10 +83,11 @@ def _encoded_form(event: Event) -> tuple[bytes, int]:
 
 
 def _one_json(loaded: LoadedEvent, fixed: bytes, ts: int, now_ms: int,
-              redactions: Mapping[str, JsonDict]) -> bytes:
+              redactions: Mapping[str, JsonDict], relations: Mapping[str, JsonDict]) -> bytes:
     redaction = redactions.get(loaded.redacted_by) if loaded.redacted_by else None
-    if redaction is not None:
-        return orjson.dumps(client_event(loaded, now_ms, redaction))
+    related = relations.get(loaded.event.event_id)
+    if redaction is not None or related:
+        return orjson.dumps(client_event(loaded, now_ms, redaction, related))
     return b'%b,"unsigned":{"age":%d}}' % (fixed, now_ms - ts if ts < now_ms else 0)
 
 
