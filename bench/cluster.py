@@ -3,7 +3,7 @@ fan-out, for a layout of writers and readers, against one process.
 
     .venv/bin/python bench/cluster.py --layout single|1w2r|2w2r [--workload sends|fanout]
         [--rooms 40] [--messages 25] [--receivers 200] [--rate 10] [--seconds 10]
-        [--transactions]
+        [--transactions] [--compare single --pairs 4]
 
 Every layout runs behind contrib/nginx/roost-workers.conf (plain HTTP here: only the
 listen lines and the upstream ports are changed, the TLS lines dropped), on a fresh
@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -337,9 +338,25 @@ async def fanout_through(cluster: Cluster, receivers: int, rate: float,
             "nginx_cpu_ms_per_message": round((nginx1 - nginx0) * 1000 / count, 1)}
 
 
+def run_one(layout: str, args: argparse.Namespace) -> dict[str, Any]:
+    with Cluster(layout, args.transactions) as cluster:
+        if args.workload == "sends":
+            result = asyncio.run(sends(cluster, args.rooms, args.messages))
+        else:
+            result = asyncio.run(fanout_through(cluster, args.receivers, args.rate,
+                                                args.seconds))
+        result["roost_rss_mib_all_processes"] = round(cluster.rss_mib(), 1)
+    print_result(f"cluster_{args.workload}_{layout}", result)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="1w2r")
+    parser.add_argument("--compare", choices=sorted(LAYOUTS), default=None,
+                        help="sends: run this layout right after each --layout run and"
+                             " print the rate ratio layout / compare of each pair")
+    parser.add_argument("--pairs", type=int, default=1, help="how many back-to-back pairs")
     parser.add_argument("--workload", choices=("sends", "fanout"), default="sends")
     parser.add_argument("--rooms", type=int, default=40)
     parser.add_argument("--messages", type=int, default=25)
@@ -349,14 +366,16 @@ def main() -> None:
     parser.add_argument("--transactions", action="store_true",
                         help="also count database transactions per message, by process")
     args = parser.parse_args()
-    with Cluster(args.layout, args.transactions) as cluster:
-        if args.workload == "sends":
-            result = asyncio.run(sends(cluster, args.rooms, args.messages))
-        else:
-            result = asyncio.run(fanout_through(cluster, args.receivers, args.rate,
-                                                args.seconds))
-        result["roost_rss_mib_all_processes"] = round(cluster.rss_mib(), 1)
-    print_result(f"cluster_{args.workload}_{args.layout}", result)
+    if args.compare is None or args.workload != "sends":
+        run_one(args.layout, args)
+        return
+    # On a shared machine only runs made back to back compare: the load moves between pairs.
+    ratios = []
+    for _ in range(args.pairs):
+        against = run_one(args.compare, args)["sends_per_s"]
+        ratios.append(round(run_one(args.layout, args)["sends_per_s"] / against, 2))
+    print_result(f"cluster_sends_{args.layout}_over_{args.compare}", {
+        "rate_ratios": ratios, "median": round(statistics.median(ratios), 2)})
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from roost.client_api.typing import TypingTracker
 from roost.rooms.engine import LoadedEvent, RoomEngine
 from roost.rooms.events import Event
 from roost.storage.events import StoredEvent, SyncEventStore
+from roost.storage.notifier import Notifier
 from roost.storage.room_state import UserRoomsCache
 from roost.storage.streams import StreamIdGenerator
 from roost.storage.sync_data import AccountDataStore
@@ -63,7 +64,10 @@ class SyncBuilder:
         presence: Presence | None, user_rooms: UserRoomsCache,
         queries: SyncQueries,
         remote_invite_state: Callable[[str, str], Awaitable[list[Any] | None]] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
+        self._notifier = notifier
+        self._last_version = -1  # the notifier's version `_last` was computed at
         self._engine = engine
         self._view = view
         self._events = events
@@ -104,6 +108,7 @@ class SyncBuilder:
             raise ValueError(f"{name} is not a StreamToken field or is already registered")
         self._positions[name] = current
         self._currents = _in_token_order(self._positions)
+        self._last_version = -1
 
     def add_section(self, key: str, build: SectionBuild,
                     is_news: Callable[[Any], bool] = any_value) -> None:
@@ -136,7 +141,16 @@ class SyncBuilder:
         """The persisted-up-to position of every stream, read at one instant.
 
         Asked several times per long poll and per socket round: while no stream
-        moves, the same token (and its written form, `text`) is handed out again."""
+        moves, the same token (and its written form, `text`) is handed out again.
+        With the notifier given, the positions are not even read again until it
+        has announced something: every stream position moves only together with
+        an announcement (storage/streams.py, shared_streams.py, typing), so a
+        token kept meanwhile is the current one."""
+        notifier = self._notifier
+        if notifier is not None:
+            if notifier.version == self._last_version:
+                return self._last[1]
+            self._last_version = notifier.version
         positions = tuple([current() for current in self._currents])
         if positions != self._last[0]:
             token = StreamToken(*positions)

@@ -346,7 +346,8 @@ def _register_sync(router: Router, db: Database, clock: IReactorTime, notifier: 
     builder = SyncBuilder(engine, view, SyncEventStore(db), streams["events"], typing_tracker,
                           receipt_service, account_store, streams["account_data"],
                           presence_tracker, user_rooms, queries=SyncQueries(db),
-                          remote_invite_state=FederationInboundStore(db).remote_invite_state)
+                          remote_invite_state=FederationInboundStore(db).remote_invite_state,
+                          notifier=notifier)
     waiter = sync.ChangeWaiter(notifier, clock, user_rooms, builder.prepare)
     sync.register(router, builder, waiter, filters, presence_tracker)
     return builder, waiter, typing_tracker

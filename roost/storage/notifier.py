@@ -40,6 +40,10 @@ class Notifier:
         self._caches: dict[Listener, None] = {}
         self._listeners: dict[Listener, None] = {}
         self.positions: dict[str, int] = {}
+        # Bumped by every announcement, before anyone hears of it: a reader that computed
+        # something from stream positions may keep it while this has not moved, since
+        # every position that readers read moves only together with an announcement.
+        self.version = 0
 
     def add_cache(self, listener: Listener) -> None:
         """Call `listener` on every change, before any reader hears of it."""
@@ -57,6 +61,7 @@ class Notifier:
     def notify(
         self, stream: str, position: int, rooms: Iterable[str] = (), users: Iterable[str] = ()
     ) -> None:
+        self.version += 1
         if position > self.positions.get(stream, 0):
             self.positions[stream] = position
         change = StreamChange(stream, position, frozenset(rooms), frozenset(users))
