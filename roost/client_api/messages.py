@@ -108,7 +108,7 @@ def register(
         visible = await view.visible(room_id, user, loaded, reader)
         # The page's read named what relates to each event: no aggregation query for none.
         kinds = {s.event_id: s.relation_kinds for s in page if s.relation_kinds is not None}
-        body: JsonDict = {"chunk": await view.serialize(visible, user, relation_kinds=kinds),
+        body: JsonDict = {"chunk": await view.serialize_json(visible, user, relation_kinds=kinds),
                           "start": f"s{start}"}
         if stopped_at is not None:  # a wildcard filter's scan stopped short: go on from there
             body["end"] = f"s{stopped_at - 1}" if backwards else f"s{stopped_at}"

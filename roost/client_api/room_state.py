@@ -59,7 +59,7 @@ def register(router: Router, engine: RoomEngine, view: RoomView) -> None:
         events = await load(sorted(ids))
         if at is not None:
             events = await _members_at(view, room_id, at, events)
-        chosen = [
+        chosen = events if wanted is None and unwanted is None else [
             e for e in events
             if (wanted is None or e.event.content.get("membership") == wanted)
             and (unwanted is None or e.event.content.get("membership") != unwanted)

@@ -128,6 +128,20 @@ class RoomView:
                                        relations.get(loaded.event.event_id)))
         return result
 
+    async def serialize_json(self, events: list[LoadedEvent], user_id: str,
+                             relation_kinds: Mapping[str, frozenset[str]] | None = None,
+                             ) -> RawJson | list[JsonDict]:
+        """`serialize`'s answer encoded (event_format.client_events_json), for a list
+        written into an answer as it is (a /messages page)."""
+        redaction_ids = [e.redacted_by for e in events if e.redacted_by]
+        redactions = await self.engine.get_events(redaction_ids) if redaction_ids else {}
+        now = self.now_ms()
+        relations = await self._aggregate(events, user_id, relation_kinds)
+        served = {rid: client_event(loaded, now) for rid, loaded in redactions.items()}
+        encoded = client_events_json(events, now, served, relations)
+        return encoded if encoded is not None else await self.serialize(
+            events, user_id, relation_kinds=relation_kinds)
+
     async def serialize_state(self, lists: list[list[LoadedEvent]]
                               ) -> list[RawJson | list[JsonDict]]:
         """Several lists of state events served as `serialize` serves them without

@@ -147,9 +147,10 @@ class Event:
     # (client_api/event_format.py) and kept with it. The event never
     # changes, so neither does the form; redacted, the event is a new Event.
     client_form: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
-    # The same form encoded as JSON without its closing brace, built by the first reader
-    # of a big state list (event_format.client_events_json).
-    client_json: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    # The same form encoded as JSON without its closing brace, with origin_server_ts, built
+    # by the first reader of a big state list (event_format.client_events_json).
+    client_json: tuple[bytes, int] | None = field(default=None, init=False, repr=False,
+                                                  compare=False)
 
     @classmethod
     def from_pdu(cls, pdu: Mapping[str, Any], version: RoomVersion) -> Event:

@@ -54,6 +54,18 @@ class EncodedStateListTests(TestCase):
         self.assertEqual(expected[1]["unsigned"], {"age": 0})
         self.assertEqual(json.loads(client_events_json([], NOW, {}).raw), [])  # type: ignore[union-attr]
 
+    def test_events_with_relations_carry_them(self) -> None:
+        v10 = KNOWN_ROOM_VERSIONS["10"]
+        events = [LoadedEvent(_event(v10, "m.room.message", {"body": str(i)}), i, None, False)
+                  for i in range(3)]
+        relations = {events[1].event.event_id: {"m.annotation": {"chunk": [
+            {"type": "m.reaction", "key": "👍", "count": 2}]}}}
+        encoded = client_events_json(events, NOW, {}, relations)
+        assert encoded is not None
+        self.assertEqual(json.loads(encoded.raw), [
+            client_event(e, NOW, None, relations.get(e.event.event_id)) for e in events])
+        self.assertIn("m.relations", json.loads(encoded.raw)[1]["unsigned"])
+
     def test_what_orjson_cannot_write_is_left_to_the_dicts(self) -> None:
         v5 = KNOWN_ROOM_VERSIONS["5"]  # rooms before v6 may hold integers past 64 bits
         pdu = dict(_event(v5, "m.room.topic", {"topic": "x"}, "").pdu)
