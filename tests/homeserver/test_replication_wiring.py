@@ -61,16 +61,7 @@ class TwoProcessTests(TestCase):
                 data_dir, workers=_workers(internal_port),
                 redis={"enabled": True, "host": redis_at[0], "port": redis_at[1],
                        "key_prefix": redis_at[2]}).for_worker(name)
-            hs = await build_homeserver(config, reactor, dsn=dsn)
-            port = reactor.listenTCP(0, hs.client_site, interface="127.0.0.1")
-            server = RunningServer(hs, f"http://127.0.0.1:{port.getHost().port}", port,
-                                   HTTPConnectionPool(reactor, persistent=False))
-            self.addCleanup(lambda s=server: _as_deferred(s.stop()))
-            if hs.internal_site is not None:
-                internal = reactor.listenTCP(internal_port, hs.internal_site,
-                                             interface="127.0.0.1")
-                self.addCleanup(internal.stopListening)
-            servers.append(server)
+            servers.append(await _start_worker(self, config, dsn, internal_port))
         return servers[0], servers[1]
 
     async def _room(self, writer: RunningServer) -> tuple[dict[str, Any], dict[str, Any], str]:
@@ -262,16 +253,7 @@ class TwoWriterTests(TestCase):
                 data_dir, workers=_two_writers(ports),
                 redis={"enabled": True, "host": redis.host, "port": redis.port,
                        "key_prefix": redis.prefix}).for_worker(name)
-            hs = await build_homeserver(config, reactor, dsn=dsn)
-            port = reactor.listenTCP(0, hs.client_site, interface="127.0.0.1")
-            server = RunningServer(hs, f"http://127.0.0.1:{port.getHost().port}", port,
-                                   HTTPConnectionPool(reactor, persistent=False))
-            self.addCleanup(lambda s=server: _as_deferred(s.stop()))
-            if hs.internal_site is not None:
-                internal = reactor.listenTCP(ports[name], hs.internal_site,
-                                             interface="127.0.0.1")
-                self.addCleanup(internal.stopListening)
-            servers[name] = server
+            servers[name] = await _start_worker(self, config, dsn, ports.get(name, 0))
         return servers
 
     async def test_a_reader_sees_every_event_of_both_writers_exactly_once(self) -> None:
@@ -400,3 +382,18 @@ def _lock_extremities(dsn: str, room: str) -> Any:
     with conn.cursor() as cur:
         cur.execute("SELECT * FROM forward_extremities WHERE room_id = %s FOR UPDATE", (room,))
     return conn
+
+
+async def _start_worker(test: TestCase, config: Any, dsn: str,
+                        internal_port: int) -> RunningServer:
+    """One worker of the cluster in this process: its client listener on a free port and,
+    for a writer, its internal listener on `internal_port`; both stopped at cleanup."""
+    hs = await build_homeserver(config, reactor, dsn=dsn)
+    port = reactor.listenTCP(0, hs.client_site, interface="127.0.0.1")
+    server = RunningServer(hs, f"http://127.0.0.1:{port.getHost().port}", port,
+                           HTTPConnectionPool(reactor, persistent=False))
+    test.addCleanup(lambda: _as_deferred(server.stop()))
+    if hs.internal_site is not None:
+        internal = reactor.listenTCP(internal_port, hs.internal_site, interface="127.0.0.1")
+        test.addCleanup(internal.stopListening)
+    return server
