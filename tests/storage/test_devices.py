@@ -4,6 +4,7 @@ database as it was when its request came in."""
 from __future__ import annotations
 
 from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from roost.storage.accounts import UserStore
@@ -41,12 +42,27 @@ class SessionAuthTests(TestCase):
 
     async def test_a_check_arriving_after_a_logout_sees_it(self) -> None:
         """And the row the first check read is not kept: it raced the logout."""
-        _db, store, queries = await self._store()
-        first = defer.ensureDeferred(store.session_auth("s1"))  # its query is running
+        db, store, queries = await self._store()
+        # The first check's query reads the row, then its answer is held back until the
+        # logout has committed: the order that matters, made certain rather than hoped for.
+        gate: defer.Deferred[None] = defer.Deferred()
+        real_run = db.run
+
+        async def held_run(desc: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+            result = await real_run(desc, fn, *args, **kwargs)
+            if desc == "session_auth" and not gate.called:
+                await gate
+            return result
+
+        db.run = held_run  # type: ignore[method-assign]
+        first = defer.ensureDeferred(store.session_auth("s1"))
+        while queries.count("session_auth") < 1:  # its query has run
+            await deferLater(reactor, 0.01)
         await store.end_session("s1", delete_device=False)
-        after = await store.session_auth("s1")  # arrived after the logout committed
-        self.assertIsNone(after)
+        after = defer.ensureDeferred(store.session_auth("s1"))  # arrived after the logout
+        gate.callback(None)
         self.assertEqual(await first, ("@u1:hs", "D", False))  # read before the logout
+        self.assertIsNone(await after)
         self.assertIsNone(store.cached_session("s1"))
         self.assertIsNone(await store.session_auth("s1"))
         self.assertEqual(queries.count("session_auth"), 3)
