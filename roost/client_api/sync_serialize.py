@@ -41,8 +41,9 @@ class SyncSerializer:
             if plan.shared is not None:
                 assert plan.shared.shaped is not None
                 out[room_id] = plan.shared.shaped
-                mine += [(room_id, i, e) for i, e in enumerate(plan.timeline)
-                         if e.event.sender == user_id]
+                if user_id in plan.shared.senders:
+                    mine += [(room_id, i, e) for i, e in enumerate(plan.timeline)
+                             if e.event.sender == user_id]
         if not mine or device_id is None:
             return out
         stored = await self._queries.txn_ids(user_id, device_id,
@@ -84,25 +85,8 @@ class SyncSerializer:
         transaction id."""
         own = [p for p in plans.values() if p.shared is None]
         shared_served = await self._shared_served(plans, user_id, device_id, filt)
-        timeline = [e for p in own for e in p.timeline]
-        state = [e for p in own for e in p.state]
-        served: list[JsonDict] = []
-        if timeline:
-            kinds = self._recent.relation_kinds(e.event.event_id for e in timeline)
-            served = await self._view.serialize(timeline, user_id, relation_kinds=kinds)
-            await self._add_transaction_ids(served, timeline, user_id, device_id)
-        served_state: Iterator[Any]
-        if filt.event_fields is not None or filt.event_format != "client":
-            served = [filt.shape(b, e.event.pdu) for b, e in zip(served, timeline, strict=True)]
-            state_bodies = await self._view.serialize(state, user_id, with_relations=False) \
-                if state else []
-            flat = iter([filt.shape(b, e.event.pdu)
-                         for b, e in zip(state_bodies, state, strict=True)])
-            served_state = iter([[next(flat) for _ in p.state] for p in own])
-        else:  # each room's state list encoded once (a big room's: thousands of events)
-            served_state = iter(await self._view.serialize_state([p.state for p in own])
-                                if state else [[] for _ in own])
-        served_timeline = iter(served)
+        served_timeline, served_state = await self._serve_own(own, user_id, device_id, filt) \
+            if own else (iter(()), iter(()))
         for room_id, plan in plans.items():
             if plan.shared is not None:
                 events = shared_served[room_id]
@@ -124,6 +108,30 @@ class SyncSerializer:
             else:
                 room["ephemeral"] = {"events": plan.ephemeral}
                 out["join"][room_id] = room
+
+    async def _serve_own(self, own: list[RoomPlan], user_id: str, device_id: str | None,
+                         filt: SyncFilter) -> tuple[Iterator[JsonDict], Iterator[list[JsonDict]]]:
+        """The events of the plans served for this receiver alone: every timeline event in
+        order, and each plan's state list."""
+        timeline = [e for p in own for e in p.timeline]
+        state = [e for p in own for e in p.state]
+        served: list[JsonDict] = []
+        if timeline:
+            kinds = self._recent.relation_kinds(e.event.event_id for e in timeline)
+            served = await self._view.serialize(timeline, user_id, relation_kinds=kinds)
+            await self._add_transaction_ids(served, timeline, user_id, device_id)
+        served_state: Iterator[Any]
+        if filt.event_fields is not None or filt.event_format != "client":
+            served = [filt.shape(b, e.event.pdu) for b, e in zip(served, timeline, strict=True)]
+            state_bodies = await self._view.serialize(state, user_id, with_relations=False) \
+                if state else []
+            flat = iter([filt.shape(b, e.event.pdu)
+                         for b, e in zip(state_bodies, state, strict=True)])
+            served_state = iter([[next(flat) for _ in p.state] for p in own])
+        else:  # each room's state list encoded once (a big room's: thousands of events)
+            served_state = iter(await self._view.serialize_state([p.state for p in own])
+                                if state else [[] for _ in own])
+        return iter(served), served_state
 
 
 def _client_txn_id(event: Event, stored: str) -> str:
