@@ -69,8 +69,7 @@ class UnreadCounts:
         `unread_thread_notifications`) for every room given."""
         if not room_ids:
             return {}
-        if self._evaluator.position < events_position:  # else no Deferred to wait on
-            await self._evaluator.reached(events_position, CATCH_UP_TIMEOUT_S)
+        await self._evaluator.reached(events_position, CATCH_UP_TIMEOUT_S)
         cache = self._evaluator.counts
         counts, missing = cache.get(user_id, room_ids)
         if missing:
@@ -87,9 +86,6 @@ class UnreadCounts:
                 others = {t: _counts(*c) for t, c in threads.items() if t != MAIN}
                 if others:
                     fields["unread_thread_notifications"] = others
-            elif len(threads) <= 1:  # the common case: nothing unread, or the main thread's
-                fields = {"unread_notifications": _counts(*next(iter(threads.values()),
-                                                                 (0, 0)))}
             else:
                 total = (sum(c[0] for c in threads.values()), sum(c[1] for c in threads.values()))
                 fields = {"unread_notifications": _counts(*total)}
