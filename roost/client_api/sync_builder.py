@@ -178,7 +178,8 @@ class SyncBuilder:
         now = self.now()
         if since == now and not full_state and not self._sections:
             return _empty_body(now), now  # nothing anywhere has moved: no query needed
-        memberships = await self._user_rooms.rooms_at(user_id, now.events)
+        memberships = self._user_rooms.held_at(user_id, now.events) \
+            or await self._user_rooms.rooms_at(user_id, now.events)
         if since is not None and not full_state and self._quiet(user_id, since, now):
             filt = filt.ignoring(self._ignored[user_id])
             request = SyncRequest(user_id, device_id, since, now, filt, full_state)
@@ -248,8 +249,10 @@ class SyncBuilder:
             by_room: dict[str, list[StoredEvent]] = {}
             for stored in fresh:
                 by_room.setdefault(stored.room_id, []).append(stored)
+            now_ms = self._view.now_ms()
             for room_id, raw in by_room.items():
-                shared = await self._shared_part(room_id, raw, since, now, filt)
+                shared = self._shared.get(room_id, since.events, now.events, filt, now_ms) \
+                    or await self._new_shared_part(room_id, raw, since, now, filt, now_ms)
                 if shared is not EMPTY:
                     plans[room_id] = shared.plan()
         out: JsonDict = {"join": {}, "invite": {}, "leave": {}}
@@ -382,6 +385,11 @@ class SyncBuilder:
         found = self._shared.get(room_id, since.events, now.events, filt, now_ms)
         if found is not None:
             return found
+        return await self._new_shared_part(room_id, raw, since, now, filt, now_ms)
+
+    async def _new_shared_part(self, room_id: str, raw: list[StoredEvent], since: SyncToken,
+                               now: SyncToken, filt: SyncFilter, now_ms: int) -> SharedRoom:
+        """Plan and serve the room's shared part (none was kept), and keep it."""
         new = self._wanted(raw, filt)
         gap = self._state.state_before_timeline(raw, new, filt)
         if not new and not gap:
