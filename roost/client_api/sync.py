@@ -227,7 +227,10 @@ def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters
     async def sync(req: ApiRequest) -> JsonDict:
         user = req.user.user_id
         since_raw = req.arg("since")
-        since = StreamToken.parse(since_raw, "since") if since_raw else None
+        since: StreamToken | None = None
+        if since_raw:  # most polls come back with the current token: taken as it is
+            now = builder.now()
+            since = now if since_raw == builder.text(now) else StreamToken.parse(since_raw)
         filt = await load_filter(user, req.arg("filter"))
         full_state = req.bool_arg("full_state")
         timeout_ms = req.int_arg("timeout", 0) or 0
@@ -237,11 +240,11 @@ def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters
         if set_presence not in ("online", "offline", "unavailable"):
             raise invalid_param("set_presence must be online, offline or unavailable")
         if presence is not None and set_presence == "online":
-            presence.user_active(user)
-        elif presence is not None and set_presence == "unavailable":
-            status = presence.get(user).get("status_msg")
-            await presence.set_presence(user, "unavailable", status)
-        if presence is not None:
+            presence.polled(user)
+        elif presence is not None:
+            if set_presence == "unavailable":
+                status = presence.get(user).get("status_msg")
+                await presence.set_presence(user, "unavailable", status)
             presence.connection_opened(user)
         try:
             return await _long_poll(builder, waiter, user, req.user.device_id, since, filt,
@@ -265,7 +268,8 @@ async def _long_poll(builder: SyncBuilder, waiter: ChangeWaiter, user: str,
     """
     deadline = waiter.clock.seconds() + timeout_s
     while True:
-        if since is not None and not full_state and builder.now() == since:
+        if since is not None and not full_state and (builder.now() is since
+                                                     or builder.now() == since):
             remaining = deadline - waiter.clock.seconds()
             if remaining > 0 and await waiter.wait(user, remaining):
                 continue  # something for this user landed: build from `since`

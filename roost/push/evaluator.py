@@ -254,7 +254,7 @@ class PushEvaluator:
                 elif next_upto > upto:
                     ahead = (rows[-1][0] if len(rows) == READ_BATCH else next_upto,
                              _parse(rows))
-                self.counts.add(actions, [(u, r) for u, r, _, _ in own_reads])
+                self.counts.add(actions, [(u, r) for u, r, _, _ in own_reads], upto)
                 self.position = upto
                 self._release(upto)
                 for listener in self.on_actions:

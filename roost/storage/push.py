@@ -256,6 +256,33 @@ class PushActionStore:
             out.setdefault(room, {})[thread] = (int(count), int(highlights))
         return out
 
+    async def unread_counts_at(self, user_id: str, room_ids: list[str]
+                               ) -> tuple[dict[str, dict[str, tuple[int, int]]], int | None]:
+        """`unread_counts`, and the evaluator's stored position they are as of (None: it
+        never ran). One statement, so both come from one snapshot: a process that follows
+        the evaluator's increments (push/shared_counts.py) keeps the counts only when they
+        are as of the position it has applied."""
+        if not room_ids:
+            return {}, await self.get_position()
+        rows = await self._db.run(
+            "push_unread_counts_at",
+            lambda t: t.query(
+                _READS + ", counts AS (SELECT a.room_id, a.thread_id, COUNT(*) AS n,"
+                " COUNT(*) FILTER (WHERE a.highlight) AS h FROM push_actions a" + _JOIN_READS +
+                " WHERE a.room_id = ANY(%(rooms)s) AND %(user)s = ANY(a.user_ids) AND "
+                + _UNREAD + " GROUP BY a.room_id, a.thread_id)"
+                " SELECT p.stream_position, c.room_id, c.thread_id, c.n, c.h"
+                " FROM (SELECT (SELECT stream_position FROM push_evaluator_position)"
+                " AS stream_position) p LEFT JOIN counts c ON true",
+                {"user": user_id, "rooms": room_ids, "never": _NEVER}))
+        out: dict[str, dict[str, tuple[int, int]]] = {}
+        position = None
+        for stored, room, thread, count, highlights in rows:
+            position = None if stored is None else int(stored)
+            if room is not None:
+                out.setdefault(room, {})[thread] = (int(count), int(highlights))
+        return out, position
+
     async def total_unread(self, user_id: str) -> int:
         """Unread notifications over all the user's rooms (the badge a push carries)."""
         def txn_fn(txn: Txn) -> int:
