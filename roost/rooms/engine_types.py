@@ -246,6 +246,24 @@ class EventCache:
         self._put(event)
         return event
 
+    def loaded(self, stored: list[StoredEvent]) -> list[LoadedEvent]:
+        """`event` for each row, as served (LoadedEvent): one loop without a call per
+        event, for history pages (100 events a /messages page)."""
+        entries = self._entries
+        out = []
+        for row in stored:
+            entry = entries.get(row.event_id)
+            if entry is not None and entry.room_id == row.room_id \
+                    and entry.version.identifier == row.room_version \
+                    and entry.canonical_bytes == row.pdu_json.encode("utf-8"):
+                entries.move_to_end(row.event_id)
+            else:
+                entry = event_from_storage(row)
+                self._put(entry)
+            out.append(LoadedEvent(entry, row.stream_ordering, row.redacted_by,
+                                   row.rejected_reason is not None))
+        return out
+
     def remember(self, event: Event, pdu_json: str) -> None:
         """Keep an event just persisted (the newest events are the most read), if `pdu_json`,
         what storage holds, is its canonical JSON (as a local event's row always is)."""
