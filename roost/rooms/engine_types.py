@@ -10,7 +10,7 @@ import heapq
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from roost.rooms.events import Event, parse_canonical
 from roost.rooms.versions import RoomVersion, get_room_version
@@ -55,9 +55,12 @@ class NewEvent:
     txn_key: tuple[str, str, str] | None = None  # (user, device, txn id)
 
 
-@dataclass(frozen=True)
-class LoadedEvent:
-    """An event read back from storage, with what serving it needs."""
+class LoadedEvent(NamedTuple):
+    """An event read back from storage, with what serving it needs.
+
+    A named tuple, not a frozen dataclass: built for every event of every page read
+    (about a fifth of the time a frozen dataclass takes to build) and held for every
+    state event of a cached room head (72 bytes instead of about 150 with its dict)."""
 
     event: Event
     stream_ordering: int | None
