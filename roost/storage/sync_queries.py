@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
@@ -278,7 +278,7 @@ class RecentEvents:
         i = bisect_right(self._positions, position) - 1
         event = self._events[i]
         if event.redacted_by is None or redaction < event.redacted_by:
-            self._events[i] = replace(event, redacted_by=redaction)
+            self._events[i] = event._replace(redacted_by=redaction)
 
     def _clear(self, start: int) -> None:
         self._start = start

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -78,7 +77,7 @@ class ParsedEventCacheTests(TestCase):
         row = stored[ids[0]]
         kept = cache.event(row)
         self.assertIs(cache.event(row), kept)
-        other = dataclasses.replace(row, pdu_json=stored[ids[1]].pdu_json)
+        other = row._replace(pdu_json=stored[ids[1]].pdu_json)
         self.assertEqual(cache.event(other).pdu, json.loads(stored[ids[1]].pdu_json))
         for eid in ids:
             cache.event(stored[eid])
@@ -93,8 +92,8 @@ class ParsedEventCacheTests(TestCase):
         stored = await engine._events.get_events(ids)
         cache = EventCache(size=10)
         kept = cache.event(stored[ids[0]])
-        other = dataclasses.replace(stored[ids[0]], pdu_json=stored[ids[1]].pdu_json)
-        moved = dataclasses.replace(stored[ids[2]], room_id="!elsewhere:test")
+        other = stored[ids[0]]._replace(pdu_json=stored[ids[1]].pdu_json)
+        moved = stored[ids[2]]._replace(room_id="!elsewhere:test")
         page = cache.loaded([stored[ids[0]], other, moved, stored[ids[1]]])
         self.assertIs(page[0].event, kept)
         self.assertEqual(page[1].event.pdu, json.loads(stored[ids[1]].pdu_json))
