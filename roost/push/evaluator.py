@@ -282,7 +282,7 @@ class PushEvaluator:
         if found is None:
             return None
         parsed = []
-        for position, e in found:
+        for position, e, _ in found:
             event = {"event_id": e.event_id, "room_id": e.room_id, "type": e.type,
                      "sender": e.sender, "content": e.content}
             if e.state_key is not None:
