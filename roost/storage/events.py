@@ -259,9 +259,10 @@ class EventStore:
     ) -> tuple[list[StoredEvent], tuple[bool, list[tuple[int, str]]]]:
         """room_stream_events, and in the same transaction what history visibility needs
         of the `reader` (RoomStateStore.reader_history): a /messages page in one round
-        trip, the reader's memberships read from the same snapshot as the page."""
-        return await self._db.run("room_page", _room_page, room_id, from_pos, to_pos,
-                                  backwards, limit, types, not_types, reader)
+        trip, the reader's memberships read from the same snapshot as the page: one
+        SELECT, so it needs no BEGIN and COMMIT around it (Database.run_reads)."""
+        return await self._db.run_reads("room_page", _room_page, room_id, from_pos, to_pos,
+                                        backwards, limit, types, not_types, reader)
 
 
 def _room_page(
