@@ -196,6 +196,14 @@ class JsonResource(Resource):
 
     def render(self, request: server.Request) -> int:
         rid = f"req{next(_request_counter)}"
+        when_lost = getattr(request, "when_lost", None)
+        if self.observer is None and when_lost is not None:
+            # A plain callback rather than a notifyFinish Deferred per request
+            # (roost.http.answers): the handler is cancelled if the client goes.
+            d = defer.ensureDeferred(self._handle(request, rid))
+            when_lost(d.cancel)
+            d.addErrback(_log_unhandled)
+            return server.NOT_DONE_YET
         finished = request.notifyFinish()  # before handling: an answer may come at once
         if self.observer is not None:
             observer, start = self.observer, time.monotonic()
