@@ -125,6 +125,9 @@ def _framing_accepted(framing: list[tuple[bytes, bytes]]) -> bool:
 
 
 class LeanChannel(HTTPChannel):
+    _peer: Any = None
+    _host: Any = None
+
     def dataReceived(self, data: bytes) -> None:
         """Whole heads at the start of a request in one pass; everything else (and what is
         left once a request is under way) through Twisted's line-by-line code."""
@@ -188,6 +191,61 @@ class LeanChannel(HTTPChannel):
         else:
             self.setRawMode()
         return True
+
+    def allContentReceived(self) -> None:
+        """HTTPChannel.allContentReceived (Twisted 26.10), leaving the idle timer running
+        while the request is handled (`timeoutConnection` lets it pass) instead of
+        cancelling it here and making a new one in `requestDone`: a reactor timer
+        cancelled and one created on every request."""
+        command, path, version = self._command, self._path, self._version
+        self.length = 0
+        self._receivedHeaderCount = 0
+        self._receivedHeaderSize = 0
+        self._HTTPChannel__first_line = 1
+        self._transferDecoder = None
+        del self._command, self._path, self._version
+        self._handlingRequest = True
+        self.setRawMode()
+        self.requests[-1].requestReceived(command, path, version)
+
+    def requestDone(self, request: Any) -> None:
+        """HTTPChannel.requestDone; the idle time counts from the answer, as when Twisted
+        starts a new timer here."""
+        self.resetTimeout()
+        super().requestDone(request)
+
+    def timeoutConnection(self) -> None:
+        """No idle timeout while a request is being handled (a long poll), as in Twisted,
+        whose timer is off meanwhile: start a new period instead."""
+        if self._handlingRequest:
+            self.setTimeout(self.timeOut)
+            return
+        super().timeoutConnection()
+
+    def allHeadersReceived(self) -> None:
+        """HTTPChannel.allHeadersReceived (Twisted 26.10), reading the header dict
+        directly; cookies are parsed only when there are some."""
+        request = self.requests[-1]
+        fields = request.requestHeaders._rawHeaders
+        if b"Cookie" in fields:
+            request.parseCookies()
+        self.persistent = self.checkPersistence(request, self._version)
+        request.gotLength(self.length)
+        # After gotLength, which may drop the header (roost.http.limits).
+        expect = fields.get(b"Expect")
+        if expect and expect[0].lower() == b"100-continue" and self._version == b"HTTP/1.1":
+            self._send100Continue()
+
+    def getPeer(self) -> Any:
+        """The transport's peer, asked once per connection rather than per request."""
+        if self._peer is None:
+            self._peer = self.transport.getPeer()  # type: ignore[union-attr]
+        return self._peer
+
+    def getHost(self) -> Any:
+        if self._host is None:
+            self._host = self.transport.getHost()  # type: ignore[union-attr]
+        return self._host
 
     def headerReceived(self, line: bytes) -> bool:
         """HTTPChannel.headerReceived (Twisted 26.10), without the second pass."""

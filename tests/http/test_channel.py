@@ -17,6 +17,7 @@ import random
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 from twisted.web import http, server
@@ -203,6 +204,45 @@ class ChannelTests(TestCase):
         cut = GET.index(b"Host")
         _run(Counting, LeanRecording, [GET[:cut], GET[cut:]], False)
         self.assertEqual(len(lines), 5)  # the request line came alone: Twisted's way
+
+
+def _idle_timeline(channel_class: type, request_class: type) -> list[tuple[float, bool, int]]:
+    """A connection with a 10 s idle timeout through a long request and the idle time after
+    it: when it was closed, and how many answers it had written by then."""
+    clock = Clock()
+    channel = channel_class()
+    channel.requestFactory = request_class
+    channel.site = server.Site(Resource())
+    channel.seen, channel.pending, channel.answer_later = [], [], True
+    channel.callLater = clock.callLater
+    channel.timeOut = 10
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    timeline = []
+
+    def step(seconds: float) -> None:
+        clock.advance(seconds)
+        timeline.append((clock.seconds(), transport.disconnecting, transport.value().count(b"HTTP/1.1 200")))
+
+    step(6)
+    channel.dataReceived(GET)  # idle for 6 s, then a request handled for 25 s
+    for _ in range(5):
+        step(5)
+    _answer(channel.pending.pop(0))
+    step(9)  # 9 s idle after the answer: still open
+    channel.dataReceived(GET[:10])  # a partial request resets the idle time
+    step(9)
+    step(2)  # 11 s since the last bytes: closed
+    channel.connectionLost(Exception("done"))
+    return timeline
+
+
+class IdleTimeoutTests(TestCase):
+    def test_the_same_timeline_as_twisted(self) -> None:
+        expected = _idle_timeline(http.HTTPChannel, TwistedRecording)
+        self.assertEqual(_idle_timeline(LeanChannel, LeanRecording), expected)
+        self.assertEqual([closed for _, closed, _ in expected], [False] * 8 + [True])
+        self.assertEqual(expected[-1][2], 1)
 
 
 class RequestLineTests(TestCase):
