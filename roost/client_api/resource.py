@@ -246,7 +246,8 @@ class JsonResource(Resource):
                         self.seen(requester, _client_ip(request))
                     if requester.is_guest:
                         check_guest(method, path)
-                await self._take_rate_limit(request, route, requester)
+                if route.rate_limit is not None:  # no coroutine to await otherwise
+                    await self._take_rate_limit(request, route, requester)
                 raw = b""
                 if request.content is not None and not route.stream_body:
                     raw = request.content.read()
