@@ -53,6 +53,7 @@ from bench.common import (  # noqa: E402
     print_result,
     summary,
 )
+from bench.fanout_procs import fanout_spread  # noqa: E402
 from bench.sync_fanout import fanout  # noqa: E402
 
 V3 = "/_matrix/client/v3"
@@ -75,6 +76,7 @@ class Cluster:
         self.database = f"roost_bench_{uuid.uuid4().hex[:8]}"
         self.layout = LAYOUTS[layout]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.profiled: list[subprocess.Popen[bytes]] = []
         self.client_ports: dict[str, int] = {}
         # --transactions: each instance's metrics listener, for its database transactions.
         self.metrics_ports: dict[str, int] = {}
@@ -136,9 +138,17 @@ class Cluster:
             # ROOST_BENCH_PROFILE=NAME:PATH runs instance NAME under cProfile into PATH.
             profiled, _, out = os.environ.get("ROOST_BENCH_PROFILE", "").partition(":")
             profile = ["-m", "cProfile", "-o", out] if profiled == name else []
+            # ROOST_BENCH_PROFILE_MEASURED=NAME:PATH[,NAME:PATH]: the reactor thread of
+            # those instances, during the fan-out's measured phase only (bench/profiled.py).
+            measured = dict(part.partition(":")[::2] for part in os.environ.get(
+                "ROOST_BENCH_PROFILE_MEASURED", "").split(",") if part)
+            if name in measured:
+                profile = [os.path.join(REPO, "bench", "profiled.py"), measured[name]]
             self.procs[name] = subprocess.Popen(
                 [sys.executable, *profile, "-m", "roost.homeserver.cli", "run", "-c", path,
                  *worker], cwd=self.folder)
+            if name in measured:
+                self.profiled.append(self.procs[name])
         try:
             for name, port in self.client_ports.items():
                 _wait(f"http://127.0.0.1:{port}/health", self.procs[name])
@@ -327,15 +337,53 @@ async def sends(cluster: Cluster, rooms: int, messages: int) -> dict[str, Any]:
 
 
 async def fanout_through(cluster: Cluster, receivers: int, rate: float,
-                         seconds: float) -> dict[str, Any]:
+                         seconds: float, clients: int = 0) -> dict[str, Any]:
+    """`clients`: 0, the receivers in this process (bench/sync_fanout.py); else spread
+    over that many client processes (bench/fanout_procs.py), whose CPU is reported."""
     roost0, nginx0 = cluster.cpu()
-    result = await fanout(cluster.base, receivers, rate, seconds)
+    meter = _PhaseMeter(cluster)
+    if clients:
+        result = await fanout_spread(cluster.base, receivers, rate, seconds, clients, meter)
+    else:
+        result = await fanout(cluster.base, receivers, rate, seconds, meter)  # type: ignore[arg-type]
     roost1, nginx1 = cluster.cpu()
     count = max(1, result["messages"])
-    result = {k: v for k, v in result.items() if "cpu" not in k}  # fanout() measures one process
-    return {**result, "roost_cpu_ms_per_message_all_processes":
-            round((roost1 - roost0) * 1000 / count, 1),
-            "nginx_cpu_ms_per_message": round((nginx1 - nginx0) * 1000 / count, 1)}
+    deliveries = max(1, result["deliveries"])
+    renamed = {"roost_cpu_ms_per_message": "roost_cpu_ms_per_message_measured_phase",
+               "roost_reactor_cpu_ms_per_message": "nginx_cpu_ms_per_message",
+               "bench_client_cpu_ms_per_message": "bench_sender_cpu_ms_per_message"
+               if clients else "bench_client_cpu_ms_per_message"}
+    result = {renamed.get(k, k): v for k, v in result.items()}
+    phase = result["roost_cpu_ms_per_message_measured_phase"]
+    # The whole run's CPU (registrations, joins and initial syncs included): the figure
+    # this bench printed before 2026-12-03 23:00 as roost_cpu_ms_per_message_all_processes.
+    return {**result, "roost_cpu_ms_per_delivery_measured_phase":
+            round(phase * count / deliveries, 3),
+            "roost_cpu_ms_per_message_whole_run": round((roost1 - roost0) * 1000 / count, 1),
+            "nginx_cpu_ms_per_message_whole_run": round((nginx1 - nginx0) * 1000 / count, 1)}
+
+
+class _PhaseMeter:
+    """What bench/sync_fanout.CpuMeter reads of a server, for a whole cluster: the Roost
+    processes' CPU, nginx's in place of the reactor thread's, and the profiles of
+    ROOST_BENCH_PROFILE_MEASURED switched on and off with the measured phase."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+
+    def cpu_seconds(self) -> float:
+        return self._cluster.cpu()[0]
+
+    def reactor_cpu_seconds(self) -> float:
+        return self._cluster.cpu()[1]
+
+    def profile_on(self) -> None:
+        for proc in self._cluster.profiled:
+            proc.send_signal(signal.SIGUSR1)
+
+    def profile_off(self) -> None:
+        for proc in self._cluster.profiled:
+            proc.send_signal(signal.SIGUSR2)
 
 
 def run_one(layout: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -344,7 +392,7 @@ def run_one(layout: str, args: argparse.Namespace) -> dict[str, Any]:
             result = asyncio.run(sends(cluster, args.rooms, args.messages))
         else:
             result = asyncio.run(fanout_through(cluster, args.receivers, args.rate,
-                                                args.seconds))
+                                                args.seconds, args.clients))
         result["roost_rss_mib_all_processes"] = round(cluster.rss_mib(), 1)
     print_result(f"cluster_{args.workload}_{layout}", result)
     return result
@@ -363,6 +411,9 @@ def main() -> None:
     parser.add_argument("--receivers", type=int, default=200)
     parser.add_argument("--rate", type=float, default=10)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--clients", type=int, default=0,
+                        help="fanout: spread the receivers over this many client processes"
+                             " (0: all in this process, as bench/sync_fanout.py does)")
     parser.add_argument("--transactions", action="store_true",
                         help="also count database transactions per message, by process")
     args = parser.parse_args()

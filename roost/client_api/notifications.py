@@ -15,7 +15,8 @@ from roost.client_api.errors import invalid_param
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.sync_extensions import SyncRequest
-from roost.push.evaluator import MAIN, PushEvaluator
+from roost.push.counts import CountsSource
+from roost.push.evaluator import MAIN
 from roost.storage.push import PushActionStore
 
 DEFAULT_LIMIT = 20
@@ -29,7 +30,9 @@ class UnreadCounts:
     `unread_notifications` and then `unread_thread_notifications` of the same request, and
     the second takes what the first left for it."""
 
-    def __init__(self, store: PushActionStore, evaluator: PushEvaluator) -> None:
+    def __init__(self, store: PushActionStore, evaluator: CountsSource) -> None:
+        """`evaluator`: this process's PushEvaluator, or what follows another process's
+        (push/shared_counts.py)."""
         self._store = store
         self._evaluator = evaluator
         self._threads_for: dict[int, dict[str, JsonDict]] = {}
@@ -69,14 +72,11 @@ class UnreadCounts:
         `unread_thread_notifications`) for every room given."""
         if not room_ids:
             return {}
-        await self._evaluator.reached(events_position, CATCH_UP_TIMEOUT_S)
-        cache = self._evaluator.counts
-        counts, missing = cache.get(user_id, room_ids)
-        if missing:
-            generation = cache.generation
-            read = await self._store.unread_counts(user_id, missing)
-            cache.put(user_id, read, missing, generation)
-            counts.update(read)
+        ready = self._evaluator.reached(events_position, CATCH_UP_TIMEOUT_S)
+        if not ready.called:  # (most often evaluation is past already: nothing to wait on)
+            await ready
+        counts = await self._evaluator.counts.read_through(user_id, room_ids, self._store,
+                                                           events_position)
         out: dict[str, JsonDict] = {}
         for room_id in room_ids:
             threads = counts.get(room_id, {})
@@ -86,6 +86,9 @@ class UnreadCounts:
                 others = {t: _counts(*c) for t, c in threads.items() if t != MAIN}
                 if others:
                     fields["unread_thread_notifications"] = others
+            elif len(threads) <= 1:  # the common case: nothing unread, or the main thread's
+                fields = {"unread_notifications": _counts(*next(iter(threads.values()),
+                                                                 (0, 0)))}
             else:
                 total = (sum(c[0] for c in threads.values()), sum(c[1] for c in threads.values()))
                 fields = {"unread_notifications": _counts(*total)}

@@ -94,6 +94,18 @@ class PresenceTracker:
         if state.presence != "online":
             self._change(user_id, state, "online", state.status_msg)
 
+    def polled(self, user_id: str) -> None:
+        """A long poll with set_presence=online began: `user_active` and `connection_opened`
+        in one look-up. The offline timer is not restarted here: the connection now open
+        keeps the user online, and its end restarts that timer (connection_closed) later
+        than this would have."""
+        state = self._user(user_id)
+        state.last_active_ms = self._now_ms()
+        self._restart_idle_timer(user_id, state)
+        if state.presence != "online":
+            self._change(user_id, state, "online", state.status_msg)
+        state.connections += 1
+
     def connection_opened(self, user_id: str) -> None:
         """A long-poll /sync or a socket began: the user cannot go offline while it lasts
         (a pending offline timer finds the connection and does nothing)."""

@@ -12,7 +12,7 @@ is registered through sync_extensions.py.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from roost.client_api.receipts import Receipts
@@ -30,10 +30,11 @@ from roost.client_api.sync_extensions import (
 )
 from roost.client_api.sync_filter import SyncFilter
 from roost.client_api.sync_room_state import RoomPlan, SyncRoomState
+from roost.client_api.sync_serialize import SyncSerializer
 from roost.client_api.sync_shared import EMPTY, SharedRoom, SharedRooms
+from roost.client_api.sync_summary import SUMMARY_TYPES
 from roost.client_api.typing import TypingTracker
 from roost.rooms.engine import LoadedEvent, RoomEngine
-from roost.rooms.events import Event
 from roost.storage.events import StoredEvent, SyncEventStore
 from roost.storage.notifier import Notifier
 from roost.storage.room_state import UserRoomsCache
@@ -81,6 +82,7 @@ class SyncBuilder:
         self._queries = queries
         self._state = SyncRoomState(engine, view, queries, remote_invite_state)
         self._recent = RecentEvents(self._queries, events)
+        self._serializer = SyncSerializer(view, queries, self._recent)
         self._shared = SharedRooms()
         presence_now = (lambda: presence.current) if presence is not None else (lambda: 0)
         self._positions: dict[str, Callable[[], int]] = {
@@ -176,21 +178,29 @@ class SyncBuilder:
         now = self.now()
         if since == now and not full_state and not self._sections:
             return _empty_body(now), now  # nothing anywhere has moved: no query needed
-        memberships = await self._user_rooms.rooms_at(user_id, now.events)
-        account = await self._account_changes(user_id, since, now)
-        if since is None and self._default_account_data:
-            stored = {t for room, t, _ in account if room == ""}
-            for data_type, default in self._default_account_data.items():
-                if data_type not in stored:
-                    account.append(("", data_type, await default(user_id)))
-        ignored = await self._ignored_users(user_id, account)
-        filt = filt.ignoring(ignored)
-        request = SyncRequest(user_id, device_id, since, now, filt, full_state)
-        rooms = await self._rooms(request, memberships, account, ignored)
-        body: JsonDict = {"next_batch": self.text(now), "rooms": rooms}
-        body["account_data"] = {"events": filt.account_data.cut([
-            {"type": t, "content": c} for room, t, c in account
-            if room == "" and filt.account_data.wants_type(t)])}
+        memberships = self._user_rooms.held_at(user_id, now.events) \
+            or await self._user_rooms.rooms_at(user_id, now.events)
+        if since is not None and not full_state and self._quiet(user_id, since, now):
+            filt = filt.ignoring(self._ignored[user_id])
+            request = SyncRequest(user_id, device_id, since, now, filt, full_state)
+            rooms = await self._news_rooms(request, memberships)
+            account_events: list[JsonDict] = []
+        else:
+            account = await self._account_changes(user_id, since, now)
+            if since is None and self._default_account_data:
+                stored = {t for room, t, _ in account if room == ""}
+                for data_type, default in self._default_account_data.items():
+                    if data_type not in stored:
+                        account.append(("", data_type, await default(user_id)))
+            ignored = await self._ignored_users(user_id, account)
+            filt = filt.ignoring(ignored)
+            request = SyncRequest(user_id, device_id, since, now, filt, full_state)
+            rooms = await self._rooms(request, memberships, account, ignored)
+            account_events = filt.account_data.cut([
+                {"type": t, "content": c} for room, t, c in account
+                if room == "" and filt.account_data.wants_type(t)])
+        body: JsonDict = {"next_batch": self.text(now), "rooms": rooms,
+                          "account_data": {"events": account_events}}
         body["presence"] = {"events": await self._presence_events(
             user_id, memberships, since, filt)}
         for section in self._sections:
@@ -207,6 +217,54 @@ class SyncBuilder:
                 and not any(s.key in body and s.is_news(body[s.key]) for s in self._sections))
 
     # -- rooms -------------------------------------------------------------------
+
+    def _quiet(self, user_id: str, since: SyncToken, now: SyncToken) -> bool:
+        """Whether only room events can be new for the user in (since, now]: no typing,
+        receipt or account data position moved, none of the user's memberships changed
+        and their ignored users are known. Then `_news_rooms` answers what `_rooms`
+        would, from the new events alone (under fan-out, the case of every receiver)."""
+        return (since.events <= now.events and since.typing >= now.typing
+                and since.receipts >= now.receipts and since.account_data >= now.account_data
+                and user_id in self._ignored
+                and not self._user_rooms.changed_since(user_id, since.events))
+
+    async def _news_rooms(self, request: SyncRequest, memberships: dict[str, str]) -> JsonDict:
+        """`rooms` of a quiet incremental sync (see `_quiet`): the user's joined rooms that
+        have new events, each with the part it shares with every receiver of the same
+        range and filter. No ephemeral, account data, invite or leave can be new, so the
+        user's other rooms are not looked at: the cost is that of the news, not of the
+        number of rooms the user is in."""
+        since, now, filt = request.since, request.now, request.filter
+        assert since is not None
+        plans: dict[str, RoomPlan] = {}
+        if since.events < now.events:
+            fresh = await self._recent.window(since.events, now.events)
+            if fresh is None:  # not in memory: read the range for every joined room
+                fresh = await self._recent.in_range(
+                    [r for r, m in memberships.items() if m == "join" and filt.wants_room(r)],
+                    since.events, now.events, MAX_INCREMENTAL_EVENTS)
+            else:
+                fresh = [e for e in fresh if memberships.get(e.room_id) == "join"
+                         and filt.wants_room(e.room_id)][-MAX_INCREMENTAL_EVENTS:]
+            by_room: dict[str, list[StoredEvent]] = {}
+            for stored in fresh:
+                by_room.setdefault(stored.room_id, []).append(stored)
+            now_ms = self._view.now_ms()
+            for room_id, raw in by_room.items():
+                shared = self._shared.get(room_id, since.events, now.events, filt, now_ms) \
+                    or await self._new_shared_part(room_id, raw, since, now, filt, now_ms)
+                if shared is not EMPTY:
+                    plans[room_id] = shared.plan()
+        out: JsonDict = {"join": {}, "invite": {}, "leave": {}}
+        if plans:
+            summaries = {r: p for r, p in plans.items()
+                         if p.shared is None or p.shared.touches_summary}
+            if summaries:
+                await self._state.add_summaries(summaries, request.user_id, False)
+            await self._serializer.serialize(out, plans, request.user_id, request.device_id,
+                                             filt)
+            await self._add_room_fields(out["join"], request)
+        return out
 
     async def _ignored_users(self, user_id: str,
                              account: list[tuple[str, str, JsonDict]]) -> frozenset[str]:
@@ -257,7 +315,7 @@ class SyncBuilder:
         await self._add_ephemeral(plans, joined, user_id, since, now, account, filt)
         await self._state.add_summaries(plans, user_id, since is None or full_state)
         out: JsonDict = {"join": {}, "invite": {}, "leave": {}}
-        await self._serialize(out, plans, user_id, request.device_id, filt)
+        await self._serializer.serialize(out, plans, user_id, request.device_id, filt)
         await self._add_room_fields(out["join"], request)
         if ignored:
             invites = [r for r in invites if await self._state.inviter(r, user_id) not in ignored]
@@ -327,6 +385,11 @@ class SyncBuilder:
         found = self._shared.get(room_id, since.events, now.events, filt, now_ms)
         if found is not None:
             return found
+        return await self._new_shared_part(room_id, raw, since, now, filt, now_ms)
+
+    async def _new_shared_part(self, room_id: str, raw: list[StoredEvent], since: SyncToken,
+                               now: SyncToken, filt: SyncFilter, now_ms: int) -> SharedRoom:
+        """Plan and serve the room's shared part (none was kept), and keep it."""
         new = self._wanted(raw, filt)
         gap = self._state.state_before_timeline(raw, new, filt)
         if not new and not gap:
@@ -359,7 +422,9 @@ class SyncBuilder:
                 shaped = [filt.shape(b, e.event.pdu) for b, e in zip(served, events,
                                                                      strict=True)]
         return SharedRoom(plan.timeline, plan.limited, plan.prev_batch, plan.state, served,
-                          shaped)
+                          shaped, frozenset(e.event.sender for e in plan.timeline),
+                          any(e.event.type in SUMMARY_TYPES for e in (*plan.timeline,
+                                                                       *plan.state)))
 
     async def _initial_leaves(self, plans: dict[str, RoomPlan], user_id: str,
                               memberships: dict[str, str], now: SyncToken,
@@ -475,113 +540,6 @@ class SyncBuilder:
         changes = self._presence.changes_since(position, users)
         return filt.presence.cut([c for c in changes if filt.presence.wants(
             c.get("type", "m.presence"), c.get("sender"))])
-
-    # -- serialization -------------------------------------------------------------
-
-    async def _shared_served(self, plans: dict[str, RoomPlan], user_id: str,
-                             device_id: str | None, filt: SyncFilter) -> dict[str, list[JsonDict]]:
-        """room -> the shared served events (timeline, then state) of each shared plan,
-        with this device's own events copied to carry their `unsigned.transaction_id`."""
-        out: dict[str, list[JsonDict]] = {}
-        mine: list[tuple[str, int, LoadedEvent]] = []
-        for room_id, plan in plans.items():
-            if plan.shared is not None:
-                assert plan.shared.shaped is not None
-                out[room_id] = plan.shared.shaped
-                mine += [(room_id, i, e) for i, e in enumerate(plan.timeline)
-                         if e.event.sender == user_id]
-        if not mine or device_id is None:
-            return out
-        stored = await self._queries.txn_ids(user_id, device_id,
-                                             [e.event.event_id for _, _, e in mine])
-        shaping = filt.event_fields is not None or filt.event_format != "client"
-        for room_id, i, event in mine:
-            key = stored.get(event.event.event_id)
-            if key is None:
-                continue
-            shared = plans[room_id].shared
-            assert shared is not None and shared.served is not None
-            body = dict(shared.served[i])
-            body["unsigned"] = {**body.get("unsigned", {}),
-                                "transaction_id": _client_txn_id(event.event, key)}
-            if out[room_id] is shared.shaped:
-                out[room_id] = list(out[room_id])  # this receiver's own copy of the list
-            out[room_id][i] = filt.shape(body, event.event.pdu) if shaping else body
-        return out
-
-    async def _add_transaction_ids(self, served: list[JsonDict], timeline: list[LoadedEvent],
-                                   user_id: str, device_id: str | None) -> None:
-        """`unsigned.transaction_id` on the events this very device sent (local echoes)."""
-        if device_id is None:
-            return
-        mine = [e.event.event_id for e in timeline if e.event.sender == user_id]
-        if not mine:
-            return
-        stored = await self._queries.txn_ids(user_id, device_id, mine)
-        for event, body in zip(timeline, served, strict=True):
-            key = stored.get(event.event.event_id)
-            if key is not None:
-                body.setdefault("unsigned", {})["transaction_id"] = _client_txn_id(
-                    event.event, key)
-
-    async def _serialize(self, out: JsonDict, plans: dict[str, RoomPlan], user_id: str,
-                         device_id: str | None, filt: SyncFilter) -> None:
-        """Serve every plan's events: those planned for this receiver alone in one batch
-        (relations and redactions looked up once), shared ones copied where they get a
-        transaction id."""
-        own = [p for p in plans.values() if p.shared is None]
-        shared_served = await self._shared_served(plans, user_id, device_id, filt)
-        timeline = [e for p in own for e in p.timeline]
-        state = [e for p in own for e in p.state]
-        served: list[JsonDict] = []
-        if timeline:
-            kinds = self._recent.relation_kinds(e.event.event_id for e in timeline)
-            served = await self._view.serialize(timeline, user_id, relation_kinds=kinds)
-            await self._add_transaction_ids(served, timeline, user_id, device_id)
-        served_state: Iterator[Any]
-        if filt.event_fields is not None or filt.event_format != "client":
-            served = [filt.shape(b, e.event.pdu) for b, e in zip(served, timeline, strict=True)]
-            state_bodies = await self._view.serialize(state, user_id, with_relations=False) \
-                if state else []
-            flat = iter([filt.shape(b, e.event.pdu)
-                         for b, e in zip(state_bodies, state, strict=True)])
-            served_state = iter([[next(flat) for _ in p.state] for p in own])
-        else:  # each room's state list encoded once (a big room's: thousands of events)
-            served_state = iter(await self._view.serialize_state([p.state for p in own])
-                                if state else [[] for _ in own])
-        served_timeline = iter(served)
-        for room_id, plan in plans.items():
-            if plan.shared is not None:
-                events = shared_served[room_id]
-                n = len(plan.timeline)
-                timeline_events, state_events = events[:n], events[n:]
-            else:
-                timeline_events = [next(served_timeline) for _ in plan.timeline]
-                state_events = next(served_state)
-            room: JsonDict = {
-                "timeline": {"events": timeline_events,
-                             "limited": plan.limited, "prev_batch": plan.prev_batch},
-                "state": {"events": state_events},
-                "account_data": {"events": plan.account_data},
-            }
-            if plan.summary is not None:
-                room["summary"] = plan.summary
-            if plan.left:
-                out["leave"][room_id] = room
-            else:
-                room["ephemeral"] = {"events": plan.ephemeral}
-                out["join"][room_id] = room
-
-
-def _client_txn_id(event: Event, stored: str) -> str:
-    """The client's txn id from the stored key, which send.py scopes by room and type
-    (`send/<room>/<type>/<txn>`) or by room and target (`redact/<room>/<event>/<txn>`)."""
-    for prefix in (f"send/{event.room_id}/{event.type}/",
-                   f"redact/{event.room_id}/{event.redacts or event.content.get('redacts')}/"):
-        if stored.startswith(prefix):
-            return stored[len(prefix):]
-    return stored.rsplit("/", 1)[-1]
-
 
 def _in_token_order(positions: dict[str, Callable[[], int]]) -> list[Callable[[], int]]:
     """Each StreamToken field's position function, in field order (0 if unregistered)."""

@@ -69,9 +69,10 @@ class E2eSync:
         if req.since is None:
             return None
         since, now = req.since, req.now
-        if since.device_lists >= now.device_lists and since.events >= now.events:
-            return {"changed": [], "left": []}
         after_events = max(since.events, 0)
+        if since.device_lists >= now.device_lists and (
+                since.events >= now.events or self.last_membership <= after_events):
+            return {"changed": [], "left": []}  # (changes_for would read nothing either)
         upto_events = now.events if self.last_membership > after_events else after_events
         changed, left = await self._lists.changes_for(
             req.user_id, since.device_lists, now.device_lists, after_events, upto_events)

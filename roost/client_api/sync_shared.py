@@ -61,6 +61,10 @@ class SharedRoom:
     state: list[LoadedEvent]
     served: list[JsonDict] | None
     shaped: list[JsonDict] | None
+    # Who sent timeline events (only they may get a transaction id), and whether any
+    # event may change the room summary: asked of every receiver, answered once.
+    senders: frozenset[str] = frozenset()
+    touches_summary: bool = False
 
     def plan(self) -> RoomPlan:
         """A receiver's own plan: fresh lists it may add to (ephemeral, summary, ...)."""

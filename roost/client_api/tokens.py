@@ -126,6 +126,10 @@ class TokenAuthority:
         # and expiry are still checked on every request below (the session in
         # storage/session_cache.py, emptied by every revocation before it answers).
         self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # token -> the Requester last made for it: a long poll comes back with the same
+        # token several times a second, and the live session (checked on every request)
+        # decides whether it still stands, so it is not built again each time.
+        self._requesters: dict[str, Requester] = {}
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -163,9 +167,17 @@ class TokenAuthority:
             live = await self._devices.session_auth(session_id)
         if live is None or live[:2] != (user_id, device_id):
             self._verified.pop(token, None)
+            self._requesters.pop(token, None)
             raise unknown_token()
-        return Requester(user_id, device_id, session_id, live[2],
-                         is_guest=bool(claims.get("gst")))
+        known = self._requesters.get(token)
+        if known is not None and known.is_admin == live[2]:
+            return known
+        requester = Requester(user_id, device_id, session_id, live[2],
+                              is_guest=bool(claims.get("gst")))
+        if len(self._requesters) >= VERIFIED_CACHE_SIZE:
+            self._requesters.clear()
+        self._requesters[token] = requester
+        return requester
 
     async def issue(
         self,

@@ -2,7 +2,8 @@
 joins and leaves other servers made through this one (it relays them).
 
 It pulls, like every reader of the streams. On each `events` notification it
-reads the events after its persisted position, works out each event's
+reads the events after its persisted position (local sends this process has just
+persisted come from the engine's memory: no read per message), works out each event's
 destinations (the servers of the members joined in the state after it), and
 in one transaction queues the event for each destination and moves its
 position on. Each destination then gets its queue in order, in transactions
@@ -40,7 +41,12 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-from roost.storage.federation_outbound import FederationOutboundStore, RetryState
+from roost.rooms.engine_types import RecentEvent, membership_of
+from roost.storage.federation_outbound import (
+    FederationOutboundStore,
+    OutboundEvent,
+    RetryState,
+)
 from roost.storage.notifier import Notifier, StreamChange
 from roost.storage.room_state import RoomStateStore
 from roost.storage.streams import StreamIdGenerator
@@ -110,6 +116,7 @@ class FederationSender:
         server_allowed: Callable[[str, str], Awaitable[bool]] | None = None,
         elsewhere: Callable[[str, list[str]], None] | None = None,
         sends_to: Callable[[str], bool] | None = None,
+        recent: Callable[[int, int], list[RecentEvent] | None] | None = None,
     ) -> None:
         """`server_allowed(room_id, server)` is the room's server ACL (the access module's):
         nothing of a room, PDU or EDU, goes to a server its ACL denies.
@@ -119,8 +126,10 @@ class FederationSender:
         destinations)` ("queued" or "up") so that the sending process wakes for them.
         With several senders, `sends_to(destination)` says which destinations are this
         one's: it queues PDUs and the EDUs it derives (typing, receipts, presence) for
-        those only, and passes others' wake-ups on."""
+        those only, and passes others' wake-ups on. `recent(after, upto)` is the engine's
+        `recent_local_events`."""
         self._elsewhere = elsewhere
+        self._recent = recent
         self._mine = sends_to or (lambda destination: True)
         self._store = store
         self._server_allowed = server_allowed
@@ -246,7 +255,9 @@ class FederationSender:
                     if not self._read_again:
                         return
                     continue
-                events = await self._store.events_after(self._position, upto, READ_BATCH)
+                events = self._local_events(self._position, upto)
+                if events is None:
+                    events = await self._store.events_after(self._position, upto, READ_BATCH)
                 new_position = events[-1].stream_ordering if len(events) == READ_BATCH else upto
                 rows: list[tuple[str, int, str]] = []
                 for event in events:
@@ -268,6 +279,15 @@ class FederationSender:
             logger.exception("federation sender: reading events failed; retrying on next event")
         finally:
             self._reading = False
+
+    def _local_events(self, after: int, upto: int) -> list[OutboundEvent] | None:
+        """The events of (after, upto] if all are local sends the engine still holds (never
+        rejected, never relayed: they are what storage would answer), else None."""
+        found = self._recent(after, upto) if self._recent is not None else None
+        if found is None:
+            return None
+        return [OutboundEvent(position, e.event_id, e.room_id, e.sender, e.type, e.state_key,
+                              membership_of(e), group) for position, e, group in found]
 
     def _write_position_soon(self) -> None:
         """Events with nothing to send (a room no other server is in) move the position

@@ -129,6 +129,8 @@ async def build_push(router: Router, db: Database, reactor: Any, clock: IReactor
     actions = PushActionStore(db)
     evaluator = PushEvaluator(actions, PushRuleStore(db), engine, streams["events"], notifier,
                               config.server_name, clock)
+    counts = evaluator if stream_wiring is None else stream_wiring.unread_counts(
+        evaluator, notifier, "pusher" in config.roles)
     if "pusher" in config.roles:
         await evaluator.start()
         closers.append(("push evaluator", evaluator.stop))
@@ -158,7 +160,7 @@ async def build_push(router: Router, db: Database, reactor: Any, clock: IReactor
     pusher_service = pushers.Pushers(PusherStore(db), delivery, evaluator, clock)
     pushers.register(router, pusher_service)
     password_hooks.append(pusher_service.password_changed)
-    unread = notifications.UnreadCounts(actions, evaluator)
+    unread = notifications.UnreadCounts(actions, counts)
     builder.add_room_field("unread_notifications", unread.unread_notifications)
     builder.add_room_field("unread_thread_notifications", unread.unread_thread_notifications)
     builder.add_ready(unread.ready)

@@ -107,6 +107,29 @@ class StreamWiring:
             return evaluator
         return _SharedRuleChanges(evaluator, self.bus)
 
+    def unread_counts(self, evaluator: Any, notifier: Any, runs_pusher: bool) -> Any:
+        """What /sync reads unread counts from (push/shared_counts.py): the evaluator here;
+        among several processes on a bus, the pusher's evaluator publishes its batches and
+        the other processes follow them, instead of reading PostgreSQL on every answer."""
+        bus = self.bus
+        if bus is None:
+            return evaluator
+        from roost.push.shared_counts import KIND, FollowedCounts, PublishingCache
+
+        if runs_pusher:
+            evaluator.counts = PublishingCache(bus.publish, lambda: evaluator.position)
+            return evaluator
+        follower = FollowedCounts(self._clock, lambda: bool(bus.connected))
+        bus.subscribe(KIND, follower.heard)
+        bus.on_connect(follower.restart)  # messages may have been lost while Redis was away
+
+        def on_change(change: Any) -> None:
+            if change.stream == "receipts":
+                follower.receipts_moved((u, r) for u in change.users for r in change.rooms)
+
+        notifier.add_cache(on_change)
+        return follower
+
     async def start(self, closers: list[tuple[str, Any]]) -> None:
         """Subscribe and catch up; after every stream exists and announces on the notifier."""
         if self.replication is None:

@@ -489,7 +489,8 @@ async def build_homeserver(
         edus=EduSources(typing_tracker.typing_users, presence_tracker.get,
                         lambda: streams["receipts"].current),
         server_allowed=view.access.server_allowed,
-        elsewhere=federation_wakeups(stream_wiring.bus), sends_to=destination_shard(roles))
+        elsewhere=federation_wakeups(stream_wiring.bus), sends_to=destination_shard(roles),
+        recent=engine.recent_local_events)
     if roles.runs("federation_sender"):
         await sender.start()
         closers.append(("federation sender", sender.stop))

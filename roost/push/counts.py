@@ -20,10 +20,25 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from twisted.internet import defer
+
+    from roost.storage.push import PushActionStore
 
 Counts = dict[str, tuple[int, int]]  # thread ('main' or a root) -> (notifications, highlights)
 MAX_ENTRIES = 100_000
+
+
+class CountsSource(Protocol):
+    """Where /sync takes unread counts from: the evaluator of this process, or the counts
+    that follow another process's evaluator (push/shared_counts.py)."""
+
+    @property
+    def counts(self) -> UnreadCache: ...
+
+    def reached(self, position: int, timeout_s: float) -> defer.Deferred[None]: ...
 
 
 class UnreadCache:
@@ -60,14 +75,30 @@ class UnreadCache:
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
+    async def read_through(self, user_id: str, room_ids: list[str], store: PushActionStore,
+                           position: int) -> dict[str, Counts]:
+        """room -> counts of every room given: held ones from here, the others read from
+        storage and kept (see `put`). `position`: the events position the answer is for,
+        which evaluation has reached here (`PushEvaluator.reached`); a cache that follows
+        another process's evaluation (push/shared_counts.py) checks it."""
+        counts, missing = self.get(user_id, room_ids)
+        if missing:
+            generation = self.generation
+            read = await store.unread_counts(user_id, missing)
+            self.put(user_id, read, missing, generation)
+            counts.update(read)
+        return counts
+
     def writing(self) -> None:
         """The evaluator is about to store a batch: reads from now on are not kept."""
         self.generation += 1
         self._writing = True
 
-    def add(self, rows: list[Any], senders: Iterable[tuple[str, str]] = ()) -> None:
+    def add(self, rows: list[Any], senders: Iterable[tuple[str, str]] = (),
+            position: int = 0) -> None:
         """A committed batch: its push_actions rows (position, n, room, event, thread,
-        actions, highlight, ts, users) and the (sender, room) pairs its events read."""
+        actions, highlight, ts, users) and the (sender, room) pairs its events read;
+        `position`, the evaluator's new position (for a cache that publishes its batches)."""
         self.generation += 1
         self._writing = False
         for pair in senders:

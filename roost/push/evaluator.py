@@ -254,7 +254,7 @@ class PushEvaluator:
                 elif next_upto > upto:
                     ahead = (rows[-1][0] if len(rows) == READ_BATCH else next_upto,
                              _parse(rows))
-                self.counts.add(actions, [(u, r) for u, r, _, _ in own_reads])
+                self.counts.add(actions, [(u, r) for u, r, _, _ in own_reads], upto)
                 self.position = upto
                 self._release(upto)
                 for listener in self.on_actions:
@@ -282,7 +282,7 @@ class PushEvaluator:
         if found is None:
             return None
         parsed = []
-        for position, e in found:
+        for position, e, _ in found:
             event = {"event_id": e.event_id, "room_id": e.room_id, "type": e.type,
                      "sender": e.sender, "content": e.content}
             if e.state_key is not None:

@@ -36,6 +36,7 @@ from roost.rooms.engine_types import (
     LoadedEvent,
     MembersOverview,
     NewEvent,
+    RecentEvent,
     RecentLocalEvents,
     RoomError,
     StateKey,
@@ -275,7 +276,7 @@ class RoomEngine:
         for event, row in zip(events, rows, strict=True):
             if not event.unsigned:  # as storage holds it: readers get it unparsed
                 self._reader.remember(event, row.pdu_json)
-        self._recent.add(positions, events)
+        self._recent.add(positions, events, [group_of[e.event_id] for e in events])
         members = {e.state_key for e in events if e.type == "m.room.member" and e.state_key}
         # Announced by the stream once every earlier position is readable too.
         self._stream.finish(positions, rooms=[room_id], users=members)
@@ -518,7 +519,7 @@ class RoomEngine:
 
     # -- reading -------------------------------------------------------------
 
-    def recent_local_events(self, after: int, upto: int) -> list[tuple[int, Event]] | None:
+    def recent_local_events(self, after: int, upto: int) -> list[RecentEvent] | None:
         """Every event at the stream positions (after, upto] if all were local sends this
         engine persisted lately (engine_types.RecentLocalEvents), else None: read storage."""
         return self._recent.between(after, upto)

@@ -265,13 +265,16 @@ class EventCache:
 
 
 RECENT_LOCAL_EVENTS = 256  # push is a few batches behind at most; older ranges are read
+# (stream position, the event, its state group): a local send as the stream's followers see it
+RecentEvent = tuple[int, Event, "int | None"]
 
 
 class RecentLocalEvents:
     """The newest events this engine persisted for local sends, by stream position.
 
-    A follower of the events stream that is just behind (push evaluation) takes a
-    range of events from here instead of reading back what was just written. It is
+    A follower of the events stream that is just behind (push evaluation, the
+    federation sender) takes a range of events from here instead of reading back
+    what was just written (a transaction per message under fan-out). It is
     answered only when every position of the range is here: a position taken by an
     event persisted otherwise (a remote one, another process's) or by none (a batch
     that failed) sends the reader to storage.
@@ -279,16 +282,17 @@ class RecentLocalEvents:
 
     def __init__(self, size: int = RECENT_LOCAL_EVENTS) -> None:
         self._size = size
-        self._events: dict[int, Event] = {}  # insertion order: oldest first
+        self._events: dict[int, RecentEvent] = {}  # insertion order: oldest first
 
-    def add(self, positions: list[int], events: list[Event]) -> None:
-        for position, event in zip(positions, events, strict=True):
-            self._events[position] = event
+    def add(self, positions: list[int], events: list[Event], groups: list[int | None]) -> None:
+        for position, event, group in zip(positions, events, groups, strict=True):
+            self._events[position] = (position, event, group)
         while len(self._events) > self._size:
             del self._events[next(iter(self._events))]
 
-    def between(self, after: int, upto: int) -> list[tuple[int, Event]] | None:
-        """(position, event) for every position in (after, upto], or None if one is missing."""
+    def between(self, after: int, upto: int) -> list[RecentEvent] | None:
+        """(position, event, state group) for every position in (after, upto], or None if
+        one is missing."""
         if upto - after > len(self._events):
             return None
         found = []
@@ -296,5 +300,5 @@ class RecentLocalEvents:
             event = self._events.get(position)
             if event is None:
                 return None
-            found.append((position, event))
+            found.append(event)
         return found

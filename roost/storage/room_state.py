@@ -341,6 +341,14 @@ class UserRoomsCache:
         """The user's memberships if held (the shared dict: never modify it), else None."""
         return self._rooms.get(user_id)
 
+    def held_at(self, user_id: str, position: int) -> dict[str, str] | None:
+        """`rooms_at` when it needs no read (the held memberships are those at `position`),
+        else None: a sync's every call, without a coroutine."""
+        cached = self._rooms.get(user_id)
+        if cached is not None and self._newest.get(user_id, 0) <= position:
+            return cached
+        return None
+
     async def rooms_at(self, user_id: str, position: int) -> dict[str, str]:
         """The user's memberships exactly as of events position `position` (a token's)."""
         cached = self._rooms.get(user_id)

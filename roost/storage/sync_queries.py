@@ -204,6 +204,21 @@ class RecentEvents:
         picked = [e for e in self._events[lo:hi] if e.room_id in rooms]
         return picked[-limit:] if limit else []
 
+    async def window(self, after: int, upto: int) -> list[StoredEvent] | None:
+        """Every event in (after, upto], oldest first, from memory; None when the window
+        does not hold that range (then `in_range` reads it for the rooms wanted).
+
+        For a reader with many rooms and news in few: it picks its rooms from what
+        is new instead of building a set of all of them for `in_range`. The list
+        is the caller's own (a slice)."""
+        if self._start is None or after < self._start:
+            return None
+        await self._catch_up(upto)
+        if after < self._start:  # the window moved past `after` meanwhile
+            return None
+        return self._events[bisect_right(self._positions, after):
+                            bisect_right(self._positions, upto)]
+
     async def catch_up(self, upto: int) -> None:
         """Read the stream up to `upto` now, once, so that the readers a change wakes find
         it in memory (nothing to do before the first reader set the window's start)."""

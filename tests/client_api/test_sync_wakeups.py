@@ -171,3 +171,34 @@ class BatchedWakeTests(TestCase):
                              ["hi"], name)
             self.assertEqual(joined["unread_notifications"]["notification_count"], 1)
         self.assertEqual(builder._recent.loads - loads, 1)
+
+
+class WaitTests(TestCase):
+    """`ChangeWaiter.wait`, what a long poll waits on: a Deferred whose cancelling (the
+    client went away) leaves nothing behind, and which fires False at the timeout."""
+
+    async def test_cancelling_a_wait_removes_its_listener_and_timer(self) -> None:
+        server = await start_server(self, clock=_frozen_clock())
+        builder = server.hs.sync_builder
+        assert builder is not None
+        clock = server.hs.clock
+        assert isinstance(clock, task.Clock)
+        waiter = ChangeWaiter(server.hs.notifier, clock, builder._user_rooms)
+        user = (await server.register("alice"))["user_id"]
+        await builder._user_rooms.rooms(user)  # held: the watch is armed at once
+        listeners = len(server.hs.notifier._listeners)
+        calls = len(clock.getDelayedCalls())
+        waiting = waiter.wait(user, 30)
+        self.assertEqual(len(server.hs.notifier._listeners), listeners + 1)
+        self.assertEqual(len(clock.getDelayedCalls()), calls + 1)
+        waiting.cancel()
+        self.assertEqual(len(server.hs.notifier._listeners), listeners)
+        self.assertEqual(len(clock.getDelayedCalls()), calls)
+        with self.assertRaises(defer.CancelledError):
+            await waiting
+        # An uncancelled wait fires False at its timeout, and leaves nothing either.
+        waiting = waiter.wait(user, 30)
+        clock.advance(30)
+        self.assertIs(await waiting, False)
+        self.assertEqual(len(server.hs.notifier._listeners), listeners)
+        self.assertEqual(len(clock.getDelayedCalls()), calls)

@@ -125,6 +125,63 @@ class EvaluationTests(TestCase):
         self.assertEqual(await unread(bob, room), {"main": (1, 1)})
 
 
+class CachedRoomAndRulesTests(TestCase):
+    """The evaluator keeps, per room, its members, display names and member count, and per
+    user their compiled rules (users who kept the defaults share one object). Each test
+    first makes it evaluate an event (so the room and rules are cached), then changes what
+    a cache holds, and checks the next event sees the change."""
+
+    async def test_a_new_member_is_notified_and_the_member_count_moves(self) -> None:
+        alice, bob, carol = await start_users(self, "alice", "bob", "carol")
+        room = await alice.create_room(preset="public_chat")
+        await bob.join(room)
+        await alice.send(room, "two of us")
+        sound = {"set_tweak": "sound", "value": "default"}
+        # Two members: .m.rule.room_one_to_one (with a sound).
+        self.assertEqual((await notifications(bob))["notifications"][0]["actions"],
+                         ["notify", sound])
+        await carol.join(room)
+        await alice.send(room, "three of us")
+        self.assertEqual(await unread(carol, room), {"main": (1, 0)})
+        # Three members: .m.rule.message (no sound).
+        self.assertEqual((await notifications(bob))["notifications"][0]["actions"], ["notify"])
+
+    async def test_a_changed_display_name_is_the_one_matched(self) -> None:
+        alice, bob = await start_users(self, "alice", "bob")
+        room = await alice.create_room(preset="public_chat")
+        await bob.join(room)
+        await bob.ok("PUT", f"/profile/{q(bob.user_id)}/displayname", {"displayname": "Bobby"})
+        await bob.ok("PUT", "/pushrules/global/override/my_name",
+                     {"conditions": [{"kind": "contains_display_name"}],
+                      "actions": ["notify", {"set_tweak": "highlight"}]})
+        await alice.send(room, "hello Bobby")
+        self.assertEqual(await unread(bob, room), {"main": (1, 1)})
+        # The new member event is bob's own: it reads the room.
+        await bob.ok("PUT", f"/profile/{q(bob.user_id)}/displayname", {"displayname": "Robert"})
+        await alice.send(room, "hello Bobby")
+        self.assertEqual(await unread(bob, room), {"main": (1, 0)})
+        await alice.send(room, "hello Robert")
+        self.assertEqual(await unread(bob, room), {"main": (2, 1)})
+
+    async def test_a_changed_rule_applies_to_its_owner_only(self) -> None:
+        alice, bob, carol = await start_users(self, "alice", "bob", "carol")
+        room = await alice.create_room(preset="public_chat")
+        await bob.join(room)
+        await carol.join(room)
+        await alice.send(room, "one")
+        message = "/pushrules/global/underride/.m.rule.message"
+        await bob.ok("PUT", f"{message}/enabled", {"enabled": False})
+        await alice.send(room, "two")
+        self.assertEqual(await unread(bob, room), {"main": (1, 0)})
+        self.assertEqual(await unread(carol, room), {"main": (2, 0)})
+        await bob.ok("PUT", f"{message}/enabled", {"enabled": True})
+        await bob.ok("PUT", f"{message}/actions", {"actions": ["notify", {"set_tweak":
+                                                                           "highlight"}]})
+        await alice.send(room, "three")
+        self.assertEqual(await unread(bob, room), {"main": (2, 1)})
+        self.assertEqual(await unread(carol, room), {"main": (3, 0)})
+
+
 class ConcurrentSendTests(TestCase):
     async def test_every_message_of_concurrent_senders_is_counted_once(self) -> None:
         """Batches of events arrive while earlier ones are evaluated and written (the write

@@ -185,23 +185,24 @@ class RecentLocalEventsTests(TestCase):
         positions = [stored[eid].stream_ordering for eid in ids]
         found = engine.recent_local_events(positions[0] - 1, positions[-1])
         assert found is not None
-        self.assertEqual([p for p, _ in found], positions)
-        self.assertEqual([e.event_id for _, e in found], ids)
-        self.assertEqual([e.content for _, e in found],
+        self.assertEqual([p for p, _, _ in found], positions)
+        self.assertEqual([e.event_id for _, e, _ in found], ids)
+        self.assertEqual([e.content for _, e, _ in found],
                          [json.loads(stored[eid].pdu_json)["content"] for eid in ids])
+        self.assertEqual([g for _, _, g in found], [stored[eid].state_group for eid in ids])
 
     def test_a_missing_or_forgotten_position_sends_the_reader_to_storage(self) -> None:
         recent = RecentLocalEvents(size=3)
         events: list[Any] = [object(), object(), object(), object()]
-        recent.add([1, 2], events[:2])
-        recent.add([4], events[2:3])  # position 3: a remote event, say
-        self.assertEqual(recent.between(0, 2), [(1, events[0]), (2, events[1])])
+        recent.add([1, 2], events[:2], [7, 7])
+        recent.add([4], events[2:3], [8])  # position 3: a remote event, say
+        self.assertEqual(recent.between(0, 2), [(1, events[0], 7), (2, events[1], 7)])
         self.assertIsNone(recent.between(0, 4))
         self.assertIsNone(recent.between(2, 4))
-        self.assertEqual(recent.between(3, 4), [(4, events[2])])
-        recent.add([5], events[3:])
+        self.assertEqual(recent.between(3, 4), [(4, events[2], 8)])
+        recent.add([5], events[3:], [None])
         self.assertIsNone(recent.between(0, 1))  # the oldest was forgotten
-        self.assertEqual(recent.between(3, 5), [(4, events[2]), (5, events[3])])
+        self.assertEqual(recent.between(3, 5), [(4, events[2], 8), (5, events[3], None)])
         self.assertIsNone(recent.between(0, 100))
 
 
