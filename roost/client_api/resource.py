@@ -283,7 +283,12 @@ class JsonResource(Resource):
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
         if self._auth is None:
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown access token")
-        as_user = request.args.get(b"user_id", [b""])[0].decode("utf-8", "replace") or None
+        as_user = None
+        query = request.uri.partition(b"?")[2]
+        # The arguments are parsed only if they may hold user_id (an application service
+        # acting as a user): a key can only spell it through an escape otherwise.
+        if b"user_id" in query or b"%" in query:
+            as_user = request.args.get(b"user_id", [b""])[0].decode("utf-8", "replace") or None
         return await self._auth.authenticate(token, as_user)
 
     async def _take_rate_limit(
