@@ -127,6 +127,7 @@ def _framing_accepted(framing: list[tuple[bytes, bytes]]) -> bool:
 class LeanChannel(HTTPChannel):
     _peer: Any = None
     _host: Any = None
+    _transport: Any = None
 
     def dataReceived(self, data: bytes) -> None:
         """Whole heads at the start of a request in one pass; everything else (and what is
@@ -213,6 +214,19 @@ class LeanChannel(HTTPChannel):
         starts a new timer here."""
         self.resetTimeout()
         super().requestDone(request)
+
+    @property  # type: ignore[override]
+    def transport(self) -> Any:
+        return self._transport
+
+    @transport.setter
+    def transport(self, value: Any) -> None:
+        """A request that takes the connection over (the WebSocket: Autobahn sets the
+        channel's transport to None) leaves this channel for good: its idle timer,
+        which runs during requests here, stops with it."""
+        self._transport = value
+        if value is None:
+            self.setTimeout(None)
 
     def timeoutConnection(self) -> None:
         """No idle timeout while a request is being handled (a long poll), as in Twisted,
