@@ -13,7 +13,6 @@ import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import treq
 from twisted.internet import defer
 from twisted.web.client import HTTPConnectionPool
 
@@ -40,6 +39,8 @@ class AppServiceHttp:
 
     async def request(self, method: str, url: str, token: str,
                       body: JsonDict | None = None) -> tuple[int, JsonDict]:
+        import treq  # here, not at start: treq (1.7 MiB) only for servers that use it
+
         data = json.dumps(body).encode("utf-8") if body is not None else None
         resp = await treq.request(
             method, url, data=data, pool=self.pool, timeout=self._timeout,
@@ -75,6 +76,8 @@ class AppServiceHttp:
         JSON answer (a protocol object or a list), or None when it has none or fails."""
         if not service.url:
             return None
+        import treq  # here, not at start: treq (1.7 MiB) only for servers that use it
+
         query = ("?" + urlencode(args)) if args else ""
         try:
             resp = await treq.request(

@@ -25,6 +25,7 @@ import ctypes
 import gc
 import logging
 import os
+import sys
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,23 @@ MMAP_THRESHOLD = 128 * 1024
 # Young objects (net container allocations) before the cyclic collector runs; Python's
 # default is 700. The other two thresholds keep Python's defaults.
 YOUNG_THRESHOLD = 10_000
+
+
+def skip_http2() -> bool:
+    """Keep Twisted's HTTP/2 support out of the server process; call it before anything
+    imports twisted.web.http. Returns whether it was still in time.
+
+    twisted.web.http imports its HTTP/2 channel (and the h2, hpack, hyperframe and
+    priority packages, about 1.5 MiB resident) whenever the h2 package is installed, as
+    the test extras install it. Roost never serves HTTP/2: its listeners offer no ALPN,
+    and a cleartext upgrade to h2c is not taken by Twisted either, so that code would
+    never run. Marking the module absent makes Twisted's own fallback apply
+    (`H2_ENABLED` false), as on an install without h2.
+    """
+    if "twisted.web.http" in sys.modules:
+        return False
+    sys.modules.setdefault("twisted.web._http2", None)  # type: ignore[arg-type]
+    return True
 
 
 def tune_allocator() -> bool:

@@ -23,7 +23,6 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import treq
 from twisted.internet import defer
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
@@ -112,6 +111,8 @@ class WriterClient:
         self._roles = roles
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 32
+        import treq  # here, not at start: treq (1.7 MiB) only for servers that use it
+
         self._http = treq.client.HTTPClient(Agent(reactor, pool=self.pool))
         self._stream: Any = None
         self._waiting: list[tuple[int, defer.Deferred[None]]] = []

@@ -18,10 +18,12 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
+    from roost.homeserver.memory import skip_http2, tune_allocator, tune_collector_after_start
+
+    skip_http2()  # before the server's modules import twisted.web
     from twisted.internet import reactor
 
     from roost.homeserver.logsetup import setup_logging
-    from roost.homeserver.memory import tune_allocator, tune_collector_after_start
     from roost.homeserver.service import RoostService
 
     try:

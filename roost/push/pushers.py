@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import treq
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.web.client import HTTPConnectionPool
@@ -230,6 +229,8 @@ class PusherDelivery:
         if not isinstance(url, str):
             return "sent"  # nothing to send to; such a pusher is refused when set
         body = await self._body(pusher, room_id, event_id, actions)
+        import treq  # here, not at start: treq (1.7 MiB) only for servers that use it
+
         try:
             response = await treq.post(url, json.dumps(body).encode(),
                                        headers={"Content-Type": "application/json"},

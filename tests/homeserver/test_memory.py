@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from roost.homeserver.memory import YOUNG_THRESHOLD, tune_collector_after_start
+from roost.homeserver.memory import YOUNG_THRESHOLD, skip_http2, tune_collector_after_start
 
 
 class CollectorTests(TestCase):
@@ -36,3 +38,22 @@ class CollectorTests(TestCase):
         started.errback(RuntimeError("no database"))
         self.assertEqual(gc.get_threshold(), before)
         self.failureResultOf(started, RuntimeError)
+
+
+class SkipHttp2Tests(TestCase):
+    def test_the_server_process_runs_without_twisted_http2(self) -> None:
+        """In a fresh process (as `roost run` starts), Twisted's HTTP/2 channel and the
+        h2 package stay unloaded, and twisted.web.http works as without h2 installed."""
+        code = ("import sys; from roost.homeserver.memory import skip_http2; "
+                "assert skip_http2(); import twisted.web.server, twisted.web.http as http; "
+                "print(http.H2_ENABLED, 'h2' in sys.modules, 'twisted.web._http2' in sys.modules "
+                "and sys.modules['twisted.web._http2'] is not None)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True).stdout.split()
+        self.assertEqual(out, ["False", "False", "False"])
+
+    def test_too_late_once_twisted_web_is_imported(self) -> None:
+        import twisted.web.http  # noqa: F401 - this process has it already
+
+        self.assertFalse(skip_http2())
+        self.assertIsNot(sys.modules.get("twisted.web._http2", 0), None)

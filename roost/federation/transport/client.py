@@ -24,7 +24,6 @@ from io import BytesIO
 from typing import Any
 from urllib.parse import urlencode
 
-import treq
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
@@ -398,6 +397,8 @@ class FederationClient:
         if not 200 <= response.code < 300:
             status, raw = await self._read(response, what)
             _json_answer(what, status, raw)  # raises HttpResponseError
+        import treq  # here, not at start: treq (1.7 MiB) only for servers that use it
+
         await treq.collect(response, _ToSink(sink, max_bytes, what))
         return response.code, response.headers
 
@@ -420,6 +421,8 @@ class FederationClient:
         return await self._read(response, destination)
 
     def _read(self, response: Any, destination: str) -> defer.Deferred[tuple[int, bytes]]:
+        import treq  # here, not at start: treq (1.7 MiB) only for servers that use it
+
         chunks: list[bytes] = []
         size = [0]
 

@@ -27,7 +27,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import treq
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.http_headers import Headers
@@ -175,11 +174,16 @@ class HttpWellKnownFetcher:
     """
 
     def __init__(self, agent: IAgent, clock: IReactorTime) -> None:
-        self._http = treq.client.HTTPClient(agent)
+        self._agent = agent
+        self._http: Any = None
         self._clock = clock
 
     async def fetch(self, hostname: str) -> WellKnownResult:
         url = f"https://{hostname}/.well-known/matrix/server"
+        import treq  # here, not at start: treq (1.7 MiB) only for servers that use it
+
+        if self._http is None:
+            self._http = treq.client.HTTPClient(self._agent)
         try:
             d = self._http.get(url, allow_redirects=True)
             d.addTimeout(WELL_KNOWN_TIMEOUT_S, self._clock)
