@@ -14,6 +14,10 @@ from tests.postgres_harness import fresh_database
 
 
 class AdminCommandTests(TestCase):
+    # Ten real processes, three of which wait out the session cache's 5 s (a command
+    # beside a running server cannot tell it): over a minute on a loaded 2-core machine.
+    timeout = 400
+
     async def _folder(self) -> str:
         folder = os.path.abspath(self.mktemp())
         os.makedirs(folder)

@@ -66,13 +66,22 @@ class ReplicatedCountsTests(TestCase):
                     "the reader follows the evaluator")
         return follower
 
-    async def _sync(self, since: str | None) -> tuple[int, str]:
-        """Bob's notification count in the room from a sync at the reader, and its token."""
-        path = V3 + "/sync" if since is None else f"{V3}/sync?since={q(since)}&timeout=30000"
-        got = await self.reader.request("GET", path, token=self.bob["access_token"])
-        self.assertEqual(got.status, 200, got.body)
-        room = got.body["rooms"]["join"][self.room]
-        return room["unread_notifications"]["notification_count"], got.body["next_batch"]
+    async def _sync(self, since: str | None, sent: str | None = None) -> tuple[int, str]:
+        """Bob's notification count in the room from a sync at the reader, and its token:
+        with `sent`, from the answer whose timeline has that event (a long poll may first
+        wake for something else, such as a presence change from the other process)."""
+        for _ in range(20):
+            path = V3 + "/sync" if since is None else f"{V3}/sync?since={q(since)}&timeout=30000"
+            got = await self.reader.request("GET", path, token=self.bob["access_token"])
+            self.assertEqual(got.status, 200, got.body)
+            since = got.body["next_batch"]
+            room = got.body.get("rooms", {}).get("join", {}).get(self.room)
+            if room is None:
+                continue
+            timeline = [e["event_id"] for e in room.get("timeline", {}).get("events", [])]
+            if sent is None or sent in timeline:
+                return room["unread_notifications"]["notification_count"], since
+        raise AssertionError(f"{sent} never arrived at the reader")
 
     async def test_counts_follow_the_increments_on_the_bus(self) -> None:
         await self._cluster()
@@ -83,7 +92,7 @@ class ReplicatedCountsTests(TestCase):
         misses = follower.counts.misses
         for n in range(1, 4):
             event_id = await _send(self.writer, self.alice, self.room, f"m{n}")
-            count, since = await self._sync(since)
+            count, since = await self._sync(since, event_id)
             self.assertEqual(count, n)
         self.assertEqual(follower.counts.misses, misses)  # no storage read since
         # A receipt (taken at the reader) drops bob's entry: read again, now 0.
@@ -93,8 +102,8 @@ class ReplicatedCountsTests(TestCase):
         self.assertEqual(receipt.status, 200, receipt.body)
         count, since = await self._sync(since)
         self.assertEqual(count, 0)
-        await _send(self.writer, self.alice, self.room, "after-receipt")
-        count, _ = await self._sync(since)
+        sent = await _send(self.writer, self.alice, self.room, "after-receipt")
+        count, _ = await self._sync(since, sent)
         self.assertEqual(count, 1)
 
     async def test_a_missed_message_is_noticed_and_the_counts_read_again(self) -> None:
@@ -115,12 +124,12 @@ class ReplicatedCountsTests(TestCase):
         await _send(self.writer, self.alice, self.room, "lost")
         await until(lambda: bool(lost), "the first batch's message is lost")
         gaps = follower.gaps
-        await _send(self.writer, self.alice, self.room, "heard")
-        count, since = await self._sync(since)
+        sent = await _send(self.writer, self.alice, self.room, "heard")
+        count, since = await self._sync(since, sent)
         self.assertEqual(count, 2)  # the cache alone would say 1
         self.assertEqual(follower.gaps, gaps + 1)
-        await _send(self.writer, self.alice, self.room, "third")
-        count, _ = await self._sync(since)
+        sent = await _send(self.writer, self.alice, self.room, "third")
+        count, _ = await self._sync(since, sent)
         self.assertEqual(count, 3)
 
     async def test_a_restarted_reader_counts_what_was_sent_while_it_was_down(self) -> None:
@@ -128,23 +137,23 @@ class ReplicatedCountsTests(TestCase):
         follower = await self._following()
         count, since = await self._sync(None)
         self.assertEqual(count, 0)
-        await _send(self.writer, self.alice, self.room, "before")
-        count, since = await self._sync(since)
+        sent = await _send(self.writer, self.alice, self.room, "before")
+        count, since = await self._sync(since, sent)
         self.assertEqual(count, 1)
         await self.reader.stop()
         for n in range(3):
-            await _send(self.writer, self.alice, self.room, f"down{n}")
+            sent = await _send(self.writer, self.alice, self.room, f"down{n}")
         self.reader = await self._start("reader")
         self.assertIsNot(self._follower(), follower)
-        count, since = await self._sync(since)  # no message heard yet: from storage
+        count, since = await self._sync(since, sent)  # no message heard yet: storage
         self.assertEqual(count, 4)
-        await _send(self.writer, self.alice, self.room, "back")
+        sent = await _send(self.writer, self.alice, self.room, "back")
         follower = await self._following()
-        count, since = await self._sync(since)
+        count, since = await self._sync(since, sent)
         self.assertEqual(count, 5)
         misses = follower.counts.misses
-        await _send(self.writer, self.alice, self.room, "cached")
-        count, _ = await self._sync(since)
+        sent = await _send(self.writer, self.alice, self.room, "cached")
+        count, _ = await self._sync(since, sent)
         self.assertEqual(count, 6)
         self.assertEqual(follower.counts.misses, misses)  # the increment, not storage
 
@@ -168,6 +177,6 @@ class ReplicatedCountsTests(TestCase):
             follower.heard(instance, message)
         count, since = await self._sync(None)
         self.assertEqual(count, 1)  # kept, the read and the increment would make 2
-        await _send(self.writer, self.alice, self.room, "m2")
-        count, _ = await self._sync(since)
+        sent = await _send(self.writer, self.alice, self.room, "m2")
+        count, _ = await self._sync(since, sent)
         self.assertEqual(count, 2)
