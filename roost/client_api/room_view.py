@@ -162,11 +162,13 @@ class RoomView:
 
     async def _aggregate(self, events: list[LoadedEvent], user_id: str,
                          kinds: Mapping[str, frozenset[str]] | None = None) -> dict[str, JsonDict]:
-        live = [e for e in events if not e.redacted_by and e.event.state_key is None]
-        if kinds is not None:
-            live = [e for e in live if kinds.get(e.event.event_id, True)]
+        if kinds is not None:  # what the read found nothing relating to is left out first
+            live = [e for e in events if kinds.get(e.event.event_id, True)
+                    and not e.redacted_by and e.event.state_key is None]
             if not live:
                 return {}
+        else:
+            live = [e for e in events if not e.redacted_by and e.event.state_key is None]
         found = await self._relations.aggregations(
             {e.event.event_id: e.event.sender for e in live}, user_id)
         edits, threads, reactions = found.edits, found.threads, found.reactions

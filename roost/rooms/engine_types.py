@@ -10,7 +10,7 @@ import heapq
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from roost.rooms.events import Event, parse_canonical
 from roost.rooms.versions import RoomVersion, get_room_version
@@ -55,9 +55,12 @@ class NewEvent:
     txn_key: tuple[str, str, str] | None = None  # (user, device, txn id)
 
 
-@dataclass(frozen=True)
-class LoadedEvent:
-    """An event read back from storage, with what serving it needs."""
+class LoadedEvent(NamedTuple):
+    """An event read back from storage, with what serving it needs.
+
+    A named tuple, not a frozen dataclass: built for every event of every page read
+    (about a fifth of the time a frozen dataclass takes to build) and held for every
+    state event of a cached room head (72 bytes instead of about 150 with its dict)."""
 
     event: Event
     stream_ordering: int | None
@@ -245,6 +248,24 @@ class EventCache:
         event = event_from_storage(stored)
         self._put(event)
         return event
+
+    def loaded(self, stored: list[StoredEvent]) -> list[LoadedEvent]:
+        """`event` for each row, as served (LoadedEvent): one loop without a call per
+        event, for history pages (100 events a /messages page)."""
+        entries = self._entries
+        out = []
+        for row in stored:
+            entry = entries.get(row.event_id)
+            if entry is not None and entry.room_id == row.room_id \
+                    and entry.version.identifier == row.room_version \
+                    and entry.canonical_bytes == row.pdu_json.encode("utf-8"):
+                entries.move_to_end(row.event_id)
+            else:
+                entry = event_from_storage(row)
+                self._put(entry)
+            out.append(LoadedEvent(entry, row.stream_ordering, row.redacted_by,
+                                   row.rejected_reason is not None))
+        return out
 
     def remember(self, event: Event, pdu_json: str) -> None:
         """Keep an event just persisted (the newest events are the most read), if `pdu_json`,

@@ -87,7 +87,7 @@ class EventReader:
                            stored.rejected_reason is not None)
 
     def loaded(self, stored: list[StoredEvent]) -> list[LoadedEvent]:
-        return [self.load(s) for s in stored]
+        return self._parsed.loaded(stored)
 
     def remember(self, event: Event, pdu_json: str) -> None:
         """Keep an event just persisted, parsed (the newest events are the most read)."""

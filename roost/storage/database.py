@@ -1,7 +1,9 @@
 """The only user of psycopg2: a connection pool off the reactor thread.
 
 Every piece of SQL runs inside `Database.run(desc, txn_fn, ...)`: the function
-gets a `Txn` on a pool thread, and the whole function is one transaction. When
+gets a `Txn` on a pool thread, and the whole function is one transaction. Reads
+whose statements need no common snapshot may use `run_reads` / `read` /
+`read_one` instead: the same, in autocommit (no BEGIN and COMMIT round trips). When
 PostgreSQL reports a serialization failure or a deadlock the transaction is
 rolled back and the function runs again, so transaction functions must be safe
 to re-run. Callbacks registered with `txn.call_after` run on the reactor only
@@ -20,7 +22,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extras
 from twisted.enterprise import adbapi
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorCore, IReactorThreads
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,29 @@ class Txn:
         self.after_commit.append(callback)
 
 
+class ReadTxn(Txn):
+    """The txn of `Database.run_reads`: SELECTs only, each committed as it ends."""
+
+    def execute(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> None:
+        if sql.lstrip()[:6].upper() != "SELECT":
+            raise ValueError(f"run_reads runs SELECTs only, not {sql[:40]!r}")
+        self._cursor.execute(sql, args)
+
+    def query(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        self.execute(sql, args)
+        return self._cursor.fetchall()
+
+    def query_one(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> tuple[Any, ...] | None:
+        self.execute(sql, args)
+        return self._cursor.fetchone()
+
+    def execute_values(self, sql: str, rows: Iterable[Sequence[Any]], page_size: int = 500) -> None:
+        raise ValueError("run_reads runs SELECTs only")
+
+    def call_after(self, callback: Callable[[], None]) -> None:
+        raise ValueError("run_reads commits nothing to call back after")
+
+
 class Database:
     """A pool of psycopg2 connections driven from a Twisted thread pool."""
 
@@ -106,17 +131,12 @@ class Database:
             try:
                 result = await self._pool.runInteraction(interaction)
             except psycopg2.Error as e:
-                if self.observer is not None:
-                    self.observer(desc, time.monotonic() - start, False)
+                self._observe(desc, start, False)
                 if e.pgcode in _RETRY_CODES and attempt < MAX_ATTEMPTS:
                     logger.info("%s: retrying after %s (attempt %d)", desc, e.pgcode, attempt)
                     continue
                 raise
-            duration = time.monotonic() - start
-            if self.observer is not None:
-                self.observer(desc, duration, True)
-            if duration > 1.0:
-                logger.warning("%s: slow transaction, %.3fs", desc, duration)
+            self._observe(desc, start, True)
             for callback in txn_box[-1].after_commit:
                 try:
                     callback()
@@ -124,6 +144,78 @@ class Database:
                     logger.exception("%s: after-commit callback failed", desc)
             return result
         raise AssertionError("unreachable")
+
+    async def read(self, desc: str, sql: str,
+                   args: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one SELECT, run without BEGIN and COMMIT: see `run_reads`."""
+        return await self.run_reads(desc, _query_all, sql, args)
+
+    async def read_one(self, desc: str, sql: str,
+                       args: Sequence[Any] | dict[str, Any] = ()) -> tuple[Any, ...] | None:
+        """The first row of one SELECT (None if none), without BEGIN and COMMIT."""
+        return await self.run_reads(desc, _query_first, sql, args)
+
+    async def run_reads(self, desc: str, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """Run `fn(txn, *args, **kwargs)`, whose statements are all SELECTs, in autocommit.
+
+        `run` costs three round trips for one SELECT (psycopg2 sends BEGIN and
+        COMMIT on their own) and about twice the pool thread's CPU
+        (bench/db_read.py). Here each statement is a transaction of its own with
+        its own snapshot: exactly what the statements of a `run` see already,
+        since every connection is READ COMMITTED (a snapshot per statement), but
+        no lock outlives its statement. So use it only for reads whose statements
+        need no snapshot shared between them and take no row locks (FOR UPDATE);
+        the txn refuses anything but a SELECT. Retries on serialization failure
+        or deadlock, the observer and the slow-transaction log are those of
+        `run`; a connection found broken is replaced and `fn` run once more.
+        """
+        reconnected = False
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            lost: list[bool] = []
+            start = time.monotonic()
+            try:
+                result = await threads.deferToThreadPool(
+                    self._reactor, self._pool.threadpool,  # type: ignore[arg-type]
+                    self._autocommit_reads, lost, fn, args, kwargs)
+            except psycopg2.Error as e:
+                self._observe(desc, start, False)
+                if e.pgcode in _RETRY_CODES and attempt < MAX_ATTEMPTS:
+                    logger.info("%s: retrying after %s (attempt %d)", desc, e.pgcode, attempt)
+                    continue
+                if lost and not reconnected:  # reads are safe to send again, once
+                    logger.info("%s: retrying on a new connection after %s", desc, e)
+                    reconnected = True
+                    continue
+                raise
+            self._observe(desc, start, True)
+            return result
+        raise AssertionError("unreachable")
+
+    def _autocommit_reads(self, lost: list[bool], fn: Callable[..., R],
+                          args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        """On a pool thread: this thread's connection runs `fn` in autocommit, and goes
+        back to transactions (what `run` expects of it) whatever happens; a broken
+        connection leaves the pool, so the thread's next use connects afresh."""
+        conn = self._pool.connect()
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cursor:
+                return fn(ReadTxn(cursor), *args, **kwargs)
+        except psycopg2.Error:
+            if conn.closed:
+                lost.append(True)
+                self._pool.disconnect(conn)
+            raise
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+
+    def _observe(self, desc: str, start: float, committed: bool) -> None:
+        duration = time.monotonic() - start
+        if self.observer is not None:
+            self.observer(desc, duration, committed)
+        if committed and duration > 1.0:
+            logger.warning("%s: slow transaction, %.3fs", desc, duration)
 
     async def current_database(self) -> str:
         """The database's name on its server (names this deployment, e.g. in Redis)."""
@@ -141,12 +233,24 @@ class Database:
         return None
 
 
+def _query_all(txn: Txn, sql: str, args: Sequence[Any] | dict[str, Any]) -> list[tuple[Any, ...]]:
+    return txn.query(sql, args)
+
+
+def _query_first(txn: Txn, sql: str, args: Sequence[Any] | dict[str, Any]) -> tuple[Any, ...] | None:
+    return txn.query_one(sql, args)
+
+
 def _prepare_connection(conn: Any, application_name: str | None = None) -> None:
-    if application_name is not None:
-        with conn.cursor() as cur:
+    """READ COMMITTED as the session's default on the server, not through psycopg2's
+    set_session: then psycopg2 sends a plain BEGIN, and switching the connection to
+    autocommit and back for `Database.run_reads` costs no round trip (with set_session
+    every switch sent a SET default_transaction_isolation)."""
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        if application_name is not None:
             cur.execute("SET application_name = %s", (application_name,))
-        conn.commit()
-    conn.set_session(isolation_level="READ COMMITTED")
+    conn.commit()
 
 
 def application_name(instance: str) -> str:

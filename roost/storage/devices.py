@@ -156,12 +156,11 @@ class DeviceStore:
         failure: Failure | None = None
         ticket = self.sessions.begin_load()
         try:
-            rows = await self._db.run(
+            rows = await self._db.read(
                 "session_auth",
-                lambda txn: txn.query(
-                    "SELECT s.session_id, s.user_id, s.device_id, u.is_admin FROM sessions s"
-                    " JOIN users u ON u.user_id = s.user_id WHERE s.session_id = ANY(%s)",
-                    (list(batch),)))
+                "SELECT s.session_id, s.user_id, s.device_id, u.is_admin FROM sessions s"
+                " JOIN users u ON u.user_id = s.user_id WHERE s.session_id = ANY(%s)",
+                (list(batch),))
             found = {r[0]: (r[1], r[2], bool(r[3])) for r in rows}
             for session_id, info in found.items():
                 self.sessions.put(session_id, info, ticket)

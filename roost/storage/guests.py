@@ -11,13 +11,12 @@ class GuestQueries:
 
     async def guest_access_changes(self, after: int, upto: int) -> list[str]:
         """Rooms whose m.room.guest_access changed in (after, upto] of the events stream."""
-        rows = await self._db.run(
+        rows = await self._db.read(
             "guest_access_changes",
-            lambda t: t.query(
-                "SELECT DISTINCT room_id FROM events WHERE stream_ordering > %s"
-                " AND stream_ordering <= %s AND type = 'm.room.guest_access'"
-                " AND state_key = '' AND NOT outlier AND rejected_reason IS NULL",
-                (after, upto)))
+            "SELECT DISTINCT room_id FROM events WHERE stream_ordering > %s"
+            " AND stream_ordering <= %s AND type = 'm.room.guest_access'"
+            " AND state_key = '' AND NOT outlier AND rejected_reason IS NULL",
+            (after, upto))
         return sorted(r[0] for r in rows)
 
     async def joined_guests(self, room_id: str) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
@@ -31,26 +31,22 @@ class SyncQueries:
         of the events this device sent (one query)."""
         if not event_ids:
             return {}
-        rows = await self._db.run(
+        rows = await self._db.read(
             "sync_txn_ids",
-            lambda t: t.query(
-                "SELECT event_id, txn_id FROM event_txn_ids WHERE user_id = %s"
-                " AND device_id = %s AND event_id = ANY(%s)",
-                (user_id, device_id, event_ids),
-            ),
+            "SELECT event_id, txn_id FROM event_txn_ids WHERE user_id = %s"
+            " AND device_id = %s AND event_id = ANY(%s)",
+            (user_id, device_id, event_ids),
         )
         return {r[0]: r[1] for r in rows}
 
     async def state_group_at(self, room_id: str, position: int) -> int | None:
         """The state group after the room's last event at or below `position`."""
-        row = await self._db.run(
+        row = await self._db.read_one(
             "state_group_at_position",
-            lambda t: t.query_one(
-                "SELECT state_group FROM events WHERE room_id = %s AND stream_ordering <= %s"
-                " AND state_group IS NOT NULL AND rejected_reason IS NULL AND NOT soft_failed"
-                " ORDER BY stream_ordering DESC LIMIT 1",
-                (room_id, position),
-            ),
+            "SELECT state_group FROM events WHERE room_id = %s AND stream_ordering <= %s"
+            " AND state_group IS NOT NULL AND rejected_reason IS NULL AND NOT soft_failed"
+            " ORDER BY stream_ordering DESC LIMIT 1",
+            (room_id, position),
         )
         return int(row[0]) if row else None
 
@@ -65,7 +61,7 @@ class SyncQueries:
         args: tuple[Any, ...] = (room_ids,)
         if among is not None:
             sql, args = sql + " AND state_key = ANY(%s)", (room_ids, list(among))
-        rows = await self._db.run("joined_users_of_rooms", lambda t: t.query(sql, args))
+        rows = await self._db.read("joined_users_of_rooms", sql, args)
         return {r[0] for r in rows}
 
     async def latest_per_room(
@@ -80,10 +76,16 @@ class SyncQueries:
         """
         if not room_ids:
             return {}
-        return await self._db.run("latest_per_room", _latest_per_room, room_ids, upto, per_room)
+        return await self._db.run_reads("latest_per_room", _latest_per_room, room_ids, upto,
+                                        per_room)
 
     async def load_range(self, after: int, upto: int, limit: int) -> _Loaded:
-        return await self._db.run("recent_events", _load_range, after, upto, limit)
+        """The range's events, redactions and relations: three SELECTs without BEGIN and
+        COMMIT (Database.run_reads), once per message under fan-out. Each sees its own
+        snapshot, as each statement of a READ COMMITTED `run` did: the range's rows are
+        fixed once `upto` is persisted, and what may come later (relations to its events)
+        is caught by the next range's read (RecentEvents)."""
+        return await self._db.run_reads("recent_events", _load_range, after, upto, limit)
 
 
 def _latest_per_room(
@@ -278,7 +280,7 @@ class RecentEvents:
         i = bisect_right(self._positions, position) - 1
         event = self._events[i]
         if event.redacted_by is None or redaction < event.redacted_by:
-            self._events[i] = replace(event, redacted_by=redaction)
+            self._events[i] = event._replace(redacted_by=redaction)
 
     def _clear(self, start: int) -> None:
         self._start = start

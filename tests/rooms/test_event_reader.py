@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -78,13 +77,32 @@ class ParsedEventCacheTests(TestCase):
         row = stored[ids[0]]
         kept = cache.event(row)
         self.assertIs(cache.event(row), kept)
-        other = dataclasses.replace(row, pdu_json=stored[ids[1]].pdu_json)
+        other = row._replace(pdu_json=stored[ids[1]].pdu_json)
         self.assertEqual(cache.event(other).pdu, json.loads(stored[ids[1]].pdu_json))
         for eid in ids:
             cache.event(stored[eid])
         self.assertEqual(len(cache), 2)
         self.assertIsNot(cache.event(stored[ids[0]]), kept)  # forgotten, parsed again
         self.assertEqual(len(EventCache(size=0)), 0)
+
+    async def test_a_page_of_rows_is_served_as_each_row_alone(self) -> None:
+        """EventCache.loaded (a history page's rows in one loop) keeps `event`'s checks: a
+        cached entry serves a row only if the row's JSON, room and version are its own."""
+        engine, ids = await self._room_with_messages(3)
+        stored = await engine._events.get_events(ids)
+        cache = EventCache(size=10)
+        kept = cache.event(stored[ids[0]])
+        other = stored[ids[0]]._replace(pdu_json=stored[ids[1]].pdu_json)
+        moved = stored[ids[2]]._replace(room_id="!elsewhere:test")
+        page = cache.loaded([stored[ids[0]], other, moved, stored[ids[1]]])
+        self.assertIs(page[0].event, kept)
+        self.assertEqual(page[1].event.pdu, json.loads(stored[ids[1]].pdu_json))
+        self.assertIsNot(page[1].event, kept)
+        self.assertEqual(page[2].event.room_id, "!elsewhere:test")  # parsed from the row
+        self.assertEqual([(p.stream_ordering, p.redacted_by, p.rejected) for p in page],
+                         [(r.stream_ordering, r.redacted_by, r.rejected_reason is not None)
+                          for r in (stored[ids[0]], other, moved, stored[ids[1]])])
+        self.assertEqual(page[3].event.canonical_bytes, stored[ids[1]].pdu_json.encode())
 
 
 class CurrentStateIdsTests(TestCase):

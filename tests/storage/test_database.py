@@ -59,3 +59,112 @@ class DatabaseTests(TestCase):
         with self.assertRaises(psycopg2.Error):
             await db.run("fails", fails)
         self.assertEqual(ran, ["ok"])
+
+
+class ReadsWithoutTransactionTests(TestCase):
+    """`Database.read`/`read_one`/`run_reads`: SELECTs in autocommit, on the same pool."""
+
+    async def _db(self) -> Database:
+        # One pool thread: every call uses the same connection, which the tests inspect.
+        db = Database(reactor, await fresh_database(self), 1, 1)
+        self.addCleanup(db.close)
+        await db.run("t", lambda t: t.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v INT)"))
+        await db.run("t", lambda t: t.execute("INSERT INTO kv VALUES ('a', 1), ('b', 2)"))
+        return db
+
+    def assert_connections_back_in_transaction_mode(self, db: Database) -> None:
+        connections = list(db._pool.connections.values())
+        self.assertEqual(len(connections), 1)
+        for conn in connections:
+            self.assertFalse(conn.autocommit)
+            self.assertEqual(conn.info.transaction_status,
+                             psycopg2.extensions.TRANSACTION_STATUS_IDLE)
+
+    async def test_reads_return_rows_and_run_without_begin(self) -> None:
+        db = await self._db()
+        self.assertEqual(await db.read("r", "SELECT k, v FROM kv ORDER BY k"),
+                         [("a", 1), ("b", 2)])
+        self.assertEqual(await db.read_one("r", "SELECT v FROM kv WHERE k = %s", ("b",)), (2,))
+        self.assertIsNone(await db.read_one("r", "SELECT v FROM kv WHERE k = 'z'"))
+        # Without BEGIN the statement's transaction starts with the statement; inside
+        # `run` it started at the BEGIN sent before it.
+        same_start = ("SELECT xact_start = query_start FROM pg_stat_activity"
+                      " WHERE pid = pg_backend_pid()")
+        self.assertEqual(await db.read_one("r", same_start), (True,))
+        self.assertEqual(await db.run("r", lambda t: t.query_one(same_start)), (False,))
+        self.assert_connections_back_in_transaction_mode(db)
+
+    async def test_run_after_a_read_is_still_one_transaction(self) -> None:
+        db = await self._db()
+        await db.read("r", "SELECT 1")
+
+        def txn_fn(txn):
+            txn.execute("INSERT INTO kv VALUES ('c', 3)")
+            txn.execute("INSERT INTO kv VALUES ('a', 9)")  # duplicate key: all rolled back
+
+        with self.assertRaises(psycopg2.IntegrityError):
+            await db.run("dup", txn_fn)
+        self.assertEqual(await db.read("r", "SELECT k FROM kv ORDER BY k"), [("a",), ("b",)])
+
+    async def test_errors_reach_the_caller_and_leave_nothing_open(self) -> None:
+        db = await self._db()
+        with self.assertRaises(psycopg2.errors.UndefinedTable):
+            await db.read("r", "SELECT * FROM no_such_table")
+        self.assert_connections_back_in_transaction_mode(db)
+        self.assertEqual(await db.read_one("r", "SELECT count(*) FROM kv"), (2,))
+
+        def fails(txn):
+            txn.query("SELECT 1")
+            raise KeyError("in the function")
+
+        with self.assertRaises(KeyError):
+            await db.run_reads("r", fails)
+        self.assert_connections_back_in_transaction_mode(db)
+
+    async def test_only_selects_run_without_a_transaction(self) -> None:
+        db = await self._db()
+        with self.assertRaises(ValueError):
+            await db.read("w", "DELETE FROM kv")
+        with self.assertRaises(ValueError):
+            await db.run_reads("w", lambda t: t.execute("UPDATE kv SET v = 0"))
+        with self.assertRaises(ValueError):
+            await db.run_reads("w", lambda t: t.call_after(lambda: None))
+        self.assertEqual(await db.read("r", "SELECT v FROM kv ORDER BY k"), [(1,), (2,)])
+        self.assert_connections_back_in_transaction_mode(db)
+
+    async def test_serialization_failure_is_retried_and_observed(self) -> None:
+        db = await self._db()
+        await db.run("t", lambda t: t.execute(
+            "CREATE SEQUENCE tries; CREATE FUNCTION flaky() RETURNS bigint AS $$"
+            " DECLARE n bigint := nextval('tries'); BEGIN IF n < 3 THEN"
+            " RAISE EXCEPTION USING ERRCODE = 'serialization_failure'; END IF; RETURN n;"
+            " END $$ LANGUAGE plpgsql"))
+        seen: list[tuple[str, bool]] = []
+        db.observer = lambda desc, seconds, committed: seen.append((desc, committed))
+        self.assertEqual(await db.read_one("flaky", "SELECT flaky()"), (3,))
+        self.assertEqual(seen, [("flaky", False), ("flaky", False), ("flaky", True)])
+        self.assert_connections_back_in_transaction_mode(db)
+
+    async def test_a_lost_connection_is_replaced_and_the_read_sent_again(self) -> None:
+        db = await self._db()
+        (pid,) = await db.read_one("pid", "SELECT pg_backend_pid()")
+        other = Database(reactor, db.dsn, 1, 1)
+        self.addCleanup(other.close)
+        self.assertEqual(await other.read_one("kill", "SELECT pg_terminate_backend(%s)", (pid,)),
+                         (True,))
+        # The pool's connection is dead; the read notices, reconnects, and answers.
+        (new_pid,) = await db.read_one("pid", "SELECT pg_backend_pid()")
+        self.assertNotEqual(new_pid, pid)
+        self.assert_connections_back_in_transaction_mode(db)
+        self.assertEqual(await db.run("r", lambda t: t.query("SELECT count(*) FROM kv")), [(2,)])
+
+    async def test_a_read_fails_when_the_connection_cannot_be_replaced(self) -> None:
+        db = await self._db()
+        seen: list[bool] = []
+        db.observer = lambda desc, seconds, committed: seen.append(committed)
+        # The read ends its own connection, and every new one, so both attempts fail.
+        with self.assertRaises(psycopg2.OperationalError):
+            await db.read("suicide", "SELECT pg_terminate_backend(pg_backend_pid())")
+        self.assertEqual(seen, [False, False])
+        self.assertEqual(await db.read_one("r", "SELECT count(*) FROM kv"), (2,))
+        self.assert_connections_back_in_transaction_mode(db)

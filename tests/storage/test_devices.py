@@ -46,15 +46,15 @@ class SessionAuthTests(TestCase):
         # The first check's query reads the row, then its answer is held back until the
         # logout has committed: the order that matters, made certain rather than hoped for.
         gate: defer.Deferred[None] = defer.Deferred()
-        real_run = db.run
+        real_read = db.read
 
-        async def held_run(desc: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-            result = await real_run(desc, fn, *args, **kwargs)
+        async def held_read(desc: str, sql: str, args=()):  # type: ignore[no-untyped-def]
+            result = await real_read(desc, sql, args)
             if desc == "session_auth" and not gate.called:
                 await gate
             return result
 
-        db.run = held_run  # type: ignore[method-assign]
+        db.read = held_read  # type: ignore[method-assign]
         first = defer.ensureDeferred(store.session_auth("s1"))
         while queries.count("session_auth") < 1:  # its query has run
             await deferLater(reactor, 0.01)
