@@ -196,6 +196,14 @@ class JsonResource(Resource):
 
     def render(self, request: server.Request) -> int:
         rid = f"req{next(_request_counter)}"
+        when_lost = getattr(request, "when_lost", None)
+        if self.observer is None and when_lost is not None:
+            # A plain callback rather than a notifyFinish Deferred per request
+            # (roost.http.answers): the handler is cancelled if the client goes.
+            d = defer.ensureDeferred(self._handle(request, rid))
+            when_lost(d.cancel)
+            d.addErrback(_log_unhandled)
+            return server.NOT_DONE_YET
         finished = request.notifyFinish()  # before handling: an answer may come at once
         if self.observer is not None:
             observer, start = self.observer, time.monotonic()
@@ -238,7 +246,8 @@ class JsonResource(Resource):
                         self.seen(requester, _client_ip(request))
                     if requester.is_guest:
                         check_guest(method, path)
-                await self._take_rate_limit(request, route, requester)
+                if route.rate_limit is not None:  # no coroutine to await otherwise
+                    await self._take_rate_limit(request, route, requester)
                 raw = b""
                 if request.content is not None and not route.stream_body:
                     raw = request.content.read()
@@ -274,7 +283,12 @@ class JsonResource(Resource):
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
         if self._auth is None:
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown access token")
-        as_user = request.args.get(b"user_id", [b""])[0].decode("utf-8", "replace") or None
+        as_user = None
+        query = request.uri.partition(b"?")[2]
+        # The arguments are parsed only if they may hold user_id (an application service
+        # acting as a user): a key can only spell it through an escape otherwise.
+        if b"user_id" in query or b"%" in query:
+            as_user = request.args.get(b"user_id", [b""])[0].decode("utf-8", "replace") or None
         return await self._auth.authenticate(token, as_user)
 
     async def _take_rate_limit(

@@ -1,27 +1,266 @@
-"""The client listener's HTTP/1.1 connection: Twisted's HTTPChannel, storing headers once.
+"""The client listener's HTTP/1.1 connection: Twisted's HTTPChannel, reading a head at once.
 
-Twisted checks each request header line in the channel (one ":", a valid
-name, no NUL/CR/LF in the value, Content-Length and Transfer-Encoding), then
-hands it to `Headers.addRawHeader`, which canonicalises the name and splits
-the value on line breaks a second time. A request carries five or so headers,
-so that second pass was about a twentieth of the CPU of a request that does
-little else (bench/http_requests.py). `LeanChannel.headerReceived` makes the
-same checks in the same order and stores the checked value directly.
+Twisted's channel is a LineReceiver: each line of a request's head is cut
+from the buffer and handed to `lineReceived`, which checks the request line
+byte by byte in Python, holds each header line back until the next one shows
+it is not continued, and stores it through `headerReceived`. For a long-poll
+that is about a tenth of the CPU of a delivery (docs/benchmarks.md).
 
-The site builds it inside Twisted's own wrapper (`lean_channel`), as Twisted
-builds its HTTPChannel: the wrapper is what the half-closed connections of
-roost.http.limits rely on being closed.
+When the buffer holds a whole head (up to the blank line), `LeanChannel`
+checks and stores it in one pass instead: the request line and each header
+name as Twisted checks them (a table lookup for the bytes each may hold),
+values without NUL, CR or LF, Content-Length and Transfer-Encoding as
+`_maybeChooseTransferDecoder` accepts them, and the count and size limits.
+Only a head that passes every check takes this path; anything else (a head
+split across reads, header lines continued on the next line, a bad line, a
+head too large) is left to Twisted's own line-by-line code from the same
+state, so answers to bad requests (400 and close), the limits, and which
+request gets what are Twisted's. What follows the head (a body, pipelined
+requests) goes through Twisted's code as before. tests/http/test_channel.py
+compares both channels on the same bytes, cut at every boundary.
+
+`headerReceived` (Twisted's line-by-line path) makes Twisted's checks and
+stores the checked value directly, without `Headers.addRawHeader`'s second
+pass. The site builds the channel inside Twisted's own wrapper
+(`lean_channel`), as Twisted builds its HTTPChannel: the wrapper is what the
+half-closed connections of roost.http.limits rely on being closed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.protocols.basic import LineReceiver
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
+from twisted.web.iweb import INonQueuedRequestFactory
+
+# RFC 9110 tchar: what twisted.web._abnf._istoken accepts (methods, header names).
+_TOKEN_BYTES = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                b"!#$%&'*+-.^_`|~")
+# What twisted.web.http._parseRequestLine accepts in a request target: 33..176.
+_TARGET_BYTES = bytes(range(33, 177))
+_VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
+_FRAMING = (b"Content-Length", b"Transfer-Encoding")
+# Header names as sent -> canonical names: a few per client, bounded against floods.
+_names: dict[bytes, bytes] = {}
+_NAMES_KEPT = 1000
+
+
+def _is_token(value: bytes) -> bool:
+    return bool(value) and not value.translate(None, _TOKEN_BYTES)
+
+
+def parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(method, target, version) when Twisted's _parseRequestLine accepts `line`, else
+    None."""
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        return None
+    method, target, version = parts
+    if not _is_token(method) or not target or target.translate(None, _TARGET_BYTES):
+        return None
+    if version not in _VERSIONS:
+        return None
+    return method, target, version
+
+
+def _canonical_name(raw: bytes) -> bytes | None:
+    name = _names.get(raw)
+    if name is None:
+        try:
+            name = _nameEncoder.encode(raw)
+        except InvalidHeaderName:
+            return None
+        if len(_names) < _NAMES_KEPT:
+            _names[raw] = name
+    return name
+
+
+def parse_header_lines(lines: list[bytes]) -> tuple[dict[bytes, list[bytes]],
+                                                     list[tuple[bytes, bytes]]] | None:
+    """Header lines (no CR, LF or NUL in any) as {canonical name: values} plus the
+    framing headers (Content-Length, Transfer-Encoding) in order, when Twisted would
+    accept every one of them; None for anything Twisted answers 400 or reads differently
+    (a continued line)."""
+    fields: dict[bytes, list[bytes]] = {}
+    framing: list[tuple[bytes, bytes]] = []
+    for line in lines:
+        raw_name, colon, value = line.partition(b":")
+        if not colon:
+            return None
+        # A continued line (starting with a blank) has no token before its colon.
+        name = _canonical_name(raw_name)
+        if name is None:
+            return None
+        value = value.strip(b" \t")
+        if name in _FRAMING:
+            framing.append((name, value))
+        values = fields.get(name)
+        if values is None:
+            fields[name] = [value]
+        else:
+            values.append(value)
+    return (fields, framing) if _framing_accepted(framing) else None
+
+
+def _framing_accepted(framing: list[tuple[bytes, bytes]]) -> bool:
+    """What HTTPChannel._maybeChooseTransferDecoder accepts: at most one of a decimal
+    Content-Length or a chunked Transfer-Encoding (identity is ignored)."""
+    chosen = False
+    for name, value in framing:
+        if name == b"Content-Length":
+            if not value.isdigit():
+                return False
+        else:
+            lowered = value.lower()
+            if lowered == b"identity":
+                continue
+            if lowered != b"chunked":
+                return False
+        if chosen:
+            return False
+        chosen = True
+    return True
 
 
 class LeanChannel(HTTPChannel):
+    _peer: Any = None
+    _host: Any = None
+    _transport: Any = None
+
+    def dataReceived(self, data: bytes) -> None:
+        """Whole heads at the start of a request in one pass; everything else (and what is
+        left once a request is under way) through Twisted's line-by-line code."""
+        if (self._busyReceiving or not self.line_mode or not self.persistent
+                or not self._HTTPChannel__first_line):  # type: ignore[attr-defined]
+            HTTPChannel.dataReceived(self, data)
+            return
+        self.resetTimeout()
+        self._buffer += data
+        self._busyReceiving = True
+        try:
+            while (self._buffer and self.line_mode and self.persistent and not self.paused
+                   and self._HTTPChannel__first_line  # type: ignore[attr-defined]
+                   and self._head_at_once()):
+                transport = self.transport
+                if transport is not None and transport.disconnecting:
+                    # LineReceiver stops here too, leaving the rest unread.
+                    return
+        finally:
+            self._busyReceiving = False
+        if self._buffer:
+            LineReceiver.dataReceived(self, b"")
+
+    def _head_at_once(self) -> bool:
+        """Take the request whose whole head starts the buffer, as lineReceived would line
+        by line; False (nothing done) when it is not there or not plainly valid."""
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0 or end > self.totalHeadersSize or end > self.MAX_LENGTH:
+            return False
+        head = buffer[:end]
+        lines = head.split(b"\r\n")
+        breaks = len(lines) - 1
+        # Each CRLF is two of the bytes removed; any other CR, LF or NUL makes it more.
+        if len(head.translate(None, b"\x00\r\n")) != end - 2 * breaks or breaks > self.maxHeaders:
+            return False
+        request_line = parse_request_line(lines[0])
+        if request_line is None:
+            return False
+        parsed = parse_header_lines(lines[1:])
+        if parsed is None:
+            return False
+        fields, framing = parsed
+        factory = self.requestFactory
+        if INonQueuedRequestFactory.providedBy(factory):
+            request = factory(self)
+        else:
+            request = factory(self, len(self.requests))
+        self.requests.append(request)
+        self._HTTPChannel__first_line = 0
+        self._command, self._path, self._version = request_line
+        request.requestHeaders._rawHeaders = fields
+        self._receivedHeaderCount = breaks
+        self._receivedHeaderSize = end - 2 * breaks
+        for name, value in framing:
+            self._maybeChooseTransferDecoder(name, value)  # accepted: checked above
+        self._buffer = buffer[end + 4:]
+        self.allHeadersReceived()
+        if self.length == 0:
+            self.allContentReceived()
+        else:
+            self.setRawMode()
+        return True
+
+    def allContentReceived(self) -> None:
+        """HTTPChannel.allContentReceived (Twisted 26.10), leaving the idle timer running
+        while the request is handled (`timeoutConnection` lets it pass) instead of
+        cancelling it here and making a new one in `requestDone`: a reactor timer
+        cancelled and one created on every request."""
+        command, path, version = self._command, self._path, self._version
+        self.length = 0
+        self._receivedHeaderCount = 0
+        self._receivedHeaderSize = 0
+        self._HTTPChannel__first_line = 1
+        self._transferDecoder = None
+        del self._command, self._path, self._version
+        self._handlingRequest = True
+        self.setRawMode()
+        self.requests[-1].requestReceived(command, path, version)
+
+    def requestDone(self, request: Any) -> None:
+        """HTTPChannel.requestDone; the idle time counts from the answer, as when Twisted
+        starts a new timer here."""
+        self.resetTimeout()
+        super().requestDone(request)
+
+    @property  # type: ignore[override]
+    def transport(self) -> Any:
+        return self._transport
+
+    @transport.setter
+    def transport(self, value: Any) -> None:
+        """A request that takes the connection over (the WebSocket: Autobahn sets the
+        channel's transport to None) leaves this channel for good: its idle timer,
+        which runs during requests here, stops with it."""
+        self._transport = value
+        if value is None:
+            self.setTimeout(None)
+
+    def timeoutConnection(self) -> None:
+        """No idle timeout while a request is being handled (a long poll), as in Twisted,
+        whose timer is off meanwhile: start a new period instead."""
+        if self._handlingRequest:
+            self.setTimeout(self.timeOut)
+            return
+        super().timeoutConnection()
+
+    def allHeadersReceived(self) -> None:
+        """HTTPChannel.allHeadersReceived (Twisted 26.10), reading the header dict
+        directly; cookies are parsed only when there are some."""
+        request = self.requests[-1]
+        fields = request.requestHeaders._rawHeaders
+        if b"Cookie" in fields:
+            request.parseCookies()
+        self.persistent = self.checkPersistence(request, self._version)
+        request.gotLength(self.length)
+        # After gotLength, which may drop the header (roost.http.limits).
+        expect = fields.get(b"Expect")
+        if expect and expect[0].lower() == b"100-continue" and self._version == b"HTTP/1.1":
+            self._send100Continue()
+
+    def getPeer(self) -> Any:
+        """The transport's peer, asked once per connection rather than per request."""
+        if self._peer is None:
+            self._peer = self.transport.getPeer()  # type: ignore[union-attr]
+        return self._peer
+
+    def getHost(self) -> Any:
+        if self._host is None:
+            self._host = self.transport.getHost()  # type: ignore[union-attr]
+        return self._host
+
     def headerReceived(self, line: bytes) -> bool:
         """HTTPChannel.headerReceived (Twisted 26.10), without the second pass."""
         try:

@@ -130,6 +130,10 @@ class AppServiceClientTests(TestCase):
         who = await server.request(
             "GET", f"{V3}/account/whoami?user_id={q('@bridge_alice:test.roost')}", token=AS_TOKEN)
         self.assertEqual(who.body["user_id"], "@bridge_alice:test.roost")
+        # The argument's name escaped (the query is parsed only when it may hold it).
+        who = await server.request(
+            "GET", f"{V3}/account/whoami?user%5Fid={q('@bridge_alice:test.roost')}", token=AS_TOKEN)
+        self.assertEqual(who.body["user_id"], "@bridge_alice:test.roost")
         await server.register("bob")
         outside = await server.request(
             "GET", f"{V3}/account/whoami?user_id={q('@bob:test.roost')}", token=AS_TOKEN)
@@ -229,6 +233,10 @@ class AppServiceExtrasTests(TestCase):
         self.assertEqual(login.status, 200, login.body)
         who = await server.request("GET", V3 + "/account/whoami",
                                    token=login.body["access_token"])
+        self.assertEqual(who.body["user_id"], "@bridge_alice:test.roost")
+        # The argument's name escaped (the query is parsed only when it may hold it).
+        who = await server.request(
+            "GET", f"{V3}/account/whoami?user%5Fid={q('@bridge_alice:test.roost')}", token=AS_TOKEN)
         self.assertEqual(who.body["user_id"], "@bridge_alice:test.roost")
         await server.register("bob")
         outside = await server.request("POST", V3 + "/login", {

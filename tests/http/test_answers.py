@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import json
 import socket
+import time
+from typing import Any
 
-from twisted.internet import threads
+from twisted.internet import reactor, threads
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyChannel
 
-from roost.http.answers import FastRequest, encode_headers
+from roost.http.answers import FastRequest, encode_headers, write_now
 from roost.http.bodies import write_json
+from roost.http.limits import LimitedSite
 from tests.server_harness import start_server
 
 VERSIONS = b"/_matrix/client/versions"
@@ -148,3 +154,64 @@ class HeaderTests(TestCase):
         request.connectionLost(Exception("gone"))
         write_json(request, 200, {"a": 1})
         self.assertEqual(channel.transport.written.getvalue(), b"")
+
+
+class _Sized(Resource):
+    """Answers GET /<n> with n bytes (a pattern that shows misplaced bytes) through
+    FastRequest.answer."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> Any:
+        size = int(request.path[1:])
+        request.answer(200, b"Content-Type: application/octet-stream\r\n", _pattern(size))
+        return NOT_DONE_YET
+
+
+def _pattern(size: int) -> bytes:
+    return (b"%d:" % size + b"0123456789abcdef" * (size // 16 + 1))[:size]
+
+
+def _read_after_a_while(port: int, data: bytes, sizes: list[int]) -> list[bytes]:
+    """Send pipelined requests, wait (the server's socket buffer fills), then read the
+    answers in order."""
+    with socket.socket() as s:
+        # A small window (set before connecting), so the first answer does not fit.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.settimeout(30)
+        s.connect(("127.0.0.1", port))
+        s.sendall(data)
+        time.sleep(0.5)
+        received = b""
+        bodies = []
+        for size in sizes:
+            while b"\r\n\r\n" not in received:
+                received += s.recv(65536)
+            head, _, received = received.partition(b"\r\n\r\n")
+            assert b"Content-Length: %d" % size in head.split(b"\r\n"), head
+            while len(received) < size:
+                got = s.recv(65536)
+                assert got, "closed in the middle of a body"
+                received += got
+            bodies.append(received[:size])
+            received = received[size:]
+    return bodies
+
+
+class WriteNowTests(TestCase):
+    async def test_answers_larger_than_the_socket_takes_stay_whole_and_in_order(self) -> None:
+        """An answer is sent at once when nothing waits before it (roost.http.answers
+        write_now); what the socket does not take is queued, and the next answer behind
+        it."""
+        port = reactor.listenTCP(0, LimitedSite(_Sized()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        sizes = [1_000_000, 20, 600_000, 5]
+        data = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % size for size in sizes)
+        bodies = await threads.deferToThread(_read_after_a_while, port.getHost().port, data, sizes)
+        self.assertEqual(bodies, [_pattern(size) for size in sizes])
+
+    def test_a_transport_with_data_waiting_gets_the_rest_in_order(self) -> None:
+        transport = StringTransport()
+        write_now(transport, b"first")  # not a TCP transport: its own write
+        write_now(transport, b"second")
+        self.assertEqual(transport.value(), b"firstsecond")
