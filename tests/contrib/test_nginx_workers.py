@@ -184,12 +184,12 @@ class NginxWorkersTests(TestCase):
                   if any("/sync" in line and line.endswith(bob["user_id"])
                          for line in cluster.log(r).splitlines())]
         self.assertEqual(len(synced), 1, synced)
-        self.assertIn("/upload", cluster.log("writer1"))
+        await _logged(cluster, "writer1", "/upload")
         for reader in ("reader1", "reader2"):
             self.assertNotIn("/upload", cluster.log(reader))
         # alice's sends went straight to the room's writer, not through a reader.
         sent = f"PUT /_matrix/client/v3/rooms/{quote(room)}/send/"
-        self.assertEqual(cluster.log("writer1").count(sent), 2)
+        await _logged(cluster, "writer1", sent, times=2)
         for reader in ("reader1", "reader2"):
             self.assertNotIn(sent, cluster.log(reader))
 
@@ -274,6 +274,7 @@ class NginxWorkersTests(TestCase):
             self.assertEqual((await send(writer, "first"))[0], 200)
         for writer in writers:  # each room's send went to its writer only
             room = quote(rooms[writer][0])
+            await _logged(cluster, writer, f"PUT /_matrix/client/v3/rooms/{room}/send/")
             for name in ("writer1", "writer2", "reader1", "reader2"):
                 self.assertEqual(f"PUT /_matrix/client/v3/rooms/{room}/send/" in
                                  cluster.log(name), name == writer, (writer, name))
@@ -301,6 +302,18 @@ class NginxWorkersTests(TestCase):
                     break
                 await _sleep(0.2)
             self.assertEqual(set(acked[writer]) - seen, set(), writer)
+
+
+async def _logged(cluster: Any, name: str, text: str, times: int = 1) -> None:
+    """Wait until `name`'s log holds `text` exactly `times` times: a process writes a
+    request's log line after its answer has gone out, so the client may be first."""
+    for _ in range(50):
+        if cluster.log(name).count(text) >= times:
+            break
+        await _sleep(0.1)
+    if cluster.log(name).count(text) != times:
+        raise AssertionError(f"{name} logged {text!r} {cluster.log(name).count(text)} times,"
+                             f" not {times}")
 
 
 async def _sleep(seconds: float) -> None:
