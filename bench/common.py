@@ -20,8 +20,9 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 import psycopg2
@@ -121,6 +122,30 @@ def _admin(sql: str) -> None:
     with conn.cursor() as cur:
         cur.execute(sql)
     conn.close()
+
+
+def run_on_scratch_database(measure: Callable[[Any, str], Awaitable[dict[str, Any]]]
+                            ) -> dict[str, Any]:
+    """Run `measure(reactor, dsn)` in this process on a database made for it and
+    dropped after: for benchmarks of one storage path without a server."""
+    from twisted.internet import defer, task
+
+    database = f"roost_bench_{uuid.uuid4().hex[:8]}"
+    _admin(f'CREATE DATABASE "{database}"')
+    dsn = ADMIN_DSN.replace("dbname=postgres", f"dbname={database}")
+    result: dict[str, Any] = {}
+
+    async def run(reactor: Any) -> None:
+        result.update(await measure(reactor, dsn))
+        await task.deferLater(reactor, 0.1, lambda: None)
+
+    try:
+        task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
+    except SystemExit:
+        pass
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    return result
 
 
 @contextlib.contextmanager

@@ -23,7 +23,6 @@ import os
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,9 +30,8 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from twisted.internet import defer, task  # noqa: E402
 
-from bench.common import ADMIN_DSN, _admin, cpu_between, postgres_cpu_by_process  # noqa: E402
+from bench.common import cpu_between, postgres_cpu_by_process, run_on_scratch_database  # noqa: E402
 from roost.storage.database import Database, Txn  # noqa: E402
 
 SQL = "SELECT k, v FROM kv WHERE k = %s"
@@ -94,21 +92,8 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
-    database = f"roost_bench_{uuid.uuid4().hex[:8]}"
-    _admin(f'CREATE DATABASE "{database}"')
-    dsn = ADMIN_DSN.replace("dbname=postgres", f"dbname={database}")
-    result: dict[str, Any] = {}
-
-    async def run(reactor: object) -> None:
-        result.update(await measure(reactor, dsn, args.reads, args.rounds))
-        await task.deferLater(reactor, 0.1, lambda: None)  # type: ignore[arg-type]
-
-    try:
-        task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
-    except SystemExit:
-        pass
-    finally:
-        _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    result = run_on_scratch_database(
+        lambda reactor, dsn: measure(reactor, dsn, args.reads, args.rounds))
     print(json.dumps({"benchmark": "db_read", "reads": args.reads, "rounds": args.rounds,
                       **result}, indent=2))
 

@@ -18,15 +18,13 @@ import json
 import os
 import sys
 import time
-import uuid
 
 import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from twisted.internet import defer, task  # noqa: E402
 
-from bench.common import ADMIN_DSN, _admin, cpu_between, postgres_cpu_by_process  # noqa: E402
+from bench.common import cpu_between, postgres_cpu_by_process, run_on_scratch_database  # noqa: E402
 from roost.storage.database import Database  # noqa: E402
 from roost.storage.migrations import migrate  # noqa: E402
 from roost.storage.push import PushActionStore  # noqa: E402
@@ -80,21 +78,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=2000)
     parser.add_argument("--receivers", type=int, default=20)
     args = parser.parse_args()
-    database = f"roost_bench_{uuid.uuid4().hex[:8]}"
-    _admin(f'CREATE DATABASE "{database}"')
-    dsn = ADMIN_DSN.replace("dbname=postgres", f"dbname={database}")
-    result: dict[str, float] = {}
-
-    async def run(reactor: object) -> None:
-        result.update(await measure(reactor, dsn, args.batches, args.receivers))
-        await task.deferLater(reactor, 0.1, lambda: None)  # type: ignore[arg-type]
-
-    try:
-        task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
-    except SystemExit:
-        pass
-    finally:
-        _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    result = run_on_scratch_database(
+        lambda reactor, dsn: measure(reactor, dsn, args.batches, args.receivers))
     print(json.dumps({"benchmark": "push_record", **result}, indent=2))
 
 

@@ -295,8 +295,8 @@ async def _long_poll(builder: SyncBuilder, waiter: ChangeWaiter, user: str,
     """
     deadline = waiter.clock.seconds() + timeout_s
     while True:
-        if since is not None and not full_state and (builder.now() is since
-                                                     or builder.now() == since):
+        now = builder.now()
+        if since is not None and not full_state and (now is since or now == since):
             remaining = deadline - waiter.clock.seconds()
             if remaining > 0 and await waiter.wait(user, remaining):
                 continue  # something for this user landed: build from `since`

@@ -59,11 +59,11 @@ class Txn:
         return self._cursor.rowcount
 
     def query(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
-        self._cursor.execute(sql, args)
+        self.execute(sql, args)
         return self._cursor.fetchall()
 
     def query_one(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> tuple[Any, ...] | None:
-        self._cursor.execute(sql, args)
+        self.execute(sql, args)
         return self._cursor.fetchone()
 
     def call_after(self, callback: Callable[[], None]) -> None:
@@ -78,14 +78,6 @@ class ReadTxn(Txn):
         if sql.lstrip()[:6].upper() != "SELECT":
             raise ValueError(f"run_reads runs SELECTs only, not {sql[:40]!r}")
         self._cursor.execute(sql, args)
-
-    def query(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
-        self.execute(sql, args)
-        return self._cursor.fetchall()
-
-    def query_one(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> tuple[Any, ...] | None:
-        self.execute(sql, args)
-        return self._cursor.fetchone()
 
     def execute_values(self, sql: str, rows: Iterable[Sequence[Any]], page_size: int = 500) -> None:
         raise ValueError("run_reads runs SELECTs only")
