@@ -151,18 +151,20 @@ def shared(value: str) -> str:
 
 def kept_fields(pdu: dict[str, Any]) -> dict[str, Any]:
     """What an Event keeps of a freshly parsed PDU (its own dict, changed in place): all
-    but hashes and signatures, with repeated strings shared."""
-    for key in _UNPARSED_FIELDS:
-        pdu.pop(key, None)
+    but hashes and signatures, with repeated strings shared (see `shared`)."""
+    pop = pdu.pop
+    pop("hashes", None)
+    pop("signatures", None)
+    if len(_shared) >= _SHARED_MAX:
+        _shared.clear()
+    share = _shared.setdefault
     for key in _SHARED_FIELDS:
         value = pdu.get(key)
         if type(value) is str:
-            pdu[key] = shared(value)
+            pdu[key] = share(value, value)
     auth = pdu.get("auth_events")
     if type(auth) is list:  # v3+: ids (v1/v2 pairs are left as they are)
-        for i, ref in enumerate(auth):
-            if type(ref) is str:
-                auth[i] = shared(ref)
+        pdu["auth_events"] = [share(ref, ref) if type(ref) is str else ref for ref in auth]
     return pdu
 
 
