@@ -57,8 +57,15 @@ class DeadlineQueue:
         return ticket
 
     def drop(self, ticket: int) -> None:
-        """The entry stopped waiting (answered, cancelled): it will not time out."""
-        self._waiting.discard(ticket)
+        """The entry stopped waiting (answered, cancelled): it will not time out. With
+        nothing left waiting the timer stops too (nothing of the queue outlives its use)."""
+        waiting = self._waiting
+        waiting.discard(ticket)
+        if not waiting:
+            self._heap.clear()
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer, self._timer_at = None, _INF
 
     def __len__(self) -> int:
         """Entries still waiting."""

@@ -58,6 +58,9 @@ class DeadlineQueueTests(TestCase):
         self.assertEqual(len(clock.getDelayedCalls()), 1)  # moved on to b
         clock.advance(20)
         self.assertEqual([name for name, _ in fired], ["b"])
+        # Nothing left waiting: no timer is left either.
+        queue.drop(queue.add(_Entry("c", fired, clock), 10))
+        self.assertEqual((len(queue._heap), clock.getDelayedCalls()), (0, []))
 
     def test_an_entry_that_queues_again_when_timed_out_is_timed_again(self) -> None:
         clock, fired = _clock(), []
