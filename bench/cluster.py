@@ -357,7 +357,7 @@ async def fanout_through(cluster: Cluster, receivers: int, rate: float,
     phase = result["roost_cpu_ms_per_message_measured_phase"]
     # The whole run's CPU (registrations, joins and initial syncs included): the figure
     # this bench printed before 2026-12-03 23:00 as roost_cpu_ms_per_message_all_processes.
-    return {**result, "roost_cpu_ms_per_delivery_measured_phase":
+    return {**result, **meter.by_process(count), "roost_cpu_ms_per_delivery_measured_phase":
             round(phase * count / deliveries, 3),
             "roost_cpu_ms_per_message_whole_run": round((roost1 - roost0) * 1000 / count, 1),
             "nginx_cpu_ms_per_message_whole_run": round((nginx1 - nginx0) * 1000 / count, 1)}
@@ -366,10 +366,21 @@ async def fanout_through(cluster: Cluster, receivers: int, rate: float,
 class _PhaseMeter:
     """What bench/sync_fanout.CpuMeter reads of a server, for a whole cluster: the Roost
     processes' CPU, nginx's in place of the reactor thread's, and the profiles of
-    ROOST_BENCH_PROFILE_MEASURED switched on and off with the measured phase."""
+    ROOST_BENCH_PROFILE_MEASURED switched on and off with the measured phase; also each
+    instance's CPU and the bench database's PostgreSQL backends' over the phase (the
+    whole server's figure counts other databases' load on a shared machine)."""
 
     def __init__(self, cluster: Cluster) -> None:
         self._cluster = cluster
+        self._start: tuple[dict[str, float], dict[int, float]] = ({}, {})
+        self.spent: tuple[dict[str, float], float] = ({}, 0.0)
+
+    def by_process(self, count: int) -> dict[str, Any]:
+        """Each instance's CPU ms per message, and the bench database's backends'."""
+        each, own = self.spent
+        return {"cpu_ms_per_message_by_process": {n: round(s * 1000 / count, 1)
+                                                  for n, s in each.items()},
+                "postgres_backends_cpu_ms_per_message": round(own * 1000 / count, 1)}
 
     def cpu_seconds(self) -> float:
         return self._cluster.cpu()[0]
@@ -378,12 +389,18 @@ class _PhaseMeter:
         return self._cluster.cpu()[1]
 
     def profile_on(self) -> None:
+        """The measured phase starts."""
+        self._start = (self._cluster.cpu_each(), postgres_cpu_of(self._cluster.database))
         for proc in self._cluster.profiled:
             proc.send_signal(signal.SIGUSR1)
 
     def profile_off(self) -> None:
+        """The measured phase ends."""
         for proc in self._cluster.profiled:
             proc.send_signal(signal.SIGUSR2)
+        each = self._cluster.cpu_each()
+        self.spent = ({n: each[n] - self._start[0].get(n, 0.0) for n in each},
+                      cpu_between(self._start[1], postgres_cpu_of(self._cluster.database)))
 
 
 def run_one(layout: str, args: argparse.Namespace) -> dict[str, Any]:

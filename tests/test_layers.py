@@ -28,7 +28,7 @@ ALLOWED = {
 # The pure room core: no Twisted, no SQL, nothing else of roost (the engine and its
 # helper modules are the rooms package's one door to storage).
 IMPURE_ROOM_MODULES = {"engine", "engine_types", "event_reader", "remote_ingest", "remote_jobs",
-                       "append_queue", "local_build", "access"}
+                       "append_queue", "local_build", "access", "repeated_sends"}
 
 
 def _imports(path: str) -> set[str]:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from roost.client_api.errors import MatrixError, forbidden, invalid_param, not_found
+from roost.client_api.errors import (
+    MatrixError,
+    fenced_as_unavailable,
+    forbidden,
+    invalid_param,
+    not_found,
+)
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.sync_filter import parse_filter
 from roost.storage.notifier import Notifier
@@ -24,12 +30,14 @@ class AccountData:
 
     async def put_room(self, user_id: str, room_id: str, data_type: str,
                        content: dict[str, Any]) -> None:
-        [position] = self.stream.allocate(1)
-        try:
-            await self.store.put(user_id, room_id, data_type, content, position)
-        except BaseException:
-            self.stream.finish([position])
-            raise
+        with fenced_as_unavailable():
+            [position] = self.stream.allocate(1)
+            try:
+                await self.store.put(user_id, room_id, data_type, content, position,
+                                     self.stream.fence)
+            except BaseException:
+                self.stream.finish([position])
+                raise
         # Announced by the stream once every earlier change is readable too.
         self.stream.finish([position], users=[user_id])
 

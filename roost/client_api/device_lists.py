@@ -31,8 +31,11 @@ class DeviceLists:
         positions = self.stream.allocate(len(device_ids))
         written = False
         try:
+            # Among several writers, refused (WriterFenced) once the others passed this
+            # process: it is stopping, the caller's request fails.
             await self.store.add_changes([(p, user_id, d) for p, d in
-                                          zip(positions, device_ids, strict=True)])
+                                          zip(positions, device_ids, strict=True)],
+                                         self.stream.fence)
             written = True
         finally:
             # The stream announces the change once every earlier position is written too.

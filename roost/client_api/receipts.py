@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from roost.client_api.errors import MatrixError, bad_json, invalid_param, not_found
+from roost.client_api.errors import (
+    MatrixError,
+    bad_json,
+    fenced_as_unavailable,
+    invalid_param,
+    not_found,
+)
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
 from roost.storage.notifier import Notifier
@@ -29,13 +35,15 @@ class Receipts:
 
     async def put(self, room_id: str, user_id: str, receipt_type: str, event_id: str,
                   thread_id: str) -> None:
-        [position] = self.stream.allocate(1)
-        try:
-            await self.store.put(room_id, user_id, receipt_type, thread_id, event_id,
-                                 int(self._clock.seconds() * 1000), position)
-        except BaseException:
-            self.stream.finish([position])
-            raise
+        with fenced_as_unavailable():
+            [position] = self.stream.allocate(1)
+            try:
+                await self.store.put(room_id, user_id, receipt_type, thread_id, event_id,
+                                     int(self._clock.seconds() * 1000), position,
+                                     self.stream.fence)
+            except BaseException:
+                self.stream.finish([position])
+                raise
         # Announced by the stream once every earlier receipt is readable too.
         self.stream.finish([position], rooms=[room_id], users=[user_id])
 

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from roost.client_api.errors import MatrixError, bad_json
+from roost.client_api.errors import MatrixError, bad_json, fenced_as_unavailable
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.storage.device_inbox import DeviceInboxStore
 from roost.storage.e2e_keys import E2eKeyStore
@@ -60,15 +60,16 @@ class ToDevice:
                             federation_key: tuple[str, str] | None = None) -> bool:
         """Put messages for local users in their inboxes once; False if already done."""
         rows = await self._expand(sender, kind, messages)
-        [position] = self.stream.allocate(1)
-        done = False
-        try:
-            fed = None if federation_key is None else (
-                *federation_key, int(self._clock.seconds() * 1000))
-            done = await self.inbox.deliver(rows, position, txn_key, fed)
-        finally:
-            # The stream wakes the recipients once every earlier position is written too.
-            self.stream.finish([position], users={r[0] for r in rows} if done else ())
+        with fenced_as_unavailable():
+            [position] = self.stream.allocate(1)
+            done = False
+            try:
+                fed = None if federation_key is None else (
+                    *federation_key, int(self._clock.seconds() * 1000))
+                done = await self.inbox.deliver(rows, position, txn_key, fed, self.stream.fence)
+            finally:
+                # The stream wakes the recipients once every earlier position is written.
+                self.stream.finish([position], users={r[0] for r in rows} if done else ())
         return done
 
     async def from_federation(self, origin: str, message_id: str, sender: str, kind: str,

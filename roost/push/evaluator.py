@@ -43,6 +43,7 @@ from roost.push.evaluate import (
     thread_of,
 )
 from roost.push.rules import RuleSet, ruleset_from_stored
+from roost.push.waiters import PositionWaiters
 from roost.rooms.auth import get_power_level
 from roost.rooms.engine import RoomEngine
 from roost.storage.notifier import Notifier, StreamChange
@@ -109,7 +110,6 @@ class PushEvaluator:
         self._stream = events_stream
         self._notifier = notifier
         self._suffix = ":" + server_name
-        self._clock = clock
         self.position = 0
         self._reading = False
         self._read_again = False
@@ -120,9 +120,7 @@ class PushEvaluator:
         self._rules: OrderedDict[str, CompiledRules] = OrderedDict()
         self._rooms: OrderedDict[str, RoomInfo] = OrderedDict()
         self._threads: OrderedDict[str, str] = OrderedDict()
-        # (position, deadline, deferred) of readers waiting for evaluation (see reached)
-        self._waiters: list[tuple[int, float, defer.Deferred[None]]] = []
-        self._timer: Any = None
+        self._waiters = PositionWaiters(clock)  # readers waiting for evaluation (reached)
         self._generation = 0  # moves whenever someone's rules change
         self.counts = UnreadCache()
         # Called with (the batch's stored rows, new position) after each batch.
@@ -146,7 +144,7 @@ class PushEvaluator:
             self._remove_listener()
         if self._task is not None:
             self._task.cancel()
-        self._release(2**62)
+        self._waiters.release_all()
 
     def rules_changed(self, user_id: str) -> None:
         """The user's rules changed here: compile them again when next needed."""
@@ -164,45 +162,7 @@ class PushEvaluator:
         reader never hangs on a failing evaluator)."""
         if self.position >= position or self._stopped:
             return defer.succeed(None)
-        done: defer.Deferred[None] = defer.Deferred()
-        now = self._clock.seconds()
-        self._waiters.append((position, now + timeout_s, done))
-        timer = self._timer
-        if timer is not None and timer.active() and timer.getTime() > now + timeout_s:
-            timer.cancel()  # a shorter timeout than the one armed for
-        self._arm_timer(now)
-        return done
-
-    def _time_out(self) -> None:
-        """Release the waiters whose time is up. One timer serves them all (every woken
-        /sync waits here under fan-out): it is armed for the earliest deadline, and
-        re-armed for the next when it fires."""
-        self._timer = None
-        now = self._clock.seconds()
-        waiting, self._waiters = self._waiters, []
-        for position, deadline, done in waiting:
-            if deadline > now:
-                self._waiters.append((position, deadline, done))
-            elif not done.called:
-                done.callback(None)
-        self._arm_timer(now)
-
-    def _arm_timer(self, now: float) -> None:
-        if self._waiters and (self._timer is None or not self._timer.active()):
-            first = min(deadline for _, deadline, _ in self._waiters)
-            self._timer = self._clock.callLater(max(0.0, first - now), self._time_out)
-
-    def _release(self, upto: int) -> None:
-        waiting, self._waiters = self._waiters, []
-        for position, deadline, done in waiting:
-            if position <= upto:
-                if not done.called:
-                    done.callback(None)
-            else:
-                self._waiters.append((position, deadline, done))
-        if not self._waiters and self._timer is not None and self._timer.active():
-            self._timer.cancel()
-            self._timer = None
+        return self._waiters.wait(position, timeout_s)
 
     # -- reading the events stream ------------------------------------------------
 
@@ -256,7 +216,7 @@ class PushEvaluator:
                              _parse(rows))
                 self.counts.add(actions, [(u, r) for u, r, _, _ in own_reads], upto)
                 self.position = upto
-                self._release(upto)
+                self._waiters.release(upto)
                 for listener in self.on_actions:
                     listener(actions, upto)
         except defer.CancelledError:

@@ -37,6 +37,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
 from roost.push.counts import Counts, UnreadCache
+from roost.push.waiters import PositionWaiters
 from roost.storage.push import PushActionStore
 
 KIND = "unread"
@@ -121,12 +122,10 @@ class FollowedCounts:
         """`live`: whether the bus is up (messages are arriving)."""
         self.counts = FollowedCache(self)
         self.live = live
-        self._clock = clock
         self.position: int | None = None  # the evaluator's, as of the last message applied
         self._run: str | None = None
         self._stale = True  # a wait timed out, and no message came since
-        self._waiters: list[tuple[int, float, defer.Deferred[None]]] = []
-        self._timer: Any = None
+        self._waiters = PositionWaiters(clock, self._timed_out)
         self.gaps = 0
 
     def trusted(self, position: int) -> bool:
@@ -150,7 +149,7 @@ class FollowedCounts:
             self._run = run
         self.position = int(after)
         self._stale = False
-        self._release(self.position)
+        self._waiters.release(self.position)
 
     def restart(self, run: str | None = None) -> None:
         """Messages may have been missed (Redis reconnected, the evaluator cleared): drop
@@ -158,7 +157,7 @@ class FollowedCounts:
         self.counts.clear()
         self._run = run
         self.position = None
-        self._release(2**62)  # nobody waits for a chain that is gone
+        self._waiters.release_all()  # nobody waits for a chain that is gone
 
     def receipts_moved(self, pairs: Iterable[tuple[str, str]]) -> None:
         self.counts.drop(pairs)
@@ -171,41 +170,7 @@ class FollowedCounts:
         if self._stale or self.position is None or self.position >= position \
                 or not self.live():
             return defer.succeed(None)
-        done: defer.Deferred[None] = defer.Deferred()
-        now = self._clock.seconds()
-        self._waiters.append((position, now + timeout_s, done))
-        timer = self._timer
-        if timer is not None and timer.active() and timer.getTime() > now + timeout_s:
-            timer.cancel()
-        self._arm(now)
-        return done
+        return self._waiters.wait(position, timeout_s)
 
-    def _arm(self, now: float) -> None:
-        if self._waiters and (self._timer is None or not self._timer.active()):
-            first = min(deadline for _, deadline, _ in self._waiters)
-            self._timer = self._clock.callLater(max(0.0, first - now), self._time_out)
-
-    def _time_out(self) -> None:
-        self._timer = None
-        now = self._clock.seconds()
-        waiting, self._waiters = self._waiters, []
-        for position, deadline, done in waiting:
-            if deadline > now:
-                self._waiters.append((position, deadline, done))
-            else:
-                self._stale = True  # the evaluator, or its messages, are not coming
-                if not done.called:
-                    done.callback(None)
-        self._arm(now)
-
-    def _release(self, upto: int) -> None:
-        waiting, self._waiters = self._waiters, []
-        for position, deadline, done in waiting:
-            if position <= upto:
-                if not done.called:
-                    done.callback(None)
-            else:
-                self._waiters.append((position, deadline, done))
-        if not self._waiters and self._timer is not None and self._timer.active():
-            self._timer.cancel()
-            self._timer = None
+    def _timed_out(self) -> None:
+        self._stale = True  # the evaluator, or its messages, are not coming

@@ -23,7 +23,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from roost.rooms import remote_jobs
+from roost.rooms import remote_jobs, repeated_sends
 from roost.rooms.append_queue import Queue as _Queue
 from roost.rooms.append_queue import Unit as _Unit
 from roost.rooms.append_queue import as_room_error as _as_room_error
@@ -262,7 +262,10 @@ class RoomEngine:
         except TxnIdConflict:
             self._heads.pop(room_id, None)
             self._stream.finish(positions)
-            await self._settle_repeated_sends(room_id, [unit for unit, _, _ in accepted])
+            # Retries of sends made before: answered, the rest queued again (repeated_sends).
+            again = await repeated_sends.settle(self._events, self.get_events,
+                                                [unit for unit, _, _ in accepted])
+            self._queues.setdefault(room_id, _Queue()).pending[0:0] = again
             return
         except Exception as e:
             self._heads.pop(room_id, None)
@@ -282,44 +285,6 @@ class RoomEngine:
         self._stream.finish(positions, rooms=[room_id], users=members)
         for unit, built, _ in accepted:
             _succeed(unit.result, built)
-
-    async def _settle_repeated_sends(self, room_id: str, units: list[_Unit]) -> None:
-        """Answer sends whose transaction id was already used with the event they made then.
-
-        Senders do not look their txn id up before sending (that was a round
-        trip per message): a retry the client layer no longer remembers (say,
-        after a restart) is caught here, by the txn table's key, when the batch
-        that carries it is committed. The whole batch was undone; the sends
-        whose txn ids were stored get their first events back, and the others go
-        back to the front of the queue, as often as it takes: a send never fails
-        because someone else retried. Each round answers at least one send, and
-        a round that answers none (one txn id twice in the batch) sends each of
-        the rest alone, where only its own txn id can conflict.
-        """
-        keys = [n.txn_key for unit in units for n in unit.events if n.txn_key is not None]
-        try:
-            stored = await self._events.txn_events(keys)
-            loaded = await self.get_events(list(stored.values()))
-        except Exception as e:
-            for unit in units:
-                _fail(unit.result, _as_room_error(e))
-            return
-        again: list[_Unit] = []
-        for unit in units:
-            found = [loaded[stored[n.txn_key]].event for n in unit.events
-                     if n.txn_key in stored and stored[n.txn_key] in loaded]
-            if found and len(found) == len(unit.events):
-                _succeed(unit.result, found)
-            elif unit.alone:
-                # Alone, its own txn id conflicted and yet is not stored: a repeat of a
-                # send of the same batch (answered above), or a concurrent writer.
-                _fail(unit.result, RoomError(409, "M_UNKNOWN", "transaction id already used"))
-            else:
-                again.append(unit)
-        if len(again) == len(units):
-            for unit in again:
-                unit.alone = True
-        self._queues.setdefault(room_id, _Queue()).pending[0:0] = again
 
     async def _head(self, room_id: str, new_room: RoomVersion | None = None) -> _Head:
         head = self._heads.get(room_id)

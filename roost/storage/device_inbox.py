@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from roost.storage.database import Database, Txn
+from roost.storage.stream_positions import Fence, run_fenced
 
 JsonDict = dict[str, Any]
 
@@ -27,12 +28,14 @@ class DeviceInboxStore:
 
     async def deliver(self, rows: list[tuple[str, str, JsonDict]], stream_id: int,
                       txn_key: tuple[str, str, str] | None = None,
-                      federation_key: tuple[str, str, int] | None = None) -> bool:
+                      federation_key: tuple[str, str, int] | None = None,
+                      fence: Fence | None = None) -> bool:
         """Put (user, device, message) rows in inboxes at `stream_id`, once.
 
         `txn_key` (user, device, txn id) or `federation_key` (origin, message
         id, now) names the request; if it was seen before nothing is written
-        and False is returned. Devices that no longer exist are skipped.
+        and False is returned. Devices that no longer exist are skipped. `fence`:
+        the to-device stream's, among several writers (run_fenced).
         """
 
         def txn_fn(txn: Txn) -> bool:
@@ -55,7 +58,7 @@ class DeviceInboxStore:
                     [(u, d, stream_id, json.dumps(m, separators=(",", ":"))) for u, d, m in rows])
             return True
 
-        return await self._db.run("inbox_deliver", txn_fn)
+        return await run_fenced(self._db, "inbox_deliver", fence, txn_fn)
 
     async def messages(self, user_id: str, device_id: str, upto: int, limit: int
                        ) -> tuple[list[JsonDict], int]:

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from roost.storage.database import Database, Txn
+from roost.storage.stream_positions import Fence, run_fenced
 
 JsonDict = dict[str, Any]
 
@@ -34,9 +35,11 @@ class DeviceListStore:
             "SELECT COALESCE(MAX(stream_id), 0) FROM device_lists_stream"))
         return int(row[0]) if row else 0
 
-    async def add_changes(self, rows: list[tuple[int, str, str]]) -> None:
-        """Record (stream_id, user, device) rows."""
-        await self._db.run("device_lists_add", lambda t: t.execute_values(
+    async def add_changes(self, rows: list[tuple[int, str, str]],
+                          fence: Fence | None = None) -> None:
+        """Record (stream_id, user, device) rows; `fence`: the device lists stream's,
+        among several writers (run_fenced)."""
+        await run_fenced(self._db, "device_lists_add", fence, lambda t: t.execute_values(
             "INSERT INTO device_lists_stream (stream_id, user_id, device_id) VALUES %s", rows))
 
     async def local_changes(self, after: int, upto: int) -> list[tuple[int, str, str, int | None]]:

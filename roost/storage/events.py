@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from roost.storage.database import Database, Txn
-from roost.storage.stream_positions import Fence, WriterFenced
+from roost.storage.stream_positions import Fence, run_fenced
 
 StateKey = tuple[str, str]
 
@@ -108,12 +108,8 @@ class EventStore:
     async def persist_batch(self, batch: RoomBatch) -> None:
         """Store a room's new events; among several writers, only while this one still
         holds its place in the events stream (`fence`, stream_positions.Fence)."""
-        try:
-            await self._db.run("persist_batch", _persist, batch, self.fence)
-        except WriterFenced:
-            if self.fence is not None:
-                self.fence.lost()
-            raise
+        await run_fenced(self._db, "persist_batch", self.fence,
+                         lambda t: _persist(t, batch))
 
     async def max_stream_ordering(self) -> int:
         row = await self._db.run(
@@ -356,9 +352,7 @@ def _stream_rows(
     )
 
 
-def _persist(txn: Txn, batch: RoomBatch, fence: Fence | None = None) -> None:
-    if fence is not None:
-        fence.check(txn)
+def _persist(txn: Txn, batch: RoomBatch) -> None:
     if batch.new_room is not None:
         version, creator, created_ts = batch.new_room
         txn.execute(

@@ -12,7 +12,8 @@ it took them, which gives two tools:
   process cut off from Redis (or too slow to read it) stops trusting its
   cache within LEASE_S and reads session rows instead; when its lease comes
   back after having lapsed, it empties its cache first (it may have missed
-  revocations meanwhile).
+  revocations meanwhile). A (re)subscription ends the lease at once, however
+  short the gap was: what was published meanwhile never arrives.
 - **Acknowledgements.** A revocation is published after its transaction has
   committed, with a nonce; every caching process drops the users' sessions and
   answers `revoke_ack`. The revoking process waits for its own message to come
@@ -93,7 +94,13 @@ class BusRevocations:
     # -- leases ------------------------------------------------------------------
 
     def _connected(self) -> None:
+        """(Re)subscribed. Messages published while the subscription was down never
+        arrive, revocations among them; a lease still running from before would make the
+        cache trusted again as soon as the next lease returned, with a missed revocation's
+        sessions in it (until MAX_AGE_S). So the lease ends here: the next one to come
+        back finds it lapsed and empties the cache."""
         self._subscribed_at = self._monotonic()
+        self._lease_until = 0.0
         if self._caches:
             self._send_lease()
 

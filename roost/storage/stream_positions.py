@@ -14,7 +14,7 @@ exactly those a live announcement would have woken.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from roost.storage.database import Database, Txn
 
@@ -74,6 +74,28 @@ class Fence:
         """On the reactor, after a refused transaction: tell the owner (stop the process)."""
         if self._on_lost is not None:
             self._on_lost()
+
+
+T = TypeVar("T")
+
+
+async def run_fenced(db: Database, desc: str, fence: Fence | None,
+                     fn: Callable[[Txn], T]) -> T:
+    """Run the writing transaction `fn` of a stream's writer, which commits only while the
+    writer holds its place (`fence`; None: the only writer, nothing to check). Refused,
+    the fence's owner is told (the process stops) and WriterFenced is raised."""
+    if fence is None:
+        return await db.run(desc, fn)
+
+    def fenced(t: Txn) -> T:
+        fence.check(t)
+        return fn(t)
+
+    try:
+        return await db.run(desc, fenced)
+    except WriterFenced:
+        fence.lost()
+        raise
 
 
 class StreamPositionStore:

@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from roost.storage.stream_positions import Fence
 
 
 class Announcer(Protocol):
@@ -34,6 +37,10 @@ class Announcer(Protocol):
 
 
 class StreamIdGenerator:
+    # What its writes check in their transaction among several writers
+    # (shared_streams.SharedStream.fence); the only writer has nothing to check.
+    fence: Fence | None = None
+
     def __init__(self, current_max: int, name: str = "",
                  notifier: Announcer | None = None) -> None:
         self.name = name

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from roost.storage.database import Database, Txn
+from roost.storage.stream_positions import Fence, run_fenced
 
 
 class ReceiptStore:
@@ -18,9 +19,10 @@ class ReceiptStore:
         return int(row[0]) if row else 0
 
     async def put(self, room_id: str, user_id: str, receipt_type: str, thread_id: str,
-                  event_id: str, ts: int, stream_id: int) -> None:
-        await self._db.run(
-            "put_receipt",
+                  event_id: str, ts: int, stream_id: int, fence: Fence | None = None) -> None:
+        """`fence`: the receipts stream's, among several writers (run_fenced)."""
+        await run_fenced(
+            self._db, "put_receipt", fence,
             lambda t: t.execute(
                 "INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts,"
                 " stream_id) VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -58,9 +60,10 @@ class AccountDataStore:
         return int(row[0]) if row else 0
 
     async def put(self, user_id: str, room_id: str, data_type: str, content: dict[str, Any],
-                  stream_id: int) -> None:
-        await self._db.run(
-            "put_account_data",
+                  stream_id: int, fence: Fence | None = None) -> None:
+        """`fence`: the account data stream's, among several writers (run_fenced)."""
+        await run_fenced(
+            self._db, "put_account_data", fence,
             lambda t: t.execute(
                 "INSERT INTO account_data (user_id, room_id, type, content, stream_id)"
                 " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (user_id, room_id, type) DO UPDATE"

@@ -301,9 +301,13 @@ class TwoWriterTests(TestCase):
 
         sent = await defer.gatherResults([defer.ensureDeferred(send(w, r, n))
                                           for n in range(15) for w, r in rooms])
-        await until(lambda: set(sent) <= set(seen), "the reader sees every event", 60)
+        # A liveness bound (a loaded machine runs the three processes' work on one
+        # reactor here): the follower failing ends the wait at once, with its error.
+        await until(lambda: set(sent) <= set(seen) or follower.called,
+                    "the reader sees every event", 150)
         done = True
         await follower
+        self.assertLessEqual(set(sent), set(seen))
         self.assertEqual(sorted(seen), sorted(sent))  # each exactly once
         positions = await reader.hs.db.run("positions", lambda t: t.query(
             "SELECT stream_ordering FROM events WHERE event_id = ANY(%s)", (sent,)))

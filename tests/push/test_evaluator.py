@@ -294,29 +294,6 @@ class ReachedTimeoutTests(TestCase):
         return PushEvaluator(None, None, None, None, Notifier(), "test.roost",  # type: ignore[arg-type]
                              clock), clock
 
-    def test_many_waiters_share_one_timer_and_time_out_at_their_own_deadline(self) -> None:
-        evaluator, clock = self._evaluator()
-        first = [evaluator.reached(5, 5.0) for _ in range(20)]
-        clock.advance(1)
-        later = [evaluator.reached(6, 5.0) for _ in range(20)]
-        self.assertEqual(len(clock.getDelayedCalls()), 1)
-        clock.advance(4)
-        self.assertTrue(all(d.called for d in first))
-        self.assertFalse(any(d.called for d in later))
-        clock.advance(1)
-        self.assertTrue(all(d.called for d in later))
-        self.assertEqual(clock.getDelayedCalls(), [])
-
-    def test_a_shorter_timeout_after_a_longer_one_is_kept(self) -> None:
-        evaluator, clock = self._evaluator()
-        slow = evaluator.reached(5, 30.0)
-        quick = evaluator.reached(5, 5.0)
-        clock.advance(5)
-        self.assertEqual((quick.called, slow.called), (True, False))
-        clock.advance(25)
-        self.assertTrue(slow.called)
-        self.assertEqual(clock.getDelayedCalls(), [])
-
     def test_a_reached_position_does_not_wait_and_stop_releases_everyone(self) -> None:
         evaluator, clock = self._evaluator()
         self.assertTrue(evaluator.reached(0, 5.0).called)

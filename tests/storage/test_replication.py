@@ -14,12 +14,14 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from roost.storage.database import Database, application_name
+from roost.storage.device_inbox import DeviceInboxStore
+from roost.storage.device_lists import DeviceListStore
 from roost.storage.notifier import Notifier, StreamChange
 from roost.storage.redis import connect_redis
 from roost.storage.replication import ReplicationBus
 from roost.storage.shared_streams import Replication
 from roost.storage.stream_positions import StreamPositionStore, WriterFenced
-from roost.storage.sync_data import ReceiptStore
+from roost.storage.sync_data import AccountDataStore, ReceiptStore
 from tests.postgres_harness import fresh_database
 from tests.redis_harness import _free_port, _spawn, _stop, _wait_until_up, redis_for_tests
 
@@ -251,6 +253,46 @@ class DeadWriterTests(TestCase):
         await back.run("holds again", again.fence.check)
         with self.assertRaises(WriterFenced):
             await back.run("the old one", fence.check)
+
+    async def test_the_other_streams_writes_check_their_fence_too(self) -> None:
+        """Receipts, account data, to-device messages and device lists have every process
+        as a writer: one passed while cut off commits none of them either (a late write
+        below the readers' position would never be served: a to-device message below a
+        device's acknowledged token would even be deleted unread)."""
+        dsn = await fresh_database(self)
+        told: list[str] = []
+        db_b = Database(reactor, dsn, 1, 2, application_name=application_name("b"))
+        writer = Replication(None, db_b, reactor, instance="b", on_retired=told.append)
+        names = ["receipts", "account_data", "to_device", "device_lists"]
+        fences = {}
+        for name in names:
+            fence = (await writer.stream(name, 0, ["a", "b"])).fence
+            assert fence is not None
+            fences[name] = fence
+        db_b.close()  # cut off: its connections are gone
+        db_a = Database(reactor, dsn, 1, 2, application_name=application_name("a"))
+        self.addCleanup(db_a.close)
+        for name in names:
+            self.assertTrue(await StreamPositionStore(db_a).retire_if_gone(
+                name, "b", application_name("b"), 10))
+        back = Database(reactor, dsn, 1, 2, application_name=application_name("b"))
+        self.addCleanup(back.close)
+        writes = {
+            "receipts": lambda f: ReceiptStore(back).put("!r", "@u", "m.read", "", "$e", 1, 3, f),
+            "account_data": lambda f: AccountDataStore(back).put("@u", "", "t", {}, 3, f),
+            "to_device": lambda f: DeviceInboxStore(back).deliver([], 3, ("@u", "D", "t1"), None,
+                                                                  f),
+            "device_lists": lambda f: DeviceListStore(back, "x").add_changes([(3, "@u", "D")], f),
+        }
+        for name in names:
+            with self.assertRaises(WriterFenced):
+                await writes[name](fences[name])
+        self.assertEqual(told, names)
+        self.assertEqual(await ReceiptStore(db_a).max_stream_id(), 0)
+        self.assertEqual(await AccountDataStore(db_a).max_stream_id(), 0)
+        self.assertEqual(await DeviceListStore(db_a, "x").max_stream_id(), 0)
+        # The refused to-device transaction kept nothing, not even its txn id.
+        self.assertTrue(await writes["to_device"](None))
 
     async def test_a_writer_never_started_or_stopped_is_passed_without_waiting(self) -> None:
         dsn = await fresh_database(self)

@@ -146,6 +146,25 @@ class RevocationTests(TestCase):
         reader_cache.put("s2", ("@b:hs", "D", False), ticket)
         self.assertIsNone(reader_cache.get("s2"))
 
+    def test_a_revocation_missed_during_a_short_reconnection_is_not_served(self) -> None:
+        """Redis drops a subscriber's messages only with its connection: back within the
+        lease, the process must still forget what it held."""
+        hub, clock = _Hub(), Clock()
+        _, writer_cache, _ = self._process(hub, clock, "writer")
+        reader_bus, reader_cache, _ = self._process(hub, clock, "reader")
+        self._settled(clock)
+        reader_cache.put("s1", ("@a:hs", "D", False), reader_cache.begin_load())
+        reader_bus.listening = False  # the subscription drops
+        done = defer.ensureDeferred(writer_cache.revoked(["@a:hs"]))
+        clock.advance(0.5)
+        reader_bus.listening = True
+        reader_bus.connect()  # resubscribed well within the lease
+        for _ in range(int((LEASE_S + MARGIN_S) / 0.25) + 1):
+            clock.advance(0.25)  # its leases come back all along
+        self.assertTrue(done.called)
+        self.assertTrue(reader_cache.trusted())
+        self.assertIsNone(reader_cache.get("s1"))
+
     def test_a_command_beside_the_processes_waits_until_it_knows_who_caches(self) -> None:
         hub, clock = _Hub(), Clock()
         _, _, _ = self._process(hub, clock, "reader")
