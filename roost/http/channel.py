@@ -257,7 +257,10 @@ class LeanChannel(HTTPChannel):
         fields = request.requestHeaders._rawHeaders
         if b"Cookie" in fields:
             request.parseCookies()
-        self.persistent = self.checkPersistence(request, self._version)
+        if self._version == b"HTTP/1.1" and b"Connection" not in fields:
+            self.persistent = True  # what checkPersistence answers, without its reads
+        else:
+            self.persistent = self.checkPersistence(request, self._version)
         request.gotLength(self.length)
         # After gotLength, which may drop the header (roost.http.limits).
         expect = fields.get(b"Expect")
