@@ -80,6 +80,13 @@ class AppServiceAuth:
         self._tokens = tokens
         self._users = users
 
+    def known(self, token: str) -> Requester | None:
+        """An ordinary access token's requester from memory (TokenAuthority.known); None
+        for a service's token or anything to look up: then `authenticate`."""
+        if self._services.by_token(token) is not None:
+            return None
+        return self._tokens.known(token)
+
     async def authenticate(self, token: str, as_user: str | None = None) -> Requester:
         service = self._services.by_token(token)
         if service is None:

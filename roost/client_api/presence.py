@@ -99,9 +99,14 @@ class PresenceTracker:
         in one look-up. The offline timer is not restarted here: the connection now open
         keeps the user online, and its end restarts that timer (connection_closed) later
         than this would have."""
-        state = self._user(user_id)
-        state.last_active_ms = self._now_ms()
-        self._restart_idle_timer(user_id, state)
+        state = self._users.get(user_id) or self._user(user_id)
+        now = self._clock.seconds()
+        state.last_active_ms = int(now * 1000)
+        # _restart_idle_timer, inline: this runs on every long poll.
+        state.idle_at = now + self._idle_timeout
+        call = state.idle_call
+        if (call is None or not call.active()) and not self._stopped:
+            state.idle_call = self._clock.callLater(self._idle_timeout, self._went_idle, user_id)
         if state.presence != "online":
             self._change(user_id, state, "online", state.status_msg)
         state.connections += 1
@@ -114,7 +119,7 @@ class PresenceTracker:
 
     def connection_closed(self, user_id: str) -> None:
         """A /sync or socket ended; after the last one, offline follows the timeout."""
-        state = self._user(user_id)
+        state = self._users.get(user_id) or self._user(user_id)
         state.connections = max(0, state.connections - 1)
         if state.connections == 0 and state.presence != "offline":
             self._restart_offline_timer(user_id, state)

@@ -19,6 +19,7 @@ from roost.client_api.errors import MatrixError, invalid_param
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.stream_token import StreamToken
 from roost.client_api.sync_builder import SyncBuilder
+from roost.client_api.sync_deadlines import DeadlineQueue
 from roost.client_api.sync_filter import DEFAULT_FILTER, SyncFilter
 from roost.storage.notifier import Notifier, StreamChange
 from roost.storage.room_state import UserRoomsCache
@@ -47,10 +48,13 @@ class ChangeWaiter:
         self._prepare = prepare
         self._held: list[Watch] = []
         self._preparing = False
+        self.deadlines = DeadlineQueue(clock)
 
     def wait(self, user_id: str, timeout_s: float) -> defer.Deferred[bool]:
         """Fires True if something changed for the user, False on timeout; cancelling it
-        stops the watch. (A Deferred, not a coroutine: one frame fewer to resume.)"""
+        stops the watch. (A Deferred, not a coroutine: one frame fewer to resume.) The
+        timeout is kept in the waiter's deadline queue (sync_deadlines.py), not a reactor
+        timer of its own: a long poll is usually answered long before it."""
         watch: Watch | None = None
 
         def stop(_: defer.Deferred[bool]) -> None:
@@ -58,12 +62,13 @@ class ChangeWaiter:
                 watch.cancel()
 
         done: defer.Deferred[bool] = defer.Deferred(stop)
-        watch = self.watch(user_id, timeout_s, done.callback, done.errback)
+        watch = self.watch(user_id, timeout_s, done.callback, done.errback, queued=True)
         return done
 
     def watch(self, user_id: str, timeout_s: float, wake: Callable[[bool], None],
-              failed: Callable[[Failure], None]) -> Watch:
-        """Call `wake(changed)` once, on the first change for the user or after `timeout_s`.
+              failed: Callable[[Failure], None], queued: bool = False) -> Watch:
+        """Call `wake(changed)` once, on the first change for the user or after `timeout_s`
+        (on a reactor timer of its own, or with `queued` in the deadline queue).
 
         No coroutine waits meanwhile: an idle WebSocket holds only the returned
         Watch and its timer. The listener is registered before the user's
@@ -75,19 +80,19 @@ class ChangeWaiter:
         self.notifier.add_listener(watch)
         rooms = self.rooms_of(user_id)
         if rooms is not None:  # held: no read, nothing can land meanwhile
-            watch.arm(rooms, self.clock.callLater(timeout_s, watch.fire, False))
+            watch.arm(rooms, timeout_s, queued)
         else:
-            defer.ensureDeferred(self._arm(watch, timeout_s, failed))
+            defer.ensureDeferred(self._arm(watch, timeout_s, failed, queued))
         return watch
 
     async def _arm(self, watch: Watch, timeout_s: float,
-                   failed: Callable[[Failure], None]) -> None:
+                   failed: Callable[[Failure], None], queued: bool) -> None:
         try:
             rooms = await self._user_rooms.rooms(watch.user_id)
         except Exception:
             watch.failed(Failure(), failed)
             return
-        watch.arm(rooms, self.clock.callLater(timeout_s, watch.fire, False))
+        watch.arm(rooms, timeout_s, queued)
 
     def hold(self, watch: Watch, position: int) -> None:
         """Wake `watch` for a new event at `position` once the builder is ready for it."""
@@ -120,7 +125,7 @@ class Watch:
     (room -> membership), shared and never modified once cached.
     """
 
-    __slots__ = ("_waiter", "user_id", "_wake", "_rooms", "_early", "_timer")
+    __slots__ = ("_waiter", "user_id", "_wake", "_rooms", "_early", "_timer", "_ticket")
 
     def __init__(self, waiter: ChangeWaiter, user_id: str, wake: Callable[[bool], None]) -> None:
         self._waiter = waiter
@@ -129,6 +134,7 @@ class Watch:
         self._rooms: dict[str, str] | None = None
         self._early: list[StreamChange] | None = None  # changes seen before the rooms were known
         self._timer: Any = None
+        self._ticket: int | None = None  # in the waiter's deadline queue
 
     def __call__(self, change: StreamChange) -> None:
         """The notifier listener."""
@@ -163,15 +169,24 @@ class Watch:
         small, large = (theirs, rooms) if len(theirs) <= len(rooms) else (rooms, theirs)
         return any(m == "join" and large.get(room) == "join" for room, m in small.items())
 
-    def arm(self, rooms: dict[str, str], timer: Any) -> None:
-        """The user's rooms are known: check what arrived meanwhile, else wait with `timer`."""
+    def arm(self, rooms: dict[str, str], timeout_s: float, queued: bool = False) -> None:
+        """The user's rooms are known: check what arrived meanwhile, else wait at most
+        `timeout_s` (on a timer, or with `queued` in the waiter's deadline queue)."""
         if self._wake is None:
-            timer.cancel()
             return
-        self._rooms, self._timer = rooms, timer
+        self._rooms = rooms
         early, self._early = self._early or (), None
         if any(self._concerns(change) for change in early):
             self.fire(True)
+        elif queued:
+            self._ticket = self._waiter.deadlines.add(self, timeout_s)
+        else:
+            self._timer = self._waiter.clock.callLater(timeout_s, self.fire, False)
+
+    def timed_out(self) -> None:
+        """The deadline queue's call: the timeout came first."""
+        self._ticket = None
+        self.fire(False)
 
     def fire(self, changed: bool) -> None:
         """Wake the reader once; later changes and the timer find nothing to do."""
@@ -188,6 +203,9 @@ class Watch:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        if self._ticket is not None:
+            self._waiter.deadlines.drop(self._ticket)
+            self._ticket = None
 
     def failed(self, failure: Failure, report: Callable[[Failure], None]) -> None:
         """The rooms could not be read: stop watching and hand the failure on."""

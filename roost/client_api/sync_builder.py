@@ -29,6 +29,7 @@ from roost.client_api.sync_extensions import (
     any_value,
 )
 from roost.client_api.sync_filter import SyncFilter
+from roost.client_api.sync_local import local_ranges
 from roost.client_api.sync_room_state import RoomPlan, SyncRoomState
 from roost.client_api.sync_serialize import SyncSerializer
 from roost.client_api.sync_shared import EMPTY, SharedRoom, SharedRooms
@@ -81,7 +82,8 @@ class SyncBuilder:
         self._user_rooms = user_rooms
         self._queries = queries
         self._state = SyncRoomState(engine, view, queries, remote_invite_state)
-        self._recent = RecentEvents(self._queries, events)
+        self._recent = RecentEvents(self._queries, events,
+                                    local=local_ranges(engine.recent_local_events))
         self._serializer = SyncSerializer(view, queries, self._recent)
         self._shared = SharedRooms()
         presence_now = (lambda: presence.current) if presence is not None else (lambda: 0)

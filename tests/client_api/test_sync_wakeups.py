@@ -177,7 +177,7 @@ class WaitTests(TestCase):
     """`ChangeWaiter.wait`, what a long poll waits on: a Deferred whose cancelling (the
     client went away) leaves nothing behind, and which fires False at the timeout."""
 
-    async def test_cancelling_a_wait_removes_its_listener_and_timer(self) -> None:
+    async def test_cancelling_a_wait_removes_its_listener_and_timeout(self) -> None:
         server = await start_server(self, clock=_frozen_clock())
         builder = server.hs.sync_builder
         assert builder is not None
@@ -190,15 +190,19 @@ class WaitTests(TestCase):
         calls = len(clock.getDelayedCalls())
         waiting = waiter.wait(user, 30)
         self.assertEqual(len(server.hs.notifier._listeners), listeners + 1)
-        self.assertEqual(len(clock.getDelayedCalls()), calls + 1)
+        self.assertEqual(len(waiter.deadlines), 1)
+        self.assertEqual(len(clock.getDelayedCalls()), calls + 1)  # the queue's one timer
         waiting.cancel()
         self.assertEqual(len(server.hs.notifier._listeners), listeners)
-        self.assertEqual(len(clock.getDelayedCalls()), calls)
+        self.assertEqual(len(waiter.deadlines), 0)
         with self.assertRaises(defer.CancelledError):
             await waiting
         # An uncancelled wait fires False at its timeout, and leaves nothing either.
         waiting = waiter.wait(user, 30)
-        clock.advance(30)
+        clock.advance(29.999)
+        self.assertFalse(waiting.called)
+        clock.advance(0.001)
         self.assertIs(await waiting, False)
         self.assertEqual(len(server.hs.notifier._listeners), listeners)
+        self.assertEqual(len(waiter.deadlines), 0)
         self.assertEqual(len(clock.getDelayedCalls()), calls)

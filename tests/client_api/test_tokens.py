@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from twisted.internet import task
 from twisted.trial.unittest import TestCase
 
 from roost.client_api.tokens import WeakSecretError, load_or_create_secret
@@ -81,3 +82,42 @@ class TokenSecretTests(TestCase):
             f.write(b"\n")
         with self.assertRaises(WeakSecretError):
             await start_server(self, data_dir=folder)
+
+
+class KnownTokenTests(TestCase):
+    """`TokenAuthority.known`, the request path's answer from memory: the requester
+    `authenticate` gives, or None whenever `authenticate` must look or would refuse."""
+
+    async def test_known_is_what_authenticate_answers_until_anything_changes(self) -> None:
+        clock = task.Clock()
+        clock.advance(1_800_000_000)
+        server = await start_server(self, clock=clock)
+        await server.register("alice")
+        tokens = server.hs.tokens
+        login = (await server.request("POST", V3 + "/login",
+                                      password_login("alice", refresh_token=True))).body
+        token = login["access_token"]
+        self.assertIsNone(tokens.known(token))  # never checked yet
+        requester = await tokens.authenticate(token)
+        self.assertIs(tokens.known(token), requester)
+        assert server.hs.admin is not None
+        await server.hs.admin.users.queries.set_admin(login["user_id"], True)
+        self.assertIsNone(tokens.known(token))  # the flag moved: authenticate reads it
+        self.assertTrue((await tokens.authenticate(token)).is_admin)
+        self.assertTrue(tokens.known(token).is_admin)  # type: ignore[union-attr]
+        clock.advance(16 * 60)  # past the access token's lifetime
+        self.assertIsNone(tokens.known(token))
+        resp = await server.request("GET", V3 + "/account/whoami", token=token)
+        self.assertEqual((resp.status, resp.body.get("soft_logout")), (401, True))
+
+    async def test_a_logged_out_token_is_not_known_and_refused(self) -> None:
+        server = await start_server(self)
+        token = (await server.register("alice"))["access_token"]
+        ok = await server.request("GET", V3 + "/account/whoami", token=token)
+        self.assertEqual(ok.status, 200, ok.body)
+        self.assertIsNotNone(server.hs.tokens.known(token))  # the request path kept it
+        out = await server.request("POST", V3 + "/logout", {}, token=token)
+        self.assertEqual(out.status, 200, out.body)
+        self.assertIsNone(server.hs.tokens.known(token))
+        resp = await server.request("GET", V3 + "/account/whoami", token=token)
+        self.assertEqual((resp.status, resp.body["errcode"]), (401, "M_UNKNOWN_TOKEN"))
