@@ -33,7 +33,7 @@ def client_event(
     if redaction is None:
         body = _client_form(event).copy()
     else:
-        body = _fixed_fields(event, redact_pdu(event.pdu, event.version))
+        body = _fixed_fields(event, redact_pdu(event.fields, event.version))
     age = now_ms - body["origin_server_ts"]
     unsigned: JsonDict = {"age": age if age > 0 else 0}
     if redaction is not None:
@@ -77,7 +77,7 @@ def client_events_json(events: list[LoadedEvent], now_ms: int,
 def _encoded_form(event: Event) -> tuple[bytes, int]:
     """The event's client form without `unsigned`, encoded without its closing brace, and
     its origin_server_ts; kept with the event (`Event.client_json`)."""
-    form = (orjson.dumps(_fixed_fields(event, event.pdu))[:-1], event.origin_server_ts)
+    form = (orjson.dumps(_fixed_fields(event, event.fields))[:-1], event.origin_server_ts)
     object.__setattr__(event, "client_json", form)  # a frozen Event keeps its form
     return form
 
@@ -94,13 +94,14 @@ def _one_json(loaded: LoadedEvent, fixed: bytes, ts: int, now_ms: int,
 def _client_form(event: Event) -> JsonDict:
     base = event.client_form
     if base is None:
-        base = _fixed_fields(event, event.pdu)
+        base = _fixed_fields(event, event.fields)
         object.__setattr__(event, "client_form", base)  # a frozen Event keeps its form
     return base
 
 
 def _fixed_fields(event: Event, pdu: JsonDict) -> JsonDict:
-    """The client form's fields other than `unsigned` (from `pdu`, redacted or not)."""
+    """The client form's fields other than `unsigned` (from `pdu`, the event's fields,
+    redacted or not: a client form has no hashes or signatures)."""
     body: JsonDict = {
         "content": pdu.get("content", {}),
         "event_id": event.event_id,

@@ -12,7 +12,6 @@ answers it with the stored event), or, if the retry is refused before that
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from twisted.internet import defer
@@ -26,7 +25,9 @@ from roost.storage.directory import DirectoryStore
 from roost.storage.events import EventStore
 
 TxnKey = tuple[str, str, str]
-RECENT_TXNS = 1024
+# Quick retries are answered from memory; an older retry costs its batch a second try
+# (see the module docstring). 512 keys of about 0.35 KiB each (bench/memory.py).
+RECENT_TXNS = 512
 _ALIAS_RE = re.compile(r"^#[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
 
 
@@ -35,8 +36,9 @@ class TxnDeduplicator:
         self._events = events
         # The callers waiting on each attempt still in flight.
         self._in_flight: dict[TxnKey, list[defer.Deferred[str]]] = {}
-        # The newest sends' event ids: a quick retry is answered without the engine.
-        self._recent: OrderedDict[TxnKey, str] = OrderedDict()
+        # The newest sends' event ids, oldest first: a quick retry is answered without the
+        # engine. A plain dict (insertion order): an OrderedDict's links cost each key more.
+        self._recent: dict[TxnKey, str] = {}
 
     async def once(self, key: TxnKey, send: Callable[[], Awaitable[str]]) -> str:
         """Run `send()` once per key; a concurrent retry waits for the first attempt.
@@ -65,10 +67,10 @@ class TxnDeduplicator:
                 event_id = await self._events.get_txn_event(*key)
                 if event_id is None:
                     raise
+        self._recent.pop(key, None)  # a key sent again moves to the newest end
         self._recent[key] = event_id
-        self._recent.move_to_end(key)
         if len(self._recent) > RECENT_TXNS:
-            self._recent.popitem(last=False)
+            del self._recent[next(iter(self._recent))]
         return event_id
 
     def _finish(self, result: object, key: TxnKey) -> None:

@@ -38,6 +38,8 @@ from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString, unquote
 from twisted.web.http_headers import Headers
 
 SERVER_HEADER = b"Server: " + server.version + b"\r\n"
+# The content types Twisted parses a POST body of into `args` (http.Request.requestReceived).
+FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")
 _date: list[Any] = [0, b""]
 
 
@@ -145,10 +147,13 @@ class FastRequest(server.Request):
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         """http.Request.requestReceived, leaving the query string unparsed until read; a
-        POST body that may be a form goes through Twisted's own code."""
-        if (command == b"POST" and self._parsePOSTFormSubmission
-                and self.requestHeaders._rawHeaders.get(b"Content-Type")
-                and self.content.tell()):
+        POST body that may be a form goes through Twisted's own code. Only one whose
+        content type names a form: Twisted reads any content type with the email
+        package's header parser (an EmailMessage per POST, and about half a MiB of
+        modules imported by the first JSON POST: bench/memory.py)."""
+        ctype = self.requestHeaders._rawHeaders.get(b"Content-Type")
+        if (command == b"POST" and self._parsePOSTFormSubmission and ctype
+                and ctype[0].lstrip().lower().startswith(FORM_TYPES) and self.content.tell()):
             super().requestReceived(command, path, version)
             return
         self.content.seek(0, 0)

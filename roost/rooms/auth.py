@@ -98,7 +98,7 @@ def _check_create(version: RoomVersion, event: Event) -> None:
     if event.prev_event_ids:  # 1.1
         deny(version, "1.1", "the create event has prev_events")
     if version.hydra:  # 1.2 (v12)
-        if "room_id" in event.pdu:
+        if "room_id" in event.fields:
             deny(version, "1.2", "a v12 create event must not have a room_id")
     elif server_name_of(event.room_id) != server_name_of(event.sender):  # 1.2
         deny(version, "1.2", "room_id and sender are on different servers")

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from roost.rooms.events import Event, parse_canonical
+from roost.rooms.events import Event, kept_fields, parse_canonical, shared
 from roost.rooms.versions import RoomVersion, get_room_version
 from roost.storage.events import EventRow, StoredEvent
 
@@ -166,8 +166,8 @@ class MembersOverview:
 def event_from_storage(stored: StoredEvent) -> Event:
     """Rebuild an Event from its stored canonical JSON without re-hashing it."""
     version = get_room_version(stored.room_version)
-    return Event(pdu=parse_canonical(stored.pdu_json, version.strict_canonical_json),
-                 version=version, event_id=stored.event_id, room_id=stored.room_id,
+    return Event(fields=kept_fields(parse_canonical(stored.pdu_json, version.strict_canonical_json)),
+                 version=version, event_id=stored.event_id, room_id=shared(stored.room_id),
                  canonical_bytes=stored.pdu_json.encode("utf-8"))
 
 

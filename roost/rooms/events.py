@@ -127,17 +127,64 @@ def parse_canonical(encoded: bytes | str, strict: bool) -> dict[str, Any]:
     return json.loads(encoded)  # type: ignore[no-any-return]
 
 
+# The PDU's fields an Event keeps parsed only in its canonical bytes (see Event.fields).
+_UNPARSED_FIELDS = ("hashes", "signatures")
+# Fields whose values repeat across a room's events, shared through `_shared`.
+_SHARED_FIELDS = ("room_id", "sender", "type", "state_key")
+_SHARED_MAX = 4096
+_shared: dict[str, str] = {}
+
+
+def shared(value: str) -> str:
+    """One string object for equal room ids, senders, event types, state keys and auth
+    event ids across the events kept in memory (each about 60-90 bytes a copy, several
+    an event). Bounded: when full it starts again (a string shared before stays shared
+    by those that hold it). Not `sys.intern`, which keeps strings for ever on 3.12."""
+    found = _shared.get(value)
+    if found is not None:
+        return found
+    if len(_shared) >= _SHARED_MAX:
+        _shared.clear()
+    _shared[value] = value
+    return value
+
+
+def kept_fields(pdu: dict[str, Any]) -> dict[str, Any]:
+    """What an Event keeps of a freshly parsed PDU (its own dict, changed in place): all
+    but hashes and signatures, with repeated strings shared (see `shared`)."""
+    pop = pdu.pop
+    pop("hashes", None)
+    pop("signatures", None)
+    if len(_shared) >= _SHARED_MAX:
+        _shared.clear()
+    share = _shared.setdefault
+    for key in _SHARED_FIELDS:
+        value = pdu.get(key)
+        if type(value) is str:
+            pdu[key] = share(value, value)
+    auth = pdu.get("auth_events")
+    if type(auth) is list:  # v3+: ids (v1/v2 pairs are left as they are)
+        pdu["auth_events"] = [share(ref, ref) if type(ref) is str else ref for ref in auth]
+    return pdu
+
+
 @dataclass(frozen=True, eq=False, slots=True)
 class Event:
     """One PDU, validated, with its id and canonical bytes computed once.
 
     ``pdu`` excludes ``unsigned`` (kept apart in ``unsigned``): unsigned data is
     rewritten hop by hop and is neither hashed nor signed, so it is not part of
-    what the event is. Treat ``pdu``, ``content`` and ``unsigned`` as read-only.
-    Events compare equal and hash by event id.
+    what the event is. Treat ``fields``, ``pdu``, ``content`` and ``unsigned`` as
+    read-only. Events compare equal and hash by event id.
+
+    Kept parsed (``fields``) is the PDU without its hashes and signatures: those are
+    read only to serve or check the whole PDU (federation, redaction), which ``pdu``
+    parses again from the canonical bytes each time. Held by the thousands (the
+    parsed-event cache, rooms' current state, recent sends), an event is about 1 KiB
+    smaller without them (bench/memory.py, docs/benchmarks.md).
     """
 
-    pdu: dict[str, Any]
+    fields: dict[str, Any]
     version: RoomVersion
     event_id: str
     room_id: str
@@ -186,10 +233,10 @@ class Event:
         is_hydra_create = version.hydra and body["type"] == "m.room.create"
         room_id = room_id_from_create_event_id(event_id) if is_hydra_create else body["room_id"]
         return cls(
-            pdu=parse_canonical(encoded, version.strict_canonical_json),
+            fields=kept_fields(parse_canonical(encoded, version.strict_canonical_json)),
             version=version,
             event_id=event_id,
-            room_id=room_id,
+            room_id=shared(room_id),
             canonical_bytes=encoded,
             unsigned=_copy_unsigned(pdu.get("unsigned")),
         )
@@ -204,41 +251,47 @@ class Event:
         return f"<Event {self.event_id} {self.type} {self.state_key!r} from {self.sender}>"
 
     @property
+    def pdu(self) -> dict[str, Any]:
+        """The whole PDU (without ``unsigned``), parsed from the canonical bytes: a new
+        dict on each call (see the class's docstring)."""
+        return parse_canonical(self.canonical_bytes, self.version.strict_canonical_json)
+
+    @property
     def type(self) -> str:
-        return self.pdu["type"]
+        return self.fields["type"]
 
     @property
     def state_key(self) -> str | None:
         """The state key, or None for a message (non-state) event."""
-        return self.pdu.get("state_key")
+        return self.fields.get("state_key")
 
     @property
     def is_state(self) -> bool:
-        return "state_key" in self.pdu
+        return "state_key" in self.fields
 
     @property
     def sender(self) -> str:
-        return self.pdu["sender"]
+        return self.fields["sender"]
 
     @property
     def content(self) -> dict[str, Any]:
-        return self.pdu["content"]
+        return self.fields["content"]
 
     @property
     def prev_event_ids(self) -> tuple[str, ...]:
-        return _referenced_ids(self.pdu["prev_events"], self.version)
+        return _referenced_ids(self.fields["prev_events"], self.version)
 
     @property
     def auth_event_ids(self) -> tuple[str, ...]:
-        return _referenced_ids(self.pdu["auth_events"], self.version)
+        return _referenced_ids(self.fields["auth_events"], self.version)
 
     @property
     def depth(self) -> int:
-        return self.pdu["depth"]
+        return self.fields["depth"]
 
     @property
     def origin_server_ts(self) -> int:
-        return self.pdu["origin_server_ts"]
+        return self.fields["origin_server_ts"]
 
     @property
     def hashes(self) -> dict[str, str]:
@@ -261,7 +314,7 @@ class Event:
         """The event an m.room.redaction redacts: in content from v11, top level before."""
         if self.type != "m.room.redaction":
             return None
-        source = self.content if self.version.updated_redaction_rules else self.pdu
+        source = self.content if self.version.updated_redaction_rules else self.fields
         redacts = source.get("redacts")
         return redacts if isinstance(redacts, str) else None
 

@@ -95,6 +95,8 @@ def _cuts(stream: bytes) -> list[list[bytes]]:
 GET = b"GET /_matrix/client/v3/sync?since=s1_2&timeout=30000 HTTP/1.1\r\nHost: x\r\n" \
       b"Authorization: Bearer abc\r\nAccept: */*\r\n\r\n"
 BODY = b'{"msgtype": "m.text", "body": "hi"}'
+MULTIPART = (b"--xyz\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\none\r\n"
+             b"--xyz\r\nContent-Disposition: form-data; name=\"b\"\r\n\r\ntwo\r\n--xyz--\r\n")
 
 CASES: dict[str, bytes] = {
     "pipelined gets, head and queries": (
@@ -111,6 +113,15 @@ CASES: dict[str, bytes] = {
     "a form body": (
         b"POST /form?x=1 HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
         b"Content-Length: 11\r\n\r\nb=2&c=%41+B" + GET),
+    "a form body, its type in capitals with parameters": (
+        b"POST /form HTTP/1.1\r\nContent-Type:  Application/X-WWW-Form-Urlencoded; charset=utf-8\r\n"
+        b"Content-Length: 7\r\n\r\na=1&b=2" + GET),
+    "a multipart form": (
+        b"POST /multi HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=xyz\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(MULTIPART) + MULTIPART + GET),
+    "a json post": (
+        b"POST /createRoom HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        % len(BODY) + BODY + GET),
     "cookies and expect": (
         b"POST /c HTTP/1.1\r\nCookie: a=1; b=2\r\nCookie: c\r\nExpect: 100-continue\r\n"
         b"Content-Length: 2\r\n\r\nok" + GET),
@@ -180,6 +191,25 @@ class ChannelTests(TestCase):
         # A line past LineReceiver.MAX_LENGTH: closed without an answer.
         self.assertEqual(_run(LeanChannel, LeanRecording, [CASES["line too long"]], False),
                          ([], b"", True))
+
+    def test_only_form_bodies_have_their_content_type_parsed(self) -> None:
+        """Twisted parses a POST's content type with the email package (an EmailMessage per
+        request, and its modules imported by the first): only a form's is parsed here, and
+        the forms' arguments are still read (compared with Twisted's above)."""
+        parsed: list[bytes] = []
+        real = http._parseContentType
+
+        def recording(line: bytes) -> bytes:
+            parsed.append(line)
+            return real(line)
+
+        self.patch(http, "_parseContentType", recording)
+        seen, _written, _closed = _run(LeanChannel, LeanRecording, [CASES["a json post"]], False)
+        self.assertEqual((len(seen), parsed), (2, []))
+        seen, _written, _closed = _run(LeanChannel, LeanRecording, [CASES["a multipart form"]],
+                                       False)
+        self.assertEqual(seen[0][6], [(b"a", [b"one"]), (b"b", [b"two"])])
+        self.assertEqual(len(parsed), 1)
 
     def test_a_continued_line_is_folded_as_twisted_folds_it(self) -> None:
         seen, _written, closed = _run(LeanChannel, LeanRecording, [CASES["continued header line"]],
