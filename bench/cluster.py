@@ -337,13 +337,14 @@ async def sends(cluster: Cluster, rooms: int, messages: int) -> dict[str, Any]:
 
 
 async def fanout_through(cluster: Cluster, receivers: int, rate: float,
-                         seconds: float, clients: int = 0) -> dict[str, Any]:
+                         seconds: float, clients: int = 0, lean: bool = False) -> dict[str, Any]:
     """`clients`: 0, the receivers in this process (bench/sync_fanout.py); else spread
     over that many client processes (bench/fanout_procs.py), whose CPU is reported."""
     roost0, nginx0 = cluster.cpu()
     meter = _PhaseMeter(cluster)
     if clients:
-        result = await fanout_spread(cluster.base, receivers, rate, seconds, clients, meter)
+        result = await fanout_spread(cluster.base, receivers, rate, seconds, clients, meter,
+                                     lean)
     else:
         result = await fanout(cluster.base, receivers, rate, seconds, meter)  # type: ignore[arg-type]
     roost1, nginx1 = cluster.cpu()
@@ -409,7 +410,8 @@ def run_one(layout: str, args: argparse.Namespace) -> dict[str, Any]:
             result = asyncio.run(sends(cluster, args.rooms, args.messages))
         else:
             result = asyncio.run(fanout_through(cluster, args.receivers, args.rate,
-                                                args.seconds, args.clients))
+                                                args.seconds, args.clients,
+                                                args.lean_client))
         result["roost_rss_mib_all_processes"] = round(cluster.rss_mib(), 1)
     print_result(f"cluster_{args.workload}_{layout}", result)
     return result
@@ -431,6 +433,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=0,
                         help="fanout: spread the receivers over this many client processes"
                              " (0: all in this process, as bench/sync_fanout.py does)")
+    parser.add_argument("--lean-client", action="store_true",
+                        help="fanout with --clients: the receivers' long polls through"
+                             " bench/lean_client.py instead of aiohttp (the load"
+                             " generator's CPU on the measured machine)")
     parser.add_argument("--transactions", action="store_true",
                         help="also count database transactions per message, by process")
     args = parser.parse_args()

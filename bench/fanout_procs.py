@@ -23,14 +23,17 @@ import aiohttp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import summary  # noqa: E402
+from bench.lean_client import HttpError, LeanClient  # noqa: E402
 from bench.sync_fanout import Client, CpuMeter, register  # noqa: E402
 
 V3 = "/_matrix/client/v3"
 
 
-async def _receive_all(base: str, room: str, tokens: list[str], conn: Any) -> None:
+async def _receive_all(base: str, room: str, tokens: list[str], conn: Any,
+                       lean: bool = False) -> None:
     """A child: every receiver's initial sync, then long polls until told to stop; its
-    arrivals [(txn, monotonic time)] and its CPU seconds between "measure" and "stop"."""
+    arrivals [(txn, monotonic time)] and its CPU seconds between "measure" and "stop".
+    `lean`: the receivers use bench/lean_client.py instead of aiohttp."""
     arrivals: list[tuple[str, float]] = []
     errors = 0
     stop = asyncio.Event()
@@ -41,12 +44,19 @@ async def _receive_all(base: str, room: str, tokens: list[str], conn: Any) -> No
 
         async def receive(client: Client) -> None:
             nonlocal errors, ready
-            token = (await client.call("GET", "/sync?timeout=0"))["next_batch"]
+            poll: Any = client.call
+            if lean:
+                lean_client = LeanClient(base, client.token)
+
+                async def poll(_method: str, path: str) -> Any:
+                    return await lean_client.get(V3 + path)
+
+            token = (await poll("GET", "/sync?timeout=0"))["next_batch"]
             ready += 1
             while not stop.is_set():
                 try:
-                    body = await client.call("GET", f"/sync?since={token}&timeout=5000")
-                except (TimeoutError, aiohttp.ClientError):
+                    body = await poll("GET", f"/sync?since={token}&timeout=5000")
+                except (TimeoutError, aiohttp.ClientError, HttpError, OSError):
                     errors += 1
                     await asyncio.sleep(0.5)
                     continue
@@ -75,14 +85,16 @@ async def _receive_all(base: str, room: str, tokens: list[str], conn: Any) -> No
     conn.send({"arrivals": arrivals, "errors": errors, "cpu_s": cpu})
 
 
-def _child(base: str, room: str, tokens: list[str], conn: Any) -> None:
-    asyncio.run(_receive_all(base, room, tokens, conn))
+def _child(base: str, room: str, tokens: list[str], conn: Any, lean: bool) -> None:
+    asyncio.run(_receive_all(base, room, tokens, conn, lean))
 
 
 async def fanout_spread(base: str, receivers: int, rate: float, seconds: float,
-                        processes: int, server: Any = None) -> dict[str, Any]:
+                        processes: int, server: Any = None,
+                        lean: bool = False) -> dict[str, Any]:
     """The fan-out of bench/sync_fanout.py, its receivers in `processes` child processes;
-    `server`: what bench/sync_fanout.CpuMeter measures over the measured phase."""
+    `server`: what bench/sync_fanout.CpuMeter measures over the measured phase; `lean`:
+    the receivers' long polls through bench/lean_client.py (less CPU than aiohttp's)."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         sender = await register(session, base, "sender")
         room = (await sender.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
@@ -96,7 +108,7 @@ async def fanout_spread(base: str, receivers: int, rate: float, seconds: float,
         for n in range(processes):
             ours, theirs = spawn.Pipe()
             share = [c.token for c in clients[n::processes]]
-            proc = spawn.Process(target=_child, args=(base, room, share, theirs), daemon=True)
+            proc = spawn.Process(target=_child, args=(base, room, share, theirs, lean), daemon=True)
             proc.start()
             children.append((proc, ours))
         loop = asyncio.get_running_loop()
@@ -131,7 +143,8 @@ async def fanout_spread(base: str, receivers: int, rate: float, seconds: float,
     latencies = [at - sent_at[txn] for r in results for txn, at in r["arrivals"]
                  if txn in sent_at]
     clients_cpu = sum(r["cpu_s"] for r in results)
-    return {"receivers": receivers, "client_processes": processes, "messages": count,
+    return {"receivers": receivers, "client_processes": processes,
+            "receiver_client": "lean" if lean else "aiohttp", "messages": count,
             "deliveries": len(latencies), "expected_deliveries": count * receivers,
             "sync_errors": sum(r["errors"] for r in results), **summary(latencies), **cpu,
             "bench_receivers_cpu_ms_per_message": round(clients_cpu * 1000 / max(count, 1),

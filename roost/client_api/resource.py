@@ -386,7 +386,10 @@ CORS_HEADERS = b"".join(b"%s: %s\r\n" % pair for pair in _CORS)
 
 
 def _access_token(request: server.Request) -> str | None:
-    raw_header = request.getHeader(b"Authorization")
+    # request.getHeader(b"Authorization"), read from the header dict (canonical names,
+    # the last value) without Twisted's three calls per request.
+    values = request.requestHeaders._rawHeaders.get(b"Authorization")
+    raw_header = values[-1] if values else None
     if raw_header:
         header = raw_header.decode("latin-1")
         scheme, _, token = header.partition(" ")

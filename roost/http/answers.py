@@ -228,7 +228,14 @@ class FastRequest(server.Request):
             parts.append(body)
             self.sentLength = len(body)
         write_now(self.channel.transport, b"".join(parts))
-        self.finish()
+        # Request.finish for this case (no encoder, nothing chunked, the head and body
+        # written): the site's log, then the end of the request.
+        factory = getattr(self.channel, "factory", None)
+        if factory is not None:
+            factory.log(self)
+        self.finished = 1
+        if not self.queued:
+            self._cleanup()
 
     def _answer_through_twisted(self, code: int, head: bytes, body: bytes) -> None:
         self.setResponseCode(code)

@@ -210,10 +210,24 @@ class LeanChannel(HTTPChannel):
         self.requests[-1].requestReceived(command, path, version)
 
     def requestDone(self, request: Any) -> None:
-        """HTTPChannel.requestDone; the idle time counts from the answer, as when Twisted
-        starts a new timer here."""
+        """HTTPChannel.requestDone (Twisted 26.10), comparing requests by identity (what
+        Request.__eq__ does, one call fewer); the idle time counts from the answer, as
+        when Twisted starts a new timer here."""
         self.resetTimeout()
-        super().requestDone(request)
+        if request is not self.requests[0]:
+            raise TypeError
+        del self.requests[0]
+        if not self._waitingForTransport:
+            self._networkProducer.resumeProducing()
+        if self.persistent:
+            self._handlingRequest = False
+            if self._savedTimeOut:
+                self.setTimeout(self._savedTimeOut)
+            data = b"".join(self._dataBuffer)
+            self._dataBuffer = []
+            self.setLineMode(data)
+        else:
+            self.loseConnection()
 
     @property  # type: ignore[override]
     def transport(self) -> Any:
@@ -243,7 +257,10 @@ class LeanChannel(HTTPChannel):
         fields = request.requestHeaders._rawHeaders
         if b"Cookie" in fields:
             request.parseCookies()
-        self.persistent = self.checkPersistence(request, self._version)
+        if self._version == b"HTTP/1.1" and b"Connection" not in fields:
+            self.persistent = True  # what checkPersistence answers, without its reads
+        else:
+            self.persistent = self.checkPersistence(request, self._version)
         request.gotLength(self.length)
         # After gotLength, which may drop the header (roost.http.limits).
         expect = fields.get(b"Expect")

@@ -148,6 +148,19 @@ class LimitedSite(server.Site):
         self.large_bodies: dict[bytes, int] = {}
         self.spool_dir: str | None = None
 
+    def getResourceFor(self, request: Any) -> Any:
+        """server.Site.getResourceFor with Twisted's traversal inline (twisted.web.resource
+        .getChildForRequest: the same loop), two calls fewer per request."""
+        request.site = self
+        prepath, postpath = request.prepath, request.postpath
+        request.sitepath = prepath[:]
+        found = self.resource
+        while postpath and not found.isLeaf:
+            element = postpath.pop(0)
+            prepath.append(element)
+            found = found.getChildWithDefault(element, request)
+        return found
+
     def body_limit(self, path: bytes) -> int:
         for prefix, limit in self.large_bodies.items():
             if path.startswith(prefix):

@@ -65,6 +65,8 @@ class DeviceStore:
         self._seen: dict[tuple[str, str], tuple[int, str | None]] = {}
         self._session_waiters: dict[str, list[defer.Deferred[Any]]] = {}
         self._session_query_running = False
+        self._refreshing: set[str] = set()  # held sessions being read again (`_refresh`)
+        self.sessions.refresh = self._refresh
         # Called with (user_id, device ids) after devices are deleted: their end-to-end
         # keys went with them (ON DELETE CASCADE) and the change must be announced.
         self.on_devices_deleted: list[Callable[[str, list[str]], Any]] = []
@@ -146,6 +148,16 @@ class DeviceStore:
             self._next_session_query()
         return await waiter
 
+    def _refresh(self, session_id: str) -> None:
+        """The cache serves `session_id` past its refresh age: read it again with the next
+        batch, no request waiting on it."""
+        if session_id in self._refreshing:
+            return
+        self._refreshing.add(session_id)
+        self._session_waiters.setdefault(session_id, [])
+        if not self._session_query_running:
+            self._next_session_query()
+
     def _next_session_query(self) -> None:
         batch, self._session_waiters = self._session_waiters, {}
         self._session_query_running = True
@@ -164,9 +176,12 @@ class DeviceStore:
             found = {r[0]: (r[1], r[2], bool(r[3])) for r in rows}
             for session_id, info in found.items():
                 self.sessions.put(session_id, info, ticket)
+            for session_id in batch.keys() - found.keys():
+                self.sessions.forget(session_id)  # gone, and nobody announced it
         except Exception:
             failure = Failure()
         finally:
+            self._refreshing.difference_update(batch)
             self._session_query_running = False
             if self._session_waiters:
                 self._next_session_query()

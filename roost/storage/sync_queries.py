@@ -227,7 +227,8 @@ class RecentEvents:
         is the caller's own (a slice)."""
         if self._start is None or after < self._start:
             return None
-        await self._catch_up(upto)
+        if self._end < upto:  # (usually read already, by `catch_up` before the wake)
+            await self._catch_up(upto)
         if after < self._start:  # the window moved past `after` meanwhile
             return None
         return self._events[bisect_right(self._positions, after):

@@ -10,6 +10,7 @@ from twisted.trial.unittest import TestCase
 from roost.storage.accounts import UserStore
 from roost.storage.database import Database
 from roost.storage.devices import DeviceStore
+from roost.storage.session_cache import MAX_AGE_S, REFRESH_AFTER_S
 from tests.postgres_harness import fresh_database
 
 
@@ -80,6 +81,49 @@ class SessionAuthTests(TestCase):
         self.assertIsNone(await store.session_auth("s2"))
         await UserStore(db).deactivate("@u0:hs")
         self.assertIsNone(await store.session_auth("s0"))
+
+
+class SessionRefreshTests(TestCase):
+    """A session in use is read again in the background before it is too old to serve."""
+
+    _store = SessionAuthTests._store
+
+    async def _aged_store(self) -> tuple[Database, DeviceStore, list[str], list[float]]:
+        db, store, queries = await self._store()
+        now = [1000.0]
+        store.sessions._monotonic = lambda: now[0]  # the cache's clock, moved by the test
+        for session in ("s1", "s2"):
+            await store.session_auth(session)
+        queries.clear()
+        return db, store, queries, now
+
+    async def _settled(self, queries: list[str], count: int) -> None:
+        for _ in range(1000):  # a liveness bound, not a timing: the read has run
+            if queries.count("session_auth") >= count:
+                break
+            await deferLater(reactor, 0.01)
+        await deferLater(reactor, 0.01)
+
+    async def test_a_session_past_its_refresh_age_is_served_and_read_again_behind(self) -> None:
+        _db, store, queries, now = await self._aged_store()
+        now[0] += REFRESH_AFTER_S + 0.1
+        answer = store.session_auth("s1")  # from memory: no query to wait for
+        self.assertEqual(await answer, ("@u1:hs", "D", False))
+        await self._settled(queries, 1)
+        now[0] += MAX_AGE_S - REFRESH_AFTER_S  # past the first read's age, not the second's
+        self.assertEqual(store.cached_session("s1"), ("@u1:hs", "D", False))
+        self.assertIsNone(store.cached_session("s2"))  # not in use: it just ages out
+        self.assertEqual(queries, ["session_auth"])
+
+    async def test_a_session_ended_without_an_announcement_is_forgotten_by_the_read(self) -> None:
+        db, store, queries, now = await self._aged_store()
+        await db.run("operator", lambda t: t.execute(
+            "DELETE FROM sessions WHERE session_id = 's1'"))
+        now[0] += REFRESH_AFTER_S + 0.1
+        await store.session_auth("s1")  # still served (within MAX_AGE_S), read again behind
+        await self._settled(queries, 1)
+        self.assertIsNone(store.cached_session("s1"))
+        self.assertIsNone(await store.session_auth("s1"))
 
 
 class LastSeenTests(TestCase):
