@@ -421,7 +421,7 @@ class SyncBuilder:
                 served += await self._view.serialize(plan.state, "", with_relations=False)
             shaped = served
             if filt.event_fields is not None or filt.event_format != "client":
-                shaped = [filt.shape(b, e.event.pdu) for b, e in zip(served, events,
+                shaped = [filt.shape(b, e.event) for b, e in zip(served, events,
                                                                      strict=True)]
         return SharedRoom(plan.timeline, plan.limited, plan.prev_batch, plan.state, served,
                           shaped, frozenset(e.event.sender for e in plan.timeline),

@@ -30,9 +30,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roost.client_api.errors import bad_json
+
+if TYPE_CHECKING:
+    from roost.rooms.events import Event
 
 JsonDict = dict[str, Any]
 DEFAULT_TIMELINE_LIMIT = 10
@@ -160,10 +163,12 @@ class SyncFilter:
                           self.include_redundant_members, self.unread_thread_notifications,
                           self.event_fields, self.event_format)
 
-    def shape(self, served: JsonDict, pdu: dict[str, Any] | None) -> JsonDict:
-        """Apply event_format and event_fields to one served event."""
-        if self.event_format == "federation" and pdu is not None:
-            served = {**pdu, "unsigned": served.get("unsigned", {})}
+    def shape(self, served: JsonDict, event: Event | None) -> JsonDict:
+        """Apply event_format and event_fields to one served event. The whole PDU is
+        parsed again from the event's canonical bytes (Event.pdu), so only for the
+        federation format."""
+        if self.event_format == "federation" and event is not None:
+            served = {**event.pdu, "unsigned": served.get("unsigned", {})}
         if self.event_fields is None:
             return served
         out: JsonDict = {}

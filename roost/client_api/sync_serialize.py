@@ -60,7 +60,7 @@ class SyncSerializer:
                                 "transaction_id": _client_txn_id(event.event, key)}
             if out[room_id] is shared.shaped:
                 out[room_id] = list(out[room_id])  # this receiver's own copy of the list
-            out[room_id][i] = filt.shape(body, event.event.pdu) if shaping else body
+            out[room_id][i] = filt.shape(body, event.event) if shaping else body
         return out
 
     async def _add_transaction_ids(self, served: list[JsonDict], timeline: list[LoadedEvent],
@@ -122,10 +122,10 @@ class SyncSerializer:
             await self._add_transaction_ids(served, timeline, user_id, device_id)
         served_state: Iterator[Any]
         if filt.event_fields is not None or filt.event_format != "client":
-            served = [filt.shape(b, e.event.pdu) for b, e in zip(served, timeline, strict=True)]
+            served = [filt.shape(b, e.event) for b, e in zip(served, timeline, strict=True)]
             state_bodies = await self._view.serialize(state, user_id, with_relations=False) \
                 if state else []
-            flat = iter([filt.shape(b, e.event.pdu)
+            flat = iter([filt.shape(b, e.event)
                          for b, e in zip(state_bodies, state, strict=True)])
             served_state = iter([[next(flat) for _ in p.state] for p in own])
         else:  # each room's state list encoded once (a big room's: thousands of events)
