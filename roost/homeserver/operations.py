@@ -117,6 +117,9 @@ async def start_appservices(appservices: AppServices, router: Router, reactor: A
             pass
     http = AppServiceHttp(reactor)
     appservices.http = http
+    # Registered before the sender and the relay, so closed after them (closers run last
+    # first): a transaction still in flight when they stop goes back to the pool only then.
+    closers.append(("application service connections", http.pool.closeCachedConnections))
     profiles.ask_for_missing = appservices.query_user
     client_appservice.register(router, appservices, http)
     if not appservices.services or not runs_senders:
@@ -141,7 +144,6 @@ async def start_appservices(appservices: AppServices, router: Router, reactor: A
                            FederationOutboundStore(db).receipts_since, receipts_position,
                            notifier, http, clock)
     closers.append(("application service ephemeral relay", relay.stop))
-    closers.append(("application service connections", http.pool.closeCachedConnections))
     return sender
 
 
