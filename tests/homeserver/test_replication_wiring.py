@@ -273,7 +273,16 @@ class TwoWriterTests(TestCase):
             rooms.append((writer, room))
         owners = {r: Roles.from_config(reader.hs.config).writer_of(r) for _, r in rooms}
         self.assertEqual(set(owners.values()), {"w1", "w2"})
-        first = await reader.request("GET", V3 + "/sync", token=bob["access_token"])
+        # The reader learns of the writers' joins from the bus a moment later: until its
+        # token covers all four, a later sync would rightly show a room newly joined (its
+        # timeline `limited`, to say the state is whole), which is not what this test checks.
+        for _ in range(300):  # a liveness bound: 60 s
+            first = await reader.request("GET", V3 + "/sync", token=bob["access_token"])
+            if {r for _, r in rooms} <= set(first.body.get("rooms", {}).get("join", {})):
+                break
+            await task.deferLater(reactor, 0.2, lambda: None)
+        else:
+            self.fail("the reader never saw the four joins")
         since = first.body["next_batch"]
         seen: list[str] = []
         done = False
