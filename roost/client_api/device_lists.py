@@ -13,6 +13,7 @@ import logging
 
 from twisted.internet import defer
 
+from roost.client_api.errors import fenced_as_unavailable
 from roost.storage.device_lists import DeviceListStore
 from roost.storage.streams import StreamIdGenerator
 
@@ -28,19 +29,18 @@ class DeviceLists:
         if not device_ids:
             return
         rooms = await self.store.joined_rooms(user_id)
-        positions = self.stream.allocate(len(device_ids))
-        written = False
-        try:
-            # Among several writers, refused (WriterFenced) once the others passed this
-            # process: it is stopping, the caller's request fails.
-            await self.store.add_changes([(p, user_id, d) for p, d in
-                                          zip(positions, device_ids, strict=True)],
-                                         self.stream.fence)
-            written = True
-        finally:
-            # The stream announces the change once every earlier position is written too.
-            self.stream.finish(positions, rooms if written else (),
-                               [user_id] if written else ())
+        with fenced_as_unavailable():  # as the other streams' writes: 503, try again
+            positions = self.stream.allocate(len(device_ids))
+            written = False
+            try:
+                await self.store.add_changes([(p, user_id, d) for p, d in
+                                              zip(positions, device_ids, strict=True)],
+                                             self.stream.fence)
+                written = True
+            finally:
+                # The stream announces the change once every earlier position is written.
+                self.stream.finish(positions, rooms if written else (),
+                                   [user_id] if written else ())
 
     async def account_deactivated(self, user_id: str) -> None:
         """A deactivated account's devices went with it (and their keys): its cross-signing
