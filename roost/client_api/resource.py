@@ -31,6 +31,7 @@ from roost.http.bodies import Answered, QueryArgs, json_object, parse_json, writ
 from roost.http.channel import lean_channel
 from roost.http.limits import LimitedRequest, LimitedSite
 from roost.http.routing import RouteTable, compile_template
+from roost.http.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -205,10 +206,11 @@ class JsonResource(Resource):
         when_lost = getattr(request, "when_lost", None)
         if self.observer is None and when_lost is not None:
             # A plain callback rather than a notifyFinish Deferred per request
-            # (roost.http.answers): the handler is cancelled if the client goes.
-            d = defer.ensureDeferred(self._handle(request, rid))
-            when_lost(d.cancel)
-            d.addErrback(_log_unhandled)
+            # (roost.http.answers): the handler is cancelled if the client goes. The
+            # handler runs as a Task (roost.http.tasks), without a Deferred of its own.
+            task = Task(self._handle(request, rid), _log_unhandled)
+            if not task.done:
+                when_lost(task.cancel)
             return server.NOT_DONE_YET
         finished = request.notifyFinish()  # before handling: an answer may come at once
         if self.observer is not None:
