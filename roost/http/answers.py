@@ -217,9 +217,10 @@ class FastRequest(server.Request):
         self.code_message = RESPONSES.get(code, b"Unknown Status")
         self.startedWriting = 1
         parts = [b"%s %d %s\r\n" % (self.clientproto, code, self.code_message)]
-        for name, values in self.responseHeaders.getAllRawHeaders():
-            for value in values:
-                parts.append(b"%s: %s\r\n" % (name, value))
+        if self.responseHeaders._rawHeaders:  # (most answers set none on the request)
+            for name, values in self.responseHeaders.getAllRawHeaders():
+                for value in values:
+                    parts.append(b"%s: %s\r\n" % (name, value))
         parts.append(SERVER_HEADER)
         parts.append(date_header())
         parts.append(head)
