@@ -180,7 +180,7 @@ class SyncBuilder:
                     full_state: bool = False,
                     device_id: str | None = None) -> tuple[JsonDict, SyncToken]:
         now = self.now()
-        if since == now and not full_state and not self._sections:
+        if not self._sections and since == now and not full_state:
             return _empty_body(now), now  # nothing anywhere has moved: no query needed
         memberships = self._user_rooms.held_at(user_id, now.events) \
             or await self._user_rooms.rooms_at(user_id, now.events)
@@ -216,6 +216,8 @@ class SyncBuilder:
     def is_empty(self, body: JsonDict) -> bool:
         """Nothing worth answering a long poll with (extension sections decide for theirs)."""
         rooms = body["rooms"]
+        if rooms["join"]:  # (a woken receiver's usual answer: no generator to run)
+            return False
         return (not any(rooms.get(k) for k in ("join", "invite", "leave", "knock"))
                 and not body["account_data"]["events"] and not body["presence"]["events"]
                 and not any(s.key in body and s.is_news(body[s.key]) for s in self._sections))

@@ -228,7 +228,7 @@ class FastRequest(server.Request):
         if self.method != b"HEAD":
             parts.append(body)
             self.sentLength = len(body)
-        write_now(self.channel.transport, b"".join(parts))
+        write_now(self.transport, b"".join(parts))  # (the channel's, taken at the start)
         # Request.finish for this case (no encoder, nothing chunked, the head and body
         # written): the site's log, then the end of the request.
         factory = getattr(self.channel, "factory", None)
