@@ -13,8 +13,12 @@ once the transaction has committed, which is how the stores tell the notifier.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import re
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -133,8 +137,78 @@ class Statements:
         return int(self._cursor.rowcount)
 
 
+class Prepared:
+    """A SELECT that each connection plans once and then runs by name.
+
+    Planning a statement is server CPU on every run: for a /messages page (one SELECT
+    with seven subqueries) about 0.2-0.5 ms of PostgreSQL's CPU, as much as executing
+    it (bench/big_room.py). Prepared, the server parses and plans it the first time a
+    connection runs it (PREPARE, once per connection and statement) and afterwards only
+    executes it (EXECUTE with the arguments): the rows are those of the same SQL run
+    plainly, whatever the plan.
+
+    `settings` are planner settings applied to this statement alone (SET LOCAL, in the
+    same round trip as EXECUTE); with `plan_cache_mode = force_generic_plan` among them
+    the plan is made once for any arguments, so choose the SQL and settings such that
+    one plan fits every argument (see storage/events.py's pages). The name is derived
+    from the SQL and settings, so each distinct text is a statement of its own.
+    """
+
+    _SETTING = re.compile(r"[a-z_]+ = [a-z_0-9]+")
+
+    def __init__(self, sql: str, settings: Sequence[str] = ()) -> None:
+        if sql.lstrip()[:6].upper() != "SELECT":
+            raise ValueError(f"only SELECTs are prepared, not {sql[:40]!r}")
+        bad = [s for s in settings if not self._SETTING.fullmatch(s)]
+        if bad:
+            raise ValueError(f"not a planner setting: {bad}")
+        pieces = sql.split("%s")
+        if any("%" in piece for piece in pieces):
+            raise ValueError("a prepared statement's SQL has no % but its %s placeholders")
+        self.sql = sql
+        self.arity = len(pieces) - 1
+        digest = hashlib.sha1("\0".join([sql, *settings]).encode("utf-8")).hexdigest()[:20]
+        self.name = f"roost_{digest}"
+        self.prepare_sql = f"PREPARE {self.name} AS " + "".join(
+            piece + (f"${i}" if i <= self.arity else "") for i, piece in enumerate(pieces, 1))
+        arguments = f" ({', '.join(['%s'] * self.arity)})" if self.arity else ""
+        self.execute_sql = "".join(f"SET LOCAL {s}; " for s in settings) + \
+            f"EXECUTE {self.name}{arguments}"
+
+
+# connection -> names of the statements prepared on it. A connection that is replaced
+# (cp_reconnect, a lost backend) is a new object, which starts with none.
+_prepared_on: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_prepared_lock = threading.Lock()
+
+
 class ReadTxn(Txn):
     """The txn of `Database.run_reads`: SELECTs only, each committed as it ends."""
+
+    def query_prepared(self, prepared: Prepared, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of `prepared` run with `args`: prepared on this connection first if it
+        is not yet. Only here, in autocommit: the SET LOCALs and EXECUTE are one implicit
+        transaction (the settings end with it), and a statement the session no longer has
+        (a DEALLOCATE, a pooler between) fails alone, so it is prepared again and sent once
+        more, which inside a transaction would have aborted it."""
+        if len(args) != prepared.arity:
+            raise ValueError(f"{prepared.name} takes {prepared.arity} arguments, not {len(args)}")
+        conn = self._cursor.connection
+        with _prepared_lock:
+            names = _prepared_on.setdefault(conn, set())
+        for attempt in (1, 2):
+            if prepared.name not in names:
+                self._cursor.execute(prepared.prepare_sql)
+                names.add(prepared.name)
+            try:
+                self._cursor.execute(prepared.execute_sql, args)
+            except psycopg2.errors.InvalidSqlStatementName:
+                if attempt == 2:
+                    raise
+                names.clear()  # the session has lost what it had prepared
+                continue
+            break
+        return self._cursor.fetchall()
 
     def execute(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> None:
         if sql.lstrip()[:6].upper() != "SELECT":

@@ -9,7 +9,7 @@ import psycopg2
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from roost.storage.database import Database, Txn
+from roost.storage.database import Database, Prepared, Txn
 from tests.postgres_harness import fresh_database
 
 
@@ -296,3 +296,92 @@ class StatementsTests(TestCase):
         with self.assertRaises(ValueError):
             await db.run("w", lambda t: t.statements().execute_values(
                 "INSERT INTO w (k, n) VALUES %s WHERE n > %s", [("a", 1)]))
+
+
+class PreparedStatementTests(TestCase):
+    """`Prepared` SELECTs run by `ReadTxn.query_prepared`: planned once per connection,
+    the same rows as the SQL run plainly."""
+
+    SQL = "SELECT k, v FROM kv WHERE v >= %s AND k = ANY(%s) ORDER BY k LIMIT %s"
+
+    async def _db(self) -> Database:
+        db = Database(reactor, await fresh_database(self), 1, 1)  # one connection
+        self.addCleanup(db.close)
+        await db.run("t", lambda t: t.execute(
+            "CREATE TABLE kv (k TEXT PRIMARY KEY, v INT);"
+            " INSERT INTO kv VALUES ('a', 1), ('b', 2), ('c', 3), ('d', 4)"))
+        return db
+
+    async def _prepared_here(self, db: Database) -> list[tuple[str, int, int]]:
+        """(name, generic plans, custom plans) of the connection's prepared statements."""
+        return await db.read("p", "SELECT name, generic_plans, custom_plans"
+                             " FROM pg_prepared_statements ORDER BY name")
+
+    async def test_rows_are_those_of_the_plain_statement(self) -> None:
+        db = await self._db()
+        statement = Prepared(self.SQL, ("plan_cache_mode = force_generic_plan",))
+        for args in [(1, ["a", "c", "d"], 2), (3, ["a", "b", "c", "d"], 10), (9, ["a"], 5),
+                     (0, [], 3), (None, ["a"], 3)]:
+            self.assertEqual(
+                await db.run_reads("p", lambda t, a=args: t.query_prepared(statement, a)),
+                await db.read("plain", self.SQL, args), args)
+
+    async def test_prepared_once_per_connection_then_executed(self) -> None:
+        db = await self._db()
+        statement = Prepared(self.SQL, ("plan_cache_mode = force_generic_plan",))
+        self.assertEqual(await self._prepared_here(db), [])
+        for limit in range(1, 6):
+            await db.run_reads("p", lambda t, n=limit: t.query_prepared(statement, (0, ["a"], n)))
+        # One statement on the connection; each run used its one generic plan.
+        self.assertEqual(await self._prepared_here(db), [(statement.name, 5, 0)])
+        # Another text is another statement.
+        other = Prepared(self.SQL.replace("ORDER BY k", "ORDER BY k DESC"))
+        self.assertEqual(await db.run_reads("p", lambda t: t.query_prepared(other, (0, ["a", "b"], 1))),
+                         [("b", 2)])
+        self.assertEqual(sorted(n for n, _, _ in await self._prepared_here(db)),
+                         sorted([statement.name, other.name]))
+
+    async def test_settings_last_for_the_statement_alone(self) -> None:
+        db = await self._db()
+        statement = Prepared("SELECT current_setting('enable_bitmapscan'), %s::int",
+                             ("enable_bitmapscan = off",))
+        self.assertEqual(await db.run_reads("p", lambda t: t.query_prepared(statement, (7,))),
+                         [("off", 7)])
+        self.assertEqual(await db.read_one("s", "SELECT current_setting('enable_bitmapscan')"),
+                         ("on",))
+        self.assertEqual(await db.run("s", lambda t: t.query_one(
+            "SELECT current_setting('enable_bitmapscan')")), ("on",))
+
+    async def test_a_statement_the_session_lost_is_prepared_again(self) -> None:
+        db = await self._db()
+        statement = Prepared(self.SQL)
+        run = lambda t: t.query_prepared(statement, (2, ["b", "c"], 9))  # noqa: E731
+        self.assertEqual(await db.run_reads("p", run), [("b", 2), ("c", 3)])
+        await db.run("drop", lambda t: t.execute("DEALLOCATE ALL"))
+        self.assertEqual(await db.run_reads("p", run), [("b", 2), ("c", 3)])
+        self.assertEqual([n for n, _, _ in await self._prepared_here(db)], [statement.name])
+
+    async def test_a_new_connection_prepares_again(self) -> None:
+        db = await self._db()
+        statement = Prepared(self.SQL)
+        run = lambda t: t.query_prepared(statement, (4, ["d"], 1))  # noqa: E731
+        self.assertEqual(await db.run_reads("p", run), [("d", 4)])
+        (pid,) = await db.read_one("pid", "SELECT pg_backend_pid()")
+        other = Database(reactor, db.dsn, 1, 1)
+        self.addCleanup(other.close)
+        await other.read_one("kill", "SELECT pg_terminate_backend(%s)", (pid,))
+        # The read that finds the connection dead is sent again on a new one.
+        self.assertEqual(await db.run_reads("p", run), [("d", 4)])
+        self.assertEqual([n for n, _, _ in await self._prepared_here(db)], [statement.name])
+
+    async def test_only_selects_and_planner_settings(self) -> None:
+        with self.assertRaises(ValueError):
+            Prepared("DELETE FROM kv WHERE k = %s")
+        with self.assertRaises(ValueError):
+            Prepared("SELECT 1", ("enable_bitmapscan = off; DROP TABLE kv",))
+        with self.assertRaises(ValueError):
+            Prepared("SELECT k FROM kv WHERE k LIKE 'a%%' AND v = %s")
+        db = await self._db()
+        with self.assertRaises(ValueError):  # wrong number of arguments
+            await db.run_reads("p", lambda t: t.query_prepared(Prepared(self.SQL), (1,)))
+        self.assertEqual(await self._prepared_here(db), [])
