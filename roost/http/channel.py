@@ -90,7 +90,7 @@ def parse_header_lines(lines: list[bytes]) -> tuple[dict[bytes, list[bytes]],
         if not colon:
             return None
         # A continued line (starting with a blank) has no token before its colon.
-        name = _canonical_name(raw_name)
+        name = _names.get(raw_name) or _canonical_name(raw_name)
         if name is None:
             return None
         value = value.strip(b" \t")
