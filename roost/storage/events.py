@@ -9,6 +9,7 @@ its stream positions, or none of it is.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -270,22 +271,25 @@ def _room_page(
     types: list[str] | None, not_types: list[str] | None, reader: str,
 ) -> tuple[list[StoredEvent], tuple[bool, list[tuple[int, str]]]]:
     """One statement: the page's rows each carry the reader's forgotten flag and
-    membership history (computed once by PostgreSQL, InitPlans), so the page and what
+    membership history (computed once by PostgreSQL, an InitPlan), so the page and what
     decides its visibility come from one snapshot in one round trip. An empty page
-    needs no history (nothing to decide), and reads none."""
-    extra = (", EXISTS (SELECT 1 FROM forgotten_rooms f WHERE f.user_id = %s"
-             "  AND f.room_id = %s),"
-             " ARRAY (SELECT m.stream_ordering FROM room_memberships m"
-             "  WHERE m.room_id = %s AND m.user_id = %s ORDER BY m.stream_ordering, m.membership),"
-             " ARRAY (SELECT m.membership FROM room_memberships m"
-             "  WHERE m.room_id = %s AND m.user_id = %s ORDER BY m.stream_ordering, m.membership)")
+    needs no history (nothing to decide), and reads none.
+
+    The history is one JSON text, [forgotten, [[position, membership], ...] or null],
+    read from the first row only: as a boolean and two arrays, psycopg2 parsed them
+    again on each of a page's 100 rows (about a quarter of the page's parsing)."""
+    extra = (", (SELECT json_build_array("
+             "  EXISTS (SELECT 1 FROM forgotten_rooms f WHERE f.user_id = %s AND f.room_id = %s),"
+             "  (SELECT json_agg(json_build_array(m.stream_ordering, m.membership)"
+             "    ORDER BY m.stream_ordering, m.membership)"
+             "   FROM room_memberships m WHERE m.room_id = %s AND m.user_id = %s)))::text")
     rows = _stream_rows(txn, room_id, from_pos, to_pos, backwards, limit, types, not_types,
-                        extra, [reader, room_id, room_id, reader, room_id, reader])
-    page = [StoredEvent(*row[:9], frozenset(row[9] or ())) for row in rows]
+                        extra, [reader, room_id, room_id, reader])
+    page = _page_events(rows)
     if not rows:
         return page, (False, [])
-    forgotten, positions, memberships = rows[0][10:13]
-    return page, (bool(forgotten), list(zip(positions, memberships, strict=True)))
+    forgotten, history = json.loads(rows[0][10])
+    return page, (forgotten is True, [(int(p), str(m)) for p, m in history or ()])
 
 
 _EVENT_COLUMNS = (
@@ -295,6 +299,19 @@ _EVENT_COLUMNS = (
     "   WHERE x.redacts = e.event_id AND re.rejected_reason IS NULL"
     "   AND re.room_id = e.room_id)"
 )
+
+
+_NO_RELATIONS: frozenset[str] = frozenset()
+_new_tuple = tuple.__new__
+
+
+def _page_events(rows: list[tuple[Any, ...]]) -> list[StoredEvent]:
+    """A page's rows (_stream_rows) as StoredEvents: built by tuple.__new__ from the
+    columns named one by one, not through the named tuple's own __new__ (a Python
+    function) with a sliced row: 0.23 against 0.54 µs a row, on the pool thread."""
+    return [_new_tuple(StoredEvent, (r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
+                                     frozenset(r[9]) if r[9] else _NO_RELATIONS))
+            for r in rows]
 
 
 def _row_to_event(row: tuple[Any, ...]) -> StoredEvent:
@@ -316,7 +333,7 @@ def _room_stream_events(
     types: list[str] | None, not_types: list[str] | None,
 ) -> list[StoredEvent]:
     rows = _stream_rows(txn, room_id, from_pos, to_pos, backwards, limit, types, not_types)
-    return [StoredEvent(*row[:9], frozenset(row[9] or ())) for row in rows]
+    return _page_events(rows)
 
 
 # _EVENT_COLUMNS for one room's events: its version read once (an InitPlan on the room id
