@@ -13,7 +13,8 @@ are the ones any hand-off needs; the rest is gone.
 
 Threads start when work arrives and none is free, up to `maximum`, and stay
 (as adbapi's did: each holds one connection). `stop` lets the queued jobs
-finish, ends the threads and waits for them, before the connections are closed.
+finish, ends the threads and waits for them, before the connections are closed;
+work given after it is never run, as with Twisted's pool.
 """
 
 from __future__ import annotations
@@ -48,9 +49,12 @@ class PoolThreads:
 
     def call(self, fn: Callable[..., R], *args: Any) -> defer.Deferred[R]:
         """Run `fn(*args)` on a pool thread; the Deferred fires on the reactor thread."""
-        if self._stopped:
-            return defer.fail(RuntimeError("the database pool is closed"))
         d: defer.Deferred[R] = defer.Deferred()
+        if self._stopped:
+            # As Twisted's pool did: the process is stopping, work given now never runs
+            # (its callers are cut off with their connections; a stopping writer's
+            # forwarded sends then fail at the reader as "writer down", not here).
+            return d
         self._pending += 1
         if self._pending > len(self._threads) and len(self._threads) < self._max:
             thread = threading.Thread(target=self._work, name=f"roost-db-{next(_names)}",
