@@ -13,10 +13,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from roost.storage.database import Database, Prepared, ReadTxn, Txn
+from roost.storage.database import Database, Prepared, ReadTxn, Statements, Txn
 from roost.storage.stream_positions import Fence, run_fenced
 
 StateKey = tuple[str, str]
+# Where the helpers below write: straight into the transaction, or queued to be sent
+# together (_persist).
+Writes = Txn | Statements
 
 # Events per INSERT statement. libpq keeps a connection's output buffer at the
 # largest statement it ever sent: a batch of 100 events in one statement (about
@@ -393,47 +396,54 @@ def _stream_rows(
 
 
 def _persist(txn: Txn, batch: RoomBatch) -> None:
+    # One round trip for the whole batch when it is small (a send: events, edges, auth
+    # edges, extremities, txn id), instead of one per statement (Statements).
+    out = txn.statements()
     if batch.new_room is not None:
         version, creator, created_ts = batch.new_room
-        txn.execute(
+        out.execute(
             "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (%s, %s, %s, %s)",
             (batch.room_id, version, creator, created_ts),
         )
-    _insert_txn_ids(txn, batch.events)
-    _insert_events(txn, batch.events)
-    _insert_state_groups(txn, batch.room_id, batch.state_groups)
-    _update_current_state(txn, batch.room_id, batch.current_state)
+    _insert_events(out, batch.events)
+    _insert_state_groups(out, batch.room_id, batch.state_groups)
+    _update_current_state(out, batch.room_id, batch.current_state)
     if batch.current_state_removed:
-        _remove_current_state(txn, batch.room_id, batch.current_state_removed)
+        _remove_current_state(out, batch.room_id, batch.current_state_removed)
     if batch.state_head is not None:
-        txn.execute(
+        out.execute(
             "INSERT INTO room_state_heads (room_id, state_group, stream_ordering)"
             " VALUES (%s, %s, %s) ON CONFLICT (room_id) DO UPDATE"
             " SET state_group = EXCLUDED.state_group, stream_ordering = EXCLUDED.stream_ordering",
             (batch.room_id, *batch.state_head),
         )
     if batch.extremities is not None:
-        txn.execute("DELETE FROM forward_extremities WHERE room_id = %s", (batch.room_id,))
-        txn.execute_values(
+        out.execute("DELETE FROM forward_extremities WHERE room_id = %s", (batch.room_id,))
+        out.execute_values(
             "INSERT INTO forward_extremities (room_id, event_id) VALUES %s",
             [(batch.room_id, e) for e in batch.extremities],
         )
+    # Last, so that the row count `send` returns is its own.
+    txn_ids = _insert_txn_ids(out, batch.events)
+    inserted = out.send()
+    if txn_ids and inserted != txn_ids:
+        raise TxnIdConflict()  # the whole transaction is rolled back
 
 
-def _insert_txn_ids(txn: Txn, events: list[EventRow]) -> None:
+def _insert_txn_ids(txn: Writes, events: list[EventRow]) -> int:
+    """Queue the sends' txn ids (a key used before is skipped: the caller compares the
+    row count with the number returned, and refuses the batch when they differ)."""
     rows = [(*e.txn_key, e.event_id) for e in events if e.txn_key is not None]
-    if not rows:
-        return
-    txn.execute_values(
-        "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id) VALUES %s"
-        " ON CONFLICT DO NOTHING",
-        rows,
-    )
-    if txn.rowcount != len(rows):
-        raise TxnIdConflict()
+    if rows:
+        txn.execute_values(
+            "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id) VALUES %s"
+            " ON CONFLICT DO NOTHING",
+            rows,
+        )
+    return len(rows)
 
 
-def _remove_current_state(txn: Txn, room_id: str, keys: list[StateKey]) -> None:
+def _remove_current_state(txn: Writes, room_id: str, keys: list[StateKey]) -> None:
     for event_type, state_key in keys:
         txn.execute(
             "DELETE FROM current_state WHERE room_id = %s AND type = %s AND state_key = %s",
@@ -441,7 +451,7 @@ def _remove_current_state(txn: Txn, room_id: str, keys: list[StateKey]) -> None:
         )
 
 
-def _insert_events(txn: Txn, events: list[EventRow]) -> None:
+def _insert_events(txn: Writes, events: list[EventRow]) -> None:
     if not events:
         return
     txn.execute_values(
@@ -468,7 +478,7 @@ def _insert_events(txn: Txn, events: list[EventRow]) -> None:
     _insert_timeline_extras(txn, accepted)
 
 
-def _insert_timeline_extras(txn: Txn, accepted: list[EventRow]) -> None:
+def _insert_timeline_extras(txn: Writes, accepted: list[EventRow]) -> None:
     """Membership, redaction and relation rows of events that are in the timeline."""
     members = [
         (e.event_id, e.room_id, e.state_key, e.sender, e.membership, e.stream_ordering)
@@ -526,7 +536,7 @@ def _persist_backfilled(txn: Txn, room_id: str, timeline: list[EventRow],
     return len(placed)
 
 
-def _insert_state_groups(txn: Txn, room_id: str, groups: list[NewStateGroup]) -> None:
+def _insert_state_groups(txn: Writes, room_id: str, groups: list[NewStateGroup]) -> None:
     if not groups:
         return
     txn.execute_values(
@@ -542,7 +552,7 @@ def _insert_state_groups(txn: Txn, room_id: str, groups: list[NewStateGroup]) ->
 
 
 def _update_current_state(
-    txn: Txn, room_id: str, changes: dict[StateKey, tuple[str, str | None]]
+    txn: Writes, room_id: str, changes: dict[StateKey, tuple[str, str | None]]
 ) -> None:
     if not changes:
         return
