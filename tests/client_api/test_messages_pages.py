@@ -7,7 +7,8 @@ change one answer: here every page of a room with redactions, relations, history
 visibility changes, members who joined late or left, state and custom events is read
 through every combination of direction, filter, limit and token, once with the
 prepared statement and once with the page query as it was written before (kept below,
-run plainly), and the two answers must be the same.
+run plainly), and the two answers must be the same. The same holds for the reader's
+membership history, read with the page as one JSON text instead of three columns.
 """
 
 from __future__ import annotations
@@ -49,6 +50,27 @@ def _reference_stream_rows(
         f" WHERE {' AND '.join(clauses)} ORDER BY e.stream_ordering {order} LIMIT %s",
         args,
     )
+
+
+def _reference_room_page(
+    txn: Any, room_id: str, from_pos: int, to_pos: int | None, backwards: bool, limit: int,
+    types: list[str] | None, not_types: list[str] | None, reader: str,
+) -> tuple[list[Any], tuple[bool, list[tuple[int, str]]]]:
+    """The page with the reader's history before it was one JSON column (main e9a1f6e)."""
+    extra = (", EXISTS (SELECT 1 FROM forgotten_rooms f WHERE f.user_id = %s"
+             "  AND f.room_id = %s),"
+             " ARRAY (SELECT m.stream_ordering FROM room_memberships m"
+             "  WHERE m.room_id = %s AND m.user_id = %s ORDER BY m.stream_ordering, m.membership),"
+             " ARRAY (SELECT m.membership FROM room_memberships m"
+             "  WHERE m.room_id = %s AND m.user_id = %s ORDER BY m.stream_ordering, m.membership)")
+    rows = _reference_stream_rows(txn, room_id, from_pos, to_pos, backwards, limit, types,
+                                  not_types, extra,
+                                  [reader, room_id, room_id, reader, room_id, reader])
+    page = [events_module.StoredEvent(*row[:9], frozenset(row[9] or ())) for row in rows]
+    if not rows:
+        return page, (False, [])
+    forgotten, positions, memberships = rows[0][10:13]
+    return page, (bool(forgotten), list(zip(positions, memberships, strict=True)))
 
 
 def _without_ages(value: Any) -> Any:
@@ -146,6 +168,7 @@ class PreparedPagesAnswerAsBeforeTests(TestCase):
         clients, room, marks = await self._room()
         prepared = await self._answers(clients, room, marks)
         self.patch(events_module, "_stream_rows", _reference_stream_rows)
+        self.patch(events_module, "_room_page", _reference_room_page)
         before = await self._answers(clients, room, marks)
         self.assertEqual(len(prepared), len(before))
         for got, expected in zip(prepared, before, strict=True):
