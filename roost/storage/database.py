@@ -153,7 +153,9 @@ class Prepared:
     same round trip as EXECUTE); with `plan_cache_mode = force_generic_plan` among them
     the plan is made once for any arguments, so choose the SQL and settings such that
     one plan fits every argument (see storage/events.py's pages). The name is derived
-    from the SQL and settings, so each distinct text is a statement of its own.
+    from the SQL and settings, so each distinct text is a statement of its own. Each
+    holds its plan in every connection's backend (about 115 KB for a page's): prepare
+    statements run often, in a few shapes.
     """
 
     _SETTING = re.compile(r"[a-z_]+ = [a-z_0-9]+")

@@ -382,7 +382,10 @@ def _stream_rows(
         clauses.append("NOT (e.type = ANY(%s))")
         args.append(not_types)
     args.append(limit)
-    sql = (f"SELECT {_ROOM_EVENT_COLUMNS}, (SELECT array_agg(DISTINCT x.rel_type)"
+    # ARRAY(SELECT DISTINCT ...), not array_agg(DISTINCT ...): the aggregate set up a sort
+    # for each of the page's rows (EXPLAIN ANALYZE, 100 rows: 0.071 against 0.046 ms);
+    # none relating gives {} instead of NULL, both read as no kinds (_page_events).
+    sql = (f"SELECT {_ROOM_EVENT_COLUMNS}, ARRAY(SELECT DISTINCT x.rel_type"
            "  FROM event_relations x WHERE x.relates_to_id = e.event_id)"
            f"{extra} FROM events e WHERE {' AND '.join(clauses)}"
            f" ORDER BY e.room_id {order}, e.stream_ordering {order} LIMIT %s")
