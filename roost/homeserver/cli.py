@@ -25,10 +25,12 @@ def _load(path: str, worker: str | None = None, tool: bool = True) -> RoostConfi
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from roost.homeserver import nvx
     from roost.homeserver.memory import skip_http2, tune_allocator, tune_collector_after_start
 
     tune_allocator()  # before the reactor or the database pool starts a thread
     skip_http2()  # before the server's modules import twisted.web
+    nvx.install()  # before the WebSocket code imports autobahn
     from twisted.internet import reactor
 
     from roost.homeserver.logsetup import setup_logging

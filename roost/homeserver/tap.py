@@ -18,9 +18,11 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
+    from roost.homeserver import nvx
     from roost.homeserver.memory import skip_http2, tune_allocator, tune_collector_after_start
 
     skip_http2()  # before the server's modules import twisted.web
+    nvx.install()  # before the WebSocket code imports autobahn
     from twisted.internet import reactor
 
     from roost.homeserver.logsetup import setup_logging
