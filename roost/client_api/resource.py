@@ -31,6 +31,7 @@ from roost.http.bodies import Answered, QueryArgs, json_object, parse_json, writ
 from roost.http.channel import lean_channel
 from roost.http.limits import LimitedRequest, LimitedSite
 from roost.http.routing import RouteTable, compile_template
+from roost.http.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -147,13 +148,27 @@ class ForwardedRequest(LimitedRequest):
     address and devices' last seen IP depend on it."""
 
     def getClientAddress(self) -> Any:
-        forwarded = self.getHeader("X-Forwarded-For")
+        # getHeader("X-Forwarded-For") read from the header dict (the last value, as
+        # text); the address object of each host kept (a long poll asks on every request).
+        values = self.requestHeaders._rawHeaders.get(b"X-Forwarded-For")
+        forwarded = values[-1].decode("utf8") if values else None
         if forwarded:
             host = forwarded.split(",")[-1].strip()
             if host:
-                return address.IPv6Address("TCP", host, 0) if ":" in host \
-                    else address.IPv4Address("TCP", host, 0)
+                found = _forwarded_addresses.get(host)
+                if found is None:
+                    found = address.IPv6Address("TCP", host, 0) if ":" in host \
+                        else address.IPv4Address("TCP", host, 0)
+                    if len(_forwarded_addresses) >= _FORWARDED_KEPT:
+                        _forwarded_addresses.clear()
+                    _forwarded_addresses[host] = found
+                return found
         return super().getClientAddress()
+
+
+# X-Forwarded-For host -> its address object (immutable: shared by every request).
+_forwarded_addresses: dict[str, Any] = {}
+_FORWARDED_KEPT = 10_000
 
 
 class RoostSite(LimitedSite):
@@ -205,10 +220,11 @@ class JsonResource(Resource):
         when_lost = getattr(request, "when_lost", None)
         if self.observer is None and when_lost is not None:
             # A plain callback rather than a notifyFinish Deferred per request
-            # (roost.http.answers): the handler is cancelled if the client goes.
-            d = defer.ensureDeferred(self._handle(request, rid))
-            when_lost(d.cancel)
-            d.addErrback(_log_unhandled)
+            # (roost.http.answers): the handler is cancelled if the client goes. The
+            # handler runs as a Task (roost.http.tasks), without a Deferred of its own.
+            task = Task(self._handle(request, rid), _log_unhandled)
+            if not task.done:
+                when_lost(task.cancel)
             return server.NOT_DONE_YET
         finished = request.notifyFinish()  # before handling: an answer may come at once
         if self.observer is not None:
@@ -385,16 +401,29 @@ _CORS = (
 CORS_HEADERS = b"".join(b"%s: %s\r\n" % pair for pair in _CORS)
 
 
+# Authorization header bytes -> the bearer token in it.
+_bearer_tokens: dict[bytes, str] = {}
+_BEARER_KEPT = 10_000
+
+
 def _access_token(request: server.Request) -> str | None:
     # request.getHeader(b"Authorization"), read from the header dict (canonical names,
     # the last value) without Twisted's three calls per request.
     values = request.requestHeaders._rawHeaders.get(b"Authorization")
     raw_header = values[-1] if values else None
     if raw_header:
+        # A client sends the same header on every request: its token is kept by the
+        # header's bytes (the token authority holds the tokens in use anyway).
+        known = _bearer_tokens.get(raw_header)
+        if known is not None:
+            return known
         header = raw_header.decode("latin-1")
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
+            if len(_bearer_tokens) >= _BEARER_KEPT:
+                _bearer_tokens.clear()
+            _bearer_tokens[raw_header] = token = token.strip()
+            return token
         raise MatrixError(401, "M_MISSING_TOKEN", "Authorization header is not a Bearer token")
     values = request.args.get(b"access_token")
     if values:

@@ -314,7 +314,9 @@ async def _long_poll(builder: SyncBuilder, waiter: ChangeWaiter, user: str,
     deadline = waiter.clock.seconds() + timeout_s
     while True:
         now = builder.now()
-        if since is not None and not full_state and (now is since or now == since):
+        # (the events positions first: after a wake-up they differ, and no __eq__ is called)
+        if since is not None and not full_state and (now is since or (
+                now.events == since.events and now == since)):
             remaining = deadline - waiter.clock.seconds()
             if remaining > 0 and await waiter.wait(user, remaining):
                 continue  # something for this user landed: build from `since`

@@ -86,6 +86,8 @@ class SyncBuilder:
                                     local=local_ranges(engine.recent_local_events))
         self._serializer = SyncSerializer(view, queries, self._recent)
         self._shared = SharedRooms()
+        # The newest range's new events by room ((after, upto), by room): see _news_by_room.
+        self._news: tuple[tuple[int, int], dict[str, list[StoredEvent]]] = ((0, -1), {})
         presence_now = (lambda: presence.current) if presence is not None else (lambda: 0)
         self._positions: dict[str, Callable[[], int]] = {
             "events": lambda: event_stream.current,
@@ -178,7 +180,7 @@ class SyncBuilder:
                     full_state: bool = False,
                     device_id: str | None = None) -> tuple[JsonDict, SyncToken]:
         now = self.now()
-        if since == now and not full_state and not self._sections:
+        if not self._sections and since == now and not full_state:
             return _empty_body(now), now  # nothing anywhere has moved: no query needed
         memberships = self._user_rooms.held_at(user_id, now.events) \
             or await self._user_rooms.rooms_at(user_id, now.events)
@@ -214,6 +216,8 @@ class SyncBuilder:
     def is_empty(self, body: JsonDict) -> bool:
         """Nothing worth answering a long poll with (extension sections decide for theirs)."""
         rooms = body["rooms"]
+        if rooms["join"]:  # (a woken receiver's usual answer: no generator to run)
+            return False
         return (not any(rooms.get(k) for k in ("join", "invite", "leave", "knock"))
                 and not body["account_data"]["events"] and not body["presence"]["events"]
                 and not any(s.key in body and s.is_news(body[s.key]) for s in self._sections))
@@ -239,25 +243,24 @@ class SyncBuilder:
         since, now, filt = request.since, request.now, request.filter
         assert since is not None
         plans: dict[str, RoomPlan] = {}
+        out: JsonDict = {"join": {}, "invite": {}, "leave": {}}
         if since.events < now.events:
-            fresh = await self._recent.window(since.events, now.events)
-            if fresh is None:  # not in memory: read the range for every joined room
-                fresh = await self._recent.in_range(
-                    [r for r, m in memberships.items() if m == "join" and filt.wants_room(r)],
-                    since.events, now.events, MAX_INCREMENTAL_EVENTS)
-            else:
-                fresh = [e for e in fresh if memberships.get(e.room_id) == "join"
-                         and filt.wants_room(e.room_id)][-MAX_INCREMENTAL_EVENTS:]
-            by_room: dict[str, list[StoredEvent]] = {}
-            for stored in fresh:
-                by_room.setdefault(stored.room_id, []).append(stored)
+            by_room = await self._news_by_room(since.events, now.events, memberships, filt)
             now_ms = self._view.now_ms()
+            parts: list[tuple[str, SharedRoom]] = []
             for room_id, raw in by_room.items():
                 shared = self._shared.get(room_id, since.events, now.events, filt, now_ms) \
                     or await self._new_shared_part(room_id, raw, since, now, filt, now_ms)
                 if shared is not EMPTY:
-                    plans[room_id] = shared.plan()
-        out: JsonDict = {"join": {}, "invite": {}, "leave": {}}
+                    parts.append((room_id, shared))
+            if parts and self._serve_directly(parts, request.user_id):
+                # Every room as every receiver gets it: no summary, no transaction id.
+                joined = out["join"]
+                for room_id, shared in parts:
+                    joined[room_id] = shared.room()
+                await self._add_room_fields(joined, request)
+                return out
+            plans = {room_id: shared.plan() for room_id, shared in parts}
         if plans:
             summaries = {r: p for r, p in plans.items()
                          if p.shared is None or p.shared.touches_summary}
@@ -267,6 +270,45 @@ class SyncBuilder:
                                              filt)
             await self._add_room_fields(out["join"], request)
         return out
+
+    async def _news_by_room(self, after: int, upto: int, memberships: dict[str, str],
+                            filt: SyncFilter) -> dict[str, list[StoredEvent]]:
+        """The new events in (after, upto] of the rooms the user is joined to and the filter
+        wants, by room, oldest first (at most the newest MAX_INCREMENTAL_EVENTS of them).
+
+        Every receiver woken by one change asks for the same range: the window's events of
+        it are grouped by room once (`_news`, kept for the newest range asked) and each
+        receiver keeps its rooms of them. Exact: the events of a range never change once
+        it is readable (sync_queries.RecentEvents), and a range holding more events than a
+        receiver may get is cut per receiver as before."""
+        key = (after, upto)
+        if self._news[0] == key:
+            grouped = self._news[1]
+        else:
+            fresh = await self._recent.window(after, upto)
+            if fresh is None:  # not in memory: read the range for every joined room
+                fresh = await self._recent.in_range(
+                    [r for r, m in memberships.items() if m == "join" and filt.wants_room(r)],
+                    after, upto, MAX_INCREMENTAL_EVENTS)
+                return _by_room(fresh)
+            if len(fresh) > MAX_INCREMENTAL_EVENTS:  # cut after picking the user's rooms
+                return _by_room([e for e in fresh if memberships.get(e.room_id) == "join"
+                                 and filt.wants_room(e.room_id)][-MAX_INCREMENTAL_EVENTS:])
+            grouped = _by_room(fresh)
+            if upto >= self._news[0][1]:
+                self._news = (key, grouped)
+        return {room_id: raw for room_id, raw in grouped.items()
+                if memberships.get(room_id) == "join" and filt.wants_room(room_id)}
+
+    @staticmethod
+    def _serve_directly(parts: list[tuple[str, SharedRoom]], user_id: str) -> bool:
+        """Whether every shared part goes into the body as it is: served once for everyone,
+        nothing in it the user sent (a transaction id could be theirs), and no event that
+        may change the room summary (which is per user)."""
+        for _, shared in parts:
+            if shared.served is None or shared.touches_summary or user_id in shared.senders:
+                return False
+        return True
 
     async def _ignored_users(self, user_id: str,
                              account: list[tuple[str, str, JsonDict]]) -> frozenset[str]:
@@ -542,6 +584,14 @@ class SyncBuilder:
         changes = self._presence.changes_since(position, users)
         return filt.presence.cut([c for c in changes if filt.presence.wants(
             c.get("type", "m.presence"), c.get("sender"))])
+
+def _by_room(events: list[StoredEvent]) -> dict[str, list[StoredEvent]]:
+    """Events grouped by room, each room's oldest first, rooms in order of first event."""
+    by_room: dict[str, list[StoredEvent]] = {}
+    for stored in events:
+        by_room.setdefault(stored.room_id, []).append(stored)
+    return by_room
+
 
 def _in_token_order(positions: dict[str, Callable[[], int]]) -> list[Callable[[], int]]:
     """Each StreamToken field's position function, in field order (0 if unregistered)."""

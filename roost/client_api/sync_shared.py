@@ -66,6 +66,19 @@ class SharedRoom:
     senders: frozenset[str] = frozenset()
     touches_summary: bool = False
 
+    def room(self) -> JsonDict:
+        """The room's object in a receiver's body, as SyncSerializer makes it when nothing
+        in it is the receiver's own (no summary, no transaction id, nothing ephemeral or
+        of account data in a quiet sync): fresh dicts and lists around the shared served
+        events, which nothing may modify."""
+        n = len(self.timeline)
+        shaped = self.shaped
+        assert shaped is not None
+        return {"timeline": {"events": shaped[:n], "limited": self.limited,
+                             "prev_batch": self.prev_batch},
+                "state": {"events": shaped[n:]}, "account_data": {"events": []},
+                "ephemeral": {"events": []}}
+
     def plan(self) -> RoomPlan:
         """A receiver's own plan: fresh lists it may add to (ephemeral, summary, ...)."""
         plan = RoomPlan(list(self.timeline), self.limited, self.prev_batch, list(self.state))

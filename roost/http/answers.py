@@ -217,9 +217,10 @@ class FastRequest(server.Request):
         self.code_message = RESPONSES.get(code, b"Unknown Status")
         self.startedWriting = 1
         parts = [b"%s %d %s\r\n" % (self.clientproto, code, self.code_message)]
-        for name, values in self.responseHeaders.getAllRawHeaders():
-            for value in values:
-                parts.append(b"%s: %s\r\n" % (name, value))
+        if self.responseHeaders._rawHeaders:  # (most answers set none on the request)
+            for name, values in self.responseHeaders.getAllRawHeaders():
+                for value in values:
+                    parts.append(b"%s: %s\r\n" % (name, value))
         parts.append(SERVER_HEADER)
         parts.append(date_header())
         parts.append(head)
@@ -227,7 +228,7 @@ class FastRequest(server.Request):
         if self.method != b"HEAD":
             parts.append(body)
             self.sentLength = len(body)
-        write_now(self.channel.transport, b"".join(parts))
+        write_now(self.transport, b"".join(parts))  # (the channel's, taken at the start)
         # Request.finish for this case (no encoder, nothing chunked, the head and body
         # written): the site's log, then the end of the request.
         factory = getattr(self.channel, "factory", None)

@@ -187,7 +187,7 @@ def write_json(request: server.Request, status: int, body: Any,
     if request.finished or request._disconnected:
         return
     payload = encode_json(body)
-    lines = _JSON_HEAD + head + encode_headers(headers)
+    lines = _JSON_HEAD + head + encode_headers(headers) if headers else _JSON_HEAD + head
     answer = getattr(request, "answer", None)
     if answer is not None:  # roost.http.answers.FastRequest: one write
         answer(status, lines, payload)

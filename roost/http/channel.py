@@ -45,6 +45,10 @@ _FRAMING = (b"Content-Length", b"Transfer-Encoding")
 # Header names as sent -> canonical names: a few per client, bounded against floods.
 _names: dict[bytes, bytes] = {}
 _NAMES_KEPT = 1000
+# A head's header lines (the bytes after the request line) -> parse_header_lines' answer,
+# for heads it accepted: about one per client connection, bounded.
+_parsed_blocks: dict[bytes, tuple[dict[bytes, list[bytes]], list[tuple[bytes, bytes]]]] = {}
+_BLOCKS_KEPT = 2048
 
 
 def _is_token(value: bytes) -> bool:
@@ -90,7 +94,7 @@ def parse_header_lines(lines: list[bytes]) -> tuple[dict[bytes, list[bytes]],
         if not colon:
             return None
         # A continued line (starting with a blank) has no token before its colon.
-        name = _canonical_name(raw_name)
+        name = _names.get(raw_name) or _canonical_name(raw_name)
         if name is None:
             return None
         value = value.strip(b" \t")
@@ -168,10 +172,19 @@ class LeanChannel(HTTPChannel):
         request_line = parse_request_line(lines[0])
         if request_line is None:
             return False
-        parsed = parse_header_lines(lines[1:])
+        # A client sends the same header lines on every request of its connection (a
+        # long poll's next request differs in its request line): parsed once per block.
+        block = head[len(lines[0]) + 2:]
+        parsed = _parsed_blocks.get(block)
         if parsed is None:
-            return False
-        fields, framing = parsed
+            parsed = parse_header_lines(lines[1:])
+            if parsed is None:
+                return False
+            if len(_parsed_blocks) >= _BLOCKS_KEPT:
+                _parsed_blocks.clear()
+            _parsed_blocks[block] = parsed
+        kept, framing = parsed
+        fields = {name: values[:] for name, values in kept.items()}  # the request's own
         factory = self.requestFactory
         if INonQueuedRequestFactory.providedBy(factory):
             request = factory(self)

@@ -57,6 +57,9 @@ class LimitedRequest(FastRequest):
     _body_complete = False
 
     def gotLength(self, length: int | None) -> None:
+        if length == 0:  # no body (a GET): no limit to apply, nothing to spool
+            self.content = BytesIO()
+            return
         site = self.channel.site
         path = getattr(self.channel, "_path", b"")
         body_limit = getattr(site, "body_limit", None)

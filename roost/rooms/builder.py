@@ -145,7 +145,11 @@ def finalize_pdu(
     if version.event_id_in_pdu and not isinstance(unsigned_free.get("event_id"), str):
         unsigned_free["event_id"] = make_event_id(server_name)  # covered by hash and signature
     hashed = add_content_hash(unsigned_free)
-    reference, signed = sign_event_with_reference(hashed, version, server_name, signing_key)
+    # The content hash walked everything but hashes and signatures (canonical_json): a
+    # PDU that came with neither now holds nothing else the walk has not seen.
+    walked = "hashes" not in pdu and "signatures" not in pdu
+    reference, signed = sign_event_with_reference(hashed, version, server_name, signing_key,
+                                                  walked=walked)
     if version.event_id_in_pdu:
         return signed["event_id"], signed
     return event_id_of_reference(reference, version), signed

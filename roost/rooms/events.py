@@ -205,16 +205,20 @@ class Event:
         return cls._validated(pdu, version, None)
 
     @classmethod
-    def from_built(cls, pdu: Mapping[str, Any], version: RoomVersion, event_id: str) -> Event:
+    def from_built(cls, pdu: Mapping[str, Any], version: RoomVersion, event_id: str,
+                   walked: bool = False) -> Event:
         """Validate a PDU this server just built, whose id ``finalize_pdu`` computed.
 
         The same checks as ``from_pdu`` except recomputing the reference hash,
         which building already did: a local send then hashes its event once.
+        ``walked``: ``finalize_pdu`` built it from a PDU without hashes or signatures,
+        so canonical JSON's walk has seen all of it (hashing.canonical_json).
         """
-        return cls._validated(pdu, version, event_id)
+        return cls._validated(pdu, version, event_id, walked)
 
     @classmethod
-    def _validated(cls, pdu: Mapping[str, Any], version: RoomVersion, event_id: str | None) -> Event:
+    def _validated(cls, pdu: Mapping[str, Any], version: RoomVersion, event_id: str | None,
+                   walked: bool = False) -> Event:
         if not isinstance(pdu, Mapping):
             raise EventFormatError("M_BAD_JSON", "event is not an object")
         body = {key: value for key, value in pdu.items() if key != "unsigned"}
@@ -222,7 +226,8 @@ class Event:
             # A PDU this server built (event_id given) was checked while it was hashed.
             # v1-v5 do not enforce canonical JSON's number rules (floats, big integers).
             encoded = canonical_json(
-                body, checked=event_id is not None or not version.strict_canonical_json)
+                body, checked=event_id is not None or not version.strict_canonical_json,
+                walked=walked)
         except CanonicalJSONError as e:
             raise EventFormatError("M_BAD_JSON", str(e)) from e
         if len(encoded) > MAX_EVENT_BYTES:

@@ -13,8 +13,12 @@ once the transaction has committed, which is how the stores tell the notifier.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import re
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -22,8 +26,10 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extras
 from twisted.enterprise import adbapi
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore, IReactorThreads
+
+from roost.storage.pool_threads import PoolThreads
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +38,9 @@ R = TypeVar("R")
 # SQLSTATEs worth a retry: serialization_failure, deadlock_detected.
 _RETRY_CODES = {"40001", "40P01"}
 MAX_ATTEMPTS = 8
+# The most of a Statements writer's text sent at once (but a longer statement alone): the
+# size events.EVENTS_PER_STATEMENT keeps one INSERT of events near.
+STATEMENTS_BYTES = 32 * 1024
 
 
 class Txn:
@@ -70,9 +79,140 @@ class Txn:
         """Run `callback` on the reactor thread after this transaction commits."""
         self.after_commit.append(callback)
 
+    def statements(self, limit: int = STATEMENTS_BYTES) -> Statements:
+        """A writer whose statements go to PostgreSQL together when it is sent (see
+        Statements): for a transaction's writes whose results are not read one by one."""
+        return Statements(self._cursor, limit)
+
+
+class Statements:
+    """Writes of one transaction sent to PostgreSQL as one query string: one round trip.
+
+    psycopg2 runs each `execute` as a round trip of its own (a pool thread's send,
+    wait and result, about a tenth of a millisecond of this process's CPU with
+    Python's share of it), so a write of several statements whose row counts are
+    not read in between is cheaper sent whole. Each statement is formatted here as
+    `execute`/`execute_values` would send it (`mogrify`: psycopg2's own quoting)
+    and the statements run in order, in the caller's transaction, as if sent one
+    by one: an error in one aborts the transaction as before. The text sent at
+    once stays under `limit` bytes unless one statement alone is larger (libpq
+    keeps a connection's output buffer at the largest query it ever sent): past
+    it, what is queued is sent first. `send` returns the row count of the last
+    statement sent, which is how a caller reads one count (put that one last).
+    """
+
+    def __init__(self, cursor: Any, limit: int) -> None:
+        self._cursor = cursor
+        self._limit = limit
+        self._queued: list[bytes] = []
+        self._size = 0
+
+    def execute(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> None:
+        self._add(self._cursor.mogrify(sql, args))
+
+    def execute_values(self, sql: str, rows: Iterable[Sequence[Any]], page_size: int = 500) -> None:
+        """As Txn.execute_values: `VALUES %s` in sql expanded, `page_size` rows a statement."""
+        head, marker, tail = sql.partition("VALUES %s")
+        if not marker or "%s" in head or "%s" in tail:
+            raise ValueError("execute_values wants one 'VALUES %s' and no other parameter")
+        rows = list(rows)
+        for start in range(0, len(rows), page_size):
+            page = rows[start:start + page_size]
+            row = "(" + ",".join(["%s"] * len(page[0])) + ")"
+            self._add(self._cursor.mogrify(
+                f"{head}VALUES {','.join([row] * len(page))}{tail}",
+                [value for values in page for value in values]))
+
+    def _add(self, statement: bytes) -> None:
+        if self._queued and self._size + len(statement) > self._limit:
+            self.send()
+        self._queued.append(statement)
+        self._size += len(statement) + 1
+
+    def send(self) -> int:
+        """Run what is queued; the row count of its last statement (0 if none was queued)."""
+        if not self._queued:
+            return 0
+        query = b";".join(self._queued)
+        self._queued, self._size = [], 0
+        self._cursor.execute(query)
+        return int(self._cursor.rowcount)
+
+
+class Prepared:
+    """A SELECT that each connection plans once and then runs by name.
+
+    Planning a statement is server CPU on every run: for a /messages page (one SELECT
+    with seven subqueries) about 0.2-0.5 ms of PostgreSQL's CPU, as much as executing
+    it (bench/big_room.py). Prepared, the server parses and plans it the first time a
+    connection runs it (PREPARE, once per connection and statement) and afterwards only
+    executes it (EXECUTE with the arguments): the rows are those of the same SQL run
+    plainly, whatever the plan.
+
+    `settings` are planner settings applied to this statement alone (SET LOCAL, in the
+    same round trip as EXECUTE); with `plan_cache_mode = force_generic_plan` among them
+    the plan is made once for any arguments, so choose the SQL and settings such that
+    one plan fits every argument (see storage/events.py's pages). The name is derived
+    from the SQL and settings, so each distinct text is a statement of its own. Each
+    holds its plan in every connection's backend (about 115 KB for a page's): prepare
+    statements run often, in a few shapes.
+    """
+
+    _SETTING = re.compile(r"[a-z_]+ = [a-z_0-9]+")
+
+    def __init__(self, sql: str, settings: Sequence[str] = ()) -> None:
+        if sql.lstrip()[:6].upper() != "SELECT":
+            raise ValueError(f"only SELECTs are prepared, not {sql[:40]!r}")
+        bad = [s for s in settings if not self._SETTING.fullmatch(s)]
+        if bad:
+            raise ValueError(f"not a planner setting: {bad}")
+        pieces = sql.split("%s")
+        if any("%" in piece for piece in pieces):
+            raise ValueError("a prepared statement's SQL has no % but its %s placeholders")
+        self.sql = sql
+        self.arity = len(pieces) - 1
+        digest = hashlib.sha1("\0".join([sql, *settings]).encode("utf-8")).hexdigest()[:20]
+        self.name = f"roost_{digest}"
+        self.prepare_sql = f"PREPARE {self.name} AS " + "".join(
+            piece + (f"${i}" if i <= self.arity else "") for i, piece in enumerate(pieces, 1))
+        arguments = f" ({', '.join(['%s'] * self.arity)})" if self.arity else ""
+        self.execute_sql = "".join(f"SET LOCAL {s}; " for s in settings) + \
+            f"EXECUTE {self.name}{arguments}"
+
+
+# connection -> names of the statements prepared on it. A connection that is replaced
+# (cp_reconnect, a lost backend) is a new object, which starts with none.
+_prepared_on: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_prepared_lock = threading.Lock()
+
 
 class ReadTxn(Txn):
     """The txn of `Database.run_reads`: SELECTs only, each committed as it ends."""
+
+    def query_prepared(self, prepared: Prepared, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of `prepared` run with `args`: prepared on this connection first if it
+        is not yet. Only here, in autocommit: the SET LOCALs and EXECUTE are one implicit
+        transaction (the settings end with it), and a statement the session no longer has
+        (a DEALLOCATE, a pooler between) fails alone, so it is prepared again and sent once
+        more, which inside a transaction would have aborted it."""
+        if len(args) != prepared.arity:
+            raise ValueError(f"{prepared.name} takes {prepared.arity} arguments, not {len(args)}")
+        conn = self._cursor.connection
+        with _prepared_lock:
+            names = _prepared_on.setdefault(conn, set())
+        for attempt in (1, 2):
+            if prepared.name not in names:
+                self._cursor.execute(prepared.prepare_sql)
+                names.add(prepared.name)
+            try:
+                self._cursor.execute(prepared.execute_sql, args)
+            except psycopg2.errors.InvalidSqlStatementName:
+                if attempt == 2:
+                    raise
+                names.clear()  # the session has lost what it had prepared
+                continue
+            break
+        return self._cursor.fetchall()
 
     def execute(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> None:
         if sql.lstrip()[:6].upper() != "SELECT":
@@ -85,43 +225,44 @@ class ReadTxn(Txn):
     def call_after(self, callback: Callable[[], None]) -> None:
         raise ValueError("run_reads commits nothing to call back after")
 
+    def statements(self, limit: int = STATEMENTS_BYTES) -> Statements:
+        raise ValueError("run_reads runs SELECTs only")
+
 
 class Database:
-    """A pool of psycopg2 connections driven from a Twisted thread pool."""
+    """A pool of psycopg2 connections, each used by one of the pool's threads (PoolThreads)."""
 
     def __init__(self, reactor: IReactorCore | IReactorThreads, dsn: str, pool_min: int = 2,
                  pool_max: int = 10, application_name: str | None = None):
         """`application_name` names this process's connections in pg_stat_activity: with
         several processes, whether any connection of an instance is left tells the
-        others that none of its transactions can still commit (shared_streams.py)."""
+        others that none of its transactions can still commit (shared_streams.py).
+        `pool_min` is kept for the configuration's sake: threads (and connections) start
+        as work needs them, up to `pool_max`."""
         self._reactor = reactor
         self.dsn = dsn
         # (desc, seconds, committed) after each attempt; set when metrics are on.
         self.observer: Callable[[str, float, bool], None] | None = None
+        # adbapi's pool keeps the connections (one per thread, opened and prepared on
+        # first use); its own threads are not used (cp_min 0: none start).
         self._pool = adbapi.ConnectionPool(
             "psycopg2",
             dsn,
-            cp_min=pool_min,
+            cp_min=0,
             cp_max=pool_max,
             cp_reconnect=True,
             cp_noisy=False,
             cp_openfun=functools.partial(_prepare_connection, application_name=application_name),
             cp_reactor=reactor,
         )
+        self._threads = PoolThreads(reactor, pool_max)
 
     async def run(self, desc: str, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """Run `fn(txn, *args, **kwargs)` as one transaction, retrying on conflicts."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            txn_box: list[Txn] = []
-
-            def interaction(cursor: Any, txn_box: list[Txn] = txn_box) -> R:
-                txn = Txn(cursor)
-                txn_box.append(txn)
-                return fn(txn, *args, **kwargs)
-
             start = time.monotonic()
             try:
-                result = await self._pool.runInteraction(interaction)
+                result, txn = await self._threads.call(self._transaction, fn, args, kwargs)
             except psycopg2.Error as e:
                 self._observe(desc, start, False)
                 if e.pgcode in _RETRY_CODES and attempt < MAX_ATTEMPTS:
@@ -129,13 +270,45 @@ class Database:
                     continue
                 raise
             self._observe(desc, start, True)
-            for callback in txn_box[-1].after_commit:
+            for callback in txn.after_commit:
                 try:
                     callback()
                 except Exception:
                     logger.exception("%s: after-commit callback failed", desc)
-            return result
+            return result  # type: ignore[no-any-return]
         raise AssertionError("unreachable")
+
+    def _transaction(self, fn: Callable[..., R], args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> tuple[R, Txn]:
+        """On a pool thread: `fn` as one transaction on the thread's connection, what
+        adbapi's runInteraction did (with cp_reconnect): a cursor that cannot be opened
+        means a new connection, tried once; after an error the transaction is rolled
+        back and the connection checked (SELECT 1), and one that fails that leaves the
+        pool, so the thread's next transaction connects afresh; the error is raised."""
+        conn = self._pool.connect()
+        try:
+            cursor = conn.cursor()
+        except Exception:
+            logger.warning("opening a cursor failed; connecting again", exc_info=True)
+            self._pool.disconnect(conn)
+            conn = self._pool.connect()
+            cursor = conn.cursor()
+        try:
+            txn = Txn(cursor)
+            result = fn(txn, *args, **kwargs)
+            cursor.close()
+            conn.commit()
+            return result, txn
+        except BaseException:
+            try:
+                conn.rollback()
+                with conn.cursor() as check:
+                    check.execute("SELECT 1")
+                conn.commit()
+            except BaseException as e:
+                logger.warning("rollback failed (%s); the connection is dropped", e)
+                self._pool.disconnect(conn)
+            raise
 
     async def read(self, desc: str, sql: str,
                    args: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
@@ -166,9 +339,8 @@ class Database:
             lost: list[bool] = []
             start = time.monotonic()
             try:
-                result = await threads.deferToThreadPool(
-                    self._reactor, self._pool.threadpool,  # type: ignore[arg-type]
-                    self._autocommit_reads, lost, fn, args, kwargs)
+                result = await self._threads.call(self._autocommit_reads, lost, fn, args,
+                                                  kwargs)
             except psycopg2.Error as e:
                 self._observe(desc, start, False)
                 if e.pgcode in _RETRY_CODES and attempt < MAX_ATTEMPTS:
@@ -217,10 +389,10 @@ class Database:
 
     def pool_state(self) -> tuple[int, int, int]:
         """(connections busy, connections open, transactions waiting for one): for metrics."""
-        threads = self._pool.threadpool
-        return len(threads.working), len(threads.threads), threads._queue.qsize()
+        return self._threads.state()
 
     def close(self) -> defer.Deferred[None] | None:
+        self._threads.stop()  # queued work done, threads ended: then the connections close
         self._pool.close()
         return None
 

@@ -140,7 +140,8 @@ async def run_nginx(testcase: TestCase, folder: str, site: str, ports: list[int]
 class NginxTests(TestCase):
     timeout = 60
 
-    async def _start(self) -> tuple[RunningServer, str, int, int]:
+    async def _start(self, worker_connections: int = 128
+                     ) -> tuple[RunningServer, str, int, int]:
         if not os.path.exists(NGINX):
             raise SkipTest("nginx is not installed (.ci/run installs Debian's nginx-light)")
         folder = os.path.abspath(self.mktemp())
@@ -158,7 +159,7 @@ class NginxTests(TestCase):
         with open(site, "w", encoding="utf-8") as f:
             f.write(render_site(client_port, federation_port, server.port.getHost().port,
                                 fed.getHost().port, cert, key))
-        await run_nginx(self, folder, site, [client_port, federation_port], 128)
+        await run_nginx(self, folder, site, [client_port, federation_port], worker_connections)
         return server, ca, client_port, federation_port
 
     def _client(self, ca: str, source: str = "127.0.0.1") -> treq.client.HTTPClient:
@@ -226,3 +227,50 @@ class NginxTests(TestCase):
             f"https://localhost:{client_port}/_synapse/admin/v1/server_version")
         self.assertEqual(admin.code, 403)  # the admin API only from the proxy's own machine
         del server
+
+    async def test_long_polls_answered_together_come_back_on_kept_connections(self) -> None:
+        """More long polls than the old `keepalive 32`, answered by one message: nginx keeps
+        their connections to Roost, so the next polls open none (each new one cost Roost an
+        accept, an HTTP channel and a close)."""
+        server, ca, client_port, _fed = await self._start(worker_connections=512)
+        accepted = [0]
+        factory = server.port.factory
+        build = factory.buildProtocol
+
+        def counted(addr: object) -> object:
+            accepted[0] += 1
+            return build(addr)
+
+        factory.buildProtocol = counted
+        alice = await server.register("alice")
+        auth = {"Authorization": f"Bearer {alice['access_token']}"}
+        http = self._client(ca)
+        base = f"https://localhost:{client_port}/_matrix/client/v3"
+        room = json.loads(await (await http.post(base + "/createRoom", data=b"{}",
+                                                 headers=auth)).content())["room_id"]
+        since = json.loads(await (await http.get(base + "/sync", headers=auth)).content()
+                           )["next_batch"]
+        notifier = server.hs.notifier
+        polls = 60
+
+        async def poll_round(since: str, txn: str) -> tuple[str, int, int]:
+            """`polls` long polls at once, answered by one message: (next token, connections
+            accepted once all wait, accepted once all are answered)."""
+            waiting = len(notifier._listeners)
+            answers = [http.get(f"{base}/sync?since={since}&timeout=20000", headers=auth)
+                       for _ in range(polls)]
+            for _ in range(500):  # every poll waiting at Roost
+                if len(notifier._listeners) >= waiting + polls:
+                    break
+                await task.deferLater(reactor, 0.02, lambda: None)
+            arrived = accepted[0]
+            await http.put(f"{base}/rooms/{room}/send/m.room.message/{txn}", headers=auth,
+                           data=json.dumps({"msgtype": "m.text", "body": txn}).encode())
+            bodies = [json.loads(await (await a).content()) for a in answers]
+            self.assertTrue(all(room in b["rooms"]["join"] for b in bodies))
+            return bodies[0]["next_batch"], arrived, accepted[0]
+
+        since, _, done = await poll_round(since, "first")
+        since, arrived, _ = await poll_round(since, "second")
+        # The second round's polls came on the connections the first round's left.
+        self.assertEqual(arrived - done, 0)

@@ -301,3 +301,52 @@ class QueryTests(TestCase):
                     for _ in range(3000)]
         for query in queries:
             self.assertEqual(parse_query(query), http.parse_qs(query, 1), query)
+
+
+class HeaderBlockTests(TestCase):
+    """Header lines parsed once per block (`_parsed_blocks`): each request still gets the
+    headers its own head holds, in a dict of its own, whatever came before."""
+
+    def test_each_request_gets_its_own_headers(self) -> None:
+        import roost.http.channel as channel_module
+
+        heads = [
+            b"GET /a?since=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer one\r\n\r\n",
+            b"GET /a?since=2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer one\r\n\r\n",
+            b"GET /a?since=3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer two\r\n\r\n",
+            b"GET /b HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer one\r\nX-A: 1\r\n\r\n",
+            b"GET /c HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer one\r\n\r\n",
+            b"GET /d HTTP/1.1\r\n\r\n",
+            b"GET /e HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+            b"GET /f HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nho",
+            b"GET /g HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n",
+            b"GET /h HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n",
+        ]
+        stream = b"".join(heads)
+        channel_module._parsed_blocks.clear()
+        for chunks in ([stream], [stream], [h for h in heads]):
+            lean = _run(LeanChannel, LeanRecording, chunks, False)
+            plain = _run(http.HTTPChannel, TwistedRecording, chunks, False)
+            self.assertEqual(lean, plain)
+        self.assertTrue(channel_module._parsed_blocks)  # the blocks were kept and reused
+
+    def test_a_request_s_headers_are_its_own(self) -> None:
+        channel = LeanChannel()
+        channel.requestFactory = LeanRecording
+        channel.site = server.Site(Resource())
+        channel.seen, channel.pending, channel.answer_later = [], [], True
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 4000),
+                                    hostAddress=IPv4Address("TCP", "127.0.0.1", 8008))
+        channel.makeConnection(transport)
+        head = b"GET /a HTTP/1.1\r\nHost: x\r\nExpect: nothing\r\n\r\n"
+        channel.dataReceived(head)
+        first = channel.pending.pop()
+        first.requestHeaders.removeHeader(b"Expect")
+        first.requestHeaders.addRawHeader(b"Host", b"changed")
+        _answer(first)
+        channel.dataReceived(head)
+        second = channel.pending.pop()
+        self.assertEqual(second.requestHeaders.getRawHeaders(b"Host"), [b"x"])
+        self.assertEqual(second.requestHeaders.getRawHeaders(b"Expect"), [b"nothing"])
+        _answer(second)
+        channel.connectionLost(None)

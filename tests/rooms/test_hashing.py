@@ -1,12 +1,19 @@
 """Canonical JSON, content and reference hashes, event signing: spec test vectors first."""
 
+import base64
 import copy
+import enum
+import random
+from collections import OrderedDict
 from typing import Any
 
+from canonicaljson import encode_canonical_json
 from signedjson.key import decode_signing_key_base64, generate_signing_key, get_verify_key
 from twisted.trial.unittest import TestCase
 from unpaddedbase64 import encode_base64
 
+from roost.rooms.builder import finalize_pdu
+from roost.rooms.events import Event
 from roost.rooms.hashing import (
     CanonicalJSONError,
     SignatureVerifyError,
@@ -105,6 +112,83 @@ class CanonicalJSONTests(TestCase):
 
     def test_booleans_are_not_mistaken_for_integers(self) -> None:
         self.assertEqual(canonical_json([True, False]), b"[true,false]")
+
+
+def random_json(rng: random.Random, depth: int = 0) -> Any:
+    """A value canonical JSON's walk passes: strings drawn from every plane (control
+    characters, quotes, backslashes, U+2028, DEL, astral), in-range integers, booleans,
+    nulls, lists, tuples and string-keyed objects, nested a few levels."""
+    kind = rng.randrange(9 if depth < 4 else 5)
+    if kind == 0:
+        return rng.choice([None, True, False])
+    if kind == 1:
+        return rng.choice([0, -1, 2**53 - 1, -(2**53) + 1, rng.randrange(-(2**53) + 1, 2**53)])
+    if kind in (2, 3, 4):
+        return random_string(rng)
+    if kind in (5, 6):
+        return {random_string(rng): random_json(rng, depth + 1) for _ in range(rng.randrange(6))}
+    items = [random_json(rng, depth + 1) for _ in range(rng.randrange(5))]
+    return tuple(items) if kind == 7 else items
+
+
+def random_string(rng: random.Random) -> str:
+    pools = ["\x00\x01\x08\t\n\x0b\x0c\r\x1f \"\\/\x7f\x80", "abcAB09_-.:@!$",
+             "\u00e9\u2028\u2029\ufeff\uffff\u65e5\u672c", "\U0001f600\U0010ffff\U00020000"]
+    return "".join(rng.choice(rng.choice(pools)) for _ in range(rng.randrange(8)))
+
+
+class CanonicalEncodersAgreeTests(TestCase):
+    """A walked value is written by orjson (fast), anything else by canonicaljson: for
+    every value the walk passes, both give the same bytes."""
+
+    def test_orjson_writes_walked_values_as_canonicaljson_does(self) -> None:
+        rng = random.Random(20261204)
+        for _ in range(3000):
+            value = {random_string(rng): random_json(rng) for _ in range(rng.randrange(1, 8))}
+            expected = encode_canonical_json(value)
+            self.assertEqual(canonical_json(value), expected, value)
+            self.assertEqual(canonical_json(value, checked=True, walked=True), expected, value)
+
+    def test_subclasses_and_ordered_objects_come_out_the_same(self) -> None:
+        class Name(str):
+            pass
+
+        class Level(enum.IntEnum):
+            HIGH = 100
+
+        value = {"b": OrderedDict([("z", 1), ("a", Name("x"))]), "a": [Level.HIGH, (1, "2")],
+                 Name("c"): {"n": True}}
+        self.assertEqual(canonical_json(value), encode_canonical_json(value))
+
+    def test_nesting_past_orjsons_limit_is_written_by_canonicaljson(self) -> None:
+        value: Any = "leaf"
+        for _ in range(400):
+            value = {"k": [value]}
+        self.assertEqual(canonical_json(value), encode_canonical_json(value))
+
+    def test_values_not_walked_keep_canonicaljsons_float_notation(self) -> None:
+        # v1-v5 events may carry floats (their hashes are over json's notation).
+        value = {"a": 1e16, "b": 1.5e-05, "c": 0.1}
+        self.assertEqual(canonical_json(value, checked=True), b'{"a":1e+16,"b":1.5e-05,"c":0.1}')
+        pdu = {**message_pdu(), "hashes": {"other": 1.5e-05}}  # orjson: 0.000015
+        signed = finalize_pdu(pdu, V10, "a.example", SPEC_KEY)[1]
+        message = {k: v for k, v in redact_pdu(signed, V10).items()
+                   if k not in ("signatures", "unsigned")}
+        verify = get_verify_key(SPEC_KEY)
+        verify.verify(encode_canonical_json(message),
+                      base64.b64decode(signed["signatures"]["a.example"]["ed25519:1"] + "=="))
+
+    def test_a_built_event_is_what_canonicaljson_would_make_of_it(self) -> None:
+        for version in ALL_VERSIONS:
+            pdu = message_pdu()
+            pdu["content"] = {"body": "h\u00e9llo \U0001f600 \n\x00", "n": 2**53 - 1,
+                              "list": [True, None, {"z": "", "a": -1}]}
+            event_id, signed = finalize_pdu(pdu, version, "a.example", SPEC_KEY)
+            event = Event.from_built(signed, version, event_id, walked=True)
+            self.assertEqual(event.canonical_bytes, encode_canonical_json(signed))
+            self.assertEqual(event_id, compute_event_id(signed, version))
+            self.assertTrue(check_content_hash(signed))
+            verify_event_signature(signed, version, "a.example", get_verify_key(SPEC_KEY))
 
 
 class SpecJSONSigningVectorTests(TestCase):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import psycopg2
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from roost.storage.database import Database
+from roost.storage.database import Database, Prepared, Txn
 from tests.postgres_harness import fresh_database
 
 
@@ -168,3 +171,217 @@ class ReadsWithoutTransactionTests(TestCase):
         self.assertEqual(seen, [False, False])
         self.assertEqual(await db.read_one("r", "SELECT count(*) FROM kv"), (2,))
         self.assert_connections_back_in_transaction_mode(db)
+
+
+class CountingCursor:
+    """A transaction's cursor that counts the queries sent through it (round trips)."""
+
+    def __init__(self, cursor: Any, sent: list[bytes | str]) -> None:
+        self._cursor, self._sent = cursor, sent
+
+    def execute(self, sql: Any, args: Any = None) -> None:
+        self._sent.append(sql)
+        self._cursor.execute(sql, args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+def counted(fn: Callable[..., Any], sent: list[bytes | str]) -> Callable[..., Any]:
+    """`fn` as a transaction function whose queries are counted into `sent`."""
+
+    def run(txn: Txn, *args: Any) -> Any:
+        txn._cursor = CountingCursor(txn._cursor, sent)
+        return fn(txn, *args)
+
+    return run
+
+
+# Values whose quoting must come out as psycopg2's own: quotes, backslashes, percent
+# signs, NULL, booleans, arrays, non-ASCII, integers past 32 bits.
+AWKWARD = [
+    ("q'uote", None, True, ["a'b", 'c"d', None], 2**40),
+    ("back\\slash %s %% %(x)s", 0, False, [], -(2**53)),
+    ("ünï\u2028cödé 🎉", -1, None, ["\\", "%"], 7),
+]
+
+
+class StatementsTests(TestCase):
+    """`Txn.statements()`: writes sent together, as if sent one by one."""
+
+    async def _db(self) -> Database:
+        db = Database(reactor, await fresh_database(self), 1, 2)
+        self.addCleanup(db.close)
+        await db.run("t", lambda t: t.execute(
+            "CREATE TABLE w (k TEXT PRIMARY KEY, n INT, b BOOLEAN, a TEXT[], big BIGINT);"
+            " CREATE TABLE w2 (LIKE w INCLUDING ALL)"))
+        return db
+
+    async def test_statements_run_in_order_in_one_round_trip(self) -> None:
+        db = await self._db()
+        await db.run("t", lambda t: t.execute("INSERT INTO w (k, n) VALUES ('x', 1), ('y', 2)"))
+        sent: list[bytes | str] = []
+
+        def write(txn: Txn) -> int:
+            out = txn.statements()
+            # Each sees the one before: the key deleted first can be inserted again.
+            out.execute("DELETE FROM w WHERE k = %s", ("x",))
+            out.execute("INSERT INTO w (k, n) VALUES (%s, %s)", ("x", 10))
+            out.execute_values("INSERT INTO w (k, n) VALUES %s ON CONFLICT DO NOTHING",
+                               [("y", 20), ("z", 30), ("v", 40)])
+            return out.send()
+
+        # The row count of the last statement: two of its three rows were new.
+        self.assertEqual(await db.run("w", counted(write, sent)), 2)
+        self.assertEqual(len(sent), 1)
+        self.assertEqual(await db.read("r", "SELECT k, n FROM w ORDER BY k"),
+                         [("v", 40), ("x", 10), ("y", 2), ("z", 30)])
+
+    async def test_values_come_out_as_execute_values_writes_them(self) -> None:
+        db = await self._db()
+
+        def write(txn: Txn) -> None:
+            out = txn.statements()
+            out.execute_values("INSERT INTO w (k, n, b, a, big) VALUES %s", AWKWARD, page_size=2)
+            out.send()
+            txn.execute_values("INSERT INTO w2 (k, n, b, a, big) VALUES %s", AWKWARD)
+
+        await db.run("w", write)
+        stored = await db.read("r", "SELECT * FROM w ORDER BY k")
+        self.assertEqual(stored, await db.read("r", "SELECT * FROM w2 ORDER BY k"))
+        self.assertEqual(sorted(stored), sorted((k, n, b, a, big) for k, n, b, a, big in AWKWARD))
+
+    async def test_a_long_write_goes_in_parts_within_the_limit(self) -> None:
+        db = await self._db()
+        sent: list[bytes | str] = []
+
+        def write(txn: Txn) -> int:
+            out = txn.statements(limit=200)
+            for i in range(20):
+                out.execute("INSERT INTO w (k, n) VALUES (%s, %s)", (f"key{i:02}", i))
+            out.execute("INSERT INTO w (k, n) VALUES (%s, %s)", ("x" * 500, -1))  # alone
+            out.execute("UPDATE w SET n = n + 1 WHERE n >= 10")
+            return out.send()
+
+        self.assertEqual(await db.run("w", counted(write, sent)), 10)
+        self.assertTrue(all(len(q) <= 200 for q in sent if b"xxxxx" not in q), sent)
+        self.assertGreater(len(sent), 3)
+        self.assertEqual(await db.read("r", "SELECT n FROM w ORDER BY n"),
+                         [(-1,), *[(i,) for i in range(10)], *[(i + 1,) for i in range(10, 20)]])
+
+    async def test_an_error_anywhere_rolls_back_every_part(self) -> None:
+        db = await self._db()
+
+        def write(txn: Txn) -> None:
+            out = txn.statements(limit=100)
+            for i in range(10):  # several parts sent before the failing one
+                out.execute("INSERT INTO w (k, n) VALUES (%s, %s)", (f"key{i}", i))
+            out.execute("INSERT INTO w (k, n) VALUES ('key3', 0)")  # duplicate key
+            out.send()
+
+        with self.assertRaises(psycopg2.IntegrityError):
+            await db.run("w", write)
+        self.assertEqual(await db.read("r", "SELECT count(*) FROM w"), [(0,)])
+
+    async def test_nothing_queued_sends_nothing(self) -> None:
+        db = await self._db()
+        sent: list[bytes | str] = []
+        self.assertEqual(await db.run("w", counted(lambda t: t.statements().send(), sent)), 0)
+        self.assertEqual(sent, [])
+
+    async def test_reads_without_a_transaction_write_nothing_this_way(self) -> None:
+        db = await self._db()
+        with self.assertRaises(ValueError):
+            await db.run_reads("w", lambda t: t.statements())
+        with self.assertRaises(ValueError):
+            await db.run("w", lambda t: t.statements().execute_values(
+                "INSERT INTO w (k, n) VALUES %s WHERE n > %s", [("a", 1)]))
+
+
+class PreparedStatementTests(TestCase):
+    """`Prepared` SELECTs run by `ReadTxn.query_prepared`: planned once per connection,
+    the same rows as the SQL run plainly."""
+
+    SQL = "SELECT k, v FROM kv WHERE v >= %s AND k = ANY(%s) ORDER BY k LIMIT %s"
+
+    async def _db(self) -> Database:
+        db = Database(reactor, await fresh_database(self), 1, 1)  # one connection
+        self.addCleanup(db.close)
+        await db.run("t", lambda t: t.execute(
+            "CREATE TABLE kv (k TEXT PRIMARY KEY, v INT);"
+            " INSERT INTO kv VALUES ('a', 1), ('b', 2), ('c', 3), ('d', 4)"))
+        return db
+
+    async def _prepared_here(self, db: Database) -> list[tuple[str, int, int]]:
+        """(name, generic plans, custom plans) of the connection's prepared statements."""
+        return await db.read("p", "SELECT name, generic_plans, custom_plans"
+                             " FROM pg_prepared_statements ORDER BY name")
+
+    async def test_rows_are_those_of_the_plain_statement(self) -> None:
+        db = await self._db()
+        statement = Prepared(self.SQL, ("plan_cache_mode = force_generic_plan",))
+        for args in [(1, ["a", "c", "d"], 2), (3, ["a", "b", "c", "d"], 10), (9, ["a"], 5),
+                     (0, [], 3), (None, ["a"], 3)]:
+            self.assertEqual(
+                await db.run_reads("p", lambda t, a=args: t.query_prepared(statement, a)),
+                await db.read("plain", self.SQL, args), args)
+
+    async def test_prepared_once_per_connection_then_executed(self) -> None:
+        db = await self._db()
+        statement = Prepared(self.SQL, ("plan_cache_mode = force_generic_plan",))
+        self.assertEqual(await self._prepared_here(db), [])
+        for limit in range(1, 6):
+            await db.run_reads("p", lambda t, n=limit: t.query_prepared(statement, (0, ["a"], n)))
+        # One statement on the connection; each run used its one generic plan.
+        self.assertEqual(await self._prepared_here(db), [(statement.name, 5, 0)])
+        # Another text is another statement.
+        other = Prepared(self.SQL.replace("ORDER BY k", "ORDER BY k DESC"))
+        self.assertEqual(await db.run_reads("p", lambda t: t.query_prepared(other, (0, ["a", "b"], 1))),
+                         [("b", 2)])
+        self.assertEqual(sorted(n for n, _, _ in await self._prepared_here(db)),
+                         sorted([statement.name, other.name]))
+
+    async def test_settings_last_for_the_statement_alone(self) -> None:
+        db = await self._db()
+        statement = Prepared("SELECT current_setting('enable_bitmapscan'), %s::int",
+                             ("enable_bitmapscan = off",))
+        self.assertEqual(await db.run_reads("p", lambda t: t.query_prepared(statement, (7,))),
+                         [("off", 7)])
+        self.assertEqual(await db.read_one("s", "SELECT current_setting('enable_bitmapscan')"),
+                         ("on",))
+        self.assertEqual(await db.run("s", lambda t: t.query_one(
+            "SELECT current_setting('enable_bitmapscan')")), ("on",))
+
+    async def test_a_statement_the_session_lost_is_prepared_again(self) -> None:
+        db = await self._db()
+        statement = Prepared(self.SQL)
+        run = lambda t: t.query_prepared(statement, (2, ["b", "c"], 9))  # noqa: E731
+        self.assertEqual(await db.run_reads("p", run), [("b", 2), ("c", 3)])
+        await db.run("drop", lambda t: t.execute("DEALLOCATE ALL"))
+        self.assertEqual(await db.run_reads("p", run), [("b", 2), ("c", 3)])
+        self.assertEqual([n for n, _, _ in await self._prepared_here(db)], [statement.name])
+
+    async def test_a_new_connection_prepares_again(self) -> None:
+        db = await self._db()
+        statement = Prepared(self.SQL)
+        run = lambda t: t.query_prepared(statement, (4, ["d"], 1))  # noqa: E731
+        self.assertEqual(await db.run_reads("p", run), [("d", 4)])
+        (pid,) = await db.read_one("pid", "SELECT pg_backend_pid()")
+        other = Database(reactor, db.dsn, 1, 1)
+        self.addCleanup(other.close)
+        await other.read_one("kill", "SELECT pg_terminate_backend(%s)", (pid,))
+        # The read that finds the connection dead is sent again on a new one.
+        self.assertEqual(await db.run_reads("p", run), [("d", 4)])
+        self.assertEqual([n for n, _, _ in await self._prepared_here(db)], [statement.name])
+
+    async def test_only_selects_and_planner_settings(self) -> None:
+        with self.assertRaises(ValueError):
+            Prepared("DELETE FROM kv WHERE k = %s")
+        with self.assertRaises(ValueError):
+            Prepared("SELECT 1", ("enable_bitmapscan = off; DROP TABLE kv",))
+        with self.assertRaises(ValueError):
+            Prepared("SELECT k FROM kv WHERE k LIKE 'a%%' AND v = %s")
+        db = await self._db()
+        with self.assertRaises(ValueError):  # wrong number of arguments
+            await db.run_reads("p", lambda t: t.query_prepared(Prepared(self.SQL), (1,)))
+        self.assertEqual(await self._prepared_here(db), [])
