@@ -26,8 +26,10 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extras
 from twisted.enterprise import adbapi
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore, IReactorThreads
+
+from roost.storage.pool_threads import PoolThreads
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +153,9 @@ class Prepared:
     same round trip as EXECUTE); with `plan_cache_mode = force_generic_plan` among them
     the plan is made once for any arguments, so choose the SQL and settings such that
     one plan fits every argument (see storage/events.py's pages). The name is derived
-    from the SQL and settings, so each distinct text is a statement of its own.
+    from the SQL and settings, so each distinct text is a statement of its own. Each
+    holds its plan in every connection's backend (about 115 KB for a page's): prepare
+    statements run often, in a few shapes.
     """
 
     _SETTING = re.compile(r"[a-z_]+ = [a-z_0-9]+")
@@ -226,41 +230,39 @@ class ReadTxn(Txn):
 
 
 class Database:
-    """A pool of psycopg2 connections driven from a Twisted thread pool."""
+    """A pool of psycopg2 connections, each used by one of the pool's threads (PoolThreads)."""
 
     def __init__(self, reactor: IReactorCore | IReactorThreads, dsn: str, pool_min: int = 2,
                  pool_max: int = 10, application_name: str | None = None):
         """`application_name` names this process's connections in pg_stat_activity: with
         several processes, whether any connection of an instance is left tells the
-        others that none of its transactions can still commit (shared_streams.py)."""
+        others that none of its transactions can still commit (shared_streams.py).
+        `pool_min` is kept for the configuration's sake: threads (and connections) start
+        as work needs them, up to `pool_max`."""
         self._reactor = reactor
         self.dsn = dsn
         # (desc, seconds, committed) after each attempt; set when metrics are on.
         self.observer: Callable[[str, float, bool], None] | None = None
+        # adbapi's pool keeps the connections (one per thread, opened and prepared on
+        # first use); its own threads are not used (cp_min 0: none start).
         self._pool = adbapi.ConnectionPool(
             "psycopg2",
             dsn,
-            cp_min=pool_min,
+            cp_min=0,
             cp_max=pool_max,
             cp_reconnect=True,
             cp_noisy=False,
             cp_openfun=functools.partial(_prepare_connection, application_name=application_name),
             cp_reactor=reactor,
         )
+        self._threads = PoolThreads(reactor, pool_max)
 
     async def run(self, desc: str, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """Run `fn(txn, *args, **kwargs)` as one transaction, retrying on conflicts."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            txn_box: list[Txn] = []
-
-            def interaction(cursor: Any, txn_box: list[Txn] = txn_box) -> R:
-                txn = Txn(cursor)
-                txn_box.append(txn)
-                return fn(txn, *args, **kwargs)
-
             start = time.monotonic()
             try:
-                result = await self._pool.runInteraction(interaction)
+                result, txn = await self._threads.call(self._transaction, fn, args, kwargs)
             except psycopg2.Error as e:
                 self._observe(desc, start, False)
                 if e.pgcode in _RETRY_CODES and attempt < MAX_ATTEMPTS:
@@ -268,13 +270,45 @@ class Database:
                     continue
                 raise
             self._observe(desc, start, True)
-            for callback in txn_box[-1].after_commit:
+            for callback in txn.after_commit:
                 try:
                     callback()
                 except Exception:
                     logger.exception("%s: after-commit callback failed", desc)
-            return result
+            return result  # type: ignore[no-any-return]
         raise AssertionError("unreachable")
+
+    def _transaction(self, fn: Callable[..., R], args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> tuple[R, Txn]:
+        """On a pool thread: `fn` as one transaction on the thread's connection, what
+        adbapi's runInteraction did (with cp_reconnect): a cursor that cannot be opened
+        means a new connection, tried once; after an error the transaction is rolled
+        back and the connection checked (SELECT 1), and one that fails that leaves the
+        pool, so the thread's next transaction connects afresh; the error is raised."""
+        conn = self._pool.connect()
+        try:
+            cursor = conn.cursor()
+        except Exception:
+            logger.warning("opening a cursor failed; connecting again", exc_info=True)
+            self._pool.disconnect(conn)
+            conn = self._pool.connect()
+            cursor = conn.cursor()
+        try:
+            txn = Txn(cursor)
+            result = fn(txn, *args, **kwargs)
+            cursor.close()
+            conn.commit()
+            return result, txn
+        except BaseException:
+            try:
+                conn.rollback()
+                with conn.cursor() as check:
+                    check.execute("SELECT 1")
+                conn.commit()
+            except BaseException as e:
+                logger.warning("rollback failed (%s); the connection is dropped", e)
+                self._pool.disconnect(conn)
+            raise
 
     async def read(self, desc: str, sql: str,
                    args: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
@@ -305,9 +339,8 @@ class Database:
             lost: list[bool] = []
             start = time.monotonic()
             try:
-                result = await threads.deferToThreadPool(
-                    self._reactor, self._pool.threadpool,  # type: ignore[arg-type]
-                    self._autocommit_reads, lost, fn, args, kwargs)
+                result = await self._threads.call(self._autocommit_reads, lost, fn, args,
+                                                  kwargs)
             except psycopg2.Error as e:
                 self._observe(desc, start, False)
                 if e.pgcode in _RETRY_CODES and attempt < MAX_ATTEMPTS:
@@ -356,10 +389,10 @@ class Database:
 
     def pool_state(self) -> tuple[int, int, int]:
         """(connections busy, connections open, transactions waiting for one): for metrics."""
-        threads = self._pool.threadpool
-        return len(threads.working), len(threads.threads), threads._queue.qsize()
+        return self._threads.state()
 
     def close(self) -> defer.Deferred[None] | None:
+        self._threads.stop()  # queued work done, threads ended: then the connections close
         self._pool.close()
         return None
 

@@ -1,0 +1,124 @@
+"""The database pool's threads (PoolThreads) and Database.run's use of them."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg2
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
+
+from roost.storage.database import Database
+from roost.storage.pool_threads import PoolThreads
+from tests.postgres_harness import fresh_database
+
+
+class PoolThreadsTests(TestCase):
+    def _threads(self, maximum: int) -> PoolThreads:
+        threads = PoolThreads(reactor, maximum)
+        self.addCleanup(threads.stop)
+        return threads
+
+    async def test_results_and_failures_come_back_on_the_reactor_thread(self) -> None:
+        threads = self._threads(2)
+        main = threading.get_ident()
+        seen: list[int] = []
+
+        def job(n: int) -> tuple[int, int]:
+            return n * 2, threading.get_ident()
+
+        doubled, ran_on = await threads.call(job, 21)
+        self.assertEqual(doubled, 42)
+        self.assertNotEqual(ran_on, main)
+
+        def fails() -> None:
+            raise KeyError("in the job")
+
+        d = threads.call(fails)
+        d.addErrback(lambda f: seen.append(threading.get_ident()) or f)
+        with self.assertRaises(KeyError):
+            await d
+        self.assertEqual(seen, [main])
+
+    async def test_threads_grow_with_waiting_work_up_to_the_maximum(self) -> None:
+        threads = self._threads(3)
+        release = threading.Event()
+        started: list[int] = []
+        lock = threading.Lock()
+
+        def blocking(n: int) -> int:
+            with lock:
+                started.append(n)
+            release.wait(10)
+            return n
+
+        calls = [threads.call(blocking, n) for n in range(5)]
+        for _ in range(200):  # three run at once, two wait for a thread
+            if len(started) == 3:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(started), 3)
+        self.assertEqual(threads.state(), (3, 3, 2))
+        release.set()
+        self.assertEqual(await defer.gatherResults(calls), [0, 1, 2, 3, 4])
+        self.assertEqual(threads.state(), (0, 3, 0))
+        # Idle threads are used again: no fourth thread for more work.
+        self.assertEqual(await threads.call(lambda: 7), 7)
+        self.assertEqual(threads.state()[1], 3)
+
+    async def test_stop_finishes_queued_work_and_ends_the_threads(self) -> None:
+        threads = PoolThreads(reactor, 1)
+        ran: list[int] = []
+        calls = [threads.call(ran.append, n) for n in range(5)]
+        threads.stop()  # waits: every queued job has run
+        self.assertEqual(ran, [0, 1, 2, 3, 4])
+        self.assertFalse(any(t.is_alive() for t in threads._threads))
+        await task.deferLater(reactor, 0, lambda: None)  # the answers arrive
+        self.assertEqual([c.called for c in calls], [True] * 5)
+        late = threads.call(ran.append, 5)  # as Twisted's pool: never run, never answered
+        threads.stop()  # again: nothing happens
+        await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertFalse(late.called)
+        self.assertEqual(ran, [0, 1, 2, 3, 4])
+
+
+class TransactionConnectionTests(TestCase):
+    async def _db(self) -> Database:
+        db = Database(reactor, await fresh_database(self), 1, 1)
+        self.addCleanup(db.close)
+        await db.run("t", lambda t: t.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v INT)"))
+        return db
+
+    async def test_a_lost_connection_fails_one_transaction_and_is_replaced(self) -> None:
+        db = await self._db()
+        (pid,) = await db.run("pid", lambda t: t.query_one("SELECT pg_backend_pid()"))
+        other = Database(reactor, db.dsn, 1, 1)
+        self.addCleanup(other.close)
+        await other.read("kill", "SELECT pg_terminate_backend(%s)", (pid,))
+        # A write is not sent again (it may have committed): it fails, the connection
+        # leaves the pool, and the next transaction runs on a new one.
+        with self.assertRaises(psycopg2.OperationalError):
+            await db.run("w", lambda t: t.execute("INSERT INTO kv VALUES ('a', 1)"))
+        (new_pid,) = await db.run("pid", lambda t: t.query_one("SELECT pg_backend_pid()"))
+        self.assertNotEqual(new_pid, pid)
+        await db.run("w", lambda t: t.execute("INSERT INTO kv VALUES ('a', 1)"))
+        self.assertEqual(await db.read("r", "SELECT k, v FROM kv"), [("a", 1)])
+
+    async def test_an_error_rolls_back_and_the_connection_is_kept(self) -> None:
+        db = await self._db()
+        (pid,) = await db.run("pid", lambda t: t.query_one("SELECT pg_backend_pid()"))
+
+        def fails(t: object) -> None:
+            t.execute("INSERT INTO kv VALUES ('a', 1)")  # type: ignore[attr-defined]
+            raise ValueError("after a write")
+
+        with self.assertRaises(ValueError):
+            await db.run("w", fails)
+        self.assertEqual(await db.run("pid", lambda t: t.query_one("SELECT pg_backend_pid()")),
+                         (pid,))
+        self.assertEqual(await db.read("r", "SELECT count(*) FROM kv"), [(0,)])
+
+    async def test_pool_state_counts_threads_and_waiting_work(self) -> None:
+        db = await self._db()
+        self.assertEqual(db.pool_state(), (0, 1, 0))
