@@ -9,8 +9,9 @@ send (`RoomEngine.recent_local_events`), the range is built from those events
 as storage holds them instead (`rooms.engine_types.event_row` writes the same
 fields):
 
-- the row: id, room, position, the canonical JSON, the room version, the
-  state group; a local send is never rejected, soft-failed or an outlier;
+- the row: id, room, position, the canonical JSON (the event's own bytes, not a
+  decoded copy: held up to 1,000 rows by the window), the room version, the state
+  group; a local send is never rejected, soft-failed or an outlier;
 - `redacted_by` is left empty: the window applies each redaction when the range
   holding it is taken in, and a redaction of a new local event can only come
   after it (its id is a hash, or random before v3, unknown before it exists);
@@ -43,7 +44,7 @@ def local_ranges(recent: Callable[[int, int], list[RecentEvent] | None]
         events, redactions, relations = [], [], []
         for position, event, group in found:
             events.append(StoredEvent(
-                event.event_id, event.room_id, position, event.canonical_bytes.decode("utf-8"),
+                event.event_id, event.room_id, position, event.canonical_bytes,
                 event.version.identifier, group, None, False, None))
             if event.redacts is not None:
                 redactions.append((event.redacts, event.event_id))

@@ -25,10 +25,20 @@ def _load(path: str, worker: str | None = None, tool: bool = True) -> RoostConfi
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from roost.homeserver.memory import skip_http2, tune_allocator, tune_collector_after_start
+    from roost.homeserver import nvx
+    from roost.homeserver.memory import (
+        skip_http2,
+        trim_periodically,
+        tune_allocator,
+        tune_collector_after_start,
+    )
 
     tune_allocator()  # before the reactor or the database pool starts a thread
     skip_http2()  # before the server's modules import twisted.web
+    nvx.install()  # before the WebSocket code imports autobahn
+    from roost.http.reactor import install
+
+    install()  # epoll without a legacy log context per socket read (roost/http/reactor.py)
     from twisted.internet import reactor
 
     from roost.homeserver.logsetup import setup_logging
@@ -39,6 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     service = RoostService(config, reactor)
     failed: list[Any] = []
     tune_collector_after_start(service.started)
+    trim_periodically(service.started, reactor)
     service.started.addErrback(failed.append)
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)

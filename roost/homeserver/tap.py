@@ -18,9 +18,16 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
-    from roost.homeserver.memory import skip_http2, tune_allocator, tune_collector_after_start
+    from roost.homeserver import nvx
+    from roost.homeserver.memory import (
+        skip_http2,
+        trim_periodically,
+        tune_allocator,
+        tune_collector_after_start,
+    )
 
     skip_http2()  # before the server's modules import twisted.web
+    nvx.install()  # before the WebSocket code imports autobahn
     from twisted.internet import reactor
 
     from roost.homeserver.logsetup import setup_logging
@@ -35,4 +42,5 @@ def makeService(options: Options) -> IService:
     tune_allocator()  # before the database pool starts its threads
     service = RoostService(config, reactor)
     tune_collector_after_start(service.started)
+    trim_periodically(service.started, reactor)
     return service

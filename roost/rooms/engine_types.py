@@ -168,7 +168,14 @@ def event_from_storage(stored: StoredEvent) -> Event:
     version = get_room_version(stored.room_version)
     return Event(fields=kept_fields(parse_canonical(stored.pdu_json, version.strict_canonical_json)),
                  version=version, event_id=stored.event_id, room_id=shared(stored.room_id),
-                 canonical_bytes=stored.pdu_json.encode("utf-8"))
+                 canonical_bytes=canonical_of(stored))
+
+
+def canonical_of(stored: StoredEvent) -> bytes:
+    """A row's canonical JSON as bytes: a row read from PostgreSQL holds it as a str, a
+    row the sync window built from a local send the event's own bytes (sync_local.py)."""
+    pdu_json = stored.pdu_json
+    return pdu_json if type(pdu_json) is bytes else pdu_json.encode("utf-8")
 
 
 HISTORY_VISIBILITY = "m.room.history_visibility"
@@ -242,7 +249,7 @@ class EventCache:
         entry = self._entries.get(stored.event_id)
         if entry is not None and entry.room_id == stored.room_id \
                 and entry.version.identifier == stored.room_version \
-                and entry.canonical_bytes == stored.pdu_json.encode("utf-8"):
+                and entry.canonical_bytes == canonical_of(stored):
             self._entries.move_to_end(stored.event_id)
             return entry
         event = event_from_storage(stored)
@@ -258,7 +265,7 @@ class EventCache:
             entry = entries.get(row.event_id)
             if entry is not None and entry.room_id == row.room_id \
                     and entry.version.identifier == row.room_version \
-                    and entry.canonical_bytes == row.pdu_json.encode("utf-8"):
+                    and entry.canonical_bytes == canonical_of(row):
                 entries.move_to_end(row.event_id)
             else:
                 entry = event_from_storage(row)

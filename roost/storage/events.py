@@ -88,7 +88,9 @@ class StoredEvent(NamedTuple):
     event_id: str
     room_id: str
     stream_ordering: int | None
-    pdu_json: str  # the canonical JSON the event was hashed and signed as
+    # The canonical JSON the event was hashed and signed as: a str as read from PostgreSQL,
+    # the event's own bytes in the rows the sync window builds from local sends (no copy).
+    pdu_json: str | bytes
     room_version: str
     state_group: int | None
     rejected_reason: str | None

@@ -9,6 +9,8 @@ from typing import Any
 from twisted.trial.unittest import TestCase
 
 from roost.client_api.sync_local import local_ranges
+from roost.rooms.engine import RoomEngine
+from roost.rooms.engine_types import canonical_of
 from roost.storage.sync_queries import RecentEvents
 from tests.server_harness import RunningServer, q, start_server
 
@@ -16,6 +18,8 @@ V3 = "/_matrix/client/v3"
 
 
 class LocalRangeTests(TestCase):
+    _engine: RoomEngine | None = None
+
     async def _room(self) -> tuple[RunningServer, str, str]:
         server = await start_server(self)
         token = (await server.register("alice"))["access_token"]
@@ -40,6 +44,7 @@ class LocalRangeTests(TestCase):
         every range from storage."""
         builder = server.hs.sync_builder
         assert builder is not None
+        self._engine = server.hs.engine
         windows = (RecentEvents(builder._queries, builder._events,
                                 local=local_ranges(server.hs.engine.recent_local_events)),
                    RecentEvents(builder._queries, builder._events))
@@ -56,8 +61,19 @@ class LocalRangeTests(TestCase):
         assert memory._start is not None
         end = cuts[-1]
         events = await memory.window(memory._start, end)
-        self.assertEqual(events, await stored.window(memory._start, end))
-        assert events is not None
+        stored_events = await stored.window(memory._start, end)
+        assert events is not None and stored_events is not None
+        # The same rows; the canonical JSON is the event's own bytes in memory's (no
+        # decoded copy per row), a str as PostgreSQL returns it in storage's.
+        self.assertEqual([e._replace(pdu_json=canonical_of(e)) for e in events],
+                         [e._replace(pdu_json=e.pdu_json.encode()) for e in stored_events])
+        self.assertEqual({type(e.pdu_json) for e in stored_events}, {str})
+        assert self._engine is not None
+        sent = {event.event_id: event.canonical_bytes
+                for _, event, _ in self._engine.recent_local_events(memory._start, end) or ()}
+        self.assertEqual(len(sent), len(events))
+        for event in events:
+            self.assertIs(event.pdu_json, sent[event.event_id])
         ids = [e.event_id for e in events]
         self.assertEqual(memory.relation_kinds(ids), stored.relation_kinds(ids))
         self.assertEqual((memory.stored_loads, stored.stored_loads), (0, len(cuts)))
