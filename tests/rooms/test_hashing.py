@@ -4,6 +4,7 @@ import base64
 import copy
 import enum
 import random
+import tracemalloc
 from collections import OrderedDict
 from typing import Any
 
@@ -177,6 +178,21 @@ class CanonicalEncodersAgreeTests(TestCase):
         verify = get_verify_key(SPEC_KEY)
         verify.verify(encode_canonical_json(message),
                       base64.b64decode(signed["signatures"]["a.example"]["ed25519:1"] + "=="))
+
+    def test_the_bytes_returned_hold_no_more_than_their_length(self) -> None:
+        """The encoding an Event keeps is allocated at its own size (orjson's own output
+        sits in a buffer of at least 4 KiB)."""
+        value = {"content": {"body": "hello", "msgtype": "m.text"}, "type": "m.room.message"}
+        canonical_json(value)  # (anything imported or cached on a first call)
+        for walked in (False, True):
+            tracemalloc.start()
+            try:
+                kept = [canonical_json(value, checked=walked, walked=walked) for _ in range(50)]
+                held = tracemalloc.get_traced_memory()[0]
+            finally:
+                tracemalloc.stop()
+            self.assertEqual(kept[0], encode_canonical_json(value))
+            self.assertLess(held / len(kept), 512, walked)
 
     def test_a_built_event_is_what_canonicaljson_would_make_of_it(self) -> None:
         for version in ALL_VERSIONS:
