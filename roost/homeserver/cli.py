@@ -36,6 +36,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     tune_allocator()  # before the reactor or the database pool starts a thread
     skip_http2()  # before the server's modules import twisted.web
     nvx.install()  # before the WebSocket code imports autobahn
+    from roost.http.reactor import install
+
+    install()  # epoll without a legacy log context per socket read (roost/http/reactor.py)
     from twisted.internet import reactor
 
     from roost.homeserver.logsetup import setup_logging

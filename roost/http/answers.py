@@ -51,6 +51,18 @@ def date_header() -> bytes:
     return _date[1]
 
 
+# (HTTP version, status code) -> (reason phrase, status line): a handful of pairs.
+_status_lines: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}
+
+
+def _status_line(version: bytes, code: int) -> tuple[bytes, bytes]:
+    message = RESPONSES.get(code, b"Unknown Status")
+    found = (message, b"%s %d %s\r\n" % (version, code, message))
+    if len(_status_lines) < 64 and version in (b"HTTP/1.1", b"HTTP/1.0"):
+        _status_lines[(version, code)] = found
+    return found
+
+
 def encode_headers(headers: dict[str, str] | None) -> bytes:
     """Headers given as text (a Matrix error's Retry-After...) as raw header lines; a
     name or value holding a line break is left out (no header injection)."""
@@ -214,21 +226,23 @@ class FastRequest(server.Request):
             self._answer_through_twisted(code, head, body)
             return
         self.code = code
-        self.code_message = RESPONSES.get(code, b"Unknown Status")
+        status = _status_lines.get((self.clientproto, code))
+        if status is None:
+            status = _status_line(self.clientproto, code)
+        self.code_message, line = status
         self.startedWriting = 1
-        parts = [b"%s %d %s\r\n" % (self.clientproto, code, self.code_message)]
         if self.responseHeaders._rawHeaders:  # (most answers set none on the request)
-            for name, values in self.responseHeaders.getAllRawHeaders():
-                for value in values:
-                    parts.append(b"%s: %s\r\n" % (name, value))
-        parts.append(SERVER_HEADER)
-        parts.append(date_header())
-        parts.append(head)
-        parts.append(b"Content-Length: %d\r\n\r\n" % len(body))
+            own = [b"%s: %s\r\n" % (name, value)
+                   for name, values in self.responseHeaders.getAllRawHeaders()
+                   for value in values]
+            line += b"".join(own)
+        length = b"Content-Length: %d\r\n\r\n" % len(body)
         if self.method != b"HEAD":
-            parts.append(body)
+            data = b"".join((line, SERVER_HEADER, date_header(), head, length, body))
             self.sentLength = len(body)
-        write_now(self.transport, b"".join(parts))  # (the channel's, taken at the start)
+        else:
+            data = b"".join((line, SERVER_HEADER, date_header(), head, length))
+        write_now(self.transport, data)  # (the channel's, taken at the start)
         # Request.finish for this case (no encoder, nothing chunked, the head and body
         # written): the site's log, then the end of the request.
         factory = getattr(self.channel, "factory", None)
