@@ -4,6 +4,7 @@ import base64
 import copy
 import enum
 import random
+import tracemalloc
 from collections import OrderedDict
 from typing import Any
 
@@ -177,6 +178,18 @@ class CanonicalEncodersAgreeTests(TestCase):
         verify = get_verify_key(SPEC_KEY)
         verify.verify(encode_canonical_json(message),
                       base64.b64decode(signed["signatures"]["a.example"]["ed25519:1"] + "=="))
+
+    def test_the_bytes_kept_are_no_larger_than_the_encoding(self) -> None:
+        # An event keeps its canonical bytes (the caches hold a thousand): orjson's own
+        # result holds a 4 KiB buffer for a few hundred bytes.
+        value = {**message_pdu(), "hashes": {"sha256": "x" * 43}}
+        tracemalloc.start()
+        try:
+            kept = [canonical_json(value) for _ in range(200)]
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        self.assertLess(held, 2 * sum(len(b) for b in kept) + 200 * 64)
 
     def test_a_built_event_is_what_canonicaljson_would_make_of_it(self) -> None:
         for version in ALL_VERSIONS:
