@@ -240,8 +240,44 @@ class FederationSender:
         if self._reading:
             self._read_again = True
             return
+        if self._pass_with_nothing_to_send():
+            return
         self._reading = True
         self._spawn(self._read_loop())
+
+    def _pass_with_nothing_to_send(self) -> bool:
+        """Pass the new events at once if they are local sends the engine holds, each in a
+        state group whose hosts are known and hold no other server; else False (the read
+        loop's task takes them, as it would anyway).
+
+        What the read loop would do for such events, without its task, coroutines and
+        `OutboundEvent`s (a message in a room no other server is in, under fan-out):
+        their destinations are the same set `_destinations_for` computes before the ACL
+        filter, which only removes; with none, it queues nothing and moves the position
+        to be written later (`_write_position_soon`)."""
+        upto = self._stream.current
+        if upto <= self._position or self._position_due or self._recent is None:
+            return False
+        found = self._recent(self._position, upto)
+        if found is None or len(found) >= READ_BATCH:
+            return False
+        group_hosts, server_name = self._group_hosts, self._server_name
+        for _, event, group in found:
+            if server_of(event.sender) != server_name:
+                return False  # not a local send: not for this pass to judge
+            hosts = group_hosts.get(group) if group is not None else None
+            if hosts is None:
+                return False
+            if event.type == "m.room.member" and event.state_key \
+                    and membership_of(event) in ("leave", "ban"):
+                hosts = hosts | {server_of(event.state_key)}
+            if hosts and (len(hosts) > 1 or server_name not in hosts):
+                return False
+        for _, _, group in found:  # as `_hosts_at` would have: recently used
+            group_hosts.move_to_end(group)  # type: ignore[arg-type]
+        self._write_position_soon()
+        self._position = upto
+        return True
 
     async def _read_loop(self) -> None:
         try:

@@ -27,6 +27,7 @@ from roost.rooms.hashing import (
 from roost.rooms.versions import RoomVersion
 
 __all__ = [
+    "auth_state_keys",
     "build_event_pdu",
     "create_event_content",
     "depth_after",
@@ -114,9 +115,23 @@ def select_auth_event_ids(
     Follows the spec's selection (``auth.auth_types_for_event``), so v12 events
     never list the create event. Ids are unique and in selection order.
     """
+    chosen = auth_state_keys(version, event_type, sender, state_key, content, current_state)
+    return list(dict.fromkeys(current_state[key] for key in chosen))
+
+
+def auth_state_keys(
+    version: RoomVersion,
+    event_type: str,
+    sender: str,
+    state_key: str | None,
+    content: Mapping[str, Any],
+    current_state: Mapping[StateKey, str],
+) -> list[StateKey]:
+    """The keys of ``current_state`` whose events ``select_auth_event_ids`` picks, in
+    selection order: a local build files its auth events under them without looking
+    through the whole state for their ids (a big room's state is thousands of keys)."""
     wanted = auth_types_for_event(event_type, sender, state_key, content, version)
-    chosen = [current_state[key] for key in wanted if key in current_state]
-    return list(dict.fromkeys(chosen))
+    return [key for key in wanted if key in current_state]
 
 
 def depth_after(prev_depths: Iterable[int]) -> int:

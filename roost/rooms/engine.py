@@ -210,10 +210,16 @@ class RoomEngine:
             for unit in units:
                 _fail(unit.result, _as_room_error(e))
             return
-        working = head.copy()
+        # Messages only (no state event): building and persisting them changes neither the
+        # head's state nor, without a redaction, what it keeps loaded (forget_loaded), so
+        # the heads share those instead of copying a big room's state twice per message.
+        stateless = all(unit.prebuilt_create is None and unit.new_room is None
+                        and all(n.state_key is None for n in unit.events) for unit in units)
+        quiet = stateless and all(n.redacts is None for unit in units for n in unit.events)
+        working = head.copy(stateless, quiet)
         accepted: list[tuple[_Unit, list[Event], list[NewStateGroup]]] = []
         for unit in units:
-            before = working.copy()
+            before = working.copy(stateless, quiet)
             try:
                 built, groups = self._builder.build_unit(room_id, working, unit.events,
                                                          unit.prebuilt_create)

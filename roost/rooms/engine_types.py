@@ -97,10 +97,18 @@ class RoomHead:
     _members: MembersOverview | None = field(default=None, init=False, compare=False,
                                              repr=False)
 
-    def copy(self) -> RoomHead:
-        return replace(self, state=dict(self.state), state_events=dict(self.state_events),
-                       extremities=list(self.extremities),
-                       loaded=None if self.loaded is None else dict(self.loaded))
+    def copy(self, share_state: bool = False, share_loaded: bool = False) -> RoomHead:
+        """A head to change without changing this one. `share_state`, `share_loaded`: the
+        copy holds this head's own state dicts, or loaded dict, which the caller will not
+        change (a batch with no state event, or no redaction either: see
+        RoomEngine._append_batch). Heads are replaced, never changed in place, once
+        cached; copying a big room's state for every message cost O(members)."""
+        return replace(
+            self,
+            state=self.state if share_state else dict(self.state),
+            state_events=self.state_events if share_state else dict(self.state_events),
+            extremities=list(self.extremities),
+            loaded=self.loaded if share_loaded or self.loaded is None else dict(self.loaded))
 
     def forget_loaded(self, events: Iterable[Event], stored: bool = False) -> None:
         """Drop what `events`, just persisted, may change of the kept loaded state: the

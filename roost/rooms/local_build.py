@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from roost.rooms.auth import AuthError, check_auth_rules
 from roost.rooms.builder import (
+    auth_state_keys,
     build_event_pdu,
     depth_after,
     finalize_pdu,
@@ -24,7 +25,6 @@ from roost.rooms.engine_types import (
     NewEvent,
     RoomError,
     RoomHead,
-    StateKey,
     event_row,
 )
 from roost.rooms.events import Event, EventFormatError
@@ -74,8 +74,9 @@ class LocalEventBuilder:
         """
         version = head.version
         is_create = request.type == "m.room.create"
-        auth_ids = select_auth_event_ids(version, request.type, request.sender, request.state_key,
-                                         request.content, head.state)
+        auth_keys = auth_state_keys(version, request.type, request.sender, request.state_key,
+                                    request.content, head.state)
+        auth_ids = list(dict.fromkeys(head.state[key] for key in auth_keys))  # as selected
         pdu = build_event_pdu(
             version, None if (is_create and version.hydra) else room_id, request.sender,
             request.type, request.content, request.state_key,
@@ -90,7 +91,8 @@ class LocalEventBuilder:
         except EventFormatError as e:
             status = 413 if e.errcode == "M_TOO_LARGE" else 400
             raise RoomError(status, e.errcode, str(e)) from None
-        auth_map = {key: head.state_events[key] for key in _auth_keys(head, auth_ids)}
+        # Each state key holds its own event, so these are the keys of the auth ids.
+        auth_map = {key: head.state_events[key] for key in auth_keys}
         if version.hydra and not is_create and ("m.room.create", "") in head.state_events:
             auth_map[("m.room.create", "")] = head.state_events[("m.room.create", "")]
         try:
@@ -169,7 +171,3 @@ def _known_references(head: RoomHead, auth_ids: list[str]) -> dict[str, str] | N
     return {e.event_id: reference_hash_b64(e) for e in head.state_events.values()
             if e.event_id in wanted}
 
-
-def _auth_keys(head: RoomHead, auth_ids: list[str]) -> list[StateKey]:
-    wanted = set(auth_ids)
-    return [key for key, eid in head.state.items() if eid in wanted]

@@ -237,8 +237,8 @@ class Database:
         """`application_name` names this process's connections in pg_stat_activity: with
         several processes, whether any connection of an instance is left tells the
         others that none of its transactions can still commit (shared_streams.py).
-        `pool_min` is kept for the configuration's sake: threads (and connections) start
-        as work needs them, up to `pool_max`."""
+        `pool_min` threads start at once, each opening its connection on its first
+        transaction; more start as work needs them, up to `pool_max`."""
         self._reactor = reactor
         self.dsn = dsn
         # (desc, seconds, committed) after each attempt; set when metrics are on.
@@ -255,7 +255,7 @@ class Database:
             cp_openfun=functools.partial(_prepare_connection, application_name=application_name),
             cp_reactor=reactor,
         )
-        self._threads = PoolThreads(reactor, pool_max)
+        self._threads = PoolThreads(reactor, pool_max, pool_min)
 
     async def run(self, desc: str, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """Run `fn(txn, *args, **kwargs)` as one transaction, retrying on conflicts."""

@@ -11,8 +11,9 @@ persist and push's write): a measurable share of a message's CPU under fan-out
 failure) handed back with `reactor.callFromThread`: the wake-ups either way
 are the ones any hand-off needs; the rest is gone.
 
-Threads start when work arrives and none is free, up to `maximum`, and stay
-(as adbapi's did: each holds one connection). `stop` lets the queued jobs
+`minimum` threads start at once (the configuration's `database.pool_min`, as
+adbapi's pool started that many); more start when work arrives and none is free,
+up to `maximum`, and stay (as adbapi's did: each holds one connection). `stop` lets the queued jobs
 finish, ends the threads and waits for them, before the connections are closed;
 work given after it is never run, as with Twisted's pool.
 """
@@ -35,7 +36,8 @@ _names = itertools.count()
 
 
 class PoolThreads:
-    def __init__(self, reactor: IReactorCore | IReactorThreads, maximum: int) -> None:
+    def __init__(self, reactor: IReactorCore | IReactorThreads, maximum: int,
+                 minimum: int = 0) -> None:
         self._reactor = reactor
         self._max = max(1, maximum)
         self._queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...],
@@ -46,6 +48,8 @@ class PoolThreads:
         self._stopped = False
         self._trigger = reactor.addSystemEventTrigger(  # type: ignore[union-attr]
             "during", "shutdown", self.stop)
+        for _ in range(min(minimum, self._max)):
+            self._start_thread()
 
     def call(self, fn: Callable[..., R], *args: Any) -> defer.Deferred[R]:
         """Run `fn(*args)` on a pool thread; the Deferred fires on the reactor thread."""
@@ -57,12 +61,15 @@ class PoolThreads:
             return d
         self._pending += 1
         if self._pending > len(self._threads) and len(self._threads) < self._max:
-            thread = threading.Thread(target=self._work, name=f"roost-db-{next(_names)}",
-                                      daemon=True)
-            self._threads.append(thread)
-            thread.start()
+            self._start_thread()
         self._queue.put((fn, args, d))
         return d
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._work, name=f"roost-db-{next(_names)}",
+                                  daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def _work(self) -> None:
         get, answer = self._queue.get, self._reactor.callFromThread  # type: ignore[union-attr]

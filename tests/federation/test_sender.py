@@ -168,6 +168,51 @@ class BatchingTests(TestCase):
         await eventually(lambda: _stored_position_is(f, hs.streams["events"].current))
 
 
+    async def test_messages_in_a_room_no_other_server_is_in_are_passed_without_a_task(self) -> None:
+        """Under fan-out each such message was a task (a coroutine, its Deferred and the
+        read loop's per-event coroutines) that queued nothing; now they are passed at
+        once, with the same position and the same later write."""
+        f = SenderFixture(self)
+        await f.setup()
+        hs = f.server.hs
+        alone = (await f.server.request("POST", V3 + "/createRoom", {}, token=f.token)).body
+        path = f"{V3}/rooms/{q(alone['room_id'])}/send/m.room.message"
+        await f.server.request("PUT", f"{path}/first", {"msgtype": "m.text", "body": "x"},
+                               token=f.token)  # its group's hosts become known
+        await eventually(lambda: _async(not f.sender.pending_work()))
+        spawned: list[object] = []
+        real_spawn = f.sender._spawn
+        f.sender._spawn = lambda coro: (spawned.append(coro), real_spawn(coro))[1]  # type: ignore[method-assign]
+        for i in range(5):
+            await f.server.request("PUT", f"{path}/m{i}", {"msgtype": "m.text", "body": "x"},
+                                   token=f.token)
+            self.assertEqual(f.sender._position, hs.streams["events"].current)
+        self.assertEqual(spawned, [])
+        f.clock.advance(POSITION_WRITE_S)
+        await eventually(lambda: _stored_position_is(f, hs.streams["events"].current))
+        # A room with another server's member still has its messages sent.
+        ids = await f.send(1)
+        await eventually(lambda: _async(f.transport.delivered_pdus() == ids))
+
+    async def test_a_ban_in_a_room_no_other_server_is_in_reaches_the_banned_server(self) -> None:
+        f = SenderFixture(self)
+        await f.setup()
+        alone = (await f.server.request("POST", V3 + "/createRoom", {}, token=f.token)).body
+        room = q(alone["room_id"])
+        await f.server.request("PUT", f"{V3}/rooms/{room}/send/m.room.message/first",
+                               {"msgtype": "m.text", "body": "x"}, token=f.token)
+        await eventually(lambda: _async(not f.sender.pending_work()))
+        banned = await f.server.request("POST", f"{V3}/rooms/{room}/ban",
+                                        {"user_id": "@x:far.test"}, token=f.token)
+        self.assertEqual(banned.status, 200, banned.body)
+        await eventually(lambda: _async(
+            "far.test" in {c[0] for c in f.transport.calls if not c[3]}))
+        sent = [(p["type"], p["state_key"], p["content"]["membership"])
+                for dest, _, body, failed in f.transport.calls if dest == "far.test" and not failed
+                for p in body["pdus"]]
+        self.assertEqual(sent, [("m.room.member", "@x:far.test", "ban")])
+
+
 class RoutingTests(TestCase):
     async def test_destinations_follow_joins_and_a_servers_last_leave(self) -> None:
         await self._destinations_follow_joins_and_leaves(from_memory=True)

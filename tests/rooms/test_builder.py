@@ -6,6 +6,7 @@ from signedjson.key import generate_signing_key, get_verify_key
 from twisted.trial.unittest import TestCase
 
 from roost.rooms.builder import (
+    auth_state_keys,
     build_event_pdu,
     create_event_content,
     depth_after,
@@ -174,6 +175,33 @@ class SelectAuthEventIdsTests(TestCase):
             V11, "m.room.message", ALICE, None, {}, {("m.room.create", ""): "$c"}
         )
         self.assertEqual(ids, ["$c"])
+
+    def test_auth_state_keys_are_the_keys_of_the_selected_ids(self) -> None:
+        """A local build files its auth events under `auth_state_keys` instead of finding
+        the selected ids' keys by a walk through the whole state (each key holds its own
+        event): both give the same keys, for every kind of event and version."""
+        state = dict(self.STATE)
+        state.update({("m.room.member", f"@m{i}:b.example"): f"$m{i}" for i in range(50)})
+        requests = [
+            ("m.room.message", ALICE, None, {}),
+            ("m.room.message", "@nobody:a.example", None, {}),
+            ("m.room.create", ALICE, "", {}),
+            ("m.room.topic", ALICE, "", {"topic": "x"}),
+            ("m.room.member", BOB, BOB, {"membership": "join"}),
+            ("m.room.member", "@m3:b.example", "@m3:b.example", {
+                "membership": "join", "join_authorised_via_users_server": "@admin:c.example"}),
+            ("m.room.member", ALICE, BOB, {
+                "membership": "invite", "third_party_invite": {"signed": {"token": "tok"}}}),
+            ("m.room.member", ALICE, "@m7:b.example", {"membership": "ban"}),
+            ("m.room.member", ALICE, "@new:d.example", {"membership": "knock"}),
+        ]
+        for version in KNOWN_ROOM_VERSIONS.values():
+            for event_type, sender, state_key, content in requests:
+                ids = select_auth_event_ids(version, event_type, sender, state_key, content, state)
+                keys = auth_state_keys(version, event_type, sender, state_key, content, state)
+                walked = [key for key, eid in state.items() if eid in set(ids)]
+                self.assertEqual(sorted(keys), sorted(walked), (version.identifier, event_type))
+                self.assertEqual(list(dict.fromkeys(state[k] for k in keys)), ids)
 
 
 class DepthAfterTests(TestCase):

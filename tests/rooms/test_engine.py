@@ -169,6 +169,53 @@ class BatchTests(TestCase):
                              " type = 'm.room.message' ORDER BY stream_ordering", room_id)
         self.assertEqual([json.loads(b[0])["content"]["body"] for b in bodies], ["one", "two"])
 
+    async def test_messages_share_the_heads_state_and_state_events_change_a_copy(self) -> None:
+        """A big room's state was copied twice per message (O(members) each send); messages
+        now share it, and anything that changes state or loaded events still copies, so
+        a head, once replaced, is never changed."""
+        server = await start_server(self)
+        room_id, _ = await _room_with_members(server, 2)
+        engine = server.hs.engine
+        member = "@user1:test.roost"
+        await engine.append(room_id, NewEvent(member, "m.room.message", {"body": "one"}))
+        old = engine._heads[room_id]
+        old_state, old_events = dict(old.state), dict(old.state_events)
+        old.loaded = {"$kept": old.loaded} if old.loaded is None else old.loaded
+        old_loaded = dict(old.loaded)
+        message = await engine.append(room_id, NewEvent(member, "m.room.message",
+                                                        {"body": "two"}))
+        new = engine._heads[room_id]
+        self.assertIsNot(new, old)
+        self.assertIs(new.state, old.state)
+        self.assertIs(new.state_events, old.state_events)
+        self.assertIs(new.loaded, old.loaded)
+        self.assertEqual(new.extremities, [message.event_id])
+        self.assertEqual(old.depth + 1, new.depth)
+        # A refused message among messages leaves the head where the others put it.
+        results = await defer.DeferredList([
+            defer.ensureDeferred(engine.append(room_id, NewEvent(member, "m.room.message",
+                                                                 {"body": "three"}))),
+            defer.ensureDeferred(engine.append(room_id, NewEvent("@nobody:test.roost",
+                                                                 "m.room.message", {}))),
+        ], consumeErrors=True)
+        self.assertEqual([ok for ok, _ in results], [True, False])
+        self.assertEqual(engine._heads[room_id].extremities, [results[0][1].event_id])
+        # A redaction (of a message) copies what it may change of the loaded events.
+        before_redaction = engine._heads[room_id]
+        await engine.append(room_id, NewEvent(member, "m.room.redaction", {},
+                                              redacts=message.event_id))
+        self.assertIs(engine._heads[room_id].state, before_redaction.state)
+        self.assertIsNot(engine._heads[room_id].loaded, before_redaction.loaded)
+        # A state event goes to a copy: the replaced heads keep the state they had.
+        topic = await engine.append(room_id, NewEvent("@user0:test.roost", "m.room.topic",
+                                                      {"topic": "t"}, ""))
+        head = engine._heads[room_id]
+        self.assertEqual(head.state[("m.room.topic", "")], topic.event_id)
+        for replaced in (old, before_redaction):
+            self.assertEqual(replaced.state, old_state)
+            self.assertEqual(replaced.state_events, old_events)
+        self.assertEqual(old.loaded, old_loaded)
+
     async def test_each_room_version_builds_a_valid_room(self) -> None:
         server = await start_server(self)
         token = (await server.register("maker"))["access_token"]

@@ -67,6 +67,16 @@ class PoolThreadsTests(TestCase):
         self.assertEqual(await threads.call(lambda: 7), 7)
         self.assertEqual(threads.state()[1], 3)
 
+    async def test_the_minimum_starts_at_once_and_serves_before_more_start(self) -> None:
+        threads = PoolThreads(reactor, 4, minimum=2)
+        self.addCleanup(threads.stop)
+        self.assertEqual(threads.state(), (0, 2, 0))
+        self.assertTrue(all(t.is_alive() for t in threads._threads))
+        # One job at a time needs no third thread.
+        for n in range(5):
+            self.assertEqual(await threads.call(lambda n=n: n), n)
+        self.assertEqual(threads.state()[1], 2)
+
     async def test_stop_finishes_queued_work_and_ends_the_threads(self) -> None:
         threads = PoolThreads(reactor, 1)
         ran: list[int] = []
