@@ -513,14 +513,14 @@ class SyncSocket(CompactServerProtocol):
         if pending_bytes(self.transport) > self._services.settings.max_pending_bytes:
             self._close_slow()
             return
-        self.sendMessage(_encode(frame), isBinary=False)
+        self.send_text(_encode(frame))
 
     def _close_slow(self) -> None:
         """Close with the last token fully written, so the client resumes without a gap."""
         if self._closing:
             return
         since = str(self._since) if self._since is not None else None
-        self.sendMessage(_encode({"type": "resume", "next_batch": since}), isBinary=False)
+        self.send_text(_encode({"type": "resume", "next_batch": since}))
         self._close(CLOSE_SLOW, "client too slow; resume from next_batch")
 
     def _close_auth(self, err: MatrixError) -> None:

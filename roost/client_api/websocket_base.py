@@ -104,6 +104,22 @@ class CompactServerProtocol(WebSocketServerProtocol):
         for name in HANDSHAKE_LEFTOVERS:
             setattr(self, name, None)
 
+    def send_text(self, payload: bytes) -> None:
+        """Send one text message of any size.
+
+        Autobahn's maxMessagePayloadSize bounds what clients send us, but its
+        sendMessage applies it to what we send too (raising, which would end
+        the push loop): a /sync body has no such bound. Above it, the message
+        goes out through autobahn's streaming calls, as one fragmented message
+        that a client reassembles like any other; below it, as one frame.
+        """
+        if 0 < self.maxMessagePayloadSize < len(payload):
+            self.beginMessage(isBinary=False)
+            self.sendMessageFrame(payload)
+            self.endMessage()
+        else:
+            self.sendMessage(payload, isBinary=False)
+
     def onFrameEnd(self) -> bool | None:
         """Drop the frame's unmasker once its payload is read (about 230 bytes with cffi's
         state): autobahn makes a new one for every frame and would keep the last."""

@@ -276,6 +276,52 @@ class RequestTests(TestCase):
         self.assertEqual((await sock.next())["error"]["errcode"], "M_BAD_JSON")
 
 
+class _Received:
+    """The message bodies a client has read from sync frames, a limited timeline's gap included.
+
+    A delta with more new events than the filter's timeline limit is pushed
+    limited, as /sync answers it: the newest events and a prev_batch. A client
+    reads the gap with /messages from prev_batch back to the token the delta
+    was built from; so does this, with `to` set to that token, so an event the
+    token claims but no frame held is still missed, and "nothing lost, nothing
+    repeated" is checked whether or not a delta happened to be limited.
+    """
+
+    def __init__(self, server: RunningServer, token: str, room: str, initial: Any) -> None:
+        self.server, self.token, self.room = server, token, room
+        self.bodies: list[str] = []
+        self.gaps = 0  # how many limited timelines were filled (the test reads it)
+        self.since = initial["next_batch"]
+
+    async def take(self, frame: Any) -> None:
+        """Read one sync frame built from `self.since`, and move on to its next_batch."""
+        timeline = _timeline(frame, self.room)
+        events = timeline.get("events", [])
+        if timeline.get("limited"):
+            self.gaps += 1
+            events = await self._gap(timeline["prev_batch"]) + events
+        self.bodies += [e["content"]["body"].split(" x")[0] for e in events
+                        if e["type"] == "m.room.message"]
+        self.since = frame["next_batch"]
+
+    async def _gap(self, start: str) -> list[Any]:
+        """The events after `self.since` and before `start`, oldest first, via /messages."""
+        gap: list[Any] = []
+        while True:
+            resp = await self.server.request(
+                "GET", V3 + f"/rooms/{q(self.room)}/messages?dir=b&limit=50"
+                f"&from={q(start)}&to={q(self.since)}", token=self.token)
+            assert resp.status == 200, resp.body
+            gap += resp.body["chunk"]
+            if "end" not in resp.body:
+                return gap[::-1]
+            start = resp.body["end"]
+
+
+def _timeline(frame: Any, room: str) -> Any:
+    return frame["body"]["rooms"]["join"].get(room, {}).get("timeline", {})
+
+
 class ResumeTests(TestCase):
     async def test_reconnect_resumes_from_the_last_token_without_loss_or_repeats(self) -> None:
         server = await start_server(self)
@@ -313,6 +359,51 @@ class ResumeTests(TestCase):
         third.send({"op": "sync", "since": resp.body["next_batch"]})
         await _send(server, alice, room, "m6", "t6")
         self.assertEqual(_bodies(await third.next_matching(type="sync"), room), ["m6"])
+
+    async def test_a_resumed_delta_over_the_timeline_limit_is_limited_with_a_readable_gap(
+            self) -> None:
+        """More landed than the limit: the push is /sync's limited answer, and the events it
+        leaves out are exactly those /messages returns between the token and prev_batch."""
+        server = await start_server(self)
+        alice, bob, room = await _setup(server)
+        sock = await connect_and_auth(self, server, bob)
+        sock.send({"op": "sync", "since": None})
+        received = _Received(server, bob, room, await sock.next_matching(type="sync"))
+        await sock.shut()
+        sent = [f"m{i}" for i in range(5)]
+        for body in sent:
+            await _send(server, alice, room, body, body)
+        again = await connect_and_auth(self, server, bob)
+        limit = {"room": {"timeline": {"limit": 2}}}
+        again.send({"op": "sync", "since": received.since, "filter": limit})
+        pushed = await again.next_matching(type="sync")
+        timeline = _timeline(pushed, room)
+        self.assertEqual((_bodies(pushed, room), timeline["limited"]), (["m3", "m4"], True))
+        rest = await server.request("GET", V3 + f"/sync?since={q(received.since)}&filter="
+                                    + q(json.dumps(limit)), token=bob)
+        def shown(t: Any) -> Any:  # unsigned.age is the serving time's
+            return [e["event_id"] for e in t["events"]], t["limited"], t["prev_batch"]
+        self.assertEqual(shown(_timeline({"body": rest.body}, room)), shown(timeline))
+        await received.take(pushed)
+        self.assertEqual((received.bodies, received.gaps), (sent, 1))
+
+    async def test_a_delta_larger_than_the_incoming_frame_bound_is_pushed(self) -> None:
+        """Autobahn's message bound (256 KiB) is for what clients send: a resumed delta of
+        fourteen 20 KB messages is one /sync body over it, and must still be pushed."""
+        server = await start_server(self)
+        alice, bob, room = await _setup(server)
+        since = (await server.request("GET", V3 + "/sync", token=bob)).body["next_batch"]
+        sent = [f"big {i}" for i in range(14)]
+        for i, body in enumerate(sent):
+            await _send(server, alice, room, f"{body} {'x' * 20_000}", f"b{i}")
+        sock = await connect_and_auth(self, server, bob)
+        sock.send({"op": "sync", "since": since, "filter": {"room": {"timeline": {"limit": 20}}}})
+        pushed = await sock.next_matching(type="sync")
+        self.assertGreater(len(json.dumps(pushed)), 4 * 64 * 1024)
+        self.assertEqual([b.split(" x")[0] for b in _bodies(pushed, room)], sent)
+        # The push loop goes on: the next delta is pushed as before.
+        await _send(server, alice, room, "after", "a1")
+        self.assertEqual(_bodies(await sock.next_matching(type="sync"), room), ["after"])
 
     async def test_stored_filter_by_id_and_bad_sync_requests(self) -> None:
         server = await start_server(self)
@@ -468,7 +559,7 @@ class SlowClientTests(TestCase):
         alice, bob, room = await _setup(server)
         sock = await connect_and_auth(self, server, bob)
         sock.send({"op": "sync", "since": None})
-        await sock.next_matching(type="sync")
+        received = _Received(server, bob, room, await sock.next_matching(type="sync"))
         # Stop reading, with a small receive window, so the server's buffer fills.
         client = sock.protocol.transport
         client.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -481,25 +572,27 @@ class SlowClientTests(TestCase):
             await _send(server, alice, room, f"{sent[-1]} {padding}", f"b{len(sent)}")
         clock.advance(78)  # the client did not drain in time
         client.resumeProducing()
-        received: list[str] = []
         last_token = None
         while True:
             frame = await sock.next()
             if frame.get("type") == "resume":
                 break
-            received += [b.split(" x")[0] for b in _bodies(frame, room)]
+            # A delta that waited for the drain while more than 10 (the default
+            # limit) messages landed is pushed limited, as /sync would answer.
+            await received.take(frame)
+            self.assertEqual(received.bodies, sent[:len(received.bodies)])  # none skipped
             last_token = frame["next_batch"]
         self.assertEqual(frame["next_batch"], last_token)
         self.assertEqual((await sock.closed())[0], 4008)
-        self.assertLess(len(received), len(sent))
+        self.assertLess(len(received.bodies), len(sent))
         # Resuming from the token loses nothing and repeats nothing.
         again = await connect_and_auth(self, server, bob)
         again.send({"op": "sync", "since": frame["next_batch"],
-                    "filter": {"room": {"timeline": {"limit": 1000}}}})
-        while len(received) < len(sent):
-            pushed = await again.next_matching(type="sync")
-            received += [b.split(" x")[0] for b in _bodies(pushed, room)]
-        self.assertEqual(received, sent)
+                    "filter": {"room": {"timeline": {"limit": 100}}}})  # MAX_TIMELINE_LIMIT
+        while len(received.bodies) < len(sent):
+            await received.take(await again.next_matching(type="sync"))
+            self.assertEqual(received.bodies, sent[:len(received.bodies)])  # none skipped
+        self.assertEqual(received.bodies, sent)
 
 
 class IdleSocketTests(TestCase):
