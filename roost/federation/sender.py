@@ -99,6 +99,19 @@ class SenderStats:
     sent_pdus: list[str] = field(default_factory=list)
 
 
+def destinations_among(hosts: frozenset[str], event_type: str, state_key: str | None,
+                       membership: str | None, server_name: str) -> set[str]:
+    """The servers an event goes to among the room's `hosts` after it, before the relay
+    origin and the ACL are taken out: every one but this server, and a departing
+    member's own (a kicked or banned server learns it). The read loop and the pass for
+    rooms no other server is in decide by this one rule."""
+    found = set(hosts)
+    if event_type == "m.room.member" and state_key and membership in ("leave", "ban"):
+        found.add(server_of(state_key))
+    found.discard(server_name)
+    return found
+
+
 class FederationSender:
     def __init__(
         self,
@@ -266,12 +279,8 @@ class FederationSender:
             if server_of(event.sender) != server_name:
                 return False  # not a local send: not for this pass to judge
             hosts = group_hosts.get(group) if group is not None else None
-            if hosts is None:
-                return False
-            if event.type == "m.room.member" and event.state_key \
-                    and membership_of(event) in ("leave", "ban"):
-                hosts = hosts | {server_of(event.state_key)}
-            if hosts and (len(hosts) > 1 or server_name not in hosts):
+            if hosts is None or destinations_among(
+                    hosts, event.type, event.state_key, membership_of(event), server_name):
                 return False
         for _, _, group in found:  # as `_hosts_at` would have: recently used
             group_hosts.move_to_end(group)  # type: ignore[arg-type]
@@ -347,11 +356,8 @@ class FederationSender:
         origin = event.relay_origin
         if server_of(event.sender) != self._server_name and origin is None:
             return set()
-        hosts = set(await self._hosts_at(event))
-        if event.type == "m.room.member" and event.membership in ("leave", "ban") \
-                and event.state_key:
-            hosts.add(server_of(event.state_key))  # a kicked server learns it was kicked
-        hosts.discard(self._server_name)
+        hosts = destinations_among(await self._hosts_at(event), event.type, event.state_key,
+                                   event.membership, self._server_name)
         hosts.discard(origin)
         if event.type == "m.room.server_acl":
             return hosts  # every server in the room learns the ACL, to uphold it
