@@ -15,11 +15,14 @@ use), with what a fair comparison needs on top:
 
 One Synapse process (no workers), like the single Roost process of these benches.
 Its CPU is the process's (every thread); its "reactor" CPU is the main thread's.
+ROOST_BENCH_SYNAPSE_CONFIG (a JSON mapping, merged last) changes more of its config
+for a sensitivity check, e.g. '{"presence": {"enabled": false}}'.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -58,6 +61,7 @@ def bench_overrides(folder: str) -> dict[str, Any]:
         f.write(_LOG_CONFIG)
     limits = {key: _UNLIMITED for key in ("rc_message", "rc_registration", "rc_joins_per_room",
                                           "rc_invites", "rc_room_creation")}
+    extra = json.loads(os.environ.get("ROOST_BENCH_SYNAPSE_CONFIG") or "{}")
     return {
         **limits,
         "rc_login": {"address": _UNLIMITED, "account": _UNLIMITED,
@@ -67,6 +71,7 @@ def bench_overrides(folder: str) -> dict[str, Any]:
         "bcrypt_rounds": 4,
         "database": {"args": {"cp_min": 5, "cp_max": 10}},  # Synapse's defaults
         "log_config": log_config,
+        **extra,
     }
 
 

@@ -113,6 +113,7 @@ async def fanout(base: str, receivers: int, rate: float, seconds: float,
         # Answers that carried a sent message: one per delivery, unless a poll came back
         # late enough to find two (a loaded machine batches, and then costs less).
         answers: list[int] = []
+        empty: list[float] = []  # answers with none of them (a timeout, or other news)
 
         async def receive(client: Client) -> None:
             token = (await client.call("GET", "/sync?timeout=0"))["next_batch"]
@@ -136,6 +137,8 @@ async def fanout(base: str, receivers: int, rate: float, seconds: float,
                         carried += 1
                 if carried:
                     answers.append(carried)
+                else:
+                    empty.append(now)
 
         tasks = [asyncio.create_task(receive(c)) for c in clients]
         # Every receiver past its initial sync (200 of them take seconds on a loaded
@@ -146,7 +149,7 @@ async def fanout(base: str, receivers: int, rate: float, seconds: float,
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)
         count = int(rate * seconds)
-        meter = CpuMeter(server)
+        meter, phase = CpuMeter(server), time.monotonic()
         for n in range(count):
             txn = f"t{n}"
             sent_at[txn] = time.monotonic()
@@ -155,12 +158,14 @@ async def fanout(base: str, receivers: int, rate: float, seconds: float,
             await asyncio.sleep(max(0.0, sent_at[txn] + 1 / rate - time.monotonic()))
         await asyncio.sleep(2.0)
         cpu = meter.per(count, "message")
+        phase_empty = sum(1 for t in empty if t >= phase)
         stop.set()
         await asyncio.gather(*tasks)
     expected = count * receivers
     return {"receivers": receivers, "messages": count, "deliveries": len(latencies),
             "expected_deliveries": expected, "sync_errors": len(errors),
             "deliveries_per_answer": round(len(latencies) / max(len(answers), 1), 3),
+            "answers_without_message": phase_empty,  # in the measured phase
             **summary(latencies), **cpu}
 
 
