@@ -11,7 +11,11 @@ use), with what a fair comparison needs on top:
 - bcrypt rounds 4, as in Roost's bench config (registration is not measured, but
   2,000 registrations at Synapse's default 12 rounds would take many minutes);
 - its log at WARNING, as Roost's bench logs (Synapse's default writes a line per request);
-- its database pool at Synapse's defaults (cp_min 5, cp_max 10); caches at their defaults.
+- its database pool at Synapse's defaults (cp_min 5, cp_max 10); caches at their defaults
+  but one: `sync_response_cache_duration` 0 (default 2 minutes), else a repeated identical
+  /sync (big_room.py's newcomer's initial sync, timed 5 times after a warm-up) is answered
+  from Synapse's cache of whole answers while Roost builds each. Requests in flight
+  together are still shared; the fan-out's polls, each with its own `since`, never were.
 
 One Synapse process (no workers), like the single Roost process of these benches.
 Its CPU is the process's (every thread); its "reactor" CPU is the main thread's.
@@ -70,6 +74,7 @@ def bench_overrides(folder: str) -> dict[str, Any]:
         "rc_presence": {"per_user": _UNLIMITED},
         "bcrypt_rounds": 4,
         "database": {"args": {"cp_min": 5, "cp_max": 10}},  # Synapse's defaults
+        "caches": {"sync_response_cache_duration": 0},
         "log_config": log_config,
         **extra,
     }
