@@ -83,7 +83,7 @@ class AppServiceAuth:
     def known(self, token: str) -> Requester | None:
         """An ordinary access token's requester from memory (TokenAuthority.known); None
         for a service's token or anything to look up: then `authenticate`."""
-        if self._services.by_token(token) is not None:
+        if token and self._services._by_token.get(token) is not None:  # by_token, inline
             return None
         return self._tokens.known(token)
 

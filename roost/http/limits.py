@@ -51,10 +51,8 @@ class LimitedRequest(FastRequest):
 
     max_body_bytes = DEFAULT_MAX_BODY_BYTES
     too_large = False
-    answered_early = False
     _received = 0
     _discarded = 0
-    _body_complete = False
 
     def gotLength(self, length: int | None) -> None:
         if length == 0:  # no body (a GET): no limit to apply, nothing to spool
@@ -119,15 +117,11 @@ class LimitedRequest(FastRequest):
             # the connection down in the middle of a read).
             transport.loseWriteConnection()
 
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        self._body_complete = True
-        if self.answered_early:
-            # The 413 went out already and the body has been dropped: close (the
-            # answer said so); no resource runs.
-            self.content.close()
-            self.channel.loseConnection()
-            return
-        super().requestReceived(command, path, version)
+    def _after_early_answer(self) -> None:
+        """(FastRequest.requestReceived) The 413 went out already and the body has been
+        dropped: close (the answer said so); no resource runs."""
+        self.content.close()
+        self.channel.loseConnection()
 
     def connectionLost(self, reason: Any) -> None:
         # A truncated body: drop what was spooled at once rather than when collected.

@@ -38,7 +38,7 @@ _DEFERREDS = (defer.Deferred,)
 class Task:
     """One coroutine run to its end, suspended only on uncalled Deferreds."""
 
-    __slots__ = ("_coro", "_run", "_waiting", "_on_error")
+    __slots__ = ("_coro", "_run", "_waiting", "_on_error", "done")
 
     def __init__(self, coro: Coroutine[Any, Any, Any],
                  on_error: Callable[[Failure], object]) -> None:
@@ -46,11 +46,8 @@ class Task:
         self._run = contextvars.copy_context().run
         self._waiting: defer.Deferred[Any] | None = None
         self._on_error = on_error
+        self.done = False  # the coroutine has ended (a plain attribute: read per request)
         self._step(None)
-
-    @property
-    def done(self) -> bool:
-        return self._coro is None
 
     def cancel(self) -> None:
         """Cancel the Deferred the handler waits on (nothing when it is not waiting)."""
@@ -59,6 +56,11 @@ class Task:
             waiting.cancel()
 
     def _step(self, result: Any) -> None:
+        """Run the handler with `result` until it waits or ends. Also the awaited
+        Deferred's callback: the handler continues with its result (read by
+        Deferred.__await__ itself, or thrown into the handler if a failure). Returns
+        None: the result is the handler's now, not left in the Deferred."""
+        self._waiting = None
         coro = self._coro
         assert coro is not None
         run = self._run
@@ -70,22 +72,17 @@ class Task:
                     yielded = run(coro.send, result)
             except StopIteration:
                 self._coro = None
+                self.done = True
                 return
             except BaseException:
                 self._coro = None
+                self.done = True
                 self._on_error(Failure())
                 return
             if type(yielded) in _DEFERREDS or isinstance(yielded, defer.Deferred):
                 # Deferred.__await__ yields only a Deferred without a result yet.
                 self._waiting = yielded
-                yielded.addBoth(self._resume)
+                yielded.addBoth(self._step)
                 return
             result = Failure(TypeError(f"a request handler awaited {yielded!r}, "
                                        "not a Deferred or coroutine"))
-
-    def _resume(self, result: Any) -> None:
-        """The awaited Deferred's callback: continue the handler with its result (read by
-        Deferred.__await__ itself, or thrown into the handler if a failure). Returns None:
-        the result is the handler's now, not left in the Deferred."""
-        self._waiting = None
-        self._step(result)
