@@ -57,10 +57,6 @@ _non_queued: dict[Any, bool] = {}
 _IDLE_SLACK = 1e-3
 
 
-def _is_token(value: bytes) -> bool:
-    return bool(value) and not value.translate(None, _TOKEN_BYTES)
-
-
 def parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes] | None:
     """(method, target, version) when Twisted's _parseRequestLine accepts `line`, else
     None."""
@@ -68,7 +64,9 @@ def parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes] | None:
     if len(parts) != 3:
         return None
     method, target, version = parts
-    if not _is_token(method) or not target or target.translate(None, _TARGET_BYTES):
+    # (_is_token(method), inline)
+    if (not method or method.translate(None, _TOKEN_BYTES) or not target
+            or target.translate(None, _TARGET_BYTES)):
         return None
     if version not in _VERSIONS:
         return None
@@ -280,8 +278,14 @@ class LeanChannel(HTTPChannel):
         if request is not self.requests[0]:
             raise TypeError
         del self.requests[0]
-        if not self._waitingForTransport and not _reading(self._networkProducer):
-            self._networkProducer.resumeProducing()
+        if not self._waitingForTransport:
+            producer = self._networkProducer
+            # Twisted resumes every time; only needed when the transport is not reading (a
+            # TCP connection's socket that an epoll reactor watches for reads for sure).
+            reactor = getattr(producer, "reactor", None)
+            if not (type(producer) is tcp.Server and isinstance(reactor, EPollReactor)
+                    and producer.fileno() in reactor._reads):
+                producer.resumeProducing()
         if self.persistent:
             self._handlingRequest = False
             if self._savedTimeOut:
@@ -418,16 +422,6 @@ def _non_queued_factory(factory: Any) -> bool:
     if len(_non_queued) < 64:
         _non_queued[factory] = answer
     return answer
-
-
-def _reading(producer: Any) -> bool:
-    """Whether `producer` (a connection's transport) is reading for sure: a TCP
-    connection whose socket an epoll reactor is watching for reads. False when unsure
-    (then resumeProducing is called, as Twisted does)."""
-    if type(producer) is not tcp.Server:
-        return False
-    reactor = producer.reactor
-    return isinstance(reactor, EPollReactor) and producer.fileno() in reactor._reads
 
 
 class _LeanWrapper(_GenericHTTPChannelProtocol):

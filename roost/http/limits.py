@@ -26,6 +26,7 @@ from typing import Any
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.web import server
+from twisted.web.resource import Resource
 
 from roost.http.answers import FastRequest
 
@@ -36,6 +37,7 @@ _IN_MEMORY_BELOW = 100_000
 # enough for any honest client to finish sending and read the 413.
 _DISCARD_AT_MOST = 2 * 1024 * 1024 * 1024
 
+_PLAIN_CHILD = Resource.getChildWithDefault
 # Headers every early answer carries: CORS (browsers must be able to read the
 # error) and those every media answer needs.
 _EXTRA_HEADERS = (
@@ -155,7 +157,12 @@ class LimitedSite(server.Site):
         while postpath and not found.isLeaf:
             element = postpath.pop(0)
             prepath.append(element)
-            found = found.getChildWithDefault(element, request)
+            if type(found).getChildWithDefault is _PLAIN_CHILD:
+                # Resource.getChildWithDefault, inline: a static child, else getChild.
+                child = found.children.get(element)
+                found = child if child is not None else found.getChild(element, request)
+            else:
+                found = found.getChildWithDefault(element, request)
         return found
 
     def body_limit(self, path: bytes) -> int:
