@@ -424,7 +424,7 @@ def _non_queued_factory(factory: Any) -> bool:
     return answer
 
 
-class _LeanWrapper(_GenericHTTPChannelProtocol):
+class _LeanHTTPChannelProtocol(_GenericHTTPChannelProtocol):
     """Twisted's wrapper, which picks the channel (HTTP/1.1 or HTTP/2) on the first read
     and from then on only hands each read to it: later reads go to the channel
     directly (one Python call fewer per request)."""
@@ -438,4 +438,4 @@ class _LeanWrapper(_GenericHTTPChannelProtocol):
 def lean_channel(site: Any) -> Any:
     """A Site's `protocol`: what twisted.web.http._genericHTTPChannelProtocolFactory
     makes, around a LeanChannel."""
-    return _LeanWrapper(LeanChannel())
+    return _LeanHTTPChannelProtocol(LeanChannel())

@@ -21,6 +21,14 @@ Handlers may await Deferreds and other coroutines only (an awaited Deferred
 already fired does not suspend: `Deferred.__await__` returns its result).
 Anything else yielded (an asyncio future) is thrown back into the handler
 as a TypeError.
+
+A `Wakeup` is a Deferred that a Task waiting on it alone is resumed by
+directly: its callback (or errback, or cancel) steps the handler without
+Deferred's callback chain (`_startRunCallbacks`, `_runCallbacks`: the
+heaviest calls of a long poll's wake-up). Anything else about it is a
+Deferred's: with callbacks of its own, paused, in debug mode, or awaited by
+anything but a Task, it runs its chain, with the Task's step first if one
+waits (it was added before the others), exactly as a plain Deferred would.
 """
 
 from __future__ import annotations
@@ -32,7 +40,53 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-_DEFERREDS = (defer.Deferred,)
+
+class Wakeup(defer.Deferred):  # type: ignore[type-arg]
+    """A Deferred that a waiting Task resumes on directly (see the module docstring)."""
+
+    _task_step: Callable[[Any], None] | None = None
+
+    def callback(self, result: Any = None) -> None:
+        step = self._task_step
+        if step is None:
+            super().callback(result)
+            return
+        self._task_step = None
+        self._fire(step, result)
+
+    def errback(self, fail: Any = None) -> None:
+        step = self._task_step
+        if step is None:
+            super().errback(fail)
+            return
+        self._task_step = None
+        if fail is None:
+            fail = Failure(captureVars=self.debug)
+        elif not isinstance(fail, Failure):
+            fail = Failure(fail)
+        self._fire(step, fail)
+
+    def _fire(self, step: Callable[[Any], None], result: Any) -> None:
+        """Deferred._startRunCallbacks with the Task's step as the only callback: the step
+        reads the result while it runs (Deferred.__await__ does) and leaves None."""
+        if self.called:  # (never, with a step set) AlreadyCalledError
+            defer.Deferred._startRunCallbacks(self, result)
+            return
+        if self.paused or self.debug or self._callbacks or isinstance(result, defer.Deferred):
+            # The chain as it would be: the step came first (see Task._step).
+            self._callbacks.insert(0, ((step, (), {}), (step, (), {})))
+            defer.Deferred._startRunCallbacks(self, result)
+            return
+        self.called = True
+        self._canceller = None
+        self.result = result
+        try:
+            step(result)
+        finally:
+            self.result = None
+
+
+_DEFERREDS = (defer.Deferred, Wakeup)
 
 
 class Task:
@@ -79,8 +133,12 @@ class Task:
                 self.done = True
                 self._on_error(Failure())
                 return
-            if type(yielded) in _DEFERREDS or isinstance(yielded, defer.Deferred):
+            if type(yielded) is Wakeup and not yielded._callbacks:
                 # Deferred.__await__ yields only a Deferred without a result yet.
+                self._waiting = yielded
+                yielded._task_step = self._step  # resumed directly when it fires
+                return
+            if type(yielded) in _DEFERREDS or isinstance(yielded, defer.Deferred):
                 self._waiting = yielded
                 yielded.addBoth(self._step)
                 return
