@@ -79,6 +79,8 @@ class AppServiceAuth:
         self._services = services
         self._tokens = tokens
         self._users = users
+        if not services._by_token:  # no service registered (fixed at start): no token is one
+            self.known = tokens.known  # type: ignore[method-assign]
 
     def known(self, token: str) -> Requester | None:
         """An ordinary access token's requester from memory (TokenAuthority.known); None

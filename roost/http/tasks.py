@@ -72,7 +72,8 @@ class Wakeup(defer.Deferred):  # type: ignore[type-arg]
         if self.called:  # (never, with a step set) AlreadyCalledError
             defer.Deferred._startRunCallbacks(self, result)
             return
-        if self.paused or self.debug or self._callbacks or isinstance(result, defer.Deferred):
+        if self.paused or self.debug or self._callbacks or (
+                type(result) not in _PLAIN and isinstance(result, defer.Deferred)):
             # The chain as it would be: the step came first (see Task._step).
             self._callbacks.insert(0, ((step, (), {}), (step, (), {})))
             defer.Deferred._startRunCallbacks(self, result)
@@ -87,6 +88,9 @@ class Wakeup(defer.Deferred):  # type: ignore[type-arg]
 
 
 _DEFERREDS = (defer.Deferred, Wakeup)
+# Results that are no Deferred for sure: isinstance against Deferred (an ABCMeta class)
+# costs a Python call for anything else.
+_PLAIN = frozenset({bool, type(None), int, str, bytes, dict, list, tuple, Failure})
 
 
 class Task:
