@@ -322,6 +322,11 @@ async def _long_poll(builder: SyncBuilder, waiter: ChangeWaiter, user: str,
                 continue  # something for this user landed: build from `since`
             body, _ = await builder.build(user, since, filt, device_id=device_id)
             return body  # the timeout: an empty delta, with the sections' current values
+        if since is not None and not full_state:
+            # A woken receiver after the first: its answer from memory, if all is there.
+            answered = builder.build_at_once(user, since, filt, device_id)
+            if answered is not None:
+                return answered[0]
         body, token = await builder.build(user, since, filt, full_state, device_id)
         if since is None or full_state or not builder.is_empty(body):
             return body
