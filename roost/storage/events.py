@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from roost.storage.database import Database, Prepared, ReadTxn, Statements, Txn
+from roost.storage.push import PushWrite, record_statement
 from roost.storage.stream_positions import Fence, run_fenced
 
 StateKey = tuple[str, str]
@@ -78,6 +79,9 @@ class RoomBatch:
     # (state group, stream position): the group that is the current state as of
     # that position, when no event's group is (remote events; see room_state_heads).
     state_head: tuple[int, int] | None = None
+    # Push evaluation of these very events, stored in the same transaction (the push
+    # evaluator's `prepare`): then no write of its own follows the persist.
+    push: PushWrite | None = None
 
 
 class StoredEvent(NamedTuple):
@@ -425,6 +429,8 @@ def _persist(txn: Txn, batch: RoomBatch) -> None:
             "INSERT INTO forward_extremities (room_id, event_id) VALUES %s",
             [(batch.room_id, e) for e in batch.extremities],
         )
+    if batch.push is not None:
+        out.execute(*record_statement(*batch.push))
     # Last, so that the row count `send` returns is its own.
     txn_ids = _insert_txn_ids(out, batch.events)
     inserted = out.send()
