@@ -199,7 +199,8 @@ logging: {{level: WARNING}}
     measured = os.environ.get("ROOST_BENCH_PROFILE_MEASURED")  # the same, measured phases only
     prefix = [sys.executable] + (["-m", "cProfile", "-o", profile] if profile else [])
     if measured:
-        # ROOST_BENCH_PROFILER: another wrapper with profiled.py's interface (profiled_pool.py)
+        # ROOST_BENCH_PROFILER: another wrapper with profiled.py's interface (one profiling the
+        # pool threads, say)
         profiler = os.environ.get("ROOST_BENCH_PROFILER", os.path.join(REPO, "bench", "profiled.py"))
         prefix = [sys.executable, profiler, measured]
     proc = subprocess.Popen(prefix + ["-m", "roost.homeserver.cli", "run", "-c", path], cwd=folder)
