@@ -1,6 +1,7 @@
 """Read paths of issue 10: a big room, and paging through history.
 
     .venv/bin/python bench/big_room.py [--members 2000] [--messages 1000] [--repeat 5]
+                                       [--server roost|synapse]
 
 With ROOST_BENCH_PROFILE_MEASURED=/tmp/x.prof, Roost's reactor thread is
 profiled during the measured requests only (bench/profiled.py).
@@ -13,7 +14,9 @@ profiled during the measured requests only (bench/profiled.py).
 
 Each figure is the median of `repeat` runs, with Roost's and PostgreSQL's CPU
 per operation. CPU per message delivered to 20 long-polling receivers is
-bench/sync_fanout.py's `roost_cpu_ms_per_message`.
+bench/sync_fanout.py's `roost_cpu_ms_per_message`. `--server synapse` runs the
+same against a real Synapse (bench/synapse_server.py; its figures are named
+`synapse_...`), for figures stated as a ratio to Synapse's.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import print_result, roost_server, summary  # noqa: E402
+from bench.common import postgres_cpu_of, print_result, summary  # noqa: E402
+from bench.synapse_server import server_for  # noqa: E402
 from bench.sync_fanout import CpuMeter, register  # noqa: E402
 
 JOIN_BATCH = 50
@@ -63,7 +67,7 @@ async def big_room(base: str, members: int, repeat: int, server: Any,
                 timings.append(time.monotonic() - start)
                 check(body)
             result[name] = {**summary(timings), **meter.per(repeat, "request"),
-                            "roost_reactor_cpu_ms_per_request": round(
+                            f"{server.label}_reactor_cpu_ms_per_request": round(
                                 (server.reactor_cpu_seconds() - reactor) * 1000 / repeat, 2)}
             server.profile_off()
             if db_times:
@@ -115,7 +119,7 @@ async def pagination(base: str, messages: int, repeat: int, server: Any,
             got = await read_all()
             timings.append(time.monotonic() - start)
             _expect(got == messages - 1, "pagination")
-        spent = {**meter.per(repeat, "read_all"), "roost_reactor_cpu_ms_per_read_all": round(
+        spent = {**meter.per(repeat, "read_all"), f"{server.label}_reactor_cpu_ms_per_read_all": round(
             (server.reactor_cpu_seconds() - reactor) * 1000 / repeat, 2)}
         if db_times:
             spent["db_ms_per_read_all_by_transaction"] = _db_diff(
@@ -125,10 +129,11 @@ async def pagination(base: str, messages: int, repeat: int, server: Any,
 
 
 async def _settle(server: Any, idle_share: float = 0.05, most_s: float = 300.0) -> float:
-    """Wait until Roost is idle (under `idle_share` of a core and at most two database
+    """Wait until the server is idle (under `idle_share` of a core and at most two database
     transactions in a second): after 2,000 joins, background work (the federation
     sender routing each join, mostly database time) runs on for a while and would be
-    counted in the figures measured. Seconds waited."""
+    counted in the figures measured. Seconds waited. Synapse (no metrics listener here)
+    is judged by its CPU and its database backends' CPU."""
     started = time.monotonic()
     while time.monotonic() - started < most_s:
         cpu, transactions = server.cpu_seconds(), _transactions(server)
@@ -139,7 +144,10 @@ async def _settle(server: Any, idle_share: float = 0.05, most_s: float = 300.0) 
 
 
 def _transactions(server: Any) -> float:
-    """Database transactions so far (every name), from /metrics."""
+    """Database transactions so far (every name), from /metrics; without metrics, the
+    bench database's backends' CPU in units of 5 ms (so 'two a second' is 10 ms/s)."""
+    if server.metrics_url is None:
+        return sum(postgres_cpu_of(server.database).values()) / 0.005
     return sum(_metric_lines(server, "roost_db_transaction_duration_seconds_count{").values())
 
 
@@ -180,11 +188,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", choices=("members", "pagination"))
+    parser.add_argument("--server", choices=("roost", "synapse"), default="roost",
+                        help="the server measured (bench/synapse_server.py)")
     parser.add_argument("--db-times", action="store_true",
                         help="also report wall time per database transaction (metrics on)")
     args = parser.parse_args()
     # The metrics listener is always on: _settle counts database transactions.
-    with roost_server(metrics=True) as server:
+    with server_for(args.server, metrics=True) as server:
         result: dict[str, Any] = {"load_average": os.getloadavg()[0]}
         if args.only in (None, "pagination"):
             result["pagination"] = asyncio.run(

@@ -50,6 +50,7 @@ from bench.common import (  # noqa: E402
     cpu_between,
     free_port,
     postgres_cpu_by_process,
+    postgres_cpu_of,
     print_result,
     summary,
 )
@@ -246,19 +247,6 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
         _admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-
-
-def postgres_cpu_of(database: str) -> dict[int, float]:
-    """pid -> CPU seconds of the PostgreSQL backends connected to `database` (their process
-    title names it): the bench's own share, without other databases' load on a shared
-    server (the WAL writer and checkpointer, shared by all, are left out)."""
-    found: dict[int, float] = {}
-    for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
-        title = " ".join(proc.info["cmdline"] or ())
-        if (proc.info["name"] or "").startswith("postgres") and f" {database} " in title:
-            times = proc.info["cpu_times"]
-            found[proc.pid] = times.user + times.system
-    return found
 
 
 def _cpu(pid: int) -> float:

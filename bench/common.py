@@ -22,7 +22,7 @@ import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import psutil
 import psycopg2
@@ -44,6 +44,7 @@ class RoostProcess:
     database: str
     server_name: str = "bench.local"
     metrics_url: str | None = None  # GET it for the Prometheus text (federation benches)
+    label: ClassVar[str] = "roost"  # names the server in CpuMeter's figures
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         """One sample of the server's /metrics (0 if absent): summed over label sets
@@ -104,6 +105,19 @@ def postgres_cpu_by_process() -> dict[int, float]:
     for proc in psutil.process_iter(["name", "cpu_times"]):
         if proc.info["name"] and proc.info["name"].startswith("postgres") and proc.info["cpu_times"]:
             found[proc.pid] = proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return found
+
+
+def postgres_cpu_of(database: str) -> dict[int, float]:
+    """pid -> CPU seconds of the PostgreSQL backends connected to `database` (their process
+    title names it): the bench's own share, without other databases' load on a shared
+    server (the WAL writer and checkpointer, shared by all, are left out)."""
+    found: dict[int, float] = {}
+    for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        title = " ".join(proc.info["cmdline"] or ())
+        if (proc.info["name"] or "").startswith("postgres") and f" {database} " in title:
+            times = proc.info["cpu_times"]
+            found[proc.pid] = times.user + times.system
     return found
 
 

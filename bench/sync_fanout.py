@@ -1,12 +1,16 @@
 """Sync workloads of the sync issue, over /sync (the WebSocket has bench/ws_fanout.py).
 
     .venv/bin/python bench/sync_fanout.py [--receivers 20] [--rate 20] [--seconds 10]
+                                          [--server roost|synapse]
 
 1. Fan-out: one sender at `rate` messages/s into a room with `receivers`
    users long-polling /sync; latency from the start of each send to its
    arrival at each receiver.
 2. Initial sync of a user in 50 rooms of 100 messages, and an empty incremental sync.
-3. Resident memory of Roost after both.
+3. Resident memory of the server after both.
+
+`--server synapse` runs the same against a real Synapse (bench/synapse_server.py),
+its CPU read the same way, for figures stated as a ratio to Synapse's.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from bench.common import (  # noqa: E402
     RoostProcess,
     cpu_between,
     postgres_cpu_by_process,
+    postgres_cpu_of,
     print_result,
-    roost_server,
     summary,
 )
+from bench.synapse_server import server_for  # noqa: E402
 
 V3 = "/_matrix/client/v3"
 
@@ -53,31 +58,40 @@ async def register(session: aiohttp.ClientSession, base: str, name: str) -> Clie
 
 
 class CpuMeter:
-    """CPU seconds of Roost, of PostgreSQL and of this benchmark client over a phase.
+    """CPU seconds of the server (Roost, or Synapse with `--server synapse`), of
+    PostgreSQL and of this benchmark client over a phase.
 
     The client (aiohttp in one Python process) shares the machine's cores with
-    Roost, so latencies alone cannot say whose time they measure.
+    the server, so latencies alone cannot say whose time they measure. `postgres`
+    is every PostgreSQL process on the machine (other databases' load included on a
+    shared machine); `postgres_backends` only the backends connected to the bench's
+    database (the WAL writer and checkpointer left out).
     """
 
     def __init__(self, server: RoostProcess | None) -> None:
         self.server = server
+        self.label = getattr(server, "label", "roost")
+        self.database = getattr(server, "database", None)
         self.start = self._read()
         if server is not None:
             server.profile_on()  # under ROOST_BENCH_PROFILE_MEASURED only
 
-    def _read(self) -> tuple[float, dict[int, float], float, float]:
+    def _read(self) -> tuple[float, dict[int, float], float, float, dict[int, float]]:
         if self.server is None:
-            return 0.0, {}, 0.0, 0.0
+            return 0.0, {}, 0.0, 0.0, {}
+        own = postgres_cpu_of(self.database) if isinstance(self.database, str) else {}
         return (self.server.cpu_seconds(), postgres_cpu_by_process(), time.process_time(),
-                self.server.reactor_cpu_seconds())
+                self.server.reactor_cpu_seconds(), own)
 
     def per(self, count: int, unit: str) -> dict[str, float]:
         end = self._read()
         if self.server is not None:
             self.server.profile_off()
         spent = (end[0] - self.start[0], cpu_between(self.start[1], end[1]),
-                 end[2] - self.start[2], end[3] - self.start[3])
-        names = ("roost", "postgres", "bench_client", "roost_reactor")
+                 end[2] - self.start[2], end[3] - self.start[3],
+                 cpu_between(self.start[4], end[4]))
+        names = (self.label, "postgres", "bench_client", f"{self.label}_reactor",
+                 "postgres_backends")
         return {f"{n}_cpu_ms_per_{unit}": round(s * 1000 / max(count, 1), 2)
                 for n, s in zip(names, spent, strict=True)}
 
@@ -99,6 +113,7 @@ async def fanout(base: str, receivers: int, rate: float, seconds: float,
         # Answers that carried a sent message: one per delivery, unless a poll came back
         # late enough to find two (a loaded machine batches, and then costs less).
         answers: list[int] = []
+        empty: list[float] = []  # answers with none of them (a timeout, or other news)
 
         async def receive(client: Client) -> None:
             token = (await client.call("GET", "/sync?timeout=0"))["next_batch"]
@@ -113,14 +128,17 @@ async def fanout(base: str, receivers: int, rate: float, seconds: float,
                 now = time.monotonic()
                 token = body["next_batch"]
                 carried = 0
-                for event in body["rooms"]["join"].get(room, {}).get("timeline", {}).get(
-                        "events", []):
+                # Synapse leaves out empty sections (`rooms` in an answer by timeout).
+                for event in body.get("rooms", {}).get("join", {}).get(room, {}).get(
+                        "timeline", {}).get("events", []):
                     txn = event["content"].get("txn")
                     if txn in sent_at:
                         latencies.append(now - sent_at[txn])
                         carried += 1
                 if carried:
                     answers.append(carried)
+                else:
+                    empty.append(now)
 
         tasks = [asyncio.create_task(receive(c)) for c in clients]
         # Every receiver past its initial sync (200 of them take seconds on a loaded
@@ -131,7 +149,7 @@ async def fanout(base: str, receivers: int, rate: float, seconds: float,
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)
         count = int(rate * seconds)
-        meter = CpuMeter(server)
+        meter, phase = CpuMeter(server), time.monotonic()
         for n in range(count):
             txn = f"t{n}"
             sent_at[txn] = time.monotonic()
@@ -140,12 +158,14 @@ async def fanout(base: str, receivers: int, rate: float, seconds: float,
             await asyncio.sleep(max(0.0, sent_at[txn] + 1 / rate - time.monotonic()))
         await asyncio.sleep(2.0)
         cpu = meter.per(count, "message")
+        phase_empty = sum(1 for t in empty if t >= phase)
         stop.set()
         await asyncio.gather(*tasks)
     expected = count * receivers
     return {"receivers": receivers, "messages": count, "deliveries": len(latencies),
             "expected_deliveries": expected, "sync_errors": len(errors),
             "deliveries_per_answer": round(len(latencies) / max(len(answers), 1), 3),
+            "answers_without_message": phase_empty,  # in the measured phase
             **summary(latencies), **cpu}
 
 
@@ -187,15 +207,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--only", choices=("fanout", "initial"),
                         help="run one workload (e.g. to profile it alone)")
+    parser.add_argument("--server", choices=("roost", "synapse"), default="roost",
+                        help="the server measured (bench/synapse_server.py)")
     args = parser.parse_args()
-    with roost_server() as server:
+    with server_for(args.server) as server:
         result: dict[str, Any] = {}
         if args.only in (None, "fanout"):
             result["fanout_over_sync"] = asyncio.run(
                 fanout(server.base_url, args.receivers, args.rate, args.seconds, server))
         if args.only in (None, "initial"):
             result["sync"] = asyncio.run(initial_sync(server.base_url, 50, 100, server))
-        result["roost_rss_mib"] = round(server.rss_mib(), 1)
+        result[f"{server.label}_rss_mib"] = round(server.rss_mib(), 1)
         print_result("sync_fanout", result)
 
 

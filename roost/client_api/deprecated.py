@@ -22,7 +22,8 @@ from roost.rooms.access import EVENTS, STATE
 from roost.rooms.engine import RoomEngine
 from roost.rooms.engine_types import LoadedEvent
 from roost.storage.directory import DirectoryStore
-from roost.storage.events import EventStore, SyncEventStore
+from roost.storage.events import SyncEventStore
+from roost.storage.room_pages import RoomPageStore
 from roost.storage.streams import StreamIdGenerator
 from roost.storage.sync_data import AccountDataStore
 
@@ -37,7 +38,7 @@ MAX_LIMIT = 100
 
 
 class OldSync:
-    def __init__(self, engine: RoomEngine, view: RoomView, events: EventStore,
+    def __init__(self, engine: RoomEngine, view: RoomView, events: RoomPageStore,
                  sync_events: SyncEventStore, stream: StreamIdGenerator, waiter: ChangeWaiter,
                  account_data: AccountDataStore, account_stream: StreamIdGenerator,
                  directory: DirectoryStore, presence: PresenceTracker) -> None:

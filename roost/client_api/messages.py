@@ -27,7 +27,8 @@ from roost.client_api.room_view import RoomView
 from roost.client_api.stream_token import events_position
 from roost.rooms.access import EVENTS
 from roost.rooms.engine import LoadedEvent, RoomEngine
-from roost.storage.events import EventStore, StoredEvent
+from roost.storage.events import StoredEvent
+from roost.storage.room_pages import RoomPageStore
 from roost.storage.streams import StreamIdGenerator
 
 MAX_LIMIT = 1000
@@ -66,7 +67,7 @@ def _type_list(value: object, name: str) -> list[str] | None:
 
 
 def register(
-    router: Router, engine: RoomEngine, view: RoomView, events: EventStore,
+    router: Router, engine: RoomEngine, view: RoomView, events: RoomPageStore,
     stream: StreamIdGenerator, backfill: Backfill | None = None,
 ) -> None:
     async def require_readable(room_id: str, user_id: str) -> None:
@@ -182,7 +183,7 @@ def _type_of(event: StoredEvent) -> str:
 
 
 async def _stream_page(
-    events: EventStore, room_id: str, from_pos: int, to: int | None, backwards: bool, limit: int,
+    events: RoomPageStore, room_id: str, from_pos: int, to: int | None, backwards: bool, limit: int,
     types: list[str] | None, not_types: list[str] | None, reader: str,
 ) -> tuple[list[StoredEvent], int | None, tuple[bool, list[tuple[int, str]]] | None]:
     """A page of the room's events whose types pass the filter; when the scan for it

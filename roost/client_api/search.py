@@ -25,7 +25,7 @@ from roost.client_api.search_index import SearchIndexer
 from roost.rooms.access import STATE
 from roost.rooms.engine import RoomEngine
 from roost.rooms.engine_types import LoadedEvent
-from roost.storage.events import EventStore
+from roost.storage.room_pages import RoomPageStore
 from roost.storage.search import SearchFilter, SearchHit, SearchStore
 from roost.storage.sync_data import AccountDataStore
 
@@ -89,7 +89,7 @@ def _decode_batch(token: str, order: str) -> dict[str, Any]:
 
 class RoomEventSearch:
     def __init__(self, store: SearchStore, indexer: SearchIndexer, engine: RoomEngine,
-                 view: RoomView, events: EventStore, account_data: AccountDataStore) -> None:
+                 view: RoomView, events: RoomPageStore, account_data: AccountDataStore) -> None:
         self._account_data = account_data
         self._store = store
         self._indexer = indexer

@@ -4,9 +4,9 @@ joins and leaves other servers made through this one (it relays them).
 It pulls, like every reader of the streams. On each `events` notification it
 reads the events after its persisted position (local sends this process has just
 persisted come from the engine's memory: no read per message), works out each event's
-destinations (the servers of the members joined in the state after it), and
-in one transaction queues the event for each destination and moves its
-position on. Each destination then gets its queue in order, in transactions
+destinations (the servers of the members joined in the state after it:
+destinations.py), and in one transaction queues the event for each destination and
+moves its position on. Each destination then gets its queue in order, in transactions
 of at most 50 PDUs and 100 EDUs, one transaction in flight at a time; the
 rows a transaction carried are deleted only after a 200 answer. So a restart
 loses nothing, and a destination that was down gets everything, in order,
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -41,6 +40,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from roost.federation.destinations import RoomDestinations, server_of
 from roost.rooms.engine_types import RecentEvent, membership_of
 from roost.storage.federation_outbound import (
     FederationOutboundStore,
@@ -58,11 +58,6 @@ MAX_PDUS_PER_TXN = 50
 MAX_EDUS_PER_TXN = 100
 READ_BATCH = 500
 POSITION_WRITE_S = 1.0  # at most this late when the events read had nothing to send
-GROUP_CACHE_SIZE = 10_000
-
-
-def server_of(user_id: str) -> str:
-    return user_id.split(":", 1)[1] if ":" in user_id else ""
 
 
 class Transport(Protocol):
@@ -99,19 +94,6 @@ class SenderStats:
     sent_pdus: list[str] = field(default_factory=list)
 
 
-def destinations_among(hosts: frozenset[str], event_type: str, state_key: str | None,
-                       membership: str | None, server_name: str) -> set[str]:
-    """The servers an event goes to among the room's `hosts` after it, before the relay
-    origin and the ACL are taken out: every one but this server, and a departing
-    member's own (a kicked or banned server learns it). The read loop and the pass for
-    rooms no other server is in decide by this one rule."""
-    found = set(hosts)
-    if event_type == "m.room.member" and state_key and membership in ("leave", "ban"):
-        found.add(server_of(state_key))
-    found.discard(server_name)
-    return found
-
-
 class FederationSender:
     def __init__(
         self,
@@ -131,8 +113,7 @@ class FederationSender:
         sends_to: Callable[[str], bool] | None = None,
         recent: Callable[[int, int], list[RecentEvent] | None] | None = None,
     ) -> None:
-        """`server_allowed(room_id, server)` is the room's server ACL (the access module's):
-        nothing of a room, PDU or EDU, goes to a server its ACL denies.
+        """`server_allowed(room_id, server)` is the room's server ACL (RoomDestinations).
 
         A sender that is never started (another process sends: homeserver/roles.py) still
         queues the EDUs it is handed, in the database; it tells `elsewhere(kind,
@@ -145,7 +126,6 @@ class FederationSender:
         self._recent = recent
         self._mine = sends_to or (lambda destination: True)
         self._store = store
-        self._server_allowed = server_allowed
         self._members = members
         self._stream = events_stream
         self._notifier = notifier
@@ -161,7 +141,7 @@ class FederationSender:
         self._reading = False
         self._read_again = False
         self._destinations: dict[str, _Destination] = {}
-        self._group_hosts: OrderedDict[int, frozenset[str]] = OrderedDict()
+        self._routes = RoomDestinations(store, members, server_name, server_allowed)
         self._typing_sent: dict[str, set[str]] = {}  # room -> local users we said are typing
         self._typing_queue = defer.DeferredLock()
         self._receipts_position = 0
@@ -265,25 +245,17 @@ class FederationSender:
 
         What the read loop would do for such events, without its task, coroutines and
         `OutboundEvent`s (a message in a room no other server is in, under fan-out):
-        their destinations are the same set `_destinations_for` computes before the ACL
-        filter, which only removes; with none, it queues nothing and moves the position
-        to be written later (`_write_position_soon`)."""
+        with no destination (`RoomDestinations.none_for_local_sends`, the same rule as
+        the loop's), it queues nothing and moves the position to be written later
+        (`_write_position_soon`)."""
         upto = self._stream.current
         if upto <= self._position or self._position_due or self._recent is None:
             return False
         found = self._recent(self._position, upto)
         if found is None or len(found) >= READ_BATCH:
             return False
-        group_hosts, server_name = self._group_hosts, self._server_name
-        for _, event, group in found:
-            if server_of(event.sender) != server_name:
-                return False  # not a local send: not for this pass to judge
-            hosts = group_hosts.get(group) if group is not None else None
-            if hosts is None or destinations_among(
-                    hosts, event.type, event.state_key, membership_of(event), server_name):
-                return False
-        for _, _, group in found:  # as `_hosts_at` would have: recently used
-            group_hosts.move_to_end(group)  # type: ignore[arg-type]
+        if not self._routes.none_for_local_sends(found):
+            return False
         self._write_position_soon()
         self._position = upto
         return True
@@ -306,7 +278,7 @@ class FederationSender:
                 new_position = events[-1].stream_ordering if len(events) == READ_BATCH else upto
                 rows: list[tuple[str, int, str]] = []
                 for event in events:
-                    for destination in sorted(await self._destinations_for(event)):
+                    for destination in sorted(await self._routes.of_event(event)):
                         if self._mine(destination):
                             rows.append((destination, event.stream_ordering, event.event_id))
                 relayed = [e.event_id for e in events if e.relay_origin is not None]
@@ -346,67 +318,7 @@ class FederationSender:
         self._position_due = True
         self._read_events()
 
-    async def _destinations_for(self, event: Any) -> set[str]:
-        """Servers to send an event to: those joined after it, plus a departing member's.
-
-        Local events go out; so do joins and leaves another server made through
-        us (served /send_join, /send_leave: `relay_origin`), since that server
-        handed them to us alone. Other remote events are their servers' to send.
-        """
-        origin = event.relay_origin
-        if server_of(event.sender) != self._server_name and origin is None:
-            return set()
-        hosts = destinations_among(await self._hosts_at(event), event.type, event.state_key,
-                                   event.membership, self._server_name)
-        hosts.discard(origin)
-        if event.type == "m.room.server_acl":
-            return hosts  # every server in the room learns the ACL, to uphold it
-        return await self._acl_filter(event.room_id, hosts)
-
-    async def _acl_filter(self, room_id: str, hosts: set[str]) -> set[str]:
-        if self._server_allowed is None:
-            return hosts
-        return {h for h in hosts if await self._server_allowed(room_id, h)}
-
-    async def _hosts_at(self, event: Any) -> frozenset[str]:
-        group = event.state_group
-        if group is None:
-            return frozenset(server_of(u) for u in await self._joined(event.room_id))
-        hosts = self._group_hosts.get(group)
-        if hosts is None:
-            hosts = await self._hosts_after_joins(group)
-        if hosts is None:
-            found = await self._store.joined_users_at_groups([group])
-            hosts = frozenset(server_of(u) for u in found.get(group, []))
-        self._group_hosts[group] = hosts
-        self._group_hosts.move_to_end(group)
-        while len(self._group_hosts) > GROUP_CACHE_SIZE:
-            self._group_hosts.popitem(last=False)
-        return hosts
-
-    async def _hosts_after_joins(self, group: int) -> frozenset[str] | None:
-        """The group's hosts from its previous group's, when it only adds joins; else None.
-
-        A room's state changes mostly by joins, each in a new group: reading the
-        whole chain for each would cost the room's size per join (quadratic over
-        a room filling up). A leave may take a server out only if it was that
-        server's last member, which needs the full read."""
-        prev, changes = await self._store.group_member_delta(group)
-        if prev is None or prev not in self._group_hosts:
-            return None
-        if any(membership != "join" for _, membership in changes):
-            return None
-        return self._group_hosts[prev] | {server_of(user) for user, _ in changes}
-
     # -- EDUs ----------------------------------------------------------------------
-
-    async def _room_hosts(self, room_id: str) -> set[str]:
-        hosts = {server_of(u) for u in await self._joined(room_id)} - {self._server_name}
-        return await self._acl_filter(room_id, hosts)
-
-    async def _joined(self, room_id: str) -> list[str]:
-        members = await self._members.members(room_id)
-        return [user for user, (membership, _) in members.items() if membership == "join"]
 
     async def queue_edus(self, rows: list[tuple[str, str, Any]]) -> None:
         """Queue (destination, edu_type, content) rows from other parts (the end-to-end
@@ -454,7 +366,7 @@ class FederationSender:
         # ("stopped typing") could otherwise land first and be overtaken by the earlier.
         await self._typing_queue.acquire()
         try:
-            hosts = await self._room_hosts(room_id)
+            hosts = await self._routes.room_hosts(room_id)
             await self._queue_own_edus([
                 (host, "m.typing", {"room_id": room_id, "user_id": user, "typing": typing})
                 for host in sorted(hosts) for user, typing in changes
@@ -482,7 +394,7 @@ class FederationSender:
             by_room.setdefault(room, {})[user] = {"event_ids": [event_id], "data": data}
         queued: list[tuple[str, str, Any]] = []
         for room, users in by_room.items():
-            for host in sorted(await self._room_hosts(room)):
+            for host in sorted(await self._routes.room_hosts(room)):
                 queued.append((host, "m.receipt", {room: {"m.read": users}}))
         if queued:
             await self._queue_own_edus(queued)
@@ -493,7 +405,7 @@ class FederationSender:
         for user in users:
             hosts: set[str] = set()
             for room in await self._members.rooms_for_user(user, ("join",)):
-                hosts |= await self._room_hosts(room)
+                hosts |= await self._routes.room_hosts(room)
             if not hosts:
                 continue
             content = {"user_id": user, **self._edus.presence_of(user)}

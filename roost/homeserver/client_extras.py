@@ -40,11 +40,12 @@ from roost.rooms.engine import RoomEngine
 from roost.storage.database import Database
 from roost.storage.directory import DirectoryStore
 from roost.storage.event_timestamps import EventTimestampStore
-from roost.storage.events import EventStore, SyncEventStore
+from roost.storage.events import SyncEventStore
 from roost.storage.guests import GuestQueries
 from roost.storage.notifier import Notifier
 from roost.storage.openid import OpenIdStore
 from roost.storage.reports import ReportStore
+from roost.storage.room_pages import RoomPageStore
 from roost.storage.search import SearchStore
 from roost.storage.streams import StreamIdGenerator
 from roost.storage.sync_data import AccountDataStore
@@ -54,12 +55,13 @@ def register_client_extras(router: Router, db: Database, clock: IReactorTime,
                            notifier: Notifier, engine: RoomEngine,
                            streams: dict[str, StreamIdGenerator], config: RoostConfig,
                            federation_router: FederationRouter, view: RoomView,
-                           event_store: EventStore, closers: list[tuple[str, Any]],
+                           closers: list[tuple[str, Any]],
                            waiter: sync.ChangeWaiter, directory_store: DirectoryStore,
                            presence_tracker: PresenceTracker,
                            federation_client: FederationClient) -> None:
     """Tags, third-party identifiers, OpenID and timestamp_to_event (client and federation
     sides), TURN, reports, search, and the deprecated /events and /initialSync."""
+    pages = RoomPageStore(db)
     account = account_data.AccountData(AccountDataStore(db), streams["account_data"], notifier)
 
     async def room_exists(room_id: str) -> bool:
@@ -75,7 +77,7 @@ def register_client_extras(router: Router, db: Database, clock: IReactorTime,
     voip_api.register(router, clock, voip.turn_uris, voip.turn_shared_secret,
                       voip.turn_user_lifetime, voip.turn_allow_guests)
     deprecated.register(router, deprecated.OldSync(
-        engine, view, event_store, SyncEventStore(db), streams["events"], waiter,
+        engine, view, pages, SyncEventStore(db), streams["events"], waiter,
         AccountDataStore(db), streams["account_data"], directory_store, presence_tracker))
     reports.register(router, ReportStore(db), view, clock)
     timestamps_store = EventTimestampStore(db)
@@ -93,4 +95,4 @@ def register_client_extras(router: Router, db: Database, clock: IReactorTime,
         indexer.start()
         closers.append(("search indexer", indexer.stop))
     search.register(router, search.RoomEventSearch(search_store, indexer, engine, view,
-                                                   event_store, AccountDataStore(db)))
+                                                   pages, AccountDataStore(db)))

@@ -123,6 +123,7 @@ from roost.storage.profiles import ProfileStore
 from roost.storage.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from roost.storage.registration_tokens import RegistrationTokenStore
 from roost.storage.relations import RelationStore
+from roost.storage.room_pages import RoomPageStore
 from roost.storage.room_state import RoomStateStore, UserRoomsCache
 from roost.storage.server_keys import ServerKeyStore
 from roost.storage.streams import StreamIdGenerator
@@ -441,7 +442,7 @@ async def build_homeserver(
                                config.server_name, local_key.signing_key, clock))
     send.register(router, engine, view, event_store, directory_store, config.server_name)
     room_state.register(router, engine, view)
-    messages.register(router, engine, view, event_store, event_stream,
+    messages.register(router, engine, view, RoomPageStore(db), event_stream,
                       Backfiller(engine, event_store, federation.keyring, federation.client,
                                  config.server_name, federation.fetches).backfill)
     relations.register(router, engine, view, RelationStore(db))
@@ -458,7 +459,7 @@ async def build_homeserver(
                              closers, password_hooks, builder, stream_wiring)
 
     register_client_extras(router, db, clock, notifier, engine, streams, config,
-                           federation.router, view, event_store, closers, waiter,
+                           federation.router, view, closers, waiter,
                            directory_store, presence_tracker, federation.client)
     admin = register_admin(router, config, accounts, tokens, device_store, profiles, engine,
                             clock, db, on_deactivate)

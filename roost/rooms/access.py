@@ -146,7 +146,7 @@ class RoomAccess:
         A user who forgot the room is treated as never having been in it. A
         user always sees their own membership events (or a rejected invite
         would never leave their view). `reader_history`, when the caller read it
-        with the events (EventStore.room_page), is the user's (forgotten,
+        with the events (RoomPageStore.room_page), is the user's (forgotten,
         membership history) in the room, else it is read here.
         """
         events = [e for e in events if e.event.room_id == room_id

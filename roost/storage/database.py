@@ -189,7 +189,7 @@ class Prepared:
     `settings` are planner settings applied to this statement alone (SET LOCAL, in the
     same round trip as EXECUTE); with `plan_cache_mode = force_generic_plan` among them
     the plan is made once for any arguments, so choose the SQL and settings such that
-    one plan fits every argument (see storage/events.py's pages). The name is derived
+    one plan fits every argument (see storage/room_pages.py). The name is derived
     from the SQL and settings, so each distinct text is a statement of its own. Each
     holds its plan in every connection's backend (about 115 KB for a page's): prepare
     statements run often, in a few shapes.

@@ -196,7 +196,7 @@ class RoomStateStore:
 
 def reader_history_txn(txn: Txn, room_id: str, user_id: str) -> tuple[bool, list[tuple[int, str]]]:
     """RoomStateStore.reader_history's reads, for a transaction that also reads the
-    events the answer is for (EventStore.room_page)."""
+    events the answer is for (RoomPageStore.room_page)."""
     forgotten = txn.query_one(
         "SELECT 1 FROM forgotten_rooms WHERE user_id = %s AND room_id = %s",
         (user_id, room_id)) is not None

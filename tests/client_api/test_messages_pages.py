@@ -1,6 +1,6 @@
 """/messages and /context answer as they did before their pages were prepared statements.
 
-The page query (storage/events.py `_stream_rows`) became a prepared statement with a
+The page query (storage/room_pages.py `_stream_rows`) became a prepared statement with a
 generic plan and a rewritten room condition (`room_id = ANY(ARRAY[...])`, ordered by
 room then position) so that PostgreSQL plans it once and well. Those changes must not
 change one answer: here every page of a room with redactions, relations, history
@@ -18,7 +18,8 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-import roost.storage.events as events_module
+import roost.storage.room_pages as pages_module
+from roost.storage.events import StoredEvent
 from tests.client_api.test_rooms_http import Client, start_users
 from tests.server_harness import q
 
@@ -44,7 +45,7 @@ def _reference_stream_rows(
         args.append(not_types)
     args.append(limit)
     return txn.query(
-        f"SELECT {events_module._ROOM_EVENT_COLUMNS}, (SELECT array_agg(DISTINCT x.rel_type)"
+        f"SELECT {pages_module._ROOM_EVENT_COLUMNS}, (SELECT array_agg(DISTINCT x.rel_type)"
         "  FROM event_relations x WHERE x.relates_to_id = e.event_id)"
         f"{extra} FROM events e"
         f" WHERE {' AND '.join(clauses)} ORDER BY e.stream_ordering {order} LIMIT %s",
@@ -66,7 +67,7 @@ def _reference_room_page(
     rows = _reference_stream_rows(txn, room_id, from_pos, to_pos, backwards, limit, types,
                                   not_types, extra,
                                   [reader, room_id, room_id, reader, room_id, reader])
-    page = [events_module.StoredEvent(*row[:9], frozenset(row[9] or ())) for row in rows]
+    page = [StoredEvent(*row[:9], frozenset(row[9] or ())) for row in rows]
     if not rows:
         return page, (False, [])
     forgotten, positions, memberships = rows[0][10:13]
@@ -167,8 +168,8 @@ class PreparedPagesAnswerAsBeforeTests(TestCase):
     async def test_every_page_answers_as_the_plain_query_did(self) -> None:
         clients, room, marks = await self._room()
         prepared = await self._answers(clients, room, marks)
-        self.patch(events_module, "_stream_rows", _reference_stream_rows)
-        self.patch(events_module, "_room_page", _reference_room_page)
+        self.patch(pages_module, "_stream_rows", _reference_stream_rows)
+        self.patch(pages_module, "_room_page", _reference_room_page)
         before = await self._answers(clients, room, marks)
         self.assertEqual(len(prepared), len(before))
         for got, expected in zip(prepared, before, strict=True):

@@ -33,7 +33,7 @@ from typing import Any
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
-from roost.storage.events import EventStore
+from roost.storage.room_pages import RoomPageStore
 from roost.storage.room_state import RoomStateStore
 from tests.client_api.test_websocket import Socket, connect_and_auth
 from tests.server_harness import RunningServer, q, start_server
@@ -365,6 +365,6 @@ class SyncStressTests(TestCase):
 
 async def _room_positions(server: RunningServer, room_id: str) -> list[tuple[int, str]]:
     """(position, event id) of every event in the room's timeline, from storage."""
-    store = EventStore(server.hs.db)
+    store = RoomPageStore(server.hs.db)
     page = await store.room_stream_events(room_id, -(1 << 62), None, False, 100_000)
     return [(e.stream_ordering or 0, e.event_id) for e in page]

@@ -133,6 +133,15 @@ def _config(folder: str, name: str, fed_port: int, client_port: int, database: s
     }
 
 
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` applied: a mapping in both is merged, anything else replaced."""
+    out = dict(base)
+    for key, value in overrides.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = _merged(base[key], value) if both else value
+    return out
+
+
 def _create_database(name: str) -> None:
     conn = psycopg2.connect(admin_dsn())
     conn.autocommit = True
@@ -150,7 +159,9 @@ def _drop_database(name: str) -> None:
     conn.close()
 
 
-def _start(folder: str) -> SynapseNode:
+def _start(folder: str, overrides: dict[str, Any] | None = None) -> SynapseNode:
+    """Start Synapse in `folder`; `overrides` are merged into the config, key by key in
+    nested mappings (benchmarks raise the rate limits and quieten the log with it)."""
     fed_port, client_port = _free_port(), _free_port()
     name = f"localhost:{fed_port}"
     database = f"synapse_test_{uuid.uuid4().hex[:12]}"
@@ -158,7 +169,8 @@ def _start(folder: str) -> SynapseNode:
     write_self_signed(folder, "tls", "localhost")
     config_path = os.path.join(folder, "homeserver.yaml")
     with open(config_path, "w") as f:
-        json.dump(_config(folder, name, fed_port, client_port, database), f)  # JSON is YAML
+        config = _config(folder, name, fed_port, client_port, database)
+        json.dump(_merged(config, overrides or {}), f)  # JSON is YAML
     # trial's workers export PYTHONPATH with Roost's own site-packages: Synapse must
     # see only its virtualenv.
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}

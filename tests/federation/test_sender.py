@@ -6,6 +6,7 @@ own sender is stopped first so the two do not share the queue. The remote
 member is appended straight through the engine (no remote server exists).
 `OutageTests` at the end runs two real servers and needs the inbound
 `/send` (the other half of federation).
+Which servers get each event is tests/federation/test_destinations.py's.
 """
 
 from __future__ import annotations
@@ -194,32 +195,8 @@ class BatchingTests(TestCase):
         ids = await f.send(1)
         await eventually(lambda: _async(f.transport.delivered_pdus() == ids))
 
-    async def test_a_ban_in_a_room_no_other_server_is_in_reaches_the_banned_server(self) -> None:
-        f = SenderFixture(self)
-        await f.setup()
-        alone = (await f.server.request("POST", V3 + "/createRoom", {}, token=f.token)).body
-        room = q(alone["room_id"])
-        await f.server.request("PUT", f"{V3}/rooms/{room}/send/m.room.message/first",
-                               {"msgtype": "m.text", "body": "x"}, token=f.token)
-        await eventually(lambda: _async(not f.sender.pending_work()))
-        banned = await f.server.request("POST", f"{V3}/rooms/{room}/ban",
-                                        {"user_id": "@x:far.test"}, token=f.token)
-        self.assertEqual(banned.status, 200, banned.body)
-        await eventually(lambda: _async(
-            "far.test" in {c[0] for c in f.transport.calls if not c[3]}))
-        sent = [(p["type"], p["state_key"], p["content"]["membership"])
-                for dest, _, body, failed in f.transport.calls if dest == "far.test" and not failed
-                for p in body["pdus"]]
-        self.assertEqual(sent, [("m.room.member", "@x:far.test", "ban")])
 
-
-class RoutingTests(TestCase):
-    async def test_destinations_follow_joins_and_a_servers_last_leave(self) -> None:
-        await self._destinations_follow_joins_and_leaves(from_memory=True)
-
-    async def test_destinations_read_back_from_storage_are_the_same(self) -> None:
-        await self._destinations_follow_joins_and_leaves(from_memory=False)
-
+class ReadingTests(TestCase):
     async def test_local_sends_are_not_read_back_from_storage(self) -> None:
         """Under fan-out each message was a read transaction of its own."""
         for from_memory, reads in ((True, 0), (False, 5)):
@@ -237,38 +214,6 @@ class RoutingTests(TestCase):
                     len(f.transport.delivered_pdus()) == n))
             self.assertEqual(f.transport.delivered_pdus(), ids)
             self.assertEqual(seen.count("fed_events_after"), reads, from_memory)
-
-    async def _destinations_follow_joins_and_leaves(self, from_memory: bool) -> None:
-        f = SenderFixture(self, from_memory)
-        await f.setup()  # bob of remote.test has joined
-        engine = f.server.hs.engine
-
-        async def membership(user: str, value: str) -> None:
-            await engine.append(f.room_id, NewEvent(user, "m.room.member",
-                                                    {"membership": value}, user))
-
-        def delivered_to(event_id: str) -> set[str]:
-            return {dest for dest, _, body, failed in f.transport.calls if not failed
-                    for pdu in body["pdus"] if _id(pdu) == event_id}
-
-        async def sent_to(event_id: str, expected: set[str]) -> set[str]:
-            # Each destination has its own send loop: wait for every one expected, not
-            # only the first to deliver.
-            await eventually(lambda: _async(expected <= delivered_to(event_id)))
-            return delivered_to(event_id)
-
-        # A message after each change: its group is the change's, whose previous group
-        # the message before made the sender read (joins then extend it, leaves re-read).
-        steps = [("@c:one.test", "join", {REMOTE, "one.test"}),
-                 ("@c:two.test", "join", {REMOTE, "one.test", "two.test"}),
-                 ("@d:two.test", "join", {REMOTE, "one.test", "two.test"}),
-                 ("@c:two.test", "leave", {REMOTE, "one.test", "two.test"}),  # @d stays
-                 ("@d:two.test", "leave", {REMOTE, "one.test"}),  # two.test's last member
-                 ("@e:three.test", "join", {REMOTE, "one.test", "three.test"})]
-        for i, (user, value, expected) in enumerate(steps):
-            await membership(user, value)
-            (event_id,) = await f.send(1, f"step{i}-")
-            self.assertEqual(await sent_to(event_id, expected), expected, (user, value))
 
 
 class RetryTests(TestCase):

@@ -30,6 +30,7 @@ from roost.rooms.events import Event
 from roost.rooms.hashing import server_name_of
 from roost.rooms.state_res import InMemoryStateResStore, resolve_state
 from roost.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion
+from roost.storage.room_pages import RoomPageStore
 from tests.server_harness import start_server
 
 REMOTE_KEY = generate_signing_key("r1")
@@ -161,7 +162,7 @@ class IngestRemoteTests(TestCase):
                              late.event_id)
         self.assertTrue(soft[0])
         self.assertNotIn(late.event_id, (await engine._head(room_id)).extremities)
-        stream = await server.hs.engine._events.room_stream_events(room_id, 0, None, False, 100)
+        stream = await RoomPageStore(server.hs.db).room_stream_events(room_id, 0, None, False, 100)
         self.assertNotIn(late.event_id, [s.event_id for s in stream])
 
     async def test_missing_prevs_and_unknown_room(self) -> None:
