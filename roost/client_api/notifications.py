@@ -47,11 +47,7 @@ class UnreadCounts:
         fields = await self.room_fields(request.user_id, room_ids, request.now.events,
                                         per_thread)
         if per_thread:
-            while len(self._threads_for) >= 64:  # a request whose second call never came
-                self._threads_for.pop(next(iter(self._threads_for)))
-            self._threads_for[id(request)] = {
-                room: f["unread_thread_notifications"] for room, f in fields.items()
-                if "unread_thread_notifications" in f}
+            self._keep_threads(request, fields)
         return {room: f["unread_notifications"] for room, f in fields.items()}
 
     async def unread_thread_notifications(self, request: SyncRequest, room_ids: list[str]
@@ -66,6 +62,37 @@ class UnreadCounts:
         return {room: f["unread_thread_notifications"] for room, f in fields.items()
                 if "unread_thread_notifications" in f}
 
+    def unread_notifications_at_once(self, request: SyncRequest, room_ids: list[str]
+                                     ) -> dict[str, JsonDict] | None:
+        """`unread_notifications` when evaluation has passed the request's events position
+        and every room's counts are held (no wait, no read), else None."""
+        position = request.now.events
+        if not self._evaluator.has_reached(position):
+            return None
+        counts = self._evaluator.counts.held(request.user_id, room_ids, position)
+        if counts is None:
+            return None
+        per_thread = request.filter.unread_thread_notifications
+        fields = _fields(counts, room_ids, per_thread)
+        if per_thread:
+            self._keep_threads(request, fields)
+        return {room: f["unread_notifications"] for room, f in fields.items()}
+
+    def unread_thread_notifications_at_once(self, request: SyncRequest, room_ids: list[str]
+                                            ) -> dict[str, JsonDict] | None:
+        """`unread_thread_notifications` of a request whose `unread_notifications` were
+        made at once (they are kept for it then), else None."""
+        if not request.filter.unread_thread_notifications:
+            return {}
+        return self._threads_for.pop(id(request), None)
+
+    def _keep_threads(self, request: SyncRequest, fields: dict[str, JsonDict]) -> None:
+        while len(self._threads_for) >= 64:  # a request whose second call never came
+            self._threads_for.pop(next(iter(self._threads_for)))
+        self._threads_for[id(request)] = {
+            room: f["unread_thread_notifications"] for room, f in fields.items()
+            if "unread_thread_notifications" in f}
+
     async def room_fields(self, user_id: str, room_ids: list[str], events_position: int,
                           per_thread: bool) -> dict[str, JsonDict]:
         """room -> `unread_notifications` (and, when the filter asks for it,
@@ -77,23 +104,29 @@ class UnreadCounts:
             await ready
         counts = await self._evaluator.counts.read_through(user_id, room_ids, self._store,
                                                            events_position)
-        out: dict[str, JsonDict] = {}
-        for room_id in room_ids:
-            threads = counts.get(room_id, {})
-            if per_thread:
-                main = threads.get(MAIN, (0, 0))
-                fields: JsonDict = {"unread_notifications": _counts(*main)}
-                others = {t: _counts(*c) for t, c in threads.items() if t != MAIN}
-                if others:
-                    fields["unread_thread_notifications"] = others
-            elif len(threads) <= 1:  # the common case: nothing unread, or the main thread's
-                fields = {"unread_notifications": _counts(*next(iter(threads.values()),
-                                                                 (0, 0)))}
-            else:
-                total = (sum(c[0] for c in threads.values()), sum(c[1] for c in threads.values()))
-                fields = {"unread_notifications": _counts(*total)}
-            out[room_id] = fields
-        return out
+        return _fields(counts, room_ids, per_thread)
+
+
+def _fields(counts: dict[str, Any], room_ids: list[str], per_thread: bool
+            ) -> dict[str, JsonDict]:
+    """The room fields of every room given from its counts per thread (none: nothing unread)."""
+    out: dict[str, JsonDict] = {}
+    for room_id in room_ids:
+        threads = counts.get(room_id, {})
+        if per_thread:
+            main = threads.get(MAIN, (0, 0))
+            fields: JsonDict = {"unread_notifications": _counts(*main)}
+            others = {t: _counts(*c) for t, c in threads.items() if t != MAIN}
+            if others:
+                fields["unread_thread_notifications"] = others
+        elif len(threads) <= 1:  # the common case: nothing unread, or the main thread's
+            fields = {"unread_notifications": _counts(*next(iter(threads.values()),
+                                                             (0, 0)))}
+        else:
+            total = (sum(c[0] for c in threads.values()), sum(c[1] for c in threads.values()))
+            fields = {"unread_notifications": _counts(*total)}
+        out[room_id] = fields
+    return out
 
 
 def _counts(notifications: int, highlights: int) -> JsonDict:

@@ -257,6 +257,15 @@ def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters
         stored_filters[key] = found
         return found
 
+    def known_filter(user_id: str, raw: str | None) -> SyncFilter | None:
+        """`load_filter`'s answer when known without a coroutine (the default filter, or a
+        stored one parsed before: most polls), else None."""
+        if raw is None:
+            return DEFAULT_FILTER
+        if raw.isdigit() and len(raw) <= 18:
+            return stored_filters.get((user_id, int(raw)))
+        return None
+
     # query string -> its checked arguments: the receivers one message wakes come back
     # with the same query (the same `since`), so it is read once.
     queries: dict[bytes, PollArgs] = {}
@@ -292,7 +301,7 @@ def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters
         if since_raw:  # most polls come back with the current token: taken as it is
             now = builder.now()
             since = now if since_raw == builder.text(now) else StreamToken.parse(since_raw)
-        filt = await load_filter(user, filter_raw)
+        filt = known_filter(user, filter_raw) or await load_filter(user, filter_raw)
         if presence is not None and set_presence == "online":
             presence.polled(user)
         elif presence is not None:
@@ -331,6 +340,11 @@ async def _long_poll(builder: SyncBuilder, waiter: ChangeWaiter, user: str,
                 continue  # something for this user landed: build from `since`
             body, _ = await builder.build(user, since, filt, device_id=device_id)
             return body  # the timeout: an empty delta, with the sections' current values
+        if since is not None and not full_state:
+            # A woken receiver after the first: its answer from memory, if all is there.
+            answered = builder.build_at_once(user, since, filt, device_id)
+            if answered is not None:
+                return answered[0]
         body, token = await builder.build(user, since, filt, full_state, device_id)
         if since is None or full_state or not builder.is_empty(body):
             return body

@@ -13,23 +13,28 @@ is registered through sync_extensions.py.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from roost.client_api.receipts import Receipts
 from roost.client_api.room_view import RoomView
 from roost.client_api.stream_token import STREAMS, StreamToken
+from roost.client_api.sync_ephemeral import Presence, SyncEphemeral
 from roost.client_api.sync_extensions import (
     CORE_KEYS,
     CORE_ROOM_KEYS,
+    LATER,
     RoomField,
+    RoomFieldAtOnce,
     RoomFieldBuild,
     Section,
+    SectionAtOnce,
     SectionBuild,
     SyncRequest,
     any_value,
 )
 from roost.client_api.sync_filter import SyncFilter
 from roost.client_api.sync_local import local_ranges
+from roost.client_api.sync_news import MAX_INCREMENTAL_EVENTS, NewsWindow
 from roost.client_api.sync_room_state import RoomPlan, SyncRoomState
 from roost.client_api.sync_serialize import SyncSerializer
 from roost.client_api.sync_shared import EMPTY, SharedRoom, SharedRooms
@@ -45,17 +50,9 @@ from roost.storage.sync_queries import RecentEvents, SyncQueries
 
 JsonDict = dict[str, Any]
 SyncToken = StreamToken  # the name this module used before the one token type
-MAX_INCREMENTAL_EVENTS = 5000
 IGNORED_USERS = "m.ignored_user_list"
 MAX_REMEMBERED_USERS = 100_000
 FIRST_POSITION = -(1 << 62)  # before every position, backfilled history included
-
-
-class Presence(Protocol):
-    @property
-    def current(self) -> int: ...
-    def changes_since(self, position: int, users: set[str]) -> list[JsonDict]: ...
-    def changed_users(self, position: int) -> set[str]: ...
 
 
 class SyncBuilder:
@@ -74,20 +71,17 @@ class SyncBuilder:
         self._view = view
         self._events = events
         self._event_stream = event_stream
-        self._typing = typing
-        self._receipts = receipts
         self._account_data = account_data
         self._account_stream = account_stream
-        self._presence = presence
         self._user_rooms = user_rooms
         self._queries = queries
         self._state = SyncRoomState(engine, view, queries, remote_invite_state)
+        self._ephemeral = SyncEphemeral(typing, receipts, account_data, presence, queries)
         self._recent = RecentEvents(self._queries, events,
                                     local=local_ranges(engine.recent_local_events))
         self._serializer = SyncSerializer(view, queries, self._recent)
         self._shared = SharedRooms()
-        # The newest range's new events by room ((after, upto), by room): see _news_by_room.
-        self._news: tuple[tuple[int, int], dict[str, list[StoredEvent]]] = ((0, -1), {})
+        self._window = NewsWindow(self._recent)  # the newest range's events by room
         presence_now = (lambda: presence.current) if presence is not None else (lambda: 0)
         self._positions: dict[str, Callable[[], int]] = {
             "events": lambda: event_stream.current,
@@ -117,17 +111,21 @@ class SyncBuilder:
         self._last_version = -1
 
     def add_section(self, key: str, build: SectionBuild,
-                    is_news: Callable[[Any], bool] = any_value) -> None:
-        """A top-level key of the body, computed from a SyncRequest (None leaves it out)."""
+                    is_news: Callable[[Any], bool] = any_value,
+                    at_once: SectionAtOnce | None = None) -> None:
+        """A top-level key of the body, computed from a SyncRequest (None leaves it out);
+        `at_once`: the same without waiting, or LATER (see sync_extensions.py)."""
         if key in CORE_KEYS or any(s.key == key for s in self._sections):
             raise ValueError(f"sync section {key} is taken")
-        self._sections.append(Section(key, build, is_news))
+        self._sections.append(Section(key, build, is_news, at_once))
 
-    def add_room_field(self, key: str, build: RoomFieldBuild) -> None:
-        """A key of each joined room in the body, computed for all of them at once."""
+    def add_room_field(self, key: str, build: RoomFieldBuild,
+                       at_once: RoomFieldAtOnce | None = None) -> None:
+        """A key of each joined room in the body, computed for all of them at once;
+        `at_once`: the same without waiting, or None (see sync_extensions.py)."""
         if key in CORE_ROOM_KEYS or any(f.key == key for f in self._room_fields):
             raise ValueError(f"sync room field {key} is taken")
-        self._room_fields.append(RoomField(key, build))
+        self._room_fields.append(RoomField(key, build, at_once))
 
     def add_ready(self, hook: Callable[[int], Awaitable[Any]]) -> None:
         """Something a build up to events position N waits for (push's unread counts wait
@@ -190,7 +188,7 @@ class SyncBuilder:
             rooms = await self._news_rooms(request, memberships)
             account_events: list[JsonDict] = []
         else:
-            account = await self._account_changes(user_id, since, now)
+            account = await self._ephemeral.account_changes(user_id, since, now)
             if since is None and self._default_account_data:
                 stored = {t for room, t, _ in account if room == ""}
                 for data_type, default in self._default_account_data.items():
@@ -205,10 +203,66 @@ class SyncBuilder:
                 if room == "" and filt.account_data.wants_type(t)])
         body: JsonDict = {"next_batch": self.text(now), "rooms": rooms,
                           "account_data": {"events": account_events}}
-        body["presence"] = {"events": await self._presence_events(
+        body["presence"] = {"events": await self._ephemeral.presence_events(
             user_id, memberships, since, filt)}
         for section in self._sections:
             value = await section.build(request)
+            if value is not None:
+                body[section.key] = value
+        return body, now
+
+    def build_at_once(self, user_id: str, since: SyncToken, filt: SyncFilter,
+                      device_id: str | None = None) -> tuple[JsonDict, SyncToken] | None:
+        """`build(user_id, since, filt, device_id=device_id)`'s answer when it has news and
+        is made of what memory holds alone, else None (then `build` it): a quiet sync
+        (`_quiet`) whose range's events are grouped (sync_news.py), whose rooms' shared
+        parts are kept and served as they are (`_serve_directly`), and whose room fields,
+        presence and sections are known without waiting (their `at_once`). A receiver
+        woken after the first of a change is answered so, without a coroutine: the same
+        body, byte for byte (tests/client_api/test_sync_direct.py)."""
+        now = self.now()
+        if since.events >= now.events:
+            return None
+        memberships = self._user_rooms.held_at(user_id, now.events)
+        if memberships is None or not self._quiet(user_id, since, now):
+            return None
+        filt = filt.ignoring(self._ignored[user_id])
+        by_room = self._window.held(since.events, now.events, memberships, filt)
+        if not by_room:
+            return None
+        now_ms = self._view.now_ms()
+        joined: JsonDict = {}
+        for room_id in by_room:
+            shared = self._shared.get(room_id, since.events, now.events, filt, now_ms)
+            if shared is None:
+                return None
+            if shared is not EMPTY:
+                # (_serve_directly, for one room)
+                if shared.served is None or shared.touches_summary or user_id in shared.senders:
+                    return None
+                joined[room_id] = shared.room()
+        if not joined:
+            return None
+        request = SyncRequest(user_id, device_id, since, now, filt, False)
+        rooms = list(joined)
+        for room_field in self._room_fields:
+            values = room_field.at_once(request, rooms) if room_field.at_once else None
+            if values is None:
+                return None
+            key = room_field.key
+            for room_id, value in values.items():
+                if room_id in joined:
+                    joined[room_id][key] = value
+        presence = self._ephemeral.presence_at_once(user_id, since, filt)
+        if presence is None:
+            return None
+        body: JsonDict = {"next_batch": self.text(now),
+                          "rooms": {"join": joined, "invite": {}, "leave": {}},
+                          "account_data": {"events": []}, "presence": {"events": presence}}
+        for section in self._sections:
+            value = section.at_once(request) if section.at_once else LATER
+            if value is LATER:
+                return None
             if value is not None:
                 body[section.key] = value
         return body, now
@@ -245,7 +299,7 @@ class SyncBuilder:
         plans: dict[str, RoomPlan] = {}
         out: JsonDict = {"join": {}, "invite": {}, "leave": {}}
         if since.events < now.events:
-            by_room = await self._news_by_room(since.events, now.events, memberships, filt)
+            by_room = await self._window.by_room(since.events, now.events, memberships, filt)
             now_ms = self._view.now_ms()
             parts: list[tuple[str, SharedRoom]] = []
             for room_id, raw in by_room.items():
@@ -270,35 +324,6 @@ class SyncBuilder:
                                              filt)
             await self._add_room_fields(out["join"], request)
         return out
-
-    async def _news_by_room(self, after: int, upto: int, memberships: dict[str, str],
-                            filt: SyncFilter) -> dict[str, list[StoredEvent]]:
-        """The new events in (after, upto] of the rooms the user is joined to and the filter
-        wants, by room, oldest first (at most the newest MAX_INCREMENTAL_EVENTS of them).
-
-        Every receiver woken by one change asks for the same range: the window's events of
-        it are grouped by room once (`_news`, kept for the newest range asked) and each
-        receiver keeps its rooms of them. Exact: the events of a range never change once
-        it is readable (sync_queries.RecentEvents), and a range holding more events than a
-        receiver may get is cut per receiver as before."""
-        key = (after, upto)
-        if self._news[0] == key:
-            grouped = self._news[1]
-        else:
-            fresh = await self._recent.window(after, upto)
-            if fresh is None:  # not in memory: read the range for every joined room
-                fresh = await self._recent.in_range(
-                    [r for r, m in memberships.items() if m == "join" and filt.wants_room(r)],
-                    after, upto, MAX_INCREMENTAL_EVENTS)
-                return _by_room(fresh)
-            if len(fresh) > MAX_INCREMENTAL_EVENTS:  # cut after picking the user's rooms
-                return _by_room([e for e in fresh if memberships.get(e.room_id) == "join"
-                                 and filt.wants_room(e.room_id)][-MAX_INCREMENTAL_EVENTS:])
-            grouped = _by_room(fresh)
-            if upto >= self._news[0][1]:
-                self._news = (key, grouped)
-        return {room_id: raw for room_id, raw in grouped.items()
-                if memberships.get(room_id) == "join" and filt.wants_room(room_id)}
 
     @staticmethod
     def _serve_directly(parts: list[tuple[str, SharedRoom]], user_id: str) -> bool:
@@ -356,7 +381,7 @@ class SyncBuilder:
             left = {r: pos for r, m, _, pos in changes if m in ("leave", "ban")
                     and memberships.get(r) in ("leave", "ban") and filt.wants_room(r)}
             await self._leaves(plans, left, since, filt)
-        await self._add_ephemeral(plans, joined, user_id, since, now, account, filt)
+        await self._ephemeral.add(plans, joined, user_id, since, now, account, filt)
         await self._state.add_summaries(plans, user_id, since is None or full_state)
         out: JsonDict = {"join": {}, "invite": {}, "leave": {}}
         await self._serializer.serialize(out, plans, user_id, request.device_id, filt)
@@ -526,71 +551,6 @@ class SyncBuilder:
             return loaded
         return [e for e in loaded if timeline.wants_room(e.event.room_id)
                 and timeline.wants(e.event.type, e.event.sender, e.event.content)]
-
-    # -- ephemeral and account data, batched over rooms --------------------------
-
-    async def _add_ephemeral(self, plans: dict[str, RoomPlan], joined: list[str], user_id: str,
-                             since: SyncToken | None, now: SyncToken,
-                             account: list[tuple[str, str, JsonDict]],
-                             filt: SyncFilter) -> None:
-        ephemeral_filter, data_filter = filt.ephemeral, filt.room_account_data
-        want_typing = ephemeral_filter.wants_type("m.typing") and ephemeral_filter.limit != 0
-        receipts: dict[str, JsonDict] = {}
-        if (since is None or since.receipts < now.receipts) and \
-                ephemeral_filter.wants_type("m.receipt") and ephemeral_filter.limit != 0:
-            receipts = await self._receipts.events_since(
-                joined, since.receipts if since else 0, now.receipts, user_id)
-        room_data: dict[str, list[JsonDict]] = {}
-        for room, data_type, content in account:
-            if room and data_filter.wants_room(room) and data_filter.wants_type(data_type):
-                room_data.setdefault(room, []).append({"type": data_type, "content": content})
-        for room_id in joined:
-            ephemeral = []
-            if not ephemeral_filter.wants_room(room_id):
-                pass
-            elif want_typing and (since is None and self._typing.typing_users(room_id) or (
-                    since is not None and self._typing.changed_since(room_id, since.typing))):
-                ephemeral.append(self._typing.event(room_id))
-            if room_id in receipts and ephemeral_filter.wants_room(room_id):
-                ephemeral.append(receipts[room_id])
-            ephemeral = ephemeral_filter.cut(ephemeral)
-            if room_id in room_data:
-                room_data[room_id] = data_filter.cut(room_data[room_id])
-            if not ephemeral and room_id not in room_data and room_id not in plans:
-                continue
-            plan = plans.setdefault(room_id, RoomPlan([], False, f"s{now.events}"))
-            plan.ephemeral = ephemeral
-            plan.account_data = room_data.get(room_id, [])
-
-    async def _account_changes(self, user_id: str, since: SyncToken | None,
-                               now: SyncToken) -> list[tuple[str, str, JsonDict]]:
-        if since is not None and since.account_data >= now.account_data:
-            return []
-        return await self._account_data.since(user_id, since.account_data if since else 0,
-                                              now.account_data)
-
-    async def _presence_events(self, user_id: str, memberships: dict[str, str],
-                               since: SyncToken | None, filt: SyncFilter) -> list[JsonDict]:
-        if self._presence is None or not filt.include_presence:
-            return []
-        if since is not None and since.presence == self._presence.current:
-            return []  # (a token from before a restart is ahead: the tracker resends all)
-        position = since.presence if since else 0
-        # Only those whose presence changed are looked for among the user's rooms' members
-        # (a newcomer to a room of 2,000 members whose presence has not changed reads none).
-        others = self._presence.changed_users(position) - {user_id}
-        users = {user_id} | (await self._queries.joined_users(
-            [r for r, m in memberships.items() if m == "join"], among=others) if others else set())
-        changes = self._presence.changes_since(position, users)
-        return filt.presence.cut([c for c in changes if filt.presence.wants(
-            c.get("type", "m.presence"), c.get("sender"))])
-
-def _by_room(events: list[StoredEvent]) -> dict[str, list[StoredEvent]]:
-    """Events grouped by room, each room's oldest first, rooms in order of first event."""
-    by_room: dict[str, list[StoredEvent]] = {}
-    for stored in events:
-        by_room.setdefault(stored.room_id, []).append(stored)
-    return by_room
 
 
 def _in_token_order(positions: dict[str, Callable[[], int]]) -> list[Callable[[], int]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from roost.client_api.sync_extensions import LATER
 from roost.storage.device_inbox import DeviceInboxStore
 from roost.storage.device_lists import DeviceListStore
 from roost.storage.e2e_keys import E2eKeyStore
@@ -87,6 +88,40 @@ class E2eSync:
         if req.device_id is None:
             return None
         return (await self._keys.sync_counts(req.user_id, req.device_id))[1]
+
+
+    # -- the same, without waiting (SyncBuilder.build_at_once), or LATER -------------
+
+    def to_device_at_once(self, req: _Request) -> Any:
+        if req.device_id is None:
+            return None
+        if req.since is None or req.since.to_device > self._acked.get((req.user_id,
+                                                                       req.device_id), 0):
+            return LATER  # (an acknowledgement to store)
+        if req.since.to_device >= req.now.to_device:
+            return {"events": []}
+        return LATER
+
+    def device_lists_at_once(self, req: _Request) -> Any:
+        if req.since is None:
+            return None
+        since, now = req.since, req.now
+        if since.device_lists >= now.device_lists and (
+                since.events >= now.events or self.last_membership <= max(since.events, 0)):
+            return {"changed": [], "left": []}
+        return LATER
+
+    def one_time_keys_count_at_once(self, req: _Request) -> Any:
+        if req.device_id is None:
+            return None
+        held = self._keys.held_sync_counts(req.user_id, req.device_id)
+        return LATER if held is None else held[0]
+
+    def unused_fallback_key_types_at_once(self, req: _Request) -> Any:
+        if req.device_id is None:
+            return None
+        held = self._keys.held_sync_counts(req.user_id, req.device_id)
+        return LATER if held is None else held[1]
 
 
 def device_lists_news(value: Any) -> bool:

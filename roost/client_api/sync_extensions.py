@@ -30,6 +30,12 @@ Four kinds of extension, registered on the `SyncBuilder` in wiring.py:
   result get no key. It never adds a room to the answer on its own: a change
   that should bring a room in (a receipt, an event) already does.
 
+Sections and room fields may also give an `at_once` function: the same value
+computed without waiting (no read, nothing awaited), or `LATER` (a room field:
+None) when that needs something not in memory. A woken long poll's answer is
+built from these alone when every part has one (`SyncBuilder.build_at_once`),
+without the dozen coroutines of `build`; it must equal what `build` gives.
+
 A readiness hook (`builder.add_ready(hook)`): what a field's build waits for
 before it can answer up to events position N (push's unread counts wait for
 evaluation to pass N). The readers a change wakes are held until every hook
@@ -72,6 +78,18 @@ class SyncRequest:
 
 SectionBuild = Callable[[SyncRequest], Awaitable[Any]]
 RoomFieldBuild = Callable[[SyncRequest, list[str]], Awaitable[dict[str, Any]]]
+SectionAtOnce = Callable[[SyncRequest], Any]  # the value, or LATER
+RoomFieldAtOnce = Callable[[SyncRequest, list[str]], "dict[str, Any] | None"]
+
+
+class _Later:
+    """`LATER`: a section's value is not known without waiting (a read, a hook)."""
+
+    def __repr__(self) -> str:
+        return "LATER"
+
+
+LATER: Any = _Later()
 
 
 def any_value(value: Any) -> bool:
@@ -86,12 +104,14 @@ class Section:
     key: str
     build: SectionBuild
     is_news: Callable[[Any], bool] = any_value
+    at_once: SectionAtOnce | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RoomField:
     key: str
     build: RoomFieldBuild
+    at_once: RoomFieldAtOnce | None = None
 
 
 CORE_KEYS = frozenset({"next_batch", "rooms", "account_data", "presence"})

@@ -161,8 +161,10 @@ async def build_push(router: Router, db: Database, reactor: Any, clock: IReactor
     pushers.register(router, pusher_service)
     password_hooks.append(pusher_service.password_changed)
     unread = notifications.UnreadCounts(actions, counts)
-    builder.add_room_field("unread_notifications", unread.unread_notifications)
-    builder.add_room_field("unread_thread_notifications", unread.unread_thread_notifications)
+    builder.add_room_field("unread_notifications", unread.unread_notifications,
+                           unread.unread_notifications_at_once)
+    builder.add_room_field("unread_thread_notifications", unread.unread_thread_notifications,
+                           unread.unread_thread_notifications_at_once)
     builder.add_ready(unread.ready)
     return PushParts(evaluator, delivery, unread)
 
@@ -211,11 +213,13 @@ async def build_e2ee(router: Router, db: Database, config: RoostConfig, clock: I
     notifier.add_cache(e2e_sync.on_change)
     builder.add_stream("to_device", lambda: streams["to_device"].current)
     builder.add_stream("device_lists", lambda: streams["device_lists"].current)
-    builder.add_section("to_device", e2e_sync.to_device)
-    builder.add_section("device_lists", e2e_sync.device_lists, device_lists_news)
-    builder.add_section("device_one_time_keys_count", e2e_sync.one_time_keys_count, never_news)
+    builder.add_section("to_device", e2e_sync.to_device, at_once=e2e_sync.to_device_at_once)
+    builder.add_section("device_lists", e2e_sync.device_lists, device_lists_news,
+                        e2e_sync.device_lists_at_once)
+    builder.add_section("device_one_time_keys_count", e2e_sync.one_time_keys_count, never_news,
+                        e2e_sync.one_time_keys_count_at_once)
     builder.add_section("device_unused_fallback_key_types", e2e_sync.unused_fallback_key_types,
-                        never_news)
+                        never_news, e2e_sync.unused_fallback_key_types_at_once)
     return InboundDeviceEdus(queries, list_store, lists.changed, to_device_service.from_federation)
 
 

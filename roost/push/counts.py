@@ -40,6 +40,8 @@ class CountsSource(Protocol):
 
     def reached(self, position: int, timeout_s: float) -> defer.Deferred[None]: ...
 
+    def has_reached(self, position: int) -> bool: ...
+
 
 class UnreadCache:
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
@@ -74,6 +76,19 @@ class UnreadCache:
             self._entries[(user_id, room_id)] = dict(read.get(room_id, {}))
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
+
+    def held(self, user_id: str, room_ids: list[str], position: int) -> dict[str, Counts] | None:
+        """`read_through`'s answer when every room's counts are held (nothing to read), else
+        None. `position`: as for `read_through`."""
+        entries = self._entries
+        found: dict[str, Counts] = {}
+        for room_id in room_ids:
+            entry = entries.get((user_id, room_id))
+            if entry is None:
+                return None
+            found[room_id] = entry
+        self.hits += len(found)
+        return found
 
     async def read_through(self, user_id: str, room_ids: list[str], store: PushActionStore,
                            position: int) -> dict[str, Counts]:

@@ -205,6 +205,10 @@ class PushEvaluator:
             return defer.succeed(None)
         return self._waiters.wait(position, timeout_s)
 
+    def has_reached(self, position: int) -> bool:
+        """Whether `reached(position, ...)` would fire at once."""
+        return self.position >= position or self._stopped
+
     # -- reading the events stream ------------------------------------------------
 
     def _on_change(self, change: StreamChange) -> None:

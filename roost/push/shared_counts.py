@@ -82,6 +82,11 @@ class FollowedCache(UnreadCache):
         super().__init__()
         self._follower = follower
 
+    def held(self, user_id: str, room_ids: list[str], position: int) -> dict[str, Counts] | None:
+        if not self._follower.trusted(position):
+            return None
+        return super().held(user_id, room_ids, position)
+
     async def read_through(self, user_id: str, room_ids: list[str], store: PushActionStore,
                            position: int) -> dict[str, Counts]:
         follower = self._follower
@@ -171,6 +176,11 @@ class FollowedCounts:
                 or not self.live():
             return defer.succeed(None)
         return self._waiters.wait(position, timeout_s)
+
+    def has_reached(self, position: int) -> bool:
+        """Whether `reached(position, ...)` would fire at once."""
+        return self._stale or self.position is None or self.position >= position \
+            or not self.live()
 
     def _timed_out(self) -> None:
         self._stale = True  # the evaluator, or its messages, are not coming

@@ -40,6 +40,11 @@ class E2eKeyStore:
         for key in devices:
             self._sync_counts.pop(key, None)
 
+    def held_sync_counts(self, user_id: str, device_id: str
+                         ) -> tuple[dict[str, int], list[str]] | None:
+        """`sync_counts` when held (no read), else None."""
+        return self._sync_counts.get((user_id, device_id))
+
     async def sync_counts(self, user_id: str, device_id: str) -> tuple[dict[str, int], list[str]]:
         """The device's one-time key counts and unused fallback key types, for /sync."""
         key = (user_id, device_id)

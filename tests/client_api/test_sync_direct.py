@@ -1,5 +1,5 @@
 """A woken receiver's rooms served straight from the shared parts (SyncBuilder._news_rooms
-with `_serve_directly`, and the range's events grouped once, `_news_by_room`) must give
+with `_serve_directly`, and the range's events grouped once, sync_news.NewsWindow) must give
 byte for byte the body the serializer's path gives, and the rooms the general path gives,
 for receivers with different filters, ignore lists, memberships and own events."""
 
@@ -88,7 +88,7 @@ class DirectServingTests(TestCase):
                     builder._serve_directly = lambda parts, user_id: False
                     slow, _ = await builder.build(user_id, since, filt, device_id=device)
                     builder._serve_directly = serve_directly
-                    builder._news = ((0, -1), {})  # the general path reads for itself
+                    builder._window.forget()  # the general path reads for itself
                     memberships = await builder._user_rooms.rooms_at(user_id, now.events)
                     ignored = builder._ignored[user_id]
                     general = await builder._rooms(

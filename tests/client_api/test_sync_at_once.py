@@ -1,0 +1,204 @@
+"""A woken receiver's answer made at once from memory (SyncBuilder.build_at_once, with the
+sections' and room fields' `at_once`) must be byte for byte the body `build` gives, for
+users with different filters (per-thread counts, event_fields, lazy loading, rooms),
+ignore lists, memberships, unread counts and own events; and it must decline (None) when a
+part needs a read or a wait, so that `build` answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
+
+from roost.client_api.sync_filter import DEFAULT_FILTER, SyncFilter
+from roost.http.bodies import encode_json
+from tests.server_harness import RunningServer, q, start_server
+
+V3 = "/_matrix/client/v3"
+
+FILTERS: list[Any] = [
+    None,
+    {"room": {"timeline": {"limit": 1}}},
+    {"room": {"timeline": {"not_types": ["m.room.name"]}}},
+    {"room": {"timeline": {"senders": ["@bob:test.roost"]}}},
+    {"room": {"timeline": {"unread_thread_notifications": True}}},
+    {"event_fields": ["content.body", "type", "sender"]},
+    {"event_format": "federation"},
+    {"room": {"state": {"lazy_load_members": True}}},
+    {"room": {"rooms": ["ROOM1"]}},
+    {"room": {"not_rooms": ["ROOM1"]}},
+    {"presence": {"types": []}},
+]
+
+
+def _frozen_clock() -> task.Clock:
+    """Served ages move only when the test advances it: every path serves the same ages."""
+    clock = task.Clock()
+    clock.advance(reactor.seconds())  # type: ignore[attr-defined]
+    return clock
+
+
+async def _call(server: RunningServer, method: str, path: str, token: str,
+                body: Any = None) -> Any:
+    resp = await server.request(method, V3 + path, body if body is not None else {},
+                                token=token)
+    assert resp.status == 200, (path, resp.status, resp.body)
+    return resp.body
+
+
+def _filter(raw: Any, rooms: list[str]) -> SyncFilter:
+    if raw is None:
+        return DEFAULT_FILTER
+    text = encode_json(raw).decode().replace("ROOM1", rooms[1])
+    import json
+    return SyncFilter.from_json(json.loads(text))
+
+
+class AtOnceTests(TestCase):
+    async def _setup(self) -> tuple[RunningServer, dict[str, Any], list[str]]:
+        server = await start_server(self, clock=_frozen_clock())
+        users = {name: await server.register(name)
+                 for name in ("alice", "bob", "carol", "dave", "erin")}
+        alice = users["alice"]["access_token"]
+        rooms = [(await _call(server, "POST", "/createRoom", alice,
+                              {"preset": "public_chat"}))["room_id"] for _ in range(3)]
+        for name in ("bob", "carol", "dave", "erin"):
+            for room in rooms[:2] if name == "dave" else rooms:
+                await _call(server, "POST", f"/rooms/{q(room)}/join",
+                            users[name]["access_token"])
+        await _call(server, "POST", f"/rooms/{q(rooms[2])}/leave", users["erin"]["access_token"])
+        await _call(server, "PUT", f"/user/{q('@carol:test.roost')}/account_data/"
+                    "m.ignored_user_list", users["carol"]["access_token"],
+                    {"ignored_users": {"@bob:test.roost": {}}})
+        builder = server.hs.sync_builder
+        assert builder is not None
+        for user in users.values():  # initial syncs: ignored users known from then on
+            await builder.build(user["user_id"], None, DEFAULT_FILTER,
+                                device_id=user["device_id"])
+        return server, users, rooms
+
+    async def _compare(self, server: RunningServer, users: dict[str, Any], rooms: list[str],
+                       since: Any) -> list[bool]:
+        """For every user and filter: `build`, then `build_at_once` (which uses what the
+        first kept), then `build` again; the bodies must be equal whenever at once answers.
+        Returns whether it answered, per (user, filter)."""
+        builder = server.hs.sync_builder
+        assert builder is not None
+        taken = []
+        for name, user in users.items():
+            for raw in FILTERS:
+                filt = _filter(raw, rooms)
+                user_id, device = user["user_id"], user["device_id"]
+                built, token = await builder.build(user_id, since, filt, device_id=device)
+                quick = builder.build_at_once(user_id, since, filt, device)
+                again, _ = await builder.build(user_id, since, filt, device_id=device)
+                self.assertEqual(encode_json(built), encode_json(again), (name, raw))
+                taken.append(quick is not None)
+                if quick is not None:
+                    self.assertEqual(quick[1], token)
+                    self.assertEqual(encode_json(quick[0]), encode_json(built), (name, raw))
+                    self.assertFalse(builder.is_empty(quick[0]))
+        return taken
+
+    async def test_at_once_answers_equal_build_s(self) -> None:
+        server, users, rooms = await self._setup()
+        builder = server.hs.sync_builder
+        assert builder is not None
+        alice, bob = users["alice"]["access_token"], users["bob"]["access_token"]
+        since = builder.now()
+        for i, room in enumerate(rooms):
+            await _call(server, "PUT", f"/rooms/{q(room)}/send/m.room.message/a{i}", alice,
+                        {"msgtype": "m.text", "body": f"to room {i}"})
+        await _call(server, "PUT", f"/rooms/{q(rooms[1])}/send/m.room.message/b1", bob,
+                    {"msgtype": "m.text", "body": "bob's"})
+        taken = await self._compare(server, users, rooms, since)
+        self.assertGreaterEqual(sum(taken), 20)  # at once for most...
+        self.assertIn(False, taken)  # ...but not for bob's own event (his transaction id)
+        # A mention (a highlight: counts differ per user), a thread reply (per-thread
+        # counts), a name change (summary: never at once) and a redaction, from an older
+        # `since` too.
+        older, since = since, builder.now()
+        root = await _call(server, "PUT", f"/rooms/{q(rooms[0])}/send/m.room.message/a8",
+                           alice, {"msgtype": "m.text", "body": "carol: look"})
+        await _call(server, "PUT", f"/rooms/{q(rooms[0])}/send/m.room.message/a9", alice,
+                    {"msgtype": "m.text", "body": "in thread",
+                     "m.relates_to": {"rel_type": "m.thread", "event_id": root["event_id"]}})
+        await _call(server, "PUT", f"/rooms/{q(rooms[1])}/send/m.room.message/a10", alice,
+                    {"msgtype": "m.text", "body": "dave, erin and carol"})
+        self.assertIn(True, await self._compare(server, users, rooms, since))
+        await _call(server, "PUT", f"/rooms/{q(rooms[2])}/state/m.room.name/", alice,
+                    {"name": "renamed"})
+        await _call(server, "PUT", f"/rooms/{q(rooms[0])}/redact/{q(root['event_id'])}/x",
+                    alice, {})
+        await self._compare(server, users, rooms, since)
+        await self._compare(server, users, rooms, older)
+
+    async def test_at_once_declines_what_needs_a_read_or_a_wait(self) -> None:
+        server, users, rooms = await self._setup()
+        builder = server.hs.sync_builder
+        assert builder is not None
+        alice = users["alice"]["access_token"]
+        dave = users["dave"]  # (carol ignores bob: her filter is her own)
+        since = builder.now()
+        await _call(server, "PUT", f"/rooms/{q(rooms[0])}/send/m.room.message/a0", alice,
+                    {"msgtype": "m.text", "body": "hello"})
+        await builder.build(dave["user_id"], since, DEFAULT_FILTER,
+                            device_id=dave["device_id"])  # (the window starts)
+        since = builder.now()
+        await _call(server, "PUT", f"/rooms/{q(rooms[0])}/send/m.room.message/a1", alice,
+                    {"msgtype": "m.text", "body": "hello again"})
+        await builder.prepare(builder.now().events)  # as the waiter does before waking
+        args = (dave["user_id"], since, DEFAULT_FILTER, dave["device_id"])
+        self.assertIsNone(builder.build_at_once(*args))  # nothing kept yet: build
+        await builder.build(dave["user_id"], since, DEFAULT_FILTER,
+                            device_id=dave["device_id"])
+        self.assertIsNotNone(builder.build_at_once(*args))
+        # Counts not held: read by `build`.
+        push = server.hs.push
+        assert push is not None
+        push.evaluator.counts.clear()
+        self.assertIsNone(builder.build_at_once(*args))
+        await builder.build(dave["user_id"], since, DEFAULT_FILTER,
+                            device_id=dave["device_id"])
+        self.assertIsNotNone(builder.build_at_once(*args))
+        # A to-device message for dave's device: the inbox is read by `build`.
+        await _call(server, "PUT", "/sendToDevice/m.test/t1", alice, {"messages": {
+            dave["user_id"]: {dave["device_id"]: {"x": 1}}}})
+        self.assertIsNone(builder.build_at_once(*args))
+        body, _ = await builder.build(*args[:3], device_id=dave["device_id"])
+        self.assertEqual(len(body["to_device"]["events"]), 1)
+
+    async def test_woken_long_polls_are_answered_at_once(self) -> None:
+        """Over HTTP: every receiver of a message gets it exactly once, the later ones from
+        `build_at_once`."""
+        server, users, rooms = await self._setup()
+        builder = server.hs.sync_builder
+        assert builder is not None
+        answered: list[bool] = []
+        at_once = builder.build_at_once
+
+        def watched(*args: Any) -> Any:
+            result = at_once(*args)
+            answered.append(result is not None)
+            return result
+
+        builder.build_at_once = watched  # type: ignore[method-assign]
+        since = str(builder.now())
+        receivers = ("bob", "carol", "dave", "erin")
+        polls = [defer.ensureDeferred(_call(
+            server, "GET", f"/sync?since={since}&timeout=20000", users[name]["access_token"]))
+            for name in receivers]
+        await task.deferLater(reactor, 0.3, lambda: None)
+        sent = await _call(server, "PUT", f"/rooms/{q(rooms[0])}/send/m.room.message/w1",
+                           users["alice"]["access_token"], {"msgtype": "m.text", "body": "hi"})
+        for name, body in zip(receivers, await defer.gatherResults(polls), strict=True):
+            token = users[name]["access_token"]
+            while rooms[0] not in body["rooms"]["join"]:  # (a presence change came first)
+                body = await _call(server, "GET", f"/sync?since={body['next_batch']}"
+                                   "&timeout=20000", token)
+            events = body["rooms"]["join"][rooms[0]]["timeline"]["events"]
+            self.assertEqual([e["event_id"] for e in events], [sent["event_id"]])
+            self.assertEqual(body["rooms"]["join"][rooms[0]]["unread_notifications"],
+                             {"notification_count": 1, "highlight_count": 0})
+        self.assertIn(True, answered)
