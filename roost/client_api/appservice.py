@@ -79,11 +79,13 @@ class AppServiceAuth:
         self._services = services
         self._tokens = tokens
         self._users = users
+        if not services._by_token:  # no service registered (fixed at start): no token is one
+            self.known = tokens.known  # type: ignore[method-assign]
 
     def known(self, token: str) -> Requester | None:
         """An ordinary access token's requester from memory (TokenAuthority.known); None
         for a service's token or anything to look up: then `authenticate`."""
-        if self._services.by_token(token) is not None:
+        if token and self._services._by_token.get(token) is not None:  # by_token, inline
             return None
         return self._tokens.known(token)
 

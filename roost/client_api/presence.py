@@ -105,7 +105,8 @@ class PresenceTracker:
         # _restart_idle_timer, inline: this runs on every long poll.
         state.idle_at = now + self._idle_timeout
         call = state.idle_call
-        if (call is None or not call.active()) and not self._stopped:
+        # (call.active(), inline: a DelayedCall's own test of these two flags)
+        if (call is None or call.cancelled or call.called) and not self._stopped:
             state.idle_call = self._clock.callLater(self._idle_timeout, self._went_idle, user_id)
         if state.presence != "online":
             self._change(user_id, state, "online", state.status_msg)
@@ -122,7 +123,12 @@ class PresenceTracker:
         state = self._users.get(user_id) or self._user(user_id)
         state.connections = max(0, state.connections - 1)
         if state.connections == 0 and state.presence != "offline":
-            self._restart_offline_timer(user_id, state)
+            # _restart_offline_timer, inline: this runs at the end of every long poll.
+            state.offline_at = self._clock.seconds() + self._offline_timeout
+            call = state.offline_call
+            if not self._stopped and (call is None or call.cancelled or call.called):
+                state.offline_call = self._clock.callLater(self._offline_timeout,
+                                                           self._went_away, user_id)
 
     async def set_presence(self, user_id: str, presence: str, status_msg: str | None) -> None:
         """What the user asks for (PUT /presence, or /sync's set_presence)."""

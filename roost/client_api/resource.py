@@ -177,6 +177,7 @@ class RoostSite(LimitedSite):
     request headers stored once (roost.http.channel)."""
 
     protocol = lean_channel
+    access_log = False  # FastRequest.answer skips `log` (below) then
 
     def __init__(self, resource: Resource, max_body_bytes: int, x_forwarded: bool = False,
                  **kwargs: Any) -> None:
@@ -267,7 +268,8 @@ class JsonResource(Resource):
                 if requester is not None:
                     user = requester.user_id
                     if self.seen is not None and requester.app_service is None:
-                        self.seen(requester, _client_ip(request))
+                        peer = request.getClientAddress()  # _client_ip, inline
+                        self.seen(requester, getattr(peer, "host", None) or "unknown")
                     if requester.is_guest:
                         check_guest(method, path)
                 if route.rate_limit is not None:  # no coroutine to await otherwise
@@ -290,7 +292,10 @@ class JsonResource(Resource):
         except Exception:
             logger.exception("%s %s failed", method, _clean(request))
             status, body = 500, {"errcode": "M_UNKNOWN", "error": "Internal server error"}
-        self._respond(request, status, body, headers)
+        # _respond, inline (write_json does nothing if the client has gone).
+        if getattr(request, "too_large", False):
+            headers = {**headers, "Connection": "close"}
+        write_json(request, status, body, headers, CORS_HEADERS)
         if logger.isEnabledFor(logging.INFO):  # the arguments cost a regex per request
             logger.info(
                 "%s %s %s %d %.1fms %s", rid, method, _clean(request), status,
@@ -301,10 +306,13 @@ class JsonResource(Resource):
         """`_requester`'s answer when no await is needed (no token needed, or a token
         known in memory: an ordinary client's every request after its first), else
         _LATER. A coroutine per request less."""
+        # _access_token's usual case inline: a bearer header seen before.
+        values = request.requestHeaders._rawHeaders.get(b"Authorization")
+        token = _bearer_tokens.get(values[-1]) if values else None
+        if token is None:
+            token = _access_token(request)  # a malformed Authorization header is refused
         if not route.auth and not route.auth_optional:
-            _access_token(request)  # a malformed Authorization header is still refused
             return None
-        token = _access_token(request)
         if token is None or self._auth is None:
             return _LATER
         query = request.uri.partition(b"?")[2]

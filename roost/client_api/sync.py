@@ -21,6 +21,7 @@ from roost.client_api.stream_token import StreamToken
 from roost.client_api.sync_builder import SyncBuilder
 from roost.client_api.sync_deadlines import DeadlineQueue
 from roost.client_api.sync_filter import DEFAULT_FILTER, SyncFilter
+from roost.http.tasks import Wakeup
 from roost.storage.notifier import Notifier, StreamChange
 from roost.storage.room_state import UserRoomsCache
 from roost.storage.sync_data import FilterStore
@@ -63,7 +64,8 @@ class ChangeWaiter:
             if watch is not None:
                 watch.cancel()
 
-        done: defer.Deferred[bool] = defer.Deferred(stop)
+        # A Wakeup: the request's Task is resumed by it directly (roost.http.tasks).
+        done: defer.Deferred[bool] = Wakeup(stop)
         watch = self.watch(user_id, timeout_s, done.callback, done.errback, queued=True)
         return done
 

@@ -168,7 +168,7 @@ class TokenAuthority:
         exp = claims.get("exp")
         if exp is not None and self._clock.seconds() >= exp:
             return None
-        live = self._devices.cached_session(known.session_id)
+        live = self._devices.sessions.get(known.session_id)  # cached_session, inline
         if live is None or live[0] != known.user_id or live[1] != known.device_id \
                 or live[2] != known.is_admin:
             return None

@@ -41,6 +41,9 @@ SERVER_HEADER = b"Server: " + server.version + b"\r\n"
 # The content types Twisted parses a POST body of into `args` (http.Request.requestReceived).
 FORM_TYPES = (b"multipart/form-data", b"application/x-www-form-urlencoded")
 _date: list[Any] = [0, b""]
+_time = time.time
+# Headers() without its __init__'s Python call (it only sets an empty dict).
+_new_headers = Headers.__new__
 
 
 def date_header() -> bytes:
@@ -84,15 +87,21 @@ def write_now(transport: Any, data: bytes) -> None:
     send happens on the reactor's next turn, and each answer costs two epoll_ctl calls
     (start and stop writing) and a turn of its own. On a plain TCP connection with an
     empty buffer the order of bytes cannot change by sending now; whatever the socket
-    does not take (or any error) goes through transport.write as before.
+    does not take goes through transport.write as before, and so does everything on
+    any error (EAGAIN, EINTR, a reset: what tcp.Connection.writeSomeData maps to "0
+    sent" or "connection lost" alike leaves the bytes to the transport, whose own
+    write then meets the same condition).
     """
     if (type(transport) is tcp.Server and not transport.TLS and transport.connected
             and not transport.disconnecting and not transport._writeDisconnected
             and not transport.dataBuffer and not transport._tempDataBuffer):
-        sent = transport.writeSomeData(data)
-        if type(sent) is int:
-            if sent == len(data):
-                return
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            sent = 0
+        if sent == len(data):
+            return
+        if sent:
             data = data[sent:]
     transport.write(data)
 
@@ -119,9 +128,40 @@ def parse_query(query: bytes) -> dict[bytes, list[bytes]]:
     return args
 
 
+class _Rendered:
+    """What a resource's render returned, handed to server.Request.render as a resource
+    answering it (repr: the resource's, as in Twisted's error page)."""
+
+    def __init__(self, resrc: Any, body: Any) -> None:
+        self._resrc, self._body = resrc, body
+
+    def render(self, request: Any) -> Any:
+        return self._body
+
+    def __repr__(self) -> str:
+        return repr(self._resrc)
+
+
+_TWISTED_RENDER = server.Request.render
+# Resources -> whether they provide _IEncodingResource (a zope check per request
+# otherwise): the site's few leaf resources.
+_encoding: dict[Any, bool] = {}
+
+
+def _encoding_resource(resrc: Any) -> bool:
+    answer = bool(resource._IEncodingResource.providedBy(resrc))
+    if len(_encoding) >= 256:
+        _encoding.clear()
+    _encoding[resrc] = answer
+    return answer
+
+
 class FastRequest(server.Request):
     """server.Request, with `answer` for whole answers (see the module docstring)."""
 
+    # Set by a subclass that answered before the whole body was in (roost.http.limits).
+    answered_early = False
+    _body_complete = False  # the whole request has arrived
     _args: dict[bytes, list[bytes]] | None = None
     _query: bytes | None = None  # set once the request is received: b"" for none
     _on_lost: list[Callable[[], object]] | None = None
@@ -134,13 +174,16 @@ class FastRequest(server.Request):
             return
         self.notifications = []
         self.channel = channel
-        self.client = channel.getPeer()
-        self.host = channel.getHost()
-        self.requestHeaders = Headers()
+        # A LeanChannel's peer, host and transport are read directly once it holds them.
+        self.client = getattr(channel, "_peer", None) or channel.getPeer()
+        self.host = getattr(channel, "_host", None) or channel.getHost()
+        self.requestHeaders = headers = _new_headers(Headers)
+        headers._rawHeaders = {}
         self.received_cookies = {}
-        self.responseHeaders = Headers()
+        self.responseHeaders = headers = _new_headers(Headers)
+        headers._rawHeaders = {}
         self.cookies = []
-        self.transport = channel.transport
+        self.transport = getattr(channel, "_transport", None) or channel.transport
         self.queued = queued
         self._parsePOSTFormSubmission = channel.site._parsePOSTFormSubmission
         self._adapterCache = {}  # components.Componentized
@@ -163,6 +206,10 @@ class FastRequest(server.Request):
         content type names a form: Twisted reads any content type with the email
         package's header parser (an EmailMessage per POST, and about half a MiB of
         modules imported by the first JSON POST: bench/memory.py)."""
+        self._body_complete = True
+        if self.answered_early:
+            self._after_early_answer()
+            return
         ctype = self.requestHeaders._rawHeaders.get(b"Content-Type")
         if (command == b"POST" and self._parsePOSTFormSubmission and ctype
                 and ctype[0].lstrip().lower().startswith(FORM_TYPES) and self.content.tell()):
@@ -174,6 +221,11 @@ class FastRequest(server.Request):
         self._args = None
         self._query = query if question else b""
         self.process()
+
+    def _after_early_answer(self) -> None:
+        """The whole request is in, after a subclass answered it early (set
+        `answered_early`: roost.http.limits); no resource runs."""
+        raise NotImplementedError
 
     def when_lost(self, callback: Callable[[], object]) -> None:
         """Call `callback` if the connection is lost before the answer is finished."""
@@ -189,8 +241,9 @@ class FastRequest(server.Request):
 
     def process(self) -> None:
         """server.Request.process, without setting Server and Date as header objects on
-        every request (they are written with the head)."""
-        self.site = self.channel.site
+        every request (they are written with the head), and with server.Request.render's
+        usual case inline: a resource that answers later (NOT_DONE_YET)."""
+        self.site = site = self.channel.site
         self.prepath = []
         path = self.path[1:]
         self.postpath = list(map(unquote, path.split(b"/"))) if b"%" in path else path.split(b"/")
@@ -198,12 +251,27 @@ class FastRequest(server.Request):
             self._handleStar()
             return
         try:
-            resrc = self.site.getResourceFor(self)
-            if resource._IEncodingResource.providedBy(resrc):
+            resrc = site.getResourceFor(self)
+            encoding = _encoding.get(resrc)
+            if encoding is None:
+                encoding = _encoding_resource(resrc)
+            if encoding:
                 encoder = resrc.getEncoder(self)
                 if encoder is not None:
                     self._encoder = encoder
-            self.render(resrc)
+            if type(self).render is not _TWISTED_RENDER:
+                self.render(resrc)
+                return
+            try:
+                body = resrc.render(self)
+            except resource.UnsupportedMethod:
+                # Twisted's answer (HEAD rendered as GET, 405 or 501) from its own render,
+                # which asks the resource again: a resource refuses a method before
+                # doing anything (Resource.render looks the method up first).
+                _TWISTED_RENDER(self, resrc)
+                return
+            if body is not server.NOT_DONE_YET:
+                _TWISTED_RENDER(self, _Rendered(resrc, body))  # Twisted's handling of it
         except BaseException:
             self.processingFailed(failure.Failure())
 
@@ -237,20 +305,39 @@ class FastRequest(server.Request):
                    for value in values]
             line += b"".join(own)
         length = b"Content-Length: %d\r\n\r\n" % len(body)
+        now = int(_time())  # date_header(), inline
+        date = _date[1] if now == _date[0] else date_header()
         if self.method != b"HEAD":
-            data = b"".join((line, SERVER_HEADER, date_header(), head, length, body))
+            data = b"".join((line, SERVER_HEADER, date, head, length, body))
             self.sentLength = len(body)
         else:
-            data = b"".join((line, SERVER_HEADER, date_header(), head, length))
+            data = b"".join((line, SERVER_HEADER, date, head, length))
         write_now(self.transport, data)  # (the channel's, taken at the start)
         # Request.finish for this case (no encoder, nothing chunked, the head and body
-        # written): the site's log, then the end of the request.
-        factory = getattr(self.channel, "factory", None)
-        if factory is not None:
+        # written): the site's log (unless it keeps none), then the end of the request.
+        channel = self.channel
+        factory = getattr(channel, "factory", None)
+        if factory is not None and getattr(factory, "access_log", True):
             factory.log(self)
         self.finished = 1
-        if not self.queued:
+        if self.queued:
+            return
+        if self.producer:
             self._cleanup()
+            return
+        # Request._cleanup (Twisted 26.10) without a producer left registered, inline.
+        channel.requestDone(self)
+        del self.channel
+        content = self.content
+        if content is not None:
+            try:
+                content.close()
+            except OSError:
+                pass
+            del self.content
+        for d in self.notifications:
+            d.callback(None)
+        self.notifications = []
 
     def _answer_through_twisted(self, code: int, head: bytes, body: bytes) -> None:
         self.setResponseCode(code)

@@ -26,6 +26,7 @@ from typing import Any
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.web import server
+from twisted.web.resource import Resource
 
 from roost.http.answers import FastRequest
 
@@ -36,6 +37,7 @@ _IN_MEMORY_BELOW = 100_000
 # enough for any honest client to finish sending and read the 413.
 _DISCARD_AT_MOST = 2 * 1024 * 1024 * 1024
 
+_PLAIN_CHILD = Resource.getChildWithDefault
 # Headers every early answer carries: CORS (browsers must be able to read the
 # error) and those every media answer needs.
 _EXTRA_HEADERS = (
@@ -51,10 +53,8 @@ class LimitedRequest(FastRequest):
 
     max_body_bytes = DEFAULT_MAX_BODY_BYTES
     too_large = False
-    answered_early = False
     _received = 0
     _discarded = 0
-    _body_complete = False
 
     def gotLength(self, length: int | None) -> None:
         if length == 0:  # no body (a GET): no limit to apply, nothing to spool
@@ -119,15 +119,11 @@ class LimitedRequest(FastRequest):
             # the connection down in the middle of a read).
             transport.loseWriteConnection()
 
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        self._body_complete = True
-        if self.answered_early:
-            # The 413 went out already and the body has been dropped: close (the
-            # answer said so); no resource runs.
-            self.content.close()
-            self.channel.loseConnection()
-            return
-        super().requestReceived(command, path, version)
+    def _after_early_answer(self) -> None:
+        """(FastRequest.requestReceived) The 413 went out already and the body has been
+        dropped: close (the answer said so); no resource runs."""
+        self.content.close()
+        self.channel.loseConnection()
 
     def connectionLost(self, reason: Any) -> None:
         # A truncated body: drop what was spooled at once rather than when collected.
@@ -161,7 +157,12 @@ class LimitedSite(server.Site):
         while postpath and not found.isLeaf:
             element = postpath.pop(0)
             prepath.append(element)
-            found = found.getChildWithDefault(element, request)
+            if type(found).getChildWithDefault is _PLAIN_CHILD:
+                # Resource.getChildWithDefault, inline: a static child, else getChild.
+                child = found.children.get(element)
+                found = child if child is not None else found.getChild(element, request)
+            else:
+                found = found.getChildWithDefault(element, request)
         return found
 
     def body_limit(self, path: bytes) -> int:

@@ -13,14 +13,24 @@ stdlib, homeserver/logsetup.py) never shows.
 directly. `_doReadOrWrite` catches and logs what a read or write raises and
 drops the connection; anything escaping it (a connectionLost handler
 failing) is logged here, as `callWithLogger` did, and the loop goes on.
+The usual event, a TCP connection with input and nothing else ready, is
+dispatched inline (`_read_tcp`: what `_doReadOrWrite`, `tcp.Connection.doRead`
+and `_dataReceived` do for it, three Python calls fewer per request read).
 """
 
 from __future__ import annotations
 
 import errno
+import sys
+from select import EPOLLIN
+from typing import Any
 
+from twisted.internet import main, tcp
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.python import log
+
+_EAGAIN = errno.EWOULDBLOCK
 
 
 class LeanEPollReactor(EPollReactor):
@@ -42,13 +52,42 @@ class LeanEPollReactor(EPollReactor):
             except KeyError:
                 continue
             try:
-                dispatch(selectable, fd, event)
+                if event == EPOLLIN and type(selectable) is tcp.Server:
+                    self._read_tcp(selectable)
+                else:
+                    dispatch(selectable, fd, event)
             except KeyboardInterrupt:
                 raise
             except BaseException:
                 log.err(None, f"unhandled error dispatching {selectable!r}")
 
     doIteration = doPoll
+
+    def _read_tcp(self, connection: Any) -> None:
+        """_doReadOrWrite (Twisted 26.10) for a tcp.Server with only EPOLLIN, with its
+        doRead and _dataReceived inline: the same reads, errors and disconnections."""
+        why: Any = None
+        in_read = False
+        try:
+            if connection.fileno() == -1:
+                why = _NO_FILEDESC
+            else:
+                try:
+                    data = connection.socket.recv(connection.bufferSize)
+                except OSError as se:
+                    if se.args[0] != _EAGAIN:
+                        why = main.CONNECTION_LOST
+                else:
+                    if data:
+                        connection.protocol.dataReceived(data)
+                    else:
+                        why = main.CONNECTION_DONE
+                in_read = True
+        except BaseException:
+            why = sys.exc_info()[1]
+            log.err()
+        if why:
+            self._disconnectSelectable(connection, why, in_read)
 
 
 def install() -> bool:

@@ -275,7 +275,8 @@ class Database:
         several processes, whether any connection of an instance is left tells the
         others that none of its transactions can still commit (shared_streams.py).
         `pool_min` threads start at once, each opening its connection on its first
-        transaction; more start as work needs them, up to `pool_max`."""
+        transaction; more start as work needs them, up to `pool_max`, and end with their
+        connections once idle for a while (pool_threads.IDLE_SECONDS)."""
         self._reactor = reactor
         self.dsn = dsn
         # (desc, seconds, committed) after each attempt; set when metrics are on.
@@ -292,7 +293,15 @@ class Database:
             cp_openfun=functools.partial(_prepare_connection, application_name=application_name),
             cp_reactor=reactor,
         )
-        self._threads = PoolThreads(reactor, pool_max, pool_min)
+        self._threads = PoolThreads(reactor, pool_max, pool_min,
+                                    on_retire=self._close_thread_connection)
+
+    def _close_thread_connection(self) -> None:
+        """On a pool thread that is ending, idle (PoolThreads): close its connection, if
+        it opened one; a later thread opens its own (a thread id can be reused)."""
+        conn = self._pool.connections.get(self._pool.threadID())
+        if conn is not None:
+            self._pool.disconnect(conn)
 
     async def run(self, desc: str, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """Run `fn(txn, *args, **kwargs)` as one transaction, retrying on conflicts."""

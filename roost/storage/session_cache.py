@@ -47,6 +47,11 @@ MAX_ENTRIES = 200_000
 _by_database: weakref.WeakKeyDictionary[Any, SessionCache] = weakref.WeakKeyDictionary()
 
 
+def _always() -> bool:
+    """`trusted` with one process: whatever it holds is sure (no call per request)."""
+    return True
+
+
 class SessionCache:
     """session id -> SessionInfo, for the sessions this process has read lately."""
 
@@ -62,7 +67,7 @@ class SessionCache:
         self.epoch = 0
         # Whether this process is sure to hear every revocation made elsewhere (set by
         # the wiring: always, with one process; while its bus lease holds, with several).
-        self.trusted: Callable[[], bool] = lambda: True
+        self.trusted: Callable[[], bool] = _always
         # Tells the other processes; returns once none of them can still accept the
         # revoked sessions. None: no other process caches (one process).
         self.announce: Callable[[list[str]], Awaitable[None]] | None = None
@@ -87,7 +92,8 @@ class SessionCache:
         if entry is None:
             return None
         age = self._monotonic() - entry[1]
-        if age >= self._max_age or not self.trusted():
+        trusted = self.trusted
+        if age >= self._max_age or (trusted is not _always and not trusted()):
             self._remove(session_id, entry[0][0])
             return None
         if age >= self._refresh_after and self.refresh is not None:

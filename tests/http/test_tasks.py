@@ -10,7 +10,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from roost.http.tasks import Task
+from roost.http.tasks import Task, Wakeup
 
 var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="outside")
 
@@ -23,6 +23,8 @@ class _Odd:
 
 
 class TaskTests(unittest.TestCase):
+    make: Any = defer.Deferred  # what the handlers await
+
     def setUp(self) -> None:
         self.errors: list[Failure] = []
         self.seen: list[Any] = []
@@ -42,8 +44,8 @@ class TaskTests(unittest.TestCase):
         self.assertEqual(self.errors, [])
 
     def test_resumes_with_the_result(self) -> None:
-        waited: defer.Deferred[int] = defer.Deferred()
-        later: defer.Deferred[str] = defer.Deferred()
+        waited: defer.Deferred[int] = self.make()
+        later: defer.Deferred[str] = self.make()
 
         async def handler() -> None:
             self.seen.append(await waited)
@@ -60,7 +62,7 @@ class TaskTests(unittest.TestCase):
         self.assertEqual(self.errors, [])
 
     def test_a_failure_is_raised_in_the_handler(self) -> None:
-        waited: defer.Deferred[int] = defer.Deferred()
+        waited: defer.Deferred[int] = self.make()
 
         async def handler() -> None:
             try:
@@ -74,7 +76,7 @@ class TaskTests(unittest.TestCase):
         self.assertEqual(self.errors, [])
 
     def test_an_escaping_exception_goes_to_on_error(self) -> None:
-        waited: defer.Deferred[int] = defer.Deferred()
+        waited: defer.Deferred[int] = self.make()
 
         async def handler() -> None:
             await waited
@@ -88,7 +90,7 @@ class TaskTests(unittest.TestCase):
 
     def test_cancel_cancels_the_awaited_deferred(self) -> None:
         cancelled: list[defer.Deferred[int]] = []
-        waited: defer.Deferred[int] = defer.Deferred(cancelled.append)
+        waited: defer.Deferred[int] = self.make(cancelled.append)
 
         async def handler() -> None:
             try:
@@ -113,7 +115,7 @@ class TaskTests(unittest.TestCase):
         self.assertEqual(self.seen, [1])
 
     def test_context_is_the_task_s_own(self) -> None:
-        waited: defer.Deferred[int] = defer.Deferred()
+        waited: defer.Deferred[int] = self.make()
 
         async def handler() -> None:
             var.set("inside")
@@ -136,6 +138,76 @@ class TaskTests(unittest.TestCase):
         task = Task(handler(), self.errors.append)
         self.assertEqual(self.seen, ["refused"])
         self.assertTrue(task.done)
+
+
+class WakeupTaskTests(TaskTests):
+    """The same with Wakeups, which a waiting Task is resumed by directly."""
+
+    make = Wakeup
+
+    def test_a_task_alone_is_resumed_without_the_callback_chain(self) -> None:
+        waited: Wakeup = Wakeup()
+
+        async def handler() -> None:
+            self.seen.append(await waited)
+
+        Task(handler(), self.errors.append)
+        chains: list[object] = []
+        self.patch(Wakeup, "_runCallbacks", lambda d: chains.append(d))
+        waited.callback(3)
+        self.assertEqual((self.seen, chains, waited.called, waited.result), ([3], [], True, None))
+
+    def test_callbacks_added_while_waiting_run_after_the_task_as_with_a_deferred(self) -> None:
+        for make in (defer.Deferred, Wakeup):
+            seen: list[Any] = []
+            waited = make()
+
+            async def handler(waited: Any = waited, seen: list[Any] = seen) -> None:
+                seen.append(("task", await waited))
+
+            Task(handler(), self.errors.append)
+            waited.addCallback(lambda r, seen=seen: seen.append(("after", r)))
+            waited.callback(4)
+            self.assertEqual(seen, [("task", 4), ("after", None)], make)
+
+    def test_a_paused_wakeup_resumes_the_task_when_unpaused(self) -> None:
+        waited: Wakeup = Wakeup()
+
+        async def handler() -> None:
+            self.seen.append(await waited)
+
+        Task(handler(), self.errors.append)
+        waited.pause()
+        waited.callback(5)
+        self.assertEqual(self.seen, [])
+        waited.unpause()
+        self.assertEqual(self.seen, [5])
+
+    def test_a_wakeup_is_a_deferred_elsewhere(self) -> None:
+        waited: Wakeup = Wakeup()
+
+        async def handler() -> int:
+            return await waited + 1
+
+        d = defer.ensureDeferred(handler())  # inlineCallbacks, not a Task
+        waited.callback(1)
+        self.assertEqual(self.successResultOf(d), 2)
+        plain: Wakeup = Wakeup()
+        plain.callback(6)
+        self.assertEqual(self.successResultOf(plain), 6)
+        self.assertRaises(defer.AlreadyCalledError, plain.callback, 7)
+
+    def test_firing_twice_raises_as_a_deferred_does(self) -> None:
+        waited: Wakeup = Wakeup()
+
+        async def handler() -> None:
+            self.seen.append(await waited)
+
+        Task(handler(), self.errors.append)
+        waited.callback(1)
+        self.assertRaises(defer.AlreadyCalledError, waited.callback, 2)
+        self.assertRaises(defer.AlreadyCalledError, waited.errback, ValueError())
+        self.assertEqual(self.seen, [1])
 
 
 class ResourceCancelTests(unittest.TestCase):
