@@ -129,6 +129,7 @@ def parse_canonical(encoded: bytes | str, strict: bool) -> dict[str, Any]:
 
 # The PDU's fields an Event keeps parsed only in its canonical bytes (see Event.fields).
 _UNPARSED_FIELDS = ("hashes", "signatures")
+_UNPARSED = frozenset(_UNPARSED_FIELDS)
 # Fields whose values repeat across a room's events, shared through `_shared`.
 _SHARED_FIELDS = ("room_id", "sender", "type", "state_key")
 _SHARED_MAX = 4096
@@ -150,22 +151,25 @@ def shared(value: str) -> str:
 
 
 def kept_fields(pdu: dict[str, Any]) -> dict[str, Any]:
-    """What an Event keeps of a freshly parsed PDU (its own dict, changed in place): all
-    but hashes and signatures, with repeated strings shared (see `shared`)."""
-    pop = pdu.pop
-    pop("hashes", None)
-    pop("signatures", None)
+    """What an Event keeps of a freshly parsed PDU: a new dict of all but hashes and
+    signatures, with repeated strings shared (see `shared`).
+
+    A new dict, not the parsed one with the two popped: a dict keeps the table it grew
+    to, and the parsed PDU's 11 keys need one of 32 slots (632 bytes for a message);
+    the 9 kept, inserted afresh, fit 16 (272 bytes). Events are held by the thousand
+    (bench/memory.py, docs/benchmarks.md: engineer `memory`)."""
     if len(_shared) >= _SHARED_MAX:
         _shared.clear()
     share = _shared.setdefault
+    kept = {key: value for key, value in pdu.items() if key not in _UNPARSED}
     for key in _SHARED_FIELDS:
-        value = pdu.get(key)
+        value = kept.get(key)
         if type(value) is str:
-            pdu[key] = share(value, value)
-    auth = pdu.get("auth_events")
+            kept[key] = share(value, value)
+    auth = kept.get("auth_events")
     if type(auth) is list:  # v3+: ids (v1/v2 pairs are left as they are)
-        pdu["auth_events"] = [share(ref, ref) if type(ref) is str else ref for ref in auth]
-    return pdu
+        kept["auth_events"] = [share(ref, ref) if type(ref) is str else ref for ref in auth]
+    return kept
 
 
 @dataclass(frozen=True, eq=False, slots=True)

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import sys
 from typing import Any
 
 from signedjson.key import generate_signing_key
@@ -337,3 +338,24 @@ class ParsedBackExactlyTests(TestCase):
                                    version)
             self.assertEqual(event.pdu, json.loads(event.canonical_bytes))
             self.assertEqual(parse_canonical(event.canonical_bytes.decode(), True), event.pdu)
+
+
+class KeptFieldsTests(TestCase):
+    """What an Event keeps parsed (`fields`): the PDU without hashes and signatures."""
+
+    def test_fields_are_the_pdu_without_hashes_and_signatures(self) -> None:
+        event = Event.from_pdu(message(), V11)
+        pdu = event.pdu
+        self.assertEqual(set(pdu) - set(event.fields), {"hashes", "signatures"})
+        self.assertEqual(event.fields, {k: v for k, v in pdu.items()
+                                        if k not in ("hashes", "signatures")})
+
+    def test_the_fields_dict_is_sized_for_the_keys_kept(self) -> None:
+        # A dict keeps the table it grew to: with hashes and signatures popped from the
+        # parsed PDU, a message's fields held a table for 11 keys (632 bytes, not 272).
+        for version in ALL_VERSIONS:
+            event = Event.from_pdu(message(origin="a.example"), version)
+            fresh = {}
+            for key, value in event.fields.items():
+                fresh[key] = value
+            self.assertLessEqual(sys.getsizeof(event.fields), sys.getsizeof(fresh))

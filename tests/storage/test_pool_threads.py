@@ -77,6 +77,63 @@ class PoolThreadsTests(TestCase):
             self.assertEqual(await threads.call(lambda n=n: n), n)
         self.assertEqual(threads.state()[1], 2)
 
+    async def _burst(self, threads: PoolThreads, size: int) -> list[int]:
+        """`size` jobs held running at once (so `size` threads), then released: their
+        threads' ids."""
+        release = threading.Event()
+        started: list[int] = []
+
+        def blocking() -> int:
+            started.append(threading.get_ident())
+            release.wait(10)
+            return threading.get_ident()
+
+        calls = [threads.call(blocking) for _ in range(size)]
+        for _ in range(500):
+            if len(started) == size:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        release.set()
+        return await defer.gatherResults(calls)
+
+    async def test_the_thread_free_last_is_given_the_next_job(self) -> None:
+        threads = self._threads(4)
+        burst = await self._burst(threads, 4)
+        self.assertEqual(len(set(burst)), 4)
+        # One job at a time runs on one thread, not on each in turn (a shared queue
+        # rotated over all of them, keeping every connection in use).
+        ran = {await threads.call(threading.get_ident) for _ in range(20)}
+        self.assertEqual(len(ran), 1)
+        self.assertEqual(threads.state(), (0, 4, 0))
+
+    async def test_threads_idle_too_long_end_down_to_the_minimum(self) -> None:
+        retired: list[int] = []
+        threads = PoolThreads(reactor, 4, minimum=1, idle_seconds=0.2,
+                              on_retire=lambda: retired.append(threading.get_ident()))
+        self.addCleanup(threads.stop)
+        burst = await self._burst(threads, 4)
+        self.assertEqual(threads.state()[1], 4)
+        for _ in range(300):
+            if threads.state()[1] == 1:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(threads.state(), (0, 1, 0))
+        self.assertEqual(len(retired), 3)  # each on its own thread, before it ended
+        self.assertLessEqual(set(retired), set(burst) | {t.ident for t in threads._threads})
+        self.assertNotIn(threading.get_ident(), retired)
+        # The one kept still works, and more start again when work needs them.
+        self.assertEqual(await threads.call(lambda: 5), 5)
+        self.assertEqual(len(set(await self._burst(threads, 3))), 3)
+        self.assertEqual(threads.state()[1], 3)
+
+    async def test_a_thread_given_work_as_it_times_out_runs_it(self) -> None:
+        threads = PoolThreads(reactor, 2, minimum=0, idle_seconds=0.001)
+        self.addCleanup(threads.stop)
+        # Jobs given while threads keep timing out: each runs, none is lost.
+        for n in range(50):
+            self.assertEqual(await threads.call(lambda n=n: n), n)
+            await task.deferLater(reactor, 0.002 * (n % 3), lambda: None)
+
     async def test_stop_finishes_queued_work_and_ends_the_threads(self) -> None:
         threads = PoolThreads(reactor, 1)
         ran: list[int] = []
@@ -128,6 +185,42 @@ class TransactionConnectionTests(TestCase):
         self.assertEqual(await db.run("pid", lambda t: t.query_one("SELECT pg_backend_pid()")),
                          (pid,))
         self.assertEqual(await db.read("r", "SELECT count(*) FROM kv"), [(0,)])
+
+    async def test_an_idle_thread_ends_with_its_connection_closed(self) -> None:
+        db = Database(reactor, await fresh_database(self), 1, 3)
+        self.addCleanup(db.close)
+        db._threads._idle_seconds = 0.2
+        watcher = Database(reactor, db.dsn, 1, 1)
+        self.addCleanup(watcher.close)
+        (own,) = await watcher.read_one("pid", "SELECT pg_backend_pid()")
+
+        async def backends() -> int:
+            (n,) = await watcher.read_one(
+                "n", "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> %s", (own,))
+            return int(n)
+
+        release = threading.Event()
+
+        def held(t: object) -> int:
+            release.wait(10)
+            return 1
+
+        calls = [defer.ensureDeferred(db.run("held", held)) for _ in range(3)]
+        for _ in range(500):
+            if await backends() == 3:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(await backends(), 3)
+        release.set()
+        self.assertEqual(await defer.gatherResults(calls), [1, 1, 1])
+        for _ in range(500):  # the two threads above the minimum end, closing theirs
+            if db.pool_state()[1] == 1 and await backends() == 1:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(db.pool_state(), (0, 1, 0))
+        self.assertEqual(await backends(), 1)
+        self.assertEqual(await db.run("one", lambda t: t.query_one("SELECT 1")), (1,))
 
     async def test_pool_state_counts_threads_and_waiting_work(self) -> None:
         db = await self._db()
