@@ -213,7 +213,10 @@ logging: {{level: WARNING}}
     measured = os.environ.get("ROOST_BENCH_PROFILE_MEASURED")  # the same, measured phases only
     prefix = [sys.executable] + (["-m", "cProfile", "-o", profile] if profile else [])
     if measured:
-        prefix = [sys.executable, os.path.join(REPO, "bench", "profiled.py"), measured]
+        # ROOST_BENCH_PROFILER: another wrapper with profiled.py's interface (one profiling the
+        # pool threads, say)
+        profiler = os.environ.get("ROOST_BENCH_PROFILER", os.path.join(REPO, "bench", "profiled.py"))
+        prefix = [sys.executable, profiler, measured]
     proc = subprocess.Popen(prefix + ["-m", "roost.homeserver.cli", "run", "-c", path], cwd=folder)
     base_url = f"http://127.0.0.1:{port}"
     try:

@@ -46,8 +46,12 @@ class SearchIndexer:
     async def _index(self) -> int:
         if self._position is None:
             self._position = await self._store.position()
-        while self._position < self._events.current:
-            self._position = await self._store.index_upto(self._events.current)
+        # Up to where the stream was when the pass began: events landing meanwhile wait for
+        # the next pass (the follower schedules it), so a steady stream of sends is indexed
+        # once per DELAY_S, not chased with a transaction per send or two.
+        target = self._events.current
+        while self._position < target:
+            self._position = await self._store.index_upto(target)
         # History backfilled from other servers (positions below zero, never announced).
         while await self._store.index_backfilled() > 0:
             pass

@@ -49,6 +49,8 @@ class ChangeWaiter:
         self._prepare = prepare
         self._held: list[Watch] = []
         self._preparing = False
+        # The events position the last preparation reached: what was ready for it still is.
+        self._ready_upto = 0
         self.deadlines = DeadlineQueue(clock)
 
     def wait(self, user_id: str, timeout_s: float) -> defer.Deferred[bool]:
@@ -97,20 +99,27 @@ class ChangeWaiter:
         watch.arm(rooms, timeout_s, queued)
 
     def hold(self, watch: Watch, position: int) -> None:
-        """Wake `watch` for a new event at `position` once the builder is ready for it."""
-        if self._prepare is None:
+        """Wake `watch` for a new event at `position` once the builder is ready for it.
+
+        A preparation that was done already up to `position` is not done again: the
+        window's read and push evaluation only move forwards. (When the preparation
+        finishes at once, as when the events' push evaluation was stored with them, the
+        receivers of one change would otherwise each run one of their own.)"""
+        if self._prepare is None or position <= self._ready_upto:
             watch.fire(True)
             return
         self._held.append(watch)
         if self._preparing:
             return  # released with the others (a build reaching further waits itself)
         self._preparing = True
-        defer.ensureDeferred(self._prepare(position)).addBoth(self._release)
+        defer.ensureDeferred(self._prepare(position)).addBoth(self._release, position)
 
-    def _release(self, result: Any) -> None:
+    def _release(self, result: Any, position: int) -> None:
         # A failed preparation is not the readers' answer: each build reads for itself
         # and meets (and reports) the failure there, so all are woken regardless.
         self._preparing = False
+        if not isinstance(result, Failure):
+            self._ready_upto = max(self._ready_upto, position)
         held, self._held = self._held, []
         for watch in held:
             watch.fire(True)

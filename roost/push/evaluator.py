@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,9 +45,17 @@ from roost.push.evaluate import (
 from roost.push.rules import RuleSet, ruleset_from_stored
 from roost.push.waiters import PositionWaiters
 from roost.rooms.auth import get_power_level
-from roost.rooms.engine import RoomEngine
+from roost.rooms.engine import RoomEngine, StateKey
+from roost.rooms.events import Event
 from roost.storage.notifier import Notifier, StreamChange
-from roost.storage.push import ActionRow, EventRow, PushActionStore, PushRuleStore
+from roost.storage.push import (
+    ActionRow,
+    EventRow,
+    OwnRead,
+    PushActionStore,
+    PushRuleStore,
+    PushWrite,
+)
 from roost.storage.streams import StreamIdGenerator
 
 logger = logging.getLogger(__name__)
@@ -67,7 +75,9 @@ class RoomInfo:
 
     local_members: dict[str, str | None]
     member_count: int
-    state: dict[Any, Any]
+    # The room head's own state map it was made from (RoomEngine.current_state_shared):
+    # read-only, and the same object exactly while the room's state is the same.
+    state: Mapping[StateKey, Event]
     version: Any
     groups: list[Group] | None = None
     generation: int = -1
@@ -100,6 +110,32 @@ def _parse(rows: list[EventRow]) -> list[Parsed]:
     return parsed
 
 
+def _parsed(events: list[tuple[int, Event]]) -> list[Parsed]:
+    """Local events as evaluation reads them (what _parse makes of stored rows)."""
+    parsed = []
+    for position, e in events:
+        event = {"event_id": e.event_id, "room_id": e.room_id, "type": e.type,
+                 "sender": e.sender, "content": e.content}
+        if e.state_key is not None:
+            event["state_key"] = e.state_key
+        parsed.append((position, event, e.origin_server_ts))
+    return parsed
+
+
+def _room_info(state: Mapping[StateKey, Event], version: Any, suffix: str) -> RoomInfo:
+    """A room's local joined members with their display names, counted, from its state."""
+    members: dict[str, str | None] = {}
+    count = 0
+    for (event_type, state_key), event in state.items():
+        if event_type != "m.room.member" or event.content.get("membership") != "join":
+            continue
+        count += 1
+        if state_key.endswith(suffix):
+            name = event.content.get("displayname")
+            members[state_key] = name if isinstance(name, str) else None
+    return RoomInfo(members, count, state, version)
+
+
 class PushEvaluator:
     def __init__(self, actions: PushActionStore, rules: PushRuleStore, engine: RoomEngine,
                  events_stream: StreamIdGenerator, notifier: Notifier, server_name: str,
@@ -123,6 +159,8 @@ class PushEvaluator:
         self._waiters = PositionWaiters(clock)  # readers waiting for evaluation (reached)
         self._generation = 0  # moves whenever someone's rules change
         self.counts = UnreadCache()
+        # A batch evaluated before its persist, whose transaction stores it (prepare).
+        self._stored_with: PushWrite | None = None
         # Called with (the batch's stored rows, new position) after each batch.
         self.on_actions: list[Callable[[list[ActionRow], int], None]] = []
 
@@ -136,10 +174,13 @@ class PushEvaluator:
             await self._actions.record([], [], position)
         self.position = position
         self._remove_listener = self._notifier.add_listener(self._on_change)
+        self._engine.companion = self  # local messages' evaluation stored with them (prepare)
         self._read()
 
     async def stop(self) -> None:
         self._stopped = True
+        if getattr(self._engine, "companion", None) is self:
+            self._engine.companion = None
         if self._remove_listener is not None:
             self._remove_listener()
         if self._task is not None:
@@ -218,11 +259,7 @@ class PushEvaluator:
                 elif next_upto > upto:
                     ahead = (rows[-1][0] if len(rows) == READ_BATCH else next_upto,
                              _parse(rows))
-                self.counts.add(actions, [(u, r) for u, r, _, _ in own_reads], upto)
-                self.position = upto
-                self._waiters.release(upto)
-                for listener in self.on_actions:
-                    listener(actions, upto)
+                self._batch_stored(actions, own_reads, upto)
         except defer.CancelledError:
             pass
         except Exception:
@@ -245,54 +282,149 @@ class PushEvaluator:
         found = self._engine.recent_local_events(after, upto)
         if found is None:
             return None
-        parsed = []
-        for position, e, _ in found:
-            event = {"event_id": e.event_id, "room_id": e.room_id, "type": e.type,
-                     "sender": e.sender, "content": e.content}
-            if e.state_key is not None:
-                event["state_key"] = e.state_key
-            parsed.append((position, event, e.origin_server_ts))
-        return parsed
+        return _parsed([(position, e) for position, e, _ in found])
 
     # -- evaluation -----------------------------------------------------------------
 
-    async def _evaluate(self, parsed: list[Parsed]
-                        ) -> tuple[list[ActionRow], list[tuple[str, str, str, int]]]:
+    async def _evaluate(self, parsed: list[Parsed]) -> tuple[list[ActionRow], list[OwnRead]]:
         threads = await self._threads_of(parsed)
         actions: list[ActionRow] = []
         own_reads: dict[tuple[str, str, str], int] = {}
         for position, event, ts in parsed:
-            room_id, sender, event_id = event["room_id"], event.get("sender", ""), event["event_id"]
-            thread = threads.get(event_id, MAIN)
-            if sender.endswith(self._suffix):
-                own_reads[(sender, room_id, thread)] = position
+            room_id = event["room_id"]
             if event.get("state_key") is not None:
                 self._rooms.pop(room_id, None)  # its members or power levels may have changed
             room = await self._room(room_id)
+            groups = await self._groups(room) if room is not None else []
             content = event.get("content")
-            if room is None or not isinstance(content, dict):
-                continue
-            groups = await self._groups(room)
-            if event.get("type") == "m.room.member" and content.get("membership") == "invite":
+            if room is not None and isinstance(content, dict) and event.get("type") == \
+                    "m.room.member" and content.get("membership") == "invite":
                 invitee = event.get("state_key")
                 if isinstance(invitee, str) and invitee.endswith(self._suffix) \
                         and invitee not in room.local_members:
                     invitee_rules = (await self._rules_for([invitee]))[invitee]
                     groups = [*groups, (invitee_rules, [invitee])]
-            if not groups:
-                continue
-            n = 0
-            for found, users in evaluate_groups(FlatEvent(event), room.context(sender), groups,
-                                                room.local_members):
-                if found.notify:
-                    actions.append((position, n, room_id, event_id, thread, found.actions_json,
-                                    found.highlight, ts, users))
-                    n += 1
+            self._evaluate_one(position, event, ts, threads, room, groups, actions, own_reads)
         return actions, [(u, r, t, p) for (u, r, t), p in own_reads.items()]
 
-    async def _threads_of(self, parsed: list[tuple[int, dict[str, Any], int]]) -> dict[str, str]:
+    def _evaluate_one(self, position: int, event: dict[str, Any], ts: int,
+                      threads: dict[str, str], room: RoomInfo | None, groups: list[Group],
+                      actions: list[ActionRow],
+                      own_reads: dict[tuple[str, str, str], int]) -> None:
+        """One event's outcomes for the room's members (`groups`), added to `actions`, and
+        its sender's own read to `own_reads`."""
+        room_id, sender, event_id = event["room_id"], event.get("sender", ""), event["event_id"]
+        thread = threads.get(event_id, MAIN)
+        if sender.endswith(self._suffix):
+            own_reads[(sender, room_id, thread)] = position
+        content = event.get("content")
+        if room is None or not isinstance(content, dict) or not groups:
+            return
+        n = 0
+        for found, users in evaluate_groups(FlatEvent(event), room.context(sender), groups,
+                                            room.local_members):
+            if found.notify:
+                actions.append((position, n, room_id, event_id, thread, found.actions_json,
+                                found.highlight, ts, users))
+                n += 1
+
+    # -- evaluation stored with the events (RoomEngine's PersistCompanion) ------------
+
+    def prepare(self, room_id: str, state_events: Mapping[StateKey, Event],
+                events: list[Event], positions: list[int]) -> PushWrite | None:
+        """Evaluate a batch of local messages before their persist, which then stores the
+        outcome and this evaluator's new position in its own transaction: one transaction
+        per message instead of two, and a /sync need not wait for a second commit.
+
+        Only when that is exactly what the read loop would store: every event before the
+        batch evaluated and stored (the position is the one just before it, nothing being
+        evaluated or stored meanwhile), the batch's positions consecutive (so the new
+        position claims no one else's event), messages only, and everything evaluation
+        needs held in memory (the room's members made from the very state the messages
+        were built on, everyone's compiled rules, every related event's thread). Else
+        None: the read loop evaluates them once they are readable, as before."""
+        if (self._stopped or self._reading or self._stored_with is not None
+                or positions[0] != self.position + 1
+                or positions[-1] - positions[0] != len(positions) - 1):
+            return None
+        parsed = _parsed([(position, event) for position, event in zip(positions, events,
+                                                                          strict=True)])
+        room = self._room_held(room_id, state_events)
+        threads = self._threads_held(parsed)
+        if room is None or threads is None:
+            return None
+        actions: list[ActionRow] = []
+        own_reads: dict[tuple[str, str, str], int] = {}
+        for position, event, ts in parsed:
+            self._evaluate_one(position, event, ts, threads, room, room.groups or [], actions,
+                               own_reads)
+        self._keep_threads(threads)
+        write = PushWrite(actions, [(u, r, t, p) for (u, r, t), p in own_reads.items()],
+                          positions[-1])
+        self.counts.writing()
+        self._stored_with = write
+        return write
+
+    def committed(self, write: PushWrite) -> None:
+        """The batch's persist committed its evaluation: as after the read loop's write."""
+        self._stored_with = None
+        self._batch_stored(write.rows, write.own_reads, write.position)
+
+    def failed(self, write: PushWrite) -> None:
+        """The persist failed, committed or not (nobody knows): the counts held are read
+        again, and the read loop evaluates whatever of the batch is stored (its write
+        skips outcomes already there)."""
+        self._stored_with = None
+        self.counts.clear()
+
+    def _batch_stored(self, actions: list[ActionRow], own_reads: list[OwnRead],
+                      upto: int) -> None:
+        """A batch's outcomes committed: counts, position, waiting readers, listeners."""
+        self.counts.add(actions, [(u, r) for u, r, _, _ in own_reads], upto)
+        self.position = upto
+        self._waiters.release(upto)
+        for listener in self.on_actions:
+            try:
+                listener(actions, upto)
+            except Exception:
+                logger.exception("a listener of push actions failed")
+
+    def _room_held(self, room_id: str, state: Mapping[StateKey, Event]) -> RoomInfo | None:
+        """The room made from exactly `state` with its members grouped by current rules,
+        from memory only (made again from `state` when every member's rules are held)."""
+        room = self._rooms.get(room_id)
+        if room is None:
+            return None
+        if room.state is not state:
+            room = _room_info(state, room.version, self._suffix)
+            if any(user not in self._rules for user in room.local_members):
+                return None
+            self._rooms[room_id] = room
+        if room.groups is None or room.generation != self._generation:
+            if any(user not in self._rules for user in room.local_members):
+                return None
+            room.groups = group_users({u: self._rules[u] for u in room.local_members})
+            room.generation = self._generation
+        self._rooms.move_to_end(room_id)
+        return room
+
+    async def _threads_of(self, parsed: list[Parsed]) -> dict[str, str]:
         """event -> thread root for the batch's events in a thread: named directly, or through
         the event they relate to (a reaction or edit of a thread event), one hop."""
+        found, unknown = self._threads_known(parsed)
+        if unknown:
+            roots = await self._actions.thread_of_events(sorted(set(unknown.values())))
+            found.update({e: roots[t] for e, t in unknown.items() if t in roots})
+        self._keep_threads(found)
+        return found
+
+    def _threads_held(self, parsed: list[Parsed]) -> dict[str, str] | None:
+        """`_threads_of` from memory alone; None when an event relates to one not held."""
+        found, unknown = self._threads_known(parsed)
+        return None if unknown else found
+
+    def _threads_known(self, parsed: list[Parsed]) -> tuple[dict[str, str], dict[str, str]]:
+        """(event -> thread root, as far as known; event -> related event of unknown thread)."""
         found: dict[str, str] = {}
         unknown: dict[str, str] = {}
         for _, event, _ in parsed:
@@ -307,14 +439,13 @@ class PushEvaluator:
                     unknown[event["event_id"]] = target
             if root is not None:
                 found[event["event_id"]] = root
-        if unknown:
-            roots = await self._actions.thread_of_events(sorted(set(unknown.values())))
-            found.update({e: roots[t] for e, t in unknown.items() if t in roots})
+        return found, unknown
+
+    def _keep_threads(self, found: dict[str, str]) -> None:
         for event_id, root in found.items():
             self._threads[event_id] = root
         while len(self._threads) > THREADS_CACHE_SIZE:
             self._threads.popitem(last=False)
-        return found
 
     async def _room(self, room_id: str) -> RoomInfo | None:
         info = self._rooms.get(room_id)
@@ -324,18 +455,8 @@ class PushEvaluator:
         version = await self._engine.room_version(room_id)
         if version is None:
             return None
-        state = await self._engine.current_state_events(room_id)
-        members: dict[str, str | None] = {}
-        count = 0
-        for (event_type, state_key), event in state.items():
-            if event_type != "m.room.member" or event.content.get("membership") != "join":
-                continue
-            count += 1
-            if state_key.endswith(self._suffix):
-                name = event.content.get("displayname")
-                members[state_key] = name if isinstance(name, str) else None
-        info = RoomInfo(members, count, state, version)
-        self._rooms[room_id] = info
+        state = await self._engine.current_state_shared(room_id)
+        info = self._rooms[room_id] = _room_info(state, version, self._suffix)
         while len(self._rooms) > ROOMS_CACHE_SIZE:
             self._rooms.popitem(last=False)
         return info

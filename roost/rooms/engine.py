@@ -36,12 +36,14 @@ from roost.rooms.engine_types import (
     LoadedEvent,
     MembersOverview,
     NewEvent,
+    PersistCompanion,
     RecentEvent,
     RecentLocalEvents,
     RoomError,
     StateKey,
     changes_visibility,
     event_from_storage,
+    guarded,
     membership_of,
 )
 from roost.rooms.engine_types import RoomHead as _Head
@@ -119,6 +121,8 @@ class RoomEngine:
         # Events by id, parsed once for every reader; big current-state reads from the heads.
         self._reader = EventReader(events, self._heads)
         self._recent = RecentLocalEvents()
+        # Push evaluation stored with local messages (set by the evaluator when it runs here).
+        self.companion: PersistCompanion | None = None
 
     # -- appending ---------------------------------------------------------
 
@@ -263,8 +267,13 @@ class RoomEngine:
             room_id, rows, groups, changed, list(working.extremities),
             (new_room.identifier, creator, events[0].origin_server_ts) if new_room else None,
         )
+        companion = self.companion
+        if companion is not None and new_room is None and not changed:
+            # Messages only: the state they were built on is the head's (shared, unchanged).
+            batch.push = guarded(companion.prepare, room_id, head.state_events, events,
+                                  positions)
         try:
-            await self._events.persist_batch(batch)
+            await self._store(batch, companion)
         except TxnIdConflict:
             self._heads.pop(room_id, None)
             self._stream.finish(positions)
@@ -286,11 +295,21 @@ class RoomEngine:
             if not event.unsigned:  # as storage holds it: readers get it unparsed
                 self._reader.remember(event, row.pdu_json)
         self._recent.add(positions, events, [group_of[e.event_id] for e in events])
+        if batch.push is not None and companion is not None:
+            guarded(companion.committed, batch.push)
         members = {e.state_key for e in events if e.type == "m.room.member" and e.state_key}
         # Announced by the stream once every earlier position is readable too.
         self._stream.finish(positions, rooms=[room_id], users=members)
         for unit, built, _ in accepted:
             _succeed(unit.result, built)
+
+    async def _store(self, batch: RoomBatch, companion: PersistCompanion | None) -> None:
+        try:
+            await self._events.persist_batch(batch)
+        except BaseException:
+            if batch.push is not None and companion is not None:
+                guarded(companion.failed, batch.push)
+            raise
 
     async def _head(self, room_id: str, new_room: RoomVersion | None = None) -> _Head:
         head = self._heads.get(room_id)
@@ -542,6 +561,18 @@ class RoomEngine:
         head = await self._head(room_id)
         return dict(head.state_events)
 
+    async def current_state_shared(self, room_id: str) -> Mapping[StateKey, Event]:
+        """The cached head's own state map, not a copy: read-only. A head's maps are never
+        changed once cached, and a batch of messages hands its map on to the next head, so
+        the same object means the same state (push evaluation's room cache checks it)."""
+        return (await self._head(room_id)).state_events
+
+    def cached_state(self, room_id: str) -> Mapping[StateKey, Event] | None:
+        """The cached head's own state map (see current_state_shared), None when no head
+        of the room is cached."""
+        head = self._heads.get(room_id)
+        return None if head is None else head.state_events
+
     async def current_state_sorted(self, room_id: str) -> list[tuple[StateKey, Event]]:
         """The room's current state in key order, kept on its cached head (read-only: a
         big room's sync sends it in this order, without sorting it on every request)."""
@@ -574,3 +605,4 @@ class RoomEngine:
             return head.version
         identifier = await self._state.room_version(room_id)
         return get_room_version(identifier) if identifier else None
+

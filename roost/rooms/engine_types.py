@@ -7,14 +7,18 @@ the engine can both use them without importing each other.
 from __future__ import annotations
 
 import heapq
+import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from roost.rooms.events import Event, kept_fields, parse_canonical, shared
 from roost.rooms.versions import RoomVersion, get_room_version
 from roost.storage.events import EventRow, StoredEvent
+from roost.storage.push import PushWrite
+
+logger = logging.getLogger(__name__)
 
 StateKey = tuple[str, str]
 # A full state snapshot is written after this many deltas, bounding reads.
@@ -303,6 +307,31 @@ class EventCache:
 RECENT_LOCAL_EVENTS = 256  # push is a few batches behind at most; older ranges are read
 # (stream position, the event, its state group): a local send as the stream's followers see it
 RecentEvent = tuple[int, Event, "int | None"]
+
+
+class PersistCompanion(Protocol):
+    """Work stored in the persist transaction of a batch of local messages: push
+    evaluation (push/evaluator.py), which otherwise writes a transaction of its own per
+    batch after the persist. `prepare` is called just before the persist, with the state
+    the messages were built on; when it gives a write, exactly one of `committed` (after
+    the commit, before the stream announces the events) or `failed` follows."""
+
+    def prepare(self, room_id: str, state_events: Mapping[StateKey, Event],
+                events: list[Event], positions: list[int]) -> PushWrite | None: ...
+
+    def committed(self, write: PushWrite) -> None: ...
+
+    def failed(self, write: PushWrite) -> None: ...
+
+
+def guarded(call: Callable[..., Any], *args: Any) -> Any:
+    """A companion's call (PersistCompanion), whose failure must not leave a batch's stream
+    positions unfinished (the stream would stop there): logged, and None."""
+    try:
+        return call(*args)
+    except Exception:
+        logger.exception("persist companion %s failed", getattr(call, "__name__", call))
+        return None
 
 
 class RecentLocalEvents:

@@ -139,6 +139,43 @@ class Statements:
         return int(self._cursor.rowcount)
 
 
+class Script(Statements):
+    """A transaction's writes queued whole and sent by `Database.run_script`: as one query
+    in autocommit when they fit in `limit` bytes (PostgreSQL runs the statements of one
+    query as one transaction, all or nothing: no BEGIN and COMMIT round trips), else one
+    `limit` at a time between BEGIN and COMMIT, as Statements would."""
+
+    def _add(self, statement: bytes) -> None:
+        self._queued.append(statement)
+        self._size += len(statement) + 1
+
+    def send(self) -> int:
+        raise ValueError("a script is sent whole by Database.run_script")
+
+    def _run(self, conn: Any) -> None:
+        """On the pool thread: the queued writes, committed."""
+        if not self._queued:
+            return
+        if self._size <= self._limit + 1:
+            conn.autocommit = True
+            try:
+                self._cursor.execute(b";".join(self._queued))
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
+            return
+        queued, self._queued, self._size = self._queued, [], 0
+        chunk: list[bytes] = []
+        size = 0
+        for statement in queued:
+            if chunk and size + len(statement) > self._limit:
+                self._cursor.execute(b";".join(chunk))
+                chunk, size = [], 0
+            chunk.append(statement)
+            size += len(statement) + 1
+        self._cursor.execute(b";".join(chunk))  # committed by the caller (_transaction)
+
+
 class Prepared:
     """A SELECT that each connection plans once and then runs by name.
 
@@ -319,6 +356,37 @@ class Database:
                 self._pool.disconnect(conn)
             raise
 
+    async def run_script(self, desc: str, fn: Callable[..., R], *args: Any) -> R:
+        """Run `fn(script, *args)`, which queues one transaction's writes on a `Script` and
+        reads nothing back, then send them (see Script): a small write is one round trip
+        instead of three (BEGIN, the writes, COMMIT). An error in any statement undoes all of
+        them, as in `run`, whose retries (serialization failure, deadlock) and observer apply;
+        `fn` runs again on a retry, so it must be safe to re-run."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            start = time.monotonic()
+            try:
+                result = await self._threads.call(self._script, fn, args)
+            except psycopg2.Error as e:
+                self._observe(desc, start, False)
+                if e.pgcode in _RETRY_CODES and attempt < MAX_ATTEMPTS:
+                    logger.info("%s: retrying after %s (attempt %d)", desc, e.pgcode, attempt)
+                    continue
+                raise
+            self._observe(desc, start, True)
+            return result
+        raise AssertionError("unreachable")
+
+    def _script(self, fn: Callable[..., R], args: tuple[Any, ...]) -> R:
+        """On a pool thread: `fn`'s script sent, with `_transaction`'s care of the connection."""
+        def queue_and_send(txn: Txn) -> R:
+            script = Script(txn._cursor, STATEMENTS_BYTES)
+            result = fn(script, *args)
+            script._run(txn._cursor.connection)
+            return result
+
+        result, _ = self._transaction(queue_and_send, (), {})
+        return result
+
     async def read(self, desc: str, sql: str,
                    args: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         """The rows of one SELECT, run without BEGIN and COMMIT: see `run_reads`."""
@@ -404,6 +472,13 @@ class Database:
         self._threads.stop()  # queued work done, threads ended: then the connections close
         self._pool.close()
         return None
+
+
+def violated_constraint(error: BaseException) -> str | None:
+    """The unique constraint a failed write violated, if that is why it failed."""
+    if isinstance(error, psycopg2.errors.UniqueViolation):
+        return error.diag.constraint_name  # type: ignore[no-any-return]
+    return None
 
 
 def _query_all(txn: Txn, sql: str, args: Sequence[Any] | dict[str, Any]) -> list[tuple[Any, ...]]:

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from roost.storage.database import Database, Statements, Txn
+from roost.storage.database import Database, Statements, Txn, violated_constraint
+from roost.storage.push import PushWrite, record_statement
 from roost.storage.stream_positions import Fence, run_fenced
 
 StateKey = tuple[str, str]
@@ -79,6 +80,9 @@ class RoomBatch:
     # (state group, stream position): the group that is the current state as of
     # that position, when no event's group is (remote events; see room_state_heads).
     state_head: tuple[int, int] | None = None
+    # Push evaluation of these very events, stored in the same transaction (the push
+    # evaluator's `prepare`): then no write of its own follows the persist.
+    push: PushWrite | None = None
 
 
 class StoredEvent(NamedTuple):
@@ -115,8 +119,16 @@ class EventStore:
     async def persist_batch(self, batch: RoomBatch) -> None:
         """Store a room's new events; among several writers, only while this one still
         holds its place in the events stream (`fence`, stream_positions.Fence)."""
-        await run_fenced(self._db, "persist_batch", self.fence,
-                         lambda t: _persist(t, batch))
+        try:
+            if self.fence is None:  # one round trip for a small batch (run_script)
+                await self._db.run_script("persist_batch", _queue_persist, batch)
+            else:
+                await run_fenced(self._db, "persist_batch", self.fence,
+                                 lambda t: _persist(t, batch))
+        except Exception as e:
+            if violated_constraint(e) == "event_txn_ids_pkey":
+                raise TxnIdConflict() from None  # the whole batch was undone
+            raise
 
     async def max_stream_ordering(self) -> int:
         row = await self._db.run(
@@ -273,6 +285,11 @@ def _persist(txn: Txn, batch: RoomBatch) -> None:
     # One round trip for the whole batch when it is small (a send: events, edges, auth
     # edges, extremities, txn id), instead of one per statement (Statements).
     out = txn.statements()
+    _queue_persist(out, batch)
+    out.send()
+
+
+def _queue_persist(out: Statements, batch: RoomBatch) -> None:
     if batch.new_room is not None:
         version, creator, created_ts = batch.new_room
         out.execute(
@@ -297,24 +314,19 @@ def _persist(txn: Txn, batch: RoomBatch) -> None:
             "INSERT INTO forward_extremities (room_id, event_id) VALUES %s",
             [(batch.room_id, e) for e in batch.extremities],
         )
-    # Last, so that the row count `send` returns is its own.
-    txn_ids = _insert_txn_ids(out, batch.events)
-    inserted = out.send()
-    if txn_ids and inserted != txn_ids:
-        raise TxnIdConflict()  # the whole transaction is rolled back
+    if batch.push is not None:
+        out.execute(*record_statement(*batch.push))
+    _insert_txn_ids(out, batch.events)
 
 
-def _insert_txn_ids(txn: Writes, events: list[EventRow]) -> int:
-    """Queue the sends' txn ids (a key used before is skipped: the caller compares the
-    row count with the number returned, and refuses the batch when they differ)."""
+def _insert_txn_ids(txn: Writes, events: list[EventRow]) -> None:
+    """Queue the sends' txn ids. A key used before violates event_txn_ids_pkey, which undoes
+    the whole batch (persist_batch raises TxnIdConflict): an error, not a row count read
+    back, so the batch may be sent as one query in autocommit (Database.run_script)."""
     rows = [(*e.txn_key, e.event_id) for e in events if e.txn_key is not None]
     if rows:
         txn.execute_values(
-            "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id) VALUES %s"
-            " ON CONFLICT DO NOTHING",
-            rows,
-        )
-    return len(rows)
+            "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id) VALUES %s", rows)
 
 
 def _remove_current_state(txn: Writes, room_id: str, keys: list[StateKey]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from roost.storage.database import Database, Txn
 
@@ -47,6 +47,19 @@ class StoredRule:
 ActionRow = tuple[int, int, str, str, str, str, bool, int, list[str]]
 # (stream_ordering, event_id, room_id, type, sender, state_key, content JSON, ts)
 EventRow = tuple[int, str, str, str, str, str | None, str, int]
+# (sender, room, thread, stream_ordering): sending an event reads the room up to it.
+OwnRead = tuple[str, str, str, int]
+
+
+class PushWrite(NamedTuple):
+    """A batch's evaluation as stored: its notifying outcomes, its senders' read positions
+    and the evaluator's new position. Written by `PushActionStore.record`, or inside the
+    persist of the very events it evaluated (events.RoomBatch.push: push/evaluator.py's
+    `prepare`), whose transaction it then shares."""
+
+    rows: list[ActionRow]
+    own_reads: list[OwnRead]
+    position: int
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,30 @@ class BatchedWakeTests(TestCase):
         ready.callback(None)
         self.assertEqual(fired, {"bob": [True], "erin": [True]})
 
+    async def test_a_preparation_done_at_once_is_not_done_again_per_reader(self) -> None:
+        """When what the readers wait for is there already (the events' push evaluation
+        was stored with them), the first reader's preparation serves the others: each of
+        one change's readers is woken, with one preparation, and the next change prepares
+        again."""
+        server, tokens, room = await self._setup()
+        asked: list[int] = []
+
+        def prepare(position: int) -> defer.Deferred[None]:
+            asked.append(position)
+            return defer.succeed(None)
+
+        waiter = ChangeWaiter(server.hs.notifier, server.hs.clock,
+                              server.hs.sync_builder._user_rooms, prepare)  # type: ignore[union-attr,arg-type]
+        fired = await self._watch(server, waiter, ["bob", "erin"])
+        await self._send(server, tokens["alice"], room, "t1")
+        self.assertEqual(fired, {"bob": [True], "erin": [True]})
+        first = server.hs.sync_builder.now().events  # type: ignore[union-attr]
+        self.assertEqual(asked, [first])
+        fired = await self._watch(server, waiter, ["bob", "erin"])
+        await self._send(server, tokens["alice"], room, "t2")
+        self.assertEqual(fired, {"bob": [True], "erin": [True]})
+        self.assertEqual(asked, [first, server.hs.sync_builder.now().events])  # type: ignore[union-attr]
+
     async def test_a_failed_preparation_still_wakes_the_readers(self) -> None:
         server, tokens, room = await self._setup()
 

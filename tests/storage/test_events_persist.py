@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from roost.storage.database import Database
+from roost.storage.database import Database, Txn
 from roost.storage.events import EventRow, EventStore, NewStateGroup, RoomBatch, TxnIdConflict
 from tests.postgres_harness import fresh_database
 from tests.storage.test_database import counted
@@ -18,12 +18,32 @@ ALICE = "@alice:example.org"
 
 
 class CountingDatabase(Database):
-    """The real pool, with every transaction's queries counted (round trips after BEGIN)."""
+    """The real pool, with every transaction's queries counted (round trips but BEGIN and
+    COMMIT), and whether each went in autocommit (then it had neither)."""
 
     sent: list[Any]
+    autocommit: list[bool]
 
-    async def run(self, desc: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await super().run(desc, counted(fn, self.sent), *args, **kwargs)
+    def _transaction(self, fn: Any, args: Any, kwargs: Any) -> Any:
+        def noting(txn: Txn, *more: Any) -> Any:
+            txn._cursor = ModeCursor(txn._cursor, self.autocommit)
+            return counted(fn, self.sent)(txn, *more)
+
+        return super()._transaction(noting, args, kwargs)
+
+
+class ModeCursor:
+    """A cursor noting, for each query, whether its connection was in autocommit."""
+
+    def __init__(self, cursor: Any, modes: list[bool]) -> None:
+        self._cursor, self._modes = cursor, modes
+
+    def execute(self, sql: Any, args: Any = None) -> None:
+        self._modes.append(bool(self._cursor.connection.autocommit))
+        self._cursor.execute(sql, args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
 
 
 def message(n: int, prev: str, txn_id: str | None = None, body: str = "hi") -> EventRow:
@@ -46,7 +66,7 @@ def member(n: int, prev: str, user: str) -> EventRow:
 class PersistBatchTests(TestCase):
     async def _store(self) -> tuple[EventStore, CountingDatabase]:
         db = CountingDatabase(reactor, await fresh_database(self), 1, 2)
-        db.sent = []
+        db.sent, db.autocommit = [], []
         self.addCleanup(db.close)
         return EventStore(db), db
 
@@ -58,6 +78,7 @@ class PersistBatchTests(TestCase):
         await store.persist_batch(RoomBatch(ROOM, [message(1, "$start", "t1")],
                                             extremities=["$m1"]))
         self.assertEqual(len(db.sent), 1)  # events, edges, extremities and txn id together
+        self.assertEqual(db.autocommit, [True])  # its own transaction: no BEGIN, no COMMIT
         self.assertEqual(await self._rows(db, "SELECT event_id, stream_ordering, sender, pdu"
                                                " FROM events"),
                          [("$m1", 101, ALICE, '{"content":{"body":"hi"}}')])
@@ -111,6 +132,7 @@ class PersistBatchTests(TestCase):
             ROOM, events, groups, {("m.room.member", "@bob:example.org"): ("$j500", "join")},
             ["$m100"]))
         self.assertGreater(len(db.sent), 3)
+        self.assertNotIn(True, db.autocommit)  # in parts: between BEGIN and COMMIT
         self.assertTrue(all(len(q) < 40 * 1024 for q in db.sent))
         self.assertEqual(await self._rows(db, "SELECT count(*) FROM events"), [(101,)])
         self.assertEqual(await self._rows(db, "SELECT count(*) FROM event_edges"), [(101,)])
