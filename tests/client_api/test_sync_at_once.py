@@ -184,12 +184,22 @@ class AtOnceTests(TestCase):
             return result
 
         builder.build_at_once = watched  # type: ignore[method-assign]
-        since = str(builder.now())
         receivers = ("bob", "carol", "dave", "erin")
+        for name in receivers:  # each online first: a later presence change wakes no poll
+            await _call(server, "GET", "/sync?timeout=0", users[name]["access_token"])
+        since = str(builder.now())
+        listeners = len(server.hs.notifier._listeners)
         polls = [defer.ensureDeferred(_call(
             server, "GET", f"/sync?since={since}&timeout=20000", users[name]["access_token"]))
             for name in receivers]
-        await task.deferLater(reactor, 0.3, lambda: None)
+        # Send only once every poll waits (each holds a notifier listener): a poll still on
+        # its way when the message lands builds it at once, never through build_at_once.
+        for _ in range(600):
+            if len(server.hs.notifier._listeners) >= listeners + len(receivers):
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        else:
+            self.fail("the long polls never waited")
         sent = await _call(server, "PUT", f"/rooms/{q(rooms[0])}/send/m.room.message/w1",
                            users["alice"]["access_token"], {"msgtype": "m.text", "body": "hi"})
         for name, body in zip(receivers, await defer.gatherResults(polls), strict=True):
