@@ -305,10 +305,22 @@ class Database:
 
     async def run(self, desc: str, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """Run `fn(txn, *args, **kwargs)` as one transaction, retrying on conflicts."""
+        result, txn = await self._retrying(desc, self._transaction, fn, args, kwargs)
+        for callback in txn.after_commit:
+            try:
+                callback()
+            except Exception:
+                logger.exception("%s: after-commit callback failed", desc)
+        return result  # type: ignore[no-any-return]
+
+    async def _retrying(self, desc: str, job: Callable[..., Any], *job_args: Any) -> Any:
+        """`job(*job_args)` on a pool thread, run again after a serialization failure or a
+        deadlock (the transaction was undone, so running it again is safe) up to
+        MAX_ATTEMPTS times; every attempt is reported to the observer."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             start = time.monotonic()
             try:
-                result, txn = await self._threads.call(self._transaction, fn, args, kwargs)
+                result = await self._threads.call(job, *job_args)
             except psycopg2.Error as e:
                 self._observe(desc, start, False)
                 if e.pgcode in _RETRY_CODES and attempt < MAX_ATTEMPTS:
@@ -316,12 +328,7 @@ class Database:
                     continue
                 raise
             self._observe(desc, start, True)
-            for callback in txn.after_commit:
-                try:
-                    callback()
-                except Exception:
-                    logger.exception("%s: after-commit callback failed", desc)
-            return result  # type: ignore[no-any-return]
+            return result
         raise AssertionError("unreachable")
 
     def _transaction(self, fn: Callable[..., R], args: tuple[Any, ...],
@@ -362,19 +369,7 @@ class Database:
         instead of three (BEGIN, the writes, COMMIT). An error in any statement undoes all of
         them, as in `run`, whose retries (serialization failure, deadlock) and observer apply;
         `fn` runs again on a retry, so it must be safe to re-run."""
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            start = time.monotonic()
-            try:
-                result = await self._threads.call(self._script, fn, args)
-            except psycopg2.Error as e:
-                self._observe(desc, start, False)
-                if e.pgcode in _RETRY_CODES and attempt < MAX_ATTEMPTS:
-                    logger.info("%s: retrying after %s (attempt %d)", desc, e.pgcode, attempt)
-                    continue
-                raise
-            self._observe(desc, start, True)
-            return result
-        raise AssertionError("unreachable")
+        return await self._retrying(desc, self._script, fn, args)  # type: ignore[no-any-return]
 
     def _script(self, fn: Callable[..., R], args: tuple[Any, ...]) -> R:
         """On a pool thread: `fn`'s script sent, with `_transaction`'s care of the connection."""

@@ -6,29 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import reactor, task
 from twisted.trial.unittest import TestCase
 
 from roost.client_api.sync_extensions import SyncRequest
 from roost.client_api.sync_filter import DEFAULT_FILTER, SyncFilter
+from tests.client_api.sync_helpers import call as _call
+from tests.client_api.sync_helpers import frozen_clock as _frozen_clock
 from tests.server_harness import RunningServer, q, start_server
-
-V3 = "/_matrix/client/v3"
-
-
-def _frozen_clock() -> task.Clock:
-    """Served ages move only when the test advances it: both paths serve the same ages."""
-    clock = task.Clock()
-    clock.advance(reactor.seconds())  # type: ignore[attr-defined]
-    return clock
-
-
-async def _call(server: RunningServer, method: str, path: str, token: str,
-                body: Any = None) -> Any:
-    resp = await server.request(method, V3 + path, body if body is not None else {},
-                                token=token)
-    assert resp.status == 200, (path, resp.status, resp.body)
-    return resp.body
 
 
 class QuietSyncTests(TestCase):
