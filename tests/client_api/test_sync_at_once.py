@@ -14,8 +14,8 @@ from twisted.trial.unittest import TestCase
 from roost.client_api.sync_filter import DEFAULT_FILTER, SyncFilter
 from roost.http.bodies import encode_json
 from tests.client_api.sync_helpers import call as _call
-from tests.client_api.sync_helpers import frozen_clock as _frozen_clock
-from tests.server_harness import RunningServer, q, start_server
+from tests.client_api.sync_helpers import mixed_rooms
+from tests.server_harness import RunningServer, q
 
 FILTERS: list[Any] = [
     None,
@@ -42,26 +42,7 @@ def _filter(raw: Any, rooms: list[str]) -> SyncFilter:
 
 class AtOnceTests(TestCase):
     async def _setup(self) -> tuple[RunningServer, dict[str, Any], list[str]]:
-        server = await start_server(self, clock=_frozen_clock())
-        users = {name: await server.register(name)
-                 for name in ("alice", "bob", "carol", "dave", "erin")}
-        alice = users["alice"]["access_token"]
-        rooms = [(await _call(server, "POST", "/createRoom", alice,
-                              {"preset": "public_chat"}))["room_id"] for _ in range(3)]
-        for name in ("bob", "carol", "dave", "erin"):
-            for room in rooms[:2] if name == "dave" else rooms:
-                await _call(server, "POST", f"/rooms/{q(room)}/join",
-                            users[name]["access_token"])
-        await _call(server, "POST", f"/rooms/{q(rooms[2])}/leave", users["erin"]["access_token"])
-        await _call(server, "PUT", f"/user/{q('@carol:test.roost')}/account_data/"
-                    "m.ignored_user_list", users["carol"]["access_token"],
-                    {"ignored_users": {"@bob:test.roost": {}}})
-        builder = server.hs.sync_builder
-        assert builder is not None
-        for user in users.values():  # initial syncs: ignored users known from then on
-            await builder.build(user["user_id"], None, DEFAULT_FILTER,
-                                device_id=user["device_id"])
-        return server, users, rooms
+        return await mixed_rooms(self)
 
     async def _compare(self, server: RunningServer, users: dict[str, Any], rooms: list[str],
                        since: Any) -> list[bool]:

@@ -13,8 +13,8 @@ from roost.client_api.sync_extensions import SyncRequest
 from roost.client_api.sync_filter import DEFAULT_FILTER, SyncFilter
 from roost.http.bodies import encode_json
 from tests.client_api.sync_helpers import call as _call
-from tests.client_api.sync_helpers import frozen_clock as _frozen_clock
-from tests.server_harness import q, start_server
+from tests.client_api.sync_helpers import mixed_rooms
+from tests.server_harness import q
 
 FILTERS: list[Any] = [
     None,
@@ -31,25 +31,10 @@ FILTERS: list[Any] = [
 
 class DirectServingTests(TestCase):
     async def test_direct_answers_equal_the_serializer_s_and_the_general_path_s(self) -> None:
-        server = await start_server(self, clock=_frozen_clock())
+        server, users, rooms = await mixed_rooms(self)
+        alice = users["alice"]["access_token"]
         builder = server.hs.sync_builder
         assert builder is not None
-        users = {name: await server.register(name)
-                 for name in ("alice", "bob", "carol", "dave", "erin")}
-        alice = users["alice"]["access_token"]
-        rooms = [(await _call(server, "POST", "/createRoom", alice,
-                              {"preset": "public_chat"}))["room_id"] for _ in range(3)]
-        for name in ("bob", "carol", "dave", "erin"):
-            for room in rooms[:2] if name == "dave" else rooms:
-                await _call(server, "POST", f"/rooms/{q(room)}/join",
-                            users[name]["access_token"])
-        await _call(server, "POST", f"/rooms/{q(rooms[2])}/leave", users["erin"]["access_token"])
-        await _call(server, "PUT", f"/user/{q('@carol:test.roost')}/account_data/"
-                    "m.ignored_user_list", users["carol"]["access_token"],
-                    {"ignored_users": {"@bob:test.roost": {}}})
-        for user in users.values():  # initial syncs: ignored users known from then on
-            await builder.build(user["user_id"], None, DEFAULT_FILTER,
-                                device_id=user["device_id"])
 
         direct: list[bool] = []
         serve_directly = builder._serve_directly
