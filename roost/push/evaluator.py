@@ -395,11 +395,8 @@ class PushEvaluator:
         room = self._rooms.get(room_id)
         if room is None:
             return None
-        if room.state is not state:
-            room = _room_info(state, room.version, self._suffix)
-            if any(user not in self._rules for user in room.local_members):
-                return None
-            self._rooms[room_id] = room
+        if room.state is not state:  # kept (and grouped below when every rule is held)
+            room = self._rooms[room_id] = _room_info(state, room.version, self._suffix)
         if room.groups is None or room.generation != self._generation:
             if any(user not in self._rules for user in room.local_members):
                 return None

@@ -567,12 +567,6 @@ class RoomEngine:
         the same object means the same state (push evaluation's room cache checks it)."""
         return (await self._head(room_id)).state_events
 
-    def cached_state(self, room_id: str) -> Mapping[StateKey, Event] | None:
-        """The cached head's own state map (see current_state_shared), None when no head
-        of the room is cached."""
-        head = self._heads.get(room_id)
-        return None if head is None else head.state_events
-
     async def current_state_sorted(self, room_id: str) -> list[tuple[StateKey, Event]]:
         """The room's current state in key order, kept on its cached head (read-only: a
         big room's sync sends it in this order, without sorting it on every request)."""
@@ -605,4 +599,3 @@ class RoomEngine:
             return head.version
         identifier = await self._state.room_version(room_id)
         return get_room_version(identifier) if identifier else None
-
