@@ -4,14 +4,22 @@ One message wakes every member's long poll, and each receiver's answer
 (`SyncBuilder.build_at_once`) is the same rooms, with the same served events,
 around its own unread counts, presence and e2ee sections. Every receiver used
 to find the range's news rooms, look up their shared parts (sync_shared.py),
-check each for a summary event, and have its served events encoded again.
-`WakeAnswers` keeps, for the newest (since, now, filter) asked, what every
-receiver of that wake-up shares: the range's rooms the filter wants, in the
-order `build` lists them, each with its shared part and that part's
-`timeline` and `state` encoded as JSON once (`RawJson`, written into each
-answer as it is). A receiver then only checks what is its own: which of
-those rooms it is joined to, whether it sent an event of them (a transaction
-id), and the extensions' values.
+check each for a summary event, and have its served events encoded again;
+and the first receiver of each message took the general `build` to make the
+shared part. `WakeAnswers` keeps, for the newest (since, now, filter) asked,
+what every receiver of that wake-up shares: the range's rooms the filter
+wants, in the order `build` lists them, each with its shared part (made here
+when no await is needed: SyncBuilder._shared_part_at_once) and that part's
+`timeline` and `state` encoded as JSON once (orjson fragments, written into
+each answer as they are). A receiver then only checks what is its own: which
+of those rooms it is joined to, whether it sent an event of them (a
+transaction id), and the extensions' values; its answer is returned encoded.
+
+An ignore list only takes the ignored senders' events out of timelines, so a
+user none of whose ignored users sent anything in the range gets the answer
+of the filter they asked with (the wake-up's `senders`), and shares it; else
+their filter with the ignored senders (one object per filter and ignore list,
+SyncBuilder.ignoring) gets its own parts.
 
 Exact: what is kept is decided by (since, now, filter) and by the shared parts,
 which are themselves keyed by exactly that (sync_shared.py); a change landing
@@ -19,7 +27,7 @@ between two receivers' answers moves `now` (SyncBuilder.now), and the next
 receiver looks up a wake-up of its own. Everything per user (memberships,
 ignored users, unread counts, presence, e2ee) is asked per receiver as before.
 The served events carry ages; a kept part is used for at most SHARE_MS, as
-`SharedRooms.get` uses it. The body encodes to the bytes `build`'s body does
+`SharedRooms.get` uses it. The body is the bytes `build`'s body encodes to
 (tests/client_api/test_sync_at_once.py).
 """
 
@@ -64,6 +72,7 @@ class _Wake:
     filt: SyncFilter
     rooms: tuple[_Room, ...]  # in the order the range's events first name them
     kept_ms: int  # when the oldest of the shared parts was kept (SharedRooms)
+    senders: frozenset[str]  # of every event of the range in those rooms, filtered or not
 
 
 class WakeAnswers:
@@ -88,12 +97,14 @@ class WakeAnswers:
         ignored = b._ignored.get(user_id)
         if ignored is None or b._user_rooms.changed_since(user_id, since.events):
             return None  # (`_quiet`'s per-user half; the positions are the wake-up's)
-        if ignored:
+        wake = self._wake_for(since, now, filt)
+        if wake is None:
+            return None
+        if ignored and not ignored.isdisjoint(wake.senders):
+            # Only then does the ignore list change the rooms' parts (it only takes
+            # senders' events out of timelines): else the answer is the filter's own.
             filt = b.ignoring(filt, ignored)
-        wake = self._wakes.get(id(filt))
-        if wake is None or wake.now is not now or wake.filt is not filt or not (
-                wake.since is since or wake.since == since):
-            wake = self._wake(since, now, filt)
+            wake = self._wake_for(since, now, filt)
             if wake is None:
                 return None
         now_ms = b._view.now_ms()
@@ -139,6 +150,14 @@ class WakeAnswers:
         except orjson.JSONEncodeError:
             return None  # (`build` answers; the encoder copes with what orjson refuses)
 
+    def _wake_for(self, since: StreamToken, now: StreamToken,
+                  filt: SyncFilter) -> _Wake | None:
+        wake = self._wakes.get(id(filt))
+        if wake is not None and wake.now is now and wake.filt is filt and (
+                wake.since is since or wake.since == since):
+            return wake
+        return self._wake(since, now, filt)
+
     def _wake(self, since: StreamToken, now: StreamToken, filt: SyncFilter) -> _Wake | None:
         """What every receiver of (since, now] with this filter shares, kept; None when the
         range is not grouped in memory."""
@@ -152,9 +171,11 @@ class WakeAnswers:
         now_ms = b._view.now_ms()
         kept_ms = now_ms
         rooms: list[_Room] = []
+        senders: set[str] = set()
         for room_id, raw in grouped.items():
             if not filt.wants_room(room_id):
                 continue
+            senders.update(e.event.sender for e in b._engine.loaded(raw))
             found = b._shared.entry(room_id, since.events, now.events, filt, now_ms)
             if found is None:
                 made = b._shared_part_at_once(room_id, raw, since, now, filt, now_ms)
@@ -175,7 +196,7 @@ class WakeAnswers:
                 continue
             rooms.append(_Room(room_id, shared, *encoded))
         self.made += 1
-        wake = _Wake(since, now, filt, tuple(rooms), kept_ms)
+        wake = _Wake(since, now, filt, tuple(rooms), kept_ms, frozenset(senders))
         wakes = self._wakes
         if any(w.now is not now for w in wakes.values()) or len(wakes) >= MAX_FILTERS:
             wakes.clear()  # (an older wake-up's: done)
