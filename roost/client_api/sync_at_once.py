@@ -33,8 +33,7 @@ The served events carry ages; a kept part is used for at most SHARE_MS, as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -52,9 +51,9 @@ MAX_FILTERS = 16  # filters kept per wake-up (receivers of one change mostly sha
 _EMPTY_EVENTS = orjson.Fragment(b'{"events":[]}')
 
 
-@dataclass(frozen=True, slots=True)
-class _Room:
-    """One news room of the range as every receiver of the wake-up gets it."""
+class _Room(NamedTuple):
+    """One news room of the range as every receiver of the wake-up gets it. (Named
+    tuples: a dataclass's generated methods are memory bench/memory.py counts.)"""
 
     room_id: str
     # None: `build` answers its members (a summary event or a relation in it makes it per
@@ -65,8 +64,7 @@ class _Room:
     missing: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class _Wake:
+class _Wake(NamedTuple):
     since: StreamToken
     now: StreamToken
     filt: SyncFilter
