@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from roost.client_api.sync_builder import SyncBuilder
 
 JsonDict = dict[str, Any]
-MAX_FILTERS = 16  # filters kept per wake-up (receivers of one change mostly share one)
+MAX_WAKES = 16  # (filter, since) kept per `now` (receivers of one change mostly share one)
 _EMPTY_EVENTS = orjson.Fragment(b'{"events":[]}')
 
 
@@ -78,7 +78,8 @@ class WakeAnswers:
 
     def __init__(self, builder: SyncBuilder) -> None:
         self._builder = builder
-        self._wakes: dict[int, _Wake] = {}  # id(filter) -> the newest wake-up for it
+        # (id(filter), since's events position) -> the wake-up's, for the newest `now`
+        self._wakes: dict[tuple[int, int], _Wake] = {}
         self.made = 0  # wake-ups looked up (tests and benchmarks)
 
     def answer(self, user_id: str, since: StreamToken, filt: SyncFilter,
@@ -115,7 +116,7 @@ class WakeAnswers:
             shared = room.shared
             if shared is None or user_id in shared.senders:
                 if room.missing:  # `build` keeps it: the next receiver looks again
-                    self._wakes.pop(id(filt), None)
+                    self._wakes.pop((id(filt), since.events), None)
                 return None
             joined[room.room_id] = {"timeline": room.timeline, "state": room.state,
                                     "account_data": _EMPTY_EVENTS, "ephemeral": _EMPTY_EVENTS}
@@ -150,7 +151,7 @@ class WakeAnswers:
 
     def _wake_for(self, since: StreamToken, now: StreamToken,
                   filt: SyncFilter) -> _Wake | None:
-        wake = self._wakes.get(id(filt))
+        wake = self._wakes.get((id(filt), since.events))
         if wake is not None and wake.now is now and wake.filt is filt and (
                 wake.since is since or wake.since == since):
             return wake
@@ -196,9 +197,9 @@ class WakeAnswers:
         self.made += 1
         wake = _Wake(since, now, filt, tuple(rooms), kept_ms, frozenset(senders))
         wakes = self._wakes
-        if any(w.now is not now for w in wakes.values()) or len(wakes) >= MAX_FILTERS:
+        if any(w.now is not now for w in wakes.values()) or len(wakes) >= MAX_WAKES:
             wakes.clear()  # (an older wake-up's: done)
-        wakes[id(filt)] = wake
+        wakes[(id(filt), since.events)] = wake
         return wake
 
 
