@@ -34,7 +34,7 @@ The served events carry ages; a kept part is used for at most SHARE_MS, as
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -53,17 +53,20 @@ MAX_WAKES = 16  # (filter, since) kept per `now` (receivers of one change mostly
 _EMPTY_EVENTS = orjson.Fragment(b'{"events":[]}')
 
 
-class _Room(NamedTuple):
-    """One news room of the range as every receiver of the wake-up gets it. (Named
-    tuples: a dataclass's generated methods are memory bench/memory.py counts.)"""
+class _Room:
+    """One news room of the range as every receiver of the wake-up gets it."""
 
-    # None: `build` answers its members (a summary event or a relation in it makes the
-    # part per receiver; or orjson refused it); EMPTY: the filter keeps nothing of it
-    shared: SharedRoom | None
-    timeline: orjson.Fragment | None  # its `timeline` and `state` objects, encoded once
-    state: orjson.Fragment | None
-    kept_ms: int  # when its shared part was kept (SharedRooms): the served events' ages
-    senders: frozenset[str]  # of every event of the range in it, filtered out or not
+    __slots__ = ("shared", "timeline", "state", "kept_ms", "senders")
+
+    def __init__(self, shared: SharedRoom | None, encoded: tuple[Any, Any] | None,
+                 kept_ms: int, senders: frozenset[str]) -> None:
+        # None: `build` answers its members (a summary event or a relation in it makes the
+        # part per receiver; or orjson refused it); EMPTY: the filter keeps nothing of it
+        self.shared = shared
+        # its `timeline` and `state` objects, encoded once (orjson fragments)
+        self.timeline, self.state = encoded or (None, None)
+        self.kept_ms = kept_ms  # when its shared part was kept: the served events' ages
+        self.senders = senders  # of every event of the range in it, filtered out or not
 
 
 class _Wake:
@@ -195,12 +198,10 @@ class WakeAnswers:
         kept_ms, shared = found
         senders = frozenset(e.event.sender for e in b._engine.loaded(raw))
         if shared is EMPTY:
-            return _Room(EMPTY, None, None, kept_ms, senders)
+            return _Room(EMPTY, None, kept_ms, senders)
         encoded = _encoded(shared) if shared.served is not None \
             and not shared.touches_summary else None
-        if encoded is None:
-            return _Room(None, None, None, kept_ms, senders)
-        return _Room(shared, *encoded, kept_ms, senders)
+        return _Room(shared if encoded is not None else None, encoded, kept_ms, senders)
 
     def _wake_for(self, since: StreamToken, now: StreamToken,
                   filt: SyncFilter) -> _Wake | None:
