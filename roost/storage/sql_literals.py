@@ -26,11 +26,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-# sql text -> its pieces between `%s` placeholders (None: other `%` in it, left to mogrify).
-# Statements are the stores' constant texts: a few dozen.
-_pieces: dict[str, list[str] | None] = {}
-_PIECES_MAX = 512
-
 
 def plain_connection(connection: Any) -> bool:
     """Whether `connection` reads the literals written here as psycopg2's (see above)."""
@@ -57,14 +52,12 @@ def literal(value: Any) -> str | None:
 def statement(sql: str, args: Sequence[Any]) -> bytes | None:
     """`sql` with its `%s` placeholders filled from `args`, encoded; None to leave it to
     mogrify (a parameter that is not plain, a `%` other than `%s`, a count mismatch)."""
-    pieces = _pieces.get(sql, False)
-    if pieces is False:
-        split = sql.split("%s")
-        pieces = None if any("%" in piece for piece in split) else split
-        if len(_pieces) >= _PIECES_MAX:
-            _pieces.clear()
-        _pieces[sql] = pieces
-    if pieces is None or type(args) not in (tuple, list) or len(args) != len(pieces) - 1:
+    # Split afresh each time, not cached by text: some texts are built per batch (push's
+    # statement grows with its rows), and a cache of them would be memory kept for nothing.
+    pieces = sql.split("%s")
+    if sql.count("%") != len(pieces) - 1:  # a % that is not a placeholder: mogrify's %%
+        return None
+    if type(args) not in (tuple, list) or len(args) != len(pieces) - 1:
         return None
     out = [pieces[0]]
     for value, piece in zip(args, pieces[1:]):  # noqa: B905 (lengths checked above)

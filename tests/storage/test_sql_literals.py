@@ -95,6 +95,22 @@ class LiteralTests(TestCase):
         self.assertIsNone(sql_literals.statement("SELECT %s, %s", ("x",)))
         self.assertIsNone(sql_literals.values("INSERT INTO t ", [("x",)], " WHERE a LIKE '%%'"))
 
+    def test_statement_texts_are_not_kept(self) -> None:
+        """Some texts are built per batch (push's statement grows with its rows): keeping
+        each text seen (a first version cached them) held memory bench/memory.py saw."""
+        import tracemalloc
+
+        texts = ["INSERT INTO t VALUES " + ", ".join(["(%s, %s)"] * n) for n in range(1, 201)]
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for text in texts:
+                sql_literals.statement(text, ["x", 1] * text.count("(%s"))
+            kept = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        self.assertLess(kept, 20_000)
+
     def test_a_connection_without_standard_strings_gets_mogrify(self) -> None:
         self.cursor.execute("SET standard_conforming_strings = off")
         self.assertFalse(sql_literals.plain_connection(self.conn))
