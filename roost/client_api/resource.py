@@ -27,7 +27,7 @@ from twisted.web.resource import Resource
 
 from roost.client_api.errors import MatrixError, limit_exceeded
 from roost.client_api.guests import check_guest
-from roost.http.bodies import Answered, QueryArgs, json_object, parse_json, write_json
+from roost.http.bodies import Answered, QueryArgs, RawJson, json_object, parse_json, write_json
 from roost.http.channel import lean_channel
 from roost.http.limits import LimitedRequest, LimitedSite
 from roost.http.routing import RouteTable, compile_template
@@ -509,7 +509,7 @@ def _access_token(request: server.Request) -> str | None:
 
 
 def answer_taken(request: server.Request, rid: str, start: float, user: str, status: int,
-                 body: JsonDict) -> None:
+                 body: JsonDict | RawJson) -> None:
     """The end of `_handle` for a request a fast handler took (FastHandler): the answer
     (nothing if the client has gone) and its log line."""
     headers: dict[str, str] = {}
@@ -529,7 +529,7 @@ def cancelled_taken(request: server.Request) -> None:
 
 
 def continue_taken(request: server.Request, rid: str, start: float, user: str,
-                   work: Awaitable[JsonDict]) -> Task:
+                   work: Awaitable[JsonDict | RawJson]) -> Task:
     """Run `work`, the rest of a request a fast handler took, as `_handle` runs a handler:
     its body answered, a MatrixError as its error, anything else a 500, cancelling (the
     returned Task's `cancel`, when the client goes) logged. The request's own context
@@ -538,7 +538,7 @@ def continue_taken(request: server.Request, rid: str, start: float, user: str,
 
 
 async def _finish_taken(request: server.Request, rid: str, start: float, user: str,
-                        work: Awaitable[JsonDict]) -> None:
+                        work: Awaitable[JsonDict | RawJson]) -> None:
     request_id.set(rid)
     method = request.method.decode("ascii", "replace")
     headers: dict[str, str] = {}

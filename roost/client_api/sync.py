@@ -18,6 +18,7 @@ from roost.client_api.sync_builder import SyncBuilder
 from roost.client_api.sync_filter import DEFAULT_FILTER, SyncFilter
 from roost.client_api.sync_poll import MAX_TIMEOUT_MS, FastPolls
 from roost.client_api.sync_waiter import ChangeWaiter
+from roost.http.bodies import RawJson
 from roost.storage.sync_data import FilterStore
 
 MAX_REMEMBERED_FILTERS = 10_000
@@ -90,7 +91,7 @@ def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters
             queries[uri] = parsed
         return parsed
 
-    async def sync(req: ApiRequest) -> JsonDict:
+    async def sync(req: ApiRequest) -> JsonDict | RawJson:
         user = req.user.user_id
         since_raw, filter_raw, full_state, timeout_ms, set_presence = poll_args(req)
         since: StreamToken | None = None
@@ -121,7 +122,7 @@ def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters
 async def _long_poll(builder: SyncBuilder, waiter: ChangeWaiter, user: str,
                      device_id: str | None, since: StreamToken | None, filt: SyncFilter,
                      full_state: bool, timeout_s: float, deadline: float | None = None,
-                     at_once: bool = True) -> JsonDict:
+                     at_once: bool = True) -> JsonDict | RawJson:
     """Answer at once if anything is new, else wait for a change or the timeout.
 
     A poll whose `since` is every stream's current position waits without
@@ -145,7 +146,7 @@ async def _long_poll(builder: SyncBuilder, waiter: ChangeWaiter, user: str,
             body, _ = await builder.build(user, since, filt, device_id=device_id)
             return body  # the timeout: an empty delta, with the sections' current values
         if since is not None and not full_state and at_once:
-            # A woken receiver after the first: its answer from memory, if all is there.
+            # A woken receiver: its answer from memory (encoded), if all is there.
             answered = builder.build_at_once(user, since, filt, device_id)
             if answered is not None:
                 return answered[0]

@@ -43,13 +43,14 @@ from roost.client_api.stream_token import StreamToken
 from roost.client_api.sync_builder import SyncBuilder
 from roost.client_api.sync_filter import SyncFilter
 from roost.client_api.sync_waiter import ChangeWaiter, Watch
+from roost.http.bodies import RawJson
 from roost.http.tasks import Task
 
 MAX_TIMEOUT_MS = 300_000
 
 # (since, filter, full_state, timeout in ms, set_presence), as sync.poll_args checks them.
 PollArgs = tuple[str | None, str | None, bool, int, str]
-LongPoll = Callable[..., Awaitable[JsonDict]]
+LongPoll = Callable[..., Awaitable[JsonDict | RawJson]]
 
 
 def _waiting(changed: bool) -> None:
@@ -158,7 +159,7 @@ class FastPolls:
             self.presence.connection_closed(poll.user_id)
         cancelled_taken(poll.request)
 
-    async def _timed_out(self, poll: _Poll) -> JsonDict:
+    async def _timed_out(self, poll: _Poll) -> JsonDict | RawJson:
         try:
             body, _ = await self.builder.build(poll.user_id, poll.since, poll.filt,
                                                device_id=poll.device_id)
@@ -167,7 +168,7 @@ class FastPolls:
             if self.presence is not None:
                 self.presence.connection_closed(poll.user_id)
 
-    async def _continued(self, poll: _Poll, at_once: bool) -> JsonDict:
+    async def _continued(self, poll: _Poll, at_once: bool) -> JsonDict | RawJson:
         try:
             return await self._long_poll(self.builder, self.waiter, poll.user_id,
                                          poll.device_id, poll.since, poll.filt, False, 0.0,
@@ -176,7 +177,7 @@ class FastPolls:
             if self.presence is not None:
                 self.presence.connection_closed(poll.user_id)
 
-    async def _failed(self, poll: _Poll, error: Exception) -> JsonDict:
+    async def _failed(self, poll: _Poll, error: Exception) -> JsonDict | RawJson:
         try:
             raise error
         finally:
@@ -212,7 +213,7 @@ class _Poll(Watch):
         self.cancel()
         self._polls.woken(self, changed)
 
-    def go_on(self, work: Awaitable[JsonDict]) -> None:
+    def go_on(self, work: Awaitable[JsonDict | RawJson]) -> None:
         """Continue in a coroutine (cancelled if the client goes), not waiting here."""
         self._wake = None
         self._task = continue_taken(self.request, self.rid, self.start, self.user_id, work)
