@@ -154,8 +154,10 @@ class Router(RouteTable[Route]):
             stream_body: bool = False, fast: FastHandler | None = None) -> None:
         """`path` is a template as roost.http.routing takes it; `fast` only for a GET
         route without a rate limit (FastHandler)."""
-        if fast is not None and (method != "GET" or rate_limit is not None):
-            raise ValueError("a fast handler is for a GET route without a rate limit")
+        if fast is not None and (method != "GET" or rate_limit is not None
+                                 or not re.fullmatch(r"[\w.-]+", path.rpartition("/")[2])):
+            raise ValueError("a fast handler is for a GET route without a rate limit, whose "
+                             "path ends in a plain segment")
         self.insert(path, Route(method, compile_template(path), handler, auth, auth_optional,
                                 rate_limit, stream_body, path, fast))
 
@@ -241,6 +243,9 @@ class JsonResource(Resource):
         self.fast = True
         self._fast_routes: dict[bytes, Route | None] = {}
         self._fast_routes_of = -1  # the router's route count they were found with
+        # The last path segments of the routes with a fast handler: a GET ending in
+        # another is not looked up (its route is matched once, by `_handle`).
+        self._fast_ends: frozenset[bytes] = frozenset()
 
     def render(self, request: server.Request) -> int:
         rid = f"req{next(_request_counter)}"
@@ -340,6 +345,10 @@ class JsonResource(Resource):
         if self._fast_routes_of != len(self._router.routes):  # (routes added: look again)
             self._fast_routes.clear()
             self._fast_routes_of = len(self._router.routes)
+            self._fast_ends = frozenset(r.path.rpartition("/")[2].encode()
+                                        for r in self._router.routes if r.fast is not None)
+        if request.path.rpartition(b"/")[2] not in self._fast_ends:
+            return False
         route = self._fast_routes.get(request.path, _LATER)
         if route is _LATER:
             route = self._fast_route(request.path)

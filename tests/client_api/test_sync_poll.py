@@ -271,3 +271,13 @@ class FastPollTests(TestCase):
             self.assertEqual(answers[0], answers[1], target)
             self.assertNotIn(b" 200 OK", answers[0].split(b"\r\n")[0], target)
         self.assertEqual(self._waiting(server), [])
+
+    async def test_other_gets_are_not_looked_up(self) -> None:
+        """A GET whose last path segment no fast route has is not matched a second time
+        (for a fast handler) before `_handle` matches it."""
+        server, users, room = await self._setup()
+        api = self._api(server)
+        await call(server, "GET", f"/rooms/{q(room)}/joined_members", users["bob"]["access_token"])
+        await call(server, "GET", "/sync?filter=0&timeout=0", users["bob"]["access_token"])
+        self.assertEqual(list(api._fast_routes), [b"/_matrix/client/v3/sync"])
+        self.assertEqual(api._fast_ends, frozenset({b"sync"}))
