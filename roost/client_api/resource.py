@@ -341,7 +341,6 @@ class JsonResource(Resource):
         without parameters, the requester known from memory (not a guest: their check
         stays `_handle`'s), no rate limit; then devices' last seen, as `_handle` does.
         False: nothing done, `_handle` runs."""
-        start = time.monotonic()
         if self._fast_routes_of != len(self._router.routes):  # (routes added: look again)
             self._fast_routes.clear()
             self._fast_routes_of = len(self._router.routes)
@@ -349,6 +348,7 @@ class JsonResource(Resource):
                                         for r in self._router.routes if r.fast is not None)
         if request.path.rpartition(b"/")[2] not in self._fast_ends:
             return False
+        start = time.monotonic()
         route = self._fast_routes.get(request.path, _LATER)
         if route is _LATER:
             route = self._fast_route(request.path)
