@@ -6,20 +6,21 @@ around its own unread counts, presence and e2ee sections. Every receiver used
 to find the range's news rooms, look up their shared parts (sync_shared.py),
 check each for a summary event, and have its served events encoded again;
 and the first receiver of each message took the general `build` to make the
-shared part. `WakeAnswers` keeps, for the newest (since, now, filter) asked,
-what every receiver of that wake-up shares: the range's rooms the filter
-wants, in the order `build` lists them, each with its shared part (made here
-when no await is needed: SyncBuilder._shared_part_at_once) and that part's
-`timeline` and `state` encoded as JSON once (orjson fragments, written into
-each answer as they are). A receiver then only checks what is its own: which
-of those rooms it is joined to, whether it sent an event of them (a
-transaction id), and the extensions' values; its answer is returned encoded.
+shared part. `WakeAnswers` keeps, for the newest `now` and each (since,
+filter) asked, what every receiver of that wake-up shares: the range's rooms
+the filter wants, in the order `build` lists them, each, once a receiver
+joined to it asks, with its shared part (made here when no await is needed:
+SyncBuilder._shared_part_at_once) and that part's `timeline` and `state`
+encoded as JSON once (orjson fragments, written into each answer as they
+are). A receiver then only checks what is its own: which of those rooms it
+is joined to, whether it sent an event of them (a transaction id), and the
+extensions' values; its answer is returned encoded.
 
 An ignore list only takes the ignored senders' events out of timelines, so a
-user none of whose ignored users sent anything in the range gets the answer
-of the filter they asked with (the wake-up's `senders`), and shares it; else
-their filter with the ignored senders (one object per filter and ignore list,
-SyncBuilder.ignoring) gets its own parts.
+user none of whose ignored users sent anything in the range in their rooms
+gets the answer of the filter they asked with (each room's `senders`), and
+shares it; else their filter with the ignored senders (one object per filter
+and ignore list, SyncBuilder.ignoring) gets its own parts.
 
 Exact: what is kept is decided by (since, now, filter) and by the shared parts,
 which are themselves keyed by exactly that (sync_shared.py); a change landing
@@ -42,6 +43,7 @@ from roost.client_api.sync_extensions import LATER, SyncRequest
 from roost.client_api.sync_filter import SyncFilter
 from roost.client_api.sync_shared import EMPTY, SHARE_MS, SharedRoom
 from roost.http.bodies import RawJson
+from roost.storage.events import StoredEvent
 
 if TYPE_CHECKING:
     from roost.client_api.sync_builder import SyncBuilder
@@ -55,22 +57,30 @@ class _Room(NamedTuple):
     """One news room of the range as every receiver of the wake-up gets it. (Named
     tuples: a dataclass's generated methods are memory bench/memory.py counts.)"""
 
-    room_id: str
-    # None: `build` answers its members (a summary event or a relation in it makes it per
-    # receiver; or, when `missing`, its part was neither kept nor made at once)
+    # None: `build` answers its members (a summary event or a relation in it makes the
+    # part per receiver; or orjson refused it); EMPTY: the filter keeps nothing of it
     shared: SharedRoom | None
     timeline: orjson.Fragment | None  # its `timeline` and `state` objects, encoded once
     state: orjson.Fragment | None
-    missing: bool = False
+    kept_ms: int  # when its shared part was kept (SharedRooms): the served events' ages
+    senders: frozenset[str]  # of every event of the range in it, filtered out or not
 
 
-class _Wake(NamedTuple):
-    since: StreamToken
-    now: StreamToken
-    filt: SyncFilter
-    rooms: tuple[_Room, ...]  # in the order the range's events first name them
-    kept_ms: int  # when the oldest of the shared parts was kept (SharedRooms)
-    senders: frozenset[str]  # of every event of the range in those rooms, filtered or not
+class _Wake:
+    """What the receivers of one wake-up with one filter share: the range's rooms the
+    filter wants, in the order `build` lists them, each looked up when a receiver
+    joined to it first asks (a long range holds rooms no receiver of it is in)."""
+
+    __slots__ = ("since", "now", "filt", "order", "raw", "rooms")
+
+    def __init__(self, since: StreamToken, now: StreamToken, filt: SyncFilter,
+                 raw: dict[str, list[StoredEvent]]) -> None:
+        self.since = since
+        self.now = now
+        self.filt = filt
+        self.order = [room_id for room_id in raw if filt.wants_room(room_id)]
+        self.raw = raw
+        self.rooms: dict[str, _Room] = {}
 
 
 class WakeAnswers:
@@ -99,27 +109,27 @@ class WakeAnswers:
         wake = self._wake_for(since, now, filt)
         if wake is None:
             return None
-        if ignored and not ignored.isdisjoint(wake.senders):
+        now_ms = b._view.now_ms()
+        mine = self._rooms(wake, memberships, now_ms)
+        if mine is None:
+            return None
+        if ignored and any(not ignored.isdisjoint(room.senders) for _, room in mine):
             # Only then does the ignore list change the rooms' parts (it only takes
             # senders' events out of timelines): else the answer is the filter's own.
             filt = b.ignoring(filt, ignored)
             wake = self._wake_for(since, now, filt)
-            if wake is None:
+            mine = self._rooms(wake, memberships, now_ms) if wake is not None else None
+            if mine is None:
                 return None
-        now_ms = b._view.now_ms()
-        if now_ms - wake.kept_ms > SHARE_MS or now_ms < wake.kept_ms:
-            return None  # (the served ages would be older than SharedRooms serves)
         joined: JsonDict = {}
-        for room in wake.rooms:
-            if memberships.get(room.room_id) != "join":
-                continue
+        for room_id, room in mine:
             shared = room.shared
+            if shared is EMPTY:
+                continue
             if shared is None or user_id in shared.senders:
-                if room.missing:  # `build` keeps it: the next receiver looks again
-                    self._wakes.pop((id(filt), since.events), None)
                 return None
-            joined[room.room_id] = {"timeline": room.timeline, "state": room.state,
-                                    "account_data": _EMPTY_EVENTS, "ephemeral": _EMPTY_EVENTS}
+            joined[room_id] = {"timeline": room.timeline, "state": room.state,
+                               "account_data": _EMPTY_EVENTS, "ephemeral": _EMPTY_EVENTS}
         if not joined:
             return None
         request = SyncRequest(user_id, device_id, since, now, filt, False)
@@ -149,57 +159,70 @@ class WakeAnswers:
         except orjson.JSONEncodeError:
             return None  # (`build` answers; the encoder copes with what orjson refuses)
 
+    def _rooms(self, wake: _Wake, memberships: dict[str, str],
+               now_ms: int) -> list[tuple[str, _Room]] | None:
+        """The wake-up's rooms the user is joined to, each looked up or made once; None
+        when one is not in memory (`build` answers, and keeps it for the next receiver)
+        or was kept longer ago than SharedRooms serves it."""
+        mine: list[tuple[str, _Room]] = []
+        rooms = wake.rooms
+        for room_id in wake.order:
+            if memberships.get(room_id) != "join":
+                continue
+            room = rooms.get(room_id)
+            if room is None:
+                room = self._room(wake, room_id, now_ms)
+                if room is None:
+                    return None
+                rooms[room_id] = room
+            elif now_ms - room.kept_ms > SHARE_MS or now_ms < room.kept_ms:
+                del rooms[room_id]  # (the served ages would be older than SharedRooms serves)
+                return None
+            mine.append((room_id, room))
+        return mine
+
+    def _room(self, wake: _Wake, room_id: str, now_ms: int) -> _Room | None:
+        """The room's shared part, kept or made at once, encoded; None if neither."""
+        b = self._builder
+        since, now, filt = wake.since, wake.now, wake.filt
+        raw = wake.raw[room_id]
+        found = b._shared.entry(room_id, since.events, now.events, filt, now_ms)
+        if found is None:
+            made = b._shared_part_at_once(room_id, raw, since, now, filt, now_ms)
+            if made is None:
+                return None
+            found = (now_ms, made)
+        kept_ms, shared = found
+        senders = frozenset(e.event.sender for e in b._engine.loaded(raw))
+        if shared is EMPTY:
+            return _Room(EMPTY, None, None, kept_ms, senders)
+        encoded = _encoded(shared) if shared.served is not None \
+            and not shared.touches_summary else None
+        if encoded is None:
+            return _Room(None, None, None, kept_ms, senders)
+        return _Room(shared, *encoded, kept_ms, senders)
+
     def _wake_for(self, since: StreamToken, now: StreamToken,
                   filt: SyncFilter) -> _Wake | None:
-        wake = self._wakes.get((id(filt), since.events))
+        """The wake-up of (since, now] for this filter: kept, or looked up and kept; None
+        when not only room events can be new or the range is not grouped in memory."""
+        key = (id(filt), since.events)
+        wake = self._wakes.get(key)
         if wake is not None and wake.now is now and wake.filt is filt and (
                 wake.since is since or wake.since == since):
             return wake
-        return self._wake(since, now, filt)
-
-    def _wake(self, since: StreamToken, now: StreamToken, filt: SyncFilter) -> _Wake | None:
-        """What every receiver of (since, now] with this filter shares, kept; None when the
-        range is not grouped in memory."""
-        b = self._builder
         if not (since.typing >= now.typing and since.receipts >= now.receipts
                 and since.account_data >= now.account_data):
             return None  # (`_quiet`: not only room events can be new)
-        grouped = b._window.grouped(since.events, now.events)
+        grouped = self._builder._window.grouped(since.events, now.events)
         if grouped is None:
             return None
-        now_ms = b._view.now_ms()
-        kept_ms = now_ms
-        rooms: list[_Room] = []
-        senders: set[str] = set()
-        for room_id, raw in grouped.items():
-            if not filt.wants_room(room_id):
-                continue
-            senders.update(e.event.sender for e in b._engine.loaded(raw))
-            found = b._shared.entry(room_id, since.events, now.events, filt, now_ms)
-            if found is None:
-                made = b._shared_part_at_once(room_id, raw, since, now, filt, now_ms)
-                if made is None:
-                    rooms.append(_Room(room_id, None, None, None, missing=True))
-                    continue
-                found = (now_ms, made)
-            kept_ms = min(kept_ms, found[0])
-            shared = found[1]
-            if shared is EMPTY:
-                continue
-            if shared.served is None or shared.touches_summary:
-                rooms.append(_Room(room_id, None, None, None))
-                continue
-            encoded = _encoded(shared)
-            if encoded is None:
-                rooms.append(_Room(room_id, None, None, None))
-                continue
-            rooms.append(_Room(room_id, shared, *encoded))
         self.made += 1
-        wake = _Wake(since, now, filt, tuple(rooms), kept_ms, frozenset(senders))
+        wake = _Wake(since, now, filt, grouped)
         wakes = self._wakes
         if any(w.now is not now for w in wakes.values()) or len(wakes) >= MAX_WAKES:
             wakes.clear()  # (an older wake-up's: done)
-        wakes[(id(filt), since.events)] = wake
+        wakes[key] = wake
         return wake
 
 

@@ -342,9 +342,12 @@ class SyncBuilder:
             await self._incremental_joined(plans, user_id, joined, newly_joined, since, now, filt)
             invites = [r for r, m, _, _ in changes if m == "invite" and r in invited]
             knocks = [r for r, m, _, _ in changes if m == "knock" and r in knocked]
+            # A leave is served under `leave` even if an invite or knock followed it in the
+            # range (the events up to it were the user's: Synapse serves both sections too);
+            # a leave followed by a rejoin is in the joined room's timeline instead.
             left = {r: pos for r, m, _, pos in changes if m in ("leave", "ban")
-                    and memberships.get(r) in ("leave", "ban") and filt.wants_room(r)}
-            await self._leaves(plans, left, since, filt)
+                    and memberships.get(r) in _NOT_JOINED and filt.wants_room(r)}
+            await self._leaves(plans, user_id, left, since, filt)
         await self._ephemeral.add(plans, joined, user_id, since, now, account, filt)
         await self._state.add_summaries(plans, user_id, since is None or full_state)
         out: JsonDict = {"join": {}, "invite": {}, "leave": {}}
@@ -527,15 +530,20 @@ class SyncBuilder:
         first = timeline[0].stream_ordering if timeline else now.events + 1
         return RoomPlan(timeline, len(events) > len(timeline), f"s{(first or 1) - 1}")
 
-    async def _leaves(self, plans: dict[str, RoomPlan], left: dict[str, int],
+    async def _leaves(self, plans: dict[str, RoomPlan], user_id: str, left: dict[str, int],
                       since: SyncToken, filt: SyncFilter) -> None:
+        """Each room left in the range, its timeline up to the (last) leave, as visible to
+        the user: one who was only invited (a rejected invite) sees no more than history
+        visibility lets them, as on every read path."""
         if not left:
             return
         fresh = await self._recent.in_range(list(left), since.events, max(left.values()),
                                             MAX_INCREMENTAL_EVENTS)
+        joins = await self._events.latest_join_positions(user_id, list(left))
         for room_id, position in left.items():
-            mine = self._wanted([s for s in fresh if s.room_id == room_id
-                                 and (s.stream_ordering or 0) <= position], filt)
+            mine = await self._visible(user_id, room_id, self._wanted(
+                [s for s in fresh if s.room_id == room_id and (s.stream_ordering or 0) <= position],
+                filt), joins.get(room_id))
             plan = self._plan(mine, filt, StreamToken(events=position))
             plan.left = True
             plans[room_id] = plan
@@ -555,6 +563,9 @@ class SyncBuilder:
             return loaded
         return [e for e in loaded if timeline.wants_room(e.event.room_id)
                 and timeline.wants(e.event.type, e.event.sender, e.event.content)]
+
+
+_NOT_JOINED = ("leave", "ban", "invite", "knock")
 
 
 def _in_token_order(positions: dict[str, Callable[[], int]]) -> list[Callable[[], int]]:
