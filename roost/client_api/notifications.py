@@ -72,10 +72,10 @@ class UnreadCounts:
         counts = self._evaluator.counts.held(request.user_id, room_ids, position)
         if counts is None:
             return None
-        per_thread = request.filter.unread_thread_notifications
-        fields = _fields(counts, room_ids, per_thread)
-        if per_thread:
-            self._keep_threads(request, fields)
+        if not request.filter.unread_thread_notifications:  # (_fields' usual case, inline)
+            return {room_id: _total(counts.get(room_id)) for room_id in room_ids}
+        fields = _fields(counts, room_ids, True)
+        self._keep_threads(request, fields)
         return {room: f["unread_notifications"] for room, f in fields.items()}
 
     def unread_thread_notifications_at_once(self, request: SyncRequest, room_ids: list[str]
@@ -119,14 +119,20 @@ def _fields(counts: dict[str, Any], room_ids: list[str], per_thread: bool
             others = {t: _counts(*c) for t, c in threads.items() if t != MAIN}
             if others:
                 fields["unread_thread_notifications"] = others
-        elif len(threads) <= 1:  # the common case: nothing unread, or the main thread's
-            fields = {"unread_notifications": _counts(*next(iter(threads.values()),
-                                                             (0, 0)))}
         else:
-            total = (sum(c[0] for c in threads.values()), sum(c[1] for c in threads.values()))
-            fields = {"unread_notifications": _counts(*total)}
+            fields = {"unread_notifications": _total(threads)}
         out[room_id] = fields
     return out
+
+
+def _total(threads: dict[str, Any] | None) -> JsonDict:
+    """`unread_notifications` summed over the room's threads (None or {}: nothing unread)."""
+    if not threads:
+        return {"notification_count": 0, "highlight_count": 0}
+    if len(threads) == 1:  # the common case: the main thread's
+        notifications, highlights = next(iter(threads.values()))
+        return {"notification_count": notifications, "highlight_count": highlights}
+    return _counts(sum(c[0] for c in threads.values()), sum(c[1] for c in threads.values()))
 
 
 def _counts(notifications: int, highlights: int) -> JsonDict:

@@ -21,6 +21,7 @@ from roost.client_api.stream_token import StreamToken
 from roost.client_api.sync_builder import SyncBuilder
 from roost.client_api.sync_deadlines import DeadlineQueue
 from roost.client_api.sync_filter import DEFAULT_FILTER, SyncFilter
+from roost.http.bodies import RawJson
 from roost.http.tasks import Wakeup
 from roost.storage.notifier import Notifier, StreamChange
 from roost.storage.room_state import UserRoomsCache
@@ -296,7 +297,7 @@ def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters
             queries[uri] = parsed
         return parsed
 
-    async def sync(req: ApiRequest) -> JsonDict:
+    async def sync(req: ApiRequest) -> JsonDict | RawJson:
         user = req.user.user_id
         since_raw, filter_raw, full_state, timeout_ms, set_presence = poll_args(req)
         since: StreamToken | None = None
@@ -323,7 +324,7 @@ def register(router: Router, builder: SyncBuilder, waiter: ChangeWaiter, filters
 
 async def _long_poll(builder: SyncBuilder, waiter: ChangeWaiter, user: str,
                      device_id: str | None, since: StreamToken | None, filt: SyncFilter,
-                     full_state: bool, timeout_s: float) -> JsonDict:
+                     full_state: bool, timeout_s: float) -> JsonDict | RawJson:
     """Answer at once if anything is new, else wait for a change or the timeout.
 
     A poll whose `since` is every stream's current position waits without
@@ -343,7 +344,7 @@ async def _long_poll(builder: SyncBuilder, waiter: ChangeWaiter, user: str,
             body, _ = await builder.build(user, since, filt, device_id=device_id)
             return body  # the timeout: an empty delta, with the sections' current values
         if since is not None and not full_state:
-            # A woken receiver after the first: its answer from memory, if all is there.
+            # A woken receiver: its answer from memory (encoded), if all is there.
             answered = builder.build_at_once(user, since, filt, device_id)
             if answered is not None:
                 return answered[0]

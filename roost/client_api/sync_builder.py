@@ -18,11 +18,11 @@ from typing import Any
 from roost.client_api.receipts import Receipts
 from roost.client_api.room_view import RoomView
 from roost.client_api.stream_token import STREAMS, StreamToken
+from roost.client_api.sync_at_once import IgnoringCache, WakeAnswers, ignoring
 from roost.client_api.sync_ephemeral import Presence, SyncEphemeral
 from roost.client_api.sync_extensions import (
     CORE_KEYS,
     CORE_ROOM_KEYS,
-    LATER,
     RoomField,
     RoomFieldAtOnce,
     RoomFieldBuild,
@@ -40,6 +40,7 @@ from roost.client_api.sync_serialize import SyncSerializer
 from roost.client_api.sync_shared import EMPTY, SharedRoom, SharedRooms
 from roost.client_api.sync_summary import SUMMARY_TYPES
 from roost.client_api.typing import TypingTracker
+from roost.http.bodies import RawJson
 from roost.rooms.engine import LoadedEvent, RoomEngine
 from roost.storage.events import StoredEvent, SyncEventStore
 from roost.storage.notifier import Notifier
@@ -94,6 +95,8 @@ class SyncBuilder:
         self._last: tuple[tuple[int, ...], SyncToken, str] = ((), StreamToken(), str(StreamToken()))
         self._sections: list[Section] = []
         self._ignored: dict[str, frozenset[str]] = {}  # user -> ignored users, as last seen
+        self._ignoring: IgnoringCache = {}
+        self._at_once = WakeAnswers(self)
         self._room_fields: list[RoomField] = []
         # What a build up to an events position waits for (see `prepare`).
         self._ready: list[Callable[[int], Awaitable[Any]]] = []
@@ -183,7 +186,7 @@ class SyncBuilder:
         memberships = self._user_rooms.held_at(user_id, now.events) \
             or await self._user_rooms.rooms_at(user_id, now.events)
         if since is not None and not full_state and self._quiet(user_id, since, now):
-            filt = filt.ignoring(self._ignored[user_id])
+            filt = self.ignoring(filt, self._ignored[user_id])
             request = SyncRequest(user_id, device_id, since, now, filt, full_state)
             rooms = await self._news_rooms(request, memberships)
             account_events: list[JsonDict] = []
@@ -195,7 +198,7 @@ class SyncBuilder:
                     if data_type not in stored:
                         account.append(("", data_type, await default(user_id)))
             ignored = await self._ignored_users(user_id, account)
-            filt = filt.ignoring(ignored)
+            filt = self.ignoring(filt, ignored)
             request = SyncRequest(user_id, device_id, since, now, filt, full_state)
             rooms = await self._rooms(request, memberships, account, ignored)
             account_events = filt.account_data.cut([
@@ -212,60 +215,21 @@ class SyncBuilder:
         return body, now
 
     def build_at_once(self, user_id: str, since: SyncToken, filt: SyncFilter,
-                      device_id: str | None = None) -> tuple[JsonDict, SyncToken] | None:
+                      device_id: str | None = None) -> tuple[RawJson, SyncToken] | None:
         """`build(user_id, since, filt, device_id=device_id)`'s answer when it has news and
         is made of what memory holds alone, else None (then `build` it): a quiet sync
         (`_quiet`) whose range's events are grouped (sync_news.py), whose rooms' shared
-        parts are kept and served as they are (`_serve_directly`), and whose room fields,
-        presence and sections are known without waiting (their `at_once`). A receiver
-        woken after the first of a change is answered so, without a coroutine: the same
-        body, byte for byte (tests/client_api/test_sync_direct.py)."""
-        now = self.now()
-        if since.events >= now.events:
-            return None
-        memberships = self._user_rooms.held_at(user_id, now.events)
-        if memberships is None or not self._quiet(user_id, since, now):
-            return None
-        filt = filt.ignoring(self._ignored[user_id])
-        by_room = self._window.held(since.events, now.events, memberships, filt)
-        if not by_room:
-            return None
-        now_ms = self._view.now_ms()
-        joined: JsonDict = {}
-        for room_id in by_room:
-            shared = self._shared.get(room_id, since.events, now.events, filt, now_ms)
-            if shared is None:
-                return None
-            if shared is not EMPTY:
-                # (_serve_directly, for one room)
-                if shared.served is None or shared.touches_summary or user_id in shared.senders:
-                    return None
-                joined[room_id] = shared.room()
-        if not joined:
-            return None
-        request = SyncRequest(user_id, device_id, since, now, filt, False)
-        rooms = list(joined)
-        for room_field in self._room_fields:
-            values = room_field.at_once(request, rooms) if room_field.at_once else None
-            if values is None:
-                return None
-            key = room_field.key
-            for room_id, value in values.items():
-                if room_id in joined:
-                    joined[room_id][key] = value
-        presence = self._ephemeral.presence_at_once(user_id, since, filt)
-        if presence is None:
-            return None
-        body: JsonDict = {"next_batch": self.text(now),
-                          "rooms": {"join": joined, "invite": {}, "leave": {}},
-                          "account_data": {"events": []}, "presence": {"events": presence}}
-        for section in self._sections:
-            value = section.at_once(request) if section.at_once else LATER
-            if value is LATER:
-                return None
-            if value is not None:
-                body[section.key] = value
-        return body, now
+        parts are kept or made at once and served as they are (`_serve_directly`), and
+        whose room fields, presence and sections are known without waiting (their
+        `at_once`). Woken receivers are answered so, without a coroutine, what they share
+        looked up once (sync_at_once.py): the same body, byte for byte, already encoded
+        (tests/client_api/test_sync_at_once.py)."""
+        return self._at_once.answer(user_id, since, filt, device_id)
+
+    def ignoring(self, filt: SyncFilter, ignored: frozenset[str]) -> SyncFilter:
+        """`filt.ignoring(ignored)`, the same object for every sync of the same filter and
+        ignored users (sync_at_once.ignoring)."""
+        return ignoring(self._ignoring, filt, ignored) if ignored else filt
 
     def is_empty(self, body: JsonDict) -> bool:
         """Nothing worth answering a long poll with (extension sections decide for theirs)."""
@@ -378,9 +342,12 @@ class SyncBuilder:
             await self._incremental_joined(plans, user_id, joined, newly_joined, since, now, filt)
             invites = [r for r, m, _, _ in changes if m == "invite" and r in invited]
             knocks = [r for r, m, _, _ in changes if m == "knock" and r in knocked]
+            # A leave is served under `leave` even if an invite or knock followed it in the
+            # range (the events up to it were the user's: Synapse serves both sections too);
+            # a leave followed by a rejoin is in the joined room's timeline instead.
             left = {r: pos for r, m, _, pos in changes if m in ("leave", "ban")
-                    and memberships.get(r) in ("leave", "ban") and filt.wants_room(r)}
-            await self._leaves(plans, left, since, filt)
+                    and memberships.get(r) in _NOT_JOINED and filt.wants_room(r)}
+            await self._leaves(plans, user_id, left, since, filt)
         await self._ephemeral.add(plans, joined, user_id, since, now, account, filt)
         await self._state.add_summaries(plans, user_id, since is None or full_state)
         out: JsonDict = {"join": {}, "invite": {}, "leave": {}}
@@ -473,23 +440,63 @@ class SyncBuilder:
         self._shared.put(room_id, since.events, now.events, filt, now_ms, entry)
         return entry
 
+    def _shared_part_at_once(self, room_id: str, raw: list[StoredEvent], since: SyncToken,
+                             now: SyncToken, filt: SyncFilter,
+                             now_ms: int) -> SharedRoom | None:
+        """`_new_shared_part`'s part when it needs no await (no lazy loading, no redaction
+        to read), kept; else None. A woken receiver's first answer is then made at once."""
+        if filt.lazy_load_members:
+            return None
+        new = self._wanted(raw, filt)
+        gap = self._state.state_before_timeline(raw, new, filt)
+        if not new and not gap:
+            entry = EMPTY
+        else:
+            plan = self._plan(new, filt, now)
+            if gap:
+                plan.state = self._state.state_in_gap(room_id, gap, plan, filt)
+            kinds = self._relation_kinds(plan)
+            served: list[JsonDict] | None = None
+            if kinds is not None:
+                served = self._view.serialize_at_once(plan.timeline, kinds)
+                state = self._view.serialize_at_once(plan.state) if served is not None \
+                    else None
+                if served is None or state is None:
+                    return None
+                served += state
+            entry = self._shared_room(plan, filt, served)
+        self._shared.put(room_id, since.events, now.events, filt, now_ms, entry)
+        return entry
+
     async def _serve_shared(self, plan: RoomPlan, filt: SyncFilter) -> SharedRoom:
         """The plan, with its events served when nothing of them is per receiver: no
         relation points at any timeline event (the window knows; a thread summary says
         whether the reader took part)."""
-        kinds = self._recent.relation_kinds(e.event.event_id for e in plan.timeline)
+        kinds = self._relation_kinds(plan)
         served: list[JsonDict] | None = None
-        shaped: list[JsonDict] | None = None
-        if kinds is not None and not any(kinds.values()):
-            events = plan.timeline + plan.state
+        if kinds is not None:
             # No relations to aggregate: the user id serves no one in particular.
             served = await self._view.serialize(plan.timeline, "", relation_kinds=kinds)
             if plan.state:
                 served += await self._view.serialize(plan.state, "", with_relations=False)
-            shaped = served
-            if filt.event_fields is not None or filt.event_format != "client":
-                shaped = [filt.shape(b, e.event) for b, e in zip(served, events,
-                                                                     strict=True)]
+        return self._shared_room(plan, filt, served)
+
+    def _relation_kinds(self, plan: RoomPlan) -> dict[str, frozenset[str]] | None:
+        """The timeline's relation kinds when none points at any of its events (then its
+        events are served once for everyone), else None."""
+        kinds = self._recent.relation_kinds(e.event.event_id for e in plan.timeline)
+        return kinds if kinds is not None and not any(kinds.values()) else None
+
+    @staticmethod
+    def _shared_room(plan: RoomPlan, filt: SyncFilter,
+                     served: list[JsonDict] | None) -> SharedRoom:
+        """The SharedRoom of a plan and its served events (timeline, then state; None:
+        served per receiver), shaped by the filter's event_fields and event_format."""
+        shaped = served
+        if served is not None and (filt.event_fields is not None
+                                   or filt.event_format != "client"):
+            shaped = [filt.shape(b, e.event) for b, e in zip(served, plan.timeline + plan.state,
+                                                               strict=True)]
         return SharedRoom(plan.timeline, plan.limited, plan.prev_batch, plan.state, served,
                           shaped, frozenset(e.event.sender for e in plan.timeline),
                           any(e.event.type in SUMMARY_TYPES for e in (*plan.timeline,
@@ -523,15 +530,20 @@ class SyncBuilder:
         first = timeline[0].stream_ordering if timeline else now.events + 1
         return RoomPlan(timeline, len(events) > len(timeline), f"s{(first or 1) - 1}")
 
-    async def _leaves(self, plans: dict[str, RoomPlan], left: dict[str, int],
+    async def _leaves(self, plans: dict[str, RoomPlan], user_id: str, left: dict[str, int],
                       since: SyncToken, filt: SyncFilter) -> None:
+        """Each room left in the range, its timeline up to the (last) leave, as visible to
+        the user: one who was only invited (a rejected invite) sees no more than history
+        visibility lets them, as on every read path."""
         if not left:
             return
         fresh = await self._recent.in_range(list(left), since.events, max(left.values()),
                                             MAX_INCREMENTAL_EVENTS)
+        joins = await self._events.latest_join_positions(user_id, list(left))
         for room_id, position in left.items():
-            mine = self._wanted([s for s in fresh if s.room_id == room_id
-                                 and (s.stream_ordering or 0) <= position], filt)
+            mine = await self._visible(user_id, room_id, self._wanted(
+                [s for s in fresh if s.room_id == room_id and (s.stream_ordering or 0) <= position],
+                filt), joins.get(room_id))
             plan = self._plan(mine, filt, StreamToken(events=position))
             plan.left = True
             plans[room_id] = plan
@@ -551,6 +563,9 @@ class SyncBuilder:
             return loaded
         return [e for e in loaded if timeline.wants_room(e.event.room_id)
                 and timeline.wants(e.event.type, e.event.sender, e.event.content)]
+
+
+_NOT_JOINED = ("leave", "ban", "invite", "knock")
 
 
 def _in_token_order(positions: dict[str, Callable[[], int]]) -> list[Callable[[], int]]:

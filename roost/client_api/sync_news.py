@@ -53,11 +53,24 @@ class NewsWindow:
 
     def held(self, after: int, upto: int, memberships: dict[str, str],
              filt: SyncFilter) -> Grouped | None:
-        """`by_room`'s answer when the range is the one kept (no await), else None."""
+        """`by_room`'s answer when it needs no await (no read), else None."""
+        grouped = self.grouped(after, upto)
+        return None if grouped is None else _users_rooms(grouped, memberships, filt)
+
+    def grouped(self, after: int, upto: int) -> Grouped | None:
+        """Every new event of (after, upto] by room, when known without an await: the range
+        kept, or one the sync window holds (grouped and kept here as `by_room` keeps it),
+        else None. Its lists are shared: nothing may modify them."""
         news = self._news
-        if news[0] != (after, upto):
-            return None
-        return _users_rooms(news[1], memberships, filt)
+        if news[0] == (after, upto):
+            return news[1]
+        fresh = self._recent.held_window(after, upto)
+        if fresh is None or len(fresh) > MAX_INCREMENTAL_EVENTS:
+            return None  # (read, or cut per receiver, by `by_room`)
+        grouped = by_room(fresh)
+        if upto >= news[0][1]:
+            self._news = ((after, upto), grouped)
+        return grouped
 
 
 def _users_rooms(grouped: Grouped, memberships: dict[str, str], filt: SyncFilter) -> Grouped:

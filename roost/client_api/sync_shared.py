@@ -109,6 +109,17 @@ class SharedRooms:
         self.hits += 1
         return found[2]
 
+    def entry(self, room_id: str, since: int, now: int, filt: SyncFilter,
+              now_ms: int) -> tuple[int, SharedRoom] | None:
+        """`get`'s part with the time it was kept (its served events' ages are of then)."""
+        found = self._entries.get((room_id, since, now, id(filt)))
+        if found is None or found[0] is not filt or now_ms - found[1] > SHARE_MS \
+                or now_ms < found[1]:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return found[1], found[2]
+
     def put(self, room_id: str, since: int, now: int, filt: SyncFilter, now_ms: int,
             entry: SharedRoom) -> None:
         if now > self._newest:  # the stream moved on: entries for older `now`s are done

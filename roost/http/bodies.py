@@ -186,10 +186,13 @@ def write_json(request: server.Request, status: int, body: Any,
     `head`: constant header lines, pre-encoded (each ending in CRLF), such as CORS's."""
     if request.finished or request._disconnected:
         return
-    try:  # encode_json's usual case, inline
-        payload = orjson.dumps(body, default=_raw_fragment)
-    except orjson.JSONEncodeError:
-        payload = encode_json(body)
+    if type(body) is RawJson:  # encoded already (a woken /sync's answer)
+        payload = body.raw
+    else:
+        try:  # encode_json's usual case, inline
+            payload = orjson.dumps(body, default=_raw_fragment)
+        except orjson.JSONEncodeError:
+            payload = encode_json(body)
     lines = _JSON_HEAD + head + encode_headers(headers) if headers else _JSON_HEAD + head
     answer = getattr(request, "answer", None)
     if answer is not None:  # roost.http.answers.FastRequest: one write

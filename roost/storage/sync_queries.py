@@ -234,6 +234,15 @@ class RecentEvents:
         return self._events[bisect_right(self._positions, after):
                             bisect_right(self._positions, upto)]
 
+    def held_window(self, after: int, upto: int) -> list[StoredEvent] | None:
+        """`window`'s answer when the window already holds (after, upto] (no read, no
+        wait: a woken reader's, `catch_up` having read the range before the wake), else
+        None."""
+        if self._start is None or after < self._start or self._end < upto:
+            return None
+        return self._events[bisect_right(self._positions, after):
+                            bisect_right(self._positions, upto)]
+
     async def catch_up(self, upto: int) -> None:
         """Read the stream up to `upto` now, once, so that the readers a change wakes find
         it in memory (nothing to do before the first reader set the window's start)."""

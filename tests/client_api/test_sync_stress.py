@@ -346,7 +346,11 @@ class SyncStressTests(TestCase):
             got = set(view.by_room.get(room_id, []))
             self.checked += len(owed)
             missing = [e for e in owed if e not in got]
-            self.assertEqual(missing, [], f"{where}: {room_id} events never delivered")
+            if missing:  # what a failure needs to be read: the user's memberships, the gaps
+                history = await state.membership_history(room_id, view.user_id)
+                at = {e: p for p, e in await _room_positions(server, room_id)}
+                self.fail(f"{where}: {room_id} events never delivered: "
+                          f"{[(at[e], e) for e in missing]}; memberships {history}")
 
     async def _owed(self, server: RunningServer, state: RoomStateStore, room_id: str,
                     user_id: str) -> list[str]:
