@@ -17,7 +17,7 @@ from roost.client_api.presence import PresenceTracker
 from roost.client_api.resource import CLIENT_PREFIX, ApiRequest, JsonDict, Router
 from roost.client_api.room_view import RoomView
 from roost.client_api.stream_token import events_position
-from roost.client_api.sync import ChangeWaiter
+from roost.client_api.sync_waiter import ChangeWaiter
 from roost.rooms.access import EVENTS, STATE
 from roost.rooms.engine import RoomEngine
 from roost.rooms.engine_types import LoadedEvent

@@ -27,7 +27,7 @@ from twisted.web.resource import Resource
 
 from roost.client_api.errors import MatrixError, limit_exceeded
 from roost.client_api.guests import check_guest
-from roost.http.bodies import Answered, QueryArgs, json_object, parse_json, write_json
+from roost.http.bodies import Answered, QueryArgs, RawJson, json_object, parse_json, write_json
 from roost.http.channel import lean_channel
 from roost.http.limits import LimitedRequest, LimitedSite
 from roost.http.routing import RouteTable, compile_template
@@ -118,6 +118,20 @@ class ApiRequest(QueryArgs):
 Handler = Callable[[ApiRequest], Awaitable[JsonDict | tuple[int, JsonDict] | Answered]]
 
 
+class FastHandler(Protocol):
+    """A route's handler for its usual case, without a coroutine (Route.fast).
+
+    Called for a GET whose requester is known without an await (not a guest, not an
+    application service acting as another user) on a route without a rate limit,
+    before anything of the general path is done. It declines (False) with nothing
+    done, and the request takes the general path; or it takes the request (True) and
+    answers as the general handler would, through `answer_taken`, `continue_taken`
+    (the rest as a coroutine) or `cancelled_taken` (the client went away)."""
+
+    def __call__(self, request: server.Request, requester: Requester, rid: str,
+                 start: float) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -129,6 +143,7 @@ class Route:
     # The handler reads the (possibly large, spooled) body from `http.content` itself.
     stream_body: bool = False
     path: str = ""  # the template it was added with: the metrics' route label
+    fast: FastHandler | None = None  # its usual case without a coroutine (FastHandler)
 
 
 class Router(RouteTable[Route]):
@@ -136,10 +151,15 @@ class Router(RouteTable[Route]):
 
     def add(self, method: str, path: str, handler: Handler, *, auth: bool = True,
             auth_optional: bool = False, rate_limit: str | None = None,
-            stream_body: bool = False) -> None:
-        """`path` is a template as roost.http.routing takes it."""
+            stream_body: bool = False, fast: FastHandler | None = None) -> None:
+        """`path` is a template as roost.http.routing takes it; `fast` only for a GET
+        route without a rate limit (FastHandler)."""
+        if fast is not None and (method != "GET" or rate_limit is not None
+                                 or not re.fullmatch(r"[\w.-]+", path.rpartition("/")[2])):
+            raise ValueError("a fast handler is for a GET route without a rate limit, whose "
+                             "path ends in a plain segment")
         self.insert(path, Route(method, compile_template(path), handler, auth, auth_optional,
-                                rate_limit, stream_body, path))
+                                rate_limit, stream_body, path, fast))
 
 
 class ForwardedRequest(LimitedRequest):
@@ -191,6 +211,9 @@ class RoostSite(LimitedSite):
 
 _TOKEN_IN_QUERY = re.compile(r"(access_token=)[^&]*")
 _LATER = object()  # JsonResource._requester_now: the answer needs an await
+# JsonResource._fast_routes: request paths -> the route with a fast handler they match
+# (None: none), for the few paths such routes have; bounded.
+_FAST_PATHS_KEPT = 256
 
 
 class JsonResource(Resource):
@@ -215,6 +238,14 @@ class JsonResource(Resource):
         # Set by the wiring: told of each authenticated request's requester and address
         # (devices' last seen time and IP).
         self.seen: Callable[[Requester, str], None] | None = None
+        # Whether routes' fast handlers are used (Route.fast); off, every request takes
+        # the general path (tests compare the two).
+        self.fast = True
+        self._fast_routes: dict[bytes, Route | None] = {}
+        self._fast_routes_of = -1  # the router's route count they were found with
+        # The last path segments of the routes with a fast handler: a GET ending in
+        # another is not looked up (its route is matched once, by `_handle`).
+        self._fast_ends: frozenset[bytes] = frozenset()
 
     def render(self, request: server.Request) -> int:
         rid = f"req{next(_request_counter)}"
@@ -223,7 +254,9 @@ class JsonResource(Resource):
             # A plain callback rather than a notifyFinish Deferred per request
             # (roost.http.answers): the handler is cancelled if the client goes. The
             # handler runs as a Task (roost.http.tasks), without a Deferred of its own.
-            task = Task(self._handle(request, rid), _log_unhandled)
+            if request.method == b"GET" and self.fast and self._take_fast(request, rid):
+                return server.NOT_DONE_YET
+            task = Task(self._handle(request, rid), log_unhandled)
             if not task.done:
                 when_lost(task.cancel)
             return server.NOT_DONE_YET
@@ -238,7 +271,7 @@ class JsonResource(Resource):
             finished.addBoth(observe)
         d = defer.ensureDeferred(self._handle(request, rid))
         finished.addErrback(lambda _f: d.cancel())
-        d.addErrback(_log_unhandled)
+        d.addErrback(log_unhandled)
         return server.NOT_DONE_YET
 
     async def _handle(self, request: server.Request, rid: str) -> None:
@@ -301,6 +334,51 @@ class JsonResource(Resource):
                 "%s %s %s %d %.1fms %s", rid, method, _clean(request), status,
                 (time.monotonic() - start) * 1000, user,
             )
+
+    def _take_fast(self, request: server.Request, rid: str) -> bool:
+        """Hand a GET to its route's fast handler (Route.fast), when the route has one and
+        what `_handle` does before calling the handler needs no await: the route found
+        without parameters, the requester known from memory (not a guest: their check
+        stays `_handle`'s), no rate limit; then devices' last seen, as `_handle` does.
+        False: nothing done, `_handle` runs."""
+        if self._fast_routes_of != len(self._router.routes):  # (routes added: look again)
+            self._fast_routes.clear()
+            self._fast_routes_of = len(self._router.routes)
+            self._fast_ends = frozenset(r.path.rpartition("/")[2].encode()
+                                        for r in self._router.routes if r.fast is not None)
+        if request.path.rpartition(b"/")[2] not in self._fast_ends:
+            return False
+        start = time.monotonic()
+        route = self._fast_routes.get(request.path, _LATER)
+        if route is _LATER:
+            route = self._fast_route(request.path)
+        if route is None or route.fast is None or getattr(request, "too_large", False):
+            return False
+        try:
+            requester = self._requester_now(request, route)
+        except MatrixError:
+            return False  # (a malformed Authorization header: `_handle` answers it)
+        if requester is _LATER or requester is None or requester.is_guest:
+            return False
+        if not route.fast(request, requester, rid, start):
+            return False
+        if self.seen is not None and requester.app_service is None:
+            peer = request.getClientAddress()  # _client_ip, inline
+            self.seen(requester, getattr(peer, "host", None) or "unknown")
+        return True
+
+    def _fast_route(self, raw_path: bytes) -> Route | None:
+        """The route with a fast handler that a GET of `raw_path` matches without path
+        parameters, else None; remembered."""
+        try:
+            route, params, _ = self._router.match("GET", raw_path.decode("utf-8", "replace"))
+        except MatrixError:
+            route = None
+        found = route if route is not None and route.fast is not None and not params else None
+        if len(self._fast_routes) >= _FAST_PATHS_KEPT:
+            self._fast_routes.clear()
+        self._fast_routes[raw_path] = found
+        return found
 
     def _requester_now(self, request: server.Request, route: Route) -> Any:
         """`_requester`'s answer when no await is needed (no token needed, or a token
@@ -439,6 +517,58 @@ def _access_token(request: server.Request) -> str | None:
     return None
 
 
+def answer_taken(request: server.Request, rid: str, start: float, user: str, status: int,
+                 body: JsonDict | RawJson) -> None:
+    """The end of `_handle` for a request a fast handler took (FastHandler): the answer
+    (nothing if the client has gone) and its log line."""
+    headers: dict[str, str] = {}
+    if getattr(request, "too_large", False):
+        headers = {"Connection": "close"}
+    write_json(request, status, body, headers, CORS_HEADERS)
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("%s %s %s %d %.1fms %s", rid, request.method.decode("ascii", "replace"),
+                    _clean(request), status, (time.monotonic() - start) * 1000, user)
+
+
+def cancelled_taken(request: server.Request) -> None:
+    """`_handle`'s line for a client gone before its answer, for a request a fast handler
+    took and no coroutine waits for."""
+    logger.info("%s %s cancelled: client went away",
+                request.method.decode("ascii", "replace"), _clean(request))
+
+
+def continue_taken(request: server.Request, rid: str, start: float, user: str,
+                   work: Awaitable[JsonDict | RawJson]) -> Task:
+    """Run `work`, the rest of a request a fast handler took, as `_handle` runs a handler:
+    its body answered, a MatrixError as its error, anything else a 500, cancelling (the
+    returned Task's `cancel`, when the client goes) logged. The request's own context
+    variables, as `_handle` sets them."""
+    return Task(_finish_taken(request, rid, start, user, work), log_unhandled)
+
+
+async def _finish_taken(request: server.Request, rid: str, start: float, user: str,
+                        work: Awaitable[JsonDict | RawJson]) -> None:
+    request_id.set(rid)
+    method = request.method.decode("ascii", "replace")
+    headers: dict[str, str] = {}
+    try:
+        status, body = 200, await work
+    except MatrixError as e:
+        status, body, headers = e.status, e.to_json(), e.headers
+    except defer.CancelledError:
+        logger.info("%s %s cancelled: client went away", method, _clean(request))
+        return
+    except Exception:
+        logger.exception("%s %s failed", method, _clean(request))
+        status, body = 500, {"errcode": "M_UNKNOWN", "error": "Internal server error"}
+    if getattr(request, "too_large", False):
+        headers = {**headers, "Connection": "close"}
+    write_json(request, status, body, headers, CORS_HEADERS)
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("%s %s %s %d %.1fms %s", rid, method, _clean(request), status,
+                    (time.monotonic() - start) * 1000, user)
+
+
 def _client_ip(request: server.Request) -> str:
     peer = request.getClientAddress()
     return getattr(peer, "host", None) or "unknown"
@@ -450,7 +580,8 @@ def _clean(request: server.Request) -> str:
     return _TOKEN_IN_QUERY.sub(r"\1<redacted>", uri)
 
 
-def _log_unhandled(failure: Failure) -> None:
+def log_unhandled(failure: Failure) -> None:
+    """What escaped a request's handler (a Task's `on_error`)."""
     if not failure.check(defer.CancelledError):
         logger.error("unhandled error in request: %s", failure.getTraceback())
 

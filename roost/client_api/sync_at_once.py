@@ -34,7 +34,7 @@ The served events carry ages; a kept part is used for at most SHARE_MS, as
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -53,17 +53,20 @@ MAX_WAKES = 16  # (filter, since) kept per `now` (receivers of one change mostly
 _EMPTY_EVENTS = orjson.Fragment(b'{"events":[]}')
 
 
-class _Room(NamedTuple):
-    """One news room of the range as every receiver of the wake-up gets it. (Named
-    tuples: a dataclass's generated methods are memory bench/memory.py counts.)"""
+class _Room:
+    """One news room of the range as every receiver of the wake-up gets it."""
 
-    # None: `build` answers its members (a summary event or a relation in it makes the
-    # part per receiver; or orjson refused it); EMPTY: the filter keeps nothing of it
-    shared: SharedRoom | None
-    timeline: orjson.Fragment | None  # its `timeline` and `state` objects, encoded once
-    state: orjson.Fragment | None
-    kept_ms: int  # when its shared part was kept (SharedRooms): the served events' ages
-    senders: frozenset[str]  # of every event of the range in it, filtered out or not
+    __slots__ = ("shared", "timeline", "state", "kept_ms", "senders")
+
+    def __init__(self, shared: SharedRoom | None, encoded: tuple[Any, Any] | None,
+                 kept_ms: int, senders: frozenset[str]) -> None:
+        # None: `build` answers its members (a summary event or a relation in it makes the
+        # part per receiver; or orjson refused it); EMPTY: the filter keeps nothing of it
+        self.shared = shared
+        # its `timeline` and `state` objects, encoded once (orjson fragments)
+        self.timeline, self.state = encoded or (None, None)
+        self.kept_ms = kept_ms  # when its shared part was kept: the served events' ages
+        self.senders = senders  # of every event of the range in it, filtered out or not
 
 
 class _Wake:
@@ -71,7 +74,7 @@ class _Wake:
     filter wants, in the order `build` lists them, each looked up when a receiver
     joined to it first asks (a long range holds rooms no receiver of it is in)."""
 
-    __slots__ = ("since", "now", "filt", "order", "raw", "rooms")
+    __slots__ = ("since", "now", "filt", "order", "raw", "rooms", "last")
 
     def __init__(self, since: StreamToken, now: StreamToken, filt: SyncFilter,
                  raw: dict[str, list[StoredEvent]]) -> None:
@@ -81,6 +84,11 @@ class _Wake:
         self.order = [room_id for room_id in raw if filt.wants_room(room_id)]
         self.raw = raw
         self.rooms: dict[str, _Room] = {}
+        # The last answer made, with what made it: (rooms, room fields' values, presence,
+        # sections' values, the answer). The next receiver whose own values are equal gets
+        # it as it is (extensions' `at_once` values are never modified once returned).
+        self.last: tuple[list[str], list[dict[str, Any]], list[JsonDict], list[Any],
+                         RawJson] | None = None
 
 
 class WakeAnswers:
@@ -121,43 +129,68 @@ class WakeAnswers:
             mine = self._rooms(wake, memberships, now_ms) if wake is not None else None
             if mine is None:
                 return None
-        joined: JsonDict = {}
+        rooms: list[str] = []
         for room_id, room in mine:
             shared = room.shared
             if shared is EMPTY:
                 continue
             if shared is None or user_id in shared.senders:
                 return None
-            joined[room_id] = {"timeline": room.timeline, "state": room.state,
-                               "account_data": _EMPTY_EVENTS, "ephemeral": _EMPTY_EVENTS}
-        if not joined:
+            rooms.append(room_id)
+        if not rooms:
             return None
         request = SyncRequest(user_id, device_id, since, now, filt, False)
-        rooms = list(joined)
+        fields: list[dict[str, Any]] = []
         for room_field in b._room_fields:
             values = room_field.at_once(request, rooms) if room_field.at_once else None
             if values is None:
                 return None
-            key = room_field.key
-            for room_id, value in values.items():
-                if room_id in joined:
-                    joined[room_id][key] = value
+            fields.append(values)
         presence = b._ephemeral.presence_at_once(user_id, since, filt)
         if presence is None:
             return None
-        body: JsonDict = {"next_batch": b.text(now),
-                          "rooms": {"join": joined, "invite": {}, "leave": {}},
-                          "account_data": {"events": []}, "presence": {"events": presence}}
+        sections: list[Any] = []
         for section in b._sections:
             value = section.at_once(request) if section.at_once else LATER
             if value is LATER:
                 return None
+            sections.append(value)
+        last = wake.last
+        if last is not None and last[0] == rooms and last[1] == fields \
+                and last[2] == presence and last[3] == sections:
+            return last[4], now  # the previous receiver's answer, byte for byte
+        body = self._body(wake, rooms, fields, presence, sections)
+        if body is None:
+            return None
+        wake.last = (rooms, fields, presence, sections, body)
+        return body, now
+
+    def _body(self, wake: _Wake, rooms: list[str], fields: list[dict[str, Any]],
+              presence: list[JsonDict], sections: list[Any]) -> RawJson | None:
+        """The answer of a receiver of the wake-up joined to `rooms`, with its room fields'
+        values, presence and sections' values, encoded; None if orjson refuses it (then
+        `build` answers, and the encoder copes)."""
+        b = self._builder
+        joined: JsonDict = {}
+        for room_id in rooms:
+            room = wake.rooms[room_id]
+            joined[room_id] = {"timeline": room.timeline, "state": room.state,
+                               "account_data": _EMPTY_EVENTS, "ephemeral": _EMPTY_EVENTS}
+        for room_field, values in zip(b._room_fields, fields, strict=True):
+            key = room_field.key
+            for room_id, value in values.items():
+                if room_id in joined:
+                    joined[room_id][key] = value
+        body: JsonDict = {"next_batch": b.text(wake.now),
+                          "rooms": {"join": joined, "invite": {}, "leave": {}},
+                          "account_data": {"events": []}, "presence": {"events": presence}}
+        for section, value in zip(b._sections, sections, strict=True):
             if value is not None:
                 body[section.key] = value
         try:
-            return RawJson(orjson.dumps(body)), now
+            return RawJson(orjson.dumps(body))
         except orjson.JSONEncodeError:
-            return None  # (`build` answers; the encoder copes with what orjson refuses)
+            return None
 
     def _rooms(self, wake: _Wake, memberships: dict[str, str],
                now_ms: int) -> list[tuple[str, _Room]] | None:
@@ -177,6 +210,7 @@ class WakeAnswers:
                 rooms[room_id] = room
             elif now_ms - room.kept_ms > SHARE_MS or now_ms < room.kept_ms:
                 del rooms[room_id]  # (the served ages would be older than SharedRooms serves)
+                wake.last = None
                 return None
             mine.append((room_id, room))
         return mine
@@ -195,12 +229,10 @@ class WakeAnswers:
         kept_ms, shared = found
         senders = frozenset(e.event.sender for e in b._engine.loaded(raw))
         if shared is EMPTY:
-            return _Room(EMPTY, None, None, kept_ms, senders)
+            return _Room(EMPTY, None, kept_ms, senders)
         encoded = _encoded(shared) if shared.served is not None \
             and not shared.touches_summary else None
-        if encoded is None:
-            return _Room(None, None, None, kept_ms, senders)
-        return _Room(shared, *encoded, kept_ms, senders)
+        return _Room(shared if encoded is not None else None, encoded, kept_ms, senders)
 
     def _wake_for(self, since: StreamToken, now: StreamToken,
                   filt: SyncFilter) -> _Wake | None:

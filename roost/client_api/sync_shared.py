@@ -101,13 +101,8 @@ class SharedRooms:
 
     def get(self, room_id: str, since: int, now: int, filt: SyncFilter,
             now_ms: int) -> SharedRoom | None:
-        found = self._entries.get((room_id, since, now, id(filt)))
-        if found is None or found[0] is not filt or now_ms - found[1] > SHARE_MS \
-                or now_ms < found[1]:
-            self.misses += 1
-            return None
-        self.hits += 1
-        return found[2]
+        found = self.entry(room_id, since, now, filt, now_ms)
+        return None if found is None else found[1]
 
     def entry(self, room_id: str, since: int, now: int, filt: SyncFilter,
               now_ms: int) -> tuple[int, SharedRoom] | None:

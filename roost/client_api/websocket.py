@@ -30,8 +30,8 @@ from roost.client_api.account_data import check_filter
 from roost.client_api.errors import MatrixError, bad_json, invalid_param, missing_param
 from roost.client_api.resource import JsonDict, Requester, path_quote
 from roost.client_api.stream_token import StreamToken
-from roost.client_api.sync import Watch
 from roost.client_api.sync_filter import DEFAULT_FILTER, SyncFilter
+from roost.client_api.sync_waiter import Watch
 from roost.client_api.websocket_base import CompactServerProtocol, Keepalive
 from roost.client_api.websocket_flow import Flow, pending_bytes
 from roost.client_api.websocket_ops import OPS

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from roost.client_api.resource import Authenticator, JsonResource
-from roost.client_api.sync import ChangeWaiter
 from roost.client_api.sync_builder import SyncBuilder
+from roost.client_api.sync_waiter import ChangeWaiter
 
 
 @dataclass(frozen=True)

@@ -320,6 +320,8 @@ class FastRequest(server.Request):
         if factory is not None and getattr(factory, "access_log", True):
             factory.log(self)
         self.finished = 1
+        if self._on_lost is not None:  # answered: no longer called (nor kept: a cycle)
+            self._on_lost = None
         if self.queued:
             return
         if self.producer:

@@ -55,10 +55,27 @@ class FlatEvent:
         self.event_id = event.get("event_id", "")
         for key in ("type", "sender", "state_key", "room_id", "event_id", "content"):
             if key in event:
-                self._walk(key, event[key])
+                value = event[key]
+                if type(value) is str:
+                    self.scalars[key] = value
+                else:
+                    self._walk(key, value)
 
     def _walk(self, path: str, value: Any) -> None:
-        if isinstance(value, dict):
+        kind = type(value)
+        if kind is str or kind is bool or value is None:  # most of an event: no call each
+            self.scalars[path] = value
+        elif kind is dict:
+            scalars = self.scalars
+            for key, inner in value.items():
+                sub = f"{path}.{key}" if "." not in key and "\\" not in key \
+                    else f"{path}.{_escape(key)}"
+                inner_kind = type(inner)
+                if inner_kind is str or inner_kind is bool or inner is None:
+                    scalars[sub] = inner
+                else:
+                    self._walk(sub, inner)
+        elif isinstance(value, dict):
             for key, inner in value.items():
                 self._walk(f"{path}.{_escape(key)}", inner)
         elif isinstance(value, list):

@@ -29,6 +29,7 @@ from roost.rooms.versions import RoomVersion
 __all__ = [
     "auth_state_keys",
     "build_event_pdu",
+    "copy_json",
     "create_event_content",
     "depth_after",
     "finalize_pdu",
@@ -70,7 +71,7 @@ def build_event_pdu(
     pdu: dict[str, Any] = {
         "type": event_type,
         "sender": sender,
-        "content": copy.deepcopy(dict(content)),
+        "content": copy_json(dict(content)),
         "prev_events": _references(version, prev_event_ids, reference_hashes),
         "auth_events": _references(version, auth_event_ids, reference_hashes),
         "depth": depth,
@@ -86,6 +87,25 @@ def build_event_pdu(
         else:
             pdu["redacts"] = redacts
     return pdu
+
+
+# Values a JSON copy shares instead of copying: they cannot be changed in place.
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts, lists and atoms), as `copy.deepcopy` makes it
+    for those, without deepcopy's memo and dispatch (seven calls and a memo dict for a
+    message's content, on every send); any other type inside goes to deepcopy. Not for
+    values that contain themselves (JSON cannot)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in _ATOMS else copy_json(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _ATOMS else copy_json(v) for v in value]
+    if kind in _ATOMS:
+        return value
+    return copy.deepcopy(value)
 
 
 def _references(

@@ -10,7 +10,7 @@ import heapq
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from roost.rooms.events import Event, kept_fields, parse_canonical, shared
@@ -107,12 +107,17 @@ class RoomHead:
         change (a batch with no state event, or no redaction either: see
         RoomEngine._append_batch). Heads are replaced, never changed in place, once
         cached; copying a big room's state for every message cost O(members)."""
-        return replace(
-            self,
-            state=self.state if share_state else dict(self.state),
-            state_events=self.state_events if share_state else dict(self.state_events),
-            extremities=list(self.extremities),
-            loaded=self.loaded if share_loaded or self.loaded is None else dict(self.loaded))
+        # Built field by field: dataclasses.replace looks the fields up on every call
+        # (two copies a batch, on every send). A new field must be added here too
+        # (tests/rooms/test_engine_types.py compares the two).
+        loaded = self.loaded
+        return RoomHead(
+            self.version,
+            self.state if share_state else dict(self.state),
+            self.state_events if share_state else dict(self.state_events),
+            list(self.extremities), self.depth, self.state_group, self.chain_length,
+            self.visibility,
+            loaded if share_loaded or loaded is None else dict(loaded))
 
     def forget_loaded(self, events: Iterable[Event], stored: bool = False) -> None:
         """Drop what `events`, just persisted, may change of the kept loaded state: the

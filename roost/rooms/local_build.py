@@ -87,7 +87,7 @@ class LocalEventBuilder:
         )
         event_id, signed = finalize_pdu(pdu, version, self._server_name, self._key)
         try:
-            event = Event.from_built(signed, version, event_id, walked=True)
+            event = Event.from_local_build(signed, version, event_id)
         except EventFormatError as e:
             status = 413 if e.errcode == "M_TOO_LARGE" else 400
             raise RoomError(status, e.errcode, str(e)) from None

@@ -29,6 +29,7 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore, IReactorThreads
 
+from roost.storage import sql_literals
 from roost.storage.pool_threads import PoolThreads
 
 logger = logging.getLogger(__name__)
@@ -106,9 +107,13 @@ class Statements:
         self._limit = limit
         self._queued: list[bytes] = []
         self._size = 0
+        # Plain parameters (str, int, bool, None) written by sql_literals, the same bytes
+        # as mogrify's at a fraction of its cost, where the connection reads them alike.
+        self._plain = sql_literals.plain_connection(cursor.connection)
 
     def execute(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> None:
-        self._add(self._cursor.mogrify(sql, args))
+        written = sql_literals.statement(sql, args) if self._plain else None  # type: ignore[arg-type]
+        self._add(written if written is not None else self._cursor.mogrify(sql, args))
 
     def execute_values(self, sql: str, rows: Iterable[Sequence[Any]], page_size: int = 500) -> None:
         """As Txn.execute_values: `VALUES %s` in sql expanded, `page_size` rows a statement."""
@@ -118,10 +123,13 @@ class Statements:
         rows = list(rows)
         for start in range(0, len(rows), page_size):
             page = rows[start:start + page_size]
-            row = "(" + ",".join(["%s"] * len(page[0])) + ")"
-            self._add(self._cursor.mogrify(
-                f"{head}VALUES {','.join([row] * len(page))}{tail}",
-                [value for values in page for value in values]))
+            written = sql_literals.values(head, page, tail) if self._plain else None
+            if written is None:
+                row = "(" + ",".join(["%s"] * len(page[0])) + ")"
+                written = self._cursor.mogrify(
+                    f"{head}VALUES {','.join([row] * len(page))}{tail}",
+                    [value for values in page for value in values])
+            self._add(written)
 
     def _add(self, statement: bytes) -> None:
         if self._queued and self._size + len(statement) > self._limit:

@@ -294,3 +294,40 @@ async def _window_started(server: RunningServer, users: dict[str, Any], rooms: l
     erin = users["erin"]
     await builder.build(erin["user_id"], since, DEFAULT_FILTER, device_id=erin["device_id"])
     return builder.now()
+
+
+class SameAnswerTests(TestCase):
+    async def test_equal_receivers_share_the_encoded_answer_and_others_do_not(self) -> None:
+        """Receivers of one wake-up whose own values are equal get the previous receiver's
+        encoded answer as it is; one whose unread counts differ gets its own, equal to
+        `build`'s."""
+        server, users, rooms = await mixed_rooms(self)
+        builder = server.hs.sync_builder
+        assert builder is not None
+        await _window_started(server, users, rooms)
+        # carol reads room 1 (a receipt: her count there differs from dave's and erin's)
+        alice = users["alice"]["access_token"]
+        read = await _call(server, "PUT", f"/rooms/{q(rooms[1])}/send/m.room.message/s0",
+                           alice, {"msgtype": "m.text", "body": "to read"})
+        await _call(server, "POST", f"/rooms/{q(rooms[1])}/receipt/m.read/"
+                    f"{q(read['event_id'])}", users["carol"]["access_token"], {})
+        carol = users["carol"]  # (her counts, dropped by her receipt, read again)
+        await builder.build(carol["user_id"], None, DEFAULT_FILTER, device_id=carol["device_id"])
+        since = builder.now()
+        await _call(server, "PUT", f"/rooms/{q(rooms[1])}/send/m.room.message/s1", alice,
+                    {"msgtype": "m.text", "body": "news"})
+        await builder.prepare(builder.now().events)
+        answers = {}
+        for name in ("dave", "erin", "carol"):
+            user = users[name]
+            answered = builder.build_at_once(user["user_id"], since, DEFAULT_FILTER,
+                                             user["device_id"])
+            assert answered is not None, name
+            answers[name] = answered[0]
+        for name in ("dave", "erin", "carol"):
+            user = users[name]
+            built, _ = await builder.build(user["user_id"], since, DEFAULT_FILTER,
+                                           device_id=user["device_id"])
+            self.assertEqual(answers[name].raw, encode_json(built), name)
+        self.assertIs(answers["erin"], answers["dave"])  # (the same counts, the same rooms)
+        self.assertNotEqual(answers["carol"].raw, answers["dave"].raw)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
-from roost.client_api.sync import ChangeWaiter
+from roost.client_api.sync_waiter import ChangeWaiter
 from tests.server_harness import RunningServer, q, start_server
 
 V3 = "/_matrix/client/v3"

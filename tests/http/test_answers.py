@@ -155,6 +155,21 @@ class HeaderTests(TestCase):
         write_json(request, 200, {"a": 1})
         self.assertEqual(channel.transport.written.getvalue(), b"")
 
+    def test_when_lost_is_not_called_nor_kept_once_answered(self) -> None:
+        """A connection lost after the answer (a queued request's, here) calls no
+        `when_lost` callback, and the request holds none (a waiting long poll's callback
+        holds the request: a cycle left to the collector otherwise)."""
+        channel = DummyChannel()
+        request = FastRequest(channel, queued=True)
+        request.method, request.clientproto = b"GET", b"HTTP/1.1"
+        called: list[bool] = []
+        request.when_lost(lambda: called.append(True))
+        write_json(request, 200, {"a": 1})
+        self.assertIn(b'{"a":1}', channel.transport.written.getvalue())
+        self.assertIsNone(request._on_lost)
+        request.connectionLost(Exception("gone"))
+        self.assertEqual(called, [])
+
 
 class _Sized(Resource):
     """Answers GET /<n> with n bytes (a pattern that shows misplaced bytes) through

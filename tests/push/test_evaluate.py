@@ -256,3 +256,66 @@ class RulesetListingTests(TestCase):
         self.assertEqual(mention["conditions"][0]["value"], BOB)
         invite = ruleset["override"][2]
         self.assertEqual(invite["conditions"][2]["pattern"], BOB)
+
+
+class FlatEventWalkTests(TestCase):
+    """FlatEvent tells the plain JSON types apart by exact type (no call per string)."""
+
+    def test_it_flattens_as_the_isinstance_walk_did(self) -> None:
+        import random
+        from collections import OrderedDict
+
+        from tests.rooms.test_hashing import random_json, random_string
+
+        rng = random.Random(5)
+        for _ in range(1000):
+            content = {random_string(rng) + rng.choice(["", ".", "\\", "a.b"]): random_json(rng)
+                       for _ in range(rng.randrange(6))}
+            content["o"] = OrderedDict(k=[1, "x", 2**60, True], n=5, f=1.5)
+            event = {"type": "m.room.message", "sender": ALICE, "room_id": "!r:test",
+                     "event_id": "$e", "state_key": rng.choice(["", "k"]), "content": content}
+            flat = FlatEvent(event)
+            scalars, arrays = _reference_flatten(event)
+            self.assertEqual((flat.scalars, flat.arrays), (scalars, arrays), content)
+
+    def test_a_message_is_flattened_without_a_call_per_value(self) -> None:
+        import sys
+
+        calls: list[str] = []
+
+        def count(frame: Any, what: str, arg: Any) -> None:
+            if what == "call":
+                calls.append(frame.f_code.co_name)
+
+        event = {"type": "m.room.message", "sender": ALICE, "room_id": "!r:test",
+                 "event_id": "$e", "content": {"msgtype": "m.text", "body": "hi", "x": None}}
+        sys.setprofile(count)
+        try:
+            flat = FlatEvent(event)
+        finally:
+            sys.setprofile(None)
+        self.assertEqual(flat.scalars["content.body"], "hi")
+        self.assertEqual(calls.count("_walk"), 1)  # the content object; 8 before
+        self.assertNotIn("_is_scalar", calls)
+
+
+def _reference_flatten(event: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """FlatEvent's walk as written before exact types were told apart."""
+    from roost.push.evaluate import _escape, _is_scalar
+
+    scalars: dict[str, Any] = {}
+    arrays: dict[str, Any] = {}
+
+    def walk(path: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{path}.{_escape(key)}", inner)
+        elif isinstance(value, list):
+            arrays[path] = [v for v in value if _is_scalar(v)]
+        elif _is_scalar(value):
+            scalars[path] = value
+
+    for key in ("type", "sender", "state_key", "room_id", "event_id", "content"):
+        if key in event:
+            walk(key, event[key])
+    return scalars, arrays

@@ -1,13 +1,17 @@
 """Building local events: layout per version, auth event selection, hashing and signing."""
 
+import copy
+import random
 from typing import Any
 
 from signedjson.key import generate_signing_key, get_verify_key
 from twisted.trial.unittest import TestCase
 
+from roost.rooms import builder as builder_module
 from roost.rooms.builder import (
     auth_state_keys,
     build_event_pdu,
+    copy_json,
     create_event_content,
     depth_after,
     finalize_pdu,
@@ -17,6 +21,7 @@ from roost.rooms.builder import (
 from roost.rooms.events import Event
 from roost.rooms.hashing import check_content_hash, verify_event_signature
 from roost.rooms.versions import KNOWN_ROOM_VERSIONS
+from tests.rooms.test_hashing import random_json
 
 V10 = KNOWN_ROOM_VERSIONS["10"]
 V11 = KNOWN_ROOM_VERSIONS["11"]
@@ -40,6 +45,21 @@ def build(version: Any = V11, **overrides: Any) -> dict[str, Any]:
     }
     arguments.update(overrides)
     return build_event_pdu(version, **arguments)
+
+
+def _containers(value: Any) -> set[int]:
+    """The ids of every dict and list inside `value` (itself included)."""
+    found: set[int] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            found.add(id(item))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            found.add(id(item))
+            stack.extend(item)
+    return found
 
 
 class BuildEventPduTests(TestCase):
@@ -67,6 +87,32 @@ class BuildEventPduTests(TestCase):
         pdu = build(content=content)
         pdu["content"]["nested"]["a"] = 2
         self.assertEqual(content, {"nested": {"a": 1}})
+
+    def test_content_is_copied_without_deepcopy(self) -> None:
+        """A JSON copy (builder.copy_json): deepcopy's memo and dispatch were seven calls
+        and a dict on every send."""
+        def refuse(*_: Any) -> None:
+            raise AssertionError("copy.deepcopy ran for JSON content")
+
+        self.patch(builder_module.copy, "deepcopy", refuse)
+        content = {"body": "hi", "n": [1, 2.5, None, True, {"deep": ["x"]}]}
+        pdu = build(content=content)
+        self.assertEqual(pdu["content"], content)
+        self.assertIsNot(pdu["content"]["n"][4], content["n"][4])
+
+    def test_copy_json_is_deepcopy_for_json_values(self) -> None:
+        rng = random.Random(3)
+        for _ in range(500):
+            value = random_json(rng)
+            copied = copy_json(value)
+            self.assertEqual(copied, copy.deepcopy(value))
+            self.assertFalse(_containers(copied) & _containers(value), value)
+
+    def test_copy_json_deep_copies_what_is_not_json(self) -> None:
+        inner = {1, 2}
+        copied = copy_json({"a": [inner]})
+        self.assertEqual(copied, {"a": [{1, 2}]})
+        self.assertIsNot(copied["a"][0], inner)
 
     def test_redacts_is_top_level_in_v10(self) -> None:
         pdu = build(V10, event_type="m.room.redaction", content={}, redacts="$t")

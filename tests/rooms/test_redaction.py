@@ -1,11 +1,12 @@
 """The redaction algorithm, v10 rules and the updated v11+ rules."""
 
 import copy
+import sys
 from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from roost.rooms.redaction import redact_pdu
+from roost.rooms.redaction import redact_pdu, redacted_view
 from roost.rooms.versions import KNOWN_ROOM_VERSIONS
 
 V10 = KNOWN_ROOM_VERSIONS["10"]
@@ -190,3 +191,38 @@ class ContentKeysTests(TestCase):
             for event_type, content, _, _ in CONTENT_CASES:
                 once = redact_pdu(pdu(event_type, content), version)
                 self.assertEqual(redact_pdu(once, version), once)
+
+
+class RedactedViewTests(TestCase):
+    """`redacted_view`: what hashing and signing encode, sharing the event's values."""
+
+    def _events(self) -> list[dict[str, Any]]:
+        return [pdu("m.room.message", {"body": "hi", "msgtype": "m.text"}),
+                pdu("m.room.member", {"membership": "join", "displayname": "U",
+                                      "third_party_invite": {"signed": {"a": 1}, "x": 2}}),
+                pdu("m.room.power_levels", {"users": {"@u:a.example": 100}, "ban": 50}),
+                pdu("m.room.create", {"creator": "@u:a.example", "m.federate": True}),
+                pdu("m.room.redaction", {"redacts": "$t", "reason": "r"}, redacts="$t")]
+
+    def test_it_is_the_redacted_event(self) -> None:
+        for version in KNOWN_ROOM_VERSIONS.values():
+            for event in self._events():
+                self.assertEqual(redacted_view(event, version), redact_pdu(event, version))
+
+    def test_it_shares_the_values_and_calls_nothing_per_key(self) -> None:
+        """Every local send signs a view: a clone call per kept key was nine calls a send."""
+        event = pdu("m.room.power_levels", {"users": {"@u:a.example": 100}})
+        calls: list[str] = []
+
+        def count(frame: Any, what: str, arg: Any) -> None:
+            if what == "call":
+                calls.append(frame.f_code.co_name)
+
+        sys.setprofile(count)
+        try:
+            view = redacted_view(event, V11)
+        finally:
+            sys.setprofile(None)
+        self.assertIs(view["content"]["users"], event["content"]["users"])
+        self.assertIs(view["prev_events"], event["prev_events"])
+        self.assertNotIn("_same", calls)
