@@ -133,4 +133,8 @@ class RoomDestinations:
             return None
         if any(membership != "join" for _, membership in changes):
             return None
-        return self._group_hosts[prev] | {server_of(user) for user, _ in changes}
+        before = self._group_hosts[prev]
+        joined = {server_of(user) for user, _ in changes}
+        # Most joins add no server: the previous group's own set then, not an equal copy
+        # (216 bytes a group for a room of one server, up to GROUP_CACHE_SIZE groups).
+        return before if joined <= before else before | joined

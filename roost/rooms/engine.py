@@ -118,9 +118,10 @@ class RoomEngine:
         self._max_heads = max(1, max_cached_heads)
         self._queues: dict[str, _Queue] = {}
         self._reserved_ids: set[str] = set()  # v12 room ids being checked for a create
-        # Events by id, parsed once for every reader; big current-state reads from the heads.
-        self._reader = EventReader(events, self._heads)
         self._recent = RecentLocalEvents()
+        # Events by id, parsed once for every reader (the newest local sends from _recent);
+        # big current-state reads from the heads.
+        self._reader = EventReader(events, self._heads, self._recent)
         # Push evaluation stored with local messages (set by the evaluator when it runs here).
         self.companion: PersistCompanion | None = None
 
@@ -291,9 +292,7 @@ class RoomEngine:
                 _fail(unit.result, RoomError(status, "M_UNKNOWN", f"could not store event: {e}"))
             return
         self._keep_head(room_id, working)
-        for event, row in zip(events, rows, strict=True):
-            if not event.unsigned:  # as storage holds it: readers get it unparsed
-                self._reader.remember(event, row.pdu_json)
+        # Readers get these from here while they are the newest (EventCache._held).
         self._recent.add(positions, events, [group_of[e.event_id] for e in events])
         if batch.push is not None and companion is not None:
             guarded(companion.committed, batch.push)

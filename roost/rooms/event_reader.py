@@ -16,7 +16,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from roost.rooms.engine_types import EventCache, LoadedEvent, RoomHead, StateKey, event_from_storage
+from roost.rooms.engine_types import (
+    EventCache,
+    LoadedEvent,
+    RecentLocalEvents,
+    RoomHead,
+    StateKey,
+    event_from_storage,
+)
 from roost.rooms.events import Event
 from roost.rooms.remote_ingest import _StoredResStore
 from roost.rooms.state_res import resolve_state
@@ -30,10 +37,11 @@ HELD_LOOKUP_MIN = 50
 
 
 class EventReader:
-    def __init__(self, events: EventStore, heads: Mapping[str, RoomHead]) -> None:
+    def __init__(self, events: EventStore, heads: Mapping[str, RoomHead],
+                 recent: RecentLocalEvents | None = None) -> None:
         self._events = events
         self._heads = heads  # the engine's cached room heads, most recently used last
-        self._parsed = EventCache()
+        self._parsed = EventCache(recent=recent)
 
     async def get_events(self, event_ids: list[str]) -> dict[str, LoadedEvent]:
         """Events by id. A large request for a room's current state (/members, /state of
@@ -89,9 +97,6 @@ class EventReader:
     def loaded(self, stored: list[StoredEvent]) -> list[LoadedEvent]:
         return self._parsed.loaded(stored)
 
-    def remember(self, event: Event, pdu_json: str) -> None:
-        """Keep an event just persisted, parsed (the newest events are the most read)."""
-        self._parsed.remember(event, pdu_json)
 
 
 async def state_before_event(engine: RoomEngine, event_id: str) -> dict[StateKey, str] | None:

@@ -137,6 +137,22 @@ class RoomDestinationsTests(TestCase):
         self.assertEqual(await routes.of_event(_outbound(f"@a:{HERE}", 3)), {"e.test"})
         self.assertEqual(store.full_reads, 2)
 
+    async def test_a_join_adding_no_server_shares_its_previous_groups_hosts(self) -> None:
+        """Groups whose joins add no server hold the previous group's own set, not an equal
+        copy each (the cache keeps up to GROUP_CACHE_SIZE groups)."""
+        routes, store = _routes({1: [f"@a:{HERE}", "@b:b.test"]},
+                                {2: (1, [(f"@c:{HERE}", "join")]),
+                                 3: (2, [("@d:b.test", "join")]),
+                                 4: (3, [("@e:e.test", "join")])})
+        for group in (1, 2, 3, 4):
+            await routes.of_event(_outbound(f"@a:{HERE}", group))
+        hosts = routes._group_hosts
+        self.assertIs(hosts[2], hosts[1])
+        self.assertIs(hosts[3], hosts[1])
+        self.assertEqual(hosts[4], {HERE, "b.test", "e.test"})
+        self.assertEqual(hosts[1], {HERE, "b.test"})
+        self.assertEqual(store.full_reads, 1)
+
     async def test_room_hosts_for_edus_are_the_joined_servers_the_acl_allows(self) -> None:
         routes, _ = _routes({}, joined=[f"@a:{HERE}", "@b:b.test", "@c:c.test"],
                             denied=frozenset({"c.test"}))

@@ -105,6 +105,55 @@ class ParsedEventCacheTests(TestCase):
         self.assertEqual(page[3].event.canonical_bytes, stored[ids[1]].pdu_json.encode())
 
 
+    async def test_local_sends_are_served_from_the_recent_sends_not_copied(self) -> None:
+        """The engine's newest local sends are read from RecentLocalEvents, by position, as
+        the same Event objects: the parsed cache holds no copy of them (it held every send
+        before); once they left the recent sends, a read parses the row and caches it."""
+        engine, ids = await self._room_with_messages(3)
+        self.assertEqual(len(engine._reader._parsed), 0)
+        stored = await engine._events.get_events(ids)
+        positions = [stored[eid].stream_ordering for eid in ids]
+        recent = engine.recent_local_events(positions[0] - 1, positions[-1])
+        assert recent is not None
+        read = await engine.get_events(ids)
+        for eid, (_, held, _) in zip(ids, recent, strict=True):
+            self.assertIs(read[eid].event, held)
+            self.assertEqual(read[eid].event.canonical_bytes, stored[eid].pdu_json.encode())
+        self.assertEqual(len(engine._reader._parsed), 0)
+        engine._recent._events.clear()  # as if 256 newer sends had pushed them out
+        again = await engine.get_events(ids)
+        for eid in ids:
+            self.assertIsNot(again[eid].event, read[eid].event)
+            self.assertEqual(again[eid].event.pdu, read[eid].event.pdu)
+        self.assertEqual(len(engine._reader._parsed), 3)
+
+    async def test_a_recent_send_serves_only_its_own_row(self) -> None:
+        """A row at a recent send's position is served the held event only when it is that
+        event as stored: another id, room or JSON at the position, or an event carrying
+        `unsigned` (storage holds none), is parsed from the row."""
+        engine, ids = await self._room_with_messages(2)
+        stored = await engine._events.get_events(ids)
+        first, second = stored[ids[0]], stored[ids[1]]
+        recent = RecentLocalEvents()
+        held = engine._recent._events[first.stream_ordering][1]
+        recent.add([first.stream_ordering], [held], [first.state_group])
+        cache = EventCache(size=10, recent=recent)
+        self.assertIs(cache.event(first), held)
+        self.assertIs(cache.loaded([first])[0].event, held)
+        for row in (second._replace(stream_ordering=first.stream_ordering),
+                    first._replace(room_id="!elsewhere:test"),
+                    first._replace(pdu_json=second.pdu_json)):
+            self.assertIsNot(cache.event(row), held)
+            self.assertIsNot(cache.loaded([row])[0].event, held)
+        with_unsigned = RecentLocalEvents()
+        marked = event_from_storage(first)
+        marked.unsigned["transaction_id"] = "t"
+        with_unsigned.add([first.stream_ordering], [marked], [first.state_group])
+        served = EventCache(size=10, recent=with_unsigned).event(first)
+        self.assertIsNot(served, marked)
+        self.assertEqual(served.unsigned, {})
+
+
 class CurrentStateIdsTests(TestCase):
     async def test_the_heads_state_ids_are_the_stored_current_state(self) -> None:
         """/members and /state take the state ids from the engine's head; they must be
