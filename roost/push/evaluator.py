@@ -80,6 +80,9 @@ class RoomInfo:
     state: Mapping[StateKey, Event]
     version: Any
     groups: list[Group] | None = None
+    # The state group `state` is (None: not known, as for the state a send was built on):
+    # an event is evaluated with the room as of its own group (PushEvaluator._room_at).
+    group: int | None = None
     generation: int = -1
     contexts: dict[str, RoomContext] = field(default_factory=dict)
 
@@ -95,30 +98,31 @@ class RoomInfo:
         return found
 
 
-# (stream position, the event as rules read it, origin_server_ts)
-Parsed = tuple[int, dict[str, Any], int]
+# (stream position, the event as rules read it, origin_server_ts, its state group: the
+# state at it, which evaluation reads the room's members and power levels from)
+Parsed = tuple[int, dict[str, Any], int, int | None]
 
 
 def _parse(rows: list[EventRow]) -> list[Parsed]:
     parsed = []
-    for position, event_id, room_id, event_type, sender, state_key, content, ts in rows:
+    for position, event_id, room_id, event_type, sender, state_key, content, ts, group in rows:
         event = {"event_id": event_id, "room_id": room_id, "type": event_type,
                  "sender": sender, "content": json.loads(content) if content else {}}
         if state_key is not None:
             event["state_key"] = state_key
-        parsed.append((position, event, ts))
+        parsed.append((position, event, ts, group))
     return parsed
 
 
-def _parsed(events: list[tuple[int, Event]]) -> list[Parsed]:
+def _parsed(events: list[tuple[int, Event, int | None]]) -> list[Parsed]:
     """Local events as evaluation reads them (what _parse makes of stored rows)."""
     parsed = []
-    for position, e in events:
+    for position, e, group in events:
         event = {"event_id": e.event_id, "room_id": e.room_id, "type": e.type,
                  "sender": e.sender, "content": e.content}
         if e.state_key is not None:
             event["state_key"] = e.state_key
-        parsed.append((position, event, e.origin_server_ts))
+        parsed.append((position, event, e.origin_server_ts, group))
     return parsed
 
 
@@ -282,7 +286,7 @@ class PushEvaluator:
         found = self._engine.recent_local_events(after, upto)
         if found is None:
             return None
-        return _parsed([(position, e) for position, e, _ in found])
+        return _parsed(found)
 
     # -- evaluation -----------------------------------------------------------------
 
@@ -290,11 +294,9 @@ class PushEvaluator:
         threads = await self._threads_of(parsed)
         actions: list[ActionRow] = []
         own_reads: dict[tuple[str, str, str], int] = {}
-        for position, event, ts in parsed:
+        for position, event, ts, group in parsed:
             room_id = event["room_id"]
-            if event.get("state_key") is not None:
-                self._rooms.pop(room_id, None)  # its members or power levels may have changed
-            room = await self._room(room_id)
+            room = await self._room_at(room_id, group, event.get("state_key") is not None)
             groups = await self._groups(room) if room is not None else []
             content = event.get("content")
             if room is not None and isinstance(content, dict) and event.get("type") == \
@@ -347,15 +349,15 @@ class PushEvaluator:
                 or positions[0] != self.position + 1
                 or positions[-1] - positions[0] != len(positions) - 1):
             return None
-        parsed = _parsed([(position, event) for position, event in zip(positions, events,
-                                                                          strict=True)])
+        parsed = _parsed([(position, event, None) for position, event in zip(positions, events,
+                                                                                strict=True)])
         room = self._room_held(room_id, state_events)
         threads = self._threads_held(parsed)
         if room is None or threads is None:
             return None
         actions: list[ActionRow] = []
         own_reads: dict[tuple[str, str, str], int] = {}
-        for position, event, ts in parsed:
+        for position, event, ts, _ in parsed:
             self._evaluate_one(position, event, ts, threads, room, room.groups or [], actions,
                                own_reads)
         self._keep_threads(threads)
@@ -424,7 +426,7 @@ class PushEvaluator:
         """(event -> thread root, as far as known; event -> related event of unknown thread)."""
         found: dict[str, str] = {}
         unknown: dict[str, str] = {}
-        for _, event, _ in parsed:
+        for _, event, _, _ in parsed:
             content = event.get("content")
             if not isinstance(content, dict):
                 continue
@@ -444,16 +446,26 @@ class PushEvaluator:
         while len(self._threads) > THREADS_CACHE_SIZE:
             self._threads.popitem(last=False)
 
-    async def _room(self, room_id: str) -> RoomInfo | None:
+    async def _room_at(self, room_id: str, group: int | None, is_state: bool) -> RoomInfo | None:
+        """The room as of an event whose state group is `group`: its members and power
+        levels at that event, not at whatever the room's state is by the time evaluation
+        reaches it (a reader behind the stream would otherwise count a member who left
+        since out, or one who joined since in). The current state serves when it is that
+        group (the usual case: evaluation keeps up, and a batch of messages shares its
+        group), else the group's state is read. Without a group (not known), the current
+        state, as of old: read again after a state event."""
         info = self._rooms.get(room_id)
-        if info is not None:
+        if info is not None and (info.group == group if group is not None else not is_state):
             self._rooms.move_to_end(room_id)
             return info
         version = await self._engine.room_version(room_id)
         if version is None:
             return None
-        state = await self._engine.current_state_shared(room_id)
+        state, head_group = await self._engine.current_state_and_group(room_id)
+        if group is not None and head_group != group:
+            state, head_group = await self._engine.state_events_at_group(group), group
         info = self._rooms[room_id] = _room_info(state, version, self._suffix)
+        info.group = head_group
         while len(self._rooms) > ROOMS_CACHE_SIZE:
             self._rooms.popitem(last=False)
         return info

@@ -46,7 +46,7 @@ class StoredRule:
 # JSON, highlight, ts, user ids). Plain tuples: a busy room makes one per message.
 ActionRow = tuple[int, int, str, str, str, str, bool, int, list[str]]
 # (stream_ordering, event_id, room_id, type, sender, state_key, content JSON, ts)
-EventRow = tuple[int, str, str, str, str, str | None, str, int]
+EventRow = tuple[int, str, str, str, str, str | None, str, int, int | None]
 # (sender, room, thread, stream_ordering): sending an event reads the room up to it.
 OwnRead = tuple[str, str, str, int]
 
@@ -221,8 +221,8 @@ class PushActionStore:
         return int(row[0]) if row else None
 
     async def events_after(self, after: int, upto: int, limit: int) -> list[EventRow]:
-        """(stream_ordering, event_id, room_id, type, sender, state_key, content JSON, ts) of
-        accepted timeline events. Only the content is sent, not the whole PDU with its
+        """(stream_ordering, event_id, room_id, type, sender, state_key, content JSON, ts,
+        state group) of accepted timeline events. Only the content is sent, not the whole PDU with its
         hashes, signatures and edges: evaluation reads nothing else of it."""
         return await self._db.run("push_events_after", _events_after, after, upto, limit)
 
@@ -350,7 +350,7 @@ class PushActionStore:
 def _events_after(txn: Txn, after: int, upto: int, limit: int) -> list[EventRow]:
     rows = txn.query(
         "SELECT stream_ordering, event_id, room_id, type, sender, state_key,"
-        " (pdu::json) ->> 'content', origin_server_ts FROM events"
+        " (pdu::json) ->> 'content', origin_server_ts, state_group FROM events"
         " WHERE stream_ordering > %s AND stream_ordering <= %s"
         " AND rejected_reason IS NULL AND NOT outlier AND NOT soft_failed"
         " ORDER BY stream_ordering LIMIT %s", (after, upto, limit))

@@ -169,6 +169,8 @@ class CachedRoomAndRulesTests(TestCase):
         await bob.join(room)
         await carol.join(room)
         await alice.send(room, "one")
+        # Evaluation uses the rules held when it reaches an event: let it reach "one" first.
+        await caught_up(alice)
         message = "/pushrules/global/underride/.m.rule.message"
         await bob.ok("PUT", f"{message}/enabled", {"enabled": False})
         await alice.send(room, "two")
@@ -180,6 +182,42 @@ class CachedRoomAndRulesTests(TestCase):
         await alice.send(room, "three")
         self.assertEqual(await unread(bob, room), {"main": (2, 1)})
         self.assertEqual(await unread(carol, room), {"main": (3, 0)})
+
+    async def test_an_evaluation_behind_the_stream_reads_the_members_at_each_event(
+            self) -> None:
+        """Evaluation that reaches an event after the room's state moved on (held back
+        here; under load, just slow) notifies the members at the event: one who left since
+        is notified, one who joined since is not (the access table's /notifications rows
+        found the first now and then: a member event before the message in the same
+        batch made the room be read again, as of its current state)."""
+        alice, bob, carol, dave = await start_users(self, "alice", "bob", "carol", "dave")
+        room = await alice.create_room(preset="public_chat")
+        await bob.join(room)
+        await alice.send(room, "warm")
+        await caught_up(alice)
+        assert alice.server.hs.push is not None
+        evaluator = alice.server.hs.push.evaluator
+        # Held back: neither the read loop nor evaluation with the persist takes the events
+        # below until they are all stored.
+        evaluator._read = lambda: None  # type: ignore[method-assign]
+        evaluator.prepare = lambda *_: None  # type: ignore[method-assign]
+        try:
+            await carol.join(room)
+            await alice.send(room, "with bob and carol")
+            await bob.leave(room)
+            await dave.join(room)
+        finally:
+            del evaluator._read, evaluator.prepare
+        evaluator._read()
+
+        async def bodies(client: Client) -> list[str]:
+            found = (await notifications(client))["notifications"]
+            return [n["event"]["content"].get("body") for n in found
+                    if n["event"]["type"] == "m.room.message"]
+
+        self.assertEqual(await bodies(bob), ["with bob and carol", "warm"])
+        self.assertEqual(await bodies(carol), ["with bob and carol"])
+        self.assertEqual(await bodies(dave), [])
 
 
 class ConcurrentSendTests(TestCase):
