@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 
 import psycopg2
 from twisted.internet import defer, reactor, task
@@ -95,6 +96,29 @@ class PoolThreadsTests(TestCase):
             await task.deferLater(reactor, 0.01, lambda: None)
         release.set()
         return await defer.gatherResults(calls)
+
+    async def test_an_idle_thread_keeps_nothing_of_its_last_job(self) -> None:
+        """A job's function, arguments and result are let go once it is answered, not
+        kept by the idle thread until its next job (a persist's rows, say): the job a
+        thread started with (a Thread keeps its args) and a job given to it idle."""
+        threads = self._threads(1)
+
+        class Rows:
+            pass
+
+        def job(rows: Rows) -> Rows:
+            return Rows()
+
+        for _ in range(2):  # the first starts the thread, the second finds it idle
+            given = Rows()
+            made = await threads.call(job, given)
+            refs = [weakref.ref(given), weakref.ref(made)]
+            del given, made
+            for _ in range(100):  # the thread lets go once it has answered
+                if all(ref() is None for ref in refs):
+                    break
+                await task.deferLater(reactor, 0.01, lambda: None)
+            self.assertEqual([ref() for ref in refs], [None, None])
 
     async def test_the_thread_free_last_is_given_the_next_job(self) -> None:
         threads = self._threads(4)
