@@ -426,14 +426,10 @@ class SyncBuilder:
     async def _new_shared_part(self, room_id: str, raw: list[StoredEvent], since: SyncToken,
                                now: SyncToken, filt: SyncFilter, now_ms: int) -> SharedRoom:
         """Plan and serve the room's shared part (none was kept), and keep it."""
-        new = self._wanted(raw, filt)
-        gap = self._state.state_before_timeline(raw, new, filt)
-        if not new and not gap:
+        plan = self._shared_plan(room_id, raw, now, filt)
+        if plan is None:
             entry = EMPTY
         else:
-            plan = self._plan(new, filt, now)
-            if gap:
-                plan.state = self._state.state_in_gap(room_id, gap, plan, filt)
             if filt.lazy_load_members:
                 await self._state.add_lazy_members(room_id, plan, filt)
             entry = await self._serve_shared(plan, filt)
@@ -447,14 +443,10 @@ class SyncBuilder:
         to read), kept; else None. A woken receiver's first answer is then made at once."""
         if filt.lazy_load_members:
             return None
-        new = self._wanted(raw, filt)
-        gap = self._state.state_before_timeline(raw, new, filt)
-        if not new and not gap:
+        plan = self._shared_plan(room_id, raw, now, filt)
+        if plan is None:
             entry = EMPTY
         else:
-            plan = self._plan(new, filt, now)
-            if gap:
-                plan.state = self._state.state_in_gap(room_id, gap, plan, filt)
             kinds = self._relation_kinds(plan)
             served: list[JsonDict] | None = None
             if kinds is not None:
@@ -467,6 +459,19 @@ class SyncBuilder:
             entry = self._shared_room(plan, filt, served)
         self._shared.put(room_id, since.events, now.events, filt, now_ms, entry)
         return entry
+
+    def _shared_plan(self, room_id: str, raw: list[StoredEvent], now: SyncToken,
+                     filt: SyncFilter) -> RoomPlan | None:
+        """The plan every receiver of the range shares (its timeline, and the state changes
+        hidden before it), or None when the filter leaves nothing of the range."""
+        new = self._wanted(raw, filt)
+        gap = self._state.state_before_timeline(raw, new, filt)
+        if not new and not gap:
+            return None
+        plan = self._plan(new, filt, now)
+        if gap:
+            plan.state = self._state.state_in_gap(room_id, gap, plan, filt)
+        return plan
 
     async def _serve_shared(self, plan: RoomPlan, filt: SyncFilter) -> SharedRoom:
         """The plan, with its events served when nothing of them is per receiver: no

@@ -366,12 +366,7 @@ def _copy_unsigned(unsigned: object) -> dict[str, Any]:
 
 def _validate_format(body: Mapping[str, Any], version: RoomVersion) -> None:
     """Check the fields of the PDU schema for ``version`` (pdu_v4/v11/v12)."""
-    _require_str(body, "type", limit=MAX_ID_BYTES)
-    _require_str(body, "sender", limit=MAX_ID_BYTES)
-    if not is_valid_user_id(body["sender"]):
-        raise EventFormatError("M_BAD_JSON", "sender is not a valid user id")
-    if "state_key" in body:
-        _require_str(body, "state_key", limit=MAX_ID_BYTES)
+    _validate_type_sender_state_key(body)
     _validate_room_id(body, version)
     for key in ("content", "hashes", "signatures"):
         if not isinstance(body.get(key), Mapping):
@@ -392,16 +387,21 @@ def _validate_format(body: Mapping[str, Any], version: RoomVersion) -> None:
     _validate_redacts(body, version)
 
 
-def _validate_local(body: Mapping[str, Any], version: RoomVersion) -> None:
-    """What ``_validate_format`` checks of the fields a local build takes from its request
-    (Event.from_local_build), and the counts of its prev and auth events (a room forked
-    over federation may have more forward extremities than an event may cite)."""
+def _validate_type_sender_state_key(body: Mapping[str, Any]) -> None:
+    """The fields every event's checks start with, whoever built it."""
     _require_str(body, "type", limit=MAX_ID_BYTES)
     _require_str(body, "sender", limit=MAX_ID_BYTES)
     if not is_valid_user_id(body["sender"]):
         raise EventFormatError("M_BAD_JSON", "sender is not a valid user id")
     if "state_key" in body:
         _require_str(body, "state_key", limit=MAX_ID_BYTES)
+
+
+def _validate_local(body: Mapping[str, Any], version: RoomVersion) -> None:
+    """What ``_validate_format`` checks of the fields a local build takes from its request
+    (Event.from_local_build), and the counts of its prev and auth events (a room forked
+    over federation may have more forward extremities than an event may cite)."""
+    _validate_type_sender_state_key(body)
     if type(body.get("content")) is not dict:
         raise EventFormatError("M_BAD_JSON", "content must be an object")
     if len(body["prev_events"]) > MAX_PREV_EVENTS:
