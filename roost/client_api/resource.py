@@ -325,15 +325,7 @@ class JsonResource(Resource):
         except Exception:
             logger.exception("%s %s failed", method, _clean(request))
             status, body = 500, {"errcode": "M_UNKNOWN", "error": "Internal server error"}
-        # _respond, inline (write_json does nothing if the client has gone).
-        if getattr(request, "too_large", False):
-            headers = {**headers, "Connection": "close"}
-        write_json(request, status, body, headers, CORS_HEADERS)
-        if logger.isEnabledFor(logging.INFO):  # the arguments cost a regex per request
-            logger.info(
-                "%s %s %s %d %.1fms %s", rid, method, _clean(request), status,
-                (time.monotonic() - start) * 1000, user,
-            )
+        answer_taken(request, rid, start, user, status, body, headers)
 
     def _take_fast(self, request: server.Request, rid: str) -> bool:
         """Hand a GET to its route's fast handler (Route.fast), when the route has one and
@@ -462,14 +454,6 @@ class JsonResource(Resource):
             return 500, {"errcode": "M_UNKNOWN", "error": "Internal server error"}
         return result if isinstance(result, tuple) else (200, result)
 
-    @staticmethod
-    def _respond(request: server.Request, status: int, body: JsonDict, headers: dict[str, str]) -> None:
-        if request.finished or request._disconnected:
-            return
-        if getattr(request, "too_large", False):
-            headers = {**headers, "Connection": "close"}
-        write_json(request, status, body, headers, CORS_HEADERS)
-
 
 class _NoHttp:
     """Stands in for the HTTP request of a dispatched call: handlers only read its query args."""
@@ -518,14 +502,13 @@ def _access_token(request: server.Request) -> str | None:
 
 
 def answer_taken(request: server.Request, rid: str, start: float, user: str, status: int,
-                 body: JsonDict | RawJson) -> None:
-    """The end of `_handle` for a request a fast handler took (FastHandler): the answer
-    (nothing if the client has gone) and its log line."""
-    headers: dict[str, str] = {}
+                 body: JsonDict | RawJson, headers: dict[str, str] | None = None) -> None:
+    """The end of every request, `_handle`'s and a fast handler's (FastHandler): the answer
+    (write_json does nothing if the client has gone) and its log line."""
     if getattr(request, "too_large", False):
-        headers = {"Connection": "close"}
-    write_json(request, status, body, headers, CORS_HEADERS)
-    if logger.isEnabledFor(logging.INFO):
+        headers = {**(headers or {}), "Connection": "close"}
+    write_json(request, status, body, headers or {}, CORS_HEADERS)
+    if logger.isEnabledFor(logging.INFO):  # the arguments cost a regex per request
         logger.info("%s %s %s %d %.1fms %s", rid, request.method.decode("ascii", "replace"),
                     _clean(request), status, (time.monotonic() - start) * 1000, user)
 
@@ -561,12 +544,7 @@ async def _finish_taken(request: server.Request, rid: str, start: float, user: s
     except Exception:
         logger.exception("%s %s failed", method, _clean(request))
         status, body = 500, {"errcode": "M_UNKNOWN", "error": "Internal server error"}
-    if getattr(request, "too_large", False):
-        headers = {**headers, "Connection": "close"}
-    write_json(request, status, body, headers, CORS_HEADERS)
-    if logger.isEnabledFor(logging.INFO):
-        logger.info("%s %s %s %d %.1fms %s", rid, method, _clean(request), status,
-                    (time.monotonic() - start) * 1000, user)
+    answer_taken(request, rid, start, user, status, body, headers)
 
 
 def _client_ip(request: server.Request) -> str:

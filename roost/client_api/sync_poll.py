@@ -147,17 +147,20 @@ class FastPolls:
             if answered is None:
                 poll.go_on(self._continued(poll, False))
                 return
-            if self.presence is not None:
-                self.presence.connection_closed(poll.user_id)
+            self._closed(poll)
             answer_taken(poll.request, poll.rid, poll.start, poll.user_id, 200, answered[0])
         except Exception:
             log_unhandled(Failure())
 
     def gone(self, poll: _Poll) -> None:
         """The client went away while the poll waited: what cancelling `_long_poll` did."""
+        self._closed(poll)
+        cancelled_taken(poll.request)
+
+    def _closed(self, poll: _Poll) -> None:
+        """The poll's end for presence, as `sync`'s `finally` tells it."""
         if self.presence is not None:
             self.presence.connection_closed(poll.user_id)
-        cancelled_taken(poll.request)
 
     async def _timed_out(self, poll: _Poll) -> JsonDict | RawJson:
         try:
@@ -165,8 +168,7 @@ class FastPolls:
                                                device_id=poll.device_id)
             return body  # the timeout: an empty delta, with the sections' current values
         finally:
-            if self.presence is not None:
-                self.presence.connection_closed(poll.user_id)
+            self._closed(poll)
 
     async def _continued(self, poll: _Poll, at_once: bool) -> JsonDict | RawJson:
         try:
@@ -174,15 +176,13 @@ class FastPolls:
                                          poll.device_id, poll.since, poll.filt, False, 0.0,
                                          deadline=poll.deadline, at_once=at_once)
         finally:
-            if self.presence is not None:
-                self.presence.connection_closed(poll.user_id)
+            self._closed(poll)
 
     async def _failed(self, poll: _Poll, error: Exception) -> JsonDict | RawJson:
         try:
             raise error
         finally:
-            if self.presence is not None:
-                self.presence.connection_closed(poll.user_id)
+            self._closed(poll)
 
 
 class _Poll(Watch):

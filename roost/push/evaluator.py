@@ -46,6 +46,7 @@ from roost.push.rules import RuleSet, ruleset_from_stored
 from roost.push.waiters import PositionWaiters
 from roost.rooms.auth import get_power_level
 from roost.rooms.engine import RoomEngine, StateKey
+from roost.rooms.event_reader import state_events_at_group
 from roost.rooms.events import Event
 from roost.storage.notifier import Notifier, StreamChange
 from roost.storage.push import (
@@ -463,7 +464,7 @@ class PushEvaluator:
             return None
         state, head_group = await self._engine.current_state_and_group(room_id)
         if group is not None and head_group != group:
-            state, head_group = await self._engine.state_events_at_group(group), group
+            state, head_group = await state_events_at_group(self._engine, group), group
         info = self._rooms[room_id] = _room_info(state, version, self._suffix)
         info.group = head_group
         while len(self._rooms) > ROOMS_CACHE_SIZE:

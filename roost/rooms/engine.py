@@ -572,13 +572,6 @@ class RoomEngine:
         head = await self._head(room_id)
         return head.state_events, head.state_group
 
-    async def state_events_at_group(self, group: int) -> dict[StateKey, Event]:
-        """A state group's state as events (push evaluation of an event the room's state
-        has moved past since)."""
-        ids = await self._state.state_at_group(group)
-        loaded = await self.get_events(list(ids.values()))
-        return {key: loaded[eid].event for key, eid in ids.items() if eid in loaded}
-
     async def current_state_sorted(self, room_id: str) -> list[tuple[StateKey, Event]]:
         """The room's current state in key order, kept on its cached head (read-only: a
         big room's sync sends it in this order, without sorting it on every request)."""

@@ -99,6 +99,14 @@ class EventReader:
 
 
 
+async def state_events_at_group(engine: RoomEngine, group: int) -> dict[StateKey, Event]:
+    """A state group's state as events (push evaluation of an event the room's state has
+    moved past since)."""
+    ids = await engine._state.state_at_group(group)
+    loaded = await engine.get_events(list(ids.values()))
+    return {key: loaded[eid].event for key, eid in ids.items() if eid in loaded}
+
+
 async def state_before_event(engine: RoomEngine, event_id: str) -> dict[StateKey, str] | None:
     """The state before ``event_id``, or None when the event is unknown or an outlier:
     its state group, less the event itself when it is state (the group's delta, or the
