@@ -92,6 +92,10 @@ async def all_event_ids(http: Http, base: str, room: str, token: str,
     return ids
 
 
+MAX_SENDS = 400  # per sender: a bound, never reached unless the kill never happens
+AFTER_KILL = 5  # sends per sender made wholly after writer2's kill
+
+
 class WriterAndReaderKillTests(TestCase):
     timeout = 300
 
@@ -104,10 +108,17 @@ class WriterAndReaderKillTests(TestCase):
         self.assertEqual(set(rooms), set(WRITERS))
         acked: dict[str, list[str]] = {w: [] for w in WRITERS}
         refused: dict[str, list[tuple[int, str, float]]] = {w: [] for w in WRITERS}
+        killed = defer.Deferred()
 
-        async def sender(writer: str, base: str, n: int, tag: str) -> None:
+        async def sender(writer: str, base: str, tag: str) -> None:
+            """Sends until AFTER_KILL sends have been answered after writer2's kill, so
+            the kill falls inside the load however fast the machine is."""
             room = rooms[writer]
-            for i in range(n):
+            after_kill = 0
+            for i in range(MAX_SENDS):
+                if after_kill >= AFTER_KILL:
+                    return
+                was_killed = killed.called
                 started = time.monotonic()
                 try:
                     code, answer = await http.call(
@@ -116,16 +127,20 @@ class WriterAndReaderKillTests(TestCase):
                 except Exception as e:  # the reader itself was killed mid-request
                     refused[writer].append((0, type(e).__name__, time.monotonic() - started))
                     continue
+                finally:
+                    after_kill += was_killed
                 if code == 200:
                     acked[writer].append(answer["event_id"])
                 else:
                     refused[writer].append((code, answer.get("errcode", ""),
                                             time.monotonic() - started))
 
-        load = [defer.ensureDeferred(sender(w, base, 30, f"{w}-{base[-5:]}-"))
+        load = [defer.ensureDeferred(sender(w, base, f"{w}-{base[-5:]}-"))
                 for w in WRITERS for base in (r1, r2)]
-        await sleep(1.0)
+        while len(acked["writer2"]) < 5 and not any(d.called for d in load):
+            await sleep(0.05)
         await cluster.kill("writer2")  # kill -9 in the middle of its rooms' sends
+        killed.callback(None)
         await defer.gatherResults(load)
         # writer1's rooms were never refused; writer2's answered a clear 503, never hung.
         self.assertEqual(refused["writer1"], [])
