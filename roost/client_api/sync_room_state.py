@@ -10,7 +10,8 @@ stripped state an invite or a knock shows.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,28 @@ class RoomPlan:
     shared: SharedRoom | None = None
 
 
+def _less_timeline(state: list[LoadedEvent], ids: Mapping[tuple[str, str], str],
+                   timeline: list[LoadedEvent]) -> list[LoadedEvent]:
+    """`state` (a room's whole current state in key order, `ids` its event ids by key)
+    without the events the timeline holds, found by bisection: a newcomer's own join is
+    in their timeline, and a pass over 2,000 members to leave it out cost more than the
+    rest of the copy."""
+    out = list(state)
+    shown = sorted(((e.event.type, e.event.state_key) for e in timeline
+                    if e.event.state_key is not None
+                    and ids.get((e.event.type, e.event.state_key)) == e.event.event_id),
+                   reverse=True)
+    for key in dict.fromkeys(shown):
+        at = bisect_left(out, key, key=_state_key)
+        if at < len(out) and out[at].event.event_id == ids[key]:
+            del out[at]
+    return out
+
+
+def _state_key(loaded: LoadedEvent) -> tuple[str, str | None]:
+    return loaded.event.type, loaded.event.state_key
+
+
 class SyncRoomState:
     """Room state for the sync builder, read from the engine's room heads where it can."""
 
@@ -83,7 +106,7 @@ class SyncRoomState:
         if not rooms:
             return  # (an incremental sync with no newly joined room)
         wanted: dict[str, list[str]] = {}
-        for room_id in rooms:
+        for room_id in await self._add_whole_state(plans, rooms, filt, now):
             current = await self._engine.current_state_sorted(room_id)
             wanted[room_id] = self._wanted_state(room_id, current, plans[room_id], user_id,
                                                  filt)
@@ -98,6 +121,28 @@ class SyncRoomState:
                     plans[room_id].state = [by_id[i] for i in chosen]
                     continue
             plans[room_id].state = [loaded[i] for i in ids if i in loaded]
+
+    async def _add_whole_state(self, plans: dict[str, RoomPlan], rooms: list[str],
+                               filt: SyncFilter, now: SyncToken) -> list[str]:
+        """Without filters or lazy loading, a room's `state` is its whole current state less
+        the timeline's own: taken from the head's kept LoadedState (no per-event lookups of
+        a big room's 2,000 members on every initial sync, bench/big_room.py), when nothing
+        in it is past the token. The rooms left (any other case) are returned."""
+        if not filt.state.passes_every_event() or filt.lazy_load_members:
+            return rooms
+        wants = [r for r in rooms if filt.state.wants_room(r)]
+        ready = await self._engine.current_states_ready(wants) if wants else {}
+        left = []
+        for room_id in rooms:
+            ids, whole = ready.get(room_id, (None, None))
+            if room_id not in ready:
+                plans[room_id].state = []
+            elif whole is None or whole.last_position > now.events:
+                left.append(room_id)
+            else:
+                plans[room_id].state = _less_timeline(whole.in_key_order, ids or {},
+                                                      plans[room_id].timeline)
+        return left
 
     def _wanted_state(self, room_id: str, state: list[tuple[tuple[str, str], Event]],
                       plan: RoomPlan, user_id: str, filt: SyncFilter) -> list[str]:

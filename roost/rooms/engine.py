@@ -34,6 +34,7 @@ from roost.rooms.engine_types import (
     MAX_STATE_CHAIN,
     IdAllocator,
     LoadedEvent,
+    LoadedState,
     MembersOverview,
     NewEvent,
     PersistCompanion,
@@ -536,6 +537,12 @@ class RoomEngine:
         if rest:
             out.update(await self.get_events(rest))
         return out
+
+    async def current_states_ready(self, room_ids: list[str]
+                                   ) -> dict[str, tuple[Mapping[StateKey, str], LoadedState | None]]:
+        """Rooms' whole current state as readers get it, kept on each cached head (read-only:
+        EventReader.complete_states), with the state ids it is of (the head's own map)."""
+        return await self._reader.complete_states({r: await self._head(r) for r in room_ids})
 
     async def visibility_changes(self, room_id: str) -> list[tuple[int, str]]:
         """(stream position, history_visibility) of every accepted history_visibility

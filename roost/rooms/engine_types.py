@@ -11,7 +11,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 from roost.rooms.events import Event, kept_fields, parse_canonical, shared
 from roost.rooms.versions import RoomVersion, get_room_version
@@ -72,6 +72,16 @@ class LoadedEvent(NamedTuple):
     rejected: bool
 
 
+class LoadedState(NamedTuple):
+    """A head's whole current state as readers get it (RoomHead.loaded_state): built once
+    per head when every state event is loaded, so a big room's initial sync and /members
+    take it ready instead of looking 2,000 ids up on every request (bench/big_room.py)."""
+
+    in_key_order: list[LoadedEvent]  # the order of RoomHead.sorted_state (a sync's `state`)
+    members_by_id: list[LoadedEvent]  # m.room.member events in event id order (/members)
+    last_position: int  # the highest stream position among them (0 if none has one)
+
+
 @dataclass
 class RoomHead:
     """A room's tip as the engine appends to it: cached per room in this process."""
@@ -100,6 +110,10 @@ class RoomHead:
                                                          compare=False, repr=False)
     _members: MembersOverview | None = field(default=None, init=False, compare=False,
                                              repr=False)
+    # Built from `loaded` on first use (loaded_state); a copy starts without it, and
+    # forget_loaded drops it with the entries it drops.
+    _loaded_state: LoadedState | None = field(default=None, init=False, compare=False,
+                                              repr=False)
 
     def copy(self, share_state: bool = False, share_loaded: bool = False) -> RoomHead:
         """A head to change without changing this one. `share_state`, `share_loaded`: the
@@ -125,6 +139,7 @@ class RoomHead:
         include an outlier now given a position) the events themselves."""
         if self.loaded is None:
             return
+        self._loaded_state = None
         for event in events:
             if stored:
                 self.loaded.pop(event.event_id, None)
@@ -144,11 +159,31 @@ class RoomHead:
             self._sorted = [(key, events[key]) for key in sorted(events)]
         return self._sorted
 
+    def loaded_state(self) -> LoadedState | None:
+        """The current state as `loaded` holds it, kept until the state (a new head) or
+        `loaded` (forget_loaded) changes; None while some state event is not loaded yet
+        (RoomEngine.current_state_complete loads them first)."""
+        if self._loaded_state is None and self.loaded is not None:
+            kept = self.loaded
+            in_order = [kept.get(e.event_id) for _, e in self.sorted_state()]
+            if None in in_order:
+                return None
+            ready = cast("list[LoadedEvent]", in_order)
+            members = sorted((e for e in ready if e.event.type == "m.room.member"),
+                             key=_event_id_of)
+            last = max((e.stream_ordering or 0 for e in ready), default=0)
+            self._loaded_state = LoadedState(ready, members, last)
+        return self._loaded_state
+
     def members(self) -> MembersOverview:
         """The room's members counted by membership (a sync's room summary)."""
         if self._members is None:
             self._members = MembersOverview.of(self.state_events)
         return self._members
+
+
+def _event_id_of(loaded: LoadedEvent) -> str:
+    return loaded.event.event_id
 
 
 HERO_CANDIDATES = 6  # a room summary names at most five heroes, never the reader

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from roost.rooms.engine_types import (
     EventCache,
     LoadedEvent,
+    LoadedState,
     RecentLocalEvents,
     RoomHead,
     StateKey,
@@ -78,6 +79,16 @@ class EventReader:
                 kept, event = missing[eid]
                 out[eid] = kept[eid] = LoadedEvent(event, position, redacted_by, rejected)
         return out
+
+    async def complete_states(self, heads: Mapping[str, RoomHead]
+                              ) -> dict[str, tuple[Mapping[StateKey, str], LoadedState | None]]:
+        """Each head's state ids and its whole current state loaded (RoomHead.loaded_state),
+        the heads that lack it loaded in one query; None for a head whose events are not
+        all found (the caller reads them as before)."""
+        cold = [head for head in heads.values() if head.loaded_state() is None]
+        if cold:
+            await self.from_heads([(head, head.state_by_id()) for head in cold])
+        return {room_id: (head.state, head.loaded_state()) for room_id, head in heads.items()}
 
     def _held_state(self, event_ids: list[str]) -> tuple[RoomHead | None, dict[str, Event]]:
         """The cached room head whose current state holds the first of `event_ids` (the

@@ -1,0 +1,142 @@
+"""/members and an initial sync's `state` after the room changed: what the room head keeps
+loaded (RoomHead.loaded_state) must never be served stale.
+
+Each test reads once (which fills the kept state), changes the room (a redaction of a
+member event, a leave, a new displayname), and reads again: the second read must show
+the change, as a server that keeps nothing would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial.unittest import TestCase
+
+from tests.client_api.sync_helpers import frozen_clock
+from tests.client_api.test_rooms_http import Client, start_users
+from tests.server_harness import q
+
+
+async def members(client: Client, room: str, query: str = "") -> dict[str, dict[str, Any]]:
+    chunk = (await client.ok("GET", f"/rooms/{q(room)}/members{query}"))["chunk"]
+    ids = [e["event_id"] for e in chunk]
+    assert ids == sorted(ids), "members are served in event id order"
+    return {e["state_key"]: e for e in chunk}
+
+
+LAST_ONLY = '{"room":{"timeline":{"limit":1}}}'
+
+
+async def sync_state(client: Client, room: str, filter_json: str = LAST_ONLY) -> dict[str, Any]:
+    """The member events of the room's `state` in an initial sync (by state key); by
+    default with a timeline of the last event only."""
+    path = "/sync" + (f"?filter={q(filter_json)}" if filter_json else "")
+    body = await client.ok("GET", path)
+    events = body["rooms"]["join"][room]["state"]["events"]
+    return {e["state_key"]: e for e in events if e["type"] == "m.room.member"}
+
+
+class KeptStateTests(TestCase):
+    async def _room(self) -> tuple[list[Client], str]:
+        alice, bob, carol = await start_users(self, "alice", "bob", "carol")
+        room = await alice.create_room(preset="public_chat")
+        await bob.join(room)
+        await bob.put_state(room, "m.room.member",
+                            {"membership": "join", "displayname": "Bob"}, bob.user_id)
+        await carol.join(room)
+        return [alice, bob, carol], room
+
+    async def test_members_after_a_member_event_is_redacted(self) -> None:
+        (alice, bob, carol), room = await self._room()
+        before = await members(carol, room)
+        self.assertEqual(before[bob.user_id]["content"]["displayname"], "Bob")
+        target = before[bob.user_id]["event_id"]
+        redaction = (await alice.ok("PUT", f"/rooms/{q(room)}/redact/{q(target)}/r1",
+                                    {"reason": "rude"}))["event_id"]
+        after = await members(carol, room)
+        self.assertEqual(after[bob.user_id]["content"], {"membership": "join"})
+        because = after[bob.user_id]["unsigned"]["redacted_because"]
+        self.assertEqual(because["event_id"], redaction)
+        self.assertNotIn("redacted_because", after[alice.user_id]["unsigned"])
+
+    async def test_members_after_a_member_leaves_and_renames(self) -> None:
+        (alice, bob, carol), room = await self._room()
+        await members(alice, room)
+        await members(alice, room, "?membership=join")
+        await bob.leave(room)
+        await carol.put_state(room, "m.room.member",
+                              {"membership": "join", "displayname": "Carol"}, carol.user_id)
+        after = await members(alice, room)
+        self.assertEqual(after[bob.user_id]["content"]["membership"], "leave")
+        self.assertEqual(after[carol.user_id]["content"]["displayname"], "Carol")
+        joined = await members(alice, room, "?membership=join")
+        self.assertEqual(set(joined), {alice.user_id, carol.user_id})
+        not_left = await members(alice, room, "?not_membership=join")
+        self.assertEqual(set(not_left), {bob.user_id})
+
+    async def test_a_departed_member_reads_members_as_they_left(self) -> None:
+        (alice, bob, carol), room = await self._room()
+        await members(alice, room)
+        await bob.leave(room)
+        await members(bob, room)  # the state at bob's leave is the current state here
+        await carol.leave(room)
+        seen = await members(bob, room)
+        self.assertEqual(seen[carol.user_id]["content"]["membership"], "join")
+        self.assertEqual(seen[bob.user_id]["content"]["membership"], "leave")
+        now = await members(alice, room)
+        self.assertEqual(now[carol.user_id]["content"]["membership"], "leave")
+
+    async def test_initial_sync_after_a_redaction_and_a_leave(self) -> None:
+        (alice, bob, carol), room = await self._room()
+        before = await sync_state(carol, room)
+        self.assertEqual(before[bob.user_id]["content"]["displayname"], "Bob")
+        target = before[bob.user_id]["event_id"]
+        await alice.ok("PUT", f"/rooms/{q(room)}/redact/{q(target)}/r1", {})
+        await alice.send(room)
+        after = await sync_state(carol, room)
+        self.assertEqual(after[bob.user_id]["content"], {"membership": "join"})
+        self.assertIn("redacted_because", after[bob.user_id]["unsigned"])
+        await bob.leave(room)
+        await alice.send(room)
+        for _ in range(2):  # the second from what the first kept
+            last = await sync_state(carol, room)
+            self.assertEqual(last[bob.user_id]["content"]["membership"], "leave")
+            self.assertNotIn("redacted_because", last[bob.user_id]["unsigned"])
+
+    async def test_initial_sync_state_leaves_out_the_timeline_and_follows_filters(self) -> None:
+        (alice, bob, carol), room = await self._room()
+        full = await sync_state(carol, room)
+        # carol's join is the timeline's last event: not in `state` as well.
+        self.assertNotIn(carol.user_id, full)
+        self.assertEqual(set(full), {alice.user_id, bob.user_id})
+        lazy = await sync_state(carol, room, '{"room":{"state":{"lazy_load_members":true},'
+                                             '"timeline":{"limit":1}}}')
+        self.assertEqual(set(lazy), set())
+        default = await sync_state(carol, room, "")  # every event is in the timeline
+        self.assertEqual(set(default), set())
+        await alice.send(room)
+        wide = await sync_state(carol, room)
+        self.assertEqual(set(wide), {alice.user_id, bob.user_id, carol.user_id})
+        no_members = await sync_state(
+            carol, room, '{"room":{"state":{"not_types":["m.room.member"]}}}')
+        self.assertEqual(no_members, {})
+
+    async def test_members_equal_the_state_read_from_storage(self) -> None:
+        """Byte for byte (on a frozen clock): /members from the kept state against /state's
+        member events of a small room, which /state reads from storage."""
+        alice, bob, carol = await start_users(self, "alice", "bob", "carol", clock=frozen_clock())
+        room = await alice.create_room(preset="public_chat")
+        for user in (bob, carol):
+            await user.join(room)
+        await members(alice, room)
+        target = (await members(alice, room))[bob.user_id]["event_id"]
+        await alice.ok("PUT", f"/rooms/{q(room)}/redact/{q(target)}/r1", {"reason": "x"})
+        await carol.leave(room)
+        for _ in range(2):
+            chunk = (await alice.ok("GET", f"/rooms/{q(room)}/members"))["chunk"]
+            state = await alice.ok("GET", f"/rooms/{q(room)}/state")
+            expected = sorted((e for e in state if e["type"] == "m.room.member"),
+                              key=lambda e: e["event_id"])
+            self.assertEqual(chunk, expected)
+            self.assertIn("redacted_because", next(
+                e for e in chunk if e["state_key"] == bob.user_id)["unsigned"])
