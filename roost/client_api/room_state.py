@@ -14,6 +14,7 @@ from roost.client_api.stream_token import events_position
 from roost.http.bodies import RawJson
 from roost.rooms.access import JOINED, STATE
 from roost.rooms.engine import LoadedEvent, RoomEngine, RoomError
+from roost.rooms.engine_types import LoadedState
 
 StateKey = tuple[str, str]
 
@@ -29,16 +30,15 @@ def register(router: Router, engine: RoomEngine, view: RoomView) -> None:
         loaded = await engine.get_events(ids)
         return [loaded[i] for i in ids if i in loaded]
 
-    async def current_members(room_id: str, state: dict[StateKey, str]
-                              ) -> list[LoadedEvent] | None:
-        """The member events of `state` in event id order, when `state` is the room's
-        current state: kept on its head (RoomHead.loaded_state, read-only), not looked
-        up one by one per request (bench/big_room.py); else None."""
+    async def current_state(room_id: str, state: dict[StateKey, str]) -> LoadedState | None:
+        """`state` loaded as the room's head keeps it (RoomHead.loaded_state, read-only:
+        its members in event id order, not looked up one by one per request,
+        bench/big_room.py), when `state` is the room's current state; else None."""
         try:
             ids, whole = (await engine.current_states_ready([room_id]))[room_id]
         except RoomError:
             return None
-        return whole.members_by_id if whole is not None and ids == state else None
+        return whole if whole is not None and ids == state else None
 
     async def all_state(req: ApiRequest) -> RawJson | list[JsonDict]:
         state = await state_for(req.params["room_id"], req.user.user_id)
@@ -65,11 +65,12 @@ def register(router: Router, engine: RoomEngine, view: RoomView) -> None:
             departed = await view.access.departure_position(room_id, req.user.user_id)
             if departed is not None:
                 at = min(at, departed)
+        whole = await current_state(room_id, state)
         wanted, unwanted = req.arg("membership"), req.arg("not_membership")
-        events = await current_members(room_id, state)
-        if events is None:
-            events = await load(sorted(eid for (t, _), eid in state.items()
-                                       if t == "m.room.member"))
+        if whole is not None and at is None and wanted is None and unwanted is None:
+            return {"chunk": await view.serialize_members(whole)}
+        events = whole.members_by_id if whole is not None else await load(
+            sorted(eid for (t, _), eid in state.items() if t == "m.room.member"))
         if at is not None:
             events = await _members_at(view, room_id, at, events)
         chosen = events if wanted is None and unwanted is None else [

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from roost.client_api.event_format import stripped_state
+from roost.client_api.event_format import EncodedEvents, encode_events, stripped_state
 from roost.client_api.room_view import RoomView
 from roost.client_api.stream_token import StreamToken
 from roost.client_api.sync_filter import SyncFilter
@@ -26,6 +26,7 @@ from roost.client_api.sync_summary import (
     room_summary,
 )
 from roost.rooms.engine import LoadedEvent, RoomEngine
+from roost.rooms.engine_types import LoadedState
 from roost.rooms.events import Event
 from roost.storage.events import StoredEvent
 from roost.storage.sync_queries import SyncQueries
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from roost.client_api.sync_shared import SharedRoom
 
 JsonDict = dict[str, Any]
+# LoadedState.derived key of a sync's encoded whole state (_kept_encoding).
+STATE_JSON = "client_api.sync_state_json"
 SyncToken = StreamToken
 
 
@@ -55,20 +58,43 @@ class RoomPlan:
     summary: JsonDict | None = None
     # Set when the timeline and state are served once for every receiver (sync_shared.py).
     shared: SharedRoom | None = None
+    # `state` kept encoded with the room's head (a room's whole state: _add_whole_state).
+    state_encoded: EncodedEvents | None = None
+
+
+def _shown_state(ids: Mapping[tuple[str, str], str],
+                 timeline: list[LoadedEvent]) -> list[tuple[str, str]]:
+    """The keys of the current state (`ids`: event ids by key) whose event the timeline
+    holds, sorted, once each."""
+    return sorted({(e.event.type, e.event.state_key) for e in timeline
+                   if e.event.state_key is not None
+                   and ids.get((e.event.type, e.event.state_key)) == e.event.event_id})
+
+
+def _kept_encoding(whole: LoadedState, shown: list[tuple[str, str]],
+                   state: list[LoadedEvent]) -> EncodedEvents | None:
+    """`state` (the whole state less the `shown` keys' events) encoded, kept with the
+    room's LoadedState for the last `shown` asked (the timeline, the same for every
+    newcomer until the room moves on): an initial sync of a big room only formats the
+    ages in. None when some event is redacted (served as usual)."""
+    if not state:
+        return None
+    kept = whole.derived.get(STATE_JSON)
+    key = tuple(shown)
+    if kept is None or kept[0] != key:
+        kept = whole.derived[STATE_JSON] = (key, encode_events(state))
+    encoded: EncodedEvents | None = kept[1]
+    return encoded
 
 
 def _less_timeline(state: list[LoadedEvent], ids: Mapping[tuple[str, str], str],
-                   timeline: list[LoadedEvent]) -> list[LoadedEvent]:
+                   shown: list[tuple[str, str]]) -> list[LoadedEvent]:
     """`state` (a room's whole current state in key order, `ids` its event ids by key)
-    without the events the timeline holds, found by bisection: a newcomer's own join is
-    in their timeline, and a pass over 2,000 members to leave it out cost more than the
-    rest of the copy."""
+    without the events of the `shown` keys (the timeline's), found by bisection: a
+    newcomer's own join is in their timeline, and a pass over 2,000 members to leave it
+    out cost more than the rest of the copy."""
     out = list(state)
-    shown = sorted(((e.event.type, e.event.state_key) for e in timeline
-                    if e.event.state_key is not None
-                    and ids.get((e.event.type, e.event.state_key)) == e.event.event_id),
-                   reverse=True)
-    for key in dict.fromkeys(shown):
+    for key in shown:
         at = bisect_left(out, key, key=_state_key)
         if at < len(out) and out[at].event.event_id == ids[key]:
             del out[at]
@@ -140,8 +166,10 @@ class SyncRoomState:
             elif whole is None or whole.last_position > now.events:
                 left.append(room_id)
             else:
-                plans[room_id].state = _less_timeline(whole.in_key_order, ids or {},
-                                                      plans[room_id].timeline)
+                plan = plans[room_id]
+                shown = _shown_state(ids or {}, plan.timeline)
+                plan.state = _less_timeline(whole.in_key_order, ids or {}, shown)
+                plan.state_encoded = _kept_encoding(whole, shown, plan.state)
         return left
 
     def _wanted_state(self, room_id: str, state: list[tuple[tuple[str, str], Event]],

@@ -129,8 +129,11 @@ class SyncSerializer:
                          for b, e in zip(state_bodies, state, strict=True)])
             served_state = iter([[next(flat) for _ in p.state] for p in own])
         else:  # each room's state list encoded once (a big room's: thousands of events)
-            served_state = iter(await self._view.serialize_state([p.state for p in own])
-                                if state else [[] for _ in own])
+            lists = [p.state if p.state_encoded is None else [] for p in own]
+            encoded = await self._view.serialize_state(lists) if state else [[] for _ in own]
+            now = self._view.now_ms()
+            served_state = iter([p.state_encoded.render(now) if p.state_encoded is not None
+                                 else e for p, e in zip(own, encoded, strict=True)])
         return iter(served), served_state
 
 

@@ -80,6 +80,9 @@ class LoadedState(NamedTuple):
     in_key_order: list[LoadedEvent]  # the order of RoomHead.sorted_state (a sync's `state`)
     members_by_id: list[LoadedEvent]  # m.room.member events in event id order (/members)
     last_position: int  # the highest stream position among them (0 if none has one)
+    # What readers derive from these events alone, kept with them (the client API's
+    # encoded /members list: room_view.RoomView.serialize_members).
+    derived: dict[str, Any]
 
 
 @dataclass
@@ -172,7 +175,7 @@ class RoomHead:
             members = sorted((e for e in ready if e.event.type == "m.room.member"),
                              key=_event_id_of)
             last = max((e.stream_ordering or 0 for e in ready), default=0)
-            self._loaded_state = LoadedState(ready, members, last)
+            self._loaded_state = LoadedState(ready, members, last, {})
         return self._loaded_state
 
     def members(self) -> MembersOverview:
