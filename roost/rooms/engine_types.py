@@ -113,8 +113,9 @@ class RoomHead:
                                                          compare=False, repr=False)
     _members: MembersOverview | None = field(default=None, init=False, compare=False,
                                              repr=False)
-    # Built from `loaded` on first use (loaded_state); a copy starts without it, and
-    # forget_loaded drops it with the entries it drops.
+    # Built from `loaded` on first use (loaded_state); a copy starts without it unless it
+    # shares both the state and `loaded` (a batch of messages), and forget_loaded drops
+    # it with the entries it drops.
     _loaded_state: LoadedState | None = field(default=None, init=False, compare=False,
                                               repr=False)
 
@@ -128,13 +129,16 @@ class RoomHead:
         # (two copies a batch, on every send). A new field must be added here too
         # (tests/rooms/test_engine_types.py compares the two).
         loaded = self.loaded
-        return RoomHead(
+        head = RoomHead(
             self.version,
             self.state if share_state else dict(self.state),
             self.state_events if share_state else dict(self.state_events),
             list(self.extremities), self.depth, self.state_group, self.chain_length,
             self.visibility,
             loaded if share_loaded or loaded is None else dict(loaded))
+        if share_state and share_loaded:  # the same state, served the same: kept for
+            head._loaded_state = self._loaded_state  # every message of a big room
+        return head
 
     def forget_loaded(self, events: Iterable[Event], stored: bool = False) -> None:
         """Drop what `events`, just persisted, may change of the kept loaded state: the
@@ -142,13 +146,14 @@ class RoomHead:
         include an outlier now given a position) the events themselves."""
         if self.loaded is None:
             return
-        self._loaded_state = None
         for event in events:
             if stored:
                 self.loaded.pop(event.event_id, None)
+                self._loaded_state = None
             target = event.redacts
             if target is not None:
                 self.loaded.pop(target, None)
+                self._loaded_state = None
 
     def state_by_id(self) -> dict[str, Event]:
         if self._by_id is None:

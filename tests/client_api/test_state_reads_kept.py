@@ -185,3 +185,22 @@ class KeptStateTests(TestCase):
         await bob.leave(room)
         await alice.send(room)
         self.assertEqual((await compare())[bob.user_id]["content"]["membership"], "leave")
+
+    async def test_a_message_keeps_the_state_and_a_redaction_of_it_does_not(self) -> None:
+        """Messages hand the kept state on to the next head (the same state, served the
+        same); a redaction of a member event after them is still seen."""
+        alice, bob = await start_users(self, "alice", "bob", clock=frozen_clock())
+        room = await alice.create_room(preset="public_chat")
+        await bob.join(room)
+        engine = alice.server.hs.engine
+        first = (await engine.current_states_ready([room]))[room][1]
+        self.assertIsNotNone(first)
+        await members(alice, room)
+        await alice.send(room)
+        self.assertIs((await engine.current_states_ready([room]))[room][1], first)
+        target = (await members(alice, room))[bob.user_id]["event_id"]
+        await alice.ok("PUT", f"/rooms/{q(room)}/redact/{q(target)}/r1", {})
+        await alice.send(room)
+        self.assertIn("redacted_because", (await members(alice, room))[bob.user_id]["unsigned"])
+        other = '{"room":{"timeline":{"limit":1},"state":{"not_types":["x.n"]}}}'
+        self.assertEqual(await sync_state(alice, room), await sync_state(alice, room, other))

@@ -91,3 +91,18 @@ class LoadedStateTests(TestCase):
         again = h.loaded_state()
         assert again is not None
         self.assertEqual(again.members_by_id[1].redacted_by, "$r")
+
+    def test_kept_by_a_copy_sharing_state_and_loaded_only(self) -> None:
+        """A batch of messages shares the state and `loaded` (RoomEngine._append_batch):
+        the same answer, kept; any other copy builds it again; forget_loaded of events
+        with no redaction (a local batch) keeps it."""
+        h, events = self._head()
+        h.loaded = {e.event_id: LoadedEvent(e, 1, None, False) for e in events}
+        whole = h.loaded_state()
+        quiet = h.copy(share_state=True, share_loaded=True)
+        quiet.forget_loaded([SimpleNamespace(event_id="$m", redacts=None)])  # type: ignore[list-item]
+        self.assertIs(quiet.loaded_state(), whole)
+        for share_state, share_loaded in ((True, False), (False, True), (False, False)):
+            self.assertIsNot(h.copy(share_state, share_loaded).loaded_state(), whole)
+        quiet.forget_loaded([SimpleNamespace(event_id="$m", redacts=None)], stored=True)  # type: ignore[list-item]
+        self.assertIsNot(quiet.loaded_state(), whole)
