@@ -479,16 +479,23 @@ class PushEvaluator:
         return room.groups
 
     async def _rules_for(self, user_ids: list[str]) -> dict[str, CompiledRules]:
+        """The users' compiled rules, read for those not held: the rules as evaluation
+        reaches an event. A read that someone's rules changed during (rules_changed) serves
+        this evaluation only and is not kept: it may predate the change, and kept it would
+        apply the old rules to every later event (a rule set just before a send was ignored
+        now and then under load)."""
         cache = self._rules
-        missing = [u for u in user_ids if u not in cache]
-        if missing:
-            stored = await self._rule_store.rules_for_users(missing)
-            for user_id in missing:
-                if user_id in stored:
-                    cache[user_id] = compile_rules(ruleset_from_stored(*stored[user_id]))
-                else:
-                    cache[user_id] = self._defaults
+        out = {u: cache[u] for u in user_ids if u in cache}
+        missing = [u for u in user_ids if u not in out]
+        if not missing:
+            return out
+        generation = self._generation
+        stored = await self._rule_store.rules_for_users(missing)
+        read = {u: compile_rules(ruleset_from_stored(*stored[u])) if u in stored
+                else self._defaults for u in missing}
+        if self._generation == generation:
+            cache.update(read)
             while len(cache) > RULES_CACHE_SIZE:
                 cache.popitem(last=False)
-        return {u: cache[u] for u in user_ids}
-
+        out.update(read)
+        return {u: out[u] for u in user_ids}

@@ -125,6 +125,45 @@ class EvaluationTests(TestCase):
         self.assertEqual(await unread(bob, room), {"main": (1, 1)})
 
 
+    async def test_a_rule_changed_while_rules_are_read_applies_to_the_next_event(
+            self) -> None:
+        """Evaluation reads bob's rules from storage while bob changes them (held open
+        here; under load, just slow): that read, older than the change, is not kept, so
+        the next event is evaluated with the new rule (this test's neighbour above failed
+        now and then under parallel load: "quiet" notified bob)."""
+        alice, bob = await start_users(self, "alice", "bob")
+        room = await alice.create_room(preset="public_chat")
+        await bob.join(room)
+        await caught_up(alice)
+        assert alice.server.hs.push is not None
+        evaluator = alice.server.hs.push.evaluator
+        evaluator.rules_changed(bob.user_id)  # bob's rules are read again by what follows
+        store = evaluator._rule_store
+        real_read = store.rules_for_users
+        gate: defer.Deferred[None] = defer.Deferred()
+        reading: defer.Deferred[None] = defer.Deferred()
+
+        async def held_read(user_ids: list[str]) -> Any:
+            found = await real_read(user_ids)  # the rules before bob's change below
+            if not reading.called:
+                reading.callback(None)
+                await gate
+            return found
+
+        store.rules_for_users = held_read
+        try:
+            await alice.send(room, "before")
+            await reading
+            await bob.ok("PUT", f"/pushrules/global/room/{q(room)}", {"actions": []})
+            gate.callback(None)
+            await alice.send(room, "quiet")
+            self.assertEqual(await unread(bob, room), {"main": (1, 0)})
+        finally:
+            del store.rules_for_users
+        found = (await notifications(bob))["notifications"]
+        self.assertEqual([n["event"]["content"]["body"] for n in found], ["before"])
+
+
 class CachedRoomAndRulesTests(TestCase):
     """The evaluator keeps, per room, its members, display names and member count, and per
     user their compiled rules (users who kept the defaults share one object). Each test
